@@ -1,0 +1,119 @@
+// swift-tools-version:6.1
+// SmartSchool (智慧学校) platform services: four gRPC services sharing one model and one runtime.
+
+import PackageDescription
+
+let grpcCore: Target.Dependency = .product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcHTTP2: Target.Dependency = .product(
+  name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
+let grpcProtobuf: Target.Dependency = .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let swiftProtobuf: Target.Dependency = .product(name: "SwiftProtobuf", package: "swift-protobuf")
+let grdb: Target.Dependency = .product(name: "GRDB", package: "GRDB.swift")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let cryptoExtras: Target.Dependency = .product(name: "_CryptoExtras", package: "swift-crypto")
+let argumentParser: Target.Dependency = .product(
+  name: "ArgumentParser", package: "swift-argument-parser")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+let lifecycle: Target.Dependency = .product(
+  name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+
+let package = Package(
+  name: "SmartSchool",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "identity-service", targets: ["identity-service"]),
+    .library(name: "SmartSchoolModel", targets: ["SmartSchoolModel"]),
+    .library(name: "ServiceRuntime", targets: ["ServiceRuntime"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+  ],
+  targets: [
+    // Shared: generated protobuf/gRPC code and the domain vocabulary every service speaks.
+    .target(
+      name: "SmartSchoolModel",
+      dependencies: [grpcCore, grpcProtobuf, swiftProtobuf],
+      path: "Shared/Model"
+    ),
+    // Shared: what every service does the same way (host, auth, storage, errors, paging...).
+    .target(
+      name: "ServiceRuntime",
+      dependencies: [
+        "SmartSchoolModel", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, grdb, crypto,
+        argumentParser, logging, prometheus, lifecycle, nioCore, nioPosix, nioHTTP1,
+      ],
+      path: "Shared/Runtime"
+    ),
+
+    // Identity (统一身份认证).
+    .target(
+      name: "IdentityService",
+      dependencies: [
+        "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, crypto,
+        cryptoExtras, logging,
+      ],
+      path: "Services/Identity/IdentityService"
+    ),
+    .executableTarget(
+      name: "identity-service",
+      dependencies: ["IdentityService", "ServiceRuntime", argumentParser],
+      path: "Services/Identity/identity-service"
+    ),
+
+    // Benchmarks are programs: they print figures and ratios against a same-run baseline.
+    .executableTarget(
+      name: "identity-bench",
+      dependencies: [
+        "IdentityService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto,
+      ],
+      path: "Tests/Benchmarks/identity-bench"
+    ),
+
+    // Tests mirror the sources; shared helpers live in one support target.
+    .target(
+      name: "TestSupport",
+      dependencies: [
+        "SmartSchoolModel", "ServiceRuntime", "IdentityService", grpcCore, grpcHTTP2,
+      ],
+      path: "Tests/TestSupport"
+    ),
+    .testTarget(
+      name: "ModelTests",
+      dependencies: ["SmartSchoolModel"],
+      path: "Tests/ModelTests"
+    ),
+    .testTarget(
+      name: "RuntimeTests",
+      dependencies: ["ServiceRuntime", "SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2, grdb],
+      path: "Tests/RuntimeTests"
+    ),
+    .testTarget(
+      name: "IdentityServiceTests",
+      dependencies: [
+        "IdentityService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", grpcCore,
+        grpcHTTP2, grpcProtobuf,
+      ],
+      path: "Tests/IdentityServiceTests"
+    ),
+    .testTarget(
+      name: "EndToEndTests",
+      dependencies: ["SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2],
+      path: "Tests/EndToEndTests"
+    ),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,276 @@
+import Crypto
+import Foundation
+import SmartSchoolModel
+import Synchronization
+
+/// The claims of a SmartSchool access token, a compact JWS (JWT) signed with Ed25519
+/// (`alg: EdDSA`). Header: `{"alg":"EdDSA","typ":"JWT","kid":…}`.
+public struct AccessTokenClaims: Codable, Hashable, Sendable {
+  /// One role binding as a claim.
+  public struct Binding: Codable, Hashable, Sendable {
+    /// Role name (``Role`` raw value).
+    public var r: String
+    /// Org id the role is held at.
+    public var o: String
+    /// Org path of that org.
+    public var p: String
+
+    /// A binding claim.
+    public init(r: String, o: String, p: String) {
+      self.r = r
+      self.o = o
+      self.p = p
+    }
+  }
+
+  /// Issuer.
+  public var iss: String
+  /// Subject: the user id.
+  public var sub: String
+  /// Username.
+  public var usr: String
+  /// User kind.
+  public var knd: String
+  /// Session id (empty for service-account tokens).
+  public var sid: String
+  /// Issued at (seconds since 1970).
+  public var iat: Int64
+  /// Expiry (seconds since 1970).
+  public var exp: Int64
+  /// Role bindings.
+  public var rol: [Binding]
+
+  /// Claims for a token.
+  public init(
+    iss: String, sub: String, usr: String, knd: String, sid: String, iat: Int64, exp: Int64,
+    rol: [Binding]
+  ) {
+    self.iss = iss
+    self.sub = sub
+    self.usr = usr
+    self.knd = knd
+    self.sid = sid
+    self.iat = iat
+    self.exp = exp
+    self.rol = rol
+  }
+
+  /// The principal these claims describe; bindings with an unknown role or path are dropped.
+  public var principal: Principal {
+    Principal(
+      userID: sub, username: usr, kind: knd,
+      bindings: rol.compactMap { b in
+        guard let role = Role(rawValue: b.r), let path = OrgPath(b.p) else { return nil }
+        return RoleGrant(role: role, orgID: b.o, orgPath: path)
+      },
+      sessionID: sid,
+      issuedAt: Date(timeIntervalSince1970: TimeInterval(iat)),
+      expiresAt: Date(timeIntervalSince1970: TimeInterval(exp)))
+  }
+}
+
+/// The issuer name identity writes into every token.
+public let smartSchoolTokenIssuer = "smartschool-identity"
+
+/// Base64url without padding (RFC 7515 §2).
+public enum Base64URL {
+  /// Encodes bytes.
+  public static func encode<D: DataProtocol>(_ data: D) -> String {
+    Data(data).base64EncodedString()
+      .replacingOccurrences(of: "+", with: "-")
+      .replacingOccurrences(of: "/", with: "_")
+      .replacingOccurrences(of: "=", with: "")
+  }
+
+  /// Decodes text; `nil` when it is not base64url.
+  public static func decode<S: StringProtocol>(_ text: S) -> Data? {
+    var s = String(text).replacingOccurrences(of: "-", with: "+")
+      .replacingOccurrences(of: "_", with: "/")
+    let rem = s.utf8.count % 4
+    if rem == 1 { return nil }
+    if rem > 0 { s += String(repeating: "=", count: 4 - rem) }
+    return Data(base64Encoded: s)
+  }
+}
+
+/// Signs access tokens with an Ed25519 private key (identity only).
+public struct TokenSigner: Sendable {
+  /// The key id written into the header.
+  public let keyID: String
+  private let key: Curve25519.Signing.PrivateKey
+  private let encodedHeader: String
+
+  /// A signer for the key `key` published as `keyID`.
+  public init(keyID: String, key: Curve25519.Signing.PrivateKey) {
+    self.keyID = keyID
+    self.key = key
+    let header = #"{"alg":"EdDSA","typ":"JWT","kid":"\#(keyID)"}"#
+    self.encodedHeader = Base64URL.encode(Data(header.utf8))
+  }
+
+  /// The compact JWS of the claims.
+  public func sign(_ claims: AccessTokenClaims) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    let payload = Base64URL.encode(try encoder.encode(claims))
+    let signingInput = encodedHeader + "." + payload
+    let signature = try key.signature(for: Data(signingInput.utf8))
+    return signingInput + "." + Base64URL.encode(signature)
+  }
+}
+
+/// A public key identity publishes, as verifiers hold it.
+public struct PublishedKey: Sendable {
+  /// The key id (`kid`).
+  public var keyID: String
+  /// The Ed25519 public key.
+  public var publicKey: Curve25519.Signing.PublicKey
+  /// After this moment no token signed by the key is accepted; `nil` while current.
+  public var retireTime: Date?
+
+  /// A key published as `keyID`.
+  public init(keyID: String, publicKey: Curve25519.Signing.PublicKey, retireTime: Date?) {
+    self.keyID = keyID
+    self.publicKey = publicKey
+    self.retireTime = retireTime
+  }
+}
+
+/// Verifies access tokens locally with the keys identity publishes.
+///
+/// Keys are fetched through `keySource` (over gRPC from identity, or from identity's own
+/// store), cached, and refetched when a token names an unknown key id (at most once per
+/// `refetchInterval`, so a flood of forged key ids cannot hammer identity). While identity is
+/// unreachable the cached keys keep working.
+public final class TokenVerifier: Sendable {
+  /// Fetches the currently published keys.
+  public typealias KeySource = @Sendable () async throws -> [PublishedKey]
+
+  private struct State {
+    var keys: [String: PublishedKey] = [:]
+    var lastFetch: ContinuousClock.Instant? = nil
+    /// Header segment → key id, so that the common header is parsed once.
+    var headerCache: [Substring: String] = [:]
+  }
+
+  private let keySource: KeySource
+  private let state = Mutex(State())
+  private let refetchInterval: Duration
+  private let leeway: TimeInterval
+  private let now: @Sendable () -> Date
+
+  /// A verifier reading keys from `keySource`.
+  ///
+  /// - Parameters:
+  ///   - refetchInterval: the least time between two fetches triggered by unknown key ids.
+  ///   - leeway: clock skew tolerated on expiry, in seconds.
+  ///   - now: the clock (tests substitute their own).
+  public init(
+    keySource: @escaping KeySource, refetchInterval: Duration = .seconds(5),
+    leeway: TimeInterval = 30, now: @escaping @Sendable () -> Date = { Date() }
+  ) {
+    self.keySource = keySource
+    self.refetchInterval = refetchInterval
+    self.leeway = leeway
+    self.now = now
+  }
+
+  /// Fetches the keys now (e.g. at start-up); failures are left for the next attempt.
+  public func refresh() async throws {
+    let keys = try await keySource()
+    state.withLock {
+      $0.keys = Dictionary(keys.map { ($0.keyID, $0) }, uniquingKeysWith: { _, b in b })
+      $0.lastFetch = .now
+    }
+  }
+
+  /// The number of keys cached.
+  public var cachedKeyCount: Int { state.withLock { $0.keys.count } }
+
+  /// Verifies `token` and returns its principal, or throws UNAUTHENTICATED saying why.
+  public func verify(_ token: String) async throws(ServiceError) -> Principal {
+    let parsed = try parse(token)
+    var key = state.withLock { $0.keys[parsed.keyID] }
+    if key == nil {
+      key = await refetch(for: parsed.keyID)
+    }
+    guard let key else { throw .unauthenticated("access token signed by an unknown key") }
+    return try check(parsed, with: key)
+  }
+
+  /// Verifies synchronously with the cached keys only (no fetch); for hot paths and
+  /// benchmarks. UNAUTHENTICATED for an unknown key id.
+  public func verifyCached(_ token: String) throws(ServiceError) -> Principal {
+    let parsed = try parse(token)
+    guard let key = state.withLock({ $0.keys[parsed.keyID] }) else {
+      throw .unauthenticated("access token signed by an unknown key")
+    }
+    return try check(parsed, with: key)
+  }
+
+  private struct Parsed {
+    var keyID: String
+    var signingInput: Substring
+    var payload: Substring
+    var signature: Substring
+  }
+
+  private func parse(_ token: String) throws(ServiceError) -> Parsed {
+    guard token.utf8.count <= 16384 else { throw .unauthenticated("access token too long") }
+    let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 3 else { throw .unauthenticated("malformed access token") }
+    let header = parts[0]
+    let keyID: String
+    if let cached = state.withLock({ $0.headerCache[header] }) {
+      keyID = cached
+    } else {
+      struct Header: Decodable {
+        var alg: String
+        var kid: String
+      }
+      guard let data = Base64URL.decode(header),
+        let h = try? JSONDecoder().decode(Header.self, from: data), h.alg == "EdDSA"
+      else { throw .unauthenticated("malformed access token header") }
+      keyID = h.kid
+      state.withLock {
+        if $0.headerCache.count < 64 { $0.headerCache[header] = h.kid }
+      }
+    }
+    let input = token[token.startIndex..<parts[1].endIndex]
+    return Parsed(keyID: keyID, signingInput: input, payload: parts[1], signature: parts[2])
+  }
+
+  private func check(_ parsed: Parsed, with key: PublishedKey) throws(ServiceError) -> Principal {
+    guard let signature = Base64URL.decode(parsed.signature), signature.count == 64,
+      key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
+    else { throw .unauthenticated("access token signature is invalid") }
+    guard let payload = Base64URL.decode(parsed.payload),
+      let claims = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
+    else { throw .unauthenticated("malformed access token claims") }
+    let now = self.now()
+    guard claims.iss == smartSchoolTokenIssuer else {
+      throw .unauthenticated("access token from an unknown issuer")
+    }
+    guard TimeInterval(claims.exp) + leeway > now.timeIntervalSince1970 else {
+      throw .unauthenticated("access token expired")
+    }
+    if let retire = key.retireTime, now > retire.addingTimeInterval(leeway) {
+      throw .unauthenticated("access token signed by a retired key")
+    }
+    return claims.principal
+  }
+
+  private func refetch(for keyID: String) async -> PublishedKey? {
+    let due = state.withLock { s -> Bool in
+      guard let last = s.lastFetch else { return true }
+      return last.duration(to: .now) >= refetchInterval
+    }
+    guard due else { return nil }
+    state.withLock { $0.lastFetch = .now }
+    guard let keys = try? await keySource() else { return nil }
+    return state.withLock {
+      for k in keys { $0.keys[k.keyID] = k }
+      return $0.keys[keyID]
+    }
+  }
+}

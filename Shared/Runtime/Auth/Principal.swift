@@ -1,0 +1,104 @@
+import Foundation
+import SmartSchoolModel
+
+/// One role binding as an access token carries it: the role and the org it is held at.
+public struct RoleGrant: Hashable, Sendable {
+  /// The role.
+  public var role: Role
+  /// Id of the org the role is held at (empty for the system admin's root binding).
+  public var orgID: String
+  /// Path of that org; the binding's scope is every org under it.
+  public var orgPath: OrgPath
+
+  /// A binding of `role` at the org `orgID` whose path is `orgPath`.
+  public init(role: Role, orgID: String, orgPath: OrgPath) {
+    self.role = role
+    self.orgID = orgID
+    self.orgPath = orgPath
+  }
+}
+
+/// Who is calling: the verified claims of the caller's access token.
+public struct Principal: Hashable, Sendable {
+  /// The user's id.
+  public var userID: String
+  /// The user's login name.
+  public var username: String
+  /// The user's kind: teacher, student, parent, staff or service_account.
+  public var kind: String
+  /// The user's role bindings.
+  public var bindings: [RoleGrant]
+  /// The login session the token belongs to (empty for service-account tokens).
+  public var sessionID: String
+  /// When the token was issued and expires.
+  public var issuedAt: Date
+  /// When the token expires.
+  public var expiresAt: Date
+
+  /// A principal with the given claims.
+  public init(
+    userID: String, username: String, kind: String, bindings: [RoleGrant], sessionID: String,
+    issuedAt: Date, expiresAt: Date
+  ) {
+    self.userID = userID
+    self.username = username
+    self.kind = kind
+    self.bindings = bindings
+    self.sessionID = sessionID
+    self.issuedAt = issuedAt
+    self.expiresAt = expiresAt
+  }
+
+  /// The principal of the RPC being served, set by ``AuthInterceptor`` for the whole call
+  /// (including a server-streaming response). `nil` on open methods.
+  @TaskLocal public static var current: Principal?
+
+  /// The current principal, or UNAUTHENTICATED.
+  public static func require() throws(ServiceError) -> Principal {
+    guard let current else { throw .unauthenticated("this method requires an access token") }
+    return current
+  }
+
+  /// True when a binding whose role grants `permission` covers `path`.
+  public func allows(_ permission: Permission, at path: OrgPath) -> Bool {
+    bindings.contains {
+      PermissionTable.permissions(of: $0.role).contains(permission) && $0.orgPath.covers(path)
+    }
+  }
+
+  /// True when a binding whose role grants `permission` covers the path text `path`.
+  public func allows(_ permission: Permission, atPath path: String) -> Bool {
+    guard let parsed = OrgPath(path) else { return false }
+    return allows(permission, at: parsed)
+  }
+
+  /// Throws PERMISSION_DENIED unless ``allows(_:at:)``.
+  public func require(_ permission: Permission, at path: OrgPath) throws(ServiceError) {
+    if !allows(permission, at: path) {
+      throw .permissionDenied("\(permission.rawValue) is not granted at this org to the caller")
+    }
+  }
+
+  /// The scopes (org paths) over which the principal holds `permission`, minimal: a scope
+  /// covered by another is dropped. Empty when the permission is held nowhere.
+  public func scopes(for permission: Permission) -> [OrgPath] {
+    let paths = Set(
+      bindings.filter { PermissionTable.permissions(of: $0.role).contains(permission) }
+        .map(\.orgPath))
+    return paths.filter { p in !paths.contains { $0 != p && $0.covers(p) } }.sorted()
+  }
+
+  /// True when the principal holds `role` at an org covering `path`.
+  public func holds(_ role: Role, covering path: OrgPath) -> Bool {
+    bindings.contains { $0.role == role && $0.orgPath.covers(path) }
+  }
+
+  /// True when some binding lets the principal grant `role` at `path`.
+  public func mayGrant(_ role: Role, at path: OrgPath) -> Bool {
+    bindings.contains {
+      $0.role.grantableRoles.contains(role)
+        && PermissionTable.permissions(of: $0.role).contains(.rolesGrant)
+        && $0.orgPath.covers(path)
+    }
+  }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import GRDB
+import GRPCCore
+import Logging
+import Prometheus
+import Synchronization
+
+/// Per-RPC facts gathered while the call runs: who called and the request id, for the one
+/// log line each RPC gets.
+public final class RequestInfo: Sendable {
+  /// The request id: the caller's `x-request-id` or a new one.
+  public let requestID: String
+  private let principal = Mutex<String>("")
+
+  /// Facts of a call with the given request id.
+  public init(requestID: String) {
+    self.requestID = requestID
+  }
+
+  /// The caller's user id ("" when anonymous).
+  public var principalID: String { principal.withLock { $0 } }
+
+  /// Records the caller's user id.
+  public func setPrincipal(_ id: String) { principal.withLock { $0 = id } }
+
+  /// The current call's facts, bound by ``ObservabilityInterceptor``.
+  @TaskLocal public static var current: RequestInfo?
+}
+
+/// The Prometheus metrics every service exports on its `/metrics` port.
+public final class ServiceMetrics: Sendable {
+  /// The registry the metrics live in; `/metrics` renders it.
+  public let registry = PrometheusCollectorRegistry()
+  private let inFlight: Gauge
+  private let storeSize: Gauge
+  private let changeFeedHead: Gauge
+  private struct Key: Hashable {
+    var method: String
+    var code: String
+  }
+  private let perCall = Mutex<[Key: (Counter, DurationHistogram)]>([:])
+  private static let buckets: [Duration] = [
+    .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+    .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+    .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5),
+    .seconds(5), .seconds(10),
+  ]
+
+  /// Metrics for the service named `service` (a label on every series).
+  public init(service: String) {
+    inFlight = registry.makeGauge(
+      descriptor: .init(
+        namespace: "smartschool", metricName: "rpc_in_flight", unitName: "",
+        helpText: "RPCs being served now"), labels: [("service", service)])
+    storeSize = registry.makeGauge(
+      descriptor: .init(
+        namespace: "smartschool", metricName: "store_size", unitName: "bytes",
+        helpText: "Size of the SQLite store and its WAL"), labels: [("service", service)])
+    changeFeedHead = registry.makeGauge(
+      descriptor: .init(
+        namespace: "smartschool", metricName: "change_feed_head", unitName: "",
+        helpText: "Sequence of the newest change-feed event"), labels: [("service", service)])
+  }
+
+  /// Records one finished RPC.
+  public func recordRPC(method: String, code: String, duration: Duration) {
+    let key = Key(method: method, code: code)
+    let pair = perCall.withLock { map in
+      if let pair = map[key] { return pair }
+      let labels = [("method", method), ("code", code)]
+      let counter = registry.makeCounter(
+        descriptor: .init(
+          namespace: "smartschool", metricName: "rpc_requests", unitName: "total",
+          helpText: "RPCs served, by method and status code"), labels: labels)
+      let histogram = registry.makeDurationHistogram(
+        descriptor: .init(
+          namespace: "smartschool", metricName: "rpc_duration", unitName: "seconds",
+          helpText: "RPC latency, by method and status code"), labels: labels,
+        buckets: ServiceMetrics.buckets)
+      map[key] = (counter, histogram)
+      return (counter, histogram)
+    }
+    pair.0.increment()
+    pair.1.record(duration)
+  }
+
+  /// Adjusts the in-flight gauge.
+  public func inFlight(_ delta: Double) { inFlight.increment(by: delta) }
+
+  /// Updates the store gauges (called before each scrape).
+  public func updateStore(_ store: Store) {
+    storeSize.set(Double(store.sizeInBytes))
+    if let head = try? store.pool.read({ db in try ChangeFeed.head(db) }) {
+      changeFeedHead.set(Double(head))
+    }
+  }
+
+  /// The Prometheus text exposition of every metric.
+  public func render() -> String { registry.emitToString() }
+}
+
+/// Logs one structured line per RPC (method, code, duration, principal, request id), records
+/// the RPC metrics, and turns any error that is not already a gRPC status into INTERNAL so
+/// nothing reaches a client as UNKNOWN.
+public struct ObservabilityInterceptor: ServerInterceptor {
+  private let logger: Logger
+  private let metrics: ServiceMetrics
+
+  /// An interceptor logging to `logger` and recording into `metrics`.
+  public init(logger: Logger, metrics: ServiceMetrics) {
+    self.logger = logger
+    self.metrics = metrics
+  }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws ->
+      StreamingServerResponse<Output>
+  ) async throws -> StreamingServerResponse<Output> {
+    let start = ContinuousClock.now
+    let method = context.descriptor.fullyQualifiedMethod
+    let requestID = request.metadata[stringValues: "x-request-id"].first(where: { _ in true })
+      .map { String($0.prefix(128)) } ?? EntityID.make()
+    let info = RequestInfo(requestID: requestID)
+    metrics.inFlight(1)
+    let finish: @Sendable (RPCError?) -> Void = { error in
+      let code = error.map { String(describing: $0.code) } ?? "ok"
+      let elapsed = start.duration(to: .now)
+      metrics.inFlight(-1)
+      metrics.recordRPC(method: method, code: code, duration: elapsed)
+      var meta: Logger.Metadata = [
+        "method": "\(method)", "code": "\(code)",
+        "duration_ms": "\(elapsed.milliseconds)",
+        "principal": "\(info.principalID)", "request_id": "\(requestID)",
+        "peer": "\(context.remotePeer)",
+      ]
+      if let error { meta["error"] = "\(error.message)" }
+      logger.info("rpc", metadata: meta)
+    }
+    do {
+      var response = try await RequestInfo.$current.withValue(info) {
+        try await next(request, context)
+      }
+      switch response.accepted {
+      case .success(var contents):
+        let producer = contents.producer
+        contents.producer = { writer in
+          do {
+            let trailers = try await RequestInfo.$current.withValue(info) {
+              try await producer(writer)
+            }
+            finish(nil)
+            return trailers
+          } catch {
+            let rpcError = ObservabilityInterceptor.statusError(error, logger: logger)
+            finish(rpcError)
+            throw rpcError
+          }
+        }
+        response.accepted = .success(contents)
+      case .failure(let error):
+        finish(error)
+      }
+      return response
+    } catch {
+      let rpcError = ObservabilityInterceptor.statusError(error, logger: logger)
+      finish(rpcError)
+      throw rpcError
+    }
+  }
+
+  /// The gRPC status for any error a handler threw: gRPC errors as they are, domain and store
+  /// errors through the one mapping, cancellation as CANCELLED, anything else INTERNAL.
+  public static func statusError(_ error: any Error, logger: Logger) -> RPCError {
+    switch error {
+    case let e as RPCError: return e
+    case let e as ServiceError: return e.rpcError
+    case let e as any RPCErrorConvertible: return RPCError(e)
+    case let e as DatabaseError: return Store.map(e).rpcError
+    case is CancellationError: return RPCError(code: .cancelled, message: "the call was cancelled")
+    default:
+      logger.error("unexpected error", metadata: ["error": "\(error)"])
+      return RPCError(code: .internalError, message: "internal error")
+    }
+  }
+}
+
+extension Duration {
+  /// The duration in milliseconds, with microsecond precision.
+  public var milliseconds: Double {
+    (Double(components.seconds) * 1000 + Double(components.attoseconds / 1_000_000_000_000) / 1000)
+  }
+}

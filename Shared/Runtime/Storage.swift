@@ -1,0 +1,230 @@
+import Foundation
+import GRDB
+import SmartSchoolModel
+import SwiftProtobuf
+
+/// A service's SQLite store: one GRDB `DatabasePool` in WAL mode at
+/// `<data dir>/<name>.sqlite`, migrated on open, with the change feed every service keeps.
+///
+/// Each store file is opened once per process; the pool serialises writers and lets readers
+/// run in parallel.
+public final class Store: Sendable {
+  /// The pool; services run their SQL through ``read(_:)`` and ``write(_:)``.
+  public let pool: DatabasePool
+  /// Path of the database file.
+  public let path: String
+
+  /// Opens (creating if needed) `<directory>/<name>.sqlite` and runs the Runtime's own
+  /// migrations followed by the service's.
+  ///
+  /// Throws ``StoreOpenError/newerSchema(_:)`` when the file was written by a newer release
+  /// (it has migrations this binary does not know): the service must refuse to start rather
+  /// than run on a schema it does not understand.
+  public init(
+    directory: String, name: String, migrations: (inout DatabaseMigrator) -> Void
+  ) throws {
+    try FileManager.default.createDirectory(
+      atPath: directory, withIntermediateDirectories: true)
+    self.path = (directory as NSString).appendingPathComponent("\(name).sqlite")
+    var config = Configuration()
+    config.busyMode = .timeout(5)
+    config.prepareDatabase { db in
+      try db.execute(sql: "PRAGMA synchronous = NORMAL")
+    }
+    self.pool = try DatabasePool(path: path, configuration: config)
+
+    var migrator = DatabaseMigrator()
+    Store.registerRuntimeMigrations(&migrator)
+    migrations(&migrator)
+    let known = Set(migrator.migrations)
+    let applied = try pool.read { db in try migrator.appliedIdentifiers(db) }
+    let unknown = applied.subtracting(known)
+    if !unknown.isEmpty {
+      throw StoreOpenError.newerSchema(
+        "store \(path) was written by a newer release (unknown migrations: "
+          + unknown.sorted().joined(separator: ", ")
+          + "); refusing to start. Run the newer release or restore a backup.")
+    }
+    try migrator.migrate(pool)
+  }
+
+  /// Runs a read transaction, mapping database errors to ``ServiceError``.
+  public func read<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws -> T {
+    do {
+      return try await pool.read(body)
+    } catch let error as DatabaseError {
+      throw Store.map(error)
+    }
+  }
+
+  /// Runs a write transaction, mapping database errors to ``ServiceError``.
+  public func write<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws -> T {
+    do {
+      return try await pool.write(body)
+    } catch let error as DatabaseError {
+      throw Store.map(error)
+    }
+  }
+
+  /// Maps SQLite failures the caller did not cause to clear statuses: a full disk is
+  /// RESOURCE_EXHAUSTED, a locked database UNAVAILABLE, a broken constraint ALREADY_EXISTS or
+  /// FAILED_PRECONDITION.
+  public static func map(_ error: DatabaseError) -> ServiceError {
+    switch error.resultCode {
+    case .SQLITE_FULL: return .resourceExhausted("the store is full (disk space)")
+    case .SQLITE_BUSY, .SQLITE_LOCKED:
+      return .unavailable("the store is locked by another process; retry shortly")
+    case .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN:
+      return .unavailable("the store cannot be written right now: \(error.resultCode)")
+    case .SQLITE_CONSTRAINT:
+      if error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE
+        || error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY
+      {
+        return .alreadyExists("an entity with the same key already exists")
+      }
+      return .failedPrecondition("the change conflicts with existing data")
+    default:
+      return .internalError("store error \(error.resultCode)")
+    }
+  }
+
+  /// Size of the database file and its WAL, in bytes.
+  public var sizeInBytes: Int64 {
+    let fm = FileManager.default
+    return [path, path + "-wal"].reduce(Int64(0)) { sum, p in
+      let size = (try? fm.attributesOfItem(atPath: p)[.size] as? NSNumber)?.int64Value ?? 0
+      return sum + size
+    }
+  }
+
+  /// Copies the live database to `destination` with SQLite's online backup API: a
+  /// consistent snapshot even while writers run.
+  public func backup(to destination: String) throws {
+    let target = try DatabaseQueue(path: destination)
+    try pool.backup(to: target)
+  }
+
+  static func registerRuntimeMigrations(_ migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("runtime.1.changes") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE runtime_changes (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            entity TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            natural_key TEXT NOT NULL,
+            op INTEGER NOT NULL,
+            time REAL NOT NULL,
+            org_path TEXT NOT NULL,
+            payload_type TEXT,
+            payload BLOB
+          )
+          """)
+    }
+  }
+}
+
+/// Why a store could not be opened.
+public enum StoreOpenError: Error, CustomStringConvertible {
+  /// The file carries migrations this binary does not know.
+  case newerSchema(String)
+
+  public var description: String {
+    switch self {
+    case .newerSchema(let m): m
+    }
+  }
+}
+
+/// The change feed every service keeps: a monotonic sequence of upsert/delete events written
+/// in the same transaction as the change itself, so the feed never misses or invents one.
+public enum ChangeFeed {
+  /// Records an event inside the current write transaction. For an upsert, `payload` is the
+  /// entity as it now is; a delete carries its natural key.
+  public static func record(
+    _ db: Database, entity: String, id: String, naturalKey: String,
+    op: Smartschool_Common_V1_ChangeOp, orgPath: String,
+    payload: (any SwiftProtobuf.Message)? = nil, time: Date = Date()
+  ) throws {
+    var typeURL: String? = nil
+    var bytes: Data? = nil
+    if let payload {
+      typeURL = "type.googleapis.com/" + type(of: payload).protoMessageName
+      bytes = try payload.serializedData()
+    }
+    try db.execute(
+      sql: """
+        INSERT INTO runtime_changes
+          (entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+      arguments: [
+        entity, id, naturalKey, op.rawValue, time.timeIntervalSince1970, orgPath, typeURL, bytes,
+      ])
+  }
+
+  /// The events after `after`, at most `limit`, limited to entities under one of `scopes`
+  /// (an empty list means no limit). Returns the events and whether more follow.
+  public static func list(
+    _ db: Database, after: Int64, limit: Int, scopes: [OrgPath]?
+  ) throws -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool) {
+    var sql = """
+      SELECT sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload
+      FROM runtime_changes WHERE sequence > ?
+      """
+    var args: [any DatabaseValueConvertible] = [after]
+    if let scopes {
+      if scopes.isEmpty { return ([], false) }
+      if !scopes.contains(.root) {
+        sql += " AND ("
+        sql += scopes.map { _ in "substr(org_path, 1, ?) = ?" }.joined(separator: " OR ")
+        sql += ")"
+        for s in scopes {
+          args.append(s.description.count)
+          args.append(s.description)
+        }
+      }
+    }
+    sql += " ORDER BY sequence LIMIT ?"
+    args.append(limit + 1)
+    let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+    let changes = rows.prefix(limit).map { row -> Smartschool_Common_V1_Change in
+      var c = Smartschool_Common_V1_Change()
+      c.sequence = row["sequence"]
+      c.entity = row["entity"]
+      c.id = row["entity_id"]
+      c.naturalKey = row["natural_key"]
+      c.op = Smartschool_Common_V1_ChangeOp(rawValue: row["op"]) ?? .unspecified
+      c.time = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row["time"]))
+      c.orgPath = row["org_path"]
+      if let type: String = row["payload_type"], let bytes: Data = row["payload"] {
+        c.payload = Google_Protobuf_Any()
+        c.payload.typeURL = type
+        c.payload.value = bytes
+      }
+      return c
+    }
+    return (Array(changes), rows.count > limit)
+  }
+
+  /// The sequence of the newest event (0 for an empty feed).
+  public static func head(_ db: Database) throws -> Int64 {
+    try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(sequence), 0) FROM runtime_changes") ?? 0
+  }
+}
+
+/// Random identifiers for entities: 20 lower-case hex characters (80 bits).
+public enum EntityID {
+  /// A new random id.
+  public static func make() -> String {
+    var generator = SystemRandomNumberGenerator()
+    var text = ""
+    text.reserveCapacity(20)
+    for _ in 0..<10 {
+      let byte = UInt8.random(in: 0...255, using: &generator)
+      text += String(byte, radix: 16).count == 1
+        ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
+    }
+    return text
+  }
+}
