@@ -35,6 +35,7 @@ public final class Store: Sendable {
 
     var migrator = DatabaseMigrator()
     Store.registerRuntimeMigrations(&migrator)
+    Store.registerDirectoryMigrations(&migrator)
     migrations(&migrator)
     let known = Set(migrator.migrations)
     let applied = try pool.read { db in try migrator.appliedIdentifiers(db) }

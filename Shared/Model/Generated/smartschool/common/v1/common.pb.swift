@@ -430,7 +430,7 @@ public nonisolated struct Smartschool_Common_V1_ListChangesResponse: Sendable {
   public var lastSequence: Int64 = 0
 
   /// True when more changes follow last_sequence right now.
-  public var hasMore_p: Bool = false
+  public var moreAvailable: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -612,7 +612,7 @@ nonisolated extension Smartschool_Common_V1_ListChangesRequest: SwiftProtobuf.Me
 
 nonisolated extension Smartschool_Common_V1_ListChangesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListChangesResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}changes\0\u{3}last_sequence\0\u{3}has_more\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}changes\0\u{3}last_sequence\0\u{3}more_available\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -622,7 +622,7 @@ nonisolated extension Smartschool_Common_V1_ListChangesResponse: SwiftProtobuf.M
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.changes) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.lastSequence) }()
-      case 3: try { try decoder.decodeSingularBoolField(value: &self.hasMore_p) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.moreAvailable) }()
       default: break
       }
     }
@@ -635,8 +635,8 @@ nonisolated extension Smartschool_Common_V1_ListChangesResponse: SwiftProtobuf.M
     if self.lastSequence != 0 {
       try visitor.visitSingularInt64Field(value: self.lastSequence, fieldNumber: 2)
     }
-    if self.hasMore_p != false {
-      try visitor.visitSingularBoolField(value: self.hasMore_p, fieldNumber: 3)
+    if self.moreAvailable != false {
+      try visitor.visitSingularBoolField(value: self.moreAvailable, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -644,7 +644,7 @@ nonisolated extension Smartschool_Common_V1_ListChangesResponse: SwiftProtobuf.M
   public static func ==(lhs: Smartschool_Common_V1_ListChangesResponse, rhs: Smartschool_Common_V1_ListChangesResponse) -> Bool {
     if lhs.changes != rhs.changes {return false}
     if lhs.lastSequence != rhs.lastSequence {return false}
-    if lhs.hasMore_p != rhs.hasMore_p {return false}
+    if lhs.moreAvailable != rhs.moreAvailable {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1404,7 +1404,7 @@ public nonisolated struct Smartschool_Identity_V1_ListAuditEventsResponse: Senda
 
   public var lastSequence: Int64 = 0
 
-  public var hasMore_p: Bool = false
+  public var moreAvailable: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3822,7 +3822,7 @@ nonisolated extension Smartschool_Identity_V1_ListAuditEventsRequest: SwiftProto
 
 nonisolated extension Smartschool_Identity_V1_ListAuditEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListAuditEventsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{3}last_sequence\0\u{3}has_more\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{3}last_sequence\0\u{3}more_available\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3832,7 +3832,7 @@ nonisolated extension Smartschool_Identity_V1_ListAuditEventsResponse: SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.lastSequence) }()
-      case 3: try { try decoder.decodeSingularBoolField(value: &self.hasMore_p) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.moreAvailable) }()
       default: break
       }
     }
@@ -3845,8 +3845,8 @@ nonisolated extension Smartschool_Identity_V1_ListAuditEventsResponse: SwiftProt
     if self.lastSequence != 0 {
       try visitor.visitSingularInt64Field(value: self.lastSequence, fieldNumber: 2)
     }
-    if self.hasMore_p != false {
-      try visitor.visitSingularBoolField(value: self.hasMore_p, fieldNumber: 3)
+    if self.moreAvailable != false {
+      try visitor.visitSingularBoolField(value: self.moreAvailable, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3854,7 +3854,7 @@ nonisolated extension Smartschool_Identity_V1_ListAuditEventsResponse: SwiftProt
   public static func ==(lhs: Smartschool_Identity_V1_ListAuditEventsResponse, rhs: Smartschool_Identity_V1_ListAuditEventsResponse) -> Bool {
     if lhs.events != rhs.events {return false}
     if lhs.lastSequence != rhs.lastSequence {return false}
-    if lhs.hasMore_p != rhs.hasMore_p {return false}
+    if lhs.moreAvailable != rhs.moreAvailable {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,84 @@
+import Crypto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SmartSchoolModel
+import Synchronization
+
+/// The other services' line to identity: the published signing keys (for local token
+/// verification) and a service-account token obtained by client credentials (for calls such
+/// as the org-tree change feed).
+public final class IdentityLink: Sendable {
+  /// The connection to identity.
+  public let connection: PeerConnection
+  private let credentials: (clientID: String, clientSecret: String)?
+  private let cachedToken = Mutex<(token: String, expires: Date)?>(nil)
+
+  /// A link to identity at `address`; `credentials` are a service account's client id and
+  /// secret (needed only for calls that require a token).
+  public init(address: PeerAddress, credentials: (clientID: String, clientSecret: String)?) throws
+  {
+    self.connection = try PeerConnection(address: address)
+    self.credentials = credentials
+  }
+
+  /// The generated client.
+  public var identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix> {
+    .init(wrapping: connection.client)
+  }
+
+  /// The keys identity publishes now (``TokenVerifier/KeySource``).
+  public func publishedKeys() async throws -> [PublishedKey] {
+    let response = try await identity.listSigningKeys(
+      .init(), options: IdentityLink.callOptions(seconds: 5))
+    return try response.keys.map(PublishedKey.init(proto:))
+  }
+
+  /// A token verifier fed by this link.
+  public func makeVerifier() -> TokenVerifier {
+    TokenVerifier(keySource: { [self] in try await self.publishedKeys() })
+  }
+
+  /// A valid service-account access token, fetched anew a minute before the cached one expires.
+  public func serviceToken() async throws -> String {
+    if let cached = cachedToken.withLock({ $0 }), cached.expires.timeIntervalSinceNow > 60 {
+      return cached.token
+    }
+    guard let credentials else {
+      throw ServiceError.unauthenticated("no service-account credentials configured for identity")
+    }
+    let response = try await identity.exchangeClientCredentials(
+      .with {
+        $0.clientID = credentials.clientID
+        $0.clientSecret = credentials.clientSecret
+      }, options: IdentityLink.callOptions(seconds: 5))
+    let expires = response.accessTokenExpireTime.date
+    cachedToken.withLock { $0 = (response.accessToken, expires) }
+    return response.accessToken
+  }
+
+  /// Metadata carrying the service-account token.
+  public func authorizedMetadata() async throws -> Metadata {
+    ["authorization": "Bearer \(try await serviceToken())"]
+  }
+
+  /// Call options with a deadline.
+  public static func callOptions(seconds: Int) -> CallOptions {
+    var options = CallOptions.defaults
+    options.timeout = .seconds(seconds)
+    return options
+  }
+
+  /// Closes the connection.
+  public func close() { connection.close() }
+}
+
+extension PublishedKey {
+  /// The key of a `SigningKey` message; INVALID_ARGUMENT-like failure for a bad key.
+  public init(proto: Smartschool_Identity_V1_SigningKey) throws {
+    self.init(
+      keyID: proto.keyID,
+      publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: proto.publicKey),
+      retireTime: proto.hasRetireTime ? proto.retireTime.date : nil)
+  }
+}
