@@ -160,7 +160,7 @@ public final class OrgDirectory: Service, Sendable {
     switch entity {
     case "org":
       // Orgs are never deleted in identity (only deactivated); the payload says which.
-      guard let org = try? Smartschool_Identity_V1_Org(serializedBytes: payload) else { return }
+      guard op != .delete, !payload.isEmpty, let org = try? Smartschool_Identity_V1_Org(serializedBytes: payload) else { return }
       if let old = s.byID[org.id] {
         s.children[old.parentID]?.remove(org.id)
         if old.code != org.code { s.idByCode.removeValue(forKey: old.code) }
@@ -169,7 +169,7 @@ public final class OrgDirectory: Service, Sendable {
       s.idByCode[org.code] = org.id
       s.children[org.parentID, default: []].insert(org.id)
     case "user" where trackUsers:
-      guard let u = try? Smartschool_Identity_V1_User(serializedBytes: payload) else { return }
+      guard op != .delete, !payload.isEmpty, let u = try? Smartschool_Identity_V1_User(serializedBytes: payload) else { return }
       s.users[u.id] = DirectoryUser(
         id: u.id, externalID: u.externalID, displayName: u.displayName, kind: u.kind,
         orgID: u.orgID, birthYear: Int(u.birthYear), active: u.status != .deactivated)

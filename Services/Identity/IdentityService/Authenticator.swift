@@ -1,0 +1,137 @@
+import Crypto
+import Foundation
+import ServiceRuntime
+import SmartSchoolModel
+import Synchronization
+
+/// Identity's settings beyond the host's.
+public struct IdentitySettings: Sendable {
+  /// Lifetime of access tokens.
+  public var accessTokenTTL: TimeInterval = 15 * 60
+  /// Lifetime of a refresh token (and of its session).
+  public var refreshTokenTTL: TimeInterval = 30 * 24 * 3600
+  /// scrypt cost for new password hashes.
+  public var scrypt: ScryptParameters = .standard
+  /// Password hashes computed at once; more get RESOURCE_EXHAUSTED.
+  public var maxConcurrentHashes: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)
+  /// Failed logins in a row that lock an account.
+  public var lockoutThreshold: Int = 5
+  /// How long a lockout lasts.
+  public var lockoutDuration: TimeInterval = 15 * 60
+  /// How long an activation code stays valid.
+  public var activationCodeTTL: TimeInterval = 14 * 24 * 3600
+  /// Password of the `admin` account created on first start with an empty store.
+  public var adminPassword: String?
+
+  public init() {}
+}
+
+/// Identity's signing keys: the current key signs, every published key verifies. Old keys stay
+/// published until the tokens they signed have expired.
+final class KeyRing: Sendable {
+  private struct State {
+    var signer: TokenSigner
+    var published: [PublishedKey]
+    var stored: [StoredKey]
+  }
+  private let state: Mutex<State>
+  private let store: any IdentityStore
+  private let accessTokenTTL: TimeInterval
+
+  private init(store: any IdentityStore, keys: [StoredKey], accessTokenTTL: TimeInterval) throws {
+    self.store = store
+    self.accessTokenTTL = accessTokenTTL
+    self.state = Mutex(try KeyRing.state(from: keys))
+  }
+
+  /// Loads the keys, creating the first one on an empty store.
+  static func load(store: any IdentityStore, accessTokenTTL: TimeInterval) async throws -> KeyRing {
+    var keys = try await store.signingKeys()
+    if !keys.contains(where: \.current) {
+      try await store.addSigningKey(newKey(), retireOthersAt: nil)
+      keys = try await store.signingKeys()
+    }
+    return try KeyRing(store: store, keys: keys, accessTokenTTL: accessTokenTTL)
+  }
+
+  private static func newKey() -> StoredKey {
+    let key = Curve25519.Signing.PrivateKey()
+    return StoredKey(
+      id: "k" + EntityID.make().prefix(12), privateKey: key.rawRepresentation,
+      publicKey: key.publicKey.rawRepresentation, createdAt: Date(), retireAt: nil, current: true)
+  }
+
+  private static func state(from keys: [StoredKey]) throws -> State {
+    guard let current = keys.last(where: \.current) else {
+      throw ServiceError.internalError("no current signing key")
+    }
+    let signer = TokenSigner(
+      keyID: current.id, key: try Curve25519.Signing.PrivateKey(rawRepresentation: current.privateKey))
+    let now = Date()
+    let published = try keys.filter { $0.retireAt.map { $0 > now } ?? true }.map {
+      PublishedKey(
+        keyID: $0.id, publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: $0.publicKey),
+        retireTime: $0.retireAt)
+    }
+    return State(signer: signer, published: published, stored: keys)
+  }
+
+  var signer: TokenSigner { state.withLock { $0.signer } }
+
+  /// The keys to publish now: the current one and retired ones whose tokens may still live.
+  var publishedKeys: [PublishedKey] {
+    let now = Date()
+    return state.withLock { $0.published.filter { $0.retireTime.map { $0 > now } ?? true } }
+  }
+
+  /// The published keys as messages.
+  var publishedMessages: [Smartschool_Identity_V1_SigningKey] {
+    let now = Date()
+    let current = signer.keyID
+    return state.withLock { s in
+      s.stored.filter { $0.retireAt.map { $0 > now } ?? true }.map { k in
+        .with {
+          $0.keyID = k.id
+          $0.algorithm = "EdDSA"
+          $0.publicKey = k.publicKey
+          $0.createTime = .init(date: k.createdAt)
+          if let r = k.retireAt { $0.retireTime = .init(date: r) }
+          $0.current = k.id == current
+        }
+      }
+    }
+  }
+
+  /// Makes a new current key; the old one retires once its last token has expired.
+  func rotate() async throws -> Smartschool_Identity_V1_SigningKey {
+    let key = KeyRing.newKey()
+    // Old tokens live at most one access-token lifetime (plus verifier leeway).
+    try await store.addSigningKey(key, retireOthersAt: Date().addingTimeInterval(accessTokenTTL + 60))
+    let keys = try await store.signingKeys()
+    let newState = try KeyRing.state(from: keys)
+    state.withLock { $0 = newState }
+    return publishedMessages.first { $0.keyID == key.id }!
+  }
+}
+
+/// Random secrets and their storage hashes.
+enum Secrets {
+  /// `bytes` random bytes as base64url text.
+  static func random(bytes: Int = 32) -> String {
+    var rng = SystemRandomNumberGenerator()
+    return Base64URL.encode((0..<bytes).map { _ in UInt8.random(in: 0...255, using: &rng) })
+  }
+
+  /// A one-time activation code a person can type: 10 characters without look-alikes.
+  static func activationCode() -> String {
+    let alphabet = Array("ABCDEFGHJKMNPQRSTUVWXYZ23456789")
+    var rng = SystemRandomNumberGenerator()
+    return String((0..<10).map { _ in alphabet.randomElement(using: &rng)! })
+  }
+
+  /// SHA-256 hex of a high-entropy secret (refresh tokens, client secrets, activation codes).
+  /// A slow hash is not needed: these secrets are random, not chosen by people.
+  static func digest(_ secret: String) -> String {
+    SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+  }
+}

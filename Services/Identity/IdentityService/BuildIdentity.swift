@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+
+/// The fully qualified gRPC service name.
+public let identityGRPCServiceName = "smartschool.identity.v1.IdentityService"
+
+/// Identity's composition root: opens the store, loads (or creates) the signing keys,
+/// bootstraps the `admin` account on an empty store, and returns the service ready for a
+/// ``ServiceHost``. The executable and the tests call this same function.
+public func buildIdentityService(
+  config: HostConfig, settings: IdentitySettings, logger: Logger
+) async throws -> ServiceDefinition {
+  let store = try Store(
+    directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
+  let identityStore = SQLiteIdentityStore(store: store)
+  let keys = try await KeyRing.load(store: identityStore, accessTokenTTL: settings.accessTokenTTL)
+  let verifier = TokenVerifier(keySource: { keys.publishedKeys })
+  try await verifier.refresh()
+  try await bootstrapAdmin(store: identityStore, settings: settings, logger: logger)
+  let api = IdentityAPI(
+    store: identityStore, keys: keys, verifier: verifier, settings: settings,
+    hashes: HashLimiter(limit: settings.maxConcurrentHashes), logger: logger)
+  return ServiceDefinition(
+    name: "identity", grpcServiceName: identityGRPCServiceName, services: [api],
+    openMethods: IdentityAPI.openMethods, verifier: verifier, store: store)
+}
+
+/// On first start with an empty store, creates the system admin `admin` with the configured
+/// password. Without a password the store stays empty and the service refuses to start, since
+/// nobody could ever log in.
+func bootstrapAdmin(store: any IdentityStore, settings: IdentitySettings, logger: Logger)
+  async throws
+{
+  guard try await store.isEmpty() else { return }
+  guard let password = settings.adminPassword, !password.isEmpty else {
+    throw ServiceError.failedPrecondition(
+      "empty store: give the bootstrap admin password with --admin-password-file or SMARTSCHOOL_ADMIN_PASSWORD")
+  }
+  try Passwords.validateNew(password, field: "admin password")
+  var admin = Smartschool_Identity_V1_User()
+  admin.externalID = "admin"
+  admin.username = "admin"
+  admin.displayName = "System administrator"
+  admin.kind = .staff
+  let user = try await store.insertUser(
+    admin, org: nil, passwordHash: try Passwords.hash(password, parameters: settings.scrypt),
+    clientID: nil, clientSecretHash: nil)
+  _ = try await store.insertBinding(userID: user.id, role: .systemAdmin, org: nil, grantedBy: "bootstrap")
+  try await store.audit(AuditEntry(actorID: "bootstrap", action: "user.create", target: user.id,
+                                   detail: "bootstrap system admin"))
+  logger.notice("created bootstrap system admin 'admin'")
+}

@@ -1,0 +1,1086 @@
+import Foundation
+import GRPCCore
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+typealias API = Smartschool_Identity_V1_IdentityService
+
+/// The identity service's RPC handlers: decode, authorize, validate, call the store, map.
+struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtocol {
+  let store: any IdentityStore
+  let keys: KeyRing
+  let verifier: TokenVerifier
+  let settings: IdentitySettings
+  let hashes: HashLimiter
+  let logger: Logger
+
+  /// Methods callable without a token: the login family and key publication.
+  static let openMethods: Set<String> = [
+    API.Method.Login.descriptor.fullyQualifiedMethod,
+    API.Method.Refresh.descriptor.fullyQualifiedMethod,
+    API.Method.ExchangeClientCredentials.descriptor.fullyQualifiedMethod,
+    API.Method.ActivateAccount.descriptor.fullyQualifiedMethod,
+    API.Method.ListSigningKeys.descriptor.fullyQualifiedMethod,
+  ]
+
+  // MARK: Helpers
+
+  private func path(_ org: Org) -> OrgPath { OrgPath(org.path) ?? .root }
+
+  private func userPath(_ user: User) -> OrgPath { OrgPath(user.orgPath) ?? .root }
+
+  /// Resolves an org named by id or code (one of them set), or NOT_FOUND / INVALID_ARGUMENT.
+  private func resolveOrg(id: String, code: String, field: String) async throws -> Org {
+    if id.isEmpty && code.isEmpty { throw ServiceError.invalid(field, "name an org by id or code") }
+    let org = id.isEmpty ? try await store.org(code: code) : try await store.org(id: id)
+    guard let org else {
+      throw ServiceError.notFound("org '\(id.isEmpty ? code : id)' not found")
+    }
+    return org
+  }
+
+  private func resolveUser(id: String, externalID: String = "", username: String = "",
+                           field: String) async throws -> User {
+    let user: User?
+    if !id.isEmpty {
+      user = try await store.user(id: id)
+    } else if !externalID.isEmpty {
+      user = try await store.user(externalID: externalID)
+    } else if !username.isEmpty {
+      user = try await store.user(username: username)
+    } else {
+      throw ServiceError.invalid(field, "name a user by id, external_id or username")
+    }
+    guard let user else { throw ServiceError.notFound("user not found") }
+    return user
+  }
+
+  /// Orgs are readable within orgsRead scope, and every caller may read the orgs on the path
+  /// to their own bindings (their school, its county…).
+  private func mayRead(_ org: Org, _ p: Principal) -> Bool {
+    let orgPath = path(org)
+    return p.allows(.orgsRead, at: orgPath) || p.bindings.contains { orgPath.covers($0.orgPath) }
+  }
+
+  private func mayRead(_ user: User, _ p: Principal) async throws -> Bool {
+    if user.id == p.userID || p.allows(.usersRead, at: userPath(user)) { return true }
+    if user.kind == .student && p.kind == "parent" {
+      return try await store.children(ofParent: p.userID).contains { $0.id == user.id }
+    }
+    return false
+  }
+
+  private func audit(_ action: String, actor: String, target: String, orgID: String = "",
+                     orgPath: String = "", detail: String = "") async {
+    do {
+      try await store.audit(
+        AuditEntry(actorID: actor, action: action, target: target, orgID: orgID, orgPath: orgPath,
+                   detail: detail))
+    } catch {
+      logger.error("audit write failed", metadata: ["action": "\(action)", "error": "\(error)"])
+    }
+  }
+
+  private func claims(for user: User, bindings: [Binding], sessionID: String)
+    -> AccessTokenClaims
+  {
+    let now = Int64(Date().timeIntervalSince1970)
+    return AccessTokenClaims(
+      iss: smartSchoolTokenIssuer, sub: user.id, usr: user.username,
+      knd: KindNames.name(user.kind), sid: sessionID, iat: now,
+      exp: now + Int64(settings.accessTokenTTL),
+      rol: bindings.compactMap { b in
+        Role(b.role).map { .init(r: $0.rawValue, o: b.orgID, p: b.orgPath) }
+      })
+  }
+
+  private func tokenResponse(user: User, sessionID: String, refreshToken: String?,
+                             refreshExpires: Date?) async throws -> Smartschool_Identity_V1_TokenResponse {
+    let bindings = try await store.bindings(userID: user.id)
+    let c = claims(for: user, bindings: bindings, sessionID: sessionID)
+    let token = try keys.signer.sign(c)
+    return .with {
+      $0.accessToken = token
+      $0.tokenType = "Bearer"
+      $0.accessTokenExpireTime = .init(date: Date(timeIntervalSince1970: TimeInterval(c.exp)))
+      if let refreshToken, let refreshExpires {
+        $0.refreshToken = refreshToken
+        $0.refreshTokenExpireTime = .init(date: refreshExpires)
+      }
+      $0.sessionID = sessionID
+      $0.userID = user.id
+    }
+  }
+
+  // MARK: Orgs
+
+  func createOrg(request: Smartschool_Identity_V1_CreateOrgRequest, context: ServerContext)
+    async throws -> Org
+  {
+    let p = try Principal.require()
+    var v = Validator()
+    for violation in OrgRules.validate(request.org) { v.add(violation.field, violation.description) }
+    try v.throwIfInvalid()
+    var parent: Org? = nil
+    if request.org.kind != .province {
+      parent = try await resolveOrg(
+        id: request.org.parentID, code: request.org.parentCode, field: "org.parent_code")
+    }
+    try p.require(.orgsWrite, at: parent.map(path) ?? .root)
+    try OrgRules.checkParent(child: request.org.kind, parent: parent?.kind, field: "org.parent_code")
+    guard parent?.active ?? true else {
+      throw ServiceError.failedPrecondition("the parent org is deactivated")
+    }
+    var managing: Org? = nil
+    if !request.org.managingSchoolCode.isEmpty || !request.org.managingSchoolID.isEmpty {
+      let m = try await resolveOrg(
+        id: request.org.managingSchoolID, code: request.org.managingSchoolCode,
+        field: "org.managing_school_code")
+      guard m.kind == .school, m.schoolKind != .teachingPoint else {
+        throw ServiceError.invalid("org.managing_school_code", "must name a central school")
+      }
+      managing = m
+    }
+    let org = try await store.insertOrg(request.org, parent: parent, managingSchool: managing)
+    await audit("org.create", actor: p.userID, target: org.id, orgID: org.id, orgPath: org.path)
+    return org
+  }
+
+  func getOrg(request: Smartschool_Identity_V1_GetOrgRequest, context: ServerContext)
+    async throws -> Org
+  {
+    let p = try Principal.require()
+    let org = try await resolveOrg(id: request.id, code: request.code, field: "id")
+    guard mayRead(org, p) else { throw ServiceError.permissionDenied("org is outside your scope") }
+    return org
+  }
+
+  func updateOrg(request: Smartschool_Identity_V1_UpdateOrgRequest, context: ServerContext)
+    async throws -> Org
+  {
+    let p = try Principal.require()
+    let current = try await resolveOrg(id: request.org.id, code: request.org.code, field: "org.id")
+    try p.require(.orgsWrite, at: path(current))
+    let editable: Set<String> = [
+      "name", "parent_code", "school_kind", "stages", "managing_school_code", "grade",
+      "school_year",
+    ]
+    var paths = Set(request.updateMask.paths)
+    if paths.isEmpty { paths = editable }
+    if let bad = paths.first(where: { !editable.contains($0) }) {
+      throw ServiceError.invalid("update_mask", "field '\(bad)' cannot be updated")
+    }
+    var next = current
+    if paths.contains("name") { next.name = request.org.name }
+    if paths.contains("school_kind") { next.schoolKind = request.org.schoolKind }
+    if paths.contains("stages") { next.stages = request.org.stages }
+    if paths.contains("grade") { next.grade = request.org.grade }
+    if paths.contains("school_year") { next.schoolYear = request.org.schoolYear }
+    var newParent: Org? = nil
+    if paths.contains("parent_code") && request.org.parentCode != current.parentCode {
+      guard current.kind != .province else {
+        throw ServiceError.invalid("org.parent_code", "a province has no parent")
+      }
+      let parent = try await resolveOrg(id: "", code: request.org.parentCode, field: "org.parent_code")
+      try OrgRules.checkParent(child: current.kind, parent: parent.kind, field: "org.parent_code")
+      if OrgRules.wouldCycle(orgPath: path(current), newParentPath: path(parent)) {
+        throw ServiceError.invalid("org.parent_code", "would make the org its own ancestor")
+      }
+      try p.require(.orgsWrite, at: path(parent))
+      newParent = parent
+      next.parentCode = parent.code
+      next.parentID = parent.id
+    }
+    var managing: Org?? = nil
+    if paths.contains("managing_school_code") {
+      next.managingSchoolCode = request.org.managingSchoolCode
+      if request.org.managingSchoolCode.isEmpty {
+        managing = .some(nil)
+      } else {
+        let m = try await resolveOrg(
+          id: "", code: request.org.managingSchoolCode, field: "org.managing_school_code")
+        guard m.kind == .school, m.schoolKind != .teachingPoint else {
+          throw ServiceError.invalid("org.managing_school_code", "must name a central school")
+        }
+        managing = .some(m)
+      }
+    }
+    let violations = OrgRules.validate(next)
+    if !violations.isEmpty { throw ServiceError.invalidArgument(violations) }
+    let updated = try await store.updateOrg(next, newParent: newParent, managingSchool: managing)
+    await audit("org.update", actor: p.userID, target: updated.id, orgID: updated.id,
+                orgPath: updated.path, detail: paths.sorted().joined(separator: ","))
+    return updated
+  }
+
+  func deactivateOrg(request: Smartschool_Identity_V1_DeactivateOrgRequest, context: ServerContext)
+    async throws -> Org
+  {
+    let p = try Principal.require()
+    let org = try await resolveOrg(id: request.id, code: request.code, field: "id")
+    try p.require(.orgsWrite, at: path(org))
+    if try await store.activeChildCount(of: org.id) > 0 {
+      throw ServiceError.failedPrecondition("the org still has active child orgs")
+    }
+    let updated = try await store.deactivateOrg(id: org.id)
+    await audit("org.deactivate", actor: p.userID, target: org.id, orgID: org.id, orgPath: org.path)
+    return updated
+  }
+
+  func listOrgs(request: Smartschool_Identity_V1_ListOrgsRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_ListOrgsResponse
+  {
+    let p = try Principal.require()
+    let limit = try PageSize.resolve(request.pageSize)
+    var parent: Org? = nil
+    if !request.parentID.isEmpty || !request.parentCode.isEmpty {
+      parent = try await resolveOrg(id: request.parentID, code: request.parentCode, field: "parent_id")
+    }
+    if request.kind != .unspecified && !OrgKind.known.contains(request.kind) {
+      throw ServiceError.invalid("kind", "unknown org kind")
+    }
+    let scopes = p.scopes(for: .orgsRead)
+    if let parent, !scopes.contains(where: { $0.covers(path(parent)) }),
+      !scopes.contains(where: { path(parent).covers($0) })
+    {
+      throw ServiceError.permissionDenied("org is outside your scope")
+    }
+    let query = "\(parent?.id ?? "")|\(request.subtree)|\(request.kind.rawValue)|\(request.includeInactive)"
+    let token = try PageToken.decode(request.pageToken, query: query)
+    // Without a parent: the caller's scope roots (or, with subtree, everything in scope).
+    let roots = parent == nil && !request.subtree
+    var orgs: [Org]
+    if roots {
+      var found: [Org] = []
+      for scope in scopes {
+        if scope == .root {
+          found += try await store.listOrgs(
+            under: nil, parentID: nil, kind: .province, includeInactive: request.includeInactive,
+            scopes: scopes, afterCode: nil, limit: PageSize.maximum)
+        } else if let id = scope.leaf, let org = try await store.org(id: id) {
+          found.append(org)
+        }
+      }
+      orgs = found.filter { request.kind == .unspecified || $0.kind == request.kind }
+        .sorted { $0.code < $1.code }
+        .filter { o in token.map { o.code > ($0.after.first ?? "") } ?? true }
+      orgs = Array(orgs.prefix(limit + 1))
+    } else {
+      orgs = try await store.listOrgs(
+        under: request.subtree ? parent.map(path) ?? .root : nil,
+        parentID: request.subtree ? nil : parent?.id,
+        kind: request.kind == .unspecified ? nil : request.kind,
+        includeInactive: request.includeInactive, scopes: scopes,
+        afterCode: token?.after.first, limit: limit + 1)
+    }
+    return .with {
+      $0.orgs = Array(orgs.prefix(limit))
+      if orgs.count > limit, let last = $0.orgs.last {
+        $0.nextPageToken = PageToken(after: [last.code]).encode(query: query)
+      }
+    }
+  }
+
+  func importOrgs(
+    request: RPCAsyncSequence<Smartschool_Identity_V1_ImportOrgsRequest, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    let p = try Principal.require()
+    let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.orgsWrite, at: $0) }
+    var summary = Smartschool_Common_V1_ImportSummary()
+    var batch: [(index: Int, org: Org)] = []
+    var pending: [(index: Int, org: Org)] = []
+    var seenCodes: Set<String> = []
+    func flush() async throws {
+      guard !batch.isEmpty else { return }
+      let (result, deferred) = try await store.importOrgs(batch, authorize: authorize)
+      summary.created += Int64(result.created)
+      summary.updated += Int64(result.updated)
+      summary.errors += result.errors
+      pending += deferred
+      batch.removeAll(keepingCapacity: true)
+    }
+    var index = 0
+    for try await message in request {
+      defer { index += 1 }
+      summary.received += 1
+      var row = message.org
+      row.code = row.code.trimmingCharacters(in: .whitespaces)
+      let violations = OrgRules.validate(row)
+      if let first = violations.first {
+        summary.errors.append(.with {
+          $0.index = Int64(index)
+          $0.key = row.code
+          $0.field = first.field
+          $0.reason = violations.map(\.description).joined(separator: "; ")
+        })
+        continue
+      }
+      if !seenCodes.insert(row.code).inserted {
+        summary.errors.append(.with {
+          $0.index = Int64(index)
+          $0.key = row.code
+          $0.field = "org.code"
+          $0.reason = "duplicate code in this stream"
+        })
+        continue
+      }
+      batch.append((index, row))
+      if batch.count >= 500 { try await flush() }
+    }
+    try await flush()
+    // Rows whose parent came later in the stream: retry until no progress.
+    while !pending.isEmpty {
+      let before = pending.count
+      batch = pending
+      pending = []
+      try await flush()
+      if pending.count == before { break }
+    }
+    for (index, row) in pending {
+      summary.errors.append(.with {
+        $0.index = Int64(index)
+        $0.key = row.code
+        $0.field = row.parentCode.isEmpty ? "org.managing_school_code" : "org.parent_code"
+        $0.reason = "unknown org '\(row.parentCode.isEmpty ? row.managingSchoolCode : row.parentCode)'"
+      })
+    }
+    summary.errors.sort { $0.index < $1.index }
+    summary.rejected = Int64(summary.errors.count)
+    summary.accepted = summary.received - summary.rejected
+    await audit("org.import", actor: p.userID, target: "",
+                detail: "received=\(summary.received) accepted=\(summary.accepted)")
+    return summary
+  }
+
+  // MARK: Users
+
+  func createUser(request: Smartschool_Identity_V1_CreateUserRequest, context: ServerContext)
+    async throws -> User
+  {
+    let p = try Principal.require()
+    let violations = OrgRules.validate(request.user)
+    if !violations.isEmpty { throw ServiceError.invalidArgument(violations) }
+    if !request.initialPassword.isEmpty {
+      try Passwords.validateNew(request.initialPassword, field: "initial_password")
+    }
+    let org = try await resolveOrg(id: request.user.orgID, code: request.user.orgCode, field: "user.org_code")
+    try p.require(.usersWrite, at: path(org))
+    guard org.active else { throw ServiceError.failedPrecondition("the home org is deactivated") }
+    guard OrgRules.allowedHomeKinds(for: request.user.kind).contains(org.kind) else {
+      throw ServiceError.invalid(
+        "user.org_code", "a \(KindNames.name(request.user.kind)) cannot have a \(org.kind.englishName) as home org")
+    }
+    var hash: String? = nil
+    if !request.initialPassword.isEmpty {
+      let password = request.initialPassword
+      let params = settings.scrypt
+      hash = try await hashes.run { try Passwords.hash(password, parameters: params) }
+    }
+    let user = try await store.insertUser(
+      request.user, org: org, passwordHash: hash, clientID: nil, clientSecretHash: nil)
+    await audit("user.create", actor: p.userID, target: user.id, orgID: org.id, orgPath: org.path)
+    return user
+  }
+
+  func getUser(request: Smartschool_Identity_V1_GetUserRequest, context: ServerContext)
+    async throws -> User
+  {
+    let p = try Principal.require()
+    let user = try await resolveUser(
+      id: request.id, externalID: request.externalID, username: request.username, field: "id")
+    guard try await mayRead(user, p) else {
+      throw ServiceError.permissionDenied("user is outside your scope")
+    }
+    return user
+  }
+
+  func updateUser(request: Smartschool_Identity_V1_UpdateUserRequest, context: ServerContext)
+    async throws -> User
+  {
+    let p = try Principal.require()
+    let current = try await resolveUser(
+      id: request.user.id, externalID: request.user.externalID, field: "user.id")
+    try p.require(.usersWrite, at: userPath(current))
+    let editable: Set<String> = ["display_name", "org_code", "birth_year", "username"]
+    var paths = Set(request.updateMask.paths)
+    if paths.isEmpty { paths = editable }
+    if let bad = paths.first(where: { !editable.contains($0) }) {
+      throw ServiceError.invalid("update_mask", "field '\(bad)' cannot be updated")
+    }
+    var next = current
+    if paths.contains("display_name") { next.displayName = request.user.displayName }
+    if paths.contains("birth_year") { next.birthYear = request.user.birthYear }
+    if paths.contains("username") { next.username = request.user.username }
+    var org: Org? = nil
+    if paths.contains("org_code") && request.user.orgCode != current.orgCode {
+      let o = try await resolveOrg(id: "", code: request.user.orgCode, field: "user.org_code")
+      try p.require(.usersWrite, at: path(o))
+      guard OrgRules.allowedHomeKinds(for: current.kind).contains(o.kind) else {
+        throw ServiceError.invalid("user.org_code", "not a valid home org for this user")
+      }
+      org = o
+      next.orgCode = o.code
+    }
+    let violations = OrgRules.validate(next, requireOrg: current.kind != .serviceAccount)
+      .filter { !(current.kind == .serviceAccount && $0.field == "user.kind") }
+    if !violations.isEmpty { throw ServiceError.invalidArgument(violations) }
+    let updated = try await store.updateUser(next, org: org)
+    await audit("user.update", actor: p.userID, target: updated.id, orgID: updated.orgID,
+                orgPath: updated.orgPath, detail: paths.sorted().joined(separator: ","))
+    return updated
+  }
+
+  func deactivateUser(request: Smartschool_Identity_V1_DeactivateUserRequest, context: ServerContext)
+    async throws -> User
+  {
+    let p = try Principal.require()
+    let user = try await resolveUser(id: request.id, externalID: request.externalID, field: "id")
+    try p.require(.usersWrite, at: userPath(user))
+    guard user.id != p.userID else {
+      throw ServiceError.failedPrecondition("you cannot deactivate your own account")
+    }
+    let updated = try await store.deactivateUser(id: user.id)
+    await audit("user.deactivate", actor: p.userID, target: user.id, orgID: user.orgID,
+                orgPath: user.orgPath)
+    return updated
+  }
+
+  func listUsers(request: Smartschool_Identity_V1_ListUsersRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_ListUsersResponse
+  {
+    let p = try Principal.require()
+    let limit = try PageSize.resolve(request.pageSize)
+    var v = Validator()
+    v.check(request.namePrefix.count <= 64, "name_prefix", "must have at most 64 characters")
+    try v.throwIfInvalid()
+    var scopes = p.scopes(for: .usersRead)
+    if !request.orgID.isEmpty || !request.orgCode.isEmpty {
+      let org = try await resolveOrg(id: request.orgID, code: request.orgCode, field: "org_id")
+      let orgPath = path(org)
+      guard scopes.contains(where: { $0.covers(orgPath) }) else {
+        throw ServiceError.permissionDenied("org is outside your scope")
+      }
+      scopes = [orgPath]
+    }
+    if scopes.isEmpty { throw ServiceError.permissionDenied("you may not list users") }
+    let query = "\(scopes)|\(request.kind.rawValue)|\(request.namePrefix)|\(request.includeInactive)"
+    let token = try PageToken.decode(request.pageToken, query: query)
+    let users = try await store.listUsers(
+      scopes: scopes, kind: request.kind == .unspecified ? nil : request.kind,
+      namePrefix: request.namePrefix, includeInactive: request.includeInactive,
+      afterUsername: token?.after.first, limit: limit + 1)
+    return .with {
+      $0.users = Array(users.prefix(limit))
+      if users.count > limit, let last = $0.users.last {
+        $0.nextPageToken = PageToken(after: [last.username]).encode(query: query)
+      }
+    }
+  }
+
+  func importUsers(
+    request: RPCAsyncSequence<Smartschool_Identity_V1_ImportUsersRequest, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    let p = try Principal.require()
+    let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.usersWrite, at: $0) }
+    var summary = Smartschool_Common_V1_ImportSummary()
+    var batch: [(index: Int, user: User)] = []
+    batch.reserveCapacity(1000)
+    var index = 0
+    func flush() async throws {
+      guard !batch.isEmpty else { return }
+      let result = try await store.importUsers(batch, authorize: authorize)
+      summary.created += Int64(result.created)
+      summary.updated += Int64(result.updated)
+      summary.errors += result.errors
+      batch.removeAll(keepingCapacity: true)
+    }
+    for try await message in request {
+      defer { index += 1 }
+      summary.received += 1
+      let row = message.user
+      let violations = OrgRules.validate(row)
+      if let first = violations.first {
+        summary.errors.append(.with {
+          $0.index = Int64(index)
+          $0.key = row.externalID
+          $0.field = first.field
+          $0.reason = violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")
+        })
+        continue
+      }
+      batch.append((index, row))
+      if batch.count >= 1000 { try await flush() }
+    }
+    try await flush()
+    summary.rejected = Int64(summary.errors.count)
+    summary.accepted = summary.received - summary.rejected
+    await audit("user.import", actor: p.userID, target: "",
+                detail: "received=\(summary.received) accepted=\(summary.accepted)")
+    return summary
+  }
+
+  func issueActivationCode(
+    request: Smartschool_Identity_V1_IssueActivationCodeRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_IssueActivationCodeResponse {
+    let p = try Principal.require()
+    let user = try await resolveUser(id: request.userID, field: "user_id")
+    try p.require(.usersWrite, at: userPath(user))
+    guard user.status != .deactivated, user.kind != .serviceAccount else {
+      throw ServiceError.failedPrecondition("the account cannot be activated")
+    }
+    let code = Secrets.activationCode()
+    let expires = Date().addingTimeInterval(settings.activationCodeTTL)
+    try await store.setActivation(userID: user.id, codeHash: Secrets.digest(code), expires: expires)
+    await audit("user.activation_code", actor: p.userID, target: user.id, orgID: user.orgID,
+                orgPath: user.orgPath)
+    return .with {
+      $0.activationCode = code
+      $0.expireTime = .init(date: expires)
+    }
+  }
+
+  func activateAccount(
+    request: Smartschool_Identity_V1_ActivateAccountRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_ActivateAccountResponse {
+    var v = Validator()
+    v.check(!request.username.isEmpty && request.username.count <= 64, "username", "must be 1-64 characters")
+    v.check(!request.activationCode.isEmpty && request.activationCode.count <= 64,
+            "activation_code", "must be 1-64 characters")
+    try v.throwIfInvalid()
+    try Passwords.validateNew(request.newPassword, field: "new_password")
+    let password = request.newPassword
+    let params = settings.scrypt
+    let hash = try await hashes.run { try Passwords.hash(password, parameters: params) }
+    let code = request.activationCode.uppercased().replacingOccurrences(of: "-", with: "")
+    guard
+      let user = try await store.activate(
+        username: request.username, codeHash: Secrets.digest(code), passwordHash: hash)
+    else {
+      throw ServiceError.unauthenticated("invalid username or activation code")
+    }
+    await audit("user.activate", actor: user.id, target: user.id, orgID: user.orgID,
+                orgPath: user.orgPath)
+    return .init()
+  }
+
+  func changePassword(
+    request: Smartschool_Identity_V1_ChangePasswordRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_ChangePasswordResponse {
+    let p = try Principal.require()
+    try Passwords.validateNew(request.newPassword, field: "new_password")
+    guard let creds = try await store.credentials(username: p.username),
+      let stored = creds.passwordHash
+    else { throw ServiceError.unauthenticated("the current password is wrong") }
+    let current = request.currentPassword
+    let new = request.newPassword
+    let params = settings.scrypt
+    let hash = try await hashes.run { () throws -> String? in
+      guard try Passwords.verify(current, against: stored) else { return nil }
+      return try Passwords.hash(new, parameters: params)
+    }
+    guard let hash else { throw ServiceError.unauthenticated("the current password is wrong") }
+    try await store.setPassword(userID: p.userID, hash: hash)
+    await audit("user.password_change", actor: p.userID, target: p.userID,
+                orgID: creds.user.orgID, orgPath: creds.user.orgPath)
+    return .init()
+  }
+
+  // MARK: Guardians
+
+  private func linkPair(parentID: String, studentID: String, _ p: Principal) async throws
+    -> (User, User)
+  {
+    var v = Validator()
+    v.check(!parentID.isEmpty, "parent_id", "must not be empty")
+    v.check(!studentID.isEmpty, "student_id", "must not be empty")
+    try v.throwIfInvalid()
+    let parent = try await resolveUser(id: parentID, field: "parent_id")
+    let student = try await resolveUser(id: studentID, field: "student_id")
+    guard parent.kind == .parent else { throw ServiceError.invalid("parent_id", "is not a parent") }
+    guard student.kind == .student else { throw ServiceError.invalid("student_id", "is not a student") }
+    try p.require(.usersWrite, at: userPath(student))
+    return (parent, student)
+  }
+
+  func linkGuardian(request: Smartschool_Identity_V1_LinkGuardianRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_LinkGuardianResponse
+  {
+    let p = try Principal.require()
+    let (parent, student) = try await linkPair(
+      parentID: request.parentID, studentID: request.studentID, p)
+    _ = try await store.link(parentID: parent.id, studentID: student.id)
+    await audit("guardian.link", actor: p.userID, target: "\(parent.id):\(student.id)",
+                orgID: student.orgID, orgPath: student.orgPath)
+    return .init()
+  }
+
+  func unlinkGuardian(request: Smartschool_Identity_V1_UnlinkGuardianRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_UnlinkGuardianResponse
+  {
+    let p = try Principal.require()
+    let (parent, student) = try await linkPair(
+      parentID: request.parentID, studentID: request.studentID, p)
+    guard try await store.unlink(parentID: parent.id, studentID: student.id) else {
+      throw ServiceError.notFound("the parent is not linked to the student")
+    }
+    await audit("guardian.unlink", actor: p.userID, target: "\(parent.id):\(student.id)",
+                orgID: student.orgID, orgPath: student.orgPath)
+    return .init()
+  }
+
+  func listChildren(request: Smartschool_Identity_V1_ListChildrenRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_ListChildrenResponse
+  {
+    let p = try Principal.require()
+    let parentID = request.parentID.isEmpty ? p.userID : request.parentID
+    let children = try await store.children(ofParent: parentID)
+    if parentID != p.userID {
+      let parent = try await resolveUser(id: parentID, field: "parent_id")
+      guard p.allows(.usersRead, at: userPath(parent))
+        || children.contains(where: { p.allows(.usersRead, at: userPath($0)) })
+      else { throw ServiceError.permissionDenied("user is outside your scope") }
+    }
+    return .with {
+      $0.children = parentID == p.userID
+        ? children : children.filter { p.allows(.usersRead, at: userPath($0)) }
+    }
+  }
+
+  func listGuardians(request: Smartschool_Identity_V1_ListGuardiansRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_ListGuardiansResponse
+  {
+    let p = try Principal.require()
+    let student = try await resolveUser(id: request.studentID, field: "student_id")
+    guard student.id == p.userID || p.allows(.usersRead, at: userPath(student)) else {
+      throw ServiceError.permissionDenied("user is outside your scope")
+    }
+    return .with { $0.guardians = [] }.with(try await store.guardians(ofStudent: student.id))
+  }
+
+  func importGuardians(
+    request: RPCAsyncSequence<Smartschool_Identity_V1_ImportGuardiansRequest, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    let p = try Principal.require()
+    let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.usersWrite, at: $0) }
+    var summary = Smartschool_Common_V1_ImportSummary()
+    var batch: [(index: Int, parent: String, student: String)] = []
+    var index = 0
+    func flush() async throws {
+      guard !batch.isEmpty else { return }
+      let result = try await store.importGuardians(batch, authorize: authorize)
+      summary.created += Int64(result.created)
+      summary.updated += Int64(result.updated)
+      summary.errors += result.errors
+      batch.removeAll(keepingCapacity: true)
+    }
+    for try await row in request {
+      defer { index += 1 }
+      summary.received += 1
+      guard TextRules.isCode(row.parentExternalID), TextRules.isCode(row.studentExternalID) else {
+        summary.errors.append(.with {
+          $0.index = Int64(index)
+          $0.key = "\(row.parentExternalID.prefix(64)):\(row.studentExternalID.prefix(64))"
+          $0.field = TextRules.isCode(row.parentExternalID) ? "student_external_id" : "parent_external_id"
+          $0.reason = "must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        })
+        continue
+      }
+      batch.append((index, row.parentExternalID, row.studentExternalID))
+      if batch.count >= 1000 { try await flush() }
+    }
+    try await flush()
+    summary.rejected = Int64(summary.errors.count)
+    summary.accepted = summary.received - summary.rejected
+    return summary
+  }
+
+  // MARK: Roles
+
+  func grantRole(request: Smartschool_Identity_V1_GrantRoleRequest, context: ServerContext)
+    async throws -> Binding
+  {
+    let p = try Principal.require()
+    guard let role = Role(request.role) else { throw ServiceError.invalid("role", "unknown role") }
+    let user = try await resolveUser(id: request.userID, field: "user_id")
+    var org: Org? = nil
+    if role == .systemAdmin {
+      guard request.orgID.isEmpty && request.orgCode.isEmpty else {
+        throw ServiceError.invalid("org_id", "the system admin role is held at the root, without an org")
+      }
+    } else {
+      let o = try await resolveOrg(id: request.orgID, code: request.orgCode, field: "org_id")
+      guard role.allowedOrgKinds.contains(o.kind) else {
+        throw ServiceError.invalid(
+          "org_id", "\(role.rawValue) cannot be held at a \(o.kind.englishName)")
+      }
+      guard o.active else { throw ServiceError.failedPrecondition("the org is deactivated") }
+      org = o
+    }
+    let target = org.map(path) ?? .root
+    guard p.mayGrant(role, at: target) else {
+      throw ServiceError.permissionDenied("you may not grant \(role.rawValue) at this org")
+    }
+    guard p.allows(.usersRead, at: userPath(user)) || user.orgPath.isEmpty else {
+      throw ServiceError.permissionDenied("user is outside your scope")
+    }
+    guard user.status != .deactivated else {
+      throw ServiceError.failedPrecondition("the user is deactivated")
+    }
+    let binding = try await store.insertBinding(
+      userID: user.id, role: role, org: org, grantedBy: p.userID)
+    await audit("role.grant", actor: p.userID, target: binding.id, orgID: binding.orgID,
+                orgPath: binding.orgPath, detail: "\(role.rawValue) to \(user.id)")
+    return binding
+  }
+
+  func revokeRole(request: Smartschool_Identity_V1_RevokeRoleRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_RevokeRoleResponse
+  {
+    let p = try Principal.require()
+    guard !request.bindingID.isEmpty else { throw ServiceError.invalid("binding_id", "must not be empty") }
+    guard let binding = try await store.binding(id: request.bindingID) else {
+      throw ServiceError.notFound("role binding not found")
+    }
+    let role = Role(binding.role) ?? .student
+    guard p.mayGrant(role, at: OrgPath(binding.orgPath) ?? .root) else {
+      throw ServiceError.permissionDenied("you may not revoke \(role.rawValue) at this org")
+    }
+    try await store.deleteBinding(id: binding.id)
+    await audit("role.revoke", actor: p.userID, target: binding.id, orgID: binding.orgID,
+                orgPath: binding.orgPath, detail: "\(role.rawValue) from \(binding.userID)")
+    return .init()
+  }
+
+  func listRoleBindings(
+    request: Smartschool_Identity_V1_ListRoleBindingsRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_ListRoleBindingsResponse {
+    let p = try Principal.require()
+    let limit = try PageSize.resolve(request.pageSize)
+    var under: OrgPath? = nil
+    if !request.orgID.isEmpty {
+      under = path(try await resolveOrg(id: request.orgID, code: "", field: "org_id"))
+    }
+    var scopes = p.scopes(for: .usersRead)
+    // Everyone may list their own bindings.
+    if request.userID == p.userID { scopes = [.root] }
+    if scopes.isEmpty { throw ServiceError.permissionDenied("you may not list role bindings") }
+    let role = request.role == .unspecified ? nil : Role(request.role)
+    let query = "\(request.userID)|\(under?.description ?? "")|\(request.role.rawValue)"
+    let token = try PageToken.decode(request.pageToken, query: query)
+    let bindings = try await store.listBindings(
+      userID: request.userID.isEmpty ? nil : request.userID, under: under, role: role,
+      scopes: scopes, afterID: token?.after.first, limit: limit + 1)
+    return .with {
+      $0.bindings = Array(bindings.prefix(limit))
+      if bindings.count > limit, let last = $0.bindings.last {
+        $0.nextPageToken = PageToken(after: [last.id]).encode(query: query)
+      }
+    }
+  }
+
+  // MARK: Authentication
+
+  private static let badLogin = "invalid username or password (or the account is temporarily locked)"
+
+  func login(request: Smartschool_Identity_V1_LoginRequest, context: ServerContext) async throws
+    -> Smartschool_Identity_V1_TokenResponse
+  {
+    var v = Validator()
+    v.check(!request.username.isEmpty, "username", "must not be empty")
+    v.check(request.username.count <= 64, "username", "must have at most 64 characters")
+    v.check(!request.password.isEmpty, "password", "must not be empty")
+    v.check(request.password.count <= 1024, "password", "must have at most 1024 characters")
+    try v.throwIfInvalid()
+    let password = request.password
+    let params = settings.scrypt
+    let creds = try await store.credentials(username: request.username)
+    guard let creds, creds.user.kind != .serviceAccount, creds.user.status == .active,
+      let stored = creds.passwordHash
+    else {
+      // Spend the same work as a real check, so timing does not reveal which usernames exist.
+      _ = try await hashes.run { try Passwords.hash(password, parameters: params) }
+      await audit("login.failure", actor: "", target: String(request.username.prefix(64)),
+                  orgID: creds?.user.orgID ?? "", orgPath: creds?.user.orgPath ?? "",
+                  detail: creds == nil ? "unknown user" : "inactive account")
+      throw ServiceError.unauthenticated(Self.badLogin)
+    }
+    let user = creds.user
+    if let locked = creds.lockedUntil, locked > Date() {
+      await audit("login.failure", actor: user.id, target: user.id, orgID: user.orgID,
+                  orgPath: user.orgPath, detail: "locked")
+      throw ServiceError.unauthenticated(Self.badLogin)
+    }
+    let (ok, rehash) = try await hashes.run { () throws -> (Bool, String?) in
+      guard try Passwords.verify(password, against: stored) else { return (false, nil) }
+      let rehash = Passwords.needsRehash(stored, current: params)
+        ? try Passwords.hash(password, parameters: params) : nil
+      return (true, rehash)
+    }
+    guard ok else {
+      let (failures, lockedNow) = try await store.recordFailedLogin(
+        userID: user.id, threshold: settings.lockoutThreshold, lockFor: settings.lockoutDuration)
+      await audit("login.failure", actor: user.id, target: user.id, orgID: user.orgID,
+                  orgPath: user.orgPath, detail: "wrong password (\(failures))")
+      if lockedNow {
+        await audit("login.lockout", actor: user.id, target: user.id, orgID: user.orgID,
+                    orgPath: user.orgPath, detail: "after \(failures) failures")
+      }
+      throw ServiceError.unauthenticated(Self.badLogin)
+    }
+    guard try await store.recordSuccessfulLogin(userID: user.id, rehash: rehash) else {
+      throw ServiceError.unauthenticated(Self.badLogin)
+    }
+    let refresh = Secrets.random()
+    let refreshExpires = Date().addingTimeInterval(settings.refreshTokenTTL)
+    let session = try await store.createSession(
+      userID: user.id, refreshHash: Secrets.digest(refresh), refreshExpires: refreshExpires)
+    await audit("login.success", actor: user.id, target: session, orgID: user.orgID,
+                orgPath: user.orgPath, detail: rehash != nil ? "password rehashed" : "")
+    return try await tokenResponse(
+      user: user, sessionID: session, refreshToken: refresh, refreshExpires: refreshExpires)
+  }
+
+  func refresh(request: Smartschool_Identity_V1_RefreshRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_TokenResponse
+  {
+    guard !request.refreshToken.isEmpty, request.refreshToken.count <= 256 else {
+      throw ServiceError.invalid("refresh_token", "must be 1-256 characters")
+    }
+    let hash = Secrets.digest(request.refreshToken)
+    guard let record = try await store.refreshRecord(hash: hash), !record.sessionRevoked,
+      record.expiresAt > Date()
+    else { throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked") }
+    let newToken = Secrets.random()
+    let expires = Date().addingTimeInterval(settings.refreshTokenTTL)
+    let rotated =
+      record.usedAt == nil
+      ? try await store.rotateRefresh(
+        oldHash: hash, sessionID: record.sessionID, newHash: Secrets.digest(newToken),
+        expires: min(expires, record.expiresAt.addingTimeInterval(settings.refreshTokenTTL)))
+      : false
+    guard rotated else {
+      // A rotated token came back: someone holds a stolen copy. End the whole family.
+      try await store.revokeSession(id: record.sessionID, reason: "refresh token reuse")
+      await audit("session.reuse_revoked", actor: record.userID, target: record.sessionID)
+      throw ServiceError.unauthenticated("refresh token was already used; the session is revoked")
+    }
+    guard let user = try await store.user(id: record.userID), user.status == .active else {
+      throw ServiceError.unauthenticated("the account is not active")
+    }
+    return try await tokenResponse(
+      user: user, sessionID: record.sessionID, refreshToken: newToken, refreshExpires: expires)
+  }
+
+  func logout(request: Smartschool_Identity_V1_LogoutRequest, context: ServerContext) async throws
+    -> Smartschool_Identity_V1_LogoutResponse
+  {
+    let p = try Principal.require()
+    if !p.sessionID.isEmpty {
+      try await store.revokeSession(id: p.sessionID, reason: "logout")
+      await audit("logout", actor: p.userID, target: p.sessionID)
+    }
+    return .init()
+  }
+
+  func introspect(request: Smartschool_Identity_V1_IntrospectRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_IntrospectResponse
+  {
+    _ = try Principal.require()
+    guard let principal = try? await verifier.verify(request.token) else { return .init() }
+    if !principal.sessionID.isEmpty, !(try await store.sessionActive(id: principal.sessionID)) {
+      return .init()
+    }
+    guard let user = try await store.user(id: principal.userID), user.status == .active else {
+      return .init()
+    }
+    let bindings = try await store.bindings(userID: user.id)
+    let keyID = request.token.split(separator: ".").first.flatMap { Base64URL.decode($0) }
+      .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }?["kid"] as? String
+    return .with {
+      $0.active = true
+      $0.subject = user.id
+      $0.username = user.username
+      $0.kind = user.kind
+      $0.bindings = bindings.filter { b in
+        principal.bindings.contains { $0.role.proto == b.role && $0.orgID == b.orgID }
+      }
+      $0.issueTime = .init(date: principal.issuedAt)
+      $0.expireTime = .init(date: principal.expiresAt)
+      $0.keyID = keyID ?? ""
+      $0.sessionID = principal.sessionID
+      $0.issuer = smartSchoolTokenIssuer
+    }
+  }
+
+  func listSigningKeys(request: Smartschool_Identity_V1_ListSigningKeysRequest,
+                       context: ServerContext) async throws
+    -> Smartschool_Identity_V1_ListSigningKeysResponse
+  {
+    .with { $0.keys = keys.publishedMessages }
+  }
+
+  func rotateSigningKey(request: Smartschool_Identity_V1_RotateSigningKeyRequest,
+                        context: ServerContext) async throws -> Smartschool_Identity_V1_SigningKey
+  {
+    let p = try Principal.require()
+    try p.require(.keysRotate, at: .root)
+    let key = try await keys.rotate()
+    try await verifier.refresh()
+    await audit("key.rotate", actor: p.userID, target: key.keyID)
+    return key
+  }
+
+  func createServiceAccount(
+    request: Smartschool_Identity_V1_CreateServiceAccountRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_CreateServiceAccountResponse {
+    let p = try Principal.require()
+    var v = Validator()
+    if !TextRules.isUsername(request.name) {
+      v.add("name", "must be 3-64 characters of letters, digits, '.', '_', '-' or '@'")
+    }
+    v.text(request.displayName, "display_name", required: false, maxLength: 100)
+    v.check(!request.roles.isEmpty, "roles", "grant at least one role")
+    for (i, r) in request.roles.enumerated() where Role(r) == nil || Role(r) == .systemAdmin {
+      v.add("roles[\(i)]", "unknown role, or not grantable to a service account")
+    }
+    try v.throwIfInvalid()
+    let org = try await resolveOrg(id: request.orgID, code: request.orgCode, field: "org_id")
+    let roles = request.roles.compactMap { Role($0) }
+    for role in roles {
+      guard role.allowedOrgKinds.contains(org.kind) else {
+        throw ServiceError.invalid("roles", "\(role.rawValue) cannot be held at a \(org.kind.englishName)")
+      }
+      guard p.mayGrant(role, at: path(org)) else {
+        throw ServiceError.permissionDenied("you may not grant \(role.rawValue) at this org")
+      }
+    }
+    let clientID = "sa-" + EntityID.make()
+    let secret = Secrets.random()
+    var user = User()
+    user.externalID = "sa." + request.name
+    user.username = request.name
+    user.displayName = request.displayName.isEmpty ? request.name : request.displayName
+    user.kind = .serviceAccount
+    let created = try await store.insertUser(
+      user, org: org, passwordHash: nil, clientID: clientID,
+      clientSecretHash: Secrets.digest(secret))
+    var bindings: [Binding] = []
+    for role in roles {
+      bindings.append(
+        try await store.insertBinding(userID: created.id, role: role, org: org, grantedBy: p.userID))
+    }
+    await audit("service_account.create", actor: p.userID, target: created.id, orgID: org.id,
+                orgPath: org.path, detail: roles.map(\.rawValue).joined(separator: ","))
+    return .with {
+      $0.user = created
+      $0.clientID = clientID
+      $0.clientSecret = secret
+      $0.bindings = bindings
+    }
+  }
+
+  func exchangeClientCredentials(
+    request: Smartschool_Identity_V1_ExchangeClientCredentialsRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_TokenResponse {
+    guard !request.clientID.isEmpty, request.clientID.count <= 64, !request.clientSecret.isEmpty,
+      request.clientSecret.count <= 256
+    else { throw ServiceError.unauthenticated("invalid client credentials") }
+    guard let creds = try await store.credentials(clientID: request.clientID),
+      let stored = creds.clientSecretHash, creds.user.status == .active,
+      Secrets.digest(request.clientSecret) == stored
+    else {
+      await audit("login.failure", actor: "", target: String(request.clientID.prefix(64)),
+                  detail: "client credentials")
+      throw ServiceError.unauthenticated("invalid client credentials")
+    }
+    return try await tokenResponse(user: creds.user, sessionID: "", refreshToken: nil, refreshExpires: nil)
+  }
+
+  func whoAmI(request: Smartschool_Identity_V1_WhoAmIRequest, context: ServerContext) async throws
+    -> Smartschool_Identity_V1_WhoAmIResponse
+  {
+    let p = try Principal.require()
+    guard let user = try await store.user(id: p.userID) else {
+      throw ServiceError.notFound("your account no longer exists")
+    }
+    let bindings = try await store.bindings(userID: user.id)
+    return .with {
+      $0.user = user
+      $0.bindings = bindings
+      $0.sessionID = p.sessionID
+    }
+  }
+
+  // MARK: Audit and changes
+
+  func listAuditEvents(
+    request: Smartschool_Identity_V1_ListAuditEventsRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_ListAuditEventsResponse {
+    let p = try Principal.require()
+    let limit = try PageSize.resolve(request.pageSize)
+    guard request.afterSequence >= 0 else {
+      throw ServiceError.invalid("after_sequence", "must not be negative")
+    }
+    let scopes = p.scopes(for: .auditRead)
+    if scopes.isEmpty { throw ServiceError.permissionDenied("you may not read the audit log") }
+    var under: OrgPath? = nil
+    if !request.orgID.isEmpty {
+      under = path(try await resolveOrg(id: request.orgID, code: "", field: "org_id"))
+    }
+    let (events, more) = try await store.auditEvents(
+      after: request.afterSequence, actorID: request.actorID.isEmpty ? nil : request.actorID,
+      action: request.action.isEmpty ? nil : request.action, under: under, scopes: scopes,
+      limit: limit)
+    return .with {
+      $0.events = events
+      $0.lastSequence = events.last?.sequence ?? request.afterSequence
+      $0.moreAvailable = more
+    }
+  }
+
+  func listChanges(request: Smartschool_Common_V1_ListChangesRequest, context: ServerContext)
+    async throws -> Smartschool_Common_V1_ListChangesResponse
+  {
+    let p = try Principal.require()
+    let limit = try PageSize.resolve(request.pageSize)
+    guard request.afterSequence >= 0 else {
+      throw ServiceError.invalid("after_sequence", "must not be negative")
+    }
+    let scopes = p.scopes(for: .changesRead)
+    if scopes.isEmpty { throw ServiceError.permissionDenied("you may not read the change feed") }
+    let (changes, more) = try await store.changes(
+      after: request.afterSequence, limit: limit, scopes: scopes)
+    return .with {
+      $0.changes = changes
+      $0.lastSequence = changes.last?.sequence ?? request.afterSequence
+      $0.moreAvailable = more
+    }
+  }
+}
+
+/// Token claim names of user kinds.
+enum KindNames {
+  static func name(_ kind: Smartschool_Identity_V1_UserKind) -> String {
+    switch kind {
+    case .teacher: "teacher"
+    case .student: "student"
+    case .parent: "parent"
+    case .staff: "staff"
+    case .serviceAccount: "service_account"
+    default: "unknown"
+    }
+  }
+}
+
+extension Smartschool_Identity_V1_ListGuardiansResponse {
+  fileprivate func with(_ guardians: [User]) -> Self {
+    var copy = self
+    copy.guardians = guardians
+    return copy
+  }
+}

@@ -1,0 +1,1154 @@
+import Foundation
+import GRDB
+import ServiceRuntime
+import SmartSchoolModel
+
+typealias Org = Smartschool_Identity_V1_Org
+typealias User = Smartschool_Identity_V1_User
+typealias Binding = Smartschool_Identity_V1_RoleBinding
+
+/// What login needs of a user's credentials.
+struct Credentials: Sendable {
+  var user: User
+  var passwordHash: String?
+  var failedLogins: Int
+  var lockedUntil: Date?
+  var clientSecretHash: String?
+}
+
+/// A refresh token's row with its session.
+struct RefreshRecord: Sendable {
+  var sessionID: String
+  var userID: String
+  var expiresAt: Date
+  var usedAt: Date?
+  var sessionRevoked: Bool
+}
+
+/// A stored signing key.
+struct StoredKey: Sendable {
+  var id: String
+  var privateKey: Data
+  var publicKey: Data
+  var createdAt: Date
+  var retireAt: Date?
+  var current: Bool
+}
+
+/// One audit event to write.
+struct AuditEntry: Sendable {
+  var actorID: String
+  var action: String
+  var target: String
+  var orgID: String = ""
+  var orgPath: String = ""
+  var detail: String = ""
+}
+
+/// Result of applying one import batch.
+struct BatchResult: Sendable {
+  var created = 0
+  var updated = 0
+  var errors: [Smartschool_Common_V1_RowError] = []
+}
+
+/// Every SQL statement of identity, behind a protocol so a PostgreSQL store can stand beside
+/// the SQLite one.
+protocol IdentityStore: Sendable {
+  // Orgs
+  func org(id: String) async throws -> Org?
+  func org(code: String) async throws -> Org?
+  func insertOrg(_ org: Org, parent: Org?, managingSchool: Org?) async throws -> Org
+  func updateOrg(_ org: Org, newParent: Org?, managingSchool: Org??) async throws -> Org
+  func deactivateOrg(id: String) async throws -> Org
+  func activeChildCount(of id: String) async throws -> Int
+  func listOrgs(
+    under path: OrgPath?, parentID: String?, kind: Smartschool_Common_V1_OrgKind?,
+    includeInactive: Bool, scopes: [OrgPath], afterCode: String?, limit: Int
+  ) async throws -> [Org]
+  func importOrgs(
+    _ rows: [(index: Int, org: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> (result: BatchResult, deferred: [(index: Int, org: Org)])
+
+  // Users
+  func user(id: String) async throws -> User?
+  func user(externalID: String) async throws -> User?
+  func user(username: String) async throws -> User?
+  func insertUser(_ user: User, org: Org?, passwordHash: String?, clientID: String?,
+                  clientSecretHash: String?) async throws -> User
+  func updateUser(_ user: User, org: Org?) async throws -> User
+  func deactivateUser(id: String) async throws -> User
+  func listUsers(
+    scopes: [OrgPath], kind: Smartschool_Identity_V1_UserKind?, namePrefix: String,
+    includeInactive: Bool, afterUsername: String?, limit: Int
+  ) async throws -> [User]
+  func importUsers(
+    _ rows: [(index: Int, user: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchResult
+  func setActivation(userID: String, codeHash: String, expires: Date) async throws
+  func activate(username: String, codeHash: String, passwordHash: String) async throws -> User?
+  func setPassword(userID: String, hash: String) async throws
+
+  // Credentials and sessions
+  func credentials(username: String) async throws -> Credentials?
+  func credentials(clientID: String) async throws -> Credentials?
+  func recordFailedLogin(userID: String, threshold: Int, lockFor: TimeInterval) async throws
+    -> (failures: Int, lockedNow: Bool)
+  func recordSuccessfulLogin(userID: String, rehash: String?) async throws -> Bool
+  func createSession(userID: String, refreshHash: String, refreshExpires: Date) async throws
+    -> String
+  func refreshRecord(hash: String) async throws -> RefreshRecord?
+  func rotateRefresh(oldHash: String, sessionID: String, newHash: String, expires: Date)
+    async throws -> Bool
+  func revokeSession(id: String, reason: String) async throws
+  func sessionActive(id: String) async throws -> Bool
+
+  // Guardians
+  func link(parentID: String, studentID: String) async throws -> Bool
+  func unlink(parentID: String, studentID: String) async throws -> Bool
+  func children(ofParent id: String) async throws -> [User]
+  func guardians(ofStudent id: String) async throws -> [User]
+  func importGuardians(
+    _ rows: [(index: Int, parent: String, student: String)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchResult
+
+  // Roles
+  func bindings(userID: String) async throws -> [Binding]
+  func binding(id: String) async throws -> Binding?
+  func insertBinding(userID: String, role: Role, org: Org?, grantedBy: String) async throws
+    -> Binding
+  func deleteBinding(id: String) async throws
+  func listBindings(
+    userID: String?, under: OrgPath?, role: Role?, scopes: [OrgPath], afterID: String?,
+    limit: Int
+  ) async throws -> [Binding]
+
+  // Keys
+  func signingKeys() async throws -> [StoredKey]
+  func addSigningKey(_ key: StoredKey, retireOthersAt: Date?) async throws
+
+  // Audit and changes
+  func audit(_ entry: AuditEntry) async throws
+  func auditEvents(
+    after: Int64, actorID: String?, action: String?, under: OrgPath?, scopes: [OrgPath],
+    limit: Int
+  ) async throws -> ([Smartschool_Identity_V1_AuditEvent], Bool)
+  func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], more: Bool)
+  func isEmpty() async throws -> Bool
+}
+
+/// The SQLite implementation of ``IdentityStore``.
+final class SQLiteIdentityStore: IdentityStore {
+  let store: Store
+
+  init(store: Store) {
+    self.store = store
+  }
+
+  // MARK: Row mapping
+
+  private static let orgSelect = """
+    SELECT o.*, p.code AS parent_code, m.code AS managing_code
+    FROM orgs o LEFT JOIN orgs p ON p.id = o.parent_id LEFT JOIN orgs m ON m.id = o.managing_school_id
+    """
+
+  private static let userSelect = """
+    SELECT u.id, u.external_id, u.username, u.display_name, u.kind, u.org_id, u.birth_year,
+      u.status, u.locked_until, u.created_at, u.updated_at, o.code AS org_code, o.path AS org_path
+    FROM users u LEFT JOIN orgs o ON o.id = u.org_id
+    """
+
+  private static let bindingSelect = """
+    SELECT b.*, o.code AS org_code, o.path AS org_path
+    FROM role_bindings b LEFT JOIN orgs o ON o.id = b.org_id
+    """
+
+  static func org(_ row: Row) -> Org {
+    var o = Org()
+    o.id = row["id"]
+    o.code = row["code"]
+    o.name = row["name"]
+    o.kind = .init(rawValue: row["kind"]) ?? .unspecified
+    o.parentID = row["parent_id"] ?? ""
+    o.parentCode = row["parent_code"] ?? ""
+    o.path = row["path"]
+    o.schoolKind = .init(rawValue: row["school_kind"]) ?? .unspecified
+    let stages: String = row["stages"]
+    o.stages = stages.split(separator: ",").compactMap { Int($0) }.compactMap {
+      Smartschool_Common_V1_Stage(rawValue: $0)
+    }
+    o.managingSchoolID = row["managing_school_id"] ?? ""
+    o.managingSchoolCode = row["managing_code"] ?? ""
+    o.grade = row["grade"]
+    o.schoolYear = row["school_year"]
+    o.active = row["active"]
+    o.createTime = .init(date: Date(timeIntervalSince1970: row["created_at"]))
+    o.updateTime = .init(date: Date(timeIntervalSince1970: row["updated_at"]))
+    return o
+  }
+
+  static func user(_ row: Row) -> User {
+    var u = User()
+    u.id = row["id"]
+    u.externalID = row["external_id"]
+    u.username = row["username"]
+    u.displayName = row["display_name"]
+    u.kind = .init(rawValue: row["kind"]) ?? .unspecified
+    u.orgID = row["org_id"] ?? ""
+    u.orgCode = row["org_code"] ?? ""
+    u.orgPath = row["org_path"] ?? ""
+    u.birthYear = row["birth_year"]
+    u.status = .init(rawValue: row["status"]) ?? .unspecified
+    if let locked: Double = row["locked_until"], locked > Date().timeIntervalSince1970 {
+      u.lockedUntil = .init(date: Date(timeIntervalSince1970: locked))
+    }
+    u.createTime = .init(date: Date(timeIntervalSince1970: row["created_at"]))
+    u.updateTime = .init(date: Date(timeIntervalSince1970: row["updated_at"]))
+    return u
+  }
+
+  static func binding(_ row: Row) -> Binding {
+    var b = Binding()
+    b.id = row["id"]
+    b.userID = row["user_id"]
+    b.role = Role(rawValue: row["role"])?.proto ?? .unspecified
+    b.orgID = row["org_id"] ?? ""
+    b.orgCode = row["org_code"] ?? ""
+    b.orgPath = row["org_path"] ?? "/"
+    b.grantedBy = row["granted_by"]
+    b.createTime = .init(date: Date(timeIntervalSince1970: row["created_at"]))
+    return b
+  }
+
+  /// `substr(column, 1, n) = prefix OR …` for a list of scopes; `nil` when a scope is the root.
+  private static func scopeClause(_ column: String, _ scopes: [OrgPath]) -> (String, [any DatabaseValueConvertible])? {
+    if scopes.contains(.root) { return nil }
+    if scopes.isEmpty { return ("0", []) }
+    var args: [any DatabaseValueConvertible] = []
+    let sql = scopes.map { s -> String in
+      args.append(s.description.count)
+      args.append(s.description)
+      return "substr(\(column), 1, ?) = ?"
+    }.joined(separator: " OR ")
+    return ("(\(sql))", args)
+  }
+
+  // MARK: Orgs
+
+  private func fetchOrg(_ db: Database, id: String) throws -> Org? {
+    try Row.fetchOne(db, sql: Self.orgSelect + " WHERE o.id = ?", arguments: [id]).map(Self.org)
+  }
+
+  private func fetchOrg(_ db: Database, code: String) throws -> Org? {
+    try Row.fetchOne(db, sql: Self.orgSelect + " WHERE o.code = ?", arguments: [code]).map(Self.org)
+  }
+
+  func org(id: String) async throws -> Org? {
+    try await store.read { db in try self.fetchOrg(db, id: id) }
+  }
+
+  func org(code: String) async throws -> Org? {
+    try await store.read { db in try self.fetchOrg(db, code: code) }
+  }
+
+  private func recordOrgChange(_ db: Database, _ org: Org) throws {
+    try ChangeFeed.record(
+      db, entity: "org", id: org.id, naturalKey: org.code, op: .upsert, orgPath: org.path,
+      payload: org)
+  }
+
+  private func insertOrg(_ db: Database, _ org: Org, parent: Org?, managingSchool: Org?) throws -> Org {
+    let id = EntityID.make()
+    let path = (parent.flatMap { OrgPath($0.path) } ?? .root).appending(id)
+    let now = Date().timeIntervalSince1970
+    try db.execute(
+      sql: """
+        INSERT INTO orgs (id, code, name, kind, parent_id, path, school_kind, stages,
+          managing_school_id, grade, school_year, active, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+        """,
+      arguments: [
+        id, org.code, org.name, org.kind.rawValue, parent?.id, path.description,
+        org.schoolKind.rawValue, org.stages.map { String($0.rawValue) }.joined(separator: ","),
+        managingSchool?.id, org.grade, org.schoolYear, now, now,
+      ])
+    let created = try fetchOrg(db, id: id)!
+    try recordOrgChange(db, created)
+    return created
+  }
+
+  func insertOrg(_ org: Org, parent: Org?, managingSchool: Org?) async throws -> Org {
+    try await store.write { db in
+      if try self.fetchOrg(db, code: org.code) != nil {
+        throw ServiceError.alreadyExists("an org with code '\(org.code)' already exists")
+      }
+      return try self.insertOrg(db, org, parent: parent, managingSchool: managingSchool)
+    }
+  }
+
+  /// Writes the editable fields of `org` (by id); moves it (and its subtree) under `newParent`
+  /// when given; sets the managing school when `managingSchool` is non-nil.
+  private func updateOrg(_ db: Database, _ org: Org, newParent: Org?, managingSchool: Org??) throws -> Org {
+    guard let current = try fetchOrg(db, id: org.id) else {
+      throw ServiceError.notFound("org '\(org.id)' not found")
+    }
+    let now = Date().timeIntervalSince1970
+    var managingID: String? = current.managingSchoolID.isEmpty ? nil : current.managingSchoolID
+    if let m = managingSchool { managingID = m?.id }
+    try db.execute(
+      sql: """
+        UPDATE orgs SET name = ?, school_kind = ?, stages = ?, managing_school_id = ?, grade = ?,
+          school_year = ?, updated_at = ? WHERE id = ?
+        """,
+      arguments: [
+        org.name, org.schoolKind.rawValue,
+        org.stages.map { String($0.rawValue) }.joined(separator: ","), managingID, org.grade,
+        org.schoolYear, now, org.id,
+      ])
+    var moved: [String] = []
+    if let newParent, newParent.id != current.parentID {
+      let oldPath = current.path
+      let newPath = OrgPath(newParent.path)!.appending(current.id).description
+      // Rewrites the prefix of every path in the subtree (the org included).
+      moved = try String.fetchAll(
+        db, sql: "SELECT id FROM orgs WHERE substr(path, 1, ?) = ?",
+        arguments: [oldPath.count, oldPath])
+      try db.execute(
+        sql: """
+          UPDATE orgs SET path = ? || substr(path, ?), updated_at = ?
+          WHERE substr(path, 1, ?) = ?
+          """,
+        arguments: [newPath, oldPath.count + 1, now, oldPath.count, oldPath])
+      try db.execute(
+        sql: "UPDATE orgs SET parent_id = ? WHERE id = ?", arguments: [newParent.id, org.id])
+    }
+    let updated = try fetchOrg(db, id: org.id)!
+    try recordOrgChange(db, updated)
+    for id in moved where id != org.id {
+      if let o = try fetchOrg(db, id: id) { try recordOrgChange(db, o) }
+    }
+    return updated
+  }
+
+  func updateOrg(_ org: Org, newParent: Org?, managingSchool: Org??) async throws -> Org {
+    try await store.write { db in
+      try self.updateOrg(db, org, newParent: newParent, managingSchool: managingSchool)
+    }
+  }
+
+  func deactivateOrg(id: String) async throws -> Org {
+    try await store.write { db in
+      try db.execute(
+        sql: "UPDATE orgs SET active = 0, updated_at = ? WHERE id = ?",
+        arguments: [Date().timeIntervalSince1970, id])
+      guard let org = try self.fetchOrg(db, id: id) else {
+        throw ServiceError.notFound("org '\(id)' not found")
+      }
+      try self.recordOrgChange(db, org)
+      return org
+    }
+  }
+
+  func activeChildCount(of id: String) async throws -> Int {
+    try await store.read { db in
+      try Int.fetchOne(
+        db, sql: "SELECT COUNT(*) FROM orgs WHERE parent_id = ? AND active = 1", arguments: [id])
+        ?? 0
+    }
+  }
+
+  func listOrgs(
+    under path: OrgPath?, parentID: String?, kind: Smartschool_Common_V1_OrgKind?,
+    includeInactive: Bool, scopes: [OrgPath], afterCode: String?, limit: Int
+  ) async throws -> [Org] {
+    try await store.read { db in
+      var sql = Self.orgSelect + " WHERE 1"
+      var args: [any DatabaseValueConvertible] = []
+      if let parentID {
+        sql += " AND o.parent_id = ?"
+        args.append(parentID)
+      } else if let path {
+        sql += " AND substr(o.path, 1, ?) = ? AND o.path <> ?"
+        args += [path.description.count, path.description, path.description]
+      }
+      if let kind {
+        sql += " AND o.kind = ?"
+        args.append(kind.rawValue)
+      }
+      if !includeInactive { sql += " AND o.active = 1" }
+      if let (clause, scopeArgs) = Self.scopeClause("o.path", scopes) {
+        sql += " AND " + clause
+        args += scopeArgs
+      }
+      if let afterCode {
+        sql += " AND o.code > ?"
+        args.append(afterCode)
+      }
+      sql += " ORDER BY o.code LIMIT ?"
+      args.append(limit)
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.org)
+    }
+  }
+
+  func importOrgs(
+    _ rows: [(index: Int, org: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> (result: BatchResult, deferred: [(index: Int, org: Org)]) {
+    try await store.write { db in
+      var result = BatchResult()
+      var deferred: [(index: Int, org: Org)] = []
+      for (index, row) in rows {
+        func reject(_ field: String, _ reason: String) {
+          result.errors.append(.with {
+            $0.index = Int64(index)
+            $0.key = row.code
+            $0.field = field
+            $0.reason = reason
+          })
+        }
+        var parent: Org? = nil
+        if !row.parentCode.isEmpty {
+          parent = try self.fetchOrg(db, code: row.parentCode)
+          if parent == nil {
+            // The parent may come later in the same stream.
+            deferred.append((index, row))
+            continue
+          }
+        }
+        do {
+          try OrgRules.checkParent(child: row.kind, parent: parent?.kind, field: "org.parent_code")
+        } catch let error as ServiceError {
+          reject("org.parent_code", error.message)
+          continue
+        }
+        let targetPath = parent.flatMap { OrgPath($0.path) } ?? .root
+        guard authorize(targetPath) else {
+          reject("org.parent_code", "outside the caller's scope")
+          continue
+        }
+        var managing: Org? = nil
+        if !row.managingSchoolCode.isEmpty {
+          managing = try self.fetchOrg(db, code: row.managingSchoolCode)
+          if managing == nil {
+            deferred.append((index, row))
+            continue
+          }
+          if managing?.kind != .school || managing?.schoolKind == .teachingPoint {
+            reject("org.managing_school_code", "must name a central school (not a teaching point)")
+            continue
+          }
+        }
+        do {
+          if let existing = try self.fetchOrg(db, code: row.code) {
+            guard existing.kind == row.kind else {
+              reject("org.kind", "org '\(row.code)' exists with kind \(existing.kind.englishName)")
+              continue
+            }
+            guard authorize(OrgPath(existing.path)!) else {
+              reject("org.code", "outside the caller's scope")
+              continue
+            }
+            if let parent, let p = OrgPath(parent.path), OrgRules.wouldCycle(orgPath: OrgPath(existing.path)!, newParentPath: p) {
+              reject("org.parent_code", "would make the org its own ancestor")
+              continue
+            }
+            var update = row
+            update.id = existing.id
+            let unchanged = existing.name == row.name && existing.schoolKind == row.schoolKind
+              && existing.stages == row.stages && existing.grade == row.grade
+              && existing.schoolYear == row.schoolYear && existing.parentCode == row.parentCode
+              && existing.managingSchoolCode == row.managingSchoolCode
+            if !unchanged {
+              _ = try self.updateOrg(
+                db, update, newParent: parent, managingSchool: .some(managing))
+            }
+            result.updated += 1
+          } else {
+            _ = try self.insertOrg(db, row, parent: parent, managingSchool: managing)
+            result.created += 1
+          }
+        } catch let error as ServiceError {
+          reject("org", error.message)
+        } catch let error as DatabaseError {
+          reject("org", Store.map(error).message)
+        }
+      }
+      return (result, deferred)
+    }
+  }
+
+  // MARK: Users
+
+  private func fetchUser(_ db: Database, where clause: String, _ value: String) throws -> User? {
+    try Row.fetchOne(db, sql: Self.userSelect + " WHERE \(clause)", arguments: [value]).map(Self.user)
+  }
+
+  func user(id: String) async throws -> User? {
+    try await store.read { db in try self.fetchUser(db, where: "u.id = ?", id) }
+  }
+
+  func user(externalID: String) async throws -> User? {
+    try await store.read { db in try self.fetchUser(db, where: "u.external_id = ?", externalID) }
+  }
+
+  func user(username: String) async throws -> User? {
+    try await store.read { db in try self.fetchUser(db, where: "u.username = ?", username) }
+  }
+
+  private func recordUserChange(_ db: Database, _ user: User) throws {
+    try ChangeFeed.record(
+      db, entity: "user", id: user.id, naturalKey: user.externalID, op: .upsert,
+      orgPath: user.orgPath.isEmpty ? "/" : user.orgPath, payload: user)
+  }
+
+  private func insertUser(
+    _ db: Database, _ user: User, org: Org?, passwordHash: String?, clientID: String?,
+    clientSecretHash: String?
+  ) throws -> User {
+    let id = EntityID.make()
+    let now = Date().timeIntervalSince1970
+    let status: Smartschool_Identity_V1_UserStatus =
+      passwordHash != nil || clientSecretHash != nil ? .active : .pendingActivation
+    try db.execute(
+      sql: """
+        INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
+          status, password_hash, client_id, client_secret_hash, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+      arguments: [
+        id, user.externalID, user.username, user.displayName, user.kind.rawValue, org?.id,
+        user.birthYear, status.rawValue, passwordHash, clientID, clientSecretHash, now, now,
+      ])
+    let created = try fetchUser(db, where: "u.id = ?", id)!
+    try recordUserChange(db, created)
+    return created
+  }
+
+  private func checkUserKeys(_ db: Database, _ user: User, excluding id: String?) throws {
+    if let other = try fetchUser(db, where: "u.external_id = ?", user.externalID), other.id != id {
+      throw ServiceError.alreadyExists("a user with external id '\(user.externalID)' already exists")
+    }
+    if let other = try fetchUser(db, where: "u.username = ?", user.username), other.id != id {
+      throw ServiceError.alreadyExists("username '\(user.username)' is taken")
+    }
+  }
+
+  func insertUser(
+    _ user: User, org: Org?, passwordHash: String?, clientID: String?, clientSecretHash: String?
+  ) async throws -> User {
+    try await store.write { db in
+      try self.checkUserKeys(db, user, excluding: nil)
+      return try self.insertUser(
+        db, user, org: org, passwordHash: passwordHash, clientID: clientID,
+        clientSecretHash: clientSecretHash)
+    }
+  }
+
+  private func updateUser(_ db: Database, _ user: User, org: Org?) throws -> User {
+    try checkUserKeys(db, user, excluding: user.id)
+    try db.execute(
+      sql: """
+        UPDATE users SET username = ?, display_name = ?, org_id = COALESCE(?, org_id),
+          birth_year = ?, kind = ?, updated_at = ? WHERE id = ?
+        """,
+      arguments: [
+        user.username, user.displayName, org?.id, user.birthYear, user.kind.rawValue,
+        Date().timeIntervalSince1970, user.id,
+      ])
+    guard let updated = try fetchUser(db, where: "u.id = ?", user.id) else {
+      throw ServiceError.notFound("user '\(user.id)' not found")
+    }
+    try recordUserChange(db, updated)
+    return updated
+  }
+
+  func updateUser(_ user: User, org: Org?) async throws -> User {
+    try await store.write { db in try self.updateUser(db, user, org: org) }
+  }
+
+  func deactivateUser(id: String) async throws -> User {
+    try await store.write { db in
+      let now = Date().timeIntervalSince1970
+      try db.execute(
+        sql: "UPDATE users SET status = ?, updated_at = ? WHERE id = ?",
+        arguments: [Smartschool_Identity_V1_UserStatus.deactivated.rawValue, now, id])
+      try db.execute(
+        sql: """
+          UPDATE sessions SET revoked_at = ?, revoke_reason = 'user deactivated'
+          WHERE user_id = ? AND revoked_at IS NULL
+          """, arguments: [now, id])
+      guard let user = try self.fetchUser(db, where: "u.id = ?", id) else {
+        throw ServiceError.notFound("user '\(id)' not found")
+      }
+      try self.recordUserChange(db, user)
+      return user
+    }
+  }
+
+  func listUsers(
+    scopes: [OrgPath], kind: Smartschool_Identity_V1_UserKind?, namePrefix: String,
+    includeInactive: Bool, afterUsername: String?, limit: Int
+  ) async throws -> [User] {
+    try await store.read { db in
+      var sql = Self.userSelect + " WHERE 1"
+      var args: [any DatabaseValueConvertible] = []
+      if let (clause, scopeArgs) = Self.scopeClause("o.path", scopes) {
+        sql += " AND " + clause
+        args += scopeArgs
+      }
+      if let kind {
+        sql += " AND u.kind = ?"
+        args.append(kind.rawValue)
+      }
+      if !namePrefix.isEmpty {
+        sql += " AND (substr(u.display_name, 1, ?) = ? OR substr(u.username, 1, ?) = ? COLLATE NOCASE)"
+        args += [namePrefix.count, namePrefix, namePrefix.count, namePrefix]
+      }
+      if !includeInactive {
+        sql += " AND u.status <> ?"
+        args.append(Smartschool_Identity_V1_UserStatus.deactivated.rawValue)
+      }
+      if let afterUsername {
+        sql += " AND u.username > ?"
+        args.append(afterUsername)
+      }
+      sql += " ORDER BY u.username LIMIT ?"
+      args.append(limit)
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.user)
+    }
+  }
+
+  func importUsers(
+    _ rows: [(index: Int, user: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchResult {
+    try await store.write { db in
+      var result = BatchResult()
+      var orgCache: [String: Org?] = [:]
+      for (index, row) in rows {
+        func reject(_ field: String, _ reason: String) {
+          result.errors.append(.with {
+            $0.index = Int64(index)
+            $0.key = row.externalID
+            $0.field = field
+            $0.reason = reason
+          })
+        }
+        let org: Org?
+        if let cached = orgCache[row.orgCode] {
+          org = cached
+        } else {
+          org = try self.fetchOrg(db, code: row.orgCode)
+          orgCache[row.orgCode] = org
+        }
+        guard let org, org.active else {
+          reject("user.org_code", "unknown org '\(row.orgCode)'")
+          continue
+        }
+        guard OrgRules.allowedHomeKinds(for: row.kind).contains(org.kind) else {
+          reject("user.org_code", "a \(row.kind) cannot have a \(org.kind.englishName) as home org")
+          continue
+        }
+        guard authorize(OrgPath(org.path)!) else {
+          reject("user.org_code", "outside the caller's scope")
+          continue
+        }
+        do {
+          if let existing = try self.fetchUser(db, where: "u.external_id = ?", row.externalID) {
+            guard let existingPath = OrgPath(existing.orgPath.isEmpty ? "/" : existing.orgPath),
+              authorize(existingPath)
+            else {
+              reject("user.external_id", "exists outside the caller's scope")
+              continue
+            }
+            var update = row
+            update.id = existing.id
+            let unchanged = existing.username.lowercased() == row.username.lowercased()
+              && existing.displayName == row.displayName && existing.orgID == org.id
+              && existing.birthYear == row.birthYear && existing.kind == row.kind
+            if !unchanged { _ = try self.updateUser(db, update, org: org) }
+            result.updated += 1
+          } else {
+            if try self.fetchUser(db, where: "u.username = ?", row.username) != nil {
+              reject("user.username", "username '\(row.username)' is taken")
+              continue
+            }
+            _ = try self.insertUser(
+              db, row, org: org, passwordHash: nil, clientID: nil, clientSecretHash: nil)
+            result.created += 1
+          }
+        } catch let error as ServiceError {
+          reject("user", error.message)
+        } catch let error as DatabaseError {
+          reject("user", Store.map(error).message)
+        }
+      }
+      return result
+    }
+  }
+
+  func setActivation(userID: String, codeHash: String, expires: Date) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: "UPDATE users SET activation_hash = ?, activation_expires = ? WHERE id = ?",
+        arguments: [codeHash, expires.timeIntervalSince1970, userID])
+    }
+  }
+
+  func activate(username: String, codeHash: String, passwordHash: String) async throws -> User? {
+    try await store.write { db in
+      let now = Date().timeIntervalSince1970
+      try db.execute(
+        sql: """
+          UPDATE users SET password_hash = ?, status = ?, activation_hash = NULL,
+            activation_expires = NULL, failed_logins = 0, locked_until = NULL, updated_at = ?
+          WHERE username = ? AND activation_hash = ? AND activation_expires > ? AND status <> ?
+          """,
+        arguments: [
+          passwordHash, Smartschool_Identity_V1_UserStatus.active.rawValue, now, username,
+          codeHash, now, Smartschool_Identity_V1_UserStatus.deactivated.rawValue,
+        ])
+      guard db.changesCount == 1 else { return nil }
+      let user = try self.fetchUser(db, where: "u.username = ?", username)!
+      try self.recordUserChange(db, user)
+      return user
+    }
+  }
+
+  func setPassword(userID: String, hash: String) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
+        arguments: [hash, Date().timeIntervalSince1970, userID])
+    }
+  }
+
+  // MARK: Credentials and sessions
+
+  private func credentials(_ db: Database, where clause: String, _ value: String) throws -> Credentials? {
+    guard
+      let row = try Row.fetchOne(
+        db,
+        sql: """
+          SELECT u.password_hash, u.failed_logins, u.locked_until, u.client_secret_hash, u.id
+          FROM users u WHERE \(clause)
+          """, arguments: [value]),
+      let user = try fetchUser(db, where: "u.id = ?", row["id"])
+    else { return nil }
+    let locked: Double? = row["locked_until"]
+    return Credentials(
+      user: user, passwordHash: row["password_hash"], failedLogins: row["failed_logins"],
+      lockedUntil: locked.map { Date(timeIntervalSince1970: $0) },
+      clientSecretHash: row["client_secret_hash"])
+  }
+
+  func credentials(username: String) async throws -> Credentials? {
+    try await store.read { db in try self.credentials(db, where: "u.username = ?", username) }
+  }
+
+  func credentials(clientID: String) async throws -> Credentials? {
+    try await store.read { db in try self.credentials(db, where: "u.client_id = ?", clientID) }
+  }
+
+  /// One atomic statement increments the counter (and locks at the threshold), so parallel
+  /// failures cannot lose an increment.
+  func recordFailedLogin(userID: String, threshold: Int, lockFor: TimeInterval) async throws
+    -> (failures: Int, lockedNow: Bool)
+  {
+    try await store.write { db in
+      let now = Date().timeIntervalSince1970
+      let row = try Row.fetchOne(
+        db,
+        sql: """
+          UPDATE users SET failed_logins = failed_logins + 1,
+            locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END
+          WHERE id = ? RETURNING failed_logins
+          """, arguments: [threshold, now + lockFor, userID])
+      let failures: Int = row?["failed_logins"] ?? 0
+      return (failures, failures == threshold)
+    }
+  }
+
+  /// Resets the counter unless the account got locked meanwhile (then returns false: a
+  /// correct guess racing a lockout does not slip through).
+  func recordSuccessfulLogin(userID: String, rehash: String?) async throws -> Bool {
+    try await store.write { db in
+      let now = Date().timeIntervalSince1970
+      try db.execute(
+        sql: """
+          UPDATE users SET failed_logins = 0, locked_until = NULL,
+            password_hash = COALESCE(?, password_hash)
+          WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?)
+          """, arguments: [rehash, userID, now])
+      return db.changesCount == 1
+    }
+  }
+
+  func createSession(userID: String, refreshHash: String, refreshExpires: Date) async throws
+    -> String
+  {
+    try await store.write { db in
+      let id = EntityID.make()
+      let now = Date().timeIntervalSince1970
+      try db.execute(
+        sql: "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        arguments: [id, userID, now, refreshExpires.timeIntervalSince1970])
+      try db.execute(
+        sql: """
+          INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?)
+          """, arguments: [refreshHash, id, now, refreshExpires.timeIntervalSince1970])
+      return id
+    }
+  }
+
+  func refreshRecord(hash: String) async throws -> RefreshRecord? {
+    try await store.read { db in
+      guard
+        let row = try Row.fetchOne(
+          db,
+          sql: """
+            SELECT r.session_id, r.expires_at, r.used_at, s.user_id, s.revoked_at
+            FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?
+            """, arguments: [hash])
+      else { return nil }
+      let used: Double? = row["used_at"]
+      let revoked: Double? = row["revoked_at"]
+      return RefreshRecord(
+        sessionID: row["session_id"], userID: row["user_id"],
+        expiresAt: Date(timeIntervalSince1970: row["expires_at"]),
+        usedAt: used.map { Date(timeIntervalSince1970: $0) }, sessionRevoked: revoked != nil)
+    }
+  }
+
+  /// Marks the old token used and issues the new one, atomically; false when the old token
+  /// was used meanwhile (a concurrent reuse).
+  func rotateRefresh(oldHash: String, sessionID: String, newHash: String, expires: Date)
+    async throws -> Bool
+  {
+    try await store.write { db in
+      let now = Date().timeIntervalSince1970
+      try db.execute(
+        sql: "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL",
+        arguments: [now, oldHash])
+      guard db.changesCount == 1 else { return false }
+      try db.execute(
+        sql: """
+          INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?)
+          """, arguments: [newHash, sessionID, now, expires.timeIntervalSince1970])
+      return true
+    }
+  }
+
+  func revokeSession(id: String, reason: String) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL
+          """, arguments: [Date().timeIntervalSince1970, reason, id])
+    }
+  }
+
+  func sessionActive(id: String) async throws -> Bool {
+    try await store.read { db in
+      try Bool.fetchOne(
+        db, sql: "SELECT revoked_at IS NULL AND expires_at > ? FROM sessions WHERE id = ?",
+        arguments: [Date().timeIntervalSince1970, id]) ?? false
+    }
+  }
+
+  // MARK: Guardians
+
+  private func link(_ db: Database, parentID: String, studentID: String) throws -> Bool {
+    try db.execute(
+      sql: """
+        INSERT OR IGNORE INTO guardian_links (parent_id, student_id, created_at) VALUES (?, ?, ?)
+        """, arguments: [parentID, studentID, Date().timeIntervalSince1970])
+    guard db.changesCount == 1 else { return false }
+    let student = try fetchUser(db, where: "u.id = ?", studentID)
+    let parent = try fetchUser(db, where: "u.id = ?", parentID)
+    try ChangeFeed.record(
+      db, entity: "guardian_link", id: "\(parentID):\(studentID)",
+      naturalKey: "\(parent?.externalID ?? ""):\(student?.externalID ?? "")", op: .upsert,
+      orgPath: student?.orgPath ?? "/")
+    return true
+  }
+
+  func link(parentID: String, studentID: String) async throws -> Bool {
+    try await store.write { db in try self.link(db, parentID: parentID, studentID: studentID) }
+  }
+
+  func unlink(parentID: String, studentID: String) async throws -> Bool {
+    try await store.write { db in
+      try db.execute(
+        sql: "DELETE FROM guardian_links WHERE parent_id = ? AND student_id = ?",
+        arguments: [parentID, studentID])
+      guard db.changesCount == 1 else { return false }
+      let student = try self.fetchUser(db, where: "u.id = ?", studentID)
+      let parent = try self.fetchUser(db, where: "u.id = ?", parentID)
+      try ChangeFeed.record(
+        db, entity: "guardian_link", id: "\(parentID):\(studentID)",
+        naturalKey: "\(parent?.externalID ?? ""):\(student?.externalID ?? "")", op: .delete,
+        orgPath: student?.orgPath ?? "/")
+      return true
+    }
+  }
+
+  func children(ofParent id: String) async throws -> [User] {
+    try await store.read { db in
+      try Row.fetchAll(
+        db,
+        sql: Self.userSelect
+          + " WHERE u.id IN (SELECT student_id FROM guardian_links WHERE parent_id = ?) ORDER BY u.username",
+        arguments: [id]
+      ).map(Self.user)
+    }
+  }
+
+  func guardians(ofStudent id: String) async throws -> [User] {
+    try await store.read { db in
+      try Row.fetchAll(
+        db,
+        sql: Self.userSelect
+          + " WHERE u.id IN (SELECT parent_id FROM guardian_links WHERE student_id = ?) ORDER BY u.username",
+        arguments: [id]
+      ).map(Self.user)
+    }
+  }
+
+  func importGuardians(
+    _ rows: [(index: Int, parent: String, student: String)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchResult {
+    try await store.write { db in
+      var result = BatchResult()
+      for (index, parentKey, studentKey) in rows {
+        func reject(_ field: String, _ reason: String) {
+          result.errors.append(.with {
+            $0.index = Int64(index)
+            $0.key = "\(parentKey):\(studentKey)"
+            $0.field = field
+            $0.reason = reason
+          })
+        }
+        guard let parent = try self.fetchUser(db, where: "u.external_id = ?", parentKey),
+          parent.kind == .parent
+        else {
+          reject("parent_external_id", "no parent with external id '\(parentKey)'")
+          continue
+        }
+        guard let student = try self.fetchUser(db, where: "u.external_id = ?", studentKey),
+          student.kind == .student
+        else {
+          reject("student_external_id", "no student with external id '\(studentKey)'")
+          continue
+        }
+        guard let path = OrgPath(student.orgPath), authorize(path) else {
+          reject("student_external_id", "outside the caller's scope")
+          continue
+        }
+        if try self.link(db, parentID: parent.id, studentID: student.id) {
+          result.created += 1
+        } else {
+          result.updated += 1
+        }
+      }
+      return result
+    }
+  }
+
+  // MARK: Roles
+
+  func bindings(userID: String) async throws -> [Binding] {
+    try await store.read { db in
+      try Row.fetchAll(
+        db, sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id",
+        arguments: [userID]
+      ).map(Self.binding)
+    }
+  }
+
+  func binding(id: String) async throws -> Binding? {
+    try await store.read { db in
+      try Row.fetchOne(db, sql: Self.bindingSelect + " WHERE b.id = ?", arguments: [id])
+        .map(Self.binding)
+    }
+  }
+
+  func insertBinding(userID: String, role: Role, org: Org?, grantedBy: String) async throws
+    -> Binding
+  {
+    try await store.write { db in
+      let exists = try Bool.fetchOne(
+        db,
+        sql: """
+          SELECT 1 FROM role_bindings WHERE user_id = ? AND role = ? AND COALESCE(org_id, '') = ?
+          """, arguments: [userID, role.rawValue, org?.id ?? ""]) ?? false
+      if exists {
+        throw ServiceError.alreadyExists("the user already holds \(role.rawValue) at this org")
+      }
+      let id = EntityID.make()
+      try db.execute(
+        sql: """
+          INSERT INTO role_bindings (id, user_id, role, org_id, granted_by, created_at)
+          VALUES (?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [id, userID, role.rawValue, org?.id, grantedBy, Date().timeIntervalSince1970])
+      let binding = try Row.fetchOne(db, sql: Self.bindingSelect + " WHERE b.id = ?", arguments: [id])
+        .map(Self.binding)!
+      try ChangeFeed.record(
+        db, entity: "role_binding", id: id, naturalKey: "\(userID):\(role.rawValue):\(org?.code ?? "")",
+        op: .upsert, orgPath: binding.orgPath, payload: binding)
+      return binding
+    }
+  }
+
+  func deleteBinding(id: String) async throws {
+    try await store.write { db in
+      guard
+        let binding = try Row.fetchOne(db, sql: Self.bindingSelect + " WHERE b.id = ?", arguments: [id])
+          .map(Self.binding)
+      else { throw ServiceError.notFound("role binding '\(id)' not found") }
+      try db.execute(sql: "DELETE FROM role_bindings WHERE id = ?", arguments: [id])
+      let role = Role(binding.role)?.rawValue ?? ""
+      try ChangeFeed.record(
+        db, entity: "role_binding", id: id,
+        naturalKey: "\(binding.userID):\(role):\(binding.orgCode)", op: .delete,
+        orgPath: binding.orgPath)
+    }
+  }
+
+  func listBindings(
+    userID: String?, under: OrgPath?, role: Role?, scopes: [OrgPath], afterID: String?,
+    limit: Int
+  ) async throws -> [Binding] {
+    try await store.read { db in
+      var sql = Self.bindingSelect + " WHERE 1"
+      var args: [any DatabaseValueConvertible] = []
+      if let userID {
+        sql += " AND b.user_id = ?"
+        args.append(userID)
+      }
+      if let under {
+        sql += " AND substr(COALESCE(o.path, '/'), 1, ?) = ?"
+        args += [under.description.count, under.description]
+      }
+      if let role {
+        sql += " AND b.role = ?"
+        args.append(role.rawValue)
+      }
+      if let (clause, scopeArgs) = Self.scopeClause("COALESCE(o.path, '/')", scopes) {
+        sql += " AND " + clause
+        args += scopeArgs
+      }
+      if let afterID {
+        sql += " AND b.id > ?"
+        args.append(afterID)
+      }
+      sql += " ORDER BY b.id LIMIT ?"
+      args.append(limit)
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.binding)
+    }
+  }
+
+  // MARK: Keys
+
+  func signingKeys() async throws -> [StoredKey] {
+    try await store.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM signing_keys ORDER BY created_at").map { row in
+        let retire: Double? = row["retire_at"]
+        return StoredKey(
+          id: row["id"], privateKey: row["private_key"], publicKey: row["public_key"],
+          createdAt: Date(timeIntervalSince1970: row["created_at"]),
+          retireAt: retire.map { Date(timeIntervalSince1970: $0) }, current: row["current"])
+      }
+    }
+  }
+
+  func addSigningKey(_ key: StoredKey, retireOthersAt: Date?) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          UPDATE signing_keys SET current = 0, retire_at = COALESCE(retire_at, ?) WHERE current = 1
+          """, arguments: [retireOthersAt?.timeIntervalSince1970])
+      try db.execute(
+        sql: """
+          INSERT INTO signing_keys (id, private_key, public_key, created_at, retire_at, current)
+          VALUES (?, ?, ?, ?, NULL, 1)
+          """,
+        arguments: [key.id, key.privateKey, key.publicKey, key.createdAt.timeIntervalSince1970])
+    }
+  }
+
+  // MARK: Audit and changes
+
+  func audit(_ entry: AuditEntry) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO audit_events (time, actor_id, action, target, org_id, org_path, detail)
+          VALUES (?, ?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          Date().timeIntervalSince1970, entry.actorID, entry.action, entry.target, entry.orgID,
+          entry.orgPath.isEmpty ? "/" : entry.orgPath, entry.detail,
+        ])
+    }
+  }
+
+  func auditEvents(
+    after: Int64, actorID: String?, action: String?, under: OrgPath?, scopes: [OrgPath],
+    limit: Int
+  ) async throws -> ([Smartschool_Identity_V1_AuditEvent], Bool) {
+    try await store.read { db in
+      var sql = "SELECT * FROM audit_events WHERE sequence > ?"
+      var args: [any DatabaseValueConvertible] = [after]
+      if let actorID {
+        sql += " AND actor_id = ?"
+        args.append(actorID)
+      }
+      if let action {
+        sql += " AND action = ?"
+        args.append(action)
+      }
+      if let under {
+        sql += " AND substr(org_path, 1, ?) = ?"
+        args += [under.description.count, under.description]
+      }
+      if let (clause, scopeArgs) = Self.scopeClause("org_path", scopes) {
+        sql += " AND " + clause
+        args += scopeArgs
+      }
+      sql += " ORDER BY sequence LIMIT ?"
+      args.append(limit + 1)
+      let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+      let events = rows.prefix(limit).map { row in
+        Smartschool_Identity_V1_AuditEvent.with {
+          $0.sequence = row["sequence"]
+          $0.time = .init(date: Date(timeIntervalSince1970: row["time"]))
+          $0.actorID = row["actor_id"]
+          $0.action = row["action"]
+          $0.target = row["target"]
+          $0.orgID = row["org_id"]
+          $0.orgPath = row["org_path"]
+          $0.detail = row["detail"]
+        }
+      }
+      return (Array(events), rows.count > limit)
+    }
+  }
+
+  func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], more: Bool)
+  {
+    try await store.read { db in
+      let r = try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes)
+      return (r.changes, r.hasMore)
+    }
+  }
+
+  func isEmpty() async throws -> Bool {
+    try await store.read { db in
+      try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM users") == 0
+    }
+  }
+}

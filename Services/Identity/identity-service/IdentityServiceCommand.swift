@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import IdentityService
+import ServiceRuntime
+
+/// identity-service: unified authentication (统一身份认证) for the SmartSchool suite.
+@main
+struct IdentityServiceCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "identity-service",
+    abstract: "SmartSchool identity: org tree, users, roles, one login for every service.",
+    discussion: """
+      Serves smartschool.identity.v1.IdentityService on --port (default 50051) with health,
+      reflection and Prometheus metrics on --metrics-port (default 9401).
+
+      On first start with an empty store it creates the system admin 'admin' with the password
+      read from --admin-password-file or SMARTSCHOOL_ADMIN_PASSWORD.
+
+      Example:
+        SMARTSCHOOL_ADMIN_PASSWORD='change-me-42' identity-service --data-dir ./data/identity
+
+      \(HostOptions.environmentHelp(
+        service: "identity",
+        extraFlags: [
+          "admin-password-file", "access-token-ttl", "refresh-token-ttl", "scrypt-log-n",
+          "max-concurrent-hashes", "lockout-threshold", "lockout-seconds",
+        ]))
+        (the bootstrap password may also come from SMARTSCHOOL_ADMIN_PASSWORD)
+      """)
+
+  @OptionGroup var host: HostOptions
+
+  @Option(help: "File holding the bootstrap admin's password (first start only).")
+  var adminPasswordFile: String?
+
+  @Option(help: "Access-token lifetime in seconds. [default: 900]")
+  var accessTokenTtl: Int?
+
+  @Option(help: "Refresh-token (session) lifetime in seconds. [default: 2592000]")
+  var refreshTokenTtl: Int?
+
+  @Option(help: "scrypt cost as log2(N) for new password hashes (r=8, p=1). [default: 15]")
+  var scryptLogN: Int?
+
+  @Option(help: "Password hashes computed at once; excess logins get RESOURCE_EXHAUSTED. [default: cores, at least 2]")
+  var maxConcurrentHashes: Int?
+
+  @Option(help: "Failed logins in a row that lock an account. [default: 5]")
+  var lockoutThreshold: Int?
+
+  @Option(help: "Seconds an account stays locked. [default: 900]")
+  var lockoutSeconds: Int?
+
+  func run() async throws {
+    let config = try host.resolve(service: "identity", defaultPort: 50051, defaultMetricsPort: 9401)
+    let env = EnvironmentReader(service: "identity")
+    var settings = IdentitySettings()
+    if let ttl = try accessTokenTtl ?? env.int("access-token-ttl") { settings.accessTokenTTL = TimeInterval(ttl) }
+    if let ttl = try refreshTokenTtl ?? env.int("refresh-token-ttl") { settings.refreshTokenTTL = TimeInterval(ttl) }
+    if let n = try scryptLogN ?? env.int("scrypt-log-n") {
+      guard (10...20).contains(n) else { throw ValidationError("--scrypt-log-n must be 10-20") }
+      settings.scrypt = ScryptParameters(logN: n, r: 8, p: 1)
+    }
+    if let n = try maxConcurrentHashes ?? env.int("max-concurrent-hashes") { settings.maxConcurrentHashes = n }
+    if let n = try lockoutThreshold ?? env.int("lockout-threshold") { settings.lockoutThreshold = n }
+    if let n = try lockoutSeconds ?? env.int("lockout-seconds") { settings.lockoutDuration = TimeInterval(n) }
+    if let file = adminPasswordFile ?? env["admin-password-file"] {
+      settings.adminPassword = try String(contentsOfFile: file, encoding: .utf8)
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+    } else {
+      settings.adminPassword = ProcessInfo.processInfo.environment["SMARTSCHOOL_ADMIN_PASSWORD"]
+    }
+    let logger = ServiceLogging.makeLogger(service: "identity", level: config.logLevel)
+    do {
+      let definition = try await buildIdentityService(config: config, settings: settings, logger: logger)
+      let server = try ServiceHost(config: config, definition: definition, logger: logger)
+      try await server.run()
+    } catch let error as ServiceError {
+      logger.critical("cannot start: \(error.message)")
+      throw ExitCode(1)
+    } catch let error as StoreOpenError {
+      logger.critical("cannot start: \(error.description)")
+      throw ExitCode(1)
+    }
+  }
+}
+
