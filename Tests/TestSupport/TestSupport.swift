@@ -1,0 +1,125 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import IdentityService
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+
+/// A temporary directory removed when the test ends.
+public struct TemporaryDirectory: Sendable {
+  /// Its path.
+  public let path: String
+
+  /// Creates a fresh directory under the system temp dir.
+  public init() throws {
+    path = NSTemporaryDirectory() + "smartschool-test-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  }
+
+  /// Removes it.
+  public func remove() {
+    try? FileManager.default.removeItem(atPath: path)
+  }
+}
+
+/// The password of the bootstrap admin in test servers.
+public let testAdminPassword = "Admin-pass-1"
+
+/// Runs a service host in-process on 127.0.0.1 with ephemeral ports, for the duration of `body`.
+public func withHost<T: Sendable>(
+  _ definition: ServiceDefinition, config: HostConfig,
+  _ body: (_ port: Int, _ host: ServiceHost) async throws -> T
+) async throws -> T {
+  var logger = Logger(label: definition.name)
+  logger.logLevel = .critical
+  let host = try ServiceHost(config: config, definition: definition, logger: logger)
+  let task = Task { try await host.run(handleSignals: false) }
+  do {
+    let port = try await host.boundPort()
+    let result = try await body(port, host)
+    await host.shutdown()
+    _ = await task.result
+    return result
+  } catch {
+    await host.shutdown()
+    _ = await task.result
+    throw error
+  }
+}
+
+/// Runs an in-process identity service (fresh store, cheap scrypt) for the duration of `body`.
+public func withIdentity<T: Sendable>(
+  settings: IdentitySettings = .forTests(), directory: TemporaryDirectory? = nil,
+  _ body: (_ port: Int, _ host: ServiceHost) async throws -> T
+) async throws -> T {
+  let dir = try directory ?? TemporaryDirectory()
+  defer { if directory == nil { dir.remove() } }
+  let config = HostConfig.ephemeral(service: "identity", dataDirectory: dir.path)
+  var logger = Logger(label: "identity")
+  logger.logLevel = .critical
+  let definition = try await buildIdentityService(config: config, settings: settings, logger: logger)
+  return try await withHost(definition, config: config, body)
+}
+
+extension IdentitySettings {
+  /// Settings for tests: cheap scrypt, the test admin password.
+  public static func forTests() -> IdentitySettings {
+    var s = IdentitySettings()
+    s.scrypt = ScryptParameters(logN: 10, r: 8, p: 1)
+    s.adminPassword = testAdminPassword
+    return s
+  }
+}
+
+/// Runs `body` with a plaintext client connected to 127.0.0.1:`port`.
+public func withClient<T: Sendable>(
+  port: Int, _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> T
+) async throws -> T {
+  try await withGRPCClient(
+    transport: .http2NIOPosix(
+      target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+  ) { client in
+    try await body(client)
+  }
+}
+
+/// Metadata carrying a bearer token.
+public func bearer(_ token: String) -> Metadata {
+  ["authorization": "Bearer \(token)"]
+}
+
+/// Logs in and returns the access token.
+public func login(
+  _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>,
+  _ username: String, _ password: String
+) async throws -> String {
+  try await identity.login(.with {
+    $0.username = username
+    $0.password = password
+  }).accessToken
+}
+
+/// The gRPC status code of what `body` throws, or `nil` when it succeeds.
+public func statusCode(_ body: () async throws -> Void) async -> RPCError.Code? {
+  do {
+    try await body()
+    return nil
+  } catch let error as RPCError {
+    return error.code
+  } catch {
+    return .unknown
+  }
+}
+
+/// The RPCError `body` throws, or `nil`.
+public func rpcError(_ body: () async throws -> Void) async -> RPCError? {
+  do {
+    try await body()
+    return nil
+  } catch let error as RPCError {
+    return error
+  } catch {
+    return RPCError(code: .unknown, message: "\(error)")
+  }
+}
