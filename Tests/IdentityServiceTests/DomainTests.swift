@@ -89,21 +89,13 @@ struct PasswordTests {
     let limiter = HashLimiter(limit: 1)
     let gate = DispatchSemaphore(value: 0)
     let first = Task { try await limiter.run { gate.wait(); return 1 } }
-    // Wait until the first job holds the only slot.
-    var refused = false
-    for _ in 0..<200 {
-      do {
-        _ = try await limiter.run { 2 }
-      } catch let error as ServiceError {
-        #expect(error.code == .resourceExhausted)
-        refused = true
-        break
-      }
-      try await Task.sleep(for: .milliseconds(5))
+    for _ in 0..<400 where limiter.inUse == 0 { try await Task.sleep(for: .milliseconds(5)) }
+    #expect(limiter.inUse == 1)
+    await #expect(throws: ServiceError.resourceExhausted("too many password checks in progress; retry shortly")) {
+      _ = try await limiter.run { 2 }
     }
     gate.signal()
     #expect(try await first.value == 1)
-    #expect(refused)
     // The slot is free again.
     #expect(try await limiter.run { 3 } == 3)
   }

@@ -516,6 +516,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       if batch.count >= 1000 { try await flush() }
     }
     try await flush()
+    summary.errors.sort { $0.index < $1.index }
     summary.rejected = Int64(summary.errors.count)
     summary.accepted = summary.received - summary.rejected
     await audit("user.import", actor: p.userID, target: "",
@@ -694,6 +695,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       if batch.count >= 1000 { try await flush() }
     }
     try await flush()
+    summary.errors.sort { $0.index < $1.index }
     summary.rejected = Int64(summary.errors.count)
     summary.accepted = summary.received - summary.rejected
     return summary

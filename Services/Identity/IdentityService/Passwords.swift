@@ -111,6 +111,9 @@ public final class HashLimiter: Sendable {
     self.limit = max(1, limit)
   }
 
+  /// How many hashes are being computed now.
+  public var inUse: Int { running.withLock { $0 } }
+
   /// Runs `work` off the cooperative thread pool if a slot is free; RESOURCE_EXHAUSTED if not.
   public func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     let acquired = running.withLock { n -> Bool in
