@@ -98,7 +98,10 @@ let package = Package(
     ),
     .testTarget(
       name: "RuntimeTests",
-      dependencies: ["ServiceRuntime", "SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2, grdb],
+      dependencies: [
+        "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService", grpcCore, grpcHTTP2,
+        grdb, swiftProtobuf, crypto,
+      ],
       path: "Tests/RuntimeTests"
     ),
     .testTarget(

@@ -1,0 +1,121 @@
+import Crypto
+import Foundation
+import ServiceRuntime
+import SmartSchoolModel
+import Synchronization
+import Testing
+
+@Suite("Access tokens")
+struct AccessTokenTests {
+  let key = Curve25519.Signing.PrivateKey()
+
+  func claims(exp: Int64 = Int64(Date().timeIntervalSince1970) + 600) -> AccessTokenClaims {
+    AccessTokenClaims(
+      iss: smartSchoolTokenIssuer, sub: "u1", usr: "teacher1", knd: "teacher", sid: "s1",
+      iat: Int64(Date().timeIntervalSince1970), exp: exp,
+      rol: [.init(r: "teacher", o: "school", p: "/p/c/k/school/")])
+  }
+
+  func verifier(_ keys: [PublishedKey]) -> TokenVerifier {
+    TokenVerifier(keySource: { keys })
+  }
+
+  @Test func validTokensVerify() async throws {
+    let token = try TokenSigner(keyID: "k1", key: key).sign(claims())
+    let v = verifier([PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil)])
+    let p = try await v.verify(token)
+    #expect(p.userID == "u1")
+    #expect(p.bindings == [RoleGrant(role: .teacher, orgID: "school", orgPath: OrgPath("/p/c/k/school/")!)])
+  }
+
+  @Test func tamperedExpiredAndForeignTokensFail() async throws {
+    let signer = TokenSigner(keyID: "k1", key: key)
+    let v = verifier([PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil)])
+    let good = try signer.sign(claims())
+    let parts = good.split(separator: ".").map(String.init)
+    // Swap in a payload claiming another user, keeping the signature.
+    var forged = claims()
+    forged.sub = "admin"
+    let forgedPayload = Base64URL.encode(try JSONEncoder().encode(forged))
+    await #expect(throws: ServiceError.self) {
+      _ = try await v.verify(parts[0] + "." + forgedPayload + "." + parts[2])
+    }
+    let expired = try signer.sign(claims(exp: Int64(Date().timeIntervalSince1970) - 3600))
+    await #expect(throws: ServiceError.unauthenticated("access token expired")) {
+      _ = try await v.verify(expired)
+    }
+    let otherKey = TokenSigner(keyID: "k1", key: Curve25519.Signing.PrivateKey())
+    await #expect(throws: ServiceError.self) { _ = try await v.verify(try otherKey.sign(claims())) }
+    await #expect(throws: ServiceError.self) { _ = try await v.verify("not-a-token") }
+    await #expect(throws: ServiceError.self) { _ = try await v.verify("") }
+  }
+
+  @Test func unknownKeyIdsTriggerOneRefetch() async throws {
+    let fetches = Mutex(0)
+    let newKey = Curve25519.Signing.PrivateKey()
+    let v = TokenVerifier(
+      keySource: {
+        fetches.withLock { $0 += 1 }
+        return [
+          PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil),
+          PublishedKey(keyID: "k2", publicKey: newKey.publicKey, retireTime: nil),
+        ]
+      }, refetchInterval: .seconds(60))
+    // Nothing cached yet: the unknown key id fetches once.
+    let token = try TokenSigner(keyID: "k2", key: newKey).sign(claims())
+    _ = try await v.verify(token)
+    _ = try await v.verify(token)
+    #expect(fetches.withLock { $0 } == 1)
+    // A forged key id does not make the verifier hammer identity.
+    let bogus = try TokenSigner(keyID: "k9", key: newKey).sign(claims())
+    await #expect(throws: ServiceError.self) { _ = try await v.verify(bogus) }
+    await #expect(throws: ServiceError.self) { _ = try await v.verify(bogus) }
+    #expect(fetches.withLock { $0 } == 1)
+  }
+
+  @Test func retiredKeysStopVerifying() async throws {
+    let token = try TokenSigner(keyID: "k1", key: key).sign(claims())
+    let v = verifier([
+      PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: Date().addingTimeInterval(-3600))
+    ])
+    await #expect(throws: ServiceError.unauthenticated("access token signed by a retired key")) {
+      _ = try await v.verify(token)
+    }
+  }
+}
+
+@Suite("Principal scope")
+struct PrincipalTests {
+  func principal(_ grants: [(Role, String)]) -> Principal {
+    Principal(
+      userID: "u", username: "u", kind: "staff",
+      bindings: grants.map { RoleGrant(role: $0.0, orgID: "x", orgPath: OrgPath($0.1)!) },
+      sessionID: "", issuedAt: Date(), expiresAt: Date())
+  }
+
+  @Test func permissionsHoldOnlyUnderTheBindingsOrg() {
+    let p = principal([(.countyAdmin, "/p/c/a/")])
+    #expect(p.allows(.usersWrite, at: OrgPath("/p/c/a/s1/")!))
+    #expect(!p.allows(.usersWrite, at: OrgPath("/p/c/b/s1/")!))
+    #expect(!p.allows(.usersWrite, at: OrgPath("/p/c/")!))
+    #expect(!p.allows(.keysRotate, at: OrgPath("/p/c/a/")!))
+    #expect(p.mayGrant(.teacher, at: OrgPath("/p/c/a/s1/")!))
+    #expect(!p.mayGrant(.cityAdmin, at: OrgPath("/p/c/a/")!))
+    #expect(!p.mayGrant(.teacher, at: OrgPath("/p/c/b/s1/")!))
+  }
+
+  @Test func teachersAndStudentsHoldLittle() {
+    let t = principal([(.teacher, "/p/c/a/s1/")])
+    #expect(t.allows(.usersRead, at: OrgPath("/p/c/a/s1/cl/")!))
+    #expect(!t.allows(.usersWrite, at: OrgPath("/p/c/a/s1/")!))
+    #expect(!t.mayGrant(.student, at: OrgPath("/p/c/a/s1/")!))
+    let s = principal([(.student, "/p/c/a/s1/cl/")])
+    #expect(!s.allows(.usersRead, at: OrgPath("/p/c/a/s1/cl/")!))
+  }
+
+  @Test func scopesAreMinimal() {
+    let p = principal([(.countyAdmin, "/p/c/a/"), (.schoolAdmin, "/p/c/a/s1/"), (.countyAdmin, "/p/c/b/")])
+    #expect(p.scopes(for: .usersWrite).map(\.description) == ["/p/c/a/", "/p/c/b/"])
+    #expect(p.scopes(for: .keysRotate).isEmpty)
+  }
+}

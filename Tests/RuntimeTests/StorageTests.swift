@@ -1,0 +1,101 @@
+import Foundation
+import GRDB
+import ServiceRuntime
+import SmartSchoolModel
+import Testing
+import TestSupport
+
+@Suite("Store, change feed, paging")
+struct StorageTests {
+  func migrations(_ m: inout DatabaseMigrator) {
+    m.registerMigration("test.1") { db in
+      try db.execute(sql: "CREATE TABLE things (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    }
+  }
+
+  @Test func aNewerSchemaIsRefused() throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    _ = try Store(directory: dir.path, name: "t", migrations: migrations)
+    let queue = try DatabaseQueue(path: dir.path + "/t.sqlite")
+    try queue.write { db in
+      try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('test.99.future')")
+    }
+    #expect(throws: StoreOpenError.self) {
+      _ = try Store(directory: dir.path, name: "t", migrations: migrations)
+    }
+  }
+
+  @Test func uniqueViolationsMapToAlreadyExists() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
+    try await store.write { db in try db.execute(sql: "INSERT INTO things VALUES ('1', 'a')") }
+    await #expect(throws: ServiceError.alreadyExists("an entity with the same key already exists")) {
+      try await store.write { db in try db.execute(sql: "INSERT INTO things VALUES ('2', 'a')") }
+    }
+  }
+
+  @Test func changeFeedIsOrderedAndScoped() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
+    try await store.write { db in
+      try ChangeFeed.record(db, entity: "org", id: "1", naturalKey: "A", op: .upsert, orgPath: "/p/a/")
+      try ChangeFeed.record(db, entity: "org", id: "2", naturalKey: "B", op: .upsert, orgPath: "/p/b/")
+      try ChangeFeed.record(db, entity: "org", id: "1", naturalKey: "A", op: .delete, orgPath: "/p/a/")
+    }
+    let all = try await store.read { db in try ChangeFeed.list(db, after: 0, limit: 2, scopes: nil) }
+    #expect(all.changes.map(\.naturalKey) == ["A", "B"])
+    #expect(all.hasMore)
+    let rest = try await store.read { db in
+      try ChangeFeed.list(db, after: all.changes.last!.sequence, limit: 2, scopes: nil)
+    }
+    #expect(rest.changes.map(\.op) == [.delete])
+    #expect(!rest.hasMore)
+    let scoped = try await store.read { db in
+      try ChangeFeed.list(db, after: 0, limit: 10, scopes: [OrgPath("/p/a/")!])
+    }
+    #expect(scoped.changes.map(\.id) == ["1", "1"])
+    let head = try await store.read { db in try ChangeFeed.head(db) }
+    #expect(head == 3)
+  }
+
+  @Test func backupsAreConsistentCopies() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
+    try await store.write { db in
+      for i in 0..<100 { try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: ["\(i)", "n\(i)"]) }
+    }
+    try store.backup(to: dir.path + "/copy.sqlite")
+    let copy = try DatabaseQueue(path: dir.path + "/copy.sqlite")
+    let count = try await copy.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things") }
+    #expect(count == 100)
+  }
+
+  @Test func pageSizesAndTokens() throws {
+    #expect(try PageSize.resolve(0) == 50)
+    #expect(try PageSize.resolve(1000) == 1000)
+    #expect(throws: ServiceError.self) { try PageSize.resolve(1001) }
+    #expect(throws: ServiceError.self) { try PageSize.resolve(-1) }
+    let token = PageToken(after: ["学校", "id-1"]).encode(query: "q")
+    #expect(try PageToken.decode(token, query: "q") == PageToken(after: ["学校", "id-1"]))
+    #expect(try PageToken.decode("", query: "q") == nil)
+    #expect(throws: ServiceError.self) { try PageToken.decode(token, query: "other") }
+    #expect(throws: ServiceError.self) { try PageToken.decode("%%%", query: "q") }
+  }
+
+  @Test func validatorCollectsEveryViolation() {
+    var v = Validator()
+    v.code("a b", "code")
+    v.text("", "name")
+    v.text("ok\u{7}", "desc")
+    v.length("abcdef", "short", 1...3)
+    #expect(v.violations.map(\.field) == ["code", "name", "desc", "short"])
+    #expect(throws: ServiceError.self) { try v.throwIfInvalid() }
+    #expect(TextRules.isCode("S-A1.x_2"))
+    #expect(!TextRules.isCode("学校"))
+    #expect(!TextRules.isCode("'; DROP TABLE orgs; --"))
+  }
+}
