@@ -78,7 +78,8 @@ let package = Package(
     .executableTarget(
       name: "identity-bench",
       dependencies: [
-        "IdentityService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto,
+        "IdentityService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto, grdb,
+        logging,
       ],
       path: "Tests/Benchmarks/identity-bench"
     ),
