@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Interop test: a stock Python grpcio client, with stubs generated from Shared/Protos,
+# against the built identity-service executable.
+#
+#   bash Tests/Interop/run.sh [pytest args…]
+#
+# Creates Tests/Interop/.venv (pinned packages) and Tests/Interop/gen/ (generated stubs), both
+# ignored by git. Needs .build/debug/identity-service (`swift build --product identity-service`).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VENV="$HERE/.venv"
+GEN="$HERE/gen"
+PY="$VENV/bin/python"
+
+PACKAGES=(
+  grpcio==1.85.1
+  grpcio-tools==1.85.1
+  grpcio-health-checking==1.85.1
+  grpcio-reflection==1.85.1
+  grpcio-status==1.85.1
+  pytest==9.2.0
+)
+
+if [[ ! -x "$ROOT/.build/debug/identity-service" ]]; then
+  echo "interop: $ROOT/.build/debug/identity-service is missing;" \
+    "run 'swift build --product identity-service' first" >&2
+  exit 1
+fi
+
+# The venv is reused while its package list is unchanged.
+STAMP="$VENV/.smartschool-packages"
+if [[ ! -x "$PY" || ! -f "$STAMP" || "$(cat "$STAMP")" != "${PACKAGES[*]}" ]]; then
+  echo "interop: creating $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
+  echo "${PACKAGES[*]}" >"$STAMP"
+fi
+
+# Only the smartschool protos: grpc.health and grpc.reflection come from the pip packages (a
+# generated gen/grpc package would also shadow the grpc module itself).
+rm -rf "$GEN"
+mkdir -p "$GEN"
+mapfile -t PROTOS < <(cd "$ROOT/Shared/Protos" && find smartschool -name '*.proto' | sort)
+"$PY" -m grpc_tools.protoc -I "$ROOT/Shared/Protos" \
+  --python_out="$GEN" --grpc_python_out="$GEN" "${PROTOS[@]}"
+
+cd "$ROOT"
+SMARTSCHOOL_ROOT="$ROOT" PYTHONPATH="$GEN" PYTHONDONTWRITEBYTECODE=1 \
+  "$PY" -m pytest -p no:cacheprovider -q "$HERE/identity_interop_test.py" "$@"
