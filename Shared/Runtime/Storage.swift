@@ -153,15 +153,16 @@ public enum ChangeFeed {
       typeURL = "type.googleapis.com/" + type(of: payload).protoMessageName
       bytes = try payload.serializedData()
     }
-    try db.execute(
+    // A cached statement: bulk imports record one event per row.
+    let statement = try db.cachedStatement(
       sql: """
         INSERT INTO runtime_changes
           (entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        """,
-      arguments: [
-        entity, id, naturalKey, op.rawValue, time.timeIntervalSince1970, orgPath, typeURL, bytes,
-      ])
+        """)
+    try statement.execute(arguments: [
+      entity, id, naturalKey, op.rawValue, time.timeIntervalSince1970, orgPath, typeURL, bytes,
+    ])
   }
 
   /// The events after `after`, at most `limit`, limited to entities under one of `scopes`

@@ -289,67 +289,48 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   ) async throws -> Smartschool_Common_V1_ImportSummary {
     let p = try Principal.require()
     let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.orgsWrite, at: $0) }
-    var summary = Smartschool_Common_V1_ImportSummary()
-    var batch: [(index: Int, org: Org)] = []
-    var pending: [(index: Int, org: Org)] = []
+    var pending: [(index: Int, row: Org)] = []
     var seenCodes: Set<String> = []
-    func flush() async throws {
-      guard !batch.isEmpty else { return }
-      let (result, deferred) = try await store.importOrgs(batch, authorize: authorize)
-      summary.created += Int64(result.created)
-      summary.updated += Int64(result.updated)
-      summary.errors += result.errors
-      pending += deferred
-      batch.removeAll(keepingCapacity: true)
-    }
-    var index = 0
-    for try await message in request {
-      defer { index += 1 }
-      summary.received += 1
-      var row = message.org
-      row.code = row.code.trimmingCharacters(in: .whitespaces)
-      let violations = OrgRules.validate(row)
-      if let first = violations.first {
-        summary.errors.append(.with {
-          $0.index = Int64(index)
-          $0.key = row.code
-          $0.field = first.field
-          $0.reason = violations.map(\.description).joined(separator: "; ")
-        })
-        continue
-      }
-      if !seenCodes.insert(row.code).inserted {
-        summary.errors.append(.with {
-          $0.index = Int64(index)
-          $0.key = row.code
-          $0.field = "org.code"
-          $0.reason = "duplicate code in this stream"
-        })
-        continue
-      }
-      batch.append((index, row))
-      if batch.count >= 500 { try await flush() }
-    }
-    try await flush()
-    // Rows whose parent came later in the stream: retry until no progress.
-    while !pending.isEmpty {
-      let before = pending.count
-      batch = pending
-      pending = []
-      try await flush()
-      if pending.count == before { break }
-    }
-    for (index, row) in pending {
-      summary.errors.append(.with {
-        $0.index = Int64(index)
-        $0.key = row.code
-        $0.field = row.parentCode.isEmpty ? "org.managing_school_code" : "org.parent_code"
-        $0.reason = "unknown org '\(row.parentCode.isEmpty ? row.managingSchoolCode : row.parentCode)'"
+    let summary = try await BulkImport.run(
+      request, batchSize: 500,
+      prepare: { (message, index) -> PreparedRow<Org> in
+        var row = message.org
+        row.code = row.code.trimmingCharacters(in: .whitespaces)
+        let violations = OrgRules.validate(row)
+        if let first = violations.first {
+          return .reject(.row(
+            index, key: row.code, field: first.field,
+            violations.map(\.description).joined(separator: "; ")))
+        }
+        guard seenCodes.insert(row.code).inserted else {
+          return .reject(.row(index, key: row.code, field: "org.code", "duplicate code in this stream"))
+        }
+        return .accept(row)
+      },
+      commit: { batch in
+        let (outcome, deferred) = try await store.importOrgs(batch, authorize: authorize)
+        pending += deferred
+        return outcome
+      },
+      finish: {
+        // Rows whose parent came later in the stream: retry until no progress.
+        var outcome = BatchOutcome()
+        while !pending.isEmpty {
+          let before = pending.count
+          let (result, deferred) = try await store.importOrgs(pending, authorize: authorize)
+          outcome.created += result.created
+          outcome.updated += result.updated
+          outcome.errors += result.errors
+          pending = deferred
+          if pending.count == before { break }
+        }
+        for (index, row) in pending {
+          let missing = row.parentCode.isEmpty ? "managing_school_code" : "parent_code"
+          let code = row.parentCode.isEmpty ? row.managingSchoolCode : row.parentCode
+          outcome.errors.append(.row(index, key: row.code, field: "org.\(missing)", "unknown org '\(code)'"))
+        }
+        return outcome
       })
-    }
-    summary.errors.sort { $0.index < $1.index }
-    summary.rejected = Int64(summary.errors.count)
-    summary.accepted = summary.received - summary.rejected
     await audit("org.import", actor: p.userID, target: "",
                 detail: "received=\(summary.received) accepted=\(summary.accepted)")
     return summary
@@ -486,39 +467,16 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   ) async throws -> Smartschool_Common_V1_ImportSummary {
     let p = try Principal.require()
     let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.usersWrite, at: $0) }
-    var summary = Smartschool_Common_V1_ImportSummary()
-    var batch: [(index: Int, user: User)] = []
-    batch.reserveCapacity(1000)
-    var index = 0
-    func flush() async throws {
-      guard !batch.isEmpty else { return }
-      let result = try await store.importUsers(batch, authorize: authorize)
-      summary.created += Int64(result.created)
-      summary.updated += Int64(result.updated)
-      summary.errors += result.errors
-      batch.removeAll(keepingCapacity: true)
-    }
-    for try await message in request {
-      defer { index += 1 }
-      summary.received += 1
-      let row = message.user
-      let violations = OrgRules.validate(row)
-      if let first = violations.first {
-        summary.errors.append(.with {
-          $0.index = Int64(index)
-          $0.key = row.externalID
-          $0.field = first.field
-          $0.reason = violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")
-        })
-        continue
-      }
-      batch.append((index, row))
-      if batch.count >= 1000 { try await flush() }
-    }
-    try await flush()
-    summary.errors.sort { $0.index < $1.index }
-    summary.rejected = Int64(summary.errors.count)
-    summary.accepted = summary.received - summary.rejected
+    let summary = try await BulkImport.run(
+      request,
+      prepare: { (message, index) -> PreparedRow<User> in
+        let violations = OrgRules.validate(message.user)
+        guard let first = violations.first else { return .accept(message.user) }
+        return .reject(.row(
+          index, key: message.user.externalID, field: first.field,
+          violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
+      },
+      commit: { batch in try await store.importUsers(batch, authorize: authorize) })
     await audit("user.import", actor: p.userID, target: "",
                 detail: "received=\(summary.received) accepted=\(summary.accepted)")
     return summary
@@ -668,37 +626,22 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   ) async throws -> Smartschool_Common_V1_ImportSummary {
     let p = try Principal.require()
     let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.usersWrite, at: $0) }
-    var summary = Smartschool_Common_V1_ImportSummary()
-    var batch: [(index: Int, parent: String, student: String)] = []
-    var index = 0
-    func flush() async throws {
-      guard !batch.isEmpty else { return }
-      let result = try await store.importGuardians(batch, authorize: authorize)
-      summary.created += Int64(result.created)
-      summary.updated += Int64(result.updated)
-      summary.errors += result.errors
-      batch.removeAll(keepingCapacity: true)
-    }
-    for try await row in request {
-      defer { index += 1 }
-      summary.received += 1
-      guard TextRules.isCode(row.parentExternalID), TextRules.isCode(row.studentExternalID) else {
-        summary.errors.append(.with {
-          $0.index = Int64(index)
-          $0.key = "\(row.parentExternalID.prefix(64)):\(row.studentExternalID.prefix(64))"
-          $0.field = TextRules.isCode(row.parentExternalID) ? "student_external_id" : "parent_external_id"
-          $0.reason = "must be 1-64 characters of letters, digits, '-', '_' or '.'"
-        })
-        continue
-      }
-      batch.append((index, row.parentExternalID, row.studentExternalID))
-      if batch.count >= 1000 { try await flush() }
-    }
-    try await flush()
-    summary.errors.sort { $0.index < $1.index }
-    summary.rejected = Int64(summary.errors.count)
-    summary.accepted = summary.received - summary.rejected
-    return summary
+    return try await BulkImport.run(
+      request,
+      prepare: { (row, index) -> PreparedRow<(parent: String, student: String)> in
+        let key = "\(row.parentExternalID):\(row.studentExternalID)"
+        if !TextRules.isCode(row.parentExternalID) {
+          return .reject(.row(index, key: key, field: "parent_external_id", "is not a valid external id"))
+        }
+        if !TextRules.isCode(row.studentExternalID) {
+          return .reject(.row(index, key: key, field: "student_external_id", "is not a valid external id"))
+        }
+        return .accept((parent: row.parentExternalID, student: row.studentExternalID))
+      },
+      commit: { batch in
+        try await store.importGuardians(
+          batch.map { ($0.index, $0.row.parent, $0.row.student) }, authorize: authorize)
+      })
   }
 
   // MARK: Roles

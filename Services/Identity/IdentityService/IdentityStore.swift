@@ -45,13 +45,6 @@ struct AuditEntry: Sendable {
   var detail: String = ""
 }
 
-/// Result of applying one import batch.
-struct BatchResult: Sendable {
-  var created = 0
-  var updated = 0
-  var errors: [Smartschool_Common_V1_RowError] = []
-}
-
 /// Every SQL statement of identity, behind a protocol so a PostgreSQL store can stand beside
 /// the SQLite one.
 protocol IdentityStore: Sendable {
@@ -67,8 +60,8 @@ protocol IdentityStore: Sendable {
     includeInactive: Bool, scopes: [OrgPath], afterCode: String?, limit: Int
   ) async throws -> [Org]
   func importOrgs(
-    _ rows: [(index: Int, org: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
-  ) async throws -> (result: BatchResult, deferred: [(index: Int, org: Org)])
+    _ rows: [(index: Int, row: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> (result: BatchOutcome, deferred: [(index: Int, row: Org)])
 
   // Users
   func user(id: String) async throws -> User?
@@ -83,8 +76,8 @@ protocol IdentityStore: Sendable {
     includeInactive: Bool, afterUsername: String?, limit: Int
   ) async throws -> [User]
   func importUsers(
-    _ rows: [(index: Int, user: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
-  ) async throws -> BatchResult
+    _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome
   func setActivation(userID: String, codeHash: String, expires: Date) async throws
   func activate(username: String, codeHash: String, passwordHash: String) async throws -> User?
   func setPassword(userID: String, hash: String) async throws
@@ -111,7 +104,7 @@ protocol IdentityStore: Sendable {
   func importGuardians(
     _ rows: [(index: Int, parent: String, student: String)],
     authorize: @escaping @Sendable (OrgPath) -> Bool
-  ) async throws -> BatchResult
+  ) async throws -> BatchOutcome
 
   // Roles
   func bindings(userID: String) async throws -> [Binding]
@@ -393,11 +386,11 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   func importOrgs(
-    _ rows: [(index: Int, org: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
-  ) async throws -> (result: BatchResult, deferred: [(index: Int, org: Org)]) {
+    _ rows: [(index: Int, row: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> (result: BatchOutcome, deferred: [(index: Int, row: Org)]) {
     try await store.write { db in
-      var result = BatchResult()
-      var deferred: [(index: Int, org: Org)] = []
+      var result = BatchOutcome()
+      var deferred: [(index: Int, row: Org)] = []
       for (index, row) in rows {
         func reject(_ field: String, _ reason: String) {
           result.errors.append(.with {
@@ -620,10 +613,10 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   func importUsers(
-    _ rows: [(index: Int, user: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
-  ) async throws -> BatchResult {
+    _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
     try await store.write { db in
-      var result = BatchResult()
+      var result = BatchOutcome()
       var orgCache: [String: Org?] = [:]
       for (index, row) in rows {
         func reject(_ field: String, _ reason: String) {
@@ -654,8 +647,12 @@ final class SQLiteIdentityStore: IdentityStore {
           continue
         }
         do {
-          if let existing = try self.fetchUser(db, where: "u.external_id = ?", row.externalID) {
-            guard let existingPath = OrgPath(existing.orgPath.isEmpty ? "/" : existing.orgPath),
+          let existingRow = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT id, org_id FROM users WHERE external_id = ?"),
+            arguments: [row.externalID])
+          if let existingRow {
+            guard let existing = try self.fetchUser(db, where: "u.id = ?", existingRow["id"]),
+              let existingPath = OrgPath(existing.orgPath.isEmpty ? "/" : existing.orgPath),
               authorize(existingPath)
             else {
               reject("user.external_id", "exists outside the caller's scope")
@@ -669,12 +666,35 @@ final class SQLiteIdentityStore: IdentityStore {
             if !unchanged { _ = try self.updateUser(db, update, org: org) }
             result.updated += 1
           } else {
-            if try self.fetchUser(db, where: "u.username = ?", row.username) != nil {
+            // The hot path of a first import: one INSERT and one change event per row; the
+            // username's UNIQUE constraint reports a taken name.
+            let id = EntityID.make()
+            let now = Date()
+            do {
+              try db.cachedStatement(
+                sql: """
+                  INSERT INTO users (id, external_id, username, display_name, kind, org_id,
+                    birth_year, status, created_at, updated_at)
+                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  """
+              ).execute(arguments: [
+                id, row.externalID, row.username, row.displayName, row.kind.rawValue, org.id,
+                row.birthYear, Smartschool_Identity_V1_UserStatus.pendingActivation.rawValue,
+                now.timeIntervalSince1970, now.timeIntervalSince1970,
+              ])
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
               reject("user.username", "username '\(row.username)' is taken")
               continue
             }
-            _ = try self.insertUser(
-              db, row, org: org, passwordHash: nil, clientID: nil, clientSecretHash: nil)
+            var user = row
+            user.id = id
+            user.orgID = org.id
+            user.orgCode = org.code
+            user.orgPath = org.path
+            user.status = .pendingActivation
+            user.createTime = .init(date: now)
+            user.updateTime = .init(date: now)
+            try self.recordUserChange(db, user)
             result.created += 1
           }
         } catch let error as ServiceError {
@@ -918,9 +938,9 @@ final class SQLiteIdentityStore: IdentityStore {
   func importGuardians(
     _ rows: [(index: Int, parent: String, student: String)],
     authorize: @escaping @Sendable (OrgPath) -> Bool
-  ) async throws -> BatchResult {
+  ) async throws -> BatchOutcome {
     try await store.write { db in
-      var result = BatchResult()
+      var result = BatchOutcome()
       for (index, parentKey, studentKey) in rows {
         func reject(_ field: String, _ reason: String) {
           result.errors.append(.with {

@@ -82,14 +82,33 @@ public enum Base64URL {
       .replacingOccurrences(of: "=", with: "")
   }
 
-  /// Decodes text; `nil` when it is not base64url.
+  /// Decodes text (padding optional); `nil` when it is not base64url.
   public static func decode<S: StringProtocol>(_ text: S) -> Data? {
-    var s = String(text).replacingOccurrences(of: "-", with: "+")
-      .replacingOccurrences(of: "_", with: "/")
-    let rem = s.utf8.count % 4
-    if rem == 1 { return nil }
-    if rem > 0 { s += String(repeating: "=", count: 4 - rem) }
-    return Data(base64Encoded: s)
+    // Straight over the UTF-8 bytes: this runs on every verified token.
+    var out = [UInt8]()
+    out.reserveCapacity(text.utf8.count * 3 / 4)
+    var buffer: UInt32 = 0
+    var bits = 0
+    for c in text.utf8 {
+      let v: UInt8
+      switch c {
+      case 0x41...0x5A: v = c - 0x41
+      case 0x61...0x7A: v = c - 0x61 + 26
+      case 0x30...0x39: v = c - 0x30 + 52
+      case 0x2D, 0x2B: v = 62
+      case 0x5F, 0x2F: v = 63
+      case 0x3D: continue
+      default: return nil
+      }
+      buffer = (buffer << 6) | UInt32(v)
+      bits += 6
+      if bits >= 8 {
+        bits -= 8
+        out.append(UInt8((buffer >> UInt32(bits)) & 0xFF))
+      }
+    }
+    if bits >= 6 { return nil }
+    return Data(out)
   }
 }
 
@@ -151,7 +170,13 @@ public final class TokenVerifier: Sendable {
     var lastFetch: ContinuousClock.Instant? = nil
     /// Header segment → key id, so that the common header is parsed once.
     var headerCache: [Substring: String] = [:]
+    /// Payload segment → decoded claims. The signature is still checked on every call; only
+    /// the JSON of a payload already seen is not parsed again (a token is reused for many
+    /// calls within its lifetime).
+    var claimsCache: [Substring: AccessTokenClaims] = [:]
   }
+
+  private static let claimsCacheLimit = 50_000
 
   private let keySource: KeySource
   private let state = Mutex(State())
@@ -244,9 +269,19 @@ public final class TokenVerifier: Sendable {
     guard let signature = Base64URL.decode(parsed.signature), signature.count == 64,
       key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
     else { throw .unauthenticated("access token signature is invalid") }
-    guard let payload = Base64URL.decode(parsed.payload),
-      let claims = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
-    else { throw .unauthenticated("malformed access token claims") }
+    let claims: AccessTokenClaims
+    if let cached = state.withLock({ $0.claimsCache[parsed.payload] }) {
+      claims = cached
+    } else {
+      guard let payload = Base64URL.decode(parsed.payload),
+        let decoded = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
+      else { throw .unauthenticated("malformed access token claims") }
+      claims = decoded
+      state.withLock {
+        if $0.claimsCache.count >= TokenVerifier.claimsCacheLimit { $0.claimsCache.removeAll() }
+        $0.claimsCache[parsed.payload] = decoded
+      }
+    }
     let now = self.now()
     guard claims.iss == smartSchoolTokenIssuer else {
       throw .unauthenticated("access token from an unknown issuer")

@@ -966,9 +966,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-        /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-        /// > too many logins are being hashed at once.
+        /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+        /// > logins are being hashed at once (retry shortly).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_LoginRequest` messages.
@@ -1617,9 +1618,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-        /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-        /// > too many logins are being hashed at once.
+        /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+        /// > logins are being hashed at once (retry shortly).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -2266,9 +2268,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-        /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-        /// > too many logins are being hashed at once.
+        /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+        /// > logins are being hashed at once (retry shortly).
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_LoginRequest` message.
@@ -4239,9 +4242,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-        /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-        /// > too many logins are being hashed at once.
+        /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+        /// > logins are being hashed at once (retry shortly).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -5321,9 +5325,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-        /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-        /// > too many logins are being hashed at once.
+        /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+        /// > logins are being hashed at once (retry shortly).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -6390,9 +6395,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-    /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-    /// > too many logins are being hashed at once.
+    /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+    /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+    /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+    /// > logins are being hashed at once (retry shortly).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -7498,9 +7504,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Password login. Open. UNAUTHENTICATED for an unknown user or a wrong password (same
-    /// > message); FAILED_PRECONDITION for a locked or pending account; RESOURCE_EXHAUSTED when
-    /// > too many logins are being hashed at once.
+    /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
+    /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
+    /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
+    /// > logins are being hashed at once (retry shortly).
     ///
     /// - Parameters:
     ///   - message: request message to send.

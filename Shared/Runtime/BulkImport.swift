@@ -1,0 +1,83 @@
+import GRPCCore
+import SmartSchoolModel
+
+/// What committing one batch of an import did.
+public struct BatchOutcome: Sendable {
+  /// Rows that created a new entity.
+  public var created = 0
+  /// Rows that replaced (or confirmed) an existing one.
+  public var updated = 0
+  /// Rows rejected while committing.
+  public var errors: [Smartschool_Common_V1_RowError] = []
+
+  /// An empty outcome.
+  public init() {}
+}
+
+extension Smartschool_Common_V1_RowError {
+  /// A rejected row: its index in the stream, natural key, field and reason.
+  public static func row(_ index: Int, key: String, field: String, _ reason: String) -> Self {
+    .with {
+      $0.index = Int64(index)
+      $0.key = String(key.prefix(128))
+      $0.field = field
+      $0.reason = reason
+    }
+  }
+}
+
+/// The verdict on one streamed row before it is committed.
+public enum PreparedRow<Row: Sendable>: Sendable {
+  /// The row is valid; commit it.
+  case accept(Row)
+  /// The row is rejected; report it.
+  case reject(Smartschool_Common_V1_RowError)
+}
+
+/// Drives every client-streaming import the same way: each message is validated on its own
+/// (a bad row is a per-row rejection, never a failed stream), valid rows are committed in
+/// batches of `batchSize` (so memory stays bounded whatever the stream's length and every
+/// acknowledged batch is durable), and the summary counts and lists what happened, in stream
+/// order.
+public enum BulkImport {
+  /// Runs the import over `stream`.
+  ///
+  /// - Parameters:
+  ///   - prepare: validates message number `index`, returning the row to commit or the error.
+  ///   - commit: writes one batch in one transaction.
+  ///   - finish: runs after the last batch (e.g. retries of rows deferred by `commit`).
+  public static func run<Message: Sendable, Row: Sendable>(
+    _ stream: RPCAsyncSequence<Message, any Error>, batchSize: Int = 1000,
+    prepare: (Message, Int) -> PreparedRow<Row>,
+    commit: ([(index: Int, row: Row)]) async throws -> BatchOutcome,
+    finish: () async throws -> BatchOutcome = { BatchOutcome() }
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    var summary = Smartschool_Common_V1_ImportSummary()
+    var batch: [(index: Int, row: Row)] = []
+    batch.reserveCapacity(batchSize)
+    func add(_ outcome: BatchOutcome) {
+      summary.created += Int64(outcome.created)
+      summary.updated += Int64(outcome.updated)
+      summary.errors += outcome.errors
+    }
+    var index = 0
+    for try await message in stream {
+      defer { index += 1 }
+      summary.received += 1
+      switch prepare(message, index) {
+      case .accept(let row): batch.append((index, row))
+      case .reject(let error): summary.errors.append(error)
+      }
+      if batch.count >= batchSize {
+        add(try await commit(batch))
+        batch.removeAll(keepingCapacity: true)
+      }
+    }
+    if !batch.isEmpty { add(try await commit(batch)) }
+    add(try await finish())
+    summary.errors.sort { $0.index < $1.index }
+    summary.rejected = Int64(summary.errors.count)
+    summary.accepted = summary.received - summary.rejected
+    return summary
+  }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import GRPCCore
+import IdentityService
+import ServiceRuntime
+import SmartSchoolModel
+import Testing
+import TestSupport
+
+@Suite("Identity link: keys and org tree fetched over gRPC")
+struct IdentityLinkTests {
+  @Test func verifiesIdentityTokensAndSyncsTheTreeWithAServiceAccount() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    try await withIdentity { port, _ in
+      try await withClient(port: port) { client in
+        let identity = Smartschool_Identity_V1_IdentityService.Client(wrapping: client)
+        let admin = try await login(identity, "admin", testAdminPassword)
+        let auth = bearer(admin)
+        _ = try await identity.createOrg(.with { $0.org = .with { $0.code = "P"; $0.name = "省"; $0.kind = .province } }, metadata: auth)
+        _ = try await identity.createOrg(.with { $0.org = .with { $0.code = "C"; $0.name = "市"; $0.kind = .city; $0.parentCode = "P" } }, metadata: auth)
+        _ = try await identity.createOrg(.with { $0.org = .with { $0.code = "K"; $0.name = "县"; $0.kind = .county; $0.parentCode = "C" } }, metadata: auth)
+        let account = try await identity.createServiceAccount(
+          .with {
+            $0.name = "catalogue-sync"
+            $0.orgCode = "P"
+            $0.roles = [.dataExchange]
+          }, metadata: auth)
+
+        let link = try IdentityLink(
+          address: PeerAddress(host: "127.0.0.1", port: port),
+          credentials: (account.clientID, account.clientSecret))
+        defer { link.close() }
+        // Tokens signed by identity verify locally with keys fetched over gRPC.
+        let verifier = link.makeVerifier()
+        let principal = try await verifier.verify(admin)
+        #expect(principal.username == "admin")
+        #expect(principal.bindings.map(\.role) == [.systemAdmin])
+        #expect(verifier.cachedKeyCount == 1)
+        // A key rotated later is fetched on first sight of its key id.
+        _ = try await identity.rotateSigningKey(.init(), metadata: auth)
+        let fresh = try await login(identity, "admin", testAdminPassword)
+        #expect(try await verifier.verify(fresh).username == "admin")
+
+        // The org directory follows identity's feed with the service-account token.
+        let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
+        let directory = try OrgDirectory(source: link, store: store, trackUsers: true)
+        try await directory.sync()
+        #expect(directory.org(code: "K")?.kind == .county)
+        #expect(directory.ancestor(of: directory.org(code: "K")!.id, kind: .province)?.code == "P")
+        _ = try await identity.createOrg(
+          .with { $0.org = .with { $0.code = "S"; $0.name = "学校"; $0.kind = .school; $0.parentCode = "K"; $0.schoolKind = .rural } },
+          metadata: auth)
+        _ = try await identity.createUser(
+          .with {
+            $0.user = .with {
+              $0.externalID = "T1"
+              $0.username = "teacher1"
+              $0.displayName = "张老师"
+              $0.kind = .teacher
+              $0.orgCode = "S"
+              $0.birthYear = 1990
+            }
+          }, metadata: auth)
+        try await directory.sync()
+        #expect(directory.org(code: "S")?.schoolKind == .rural)
+        #expect(directory.user(externalID: "T1")?.birthYear == 1990)
+        #expect(directory.users(under: OrgPath(directory.org(code: "K")!.path)!, kind: .teacher).count == 1)
+      }
+    }
+  }
+}
