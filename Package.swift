@@ -115,7 +115,7 @@ let package = Package(
     ),
     .testTarget(
       name: "EndToEndTests",
-      dependencies: ["SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2],
+      dependencies: ["SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2, grdb],
       path: "Tests/EndToEndTests"
     ),
   ],

@@ -158,9 +158,10 @@ public struct PublishedKey: Sendable {
 /// Verifies access tokens locally with the keys identity publishes.
 ///
 /// Keys are fetched through `keySource` (over gRPC from identity, or from identity's own
-/// store), cached, and refetched when a token names an unknown key id (at most once per
-/// `refetchInterval`, so a flood of forged key ids cannot hammer identity). While identity is
-/// unreachable the cached keys keep working.
+/// store), cached, and refetched when a token names an unknown key id, so a freshly rotated
+/// key works at once (a key id that a fetch did not find is not fetched for again within
+/// `refetchInterval`, and fetches are capped at four a second, so a flood of forged key ids
+/// cannot hammer identity). While identity is unreachable the cached keys keep working.
 public final class TokenVerifier: Sendable {
   /// Fetches the currently published keys.
   public typealias KeySource = @Sendable () async throws -> [PublishedKey]
@@ -168,12 +169,15 @@ public final class TokenVerifier: Sendable {
   private struct State {
     var keys: [String: PublishedKey] = [:]
     var lastFetch: ContinuousClock.Instant? = nil
+    /// Key ids that a fetch did not find, and when: not refetched for them until the
+    /// refetch interval has passed.
+    var missingKeys: [String: ContinuousClock.Instant] = [:]
     /// Header segment → key id, so that the common header is parsed once.
     var headerCache: [Substring: String] = [:]
-    /// Payload segment → decoded claims. The signature is still checked on every call; only
-    /// the JSON of a payload already seen is not parsed again (a token is reused for many
-    /// calls within its lifetime).
-    var claimsCache: [Substring: AccessTokenClaims] = [:]
+    /// Verified signature segment → decoded claims. The signature is still checked on every
+    /// call; only the JSON of a payload already seen is not parsed again (a token is reused for
+    /// many calls within its lifetime).
+    var claimsCache: [Substring: (claims: AccessTokenClaims, principal: Principal)] = [:]
   }
 
   private static let claimsCacheLimit = 50_000
@@ -187,7 +191,8 @@ public final class TokenVerifier: Sendable {
   /// A verifier reading keys from `keySource`.
   ///
   /// - Parameters:
-  ///   - refetchInterval: the least time between two fetches triggered by unknown key ids.
+  ///   - refetchInterval: how long a key id that a fetch did not find is not fetched for
+  ///     again (fetches for unknown key ids are also capped at four a second overall).
   ///   - leeway: clock skew tolerated on expiry, in seconds.
   ///   - now: the clock (tests substitute their own).
   public init(
@@ -242,9 +247,13 @@ public final class TokenVerifier: Sendable {
 
   private func parse(_ token: String) throws(ServiceError) -> Parsed {
     guard token.utf8.count <= 16384 else { throw .unauthenticated("access token too long") }
-    let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 3 else { throw .unauthenticated("malformed access token") }
-    let header = parts[0]
+    guard let firstDot = token.firstIndex(of: "."), let lastDot = token.lastIndex(of: "."),
+      firstDot != lastDot,
+      !token[token.index(after: firstDot)..<lastDot].contains(".")
+    else { throw .unauthenticated("malformed access token") }
+    let header = token[..<firstDot]
+    let payload = token[token.index(after: firstDot)..<lastDot]
+    let signature = token[token.index(after: lastDot)...]
     let keyID: String
     if let cached = state.withLock({ $0.headerCache[header] }) {
       keyID = cached
@@ -261,8 +270,8 @@ public final class TokenVerifier: Sendable {
         if $0.headerCache.count < 64 { $0.headerCache[header] = h.kid }
       }
     }
-    let input = token[token.startIndex..<parts[1].endIndex]
-    return Parsed(keyID: keyID, signingInput: input, payload: parts[1], signature: parts[2])
+    return Parsed(
+      keyID: keyID, signingInput: token[..<lastDot], payload: payload, signature: signature)
   }
 
   private func check(_ parsed: Parsed, with key: PublishedKey) throws(ServiceError) -> Principal {
@@ -270,16 +279,20 @@ public final class TokenVerifier: Sendable {
       key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
     else { throw .unauthenticated("access token signature is invalid") }
     let claims: AccessTokenClaims
-    if let cached = state.withLock({ $0.claimsCache[parsed.payload] }) {
-      claims = cached
+    let principal: Principal
+    // Keyed by the signature just verified: Ed25519 signatures are deterministic and bind
+    // one message, so a verified signature names its payload.
+    if let cached = state.withLock({ $0.claimsCache[parsed.signature] }) {
+      (claims, principal) = cached
     } else {
       guard let payload = Base64URL.decode(parsed.payload),
         let decoded = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
       else { throw .unauthenticated("malformed access token claims") }
       claims = decoded
+      principal = decoded.principal
       state.withLock {
         if $0.claimsCache.count >= TokenVerifier.claimsCacheLimit { $0.claimsCache.removeAll() }
-        $0.claimsCache[parsed.payload] = decoded
+        $0.claimsCache[parsed.signature] = (decoded, principal)
       }
     }
     let now = self.now()
@@ -292,19 +305,29 @@ public final class TokenVerifier: Sendable {
     if let retire = key.retireTime, now > retire.addingTimeInterval(leeway) {
       throw .unauthenticated("access token signed by a retired key")
     }
-    return claims.principal
+    return principal
   }
 
   private func refetch(for keyID: String) async -> PublishedKey? {
+    // A new key id (after a rotation) is fetched at once, but at most once per interval per
+    // key id and a few times a second overall, so forged key ids cannot hammer identity.
     let due = state.withLock { s -> Bool in
-      guard let last = s.lastFetch else { return true }
-      return last.duration(to: .now) >= refetchInterval
+      let now = ContinuousClock.now
+      if let last = s.lastFetch, last.duration(to: now) < .milliseconds(250) { return false }
+      if let missed = s.missingKeys[keyID], missed.duration(to: now) < refetchInterval {
+        return false
+      }
+      s.lastFetch = now
+      return true
     }
     guard due else { return nil }
-    state.withLock { $0.lastFetch = .now }
     guard let keys = try? await keySource() else { return nil }
     return state.withLock {
       for k in keys { $0.keys[k.keyID] = k }
+      if $0.keys[keyID] == nil {
+        if $0.missingKeys.count > 1000 { $0.missingKeys.removeAll() }
+        $0.missingKeys[keyID] = .now
+      }
       return $0.keys[keyID]
     }
   }
