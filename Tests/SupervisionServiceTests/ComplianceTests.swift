@@ -21,24 +21,34 @@ private let term = TermCalendar(
     var l: [LessonFact] = []
     // R1, week 1: 6 lessons, 3 subjects (compliant), plus a duplicate of period 1.
     for (i, s) in [1, 1, 2, 2, 3, 3].enumerated() {
-      l.append(LessonFact(classroom: 1, date: d("2020-09-07").adding(days: i / 2), period: i % 2 + 1, subject: s))
+      l.append(
+        LessonFact(
+          classroom: 1, date: d("2020-09-07").adding(days: i / 2), period: i % 2 + 1, subject: s))
     }
     l.append(LessonFact(classroom: 1, date: d("2020-09-07"), period: 1, subject: 1))
     // R1, week 2: 7 lessons but only 2 subjects.
     for i in 0..<7 {
-      l.append(LessonFact(classroom: 1, date: d("2020-09-14").adding(days: i % 5), period: i / 5 + 1, subject: i % 2 + 1))
+      l.append(
+        LessonFact(
+          classroom: 1, date: d("2020-09-14").adding(days: i % 5), period: i / 5 + 1,
+          subject: i % 2 + 1))
     }
     // R1, week 3: nothing. Holiday week: 5 lessons that must not count.
     for i in 0..<5 {
-      l.append(LessonFact(classroom: 1, date: d("2020-09-28").adding(days: i), period: 1, subject: i + 1))
+      l.append(
+        LessonFact(classroom: 1, date: d("2020-09-28").adding(days: i), period: 1, subject: i + 1))
     }
     // R2, week 2 (from Wednesday): 3 lessons, 3 subjects.
     for i in 0..<3 {
-      l.append(LessonFact(classroom: 2, date: d("2020-09-16").adding(days: i), period: 1, subject: i + 1))
+      l.append(
+        LessonFact(classroom: 2, date: d("2020-09-16").adding(days: i), period: 1, subject: i + 1))
     }
     // R2, week 3: 6 lessons, 4 subjects (compliant).
     for i in 0..<6 {
-      l.append(LessonFact(classroom: 2, date: d("2020-09-21").adding(days: i % 3), period: i / 3 + 1, subject: i % 4 + 1))
+      l.append(
+        LessonFact(
+          classroom: 2, date: d("2020-09-21").adding(days: i % 3), period: i / 3 + 1,
+          subject: i % 4 + 1))
     }
     return l
   }
@@ -49,10 +59,16 @@ private let term = TermCalendar(
 
   @Test func tallyDedupesRowsAndDropsHolidayWeek() {
     let usage = Compliance.tally(lessons(), term: term)
-    #expect(usage[ClassroomWeek(classroom: 1, week: d("2020-09-07"))] == WeekUsage(lessons: 6, subjects: 3))
-    #expect(usage[ClassroomWeek(classroom: 1, week: d("2020-09-14"))] == WeekUsage(lessons: 7, subjects: 2))
+    #expect(
+      usage[ClassroomWeek(classroom: 1, week: d("2020-09-07"))]
+        == WeekUsage(lessons: 6, subjects: 3))
+    #expect(
+      usage[ClassroomWeek(classroom: 1, week: d("2020-09-14"))]
+        == WeekUsage(lessons: 7, subjects: 2))
     #expect(usage[ClassroomWeek(classroom: 1, week: d("2020-09-28"))] == nil)
-    #expect(usage[ClassroomWeek(classroom: 2, week: d("2020-09-21"))] == WeekUsage(lessons: 6, subjects: 4))
+    #expect(
+      usage[ClassroomWeek(classroom: 2, week: d("2020-09-21"))]
+        == WeekUsage(lessons: 6, subjects: 4))
   }
 
   @Test func scopeFiguresFromExactCounts() {
@@ -97,8 +113,12 @@ private let term = TermCalendar(
 
   @Test func rateAbove100WhenUseBeatsTheStandard() {
     let span = ClassroomSpan(number: 1, code: "R", orgPath: "/x/", equipped: d("2020-01-01"))
-    let usage = [ClassroomWeek(classroom: 1, week: d("2020-09-07")): WeekUsage(lessons: 10, subjects: 5)]
-    let r = Compliance.evaluate(classrooms: [span], weeks: [d("2020-09-07")], usage: usage) { _ in nil }
+    let usage = [
+      ClassroomWeek(classroom: 1, week: d("2020-09-07")): WeekUsage(lessons: 10, subjects: 5)
+    ]
+    let r = Compliance.evaluate(classrooms: [span], weeks: [d("2020-09-07")], usage: usage) { _ in
+      nil
+    }
     #expect(r.scope.lessonRate.description == "166.67%")
     #expect(r.scope.subjectRate.description == "166.67%")
     #expect(r.groups.isEmpty)
@@ -120,7 +140,9 @@ private let term = TermCalendar(
     #expect(!span.inService(weekOf: d("2020-09-14")))
     #expect(span.inService(on: d("2020-09-13")))
     #expect(!span.inService(on: d("2020-09-14")))
-    let r = Compliance.evaluate(classrooms: [span], weeks: term.teachingWeeks, usage: [:]) { _ in nil }
+    let r = Compliance.evaluate(classrooms: [span], weeks: term.teachingWeeks, usage: [:]) { _ in
+      nil
+    }
     #expect(r.scope.classroomWeeks == 1)
   }
 
@@ -247,20 +269,48 @@ private let term = TermCalendar(
 
   @Test func rules() {
     let terms = [term]
-    let ok = LessonRows.validate(row("2020-09-15"), classroom: classroom, inScope: true, terms: terms)
+    let ok = LessonRows.validate(
+      row("2020-09-15"), classroom: classroom, inScope: true, terms: terms)
     #expect((try? ok.get())?.naturalKey == "R7/2020-09-15/2")
-    #expect(field(LessonRows.validate(row("2020-09-15"), classroom: nil, inScope: true, terms: terms)) == "classroom_code")
-    #expect(field(LessonRows.validate(row("2020-09-15"), classroom: classroom, inScope: false, terms: terms)) == "classroom_code")
+    #expect(
+      field(LessonRows.validate(row("2020-09-15"), classroom: nil, inScope: true, terms: terms))
+        == "classroom_code")
+    #expect(
+      field(
+        LessonRows.validate(row("2020-09-15"), classroom: classroom, inScope: false, terms: terms))
+        == "classroom_code")
     // Outside any term.
-    #expect(field(LessonRows.validate(row("2020-11-02"), classroom: classroom, inScope: true, terms: terms)) == "date")
+    #expect(
+      field(
+        LessonRows.validate(row("2020-11-02"), classroom: classroom, inScope: true, terms: terms))
+        == "date")
     // Before equipping, and on/after retirement.
-    #expect(field(LessonRows.validate(row("2020-09-08"), classroom: classroom, inScope: true, terms: terms)) == "date")
-    #expect(field(LessonRows.validate(row("2020-09-25"), classroom: classroom, inScope: true, terms: terms)) == "date")
-    #expect(field(LessonRows.validate(row("2020-09-15", minutes: 0), classroom: classroom, inScope: true, terms: terms)) == "duration_minutes")
-    #expect(field(LessonRows.validate(row("2020-09-15", minutes: 241), classroom: classroom, inScope: true, terms: terms)) == "duration_minutes")
-    #expect(field(LessonRows.validate(row("2020-9-15"), classroom: classroom, inScope: true, terms: terms)) == "date")
+    #expect(
+      field(
+        LessonRows.validate(row("2020-09-08"), classroom: classroom, inScope: true, terms: terms))
+        == "date")
+    #expect(
+      field(
+        LessonRows.validate(row("2020-09-25"), classroom: classroom, inScope: true, terms: terms))
+        == "date")
+    #expect(
+      field(
+        LessonRows.validate(
+          row("2020-09-15", minutes: 0), classroom: classroom, inScope: true, terms: terms))
+        == "duration_minutes")
+    #expect(
+      field(
+        LessonRows.validate(
+          row("2020-09-15", minutes: 241), classroom: classroom, inScope: true, terms: terms))
+        == "duration_minutes")
+    #expect(
+      field(
+        LessonRows.validate(row("2020-9-15"), classroom: classroom, inScope: true, terms: terms))
+        == "date")
     var unknownSubject = row("2020-09-15")
     unknownSubject.subject = .unspecified
-    #expect(field(LessonRows.validate(unknownSubject, classroom: classroom, inScope: true, terms: terms)) == "subject")
+    #expect(
+      field(LessonRows.validate(unknownSubject, classroom: classroom, inScope: true, terms: terms))
+        == "subject")
   }
 }

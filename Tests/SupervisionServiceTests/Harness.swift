@@ -129,7 +129,8 @@ final class Harness: Sendable {
     let verifier = TokenVerifier(keySource: {
       [PublishedKey(keyID: "k1", publicKey: publicKey, retireTime: nil)]
     })
-    dataDirectory = FileManager.default.temporaryDirectory
+    dataDirectory =
+      FileManager.default.temporaryDirectory
       .appendingPathComponent("supervision-test-\(UUID().uuidString)").path
     let definition = try buildSupervisionService(
       dataDirectory: dataDirectory, verifier: verifier,
@@ -156,7 +157,8 @@ final class Harness: Sendable {
   func auth(_ role: String, at code: String?) -> Metadata {
     let now = Int64(Date().timeIntervalSince1970)
     let claims = AccessTokenClaims(
-      iss: smartSchoolTokenIssuer, sub: "user-\(role)-\(code ?? "root")", usr: "\(role)@\(code ?? "root")",
+      iss: smartSchoolTokenIssuer, sub: "user-\(role)-\(code ?? "root")",
+      usr: "\(role)@\(code ?? "root")",
       knd: "staff", sid: "s1", iat: now, exp: now + 600,
       rol: [
         .init(r: role, o: code.map { tree.ids[$0]! } ?? "", p: code.map { tree.paths[$0]! } ?? "/")

@@ -45,7 +45,8 @@ func seedClassrooms(_ client: SupervisionClient, _ h: Harness) async throws {
   _ = try await client.createClassroom(
     classroom("R-A3", school: "A3", equipped: "2020-08-01", retired: "2020-09-21"), metadata: a)
   _ = try await client.createClassroom(
-    classroom("R-B1", school: "B1", equipped: "2020-08-01"), metadata: h.auth("county_admin", at: "CB"))
+    classroom("R-B1", school: "B1", equipped: "2020-08-01"),
+    metadata: h.auth("county_admin", at: "CB"))
 }
 
 let importRows: [Smartschool_Supervision_V1_Lesson] = [
@@ -86,12 +87,26 @@ func importLessons(
       await expectCode(.alreadyExists) { try await seedTerm(client, h) }
       await expectCode(.permissionDenied) {
         try await client.createTerm(
-          .with { $0.term = .with { $0.code = "x"; $0.name = "x"; $0.startDate = "2021-02-22"; $0.endDate = "2021-07-01" } },
+          .with {
+            $0.term = .with {
+              $0.code = "x"
+              $0.name = "x"
+              $0.startDate = "2021-02-22"
+              $0.endDate = "2021-07-01"
+            }
+          },
           metadata: reader)
       }
       do {
         _ = try await client.createTerm(
-          .with { $0.term = .with { $0.code = "bad code"; $0.name = "x"; $0.startDate = "2021-02-30"; $0.endDate = "2021-07-01" } },
+          .with {
+            $0.term = .with {
+              $0.code = "bad code"
+              $0.name = "x"
+              $0.startDate = "2021-02-30"
+              $0.endDate = "2021-07-01"
+            }
+          },
           metadata: h.auth("province_admin", at: "P"))
         Issue.record("expected INVALID_ARGUMENT")
       } catch let error as RPCError {
@@ -99,16 +114,42 @@ func importLessons(
         #expect(error.message.contains("term.code"))
         #expect(error.message.contains("term.start_date"))
       }
-      await expectCode(.unauthenticated) { try await client.getTerm(.with { $0.code = "2020-2021-1" }) }
-      await expectCode(.notFound) { try await client.getTerm(.with { $0.code = "1999" }, metadata: reader) }
+      await expectCode(.unauthenticated) {
+        try await client.getTerm(.with { $0.code = "2020-2021-1" })
+      }
+      await expectCode(.notFound) {
+        try await client.getTerm(.with { $0.code = "1999" }, metadata: reader)
+      }
 
       _ = try await client.createTerm(
-        .with { $0.term = .with { $0.code = "2020-2021-2"; $0.name = "second"; $0.startDate = "2021-02-22"; $0.endDate = "2021-07-04" } },
+        .with {
+          $0.term = .with {
+            $0.code = "2020-2021-2"
+            $0.name = "second"
+            $0.startDate = "2021-02-22"
+            $0.endDate = "2021-07-04"
+          }
+        },
         metadata: h.auth("province_admin", at: "P"))
+      await expectCode(.failedPrecondition) {
+        try await client.createTerm(
+          .with {
+            $0.term = .with {
+              $0.code = "overlap"
+              $0.name = "o"
+              $0.startDate = "2020-10-01"
+              $0.endDate = "2020-12-01"
+            }
+          },
+          metadata: h.auth("province_admin", at: "P"))
+      }
       let page1 = try await client.listTerms(.with { $0.pageSize = 1 }, metadata: reader)
       #expect(page1.terms.map(\.code) == ["2020-2021-2"])
       let page2 = try await client.listTerms(
-        .with { $0.pageSize = 1; $0.pageToken = page1.nextPageToken }, metadata: reader)
+        .with {
+          $0.pageSize = 1
+          $0.pageToken = page1.nextPageToken
+        }, metadata: reader)
       #expect(page2.terms.map(\.code) == ["2020-2021-1"])
       #expect(page2.nextPageToken.isEmpty)
       await expectCode(.invalidArgument) {
@@ -116,13 +157,27 @@ func importLessons(
       }
 
       let updated = try await client.updateTerm(
-        .with { $0.term = .with { $0.code = "2020-2021-1"; $0.name = "renamed"; $0.startDate = "2020-09-07"; $0.endDate = "2020-10-04" } },
+        .with {
+          $0.term = .with {
+            $0.code = "2020-2021-1"
+            $0.name = "renamed"
+            $0.startDate = "2020-09-07"
+            $0.endDate = "2020-10-04"
+          }
+        },
         metadata: h.auth("province_admin", at: "P"))
       #expect(updated.teachingWeeks.count == 4)
       #expect(updated.name == "renamed")
       await expectCode(.permissionDenied) {
         try await client.updateTerm(
-          .with { $0.term = .with { $0.code = "2020-2021-1"; $0.name = "x"; $0.startDate = "2020-09-07"; $0.endDate = "2020-10-04" } },
+          .with {
+            $0.term = .with {
+              $0.code = "2020-2021-1"
+              $0.name = "x"
+              $0.startDate = "2020-09-07"
+              $0.endDate = "2020-10-04"
+            }
+          },
           metadata: reader)
       }
     }
@@ -143,23 +198,28 @@ func importLessons(
         try await client.getClassroom(.with { $0.code = "R-A1" }, metadata: b)
       }
       await expectCode(.permissionDenied) {
-        try await client.createClassroom(classroom("R-X", school: "A1", equipped: "2020-08-01"), metadata: b)
+        try await client.createClassroom(
+          classroom("R-X", school: "A1", equipped: "2020-08-01"), metadata: b)
       }
       await expectCode(.permissionDenied) {
         try await client.listClassrooms(.with { $0.orgCode = "CA" }, metadata: b)
       }
       await expectCode(.alreadyExists) {
-        try await client.createClassroom(classroom("R-A1", school: "A1", equipped: "2020-08-01"), metadata: a)
+        try await client.createClassroom(
+          classroom("R-A1", school: "A1", equipped: "2020-08-01"), metadata: a)
       }
       await expectCode(.invalidArgument) {
         try await client.createClassroom(
-          classroom("R-Y", school: "A1", equipped: "2020-09-01", retired: "2020-08-01"), metadata: a)
+          classroom("R-Y", school: "A1", equipped: "2020-09-01", retired: "2020-08-01"), metadata: a
+        )
       }
       await expectCode(.invalidArgument) {
-        try await client.createClassroom(classroom("R-Y", school: "CA", equipped: "2020-09-01"), metadata: a)
+        try await client.createClassroom(
+          classroom("R-Y", school: "CA", equipped: "2020-09-01"), metadata: a)
       }
       await expectCode(.notFound) {
-        try await client.createClassroom(classroom("R-Y", school: "ZZ", equipped: "2020-09-01"), metadata: a)
+        try await client.createClassroom(
+          classroom("R-Y", school: "ZZ", equipped: "2020-09-01"), metadata: a)
       }
       await expectCode(.invalidArgument) {
         // A class of another school.
@@ -167,28 +227,57 @@ func importLessons(
           classroom("R-Y", school: "A2", cls: "A1-1", equipped: "2020-09-01"), metadata: a)
       }
 
-      let page1 = try await client.listClassrooms(.with { $0.orgCode = "CA"; $0.pageSize = 2 }, metadata: a)
+      let page1 = try await client.listClassrooms(
+        .with {
+          $0.orgCode = "CA"
+          $0.pageSize = 2
+        }, metadata: a)
       #expect(page1.classrooms.map(\.code) == ["R-A1", "R-A2"])
       let page2 = try await client.listClassrooms(
-        .with { $0.orgCode = "CA"; $0.pageSize = 2; $0.pageToken = page1.nextPageToken }, metadata: a)
+        .with {
+          $0.orgCode = "CA"
+          $0.pageSize = 2
+          $0.pageToken = page1.nextPageToken
+        }, metadata: a)
       #expect(page2.classrooms.map(\.code) == ["R-A3"])
       let inService = try await client.listClassrooms(
-        .with { $0.orgCode = "CA"; $0.inServiceOn = "2020-10-01" }, metadata: a)
+        .with {
+          $0.orgCode = "CA"
+          $0.inServiceOn = "2020-10-01"
+        }, metadata: a)
       #expect(inService.classrooms.map(\.code) == ["R-A1", "R-A2"])
 
       let retired = try await client.updateClassroom(
-        .with { $0.classroom = .with { $0.code = "R-A2"; $0.equippedDate = "2020-09-16"; $0.retiredDate = "2020-12-01"; $0.name = "Lab" } },
+        .with {
+          $0.classroom = .with {
+            $0.code = "R-A2"
+            $0.equippedDate = "2020-09-16"
+            $0.retiredDate = "2020-12-01"
+            $0.name = "Lab"
+          }
+        },
         metadata: a)
       #expect(retired.retiredDate == "2020-12-01")
       #expect(retired.name == "Lab")
       await expectCode(.invalidArgument) {
         try await client.updateClassroom(
-          .with { $0.classroom = .with { $0.code = "R-A2"; $0.schoolCode = "A3"; $0.equippedDate = "2020-09-16" } },
+          .with {
+            $0.classroom = .with {
+              $0.code = "R-A2"
+              $0.schoolCode = "A3"
+              $0.equippedDate = "2020-09-16"
+            }
+          },
           metadata: a)
       }
       await expectCode(.permissionDenied) {
         try await client.updateClassroom(
-          .with { $0.classroom = .with { $0.code = "R-A2"; $0.equippedDate = "2020-09-16" } }, metadata: b)
+          .with {
+            $0.classroom = .with {
+              $0.code = "R-A2"
+              $0.equippedDate = "2020-09-16"
+            }
+          }, metadata: b)
       }
     }
   }
@@ -205,7 +294,10 @@ func importLessons(
       #expect(summary.created == 8)
       #expect(summary.updated == 0)
       #expect(summary.errors.map(\.index) == [7, 8, 9, 10, 11])
-      #expect(summary.errors.map(\.field) == ["date", "date", "classroom_code", "classroom_code", "duration_minutes"])
+      #expect(
+        summary.errors.map(\.field) == [
+          "date", "date", "classroom_code", "classroom_code", "duration_minutes",
+        ])
       #expect(summary.errors[1].reason.contains("retired"))
       #expect(summary.errors[0].key == "R-A1/2020-11-02/1")
 
@@ -223,16 +315,25 @@ func importLessons(
       }
 
       let lessons = try await client.listLessons(
-        .with { $0.orgCode = "CA"; $0.fromDate = "2020-09-01"; $0.toDate = "2020-12-31" }, metadata: a
+        .with {
+          $0.orgCode = "CA"
+          $0.fromDate = "2020-09-01"
+          $0.toDate = "2020-12-31"
+        }, metadata: a
       ) { response in
         var out: [Smartschool_Supervision_V1_Lesson] = []
         for try await l in response.messages { out.append(l) }
         return out
       }
       #expect(lessons.count == 8)
-      #expect(lessons.first(where: { $0.date == "2020-09-07" && $0.period == 2 })?.durationMinutes == 45)
+      #expect(
+        lessons.first(where: { $0.date == "2020-09-07" && $0.period == 2 })?.durationMinutes == 45)
       let one = try await client.listLessons(
-        .with { $0.classroomCode = "R-A2"; $0.fromDate = "2020-09-01"; $0.toDate = "2020-12-31" }, metadata: a
+        .with {
+          $0.classroomCode = "R-A2"
+          $0.fromDate = "2020-09-01"
+          $0.toDate = "2020-12-31"
+        }, metadata: a
       ) { response in
         var n = 0
         for try await _ in response.messages { n += 1 }
@@ -241,13 +342,22 @@ func importLessons(
       #expect(one == 2)
       await expectCode(.permissionDenied) {
         try await client.listLessons(
-          .with { $0.orgCode = "CA"; $0.fromDate = "2020-09-01"; $0.toDate = "2020-12-31" },
+          .with {
+            $0.orgCode = "CA"
+            $0.fromDate = "2020-09-01"
+            $0.toDate = "2020-12-31"
+          },
           metadata: h.auth("county_admin", at: "CB")
         ) { response in for try await _ in response.messages {} }
       }
       await expectCode(.invalidArgument) {
         try await client.listLessons(
-          .with { $0.orgCode = "CA"; $0.classroomCode = "R-A1"; $0.fromDate = "2020-09-01"; $0.toDate = "2020-12-31" },
+          .with {
+            $0.orgCode = "CA"
+            $0.classroomCode = "R-A1"
+            $0.fromDate = "2020-09-01"
+            $0.toDate = "2020-12-31"
+          },
           metadata: a
         ) { response in for try await _ in response.messages {} }
       }
@@ -261,7 +371,10 @@ func importLessons(
       let a = h.auth("county_admin", at: "CA")
       _ = try await importLessons(client, importRows, a)
       let r = try await client.getComplianceReport(
-        .with { $0.orgCode = "CA"; $0.termCode = "2020-2021-1" }, metadata: a)
+        .with {
+          $0.orgCode = "CA"
+          $0.termCode = "2020-2021-1"
+        }, metadata: a)
       #expect(r.weeks == ["2020-09-07", "2020-09-14", "2020-09-21"])
       // R-A1: 3 weeks; R-A2 from week 2; R-A3 retired 09-21: weeks 1–2. 7 classroom-weeks.
       #expect(r.scope.classroomWeeks == 7)
@@ -285,7 +398,12 @@ func importLessons(
       #expect(r.byWeek.map(\.lessonCount) == [6, 2, 0])
 
       let ranged = try await client.getComplianceReport(
-        .with { $0.orgCode = "CA"; $0.termCode = "2020-2021-1"; $0.fromWeek = "2020-09-16"; $0.toWeek = "2020-09-18" },
+        .with {
+          $0.orgCode = "CA"
+          $0.termCode = "2020-2021-1"
+          $0.fromWeek = "2020-09-16"
+          $0.toWeek = "2020-09-18"
+        },
         metadata: a)
       #expect(ranged.weeks == ["2020-09-14"])
       #expect(ranged.scope.classroomWeeks == 3)
@@ -293,30 +411,51 @@ func importLessons(
       // The next county's official is denied; their own county has one idle classroom.
       await expectCode(.permissionDenied) {
         try await client.getComplianceReport(
-          .with { $0.orgCode = "CA"; $0.termCode = "2020-2021-1" }, metadata: h.auth("county_admin", at: "CB"))
+          .with {
+            $0.orgCode = "CA"
+            $0.termCode = "2020-2021-1"
+          }, metadata: h.auth("county_admin", at: "CB"))
       }
       let b = try await client.getComplianceReport(
-        .with { $0.orgCode = "CB"; $0.termCode = "2020-2021-1" }, metadata: h.auth("county_admin", at: "CB"))
+        .with {
+          $0.orgCode = "CB"
+          $0.termCode = "2020-2021-1"
+        }, metadata: h.auth("county_admin", at: "CB"))
       #expect(b.scope.classroomWeeks == 3)
       #expect(b.scope.lessonRateText == "0.00%")
       // A school scope without classrooms: zeros, not an error.
       let empty = try await client.getComplianceReport(
-        .with { $0.orgCode = "A3"; $0.termCode = "2020-2021-1"; $0.fromWeek = "2020-09-21" }, metadata: a)
+        .with {
+          $0.orgCode = "A3"
+          $0.termCode = "2020-2021-1"
+          $0.fromWeek = "2020-09-21"
+        }, metadata: a)
       #expect(empty.scope.classroomWeeks == 0)
       #expect(empty.scope.averageLessons == 0)
       #expect(empty.scope.compliantShareText == "0.00%")
       // The city sees its counties as children.
       let city = try await client.getComplianceReport(
-        .with { $0.orgCode = "C"; $0.termCode = "2020-2021-1" }, metadata: h.auth("city_admin", at: "C"))
+        .with {
+          $0.orgCode = "C"
+          $0.termCode = "2020-2021-1"
+        }, metadata: h.auth("city_admin", at: "C"))
       #expect(city.children.map(\.orgCode) == ["CA", "CB"])
       #expect(city.children.map(\.classroomWeeks) == [7, 3])
 
       await expectCode(.notFound) {
-        try await client.getComplianceReport(.with { $0.orgCode = "CA"; $0.termCode = "nope" }, metadata: a)
+        try await client.getComplianceReport(
+          .with {
+            $0.orgCode = "CA"
+            $0.termCode = "nope"
+          }, metadata: a)
       }
       await expectCode(.invalidArgument) {
         try await client.getComplianceReport(
-          .with { $0.orgCode = "CA"; $0.termCode = "2020-2021-1"; $0.fromWeek = "2021-05-01" }, metadata: a)
+          .with {
+            $0.orgCode = "CA"
+            $0.termCode = "2020-2021-1"
+            $0.fromWeek = "2021-05-01"
+          }, metadata: a)
       }
     }
   }
@@ -327,7 +466,11 @@ func importLessons(
       try await seedClassrooms(client, h)
       let a = h.auth("county_admin", at: "CA")
       _ = try await importLessons(client, importRows, a)
-      let w1 = try await client.getWeeklyNotice(.with { $0.orgCode = "CA"; $0.week = "2020-09-09" }, metadata: a)
+      let w1 = try await client.getWeeklyNotice(
+        .with {
+          $0.orgCode = "CA"
+          $0.week = "2020-09-09"
+        }, metadata: a)
       #expect(w1.week == "2020-09-07")
       #expect(w1.previousWeek == "")
       #expect(w1.schools.map(\.schoolCode) == ["A1", "A3", "A2"])
@@ -336,7 +479,11 @@ func importLessons(
       #expect(w1.schoolsBelowStandard == ["A3"])
       #expect(w1.classroomsBelowStandard.map(\.classroomCode) == ["R-A3"])
 
-      let w2 = try await client.getWeeklyNotice(.with { $0.orgCode = "CA"; $0.week = "2020-09-14" }, metadata: a)
+      let w2 = try await client.getWeeklyNotice(
+        .with {
+          $0.orgCode = "CA"
+          $0.week = "2020-09-14"
+        }, metadata: a)
       #expect(w2.previousWeek == "2020-09-07")
       #expect(w2.schools.map(\.schoolCode) == ["A2", "A1", "A3"])
       #expect(w2.schools[0].lessonsPerClassroom == 2)
@@ -348,14 +495,25 @@ func importLessons(
       #expect(w2.lessonsPerClassroomChange == -2.33)
 
       await expectCode(.failedPrecondition) {
-        try await client.getWeeklyNotice(.with { $0.orgCode = "CA"; $0.week = "2020-09-29" }, metadata: a)
+        try await client.getWeeklyNotice(
+          .with {
+            $0.orgCode = "CA"
+            $0.week = "2020-09-29"
+          }, metadata: a)
       }
       await expectCode(.invalidArgument) {
-        try await client.getWeeklyNotice(.with { $0.orgCode = "CA"; $0.week = "soon" }, metadata: a)
+        try await client.getWeeklyNotice(
+          .with {
+            $0.orgCode = "CA"
+            $0.week = "soon"
+          }, metadata: a)
       }
       await expectCode(.permissionDenied) {
         try await client.getWeeklyNotice(
-          .with { $0.orgCode = "CA"; $0.week = "2020-09-14" }, metadata: h.auth("county_admin", at: "CB"))
+          .with {
+            $0.orgCode = "CA"
+            $0.week = "2020-09-14"
+          }, metadata: h.auth("county_admin", at: "CB"))
       }
     }
   }
@@ -367,7 +525,10 @@ func importLessons(
       let a = h.auth("county_admin", at: "CA")
       _ = try await importLessons(client, importRows, a)
       let t = try await client.getTeacherTargets(
-        .with { $0.orgCode = "CA"; $0.termCode = "2020-2021-1" }, metadata: a)
+        .with {
+          $0.orgCode = "CA"
+          $0.termCode = "2020-2021-1"
+        }, metadata: a)
       #expect(t.teachers.map(\.teacherExternalID) == ["T1", "T2"])
       // T1 (born 1976, 44): 7 lessons of 4. T2 (born 1975, 45): 1 lesson of 2.
       #expect(t.teachers[0].required == 4)
@@ -381,30 +542,59 @@ func importLessons(
       #expect(t.metShareText == "50.00%")
       await expectCode(.permissionDenied) {
         try await client.getTeacherTargets(
-          .with { $0.orgCode = "CA"; $0.termCode = "2020-2021-1" }, metadata: h.auth("county_admin", at: "CB"))
+          .with {
+            $0.orgCode = "CA"
+            $0.termCode = "2020-2021-1"
+          }, metadata: h.auth("county_admin", at: "CB"))
       }
 
-      func record(_ teacher: String, _ hours: Double) -> Smartschool_Supervision_V1_CreateTrainingRecordRequest {
-        .with { $0.record = .with { $0.teacherExternalID = teacher; $0.course = "信息化素养"; $0.hours = hours; $0.completedDate = "2020-10-01" } }
+      func record(_ teacher: String, _ hours: Double)
+        -> Smartschool_Supervision_V1_CreateTrainingRecordRequest
+      {
+        .with {
+          $0.record = .with {
+            $0.teacherExternalID = teacher
+            $0.course = "信息化素养"
+            $0.hours = hours
+            $0.completedDate = "2020-10-01"
+          }
+        }
       }
       let created = try await client.createTrainingRecord(record("T1", 30), metadata: a)
       #expect(!created.id.isEmpty)
       _ = try await client.createTrainingRecord(record("T1", 30), metadata: a)
       _ = try await client.createTrainingRecord(record("T2", 10.5), metadata: a)
-      await expectCode(.invalidArgument) { try await client.createTrainingRecord(record("T1", 0.3), metadata: a) }
-      await expectCode(.notFound) { try await client.createTrainingRecord(record("T9", 3), metadata: a) }
-      await expectCode(.permissionDenied) {
-        try await client.createTrainingRecord(record("T1", 3), metadata: h.auth("county_admin", at: "CB"))
+      await expectCode(.invalidArgument) {
+        try await client.createTrainingRecord(record("T1", 0.3), metadata: a)
       }
-      let report = try await client.getTrainingReport(.with { $0.orgCode = "CA"; $0.year = 2020 }, metadata: a)
+      await expectCode(.notFound) {
+        try await client.createTrainingRecord(record("T9", 3), metadata: a)
+      }
+      await expectCode(.permissionDenied) {
+        try await client.createTrainingRecord(
+          record("T1", 3), metadata: h.auth("county_admin", at: "CB"))
+      }
+      let report = try await client.getTrainingReport(
+        .with {
+          $0.orgCode = "CA"
+          $0.year = 2020
+        }, metadata: a)
       #expect(report.requiredHours == 60)
       #expect(report.teachers.map(\.hours) == [60, 10.5])
       #expect(report.teachers.map(\.met) == [true, false])
       #expect(report.metShareText == "50.00%")
-      let other = try await client.getTrainingReport(.with { $0.orgCode = "CA"; $0.year = 2021 }, metadata: a)
+      let other = try await client.getTrainingReport(
+        .with {
+          $0.orgCode = "CA"
+          $0.year = 2021
+        }, metadata: a)
       #expect(other.metCount == 0)
       await expectCode(.invalidArgument) {
-        try await client.getTrainingReport(.with { $0.orgCode = "CA"; $0.year = 20 }, metadata: a)
+        try await client.getTrainingReport(
+          .with {
+            $0.orgCode = "CA"
+            $0.year = 20
+          }, metadata: a)
       }
     }
   }
@@ -414,29 +604,87 @@ func importLessons(
     try await h.run { client in
       let a = h.auth("county_admin", at: "CA")
       _ = try await client.putFacilityReport(
-        .with { $0.report = .with { $0.schoolCode = "A1"; $0.year = 2020; $0.smartClassroomPresent = true; $0.students = 40; $0.studentComputers = 10; $0.teachers = 4; $0.teacherComputers = 4; $0.broadbandMbps = 100 } },
+        .with {
+          $0.report = .with {
+            $0.schoolCode = "A1"
+            $0.year = 2020
+            $0.smartClassroomPresent = true
+            $0.students = 40
+            $0.studentComputers = 10
+            $0.teachers = 4
+            $0.teacherComputers = 4
+            $0.broadbandMbps = 100
+          }
+        },
         metadata: a)
       _ = try await client.putFacilityReport(
-        .with { $0.report = .with { $0.schoolCode = "A2"; $0.year = 2020; $0.standardMet = false; $0.students = 900; $0.studentComputers = 100; $0.teachers = 60; $0.teacherComputers = 50; $0.broadbandMbps = 200; $0.campusNetwork = true } },
+        .with {
+          $0.report = .with {
+            $0.schoolCode = "A2"
+            $0.year = 2020
+            $0.standardMet = false
+            $0.students = 900
+            $0.studentComputers = 100
+            $0.teachers = 60
+            $0.teacherComputers = 50
+            $0.broadbandMbps = 200
+            $0.campusNetwork = true
+          }
+        },
         metadata: a)
       // Replacing the report of (A2, 2020).
       _ = try await client.putFacilityReport(
-        .with { $0.report = .with { $0.schoolCode = "A2"; $0.year = 2020; $0.standardMet = true; $0.students = 900; $0.studentComputers = 100; $0.teachers = 60; $0.teacherComputers = 50; $0.broadbandMbps = 200; $0.campusNetwork = true } },
+        .with {
+          $0.report = .with {
+            $0.schoolCode = "A2"
+            $0.year = 2020
+            $0.standardMet = true
+            $0.students = 900
+            $0.studentComputers = 100
+            $0.teachers = 60
+            $0.teacherComputers = 50
+            $0.broadbandMbps = 200
+            $0.campusNetwork = true
+          }
+        },
         metadata: a)
-      let got = try await client.getFacilityReport(.with { $0.schoolCode = "A2"; $0.year = 2020 }, metadata: a)
+      let got = try await client.getFacilityReport(
+        .with {
+          $0.schoolCode = "A2"
+          $0.year = 2020
+        }, metadata: a)
       #expect(got.standardMet)
       await expectCode(.notFound) {
-        try await client.getFacilityReport(.with { $0.schoolCode = "A3"; $0.year = 2020 }, metadata: a)
+        try await client.getFacilityReport(
+          .with {
+            $0.schoolCode = "A3"
+            $0.year = 2020
+          }, metadata: a)
       }
       await expectCode(.permissionDenied) {
         try await client.putFacilityReport(
-          .with { $0.report = .with { $0.schoolCode = "A1"; $0.year = 2020 } }, metadata: h.auth("county_admin", at: "CB"))
+          .with {
+            $0.report = .with {
+              $0.schoolCode = "A1"
+              $0.year = 2020
+            }
+          }, metadata: h.auth("county_admin", at: "CB"))
       }
       await expectCode(.invalidArgument) {
         try await client.putFacilityReport(
-          .with { $0.report = .with { $0.schoolCode = "A1"; $0.year = 2020; $0.students = -1 } }, metadata: a)
+          .with {
+            $0.report = .with {
+              $0.schoolCode = "A1"
+              $0.year = 2020
+              $0.students = -1
+            }
+          }, metadata: a)
       }
-      let c = try await client.getCoverageReport(.with { $0.orgCode = "CA"; $0.year = 2020 }, metadata: a)
+      let c = try await client.getCoverageReport(
+        .with {
+          $0.orgCode = "CA"
+          $0.year = 2020
+        }, metadata: a)
       #expect(c.kinds.map(\.schoolKind) == [.teachingPoint, .rural, .urban])
       #expect(c.kinds.map(\.coverageText) == ["100.00%", "100.00%", "0.00%"])
       #expect(c.kinds.map(\.schools) == [1, 1, 1])
@@ -448,9 +696,17 @@ func importLessons(
       #expect(c.broadbandShareText == "33.33%")
       #expect(c.campusNetworkSchools == 1)
       await expectCode(.permissionDenied) {
-        try await client.getCoverageReport(.with { $0.orgCode = "CA"; $0.year = 2020 }, metadata: h.auth("county_admin", at: "CB"))
+        try await client.getCoverageReport(
+          .with {
+            $0.orgCode = "CA"
+            $0.year = 2020
+          }, metadata: h.auth("county_admin", at: "CB"))
       }
-      let b = try await client.getCoverageReport(.with { $0.orgCode = "CB"; $0.year = 2020 }, metadata: h.auth("county_admin", at: "CB"))
+      let b = try await client.getCoverageReport(
+        .with {
+          $0.orgCode = "CB"
+          $0.year = 2020
+        }, metadata: h.auth("county_admin", at: "CB"))
       #expect(b.reported == 0)
       #expect(b.studentsPerComputer == "n/a")
     }
@@ -461,8 +717,18 @@ func importLessons(
     try await h.run { client in
       try await seedClassrooms(client, h)
       let inspector = h.auth("inspector", at: "CA")
-      func visit(_ school: String, _ date: String) -> Smartschool_Supervision_V1_CreateInspectionRequest {
-        .with { $0.inspection = .with { $0.schoolCode = school; $0.date = date; $0.findings = "常态化使用"; $0.rating = .good; $0.subject = .mathematics } }
+      func visit(_ school: String, _ date: String)
+        -> Smartschool_Supervision_V1_CreateInspectionRequest
+      {
+        .with {
+          $0.inspection = .with {
+            $0.schoolCode = school
+            $0.date = date
+            $0.findings = "常态化使用"
+            $0.rating = .good
+            $0.subject = .mathematics
+          }
+        }
       }
       let first = try await client.createInspection(visit("A1", "2020-10-12"), metadata: inspector)
       #expect(first.inspector == "inspector@CA")
@@ -472,27 +738,49 @@ func importLessons(
       _ = try await client.createInspection(withRoom, metadata: inspector)
       var wrongRoom = visit("A1", "2020-05-01")
       wrongRoom.inspection.classroomCode = "R-A2"
-      await expectCode(.invalidArgument) { try await client.createInspection(wrongRoom, metadata: inspector) }
+      await expectCode(.invalidArgument) {
+        try await client.createInspection(wrongRoom, metadata: inspector)
+      }
       var unrated = visit("A1", "2020-05-01")
       unrated.inspection.rating = .unspecified
-      await expectCode(.invalidArgument) { try await client.createInspection(unrated, metadata: inspector) }
+      await expectCode(.invalidArgument) {
+        try await client.createInspection(unrated, metadata: inspector)
+      }
       await expectCode(.permissionDenied) {
-        try await client.createInspection(visit("A1", "2020-10-12"), metadata: h.auth("inspector", at: "CB"))
+        try await client.createInspection(
+          visit("A1", "2020-10-12"), metadata: h.auth("inspector", at: "CB"))
       }
       // A school admin may read but not inspect.
       await expectCode(.permissionDenied) {
-        try await client.createInspection(visit("A1", "2020-10-12"), metadata: h.auth("school_admin", at: "A1"))
+        try await client.createInspection(
+          visit("A1", "2020-10-12"), metadata: h.auth("school_admin", at: "A1"))
       }
 
-      let page1 = try await client.listInspections(.with { $0.orgCode = "CA"; $0.pageSize = 2 }, metadata: inspector)
+      let page1 = try await client.listInspections(
+        .with {
+          $0.orgCode = "CA"
+          $0.pageSize = 2
+        }, metadata: inspector)
       #expect(page1.inspections.map(\.date) == ["2020-11-03", "2020-10-12"])
       let page2 = try await client.listInspections(
-        .with { $0.orgCode = "CA"; $0.pageSize = 2; $0.pageToken = page1.nextPageToken }, metadata: inspector)
+        .with {
+          $0.orgCode = "CA"
+          $0.pageSize = 2
+          $0.pageToken = page1.nextPageToken
+        }, metadata: inspector)
       #expect(page2.inspections.map(\.date) == ["2019-05-01"])
-      let year = try await client.listInspections(.with { $0.orgCode = "CA"; $0.year = 2019 }, metadata: inspector)
+      let year = try await client.listInspections(
+        .with {
+          $0.orgCode = "CA"
+          $0.year = 2019
+        }, metadata: inspector)
       #expect(year.inspections.count == 1)
 
-      let s = try await client.getInspectionSummary(.with { $0.orgCode = "CA"; $0.year = 2020 }, metadata: inspector)
+      let s = try await client.getInspectionSummary(
+        .with {
+          $0.orgCode = "CA"
+          $0.year = 2020
+        }, metadata: inspector)
       #expect(s.schools == 3)
       #expect(s.inspected.map(\.schoolCode) == ["A1"])
       #expect(s.inspected[0].inspections == 2)
@@ -500,7 +788,11 @@ func importLessons(
       #expect(s.notInspected.map(\.schoolCode) == ["A2", "A3"])
       #expect(s.inspectedShareText == "33.33%")
       await expectCode(.permissionDenied) {
-        try await client.getInspectionSummary(.with { $0.orgCode = "CA"; $0.year = 2020 }, metadata: h.auth("inspector", at: "CB"))
+        try await client.getInspectionSummary(
+          .with {
+            $0.orgCode = "CA"
+            $0.year = 2020
+          }, metadata: h.auth("inspector", at: "CB"))
       }
     }
   }
@@ -521,16 +813,22 @@ func importLessons(
       #expect(page.changes.count == 2)
       #expect(page.moreAvailable)
       let next = try await client.listChanges(
-        .with { $0.pageSize = 2; $0.afterSequence = page.lastSequence }, metadata: a)
+        .with {
+          $0.pageSize = 2
+          $0.afterSequence = page.lastSequence
+        }, metadata: a)
       #expect(next.changes.first!.sequence > page.lastSequence)
 
-      let all = try await client.listChanges(.with { $0.pageSize = 1000 }, metadata: h.auth("system_admin", at: nil))
+      let all = try await client.listChanges(
+        .with { $0.pageSize = 1000 }, metadata: h.auth("system_admin", at: nil))
       #expect(all.changes.contains { $0.entity == "term" })
       #expect(all.changes.contains { $0.naturalKey == "R-B1" })
-      let b = try await client.listChanges(.with { $0.pageSize = 1000 }, metadata: h.auth("county_admin", at: "CB"))
+      let b = try await client.listChanges(
+        .with { $0.pageSize = 1000 }, metadata: h.auth("county_admin", at: "CB"))
       #expect(b.changes.map(\.naturalKey) == ["R-B1"])
       await expectCode(.permissionDenied) {
-        try await client.listChanges(.with { $0.pageSize = 10 }, metadata: h.auth("teacher", at: "A1"))
+        try await client.listChanges(
+          .with { $0.pageSize = 10 }, metadata: h.auth("teacher", at: "A1"))
       }
       await expectCode(.invalidArgument) {
         try await client.listChanges(.with { $0.afterSequence = -1 }, metadata: a)

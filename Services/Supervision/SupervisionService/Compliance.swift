@@ -148,7 +148,9 @@ public enum Compliance {
       var period: Int
     }
     var unique: [Key: LessonFact] = [:]
-    for l in lessons { unique[Key(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] = l }
+    for l in lessons {
+      unique[Key(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] = l
+    }
     var lessonsPerWeek: [ClassroomWeek: Int] = [:]
     var subjectsPerWeek: [ClassroomWeek: Set<Int>] = [:]
     for l in unique.values {
@@ -178,7 +180,9 @@ public enum Compliance {
         let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
         result.scope.add(classroom: c.number, usage: u)
         result.byWeek[week]!.add(classroom: c.number, usage: u)
-        if let name { result.groups[name, default: ComplianceTally()].add(classroom: c.number, usage: u) }
+        if let name {
+          result.groups[name, default: ComplianceTally()].add(classroom: c.number, usage: u)
+        }
       }
     }
     return result

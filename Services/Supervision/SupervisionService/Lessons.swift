@@ -36,7 +36,8 @@ public struct ClassroomRecord: Hashable, Sendable {
   }
 
   public var span: ClassroomSpan {
-    ClassroomSpan(number: number, code: code, orgPath: orgPath, equipped: equipped, retired: retired)
+    ClassroomSpan(
+      number: number, code: code, orgPath: orgPath, equipped: equipped, retired: retired)
   }
 }
 

@@ -145,6 +145,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
   ) async throws -> Smartschool_Supervision_V1_Term {
     try requireTermWriter()
     let term = try validatedTerm(request.term, id: EntityID.make(), createTime: timestamp())
+    try await requireNoOverlap(term)
     do {
       try await store.createTerm(term)
     } catch ServiceError.alreadyExists {
@@ -187,8 +188,18 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     try requireTermWriter()
     let existing = try await term(code: request.term.code, field: "term.code")
     let term = try validatedTerm(request.term, id: existing.id, createTime: existing.createTime)
+    try await requireNoOverlap(term)
     try await store.updateTerm(term)
     return term.proto
+  }
+
+  /// Terms may not overlap: a lesson's date and a notice's week must name one term.
+  func requireNoOverlap(_ term: TermRecord) async throws {
+    for other in try await store.terms() where other.code != term.code {
+      if other.start <= term.end && term.start <= other.end {
+        throw ServiceError.failedPrecondition("the term overlaps term \(other.code)")
+      }
+    }
   }
 
   // MARK: classrooms
@@ -342,9 +353,10 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       let code = row.classroomCode
       if classrooms[code] == nil {
         let record = TextRules.isCode(code) ? try await store.classroom(code: code) : nil
-        let inScope = record.map {
-          principal.allows(.lessonsImport, atPath: $0.orgPath)
-        } ?? false
+        let inScope =
+          record.map {
+            principal.allows(.lessonsImport, atPath: $0.orgPath)
+          } ?? false
         classrooms[code] = (record, inScope)
       }
       let known = classrooms[code]!
@@ -383,7 +395,9 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let to = Self.date(request.toDate, "to_date", &v)
     if let from, let to {
       if to < from { v.add("to_date", "must not be before from_date") }
-      if to.dayNumber - from.dayNumber > 400 { v.add("to_date", "the range spans at most 400 days") }
+      if to.dayNumber - from.dayNumber > 400 {
+        v.add("to_date", "the range spans at most 400 days")
+      }
     }
     try v.throwIfInvalid()
     var path: String
@@ -453,7 +467,9 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     report.children = children.map { child in
       (result.groups[child.id] ?? ComplianceTally()).figures(code: child.code, name: child.name)
     }
-    report.byWeek = weeks.map { w in (result.byWeek[w] ?? ComplianceTally()).figures(week: w.description) }
+    report.byWeek = weeks.map { w in
+      (result.byWeek[w] ?? ComplianceTally()).figures(week: w.description)
+    }
     return report
   }
 

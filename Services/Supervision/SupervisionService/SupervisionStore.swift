@@ -161,8 +161,10 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     let excluded: String = row["excluded"]
     return TermRecord(
       id: row["id"], code: row["code"], name: row["name"],
-      start: CalendarDate(dayNumber: row["start_day"]), end: CalendarDate(dayNumber: row["end_day"]),
-      excluded: excluded.split(separator: ",").compactMap { Int($0) }.map(CalendarDate.init(dayNumber:)),
+      start: CalendarDate(dayNumber: row["start_day"]),
+      end: CalendarDate(dayNumber: row["end_day"]),
+      excluded: excluded.split(separator: ",").compactMap { Int($0) }.map(
+        CalendarDate.init(dayNumber:)),
       createTime: row["create_time"], updateTime: row["update_time"])
   }
 
@@ -292,7 +294,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           find, arguments: [l.classroom, l.date.dayNumber, l.period])
         if let existing {
           let same =
-            (existing["teacher"] as String) == l.teacher && (existing["subject"] as Int) == l.subject
+            (existing["teacher"] as String) == l.teacher
+            && (existing["subject"] as Int) == l.subject
             && (existing["minutes"] as Int) == l.minutes && (existing["source"] as Int) == l.source
           if same {
             counts.unchanged += 1
@@ -456,7 +459,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     let (lo, hi) = Self.range(path)
     let rows = try await store.read { db in
       try Data.fetchAll(
-        db, sql: "SELECT payload FROM sup_facility WHERE org_path >= ? AND org_path < ? AND year = ?",
+        db,
+        sql: "SELECT payload FROM sup_facility WHERE org_path >= ? AND org_path < ? AND year = ?",
         arguments: [lo, hi, year])
     }
     var out: [String: Smartschool_Supervision_V1_FacilityReport] = [:]
@@ -532,6 +536,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   public func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
     -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
   {
-    try await store.read { db in try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes) }
+    try await store.read { db in try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes)
+    }
   }
 }

@@ -23,7 +23,8 @@ struct SupervisionServiceCommand: AsyncParsableCommand {
   var clientSecret: String?
 
   func run() async throws {
-    let config = try host.resolve(service: "supervision", defaultPort: 50054, defaultMetricsPort: 9404)
+    let config = try host.resolve(
+      service: "supervision", defaultPort: 50054, defaultMetricsPort: 9404)
     let env = EnvironmentReader(service: "supervision")
     let logger = ServiceLogging.makeLogger(service: "supervision", level: config.logLevel)
     let addressText = identityAddr ?? env["identity-addr"] ?? "127.0.0.1:50051"

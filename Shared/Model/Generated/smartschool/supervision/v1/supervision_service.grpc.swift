@@ -377,7 +377,8 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+        /// > another term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Supervision_V1_CreateTermRequest` messages.
@@ -432,7 +433,7 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Supervision_V1_UpdateTermRequest` messages.
@@ -822,7 +823,8 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+        /// > another term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_CreateTermRequest` message.
@@ -877,7 +879,7 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateTermRequest` message.
@@ -1265,7 +1267,8 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+        /// > another term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Supervision_V1_CreateTermRequest` message.
@@ -1320,7 +1323,7 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Supervision_V1_UpdateTermRequest` message.
@@ -2502,7 +2505,8 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+        /// > another term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_CreateTermRequest` message.
@@ -2572,7 +2576,7 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateTermRequest` message.
@@ -3065,7 +3069,8 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+        /// > another term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_CreateTermRequest` message.
@@ -3168,7 +3173,7 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateTermRequest` message.
@@ -3850,7 +3855,8 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-    /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+    /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+    /// > another term), PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Supervision_V1_CreateTermRequest` message.
@@ -3938,7 +3944,7 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-    /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+    /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateTermRequest` message.
@@ -4524,7 +4530,8 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Creates a term. Caller: supervision.write at a province (or the system admin).
-    /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), PERMISSION_DENIED.
+    /// > Codes: INVALID_ARGUMENT, ALREADY_EXISTS (code taken), FAILED_PRECONDITION (overlaps
+    /// > another term), PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -4624,7 +4631,7 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Replaces a term's name, dates and excluded weeks. Caller: as CreateTerm.
-    /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+    /// > Codes: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (overlap), PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - message: request message to send.
