@@ -28,6 +28,8 @@ let package = Package(
     .executable(name: "identity-service", targets: ["identity-service"]),
     .library(name: "SmartSchoolModel", targets: ["SmartSchoolModel"]),
     .library(name: "ServiceRuntime", targets: ["ServiceRuntime"]),
+    .executable(name: "supervision-service", targets: ["supervision-service"]),
+    .executable(name: "supervision-bench", targets: ["supervision-bench"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
@@ -117,6 +119,34 @@ let package = Package(
       name: "EndToEndTests",
       dependencies: ["SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2, grdb],
       path: "Tests/EndToEndTests"
+    ),
+    // Supervision (智慧学校应用建设监管平台, 督导): service, executable, benchmark and tests.
+    .target(
+      name: "SupervisionService",
+      dependencies: [
+        "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, logging,
+      ],
+      path: "Services/Supervision/SupervisionService"
+    ),
+    .executableTarget(
+      name: "supervision-service",
+      dependencies: ["SupervisionService", "ServiceRuntime", argumentParser],
+      path: "Services/Supervision/supervision-service"
+    ),
+    .executableTarget(
+      name: "supervision-bench",
+      dependencies: [
+        "SupervisionService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto,
+      ],
+      path: "Tests/Benchmarks/supervision-bench"
+    ),
+    .testTarget(
+      name: "SupervisionServiceTests",
+      dependencies: [
+        "SupervisionService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2,
+        grpcProtobuf, crypto,
+      ],
+      path: "Tests/SupervisionServiceTests"
     ),
   ],
   swiftLanguageModes: [.v6]

@@ -1,0 +1,240 @@
+import SmartSchoolModel
+
+/// A smart classroom as compliance sees it: where it belongs and when it was in service.
+public struct ClassroomSpan: Hashable, Sendable {
+  /// The store's number for the classroom.
+  public var number: Int64
+  /// The classroom's code.
+  public var code: String
+  /// Path of its school (or class).
+  public var orgPath: String
+  /// First day in service.
+  public var equipped: CalendarDate
+  /// First day out of service (`nil` while in service).
+  public var retired: CalendarDate?
+
+  public init(
+    number: Int64, code: String, orgPath: String, equipped: CalendarDate,
+    retired: CalendarDate? = nil
+  ) {
+    self.number = number
+    self.code = code
+    self.orgPath = orgPath
+    self.equipped = equipped
+    self.retired = retired
+  }
+
+  /// True when lessons on `date` belong to the service period [equipped, retired).
+  public func inService(on date: CalendarDate) -> Bool {
+    equipped <= date && (retired.map { date < $0 } ?? true)
+  }
+
+  /// True when the classroom was in service on at least one day of the week of `monday`:
+  /// a classroom equipped mid-week owes that week, so no lesson it logged is ever left out.
+  public func inService(weekOf monday: CalendarDate) -> Bool {
+    equipped <= monday.adding(days: 6) && (retired.map { monday < $0 } ?? true)
+  }
+}
+
+/// One classroom in one teaching week.
+public struct ClassroomWeek: Hashable, Sendable {
+  public var classroom: Int64
+  /// Monday of the week.
+  public var week: CalendarDate
+
+  public init(classroom: Int64, week: CalendarDate) {
+    self.classroom = classroom
+    self.week = week
+  }
+}
+
+/// What a classroom taught in a week: lessons and distinct subjects.
+public struct WeekUsage: Hashable, Sendable {
+  public var lessons: Int
+  public var subjects: Int
+
+  public init(lessons: Int, subjects: Int) {
+    self.lessons = lessons
+    self.subjects = subjects
+  }
+
+  /// The normal-use standard (常态化应用标准): ≥ 3 subjects and ≥ 6 lessons a week.
+  public var compliant: Bool {
+    subjects >= Compliance.subjectStandard && lessons >= Compliance.lessonStandard
+  }
+}
+
+/// A lesson reduced to what compliance counts.
+public struct LessonFact: Hashable, Sendable {
+  public var classroom: Int64
+  public var date: CalendarDate
+  public var period: Int
+  public var subject: Int
+
+  public init(classroom: Int64, date: CalendarDate, period: Int, subject: Int) {
+    self.classroom = classroom
+    self.date = date
+    self.period = period
+    self.subject = subject
+  }
+}
+
+/// Exact counts over a set of classroom-weeks; every rate derives from them.
+public struct ComplianceTally: Hashable, Sendable {
+  public var classroomWeeks = 0
+  public var subjectCount = 0
+  public var lessonCount = 0
+  public var compliantWeeks = 0
+  public var classrooms: Set<Int64> = []
+
+  public init() {}
+
+  public mutating func add(classroom: Int64, usage: WeekUsage) {
+    classroomWeeks += 1
+    subjectCount += usage.subjects
+    lessonCount += usage.lessons
+    if usage.compliant { compliantWeeks += 1 }
+    classrooms.insert(classroom)
+  }
+
+  /// Average distinct subjects per classroom-week (0 without classroom-weeks).
+  public var averageSubjects: Double {
+    classroomWeeks == 0 ? 0 : Double(subjectCount) / Double(classroomWeeks)
+  }
+
+  /// Average lessons per classroom-week (0 without classroom-weeks).
+  public var averageLessons: Double {
+    classroomWeeks == 0 ? 0 : Double(lessonCount) / Double(classroomWeeks)
+  }
+
+  /// 学科达标率 in hundredths of a percent: subjects ÷ (classroom-weeks × 3).
+  public var subjectRate: Percent {
+    Percent(numerator: subjectCount, denominator: classroomWeeks * Compliance.subjectStandard)
+  }
+
+  /// 课时达标率 in hundredths of a percent: lessons ÷ (classroom-weeks × 6).
+  public var lessonRate: Percent {
+    Percent(numerator: lessonCount, denominator: classroomWeeks * Compliance.lessonStandard)
+  }
+
+  /// Share of classroom-weeks meeting both standards.
+  public var compliantShare: Percent {
+    Percent(numerator: compliantWeeks, denominator: classroomWeeks)
+  }
+}
+
+/// The result of a compliance evaluation: the whole scope, each group and each week.
+public struct ComplianceResult: Sendable {
+  public var weeks: [CalendarDate]
+  public var scope = ComplianceTally()
+  public var groups: [String: ComplianceTally] = [:]
+  public var byWeek: [CalendarDate: ComplianceTally] = [:]
+}
+
+/// Normal-use compliance (常态化应用).
+public enum Compliance {
+  public static let subjectStandard = 3
+  public static let lessonStandard = 6
+
+  /// Usage per classroom-week from raw lessons. Rows with the same (classroom, date, period)
+  /// are one lesson (the last one wins, as the import's upsert does); lessons outside the
+  /// term's teaching weeks are not counted.
+  public static func tally(_ lessons: [LessonFact], term: TermCalendar) -> [ClassroomWeek:
+    WeekUsage]
+  {
+    struct Key: Hashable {
+      var classroom: Int64
+      var day: Int
+      var period: Int
+    }
+    var unique: [Key: LessonFact] = [:]
+    for l in lessons {
+      unique[Key(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] = l
+    }
+    var lessonsPerWeek: [ClassroomWeek: Int] = [:]
+    var subjectsPerWeek: [ClassroomWeek: Set<Int>] = [:]
+    for l in unique.values {
+      guard let week = term.teachingWeek(of: l.date) else { continue }
+      let key = ClassroomWeek(classroom: l.classroom, week: week)
+      lessonsPerWeek[key, default: 0] += 1
+      subjectsPerWeek[key, default: []].insert(l.subject)
+    }
+    return lessonsPerWeek.reduce(into: [:]) { out, entry in
+      out[entry.key] = WeekUsage(lessons: entry.value, subjects: subjectsPerWeek[entry.key]!.count)
+    }
+  }
+
+  /// Evaluates the classroom-weeks of `classrooms` over `weeks`: each week during which a
+  /// classroom was in service is one unit, with the usage found (or zero). `group` names the
+  /// group (child org) of a classroom, `nil` for none.
+  public static func evaluate(
+    classrooms: [ClassroomSpan], weeks: [CalendarDate], usage: [ClassroomWeek: WeekUsage],
+    group: (ClassroomSpan) -> String?
+  ) -> ComplianceResult {
+    var result = ComplianceResult(weeks: weeks)
+    let zero = WeekUsage(lessons: 0, subjects: 0)
+    for week in weeks { result.byWeek[week] = ComplianceTally() }
+    for c in classrooms {
+      let name = group(c)
+      for week in weeks where c.inService(weekOf: week) {
+        let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
+        result.scope.add(classroom: c.number, usage: u)
+        result.byWeek[week]!.add(classroom: c.number, usage: u)
+        if let name {
+          result.groups[name, default: ComplianceTally()].add(classroom: c.number, usage: u)
+        }
+      }
+    }
+    return result
+  }
+}
+
+/// A percentage computed from exact counts and rounded half up to hundredths of a percent;
+/// 0 when the denominator is 0 (never NaN).
+public struct Percent: Hashable, Sendable, CustomStringConvertible {
+  /// The percentage × 100, e.g. 6667 for 66.67%.
+  public let hundredths: Int
+
+  public init(numerator: Int, denominator: Int) {
+    guard denominator > 0, numerator >= 0 else {
+      hundredths = 0
+      return
+    }
+    // numerator / denominator × 10,000, rounded half up, in integers.
+    hundredths = (numerator * 20_000 + denominator) / (2 * denominator)
+  }
+
+  /// The percentage as a number with two decimals.
+  public var value: Double { Double(hundredths) / 100 }
+
+  /// "66.67%".
+  public var description: String { Decimal2.text(hundredths) + "%" }
+}
+
+/// Two-decimal display of values held in hundredths.
+public enum Decimal2 {
+  /// "12.05" for 1205.
+  public static func text(_ hundredths: Int) -> String {
+    let sign = hundredths < 0 ? "-" : ""
+    let a = abs(hundredths)
+    let frac = a % 100
+    return "\(sign)\(a / 100).\(frac < 10 ? "0" : "")\(frac)"
+  }
+
+  /// `numerator / denominator` in hundredths, rounded half up (denominator > 0, both ≥ 0).
+  public static func hundredths(_ numerator: Int, _ denominator: Int) -> Int {
+    (numerator * 200 + denominator) / (2 * denominator)
+  }
+
+  /// A value rounded to two decimals.
+  public static func rounded(_ value: Double) -> Double { (value * 100).rounded() / 100 }
+}
+
+/// Ratios written the way the plans write them: 生机比 "8.25:1".
+public enum Ratio {
+  /// "x.xx:1" for `count` per one `per`; "n/a" when `per` is 0.
+  public static func text(_ count: Int, per: Int) -> String {
+    guard per > 0, count >= 0 else { return "n/a" }
+    return Decimal2.text(Decimal2.hundredths(count, per)) + ":1"
+  }
+}

@@ -1,0 +1,80 @@
+import GRDB
+
+/// The supervision schema, as ordered migrations. A shipped migration is never edited.
+enum SupervisionMigrations {
+  static func register(_ migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("supervision.1.initial") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE sup_terms (
+            id TEXT PRIMARY KEY,
+            code TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            start_day INTEGER NOT NULL,
+            end_day INTEGER NOT NULL,
+            excluded TEXT NOT NULL DEFAULT '',
+            create_time REAL NOT NULL,
+            update_time REAL NOT NULL,
+            CHECK (start_day <= end_day)
+          );
+          CREATE TABLE sup_classrooms (
+            number INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            code TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            school_id TEXT NOT NULL,
+            school_code TEXT NOT NULL,
+            class_code TEXT NOT NULL DEFAULT '',
+            org_path TEXT NOT NULL,
+            equipped_day INTEGER NOT NULL,
+            retired_day INTEGER,
+            create_time REAL NOT NULL,
+            update_time REAL NOT NULL,
+            CHECK (retired_day IS NULL OR retired_day > equipped_day)
+          );
+          CREATE INDEX sup_classrooms_path ON sup_classrooms(org_path);
+          CREATE TABLE sup_lessons (
+            classroom INTEGER NOT NULL REFERENCES sup_classrooms(number),
+            day INTEGER NOT NULL,
+            period INTEGER NOT NULL CHECK (period BETWEEN 1 AND 20),
+            week INTEGER NOT NULL,
+            org_path TEXT NOT NULL,
+            teacher TEXT NOT NULL,
+            subject INTEGER NOT NULL,
+            minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 240),
+            source INTEGER NOT NULL,
+            PRIMARY KEY (classroom, day, period)
+          ) WITHOUT ROWID;
+          CREATE INDEX sup_lessons_scope_week ON sup_lessons(org_path, week, classroom, subject);
+          CREATE INDEX sup_lessons_scope_day ON sup_lessons(org_path, day, teacher);
+          CREATE TABLE sup_training (
+            id TEXT PRIMARY KEY,
+            teacher TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            half_hours INTEGER NOT NULL CHECK (half_hours > 0),
+            org_path TEXT NOT NULL,
+            payload BLOB NOT NULL
+          );
+          CREATE INDEX sup_training_scope ON sup_training(org_path, year, teacher);
+          CREATE TABLE sup_facility (
+            school_code TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            org_path TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            PRIMARY KEY (school_code, year)
+          );
+          CREATE INDEX sup_facility_scope ON sup_facility(org_path, year);
+          CREATE TABLE sup_inspections (
+            id TEXT PRIMARY KEY,
+            school_code TEXT NOT NULL,
+            org_path TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            year INTEGER NOT NULL,
+            payload BLOB NOT NULL
+          );
+          CREATE INDEX sup_inspections_scope ON sup_inspections(org_path, year);
+          CREATE INDEX sup_inspections_order ON sup_inspections(day DESC, id DESC);
+          """)
+    }
+  }
+}

@@ -1,0 +1,765 @@
+import Foundation
+import GRPCCore
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+/// The supervision service's RPC handlers: decode, authorize, validate, compute, respond.
+public struct SupervisionAPI: Sendable {
+  let store: any SupervisionStoring
+  let directory: OrgDirectory
+  let now: @Sendable () -> Date
+
+  /// Handlers over `store`, resolving orgs and teachers through `directory`.
+  public init(
+    store: any SupervisionStoring, directory: OrgDirectory,
+    now: @escaping @Sendable () -> Date = { Date() }
+  ) {
+    self.store = store
+    self.directory = directory
+    self.now = now
+  }
+
+  /// Rows per import transaction; the stream is never held in memory as a whole.
+  static let importBatch = 500
+  /// Row errors listed in an import summary (the counts stay exact beyond it).
+  static let maxRowErrors = 1000
+
+  // MARK: helpers
+
+  func org(code: String, field: String) throws(ServiceError) -> Smartschool_Identity_V1_Org {
+    var v = Validator()
+    v.code(code, field)
+    try v.throwIfInvalid()
+    guard let org = directory.org(code: code), org.active else {
+      throw .notFound("no org has code \(code)")
+    }
+    return org
+  }
+
+  func school(code: String, field: String) throws(ServiceError) -> Smartschool_Identity_V1_Org {
+    let org = try org(code: code, field: field)
+    guard org.kind == .school else { throw .invalid(field, "must name a school") }
+    return org
+  }
+
+  func path(_ org: Smartschool_Identity_V1_Org) throws(ServiceError) -> OrgPath {
+    guard let p = OrgPath(org.path) else { throw .internalError("org \(org.code) has no path") }
+    return p
+  }
+
+  /// The org named by `code`, checked for `permission` of the caller.
+  func scope(
+    code: String, field: String = "org_code", permission: Permission = .supervisionRead
+  ) throws(ServiceError) -> Smartschool_Identity_V1_Org {
+    let principal = try Principal.require()
+    let org = try org(code: code, field: field)
+    try principal.require(permission, at: try path(org))
+    return org
+  }
+
+  func term(code: String, field: String = "term_code") async throws -> TermRecord {
+    var v = Validator()
+    v.code(code, field)
+    try v.throwIfInvalid()
+    guard let term = try await store.term(code: code) else {
+      throw ServiceError.notFound("no term has code \(code)")
+    }
+    return term
+  }
+
+  static func date(_ text: String, _ field: String, _ v: inout Validator, required: Bool = true)
+    -> CalendarDate?
+  {
+    if text.isEmpty {
+      if required { v.add(field, "must not be empty") }
+      return nil
+    }
+    guard let d = CalendarDate(text) else {
+      v.add(field, "must be a date written YYYY-MM-DD")
+      return nil
+    }
+    return d
+  }
+
+  static func year(_ year: Int32, _ field: String, _ v: inout Validator) {
+    v.check((2000...2100).contains(year), field, "must be a year between 2000 and 2100")
+  }
+
+  func timestamp() -> Double { now().timeIntervalSince1970 }
+
+  /// Terms are province-wide calendars: only a province-level (or root) writer may define them.
+  func requireTermWriter() throws(ServiceError) {
+    let principal = try Principal.require()
+    let allowed = principal.bindings.contains {
+      PermissionTable.permissions(of: $0.role).contains(.supervisionWrite)
+        && $0.orgPath.ids.count <= 1
+    }
+    if !allowed {
+      throw .permissionDenied("terms are defined by province-level supervision writers")
+    }
+  }
+
+  func requireReaderAnywhere() throws(ServiceError) {
+    let principal = try Principal.require()
+    if principal.scopes(for: .supervisionRead).isEmpty {
+      throw .permissionDenied("supervision.read is not granted to the caller")
+    }
+  }
+
+  func validatedTerm(_ t: Smartschool_Supervision_V1_Term, id: String, createTime: Double)
+    throws(ServiceError) -> TermRecord
+  {
+    var v = Validator()
+    v.code(t.code, "term.code")
+    v.text(t.name, "term.name", maxLength: 100)
+    let start = Self.date(t.startDate, "term.start_date", &v)
+    let end = Self.date(t.endDate, "term.end_date", &v)
+    var excluded: [CalendarDate] = []
+    for (i, text) in t.excludedWeeks.enumerated() {
+      if let d = Self.date(text, "term.excluded_weeks[\(i)]", &v) { excluded.append(d.monday) }
+    }
+    if let start, let end {
+      if end < start {
+        v.add("term.end_date", "must not be before start_date")
+      } else if end.dayNumber - start.dayNumber > 366 {
+        v.add("term.end_date", "a term lasts at most a year")
+      }
+      for (i, w) in excluded.enumerated() where w < start.monday || w > end {
+        v.add("term.excluded_weeks[\(i)]", "must name a week of the term")
+      }
+    }
+    try v.throwIfInvalid()
+    let unique = Array(Set(excluded)).sorted()
+    return TermRecord(
+      id: id, code: t.code, name: t.name, start: start!, end: end!, excluded: unique,
+      createTime: createTime, updateTime: timestamp())
+  }
+}
+
+extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleServiceProtocol {
+  // MARK: terms
+
+  public func createTerm(
+    request: Smartschool_Supervision_V1_CreateTermRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Term {
+    try requireTermWriter()
+    let term = try validatedTerm(request.term, id: EntityID.make(), createTime: timestamp())
+    try await requireNoOverlap(term)
+    do {
+      try await store.createTerm(term)
+    } catch ServiceError.alreadyExists {
+      throw ServiceError.alreadyExists("a term with code \(term.code) already exists")
+    }
+    return term.proto
+  }
+
+  public func getTerm(request: Smartschool_Supervision_V1_GetTermRequest, context: ServerContext)
+    async throws -> Smartschool_Supervision_V1_Term
+  {
+    try requireReaderAnywhere()
+    return try await term(code: request.code, field: "code").proto
+  }
+
+  public func listTerms(
+    request: Smartschool_Supervision_V1_ListTermsRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_ListTermsResponse {
+    try requireReaderAnywhere()
+    let size = try PageSize.resolve(request.pageSize)
+    let token = try PageToken.decode(request.pageToken, query: "terms")
+    var terms = try await store.terms()
+    if let after = token?.after.first {
+      guard let i = terms.firstIndex(where: { $0.code == after }) else {
+        throw ServiceError.invalid("page_token", "the page it continues no longer exists")
+      }
+      terms = Array(terms[(i + 1)...])
+    }
+    var response = Smartschool_Supervision_V1_ListTermsResponse()
+    response.terms = terms.prefix(size).map(\.proto)
+    if terms.count > size, let last = response.terms.last {
+      response.nextPageToken = PageToken(after: [last.code]).encode(query: "terms")
+    }
+    return response
+  }
+
+  public func updateTerm(
+    request: Smartschool_Supervision_V1_UpdateTermRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Term {
+    try requireTermWriter()
+    let existing = try await term(code: request.term.code, field: "term.code")
+    let term = try validatedTerm(request.term, id: existing.id, createTime: existing.createTime)
+    try await requireNoOverlap(term)
+    try await store.updateTerm(term)
+    return term.proto
+  }
+
+  /// Terms may not overlap: a lesson's date and a notice's week must name one term.
+  func requireNoOverlap(_ term: TermRecord) async throws {
+    for other in try await store.terms() where other.code != term.code {
+      if other.start <= term.end && term.start <= other.end {
+        throw ServiceError.failedPrecondition("the term overlaps term \(other.code)")
+      }
+    }
+  }
+
+  // MARK: classrooms
+
+  public func createClassroom(
+    request: Smartschool_Supervision_V1_CreateClassroomRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Classroom {
+    let c = request.classroom
+    var v = Validator()
+    v.code(c.code, "classroom.code")
+    v.text(c.name, "classroom.name", required: false, maxLength: 100)
+    let equipped = Self.date(c.equippedDate, "classroom.equipped_date", &v)
+    let retired = Self.date(c.retiredDate, "classroom.retired_date", &v, required: false)
+    if let equipped, let retired, retired <= equipped {
+      v.add("classroom.retired_date", "must be after equipped_date")
+    }
+    v.code(c.schoolCode, "classroom.school_code")
+    if !c.classCode.isEmpty { v.code(c.classCode, "classroom.class_code") }
+    try v.throwIfInvalid()
+    let school = try school(code: c.schoolCode, field: "classroom.school_code")
+    try Principal.require().require(.supervisionWrite, at: try path(school))
+    let orgPath = try classPath(c.classCode, school: school)
+    let t = timestamp()
+    let record = ClassroomRecord(
+      number: 0, id: EntityID.make(), code: c.code, name: c.name.isEmpty ? c.code : c.name,
+      schoolID: school.id, schoolCode: school.code, classCode: c.classCode, orgPath: orgPath,
+      equipped: equipped!, retired: retired, createTime: t, updateTime: t)
+    do {
+      return try await store.createClassroom(record).proto
+    } catch ServiceError.alreadyExists {
+      throw ServiceError.alreadyExists("a classroom with code \(c.code) already exists")
+    }
+  }
+
+  /// The org path of a classroom: its class's when given (which must belong to the school),
+  /// else its school's.
+  func classPath(_ classCode: String, school: Smartschool_Identity_V1_Org) throws(ServiceError)
+    -> String
+  {
+    guard !classCode.isEmpty else { return school.path }
+    guard let cls = directory.org(code: classCode), cls.kind == .class, cls.active else {
+      throw .notFound("no class has code \(classCode)")
+    }
+    guard cls.parentID == school.id else {
+      throw .invalid("classroom.class_code", "the class does not belong to the school")
+    }
+    return cls.path
+  }
+
+  func visibleClassroom(code: String, field: String, permission: Permission) async throws
+    -> ClassroomRecord
+  {
+    var v = Validator()
+    v.code(code, field)
+    try v.throwIfInvalid()
+    let principal = try Principal.require()
+    guard let c = try await store.classroom(code: code) else {
+      throw ServiceError.notFound("no classroom has code \(code)")
+    }
+    try principal.require(permission, at: OrgPath(c.orgPath) ?? .root)
+    return c
+  }
+
+  public func getClassroom(
+    request: Smartschool_Supervision_V1_GetClassroomRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Classroom {
+    try await visibleClassroom(code: request.code, field: "code", permission: .supervisionRead)
+      .proto
+  }
+
+  public func listClassrooms(
+    request: Smartschool_Supervision_V1_ListClassroomsRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_ListClassroomsResponse {
+    let size = try PageSize.resolve(request.pageSize)
+    var v = Validator()
+    let inService = Self.date(request.inServiceOn, "in_service_on", &v, required: false)
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let query = "classrooms|\(org.id)|\(request.inServiceOn)"
+    let token = try PageToken.decode(request.pageToken, query: query)
+    let rows = try await store.classrooms(
+      under: org.path, afterCode: token?.after.first, limit: size + 1, inServiceOn: inService)
+    var response = Smartschool_Supervision_V1_ListClassroomsResponse()
+    response.classrooms = rows.prefix(size).map(\.proto)
+    if rows.count > size, let last = response.classrooms.last {
+      response.nextPageToken = PageToken(after: [last.code]).encode(query: query)
+    }
+    return response
+  }
+
+  public func updateClassroom(
+    request: Smartschool_Supervision_V1_UpdateClassroomRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Classroom {
+    let c = request.classroom
+    var existing = try await visibleClassroom(
+      code: c.code, field: "classroom.code", permission: .supervisionWrite)
+    var v = Validator()
+    v.text(c.name, "classroom.name", required: false, maxLength: 100)
+    let equipped = Self.date(c.equippedDate, "classroom.equipped_date", &v)
+    let retired = Self.date(c.retiredDate, "classroom.retired_date", &v, required: false)
+    if let equipped, let retired, retired <= equipped {
+      v.add("classroom.retired_date", "must be after equipped_date")
+    }
+    if !c.schoolCode.isEmpty && c.schoolCode != existing.schoolCode {
+      v.add("classroom.school_code", "cannot change; register a new classroom instead")
+    }
+    if !c.classCode.isEmpty { v.code(c.classCode, "classroom.class_code") }
+    try v.throwIfInvalid()
+    guard let school = directory.org(id: existing.schoolID) else {
+      throw ServiceError.failedPrecondition("the classroom's school is no longer known")
+    }
+    existing.orgPath = try classPath(c.classCode, school: school)
+    existing.classCode = c.classCode
+    existing.name = c.name.isEmpty ? existing.name : c.name
+    existing.equipped = equipped!
+    existing.retired = retired
+    existing.updateTime = timestamp()
+    try await store.updateClassroom(existing)
+    return existing.proto
+  }
+
+  // MARK: lessons
+
+  public func importLessons(
+    request: RPCAsyncSequence<Smartschool_Supervision_V1_Lesson, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    let principal = try Principal.require()
+    if principal.scopes(for: .lessonsImport).isEmpty {
+      throw ServiceError.permissionDenied("supervision.lessons.import is not granted to the caller")
+    }
+    let terms = try await store.terms().map(\.calendar)
+    var summary = Smartschool_Common_V1_ImportSummary()
+    // Classrooms seen in this stream: at most the register's size, whatever the stream's.
+    var classrooms: [String: (record: ClassroomRecord?, inScope: Bool)] = [:]
+    var batch: [LessonRecord] = []
+    batch.reserveCapacity(Self.importBatch)
+    var index: Int64 = -1
+
+    func flush() async throws {
+      guard !batch.isEmpty else { return }
+      let counts = try await store.upsertLessons(batch)
+      summary.created += Int64(counts.created)
+      summary.updated += Int64(counts.updated)
+      batch.removeAll(keepingCapacity: true)
+    }
+
+    for try await row in request {
+      index += 1
+      summary.received += 1
+      let code = row.classroomCode
+      if classrooms[code] == nil {
+        let record = TextRules.isCode(code) ? try await store.classroom(code: code) : nil
+        let inScope =
+          record.map {
+            principal.allows(.lessonsImport, atPath: $0.orgPath)
+          } ?? false
+        classrooms[code] = (record, inScope)
+      }
+      let known = classrooms[code]!
+      switch LessonRows.validate(row, classroom: known.record, inScope: known.inScope, terms: terms)
+      {
+      case .success(let lesson):
+        summary.accepted += 1
+        batch.append(lesson)
+        if batch.count >= Self.importBatch { try await flush() }
+      case .failure(let rejection):
+        summary.rejected += 1
+        if summary.errors.count < Self.maxRowErrors {
+          summary.errors.append(
+            .with {
+              $0.index = index
+              $0.key = "\(code)/\(row.date)/\(row.period)"
+              $0.field = rejection.field
+              $0.reason = rejection.reason
+            })
+        }
+      }
+    }
+    try await flush()
+    return summary
+  }
+
+  public func listLessons(
+    request: Smartschool_Supervision_V1_ListLessonsRequest,
+    response: RPCWriter<Smartschool_Supervision_V1_Lesson>, context: ServerContext
+  ) async throws {
+    var v = Validator()
+    if request.classroomCode.isEmpty == request.orgCode.isEmpty {
+      v.add("classroom_code", "give exactly one of classroom_code and org_code")
+    }
+    let from = Self.date(request.fromDate, "from_date", &v)
+    let to = Self.date(request.toDate, "to_date", &v)
+    if let from, let to {
+      if to < from { v.add("to_date", "must not be before from_date") }
+      if to.dayNumber - from.dayNumber > 400 {
+        v.add("to_date", "the range spans at most 400 days")
+      }
+    }
+    try v.throwIfInvalid()
+    var path: String
+    var classroom: Int64? = nil
+    if !request.classroomCode.isEmpty {
+      let c = try await visibleClassroom(
+        code: request.classroomCode, field: "classroom_code", permission: .supervisionRead)
+      path = c.orgPath
+      classroom = c.number
+    } else {
+      path = try scope(code: request.orgCode).path
+    }
+    var after: (Int, Int64, Int)? = nil
+    while true {
+      let page = try await store.lessons(
+        classroom: classroom, under: path, days: from!.dayNumber...to!.dayNumber, after: after,
+        limit: 1000)
+      try await response.write(contentsOf: page.map(\.proto))
+      guard page.count == 1000, let last = page.last else { return }
+      after = (last.date.dayNumber, last.classroom, last.period)
+    }
+  }
+
+  // MARK: compliance
+
+  public func getComplianceReport(
+    request: Smartschool_Supervision_V1_GetComplianceReportRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_ComplianceReport {
+    var v = Validator()
+    let from = Self.date(request.fromWeek, "from_week", &v, required: false)
+    let to = Self.date(request.toWeek, "to_week", &v, required: false)
+    if let from, let to, to.monday < from.monday {
+      v.add("to_week", "must not be before from_week")
+    }
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let term = try await term(code: request.termCode)
+    let calendar = term.calendar
+    for (date, field) in [(from, "from_week"), (to, "to_week")] {
+      if let date, date.monday < calendar.start.monday || date > calendar.end {
+        throw ServiceError.invalid(field, "must name a week of term \(term.code)")
+      }
+    }
+    let weeks = calendar.teachingWeeks.filter { w in
+      (from.map { w >= $0.monday } ?? true) && (to.map { w <= $0.monday } ?? true)
+    }
+    let classrooms = try await store.classrooms(
+      under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
+    var usage: [ClassroomWeek: WeekUsage] = [:]
+    if let first = weeks.first, let last = weeks.last {
+      usage = try await store.lessonUsage(
+        under: org.path, weeks: first.dayNumber...last.dayNumber)
+    }
+    let scopePath = try path(org)
+    let depth = scopePath.ids.count
+    let children = directory.children(of: org.id)
+    let result = Compliance.evaluate(classrooms: classrooms.map(\.span), weeks: weeks, usage: usage)
+    { c in
+      // The child org is the path segment just below the scope.
+      let ids = c.orgPath.split(separator: "/")
+      return ids.count > depth ? String(ids[depth]) : nil
+    }
+    var report = Smartschool_Supervision_V1_ComplianceReport()
+    report.termCode = term.code
+    report.weeks = weeks.map(\.description)
+    report.scope = result.scope.figures(code: org.code, name: org.name)
+    report.children = children.map { child in
+      (result.groups[child.id] ?? ComplianceTally()).figures(code: child.code, name: child.name)
+    }
+    report.byWeek = weeks.map { w in
+      (result.byWeek[w] ?? ComplianceTally()).figures(week: w.description)
+    }
+    return report
+  }
+
+  public func getWeeklyNotice(
+    request: Smartschool_Supervision_V1_GetWeeklyNoticeRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_WeeklyNotice {
+    var v = Validator()
+    let day = Self.date(request.week, "week", &v)
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let week = day!.monday
+    let terms = try await store.terms()
+    guard let term = terms.first(where: { $0.calendar.teachingWeeks.contains(week) }) else {
+      throw ServiceError.failedPrecondition("week \(week) is not a teaching week of any term")
+    }
+    let weeks = term.calendar.teachingWeeks
+    let i = weeks.firstIndex(of: week)!
+    let previous = i > 0 ? weeks[i - 1] : nil
+    let classrooms = try await store.classrooms(
+      under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
+    let usage = try await store.lessonUsage(
+      under: org.path, weeks: (previous ?? week).dayNumber...week.dayNumber)
+    let schools = directory.orgs(under: try path(org), kind: .school).map {
+      WeeklyNoticeBuilder.School(code: $0.code, name: $0.name)
+    }
+    return WeeklyNoticeBuilder.build(
+      termCode: term.code, week: week, previous: previous, schools: schools,
+      classrooms: classrooms, usage: usage)
+  }
+
+  // MARK: teachers
+
+  public func getTeacherTargets(
+    request: Smartschool_Supervision_V1_GetTeacherTargetsRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_TeacherTargetsReport {
+    let org = try scope(code: request.orgCode)
+    let term = try await term(code: request.termCode)
+    let counts = try await store.teacherLessonCounts(
+      under: org.path, days: term.start.dayNumber...term.end.dayNumber)
+    var report = Smartschool_Supervision_V1_TeacherTargetsReport()
+    report.termCode = term.code
+    for u in directory.users(under: try path(org), kind: .teacher) {
+      let lessons = counts[u.externalID] ?? 0
+      let required = TeacherRule.requiredLessons(birthYear: u.birthYear, termStart: term.start)
+      let met = lessons >= required
+      report.teachers.append(
+        .with {
+          $0.teacherExternalID = u.externalID
+          $0.displayName = u.displayName
+          $0.schoolCode = directory.ancestor(of: u.orgID, kind: .school)?.code ?? ""
+          $0.birthYear = Int32(u.birthYear)
+          $0.ageAtTermStart = Int32(
+            TeacherRule.age(birthYear: u.birthYear, termStart: term.start) ?? -1)
+          $0.lessons = Int64(lessons)
+          $0.required = Int64(required)
+          $0.met = met
+        })
+      if met { report.metCount += 1 }
+    }
+    report.teacherCount = Int64(report.teachers.count)
+    let share = Percent(numerator: Int(report.metCount), denominator: report.teachers.count)
+    report.metSharePercent = share.value
+    report.metShareText = share.description
+    return report
+  }
+
+  public func createTrainingRecord(
+    request: Smartschool_Supervision_V1_CreateTrainingRecordRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_TrainingRecord {
+    var r = request.record
+    var v = Validator()
+    v.code(r.teacherExternalID, "record.teacher_external_id")
+    v.text(r.course, "record.course", maxLength: 200)
+    let halves = r.hours * 2
+    v.check(
+      r.hours >= 0.5 && r.hours <= 200 && halves == halves.rounded(), "record.hours",
+      "must be 0.5-200 in steps of 0.5")
+    let completed = Self.date(r.completedDate, "record.completed_date", &v)
+    try v.throwIfInvalid()
+    guard let teacher = directory.user(externalID: r.teacherExternalID), teacher.active,
+      teacher.kind == .teacher, let home = directory.org(id: teacher.orgID)
+    else { throw ServiceError.notFound("no teacher has external id \(r.teacherExternalID)") }
+    try Principal.require().require(.supervisionWrite, at: try path(home))
+    r.id = EntityID.make()
+    r.orgPath = home.path
+    r.createTime = Google_Protobuf_Timestamp(date: now())
+    try await store.createTraining(
+      r, halfHours: Int(halves), year: completed!.components.year)
+    return r
+  }
+
+  public func getTrainingReport(
+    request: Smartschool_Supervision_V1_GetTrainingReportRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_TrainingReport {
+    var v = Validator()
+    Self.year(request.year, "year", &v)
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let halves = try await store.trainingHalfHours(under: org.path, year: Int(request.year))
+    var report = Smartschool_Supervision_V1_TrainingReport()
+    report.year = request.year
+    report.requiredHours = Double(TeacherRule.trainingHours)
+    for u in directory.users(under: try path(org), kind: .teacher) {
+      let h = halves[u.externalID] ?? 0
+      let met = TeacherRule.trainingMet(halfHours: h)
+      report.teachers.append(
+        .with {
+          $0.teacherExternalID = u.externalID
+          $0.displayName = u.displayName
+          $0.hours = Double(h) / 2
+          $0.met = met
+        })
+      if met { report.metCount += 1 }
+    }
+    report.teacherCount = Int64(report.teachers.count)
+    let share = Percent(numerator: Int(report.metCount), denominator: report.teachers.count)
+    report.metSharePercent = share.value
+    report.metShareText = share.description
+    return report
+  }
+
+  // MARK: construction
+
+  public func putFacilityReport(
+    request: Smartschool_Supervision_V1_PutFacilityReportRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_FacilityReport {
+    var r = request.report
+    var v = Validator()
+    v.code(r.schoolCode, "report.school_code")
+    Self.year(r.year, "report.year", &v)
+    let counts: [(Int32, String)] = [
+      (r.multimediaClassrooms, "multimedia_classrooms"), (r.studentComputers, "student_computers"),
+      (r.teacherComputers, "teacher_computers"), (r.students, "students"),
+      (r.teachers, "teachers"), (r.broadbandMbps, "broadband_mbps"),
+    ]
+    for (value, name) in counts {
+      v.check((0...10_000_000).contains(value), "report.\(name)", "must be 0-10000000")
+    }
+    try v.throwIfInvalid()
+    let school = try school(code: r.schoolCode, field: "report.school_code")
+    try Principal.require().require(.supervisionWrite, at: try path(school))
+    r.updateTime = Google_Protobuf_Timestamp(date: now())
+    try await store.putFacility(r, orgPath: school.path)
+    return r
+  }
+
+  public func getFacilityReport(
+    request: Smartschool_Supervision_V1_GetFacilityReportRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_FacilityReport {
+    var v = Validator()
+    Self.year(request.year, "year", &v)
+    try v.throwIfInvalid()
+    let school = try scope(code: request.schoolCode, field: "school_code")
+    guard let report = try await store.facility(schoolCode: school.code, year: Int(request.year))
+    else {
+      throw ServiceError.notFound("no facility report for \(school.code) in \(request.year)")
+    }
+    return report
+  }
+
+  public func getCoverageReport(
+    request: Smartschool_Supervision_V1_GetCoverageReportRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_CoverageReport {
+    var v = Validator()
+    Self.year(request.year, "year", &v)
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let reports = try await store.facilities(under: org.path, year: Int(request.year))
+    let schools = directory.orgs(under: try path(org), kind: .school).map {
+      Coverage.School(code: $0.code, kind: $0.schoolKind)
+    }
+    return Coverage.report(
+      year: Int(request.year), schools: schools, reports: reports.mapValues(FacilityFacts.init))
+  }
+
+  // MARK: inspections
+
+  public func createInspection(
+    request: Smartschool_Supervision_V1_CreateInspectionRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Inspection {
+    let principal = try Principal.require()
+    var i = request.inspection
+    var v = Validator()
+    v.code(i.schoolCode, "inspection.school_code")
+    v.text(i.inspector, "inspection.inspector", required: false, maxLength: 100)
+    let day = Self.date(i.date, "inspection.date", &v)
+    if !i.classroomCode.isEmpty { v.code(i.classroomCode, "inspection.classroom_code") }
+    if !i.teacherExternalID.isEmpty {
+      v.code(i.teacherExternalID, "inspection.teacher_external_id")
+    }
+    v.check((0...16).contains(i.subject.rawValue), "inspection.subject", "must be a known subject")
+    v.text(i.findings, "inspection.findings", maxLength: 4000)
+    v.check((1...4).contains(i.rating.rawValue), "inspection.rating", "must be 优, 良, 中 or 差")
+    try v.throwIfInvalid()
+    let school = try school(code: i.schoolCode, field: "inspection.school_code")
+    try principal.require(.inspectionsWrite, at: try path(school))
+    if !i.classroomCode.isEmpty {
+      guard let c = try await store.classroom(code: i.classroomCode), c.schoolID == school.id
+      else {
+        throw ServiceError.invalid(
+          "inspection.classroom_code", "names no smart classroom of the school")
+      }
+    }
+    i.id = EntityID.make()
+    if i.inspector.isEmpty { i.inspector = principal.username }
+    i.orgPath = school.path
+    i.createTime = Google_Protobuf_Timestamp(date: now())
+    try await store.createInspection(i, day: day!)
+    return i
+  }
+
+  public func listInspections(
+    request: Smartschool_Supervision_V1_ListInspectionsRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_ListInspectionsResponse {
+    let size = try PageSize.resolve(request.pageSize)
+    var v = Validator()
+    if request.year != 0 { Self.year(request.year, "year", &v) }
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let query = "inspections|\(org.id)|\(request.year)"
+    let token = try PageToken.decode(request.pageToken, query: query)
+    var after: (Int, String)? = nil
+    if let t = token {
+      guard t.after.count == 2, let day = Int(t.after[0]) else {
+        throw ServiceError.invalid("page_token", "is not a page token this service issued")
+      }
+      after = (day, t.after[1])
+    }
+    let rows = try await store.inspections(
+      under: org.path, year: request.year == 0 ? nil : Int(request.year), after: after,
+      limit: size + 1)
+    var response = Smartschool_Supervision_V1_ListInspectionsResponse()
+    response.inspections = Array(rows.prefix(size))
+    if rows.count > size, let last = response.inspections.last,
+      let day = CalendarDate(last.date)
+    {
+      response.nextPageToken = PageToken(after: [String(day.dayNumber), last.id])
+        .encode(query: query)
+    }
+    return response
+  }
+
+  public func getInspectionSummary(
+    request: Smartschool_Supervision_V1_GetInspectionSummaryRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_InspectionSummary {
+    var v = Validator()
+    Self.year(request.year, "year", &v)
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let counts = try await store.inspectionCounts(under: org.path, year: Int(request.year))
+    var summary = Smartschool_Supervision_V1_InspectionSummary()
+    summary.year = request.year
+    let schools = directory.orgs(under: try path(org), kind: .school)
+    summary.schools = Int64(schools.count)
+    for s in schools {
+      var row = Smartschool_Supervision_V1_SchoolInspections()
+      row.schoolCode = s.code
+      row.schoolName = s.name
+      if let c = counts[s.code] {
+        row.inspections = Int64(c.count)
+        row.lastDate = CalendarDate(dayNumber: c.lastDay).description
+        summary.inspected.append(row)
+      } else {
+        summary.notInspected.append(row)
+      }
+    }
+    let share = Percent(numerator: summary.inspected.count, denominator: schools.count)
+    summary.inspectedSharePercent = share.value
+    summary.inspectedShareText = share.description
+    return summary
+  }
+
+  // MARK: change feed
+
+  public func listChanges(
+    request: Smartschool_Common_V1_ListChangesRequest, context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ListChangesResponse {
+    let size = try PageSize.resolve(request.pageSize)
+    if request.afterSequence < 0 {
+      throw ServiceError.invalid("after_sequence", "must not be negative")
+    }
+    let scopes = try Principal.require().scopes(for: .changesRead)
+    if scopes.isEmpty {
+      throw ServiceError.permissionDenied("changes.read is not granted to the caller")
+    }
+    let page = try await store.changes(after: request.afterSequence, limit: size, scopes: scopes)
+    var response = Smartschool_Common_V1_ListChangesResponse()
+    response.changes = page.changes
+    response.lastSequence = page.changes.last?.sequence ?? request.afterSequence
+    response.moreAvailable = page.hasMore
+    return response
+  }
+}

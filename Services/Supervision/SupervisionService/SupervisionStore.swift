@@ -1,0 +1,542 @@
+import Foundation
+import GRDB
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+/// A term as the store keeps it.
+public struct TermRecord: Hashable, Sendable {
+  public var id: String
+  public var code: String
+  public var name: String
+  public var start: CalendarDate
+  public var end: CalendarDate
+  public var excluded: [CalendarDate]
+  public var createTime: Double
+  public var updateTime: Double
+
+  public var calendar: TermCalendar {
+    TermCalendar(start: start, end: end, excludedWeeks: Set(excluded))
+  }
+
+  public var proto: Smartschool_Supervision_V1_Term {
+    .with {
+      $0.id = id
+      $0.code = code
+      $0.name = name
+      $0.startDate = start.description
+      $0.endDate = end.description
+      $0.excludedWeeks = excluded.map(\.description)
+      $0.teachingWeeks = calendar.teachingWeeks.map(\.description)
+      $0.createTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: createTime))
+      $0.updateTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: updateTime))
+    }
+  }
+}
+
+extension ClassroomRecord {
+  public var proto: Smartschool_Supervision_V1_Classroom {
+    .with {
+      $0.id = id
+      $0.code = code
+      $0.name = name
+      $0.schoolCode = schoolCode
+      $0.classCode = classCode
+      $0.equippedDate = equipped.description
+      $0.retiredDate = retired?.description ?? ""
+      $0.orgPath = orgPath
+      $0.createTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: createTime))
+      $0.updateTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: updateTime))
+    }
+  }
+}
+
+/// How many of an import batch's rows created, replaced or left a lesson as it was.
+public struct UpsertCounts: Sendable, Hashable {
+  public var created = 0
+  public var updated = 0
+  public var unchanged = 0
+}
+
+/// Every SQL statement of the supervision service, behind a protocol so another store can
+/// stand beside the SQLite one. Paths are org paths; "under" means a path-prefix match.
+public protocol SupervisionStoring: Sendable {
+  func createTerm(_ term: TermRecord) async throws
+  func updateTerm(_ term: TermRecord) async throws
+  func term(code: String) async throws -> TermRecord?
+  func terms() async throws -> [TermRecord]
+
+  func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord
+  func updateClassroom(_ c: ClassroomRecord) async throws
+  func classroom(code: String) async throws -> ClassroomRecord?
+  func classrooms(under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?)
+    async throws -> [ClassroomRecord]
+
+  func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts
+  func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  func lessons(
+    classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
+    limit: Int
+  ) async throws -> [LessonRecord]
+  func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: Int]
+
+  func createTraining(
+    _ record: Smartschool_Supervision_V1_TrainingRecord, halfHours: Int, year: Int)
+    async throws
+  func trainingHalfHours(under path: String, year: Int) async throws -> [String: Int]
+
+  func putFacility(_ report: Smartschool_Supervision_V1_FacilityReport, orgPath: String)
+    async throws
+  func facility(schoolCode: String, year: Int) async throws
+    -> Smartschool_Supervision_V1_FacilityReport?
+  func facilities(under path: String, year: Int) async throws
+    -> [String: Smartschool_Supervision_V1_FacilityReport]
+
+  func createInspection(_ inspection: Smartschool_Supervision_V1_Inspection, day: CalendarDate)
+    async throws
+  func inspections(under path: String, year: Int?, after: (Int, String)?, limit: Int)
+    async throws -> [Smartschool_Supervision_V1_Inspection]
+  func inspectionCounts(under path: String, year: Int) async throws
+    -> [String: (count: Int, lastDay: Int)]
+
+  func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+}
+
+/// The SQLite store of the supervision service.
+public final class SQLiteSupervisionStore: SupervisionStoring {
+  public let store: Store
+
+  /// Opens (and migrates) `<directory>/supervision.sqlite`.
+  public init(directory: String) throws {
+    self.store = try Store(
+      directory: directory, name: "supervision", migrations: SupervisionMigrations.register)
+  }
+
+  /// The [lower, upper) bounds of every path under `path` ('/' + 1 is '0').
+  static func range(_ path: String) -> (String, String) {
+    (path, String(path.dropLast()) + "0")
+  }
+
+  // MARK: terms
+
+  public func createTerm(_ t: TermRecord) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO sup_terms (id, code, name, start_day, end_day, excluded, create_time,
+            update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          t.id, t.code, t.name, t.start.dayNumber, t.end.dayNumber,
+          t.excluded.map { String($0.dayNumber) }.joined(separator: ","), t.createTime,
+          t.updateTime,
+        ])
+      try ChangeFeed.record(
+        db, entity: "term", id: t.id, naturalKey: t.code, op: .upsert, orgPath: "/",
+        payload: t.proto)
+    }
+  }
+
+  public func updateTerm(_ t: TermRecord) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          UPDATE sup_terms SET name = ?, start_day = ?, end_day = ?, excluded = ?,
+            update_time = ? WHERE code = ?
+          """,
+        arguments: [
+          t.name, t.start.dayNumber, t.end.dayNumber,
+          t.excluded.map { String($0.dayNumber) }.joined(separator: ","), t.updateTime, t.code,
+        ])
+      try ChangeFeed.record(
+        db, entity: "term", id: t.id, naturalKey: t.code, op: .upsert, orgPath: "/",
+        payload: t.proto)
+    }
+  }
+
+  private static func term(_ row: Row) -> TermRecord {
+    let excluded: String = row["excluded"]
+    return TermRecord(
+      id: row["id"], code: row["code"], name: row["name"],
+      start: CalendarDate(dayNumber: row["start_day"]),
+      end: CalendarDate(dayNumber: row["end_day"]),
+      excluded: excluded.split(separator: ",").compactMap { Int($0) }.map(
+        CalendarDate.init(dayNumber:)),
+      createTime: row["create_time"], updateTime: row["update_time"])
+  }
+
+  public func term(code: String) async throws -> TermRecord? {
+    try await store.read { db in
+      try Row.fetchOne(db, sql: "SELECT * FROM sup_terms WHERE code = ?", arguments: [code])
+        .map(Self.term)
+    }
+  }
+
+  public func terms() async throws -> [TermRecord] {
+    try await store.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
+        .map(Self.term)
+    }
+  }
+
+  // MARK: classrooms
+
+  private static func classroom(_ row: Row) -> ClassroomRecord {
+    let retired: Int? = row["retired_day"]
+    return ClassroomRecord(
+      number: row["number"], id: row["id"], code: row["code"], name: row["name"],
+      schoolID: row["school_id"], schoolCode: row["school_code"], classCode: row["class_code"],
+      orgPath: row["org_path"], equipped: CalendarDate(dayNumber: row["equipped_day"]),
+      retired: retired.map(CalendarDate.init(dayNumber:)), createTime: row["create_time"],
+      updateTime: row["update_time"])
+  }
+
+  public func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO sup_classrooms (id, code, name, school_id, school_code, class_code,
+            org_path, equipped_day, retired_day, create_time, update_time)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          c.id, c.code, c.name, c.schoolID, c.schoolCode, c.classCode, c.orgPath,
+          c.equipped.dayNumber, c.retired?.dayNumber, c.createTime, c.updateTime,
+        ])
+      var stored = c
+      stored.number = db.lastInsertedRowID
+      try ChangeFeed.record(
+        db, entity: "classroom", id: c.id, naturalKey: c.code, op: .upsert, orgPath: c.orgPath,
+        payload: stored.proto)
+      return stored
+    }
+  }
+
+  public func updateClassroom(_ c: ClassroomRecord) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          UPDATE sup_classrooms SET name = ?, class_code = ?, org_path = ?, equipped_day = ?,
+            retired_day = ?, update_time = ? WHERE number = ?
+          """,
+        arguments: [
+          c.name, c.classCode, c.orgPath, c.equipped.dayNumber, c.retired?.dayNumber,
+          c.updateTime, c.number,
+        ])
+      // Lessons carry their classroom's path so that scope queries need no join.
+      try db.execute(
+        sql: "UPDATE sup_lessons SET org_path = ? WHERE classroom = ? AND org_path <> ?",
+        arguments: [c.orgPath, c.number, c.orgPath])
+      try ChangeFeed.record(
+        db, entity: "classroom", id: c.id, naturalKey: c.code, op: .upsert, orgPath: c.orgPath,
+        payload: c.proto)
+    }
+  }
+
+  public func classroom(code: String) async throws -> ClassroomRecord? {
+    try await store.read { db in
+      try Row.fetchOne(db, sql: "SELECT * FROM sup_classrooms WHERE code = ?", arguments: [code])
+        .map(Self.classroom)
+    }
+  }
+
+  public func classrooms(
+    under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?
+  ) async throws -> [ClassroomRecord] {
+    let (lo, hi) = Self.range(path)
+    return try await store.read { db in
+      var sql = "SELECT * FROM sup_classrooms WHERE org_path >= ? AND org_path < ?"
+      var args: [any DatabaseValueConvertible] = [lo, hi]
+      if let afterCode {
+        sql += " AND code > ?"
+        args.append(afterCode)
+      }
+      if let inServiceOn {
+        sql += " AND (retired_day IS NULL OR retired_day > ?)"
+        args.append(inServiceOn.dayNumber)
+      }
+      sql += " ORDER BY code"
+      if let limit {
+        sql += " LIMIT ?"
+        args.append(limit)
+      }
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+        .map(Self.classroom)
+    }
+  }
+
+  // MARK: lessons
+
+  public func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
+    try await store.write { db in
+      var counts = UpsertCounts()
+      let find = try db.cachedStatement(
+        sql: """
+          SELECT teacher, subject, minutes, source FROM sup_lessons
+          WHERE classroom = ? AND day = ? AND period = ?
+          """)
+      let insert = try db.cachedStatement(
+        sql: """
+          INSERT INTO sup_lessons (classroom, day, period, week, org_path, teacher, subject,
+            minutes, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+          """)
+      let update = try db.cachedStatement(
+        sql: """
+          UPDATE sup_lessons SET teacher = ?, subject = ?, minutes = ?, source = ?, org_path = ?
+          WHERE classroom = ? AND day = ? AND period = ?
+          """)
+      let now = Date()
+      for l in lessons {
+        let existing = try Row.fetchOne(
+          find, arguments: [l.classroom, l.date.dayNumber, l.period])
+        if let existing {
+          let same =
+            (existing["teacher"] as String) == l.teacher
+            && (existing["subject"] as Int) == l.subject
+            && (existing["minutes"] as Int) == l.minutes && (existing["source"] as Int) == l.source
+          if same {
+            counts.unchanged += 1
+            continue
+          }
+          try update.execute(arguments: [
+            l.teacher, l.subject, l.minutes, l.source, l.orgPath, l.classroom, l.date.dayNumber,
+            l.period,
+          ])
+          counts.updated += 1
+        } else {
+          try insert.execute(arguments: [
+            l.classroom, l.date.dayNumber, l.period, l.date.monday.dayNumber, l.orgPath, l.teacher,
+            l.subject, l.minutes, l.source,
+          ])
+          counts.created += 1
+        }
+        try ChangeFeed.record(
+          db, entity: "lesson", id: l.naturalKey, naturalKey: l.naturalKey, op: .upsert,
+          orgPath: l.orgPath, payload: l.proto, time: now)
+      }
+      return counts
+    }
+  }
+
+  public func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    let (lo, hi) = Self.range(path)
+    return try await store.read { db in
+      let rows = try Row.fetchCursor(
+        db,
+        sql: """
+          SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
+          FROM sup_lessons WHERE org_path >= ? AND org_path < ? AND week BETWEEN ? AND ?
+          GROUP BY classroom, week
+          """, arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
+      var out: [ClassroomWeek: WeekUsage] = [:]
+      while let row = try rows.next() {
+        out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
+          WeekUsage(lessons: row[2], subjects: row[3])
+      }
+      return out
+    }
+  }
+
+  public func lessons(
+    classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
+    limit: Int
+  ) async throws -> [LessonRecord] {
+    let (lo, hi) = Self.range(path)
+    return try await store.read { db in
+      var sql = """
+        SELECT l.*, c.code AS classroom_code FROM sup_lessons l
+        JOIN sup_classrooms c ON c.number = l.classroom
+        WHERE l.org_path >= ? AND l.org_path < ? AND l.day BETWEEN ? AND ?
+        """
+      var args: [any DatabaseValueConvertible] = [lo, hi, days.lowerBound, days.upperBound]
+      if let classroom {
+        sql += " AND l.classroom = ?"
+        args.append(classroom)
+      }
+      if let after {
+        sql += " AND (l.day, l.classroom, l.period) > (?, ?, ?)"
+        args += [after.0, after.1, after.2]
+      }
+      sql += " ORDER BY l.day, l.classroom, l.period LIMIT ?"
+      args.append(limit)
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map { row in
+        LessonRecord(
+          classroom: row["classroom"], classroomCode: row["classroom_code"],
+          date: CalendarDate(dayNumber: row["day"]), period: row["period"],
+          orgPath: row["org_path"], teacher: row["teacher"], subject: row["subject"],
+          minutes: row["minutes"], source: row["source"])
+      }
+    }
+  }
+
+  public func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: Int]
+  {
+    let (lo, hi) = Self.range(path)
+    return try await store.read { db in
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT teacher, COUNT(*) FROM sup_lessons
+          WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? GROUP BY teacher
+          """, arguments: [lo, hi, days.lowerBound, days.upperBound])
+      return Dictionary(uniqueKeysWithValues: rows.map { ($0[0] as String, $0[1] as Int) })
+    }
+  }
+
+  // MARK: training
+
+  public func createTraining(
+    _ r: Smartschool_Supervision_V1_TrainingRecord, halfHours: Int, year: Int
+  ) async throws {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO sup_training (id, teacher, year, half_hours, org_path, payload)
+          VALUES (?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          r.id, r.teacherExternalID, year, halfHours, r.orgPath, try r.serializedBytes() as Data,
+        ])
+      try ChangeFeed.record(
+        db, entity: "training_record", id: r.id, naturalKey: r.id, op: .upsert,
+        orgPath: r.orgPath, payload: r)
+    }
+  }
+
+  public func trainingHalfHours(under path: String, year: Int) async throws -> [String: Int] {
+    let (lo, hi) = Self.range(path)
+    return try await store.read { db in
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT teacher, SUM(half_hours) FROM sup_training
+          WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY teacher
+          """, arguments: [lo, hi, year])
+      return Dictionary(uniqueKeysWithValues: rows.map { ($0[0] as String, $0[1] as Int) })
+    }
+  }
+
+  // MARK: facility reports
+
+  public func putFacility(_ r: Smartschool_Supervision_V1_FacilityReport, orgPath: String)
+    async throws
+  {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO sup_facility (school_code, year, org_path, payload) VALUES (?, ?, ?, ?)
+          ON CONFLICT (school_code, year) DO UPDATE SET org_path = excluded.org_path,
+            payload = excluded.payload
+          """,
+        arguments: [r.schoolCode, r.year, orgPath, try r.serializedBytes() as Data])
+      let key = "\(r.schoolCode)/\(r.year)"
+      try ChangeFeed.record(
+        db, entity: "facility_report", id: key, naturalKey: key, op: .upsert, orgPath: orgPath,
+        payload: r)
+    }
+  }
+
+  public func facility(schoolCode: String, year: Int) async throws
+    -> Smartschool_Supervision_V1_FacilityReport?
+  {
+    let data = try await store.read { db in
+      try Data.fetchOne(
+        db, sql: "SELECT payload FROM sup_facility WHERE school_code = ? AND year = ?",
+        arguments: [schoolCode, year])
+    }
+    return try data.map { try Smartschool_Supervision_V1_FacilityReport(serializedBytes: $0) }
+  }
+
+  public func facilities(under path: String, year: Int) async throws
+    -> [String: Smartschool_Supervision_V1_FacilityReport]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.read { db in
+      try Data.fetchAll(
+        db,
+        sql: "SELECT payload FROM sup_facility WHERE org_path >= ? AND org_path < ? AND year = ?",
+        arguments: [lo, hi, year])
+    }
+    var out: [String: Smartschool_Supervision_V1_FacilityReport] = [:]
+    for data in rows {
+      let r = try Smartschool_Supervision_V1_FacilityReport(serializedBytes: data)
+      out[r.schoolCode] = r
+    }
+    return out
+  }
+
+  // MARK: inspections
+
+  public func createInspection(_ i: Smartschool_Supervision_V1_Inspection, day: CalendarDate)
+    async throws
+  {
+    try await store.write { db in
+      try db.execute(
+        sql: """
+          INSERT INTO sup_inspections (id, school_code, org_path, day, year, payload)
+          VALUES (?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          i.id, i.schoolCode, i.orgPath, day.dayNumber, day.components.year,
+          try i.serializedBytes() as Data,
+        ])
+      try ChangeFeed.record(
+        db, entity: "inspection", id: i.id, naturalKey: i.id, op: .upsert, orgPath: i.orgPath,
+        payload: i)
+    }
+  }
+
+  public func inspections(under path: String, year: Int?, after: (Int, String)?, limit: Int)
+    async throws -> [Smartschool_Supervision_V1_Inspection]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.read { db in
+      var sql = "SELECT payload FROM sup_inspections WHERE org_path >= ? AND org_path < ?"
+      var args: [any DatabaseValueConvertible] = [lo, hi]
+      if let year {
+        sql += " AND year = ?"
+        args.append(year)
+      }
+      if let after {
+        sql += " AND (day, id) < (?, ?)"
+        args += [after.0, after.1]
+      }
+      sql += " ORDER BY day DESC, id DESC LIMIT ?"
+      args.append(limit)
+      return try Data.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+    }
+    return try rows.map { try Smartschool_Supervision_V1_Inspection(serializedBytes: $0) }
+  }
+
+  public func inspectionCounts(under path: String, year: Int) async throws
+    -> [String: (count: Int, lastDay: Int)]
+  {
+    let (lo, hi) = Self.range(path)
+    return try await store.read { db in
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT school_code, COUNT(*), MAX(day) FROM sup_inspections
+          WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY school_code
+          """, arguments: [lo, hi, year])
+      var out: [String: (count: Int, lastDay: Int)] = [:]
+      for row in rows { out[row[0]] = (row[1], row[2]) }
+      return out
+    }
+  }
+
+  // MARK: change feed
+
+  public func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+  {
+    try await store.read { db in try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes)
+    }
+  }
+}
