@@ -364,6 +364,40 @@ func importLessons(
     }
   }
 
+  @Test func largeImportCommitsInBatchesAndCapsRowErrors() async throws {
+    let h = try await Harness()
+    try await h.run { client in
+      try await seedClassrooms(client, h)
+      var rows: [Smartschool_Supervision_V1_Lesson] = []
+      let start = CalendarDate("2020-09-07")!
+      for room in ["R-A1", "R-B1"] {
+        for day in 0..<28 {
+          for period in 1...20 {
+            let date = start.adding(days: day).description
+            rows.append(lesson(room, date, Int32(period), subject: .chinese))
+          }
+        }
+      }
+      for i in 0..<1005 {
+        rows.append(lesson("GHOST-\(i)", "2020-09-07", 1, subject: .chinese))
+      }
+      let summary = try await importLessons(client, rows, h.auth("system_admin", at: nil))
+      #expect(summary.received == 2125)
+      #expect(summary.accepted == 1120)
+      #expect(summary.created == 1120)
+      #expect(summary.rejected == 1005)
+      #expect(summary.errors.count == 1000)
+      #expect(summary.errors.first?.index == 1120)
+      let r = try await client.getComplianceReport(
+        .with {
+          $0.orgCode = "C"
+          $0.termCode = "2020-2021-1"
+        }, metadata: h.auth("city_admin", at: "C"))
+      // Lessons in the holiday week are stored but not counted.
+      #expect(r.scope.lessonCount == 2 * 3 * 7 * 20)
+    }
+  }
+
   @Test func complianceReportForScopeChildrenAndWeeks() async throws {
     let h = try await Harness()
     try await h.run { client in
