@@ -118,6 +118,16 @@ let package = Package(
       dependencies: ["SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2],
       path: "Tests/EndToEndTests"
     ),
+    // Assessment service (学业评价): pure statistics library and its unit tests.
+    .target(
+      name: "AssessmentService",
+      path: "Services/Assessment/AssessmentService"
+    ),
+    .testTarget(
+      name: "AssessmentServiceTests",
+      dependencies: ["AssessmentService"],
+      path: "Tests/AssessmentServiceTests"
+    ),
   ],
   swiftLanguageModes: [.v6]
 )
