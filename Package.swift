@@ -148,6 +148,16 @@ let package = Package(
       ],
       path: "Tests/SupervisionServiceTests"
     ),
+    // Assessment service (学业评价): pure statistics library and its unit tests.
+    .target(
+      name: "AssessmentService",
+      path: "Services/Assessment/AssessmentService"
+    ),
+    .testTarget(
+      name: "AssessmentServiceTests",
+      dependencies: ["AssessmentService"],
+      path: "Tests/AssessmentServiceTests"
+    ),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,101 @@
+// Item analysis: difficulty, discrimination with 27% groups, corrected point-biserial,
+// Cronbach's α and SEM. Pure; undefined figures are nil, never NaN.
+
+/// One student's item scores, in item order.
+public struct StudentItemScores: Sendable {
+  public var externalID: String
+  public var scores: [Double]
+
+  public init(externalID: String, scores: [Double]) {
+    self.externalID = externalID
+    self.scores = scores
+  }
+
+  public var total: Double { scores.reduce(0, +) }
+}
+
+/// Figures for one item.
+public struct ItemFigures: Equatable, Sendable {
+  public var mean: Double
+  public var difficulty: Double
+  public var discrimination: Double
+  public var pointBiserial: Double?
+
+  public var lowDiscrimination: Bool { discrimination < 0.20 }
+  public var tooHard: Bool { difficulty < 0.2 }
+  public var tooEasy: Bool { difficulty > 0.9 }
+}
+
+/// Whole-test item analysis.
+public struct ItemAnalysis: Equatable, Sendable {
+  public var items: [ItemFigures]
+  public var alpha: Double?
+  public var sem: Double?
+
+  /// Size of each extreme group: max(1, round(0.27·N)).
+  public static func groupSize(_ count: Int) -> Int {
+    max(1, Int((0.27 * Double(count)).rounded()))
+  }
+
+  /// Analyses `students` on items with the given max scores.
+  public static func compute(_ students: [StudentItemScores], maxScores: [Double]) -> ItemAnalysis {
+    let k = maxScores.count
+    let n = students.count
+    guard n > 0 else {
+      return ItemAnalysis(
+        items: maxScores.map { _ in
+          ItemFigures(mean: 0, difficulty: 0, discrimination: 0, pointBiserial: nil)
+        }, alpha: nil, sem: nil)
+    }
+    let totals = students.map(\.total)
+    // Order by total descending, ties by external id ascending.
+    let order = students.indices.sorted { a, b in
+      totals[a] != totals[b]
+        ? totals[a] > totals[b] : students[a].externalID < students[b].externalID
+    }
+    let g = min(groupSize(n), n)
+    let upper = order.prefix(g)
+    let lower = order.suffix(g)
+    let totalSD = populationSD(totals)
+    var items: [ItemFigures] = []
+    var varianceSum = 0.0
+    for item in 0..<k {
+      let column = students.map { $0.scores[item] }
+      let maxScore = maxScores[item]
+      let mean = column.reduce(0, +) / Double(n)
+      let sd = populationSD(column, mean: mean)
+      varianceSum += sd * sd
+      let pUpper = upper.reduce(0) { $0 + column[$1] } / Double(g) / maxScore
+      let pLower = lower.reduce(0) { $0 + column[$1] } / Double(g) / maxScore
+      let rest = zip(totals, column).map { $0 - $1 }
+      items.append(
+        ItemFigures(
+          mean: mean, difficulty: mean / maxScore, discrimination: pUpper - pLower,
+          pointBiserial: pearson(column, rest)))
+    }
+    var alpha: Double?
+    var sem: Double?
+    if k >= 2, totalSD > 0 {
+      let a = Double(k) / Double(k - 1) * (1 - varianceSum / (totalSD * totalSD))
+      alpha = a
+      sem = totalSD * max(0, 1 - a).squareRoot()
+    }
+    return ItemAnalysis(items: items, alpha: alpha, sem: sem)
+  }
+}
+
+/// Pearson correlation, or nil when either side has σ = 0.
+public func pearson(_ x: [Double], _ y: [Double]) -> Double? {
+  let n = Double(x.count)
+  guard x.count == y.count, x.count > 0 else { return nil }
+  let mx = x.reduce(0, +) / n
+  let my = y.reduce(0, +) / n
+  var sxy = 0.0, sxx = 0.0, syy = 0.0
+  for (a, b) in zip(x, y) {
+    sxy += (a - mx) * (b - my)
+    sxx += (a - mx) * (a - mx)
+    syy += (b - my) * (b - my)
+  }
+  guard sxx > 1e-12, syy > 1e-12 else { return nil }
+  return sxy / (sxx * syy).squareRoot()
+}
