@@ -292,9 +292,10 @@ extension World {
     description: String = "", points: [String] = [], grade: Int32 = 0,
     subject: Smartschool_Common_V1_Subject = .mathematics
   ) async throws -> Resource {
+    let stage: Smartschool_Common_V1_Stage = grade > 0 ? .of(grade: Int(grade))! : .junior
     let r = try await create(
-      user, title, type: type, chapter: chapter, grade: grade, subject: subject, scope: scope,
-      keywords: keywords, description: description, points: points)
+      user, title, type: type, chapter: chapter, stage: stage, grade: grade, subject: subject,
+      scope: scope, keywords: keywords, description: description, points: points)
     return try await publish(r, author: user, reviewer: reviewer)
   }
 
