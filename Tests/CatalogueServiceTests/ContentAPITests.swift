@@ -2,8 +2,8 @@ import Crypto
 import Foundation
 import GRPCCore
 import SmartSchoolModel
-import Testing
 import TestSupport
+import Testing
 
 typealias ContentInfo = Smartschool_Catalogue_V1_ContentInfo
 
@@ -26,24 +26,26 @@ extension World {
       metadata: auth(user),
       requestProducer: { writer in
         if header {
-          try await writer.write(.with {
-            $0.resourceID = id
-            $0.header = .with {
-              $0.sha256 = sha256 ?? sha256Hex(data)
-              $0.sizeBytes = size ?? Int64(data.count)
-              $0.mimeType = "application/pdf"
-              $0.fileName = "教案.pdf"
-            }
-          })
+          try await writer.write(
+            .with {
+              $0.resourceID = id
+              $0.header = .with {
+                $0.sha256 = sha256 ?? sha256Hex(data)
+                $0.sizeBytes = size ?? Int64(data.count)
+                $0.mimeType = "application/pdf"
+                $0.fileName = "教案.pdf"
+              }
+            })
         }
         var offset = 0
         while offset < data.count {
           let end = min(offset + chunk, data.count)
           let piece = data.subdata(in: offset..<end)
-          try await writer.write(.with {
-            $0.resourceID = offset > 0 ? (chunkOwner ?? id) : id
-            $0.data = piece
-          })
+          try await writer.write(
+            .with {
+              $0.resourceID = offset > 0 ? (chunkOwner ?? id) : id
+              $0.data = piece
+            })
           offset = end
         }
       })
@@ -98,11 +100,14 @@ struct ContentAPITests {
       let sha = sha256Hex(bytes)
       let uploaded = try await w.upload("tA1", r.id, bytes, chunk: 700)
       #expect(uploaded.content.sizeBytes == 5500 && uploaded.content.sha256 == sha)
-      #expect(uploaded.content.mimeType == "application/pdf" && uploaded.content.fileName == "教案.pdf")
+      #expect(
+        uploaded.content.mimeType == "application/pdf" && uploaded.content.fileName == "教案.pdf")
       #expect(uploaded.content.hasUploadTime)
       // Content-addressed on disk; no temporary file left.
       #expect(w.blobFiles() == [String(sha.prefix(2)) + "/" + sha])
-      let stored = try Data(contentsOf: URL(fileURLWithPath: w.dataDirectory + "/blobs/" + String(sha.prefix(2)) + "/" + sha))
+      let stored = try Data(
+        contentsOf: URL(
+          fileURLWithPath: w.dataDirectory + "/blobs/" + String(sha.prefix(2)) + "/" + sha))
       #expect(stored == bytes)
 
       let whole = try await w.download("tA1", r.id)
@@ -118,7 +123,8 @@ struct ContentAPITests {
       await expectCode(.invalidArgument) { try await w.download("tA1", r.id, offset: 5501) }
       await expectCode(.invalidArgument) { try await w.download("tA1", r.id, offset: -1) }
       // Only downloads from the start count.
-      let stats = try await w.catalogue.getResourceStats(.with { $0.resourceID = r.id }, metadata: w.auth("tA1"))
+      let stats = try await w.catalogue.getResourceStats(
+        .with { $0.resourceID = r.id }, metadata: w.auth("tA1"))
       #expect(stats.downloads == 1)
 
       // A new upload replaces the content; identical content is stored once.
@@ -150,22 +156,25 @@ struct ContentAPITests {
       let other = try await w.create("tA1", "另一个")
       let bytes = sampleBytes(3000)
       // Hash mismatch.
-      #expect(await fieldViolations {
-        _ = try await w.upload("tA1", r.id, bytes, sha256: sha256Hex(sampleBytes(3000, seed: 1)))
-      } == ["header.sha256"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.upload("tA1", r.id, bytes, sha256: sha256Hex(sampleBytes(3000, seed: 1)))
+        } == ["header.sha256"])
       // Fewer or more bytes than declared.
-      #expect(await fieldViolations {
-        _ = try await w.upload("tA1", r.id, bytes, size: 3001)
-      } == ["header.size_bytes"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.upload("tA1", r.id, bytes, size: 3001)
+        } == ["header.size_bytes"])
       await expectCode(.invalidArgument) { try await w.upload("tA1", r.id, bytes, size: 2999) }
       // Over the limit (64 KiB in tests), declared or not.
       await expectCode(.resourceExhausted) {
         try await w.upload("tA1", r.id, sampleBytes(64 * 1024 + 1))
       }
       // A chunk for another resource.
-      #expect(await fieldViolations {
-        _ = try await w.upload("tA1", r.id, bytes, chunkOwner: other.id)
-      } == ["resource_id"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.upload("tA1", r.id, bytes, chunkOwner: other.id)
+        } == ["resource_id"])
       // No header, an empty stream, a malformed hash.
       await expectCode(.invalidArgument) { try await w.upload("tA1", r.id, bytes, header: false) }
       await expectCode(.invalidArgument) {

@@ -1,8 +1,8 @@
 import Foundation
 import GRPCCore
 import SmartSchoolModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Curriculum and case coverage through a real server")
 struct CurriculumAPITests {
@@ -49,37 +49,44 @@ struct CurriculumAPITests {
         node("M7-3", "M7-2", .section),  // 9: a chapter's code as a section
         node("bad code", "PEP-MATH-7A", .chapter),  // 10: bad code
         node("X-5", "PEP-MATH-7A", .chapter, stage: .senior),  // 11: stage disagrees
-        .with { $0.knowledgePoint = .with {
-          $0.code = "KP-X"
-          $0.name = "x"
-          $0.stage = .junior
-          $0.subject = .mathematics
-          $0.chapterCode = "NOPE"
-        } },  // 12: unknown chapter
-        .with { $0.knowledgePoint = .with {
-          $0.code = "KP-Y"
-          $0.name = "y"
-          $0.stage = .primary
-          $0.subject = .mathematics
-          $0.chapterCode = "M7-3"
-        } },  // 13: chapter of another stage
+        .with {
+          $0.knowledgePoint = .with {
+            $0.code = "KP-X"
+            $0.name = "x"
+            $0.stage = .junior
+            $0.subject = .mathematics
+            $0.chapterCode = "NOPE"
+          }
+        },  // 12: unknown chapter
+        .with {
+          $0.knowledgePoint = .with {
+            $0.code = "KP-Y"
+            $0.name = "y"
+            $0.stage = .primary
+            $0.subject = .mathematics
+            $0.chapterCode = "M7-3"
+          }
+        },  // 13: chapter of another stage
         .init(),  // 14: empty row
-        .with { $0.knowledgePoint = .with {
-          $0.code = "KP-NEW"
-          $0.name = "整式"
-          $0.stage = .junior
-          $0.subject = .mathematics
-          $0.chapterCode = "M7-2"
-        } },  // 15: new point
+        .with {
+          $0.knowledgePoint = .with {
+            $0.code = "KP-NEW"
+            $0.name = "整式"
+            $0.stage = .junior
+            $0.subject = .mathematics
+            $0.chapterCode = "M7-2"
+          }
+        },  // 15: new point
       ]
       let summary = try await w.importCurriculum(mixed)
       #expect(summary.received == 16)
       #expect(summary.errors.map(\.index) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
-      #expect(summary.errors.map(\.field) == [
-        "node.parent_code", "node.parent_code", "node.grade", "node.grade", "node.code",
-        "node.parent_code", "node.kind", "node.code", "node.stage",
-        "knowledge_point.chapter_code", "knowledge_point.chapter_code", "row",
-      ])
+      #expect(
+        summary.errors.map(\.field) == [
+          "node.parent_code", "node.parent_code", "node.grade", "node.grade", "node.code",
+          "node.parent_code", "node.kind", "node.code", "node.stage",
+          "knowledge_point.chapter_code", "knowledge_point.chapter_code", "row",
+        ])
       #expect(summary.accepted == 4 && summary.created == 3 && summary.updated == 1)
 
       // Reading the tree.
@@ -89,7 +96,10 @@ struct CurriculumAPITests {
         .with { $0.parentCode = "PEP-MATH-7A" }, metadata: w.auth("tA1"))
       #expect(chapters.nodes.map(\.code) == ["M7-1", "M7-2", "M7-3", "M7-4"])
       #expect(chapters.nodes[0].name == "第一章 有理数（修订）")
-      #expect(chapters.nodes.allSatisfy { $0.grade == 7 && $0.stage == .junior && $0.editionCode == "PEP-MATH-J" })
+      #expect(
+        chapters.nodes.allSatisfy {
+          $0.grade == 7 && $0.stage == .junior && $0.editionCode == "PEP-MATH-J"
+        })
       let sections = try await w.catalogue.listCurriculum(
         .with {
           $0.editionCode = "PEP-MATH-J"
@@ -106,12 +116,14 @@ struct CurriculumAPITests {
         }, metadata: w.auth("tA1"))
       #expect(more.nodes.map(\.code) == ["M7-4-1"])
       await expectCode(.notFound) {
-        try await w.catalogue.listCurriculum(.with { $0.editionCode = "M7-1" }, metadata: w.auth("tA1"))
+        try await w.catalogue.listCurriculum(
+          .with { $0.editionCode = "M7-1" }, metadata: w.auth("tA1"))
       }
       let points = try await w.catalogue.listKnowledgePoints(
         .with { $0.subject = .mathematics }, metadata: w.auth("tA1"))
-      #expect(points.knowledgePoints.map(\.code)
-        == ["KP-LINEAR", "KP-NEW", "KP-QUAD-EQ", "KP-QUAD-FN", "KP-RATIONAL"])
+      #expect(
+        points.knowledgePoints.map(\.code)
+          == ["KP-LINEAR", "KP-NEW", "KP-QUAD-EQ", "KP-QUAD-FN", "KP-RATIONAL"])
       let inChapter = try await w.catalogue.listKnowledgePoints(
         .with { $0.chapterCode = "M9-22" }, metadata: w.auth("tA1"))
       #expect(inChapter.knowledgePoints.map(\.name) == ["二次函数的图像与性质"])
@@ -123,10 +135,12 @@ struct CurriculumAPITests {
       }
       await expectCode(.permissionDenied) {
         try await w.catalogue.importCurriculum(
-          metadata: w.auth("adminA"), requestProducer: { writer in try await writer.write(rows[0]) })
+          metadata: w.auth("adminA"), requestProducer: { writer in try await writer.write(rows[0]) }
+        )
       }
       let byExchange = try await w.catalogue.importCurriculum(
-        metadata: w.auth("exchange"), requestProducer: { writer in try await writer.write(rows[0]) })
+        metadata: w.auth("exchange"), requestProducer: { writer in try await writer.write(rows[0]) }
+      )
       #expect(byExchange.accepted == 1)
     }
   }
@@ -149,12 +163,17 @@ struct CurriculumAPITests {
         "tB1", "二次函数 教学案例", reviewer: "revB", type: .teachingCase, chapter: "M9-22")
       // Not counted: a draft case, a published courseware, a deleted case.
       _ = try await w.create("tA1", "一元一次方程 草稿案例", type: .teachingCase, chapter: "M7-3")
-      _ = try await w.published("tA1", "一元二次方程 课件", reviewer: "revA", chapter: "M9-21", scope: .province)
+      _ = try await w.published(
+        "tA1", "一元二次方程 课件", reviewer: "revA", chapter: "M9-21", scope: .province)
       let deleted = try await w.published(
         "tA1", "删除的案例", reviewer: "revA", type: .teachingCase, chapter: "M9-21", scope: .province)
-      _ = try await w.catalogue.deleteResource(.with { $0.id = deleted.id }, metadata: w.auth("tA1"))
+      _ = try await w.catalogue.deleteResource(
+        .with { $0.id = deleted.id }, metadata: w.auth("tA1"))
 
-      func report(_ org: String, as user: String = "admin", subject: Smartschool_Common_V1_Subject = .unspecified)
+      func report(
+        _ org: String, as user: String = "admin",
+        subject: Smartschool_Common_V1_Subject = .unspecified
+      )
         async throws -> [String]
       {
         let r = try await w.catalogue.getCaseCoverage(
@@ -163,28 +182,36 @@ struct CurriculumAPITests {
             $0.subject = subject
           }, metadata: w.auth(user))
         return r.rows.map {
-          "\($0.subject.chineseName)\($0.grade):\($0.coveredChapters)/\($0.chapters)=\($0.coverageText)\($0.meetsTarget ? "✓" : "")"
+          "\($0.subject.chineseName)\($0.grade):\($0.coveredChapters)/\($0.chapters)="
+            + "\($0.coverageText)\($0.meetsTarget ? "✓" : "")"
         } + ["总计:\(r.total.coveredChapters)/\(r.total.chapters)=\(r.total.coverageText)"]
       }
       // County A sees its two county-shared cases (and S-A2's own case is owned within it).
-      #expect(try await report("K340121", as: "adminA")
-        == ["语文3:0/2=0.00", "数学7:2/3=66.67✓", "数学9:0/2=0.00", "总计:2/7=28.57"])
+      #expect(
+        try await report("K340121", as: "adminA")
+          == ["语文3:0/2=0.00", "数学7:2/3=66.67✓", "数学9:0/2=0.00", "总计:2/7=28.57"])
       // School S-A2 sees the county-shared cases and its own.
-      #expect(try await report("S-A2", as: "tA2")
-        == ["语文3:0/2=0.00", "数学7:2/3=66.67✓", "数学9:0/2=0.00", "总计:2/7=28.57"])
+      #expect(
+        try await report("S-A2", as: "tA2")
+          == ["语文3:0/2=0.00", "数学7:2/3=66.67✓", "数学9:0/2=0.00", "总计:2/7=28.57"])
       // School S-B1 sees only its own case.
-      #expect(try await report("S-B1", as: "tB1")
-        == ["语文3:0/2=0.00", "数学7:0/3=0.00", "数学9:1/2=50.00", "总计:1/7=14.29"])
+      #expect(
+        try await report("S-B1", as: "tB1")
+          == ["语文3:0/2=0.00", "数学7:0/3=0.00", "数学9:1/2=50.00", "总计:1/7=14.29"])
       // The city owns them all.
-      #expect(try await report("C3401")
-        == ["语文3:0/2=0.00", "数学7:2/3=66.67✓", "数学9:1/2=50.00", "总计:3/7=42.86"])
-      #expect(try await report("C3401", subject: .mathematics)
-        == ["数学7:2/3=66.67✓", "数学9:1/2=50.00", "总计:3/5=60.00"])
+      #expect(
+        try await report("C3401")
+          == ["语文3:0/2=0.00", "数学7:2/3=66.67✓", "数学9:1/2=50.00", "总计:3/7=42.86"])
+      #expect(
+        try await report("C3401", subject: .mathematics)
+          == ["数学7:2/3=66.67✓", "数学9:1/2=50.00", "总计:3/5=60.00"])
       await expectCode(.permissionDenied) {
-        try await w.catalogue.getCaseCoverage(.with { $0.orgCode = "K340122" }, metadata: w.auth("tA1"))
+        try await w.catalogue.getCaseCoverage(
+          .with { $0.orgCode = "K340122" }, metadata: w.auth("tA1"))
       }
       await expectCode(.notFound) {
-        try await w.catalogue.getCaseCoverage(.with { $0.orgCode = "NOPE" }, metadata: w.auth("admin"))
+        try await w.catalogue.getCaseCoverage(
+          .with { $0.orgCode = "NOPE" }, metadata: w.auth("admin"))
       }
       await expectCode(.notFound) {
         try await w.catalogue.getCaseCoverage(

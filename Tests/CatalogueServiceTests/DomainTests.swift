@@ -97,8 +97,9 @@ struct CoverageTests {
 
   @Test func rowsPerSubjectAndGradeWithTotal() {
     func ch(_ code: String, _ grade: Int, _ subject: Smartschool_Common_V1_Subject) -> ChapterRef {
-      ChapterRef(code: code, stage: Smartschool_Common_V1_Stage.of(grade: grade)!, grade: grade,
-                 subject: subject)
+      ChapterRef(
+        code: code, stage: Smartschool_Common_V1_Stage.of(grade: grade)!, grade: grade,
+        subject: subject)
     }
     let chapters = [
       ch("m7-1", 7, .mathematics), ch("m7-2", 7, .mathematics), ch("m7-3", 7, .mathematics),
@@ -116,21 +117,25 @@ struct CoverageTests {
     #expect(report.total.chapters == 7 && report.total.coveredChapters == 3)
     #expect(report.total.coverageText == "42.86")
     // Exactly the target meets it.
-    #expect(Coverage.row(stage: .junior, subject: .physics, grade: 8, chapters: 5, covered: 3)
-      .meetsTarget)
+    #expect(
+      Coverage.row(stage: .junior, subject: .physics, grade: 8, chapters: 5, covered: 3)
+        .meetsTarget)
   }
 }
 
 @Suite("Ranking")
 struct RankingTests {
   @Test func popularityWeighsDownloadsFavouritesAndRatings() {
-    #expect(Ranking.popularity(views: 10, downloads: 2, favourites: 1, ratingSum: 9, ratingCount: 2)
-      == 10 + 6 + 5 + 5)
+    #expect(
+      Ranking.popularity(views: 10, downloads: 2, favourites: 1, ratingSum: 9, ratingCount: 2)
+        == 10 + 6 + 5 + 5)
     // A 1-star rating lowers popularity, a 2-star one is neutral.
-    #expect(Ranking.popularity(views: 0, downloads: 0, favourites: 0, ratingSum: 1, ratingCount: 1)
-      == -1)
-    #expect(Ranking.popularity(views: 0, downloads: 0, favourites: 0, ratingSum: 2, ratingCount: 1)
-      == 0)
+    #expect(
+      Ranking.popularity(views: 0, downloads: 0, favourites: 0, ratingSum: 1, ratingCount: 1)
+        == -1)
+    #expect(
+      Ranking.popularity(views: 0, downloads: 0, favourites: 0, ratingSum: 2, ratingCount: 1)
+        == 0)
   }
 
   @Test func relevanceWeighsTitleOverKeywordsOverDescription() {
@@ -145,9 +150,11 @@ struct RankingTests {
     #expect(prefix > title && title > keyword && keyword > description && description > 0)
     #expect(Ranking.relevance(terms: ["物理"], title: "函数", keywords: [], description: "") == 0)
     // Every word counts; ASCII is matched case-insensitively.
-    #expect(Ranking.relevance(terms: ["ppt", "函数"], title: "函数 PPT", keywords: [],
-                              description: "")
-      == 2 * Ranking.titleWeight + Ranking.titlePrefixWeight)
+    #expect(
+      Ranking.relevance(
+        terms: ["ppt", "函数"], title: "函数 PPT", keywords: [],
+        description: "")
+        == 2 * Ranking.titleWeight + Ranking.titlePrefixWeight)
   }
 
   @Test func searchOrderIsRelevanceThenPopularityThenNewest() {
@@ -165,8 +172,9 @@ struct RankingTests {
     func c(_ id: String, _ matched: Int, _ sum: Int64, _ count: Int64, _ pop: Double)
       -> Ranking.Candidate
     {
-      Ranking.Candidate(id: id, matched: matched, ratingSum: sum, ratingCount: count,
-                        popularity: pop)
+      Ranking.Candidate(
+        id: id, matched: matched, ratingSum: sum, ratingCount: count,
+        popularity: pop)
     }
     let ranked = [
       c("popular-one-point", 1, 50, 10, 1000),
@@ -175,13 +183,14 @@ struct RankingTests {
       c("two-points-one-five-star", 2, 5, 1, 50),
       c("two-points-unrated-used", 2, 0, 0, 10),
     ].sorted(by: Ranking.recommendationOrder).map(\.id)
-    #expect(ranked == [
-      "two-points-well-rated",  // (45+6)/12 = 4.25
-      "two-points-one-five-star",  // (5+6)/3 = 3.67
-      "two-points-unrated-used",  // 3.0, more usage
-      "two-points-unrated",
-      "popular-one-point",
-    ])
+    #expect(
+      ranked == [
+        "two-points-well-rated",  // (45+6)/12 = 4.25
+        "two-points-one-five-star",  // (5+6)/3 = 3.67
+        "two-points-unrated-used",  // 3.0, more usage
+        "two-points-unrated",
+        "popular-one-point",
+      ])
   }
 
   @Test func periodScoreCountsUnfavouritesAndStars() {
@@ -211,8 +220,9 @@ struct SearchQueryTests {
   @Test func syntaxNeverReachesFTS() throws {
     // Quotes, operators and FTS column filters are separators; words are quoted literals.
     #expect(try SearchQuery.parse("\"二次\"函数").terms == ["二次", "函数"])
-    #expect(try SearchQuery.parse("title:函数 OR NEAR(a b)*").terms
-      == ["title", "函数", "or", "near", "a", "b"])
+    #expect(
+      try SearchQuery.parse("title:函数 OR NEAR(a b)*").terms
+        == ["title", "函数", "or", "near", "a", "b"])
     #expect(SearchQuery.literal("a\"b") == "\"a\"\"b\"")
     for bad in ["!!!", "\"", "*", "（）。，", "-- ;", "^"] {
       #expect(throws: ServiceError.self) { try SearchQuery.parse(bad) }
@@ -256,12 +266,18 @@ struct VisibilityTests {
     #expect(!sees(viewer([school]), status: .draft, reach: school))
     #expect(sees(viewer([nextCounty], id: "author"), status: .draft, reach: school))
     // Reviewers covering the owner see submissions; others do not.
-    #expect(sees(viewer([], review: [OrgPath(ids: ["p", "c", "k1"])]), status: .submitted,
-                 reach: school))
-    #expect(!sees(viewer([], review: [OrgPath(ids: ["p", "c", "k2"])]), status: .submitted,
-                  reach: school))
-    #expect(!sees(viewer([], review: [OrgPath(ids: ["p", "c", "k1"])]), status: .draft,
-                  reach: school))
+    #expect(
+      sees(
+        viewer([], review: [OrgPath(ids: ["p", "c", "k1"])]), status: .submitted,
+        reach: school))
+    #expect(
+      !sees(
+        viewer([], review: [OrgPath(ids: ["p", "c", "k2"])]), status: .submitted,
+        reach: school))
+    #expect(
+      !sees(
+        viewer([], review: [OrgPath(ids: ["p", "c", "k1"])]), status: .draft,
+        reach: school))
   }
 
   @Test func pathRangesCoverExactlyTheSubtree() {
@@ -272,7 +288,8 @@ struct VisibilityTests {
     for outside in ["/a/", "/a/bc/", "/a/b0/", "/a/c/", "/b/"] {
       #expect(!(outside >= r.lower && outside < r.upper))
     }
-    #expect(Visibility.prefixes(of: OrgPath(ids: ["a", "b"])).map(\.description)
-      == ["/a/", "/a/b/"])
+    #expect(
+      Visibility.prefixes(of: OrgPath(ids: ["a", "b"])).map(\.description)
+        == ["/a/", "/a/b/"])
   }
 }

@@ -7,10 +7,12 @@ import IdentityService
 import Logging
 import ServiceRuntime
 import SmartSchoolModel
-import Testing
 import TestSupport
+import Testing
 
-typealias IdentityClient = Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>
+typealias IdentityClient = Smartschool_Identity_V1_IdentityService.Client<
+  HTTP2ClientTransport.Posix
+>
 typealias CatalogueClient = Smartschool_Catalogue_V1_CatalogueService.Client<
   HTTP2ClientTransport.Posix
 >
@@ -81,13 +83,15 @@ func withWorld(
       try await org("S-B1", "肥东县第一中学", .school, "K340122")
       try await org("CL-A1", "七年级1班", .class, "S-A1", grade: 7)
 
-      let people: [(String, Smartschool_Identity_V1_UserKind, String, Smartschool_Identity_V1_Role)] = [
-        ("tA1", .teacher, "S-A1", .teacher), ("tA1b", .teacher, "S-A1", .teacher),
-        ("tA2", .teacher, "S-A2", .teacher), ("tB1", .teacher, "S-B1", .teacher),
-        ("sA1", .student, "CL-A1", .student), ("revA", .staff, "K340121", .resourceReviewer),
-        ("revB", .staff, "K340122", .resourceReviewer), ("revS", .staff, "S-A1", .resourceReviewer),
-        ("adminA", .staff, "K340121", .countyAdmin),
-      ]
+      let people:
+        [(String, Smartschool_Identity_V1_UserKind, String, Smartschool_Identity_V1_Role)] = [
+          ("tA1", .teacher, "S-A1", .teacher), ("tA1b", .teacher, "S-A1", .teacher),
+          ("tA2", .teacher, "S-A2", .teacher), ("tB1", .teacher, "S-B1", .teacher),
+          ("sA1", .student, "CL-A1", .student), ("revA", .staff, "K340121", .resourceReviewer),
+          ("revB", .staff, "K340122", .resourceReviewer),
+          ("revS", .staff, "S-A1", .resourceReviewer),
+          ("adminA", .staff, "K340121", .countyAdmin),
+        ]
       var tokens: [String: String] = ["admin": admin]
       var ids: [String: String] = [:]
       for (name, kind, orgCode, role) in people {
@@ -227,18 +231,22 @@ func curriculumRows() -> [Smartschool_Catalogue_V1_ImportCurriculumRequest] {
 extension World {
   /// Imports ``curriculumRows()`` as the system admin.
   @discardableResult
-  func importCurriculum(_ rows: [Smartschool_Catalogue_V1_ImportCurriculumRequest] = curriculumRows())
+  func importCurriculum(
+    _ rows: [Smartschool_Catalogue_V1_ImportCurriculumRequest] = curriculumRows()
+  )
     async throws -> Smartschool_Common_V1_ImportSummary
   {
     try await catalogue.importCurriculum(
-      metadata: auth("admin"), requestProducer: { writer in try await writer.write(contentsOf: rows) })
+      metadata: auth("admin"),
+      requestProducer: { writer in try await writer.write(contentsOf: rows) })
   }
 
   /// Creates a resource as `user`.
   func create(
     _ user: String, _ title: String, type: Smartschool_Catalogue_V1_ResourceType = .courseware,
     chapter: String = "", stage: Smartschool_Common_V1_Stage = .junior, grade: Int32 = 0,
-    subject: Smartschool_Common_V1_Subject = .mathematics, scope: Smartschool_Catalogue_V1_SharingScope = .school,
+    subject: Smartschool_Common_V1_Subject = .mathematics,
+    scope: Smartschool_Catalogue_V1_SharingScope = .school,
     keywords: [String] = [], description: String = "", points: [String] = [], owner: String = "",
     externalID: String = ""
   ) async throws -> Resource {
@@ -300,8 +308,10 @@ extension World {
   }
 
   /// Ids of every resource `user` finds with `filter` (all pages).
-  func listIDs(_ user: String, _ filter: Smartschool_Catalogue_V1_ResourceFilter = .init(),
-               pageSize: Int32 = 0) async throws -> [String] {
+  func listIDs(
+    _ user: String, _ filter: Smartschool_Catalogue_V1_ResourceFilter = .init(),
+    pageSize: Int32 = 0
+  ) async throws -> [String] {
     var ids: [String] = []
     var token = ""
     repeat {

@@ -2,8 +2,8 @@ import Foundation
 import GRPCCore
 import SmartSchoolModel
 import SwiftProtobuf
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Resources through a real server")
 struct ResourceAPITests {
@@ -24,7 +24,8 @@ struct ResourceAPITests {
       #expect(created.ownerOrgCode == "S-A1" && created.ownerOrgPath.hasSuffix("/"))
       #expect(created.hasCreateTime && !created.hasContent)
 
-      let got = try await w.catalogue.getResource(.with { $0.id = created.id }, metadata: w.auth("tA1"))
+      let got = try await w.catalogue.getResource(
+        .with { $0.id = created.id }, metadata: w.auth("tA1"))
       #expect(got == created)
       let byKey = try await w.catalogue.getResource(
         .with { $0.externalID = "EXT-1" }, metadata: w.auth("tA1"))
@@ -73,7 +74,8 @@ struct ResourceAPITests {
       }
 
       // Soft delete: gone from reads and lists; the feed carries a delete with the key.
-      _ = try await w.catalogue.deleteResource(.with { $0.id = created.id }, metadata: w.auth("tA1"))
+      _ = try await w.catalogue.deleteResource(
+        .with { $0.id = created.id }, metadata: w.auth("tA1"))
       await expectCode(.notFound) {
         try await w.catalogue.getResource(.with { $0.id = created.id }, metadata: w.auth("tA1"))
       }
@@ -106,31 +108,36 @@ struct ResourceAPITests {
             }
           }, metadata: w.auth("tA1"))
       }
-      #expect(Set(fields).isSuperset(of: [
-        "resource.title", "resource.type", "resource.stage", "resource.subject",
-        "resource.grade", "resource.keywords[0]", "resource.external_id",
-      ]))
+      #expect(
+        Set(fields).isSuperset(of: [
+          "resource.title", "resource.type", "resource.stage", "resource.subject",
+          "resource.grade", "resource.keywords[0]", "resource.external_id",
+        ]))
       // Unknown chapter and knowledge point; a grade that contradicts the chapter.
-      #expect(await fieldViolations {
-        _ = try await w.create("tA1", "x", chapter: "NO-SUCH")
-      } == ["resource.chapter_code"])
-      #expect(await fieldViolations {
-        _ = try await w.create("tA1", "x", chapter: "PEP-MATH-7A")
-      } == ["resource.chapter_code"])
-      #expect(await fieldViolations {
-        _ = try await w.create("tA1", "x", points: ["KP-RATIONAL", "KP-NOPE"])
-      } == ["resource.knowledge_point_codes[1]"])
-      #expect(await fieldViolations {
-        _ = try await w.catalogue.createResource(
-          .with {
-            $0.resource = .with {
-              $0.title = "x"
-              $0.type = .courseware
-              $0.chapterCode = "M7-2"
-              $0.grade = 8
-            }
-          }, metadata: w.auth("tA1"))
-      } == ["resource.grade"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.create("tA1", "x", chapter: "NO-SUCH")
+        } == ["resource.chapter_code"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.create("tA1", "x", chapter: "PEP-MATH-7A")
+        } == ["resource.chapter_code"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.create("tA1", "x", points: ["KP-RATIONAL", "KP-NOPE"])
+        } == ["resource.knowledge_point_codes[1]"])
+      #expect(
+        await fieldViolations {
+          _ = try await w.catalogue.createResource(
+            .with {
+              $0.resource = .with {
+                $0.title = "x"
+                $0.type = .courseware
+                $0.chapterCode = "M7-2"
+                $0.grade = 8
+              }
+            }, metadata: w.auth("tA1"))
+        } == ["resource.grade"])
       // Owners: out of scope, unknown, a class.
       await expectCode(.permissionDenied) { try await w.create("tA1", "x", owner: "S-B1") }
       await expectCode(.notFound) { try await w.create("tA1", "x", owner: "S-NOPE") }
@@ -192,7 +199,8 @@ struct ResourceAPITests {
       await expectCode(.notFound) {
         try await w.catalogue.getResource(.with { $0.id = county.id }, metadata: w.auth("tB1"))
       }
-      let seen = try await w.catalogue.getResource(.with { $0.id = county.id }, metadata: w.auth("tA2"))
+      let seen = try await w.catalogue.getResource(
+        .with { $0.id = county.id }, metadata: w.auth("tA2"))
       #expect(seen.status == .published && seen.hasPublishTime)
       // Widening the scope needs a new review round: unpublish, edit, resubmit.
       await expectCode(.failedPrecondition) {
@@ -223,11 +231,14 @@ struct ResourceAPITests {
   @Test func listFiltersAndStablePageTokens() async throws {
     try await withWorld { w in
       try await w.importCurriculum()
-      let a = try await w.create("tA1", "A", type: .microLesson, chapter: "M7-1", points: ["KP-RATIONAL"])
+      let a = try await w.create(
+        "tA1", "A", type: .microLesson, chapter: "M7-1", points: ["KP-RATIONAL"])
       let b = try await w.create("tA1", "B", type: .exerciseSet, chapter: "M7-1-1")
-      let c = try await w.create("tA1", "C", type: .exerciseSet, chapter: "M9-22", points: ["KP-QUAD-FN"])
+      let c = try await w.create(
+        "tA1", "C", type: .exerciseSet, chapter: "M9-22", points: ["KP-QUAD-FN"])
       let d = try await w.create("tA1", "D", type: .lessonPlan, chapter: "C3-1")
-      let e = try await w.create("tA1", "E", type: .courseware, stage: .senior, grade: 10, subject: .physics)
+      let e = try await w.create(
+        "tA1", "E", type: .courseware, stage: .senior, grade: 10, subject: .physics)
       try await w.transition(e.id, .submit, by: "tA1")
       func ids(_ f: Smartschool_Catalogue_V1_ResourceFilter) async throws -> Set<String> {
         Set(try await w.listIDs("tA1", f))
@@ -245,10 +256,12 @@ struct ResourceAPITests {
       #expect(try await ids(.with { $0.ownerOrgCode = "K340121" }).count == 5)
       #expect(try await ids(.with { $0.ownerOrgCode = "K340122" }).isEmpty)
       #expect(try await ids(.with { $0.authorID = w.userIDs["tA1"]! }).count == 5)
-      #expect(try await ids(.with {
-        $0.grade = 7
-        $0.type = .microLesson
-      }) == [a.id])
+      #expect(
+        try await ids(
+          .with {
+            $0.grade = 7
+            $0.type = .microLesson
+          }) == [a.id])
       await expectCode(.invalidArgument) {
         try await w.catalogue.listResources(
           .with { $0.filter = .with { $0.chapterCode = "PEP-MATH-7A" } }, metadata: w.auth("tA1"))
@@ -258,7 +271,8 @@ struct ResourceAPITests {
       }
 
       // Pages of two: newest first, no duplicates, stable while resources are added.
-      let first = try await w.catalogue.listResources(.with { $0.pageSize = 2 }, metadata: w.auth("tA1"))
+      let first = try await w.catalogue.listResources(
+        .with { $0.pageSize = 2 }, metadata: w.auth("tA1"))
       #expect(first.resources.map(\.title) == ["E", "D"])
       let f = try await w.create("tA1", "F")
       let second = try await w.catalogue.listResources(
@@ -284,7 +298,8 @@ struct ResourceAPITests {
           }, metadata: w.auth("tA1"))
       }
       await expectCode(.invalidArgument) {
-        try await w.catalogue.listResources(.with { $0.pageToken = "garbage" }, metadata: w.auth("tA1"))
+        try await w.catalogue.listResources(
+          .with { $0.pageToken = "garbage" }, metadata: w.auth("tA1"))
       }
     }
   }

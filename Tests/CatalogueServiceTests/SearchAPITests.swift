@@ -1,8 +1,8 @@
 import Foundation
 import GRPCCore
 import SmartSchoolModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Chinese search through a real server")
 struct SearchAPITests {
@@ -37,11 +37,13 @@ struct SearchAPITests {
       // Four characters: the trigram index; relevance: title (and prefix) > description.
       #expect(try await w.searchTitles("tA1b", "二次函数") == ["二次函数的图像与性质", "一元二次方程的解法"])
       // Two characters: substring fallback; equal relevance is broken by popularity.
-      #expect(try await w.searchTitles("tA1b", "函数")
-        == ["函数的概念", "三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
+      #expect(
+        try await w.searchTitles("tA1b", "函数")
+          == ["函数的概念", "三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
       // One character.
-      #expect(Set(try await w.searchTitles("tA1b", "数"))
-        == ["函数的概念", "三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
+      #expect(
+        Set(try await w.searchTitles("tA1b", "数"))
+          == ["函数的概念", "三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
       #expect(try await w.searchTitles("tA1b", "诗") == ["古诗词鉴赏"])
       // Misses.
       #expect(try await w.searchTitles("tA1b", "物理").isEmpty)
@@ -60,12 +62,15 @@ struct SearchAPITests {
   @Test func filtersFacetsAndPaging() async throws {
     try await withWorld { w in
       try await seed(w)
-      #expect(try await w.searchTitles("tA1b", "函数", .with { $0.grade = 9 })
-        == ["三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
-      #expect(try await w.searchTitles("tA1b", "函数", .with { $0.type = .microLesson })
-        == ["函数的概念"])
-      #expect(try await w.searchTitles("tA1b", "二次函数", .with { $0.type = .exerciseSet })
-        == ["一元二次方程的解法"])
+      #expect(
+        try await w.searchTitles("tA1b", "函数", .with { $0.grade = 9 })
+          == ["三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
+      #expect(
+        try await w.searchTitles("tA1b", "函数", .with { $0.type = .microLesson })
+          == ["函数的概念"])
+      #expect(
+        try await w.searchTitles("tA1b", "二次函数", .with { $0.type = .exerciseSet })
+          == ["一元二次方程的解法"])
       #expect(try await w.searchTitles("tA1b", "函数", .with { $0.subject = .chinese }).isEmpty)
 
       let response = try await w.catalogue.searchResources(
@@ -94,7 +99,8 @@ struct SearchAPITests {
           }, metadata: w.auth("tA1b"))
       }
       // The empty query browses everything visible, most popular first.
-      let all = try await w.catalogue.searchResources(.with { $0.pageSize = 100 }, metadata: w.auth("tA1b"))
+      let all = try await w.catalogue.searchResources(
+        .with { $0.pageSize = 100 }, metadata: w.auth("tA1b"))
       #expect(all.totalSize == 6 && all.hits.first?.resource.title == "三角函数")
     }
   }
@@ -110,13 +116,18 @@ struct SearchAPITests {
       ]
       for q in queries {
         let code = await statusCode {
-          _ = try await w.catalogue.searchResources(.with { $0.query = q }, metadata: w.auth("tA1b"))
+          _ = try await w.catalogue.searchResources(
+            .with { $0.query = q }, metadata: w.auth("tA1b"))
         }
-        #expect(code == nil || code == .invalidArgument, "query \(q.debugDescription): \(String(describing: code))")
+        #expect(
+          code == nil || code == .invalidArgument,
+          "query \(q.debugDescription): \(String(describing: code))")
       }
-      #expect(await statusCode {
-        _ = try await w.catalogue.searchResources(.with { $0.query = "!!!" }, metadata: w.auth("tA1b"))
-      } == .invalidArgument)
+      #expect(
+        await statusCode {
+          _ = try await w.catalogue.searchResources(
+            .with { $0.query = "!!!" }, metadata: w.auth("tA1b"))
+        } == .invalidArgument)
       #expect(try await w.searchTitles("tA1b", "二次\"函数").count == 2)
       #expect(try await w.searchTitles("tA1b", "NEAR(函数").isEmpty)  // "near" must match too
     }

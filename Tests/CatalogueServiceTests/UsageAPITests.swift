@@ -2,8 +2,8 @@ import Foundation
 import GRPCCore
 import SmartSchoolModel
 import SwiftProtobuf
-import Testing
 import TestSupport
+import Testing
 
 extension World {
   @discardableResult
@@ -47,8 +47,10 @@ struct UsageAPITests {
       #expect(stats.popularity == 3 + 5 * 1 + (9 - 4))
       let got = try await w.catalogue.getResource(.with { $0.id = x.id }, metadata: w.auth("tB1"))
       #expect(got.stats == stats)
-      #expect(try await w.catalogue.getResourceStats(.with { $0.resourceID = x.id }, metadata: w.auth("tA1"))
-        == stats)
+      #expect(
+        try await w.catalogue.getResourceStats(
+          .with { $0.resourceID = x.id }, metadata: w.auth("tA1"))
+          == stats)
       await expectCode(.invalidArgument) { try await w.use("tA1b", x.id, .rate, rating: 6) }
       await expectCode(.invalidArgument) { try await w.use("tA1b", x.id, .rate) }
       await expectCode(.invalidArgument) { try await w.use("tA1b", x.id, .view, rating: 3) }
@@ -109,7 +111,8 @@ struct UsageAPITests {
       try await w.use("tA2", eqUsed.id, .view, times: 4)
 
       func recommend(
-        _ points: [String], as user: String = "tA2", types: [Smartschool_Catalogue_V1_ResourceType] = [],
+        _ points: [String], as user: String = "tA2",
+        types: [Smartschool_Catalogue_V1_ResourceType] = [],
         grade: Int32 = 0
       ) async throws -> [String] {
         try await w.catalogue.recommendResources(
@@ -122,14 +125,16 @@ struct UsageAPITests {
           }, metadata: w.auth(user)
         ).recommendations.map { "\($0.resource.title)@\($0.coverage)" }
       }
-      #expect(try await recommend(["KP-QUAD-FN", "KP-QUAD-EQ"]) == [
-        "方程与函数 综合@1.0", "二次函数 精讲@0.5", "一元二次方程 微课@0.5", "二次函数 练习@0.5",
-      ])
+      #expect(
+        try await recommend(["KP-QUAD-FN", "KP-QUAD-EQ"]) == [
+          "方程与函数 综合@1.0", "二次函数 精讲@0.5", "一元二次方程 微课@0.5", "二次函数 练习@0.5",
+        ])
       let detail = try await w.catalogue.recommendResources(
         .with { $0.knowledgePointCodes = ["KP-QUAD-FN", "KP-QUAD-EQ", "KP-QUAD-FN"] },
         metadata: w.auth("tA2"))
       #expect(detail.recommendations.first?.resource.id == both.id)
-      #expect(detail.recommendations.first?.matchedKnowledgePointCodes == ["KP-QUAD-EQ", "KP-QUAD-FN"])
+      #expect(
+        detail.recommendations.first?.matchedKnowledgePointCodes == ["KP-QUAD-EQ", "KP-QUAD-FN"])
       #expect(try await recommend(["KP-QUAD-FN"], types: [.exerciseSet]) == ["二次函数 练习@1.0"])
       #expect(try await recommend(["KP-QUAD-FN"], grade: 7).isEmpty)
       // The next county sees only its own; drafts are never pushed.
@@ -156,7 +161,8 @@ struct UsageAPITests {
       #expect(try await ids("adminA") == [a.id, a.id])
       await expectCode(.permissionDenied) { try await ids("tA1") }
       await expectCode(.permissionDenied) { try await ids("revA") }
-      let page = try await w.catalogue.listChanges(.with { $0.pageSize = 2 }, metadata: w.auth("exchange"))
+      let page = try await w.catalogue.listChanges(
+        .with { $0.pageSize = 2 }, metadata: w.auth("exchange"))
       #expect(page.changes.count == 2 && page.moreAvailable)
       let rest = try await w.catalogue.listChanges(
         .with { $0.afterSequence = page.lastSequence }, metadata: w.auth("exchange"))
@@ -164,7 +170,8 @@ struct UsageAPITests {
       let payload = try Smartschool_Catalogue_V1_Resource(unpackingAny: rest.changes[0].payload)
       #expect(payload.status == .submitted)
       await expectCode(.invalidArgument) {
-        try await w.catalogue.listChanges(.with { $0.afterSequence = -1 }, metadata: w.auth("exchange"))
+        try await w.catalogue.listChanges(
+          .with { $0.afterSequence = -1 }, metadata: w.auth("exchange"))
       }
     }
   }

@@ -1,8 +1,8 @@
 import Foundation
 import GRPCCore
 import SmartSchoolModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Review workflow through a real server")
 struct WorkflowAPITests {
@@ -49,8 +49,14 @@ struct WorkflowAPITests {
       let history = try await w.catalogue.listTransitions(
         .with { $0.resourceID = r.id }, metadata: w.auth("tA1"))
       #expect(history.transitions.map(\.action) == [.submit, .reject, .revise, .submit, .approve])
-      #expect(history.transitions.map(\.fromStatus) == [.draft, .submitted, .rejected, .draft, .submitted])
-      #expect(history.transitions.map(\.toStatus) == [.submitted, .rejected, .draft, .submitted, .published])
+      #expect(
+        history.transitions.map(\.fromStatus) == [
+          .draft, .submitted, .rejected, .draft, .submitted,
+        ])
+      #expect(
+        history.transitions.map(\.toStatus) == [
+          .submitted, .rejected, .draft, .submitted, .published,
+        ])
       #expect(history.transitions.map(\.actorName) == ["tA1", "revA", "tA1", "tA1", "revS"])
       #expect(history.transitions[1].comment == "缺少教学目标")
       #expect(history.transitions.allSatisfy { $0.resourceID == r.id && $0.hasTime })
@@ -66,11 +72,14 @@ struct WorkflowAPITests {
           $0.pageSize = 3
           $0.pageToken = page.nextPageToken
         }, metadata: w.auth("tA1b"))
-      #expect((page.transitions + rest.transitions).map(\.sequence) == history.transitions.map(\.sequence))
+      #expect(
+        (page.transitions + rest.transitions).map(\.sequence) == history.transitions.map(\.sequence)
+      )
       #expect(rest.nextPageToken.isEmpty)
       // Who cannot see the resource cannot read its history.
       await expectCode(.notFound) {
-        try await w.catalogue.listTransitions(.with { $0.resourceID = r.id }, metadata: w.auth("tB1"))
+        try await w.catalogue.listTransitions(
+          .with { $0.resourceID = r.id }, metadata: w.auth("tB1"))
       }
     }
   }
@@ -107,7 +116,8 @@ struct WorkflowAPITests {
       await expectCode(.notFound) { try await w.transition(other.id, .approve, by: "revS") }
       #expect(try await w.transition(other.id, .approve, by: "revA").status == .published)
       // A county admin may delete what the county owns.
-      _ = try await w.catalogue.deleteResource(.with { $0.id = other.id }, metadata: w.auth("adminA"))
+      _ = try await w.catalogue.deleteResource(
+        .with { $0.id = other.id }, metadata: w.auth("adminA"))
       await expectCode(.invalidArgument) {
         try await w.transition(r.id, .unspecified, by: "tA1")
       }

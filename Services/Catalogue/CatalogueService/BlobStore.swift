@@ -51,7 +51,8 @@ final class BlobStore: Sendable {
     var files: [String] = []
     while let name = e.nextObject() as? String {
       var isDirectory: ObjCBool = false
-      if fm.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory), !isDirectory.boolValue {
+      if fm.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory), !isDirectory.boolValue
+      {
         files.append(name)
       }
     }

@@ -72,7 +72,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
   private func requireEditable(_ r: StoredResource) throws {
     guard Workflow.isEditable(r.resource.status) else {
       throw ServiceError.failedPrecondition(
-        "the resource is \(Workflow.name(r.resource.status)); only draft and rejected resources can be changed (withdraw or unpublish it first)")
+        "the resource is \(Workflow.name(r.resource.status)); only draft and rejected resources "
+          + "can be changed (withdraw or unpublish it first)")
     }
   }
 
@@ -134,27 +135,37 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     var v = Validator()
     var r = ResolvedFilter()
     if f.stage != .unspecified {
-      if ResourceRules.isKnown(f.stage) { r.stage = f.stage.rawValue } else {
+      if ResourceRules.isKnown(f.stage) {
+        r.stage = f.stage.rawValue
+      } else {
         v.add(field + ".stage", "unknown stage")
       }
     }
     if f.grade != 0 {
-      if (1...12).contains(f.grade) { r.grade = Int(f.grade) } else {
+      if (1...12).contains(f.grade) {
+        r.grade = Int(f.grade)
+      } else {
         v.add(field + ".grade", "must be 1-12")
       }
     }
     if f.subject != .unspecified {
-      if ResourceRules.isKnown(f.subject) { r.subject = f.subject.rawValue } else {
+      if ResourceRules.isKnown(f.subject) {
+        r.subject = f.subject.rawValue
+      } else {
         v.add(field + ".subject", "unknown subject")
       }
     }
     if f.type != .unspecified {
-      if ResourceRules.isKnown(f.type) { r.types = [f.type.rawValue] } else {
+      if ResourceRules.isKnown(f.type) {
+        r.types = [f.type.rawValue]
+      } else {
         v.add(field + ".type", "unknown resource type")
       }
     }
     if f.status != .unspecified {
-      if ResourceRules.isKnown(f.status) { r.status = f.status.rawValue } else {
+      if ResourceRules.isKnown(f.status) {
+        r.status = f.status.rawValue
+      } else {
         v.add(field + ".status", "unknown status")
       }
     }
@@ -190,7 +201,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
 
   /// Where the caller's usage counts: their first binding that may read resources.
   private func usagePath(_ p: Principal) -> String {
-    let binding = p.bindings.first { PermissionTable.permissions(of: $0.role).contains(.resourcesRead) }
+    let binding =
+      p.bindings.first { PermissionTable.permissions(of: $0.role).contains(.resourcesRead) }
       ?? p.bindings.first
     return binding?.orgPath.description ?? "/"
   }
@@ -225,7 +237,9 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
         owner = school
       }
     }
-    guard owner.active else { throw ServiceError.failedPrecondition("the owning org is deactivated") }
+    guard owner.active else {
+      throw ServiceError.failedPrecondition("the owning org is deactivated")
+    }
     let ownerPath = try path(owner)
     try p.require(.resourcesWrite, at: ownerPath)
     let top = try await resolveCurriculum(&r)
@@ -391,7 +405,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     let p = try Principal.require()
     let limit = try PageSize.resolve(request.pageSize)
     let query = try SearchQuery.parse(request.query)
-    let fingerprint = "search|" + query.terms.joined(separator: " ") + "|"
+    let fingerprint =
+      "search|" + query.terms.joined(separator: " ") + "|"
       + request.filter.textFormatString()
     let token = try PageToken.decode(request.pageToken, query: fingerprint)
     var offset = 0
@@ -474,7 +489,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     while let message = try await messages.next() {
       guard message.resourceID == first.resourceID else {
         throw ServiceError.invalid(
-          "resource_id", "a chunk names resource '\(message.resourceID)', not '\(first.resourceID)'")
+          "resource_id", "a chunk names resource '\(message.resourceID)', not '\(first.resourceID)'"
+        )
       }
       switch message.part {
       case .data(let data):
@@ -525,24 +541,27 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     if request.offset == 0 {
       _ = try await store.recordUsage(
         seq: r.seq,
-        UsageEvent(kind: .download, stars: 0, userID: p.userID, userPath: usagePath(p), time: Date()))
+        UsageEvent(
+          kind: .download, stars: 0, userID: p.userID, userPath: usagePath(p), time: Date()))
     }
     if request.offset == content.sizeBytes {
-      try await response.write(.with {
-        $0.content = content
-        $0.offset = request.offset
-      })
+      try await response.write(
+        .with {
+          $0.content = content
+          $0.offset = request.offset
+        })
       return
     }
     var first = true
     try await blobs.read(
       sha256: content.sha256, from: request.offset, chunkSize: settings.downloadChunkBytes
     ) { data, offset in
-      try await response.write(.with {
-        if first { $0.content = content }
-        $0.offset = offset
-        $0.data = data
-      })
+      try await response.write(
+        .with {
+          if first { $0.content = content }
+          $0.offset = offset
+          $0.data = data
+        })
       first = false
     }
   }
@@ -571,12 +590,13 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
       batch.removeAll(keepingCapacity: true)
     }
     func reject(_ index: Int, _ key: String, _ field: String, _ reason: String) {
-      summary.errors.append(.with {
-        $0.index = Int64(index)
-        $0.key = key
-        $0.field = field
-        $0.reason = reason
-      })
+      summary.errors.append(
+        .with {
+          $0.index = Int64(index)
+          $0.key = key
+          $0.field = field
+          $0.reason = reason
+        })
     }
     var index = 0
     for try await message in request {
@@ -589,7 +609,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
         node.name = node.name.trimmingCharacters(in: .whitespaces)
         let violations = ResourceRules.violations(node)
         if let first = violations.first {
-          reject(index, node.code, first.field, violations.map(\.description).joined(separator: "; "))
+          reject(
+            index, node.code, first.field, violations.map(\.description).joined(separator: "; "))
         } else if !seenNodes.insert(node.code).inserted {
           reject(index, node.code, "node.code", "duplicate code in this stream")
         } else {
@@ -623,7 +644,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
   ) async throws -> Smartschool_Catalogue_V1_ListCurriculumResponse {
     _ = try Principal.require()
     let limit = try PageSize.resolve(request.pageSize)
-    let fingerprint = "curriculum|\(request.editionCode)|\(request.parentCode)|\(request.kind.rawValue)"
+    let fingerprint =
+      "curriculum|\(request.editionCode)|\(request.parentCode)|\(request.kind.rawValue)"
     let token = try PageToken.decode(request.pageToken, query: fingerprint)
     if request.kind != .unspecified && !(1...4).contains(request.kind.rawValue) {
       throw ServiceError.invalid("kind", "unknown node kind")
@@ -659,7 +681,9 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
       "points|\(request.stage.rawValue)|\(request.subject.rawValue)|\(request.chapterCode)"
     let token = try PageToken.decode(request.pageToken, query: fingerprint)
     var v = Validator()
-    v.check(request.stage == .unspecified || ResourceRules.isKnown(request.stage), "stage", "unknown stage")
+    v.check(
+      request.stage == .unspecified || ResourceRules.isKnown(request.stage), "stage",
+      "unknown stage")
     v.check(
       request.subject == .unspecified || ResourceRules.isKnown(request.subject), "subject",
       "unknown subject")
@@ -682,7 +706,9 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
   ) async throws -> Smartschool_Catalogue_V1_CaseCoverageReport {
     let p = try Principal.require()
     var v = Validator()
-    v.check(request.stage == .unspecified || ResourceRules.isKnown(request.stage), "stage", "unknown stage")
+    v.check(
+      request.stage == .unspecified || ResourceRules.isKnown(request.stage), "stage",
+      "unknown stage")
     v.check(
       request.subject == .unspecified || ResourceRules.isKnown(request.subject), "subject",
       "unknown subject")
@@ -786,7 +812,9 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
       codes.count <= ResourceRules.maxKnowledgePoints, "knowledge_point_codes",
       "must have at most \(ResourceRules.maxKnowledgePoints) codes")
     for (i, code) in codes.enumerated() { v.code(code, "knowledge_point_codes[\(i)]") }
-    v.check(request.stage == .unspecified || ResourceRules.isKnown(request.stage), "stage", "unknown stage")
+    v.check(
+      request.stage == .unspecified || ResourceRules.isKnown(request.stage), "stage",
+      "unknown stage")
     v.check(
       request.subject == .unspecified || ResourceRules.isKnown(request.subject), "subject",
       "unknown subject")
@@ -808,8 +836,9 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     let ranked = candidates.map { c in
       Ranking.Candidate(
         id: c.resource.resource.id, matched: c.matched.count,
-        ratingSum: Int64((c.resource.resource.stats.ratingAverage
-          * Double(c.resource.resource.stats.ratingCount)).rounded()),
+        ratingSum: Int64(
+          (c.resource.resource.stats.ratingAverage
+            * Double(c.resource.resource.stats.ratingCount)).rounded()),
         ratingCount: c.resource.resource.stats.ratingCount,
         popularity: c.resource.resource.stats.popularity)
     }.sorted(by: Ranking.recommendationOrder)

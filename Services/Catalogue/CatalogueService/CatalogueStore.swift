@@ -211,7 +211,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
   }
 
   static func split(_ text: String) -> [String] {
-    text.isEmpty ? [] : text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+    text.isEmpty
+      ? [] : text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
   }
 
   static func decodeNode(_ row: Row) -> CurriculumNode {
@@ -357,12 +358,13 @@ final class SQLiteCatalogueStore: CatalogueStore {
           }
           if created { result.created += 1 } else { result.updated += 1 }
         } catch let error as RowProblem {
-          result.errors.append(.with {
-            $0.index = Int64(index)
-            $0.key = row.code
-            $0.field = error.field
-            $0.reason = error.reason
-          })
+          result.errors.append(
+            .with {
+              $0.index = Int64(index)
+              $0.key = row.code
+              $0.field = error.field
+              $0.reason = error.reason
+            })
         }
       }
       return result
@@ -394,11 +396,14 @@ final class SQLiteCatalogueStore: CatalogueStore {
       }
       if grade != 0 { throw RowProblem(field: "node.grade", reason: "an edition has no grade") }
     } else {
-      guard let parent = try Row.fetchOne(
-        db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [node.parentCode]
-      ).map(decodeNode) else {
+      guard
+        let parent = try Row.fetchOne(
+          db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [node.parentCode]
+        ).map(decodeNode)
+      else {
         throw RowProblem(
-          field: "node.parent_code", reason: "unknown parent '\(node.parentCode)' (parents come first)")
+          field: "node.parent_code",
+          reason: "unknown parent '\(node.parentCode)' (parents come first)")
       }
       let expected: Smartschool_Catalogue_V1_CurriculumNodeKind =
         switch node.kind {
@@ -409,7 +414,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
       guard parent.kind == expected else {
         throw RowProblem(
           field: "node.parent_code",
-          reason: "a \(kindName)'s parent must be a \(CatalogueNames.name(expected)), not a \(CatalogueNames.name(parent.kind))")
+          reason: "a \(kindName)'s parent must be a \(CatalogueNames.name(expected)), "
+            + "not a \(CatalogueNames.name(parent.kind))")
       }
       if stage != .unspecified && stage != parent.stage {
         throw RowProblem(field: "node.stage", reason: "differs from the parent's stage")
@@ -424,7 +430,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
         guard stage.grades.contains(grade) else {
           throw RowProblem(
             field: "node.grade",
-            reason: "a volume needs a grade of its stage (\(stage.grades.lowerBound)-\(stage.grades.upperBound))")
+            reason: "a volume needs a grade of its stage "
+              + "(\(stage.grades.lowerBound)-\(stage.grades.upperBound))")
         }
       } else {
         if grade != 0 && grade != Int(parent.grade) {
@@ -437,7 +444,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
     if let existing {
       guard existing.kind == node.kind else {
         throw RowProblem(
-          field: "node.kind", reason: "code '\(node.code)' is a \(CatalogueNames.name(existing.kind))")
+          field: "node.kind",
+          reason: "code '\(node.code)' is a \(CatalogueNames.name(existing.kind))")
       }
       guard existing.parentCode == node.parentCode else {
         throw RowProblem(field: "node.parent_code", reason: "a node cannot move to another parent")
@@ -479,9 +487,11 @@ final class SQLiteCatalogueStore: CatalogueStore {
     -> Bool
   {
     if !kp.chapterCode.isEmpty {
-      guard let chapter = try Row.fetchOne(
-        db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [kp.chapterCode]
-      ).map(decodeNode) else {
+      guard
+        let chapter = try Row.fetchOne(
+          db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [kp.chapterCode]
+        ).map(decodeNode)
+      else {
         throw RowProblem(
           field: "knowledge_point.chapter_code", reason: "unknown chapter '\(kp.chapterCode)'")
       }
@@ -636,15 +646,16 @@ final class SQLiteCatalogueStore: CatalogueStore {
              licence, status, created_at, updated_at)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
           """,
-        arguments: StatementArguments([
-          r.id, r.externalID.isEmpty ? nil : r.externalID, r.title, r.description_p,
-          r.keywords.joined(separator: "\n"), r.type.rawValue, r.stage.rawValue, Int(r.grade),
-          r.subject.rawValue, r.editionCode.isEmpty ? nil : r.editionCode,
-          r.chapterCode.isEmpty ? nil : r.chapterCode, topChapter,
-          r.knowledgePointCodes.joined(separator: "\n"), r.authorID, r.authorName, r.ownerOrgID,
-          r.ownerOrgCode, r.ownerOrgPath, reach.description, r.sharingScope.rawValue, r.licence,
-          now, now,
-        ] as [(any DatabaseValueConvertible)?]))
+        arguments: StatementArguments(
+          [
+            r.id, r.externalID.isEmpty ? nil : r.externalID, r.title, r.description_p,
+            r.keywords.joined(separator: "\n"), r.type.rawValue, r.stage.rawValue, Int(r.grade),
+            r.subject.rawValue, r.editionCode.isEmpty ? nil : r.editionCode,
+            r.chapterCode.isEmpty ? nil : r.chapterCode, topChapter,
+            r.knowledgePointCodes.joined(separator: "\n"), r.authorID, r.authorName, r.ownerOrgID,
+            r.ownerOrgCode, r.ownerOrgPath, reach.description, r.sharingScope.rawValue, r.licence,
+            now, now,
+          ] as [(any DatabaseValueConvertible)?]))
       let seq = db.lastInsertedRowID
       try Self.writeSearchIndex(db, seq: seq, r)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes)
@@ -667,8 +678,10 @@ final class SQLiteCatalogueStore: CatalogueStore {
     try await store.read { db in
       try Row.fetchOne(
         db,
-        sql:
-          "SELECT \(Self.columns) FROM resources r WHERE r.external_id = ? AND r.deleted_at IS NULL",
+        sql: """
+          SELECT \(Self.columns) FROM resources r
+          WHERE r.external_id = ? AND r.deleted_at IS NULL
+          """,
         arguments: [externalID]
       ).map(Self.decode)
     }
@@ -685,13 +698,15 @@ final class SQLiteCatalogueStore: CatalogueStore {
             knowledge_points = ?, sharing_scope = ?, reach_path = ?, licence = ?, updated_at = ?
           WHERE seq = ? AND deleted_at IS NULL AND status IN (1, 4)
           """,
-        arguments: StatementArguments([
-          r.title, r.description_p, r.keywords.joined(separator: "\n"), r.type.rawValue,
-          r.stage.rawValue, Int(r.grade), r.subject.rawValue,
-          r.editionCode.isEmpty ? nil : r.editionCode, r.chapterCode.isEmpty ? nil : r.chapterCode,
-          topChapter, r.knowledgePointCodes.joined(separator: "\n"), r.sharingScope.rawValue,
-          reach.description, r.licence, Date().timeIntervalSince1970, seq,
-        ] as [(any DatabaseValueConvertible)?]))
+        arguments: StatementArguments(
+          [
+            r.title, r.description_p, r.keywords.joined(separator: "\n"), r.type.rawValue,
+            r.stage.rawValue, Int(r.grade), r.subject.rawValue,
+            r.editionCode.isEmpty ? nil : r.editionCode,
+            r.chapterCode.isEmpty ? nil : r.chapterCode,
+            topChapter, r.knowledgePointCodes.joined(separator: "\n"), r.sharingScope.rawValue,
+            reach.description, r.licence, Date().timeIntervalSince1970, seq,
+          ] as [(any DatabaseValueConvertible)?]))
       guard db.changesCount == 1 else {
         throw ServiceError.failedPrecondition(
           "the resource changed status meanwhile; only drafts and rejected resources can be edited")
@@ -817,8 +832,10 @@ final class SQLiteCatalogueStore: CatalogueStore {
           """,
         arguments: StatementArguments(c.arguments)
       ).map { row in
-        (subject: row["subject"] as Int, grade: row["grade"] as Int, type: row["type"] as Int,
-         count: row["n"] as Int)
+        (
+          subject: row["subject"] as Int, grade: row["grade"] as Int, type: row["type"] as Int,
+          count: row["n"] as Int
+        )
       }
       let total = groups.reduce(0) { $0 + $1.count }
       var hits: [(resource: StoredResource, relevance: Int)] = []
@@ -838,11 +855,11 @@ final class SQLiteCatalogueStore: CatalogueStore {
     }
   }
 
-  func transitions(resourceSeq: Int64, afterSeq: Int64?, limit: Int) async throws -> [Transition]
-  {
+  func transitions(resourceSeq: Int64, afterSeq: Int64?, limit: Int) async throws -> [Transition] {
     try await store.read { db in
-      let id = try String.fetchOne(
-        db, sql: "SELECT id FROM resources WHERE seq = ?", arguments: [resourceSeq]) ?? ""
+      let id =
+        try String.fetchOne(
+          db, sql: "SELECT id FROM resources WHERE seq = ?", arguments: [resourceSeq]) ?? ""
       return try Row.fetchAll(
         db,
         sql: """
@@ -895,7 +912,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
       var record = true
       switch e.kind {
       case .view:
-        try db.execute(sql: "UPDATE resources SET views = views + 1 WHERE seq = ?", arguments: [seq])
+        try db.execute(
+          sql: "UPDATE resources SET views = views + 1 WHERE seq = ?", arguments: [seq])
       case .download:
         try db.execute(
           sql: "UPDATE resources SET downloads = downloads + 1 WHERE seq = ?", arguments: [seq])

@@ -58,17 +58,19 @@ enum Coverage {
     }
     var counts: [Key: (chapters: Int, covered: Int)] = [:]
     for chapter in Set(chapters) {
-      let key = Key(subject: chapter.subject.rawValue, grade: chapter.grade,
-                    stage: chapter.stage.rawValue)
+      let key = Key(
+        subject: chapter.subject.rawValue, grade: chapter.grade,
+        stage: chapter.stage.rawValue)
       counts[key, default: (0, 0)].chapters += 1
       if covered.contains(chapter.code) { counts[key, default: (0, 0)].covered += 1 }
     }
     let rows = counts.keys.sorted {
       ($0.subject, $0.grade, $0.stage) < ($1.subject, $1.grade, $1.stage)
     }.map { key in
-      row(stage: .init(rawValue: key.stage) ?? .unspecified,
-          subject: .init(rawValue: key.subject) ?? .unspecified, grade: key.grade,
-          chapters: counts[key]!.chapters, covered: counts[key]!.covered)
+      row(
+        stage: .init(rawValue: key.stage) ?? .unspecified,
+        subject: .init(rawValue: key.subject) ?? .unspecified, grade: key.grade,
+        chapters: counts[key]!.chapters, covered: counts[key]!.covered)
     }
     let total = row(
       stage: .unspecified, subject: .unspecified, grade: 0,

@@ -99,7 +99,8 @@ enum Ranking {
   /// Score of period usage: views + 3 × downloads + 5 × (favourites − unfavourites)
   /// + Σ (stars − 2).
   static func periodScore(_ u: PeriodUsage) -> Double {
-    Double(u.views + 3 * u.downloads + 5 * (u.favourites - u.unfavourites)
-      + u.ratingStars - 2 * u.ratings)
+    Double(
+      u.views + 3 * u.downloads + 5 * (u.favourites - u.unfavourites)
+        + u.ratingStars - 2 * u.ratings)
   }
 }

@@ -76,7 +76,9 @@ enum ResourceRules {
       v.text(k, prefix + "keywords[\(i)]", maxLength: maxKeyword)
     }
     if !isKnown(r.type) { v.add(prefix + "type", "must be a known resource type") }
-    if !isKnown(r.stage) { v.add(prefix + "stage", "must be a known stage (or come from the chapter)") }
+    if !isKnown(r.stage) {
+      v.add(prefix + "stage", "must be a known stage (or come from the chapter)")
+    }
     if !isKnown(r.subject) {
       v.add(prefix + "subject", "must be a known subject (or come from the chapter)")
     }

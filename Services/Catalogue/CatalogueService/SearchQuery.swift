@@ -86,8 +86,10 @@ struct SearchQuery: Equatable, Sendable {
 
   /// Lower-cases ASCII letters only, as SQLite's lower() does.
   static func asciiLowercased(_ text: String) -> String {
-    String(String.UnicodeScalarView(text.unicodeScalars.map { s in
-      (s.value >= 0x41 && s.value <= 0x5A) ? Unicode.Scalar(s.value + 0x20)! : s
-    }))
+    String(
+      String.UnicodeScalarView(
+        text.unicodeScalars.map { s in
+          (s.value >= 0x41 && s.value <= 0x5A) ? Unicode.Scalar(s.value + 0x20)! : s
+        }))
   }
 }

@@ -66,7 +66,8 @@ enum Workflow {
     if allowed == [.reviewer] && isAuthor {
       throw .permissionDenied("authors may not review their own resources")
     }
-    let who = allowed.contains(.author)
+    let who =
+      allowed.contains(.author)
       ? (allowed.contains(.reviewer) ? "the author or a reviewer of the owner" : "the author")
       : "a resource reviewer whose scope covers the owner"
     throw .permissionDenied("only \(who) may \(name(action))")

@@ -67,46 +67,66 @@ struct SubjectTopics {
 }
 
 let catalogue: [SubjectTopics] = [
-  .init(subject: .mathematics, stages: [.primary, .junior, .senior], topics: [
-    "二次函数的图像与性质", "一元二次方程的解法", "有理数的加减法", "整式的加减", "勾股定理",
-    "全等三角形的判定", "概率初步", "平面直角坐标系", "一次函数的应用", "反比例函数",
-    "圆的周长与面积", "相似三角形", "锐角三角函数", "分式方程", "因式分解", "不等式与不等式组",
-    "数据的收集与整理", "分数的意义", "小数乘法", "长方体和正方体", "集合与函数概念", "数列求和",
-    "导数及其应用", "空间向量与立体几何",
-  ]),
-  .init(subject: .chinese, stages: [.primary, .junior, .senior], topics: [
-    "朱自清《背影》", "范仲淹《岳阳楼记》", "诸葛亮《出师表》", "陶渊明《桃花源记》",
-    "朱自清《荷塘月色》", "古诗词诵读", "记叙文写作指导", "说明文阅读方法", "文言文实词虚词",
-    "李白《静夜思》", "鲁迅《从百草园到三味书屋》", "《论语》十二章", "议论文论证方法",
-    "看图写话", "拼音字母表", "成语故事",
-  ]),
-  .init(subject: .english, stages: [.primary, .junior, .senior], topics: [
-    "现在完成时", "定语从句", "Unit 1 Hello 问候语", "被动语态", "英语阅读理解技巧",
-    "书面表达满分作文", "宾语从句", "一般过去时", "听力训练", "词汇记忆方法",
-  ]),
-  .init(subject: .physics, stages: [.junior, .senior], topics: [
-    "牛顿第一定律", "欧姆定律", "浮力与阿基米德原理", "光的折射", "电功率", "机械能守恒",
-    "声音的产生与传播", "压强", "电磁感应", "匀变速直线运动",
-  ]),
-  .init(subject: .chemistry, stages: [.junior, .senior], topics: [
-    "氧气的性质与制取", "质量守恒定律", "酸和碱的中和反应", "金属的化学性质", "化学方程式",
-    "溶液的配制", "元素周期表", "化学反应速率",
-  ]),
-  .init(subject: .biology, stages: [.junior, .senior], topics: [
-    "细胞的基本结构", "光合作用", "遗传与变异", "生态系统", "人体的消化与吸收", "DNA的结构",
-  ]),
-  .init(subject: .history, stages: [.junior, .senior], topics: [
-    "鸦片战争", "辛亥革命", "秦统一中国", "丝绸之路", "改革开放", "第一次世界大战",
-  ]),
-  .init(subject: .geography, stages: [.junior, .senior], topics: [
-    "地球的运动", "世界的气候类型", "中国的河流", "地图的阅读", "人口与城市",
-  ]),
-  .init(subject: .science, stages: [.primary], topics: [
-    "水的三态变化", "植物的一生", "简单电路", "太阳系", "磁铁的性质",
-  ]),
-  .init(subject: .informationTechnology, stages: [.primary, .junior, .senior], topics: [
-    "Scratch 编程入门", "Python 循环语句", "演示文稿制作", "网络安全", "人工智能初步",
-  ]),
+  .init(
+    subject: .mathematics, stages: [.primary, .junior, .senior],
+    topics: [
+      "二次函数的图像与性质", "一元二次方程的解法", "有理数的加减法", "整式的加减", "勾股定理",
+      "全等三角形的判定", "概率初步", "平面直角坐标系", "一次函数的应用", "反比例函数",
+      "圆的周长与面积", "相似三角形", "锐角三角函数", "分式方程", "因式分解", "不等式与不等式组",
+      "数据的收集与整理", "分数的意义", "小数乘法", "长方体和正方体", "集合与函数概念", "数列求和",
+      "导数及其应用", "空间向量与立体几何",
+    ]),
+  .init(
+    subject: .chinese, stages: [.primary, .junior, .senior],
+    topics: [
+      "朱自清《背影》", "范仲淹《岳阳楼记》", "诸葛亮《出师表》", "陶渊明《桃花源记》",
+      "朱自清《荷塘月色》", "古诗词诵读", "记叙文写作指导", "说明文阅读方法", "文言文实词虚词",
+      "李白《静夜思》", "鲁迅《从百草园到三味书屋》", "《论语》十二章", "议论文论证方法",
+      "看图写话", "拼音字母表", "成语故事",
+    ]),
+  .init(
+    subject: .english, stages: [.primary, .junior, .senior],
+    topics: [
+      "现在完成时", "定语从句", "Unit 1 Hello 问候语", "被动语态", "英语阅读理解技巧",
+      "书面表达满分作文", "宾语从句", "一般过去时", "听力训练", "词汇记忆方法",
+    ]),
+  .init(
+    subject: .physics, stages: [.junior, .senior],
+    topics: [
+      "牛顿第一定律", "欧姆定律", "浮力与阿基米德原理", "光的折射", "电功率", "机械能守恒",
+      "声音的产生与传播", "压强", "电磁感应", "匀变速直线运动",
+    ]),
+  .init(
+    subject: .chemistry, stages: [.junior, .senior],
+    topics: [
+      "氧气的性质与制取", "质量守恒定律", "酸和碱的中和反应", "金属的化学性质", "化学方程式",
+      "溶液的配制", "元素周期表", "化学反应速率",
+    ]),
+  .init(
+    subject: .biology, stages: [.junior, .senior],
+    topics: [
+      "细胞的基本结构", "光合作用", "遗传与变异", "生态系统", "人体的消化与吸收", "DNA的结构",
+    ]),
+  .init(
+    subject: .history, stages: [.junior, .senior],
+    topics: [
+      "鸦片战争", "辛亥革命", "秦统一中国", "丝绸之路", "改革开放", "第一次世界大战",
+    ]),
+  .init(
+    subject: .geography, stages: [.junior, .senior],
+    topics: [
+      "地球的运动", "世界的气候类型", "中国的河流", "地图的阅读", "人口与城市",
+    ]),
+  .init(
+    subject: .science, stages: [.primary],
+    topics: [
+      "水的三态变化", "植物的一生", "简单电路", "太阳系", "磁铁的性质",
+    ]),
+  .init(
+    subject: .informationTechnology, stages: [.primary, .junior, .senior],
+    topics: [
+      "Scratch 编程入门", "Python 循环语句", "演示文稿制作", "网络安全", "人工智能初步",
+    ]),
 ]
 
 let editions = ["人教版", "北师大版", "苏教版", "沪科版", "部编版"]
@@ -191,15 +211,16 @@ struct Tree: Sendable {
       $0.active = true
     }
     let sequence = Int64(changes.count + 1)
-    changes.append(.with {
-      $0.sequence = sequence
-      $0.entity = "org"
-      $0.id = id
-      $0.naturalKey = code
-      $0.op = .upsert
-      $0.orgPath = path
-      $0.payload = try! Google_Protobuf_Any(message: org)
-    })
+    changes.append(
+      .with {
+        $0.sequence = sequence
+        $0.entity = "org"
+        $0.id = id
+        $0.naturalKey = code
+        $0.op = .upsert
+        $0.orgPath = path
+        $0.payload = try! Google_Protobuf_Any(message: org)
+      })
   }
 
   static func make() -> Tree {
@@ -262,17 +283,20 @@ func run() async throws {
     let client = Client(wrapping: grpc)
     let reviewer = token("reviewer", "resource_reviewer", at: "P")
     let searcher = token("searcher", "teacher", at: "S0-0")
-    line("catalogue-bench: \(resourceCount) resources, 5 counties × 10 schools, loopback, "
-      + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
+    line(
+      "catalogue-bench: \(resourceCount) resources, 5 counties × 10 schools, loopback, "
+        + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
 
     // RPC floor: GetResource of one resource, sequential.
     let probe = try await client.createResource(
-      .with { $0.resource = .with {
-        $0.title = "探针"
-        $0.type = .courseware
-        $0.stage = .junior
-        $0.subject = .mathematics
-      } }, metadata: token("t-S0-0", "teacher", at: "S0-0"))
+      .with {
+        $0.resource = .with {
+          $0.title = "探针"
+          $0.type = .courseware
+          $0.stage = .junior
+          $0.subject = .mathematics
+        }
+      }, metadata: token("t-S0-0", "teacher", at: "S0-0"))
     let probeAuth = token("t-S0-0", "teacher", at: "S0-0")
     var floor: [Double] = []
     for i in 0..<600 {
@@ -282,8 +306,10 @@ func run() async throws {
     }
     let floorP50 = percentile(floor.sorted(), 0.5)
     let floorP95 = percentile(floor.sorted(), 0.95)
-    line(String(format: "RPC floor (GetResource, sequential)          p50 %6.2f ms  p95 %6.2f ms",
-                floorP50, floorP95))
+    line(
+      String(
+        format: "RPC floor (GetResource, sequential)          p50 %6.2f ms  p95 %6.2f ms",
+        floorP50, floorP95))
 
     // Creates with 8 concurrent callers, one author per school.
     let workers = 8
@@ -325,9 +351,12 @@ func run() async throws {
       try await group.waitForAll()
     }
     let getRate = Double(getCount) / (Double(now() - getStart) / 1e9)
-    line(String(
-      format: "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   ratio %.2f   (%.1f s for %d)",
-      createRate, getRate, createRate / getRate, createSeconds, resourceCount))
+    line(
+      String(
+        format:
+          "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
+          + "ratio %.2f   (%.1f s for %d)",
+        createRate, getRate, createRate / getRate, createSeconds, resourceCount))
 
     // Submit and approve everything (the review workflow at scale).
     let reviewStart = now()
@@ -354,15 +383,20 @@ func run() async throws {
       try await group.waitForAll()
     }
     let reviewRate = Double(2 * ids.count) / (Double(now() - reviewStart) / 1e9)
-    line(String(
-      format: "review transitions (8 callers)              %8.0f /s   GetResource %8.0f /s   ratio %.2f",
-      reviewRate, getRate, reviewRate / getRate))
+    line(
+      String(
+        format:
+          "review transitions (8 callers)              %8.0f /s   GetResource %8.0f /s   "
+          + "ratio %.2f",
+        reviewRate, getRate, reviewRate / getRate))
 
     // Search latency, sequential, one teacher of one school (sees its own school's, its
     // county's, the city's and the province's shares: about a third of the catalogue).
     typealias Probe = (query: String, filter: Smartschool_Catalogue_V1_ResourceFilter)
-    func f(_ stage: Smartschool_Common_V1_Stage, _ subject: Smartschool_Common_V1_Subject,
-           grade: Int32 = 0) -> Smartschool_Catalogue_V1_ResourceFilter {
+    func f(
+      _ stage: Smartschool_Common_V1_Stage, _ subject: Smartschool_Common_V1_Subject,
+      grade: Int32 = 0
+    ) -> Smartschool_Catalogue_V1_ResourceFilter {
       .with {
         $0.stage = stage
         $0.subject = subject
@@ -370,27 +404,42 @@ func run() async throws {
       }
     }
     let sets: [(String, [Probe])] = [
-      ("search 1-char + filters", [
-        ("函", f(.junior, .mathematics)), ("诗", f(.primary, .chinese)),
-        ("力", f(.junior, .physics)), ("酸", f(.junior, .chemistry)),
-        ("圆", f(.primary, .mathematics, grade: 6)),
-      ]),
-      ("search 2-char + filters", [
-        ("函数", f(.junior, .mathematics)), ("方程", f(.junior, .mathematics, grade: 8)),
-        ("定律", f(.junior, .physics)), ("古诗", f(.primary, .chinese)),
-        ("细胞", f(.senior, .biology)),
-      ]),
-      ("search 4-char + filters", [
-        ("二次函数", f(.junior, .mathematics)), ("勾股定理", f(.junior, .mathematics, grade: 8)),
-        ("欧姆定律", f(.junior, .physics)), ("光合作用", f(.junior, .biology)),
-        ("质量守恒", f(.junior, .chemistry)),
-      ]),
-      ("search 2-char, no filters", [
-        ("函数", .init()), ("定律", .init()), ("课件", .init()), ("微课", .init()),
-      ]),
-      ("search 4-char, no filters", [
-        ("二次函数", .init()), ("欧姆定律", .init()), ("教学设计", .init()),
-      ]),
+      (
+        "search 1-char + filters",
+        [
+          ("函", f(.junior, .mathematics)), ("诗", f(.primary, .chinese)),
+          ("力", f(.junior, .physics)), ("酸", f(.junior, .chemistry)),
+          ("圆", f(.primary, .mathematics, grade: 6)),
+        ]
+      ),
+      (
+        "search 2-char + filters",
+        [
+          ("函数", f(.junior, .mathematics)), ("方程", f(.junior, .mathematics, grade: 8)),
+          ("定律", f(.junior, .physics)), ("古诗", f(.primary, .chinese)),
+          ("细胞", f(.senior, .biology)),
+        ]
+      ),
+      (
+        "search 4-char + filters",
+        [
+          ("二次函数", f(.junior, .mathematics)), ("勾股定理", f(.junior, .mathematics, grade: 8)),
+          ("欧姆定律", f(.junior, .physics)), ("光合作用", f(.junior, .biology)),
+          ("质量守恒", f(.junior, .chemistry)),
+        ]
+      ),
+      (
+        "search 2-char, no filters",
+        [
+          ("函数", .init()), ("定律", .init()), ("课件", .init()), ("微课", .init()),
+        ]
+      ),
+      (
+        "search 4-char, no filters",
+        [
+          ("二次函数", .init()), ("欧姆定律", .init()), ("教学设计", .init()),
+        ]
+      ),
     ]
     for (name, probes) in sets {
       var samples: [Double] = []
@@ -416,14 +465,20 @@ func run() async throws {
 
     // List by filter, first pages and a deep page.
     let lists: [(String, Smartschool_Catalogue_V1_ResourceFilter)] = [
-      ("subject+grade", .with {
-        $0.subject = .mathematics
-        $0.grade = 8
-      }),
-      ("stage+type", .with {
-        $0.stage = .senior
-        $0.type = .microLesson
-      }),
+      (
+        "subject+grade",
+        .with {
+          $0.subject = .mathematics
+          $0.grade = 8
+        }
+      ),
+      (
+        "stage+type",
+        .with {
+          $0.stage = .senior
+          $0.type = .microLesson
+        }
+      ),
       ("owner county", .with { $0.ownerOrgCode = "K0" }),
       ("status published", .with { $0.status = .published }),
       ("no filter", .init()),
@@ -484,32 +539,36 @@ func run() async throws {
     let catRate = Double(size) / cat / 1e6
     let owner = token("t-S0-0", "teacher", at: "S0-0")
     let holder = try await client.createResource(
-      .with { $0.resource = .with {
-        $0.title = "100MB 资源包"
-        $0.type = .resourcePackage
-        $0.stage = .junior
-        $0.subject = .mathematics
-      } }, metadata: owner)
+      .with {
+        $0.resource = .with {
+          $0.title = "100MB 资源包"
+          $0.type = .resourcePackage
+          $0.stage = .junior
+          $0.subject = .mathematics
+        }
+      }, metadata: owner)
     let chunk = 1024 * 1024
     let uploadStart = now()
     _ = try await client.uploadContent(
       metadata: owner,
       requestProducer: { writer in
-        try await writer.write(.with {
-          $0.resourceID = holder.id
-          $0.header = .with {
-            $0.sha256 = sha
-            $0.sizeBytes = Int64(size)
-            $0.mimeType = "application/zip"
-          }
-        })
+        try await writer.write(
+          .with {
+            $0.resourceID = holder.id
+            $0.header = .with {
+              $0.sha256 = sha
+              $0.sizeBytes = Int64(size)
+              $0.mimeType = "application/zip"
+            }
+          })
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
         defer { try? handle.close() }
         while let data = try handle.read(upToCount: chunk), !data.isEmpty {
-          try await writer.write(.with {
-            $0.resourceID = holder.id
-            $0.data = data
-          })
+          try await writer.write(
+            .with {
+              $0.resourceID = holder.id
+              $0.data = data
+            })
         }
       })
     let uploadRate = Double(size) / (Double(now() - uploadStart) / 1e9) / 1e6
@@ -523,10 +582,16 @@ func run() async throws {
     }
     precondition(received == size, "downloaded \(received) of \(size) bytes")
     let downloadRate = Double(size) / (Double(now() - downloadStart) / 1e9) / 1e6
-    line(String(format: "upload 100 MB (1 MiB chunks, sha256 + fsync)  %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
-                uploadRate, catRate, uploadRate / catRate))
-    line(String(format: "download 100 MB (256 KiB chunks)              %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
-                downloadRate, catRate, downloadRate / catRate))
+    line(
+      String(
+        format:
+          "upload 100 MB (1 MiB chunks, sha256 + fsync)  %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
+        uploadRate, catRate, uploadRate / catRate))
+    line(
+      String(
+        format:
+          "download 100 MB (256 KiB chunks)              %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
+        downloadRate, catRate, downloadRate / catRate))
   }
   await host.shutdown()
   _ = await serving.result
