@@ -161,3 +161,37 @@ let package = Package(
   ],
   swiftLanguageModes: [.v6]
 )
+
+// Catalogue (统一资源管理): library, executable, benchmark and tests.
+package.products.append(.executable(name: "catalogue-service", targets: ["catalogue-service"]))
+package.targets.append(contentsOf: [
+  .target(
+    name: "CatalogueService",
+    dependencies: [
+      "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, crypto,
+      logging,
+    ],
+    path: "Services/Catalogue/CatalogueService"
+  ),
+  .executableTarget(
+    name: "catalogue-service",
+    dependencies: ["CatalogueService", "ServiceRuntime", argumentParser],
+    path: "Services/Catalogue/catalogue-service"
+  ),
+  .executableTarget(
+    name: "catalogue-bench",
+    dependencies: [
+      "CatalogueService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto,
+      logging,
+    ],
+    path: "Tests/Benchmarks/catalogue-bench"
+  ),
+  .testTarget(
+    name: "CatalogueServiceTests",
+    dependencies: [
+      "CatalogueService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
+      grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, crypto, grdb,
+    ],
+    path: "Tests/CatalogueServiceTests"
+  ),
+])

@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+
+/// The fully qualified gRPC service name.
+public let catalogueGRPCServiceName = "smartschool.catalogue.v1.CatalogueService"
+
+/// Settings of the catalogue beyond the host's.
+public struct CatalogueSettings: Sendable {
+  /// Largest content accepted by UploadContent, in bytes.
+  public var maxUploadBytes: Int64 = 512 * 1024 * 1024
+  /// Size of the chunks DownloadContent sends.
+  public var downloadChunkBytes = 256 * 1024
+  /// How often the org directory polls identity's change feed.
+  public var directoryPollInterval: Duration = .seconds(2)
+
+  /// The defaults.
+  public init() {}
+}
+
+/// The catalogue's composition root, used by the executable, the tests and the benchmark:
+/// opens the store and the blob folder under `config.dataDirectory`, keeps a copy of
+/// identity's org tree from `identity`'s change feed, and returns the service ready for a
+/// ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
+public func buildCatalogueService(
+  config: HostConfig, settings: CatalogueSettings, verifier: TokenVerifier,
+  identity: any IdentityChangeSource, logger: Logger
+) throws -> ServiceDefinition {
+  let store = try SQLiteCatalogueStore(directory: config.dataDirectory)
+  let blobs = try BlobStore(dataDirectory: config.dataDirectory)
+  let directory = try OrgDirectory(
+    source: identity, store: store.store, pollInterval: settings.directoryPollInterval)
+  let api = CatalogueAPI(
+    store: store, blobs: blobs, directory: directory, settings: settings, logger: logger)
+  return ServiceDefinition(
+    name: "catalogue", grpcServiceName: catalogueGRPCServiceName, services: [api],
+    verifier: verifier, store: store.store, background: [directory])
+}

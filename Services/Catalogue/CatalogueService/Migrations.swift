@@ -1,0 +1,142 @@
+import GRDB
+
+/// The catalogue's schema, as ordered migrations. A shipped migration is never edited.
+enum CatalogueMigrations {
+  static func register(_ migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("catalogue.1.initial") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE curriculum_nodes (
+            code TEXT PRIMARY KEY,
+            parent_code TEXT REFERENCES curriculum_nodes(code),
+            kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 4),
+            name TEXT NOT NULL,
+            stage INTEGER NOT NULL CHECK (stage BETWEEN 1 AND 3),
+            grade INTEGER NOT NULL CHECK (grade BETWEEN 0 AND 12),
+            subject INTEGER NOT NULL CHECK (subject >= 1),
+            ordinal INTEGER NOT NULL DEFAULT 0,
+            edition_code TEXT NOT NULL,
+            -- the chapter a chapter or section belongs to (itself for a chapter)
+            chapter_code TEXT,
+            updated_at REAL NOT NULL
+          );
+          CREATE INDEX curriculum_parent ON curriculum_nodes(parent_code, code);
+          CREATE INDEX curriculum_edition ON curriculum_nodes(edition_code, code);
+          CREATE INDEX curriculum_chapter ON curriculum_nodes(chapter_code);
+
+          CREATE TABLE knowledge_points (
+            code TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            stage INTEGER NOT NULL,
+            subject INTEGER NOT NULL,
+            chapter_code TEXT REFERENCES curriculum_nodes(code),
+            updated_at REAL NOT NULL
+          );
+          CREATE INDEX knowledge_points_subject ON knowledge_points(subject, stage, code);
+
+          CREATE TABLE resources (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            external_id TEXT UNIQUE,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL,
+            keywords TEXT NOT NULL,
+            type INTEGER NOT NULL CHECK (type BETWEEN 1 AND 7),
+            stage INTEGER NOT NULL,
+            grade INTEGER NOT NULL,
+            subject INTEGER NOT NULL,
+            edition_code TEXT REFERENCES curriculum_nodes(code),
+            chapter_code TEXT REFERENCES curriculum_nodes(code),
+            -- the chapter of chapter_code (itself, or the chapter of a section)
+            top_chapter_code TEXT,
+            knowledge_points TEXT NOT NULL,
+            author_id TEXT NOT NULL,
+            author_name TEXT NOT NULL,
+            owner_org_id TEXT NOT NULL,
+            owner_org_code TEXT NOT NULL,
+            owner_path TEXT NOT NULL,
+            reach_path TEXT NOT NULL,
+            sharing_scope INTEGER NOT NULL CHECK (sharing_scope BETWEEN 1 AND 4),
+            licence TEXT NOT NULL,
+            status INTEGER NOT NULL CHECK (status BETWEEN 1 AND 4),
+            review_comment TEXT NOT NULL DEFAULT '',
+            content_size INTEGER,
+            content_mime TEXT,
+            content_sha256 TEXT,
+            content_name TEXT,
+            content_time REAL,
+            views INTEGER NOT NULL DEFAULT 0,
+            downloads INTEGER NOT NULL DEFAULT 0,
+            favourites INTEGER NOT NULL DEFAULT 0,
+            rating_count INTEGER NOT NULL DEFAULT 0,
+            rating_sum INTEGER NOT NULL DEFAULT 0,
+            popularity REAL NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            published_at REAL,
+            deleted_at REAL
+          );
+          CREATE INDEX resources_subject ON resources(subject, grade, type);
+          CREATE INDEX resources_stage ON resources(stage, grade);
+          CREATE INDEX resources_owner ON resources(owner_path);
+          CREATE INDEX resources_reach ON resources(reach_path, status);
+          CREATE INDEX resources_author ON resources(author_id);
+          CREATE INDEX resources_chapter ON resources(top_chapter_code);
+          CREATE INDEX resources_edition ON resources(edition_code);
+          CREATE INDEX resources_popularity ON resources(popularity);
+
+          CREATE TABLE resource_knowledge_points (
+            code TEXT NOT NULL REFERENCES knowledge_points(code),
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            PRIMARY KEY (code, resource_seq)
+          ) WITHOUT ROWID;
+          CREATE INDEX resource_knowledge_points_resource
+            ON resource_knowledge_points(resource_seq);
+
+          -- title, keywords and description of live resources; rowid = resources.seq
+          CREATE VIRTUAL TABLE resources_fts USING fts5(
+            title, keywords, description, tokenize = 'trigram');
+
+          CREATE TABLE transitions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            action INTEGER NOT NULL,
+            from_status INTEGER NOT NULL,
+            to_status INTEGER NOT NULL,
+            actor_id TEXT NOT NULL,
+            actor_name TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            time REAL NOT NULL
+          );
+          CREATE INDEX transitions_resource ON transitions(resource_seq, seq);
+
+          CREATE TABLE usage_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            kind INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 5),
+            user_id TEXT NOT NULL,
+            user_path TEXT NOT NULL,
+            stars INTEGER NOT NULL DEFAULT 0,
+            time REAL NOT NULL
+          );
+          CREATE INDEX usage_events_time ON usage_events(time);
+          CREATE INDEX usage_events_path ON usage_events(user_path, time);
+
+          CREATE TABLE favourites (
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            user_id TEXT NOT NULL,
+            time REAL NOT NULL,
+            PRIMARY KEY (resource_seq, user_id)
+          ) WITHOUT ROWID;
+
+          CREATE TABLE ratings (
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            user_id TEXT NOT NULL,
+            stars INTEGER NOT NULL CHECK (stars BETWEEN 1 AND 5),
+            time REAL NOT NULL,
+            PRIMARY KEY (resource_seq, user_id)
+          ) WITHOUT ROWID;
+          """)
+    }
+  }
+}

@@ -1,0 +1,600 @@
+// catalogue-bench: the catalogue at district size (60,000 resources with generated Chinese
+// titles) through a real server on loopback, each figure printed with its ratio to a baseline
+// measured in the same run.
+//
+//   swift build -c release --scratch-path .build-release --product catalogue-bench
+//   .build-release/release/catalogue-bench [resources] [scratch directory]
+import CatalogueService
+import Crypto
+import Dispatch
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+typealias Client = Smartschool_Catalogue_V1_CatalogueService.Client<HTTP2ClientTransport.Posix>
+
+let arguments = CommandLine.arguments
+let resourceCount = arguments.count > 1 ? Int(arguments[1]) ?? 60_000 : 60_000
+let scratch =
+  (arguments.count > 2 ? arguments[2] : NSTemporaryDirectory())
+  + "/catalogue-bench-" + UUID().uuidString
+
+// MARK: Measuring
+
+func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+  guard !sorted.isEmpty else { return 0 }
+  let index = min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))
+  return sorted[index]
+}
+
+func line(_ text: String) {
+  FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+func latencyRow(_ name: String, _ samples: [Double], baseline: Double, target: String = "") {
+  let s = samples.sorted()
+  line(
+    name.padding(toLength: 44, withPad: " ", startingAt: 0)
+      + String(
+        format: "p50 %6.2f ms  p95 %6.2f ms  p99 %6.2f ms   p95/RPC floor %5.1f  %@",
+        percentile(s, 0.5), percentile(s, 0.95), percentile(s, 0.99),
+        percentile(s, 0.95) / baseline, target))
+}
+
+// MARK: A deterministic generator of realistic resources
+
+struct SplitMix: RandomNumberGenerator {
+  var state: UInt64
+  mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}
+
+struct SubjectTopics {
+  var subject: Smartschool_Common_V1_Subject
+  var stages: [Smartschool_Common_V1_Stage]
+  var topics: [String]
+}
+
+let catalogue: [SubjectTopics] = [
+  .init(
+    subject: .mathematics, stages: [.primary, .junior, .senior],
+    topics: [
+      "二次函数的图像与性质", "一元二次方程的解法", "有理数的加减法", "整式的加减", "勾股定理",
+      "全等三角形的判定", "概率初步", "平面直角坐标系", "一次函数的应用", "反比例函数",
+      "圆的周长与面积", "相似三角形", "锐角三角函数", "分式方程", "因式分解", "不等式与不等式组",
+      "数据的收集与整理", "分数的意义", "小数乘法", "长方体和正方体", "集合与函数概念", "数列求和",
+      "导数及其应用", "空间向量与立体几何",
+    ]),
+  .init(
+    subject: .chinese, stages: [.primary, .junior, .senior],
+    topics: [
+      "朱自清《背影》", "范仲淹《岳阳楼记》", "诸葛亮《出师表》", "陶渊明《桃花源记》",
+      "朱自清《荷塘月色》", "古诗词诵读", "记叙文写作指导", "说明文阅读方法", "文言文实词虚词",
+      "李白《静夜思》", "鲁迅《从百草园到三味书屋》", "《论语》十二章", "议论文论证方法",
+      "看图写话", "拼音字母表", "成语故事",
+    ]),
+  .init(
+    subject: .english, stages: [.primary, .junior, .senior],
+    topics: [
+      "现在完成时", "定语从句", "Unit 1 Hello 问候语", "被动语态", "英语阅读理解技巧",
+      "书面表达满分作文", "宾语从句", "一般过去时", "听力训练", "词汇记忆方法",
+    ]),
+  .init(
+    subject: .physics, stages: [.junior, .senior],
+    topics: [
+      "牛顿第一定律", "欧姆定律", "浮力与阿基米德原理", "光的折射", "电功率", "机械能守恒",
+      "声音的产生与传播", "压强", "电磁感应", "匀变速直线运动",
+    ]),
+  .init(
+    subject: .chemistry, stages: [.junior, .senior],
+    topics: [
+      "氧气的性质与制取", "质量守恒定律", "酸和碱的中和反应", "金属的化学性质", "化学方程式",
+      "溶液的配制", "元素周期表", "化学反应速率",
+    ]),
+  .init(
+    subject: .biology, stages: [.junior, .senior],
+    topics: [
+      "细胞的基本结构", "光合作用", "遗传与变异", "生态系统", "人体的消化与吸收", "DNA的结构",
+    ]),
+  .init(
+    subject: .history, stages: [.junior, .senior],
+    topics: [
+      "鸦片战争", "辛亥革命", "秦统一中国", "丝绸之路", "改革开放", "第一次世界大战",
+    ]),
+  .init(
+    subject: .geography, stages: [.junior, .senior],
+    topics: [
+      "地球的运动", "世界的气候类型", "中国的河流", "地图的阅读", "人口与城市",
+    ]),
+  .init(
+    subject: .science, stages: [.primary],
+    topics: [
+      "水的三态变化", "植物的一生", "简单电路", "太阳系", "磁铁的性质",
+    ]),
+  .init(
+    subject: .informationTechnology, stages: [.primary, .junior, .senior],
+    topics: [
+      "Scratch 编程入门", "Python 循环语句", "演示文稿制作", "网络安全", "人工智能初步",
+    ]),
+]
+
+let editions = ["人教版", "北师大版", "苏教版", "沪科版", "部编版"]
+let typeWords: [(Smartschool_Catalogue_V1_ResourceType, [String])] = [
+  (.courseware, ["课件", "优质课件", "教学课件PPT"]),
+  (.microLesson, ["微课", "微课视频"]),
+  (.lessonPlan, ["教学设计", "教案"]),
+  (.exerciseSet, ["同步练习", "课后习题", "单元测试卷"]),
+  (.teachingCase, ["智慧课堂教学案例"]),
+  (.resourcePackage, ["集体备课资源包"]),
+  (.awardWinningLesson, ["优课", "省级优课"]),
+]
+
+func gradeName(_ g: Int) -> String {
+  let digits = ["一", "二", "三", "四", "五", "六", "七", "八", "九"]
+  return g <= 9 ? digits[g - 1] + "年级" : "高" + digits[g - 10]
+}
+
+func makeResource(_ rng: inout SplitMix, owner: String) -> Smartschool_Catalogue_V1_Resource {
+  let area = catalogue.randomElement(using: &rng)!
+  let stage = area.stages.randomElement(using: &rng)!
+  let grade = Int.random(in: stage.grades, using: &rng)
+  let topic = area.topics.randomElement(using: &rng)!
+  let (type, words) = typeWords.randomElement(using: &rng)!
+  let word = words.randomElement(using: &rng)!
+  let edition = editions.randomElement(using: &rng)!
+  let half = Bool.random(using: &rng) ? "上册" : "下册"
+  let roll = Int.random(in: 0..<100, using: &rng)
+  let scope: Smartschool_Catalogue_V1_SharingScope =
+    roll < 50 ? .school : roll < 75 ? .county : roll < 90 ? .city : .province
+  return .with {
+    $0.title = "\(edition)\(gradeName(grade))\(area.subject.chineseName)\(half)《\(topic)》\(word)"
+    $0.description_p =
+      "本资源为\(gradeName(grade))\(area.subject.chineseName)\(topic)的\(word)，配合\(edition)教材使用，"
+      + "包含教学目标、重难点分析、课堂练习与课后拓展，适合智慧课堂常态化应用。"
+    $0.keywords = [topic, area.subject.chineseName, word]
+    $0.type = type
+    $0.stage = stage
+    $0.grade = Int32(grade)
+    $0.subject = area.subject
+    $0.sharingScope = scope
+    $0.ownerOrgCode = owner
+  }
+}
+
+// MARK: A fake identity: the org tree and locally signed tokens
+
+struct FixedFeed: IdentityChangeSource {
+  let changes: [Smartschool_Common_V1_Change]
+  func listChanges(after: Int64, pageSize: Int) async throws
+    -> Smartschool_Common_V1_ListChangesResponse
+  {
+    let rest = changes.filter { $0.sequence > after }
+    let page = Array(rest.prefix(pageSize))
+    return .with {
+      $0.changes = page
+      $0.lastSequence = page.last?.sequence ?? after
+      $0.moreAvailable = rest.count > page.count
+    }
+  }
+}
+
+/// The org tree of the run: province P → city C → counties K0–K4 → ten schools each.
+struct Tree: Sendable {
+  var changes: [Smartschool_Common_V1_Change] = []
+  var paths: [String: String] = [:]
+  var schools: [String] = []
+
+  mutating func add(_ code: String, _ kind: Smartschool_Common_V1_OrgKind, parent: String?) {
+    let id = "id" + code
+    let path = (parent.map { paths[$0]! } ?? "/") + id + "/"
+    paths[code] = path
+    let org = Smartschool_Identity_V1_Org.with {
+      $0.id = id
+      $0.code = code
+      $0.name = code
+      $0.kind = kind
+      $0.parentID = parent.map { "id" + $0 } ?? ""
+      $0.parentCode = parent ?? ""
+      $0.path = path
+      $0.schoolKind = kind == .school ? .urban : .unspecified
+      $0.active = true
+    }
+    let sequence = Int64(changes.count + 1)
+    changes.append(
+      .with {
+        $0.sequence = sequence
+        $0.entity = "org"
+        $0.id = id
+        $0.naturalKey = code
+        $0.op = .upsert
+        $0.orgPath = path
+        $0.payload = try! Google_Protobuf_Any(message: org)
+      })
+  }
+
+  static func make() -> Tree {
+    var t = Tree()
+    t.add("P", .province, parent: nil)
+    t.add("C", .city, parent: "P")
+    for k in 0..<5 {
+      t.add("K\(k)", .county, parent: "C")
+      for s in 0..<10 {
+        t.add("S\(k)-\(s)", .school, parent: "K\(k)")
+        t.schools.append("S\(k)-\(s)")
+      }
+    }
+    return t
+  }
+}
+
+let tree = Tree.make()
+let schools = tree.schools
+
+let signingKey = Curve25519.Signing.PrivateKey()
+let signer = TokenSigner(keyID: "bench", key: signingKey)
+func token(_ user: String, _ role: String, at code: String) -> Metadata {
+  let t = Int64(Date().timeIntervalSince1970)
+  let claims = AccessTokenClaims(
+    iss: smartSchoolTokenIssuer, sub: user, usr: user, knd: "teacher", sid: "s", iat: t,
+    exp: t + 7200, rol: [.init(r: role, o: "id" + code, p: tree.paths[code]!)])
+  return ["authorization": "Bearer \(try! signer.sign(claims))"]
+}
+
+// MARK: The run
+
+func run() async throws {
+  try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+  defer { try? FileManager.default.removeItem(atPath: scratch) }
+  let publicKey = signingKey.publicKey
+  let verifier = TokenVerifier(keySource: {
+    [PublishedKey(keyID: "bench", publicKey: publicKey, retireTime: nil)]
+  })
+  var settings = CatalogueSettings()
+  settings.maxUploadBytes = 256 * 1024 * 1024
+  settings.directoryPollInterval = .seconds(3600)
+  var config = HostConfig.ephemeral(service: "catalogue", dataDirectory: scratch + "/data")
+  config.metricsPort = -1
+  var logger = Logger(label: "catalogue-bench")
+  logger.logLevel = .critical
+  let definition = try buildCatalogueService(
+    config: config, settings: settings, verifier: verifier,
+    identity: FixedFeed(changes: tree.changes), logger: logger)
+  try await (definition.background.first as! OrgDirectory).sync()
+  let host = try ServiceHost(config: config, definition: definition, logger: logger)
+  let serving = Task { try await host.run(handleSignals: false) }
+  let port = try await host.boundPort()
+  defer { serving.cancel() }
+
+  try await withGRPCClient(
+    transport: .http2NIOPosix(
+      target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+  ) { grpc in
+    let client = Client(wrapping: grpc)
+    let reviewer = token("reviewer", "resource_reviewer", at: "P")
+    let searcher = token("searcher", "teacher", at: "S0-0")
+    line(
+      "catalogue-bench: \(resourceCount) resources, 5 counties × 10 schools, loopback, "
+        + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
+
+    // RPC floor: GetResource of one resource, sequential.
+    let probe = try await client.createResource(
+      .with {
+        $0.resource = .with {
+          $0.title = "探针"
+          $0.type = .courseware
+          $0.stage = .junior
+          $0.subject = .mathematics
+        }
+      }, metadata: token("t-S0-0", "teacher", at: "S0-0"))
+    let probeAuth = token("t-S0-0", "teacher", at: "S0-0")
+    var floor: [Double] = []
+    for i in 0..<600 {
+      let t0 = now()
+      _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
+      if i >= 100 { floor.append(Double(now() - t0) / 1e6) }
+    }
+    let floorP50 = percentile(floor.sorted(), 0.5)
+    let floorP95 = percentile(floor.sorted(), 0.95)
+    line(
+      String(
+        format: "RPC floor (GetResource, sequential)          p50 %6.2f ms  p95 %6.2f ms",
+        floorP50, floorP95))
+
+    // Creates with 8 concurrent callers, one author per school.
+    let workers = 8
+    let createStart = now()
+    let ids = try await withThrowingTaskGroup(of: [String].self) { group in
+      for w in 0..<workers {
+        group.addTask {
+          var rng = SplitMix(state: UInt64(w + 1))
+          var made: [String] = []
+          var i = w
+          while i < resourceCount {
+            let school = schools[i % schools.count]
+            let r = try await client.createResource(
+              .with { $0.resource = makeResource(&rng, owner: school) },
+              metadata: token("t-" + school, "teacher", at: school))
+            made.append(r.id + "|" + school)
+            i += workers
+          }
+          return made
+        }
+      }
+      var all: [String] = []
+      for try await part in group { all += part }
+      return all
+    }
+    let createSeconds = Double(now() - createStart) / 1e9
+    let createRate = Double(resourceCount) / createSeconds
+    // Baseline: the same concurrency of GetResource.
+    let getCount = 20_000
+    let getStart = now()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for _ in 0..<workers {
+        group.addTask {
+          for _ in 0..<(getCount / workers) {
+            _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+    let getRate = Double(getCount) / (Double(now() - getStart) / 1e9)
+    line(
+      String(
+        format:
+          "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
+          + "ratio %.2f   (%.1f s for %d)",
+        createRate, getRate, createRate / getRate, createSeconds, resourceCount))
+
+    // Submit and approve everything (the review workflow at scale).
+    let reviewStart = now()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for w in 0..<workers {
+        group.addTask {
+          var i = w
+          while i < ids.count {
+            let parts = ids[i].split(separator: "|").map(String.init)
+            _ = try await client.transitionResource(
+              .with {
+                $0.id = parts[0]
+                $0.action = .submit
+              }, metadata: token("t-" + parts[1], "teacher", at: parts[1]))
+            _ = try await client.transitionResource(
+              .with {
+                $0.id = parts[0]
+                $0.action = .approve
+              }, metadata: reviewer)
+            i += workers
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+    let reviewRate = Double(2 * ids.count) / (Double(now() - reviewStart) / 1e9)
+    line(
+      String(
+        format:
+          "review transitions (8 callers)              %8.0f /s   GetResource %8.0f /s   "
+          + "ratio %.2f",
+        reviewRate, getRate, reviewRate / getRate))
+
+    // Search latency, sequential, one teacher of one school (sees its own school's, its
+    // county's, the city's and the province's shares: about a third of the catalogue).
+    typealias Probe = (query: String, filter: Smartschool_Catalogue_V1_ResourceFilter)
+    func f(
+      _ stage: Smartschool_Common_V1_Stage, _ subject: Smartschool_Common_V1_Subject,
+      grade: Int32 = 0
+    ) -> Smartschool_Catalogue_V1_ResourceFilter {
+      .with {
+        $0.stage = stage
+        $0.subject = subject
+        $0.grade = grade
+      }
+    }
+    let sets: [(String, [Probe])] = [
+      (
+        "search 1-char + filters",
+        [
+          ("函", f(.junior, .mathematics)), ("诗", f(.primary, .chinese)),
+          ("力", f(.junior, .physics)), ("酸", f(.junior, .chemistry)),
+          ("圆", f(.primary, .mathematics, grade: 6)),
+        ]
+      ),
+      (
+        "search 2-char + filters",
+        [
+          ("函数", f(.junior, .mathematics)), ("方程", f(.junior, .mathematics, grade: 8)),
+          ("定律", f(.junior, .physics)), ("古诗", f(.primary, .chinese)),
+          ("细胞", f(.senior, .biology)),
+        ]
+      ),
+      (
+        "search 4-char + filters",
+        [
+          ("二次函数", f(.junior, .mathematics)), ("勾股定理", f(.junior, .mathematics, grade: 8)),
+          ("欧姆定律", f(.junior, .physics)), ("光合作用", f(.junior, .biology)),
+          ("质量守恒", f(.junior, .chemistry)),
+        ]
+      ),
+      (
+        "search 2-char, no filters",
+        [
+          ("函数", .init()), ("定律", .init()), ("课件", .init()), ("微课", .init()),
+        ]
+      ),
+      (
+        "search 4-char, no filters",
+        [
+          ("二次函数", .init()), ("欧姆定律", .init()), ("教学设计", .init()),
+        ]
+      ),
+    ]
+    for (name, probes) in sets {
+      var samples: [Double] = []
+      var hits = 0
+      for i in 0..<(probes.count * 60 + 20) {
+        let p = probes[i % probes.count]
+        let t0 = now()
+        let response = try await client.searchResources(
+          .with {
+            $0.query = p.query
+            $0.filter = p.filter
+            $0.pageSize = 20
+          }, metadata: searcher)
+        if i >= 20 {
+          samples.append(Double(now() - t0) / 1e6)
+          hits += Int(response.totalSize)
+        }
+      }
+      latencyRow(
+        name + " (avg \(hits / samples.count) hits)", samples, baseline: floorP95,
+        target: name.contains("filters") && !name.contains("no") ? "target p95 < 20 ms" : "")
+    }
+
+    // List by filter, first pages and a deep page.
+    let lists: [(String, Smartschool_Catalogue_V1_ResourceFilter)] = [
+      (
+        "subject+grade",
+        .with {
+          $0.subject = .mathematics
+          $0.grade = 8
+        }
+      ),
+      (
+        "stage+type",
+        .with {
+          $0.stage = .senior
+          $0.type = .microLesson
+        }
+      ),
+      ("owner county", .with { $0.ownerOrgCode = "K0" }),
+      ("status published", .with { $0.status = .published }),
+      ("no filter", .init()),
+    ]
+    var listSamples: [Double] = []
+    var deepSamples: [Double] = []
+    for i in 0..<(lists.count * 60) {
+      let (_, filter) = lists[i % lists.count]
+      let t0 = now()
+      let page = try await client.listResources(
+        .with {
+          $0.filter = filter
+          $0.pageSize = 50
+        }, metadata: searcher)
+      listSamples.append(Double(now() - t0) / 1e6)
+      if !page.nextPageToken.isEmpty && (i / lists.count) % 6 == 0 {
+        var token = page.nextPageToken
+        for _ in 0..<9 where !token.isEmpty {
+          let t1 = now()
+          let next = try await client.listResources(
+            .with {
+              $0.filter = filter
+              $0.pageSize = 50
+              $0.pageToken = token
+            }, metadata: searcher)
+          deepSamples.append(Double(now() - t1) / 1e6)
+          token = next.nextPageToken
+        }
+      }
+    }
+    latencyRow("list by filter, first page of 50", listSamples, baseline: floorP95)
+    latencyRow("list by filter, pages 2-10", deepSamples, baseline: floorP95)
+
+    // 100 MB upload and download against cat of the same file.
+    let size = 100 * 1024 * 1024
+    let file = scratch + "/content.bin"
+    var rng = SplitMix(state: 42)
+    var bytes = Data(count: size)
+    bytes.withUnsafeMutableBytes { raw in
+      let words = raw.bindMemory(to: UInt64.self)
+      for i in 0..<words.count { words[i] = rng.next() }
+    }
+    try bytes.write(to: URL(fileURLWithPath: file))
+    let sha = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    bytes = Data()
+    func catSeconds() throws -> Double {
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: "/bin/cat")
+      process.arguments = [file]
+      process.standardOutput = FileHandle.nullDevice
+      let t0 = now()
+      try process.run()
+      process.waitUntilExit()
+      return Double(now() - t0) / 1e9
+    }
+    _ = try catSeconds()
+    let cat = try catSeconds()
+    let catRate = Double(size) / cat / 1e6
+    let owner = token("t-S0-0", "teacher", at: "S0-0")
+    let holder = try await client.createResource(
+      .with {
+        $0.resource = .with {
+          $0.title = "100MB 资源包"
+          $0.type = .resourcePackage
+          $0.stage = .junior
+          $0.subject = .mathematics
+        }
+      }, metadata: owner)
+    let chunk = 1024 * 1024
+    let uploadStart = now()
+    _ = try await client.uploadContent(
+      metadata: owner,
+      requestProducer: { writer in
+        try await writer.write(
+          .with {
+            $0.resourceID = holder.id
+            $0.header = .with {
+              $0.sha256 = sha
+              $0.sizeBytes = Int64(size)
+              $0.mimeType = "application/zip"
+            }
+          })
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
+        defer { try? handle.close() }
+        while let data = try handle.read(upToCount: chunk), !data.isEmpty {
+          try await writer.write(
+            .with {
+              $0.resourceID = holder.id
+              $0.data = data
+            })
+        }
+      })
+    let uploadRate = Double(size) / (Double(now() - uploadStart) / 1e9) / 1e6
+    let downloadStart = now()
+    let received = try await client.downloadContent(
+      .with { $0.resourceID = holder.id }, metadata: owner
+    ) { response in
+      var n = 0
+      for try await message in response.messages { n += message.data.count }
+      return n
+    }
+    precondition(received == size, "downloaded \(received) of \(size) bytes")
+    let downloadRate = Double(size) / (Double(now() - downloadStart) / 1e9) / 1e6
+    line(
+      String(
+        format:
+          "upload 100 MB (1 MiB chunks, sha256 + fsync)  %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
+        uploadRate, catRate, uploadRate / catRate))
+    line(
+      String(
+        format:
+          "download 100 MB (256 KiB chunks)              %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
+        downloadRate, catRate, downloadRate / catRate))
+  }
+  await host.shutdown()
+  _ = await serving.result
+}
+
+try await run()
