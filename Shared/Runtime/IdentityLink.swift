@@ -11,6 +11,9 @@ import Synchronization
 public final class IdentityLink: Sendable {
   /// The connection to identity.
   public let connection: PeerConnection
+  /// The token verifier fed by this link: keys from identity, and the session revocations an
+  /// ``OrgDirectory`` following identity's feed through this link reports.
+  public let verifier: TokenVerifier
   private let credentials: (clientID: String, clientSecret: String)?
   private let cachedToken = Mutex<(token: String, expires: Date)?>(nil)
 
@@ -18,8 +21,13 @@ public final class IdentityLink: Sendable {
   /// secret (needed only for calls that require a token).
   public init(address: PeerAddress, credentials: (clientID: String, clientSecret: String)?) throws
   {
-    self.connection = try PeerConnection(address: address)
+    let connection = try PeerConnection(address: address)
+    self.connection = connection
     self.credentials = credentials
+    self.verifier = TokenVerifier(keySource: {
+      try await IdentityLink.publishedKeys(
+        Smartschool_Identity_V1_IdentityService.Client(wrapping: connection.client))
+    })
   }
 
   /// The generated client.
@@ -29,15 +37,20 @@ public final class IdentityLink: Sendable {
 
   /// The keys identity publishes now (``TokenVerifier/KeySource``).
   public func publishedKeys() async throws -> [PublishedKey] {
+    try await IdentityLink.publishedKeys(identity)
+  }
+
+  private static func publishedKeys(
+    _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>
+  ) async throws -> [PublishedKey] {
     let response = try await identity.listSigningKeys(
       .init(), options: IdentityLink.callOptions(seconds: 5))
     return try response.keys.map(PublishedKey.init(proto:))
   }
 
-  /// A token verifier fed by this link.
-  public func makeVerifier() -> TokenVerifier {
-    TokenVerifier(keySource: { [self] in try await self.publishedKeys() })
-  }
+  /// The token verifier fed by this link (the same one on every call, so that revocations
+  /// reported through the link apply to it).
+  public func makeVerifier() -> TokenVerifier { verifier }
 
   /// A valid service-account access token, fetched anew a minute before the cached one expires.
   public func serviceToken() async throws -> String {

@@ -10,9 +10,22 @@ public protocol IdentityChangeSource: Sendable {
   /// One page of identity's change feed after `after`.
   func listChanges(after: Int64, pageSize: Int) async throws
     -> Smartschool_Common_V1_ListChangesResponse
+
+  /// Told of sessions identity has revoked (session id → when), so their tokens are refused.
+  func sessionsRevoked(_ sessions: [String: Date])
+}
+
+extension IdentityChangeSource {
+  /// Ignores revocations (a source that verifies no tokens).
+  public func sessionsRevoked(_ sessions: [String: Date]) {}
 }
 
 extension IdentityLink: IdentityChangeSource {
+  /// Refuses the revoked sessions' tokens in this link's ``IdentityLink/verifier``.
+  public func sessionsRevoked(_ sessions: [String: Date]) {
+    verifier.revokeSessions(sessions)
+  }
+
   /// Reads identity's change feed with the service-account token.
   public func listChanges(after: Int64, pageSize: Int) async throws
     -> Smartschool_Common_V1_ListChangesResponse
@@ -86,16 +99,41 @@ public final class OrgDirectory: Service, Sendable {
             ?? 0
         )
       }
+      var revoked: [String: Date] = [:]
       state.withLock { s in
         for row in rows.0 {
           let entity: String = row["entity"]
           let payload: Data = row["payload"]
+          if entity == OrgDirectory.sessionEntity {
+            revoked[row["id"]] = OrgDirectory.revocationTime(payload)
+            continue
+          }
           OrgDirectory.apply(&s, entity: entity, op: .upsert, id: row["id"], payload: payload,
                              trackUsers: trackUsers)
         }
         s.cursor = rows.1
       }
+      // Revocations older than any token's lifetime are forgotten.
+      let horizon = Date().addingTimeInterval(-TokenVerifier.revocationMemory)
+      let stale = revoked.filter { $0.value <= horizon }.map(\.key)
+      if !stale.isEmpty {
+        try store.pool.write { db in
+          for id in stale {
+            try db.execute(
+              sql: "DELETE FROM runtime_directory WHERE entity = ? AND id = ?",
+              arguments: [OrgDirectory.sessionEntity, id])
+          }
+        }
+      }
+      source.sessionsRevoked(revoked.filter { $0.value > horizon })
     }
+  }
+
+  /// The feed entity identity records a session revocation as (op delete, id = session id).
+  static let sessionEntity = "session"
+
+  private static func revocationTime(_ payload: Data) -> Date {
+    Date(timeIntervalSince1970: Double(String(decoding: payload, as: UTF8.self)) ?? 0)
   }
 
   /// The feed position the copy is current to.
@@ -111,12 +149,22 @@ public final class OrgDirectory: Service, Sendable {
       let after = cursor
       let page = try await source.listChanges(after: after, pageSize: 1000)
       let relevant = page.changes.filter {
-        $0.entity == "org" || (trackUsers && ($0.entity == "user" || $0.entity == "guardian_link"))
+        $0.entity == "org" || $0.entity == OrgDirectory.sessionEntity
+          || (trackUsers && ($0.entity == "user" || $0.entity == "guardian_link"))
+      }
+      var revoked: [String: Date] = [:]
+      for c in relevant where c.entity == OrgDirectory.sessionEntity {
+        revoked[c.id] = c.time.date
       }
       if let store {
         try await store.write { db in
           for c in relevant {
-            if c.op == .delete && c.entity == "guardian_link" {
+            if c.entity == OrgDirectory.sessionEntity {
+              let time = Data(String(c.time.date.timeIntervalSince1970).utf8)
+              try db.execute(
+                sql: "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
+                arguments: [c.entity, c.id, time])
+            } else if c.op == .delete && c.entity == "guardian_link" {
               try db.execute(
                 sql: "DELETE FROM runtime_directory WHERE entity = ? AND id = ?",
                 arguments: [c.entity, c.id])
@@ -139,6 +187,7 @@ public final class OrgDirectory: Service, Sendable {
         s.cursor = max(s.cursor, page.lastSequence)
         if !page.moreAvailable { s.lastSync = Date() }
       }
+      source.sessionsRevoked(revoked)
       if !page.moreAvailable || page.changes.isEmpty { return }
     }
   }

@@ -166,9 +166,11 @@ public enum ChangeFeed {
   }
 
   /// The events after `after`, at most `limit`, limited to entities under one of `scopes`
-  /// (an empty list means no limit). Returns the events and whether more follow.
+  /// (`nil` means no limit, an empty list means nothing). Events of the entity kinds in
+  /// `unscoped` are listed whatever the scope (for example identity's session revocations,
+  /// which every verifying service needs). Returns the events and whether more follow.
   public static func list(
-    _ db: Database, after: Int64, limit: Int, scopes: [OrgPath]?
+    _ db: Database, after: Int64, limit: Int, scopes: [OrgPath]?, unscoped: [String] = []
   ) throws -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool) {
     var sql = """
       SELECT sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload
@@ -178,9 +180,10 @@ public enum ChangeFeed {
     if let scopes {
       if scopes.isEmpty { return ([], false) }
       if !scopes.contains(.root) {
-        sql += " AND ("
-        sql += scopes.map { _ in "substr(org_path, 1, ?) = ?" }.joined(separator: " OR ")
-        sql += ")"
+        let byEntity = unscoped.map { _ in "entity = ?" }
+        let byScope = scopes.map { _ in "substr(org_path, 1, ?) = ?" }
+        sql += " AND (" + (byEntity + byScope).joined(separator: " OR ") + ")"
+        for e in unscoped { args.append(e) }
         for s in scopes {
           args.append(s.description.count)
           args.append(s.description)

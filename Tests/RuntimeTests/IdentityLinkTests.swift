@@ -68,4 +68,52 @@ struct IdentityLinkTests {
       }
     }
   }
+  @Test func aRevokedSessionIsRefusedByEveryVerifierFollowingTheFeed() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    try await withIdentity { port, _ in
+      try await withClient(port: port) { client in
+        let identity = Smartschool_Identity_V1_IdentityService.Client(wrapping: client)
+        let admin = bearer(try await login(identity, "admin", testAdminPassword))
+        _ = try await identity.createOrg(
+          .with { $0.org = .with { $0.code = "P"; $0.name = "省"; $0.kind = .province } },
+          metadata: admin)
+        let account = try await identity.createServiceAccount(
+          .with {
+            $0.name = "sync"
+            $0.orgCode = "P"
+            $0.roles = [.dataExchange]
+          }, metadata: admin)
+        let link = try IdentityLink(
+          address: PeerAddress(host: "127.0.0.1", port: port),
+          credentials: (account.clientID, account.clientSecret))
+        defer { link.close() }
+        let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
+        let directory = try OrgDirectory(source: link, store: store)
+
+        let kept = try await login(identity, "admin", testAdminPassword)
+        let ended = try await login(identity, "admin", testAdminPassword)
+        #expect(try await link.verifier.verify(ended).username == "admin")
+        _ = try await identity.logout(.init(), metadata: bearer(ended))
+        // Identity refuses it at once; another service once its directory has synced.
+        let code = await statusCode {
+          _ = try await identity.whoAmI(.init(), metadata: bearer(ended))
+        }
+        #expect(code == .unauthenticated)
+        #expect(try await link.verifier.verify(ended).username == "admin")
+        try await directory.sync()
+        #expect(link.verifier.revokedSessionCount == 1)
+        await #expect(throws: ServiceError.self) { try await link.verifier.verify(ended) }
+        #expect(try await link.verifier.verify(kept).username == "admin")
+
+        // A restarted service remembers the revocation from its own store.
+        let restarted = try IdentityLink(
+          address: PeerAddress(host: "127.0.0.1", port: port), credentials: nil)
+        defer { restarted.close() }
+        _ = try OrgDirectory(source: restarted, store: store)
+        await #expect(throws: ServiceError.self) { try await restarted.verifier.verify(ended) }
+        #expect(try await restarted.verifier.verify(kept).username == "admin")
+      }
+    }
+  }
 }

@@ -16,8 +16,16 @@ public func buildIdentityService(
     directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
   let identityStore = SQLiteIdentityStore(store: store)
   let keys = try await KeyRing.load(store: identityStore, accessTokenTTL: settings.accessTokenTTL)
+  guard settings.accessTokenTTL > 0, settings.accessTokenTTL < TokenVerifier.revocationMemory else {
+    // Other services forget a revoked session after revocationMemory; a token must not
+    // outlive that.
+    throw ServiceError.invalid("access-token-ttl", "must be between 1 second and 24 hours")
+  }
   let verifier = TokenVerifier(keySource: { keys.publishedKeys })
   try await verifier.refresh()
+  verifier.revokeSessions(
+    try await identityStore.revokedSessions(
+      since: Date().addingTimeInterval(-TokenVerifier.revocationMemory)))
   try await bootstrapAdmin(store: identityStore, settings: settings, logger: logger)
   let api = IdentityAPI(
     store: identityStore, keys: keys, verifier: verifier, settings: settings,

@@ -423,7 +423,9 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     guard user.id != p.userID else {
       throw ServiceError.failedPrecondition("you cannot deactivate your own account")
     }
+    let started = Date().addingTimeInterval(-1)
     let updated = try await store.deactivateUser(id: user.id)
+    try await refuseRevokedSessions(since: started)
     await audit("user.deactivate", actor: p.userID, target: user.id, orgID: user.orgID,
                 orgPath: user.orgPath)
     return updated
@@ -811,6 +813,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     guard rotated else {
       // A rotated token came back: someone holds a stolen copy. End the whole family.
       try await store.revokeSession(id: record.sessionID, reason: "refresh token reuse")
+      verifier.revokeSessions([record.sessionID: Date()])
       await audit("session.reuse_revoked", actor: record.userID, target: record.sessionID)
       throw ServiceError.unauthenticated("refresh token was already used; the session is revoked")
     }
@@ -821,12 +824,19 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       user: user, sessionID: record.sessionID, refreshToken: newToken, refreshExpires: expires)
   }
 
+  /// Refuses at once, here, the tokens of sessions revoked since `since`; the other services
+  /// learn of them from the change feed.
+  private func refuseRevokedSessions(since: Date) async throws {
+    verifier.revokeSessions(try await store.revokedSessions(since: since))
+  }
+
   func logout(request: Smartschool_Identity_V1_LogoutRequest, context: ServerContext) async throws
     -> Smartschool_Identity_V1_LogoutResponse
   {
     let p = try Principal.require()
     if !p.sessionID.isEmpty {
       try await store.revokeSession(id: p.sessionID, reason: "logout")
+      verifier.revokeSessions([p.sessionID: Date()])
       await audit("logout", actor: p.userID, target: p.sessionID)
     }
     return .init()

@@ -95,6 +95,8 @@ protocol IdentityStore: Sendable {
     async throws -> Bool
   func revokeSession(id: String, reason: String) async throws
   func sessionActive(id: String) async throws -> Bool
+  /// Sessions revoked since `since` (session id → when), for the token verifier.
+  func revokedSessions(since: Date) async throws -> [String: Date]
 
   // Guardians
   func link(parentID: String, studentID: String) async throws -> Bool
@@ -566,11 +568,15 @@ final class SQLiteIdentityStore: IdentityStore {
       try db.execute(
         sql: "UPDATE users SET status = ?, updated_at = ? WHERE id = ?",
         arguments: [Smartschool_Identity_V1_UserStatus.deactivated.rawValue, now, id])
+      let sessions = try String.fetchAll(
+        db, sql: "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL",
+        arguments: [id])
       try db.execute(
         sql: """
           UPDATE sessions SET revoked_at = ?, revoke_reason = 'user deactivated'
           WHERE user_id = ? AND revoked_at IS NULL
           """, arguments: [now, id])
+      for session in sessions { try self.recordRevocation(db, session: session) }
       guard let user = try self.fetchUser(db, where: "u.id = ?", id) else {
         throw ServiceError.notFound("user '\(id)' not found")
       }
@@ -865,6 +871,27 @@ final class SQLiteIdentityStore: IdentityStore {
         sql: """
           UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL
           """, arguments: [Date().timeIntervalSince1970, reason, id])
+      if db.changesCount > 0 { try self.recordRevocation(db, session: id) }
+    }
+  }
+
+  /// Puts a revocation on the change feed, which every service reads, so the session's access
+  /// tokens are refused everywhere, not only here. It carries no user data and no org path:
+  /// every feed reader sees it (``SQLiteIdentityStore/changes(after:limit:scopes:)``).
+  private func recordRevocation(_ db: Database, session: String) throws {
+    try ChangeFeed.record(
+      db, entity: "session", id: session, naturalKey: session, op: .delete, orgPath: "")
+  }
+
+  func revokedSessions(since: Date) async throws -> [String: Date] {
+    try await store.read { db in
+      let rows = try Row.fetchAll(
+        db, sql: "SELECT id, revoked_at FROM sessions WHERE revoked_at > ?",
+        arguments: [since.timeIntervalSince1970])
+      return Dictionary(
+        rows.map { (row: Row) -> (String, Date) in
+          (row["id"], Date(timeIntervalSince1970: row["revoked_at"]))
+        }, uniquingKeysWith: { a, _ in a })
     }
   }
 
@@ -1161,7 +1188,8 @@ final class SQLiteIdentityStore: IdentityStore {
     -> (changes: [Smartschool_Common_V1_Change], more: Bool)
   {
     try await store.read { db in
-      let r = try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes)
+      let r = try ChangeFeed.list(
+        db, after: after, limit: limit, scopes: scopes, unscoped: ["session"])
       return (r.changes, r.hasMore)
     }
   }

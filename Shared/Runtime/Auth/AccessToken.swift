@@ -178,7 +178,15 @@ public final class TokenVerifier: Sendable {
     /// call; only the JSON of a payload already seen is not parsed again (a token is reused for
     /// many calls within its lifetime).
     var claimsCache: [Substring: (claims: AccessTokenClaims, principal: Principal)] = [:]
+    /// Sessions identity has revoked (logout, refresh-token reuse, deactivated account), and
+    /// when: their tokens are refused although signed and unexpired.
+    var revokedSessions: [String: Date] = [:]
   }
+
+  /// How long a revoked session is remembered: longer than any access token lives (identity
+  /// refuses an access-token lifetime above this), so a revoked session's tokens expire before
+  /// it is forgotten.
+  public static let revocationMemory: TimeInterval = 24 * 3600
 
   private static let claimsCacheLimit = 50_000
 
@@ -216,6 +224,22 @@ public final class TokenVerifier: Sendable {
 
   /// The number of keys cached.
   public var cachedKeyCount: Int { state.withLock { $0.keys.count } }
+
+  /// Refuses from now on every token of these sessions (session id → when it was revoked).
+  /// Entries older than ``revocationMemory`` are dropped, since their tokens have expired.
+  public func revokeSessions(_ sessions: [String: Date]) {
+    guard !sessions.isEmpty else { return }
+    let horizon = now().addingTimeInterval(-TokenVerifier.revocationMemory)
+    state.withLock { s in
+      for (id, time) in sessions where time > horizon { s.revokedSessions[id] = time }
+      if s.revokedSessions.count > 4096 {
+        s.revokedSessions = s.revokedSessions.filter { $0.value > horizon }
+      }
+    }
+  }
+
+  /// The number of revoked sessions remembered.
+  public var revokedSessionCount: Int { state.withLock { $0.revokedSessions.count } }
 
   /// Verifies `token` and returns its principal, or throws UNAUTHENTICATED saying why.
   public func verify(_ token: String) async throws(ServiceError) -> Principal {
@@ -304,6 +328,11 @@ public final class TokenVerifier: Sendable {
     }
     if let retire = key.retireTime, now > retire.addingTimeInterval(leeway) {
       throw .unauthenticated("access token signed by a retired key")
+    }
+    if !principal.sessionID.isEmpty,
+      state.withLock({ $0.revokedSessions[principal.sessionID] }) != nil
+    {
+      throw .unauthenticated("the session of this access token has been revoked; log in again")
     }
     return principal
   }
