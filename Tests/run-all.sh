@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 need=()
-for pkg in libsqlite3-dev python3-venv sqlite3; do
+for pkg in libsqlite3-dev python3-venv sqlite3 nghttp2-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Interop test: a stock Python grpcio client, with stubs generated from Shared/Protos,
-# against the built identity-service executable.
+# Interop tests: a stock Python grpcio client, with stubs generated from Shared/Protos,
+# against the built executables — identity alone in depth, then all four services at once.
 #
 #   bash Tests/Interop/run.sh [pytest args…]
 #
 # Creates Tests/Interop/.venv (pinned packages) and Tests/Interop/gen/ (generated stubs), both
-# ignored by git. Needs .build/debug/identity-service (`swift build --product identity-service`).
+# ignored by git. Needs the four .build/debug/*-service executables (`swift build`) and h2load.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,11 +23,12 @@ PACKAGES=(
   pytest==9.2.0
 )
 
-if [[ ! -x "$ROOT/.build/debug/identity-service" ]]; then
-  echo "interop: $ROOT/.build/debug/identity-service is missing;" \
-    "run 'swift build --product identity-service' first" >&2
-  exit 1
-fi
+for service in identity catalogue assessment supervision; do
+  if [[ ! -x "$ROOT/.build/debug/$service-service" ]]; then
+    echo "interop: $ROOT/.build/debug/$service-service is missing; run 'swift build' first" >&2
+    exit 1
+  fi
+done
 
 # The venv is reused while its package list is unchanged.
 STAMP="$VENV/.smartschool-packages"
@@ -49,4 +50,5 @@ mapfile -t PROTOS < <(cd "$ROOT/Shared/Protos" && find smartschool -name '*.prot
 
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONPATH="$GEN" PYTHONDONTWRITEBYTECODE=1 \
-  "$PY" -m pytest -p no:cacheprovider -q "$HERE/identity_interop_test.py" "$@"
+  "$PY" -m pytest -p no:cacheprovider -q "$HERE/identity_interop_test.py" \
+  "$HERE/suite_interop_test.py" "$@"
