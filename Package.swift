@@ -195,3 +195,14 @@ package.targets.append(contentsOf: [
     path: "Tests/CatalogueServiceTests"
   ),
 ])
+
+// Robustness (hostile input, authorisation) across every service, in-process.
+package.targets.append(
+  .testTarget(
+    name: "RobustnessTests",
+    dependencies: [
+      "IdentityService", "CatalogueService", "SupervisionService", "ServiceRuntime",
+      "SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf,
+    ],
+    path: "Tests/RobustnessTests"
+  ))

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCProtobuf
+import SwiftProtobuf
 
 /// A field problem found while validating a request: which field, and what is wrong with it.
 public struct FieldViolation: Hashable, Sendable, CustomStringConvertible {
@@ -58,28 +59,49 @@ public enum ServiceError: Error, Hashable, Sendable {
     }
   }
 
-  /// The English developer message.
+  /// The English developer message, bounded in size (see ``reported``).
   public var message: String {
     switch self {
-    case .invalidArgument(let violations):
-      "invalid argument: "
-        + violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")
+    case .invalidArgument:
+      ServiceError.bounded(
+        "invalid argument: "
+          + reported.map { "\($0.field): \($0.description)" }.joined(separator: "; "), 600)
     case .unauthenticated(let m), .permissionDenied(let m), .notFound(let m),
       .alreadyExists(let m), .failedPrecondition(let m), .resourceExhausted(let m),
       .unavailable(let m), .internalError(let m):
-      m
+      ServiceError.bounded(m, 1000)
     }
+  }
+
+  /// The field violations as sent: at most 10, each field and description bounded. Messages
+  /// often quote the caller's input, and a status travels in HTTP/2 trailers, whose size peers
+  /// limit (16 KiB by default, with non-ASCII text percent-encoded): an unbounded echo of a
+  /// huge value would cost the caller the whole connection instead of a clear status.
+  public var reported: [FieldViolation] {
+    guard case .invalidArgument(let violations) = self else { return [] }
+    var list = violations.prefix(10).map {
+      FieldViolation(ServiceError.bounded($0.field, 80), ServiceError.bounded($0.description, 100))
+    }
+    if violations.count > 10 {
+      list.append(FieldViolation("…", "and \(violations.count - 10) more violations"))
+    }
+    return list
+  }
+
+  /// `text` cut to at most `limit` characters, marked with an ellipsis when cut.
+  static func bounded(_ text: String, _ limit: Int) -> String {
+    text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
   }
 
   /// The error as a gRPC status; INVALID_ARGUMENT carries a google.rpc.Status with
   /// BadRequest field violations in `grpc-status-details-bin`.
   public var rpcError: RPCError {
-    if case .invalidArgument(let violations) = self {
+    if case .invalidArgument = self {
       let status = GoogleRPCStatus(
         code: .invalidArgument, message: message,
         details: [
           .badRequest(
-            violations: violations.map {
+            violations: reported.map {
               .init(field: $0.field, description: $0.description)
             })
         ])
@@ -151,6 +173,19 @@ public struct Validator: Sendable {
     } else if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
       add(field, "must not contain control characters")
     }
+  }
+
+  /// The date of a protobuf timestamp, or `nil` (with a violation) when it lies outside
+  /// 0001-01-01 … 9999-12-31 UTC or its nanos are out of range, as the protobuf spec requires.
+  /// Converting such a value unchecked can trap.
+  public mutating func timestamp(_ value: Google_Protobuf_Timestamp, _ field: String) -> Date? {
+    guard (-62_135_596_800...253_402_300_799).contains(value.seconds),
+      (0..<1_000_000_000).contains(value.nanos)
+    else {
+      add(field, "must be a timestamp between 0001-01-01 and 9999-12-31 UTC")
+      return nil
+    }
+    return value.date
   }
 
   /// Throws INVALID_ARGUMENT with every violation found, if any.

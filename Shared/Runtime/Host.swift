@@ -51,7 +51,8 @@ public final class ServiceHost: Sendable {
   public let metrics: ServiceMetrics
   /// The logger.
   public let logger: Logger
-  private let definition: ServiceDefinition
+  /// What it serves.
+  public let definition: ServiceDefinition
   private let transport: HTTP2ServerTransport.Posix
   private let server: GRPCServer<HTTP2ServerTransport.Posix>
   private let metricsServer: MetricsHTTPServer?

@@ -86,6 +86,28 @@ struct StorageTests {
     #expect(throws: ServiceError.self) { try PageToken.decode("%%%", query: "q") }
   }
 
+  @Test func statusesQuotingHugeInputStaySmallEnoughForTrailers() {
+    let huge = String(repeating: "数", count: 50_000)
+    let notFound = ServiceError.notFound("chapter '\(huge)' not found").rpcError
+    #expect(notFound.code == .notFound)
+    #expect(notFound.message.count <= 1000 && notFound.message.hasPrefix("chapter '数"))
+    let many = ServiceError.invalidArgument(
+      (0..<500).map { FieldViolation("items[\($0)].name", "unknown name '\(huge)'") })
+    let error = many.rpcError
+    #expect(error.code == .invalidArgument)
+    #expect(many.reported.count == 11)
+    #expect(many.reported.last!.description == "and 490 more violations")
+    // grpc-message is percent-encoded (3 bytes per non-ASCII byte); binary trailers base64.
+    let message = error.message.utf8.reduce(0) { $0 + ($1 < 0x80 ? 1 : 3) }
+    let trailers = error.metadata.reduce(0) { total, entry in
+      switch entry.value {
+      case .string(let s): total + entry.key.utf8.count + s.utf8.count
+      case .binary(let b): total + entry.key.utf8.count + (b.count + 2) / 3 * 4
+      }
+    }
+    #expect(message + trailers < 16 * 1024, "\(message) + \(trailers)")
+  }
+
   @Test func validatorCollectsEveryViolation() {
     var v = Validator()
     v.code("a b", "code")

@@ -771,11 +771,11 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
   {
     let p = try Principal.require()
     let limit = try PageSize.resolve(request.pageSize)
-    let start = request.hasStartTime ? request.startTime.date : nil
-    let end = request.hasEndTime ? request.endTime.date : nil
-    if let start, let end, end <= start {
-      throw ServiceError.invalid("end_time", "must be after start_time")
-    }
+    var v = Validator()
+    let start = request.hasStartTime ? v.timestamp(request.startTime, "start_time") : nil
+    let end = request.hasEndTime ? v.timestamp(request.endTime, "end_time") : nil
+    if let start, let end, end <= start { v.add("end_time", "must be after start_time") }
+    try v.throwIfInvalid()
     let org = try await resolveOrg(id: request.orgID, code: request.orgCode, field: "org_code")
     let scope = try path(org)
     try p.require(.resourcesRead, at: scope)
