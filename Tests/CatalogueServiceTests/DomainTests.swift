@@ -210,9 +210,15 @@ struct SearchQueryTests {
     #expect(q.matchExpression == "\"二次函数\" AND \"ppt\"")
   }
 
-  @Test func shortQueriesUseNoIndex() throws {
+  @Test func shortQueriesUseTheCharacterIndex() throws {
     #expect(try SearchQuery.parse("数").matchExpression == nil)
     #expect(try SearchQuery.parse("函数").shortTerms == ["函数"])
+    #expect(try SearchQuery.parse("函数 x").shortMatchExpression == "\"函 数\" AND \"x\"")
+    #expect(try SearchQuery.parse("二次函数").shortMatchExpression == nil)
+    // Every character its own token; a boundary token between words, so a phrase never
+    // spans two words.
+    #expect(SearchQuery.characterTokens("二次函数, PPT\n教案") == "二 次 函 数 ǂ p p t ǂ 教 案")
+    #expect(SearchQuery.characterTokens("  ") == "")
     #expect(try SearchQuery.parse("").isEmpty)
     #expect(try SearchQuery.parse("   ").isEmpty)
   }

@@ -620,6 +620,14 @@ final class SQLiteCatalogueStore: CatalogueStore {
     try db.execute(
       sql: "INSERT INTO resources_fts (rowid, title, keywords, description) VALUES (?, ?, ?, ?)",
       arguments: [seq, r.title, r.keywords.joined(separator: " "), r.description_p])
+    try db.execute(sql: "DELETE FROM resources_chars WHERE rowid = ?", arguments: [seq])
+    try db.execute(
+      sql: "INSERT INTO resources_chars (rowid, text) VALUES (?, ?)",
+      arguments: [
+        seq,
+        SearchQuery.characterTokens(
+          [r.title, r.keywords.joined(separator: " "), r.description_p].joined(separator: "\n")),
+      ])
   }
 
   static func writeKnowledgePoints(_ db: Database, seq: Int64, _ codes: [String]) throws {
@@ -767,6 +775,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
         sql: "UPDATE resources SET deleted_at = ?, updated_at = ? WHERE seq = ?",
         arguments: [Date().timeIntervalSince1970, Date().timeIntervalSince1970, seq])
       try db.execute(sql: "DELETE FROM resources_fts WHERE rowid = ?", arguments: [seq])
+      try db.execute(sql: "DELETE FROM resources_chars WHERE rowid = ?", arguments: [seq])
       try Self.recordChange(db, stored, op: .delete)
     }
   }
@@ -815,14 +824,10 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if let match = query.matchExpression {
         c.add("r.seq IN (SELECT rowid FROM resources_fts WHERE resources_fts MATCH ?)", [match])
       }
-      Self.add(filter, to: &c)
-      for term in query.shortTerms {
-        c.add(
-          """
-          (instr(lower(r.title), ?) > 0 OR instr(lower(r.keywords), ?) > 0
-           OR instr(lower(r.description), ?) > 0)
-          """, [term, term, term])
+      if let match = query.shortMatchExpression {
+        c.add("r.seq IN (SELECT rowid FROM resources_chars WHERE resources_chars MATCH ?)", [match])
       }
+      Self.add(filter, to: &c)
       Self.add(viewer, to: &c)
       let groups = try Row.fetchAll(
         db,

@@ -138,5 +138,26 @@ enum CatalogueMigrations {
           ) WITHOUT ROWID;
           """)
     }
+
+    migrator.registerMigration("catalogue.2.short-word-index") { db in
+      // One- and two-character words (common in Chinese) cannot use the trigram index; this
+      // index holds every character as its own token, so they become FTS phrase queries.
+      try db.execute(
+        sql: """
+          CREATE VIRTUAL TABLE resources_chars USING fts5(
+            text, tokenize = 'unicode61 remove_diacritics 0');
+          """)
+      let rows = try Row.fetchAll(
+        db, sql: "SELECT seq, title, keywords, description FROM resources WHERE deleted_at IS NULL")
+      for row in rows {
+        try db.execute(
+          sql: "INSERT INTO resources_chars (rowid, text) VALUES (?, ?)",
+          arguments: [
+            row["seq"] as Int64,
+            SearchQuery.characterTokens(
+              [row["title"], row["keywords"], row["description"]].joined(separator: "\n")),
+          ])
+      }
+    }
   }
 }

@@ -1,8 +1,8 @@
 import ServiceRuntime
 
 /// A search query split into words. Words of three or more characters are looked up in the
-/// FTS5 trigram index; shorter ones (common in Chinese: "函数", "数") cannot be, and are
-/// matched by substring over the rows the other conditions select.
+/// FTS5 trigram index; shorter ones (common in Chinese: "函数", "数") cannot be, and are looked
+/// up as phrases in a second FTS5 index that holds every character as its own token.
 ///
 /// Anything that is not a letter, digit or combining mark separates words, so quotes,
 /// operators and FTS syntax never reach SQLite as syntax: each word is also passed to FTS as
@@ -65,6 +65,36 @@ struct SearchQuery: Equatable, Sendable {
     let words = indexedTerms
     if words.isEmpty { return nil }
     return words.map(Self.literal).joined(separator: " AND ")
+  }
+
+  /// The MATCH expression for the short words in the character index: each word a phrase of
+  /// its characters (adjacent, in order, so a substring), all required. `nil` when there are
+  /// none.
+  var shortMatchExpression: String? {
+    let words = shortTerms
+    if words.isEmpty { return nil }
+    return words.map { Self.literal(Self.characterTokens($0)) }.joined(separator: " AND ")
+  }
+
+  /// Token that stands for any run of separators in the character index, so that a phrase
+  /// never matches across two words ("a b" is not "ab"). A letter, so the tokenizer keeps it.
+  static let wordBoundary = "ǂ"
+
+  /// Text as the character index stores it: every letter or digit (ASCII lower-cased) its own
+  /// token, separator runs replaced by ``wordBoundary``.
+  static func characterTokens(_ text: String) -> String {
+    var tokens: [String] = []
+    var boundary = false
+    for scalar in asciiLowercased(text).unicodeScalars {
+      if isWordScalar(scalar) {
+        if boundary && !tokens.isEmpty { tokens.append(wordBoundary) }
+        boundary = false
+        tokens.append(String(scalar))
+      } else {
+        boundary = true
+      }
+    }
+    return tokens.joined(separator: " ")
   }
 
   /// An FTS5 string literal: the text in double quotes, inner quotes doubled.
