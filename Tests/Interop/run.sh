@@ -51,4 +51,4 @@ mapfile -t PROTOS < <(cd "$ROOT/Shared/Protos" && find smartschool -name '*.prot
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONPATH="$GEN" PYTHONDONTWRITEBYTECODE=1 \
   "$PY" -m pytest -p no:cacheprovider -q "$HERE/identity_interop_test.py" \
-  "$HERE/suite_interop_test.py" "$@"
+  "$HERE/suite_interop_test.py" "$HERE/faults_test.py" "$@"

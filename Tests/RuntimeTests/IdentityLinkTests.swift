@@ -25,6 +25,7 @@ struct IdentityLinkTests {
             $0.orgCode = "P"
             $0.roles = [.dataExchange]
           }, metadata: auth)
+        #expect(account.clientSecret.hasPrefix("sas_"))
 
         let link = try IdentityLink(
           address: PeerAddress(host: "127.0.0.1", port: port),
