@@ -224,8 +224,8 @@ def test_a_client_deadline_shorter_than_the_work_stops_it(world):
         while True:  # never ends: only the deadline stops the call
             time.sleep(0.05)
             yield spb.Lesson(teacher_external_id="T1", classroom_code="R00",
-                             subject=common_pb2.SUBJECT_MATHEMATICS, date=DAYS_LIST[0], period=1, duration_minutes=40,
-                             source=spb.LESSON_SOURCE_PLATFORM)
+                             subject=common_pb2.SUBJECT_MATHEMATICS, date=DAYS_LIST[0], period=1,
+                             duration_minutes=40, source=spb.LESSON_SOURCE_PLATFORM)
 
     with pytest.raises(grpc.RpcError) as raised:
         world.sup.ImportLessons(endless(), metadata=world.md, timeout=1.5)

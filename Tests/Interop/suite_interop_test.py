@@ -254,11 +254,11 @@ def test_one_login_is_accepted_by_every_service_with_a_streaming_rpc_each(suite)
                                 equipped_date="2025-08-25")), metadata=md, timeout=TIMEOUT))
     lessons = [
         spb.Lesson(teacher_external_id="T1", classroom_code="K1-R1",
-                   subject=common_pb2.SUBJECT_MATHEMATICS, date="2025-09-02", period=1, duration_minutes=40,
-                   source=spb.LESSON_SOURCE_PLATFORM),
+                   subject=common_pb2.SUBJECT_MATHEMATICS, date="2025-09-02", period=1,
+                   duration_minutes=40, source=spb.LESSON_SOURCE_PLATFORM),
         spb.Lesson(teacher_external_id="T1", classroom_code="NO-SUCH-ROOM",
-                   subject=common_pb2.SUBJECT_MATHEMATICS, date="2025-09-02", period=2, duration_minutes=40,
-                   source=spb.LESSON_SOURCE_PLATFORM),
+                   subject=common_pb2.SUBJECT_MATHEMATICS, date="2025-09-02", period=2,
+                   duration_minutes=40, source=spb.LESSON_SOURCE_PLATFORM),
     ]
     summary = suite.sup.ImportLessons(iter(lessons), metadata=md, timeout=TIMEOUT)
     assert (summary.accepted, summary.rejected) == (1, 1), summary
