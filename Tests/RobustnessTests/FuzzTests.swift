@@ -97,7 +97,7 @@ struct FuzzTests {
       #expect(codes["ok", default: 0] > 0, "\(codes)")
       #expect(codes["invalidArgument", default: 0] > 0, "\(codes)")
       let seeded = try await world.identity.getOrg(
-        .with { $0.code = "K2-S-C1" }, metadata: bearer(try await world.adminToken()))
+        .with { $0.code = "WEST9-S-C1" }, metadata: bearer(try await world.adminToken()))
       #expect(seeded.kind == .class)
       print("fuzz: \(covered.count) RPCs, status codes \(codes.sorted { $0.key < $1.key })")
     }

@@ -13,19 +13,37 @@ typealias IdentityClient = Smartschool_Identity_V1_IdentityService.Client<
   HTTP2ClientTransport.Posix
 >
 
-/// The services under test, all in-process on ephemeral ports: a real identity with a small
-/// tree (province P → city C → counties K1, K2, each with a school and a class, a student in
-/// each class), and the other services following it with a data-exchange service account.
+/// The services under test, all in-process on ephemeral ports: a real identity with two
+/// sibling counties under one city, EAST1 and WEST9, each with a school `<county>-S`, a class
+/// `<county>-S-C1`, a teacher `<county>-T1`, a student `<county>-ST1` and a parent
+/// `<county>-PA1` linked to them; EAST1 also has a holder of every role (user names
+/// `east1-<role>`, password ``sweepPassword``). The other services follow the tree with a
+/// province data-exchange service account; the WEST9 side has data in each of them.
 struct SuiteWorld: Sendable {
   /// Service name ("identity", …) → its gRPC port and definition.
   let services: [String: (port: Int, definition: ServiceDefinition)]
   let identity: IdentityClient
+  /// Identity's ids of the WEST9 entities (org ids by code, user ids by external id) and the
+  /// ids the other services gave WEST9 data ("resource", "inspection").
+  let west: [String: String]
+  /// The data-exchange service account held at EAST1.
+  let eastExchange: (clientID: String, clientSecret: String)
 
   /// A fresh admin token (a fuzzed Logout may end the previous session).
   func adminToken() async throws -> String {
     try await login(identity, "admin", testAdminPassword)
   }
 }
+
+let sweepPassword = "Sweep-pass-1"
+
+/// The roles held on the EAST1 side, and the org each is held at.
+let eastRoles: [(role: Smartschool_Identity_V1_Role, name: String, org: String)] = [
+  (.countyAdmin, "county_admin", "EAST1"), (.schoolAdmin, "school_admin", "EAST1-S"),
+  (.teacher, "teacher", "EAST1-S"), (.student, "student", "EAST1-S-C1"),
+  (.parent, "parent", "EAST1-S-C1"), (.inspector, "inspector", "EAST1"),
+  (.resourceReviewer, "resource_reviewer", "EAST1"),
+]
 
 func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws {
   let dir = try TemporaryDirectory()
@@ -34,56 +52,90 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
     try await withClient(port: identityPort) { client in
       let identity = IdentityClient(wrapping: client)
       let auth = bearer(try await login(identity, "admin", testAdminPassword))
+      var west: [String: String] = [:]
       func org(
         _ code: String, _ kind: Smartschool_Common_V1_OrgKind, _ parent: String
-      ) -> Smartschool_Identity_V1_ImportOrgsRequest {
-        .with {
-          $0.org = .with {
-            $0.code = code
-            $0.name = "机构" + code
-            $0.kind = kind
-            $0.parentCode = parent
-            if kind == .school {
-              $0.schoolKind = .urban
-              $0.stages = [.junior]
+      ) async throws {
+        let created = try await identity.createOrg(
+          .with {
+            $0.org = .with {
+              $0.code = code
+              $0.name = "机构" + code
+              $0.kind = kind
+              $0.parentCode = parent
+              if kind == .school {
+                $0.schoolKind = .urban
+                $0.stages = [.junior]
+              }
+              if kind == .class {
+                $0.grade = 7
+                $0.schoolYear = "2025-2026"
+              }
             }
-            if kind == .class {
-              $0.grade = 7
-              $0.schoolYear = "2025-2026"
+          }, metadata: auth)
+        if code.hasPrefix("WEST9") { west[code] = created.id }
+      }
+      func user(
+        _ externalID: String, _ kind: Smartschool_Identity_V1_UserKind, _ orgCode: String,
+        role: Smartschool_Identity_V1_Role? = nil, username: String? = nil
+      ) async throws -> String {
+        let created = try await identity.createUser(
+          .with {
+            $0.user = .with {
+              $0.externalID = externalID
+              $0.username = username ?? externalID.lowercased()
+              $0.displayName = "用户" + externalID
+              $0.kind = kind
+              $0.orgCode = orgCode
             }
-          }
+            $0.initialPassword = sweepPassword
+          }, metadata: auth)
+        if let role {
+          _ = try await identity.grantRole(
+            .with {
+              $0.userID = created.id
+              $0.role = role
+              $0.orgCode = orgCode
+            }, metadata: auth)
         }
+        if externalID.hasPrefix("WEST9") { west[externalID] = created.id }
+        return created.id
       }
-      var rows = [org("P", .province, ""), org("C", .city, "P")]
-      for county in ["K1", "K2"] {
-        rows += [
-          org(county, .county, "C"), org(county + "-S", .school, county),
-          org(county + "-S-C1", .class, county + "-S"),
-        ]
+      try await org("P", .province, "")
+      try await org("C", .city, "P")
+      for county in ["EAST1", "WEST9"] {
+        try await org(county, .county, "C")
+        try await org(county + "-S", .school, county)
+        try await org(county + "-S-C1", .class, county + "-S")
+        _ = try await user(county + "-T1", .teacher, county + "-S", role: .teacher)
+        let student = try await user(
+          county + "-ST1", .student, county + "-S-C1", role: .student)
+        let parent = try await user(county + "-PA1", .parent, county + "-S-C1", role: .parent)
+        _ = try await identity.linkGuardian(
+          .with {
+            $0.parentID = parent
+            $0.studentID = student
+          }, metadata: auth)
       }
-      let frozenRows = rows
-      _ = try await identity.importOrgs(
-        metadata: auth, requestProducer: { try await $0.write(contentsOf: frozenRows) })
-      _ = try await identity.importUsers(
-        metadata: auth,
-        requestProducer: { writer in
-          for county in ["K1", "K2"] {
-            try await writer.write(
-              .with {
-                $0.user = .with {
-                  $0.externalID = county + "-ST1"
-                  $0.username = county.lowercased() + "-st1"
-                  $0.displayName = "学生"
-                  $0.kind = .student
-                  $0.orgCode = county + "-S-C1"
-                }
-              })
-          }
-        })
+      _ = try await user("WEST9-REV", .staff, "WEST9", role: .resourceReviewer)
+      for holder in eastRoles {
+        let kind: Smartschool_Identity_V1_UserKind =
+          holder.role == .student ? .student : holder.role == .parent ? .parent
+          : holder.role == .teacher ? .teacher : .staff
+        _ = try await user(
+          "EAST1-" + holder.name, kind, holder.org, role: holder.role,
+          username: "east1-" + holder.name.replacingOccurrences(of: "_", with: "-"))
+      }
       let account = try await identity.createServiceAccount(
         .with {
           $0.name = "suite-sync"
           $0.orgCode = "P"
+          $0.roles = [.dataExchange]
+        }, metadata: auth)
+      let east = try await identity.createServiceAccount(
+        .with {
+          $0.name = "east1-exchange"
+          $0.orgCode = "EAST1"
           $0.roles = [.dataExchange]
         }, metadata: auth)
       let link = try IdentityLink(
@@ -113,15 +165,127 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
       let identityDefinition = identityHost.definition
       try await withHost(catalogue, config: catalogueConfig) { cataloguePort, _ in
         try await withHost(supervision, config: supervisionConfig) { supervisionPort, _ in
+          try await seedWest(
+            &west, identity: identity, cataloguePort: cataloguePort,
+            supervisionPort: supervisionPort, admin: auth)
           try await body(
             SuiteWorld(
               services: [
                 "identity": (identityPort, identityDefinition),
                 "catalogue": (cataloguePort, catalogue),
                 "supervision": (supervisionPort, supervision),
-              ], identity: identity))
+              ], identity: identity, west: west,
+              eastExchange: (east.clientID, east.clientSecret)))
         }
       }
     }
+  }
+}
+
+/// WEST9 data in the other services: a county-shared published resource and a draft, a
+/// classroom with a lesson, a facility report, a training record and an inspection.
+func seedWest(
+  _ west: inout [String: String], identity: IdentityClient, cataloguePort: Int,
+  supervisionPort: Int, admin: Metadata
+) async throws {
+  let teacher = bearer(try await login(identity, "west9-t1", sweepPassword))
+  let reviewer = bearer(try await login(identity, "west9-rev", sweepPassword))
+  west["resource"] = try await withClient(port: cataloguePort) { client in
+    let catalogue = Smartschool_Catalogue_V1_CatalogueService.Client(wrapping: client)
+    var published = ""
+    for (title, scope) in [("WEST9 县级共享课件", 2), ("WEST9 草稿", 1)] {
+      let resource = try await catalogue.createResource(
+        .with {
+          $0.resource = .with {
+            $0.title = title
+            $0.type = .courseware
+            $0.stage = .junior
+            $0.grade = 7
+            $0.subject = .mathematics
+            $0.sharingScope = .init(rawValue: scope) ?? .school
+          }
+        }, metadata: teacher)
+      if scope == 2 {
+        _ = try await catalogue.transitionResource(
+          .with {
+            $0.id = resource.id
+            $0.action = .submit
+          }, metadata: teacher)
+        _ = try await catalogue.transitionResource(
+          .with {
+            $0.id = resource.id
+            $0.action = .approve
+          }, metadata: reviewer)
+        published = resource.id
+      }
+    }
+    return published
+  }
+  west["inspection"] = try await withClient(port: supervisionPort) { client in
+    let supervision = Smartschool_Supervision_V1_SupervisionService.Client(wrapping: client)
+    _ = try await supervision.createTerm(
+      .with {
+        $0.term = .with {
+          $0.code = "T1"
+          $0.name = "第一学期"
+          $0.startDate = "2025-09-01"
+          $0.endDate = "2026-01-30"
+        }
+      }, metadata: admin)
+    _ = try await supervision.createClassroom(
+      .with {
+        $0.classroom = .with {
+          $0.code = "WEST9-R1"
+          $0.name = "WEST9 智慧教室"
+          $0.schoolCode = "WEST9-S"
+          $0.equippedDate = "2025-08-25"
+        }
+      }, metadata: admin)
+    _ = try await supervision.importLessons(
+      metadata: admin,
+      requestProducer: { writer in
+        try await writer.write(
+          .with {
+            $0.classroomCode = "WEST9-R1"
+            $0.teacherExternalID = "WEST9-T1"
+            $0.subject = .mathematics
+            $0.date = "2025-09-02"
+            $0.period = 1
+            $0.durationMinutes = 40
+            $0.source = .platform
+          })
+      })
+    _ = try await supervision.putFacilityReport(
+      .with {
+        $0.report = .with {
+          $0.schoolCode = "WEST9-S"
+          $0.year = 2025
+          $0.students = 500
+          $0.teachers = 40
+        }
+      }, metadata: admin)
+    _ = try await supervision.createTrainingRecord(
+      .with {
+        $0.record = .with {
+          $0.teacherExternalID = "WEST9-T1"
+          $0.course = "WEST9 信息技术培训"
+          $0.hours = 10
+          $0.completedDate = "2025-10-01"
+        }
+      }, metadata: admin)
+    let inspection = try await supervision.createInspection(
+      .with {
+        $0.inspection = .with {
+          $0.schoolCode = "WEST9-S"
+          $0.inspector = "督导员"
+          $0.date = "2025-10-10"
+          $0.classroomCode = "WEST9-R1"
+          $0.teacherExternalID = "WEST9-T1"
+          $0.subject = .mathematics
+          $0.findings = "WEST9 课堂记录"
+          $0.rating = .init(rawValue: 1) ?? .unspecified
+        }
+      }, metadata: admin)
+    return inspection.id
   }
 }
