@@ -206,3 +206,11 @@ package.targets.append(
     ],
     path: "Tests/RobustnessTests"
   ))
+
+// The suite under load: the release executables against a bare echo server (not part of CI).
+package.targets.append(
+  .executableTarget(
+    name: "suite-bench",
+    dependencies: ["SmartSchoolModel", grpcCore, grpcHTTP2],
+    path: "Tests/Benchmarks/suite-bench"
+  ))

@@ -1,0 +1,365 @@
+// suite-bench: the four release-built executables on loopback under h2load, against a bare
+// grpc-swift echo server built in the same package and driven the same way. Prints one table:
+// each service's authenticated unary read in req/s and as a ratio to the echo server, p50/p99
+// latency at 1,000 and 3,000 req/s offered and at saturation with 16 and 64 streams, idle and
+// peak RSS, and the time from start to grpc.health.v1 SERVING.
+//
+//   swift build -c release --scratch-path .build-release
+//   .build-release/release/suite-bench [--bin .build-release/release] [--requests 20000]
+//
+// Needs h2load (Debian's nghttp2-client). Not part of CI.
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SmartSchoolModel
+
+// MARK: The echo server (the transport ceiling)
+
+struct RawCoder: MessageSerializer, MessageDeserializer {
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes { Bytes(message) }
+  func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws -> [UInt8] {
+    bytes.withUnsafeBytes { Array($0) }
+  }
+}
+
+/// `bench.Echo/Echo`: answers each message with itself; no auth, no interceptors, no codegen.
+struct EchoService: RegistrableRPCService {
+  func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+    router.registerHandler(
+      forMethod: MethodDescriptor(fullyQualifiedService: "bench.Echo", method: "Echo"),
+      deserializer: RawCoder(), serializer: RawCoder()
+    ) { request, _ in
+      StreamingServerResponse { writer in
+        for try await message in request.messages { try await writer.write(message) }
+        return [:]
+      }
+    }
+  }
+}
+
+func runEchoServer() async throws {
+  let transport = HTTP2ServerTransport.Posix(
+    address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext)
+  let server = GRPCServer(transport: transport, services: [EchoService()])
+  try await withThrowingDiscardingTaskGroup { group in
+    group.addTask { try await server.serve() }
+    let port = try await transport.listeningAddress.ipv4!.port
+    FileHandle.standardOutput.write(
+      Data("{\"msg\":\"listening\",\"grpc_port\":\(port),\"metrics_port\":0}\n".utf8))
+  }
+}
+
+if CommandLine.arguments.dropFirst().first == "echo" {
+  try await runEchoServer()
+  exit(0)
+}
+
+// MARK: Options
+
+var options: [String: String] = [:]
+var argIndex = 1
+while argIndex + 1 < CommandLine.arguments.count {
+  options[CommandLine.arguments[argIndex]] = CommandLine.arguments[argIndex + 1]
+  argIndex += 2
+}
+let binDirectory = options["--bin"] ?? ".build-release/release"
+let requests = Int(options["--requests"] ?? "") ?? 20_000
+let adminPassword = "Bench-admin-1"
+let scratch = NSTemporaryDirectory() + "suite-bench-" + UUID().uuidString
+try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+defer { try? FileManager.default.removeItem(atPath: scratch) }
+
+func line(_ text: String) { FileHandle.standardOutput.write(Data((text + "\n").utf8)) }
+
+// MARK: Processes
+
+final class Spawned: @unchecked Sendable {
+  let name: String
+  let process = Process()
+  let started = Date()
+  private(set) var grpcPort = 0
+  private(set) var metricsPort = 0
+  private let lock = NSLock()
+  private var listening: (Int, Int)?
+
+  init(name: String, executable: String, arguments: [String], environment: [String: String] = [:])
+    throws
+  {
+    self.name = name
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let pipe = Pipe()
+    // Services log JSON lines on stderr; the echo server prints its line on stdout.
+    process.standardError = pipe
+    process.standardOutput = pipe
+    pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+      let data = handle.availableData
+      guard let self, !data.isEmpty else { return }
+      for text in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+        guard text.contains("\"listening\""),
+          let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+          let grpc = (json["grpc_port"] as? Int) ?? Int("\(json["grpc_port"] ?? "")")
+        else { continue }
+        let metrics = (json["metrics_port"] as? Int) ?? Int("\(json["metrics_port"] ?? "")") ?? 0
+        self.lock.withLock { self.listening = (grpc, metrics) }
+      }
+    }
+    try process.run()
+  }
+
+  func waitListening() async throws {
+    for _ in 0..<600 {
+      if let (grpc, metrics) = lock.withLock({ listening }) {
+        grpcPort = grpc
+        metricsPort = metrics
+        return
+      }
+      guard process.isRunning else { throw BenchError("\(name) exited before listening") }
+      try await Task.sleep(for: .milliseconds(10))
+    }
+    throw BenchError("\(name) did not listen within 6 s")
+  }
+
+  /// Resident set size now and at its peak, in MB (from /proc).
+  func rss() -> (now: Double, peak: Double) {
+    let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status",
+      encoding: .utf8)) ?? ""
+    func field(_ name: String) -> Double {
+      guard let l = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
+      else { return 0 }
+      return Double(l.split(separator: " ").dropFirst().first ?? "0").map { $0 / 1024 } ?? 0
+    }
+    return (field("VmRSS"), field("VmHWM"))
+  }
+
+  func stop() {
+    process.terminate()
+    process.waitUntilExit()
+  }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+  let description: String
+  init(_ d: String) { description = d }
+}
+
+/// Polls grpc.health.v1 until SERVING; returns seconds since the process started.
+func timeToServing(_ s: Spawned) async throws -> Double {
+  try await withGRPCClient(
+    transport: .http2NIOPosix(
+      target: .ipv4(address: "127.0.0.1", port: s.grpcPort), transportSecurity: .plaintext)
+  ) { client in
+    let health = Grpc_Health_V1_Health.Client(wrapping: client)
+    for _ in 0..<2000 {
+      if let r = try? await health.check(.init()), r.status == .serving {
+        return Date().timeIntervalSince(s.started)
+      }
+      try await Task.sleep(for: .milliseconds(2))
+    }
+    throw BenchError("\(s.name) never became SERVING")
+  }
+}
+
+// MARK: Load (h2load)
+
+struct LoadResult {
+  var rps: Double
+  var p50: Double
+  var p99: Double
+  var failed: Int
+  /// Calls the service itself counted as grpc-status OK (h2load sees only HTTP 200).
+  var grpcOK: Int? = nil
+}
+
+/// The service's own count of OK calls of `method` (its Prometheus endpoint, via curl).
+func okCount(metricsPort: Int, method: String) -> Int {
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+  p.arguments = ["-s", "http://127.0.0.1:\(metricsPort)/metrics"]
+  let out = Pipe()
+  p.standardOutput = out
+  guard (try? p.run()) != nil else { return 0 }
+  let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  p.waitUntilExit()
+  return text.split(separator: "\n").filter {
+    $0.hasPrefix("smartschool_rpc_requests_total{") && $0.contains("method=\"\(method)\"")
+      && $0.contains("code=\"ok\"")
+  }.compactMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) }.reduce(0, +)
+}
+
+/// h2load against a service, with the service's own OK count checked.
+@MainActor
+func serviceLoad(
+  _ name: String, _ path: String, requests: Int, clients: Int, streams: Int, rate: Int? = nil
+) throws -> LoadResult {
+  let s = spawned[name]!
+  let method = String(path.dropFirst())
+  let before = okCount(metricsPort: s.metricsPort, method: method)
+  var r = try h2load(
+    port: s.grpcPort, path: path, token: token, requests: requests, clients: clients,
+    streams: streams, rate: rate)
+  // The server counts a call just after its response is sent.
+  Thread.sleep(forTimeInterval: 0.3)
+  r.grpcOK = okCount(metricsPort: s.metricsPort, method: method) - before
+  return r
+}
+
+/// Runs h2load against one method and reads req/s and per-request latencies (its log file).
+func h2load(
+  port: Int, path: String, token: String?, requests: Int, clients: Int, streams: Int,
+  rate: Int? = nil
+) throws -> LoadResult {
+  let body = scratch + "/empty.grpc"
+  _ = FileManager.default.createFile(atPath: body, contents: Data([0, 0, 0, 0, 0]))
+  let log = scratch + "/h2load-\(UUID().uuidString).log"
+  var args = [
+    "-n", "\(requests)", "-c", "\(clients)", "-m", "\(streams)", "-d", body,
+    "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", log,
+  ]
+  if let token { args += ["-H", "authorization: Bearer \(token)"] }
+  if let rate { args += ["--rps", "\(max(1, rate / clients))"] }
+  args.append("http://127.0.0.1:\(port)\(path)")
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: "/usr/bin/h2load")
+  p.arguments = args
+  let out = Pipe()
+  p.standardOutput = out
+  p.standardError = Pipe()
+  try p.run()
+  let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  p.waitUntilExit()
+  guard let finished = text.split(separator: "\n").first(where: { $0.hasPrefix("finished in") })
+  else { throw BenchError("h2load failed:\n\(text)") }
+  // "finished in 1.23s, 16260.16 req/s, 1.2MB/s"
+  let rps = Double(finished.split(separator: ",")[1].split(separator: " ")[0]) ?? 0
+  var failed = 0
+  if let req = text.split(separator: "\n").first(where: { $0.hasPrefix("requests:") }) {
+    // "requests: N total, N started, N done, N succeeded, F failed, E errored, T timeout"
+    let parts = req.split(separator: ",")
+    failed = parts.dropFirst(4).compactMap { Int($0.split(separator: " ").first ?? "") }.reduce(0, +)
+  }
+  // Log lines: start time (µs since epoch), HTTP status, elapsed µs.
+  let latencies = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n")
+    .compactMap { Double($0.split(separator: "\t").last ?? "") }.sorted() ?? []
+  func pct(_ q: Double) -> Double {
+    latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(q * Double(latencies.count)))]
+      / 1000
+  }
+  return LoadResult(rps: rps, p50: pct(0.5), p99: pct(0.99), failed: failed)
+}
+
+// MARK: Run
+
+let services: [(name: String, path: String)] = [
+  ("identity", "/smartschool.identity.v1.IdentityService/WhoAmI"),
+  ("catalogue", "/smartschool.catalogue.v1.CatalogueService/ListCurriculum"),
+  ("assessment", "/smartschool.assessment.v1.AssessmentService/ListExams"),
+  ("supervision", "/smartschool.supervision.v1.SupervisionService/ListTerms"),
+]
+
+line("suite-bench: release executables from \(binDirectory), h2load, \(requests) calls per row")
+let echo = try Spawned(
+  name: "echo", executable: CommandLine.arguments[0], arguments: ["echo"])
+try await echo.waitListening()
+
+let identity = try Spawned(
+  name: "identity", executable: binDirectory + "/identity-service",
+  arguments: [
+    "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir",
+    scratch + "/identity",
+  ], environment: ["SMARTSCHOOL_ADMIN_PASSWORD": adminPassword])
+try await identity.waitListening()
+var ready: [String: Double] = ["identity": try await timeToServing(identity)]
+
+// A service account for the others' org-tree sync, and the admin token for the load.
+let (token, clientID, clientSecret) = try await withGRPCClient(
+  transport: .http2NIOPosix(
+    target: .ipv4(address: "127.0.0.1", port: identity.grpcPort), transportSecurity: .plaintext)
+) { client in
+  let api = Smartschool_Identity_V1_IdentityService.Client(wrapping: client)
+  let token = try await api.login(
+    .with {
+      $0.username = "admin"
+      $0.password = adminPassword
+    }
+  ).accessToken
+  let auth: Metadata = ["authorization": "Bearer \(token)"]
+  _ = try await api.createOrg(
+    .with { $0.org = .with { $0.code = "P"; $0.name = "省"; $0.kind = .province } },
+    metadata: auth)
+  let account = try await api.createServiceAccount(
+    .with {
+      $0.name = "bench-sync"
+      $0.orgCode = "P"
+      $0.roles = [.dataExchange]
+    }, metadata: auth)
+  return (token, account.clientID, account.clientSecret)
+}
+
+var spawned: [String: Spawned] = ["identity": identity]
+for (name, _) in services where name != "identity" {
+  let s = try Spawned(
+    name: name, executable: binDirectory + "/\(name)-service",
+    arguments: [
+      "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir",
+      scratch + "/" + name, "--identity-addr", "127.0.0.1:\(identity.grpcPort)",
+      "--client-id", clientID, "--client-secret", clientSecret,
+    ])
+  try await s.waitListening()
+  ready[name] = try await timeToServing(s)
+  spawned[name] = s
+}
+try await Task.sleep(for: .seconds(2))
+var idle: [String: Double] = [:]
+for (name, s) in spawned { idle[name] = s.rss().now }
+
+func row(_ label: String, _ r: LoadResult, ceiling: Double?) -> String {
+  let ratio = ceiling.map { String(format: "%5.2f", r.rps / $0) } ?? "  -  "
+  return label.padding(toLength: 34, withPad: " ", startingAt: 0)
+    + String(
+      format: "%9.0f req/s  ratio %@  p50 %7.2f ms  p99 %7.2f ms  failed %d%@", r.rps, ratio,
+      r.p50, r.p99, r.failed, r.grpcOK.map { "  grpc OK \($0)" } ?? "")
+}
+
+line("")
+line("transport ceiling and authenticated unary reads (ratio = req/s ÷ echo's; target ≥ 0.70)")
+var echoSaturation: [Int: Double] = [:]
+for streams in [16, 64] {
+  let clients = streams == 16 ? 1 : 4
+  let e = try h2load(
+    port: echo.grpcPort, path: "/bench.Echo/Echo", token: nil, requests: requests,
+    clients: clients, streams: streams / clients)
+  echoSaturation[streams] = e.rps
+  line(row("echo, \(streams) streams", e, ceiling: nil))
+  for (name, path) in services {
+    let r = try serviceLoad(
+      name, path, requests: requests, clients: clients, streams: streams / clients)
+    line(row("\(name), \(streams) streams", r, ceiling: e.rps))
+  }
+}
+line("")
+line("latency at a fixed offered rate (16 streams)")
+for rate in [1000, 3000] {
+  let calls = rate * 5
+  let e = try h2load(
+    port: echo.grpcPort, path: "/bench.Echo/Echo", token: nil, requests: calls, clients: 4,
+    streams: 4, rate: rate)
+  line(row("echo @ \(rate)/s", e, ceiling: nil))
+  for (name, path) in services {
+    let r = try serviceLoad(name, path, requests: calls, clients: 4, streams: 4, rate: rate)
+    line(row("\(name) @ \(rate)/s", r, ceiling: e.rps))
+  }
+}
+line("")
+line("memory and start-up (targets: idle < 40 MB, ready < 1 s)")
+for (name, _) in services {
+  let s = spawned[name]!
+  line(
+    name.padding(toLength: 14, withPad: " ", startingAt: 0)
+      + String(
+        format: "idle RSS %6.1f MB   peak RSS %6.1f MB   start → SERVING %6.3f s", idle[name]!,
+        s.rss().peak, ready[name]!))
+}
+for s in spawned.values { s.stop() }
+echo.stop()
