@@ -151,11 +151,17 @@ let package = Package(
     // Assessment service (学业评价): pure statistics library and its unit tests.
     .target(
       name: "AssessmentService",
+      dependencies: [
+        "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, logging,
+      ],
       path: "Services/Assessment/AssessmentService"
     ),
     .testTarget(
       name: "AssessmentServiceTests",
-      dependencies: ["AssessmentService"],
+      dependencies: [
+        "AssessmentService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
+        grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf,
+      ],
       path: "Tests/AssessmentServiceTests"
     ),
   ],
@@ -193,5 +199,23 @@ package.targets.append(contentsOf: [
       grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, crypto, grdb,
     ],
     path: "Tests/CatalogueServiceTests"
+  ),
+])
+
+// Assessment (学业评价): executable and benchmark.
+package.products.append(.executable(name: "assessment-service", targets: ["assessment-service"]))
+package.targets.append(contentsOf: [
+  .executableTarget(
+    name: "assessment-service",
+    dependencies: ["AssessmentService", "ServiceRuntime", argumentParser],
+    path: "Services/Assessment/assessment-service"
+  ),
+  .executableTarget(
+    name: "assessment-bench",
+    dependencies: [
+      "AssessmentService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
+      grpcCore, grpcHTTP2, logging,
+    ],
+    path: "Tests/Benchmarks/assessment-bench"
   ),
 ])
