@@ -56,10 +56,12 @@ import Testing
     try await withWorld { w in
       // Teachers may not define exams; a school admin may not define the county's.
       await expectCode(.permissionDenied) {
-        try await w.assessment.createExam(.with { $0.exam = standardExam() }, metadata: w.auth("tS1"))
+        try await w.assessment.createExam(
+          .with { $0.exam = standardExam() }, metadata: w.auth("tS1"))
       }
       await expectCode(.permissionDenied) {
-        try await w.assessment.createExam(.with { $0.exam = standardExam() }, metadata: w.auth("aS1"))
+        try await w.assessment.createExam(
+          .with { $0.exam = standardExam() }, metadata: w.auth("aS1"))
       }
       await expectCode(.unauthenticated) {
         try await w.assessment.createExam(.with { $0.exam = standardExam() })

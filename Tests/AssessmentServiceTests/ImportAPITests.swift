@@ -104,7 +104,9 @@ import Testing
       let exported = try await w.exported("M-K1")
       var expected: [String] = []
       for (student, classCode, _, scores) in students {
-        for (i, v) in scores.enumerated() { expected.append("\(student)/\(classCode)/\(i + 1)=\(v)") }
+        for (i, v) in scores.enumerated() {
+          expected.append("\(student)/\(classCode)/\(i + 1)=\(v)")
+        }
       }
       expected.sort()
       #expect(exported == expected)

@@ -39,7 +39,7 @@ func entry(
         entry(.socialPractice, "", .a),  // 4 no title
         entry(.socialPractice, "研学", .a, school: "S3"),  // 5 wrong school
         entry(.unspecified, "无维度", .a),  // 6
-        entry(.socialPractice, "研学", .a, student: "ext-other", school: "S3"),  // 7 outside scope
+        entry(.socialPractice, "研学", .a, student: "ext-other", school: "S3"),  // 7 out of scope
         entry(.artisticLiteracy, "合唱", .b),  // 8 replaces 3
       ]
       let summary = try await w.assessment.importQualityEntries(

@@ -155,7 +155,8 @@ public struct AssessmentAPI: Sendable {
     if exam.excellentFraction == 0 { exam.excellentFraction = 0.85 }
     if exam.lowFraction == 0 { exam.lowFraction = 0.40 }
     for (value, field) in [
-      (exam.passFraction, "exam.pass_fraction"), (exam.excellentFraction, "exam.excellent_fraction"),
+      (exam.passFraction, "exam.pass_fraction"),
+      (exam.excellentFraction, "exam.excellent_fraction"),
       (exam.lowFraction, "exam.low_fraction"),
     ] {
       v.check(value > 0 && value <= 1, field, "must be a fraction in (0, 1]")
@@ -307,9 +308,9 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     return try await BulkImport.run(
       request, batchSize: Self.importBatch,
       prepare: { (row: Smartschool_Assessment_V1_ScoreRow, index: Int) in
-        let key = "\(row.examCode)/\(row.studentExternalID)/\(row.itemNumber)"
         func reject(_ field: String, _ reason: String) -> PreparedRow<PendingScore> {
-          .reject(.row(index, key: key, field: field, reason))
+          let key = "\(row.examCode)/\(row.studentExternalID)/\(row.itemNumber)"
+          return .reject(.row(index, key: key, field: field, reason))
         }
         if !TextRules.isCode(row.examCode) { return reject("exam_code", "must be a code") }
         if !TextRules.isCode(row.studentExternalID) {

@@ -8,7 +8,7 @@ import ServiceRuntime
 struct AssessmentServiceCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "assessment-service",
-    abstract: "SmartSchool assessment: exams, score import, statistics, reports, 综合素质评价.",
+    abstract: "SmartSchool assessment: exams, score import, statistics, 综合素质评价.",
     discussion: """
       Serves smartschool.assessment.v1.AssessmentService on --port (default 50053) with
       health, reflection and Prometheus metrics on --metrics-port (default 9403). Verifies
