@@ -151,11 +151,17 @@ let package = Package(
     // Assessment service (学业评价): pure statistics library and its unit tests.
     .target(
       name: "AssessmentService",
+      dependencies: [
+        "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, logging,
+      ],
       path: "Services/Assessment/AssessmentService"
     ),
     .testTarget(
       name: "AssessmentServiceTests",
-      dependencies: ["AssessmentService"],
+      dependencies: [
+        "AssessmentService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
+        grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf,
+      ],
       path: "Tests/AssessmentServiceTests"
     ),
   ],
@@ -196,12 +202,31 @@ package.targets.append(contentsOf: [
   ),
 ])
 
+// Assessment (学业评价): executable and benchmark.
+package.products.append(.executable(name: "assessment-service", targets: ["assessment-service"]))
+package.targets.append(contentsOf: [
+  .executableTarget(
+    name: "assessment-service",
+    dependencies: ["AssessmentService", "ServiceRuntime", argumentParser],
+    path: "Services/Assessment/assessment-service"
+  ),
+  .executableTarget(
+    name: "assessment-bench",
+    dependencies: [
+      "AssessmentService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
+      grpcCore, grpcHTTP2, logging,
+    ],
+    path: "Tests/Benchmarks/assessment-bench"
+  ),
+])
+
 // Robustness (hostile input, authorisation) across every service, in-process.
 package.targets.append(
   .testTarget(
     name: "RobustnessTests",
     dependencies: [
-      "IdentityService", "CatalogueService", "SupervisionService", "ServiceRuntime",
+      "IdentityService", "CatalogueService", "SupervisionService", "AssessmentService",
+      "ServiceRuntime",
       "SmartSchoolModel", "TestSupport", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf,
     ],
     path: "Tests/RobustnessTests"

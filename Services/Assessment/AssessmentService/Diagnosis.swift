@@ -31,3 +31,43 @@ public func weakPoints(_ mastery: [MasteryFigure], passFraction: Double) -> [Mas
     $0.mastery != $1.mastery ? $0.mastery < $1.mastery : $0.code < $1.code
   }
 }
+
+/// A class's figures on one knowledge point.
+public struct ClassPointFigure: Equatable, Sendable {
+  public var code: String
+  /// Class earned / class possible, 0–1.
+  public var mastery: Double
+  /// Percent of students whose own mastery is below the pass fraction, two decimals.
+  public var shareBelowPass: Double
+}
+
+/// Per knowledge point, the class's mastery and the share of students below pass, weakest
+/// first (then by code). `students[s][i]` is student s's score on item i. Empty class: [].
+public func classKnowledgePoints(
+  students: [[Double]], maxScores: [Double], itemPoints: [[String]], passFraction: Double
+) -> [ClassPointFigure] {
+  guard !students.isEmpty else { return [] }
+  var earned: [String: Double] = [:]
+  var possible: [String: Double] = [:]
+  var below: [String: Int] = [:]
+  for scores in students {
+    for figure in knowledgePointMastery(
+      scores: scores, maxScores: maxScores, itemPoints: itemPoints)
+    {
+      earned[figure.code, default: 0] += figure.earned
+      possible[figure.code, default: 0] += figure.possible
+      if figure.mastery < passFraction { below[figure.code, default: 0] += 1 }
+    }
+  }
+  return possible.keys.map { code in
+    let p = possible[code] ?? 0
+    return ClassPointFigure(
+      code: code, mastery: p > 0 ? (earned[code] ?? 0) / p : 0,
+      shareBelowPass: roundTo2(Double(below[code] ?? 0) / Double(students.count) * 100))
+  }.sorted { $0.mastery != $1.mastery ? $0.mastery < $1.mastery : $0.code < $1.code }
+}
+
+/// Rounds to four decimals (mastery on the wire).
+public func roundTo4(_ value: Double) -> Double {
+  (value * 10_000).rounded() / 10_000
+}

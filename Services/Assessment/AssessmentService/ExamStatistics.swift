@@ -21,7 +21,9 @@ public struct Thresholds: Equatable, Sendable {
   public var excellent: Double
   public var low: Double
 
-  public init(fullMarks: Double, pass: Double = 0.60, excellent: Double = 0.85, low: Double = 0.40) {
+  public init(
+    fullMarks: Double, pass: Double = 0.60, excellent: Double = 0.85, low: Double = 0.40
+  ) {
     self.fullMarks = fullMarks
     self.pass = pass
     self.excellent = excellent

@@ -1,0 +1,724 @@
+import Foundation
+import GRPCCore
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+typealias Exam = Smartschool_Assessment_V1_Exam
+typealias ExamItem = Smartschool_Assessment_V1_ExamItem
+typealias Org = Smartschool_Identity_V1_Org
+
+/// The assessment service's RPC handlers: decode, authorize, validate, compute, respond.
+public struct AssessmentAPI: Sendable {
+  let store: any AssessmentStoring
+  let directory: OrgDirectory
+  let now: @Sendable () -> Date
+
+  /// Handlers over `store`, resolving orgs, students and guardians through `directory`.
+  public init(
+    store: any AssessmentStoring, directory: OrgDirectory,
+    now: @escaping @Sendable () -> Date = { Date() }
+  ) {
+    self.store = store
+    self.directory = directory
+    self.now = now
+  }
+
+  /// Rows per import transaction; the stream is never held in memory as a whole.
+  static let importBatch = 2000
+  /// Rows per store read while exporting.
+  static let exportPage = 2000
+  /// The most items an exam may have.
+  static let maxItems = 200
+
+  // MARK: helpers
+
+  func org(code: String, field: String) throws(ServiceError) -> Org {
+    var v = Validator()
+    v.code(code, field)
+    try v.throwIfInvalid()
+    guard let org = directory.org(code: code), org.active else {
+      throw .notFound("no org has code \(code)")
+    }
+    return org
+  }
+
+  static func path(_ text: String) throws(ServiceError) -> OrgPath {
+    guard let p = OrgPath(text) else { throw .internalError("malformed org path \(text)") }
+    return p
+  }
+
+  func exam(code: String, field: String) async throws -> ExamRecord {
+    var v = Validator()
+    v.code(code, field)
+    try v.throwIfInvalid()
+    guard let record = try await store.exam(code: code) else {
+      throw ServiceError.notFound("no exam has code \(code)")
+    }
+    return record
+  }
+
+  /// Exams are visible to readers at, above or below the running org: a county's unified
+  /// exam concerns every school of the county.
+  static func mayRead(_ principal: Principal, examPath: OrgPath) -> Bool {
+    principal.scopes(for: .examsRead).contains { $0.covers(examPath) || examPath.covers($0) }
+  }
+
+  /// True when the caller is the student, a guardian of the student, or holds `permission`
+  /// at `path` (the student's org).
+  func mayReadStudent(
+    _ principal: Principal, student: String, path: OrgPath?, permission: Permission = .resultsRead
+  ) -> Bool {
+    if let path, principal.allows(permission, at: path) { return true }
+    if let me = directory.user(id: principal.userID), me.externalID == student,
+      me.kind == .student
+    {
+      return true
+    }
+    if let child = directory.user(externalID: student),
+      directory.children(ofParent: principal.userID).contains(child.id)
+    {
+      return true
+    }
+    return false
+  }
+
+  static func schoolYear(_ text: String, _ field: String, _ v: inout Validator) {
+    let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+    guard parts.count == 2, parts.allSatisfy({ $0.count == 4 }), let a = Int(parts[0]),
+      let b = Int(parts[1]), b == a + 1, (2000...2100).contains(a)
+    else {
+      v.add(field, "must be a school year written YYYY-YYYY, e.g. 2025-2026")
+      return
+    }
+  }
+
+  static func validateItems(_ items: [ExamItem], _ field: String, _ v: inout Validator) {
+    v.check(items.count <= maxItems, field, "an exam has at most \(maxItems) items")
+    var seen = Set<Int32>()
+    for (i, item) in items.enumerated() {
+      let f = "\(field)[\(i)]"
+      if item.number < 1 {
+        v.add(f + ".number", "must be at least 1")
+      } else if !seen.insert(item.number).inserted {
+        v.add(f + ".number", "duplicates item number \(item.number)")
+      }
+      v.check(
+        item.maxScore.isFinite && item.maxScore > 0 && item.maxScore <= 1000, f + ".max_score",
+        "must be greater than 0 and at most 1000")
+      v.check(item.knowledgePoints.count <= 20, f + ".knowledge_points", "at most 20 codes")
+      for (j, code) in item.knowledgePoints.enumerated() {
+        v.code(code, f + ".knowledge_points[\(j)]")
+      }
+    }
+  }
+
+  static func fullMarks(
+    of items: [ExamItem], given: Double, _ field: String, _ v: inout Validator
+  ) -> Double {
+    guard !items.isEmpty else {
+      v.check(
+        given.isFinite && given > 0 && given <= 10_000, field,
+        "must be greater than 0 when no items are given")
+      return given
+    }
+    let sum = items.reduce(0) { $0 + $1.maxScore }
+    if given != 0 && abs(given - sum) > 1e-6 {
+      v.add(field, "must equal the sum of the items' max scores (\(sum)) or be 0")
+    }
+    return sum
+  }
+
+  /// The exam of a CreateExam request, validated and completed with defaults.
+  func validatedExam(_ e: Exam) throws(ServiceError) -> (Exam, Org) {
+    var v = Validator()
+    v.code(e.code, "exam.code")
+    v.text(e.name, "exam.name", maxLength: 200)
+    Self.schoolYear(e.schoolYear, "exam.school_year", &v)
+    v.check(e.term == 1 || e.term == 2, "exam.term", "must be 1 or 2")
+    v.check(
+      Smartschool_Common_V1_Subject.known.contains(e.subject), "exam.subject",
+      "must name a subject")
+    if !Smartschool_Common_V1_Stage.known.contains(e.stage) {
+      v.add("exam.stage", "must name a stage")
+    } else if !e.stage.grades.contains(Int(e.grade)) {
+      v.add("exam.grade", "must be a grade of the stage (\(e.stage.grades))")
+    }
+    v.code(e.orgCode, "exam.org_code")
+    var exam = e
+    exam.frozen = false
+    exam.scoreCount = 0
+    exam.items.sort { $0.number < $1.number }
+    Self.validateItems(exam.items, "exam.items", &v)
+    exam.fullMarks = Self.fullMarks(of: exam.items, given: e.fullMarks, "exam.full_marks", &v)
+    if exam.passFraction == 0 { exam.passFraction = 0.60 }
+    if exam.excellentFraction == 0 { exam.excellentFraction = 0.85 }
+    if exam.lowFraction == 0 { exam.lowFraction = 0.40 }
+    for (value, field) in [
+      (exam.passFraction, "exam.pass_fraction"),
+      (exam.excellentFraction, "exam.excellent_fraction"),
+      (exam.lowFraction, "exam.low_fraction"),
+    ] {
+      v.check(value > 0 && value <= 1, field, "must be a fraction in (0, 1]")
+    }
+    v.check(
+      exam.lowFraction < exam.passFraction && exam.passFraction <= exam.excellentFraction,
+      "exam.pass_fraction", "thresholds must satisfy low < pass <= excellent")
+    try v.throwIfInvalid()
+    let org = try org(code: e.orgCode, field: "exam.org_code")
+    guard [.city, .county, .school].contains(org.kind) else {
+      throw .invalid("exam.org_code", "must name a city, county or school")
+    }
+    return (exam, org)
+  }
+
+  func timestamp() -> Double { now().timeIntervalSince1970 }
+
+  /// Whether a row's class/school pair may take scores: the class path, or why not.
+  enum ClassVerdict {
+    case accept(String)
+    case reject(FieldViolation)
+  }
+}
+
+extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
+  // MARK: exams
+
+  public func createExam(
+    request: Smartschool_Assessment_V1_CreateExamRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_Exam {
+    let principal = try Principal.require()
+    let (exam, org) = try validatedExam(request.exam)
+    try principal.require(.examsWrite, at: try Self.path(org.path))
+    let record = ExamRecord(number: 0, id: EntityID.make(), exam: exam, orgPath: org.path)
+    do {
+      try await store.createExam(record, time: timestamp())
+    } catch ServiceError.alreadyExists {
+      throw ServiceError.alreadyExists("an exam with code \(exam.code) already exists")
+    }
+    return exam
+  }
+
+  public func getExam(request: Smartschool_Assessment_V1_GetExamRequest, context: ServerContext)
+    async throws -> Smartschool_Assessment_V1_Exam
+  {
+    let principal = try Principal.require()
+    let record = try await exam(code: request.code, field: "code")
+    guard Self.mayRead(principal, examPath: try Self.path(record.orgPath)) else {
+      throw ServiceError.permissionDenied("assessment.exams.read is not granted for this exam")
+    }
+    return record.exam
+  }
+
+  public func listExams(
+    request: Smartschool_Assessment_V1_ListExamsRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_ListExamsResponse {
+    let principal = try Principal.require()
+    let size = try PageSize.resolve(request.pageSize)
+    if !request.orgCode.isEmpty {
+      var v = Validator()
+      v.code(request.orgCode, "org_code")
+      try v.throwIfInvalid()
+    }
+    let query = "exams|\(request.orgCode)"
+    var after = try PageToken.decode(request.pageToken, query: query)?.after.first
+    let orgFilter = request.orgCode.isEmpty ? nil : request.orgCode
+    var page: [Exam] = []
+    var more = false
+    // Visibility is decided per exam from its path, so read in chunks until the page is full.
+    scan: while true {
+      let chunk = try await store.exams(after: after, orgCode: orgFilter, limit: size + 1)
+      for record in chunk {
+        guard let p = OrgPath(record.orgPath), Self.mayRead(principal, examPath: p) else {
+          continue
+        }
+        if page.count == size {
+          more = true
+          break scan
+        }
+        page.append(record.exam)
+      }
+      if chunk.count < size + 1 { break }
+      after = chunk.last?.exam.code
+    }
+    var response = Smartschool_Assessment_V1_ListExamsResponse()
+    response.exams = page
+    if more, let last = page.last {
+      response.nextPageToken = PageToken(after: [last.code]).encode(query: query)
+    }
+    return response
+  }
+
+  public func updateExamItems(
+    request: Smartschool_Assessment_V1_UpdateExamItemsRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_Exam {
+    let principal = try Principal.require()
+    var items = request.items
+    items.sort { $0.number < $1.number }
+    var v = Validator()
+    v.code(request.code, "code")
+    v.check(!items.isEmpty, "items", "must not be empty")
+    Self.validateItems(items, "items", &v)
+    try v.throwIfInvalid()
+    let record = try await exam(code: request.code, field: "code")
+    try principal.require(.examsWrite, at: try Self.path(record.orgPath))
+    let fullMarks = items.reduce(0) { $0 + $1.maxScore }
+    return try await store.replaceItems(
+      code: request.code, items: items, fullMarks: fullMarks, time: timestamp()
+    ).exam
+  }
+
+  // MARK: scores
+
+  public func importScores(
+    request: RPCAsyncSequence<Smartschool_Assessment_V1_ScoreRow, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    let principal = try Principal.require()
+    if principal.scopes(for: .scoresImport).isEmpty {
+      throw ServiceError.permissionDenied("assessment.scores.import is not granted to the caller")
+    }
+    // Class/school pairs seen in this stream: bounded by the org tree, not the stream.
+    var classes: [String: ClassVerdict] = [:]
+    func resolveClass(_ classCode: String, _ schoolCode: String) -> ClassVerdict
+    {
+      let key = classCode + "|" + schoolCode
+      if let known = classes[key] { return known }
+      let verdict: ClassVerdict
+      if let c = directory.org(code: classCode), c.active, c.kind == .class {
+        if let s = directory.org(code: schoolCode), s.kind == .school {
+          if c.parentID != s.id {
+            verdict = .reject(
+              FieldViolation("class_code", "class \(classCode) is not in school \(schoolCode)"))
+          } else if !principal.allows(.scoresImport, atPath: c.path) {
+            verdict = .reject(
+              FieldViolation("class_code", "class \(classCode) is outside the caller's scope"))
+          } else {
+            verdict = .accept(c.path)
+          }
+        } else {
+          verdict = .reject(FieldViolation("school_code", "no school has code \(schoolCode)"))
+        }
+      } else {
+        verdict = .reject(FieldViolation("class_code", "no class has code \(classCode)"))
+      }
+      classes[key] = verdict
+      return verdict
+    }
+    return try await BulkImport.run(
+      request, batchSize: Self.importBatch,
+      prepare: { (row: Smartschool_Assessment_V1_ScoreRow, index: Int) in
+        func reject(_ field: String, _ reason: String) -> PreparedRow<PendingScore> {
+          let key = "\(row.examCode)/\(row.studentExternalID)/\(row.itemNumber)"
+          return .reject(.row(index, key: key, field: field, reason))
+        }
+        if !TextRules.isCode(row.examCode) { return reject("exam_code", "must be a code") }
+        if !TextRules.isCode(row.studentExternalID) {
+          return reject("student_external_id", "must be 1-64 letters, digits, '-', '_' or '.'")
+        }
+        if row.itemNumber < 1 { return reject("item_number", "must be at least 1") }
+        if !row.score.isFinite || row.score < 0 {
+          return reject("score", "must be a number of at least 0")
+        }
+        switch resolveClass(row.classCode, row.schoolCode) {
+        case .reject(let violation): return reject(violation.field, violation.description)
+        case .accept(let path):
+          return .accept(
+            PendingScore(
+              index: index, examCode: row.examCode, student: row.studentExternalID,
+              classCode: row.classCode, schoolCode: row.schoolCode, classPath: path,
+              item: row.itemNumber, score: row.score))
+        }
+      },
+      commit: { batch in
+        let result = try await store.writeScores(batch.map(\.row))
+        var outcome = BatchOutcome()
+        outcome.created = result.created
+        outcome.updated = result.updated
+        outcome.errors = result.rejections.map {
+          .row($0.index, key: $0.key, field: $0.field, $0.reason)
+        }
+        return outcome
+      })
+  }
+
+  public func exportScores(
+    request: Smartschool_Assessment_V1_ExportScoresRequest,
+    response: RPCWriter<Smartschool_Assessment_V1_ScoreRow>, context: ServerContext
+  ) async throws {
+    let principal = try Principal.require()
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    try principal.require(.resultsRead, at: try Self.path(record.orgPath))
+    var after: (String, Int32)?
+    while true {
+      let page = try await store.exportScores(exam: record, after: after, limit: Self.exportPage)
+      try await response.write(
+        contentsOf: page.map { s in
+          .with {
+            $0.examCode = record.exam.code
+            $0.studentExternalID = s.student
+            $0.classCode = s.classCode
+            $0.schoolCode = s.schoolCode
+            $0.itemNumber = s.item
+            $0.score = s.score
+          }
+        })
+      guard page.count == Self.exportPage, let last = page.last else { return }
+      after = (last.student, last.item)
+    }
+  }
+
+  // MARK: statistics and reports
+
+  static func scopeFigures(
+    _ totals: [Double], org: Org?, thresholds: Thresholds, bins: Int
+  ) -> Smartschool_Assessment_V1_ScopeStatistics {
+    let f = SummaryFigures.compute(totals, thresholds: thresholds, binCount: bins)
+    return .with {
+      $0.orgCode = org?.code ?? ""
+      $0.orgName = org?.name ?? ""
+      $0.count = Int64(f.count)
+      $0.mean = f.mean
+      $0.standardDeviation = f.standardDeviation
+      $0.min = f.min
+      $0.max = f.max
+      $0.median = f.median
+      $0.passRate = f.passRate
+      $0.excellentRate = f.excellentRate
+      $0.lowRate = f.lowRate
+      $0.bins = f.bins.map { b in
+        .with {
+          $0.lower = b.lower
+          $0.upper = b.upper
+          $0.count = Int64(b.count)
+          $0.percent = b.percent
+        }
+      }
+    }
+  }
+
+  public func getExamStatistics(
+    request: Smartschool_Assessment_V1_GetExamStatisticsRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_ExamStatistics {
+    let principal = try Principal.require()
+    var v = Validator()
+    v.check(
+      (0...100).contains(request.binCount), "bin_count", "must be between 1 and 100 (0: 10)")
+    try v.throwIfInvalid()
+    let bins = request.binCount == 0 ? 10 : Int(request.binCount)
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    let examPath = try Self.path(record.orgPath)
+    let scopeOrg: Org?
+    let scopePath: OrgPath
+    if request.scopeOrgCode.isEmpty {
+      scopeOrg = nil
+      scopePath = examPath
+    } else {
+      let org = try org(code: request.scopeOrgCode, field: "scope_org_code")
+      scopePath = try Self.path(org.path)
+      guard examPath.covers(scopePath) else {
+        throw ServiceError.invalid(
+          "scope_org_code", "must name the org running the exam or an org under it")
+      }
+      scopeOrg = org
+    }
+    try principal.require(.resultsRead, at: scopePath)
+    let students = try await store.results(
+      exam: record, scopePath: scopeOrg == nil ? nil : scopePath.description)
+    let thresholds = record.thresholds
+    var stats = Smartschool_Assessment_V1_ExamStatistics()
+    stats.examCode = record.exam.code
+    stats.scope = Self.scopeFigures(
+      students.map(\.total), org: scopeOrg, thresholds: thresholds, bins: bins)
+
+    // Children of the scope, each student counted under the child on their class path.
+    let parentID = scopePath.leaf ?? ""
+    let children = directory.children(of: parentID)
+    let depth = scopePath.ids.count
+    var totalsByChild: [String: [Double]] = [:]
+    for s in students {
+      if let p = OrgPath(s.orgPath), p.ids.count > depth {
+        totalsByChild[p.ids[depth], default: []].append(s.total)
+      }
+    }
+    var childStats = children.map {
+      Self.scopeFigures(totalsByChild[$0.id] ?? [], org: $0, thresholds: thresholds, bins: bins)
+    }
+    // Only children with results take part in the ranking; the others keep rank 0.
+    let ranked = childStats.indices.filter { childStats[$0].count > 0 }
+    let ranks = ranksByMean(ranked.map { childStats[$0].mean })
+    for (i, rank) in zip(ranked, ranks) { childStats[i].rank = Int32(rank) }
+    stats.children = childStats
+
+    let analysis = ItemAnalysis.compute(
+      students.map { StudentItemScores(externalID: $0.externalID, scores: $0.scores) },
+      maxScores: record.exam.items.map(\.maxScore))
+    stats.items = zip(record.exam.items, analysis.items).map { item, f in
+      .with {
+        $0.number = item.number
+        $0.maxScore = item.maxScore
+        $0.mean = f.mean
+        $0.difficulty = f.difficulty
+        $0.discrimination = f.discrimination
+        if let r = f.pointBiserial { $0.pointBiserial = .init(r) }
+        $0.flagLowDiscrimination = f.lowDiscrimination
+        $0.flagTooHard = f.tooHard
+        $0.flagTooEasy = f.tooEasy
+      }
+    }
+    if let alpha = analysis.alpha { stats.cronbachAlpha = .init(alpha) }
+    if let sem = analysis.sem { stats.sem = .init(sem) }
+    return stats
+  }
+
+  static func mastery(_ m: MasteryFigure) -> Smartschool_Assessment_V1_KnowledgePointMastery {
+    .with {
+      $0.code = m.code
+      $0.earned = m.earned
+      $0.possible = m.possible
+      $0.mastery = roundTo4(m.mastery)
+    }
+  }
+
+  public func getStudentReport(
+    request: Smartschool_Assessment_V1_GetStudentReportRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_StudentReport {
+    let principal = try Principal.require()
+    var v = Validator()
+    v.code(request.examCode, "exam_code")
+    v.code(request.studentExternalID, "student_external_id")
+    try v.throwIfInvalid()
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    let everyone = try await store.results(exam: record, scopePath: nil)
+    guard let me = everyone.first(where: { $0.externalID == request.studentExternalID }) else {
+      if mayReadStudent(
+        principal, student: request.studentExternalID, path: try Self.path(record.orgPath))
+      {
+        throw ServiceError.notFound(
+          "student \(request.studentExternalID) has no scores on exam \(record.exam.code)")
+      }
+      throw ServiceError.permissionDenied("the caller may not read this student's results")
+    }
+    guard mayReadStudent(principal, student: me.externalID, path: OrgPath(me.orgPath)) else {
+      throw ServiceError.permissionDenied("the caller may not read this student's results")
+    }
+    let totals = everyone.map(\.total)
+    let classTotals = everyone.filter { $0.classCode == me.classCode }.map(\.total)
+    let schoolTotals = everyone.filter { $0.schoolCode == me.schoolCode }.map(\.total)
+    let total = me.total
+    let mean = totals.reduce(0, +) / Double(totals.count)
+    let sd = populationSD(totals, mean: mean)
+    let figures = knowledgePointMastery(
+      scores: me.scores, maxScores: record.exam.items.map(\.maxScore),
+      itemPoints: record.exam.items.map(\.knowledgePoints))
+    return .with {
+      $0.examCode = record.exam.code
+      $0.studentExternalID = me.externalID
+      $0.classCode = me.classCode
+      $0.schoolCode = me.schoolCode
+      $0.total = total
+      $0.classRank = Int32(competitionRank(of: total, in: classTotals))
+      $0.schoolRank = Int32(competitionRank(of: total, in: schoolTotals))
+      $0.examRank = Int32(competitionRank(of: total, in: totals))
+      $0.classSize = Int32(classTotals.count)
+      $0.schoolSize = Int32(schoolTotals.count)
+      $0.examSize = Int32(totals.count)
+      $0.percentileRank = roundTo2(percentileRank(of: total, in: totals))
+      if let z = zScore(of: total, mean: mean, sd: sd) {
+        $0.zScore = .init(z)
+        $0.tScore = .init(tScore(z: z))
+      }
+      $0.mastery = figures.map(Self.mastery)
+      $0.weakPoints = weakPoints(figures, passFraction: record.exam.passFraction).map(Self.mastery)
+    }
+  }
+
+  public func getClassDiagnosis(
+    request: Smartschool_Assessment_V1_GetClassDiagnosisRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_ClassDiagnosis {
+    let principal = try Principal.require()
+    var v = Validator()
+    v.code(request.examCode, "exam_code")
+    v.code(request.classCode, "class_code")
+    try v.throwIfInvalid()
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    let org = try org(code: request.classCode, field: "class_code")
+    guard org.kind == .class else { throw ServiceError.invalid("class_code", "must name a class") }
+    try principal.require(.resultsRead, at: try Self.path(org.path))
+    let students = try await store.results(exam: record, scopePath: org.path)
+    let totals = students.map(\.total)
+    let passLine = record.exam.passFraction * record.exam.fullMarks
+    let points = classKnowledgePoints(
+      students: students.map(\.scores), maxScores: record.exam.items.map(\.maxScore),
+      itemPoints: record.exam.items.map(\.knowledgePoints),
+      passFraction: record.exam.passFraction)
+    return .with {
+      $0.examCode = record.exam.code
+      $0.classCode = org.code
+      $0.count = Int64(students.count)
+      $0.mean = totals.isEmpty ? 0 : totals.reduce(0, +) / Double(totals.count)
+      $0.knowledgePoints = points.map { p in
+        .with {
+          $0.code = p.code
+          $0.mastery = roundTo4(p.mastery)
+          $0.shareBelowPass = p.shareBelowPass
+        }
+      }
+      $0.studentsBelowPass = students.filter { $0.total < passLine }
+        .sorted { $0.total != $1.total ? $0.total < $1.total : $0.externalID < $1.externalID }
+        .map { s in
+          .with {
+            $0.studentExternalID = s.externalID
+            $0.total = s.total
+          }
+        }
+    }
+  }
+
+  // MARK: quality evaluation
+
+  /// A quality entry validated against the org tree; `prefix` names the fields.
+  func validatedQuality(_ e: Smartschool_Assessment_V1_QualityEntry, prefix: String)
+    -> Result<QualityRecord, ServiceError>
+  {
+    var v = Validator()
+    v.code(e.studentExternalID, prefix + "student_external_id")
+    v.code(e.schoolCode, prefix + "school_code")
+    Self.schoolYear(e.schoolYear, prefix + "school_year", &v)
+    v.check(e.term == 1 || e.term == 2, prefix + "term", "must be 1 or 2")
+    v.check(
+      (1...5).contains(e.dimension.rawValue), prefix + "dimension", "must name a dimension")
+    v.text(e.title, prefix + "title", maxLength: 100)
+    v.text(e.description_p, prefix + "description", maxLength: 2000)
+    v.text(e.evidenceRef, prefix + "evidence_ref", required: false, maxLength: 500)
+    v.check((1...4).contains(e.grade.rawValue), prefix + "grade", "must be a grade A-D")
+    if !v.violations.isEmpty { return .failure(.invalidArgument(v.violations)) }
+    guard let school = directory.org(code: e.schoolCode), school.active, school.kind == .school
+    else {
+      return .failure(.notFound("no school has code \(e.schoolCode)"))
+    }
+    if let student = directory.user(externalID: e.studentExternalID),
+      let home = directory.org(id: student.orgID),
+      OrgPath(school.path)?.covers(home.path) == false
+    {
+      return .failure(
+        .invalid(
+          prefix + "school_code", "student \(e.studentExternalID) is not in school \(e.schoolCode)"
+        ))
+    }
+    guard let principal = Principal.current,
+      principal.allows(.qualityWrite, atPath: school.path)
+    else {
+      return .failure(.permissionDenied("assessment.quality.write is not granted at this school"))
+    }
+    return .success(QualityRecord(id: EntityID.make(), entry: e, orgPath: school.path))
+  }
+
+  public func recordQualityEntry(
+    request: Smartschool_Assessment_V1_QualityEntry, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_QualityEntry {
+    _ = try Principal.require()
+    let record = try validatedQuality(request, prefix: "").get()
+    _ = try await store.upsertQuality([record], time: timestamp())
+    return request
+  }
+
+  public func importQualityEntries(
+    request: RPCAsyncSequence<Smartschool_Assessment_V1_QualityEntry, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    let principal = try Principal.require()
+    if principal.scopes(for: .qualityWrite).isEmpty {
+      throw ServiceError.permissionDenied("assessment.quality.write is not granted to the caller")
+    }
+    return try await BulkImport.run(
+      request, batchSize: 500,
+      prepare: { (entry: Smartschool_Assessment_V1_QualityEntry, index: Int) in
+        switch validatedQuality(entry, prefix: "") {
+        case .success(let record): return .accept(record)
+        case .failure(let error):
+          var field = "school_code"
+          if case .invalidArgument(let violations) = error {
+            field = violations.first?.field ?? ""
+          }
+          return .reject(
+            .row(
+              index, key: "\(entry.studentExternalID)/\(entry.schoolYear)/\(entry.term)",
+              field: field, error.message))
+        }
+      },
+      commit: { batch in
+        let created = try await store.upsertQuality(batch.map(\.row), time: timestamp())
+        var outcome = BatchOutcome()
+        outcome.created = created.filter { $0 }.count
+        outcome.updated = created.count - outcome.created
+        return outcome
+      })
+  }
+
+  public func getQualityProfile(
+    request: Smartschool_Assessment_V1_GetQualityProfileRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_QualityProfile {
+    let principal = try Principal.require()
+    var v = Validator()
+    v.code(request.studentExternalID, "student_external_id")
+    Self.schoolYear(request.schoolYear, "school_year", &v)
+    v.check(request.term == 1 || request.term == 2, "term", "must be 1 or 2")
+    try v.throwIfInvalid()
+    let entries = try await store.qualityEntries(
+      student: request.studentExternalID, schoolYear: request.schoolYear, term: request.term)
+    // The student's school: from identity when known, else from the entries themselves.
+    var paths = entries.compactMap { OrgPath($0.orgPath) }
+    if let user = directory.user(externalID: request.studentExternalID),
+      let home = directory.org(id: user.orgID), let p = OrgPath(home.path)
+    {
+      paths.append(p)
+    }
+    guard !paths.isEmpty else {
+      throw ServiceError.notFound("no quality entries for student \(request.studentExternalID)")
+    }
+    let allowed =
+      paths.contains { principal.allows(.resultsRead, at: $0) }
+      || mayReadStudent(principal, student: request.studentExternalID, path: nil)
+    guard allowed else {
+      throw ServiceError.permissionDenied("the caller may not read this student's profile")
+    }
+    return .with {
+      $0.studentExternalID = request.studentExternalID
+      $0.schoolYear = request.schoolYear
+      $0.term = request.term
+      $0.dimensions = (1...5).map { raw in
+        let dimension = Smartschool_Assessment_V1_QualityDimension(rawValue: raw) ?? .unspecified
+        let mine = entries.filter { $0.entry.dimension == dimension }.map(\.entry)
+        return .with {
+          $0.dimension = dimension
+          $0.entries = mine
+          if let g = overallGrade(mine.map(\.grade.rawValue)) {
+            $0.overall = Smartschool_Assessment_V1_QualityGrade(rawValue: g) ?? .unspecified
+          }
+        }
+      }
+    }
+  }
+
+  // MARK: changes
+
+  public func listChanges(
+    request: Smartschool_Common_V1_ListChangesRequest, context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ListChangesResponse {
+    let size = try PageSize.resolve(request.pageSize)
+    if request.afterSequence < 0 {
+      throw ServiceError.invalid("after_sequence", "must not be negative")
+    }
+    let scopes = try Principal.require().scopes(for: .changesRead)
+    if scopes.isEmpty {
+      throw ServiceError.permissionDenied("changes.read is not granted to the caller")
+    }
+    let page = try await store.changes(after: request.afterSequence, limit: size, scopes: scopes)
+    var response = Smartschool_Common_V1_ListChangesResponse()
+    response.changes = page.changes
+    response.lastSequence = page.changes.last?.sequence ?? request.afterSequence
+    response.moreAvailable = page.hasMore
+    return response
+  }
+}

@@ -1,0 +1,501 @@
+import Foundation
+import GRDB
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+/// An exam as the store keeps it: the definition plus where it lives in the org tree.
+public struct ExamRecord: Sendable {
+  public var number: Int64
+  public var id: String
+  /// The definition; `frozen` and `scoreCount` are filled on read.
+  public var exam: Smartschool_Assessment_V1_Exam
+  /// Path of the running org.
+  public var orgPath: String
+
+  public var thresholds: Thresholds {
+    Thresholds(
+      fullMarks: exam.fullMarks, pass: exam.passFraction, excellent: exam.excellentFraction,
+      low: exam.lowFraction)
+  }
+
+  /// Item numbers in ascending order (the column order of ``StudentResult/scores``).
+  public var itemNumbers: [Int32] { exam.items.map(\.number) }
+}
+
+/// One validated score row waiting to be written.
+public struct PendingScore: Sendable {
+  public var index: Int
+  public var examCode: String
+  public var student: String
+  public var classCode: String
+  public var schoolCode: String
+  public var classPath: String
+  public var item: Int32
+  public var score: Double
+
+  /// The natural key, exam/student/item.
+  public var key: String { "\(examCode)/\(student)/\(item)" }
+}
+
+/// A row the store refused while writing a batch.
+public struct ScoreRejection: Sendable {
+  public var index: Int
+  /// The row's natural key, exam/student/item.
+  public var key: String
+  public var field: String
+  public var reason: String
+}
+
+/// What writing one batch of scores did.
+public struct ScoreBatchResult: Sendable {
+  public var created = 0
+  public var updated = 0
+  public var rejections: [ScoreRejection] = []
+}
+
+/// One student's results on an exam: item scores in the exam's item order (0 when missing).
+public struct StudentResult: Sendable {
+  public var externalID: String
+  public var classCode: String
+  public var schoolCode: String
+  public var orgPath: String
+  public var scores: [Double]
+
+  public var total: Double { scores.reduce(0, +) }
+}
+
+/// One exported score.
+public struct ExportedScore: Sendable {
+  public var student: String
+  public var classCode: String
+  public var schoolCode: String
+  public var item: Int32
+  public var score: Double
+}
+
+/// A quality entry with the path of its school.
+public struct QualityRecord: Sendable {
+  public var id: String
+  public var entry: Smartschool_Assessment_V1_QualityEntry
+  public var orgPath: String
+
+  public var naturalKey: String {
+    "\(entry.studentExternalID)/\(entry.schoolYear)/\(entry.term)/\(entry.dimension.rawValue)/"
+      + entry.title
+  }
+}
+
+/// Every SQL statement of the assessment service, behind a protocol so that another store
+/// (e.g. PostgreSQL) can stand beside the SQLite one.
+public protocol AssessmentStoring: Sendable {
+  var store: Store { get }
+  func createExam(_ record: ExamRecord, time: Double) async throws
+  func exam(code: String) async throws -> ExamRecord?
+  func exams(after code: String?, orgCode: String?, limit: Int) async throws -> [ExamRecord]
+  func replaceItems(
+    code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
+  ) async throws -> ExamRecord
+  func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult
+  func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult]
+  func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
+    -> [ExportedScore]
+  func upsertQuality(_ records: [QualityRecord], time: Double) async throws -> [Bool]
+  func qualityEntries(student: String, schoolYear: String, term: Int32) async throws
+    -> [QualityRecord]
+  func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+}
+
+/// The SQLite store of the assessment service (`assessment.sqlite`).
+public final class SQLiteAssessmentStore: AssessmentStoring {
+  public let store: Store
+
+  /// Opens (and migrates) `<directory>/assessment.sqlite`.
+  public init(directory: String) throws {
+    store = try Store(directory: directory, name: "assessment") {
+      AssessmentMigrations.register(&$0)
+    }
+  }
+
+  public func createExam(_ record: ExamRecord, time: Double) async throws {
+    try await store.write { db in
+      let e = record.exam
+      try db.execute(
+        sql: """
+          INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
+            org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
+            create_time, update_time)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          record.id, e.code, e.name, e.schoolYear, e.term, e.subject.rawValue, e.stage.rawValue,
+          e.grade, e.orgCode, record.orgPath, e.fullMarks, e.passFraction, e.excellentFraction,
+          e.lowFraction, time, time,
+        ])
+      let number = db.lastInsertedRowID
+      try Self.insertItems(db, exam: number, items: e.items)
+      try ChangeFeed.record(
+        db, entity: "exam", id: record.id, naturalKey: e.code, op: .upsert,
+        orgPath: record.orgPath, payload: e)
+    }
+  }
+
+  private static func insertItems(
+    _ db: Database, exam: Int64, items: [Smartschool_Assessment_V1_ExamItem]
+  ) throws {
+    for item in items {
+      try db.execute(
+        sql: """
+          INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points)
+          VALUES (?, ?, ?, ?, ?)
+          """,
+        arguments: [
+          exam, item.number, item.maxScore, item.objective,
+          item.knowledgePoints.joined(separator: ","),
+        ])
+    }
+  }
+
+  private static let examColumns = """
+    number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
+    full_marks, pass_fraction, excellent_fraction, low_fraction
+    """
+
+  private static func decodeExam(_ db: Database, _ row: Row, counts: Bool) throws -> ExamRecord {
+    let number: Int64 = row["number"]
+    var exam = Smartschool_Assessment_V1_Exam()
+    exam.code = row["code"]
+    exam.name = row["name"]
+    exam.schoolYear = row["school_year"]
+    exam.term = row["term"]
+    exam.subject = Smartschool_Common_V1_Subject(rawValue: row["subject"]) ?? .unspecified
+    exam.stage = Smartschool_Common_V1_Stage(rawValue: row["stage"]) ?? .unspecified
+    exam.grade = row["grade"]
+    exam.orgCode = row["org_code"]
+    exam.fullMarks = row["full_marks"]
+    exam.passFraction = row["pass_fraction"]
+    exam.excellentFraction = row["excellent_fraction"]
+    exam.lowFraction = row["low_fraction"]
+    exam.items = try Row.fetchAll(
+      db,
+      sql: """
+        SELECT number, max_score, objective, knowledge_points FROM asm_items
+        WHERE exam = ? ORDER BY number
+        """, arguments: [number]
+    ).map { r in
+      Smartschool_Assessment_V1_ExamItem.with {
+        $0.number = r["number"]
+        $0.maxScore = r["max_score"]
+        $0.objective = r["objective"]
+        let points: String = r["knowledge_points"]
+        $0.knowledgePoints = points.isEmpty ? [] : points.split(separator: ",").map(String.init)
+      }
+    }
+    if counts {
+      exam.scoreCount =
+        try Int64.fetchOne(
+          db,
+          sql: """
+            SELECT COUNT(*) FROM asm_scores
+            WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?)
+            """, arguments: [number]) ?? 0
+      exam.frozen = exam.scoreCount > 0
+    }
+    return ExamRecord(number: number, id: row["id"], exam: exam, orgPath: row["org_path"])
+  }
+
+  public func exam(code: String) async throws -> ExamRecord? {
+    try await store.read { db in
+      guard
+        let row = try Row.fetchOne(
+          db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?", arguments: [code])
+      else { return nil }
+      return try Self.decodeExam(db, row, counts: true)
+    }
+  }
+
+  public func exams(after code: String?, orgCode: String?, limit: Int) async throws
+    -> [ExamRecord]
+  {
+    try await store.read { db in
+      var sql = "SELECT \(Self.examColumns) FROM asm_exams WHERE code > ?"
+      var args: [any DatabaseValueConvertible] = [code ?? ""]
+      if let orgCode {
+        sql += " AND org_code = ?"
+        args.append(orgCode)
+      }
+      sql += " ORDER BY code LIMIT ?"
+      args.append(limit)
+      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map {
+        try Self.decodeExam(db, $0, counts: true)
+      }
+    }
+  }
+
+  public func replaceItems(
+    code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
+  ) async throws -> ExamRecord {
+    try await store.write { db in
+      guard
+        let row = try Row.fetchOne(
+          db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?", arguments: [code])
+      else { throw ServiceError.notFound("no exam has code \(code)") }
+      let number: Int64 = row["number"]
+      // Checked inside the write transaction so that no import can slip scores in between.
+      let scored = try Bool.fetchOne(
+        db, sql: "SELECT EXISTS (SELECT 1 FROM asm_students WHERE exam = ?)", arguments: [number])
+      if scored == true {
+        throw ServiceError.failedPrecondition(
+          "exam \(code) has scores: its items are frozen")
+      }
+      try db.execute(sql: "DELETE FROM asm_items WHERE exam = ?", arguments: [number])
+      try Self.insertItems(db, exam: number, items: items)
+      try db.execute(
+        sql: "UPDATE asm_exams SET full_marks = ?, update_time = ? WHERE number = ?",
+        arguments: [fullMarks, time, number])
+      let updated = try Self.decodeExam(
+        db,
+        try Row.fetchOne(
+          db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE number = ?",
+          arguments: [number])!, counts: true)
+      try ChangeFeed.record(
+        db, entity: "exam", id: updated.id, naturalKey: code, op: .upsert,
+        orgPath: updated.orgPath, payload: updated.exam)
+      return updated
+    }
+  }
+
+  public func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult {
+    try await store.write { db in
+      struct ExamInfo {
+        var number: Int64
+        var orgPath: OrgPath
+        var maxScores: [Int32: Double]
+      }
+      var exams: [String: ExamInfo?] = [:]
+      // Items are read inside the write transaction, so they cannot change under the batch.
+      func info(_ code: String) throws -> ExamInfo? {
+        if let known = exams[code] { return known }
+        var found: ExamInfo?
+        if let row = try Row.fetchOne(
+          db, sql: "SELECT number, org_path FROM asm_exams WHERE code = ?", arguments: [code]),
+          let path = OrgPath(row["org_path"])
+        {
+          let number: Int64 = row["number"]
+          var maxScores: [Int32: Double] = [:]
+          for r in try Row.fetchAll(
+            db, sql: "SELECT number, max_score FROM asm_items WHERE exam = ?", arguments: [number])
+          {
+            maxScores[r["number"]] = r["max_score"]
+          }
+          found = ExamInfo(number: number, orgPath: path, maxScores: maxScores)
+        }
+        exams[code] = found
+        return found
+      }
+      let upsertStudent = try db.cachedStatement(
+        sql: """
+          INSERT INTO asm_students (exam, student, class_code, school_code, org_path)
+          VALUES (?, ?, ?, ?, ?)
+          ON CONFLICT (exam, student) DO UPDATE SET class_code = excluded.class_code,
+            school_code = excluded.school_code, org_path = excluded.org_path
+          RETURNING sid
+          """)
+      let insertScore = try db.cachedStatement(
+        sql: "INSERT OR IGNORE INTO asm_scores (sid, item, score) VALUES (?, ?, ?)")
+      let updateScore = try db.cachedStatement(
+        sql: "UPDATE asm_scores SET score = ? WHERE sid = ? AND item = ?")
+      var result = ScoreBatchResult()
+      var lastStudent: (exam: Int64, student: String, classCode: String, sid: Int64)?
+      for row in rows {
+        guard let exam = try info(row.examCode) else {
+          result.rejections.append(
+            ScoreRejection(
+              index: row.index, key: row.key, field: "exam_code",
+              reason: "no exam has code \(row.examCode)"))
+          continue
+        }
+        guard let maxScore = exam.maxScores[row.item] else {
+          result.rejections.append(
+            ScoreRejection(
+              index: row.index, key: row.key, field: "item_number",
+              reason: "exam \(row.examCode) has no item \(row.item)"))
+          continue
+        }
+        if row.score > maxScore + 1e-9 {
+          result.rejections.append(
+            ScoreRejection(
+              index: row.index, key: row.key, field: "score",
+              reason: "score \(row.score) is above item \(row.item)'s maximum \(maxScore)"))
+          continue
+        }
+        if !exam.orgPath.covers(row.classPath) {
+          result.rejections.append(
+            ScoreRejection(
+              index: row.index, key: row.key, field: "class_code",
+              reason: "class \(row.classCode) is outside the org running exam \(row.examCode)"))
+          continue
+        }
+        // Rows of one student usually arrive together: upsert the student once for them.
+        let sid: Int64
+        if let last = lastStudent, last.exam == exam.number, last.student == row.student,
+          last.classCode == row.classCode
+        {
+          sid = last.sid
+        } else {
+          sid = try Int64.fetchOne(
+            upsertStudent,
+            arguments: [exam.number, row.student, row.classCode, row.schoolCode, row.classPath])!
+          lastStudent = (exam.number, row.student, row.classCode, sid)
+        }
+        try insertScore.execute(arguments: [sid, row.item, row.score])
+        if db.changesCount > 0 {
+          result.created += 1
+        } else {
+          try updateScore.execute(arguments: [row.score, sid, row.item])
+          result.updated += 1
+        }
+      }
+      return result
+    }
+  }
+
+  public func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
+    let columns = Dictionary(
+      uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
+    let width = columns.count
+    return try await store.read { db in
+      var filter = ""
+      var args: [any DatabaseValueConvertible] = [exam.number]
+      if let scopePath {
+        filter = " AND substr(st.org_path, 1, ?) = ?"
+        args += [scopePath.count, scopePath]
+      }
+      var students: [StudentResult] = []
+      var sids: [Int64: Int] = [:]
+      let rows = try Row.fetchCursor(
+        db,
+        sql: """
+          SELECT sid, student, class_code, school_code, org_path FROM asm_students st
+          WHERE exam = ?\(filter) ORDER BY student
+          """, arguments: StatementArguments(args))
+      while let row = try rows.next() {
+        sids[row[0]] = students.count
+        students.append(
+          StudentResult(
+            externalID: row[1], classCode: row[2], schoolCode: row[3], orgPath: row[4],
+            scores: Array(repeating: 0, count: width)))
+      }
+      let scores = try Row.fetchCursor(
+        db,
+        sql: """
+          SELECT sc.sid, sc.item, sc.score FROM asm_students st
+          JOIN asm_scores sc ON sc.sid = st.sid WHERE st.exam = ?\(filter)
+          """, arguments: StatementArguments(args))
+      while let row = try scores.next() {
+        let sid: Int64 = row[0]
+        let item: Int32 = row[1]
+        if let s = sids[sid], let c = columns[item] { students[s].scores[c] = row[2] }
+      }
+      return students
+    }
+  }
+
+  public func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
+    -> [ExportedScore]
+  {
+    try await store.read { db in
+      let (student, item) = after ?? ("", 0)
+      return try Row.fetchAll(
+        db,
+        sql: """
+          SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
+          FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+          WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
+          ORDER BY st.student, sc.item LIMIT ?
+          """, arguments: [exam.number, student, student, item, limit]
+      ).map {
+        ExportedScore(
+          student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4])
+      }
+    }
+  }
+
+  public func upsertQuality(_ records: [QualityRecord], time: Double) async throws -> [Bool] {
+    try await store.write { db in
+      var created: [Bool] = []
+      for record in records {
+        let e = record.entry
+        let existing = try String.fetchOne(
+          db,
+          sql: """
+            SELECT id FROM asm_quality
+            WHERE student = ? AND school_year = ? AND term = ? AND dimension = ? AND title = ?
+            """,
+          arguments: [e.studentExternalID, e.schoolYear, e.term, e.dimension.rawValue, e.title])
+        let id = existing ?? record.id
+        try db.execute(
+          sql: """
+            INSERT INTO asm_quality (id, student, school_code, org_path, school_year, term,
+              dimension, title, description, evidence_ref, grade, update_time)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET school_code = excluded.school_code,
+              org_path = excluded.org_path, description = excluded.description,
+              evidence_ref = excluded.evidence_ref, grade = excluded.grade,
+              update_time = excluded.update_time
+            """,
+          arguments: [
+            id, e.studentExternalID, e.schoolCode, record.orgPath, e.schoolYear, e.term,
+            e.dimension.rawValue, e.title, e.description_p, e.evidenceRef, e.grade.rawValue, time,
+          ])
+        try ChangeFeed.record(
+          db, entity: "quality_entry", id: id, naturalKey: record.naturalKey, op: .upsert,
+          orgPath: record.orgPath, payload: e)
+        created.append(existing == nil)
+      }
+      return created
+    }
+  }
+
+  public func qualityEntries(student: String, schoolYear: String, term: Int32) async throws
+    -> [QualityRecord]
+  {
+    try await store.read { db in
+      try Row.fetchAll(
+        db,
+        sql: """
+          SELECT id, student, school_code, org_path, school_year, term, dimension, title,
+            description, evidence_ref, grade
+          FROM asm_quality WHERE student = ? AND school_year = ? AND term = ?
+          ORDER BY dimension, title
+          """, arguments: [student, schoolYear, term]
+      ).map { row in
+        QualityRecord(
+          id: row["id"],
+          entry: .with {
+            $0.studentExternalID = row["student"]
+            $0.schoolCode = row["school_code"]
+            $0.schoolYear = row["school_year"]
+            $0.term = row["term"]
+            $0.dimension =
+              Smartschool_Assessment_V1_QualityDimension(rawValue: row["dimension"])
+              ?? .unspecified
+            $0.title = row["title"]
+            $0.description_p = row["description"]
+            $0.evidenceRef = row["evidence_ref"]
+            $0.grade =
+              Smartschool_Assessment_V1_QualityGrade(rawValue: row["grade"]) ?? .unspecified
+          }, orgPath: row["org_path"])
+      }
+    }
+  }
+
+  public func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+  {
+    try await store.read { db in
+      try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes)
+    }
+  }
+}

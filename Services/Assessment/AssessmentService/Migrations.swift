@@ -1,0 +1,70 @@
+import GRDB
+
+/// The assessment schema, as ordered migrations. A shipped migration is never edited.
+enum AssessmentMigrations {
+  static func register(_ migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("assessment.1.initial") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE asm_exams (
+            number INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            code TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            school_year TEXT NOT NULL,
+            term INTEGER NOT NULL CHECK (term IN (1, 2)),
+            subject INTEGER NOT NULL,
+            stage INTEGER NOT NULL,
+            grade INTEGER NOT NULL CHECK (grade BETWEEN 1 AND 12),
+            org_code TEXT NOT NULL,
+            org_path TEXT NOT NULL,
+            full_marks REAL NOT NULL CHECK (full_marks > 0),
+            pass_fraction REAL NOT NULL,
+            excellent_fraction REAL NOT NULL,
+            low_fraction REAL NOT NULL,
+            create_time REAL NOT NULL,
+            update_time REAL NOT NULL
+          );
+          CREATE TABLE asm_items (
+            exam INTEGER NOT NULL REFERENCES asm_exams(number),
+            number INTEGER NOT NULL CHECK (number >= 1),
+            max_score REAL NOT NULL CHECK (max_score > 0),
+            objective INTEGER NOT NULL,
+            knowledge_points TEXT NOT NULL,
+            PRIMARY KEY (exam, number)
+          ) WITHOUT ROWID;
+          CREATE TABLE asm_students (
+            sid INTEGER PRIMARY KEY,
+            exam INTEGER NOT NULL REFERENCES asm_exams(number),
+            student TEXT NOT NULL,
+            class_code TEXT NOT NULL,
+            school_code TEXT NOT NULL,
+            org_path TEXT NOT NULL,
+            UNIQUE (exam, student)
+          );
+          CREATE INDEX asm_students_scope ON asm_students(exam, org_path);
+          CREATE TABLE asm_scores (
+            sid INTEGER NOT NULL REFERENCES asm_students(sid),
+            item INTEGER NOT NULL,
+            score REAL NOT NULL CHECK (score >= 0),
+            PRIMARY KEY (sid, item)
+          ) WITHOUT ROWID;
+          CREATE TABLE asm_quality (
+            id TEXT PRIMARY KEY,
+            student TEXT NOT NULL,
+            school_code TEXT NOT NULL,
+            org_path TEXT NOT NULL,
+            school_year TEXT NOT NULL,
+            term INTEGER NOT NULL CHECK (term IN (1, 2)),
+            dimension INTEGER NOT NULL CHECK (dimension BETWEEN 1 AND 5),
+            title TEXT NOT NULL,
+            description TEXT NOT NULL,
+            evidence_ref TEXT NOT NULL,
+            grade INTEGER NOT NULL CHECK (grade BETWEEN 1 AND 4),
+            update_time REAL NOT NULL,
+            UNIQUE (student, school_year, term, dimension, title)
+          );
+          """)
+    }
+  }
+}

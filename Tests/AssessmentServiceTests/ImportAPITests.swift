@@ -1,0 +1,115 @@
+import AssessmentService
+import Foundation
+import GRPCCore
+import SmartSchoolModel
+import TestSupport
+import Testing
+
+@Suite(.serialized) struct ImportAPITests {
+  @Test func badRowsAreRejectedPerRowAndTheRestLands() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      let sent = [
+        row("M-K1", "ext-stu1", "CL1a", "S1", 1, 10),  // 0 ok
+        row("NOPE", "ext-stu1", "CL1a", "S1", 1, 5),  // 1 unknown exam
+        row("M-K1", "ext-stu1", "CL1a", "S1", 7, 5),  // 2 unknown item
+        row("M-K1", "ext-stu1", "CL1a", "S1", 2, 10.5),  // 3 above max
+        row("M-K1", "ext-stu1", "CL1a", "S1", 3, -1),  // 4 negative
+        row("M-K1", "ext-stu1", "CL1a", "S2", 3, 4),  // 5 class in the wrong school
+        row("M-K1", "ext-x", "CL3", "S3", 1, 4),  // 6 class outside the exam's county
+        row("M-K1", "ext-stu1", "NOPE", "S1", 4, 4),  // 7 unknown class
+        row("M-K1", "", "CL1a", "S1", 4, 4),  // 8 empty student
+        row("M-K1", "ext-stu1", "CL1a", "S1", 2, 10),  // 9 ok (max exactly)
+      ]
+      let summary = try await w.importScores(sent)
+      #expect(summary.received == 10 && summary.accepted == 2 && summary.rejected == 8)
+      #expect(summary.created == 2 && summary.updated == 0)
+      #expect(summary.errors.map(\.index) == [1, 2, 3, 4, 5, 6, 7, 8])
+      #expect(
+        summary.errors.map(\.field) == [
+          "exam_code", "item_number", "score", "score", "class_code", "class_code", "class_code",
+          "student_external_id",
+        ])
+      #expect(summary.errors[4].reason.contains("not in school S2"))
+      #expect(try await w.exported("M-K1") == ["ext-stu1/CL1a/1=10.0", "ext-stu1/CL1a/2=10.0"])
+    }
+  }
+
+  @Test func rowsOutsideTheCallersScopeAreRejected() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      // The school admin of S1 may import S1's rows only; teachers may not import at all.
+      let summary = try await w.importScores(rows(), as: "aS1")
+      #expect(summary.accepted == 12 && summary.rejected == 8)
+      #expect(summary.errors.allSatisfy { $0.reason.contains("outside the caller's scope") })
+      #expect(Set(summary.errors.map { $0.key.split(separator: "/")[1] }) == ["ext-s4", "ext-s5"])
+      await expectCode(.permissionDenied) { try await w.importScores(rows(), as: "tS1") }
+      let exported = try await w.exported("M-K1")
+      #expect(exported.count == 12 && exported.allSatisfy { !$0.contains("CL2") })
+      // Export is for readers at the running org.
+      await expectCode(.permissionDenied) { try await w.exported("M-K1", as: "tS1") }
+      await expectCode(.notFound) { try await w.exported("NOPE") }
+    }
+  }
+
+  @Test func resentRowsReplaceAndTotalsFollow() async throws {
+    try await withWorld { w in
+      try await w.scoredExam()
+      var again = rows()
+      again[0].score = 2  // ext-stu1 item 1: 10 → 2
+      let summary = try await w.importScores(again)
+      #expect(summary.accepted == 20 && summary.created == 0 && summary.updated == 20)
+      let exam = try await w.assessment.getExam(.with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
+      #expect(exam.scoreCount == 20)
+      let report = try await w.assessment.getStudentReport(
+        .with {
+          $0.examCode = "M-K1"
+          $0.studentExternalID = "ext-stu1"
+        }, metadata: w.auth("aK1"))
+      #expect(report.total == 30)  // 38 − 8, derived from the item scores
+    }
+  }
+
+  @Test func importKilledMidStreamThenResentEndsWithExactlyTheRows() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      // 1,500 students × 4 items = 6,000 rows; the server commits every 2,000.
+      var students: [(String, String, String, [Double])] = []
+      for i in 0..<1500 {
+        let even = i % 2 == 0
+        let scores: [Double] = [Double(i % 11), Double(i % 7), Double(i % 21), Double(i % 5)]
+        students.append(
+          (String(format: "ext-k%04d", i), even ? "CL1a" : "CL2", even ? "S1" : "S2", scores))
+      }
+      let all = rows(students)
+      struct Killed: Error {}
+      let killed = await rpcError {
+        _ = try await w.assessment.importScores(
+          metadata: w.auth("aK1"),
+          requestProducer: { writer in
+            try await writer.write(contentsOf: Array(all.prefix(4500)))
+            // Let the server acknowledge what it has, then die mid-stream.
+            try await Task.sleep(for: .milliseconds(1500))
+            throw Killed()
+          })
+      }
+      #expect(killed != nil)
+      let partial = try await w.assessment.getExam(
+        .with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
+      // Whole batches only: nothing half-written, and the acknowledged batches stayed.
+      #expect(partial.scoreCount == 4000)
+      let summary = try await w.importScores(all)
+      #expect(summary.accepted == 6000 && summary.rejected == 0)
+      #expect(summary.created == 2000 && summary.updated == 4000)
+      let exported = try await w.exported("M-K1")
+      var expected: [String] = []
+      for (student, classCode, _, scores) in students {
+        for (i, v) in scores.enumerated() {
+          expected.append("\(student)/\(classCode)/\(i + 1)=\(v)")
+        }
+      }
+      expected.sort()
+      #expect(exported == expected)
+    }
+  }
+}
