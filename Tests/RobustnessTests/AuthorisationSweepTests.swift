@@ -54,6 +54,11 @@ let sweepTable: [String: SweepEntry] = {
       "GetTrainingReport", "PutFacilityReport", "GetFacilityReport", "GetCoverageReport",
       "CreateInspection", "ListInspections", "GetInspectionSummary", "ListChanges",
     ],
+    "smartschool.assessment.v1.AssessmentService": [
+      "CreateExam", "GetExam", "ListExams", "UpdateExamItems", "ImportScores", "ExportScores",
+      "GetExamStatistics", "GetStudentReport", "GetClassDiagnosis", "RecordQualityEntry",
+      "ImportQualityEntries", "GetQualityProfile", "ListChanges",
+    ],
   ]
   for (service, methods) in all {
     for method in methods {
@@ -118,7 +123,9 @@ struct AimedRequests {
         ? west["resource"]
         : service.contains("supervision") ? west["inspection"] : west["WEST9-ST1"]
     case "code":
-      service.contains("supervision") ? "WEST9-R1" : "WEST9-S"
+      service.contains("supervision")
+        ? "WEST9-R1" : service.contains("assessment") ? "WEST9-E" : "WEST9-S"
+    case "exam_code": "WEST9-E"
     case "term_code": "T1"
     case "from_date", "start_date", "from_week", "week", "date": "2025-09-01"
     case "to_date", "end_date", "to_week": "2026-01-30"
@@ -141,7 +148,8 @@ struct AimedRequests {
 struct AuthorisationSweepTests {
   @Test func theSweepTableCoversEveryRPC() throws {
     let fuzzer = try SchemaFuzzer()
-    let swept = Set(["identity", "catalogue", "supervision"].map { "smartschool.\($0).v1." })
+    let swept = Set(
+      ["identity", "catalogue", "supervision", "assessment"].map { "smartschool.\($0).v1." })
     let methods = Set(
       fuzzer.methods.filter { m in swept.contains { m.service.hasPrefix($0) } }.map(\.fullName))
     #expect(methods.subtracting(sweepTable.keys).isEmpty, "RPCs without a sweep entry")

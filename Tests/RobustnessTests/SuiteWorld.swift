@@ -1,3 +1,4 @@
+import AssessmentService
 import CatalogueService
 import Foundation
 import GRPCCore
@@ -157,7 +158,12 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
       let supervision = try buildSupervisionService(
         dataDirectory: supervisionConfig.dataDirectory, verifier: link.makeVerifier(),
         identity: link)
-      for definition in [catalogue, supervision] {
+      let assessmentConfig = HostConfig.ephemeral(
+        service: "assessment", dataDirectory: dir.path + "/assessment")
+      let assessment = try buildAssessmentService(
+        dataDirectory: assessmentConfig.dataDirectory, verifier: link.makeVerifier(),
+        identity: link)
+      for definition in [catalogue, supervision, assessment] {
         for case let directory as OrgDirectory in definition.background {
           try await directory.sync()
         }
@@ -165,17 +171,20 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
       let identityDefinition = identityHost.definition
       try await withHost(catalogue, config: catalogueConfig) { cataloguePort, _ in
         try await withHost(supervision, config: supervisionConfig) { supervisionPort, _ in
-          try await seedWest(
-            &west, identity: identity, cataloguePort: cataloguePort,
-            supervisionPort: supervisionPort, admin: auth)
-          try await body(
-            SuiteWorld(
-              services: [
-                "identity": (identityPort, identityDefinition),
-                "catalogue": (cataloguePort, catalogue),
-                "supervision": (supervisionPort, supervision),
-              ], identity: identity, west: west,
-              eastExchange: (east.clientID, east.clientSecret)))
+          try await withHost(assessment, config: assessmentConfig) { assessmentPort, _ in
+            try await seedWest(
+              &west, identity: identity, cataloguePort: cataloguePort,
+              supervisionPort: supervisionPort, assessmentPort: assessmentPort, admin: auth)
+            try await body(
+              SuiteWorld(
+                services: [
+                  "identity": (identityPort, identityDefinition),
+                  "catalogue": (cataloguePort, catalogue),
+                  "supervision": (supervisionPort, supervision),
+                  "assessment": (assessmentPort, assessment),
+                ], identity: identity, west: west,
+                eastExchange: (east.clientID, east.clientSecret)))
+          }
         }
       }
     }
@@ -183,11 +192,63 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
 }
 
 /// WEST9 data in the other services: a county-shared published resource and a draft, a
-/// classroom with a lesson, a facility report, a training record and an inspection.
+/// classroom with a lesson, a facility report, a training record and an inspection, an exam
+/// run by the county with its student's scores, and a quality-evaluation entry.
 func seedWest(
   _ west: inout [String: String], identity: IdentityClient, cataloguePort: Int,
-  supervisionPort: Int, admin: Metadata
+  supervisionPort: Int, assessmentPort: Int, admin: Metadata
 ) async throws {
+  try await withClient(port: assessmentPort) { client in
+    let assessment = Smartschool_Assessment_V1_AssessmentService.Client(wrapping: client)
+    _ = try await assessment.createExam(
+      .with {
+        $0.exam = .with {
+          $0.code = "WEST9-E"
+          $0.name = "WEST9 期中数学"
+          $0.schoolYear = "2025-2026"
+          $0.term = 1
+          $0.subject = .mathematics
+          $0.stage = .junior
+          $0.grade = 7
+          $0.orgCode = "WEST9"
+          $0.items = [1, 2].map { n in
+            .with {
+              $0.number = Int32(n)
+              $0.maxScore = 10
+              $0.objective = n == 1
+              $0.knowledgePoints = ["KP-WEST9-\(n)"]
+            }
+          }
+        }
+      }, metadata: admin)
+    let summary = try await assessment.importScores(
+      metadata: admin,
+      requestProducer: { writer in
+        for item in [1, 2] {
+          try await writer.write(
+            .with {
+              $0.examCode = "WEST9-E"
+              $0.studentExternalID = "WEST9-ST1"
+              $0.classCode = "WEST9-S-C1"
+              $0.schoolCode = "WEST9-S"
+              $0.itemNumber = Int32(item)
+              $0.score = 7
+            })
+        }
+      })
+    guard summary.accepted == 2 else { throw RPCError(code: .internalError, message: "\(summary)") }
+    _ = try await assessment.recordQualityEntry(
+      .with {
+        $0.studentExternalID = "WEST9-ST1"
+        $0.schoolCode = "WEST9-S"
+        $0.schoolYear = "2025-2026"
+        $0.term = 1
+        $0.dimension = .init(rawValue: 1) ?? .unspecified
+        $0.title = "WEST9 志愿服务"
+        $0.description_p = "WEST9 社区志愿服务"
+        $0.grade = .init(rawValue: 1) ?? .unspecified
+      }, metadata: admin)
+  }
   let teacher = bearer(try await login(identity, "west9-t1", sweepPassword))
   let reviewer = bearer(try await login(identity, "west9-rev", sweepPassword))
   west["resource"] = try await withClient(port: cataloguePort) { client in
