@@ -15,7 +15,9 @@ public func buildIdentityService(
   let store = try Store(
     directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
   let identityStore = SQLiteIdentityStore(store: store)
-  let keys = try await KeyRing.load(store: identityStore, accessTokenTTL: settings.accessTokenTTL)
+  let keys = try await KeyRing.load(
+    store: identityStore, accessTokenTTL: settings.accessTokenTTL,
+    onChange: settings.onSigningKeyChange)
   let verifier = TokenVerifier(keySource: { keys.publishedKeys })
   try await verifier.refresh()
   try await bootstrapAdmin(store: identityStore, settings: settings, logger: logger)
