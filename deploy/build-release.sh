@@ -3,12 +3,12 @@
 # to run and what the container image's build stage runs (Tests/Deploy/run.sh checks both name
 # this same command). Builds every `<service>-service` product the package has, with the Swift
 # runtime linked in (the binaries then need only glibc, libstdc++ and libsqlite3 at run time),
-# and copies them into DEST (default ./dist/bin).
+# and copies them into DEST (default ./.build/dist/bin, ignored by git).
 #
 #   bash deploy/build-release.sh [DEST]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEST="${1:-$ROOT/dist/bin}"
+DEST="${1:-$ROOT/.build/dist/bin}"
 cd "$ROOT"
 mkdir -p "$DEST"
 for service in identity catalogue assessment supervision; do

@@ -83,9 +83,10 @@ public enum StoreBackup {
       try db.execute(sql: "PRAGMA journal_mode = DELETE")
       let check = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "no answer"
       let head = try ChangeFeed.head(db)
-      let migrations =
-        try db.tableExists("grdb_migrations")
-        ? try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM grdb_migrations") ?? 0 : 0
+      var migrations = 0
+      if try db.tableExists("grdb_migrations") {
+        migrations = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM grdb_migrations") ?? 0
+      }
       return (check, head, migrations)
     }
     try copy.close()

@@ -56,6 +56,10 @@ def env_file(name):
     return values
 
 
+def namespace_of(peer):
+    return peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+
+
 def peers(rule):
     """Pod names and namespaces a NetworkPolicy peer list names."""
     names = set()
@@ -63,9 +67,9 @@ def peers(rule):
         if "podSelector" in peer and "namespaceSelector" not in peer:
             names.add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
         elif "namespaceSelector" in peer and "podSelector" not in peer:
-            names.add("ns:" + peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+            names.add("ns:" + namespace_of(peer))
         else:
-            names.add("ns+pod:" + peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+            names.add("ns+pod:" + namespace_of(peer))
     return names
 
 
@@ -86,12 +90,15 @@ for name, (port, metrics_port, grpc_name) in SERVICES.items():
     by_kind = {}
     for d in docs:
         kind = d.get("kind")
-        check(kind in API and d.get("apiVersion") == API[kind], f"{where}: bad kind/apiVersion {kind}")
-        check(DNS1123.match(d["metadata"]["name"]) is not None, f"{where}: bad name {d['metadata']}")
-        check(d["metadata"].get("namespace") == "smartschool", f"{where}: {kind} not in smartschool")
+        check(kind in API and d.get("apiVersion") == API[kind],
+              f"{where}: bad kind/apiVersion {kind}")
+        check(DNS1123.match(d["metadata"]["name"]) is not None,
+              f"{where}: bad name {d['metadata']}")
+        check(d["metadata"].get("namespace") == "smartschool",
+              f"{where}: {kind} not in smartschool")
         by_kind.setdefault(kind, []).append(d)
-    if not check(sorted(by_kind) == ["ConfigMap", "NetworkPolicy", "Secret", "Service", "StatefulSet"],
-                 f"{where}: kinds {sorted(by_kind)}"):
+    kinds = ["ConfigMap", "NetworkPolicy", "Secret", "Service", "StatefulSet"]
+    if not check(sorted(by_kind) == kinds, f"{where}: kinds {sorted(by_kind)}"):
         continue
     config = by_kind["ConfigMap"][0]
     sts = by_kind["StatefulSet"][0]
@@ -104,9 +111,10 @@ for name, (port, metrics_port, grpc_name) in SERVICES.items():
     data = config["data"]
     env = env_file(name)
     tls = {f"SMARTSCHOOL_{N}_TLS_{k}" for k in ("CERT", "KEY", "CA")}
-    check(set(data) == set(env) - tls,
-          f"{where}: ConfigMap keys differ from config/{name}.env: {sorted(set(data) ^ (set(env) - tls))}")
-    check(all(isinstance(v, str) for v in data.values()), f"{where}: ConfigMap values must be strings")
+    differ = sorted(set(data) ^ (set(env) - tls))
+    check(not differ, f"{where}: ConfigMap keys differ from config/{name}.env: {differ}")
+    check(all(isinstance(v, str) for v in data.values()),
+          f"{where}: ConfigMap values must be strings")
     check(data.get(f"SMARTSCHOOL_{N}_PORT") == str(port), f"{where}: gRPC port")
     check(data.get(f"SMARTSCHOOL_{N}_METRICS_PORT") == str(metrics_port), f"{where}: metrics port")
     drain = int(data.get(f"SMARTSCHOOL_{N}_DRAIN_SECONDS", "20"))
@@ -131,8 +139,9 @@ for name, (port, metrics_port, grpc_name) in SERVICES.items():
     check({"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"],
           f"{where}: envFrom the ConfigMap")
     secret_name = by_kind["Secret"][0]["metadata"]["name"]
-    secret_used = any(e.get("secretRef", {}).get("name") == secret_name for e in container["envFrom"]) \
-        or any(v.get("secret", {}).get("secretName") == secret_name for v in pod.get("volumes", []))
+    secret_used = any(
+        e.get("secretRef", {}).get("name") == secret_name for e in container["envFrom"]
+    ) or any(v.get("secret", {}).get("secretName") == secret_name for v in pod.get("volumes", []))
     check(secret_used, f"{where}: the Secret is used")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     check(ports == {"grpc": port, "metrics": metrics_port}, f"{where}: container ports {ports}")
@@ -141,7 +150,8 @@ for name, (port, metrics_port, grpc_name) in SERVICES.items():
           f"{where}: the volume is mounted at the data dir")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = container.get(probe, {})
-        check(p.get("grpc", {}).get("port") == port, f"{where}: {probe} must be a native gRPC probe")
+        check(p.get("grpc", {}).get("port") == port,
+              f"{where}: {probe} must be a native gRPC probe")
     check(container["readinessProbe"]["grpc"].get("service") == grpc_name,
           f"{where}: readiness asks for {grpc_name}")
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
@@ -153,7 +163,8 @@ for name, (port, metrics_port, grpc_name) in SERVICES.items():
     limit = quantity(resources["limits"]["memory"])
     check("cpu" in resources["requests"] and limit >= request, f"{where}: requests/limits")
     if name in RSS:
-        check(request >= RSS[name], f"{where}: memory request {request} below measured RSS {RSS[name]}")
+        check(request >= RSS[name],
+              f"{where}: memory request {request} below measured RSS {RSS[name]}")
         check(limit >= 2 * RSS[name], f"{where}: memory limit {limit} leaves no headroom over RSS")
 
     # Services select the pods and expose both ports by name.
@@ -166,7 +177,8 @@ for name, (port, metrics_port, grpc_name) in SERVICES.items():
     # NetworkPolicy: exactly the expected callers and callees.
     (policy,) = by_kind["NetworkPolicy"]
     ps = policy["spec"]
-    check(ps["podSelector"]["matchLabels"].items() <= pod_labels.items(), f"{where}: policy selector")
+    check(ps["podSelector"]["matchLabels"].items() <= pod_labels.items(),
+          f"{where}: policy selector")
     check(sorted(ps["policyTypes"]) == ["Egress", "Ingress"], f"{where}: policy types")
     allowed = {}
     for rule in ps["ingress"]:

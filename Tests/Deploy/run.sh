@@ -130,14 +130,19 @@ check_env() { # ENV_FILE SERVICE
   bad="$(comm -23 <(echo "$keys") <(echo "$known"))"
   [[ -z "$bad" ]] || { echo "$file sets variables no flag reads: $bad"; return 1; }
   local missing
-  missing="$(comm -13 <(echo "$keys") <(echo "$known") | grep -vE "_CLIENT_(ID|SECRET)$")"
+  # Not in the example: the client id/secret (secrets file) and SMARTSCHOOL_ADMIN_PASSWORD (an
+  # alternative to the password file).
+  missing="$(comm -13 <(echo "$keys") <(echo "$known") |
+    grep -vE "_CLIENT_(ID|SECRET)$|^SMARTSCHOOL_ADMIN_PASSWORD$")"
   [[ -z "$missing" ]] || { echo "$file does not show: $missing"; return 1; }
   grep -v '^#' "$file" | grep -v '^$' | grep -vqE '^[A-Z0-9_]+=[^ ]*$' && {
     echo "$file: lines must be KEY=VALUE without spaces"; return 1; }
   return 0
 }
 if built supervision; then
-  for s in "${SERVICES[@]}"; do check "env file $s matches --help" check_env "deploy/config/$s.env" "$s"; done
+  for s in "${SERVICES[@]}"; do
+    check "env file $s matches --help" check_env "deploy/config/$s.env" "$s"
+  done
   sed 's/SMARTSCHOOL_IDENTITY_LOCKOUT_SECONDS/SMARTSCHOOL_IDENTITY_LOCKOUT_SECS/' \
     deploy/config/identity.env >"$WORK/e1"
   refuse "env check catches a misspelt variable" check_env "$WORK/e1" identity
@@ -150,7 +155,8 @@ check "deploy/README.md reference equals --help" bash deploy/gen-config-referenc
 sed 's/Address to listen on for gRPC/Address to listen on/' deploy/README.md >"$WORK/README.md"
 refuse "reference check catches an edited reference" bash -c \
   "cp -r deploy '$WORK/d' && cp '$WORK/README.md' '$WORK/d/README.md' && mkdir -p '$WORK/r' \
-   && ln -sfn '$WORK/d' '$WORK/r/deploy' && cd '$WORK/r' && bash deploy/gen-config-reference.sh --check '$BIN'"
+   && ln -sfn '$WORK/d' '$WORK/r/deploy' && cd '$WORK/r' \
+   && bash deploy/gen-config-reference.sh --check '$BIN'"
 
 # ---- 4. Containerfile --------------------------------------------------------------------
 check_containerfile() { # CONTAINERFILE README
@@ -165,7 +171,8 @@ build = [s for s in stages if re.match(r"\S+ AS build\b", s)]
 assert len(stages) >= 2, "multi-stage: a build stage and a runtime stage"
 assert build, "a stage named build"
 image = build[0].split()[0]
-assert re.fullmatch(r"(docker\.io/)?(library/)?swift:[\w.-]+", image), f"official Swift image, not {image}"
+assert re.fullmatch(r"(docker\.io/)?(library/)?swift:[\w.-]+", image), \
+    f"official Swift image, not {image}"
 runs = [re.sub(r"\s+", " ", r).strip() for r in re.findall(r"^RUN (.*)$", build[0], re.M)]
 builds = [r for r in runs if "build-release.sh" in r or "swift build" in r]
 md = open(readme).read()
@@ -189,7 +196,7 @@ PY
 }
 check "Containerfile builds like the README, non-root, volume" \
   check_containerfile deploy/container/Containerfile deploy/README.md
-sed 's#RUN bash deploy/build-release.sh#RUN swift build -c release \&\& bash deploy/build-release.sh#' \
+sed 's#^RUN bash deploy/build-release.sh$#RUN swift build -c release#' \
   deploy/container/Containerfile >"$WORK/c1"
 refuse "Containerfile check catches a different build command" \
   check_containerfile "$WORK/c1" deploy/README.md
@@ -202,7 +209,8 @@ check "prometheus.yml and alerts.yml load (promtool)" \
 check "alerts fire when they should (promtool test rules)" \
   promtool test rules Tests/Deploy/alerts-test.yml
 mkdir -p "$WORK/alerts/deploy/observability" "$WORK/alerts/Tests/Deploy"
-sed 's/ > 0.05$/ > 0.5/' deploy/observability/alerts.yml >"$WORK/alerts/deploy/observability/alerts.yml"
+sed 's/ > 0.05$/ > 0.5/' deploy/observability/alerts.yml \
+  >"$WORK/alerts/deploy/observability/alerts.yml"
 cp Tests/Deploy/alerts-test.yml "$WORK/alerts/Tests/Deploy/"
 refuse "alert tests catch a changed threshold" \
   promtool test rules "$WORK/alerts/Tests/Deploy/alerts-test.yml"
@@ -232,13 +240,15 @@ port_of() { # SERVICE KIND(grpc|metrics) [INSTANCE]
   echo "$p"
 }
 localize() { # SERVICE INSTANCE DATA_DIR: the example env file rewritten to this temp dir
-  local s=$1 n=$2 data=$3 S=${1^^}
+  local s=$1 n=$2 data=$3 S=${1^^} grpc metrics identity
+  grpc=$(port_of "$s" grpc "$n") metrics=$(port_of "$s" metrics "$n")
+  identity=$(port_of identity grpc)
   sed -e "s#^SMARTSCHOOL_${S}_DATA_DIR=.*#SMARTSCHOOL_${S}_DATA_DIR=$data#" \
     -e "s#/etc/smartschool/tls/#$TLS/#" -e "s#/etc/smartschool/secrets/#$WORK/secrets/#" \
     -e "s#^SMARTSCHOOL_${S}_HOST=.*#SMARTSCHOOL_${S}_HOST=127.0.0.1#" \
-    -e "s#^SMARTSCHOOL_${S}_PORT=.*#SMARTSCHOOL_${S}_PORT=$(port_of "$s" grpc "$n")#" \
-    -e "s#^SMARTSCHOOL_${S}_METRICS_PORT=.*#SMARTSCHOOL_${S}_METRICS_PORT=$(port_of "$s" metrics "$n")#" \
-    -e "s#^SMARTSCHOOL_${S}_IDENTITY_ADDR=.*#SMARTSCHOOL_${S}_IDENTITY_ADDR=localhost:$(port_of identity grpc)#" \
+    -e "s#^\(SMARTSCHOOL_${S}_PORT\)=.*#\1=$grpc#" \
+    -e "s#^\(SMARTSCHOOL_${S}_METRICS_PORT\)=.*#\1=$metrics#" \
+    -e "s#^\(SMARTSCHOOL_${S}_IDENTITY_ADDR\)=.*#\1=localhost:$identity#" \
     "deploy/config/$s.env" >"$WORK/$s-$n.env"
 }
 start() { # SERVICE INSTANCE [ARGS...]: runs BIN/SERVICE-service with only its env file's settings
@@ -327,7 +337,7 @@ if built identity && built supervision && built catalogue && make_certs >"$WORK/
   for s in identity catalogue supervision; do
     pid_var="PID_${s}_0"
     kib=$(rss_kib "${!pid_var}")
-    echo "deploy: idle RSS of $s-service ($(basename "$(dirname "$BIN")") build): $((kib / 1024)) MiB"
+    echo "deploy: idle RSS of $s-service ($(basename "$BIN") build): $((kib / 1024)) MiB"
     rss+="\"$s\": $((kib * 1024)), "
   done
   RSS_JSON="${rss%, }}"
@@ -335,7 +345,8 @@ if built identity && built supervision && built catalogue && make_certs >"$WORK/
     check "$s backup while running, restore starts on the copy" backup_and_restore "$s"
   done
   refuse "backup refuses to overwrite an existing backup" env -i PATH="$PATH" bash -c \
-    "set -a; . '$WORK/identity-0.env'; set +a; exec '$BIN/identity-service' backup --to '$WORK/backup/identity'"
+    "set -a; . '$WORK/identity-0.env'; set +a; \
+     exec '$BIN/identity-service' backup --to '$WORK/backup/identity'"
   for s in supervision catalogue identity; do
     pid_var="PID_${s}_0"
     check "$s stops on SIGTERM within the drain" stopped_within "${!pid_var}" 25
@@ -345,7 +356,8 @@ else
 fi
 
 # ---- 5. Kubernetes ---------------------------------------------------------------------------
-check "k8s manifests (PyYAML), requests >= measured RSS" "$PY" Tests/Deploy/check_k8s.py . "$RSS_JSON"
+check "k8s manifests (PyYAML), requests >= measured RSS" \
+  "$PY" Tests/Deploy/check_k8s.py . "$RSS_JSON"
 mkdir -p "$WORK/k8s-broken/deploy"
 cp -r deploy/k8s deploy/config deploy/observability "$WORK/k8s-broken/deploy/"
 sed -i 's/^  replicas: 1$/  replicas: 2/' "$WORK/k8s-broken/deploy/k8s/identity.yaml"
@@ -353,7 +365,8 @@ refuse "k8s check catches a second SQLite writer" "$PY" Tests/Deploy/check_k8s.p
 cp deploy/k8s/identity.yaml "$WORK/k8s-broken/deploy/k8s/identity.yaml"
 sed -i 's/kubernetes.io\/metadata.name: municipal-platform/kubernetes.io\/metadata.name: default/' \
   "$WORK/k8s-broken/deploy/k8s/catalogue.yaml"
-refuse "k8s check catches a wrong NetworkPolicy caller" "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
+refuse "k8s check catches a wrong NetworkPolicy caller" \
+  "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
 
 if ((failures)); then
   echo "deploy: $failures check(s) FAILED"

@@ -143,7 +143,7 @@ struct BackupTests {
       try StoreBackup.run(dataDirectory: live, name: "bank", to: dir.path + "/b")
     }
     let copy = try DatabaseQueue(path: dir.path + "/b/bank.sqlite")
-    #expect(try copy.read { db in try ChangeFeed.head(db) } == 1)
+    #expect(try await copy.read { db in try ChangeFeed.head(db) } == 1)
   }
 
   @Test func extraDirectoriesAreCopiedWithoutTemporaryFiles() async throws {
@@ -178,7 +178,7 @@ struct BackupTests {
     #expect(backup.host.dataDir == live)
     try command.run()
     let copy = try DatabaseQueue(path: dir.path + "/b/bank.sqlite")
-    #expect(try copy.read { db in try ChangeFeed.head(db) } == 1)
+    #expect(try await copy.read { db in try ChangeFeed.head(db) } == 1)
     #expect(throws: (any Error).self) {
       _ = try BankServiceCommand.parseAsRoot(["backup", "--data-dir", live])
     }
