@@ -5,8 +5,9 @@
 #   bash Tests/Deploy/run.sh [BIN_DIR]     (default: swift build --show-bin-path; build first)
 #
 #  1. systemd units: `systemd-analyze verify` (ExecStart pointed at a temporary placeholder
-#     executable, since /opt/smartschool/bin does not exist here) must print nothing; user,
-#     StateDirectory = the env file's data dir, restart, hardening, stop timeout > drain.
+#     executable, since /opt/smartschool/bin does not exist here) must print nothing;
+#     `systemd-analyze security --offline` exposure at most 2; user, StateDirectory = the env
+#     file's data dir, restart, hardening, stop timeout > drain.
 #  2. env files: every variable is one the executable's --help lists, and every flag it lists
 #     is set (client id/secret excepted: they belong in the secrets file).
 #  3. deploy/README.md's configuration reference equals the executables' current --help.
@@ -83,6 +84,11 @@ verify_unit() { # UNIT_FILE SERVICE: systemd-analyze verify prints nothing; dire
   out="$(systemd-analyze verify "$dir/smartschool-$service.service" 2>&1)" || {
     echo "$out"; return 1; }
   [[ -z "$out" ]] || { echo "systemd-analyze verify: $out"; return 1; }
+  # Hardening as systemd scores it: exposure 0 (locked down) .. 10, ours 1.4; --threshold
+  # counts tenths, so 20 means at most 2.0.
+  systemd-analyze security --offline=true --threshold=20 --no-pager \
+    "$dir/smartschool-$service.service" >"$dir/security" 2>&1 || {
+    tail -3 "$dir/security"; return 1; }
   local S=${service^^} env="deploy/config/$service.env"
   for line in "User=smartschool-$service" "StateDirectory=smartschool-$service" \
     "Restart=on-failure" "NoNewPrivileges=yes" "ProtectSystem=strict" "PrivateTmp=yes" \
@@ -105,6 +111,9 @@ for s in "${SERVICES[@]}"; do
 done
 sed -e 's/^NoNewPrivileges=yes$//' deploy/systemd/smartschool-identity.service >"$WORK/u1"
 refuse "systemd check catches a missing hardening line" verify_unit "$WORK/u1" identity
+grep -vE '^(ProtectKernel|ProtectC|Restrict|PrivateDevices|SystemCall|Capability|MemoryDeny)' \
+  deploy/systemd/smartschool-identity.service >"$WORK/u4"
+refuse "systemd check catches a weak sandbox (exposure score)" verify_unit "$WORK/u4" identity
 sed -e 's/^RestartSec=2s$/RestartSecs=2s/' deploy/systemd/smartschool-identity.service >"$WORK/u2"
 refuse "systemd check catches an unknown directive" verify_unit "$WORK/u2" identity
 sed -e 's/^TimeoutStopSec=35$/TimeoutStopSec=15/' deploy/systemd/smartschool-identity.service \
