@@ -153,12 +153,15 @@ public protocol BackupTarget {
 public struct BackupCommand<Target: BackupTarget>: ParsableCommand {
   /// The subcommand's name and help.
   public static var configuration: CommandConfiguration {
-    CommandConfiguration(
+    let extra =
+      Target.alsoCopy.isEmpty
+      ? "" : ", then copies <data-dir>/" + Target.alsoCopy.joined(separator: ", <data-dir>/")
+    return CommandConfiguration(
       commandName: "backup",
       abstract: "Copy the live store to a new directory (safe while the service runs).",
       discussion: """
         Takes a consistent snapshot of <data-dir>/\(Target.storeName).sqlite with SQLite's \
-        online backup API\(Target.alsoCopy.isEmpty ? "" : ", then copies <data-dir>/" + Target.alsoCopy.joined(separator: ", ")), \
+        online backup API\(extra), \
         into --to, which must not hold a backup yet. The data directory comes from --data-dir \
         or \(EnvironmentReader.variable(service: Target.service, flag: "data-dir")), as for \
         the service. Prints one JSON line describing the copy. To restore: stop the service, \

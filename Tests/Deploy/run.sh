@@ -68,7 +68,9 @@ fail() {
 check() { local n=$1; shift; if "$@" >"$WORK/log" 2>&1; then pass "$n"; else fail "$n"; fi; }
 refuse() {
   local n=$1; shift
-  if "$@" >"$WORK/log" 2>&1; then fail "$n (a broken input passed)"; else pass "$n"; fi
+  if "$@" >"$WORK/log" 2>&1; then fail "$n (a broken input passed)"; else
+    pass "$n: $(grep -v '^[[:space:]]*$' "$WORK/log" | tail -1 | cut -c1-80)"
+  fi
 }
 built() { [[ -x "$BIN/$1-service" ]]; }
 
@@ -289,6 +291,53 @@ grpc_health() { # PORT [CURL TLS ARGS...]: grpc.health.v1.Health/Check("") answe
   # 5-byte gRPC frame header, then HealthCheckResponse{status: SERVING (1)} = 08 01.
   [[ "$(od -An -tx1 "$WORK/health.body" | tr -d ' \n')" == "00000000020801" ]]
 }
+grpc_unary() { # PORT METHOD REQUEST_FILE TOKEN [CURL TLS ARGS...]: prints grpc-status, body in
+  # $WORK/unary.body (the gRPC frame).
+  local port=$1 method=$2 request=$3 token=$4; shift 4
+  local auth=()
+  [[ -n "$token" ]] && auth=(-H "authorization: Bearer $token")
+  curl -sS --http2 "$@" "${auth[@]}" -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary @"$request" -D "$WORK/unary.headers" -o "$WORK/unary.body" \
+    "https://localhost:$port/$method" || return 1
+  sed -n 's/^grpc-status: *\([0-9]*\).*/\1/Ip' "$WORK/unary.headers" | tail -1
+}
+MTLS=(--cacert "$TLS/ca.crt" --cert "$TLS/svc.crt" --key "$TLS/svc.key")
+login_token() { # prints an access token of admin, from identity's Login over mTLS
+  "$PY" - "$WORK/secrets/identity-admin-password" >"$WORK/login.req" <<'PY'
+import struct, sys
+user, password = b"admin", open(sys.argv[1], "rb").read().strip()
+body = b"\x0a" + bytes([len(user)]) + user + b"\x12" + bytes([len(password)]) + password
+sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(body)) + body)
+PY
+  local status
+  status=$(grpc_unary "$(port_of identity grpc)" \
+    smartschool.identity.v1.IdentityService/Login "$WORK/login.req" "" "${MTLS[@]}")
+  [[ "$status" == 0 ]] || { echo "Login: grpc-status $status" >&2; return 1; }
+  "$PY" - "$WORK/unary.body" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()[5:]
+assert data[0] == 0x0A, "TokenResponse.access_token comes first"
+length, shift, i = 0, 0, 1
+while True:
+    length |= (data[i] & 0x7F) << shift
+    shift += 7
+    i += 1
+    if data[i - 1] < 0x80:
+        break
+print(data[i:i + length].decode())
+PY
+}
+token_accepted() { # SERVICE INSTANCE: the service verifies identity's token (fetching identity's
+  # keys over mTLS with its own client certificate): ListTerms answers OK, not UNAUTHENTICATED.
+  local token status
+  token=$(login_token) || return 1
+  printf '\x00\x00\x00\x00\x00' >"$WORK/empty.req"
+  status=$(grpc_unary "$(port_of "$1" grpc "$2")" \
+    smartschool.supervision.v1.SupervisionService/ListTerms "$WORK/empty.req" "$token" \
+    "${MTLS[@]}")
+  echo "ListTerms with admin's token: grpc-status $status"
+  [[ "$status" == 0 ]]
+}
 rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
 stopped_within() { # PID SECONDS: SIGTERM, then the process must exit 0 in time
   kill -TERM "$1"
@@ -332,6 +381,29 @@ if built identity && built supervision && built catalogue && make_certs >"$WORK/
   done
   refuse "identity refuses a client without a certificate" \
     grpc_health "$(port_of identity grpc)" --cacert "$TLS/ca.crt"
+  check "supervision verifies identity's tokens, calling identity over mTLS" \
+    token_accepted supervision 0
+  # The same without a client certificate towards identity: a supervision serving plaintext
+  # (no TLS_CERT/KEY) but trusting the CA cannot fetch the keys, so the token is refused.
+  localize supervision 1 "$WORK/data/supervision-plain"
+  sed -i -e '/_TLS_CERT=/d' -e '/_TLS_KEY=/d' "$WORK/supervision-1.env"
+  start supervision 1
+  plain_token_accepted() {
+    local token status
+    token=$(login_token) || return 1
+    status=$(curl -sS --http2-prior-knowledge -H "authorization: Bearer $token" \
+      -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @"$WORK/empty.req" \
+      -D - -o /dev/null "http://127.0.0.1:$(port_of supervision grpc 1)/smartschool.supervision.v1.SupervisionService/ListTerms" |
+      sed -n 's/^grpc-status: *\([0-9]*\).*/\1/Ip' | tail -1)
+    echo "ListTerms via a supervision without a client certificate: grpc-status $status"
+    [[ "$status" == 0 ]]
+  }
+  if wait_healthy supervision 1 >"$WORK/log" 2>&1; then
+    refuse "identity refuses a service without a client certificate" plain_token_accepted
+  else
+    fail "plaintext supervision did not start"
+  fi
+  stopped_within "$PID_supervision_1" 10 >/dev/null 2>&1
   key_age() {
     local line
     line=$(curl -fsS "http://127.0.0.1:$(port_of identity metrics)/metrics" |
