@@ -39,4 +39,5 @@ if [[ $swift_status -ne 0 || $interop_status -ne 0 ]]; then
   echo "run-all: FAILED (swift test: $swift_status, interop: $interop_status)"
   exit 1
 fi
+bash Tests/Deploy/run.sh  # deploy/ checks; a failure stops run-all non-zero (set -e)
 echo "run-all: all tests passed"

@@ -23,7 +23,16 @@ struct CatalogueServiceCommand: AsyncParsableCommand {
       \(HostOptions.environmentHelp(
         service: "catalogue",
         extraFlags: ["identity-addr", "client-id", "client-secret", "max-upload-bytes"]))
-      """)
+      """,
+    subcommands: [BackupCommand<CatalogueBackup>.self])
+
+  /// What `catalogue-service backup` copies: the store, then the content blobs (immutable and
+  /// content-addressed, so every blob the snapshot refers to is already on disk).
+  enum CatalogueBackup: BackupTarget {
+    static let service = "catalogue"
+    static let storeName = "catalogue"
+    static let alsoCopy = ["blobs"]
+  }
 
   @OptionGroup var host: HostOptions
 
@@ -49,6 +58,11 @@ struct CatalogueServiceCommand: AsyncParsableCommand {
       throw ValidationError("--identity-addr must be HOST:PORT, not '\(addressText)'")
     }
     address.caBundle = config.clientCA
+    if config.tls?.clientCA != nil {
+      // mTLS: present this service's own certificate when calling identity.
+      address.clientCertificate = config.tls?.certificate
+      address.clientKey = config.tls?.key
+    }
     let id = clientId ?? env["client-id"]
     let secret = clientSecret ?? env["client-secret"]
     if (id == nil) != (secret == nil) {

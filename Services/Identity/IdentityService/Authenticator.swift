@@ -22,6 +22,9 @@ public struct IdentitySettings: Sendable {
   public var activationCodeTTL: TimeInterval = 14 * 24 * 3600
   /// Password of the `admin` account created on first start with an empty store.
   public var adminPassword: String?
+  /// Called with the current signing key's creation time when the keys load and after each
+  /// rotation; the executable exports it as a metric so an alert can fire on the key's age.
+  public var onSigningKeyChange: (@Sendable (Date) -> Void)?
 
   public init() {}
 }
@@ -33,25 +36,38 @@ final class KeyRing: Sendable {
     var signer: TokenSigner
     var published: [PublishedKey]
     var stored: [StoredKey]
+    var currentCreatedAt: Date
   }
   private let state: Mutex<State>
   private let store: any IdentityStore
   private let accessTokenTTL: TimeInterval
+  private let onChange: (@Sendable (Date) -> Void)?
 
-  private init(store: any IdentityStore, keys: [StoredKey], accessTokenTTL: TimeInterval) throws {
+  private init(
+    store: any IdentityStore, keys: [StoredKey], accessTokenTTL: TimeInterval,
+    onChange: (@Sendable (Date) -> Void)?
+  ) throws {
     self.store = store
     self.accessTokenTTL = accessTokenTTL
-    self.state = Mutex(try KeyRing.state(from: keys))
+    self.onChange = onChange
+    let state = try KeyRing.state(from: keys)
+    self.state = Mutex(state)
+    onChange?(state.currentCreatedAt)
   }
 
-  /// Loads the keys, creating the first one on an empty store.
-  static func load(store: any IdentityStore, accessTokenTTL: TimeInterval) async throws -> KeyRing {
+  /// Loads the keys, creating the first one on an empty store; `onChange` hears the current
+  /// key's creation time now and after each rotation.
+  static func load(
+    store: any IdentityStore, accessTokenTTL: TimeInterval,
+    onChange: (@Sendable (Date) -> Void)? = nil
+  ) async throws -> KeyRing {
     var keys = try await store.signingKeys()
     if !keys.contains(where: \.current) {
       try await store.addSigningKey(newKey(), retireOthersAt: nil)
       keys = try await store.signingKeys()
     }
-    return try KeyRing(store: store, keys: keys, accessTokenTTL: accessTokenTTL)
+    return try KeyRing(
+      store: store, keys: keys, accessTokenTTL: accessTokenTTL, onChange: onChange)
   }
 
   private static func newKey() -> StoredKey {
@@ -73,7 +89,8 @@ final class KeyRing: Sendable {
         keyID: $0.id, publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: $0.publicKey),
         retireTime: $0.retireAt)
     }
-    return State(signer: signer, published: published, stored: keys)
+    return State(
+      signer: signer, published: published, stored: keys, currentCreatedAt: current.createdAt)
   }
 
   var signer: TokenSigner { state.withLock { $0.signer } }
@@ -110,6 +127,7 @@ final class KeyRing: Sendable {
     let keys = try await store.signingKeys()
     let newState = try KeyRing.state(from: keys)
     state.withLock { $0 = newState }
+    onChange?(newState.currentCreatedAt)
     return publishedMessages.first { $0.keyID == key.id }!
   }
 }

@@ -15,12 +15,14 @@ public func buildIdentityService(
   let store = try Store(
     directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
   let identityStore = SQLiteIdentityStore(store: store)
-  let keys = try await KeyRing.load(store: identityStore, accessTokenTTL: settings.accessTokenTTL)
   guard settings.accessTokenTTL > 0, settings.accessTokenTTL < TokenVerifier.revocationMemory else {
     // Other services forget a revoked session after revocationMemory; a token must not
     // outlive that.
     throw ServiceError.invalid("access-token-ttl", "must be between 1 second and 24 hours")
   }
+  let keys = try await KeyRing.load(
+    store: identityStore, accessTokenTTL: settings.accessTokenTTL,
+    onChange: settings.onSigningKeyChange)
   let verifier = TokenVerifier(keySource: { keys.publishedKeys })
   try await verifier.refresh()
   verifier.revokeSessions(

@@ -26,7 +26,15 @@ struct IdentityServiceCommand: AsyncParsableCommand {
           "max-concurrent-hashes", "lockout-threshold", "lockout-seconds",
         ]))
         (the bootstrap password may also come from SMARTSCHOOL_ADMIN_PASSWORD)
-      """)
+      """,
+    subcommands: [BackupCommand<IdentityBackup>.self])
+
+  /// What `identity-service backup` copies: the store alone.
+  enum IdentityBackup: BackupTarget {
+    static let service = "identity"
+    static let storeName = "identity"
+    static let alsoCopy: [String] = []
+  }
 
   @OptionGroup var host: HostOptions
 
@@ -70,10 +78,15 @@ struct IdentityServiceCommand: AsyncParsableCommand {
     } else {
       settings.adminPassword = ProcessInfo.processInfo.environment["SMARTSCHOOL_ADMIN_PASSWORD"]
     }
+    let keyCreated = TimestampGauge(
+      metricName: "signing_key_created",
+      helpText: "Creation time of the current token-signing key (rotate with RotateSigningKey)")
+    settings.onSigningKeyChange = { keyCreated.set($0) }
     let logger = ServiceLogging.makeLogger(service: "identity", level: config.logLevel)
     do {
       let definition = try await buildIdentityService(config: config, settings: settings, logger: logger)
       let server = try ServiceHost(config: config, definition: definition, logger: logger)
+      keyCreated.attach(to: server.metrics, service: "identity")
       try await server.run()
     } catch let error as ServiceError {
       logger.critical("cannot start: \(error.message)")

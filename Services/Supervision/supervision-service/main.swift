@@ -9,7 +9,15 @@ struct SupervisionServiceCommand: AsyncParsableCommand {
     commandName: "supervision-service",
     abstract: "SmartSchool supervision service (智慧学校应用建设监管平台, 督导).",
     discussion: HostOptions.environmentHelp(
-      service: "supervision", extraFlags: ["identity-addr", "client-id", "client-secret"]))
+      service: "supervision", extraFlags: ["identity-addr", "client-id", "client-secret"]),
+    subcommands: [BackupCommand<SupervisionBackup>.self])
+
+  /// What `supervision-service backup` copies: the store alone.
+  enum SupervisionBackup: BackupTarget {
+    static let service = "supervision"
+    static let storeName = "supervision"
+    static let alsoCopy: [String] = []
+  }
 
   @OptionGroup var host: HostOptions
 
@@ -32,6 +40,11 @@ struct SupervisionServiceCommand: AsyncParsableCommand {
       throw ValidationError("--identity-addr must be HOST:PORT, not '\(addressText)'")
     }
     address.caBundle = config.clientCA
+    if config.tls?.clientCA != nil {
+      // mTLS: present this service's own certificate when calling identity.
+      address.clientCertificate = config.tls?.certificate
+      address.clientKey = config.tls?.key
+    }
     let id = clientId ?? env["client-id"]
     let secret = clientSecret ?? env["client-secret"]
     if (id == nil) != (secret == nil) {
