@@ -22,7 +22,15 @@ struct AssessmentServiceCommand: AsyncParsableCommand {
 
       \(HostOptions.environmentHelp(
         service: "assessment", extraFlags: ["identity-addr", "client-id", "client-secret"]))
-      """)
+      """,
+    subcommands: [BackupCommand<AssessmentBackup>.self])
+
+  /// What `assessment-service backup` copies: the store alone.
+  enum AssessmentBackup: BackupTarget {
+    static let service = "assessment"
+    static let storeName = "assessment"
+    static let alsoCopy: [String] = []
+  }
 
   @OptionGroup var host: HostOptions
 
@@ -45,6 +53,11 @@ struct AssessmentServiceCommand: AsyncParsableCommand {
       throw ValidationError("--identity-addr must be HOST:PORT, not '\(addressText)'")
     }
     address.caBundle = config.clientCA
+    if config.tls?.clientCA != nil {
+      // mTLS: present this service's own certificate when calling identity.
+      address.clientCertificate = config.tls?.certificate
+      address.clientKey = config.tls?.key
+    }
     let id = clientId ?? env["client-id"]
     let secret = clientSecret ?? env["client-secret"]
     if (id == nil) != (secret == nil) {
