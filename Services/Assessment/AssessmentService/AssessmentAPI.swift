@@ -489,8 +489,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     v.code(request.studentExternalID, "student_external_id")
     try v.throwIfInvalid()
     let record = try await exam(code: request.examCode, field: "exam_code")
-    let everyone = try await store.results(exam: record, scopePath: nil)
-    guard let me = everyone.first(where: { $0.externalID == request.studentExternalID }) else {
+    guard let me = try await store.result(exam: record, student: request.studentExternalID) else {
       if mayReadStudent(
         principal, student: request.studentExternalID, path: try Self.path(record.orgPath))
       {
@@ -502,10 +501,12 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     guard mayReadStudent(principal, student: me.externalID, path: OrgPath(me.orgPath)) else {
       throw ServiceError.permissionDenied("the caller may not read this student's results")
     }
+    let everyone = try await store.totals(exam: record)
     let totals = everyone.map(\.total)
     let classTotals = everyone.filter { $0.classCode == me.classCode }.map(\.total)
     let schoolTotals = everyone.filter { $0.schoolCode == me.schoolCode }.map(\.total)
-    let total = me.total
+    // The same SQL sum as everyone else's, so that equal totals compare equal.
+    let total = everyone.first { $0.externalID == me.externalID }?.total ?? me.total
     let mean = totals.reduce(0, +) / Double(totals.count)
     let sd = populationSD(totals, mean: mean)
     let figures = knowledgePointMastery(

@@ -65,6 +65,14 @@ public struct StudentResult: Sendable {
   public var total: Double { scores.reduce(0, +) }
 }
 
+/// One student's total on an exam, summed from the item scores.
+public struct StudentTotal: Sendable {
+  public var externalID: String
+  public var classCode: String
+  public var schoolCode: String
+  public var total: Double
+}
+
 /// One exported score.
 public struct ExportedScore: Sendable {
   public var student: String
@@ -98,6 +106,8 @@ public protocol AssessmentStoring: Sendable {
   ) async throws -> ExamRecord
   func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult]
+  func totals(exam: ExamRecord) async throws -> [StudentTotal]
+  func result(exam: ExamRecord, student: String) async throws -> StudentResult?
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   func upsertQuality(_ records: [QualityRecord], time: Double) async throws -> [Bool]
@@ -399,6 +409,50 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         if let s = sids[sid], let c = columns[item] { students[s].scores[c] = row[2] }
       }
       return students
+    }
+  }
+
+  public func totals(exam: ExamRecord) async throws -> [StudentTotal] {
+    try await store.read { db in
+      var totals: [StudentTotal] = []
+      let rows = try Row.fetchCursor(
+        db,
+        sql: """
+          SELECT student, class_code, school_code,
+            (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = st.sid)
+          FROM asm_students st WHERE exam = ?
+          """, arguments: [exam.number])
+      while let row = try rows.next() {
+        totals.append(
+          StudentTotal(externalID: row[0], classCode: row[1], schoolCode: row[2], total: row[3]))
+      }
+      return totals
+    }
+  }
+
+  public func result(exam: ExamRecord, student: String) async throws -> StudentResult? {
+    let columns = Dictionary(
+      uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
+    return try await store.read { db in
+      guard
+        let row = try Row.fetchOne(
+          db,
+          sql: """
+            SELECT sid, class_code, school_code, org_path FROM asm_students
+            WHERE exam = ? AND student = ?
+            """, arguments: [exam.number, student])
+      else { return nil }
+      var result = StudentResult(
+        externalID: student, classCode: row[1], schoolCode: row[2], orgPath: row[3],
+        scores: Array(repeating: 0, count: columns.count))
+      let sid: Int64 = row[0]
+      for r in try Row.fetchAll(
+        db, sql: "SELECT item, score FROM asm_scores WHERE sid = ?", arguments: [sid])
+      {
+        let item: Int32 = r[0]
+        if let c = columns[item] { result.scores[c] = r[1] }
+      }
+      return result
     }
   }
 
