@@ -280,10 +280,18 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     }
     // Class/school pairs seen in this stream: bounded by the org tree, not the stream.
     var classes: [String: ClassVerdict] = [:]
+    var lastClass: (classCode: String, schoolCode: String, verdict: ClassVerdict)?
     func resolveClass(_ classCode: String, _ schoolCode: String) -> ClassVerdict
     {
+      // Rows of one class arrive together: skip even the dictionary for a repeat.
+      if let last = lastClass, last.classCode == classCode, last.schoolCode == schoolCode {
+        return last.verdict
+      }
       let key = classCode + "|" + schoolCode
-      if let known = classes[key] { return known }
+      if let known = classes[key] {
+        lastClass = (classCode, schoolCode, known)
+        return known
+      }
       let verdict: ClassVerdict
       if let c = directory.org(code: classCode), c.active, c.kind == .class {
         if let s = directory.org(code: schoolCode), s.kind == .school {
@@ -303,6 +311,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         verdict = .reject(FieldViolation("class_code", "no class has code \(classCode)"))
       }
       classes[key] = verdict
+      lastClass = (classCode, schoolCode, verdict)
       return verdict
     }
     return try await BulkImport.run(
