@@ -48,11 +48,11 @@ public struct AssessmentAPI: Sendable {
     return p
   }
 
-  func exam(code: String, field: String) async throws -> ExamRecord {
+  func exam(code: String, field: String, counts: Bool = false) async throws -> ExamRecord {
     var v = Validator()
     v.code(code, field)
     try v.throwIfInvalid()
-    guard let record = try await store.exam(code: code) else {
+    guard let record = try await store.exam(code: code, counts: counts) else {
       throw ServiceError.notFound("no exam has code \(code)")
     }
     return record
@@ -203,7 +203,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     async throws -> Smartschool_Assessment_V1_Exam
   {
     let principal = try Principal.require()
-    let record = try await exam(code: request.code, field: "code")
+    let record = try await exam(code: request.code, field: "code", counts: true)
     guard Self.mayRead(principal, examPath: try Self.path(record.orgPath)) else {
       throw ServiceError.permissionDenied("assessment.exams.read is not granted for this exam")
     }

@@ -99,7 +99,8 @@ public struct QualityRecord: Sendable {
 public protocol AssessmentStoring: Sendable {
   var store: Store { get }
   func createExam(_ record: ExamRecord, time: Double) async throws
-  func exam(code: String) async throws -> ExamRecord?
+  /// The exam with this code; `counts` fills `score_count` and `frozen` (a scan of its scores).
+  func exam(code: String, counts: Bool) async throws -> ExamRecord?
   func exams(after code: String?, orgCode: String?, limit: Int) async throws -> [ExamRecord]
   func replaceItems(
     code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
@@ -215,13 +216,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     return ExamRecord(number: number, id: row["id"], exam: exam, orgPath: row["org_path"])
   }
 
-  public func exam(code: String) async throws -> ExamRecord? {
+  public func exam(code: String, counts: Bool) async throws -> ExamRecord? {
     try await store.read { db in
       guard
         let row = try Row.fetchOne(
           db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?", arguments: [code])
       else { return nil }
-      return try Self.decodeExam(db, row, counts: true)
+      return try Self.decodeExam(db, row, counts: counts)
     }
   }
 
