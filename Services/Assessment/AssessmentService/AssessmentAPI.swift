@@ -48,11 +48,11 @@ public struct AssessmentAPI: Sendable {
     return p
   }
 
-  func exam(code: String, field: String) async throws -> ExamRecord {
+  func exam(code: String, field: String, counts: Bool = false) async throws -> ExamRecord {
     var v = Validator()
     v.code(code, field)
     try v.throwIfInvalid()
-    guard let record = try await store.exam(code: code) else {
+    guard let record = try await store.exam(code: code, counts: counts) else {
       throw ServiceError.notFound("no exam has code \(code)")
     }
     return record
@@ -203,7 +203,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     async throws -> Smartschool_Assessment_V1_Exam
   {
     let principal = try Principal.require()
-    let record = try await exam(code: request.code, field: "code")
+    let record = try await exam(code: request.code, field: "code", counts: true)
     guard Self.mayRead(principal, examPath: try Self.path(record.orgPath)) else {
       throw ServiceError.permissionDenied("assessment.exams.read is not granted for this exam")
     }
@@ -280,10 +280,18 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     }
     // Class/school pairs seen in this stream: bounded by the org tree, not the stream.
     var classes: [String: ClassVerdict] = [:]
+    var lastClass: (classCode: String, schoolCode: String, verdict: ClassVerdict)?
     func resolveClass(_ classCode: String, _ schoolCode: String) -> ClassVerdict
     {
+      // Rows of one class arrive together: skip even the dictionary for a repeat.
+      if let last = lastClass, last.classCode == classCode, last.schoolCode == schoolCode {
+        return last.verdict
+      }
       let key = classCode + "|" + schoolCode
-      if let known = classes[key] { return known }
+      if let known = classes[key] {
+        lastClass = (classCode, schoolCode, known)
+        return known
+      }
       let verdict: ClassVerdict
       if let c = directory.org(code: classCode), c.active, c.kind == .class {
         if let s = directory.org(code: schoolCode), s.kind == .school {
@@ -303,6 +311,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         verdict = .reject(FieldViolation("class_code", "no class has code \(classCode)"))
       }
       classes[key] = verdict
+      lastClass = (classCode, schoolCode, verdict)
       return verdict
     }
     return try await BulkImport.run(

@@ -99,7 +99,8 @@ public struct QualityRecord: Sendable {
 public protocol AssessmentStoring: Sendable {
   var store: Store { get }
   func createExam(_ record: ExamRecord, time: Double) async throws
-  func exam(code: String) async throws -> ExamRecord?
+  /// The exam with this code; `counts` fills `score_count` and `frozen` (a scan of its scores).
+  func exam(code: String, counts: Bool) async throws -> ExamRecord?
   func exams(after code: String?, orgCode: String?, limit: Int) async throws -> [ExamRecord]
   func replaceItems(
     code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
@@ -215,13 +216,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     return ExamRecord(number: number, id: row["id"], exam: exam, orgPath: row["org_path"])
   }
 
-  public func exam(code: String) async throws -> ExamRecord? {
+  public func exam(code: String, counts: Bool) async throws -> ExamRecord? {
     try await store.read { db in
       guard
         let row = try Row.fetchOne(
           db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?", arguments: [code])
       else { return nil }
-      return try Self.decodeExam(db, row, counts: true)
+      return try Self.decodeExam(db, row, counts: counts)
     }
   }
 
@@ -280,7 +281,8 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     try await store.write { db in
       struct ExamInfo {
         var number: Int64
-        var orgPath: OrgPath
+        /// The path text; a class lies under it when its path text starts with it.
+        var orgPath: String
         var maxScores: [Int32: Double]
       }
       var exams: [String: ExamInfo?] = [:]
@@ -289,9 +291,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         if let known = exams[code] { return known }
         var found: ExamInfo?
         if let row = try Row.fetchOne(
-          db, sql: "SELECT number, org_path FROM asm_exams WHERE code = ?", arguments: [code]),
-          let path = OrgPath(row["org_path"])
+          db, sql: "SELECT number, org_path FROM asm_exams WHERE code = ?", arguments: [code])
         {
+          let path: String = row["org_path"]
           let number: Int64 = row["number"]
           var maxScores: [Int32: Double] = [:]
           for r in try Row.fetchAll(
@@ -340,7 +342,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
               reason: "score \(row.score) is above item \(row.item)'s maximum \(maxScore)"))
           continue
         }
-        if !exam.orgPath.covers(row.classPath) {
+        if !row.classPath.hasPrefix(exam.orgPath) {
           result.rejections.append(
             ScoreRejection(
               index: row.index, key: row.key, field: "class_code",
@@ -372,41 +374,48 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   }
 
   public func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
-    let columns = Dictionary(
-      uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
-    let width = columns.count
+    // Column of each item number, as an array: this runs once per score row.
+    let numbers = exam.itemNumbers
+    var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
+    for (c, n) in numbers.enumerated() { column[Int(n)] = c }
+    let lookup = column
+    let width = numbers.count
     return try await store.read { db in
       var filter = ""
       var args: [any DatabaseValueConvertible] = [exam.number]
       if let scopePath {
-        filter = " AND substr(st.org_path, 1, ?) = ?"
+        filter = " AND substr(org_path, 1, ?) = ?"
         args += [scopePath.count, scopePath]
       }
       var students: [StudentResult] = []
-      var sids: [Int64: Int] = [:]
+      var sids: [Int64] = []
       let rows = try Row.fetchCursor(
         db,
         sql: """
-          SELECT sid, student, class_code, school_code, org_path FROM asm_students st
-          WHERE exam = ?\(filter) ORDER BY student
+          SELECT sid, student, class_code, school_code, org_path FROM asm_students
+          WHERE exam = ?\(filter) ORDER BY sid
           """, arguments: StatementArguments(args))
       while let row = try rows.next() {
-        sids[row[0]] = students.count
+        sids.append(row[0])
         students.append(
           StudentResult(
             externalID: row[1], classCode: row[2], schoolCode: row[3], orgPath: row[4],
             scores: Array(repeating: 0, count: width)))
       }
+      // Both sides in sid order: one merge walk, no per-row hashing.
       let scores = try Row.fetchCursor(
         db,
         sql: """
-          SELECT sc.sid, sc.item, sc.score FROM asm_students st
-          JOIN asm_scores sc ON sc.sid = st.sid WHERE st.exam = ?\(filter)
+          SELECT sid, item, score FROM asm_scores
+          WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?\(filter)) ORDER BY sid, item
           """, arguments: StatementArguments(args))
+      var s = 0
       while let row = try scores.next() {
         let sid: Int64 = row[0]
-        let item: Int32 = row[1]
-        if let s = sids[sid], let c = columns[item] { students[s].scores[c] = row[2] }
+        while s < sids.count && sids[s] < sid { s += 1 }
+        guard s < sids.count, sids[s] == sid else { continue }
+        let item: Int = row[1]
+        if item < lookup.count, lookup[item] >= 0 { students[s].scores[lookup[item]] = row[2] }
       }
       return students
     }
