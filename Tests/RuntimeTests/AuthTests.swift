@@ -33,12 +33,25 @@ struct AccessTokenTests {
     let v = verifier([PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil)])
     let good = try signer.sign(claims())
     let parts = good.split(separator: ".").map(String.init)
-    // Swap in a payload claiming another user, keeping the signature.
+    // The good token verifies (and is now remembered as verified)…
+    #expect(try await v.verify(good).userID == claims().sub)
+    // …which must not help a forgery: swap in a payload claiming another user, keeping the
+    // signature.
     var forged = claims()
     forged.sub = "admin"
     let forgedPayload = Base64URL.encode(try JSONEncoder().encode(forged))
     await #expect(throws: ServiceError.self) {
       _ = try await v.verify(parts[0] + "." + forgedPayload + "." + parts[2])
+    }
+    // A remembered token still expires: the same bytes, verified again after their expiry.
+    let clock = Mutex(Date())
+    let timed = TokenVerifier(
+      keySource: { [PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil)] },
+      now: { clock.withLock { $0 } })
+    #expect(try await timed.verify(good).userID == claims().sub)
+    clock.withLock { $0 = $0.addingTimeInterval(7200) }
+    await #expect(throws: ServiceError.unauthenticated("access token expired")) {
+      _ = try await timed.verify(good)
     }
     let expired = try signer.sign(claims(exp: Int64(Date().timeIntervalSince1970) - 3600))
     await #expect(throws: ServiceError.unauthenticated("access token expired")) {
@@ -66,11 +79,13 @@ struct AccessTokenTests {
     _ = try await v.verify(token)
     _ = try await v.verify(token)
     #expect(fetches.withLock { $0 } == 1)
-    // A forged key id does not make the verifier hammer identity.
+    // A forged key id is looked up once (after waiting for the next fetch slot), then not
+    // again within the refetch interval: it cannot make the verifier hammer identity.
     let bogus = try TokenSigner(keyID: "k9", key: newKey).sign(claims())
-    await #expect(throws: ServiceError.self) { _ = try await v.verify(bogus) }
-    await #expect(throws: ServiceError.self) { _ = try await v.verify(bogus) }
-    #expect(fetches.withLock { $0 } == 1)
+    for _ in 0..<5 {
+      await #expect(throws: ServiceError.self) { _ = try await v.verify(bogus) }
+    }
+    #expect(fetches.withLock { $0 } == 2)
   }
 
   @Test func retiredKeysStopVerifying() async throws {

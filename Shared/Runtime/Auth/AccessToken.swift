@@ -174,10 +174,11 @@ public final class TokenVerifier: Sendable {
     var missingKeys: [String: ContinuousClock.Instant] = [:]
     /// Header segment → key id, so that the common header is parsed once.
     var headerCache: [Substring: String] = [:]
-    /// Verified signature segment → decoded claims. The signature is still checked on every
-    /// call; only the JSON of a payload already seen is not parsed again (a token is reused for
-    /// many calls within its lifetime).
-    var claimsCache: [Substring: (claims: AccessTokenClaims, principal: Principal)] = [:]
+    /// Whole token text already verified → its claims. A token is reused for many calls
+    /// within its lifetime; the same bytes under the same key id need neither the signature
+    /// check (the largest per-call cost of a busy service) nor the JSON decoding again. Expiry,
+    /// key retirement and revocation are still checked on every call.
+    var verified: [String: (claims: AccessTokenClaims, principal: Principal)] = [:]
     /// Sessions identity has revoked (logout, refresh-token reuse, deactivated account), and
     /// when: their tokens are refused although signed and unexpired.
     var revokedSessions: [String: Date] = [:]
@@ -188,7 +189,7 @@ public final class TokenVerifier: Sendable {
   /// it is forgotten.
   public static let revocationMemory: TimeInterval = 24 * 3600
 
-  private static let claimsCacheLimit = 50_000
+  private static let verifiedCacheLimit = 10_000
 
   private let keySource: KeySource
   private let state = Mutex(State())
@@ -299,24 +300,25 @@ public final class TokenVerifier: Sendable {
   }
 
   private func check(_ parsed: Parsed, with key: PublishedKey) throws(ServiceError) -> Principal {
-    guard let signature = Base64URL.decode(parsed.signature), signature.count == 64,
-      key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
-    else { throw .unauthenticated("access token signature is invalid") }
     let claims: AccessTokenClaims
     let principal: Principal
-    // Keyed by the signature just verified: Ed25519 signatures are deterministic and bind
-    // one message, so a verified signature names its payload.
-    if let cached = state.withLock({ $0.claimsCache[parsed.signature] }) {
+    // The whole token (header, payload, signature); only ever cached once verified, and a key
+    // id always names the same key.
+    let token = parsed.signingInput.base
+    if let cached = state.withLock({ $0.verified[token] }) {
       (claims, principal) = cached
     } else {
+      guard let signature = Base64URL.decode(parsed.signature), signature.count == 64,
+        key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
+      else { throw .unauthenticated("access token signature is invalid") }
       guard let payload = Base64URL.decode(parsed.payload),
         let decoded = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
       else { throw .unauthenticated("malformed access token claims") }
       claims = decoded
       principal = decoded.principal
       state.withLock {
-        if $0.claimsCache.count >= TokenVerifier.claimsCacheLimit { $0.claimsCache.removeAll() }
-        $0.claimsCache[parsed.signature] = (decoded, principal)
+        if $0.verified.count >= TokenVerifier.verifiedCacheLimit { $0.verified.removeAll() }
+        $0.verified[token] = (decoded, principal)
       }
     }
     let now = self.now()
@@ -339,25 +341,38 @@ public final class TokenVerifier: Sendable {
 
   private func refetch(for keyID: String) async -> PublishedKey? {
     // A new key id (after a rotation) is fetched at once, but at most once per interval per
-    // key id and a few times a second overall, so forged key ids cannot hammer identity.
-    let due = state.withLock { s -> Bool in
-      let now = ContinuousClock.now
-      if let last = s.lastFetch, last.duration(to: now) < .milliseconds(250) { return false }
-      if let missed = s.missingKeys[keyID], missed.duration(to: now) < refetchInterval {
-        return false
+    // key id and a few times a second overall, so forged key ids cannot hammer identity. A
+    // call that arrives just after another fetch waits for the next slot instead of failing.
+    for attempt in 0..<2 {
+      let decision = state.withLock { s -> (due: Bool, wait: Duration?, known: PublishedKey?) in
+        if let known = s.keys[keyID] { return (false, nil, known) }
+        let now = ContinuousClock.now
+        if let missed = s.missingKeys[keyID], missed.duration(to: now) < refetchInterval {
+          return (false, nil, nil)
+        }
+        if let last = s.lastFetch, last.duration(to: now) < .milliseconds(250) {
+          return (false, .milliseconds(250) - last.duration(to: now), nil)
+        }
+        s.lastFetch = now
+        return (true, nil, nil)
       }
-      s.lastFetch = now
-      return true
-    }
-    guard due else { return nil }
-    guard let keys = try? await keySource() else { return nil }
-    return state.withLock {
-      for k in keys { $0.keys[k.keyID] = k }
-      if $0.keys[keyID] == nil {
-        if $0.missingKeys.count > 1000 { $0.missingKeys.removeAll() }
-        $0.missingKeys[keyID] = .now
+      if let known = decision.known { return known }
+      if let wait = decision.wait, attempt == 0 {
+        try? await Task.sleep(for: wait)
+        continue
       }
-      return $0.keys[keyID]
+      guard decision.due else { return nil }
+      guard let keys = try? await keySource() else { return nil }
+      return state.withLock {
+        for k in keys { $0.keys[k.keyID] = k }
+        if $0.keys[keyID] == nil {
+          if $0.missingKeys.count > 1000 { $0.missingKeys.removeAll() }
+          $0.missingKeys[keyID] = .now
+        }
+        return $0.keys[keyID]
+      }
     }
+    return nil
   }
+
 }
