@@ -54,7 +54,11 @@ public final class SmartSchoolClient: Sendable {
         names: [MethodConfig.Name(service: SmartSchoolService.identity.grpcServiceName)],
         waitForReady: false, timeout: settings.callTimeout)
     ])
-    auth = try PeerConnection(address: addresses.identity, serviceConfig: fastFail)
+    auth = try PeerConnection(
+      address: addresses.identity, serviceConfig: fastFail,
+      interceptors: [
+        BearerInterceptor(session: nil, service: .identity, address: addresses.identity)
+      ])
     session = TokenSession(
       identity: .init(wrapping: auth.client), credentials: credentials, tokens: tokens,
       refreshMargin: settings.refreshMargin, timeout: settings.callTimeout, onChange: onTokens)
@@ -167,10 +171,10 @@ public final class SmartSchoolClient: Sendable {
   }
 }
 
-/// Attaches the session's bearer token to every call but the open ones, and turns a failure to
-/// reach the service into an UNAVAILABLE error that names the service and its address.
+/// Attaches the session's bearer token (if any) to every call but the open ones, and turns a
+/// failure to reach the service into an UNAVAILABLE error that names the service and its address.
 struct BearerInterceptor: ClientInterceptor {
-  let session: TokenSession
+  let session: TokenSession?
   let service: SmartSchoolService
   let address: PeerAddress
 
@@ -186,7 +190,7 @@ struct BearerInterceptor: ClientInterceptor {
     >
   ) async throws -> StreamingClientResponse<Output> {
     var request = request
-    if !Self.openMethods.contains(context.descriptor.method) {
+    if let session, !Self.openMethods.contains(context.descriptor.method) {
       let token = try await session.accessToken()
       request.metadata.replaceOrAddString("Bearer \(token)", forKey: "authorization")
     }

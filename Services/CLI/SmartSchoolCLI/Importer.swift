@@ -327,7 +327,9 @@ public struct Importer: Sendable {
     for error in summary.errors {
       let line = lines.line(of: Int(error.index))
       guard seenLines.insert(line).inserted else { continue }
-      let reason = (error.field.isEmpty ? "" : error.field + ": ") + error.reason
+      let reason =
+        (error.field.isEmpty || error.reason.hasPrefix(error.field) ? "" : error.field + ": ")
+        + error.reason
       console.reject(file, line: line, reason)
       outcome.withLock {
         $0.rejectedCount += 1
