@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import CatalogueService
 import IdentityService
 import Logging
 import ServiceRuntime
@@ -245,5 +246,108 @@ final class Locked<Value: Sendable>: Sendable {
   init(_ value: Value) { mutex = Mutex(value) }
   func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
     try mutex.withLock { try body(&$0) }
+  }
+}
+
+@Suite(.serialized) struct DemoLoadTests {
+  /// The small demo county loads into real identity, supervision and catalogue services (the
+  /// assessment address is closed: its files are skipped), and a second load duplicates
+  /// nothing.
+  @Test func smallCountyLoadsTwiceWithoutDuplicates() async throws {
+    let files = try TemporaryDirectory()
+    defer { files.remove() }
+    let county = DemoCounty(seed: 3, size: .small)
+    let paths = try county.write(to: files.path)
+    try await withIdentity { identityPort, _ in
+      let bootstrap = try SmartSchoolClient(
+        addresses: addresses(identity: identityPort), credentials: adminCredentials)
+      defer { bootstrap.close() }
+      // Orgs and people first, so that the other services' directories know them.
+      let importer = Importer(client: bootstrap, console: ImportConsole(quiet: true))
+      for kind in [ImportKind.orgs, .users, .guardians] {
+        let outcome = try await importer.run(kind, path: paths[kind]!)
+        #expect(outcome.rejectedCount == 0, "\(kind): \(outcome.rejections.prefix(3))")
+      }
+      let account = try await bootstrap.identity.createServiceAccount(
+        .with {
+          $0.name = "demo-sync"
+          $0.orgCode = "P34"
+          $0.roles = [.dataExchange]
+        })
+      let link = try IdentityLink(
+        address: PeerAddress(host: "127.0.0.1", port: identityPort),
+        credentials: (account.clientID, account.clientSecret))
+      defer { link.close() }
+      let supervisionData = try TemporaryDirectory()
+      defer { supervisionData.remove() }
+      let supervision = try buildSupervisionService(
+        dataDirectory: supervisionData.path, verifier: link.makeVerifier(), identity: link,
+        pollInterval: .seconds(3600))
+      try await (supervision.background.first as! OrgDirectory).sync()
+      let catalogueData = try TemporaryDirectory()
+      defer { catalogueData.remove() }
+      var logger = Logger(label: "catalogue")
+      logger.logLevel = .critical
+      let catalogueConfig = HostConfig.ephemeral(
+        service: "catalogue", dataDirectory: catalogueData.path)
+      var catalogueSettings = CatalogueSettings()
+      catalogueSettings.directoryPollInterval = .seconds(3600)
+      let catalogue = try buildCatalogueService(
+        config: catalogueConfig, settings: catalogueSettings, verifier: link.makeVerifier(),
+        identity: link, logger: logger)
+      try await (catalogue.background.first as! OrgDirectory).sync()
+      try await withHost(
+        supervision, config: .ephemeral(service: "supervision", dataDirectory: supervisionData.path)
+      ) { supervisionPort, _ in
+        try await withHost(catalogue, config: catalogueConfig) { cataloguePort, _ in
+          var settings = ClientSettings()
+          settings.callTimeout = .seconds(5)
+          var where_ = addresses(identity: identityPort, supervision: supervisionPort)
+          where_.catalogue = PeerAddress(host: "127.0.0.1", port: cataloguePort)
+          let client = try SmartSchoolClient(
+            addresses: where_, credentials: adminCredentials, settings: settings)
+          defer { client.close() }
+          let loader = DemoLoader(
+            importer: Importer(client: client, console: ImportConsole(quiet: true)))
+          let first = try await loader.load(paths)
+          #expect(first.skipped == [.assessment])
+          for outcome in first.outcomes {
+            #expect(outcome.rejectedCount == 0, "\(outcome.kind): \(outcome.rejections.prefix(3))")
+          }
+          let training = try await Reports.training(
+            client, org: county.countyCode, year: county.year)
+          let inspections = try await client.supervision.listInspections(
+            .with {
+              $0.orgCode = county.countyCode
+              $0.pageSize = 1000
+            })
+          let resources = try await client.catalogue.listResources(
+            .with {
+              $0.filter.ownerOrgCode = county.countyCode
+              $0.pageSize = 1000
+            })
+          #expect(resources.resources.count == county.counts["resources"])
+
+          let second = try await loader.load(paths)
+          #expect(second.outcomes.map(\.rejectedCount).reduce(0, +) == 0)
+          #expect(try await Reports.training(client, org: county.countyCode, year: county.year).json == training.json)
+          let inspectionsAgain = try await client.supervision.listInspections(
+            .with {
+              $0.orgCode = county.countyCode
+              $0.pageSize = 1000
+            })
+          #expect(inspectionsAgain.inspections.count == inspections.inspections.count)
+          let resourcesAgain = try await client.catalogue.listResources(
+            .with {
+              $0.filter.ownerOrgCode = county.countyCode
+              $0.pageSize = 1000
+            })
+          #expect(resourcesAgain.resources.count == resources.resources.count)
+          let compliance = try await Reports.compliance(
+            client, org: county.countyCode, term: county.termCode, week: nil)
+          #expect(compliance.tables[1].rows.count == 6)
+        }
+      }
+    }
   }
 }

@@ -80,8 +80,8 @@ public struct DemoCounty: Sendable {
     // Orgs.
     var orgs = csvLine(ImportKind.orgs.headers)
     orgs += csvLine(["P34", "安徽省", "province", "", "", "", "", ""])
-    orgs += csvLine(["C3415", "六安市", "city", "P34", "", "", "", ""])
-    orgs += csvLine([countyCode, "舒城县", "county", "C3415", "", "", "", ""])
+    orgs += csvLine(["C3415", "六安市", "city", "", "P34", "", "", ""])
+    orgs += csvLine([countyCode, "舒城县", "county", "", "C3415", "", "", ""])
     struct School {
       var code: String, kind: String, grades: ClosedRange<Int>, students = 0, teachers = 0
       var classes: [(code: String, grade: Int, size: Int)] = []
