@@ -189,26 +189,8 @@ let adminCredentials = Credentials.password(username: "admin", password: testAdm
       let importer = Importer(client: admin, console: ImportConsole(quiet: true))
       _ = try await importer.run(.orgs, path: files[.orgs]!)
       _ = try await importer.run(.users, path: files[.users]!)
-      let account = try await admin.identity.createServiceAccount(
-        .with {
-          $0.name = "supervision-sync"
-          $0.orgCode = "P8"
-          $0.roles = [.dataExchange]
-        })
-      let link = try IdentityLink(
-        address: PeerAddress(host: "127.0.0.1", port: identityPort),
-        credentials: (account.clientID, account.clientSecret))
-      defer { link.close() }
-      let data = try TemporaryDirectory()
-      defer { data.remove() }
-      let definition = try buildSupervisionService(
-        dataDirectory: data.path, verifier: link.makeVerifier(), identity: link,
-        pollInterval: .seconds(3600))
-      let directory = definition.background.first as! OrgDirectory
-      try await directory.sync()
-      try await withHost(
-        definition, config: .ephemeral(service: "supervision", dataDirectory: data.path)
-      ) { port, _ in
+      try await withLinkedSupervision(admin: admin, identityPort: identityPort, root: "P8") {
+        _, port in
         let client = try SmartSchoolClient(
           addresses: addresses(identity: identityPort, supervision: port),
           credentials: adminCredentials)
@@ -240,6 +222,34 @@ let adminCredentials = Credentials.password(username: "admin", password: testAdm
   }
 }
 
+/// Creates a data-exchange service account at `root` and runs an in-process supervision service
+/// that follows identity's tree through it, for the duration of `body`.
+func withLinkedSupervision(
+  admin: SmartSchoolClient, identityPort: Int, root: String,
+  _ body: (_ link: IdentityLink, _ supervisionPort: Int) async throws -> Void
+) async throws {
+  let account = try await admin.identity.createServiceAccount(
+    .with {
+      $0.name = "sync-" + root.lowercased()
+      $0.orgCode = root
+      $0.roles = [.dataExchange]
+    })
+  let link = try IdentityLink(
+    address: PeerAddress(host: "127.0.0.1", port: identityPort),
+    credentials: (account.clientID, account.clientSecret))
+  defer { link.close() }
+  let data = try TemporaryDirectory()
+  defer { data.remove() }
+  let definition = try buildSupervisionService(
+    dataDirectory: data.path, verifier: link.makeVerifier(), identity: link,
+    pollInterval: .seconds(3600))
+  try await (definition.background.first as! OrgDirectory).sync()
+  try await withHost(definition, config: .ephemeral(service: "supervision", dataDirectory: data.path))
+  { port, _ in
+    try await body(link, port)
+  }
+}
+
 /// A value behind a lock, for closures the client calls.
 final class Locked<Value: Sendable>: Sendable {
   private let mutex: Mutex<Value>
@@ -268,22 +278,9 @@ final class Locked<Value: Sendable>: Sendable {
         let outcome = try await importer.run(kind, path: paths[kind]!)
         #expect(outcome.rejectedCount == 0, "\(kind): \(outcome.rejections.prefix(3))")
       }
-      let account = try await bootstrap.identity.createServiceAccount(
-        .with {
-          $0.name = "demo-sync"
-          $0.orgCode = "P34"
-          $0.roles = [.dataExchange]
-        })
-      let link = try IdentityLink(
-        address: PeerAddress(host: "127.0.0.1", port: identityPort),
-        credentials: (account.clientID, account.clientSecret))
-      defer { link.close() }
-      let supervisionData = try TemporaryDirectory()
-      defer { supervisionData.remove() }
-      let supervision = try buildSupervisionService(
-        dataDirectory: supervisionData.path, verifier: link.makeVerifier(), identity: link,
-        pollInterval: .seconds(3600))
-      try await (supervision.background.first as! OrgDirectory).sync()
+      try await withLinkedSupervision(
+        admin: bootstrap, identityPort: identityPort, root: "P34"
+      ) { link, supervisionPort in
       let catalogueData = try TemporaryDirectory()
       defer { catalogueData.remove() }
       var logger = Logger(label: "catalogue")
@@ -296,9 +293,6 @@ final class Locked<Value: Sendable>: Sendable {
         config: catalogueConfig, settings: catalogueSettings, verifier: link.makeVerifier(),
         identity: link, logger: logger)
       try await (catalogue.background.first as! OrgDirectory).sync()
-      try await withHost(
-        supervision, config: .ephemeral(service: "supervision", dataDirectory: supervisionData.path)
-      ) { supervisionPort, _ in
         try await withHost(catalogue, config: catalogueConfig) { cataloguePort, _ in
           var settings = ClientSettings()
           settings.callTimeout = .seconds(5)

@@ -48,8 +48,7 @@ struct ExportCommand: AsyncParsableCommand {
       writeOut(csvLine(headers))
       switch kind {
       case .orgs:
-        var token = ""
-        repeat {
+        try await eachPage { token in
           let page = try await client.identity.listOrgs(
             .with {
               $0.parentCode = org
@@ -65,11 +64,10 @@ struct ExportCommand: AsyncParsableCommand {
                 $0.managingSchoolCode, $0.grade == 0 ? "" : "\($0.grade)", $0.schoolYear,
               ])
             }.joined())
-          token = page.nextPageToken
-        } while !token.isEmpty
+          return page.nextPageToken
+        }
       case .users:
-        var token = ""
-        repeat {
+        try await eachPage { token in
           let page = try await client.identity.listUsers(
             .with {
               $0.orgCode = org
@@ -84,11 +82,10 @@ struct ExportCommand: AsyncParsableCommand {
                 $0.birthYear == 0 ? "" : "\($0.birthYear)",
               ])
             }.joined())
-          token = page.nextPageToken
-        } while !token.isEmpty
+          return page.nextPageToken
+        }
       case .terms:
-        var token = ""
-        repeat {
+        try await eachPage { token in
           let page = try await client.supervision.listTerms(
             .with {
               $0.pageSize = 1000
@@ -101,11 +98,10 @@ struct ExportCommand: AsyncParsableCommand {
                 $0.excludedWeeks.joined(separator: ";"),
               ])
             }.joined())
-          token = page.nextPageToken
-        } while !token.isEmpty
+          return page.nextPageToken
+        }
       case .classrooms:
-        var token = ""
-        repeat {
+        try await eachPage { token in
           let page = try await client.supervision.listClassrooms(
             .with {
               $0.orgCode = org
@@ -116,8 +112,8 @@ struct ExportCommand: AsyncParsableCommand {
             page.classrooms.map {
               csvLine([$0.code, $0.schoolCode, $0.classCode, $0.equippedDate, $0.retiredDate])
             }.joined())
-          token = page.nextPageToken
-        } while !token.isEmpty
+          return page.nextPageToken
+        }
       case .lessons:
         try await client.supervision.listLessons(
           .with {
@@ -200,4 +196,10 @@ struct ChangesCommand: AsyncParsableCommand {
       }
     }
   }
+}
+
+/// Calls `fetch` with each page token, starting from none, until it returns an empty next one.
+func eachPage(_ fetch: (_ token: String) async throws -> String) async throws {
+  var token = ""
+  repeat { token = try await fetch(token) } while !token.isEmpty
 }

@@ -264,8 +264,7 @@ public struct Importer: Sendable {
     let cacheKey = "\(school)/\(year)"
     if let known = cache.withLock({ $0[cacheKey] }) { return known }
     var keys: Set<String> = []
-    var token = ""
-    repeat {
+    try await eachPage { token in
       let page = try await client.supervision.listInspections(
         .with {
           $0.orgCode = school
@@ -274,8 +273,8 @@ public struct Importer: Sendable {
           $0.pageToken = token
         })
       for inspection in page.inspections { keys.insert(Self.inspectionKey(inspection)) }
-      token = page.nextPageToken
-    } while !token.isEmpty
+      return page.nextPageToken
+    }
     cache.withLock { $0[cacheKey] = keys }
     return keys
   }
