@@ -80,8 +80,7 @@ public final class SmartSchoolClient: Sendable {
   }
 
   /// Catalogue (统一资源管理).
-  public var catalogue:
-    Smartschool_Catalogue_V1_CatalogueService.Client<HTTP2ClientTransport.Posix>
+  public var catalogue: Smartschool_Catalogue_V1_CatalogueService.Client<HTTP2ClientTransport.Posix>
   { .init(wrapping: connections[.catalogue]!.client) }
 
   /// Assessment (学业评价).
@@ -141,7 +140,9 @@ public final class SmartSchoolClient: Sendable {
         maxBackoff: .seconds(2), backoffMultiplier: 2, retryableStatusCodes: [.unavailable]))
     let all = methods(of: service)
     func names(_ filter: (MethodDescriptor) -> Bool) -> [MethodConfig.Name] {
-      all.filter(filter).map { MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method) }
+      all.filter(filter).map {
+        MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method)
+      }
     }
     var configs = [
       MethodConfig(

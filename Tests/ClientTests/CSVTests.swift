@@ -14,7 +14,10 @@ func records(_ text: String) throws -> [CSVRecord] {
   @Test func bomQuotingAndLineNumbers() throws {
     let text = "\u{FEFF}a,b\r\n\"x, y\",\"say \"\"hi\"\"\"\r\n\n\"two\nlines\",z\nlast,row"
     let r = try records(text)
-    #expect(r.map(\.fields) == [["a", "b"], ["x, y", "say \"hi\""], ["two\nlines", "z"], ["last", "row"]])
+    #expect(
+      r.map(\.fields) == [
+        ["a", "b"], ["x, y", "say \"hi\""], ["two\nlines", "z"], ["last", "row"],
+      ])
     #expect(r.map(\.line) == [1, 2, 4, 6])
   }
 

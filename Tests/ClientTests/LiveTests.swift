@@ -1,6 +1,6 @@
+import CatalogueService
 import Foundation
 import GRPCCore
-import CatalogueService
 import IdentityService
 import Logging
 import ServiceRuntime
@@ -8,8 +8,8 @@ import SmartSchoolCLI
 import SmartSchoolClient
 import SmartSchoolModel
 import SupervisionService
-import TestSupport
 import Synchronization
+import TestSupport
 import Testing
 
 /// Addresses with identity (and optionally supervision) on in-process ports; the others point
@@ -244,8 +244,9 @@ func withLinkedSupervision(
     dataDirectory: data.path, verifier: link.makeVerifier(), identity: link,
     pollInterval: .seconds(3600))
   try await (definition.background.first as! OrgDirectory).sync()
-  try await withHost(definition, config: .ephemeral(service: "supervision", dataDirectory: data.path))
-  { port, _ in
+  try await withHost(
+    definition, config: .ephemeral(service: "supervision", dataDirectory: data.path)
+  ) { port, _ in
     try await body(link, port)
   }
 }
@@ -281,18 +282,18 @@ final class Locked<Value: Sendable>: Sendable {
       try await withLinkedSupervision(
         admin: bootstrap, identityPort: identityPort, root: "P34"
       ) { link, supervisionPort in
-      let catalogueData = try TemporaryDirectory()
-      defer { catalogueData.remove() }
-      var logger = Logger(label: "catalogue")
-      logger.logLevel = .critical
-      let catalogueConfig = HostConfig.ephemeral(
-        service: "catalogue", dataDirectory: catalogueData.path)
-      var catalogueSettings = CatalogueSettings()
-      catalogueSettings.directoryPollInterval = .seconds(3600)
-      let catalogue = try buildCatalogueService(
-        config: catalogueConfig, settings: catalogueSettings, verifier: link.makeVerifier(),
-        identity: link, logger: logger)
-      try await (catalogue.background.first as! OrgDirectory).sync()
+        let catalogueData = try TemporaryDirectory()
+        defer { catalogueData.remove() }
+        var logger = Logger(label: "catalogue")
+        logger.logLevel = .critical
+        let catalogueConfig = HostConfig.ephemeral(
+          service: "catalogue", dataDirectory: catalogueData.path)
+        var catalogueSettings = CatalogueSettings()
+        catalogueSettings.directoryPollInterval = .seconds(3600)
+        let catalogue = try buildCatalogueService(
+          config: catalogueConfig, settings: catalogueSettings, verifier: link.makeVerifier(),
+          identity: link, logger: logger)
+        try await (catalogue.background.first as! OrgDirectory).sync()
         try await withHost(catalogue, config: catalogueConfig) { cataloguePort, _ in
           var settings = ClientSettings()
           settings.callTimeout = .seconds(5)
@@ -324,7 +325,9 @@ final class Locked<Value: Sendable>: Sendable {
 
           let second = try await loader.load(paths)
           #expect(second.outcomes.map(\.rejectedCount).reduce(0, +) == 0)
-          #expect(try await Reports.training(client, org: county.countyCode, year: county.year).json == training.json)
+          #expect(
+            try await Reports.training(client, org: county.countyCode, year: county.year).json
+              == training.json)
           let inspectionsAgain = try await client.supervision.listInspections(
             .with {
               $0.orgCode = county.countyCode

@@ -158,7 +158,8 @@ public struct CSVTable {
   /// repeated column is an error.
   public init(reader: CSVReader, expected: [String]) throws {
     guard let header = try reader.next() else {
-      throw CSVError(line: 1, message: "empty file: expected the header \(expected.joined(separator: ","))")
+      throw CSVError(
+        line: 1, message: "empty file: expected the header \(expected.joined(separator: ","))")
     }
     var columns: [String: Int] = [:]
     for (index, raw) in header.fields.enumerated() {

@@ -84,17 +84,31 @@ struct DemoCommand: AsyncParsableCommand {
       let importer = Importer(client: client, console: ImportConsole(quiet: quiet))
       let (outcomes, skipped) = try await DemoLoader(importer: importer).load(paths)
       for o in outcomes {
-        writeOut("\(o.kind.rawValue): \(o.rows) rows, \(o.accepted) accepted, \(o.rejectedCount) rejected\n")
+        writeOut(
+          "\(o.kind.rawValue): \(o.rows) rows, \(o.accepted) accepted, "
+            + "\(o.rejectedCount) rejected\n"
+        )
       }
       var reports: [(SmartSchoolService, () async throws -> Report)] = [
-        (.supervision, {
-          try await Reports.compliance(client, org: county.countyCode, term: county.termCode, week: nil)
-        }),
-        (.supervision, { try await Reports.coverage(client, org: county.countyCode, year: county.year) }),
+        (
+          .supervision,
+          {
+            try await Reports.compliance(
+              client, org: county.countyCode, term: county.termCode, week: nil)
+          }
+        ),
+        (
+          .supervision,
+          { try await Reports.coverage(client, org: county.countyCode, year: county.year) }
+        ),
       ]
-      reports.append((.assessment, {
-        try await Reports.exam(client, exam: county.examCode, org: county.countyCode)
-      }))
+      reports.append(
+        (
+          .assessment,
+          {
+            try await Reports.exam(client, exam: county.examCode, org: county.countyCode)
+          }
+        ))
       reports.append((.assessment, { try await Reports.items(client, exam: county.examCode) }))
       for (service, make) in reports where !skipped.contains(service) {
         do {

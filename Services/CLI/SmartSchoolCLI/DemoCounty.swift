@@ -65,8 +65,12 @@ public struct DemoCounty: Sendable {
   /// Counts of what was generated, by name (schools, teachers, students, …).
   public private(set) var counts: [String: Int] = [:]
 
-  static let surnames = Array("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程魏苏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤").map(String.init)
-  static let given = Array("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉萍红梅鑫宇浩然子轩欣怡梓涵一诺思远佳琪雨泽俊杰晨曦嘉怡博文").map(String.init)
+  static let surnames = Array(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程魏苏吕丁任"
+      + "沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+  ).map(String.init)
+  static let given = Array("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉萍红梅鑫宇浩然子轩欣怡梓涵一诺思远佳琪雨泽俊杰晨曦嘉怡博文").map(
+    String.init)
   static let knowledgePoints = [
     "M-J-RATIONAL", "M-J-ALGEBRA-EXPR", "M-J-LINEAR-EQ", "M-J-ANGLES", "M-J-PARALLEL",
     "M-J-INEQUALITY", "M-J-STATISTICS", "M-J-COORDINATES",
@@ -75,7 +79,9 @@ public struct DemoCounty: Sendable {
   /// Generates the county from `seed`.
   public init(seed: UInt64 = 20_251_123, size: DemoSize = .full) {
     var rng = SeededGenerator(seed: seed)
-    func name() -> String { rng.pick(Self.surnames) + rng.pick(Self.given) + (rng.chance(0.5) ? rng.pick(Self.given) : "") }
+    func name() -> String {
+      rng.pick(Self.surnames) + rng.pick(Self.given) + (rng.chance(0.5) ? rng.pick(Self.given) : "")
+    }
 
     // Orgs.
     var orgs = csvLine(ImportKind.orgs.headers)
@@ -91,17 +97,20 @@ public struct DemoCounty: Sendable {
     var schools: [School] = []
     for i in 1...size.urban {
       schools.append(
-        School(code: "S\(countyCode)U" + pad(i, 2), kind: "urban",
+        School(
+          code: "S\(countyCode)U" + pad(i, 2), kind: "urban",
           grades: i % 2 == 0 ? 1...6 : 7...9))
     }
     for i in 1...size.rural {
       schools.append(
-        School(code: "S\(countyCode)R" + pad(i, 2), kind: "rural",
+        School(
+          code: "S\(countyCode)R" + pad(i, 2), kind: "rural",
           grades: i % 3 == 0 ? 7...9 : 1...6))
     }
     for i in 1...size.teachingPoints {
       schools.append(
-        School(code: "S\(countyCode)T" + pad(i, 2), kind: "teaching_point",
+        School(
+          code: "S\(countyCode)T" + pad(i, 2), kind: "teaching_point",
           grades: 1...4))
     }
     // Students: teaching points are small, rural schools middling, urban schools take the rest.
@@ -156,7 +165,9 @@ public struct DemoCounty: Sendable {
           let classSize = inGrade / classes + (c < inGrade % classes ? 1 : 0)
           let code = "\(school.code)-G\(grade)-\(c + 1)"
           schools[n].classes.append((code, grade, classSize))
-          orgs += csvLine([code, "\(grade)年级\(c + 1)班", "class", "", school.code, "", "\(grade)", "2025-2026"])
+          orgs += csvLine([
+            code, "\(grade)年级\(c + 1)班", "class", "", school.code, "", "\(grade)", "2025-2026",
+          ])
           classCount += 1
         }
       }
@@ -177,7 +188,9 @@ public struct DemoCounty: Sendable {
         teacherNo += 1
         let id = "T" + pad(teacherNo, 6)
         schools[n].teacherIDs.append(id)
-        users += csvLine([id, "t" + id.dropFirst(), name(), "teacher", schools[n].code, "\(rng.int(1965...2000))"])
+        users += csvLine([
+          id, "t" + id.dropFirst(), name(), "teacher", schools[n].code, "\(rng.int(1965...2000))",
+        ])
       }
       for cls in schools[n].classes {
         for _ in 0..<cls.size {
@@ -185,10 +198,19 @@ public struct DemoCounty: Sendable {
           let id = "S" + pad(studentNo, 7)
           let parent = "P" + pad(studentNo, 7)
           let family = rng.pick(Self.surnames)
-          users += csvLine([id, "s" + id.dropFirst(), family + rng.pick(Self.given) + rng.pick(Self.given), "student", cls.code, ""])
-          users += csvLine([parent, "p" + parent.dropFirst(), family + rng.pick(Self.given), "parent", schools[n].code, ""])
+          users += csvLine([
+            id, "s" + id.dropFirst(), family + rng.pick(Self.given) + rng.pick(Self.given),
+            "student", cls.code, "",
+          ])
+          users += csvLine([
+            parent, "p" + parent.dropFirst(), family + rng.pick(Self.given), "parent",
+            schools[n].code, "",
+          ])
           guardians += csvLine([parent, id])
-          pupils.append(Pupil(id: id, classCode: cls.code, school: schools[n].code, ability: min(0.98, max(0.05, schools[n].quality - 0.1 + rng.unit() * 0.5 - 0.25))))
+          pupils.append(
+            Pupil(
+              id: id, classCode: cls.code, school: schools[n].code,
+              ability: min(0.98, max(0.05, schools[n].quality - 0.1 + rng.unit() * 0.5 - 0.25))))
         }
       }
     }
@@ -199,15 +221,21 @@ public struct DemoCounty: Sendable {
     let start = CalendarDate(year: 2025, month: 9, day: 1)!
     let end = CalendarDate(year: 2026, month: 1, day: 16)!
     let holiday = CalendarDate(year: 2025, month: 9, day: 29)!
-    files[.terms] = csvLine(ImportKind.terms.headers)
-      + csvLine([termCode, "2025-2026学年第一学期", start.description, end.description, holiday.description])
+    files[.terms] =
+      csvLine(ImportKind.terms.headers)
+      + csvLine([
+        termCode, "2025-2026学年第一学期", start.description, end.description, holiday.description,
+      ])
     var rooms = csvLine(ImportKind.classrooms.headers)
     var lessons = csvLine(ImportKind.lessons.headers)
     var roomsBySchool: [String: [String]] = [:]
-    let subjects: [Smartschool_Common_V1_Subject] = [.chinese, .mathematics, .english, .science, .music, .fineArts, .moralityAndLaw]
+    let subjects: [Smartschool_Common_V1_Subject] = [
+      .chinese, .mathematics, .english, .science, .music, .fineArts, .moralityAndLaw,
+    ]
     var lessonCount = 0
     for school in schools {
-      let count = school.kind == "urban" ? 4 : school.kind == "rural" ? 2 : (rng.chance(0.85) ? 1 : 0)
+      let count =
+        school.kind == "urban" ? 4 : school.kind == "rural" ? 2 : (rng.chance(0.85) ? 1 : 0)
       // Below-standard schools: roughly one in four.
       let poor = rng.chance(0.25)
       for r in 0..<count {
@@ -247,16 +275,22 @@ public struct DemoCounty: Sendable {
       let urban = school.kind == "urban"
       let rural = school.kind == "rural"
       facilities += csvLine([
-        school.code, "\(year)", (urban ? rng.chance(0.85) : rural ? rng.chance(0.45) : false) ? "是" : "否",
-        "\(roomsBySchool[school.code]?.count ?? 0)", "\(urban ? rng.int(15...30) : rural ? rng.int(5...12) : 1)",
+        school.code, "\(year)",
+        (urban ? rng.chance(0.85) : rural ? rng.chance(0.45) : false) ? "是" : "否",
+        "\(roomsBySchool[school.code]?.count ?? 0)",
+        "\(urban ? rng.int(15...30) : rural ? rng.int(5...12) : 1)",
         "\(school.students / rng.int(5...12) + 1)", "\(school.teachers - rng.int(0...1))",
-        "\(school.students)", "\(school.teachers)", "\(rng.pick(urban ? [200, 500, 1000] : [50, 100, 200]))",
-        rng.chance(urban ? 0.95 : 0.6) ? "1" : "0", rng.chance(urban ? 0.9 : 0.5) ? "true" : "false",
+        "\(school.students)", "\(school.teachers)",
+        "\(rng.pick(urban ? [200, 500, 1000] : [50, 100, 200]))",
+        rng.chance(urban ? 0.95 : 0.6) ? "1" : "0",
+        rng.chance(urban ? 0.9 : 0.5) ? "true" : "false",
       ])
       for teacher in school.teacherIDs {
         for _ in 0..<rng.int(1...4) {
           let date = CalendarDate(year: year, month: rng.int(3...12), day: rng.int(1...28))!
-          training += csvLine([teacher, rng.pick(courses), "\(Double(rng.int(12...60)) / 2)", date.description])
+          training += csvLine([
+            teacher, rng.pick(courses), "\(Double(rng.int(12...60)) / 2)", date.description,
+          ])
           trainingCount += 1
         }
       }
@@ -277,19 +311,29 @@ public struct DemoCounty: Sendable {
     var curriculum = csvLine(ImportKind.curriculum.headers)
     var resources = csvLine(ImportKind.resources.headers)
     let volumeNames = ["上册", "下册"]
-    let chapterTitles = ["有理数", "整式的加减", "一元一次方程", "几何图形初步", "相交线与平行线", "实数", "平面直角坐标系", "不等式与不等式组", "数据的收集、整理与描述", "三角形", "全等三角形", "轴对称"]
+    let chapterTitles = [
+      "有理数", "整式的加减", "一元一次方程", "几何图形初步", "相交线与平行线", "实数", "平面直角坐标系", "不等式与不等式组", "数据的收集、整理与描述",
+      "三角形", "全等三角形", "轴对称",
+    ]
     var chapters = 0
     var resourceCount = 0
-    let types = ["courseware", "micro_lesson", "lesson_plan", "exercise_set", "teaching_case", "resource_package", "award_winning_lesson"]
+    let types = [
+      "courseware", "micro_lesson", "lesson_plan", "exercise_set", "teaching_case",
+      "resource_package", "award_winning_lesson",
+    ]
     for (stage, grades, edition) in [("primary", 1...6, "人教版小学数学"), ("junior", 7...9, "人教版初中数学")] {
       for grade in grades {
         for (v, volume) in volumeNames.enumerated() {
           for c in 1...6 {
             let code = "RJ-M-\(grade)\(v == 0 ? "A" : "B")-\(pad(c, 2))"
             let title = "第\(c)章 " + chapterTitles[(grade * 2 + v + c) % chapterTitles.count]
-            curriculum += csvLine([edition, "\(grade)年级\(volume)", code, title, stage, "\(grade)", "数学"])
+            curriculum += csvLine([
+              edition, "\(grade)年级\(volume)", code, title, stage, "\(grade)", "数学",
+            ])
             chapters += 1
-            let points = stage == "junior" && grade == 7 ? [Self.knowledgePoints[(v * 6 + c - 1) % Self.knowledgePoints.count]] : []
+            let points =
+              stage == "junior" && grade == 7
+              ? [Self.knowledgePoints[(v * 6 + c - 1) % Self.knowledgePoints.count]] : []
             // About two thirds of the chapters get a teaching case; every chapter a courseware.
             var kinds = ["courseware"]
             if rng.chance(0.66) { kinds.append("teaching_case") }
@@ -297,7 +341,8 @@ public struct DemoCounty: Sendable {
             for (n, type) in kinds.enumerated() {
               let owner = rng.chance(0.5) ? countyCode : rng.pick(schools).code
               resources += csvLine([
-                "\(title)（\(grade)年级\(volume)）\(type == "teaching_case" ? "智慧课堂教学案例" : "资源")\(n + 1)",
+                "\(title)（\(grade)年级\(volume)）"
+                  + "\(type == "teaching_case" ? "智慧课堂教学案例" : "资源")\(n + 1)",
                 "舒城县集体备课资源", "\(chapterTitles[(grade + c) % chapterTitles.count]);数学", type, stage,
                 "\(grade)", "mathematics", code, points.joined(separator: ";"), owner, "county",
               ])
@@ -311,17 +356,28 @@ public struct DemoCounty: Sendable {
     files[.resources] = resources
 
     // The county unified maths exam, its items and every student's item scores.
-    files[.exams] = csvLine(ImportKind.exams.headers)
-      + csvLine([examCode, "舒城县2025-2026学年第一学期七年级数学统一检测", "2025-2026", "1", "数学", "初中", "7", countyCode, "100"])
+    files[.exams] =
+      csvLine(ImportKind.exams.headers)
+      + csvLine([
+        examCode, "舒城县2025-2026学年第一学期七年级数学统一检测", "2025-2026", "1", "数学", "初中", "7", countyCode,
+        "100",
+      ])
     var items = csvLine(ImportKind.items.headers)
     var maxima: [Double] = []
     let objectiveCount = size.items * 3 / 5
     for i in 1...size.items {
       let objective = i <= objectiveCount
-      let maxScore = objective ? 3.0 : (100.0 - 3.0 * Double(objectiveCount)) / Double(size.items - objectiveCount)
+      let maxScore =
+        objective
+        ? 3.0 : (100.0 - 3.0 * Double(objectiveCount)) / Double(size.items - objectiveCount)
       maxima.append(maxScore)
-      let points = [Self.knowledgePoints[(i - 1) % Self.knowledgePoints.count]] + (i % 3 == 0 ? [Self.knowledgePoints[(i + 2) % Self.knowledgePoints.count]] : [])
-      items += csvLine([examCode, "\(i)", decimal2(maxScore), objective ? "objective" : "subjective", points.joined(separator: ";")])
+      let points =
+        [Self.knowledgePoints[(i - 1) % Self.knowledgePoints.count]]
+        + (i % 3 == 0 ? [Self.knowledgePoints[(i + 2) % Self.knowledgePoints.count]] : [])
+      items += csvLine([
+        examCode, "\(i)", decimal2(maxScore), objective ? "objective" : "subjective",
+        points.joined(separator: ";"),
+      ])
     }
     files[.items] = items
     var scores = csvLine(ImportKind.scores.headers)
@@ -329,10 +385,14 @@ public struct DemoCounty: Sendable {
     for pupil in pupils {
       for i in 0..<size.items {
         let p = min(0.99, max(0.01, pupil.ability - difficulty[i]))
-        let score: Double = i < objectiveCount
+        let score: Double =
+          i < objectiveCount
           ? (rng.chance(p) ? maxima[i] : 0)
           : (min(maxima[i], max(0, (p + rng.unit() * 0.3 - 0.15) * maxima[i])) * 2).rounded() / 2
-        scores += csvLine([examCode, pupil.id, pupil.classCode, pupil.school, "\(i + 1)", score == score.rounded() ? "\(Int(score))" : "\(score)"])
+        scores += csvLine([
+          examCode, pupil.id, pupil.classCode, pupil.school, "\(i + 1)",
+          score == score.rounded() ? "\(Int(score))" : "\(score)",
+        ])
       }
     }
     files[.scores] = scores

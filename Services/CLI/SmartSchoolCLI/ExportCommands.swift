@@ -29,7 +29,9 @@ struct ExportCommand: AsyncParsableCommand {
   @Option(help: "Last date (lessons).") var to: String?
 
   func require(_ value: String?, _ flag: String) throws -> String {
-    guard let value, !value.isEmpty else { throw oneLine(CLIError("\(kind.rawValue) needs \(flag)")) }
+    guard let value, !value.isEmpty else {
+      throw oneLine(CLIError("\(kind.rawValue) needs \(flag)"))
+    }
     return value
   }
 

@@ -10,8 +10,10 @@ public enum ImportKind: String, CaseIterable, Sendable {
   public var headers: [String] {
     switch self {
     case .orgs:
-      ["code", "name", "kind", "school_kind", "parent_code", "managing_school_code", "grade",
-        "school_year"]
+      [
+        "code", "name", "kind", "school_kind", "parent_code", "managing_school_code", "grade",
+        "school_year",
+      ]
     case .users: ["external_id", "username", "display_name", "kind", "org_code", "birth_year"]
     case .guardians: ["parent_external_id", "student_external_id"]
     case .terms: ["code", "name", "start_date", "end_date", "excluded_weeks"]
@@ -19,24 +21,32 @@ public enum ImportKind: String, CaseIterable, Sendable {
     case .lessons:
       ["classroom_code", "teacher_external_id", "subject", "date", "period", "duration_minutes"]
     case .facilities:
-      ["school_code", "year", "smart_school_built", "smart_classrooms", "multimedia_classrooms",
+      [
+        "school_code", "year", "smart_school_built", "smart_classrooms", "multimedia_classrooms",
         "student_computers", "teacher_computers", "students", "teachers", "bandwidth_mbps",
-        "campus_network", "wireless"]
+        "campus_network", "wireless",
+      ]
     case .training: ["teacher_external_id", "course", "hours", "date"]
     case .inspections:
-      ["school_code", "inspector", "date", "classroom_code", "teacher_external_id", "subject",
-        "findings", "rating"]
+      [
+        "school_code", "inspector", "date", "classroom_code", "teacher_external_id", "subject",
+        "findings", "rating",
+      ]
     case .exams:
-      ["code", "name", "school_year", "term", "subject", "stage", "grade", "org_code",
-        "full_marks"]
+      [
+        "code", "name", "school_year", "term", "subject", "stage", "grade", "org_code",
+        "full_marks",
+      ]
     case .items: ["exam_code", "item_no", "max_score", "kind", "knowledge_points"]
     case .scores:
       ["exam_code", "student_external_id", "class_code", "school_code", "item_no", "score"]
     case .curriculum:
       ["edition", "volume", "chapter_code", "chapter_title", "stage", "grade", "subject"]
     case .resources:
-      ["title", "description", "keywords", "type", "stage", "grade", "subject", "chapter_code",
-        "knowledge_points", "owner_org_code", "scope"]
+      [
+        "title", "description", "keywords", "type", "stage", "grade", "subject", "chapter_code",
+        "knowledge_points", "owner_org_code", "scope",
+      ]
     }
   }
 
@@ -103,8 +113,7 @@ public enum RowConversion {
   }
 
   /// Stages a school of a kind teaches when the file does not say.
-  static func stagesFor(_ kind: Smartschool_Common_V1_SchoolKind) -> [Smartschool_Common_V1_Stage]
-  {
+  static func stagesFor(_ kind: Smartschool_Common_V1_SchoolKind) -> [Smartschool_Common_V1_Stage] {
     kind == .teachingPoint ? [.primary] : [.primary, .junior]
   }
 
@@ -300,8 +309,7 @@ public enum RowConversion {
 
   /// A `resources` row; its external id is derived from owner, title, type and chapter, so a
   /// re-import finds the resource it created before.
-  public static func resource(_ r: CSVRow) throws(RowProblem) -> Smartschool_Catalogue_V1_Resource
-  {
+  public static func resource(_ r: CSVRow) throws(RowProblem) -> Smartschool_Catalogue_V1_Resource {
     var resource = Smartschool_Catalogue_V1_Resource()
     resource.title = try r.required("title")
     resource.description_p = r.text("description")

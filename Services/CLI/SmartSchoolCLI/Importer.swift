@@ -143,11 +143,15 @@ public struct Importer: Sendable {
     let c = client
     switch kind {
     case .orgs:
-      return try await stream(kind, path, { row in [try .with { $0.org = try RowConversion.org(row) }] }) {
+      return try await stream(
+        kind, path, { row in [try .with { $0.org = try RowConversion.org(row) }] }
+      ) {
         try await c.identity.importOrgs(requestProducer: $0)
       }
     case .users:
-      return try await stream(kind, path, { row in [try .with { $0.user = try RowConversion.user(row) }] }) {
+      return try await stream(
+        kind, path, { row in [try .with { $0.user = try RowConversion.user(row) }] }
+      ) {
         try await c.identity.importUsers(requestProducer: $0)
       }
     case .guardians:
@@ -381,7 +385,8 @@ public struct Importer: Sendable {
 
   /// Errors that concern the row rather than the connection or the session.
   static func isRowError(_ error: RPCError) -> Bool {
-    [.invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .permissionDenied,
+    [
+      .invalidArgument, .notFound, .alreadyExists, .failedPrecondition, .permissionDenied,
       .outOfRange,
     ].contains(error.code)
   }

@@ -97,7 +97,9 @@ public enum Reports {
         ["多媒体教室 Multimedia classrooms", "\(r.multimediaClassrooms)"],
         ["生机比 Students per computer", r.studentsPerComputer],
         ["师机比 Teachers per computer", r.teachersPerComputer],
-        ["宽带≥200M Broadband ≥ 200 Mbps", "\(r.broadbandMet) (\(percent(r.broadbandSharePercent)))"],
+        [
+          "宽带≥200M Broadband ≥ 200 Mbps", "\(r.broadbandMet) (\(percent(r.broadbandSharePercent)))",
+        ],
         ["校园网 Campus network", "\(r.campusNetworkSchools)"],
         ["无线覆盖 Wireless", "\(r.wirelessSchools)"],
       ])
@@ -228,8 +230,10 @@ public enum Reports {
       ])
     let mastery = ReportTable(
       title: "知识点掌握 Mastery",
-      columns: [("知识点", "Knowledge point"), ("得分", "Earned"), ("满分", "Possible"),
-        ("掌握度", "Mastery")],
+      columns: [
+        ("知识点", "Knowledge point"), ("得分", "Earned"), ("满分", "Possible"),
+        ("掌握度", "Mastery"),
+      ],
       rows: r.mastery.map {
         [$0.code, decimal2($0.earned), decimal2($0.possible), percent($0.mastery * 100)]
       })
@@ -248,8 +252,10 @@ public enum Reports {
       tables.append(
         ReportTable(
           title: "推荐资源 Recommended resources (智能推送)",
-          columns: [("标题", "Title"), ("类型", "Type"), ("覆盖知识点", "Matched points"),
-            ("覆盖度", "Coverage")],
+          columns: [
+            ("标题", "Title"), ("类型", "Type"), ("覆盖知识点", "Matched points"),
+            ("覆盖度", "Coverage"),
+          ],
           rows: recs.recommendations.map {
             [
               $0.resource.title, "\($0.resource.type)",
@@ -274,8 +280,10 @@ public enum Reports {
     let points = ReportTable(
       title: "班级学情 Class diagnosis — \(classCode), \(exam): \(r.count) 人 students, "
         + "平均分 mean \(decimal2(r.mean))",
-      columns: [("知识点", "Knowledge point"), ("掌握度", "Mastery"),
-        ("未达标占比", "Share below pass")],
+      columns: [
+        ("知识点", "Knowledge point"), ("掌握度", "Mastery"),
+        ("未达标占比", "Share below pass"),
+      ],
       rows: r.knowledgePoints.map {
         [$0.code, percent($0.mastery * 100), percent($0.shareBelowPass)]
       })

@@ -29,7 +29,8 @@ public struct SmartSchoolCommand: AsyncParsableCommand {
 
 /// Options every command that calls the services takes.
 struct ConnectionOptions: ParsableArguments {
-  @Option(help: "PEM CA bundle to verify the services' TLS certificates (env SMARTSCHOOL_CA_BUNDLE).")
+  @Option(
+    help: "PEM CA bundle to verify the services' TLS certificates (env SMARTSCHOOL_CA_BUNDLE).")
   var caBundle: String?
 
   @Option(help: "Session file (env SMARTSCHOOL_SESSION; default ~/.smartschool/session.json).")
@@ -190,7 +191,8 @@ struct ImportCommand: AsyncParsableCommand {
     abstract: "Stream a CSV file into the matching service.",
     discussion: """
       KIND and its exact header (UTF-8, a BOM is accepted, extra columns are an error):
-      \(ImportKind.allCases.map { "  \($0.rawValue): \($0.headers.joined(separator: ","))" }.joined(separator: "\n"))
+      \(ImportKind.allCases.map { "  \($0.rawValue): " + $0.headers.joined(separator: ",") }
+        .joined(separator: "\n"))
       Enum columns take the Chinese name (数学, 初中, 教学点) or the lower-case enum name;
       booleans are true/false/1/0/是/否. Each rejected row is printed with its line number and
       reason; the exit status is 1 when any row was rejected. Imports are idempotent by
@@ -202,7 +204,8 @@ struct ImportCommand: AsyncParsableCommand {
 
   @OptionGroup var connection: ConnectionOptions
 
-  @Argument(help: "What the file holds: \(ImportKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+  @Argument(
+    help: "What the file holds: \(ImportKind.allCases.map(\.rawValue).joined(separator: ", ")).")
   var kind: String
 
   @Argument(help: "The CSV file.")
@@ -213,8 +216,10 @@ struct ImportCommand: AsyncParsableCommand {
 
   func run() async throws {
     guard let kind = ImportKind(rawValue: kind) else {
-      throw oneLine(CLIError("unknown kind \(self.kind); one of "
-        + ImportKind.allCases.map(\.rawValue).joined(separator: ", ")))
+      throw oneLine(
+        CLIError(
+          "unknown kind \(self.kind); one of "
+            + ImportKind.allCases.map(\.rawValue).joined(separator: ", ")))
     }
     try await withCLIClient(connection) { client in
       let outcome = try await Importer(client: client, console: ImportConsole(quiet: quiet))
