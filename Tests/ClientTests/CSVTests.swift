@@ -1,5 +1,6 @@
 import Foundation
 import SmartSchoolCLI
+import SmartSchoolClient
 import SmartSchoolModel
 import Testing
 
@@ -203,6 +204,38 @@ func records(_ text: String) throws -> [CSVRecord] {
         if rows > 2000 { break }
       }
       #expect(rows > 0, "\(kind)")
+    }
+  }
+}
+
+@Suite struct SessionFileTests {
+  @Test func savedOnlyForTheOwnerAndReadBack() throws {
+    let dir = NSTemporaryDirectory() + "session-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let path = dir + "/nested/session.json"
+    var file = SessionFile(
+      tokens: TokenSet(
+        accessToken: "a", accessTokenExpiry: Date(timeIntervalSince1970: 1_800_000_000),
+        refreshToken: "r", refreshTokenExpiry: Date(timeIntervalSince1970: 1_900_000_000)))
+    file.clientID = "id"
+    try file.save(path)
+    let attributes = try FileManager.default.attributesOfItem(atPath: path)
+    #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+    let directory = try FileManager.default.attributesOfItem(atPath: dir + "/nested")
+    #expect((directory[.posixPermissions] as? NSNumber)?.intValue == 0o700)
+    let back = try #require(try SessionFile.load(path))
+    #expect(back.tokens == file.tokens && back.clientID == "id" && back.clientSecret == nil)
+    #expect(try SessionFile.load(dir + "/missing.json") == nil)
+  }
+
+  @Test func addressesComeFromTheEnvironment() throws {
+    let addresses = try ServiceAddresses.fromEnvironment(
+      ["SMARTSCHOOL_ASSESSMENT_ADDR": "assess.example:7000"], caBundle: "/ca.pem")
+    #expect(addresses.identity.description == "127.0.0.1:50051")
+    #expect(addresses.assessment.description == "assess.example:7000")
+    #expect(addresses.supervision.port == 50054 && addresses.catalogue.caBundle == "/ca.pem")
+    #expect(throws: ClientError.self) {
+      try ServiceAddresses.fromEnvironment(["SMARTSCHOOL_IDENTITY_ADDR": "nope"])
     }
   }
 }

@@ -11,6 +11,13 @@ public struct SessionFile: Codable, Sendable {
   /// The secret of ``clientID``.
   public var clientSecret: String?
 
+  /// A session of `tokens`, with service-account credentials when given.
+  public init(tokens: TokenSet, clientID: String? = nil, clientSecret: String? = nil) {
+    self.tokens = tokens
+    self.clientID = clientID
+    self.clientSecret = clientSecret
+  }
+
   /// The default path: `$SMARTSCHOOL_SESSION`, else `~/.smartschool/session.json`.
   public static func defaultPath(
     _ environment: [String: String] = ProcessInfo.processInfo.environment
