@@ -322,6 +322,13 @@ final class Locked<Value: Sendable>: Sendable {
               $0.pageSize = 1000
             })
           #expect(resources.resources.count == county.counts["resources"])
+          let published = try await loader.publishSubmittedResources(org: county.countyCode)
+          #expect(published == county.counts["resources"])
+          let coverage = try await Reports.caseCoverage(client, org: county.countyCode)
+          let covered = try #require(coverage.tables.first?.rows.last)
+          // Total row: chapters, covered chapters; about two thirds carry a teaching case.
+          #expect(Int(covered[3]) == county.counts["chapters"])
+          #expect((Int(covered[4]) ?? 0) > (county.counts["chapters"] ?? 0) / 2)
 
           let second = try await loader.load(paths)
           #expect(second.outcomes.map(\.rejectedCount).reduce(0, +) == 0)
@@ -340,6 +347,7 @@ final class Locked<Value: Sendable>: Sendable {
               $0.pageSize = 1000
             })
           #expect(resourcesAgain.resources.count == resources.resources.count)
+          #expect(try await loader.publishSubmittedResources(org: county.countyCode) == 0)
           let compliance = try await Reports.compliance(
             client, org: county.countyCode, term: county.termCode, week: nil)
           #expect(compliance.tables[1].rows.count == 6)

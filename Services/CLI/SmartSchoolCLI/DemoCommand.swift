@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GRPCCore
 import SmartSchoolClient
+import SmartSchoolModel
 
 extension ImportKind {
   /// The service a kind is imported into.
@@ -41,6 +42,73 @@ public struct DemoLoader: Sendable {
       }
     }
     return (outcomes, skipped)
+  }
+
+  /// Publishes the resources waiting for review under `org` (the demo's teaching cases must be
+  /// published to count for coverage and recommendations). A reviewer may not approve their
+  /// own work, so a `demo-reviewer` account holding the resource-reviewer role at `org` is
+  /// created (or found), given a fresh random password through an activation code, and
+  /// approves each submitted resource. Returns how many were published.
+  public func publishSubmittedResources(org: String) async throws -> Int {
+    let admin = importer.client
+    let reviewer: Smartschool_Identity_V1_User
+    do {
+      reviewer = try await admin.identity.createUser(
+        .with {
+          $0.user = .with {
+            $0.externalID = "demo-reviewer-" + org
+            $0.username = "demo-reviewer-" + org.lowercased()
+            $0.displayName = "示范资源审核员"
+            $0.kind = .staff
+            $0.orgCode = org
+          }
+        })
+    } catch let error as RPCError where error.code == .alreadyExists {
+      reviewer = try await admin.identity.getUser(.with { $0.externalID = "demo-reviewer-" + org })
+    }
+    let bindings = try await admin.identity.listRoleBindings(.with { $0.userID = reviewer.id })
+    if !bindings.bindings.contains(where: { $0.role == .resourceReviewer }) {
+      _ = try await admin.identity.grantRole(
+        .with {
+          $0.userID = reviewer.id
+          $0.role = .resourceReviewer
+          $0.orgCode = org
+        })
+    }
+    let code = try await admin.identity.issueActivationCode(.with { $0.userID = reviewer.id })
+    var random = SystemRandomNumberGenerator()
+    let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+    let password = "Rv-" + String((0..<24).map { _ in alphabet.randomElement(using: &random)! })
+    _ = try await admin.identity.activateAccount(
+      .with {
+        $0.username = reviewer.username
+        $0.activationCode = code.activationCode
+        $0.newPassword = password
+      })
+    let client = try SmartSchoolClient(
+      addresses: admin.addresses,
+      credentials: .password(username: reviewer.username, password: password))
+    defer { client.close() }
+    var published = 0
+    try await eachPage { token in
+      let page = try await admin.catalogue.listResources(
+        .with {
+          $0.filter.ownerOrgCode = org
+          $0.filter.status = .submitted
+          $0.pageSize = 1000
+          $0.pageToken = token
+        })
+      for resource in page.resources {
+        _ = try await client.catalogue.transitionResource(
+          .with {
+            $0.id = resource.id
+            $0.action = .approve
+          })
+        published += 1
+      }
+      return page.nextPageToken
+    }
+    return published
   }
 }
 
@@ -82,7 +150,12 @@ struct DemoCommand: AsyncParsableCommand {
     if noLoad { return }
     try await withCLIClient(connection) { client in
       let importer = Importer(client: client, console: ImportConsole(quiet: quiet))
-      let (outcomes, skipped) = try await DemoLoader(importer: importer).load(paths)
+      let loader = DemoLoader(importer: importer)
+      let (outcomes, skipped) = try await loader.load(paths)
+      if !skipped.contains(.catalogue) {
+        let published = try await loader.publishSubmittedResources(org: county.countyCode)
+        writeOut("resources: \(published) published by the demo reviewer\n")
+      }
       for o in outcomes {
         writeOut(
           "\(o.kind.rawValue): \(o.rows) rows, \(o.accepted) accepted, "
@@ -110,6 +183,7 @@ struct DemoCommand: AsyncParsableCommand {
           }
         ))
       reports.append((.assessment, { try await Reports.items(client, exam: county.examCode) }))
+      reports.append((.catalogue, { try await Reports.caseCoverage(client, org: county.countyCode) }))
       for (service, make) in reports where !skipped.contains(service) {
         do {
           writeOut("\n" + (try await make()).render(.text))
