@@ -239,3 +239,23 @@ func records(_ text: String) throws -> [CSVRecord] {
     }
   }
 }
+
+@Suite struct RetryPolicyTests {
+  @Test func onlyCallsSafeToRepeatAreRetried() {
+    let all =
+      Smartschool_Identity_V1_IdentityService.Method.descriptors
+      + Smartschool_Supervision_V1_SupervisionService.Method.descriptors
+      + Smartschool_Assessment_V1_AssessmentService.Method.descriptors
+      + Smartschool_Catalogue_V1_CatalogueService.Method.descriptors
+    let retried = Set(all.filter(SmartSchoolClient.isSafeToRepeat).map(\.method))
+    for read in ["GetComplianceReport", "ListUsers", "WhoAmI", "SearchResources", "ExportScores"] {
+      #expect(retried.contains(read), "\(read)")
+    }
+    for write in [
+      "ImportOrgs", "ImportUsers", "ImportScores", "ImportLessons", "ImportCurriculum",
+      "CreateTerm", "CreateTrainingRecord", "Login", "Refresh", "TransitionResource",
+    ] {
+      #expect(!retried.contains(write), "\(write)")
+    }
+  }
+}
