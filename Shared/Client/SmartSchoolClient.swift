@@ -211,7 +211,8 @@ struct BearerInterceptor: ClientInterceptor {
         throw named(error)
       }
     }
-    throw RPCError(code: .unavailable, message: "\(service.rawValue) at \(address): no attempt made")
+    throw RPCError(
+      code: .unavailable, message: "\(service.rawValue) at \(address): no attempt made")
   }
 
   /// UNAVAILABLE (and a deadline hit before any connection) say where the service was sought.
