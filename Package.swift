@@ -239,3 +239,38 @@ package.targets.append(
     dependencies: ["SmartSchoolModel", grpcCore, grpcHTTP2],
     path: "Tests/Benchmarks/suite-bench"
   ))
+
+// Client SDK (SmartSchoolClient), the `smartschool` CLI and their tests.
+package.products.append(contentsOf: [
+  .library(name: "SmartSchoolClient", targets: ["SmartSchoolClient"]),
+  .executable(name: "smartschool", targets: ["smartschool"]),
+])
+package.targets.append(contentsOf: [
+  .target(
+    name: "SmartSchoolClient",
+    dependencies: ["SmartSchoolModel", "ServiceRuntime", grpcCore, grpcHTTP2, swiftProtobuf],
+    path: "Shared/Client"
+  ),
+  .target(
+    name: "SmartSchoolCLI",
+    dependencies: [
+      "SmartSchoolClient", "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcHTTP2,
+      swiftProtobuf, argumentParser,
+    ],
+    path: "Services/CLI/SmartSchoolCLI"
+  ),
+  .executableTarget(
+    name: "smartschool",
+    dependencies: ["SmartSchoolCLI", argumentParser],
+    path: "Services/CLI/smartschool"
+  ),
+  .testTarget(
+    name: "ClientTests",
+    dependencies: [
+      "SmartSchoolClient", "SmartSchoolCLI", "SmartSchoolModel", "ServiceRuntime", "TestSupport",
+      "IdentityService", "SupervisionService", "CatalogueService", grpcCore, grpcHTTP2,
+      swiftProtobuf,
+    ],
+    path: "Tests/ClientTests"
+  ),
+])

@@ -40,8 +40,10 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
   /// `host:port`.
   public var description: String { "\(host):\(port)" }
 
-  /// A client transport to this peer.
-  public func makeTransport() throws -> HTTP2ClientTransport.Posix {
+  /// A client transport to this peer; `serviceConfig` sets per-method deadlines and retries.
+  public func makeTransport(serviceConfig: ServiceConfig = ServiceConfig()) throws
+    -> HTTP2ClientTransport.Posix
+  {
     let target: any ResolvableTarget =
       host.allSatisfy({ $0.isNumber || $0 == "." })
       ? ResolvableTargets.IPv4.ipv4(address: host, port: port)
@@ -60,7 +62,8 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     } else {
       security = .plaintext
     }
-    return try HTTP2ClientTransport.Posix(target: target, transportSecurity: security)
+    return try HTTP2ClientTransport.Posix(
+      target: target, transportSecurity: security, serviceConfig: serviceConfig)
   }
 }
 
@@ -73,10 +76,16 @@ public final class PeerConnection: Sendable {
   public let address: PeerAddress
   private let task: Task<Void, Never>
 
-  /// Connects (lazily, on first call) to `address`.
-  public init(address: PeerAddress) throws {
+  /// Connects (lazily, on first call) to `address`; every call passes through `interceptors`
+  /// and follows `serviceConfig` (deadlines, retries).
+  public init(
+    address: PeerAddress, serviceConfig: ServiceConfig = ServiceConfig(),
+    interceptors: [any ClientInterceptor] = []
+  ) throws {
     self.address = address
-    let client = GRPCClient(transport: try address.makeTransport())
+    let client = GRPCClient(
+      transport: try address.makeTransport(serviceConfig: serviceConfig),
+      interceptors: interceptors)
     self.client = client
     self.task = Task { try? await client.runConnections() }
   }

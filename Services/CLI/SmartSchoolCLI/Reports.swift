@@ -1,0 +1,462 @@
+import ArgumentParser
+import Foundation
+import SmartSchoolClient
+import SmartSchoolModel
+import SwiftProtobuf
+
+/// A report as tables (text, CSV) and as the services' own JSON (machine output).
+public struct Report: Sendable {
+  /// The tables, in order.
+  public var tables: [ReportTable]
+  /// The JSON of the underlying answers.
+  public var json: String
+
+  /// Renders in `format`: text, json or csv.
+  public func render(_ format: OutputFormat) -> String {
+    switch format {
+    case .text: tables.map { $0.text() }.joined(separator: "\n")
+    case .json: json + "\n"
+    case .csv: tables.map { $0.csv() }.joined(separator: "\n")
+    }
+  }
+}
+
+/// `--format`.
+public enum OutputFormat: String, CaseIterable, ExpressibleByArgument, Sendable {
+  case text, json, csv
+}
+
+/// Builds the reports from the services' answers.
+public enum Reports {
+  static func json(_ message: some SwiftProtobuf.Message) -> String {
+    (try? message.jsonString()) ?? "{}"
+  }
+
+  static func complianceRow(_ f: Smartschool_Supervision_V1_ComplianceFigures) -> [String] {
+    [
+      f.orgCode.isEmpty ? f.week : f.orgCode, f.orgName, "\(f.classrooms)",
+      "\(f.classroomWeeks)", decimal2(f.averageSubjects), decimal2(f.averageLessons),
+      percent(f.subjectRatePercent), percent(f.lessonRatePercent),
+      percent(f.compliantSharePercent),
+    ]
+  }
+
+  /// 常态化应用: the scope and each child org.
+  public static func compliance(
+    _ client: SmartSchoolClient, org: String, term: String, week: String?
+  ) async throws -> Report {
+    let r = try await client.supervision.getComplianceReport(
+      .with {
+        $0.orgCode = org
+        $0.termCode = term
+        if let week {
+          $0.fromWeek = week
+          $0.toWeek = week
+        }
+      })
+    let columns: [(zh: String, en: String)] = [
+      ("代码", "Code"), ("名称", "Name"), ("智慧课堂", "Classrooms"),
+      ("课室周", "Classroom-weeks"), ("周均学科", "Avg subjects"), ("周均课时", "Avg lessons"),
+      ("学科达标率", "Subject rate"), ("课时达标率", "Lesson rate"),
+      ("达标占比", "Compliant share"),
+    ]
+    let scope = ReportTable(
+      title: "常态化应用 Compliance — \(org), \(r.termCode), \(r.weeks.count) 周 weeks",
+      columns: columns, rows: [complianceRow(r.scope)])
+    let children = ReportTable(
+      title: "下级单位 By child org", columns: columns, rows: r.children.map(complianceRow))
+    return Report(tables: [scope, children], json: json(r))
+  }
+
+  /// 建设覆盖率 and infrastructure.
+  public static func coverage(_ client: SmartSchoolClient, org: String, year: Int) async throws
+    -> Report
+  {
+    let r = try await client.supervision.getCoverageReport(
+      .with {
+        $0.orgCode = org
+        $0.year = Int32(year)
+      })
+    let kinds = ReportTable(
+      title: "建设覆盖率 Construction coverage — \(org), \(r.year)",
+      columns: [
+        ("学校类别", "School kind"), ("学校数", "Schools"), ("已填报", "Reported"),
+        ("已建成", "Built"), ("覆盖率", "Coverage"),
+      ],
+      rows: r.kinds.map {
+        [
+          "\($0.schoolKind.chineseName) \($0.schoolKind.englishName)", "\($0.schools)",
+          "\($0.reported)", "\($0.built)", percent($0.coveragePercent),
+        ]
+      })
+    let infrastructure = ReportTable(
+      title: "基础设施 Infrastructure", columns: [("指标", "Indicator"), ("数值", "Value")],
+      rows: [
+        ["学校 Schools", "\(r.schools)"], ["已填报 Reported", "\(r.reported)"],
+        ["学生 Students", "\(r.students)"], ["教师 Teachers", "\(r.teachers)"],
+        ["多媒体教室 Multimedia classrooms", "\(r.multimediaClassrooms)"],
+        ["生机比 Students per computer", r.studentsPerComputer],
+        ["师机比 Teachers per computer", r.teachersPerComputer],
+        [
+          "宽带≥200M Broadband ≥ 200 Mbps", "\(r.broadbandMet) (\(percent(r.broadbandSharePercent)))",
+        ],
+        ["校园网 Campus network", "\(r.campusNetworkSchools)"],
+        ["无线覆盖 Wireless", "\(r.wirelessSchools)"],
+      ])
+    return Report(tables: [kinds, infrastructure], json: json(r))
+  }
+
+  /// Teachers' smart-classroom lessons against their targets.
+  public static func teachers(_ client: SmartSchoolClient, org: String, term: String)
+    async throws -> Report
+  {
+    let r = try await client.supervision.getTeacherTargets(
+      .with {
+        $0.orgCode = org
+        $0.termCode = term
+      })
+    let table = ReportTable(
+      title:
+        "教师开课 Teacher targets — \(org), \(r.termCode): \(r.metCount)/\(r.teacherCount) "
+        + "达标 met (\(percent(r.metSharePercent)))",
+      columns: [
+        ("工号", "Teacher"), ("姓名", "Name"), ("学校", "School"), ("年龄", "Age"),
+        ("开课", "Lessons"), ("要求", "Required"), ("达标", "Met"),
+      ],
+      rows: r.teachers.map {
+        [
+          $0.teacherExternalID, $0.displayName, $0.schoolCode,
+          $0.ageAtTermStart < 0 ? "-" : "\($0.ageAtTermStart)", "\($0.lessons)",
+          "\($0.required)", $0.met ? "是 yes" : "否 no",
+        ]
+      })
+    return Report(tables: [table], json: json(r))
+  }
+
+  /// Training hours against 60 a year.
+  public static func training(_ client: SmartSchoolClient, org: String, year: Int) async throws
+    -> Report
+  {
+    let r = try await client.supervision.getTrainingReport(
+      .with {
+        $0.orgCode = org
+        $0.year = Int32(year)
+      })
+    let table = ReportTable(
+      title:
+        "信息化素养培训 Training — \(org), \(r.year): \(r.metCount)/\(r.teacherCount) 达标 met "
+        + "(\(percent(r.metSharePercent)))",
+      columns: [("工号", "Teacher"), ("姓名", "Name"), ("学时", "Hours"), ("达标", "Met")],
+      rows: r.teachers.map {
+        [$0.teacherExternalID, $0.displayName, decimal2($0.hours), $0.met ? "是 yes" : "否 no"]
+      })
+    return Report(tables: [table], json: json(r))
+  }
+
+  static func scopeRow(_ s: Smartschool_Assessment_V1_ScopeStatistics) -> [String] {
+    [
+      s.orgCode.isEmpty ? "(全部 all)" : s.orgCode, s.orgName, "\(s.count)", decimal2(s.mean),
+      decimal2(s.standardDeviation), decimal2(s.min), decimal2(s.max), decimal2(s.median),
+      percent(s.passRate), percent(s.excellentRate), percent(s.lowRate),
+      s.rank == 0 ? "" : "\(s.rank)",
+    ]
+  }
+
+  /// Exam statistics of a scope and its child orgs.
+  public static func exam(_ client: SmartSchoolClient, exam: String, org: String?) async throws
+    -> Report
+  {
+    let r = try await client.assessment.getExamStatistics(
+      .with {
+        $0.examCode = exam
+        $0.scopeOrgCode = org ?? ""
+      })
+    let columns: [(zh: String, en: String)] = [
+      ("代码", "Code"), ("名称", "Name"), ("人数", "Count"), ("平均分", "Mean"),
+      ("标准差", "SD"), ("最低分", "Min"), ("最高分", "Max"), ("中位数", "Median"),
+      ("及格率", "Pass rate"), ("优秀率", "Excellent rate"), ("低分率", "Low rate"),
+      ("排名", "Rank"),
+    ]
+    return Report(
+      tables: [
+        ReportTable(
+          title: "考试统计 Exam statistics — \(exam)", columns: columns, rows: [scopeRow(r.scope)]),
+        ReportTable(
+          title: "下级单位 By child org", columns: columns, rows: r.children.map(scopeRow)),
+      ], json: json(r))
+  }
+
+  /// Item analysis: difficulty, discrimination, flags, Cronbach's alpha.
+  public static func items(_ client: SmartSchoolClient, exam: String) async throws -> Report {
+    let r = try await client.assessment.getExamStatistics(.with { $0.examCode = exam })
+    let alpha = r.hasCronbachAlpha ? decimal2(r.cronbachAlpha.value) : "n/a"
+    let table = ReportTable(
+      title: "试题分析 Item analysis — \(exam), 信度 Cronbach's α = \(alpha)",
+      columns: [
+        ("题号", "Item"), ("满分", "Max"), ("平均分", "Mean"), ("难度", "Difficulty P"),
+        ("区分度", "Discrimination D"), ("提示", "Flags"),
+      ],
+      rows: r.items.map { i in
+        var flags: [String] = []
+        if i.flagTooHard { flags.append("偏难 too hard") }
+        if i.flagTooEasy { flags.append("偏易 too easy") }
+        if i.flagLowDiscrimination { flags.append("区分度低 low D") }
+        return [
+          "\(i.number)", decimal2(i.maxScore), decimal2(i.mean), decimal2(i.difficulty),
+          decimal2(i.discrimination), flags.joined(separator: "; "),
+        ]
+      })
+    return Report(tables: [table], json: json(r))
+  }
+
+  /// A student's report with resources recommended for the weak points.
+  public static func student(_ client: SmartSchoolClient, exam: String, student: String)
+    async throws -> Report
+  {
+    let r = try await client.assessment.getStudentReport(
+      .with {
+        $0.examCode = exam
+        $0.studentExternalID = student
+      })
+    let summary = ReportTable(
+      title: "学情报告 Student report — \(student), \(exam)",
+      columns: [("指标", "Item"), ("数值", "Value")],
+      rows: [
+        ["总分 Total", decimal2(r.total)],
+        ["班级排名 Class rank", "\(r.classRank)/\(r.classSize)"],
+        ["学校排名 School rank", "\(r.schoolRank)/\(r.schoolSize)"],
+        ["全体排名 Exam rank", "\(r.examRank)/\(r.examSize)"],
+        ["百分等级 Percentile rank", percent(r.percentileRank)],
+      ])
+    let mastery = ReportTable(
+      title: "知识点掌握 Mastery",
+      columns: [
+        ("知识点", "Knowledge point"), ("得分", "Earned"), ("满分", "Possible"),
+        ("掌握度", "Mastery"),
+      ],
+      rows: r.mastery.map {
+        [$0.code, decimal2($0.earned), decimal2($0.possible), percent($0.mastery * 100)]
+      })
+    var tables = [summary, mastery]
+    var recommendationsJSON = "[]"
+    if !r.weakPoints.isEmpty {
+      let examInfo = try await client.assessment.getExam(.with { $0.code = exam })
+      let recs = try await client.catalogue.recommendResources(
+        .with {
+          $0.knowledgePointCodes = Array(r.weakPoints.prefix(50).map(\.code))
+          $0.stage = examInfo.stage
+          $0.subject = examInfo.subject
+          $0.pageSize = 10
+        })
+      recommendationsJSON = json(recs)
+      tables.append(
+        ReportTable(
+          title: "推荐资源 Recommended resources (智能推送)",
+          columns: [
+            ("标题", "Title"), ("类型", "Type"), ("覆盖知识点", "Matched points"),
+            ("覆盖度", "Coverage"),
+          ],
+          rows: recs.recommendations.map {
+            [
+              $0.resource.title, "\($0.resource.type)",
+              $0.matchedKnowledgePointCodes.joined(separator: ";"), percent($0.coverage * 100),
+            ]
+          }))
+    }
+    return Report(
+      tables: tables,
+      json: "{\"report\":\(json(r)),\"recommendations\":\(recommendationsJSON)}")
+  }
+
+  /// Class diagnosis.
+  public static func classDiagnosis(_ client: SmartSchoolClient, exam: String, classCode: String)
+    async throws -> Report
+  {
+    let r = try await client.assessment.getClassDiagnosis(
+      .with {
+        $0.examCode = exam
+        $0.classCode = classCode
+      })
+    let points = ReportTable(
+      title: "班级学情 Class diagnosis — \(classCode), \(exam): \(r.count) 人 students, "
+        + "平均分 mean \(decimal2(r.mean))",
+      columns: [
+        ("知识点", "Knowledge point"), ("掌握度", "Mastery"),
+        ("未达标占比", "Share below pass"),
+      ],
+      rows: r.knowledgePoints.map {
+        [$0.code, percent($0.mastery * 100), percent($0.shareBelowPass)]
+      })
+    let students = ReportTable(
+      title: "未及格学生 Students below pass", columns: [("学号", "Student"), ("总分", "Total")],
+      rows: r.studentsBelowPass.map { [$0.studentExternalID, decimal2($0.total)] })
+    return Report(tables: [points, students], json: json(r))
+  }
+
+  /// Teaching-case coverage of chapters.
+  public static func caseCoverage(_ client: SmartSchoolClient, org: String) async throws
+    -> Report
+  {
+    let r = try await client.catalogue.getCaseCoverage(.with { $0.orgCode = org })
+    func row(_ c: Smartschool_Catalogue_V1_CoverageRow) -> [String] {
+      [
+        c.stage.chineseName, c.subject.chineseName, c.grade == 0 ? "" : "\(c.grade)",
+        "\(c.chapters)", "\(c.coveredChapters)", percent(c.coveragePercent),
+        c.meetsTarget ? "是 yes" : "否 no",
+      ]
+    }
+    let table = ReportTable(
+      title: "教学案例覆盖率 Teaching-case coverage — \(org) (目标 target "
+        + "\(percent(r.targetPercent)))",
+      columns: [
+        ("学段", "Stage"), ("学科", "Subject"), ("年级", "Grade"), ("章数", "Chapters"),
+        ("已覆盖", "Covered"), ("覆盖率", "Coverage"), ("达标", "Meets target"),
+      ],
+      rows: r.rows.map(row) + [row(r.total)])
+    return Report(tables: [table], json: json(r))
+  }
+}
+
+/// `smartschool report …`.
+struct ReportCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "report",
+    abstract: "Print a report as a table (Chinese labels, English beside them), JSON or CSV.",
+    discussion: """
+      Example:
+        smartschool report compliance --org K340121 --term 2025-2026-1
+        smartschool report exam --exam K340121-2025-MATH --format csv > exam.csv
+      """,
+    subcommands: [
+      Compliance.self, Coverage.self, Teachers.self, Training.self, Exam.self, Items.self,
+      Student.self, ClassReport.self, CaseCoverage.self,
+    ])
+
+  struct Common: ParsableArguments {
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Output: text, json or csv.")
+    var format: OutputFormat = .text
+
+    func print(_ make: (SmartSchoolClient) async throws -> Report) async throws {
+      try await withCLIClient(connection) { client in
+        writeOut(try await make(client).render(format))
+      }
+    }
+  }
+
+  static var thisYear: Int { Calendar(identifier: .gregorian).component(.year, from: Date()) }
+
+  struct Compliance: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "常态化应用: subject and lesson compliance rates of an org's smart classrooms.",
+      discussion: "Example: smartschool report compliance --org K340121 --term 2025-2026-1")
+    @OptionGroup var common: Common
+    @Option(help: "Org code (province, city, county or school).") var org: String
+    @Option(help: "Term code.") var term: String
+    @Option(help: "Only the week of this date (YYYY-MM-DD).") var week: String?
+    func run() async throws {
+      try await common.print { try await Reports.compliance($0, org: org, term: term, week: week) }
+    }
+  }
+
+  struct Coverage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "建设覆盖率: construction coverage by school kind and infrastructure indicators.",
+      discussion: "Example: smartschool report coverage --org K340121 --year 2025")
+    @OptionGroup var common: Common
+    @Option(help: "Org code.") var org: String
+    @Option(help: "Year (default: this year).") var year: Int?
+    func run() async throws {
+      try await common.print {
+        try await Reports.coverage($0, org: org, year: year ?? ReportCommand.thisYear)
+      }
+    }
+  }
+
+  struct Teachers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Teachers' smart-classroom lessons in a term against 2 (4 under 45).",
+      discussion: "Example: smartschool report teachers --org S34012101 --term 2025-2026-1")
+    @OptionGroup var common: Common
+    @Option(help: "Org code.") var org: String
+    @Option(help: "Term code.") var term: String
+    func run() async throws {
+      try await common.print { try await Reports.teachers($0, org: org, term: term) }
+    }
+  }
+
+  struct Training: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "信息化素养培训: each teacher's training hours in a year against 60.",
+      discussion: "Example: smartschool report training --org K340121 --year 2025")
+    @OptionGroup var common: Common
+    @Option(help: "Org code.") var org: String
+    @Option(help: "Year.") var year: Int
+    func run() async throws {
+      try await common.print { try await Reports.training($0, org: org, year: year) }
+    }
+  }
+
+  struct Exam: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Exam statistics: mean, SD, pass/excellent/low rates, by child org.",
+      discussion: "Example: smartschool report exam --exam K340121-2025-MATH --org K340121")
+    @OptionGroup var common: Common
+    @Option(help: "Exam code.") var exam: String
+    @Option(help: "Scope org code (default: the whole exam).") var org: String?
+    func run() async throws {
+      try await common.print { try await Reports.exam($0, exam: exam, org: org) }
+    }
+  }
+
+  struct Items: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Item analysis: difficulty, discrimination, flags and Cronbach's alpha.",
+      discussion: "Example: smartschool report items --exam K340121-2025-MATH")
+    @OptionGroup var common: Common
+    @Option(help: "Exam code.") var exam: String
+    func run() async throws {
+      try await common.print { try await Reports.items($0, exam: exam) }
+    }
+  }
+
+  struct Student: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "A student's exam report, mastery, and resources for the weak points.",
+      discussion:
+        "Example: smartschool report student --exam K340121-2025-MATH --student STU0000001")
+    @OptionGroup var common: Common
+    @Option(help: "Exam code.") var exam: String
+    @Option(help: "Student external id.") var student: String
+    func run() async throws {
+      try await common.print { try await Reports.student($0, exam: exam, student: student) }
+    }
+  }
+
+  struct ClassReport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "class",
+      abstract: "学情报告: a class's knowledge-point mastery and students below pass.",
+      discussion: "Example: smartschool report class --exam K340121-2025-MATH --class S01-C07-1")
+    @OptionGroup var common: Common
+    @Option(help: "Exam code.") var exam: String
+    @Option(name: .customLong("class"), help: "Class org code.") var classCode: String
+    func run() async throws {
+      try await common.print {
+        try await Reports.classDiagnosis($0, exam: exam, classCode: classCode)
+      }
+    }
+  }
+
+  struct CaseCoverage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "case-coverage",
+      abstract: "Share of curriculum chapters with a published smart-classroom teaching case.",
+      discussion: "Example: smartschool report case-coverage --org K340121")
+    @OptionGroup var common: Common
+    @Option(help: "Org code.") var org: String
+    func run() async throws {
+      try await common.print { try await Reports.caseCoverage($0, org: org) }
+    }
+  }
+}
