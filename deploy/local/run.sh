@@ -4,9 +4,11 @@
 #   bash deploy/local/run.sh
 #
 # Builds every executable, starts each service as its own process (identity first, since the
-# others verify its tokens), waits until each reports grpc.health.v1 SERVING, prints how to call
-# them, and keeps running until Ctrl-C, which stops every service cleanly (SIGTERM, drain).
-# A second run reuses ./data: nothing is created twice.
+# others verify its tokens and follow its org tree with a service account), waits until each
+# reports grpc.health.v1 SERVING, loads the demo county (smartschool demo: 62 schools, 13,047
+# students, a term of lessons, a county maths exam, resources) through the CLI, prints the
+# county's reports and how to call the services, and keeps running until Ctrl-C, which stops
+# every service cleanly (SIGTERM, drain). A second run reuses ./data: nothing is created twice.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -31,6 +33,9 @@ if [[ -z "${SMARTSCHOOL_ADMIN_PASSWORD:-}" ]]; then
   SMARTSCHOOL_ADMIN_PASSWORD="$(cat "$DATA/admin-password")"
 fi
 export SMARTSCHOOL_ADMIN_PASSWORD
+# The CLI logs in with these (no session file needed).
+export SMARTSCHOOL_USERNAME=admin SMARTSCHOOL_PASSWORD="$SMARTSCHOOL_ADMIN_PASSWORD"
+CLI="$BIN/smartschool"
 
 # name  gRPC port  metrics port
 SERVICES=(
@@ -59,12 +64,13 @@ healthy() {
     od -An -tx1 | tr -d ' \n' | grep -q '0801$'
 }
 
-for entry in "${SERVICES[@]}"; do
-  read -r name port metrics <<<"$entry"
-  exe="$BIN/$name-service"
-  [[ -x "$exe" ]] || continue
-  args=(--host 127.0.0.1 --port "$port" --metrics-port "$metrics" --data-dir "$DATA/$name")
-  [[ "$name" == identity ]] || args+=(--identity-addr 127.0.0.1:50051)
+start() {
+  local name=$1 port=$2 metrics=$3
+  local exe="$BIN/$name-service"
+  local args=(--host 127.0.0.1 --port "$port" --metrics-port "$metrics" --data-dir "$DATA/$name")
+  if [[ "$name" != identity ]]; then
+    args+=(--identity-addr 127.0.0.1:50051 --client-id "$CLIENT_ID" "--client-secret=$CLIENT_SECRET")
+  fi
   "$exe" "${args[@]}" 2>>"$DATA/$name.log" &
   PIDS+=($!)
   for _ in $(seq 1 100); do
@@ -78,11 +84,39 @@ for entry in "${SERVICES[@]}"; do
   done
   healthy "$port" || { echo "$name-service did not become healthy; see $DATA/$name.log" >&2; exit 1; }
   echo "✔ $name-service serving on 127.0.0.1:$port (metrics http://127.0.0.1:$metrics/metrics, log $DATA/$name.log)"
+}
+
+start identity 50051 9401
+
+# The demo county as CSV files (deterministic), its org tree first: the other services follow
+# the tree with a service account holding data_exchange at the province, created once and
+# kept in ./data (mode 0600).
+"$CLI" demo --out "$DATA/demo" --no-load --quiet
+"$CLI" import orgs "$DATA/demo/orgs.csv" >/dev/null
+if [[ ! -f "$DATA/service-account.env" ]]; then
+  PROVINCE="$(awk -F, 'NR > 1 && $3 == "province" { print $1; exit }' "$DATA/demo/orgs.csv")"
+  "$CLI" service-account create --name smartschool-services --org "$PROVINCE" \
+    --role data_exchange --out "$DATA/service-account.env"
+fi
+CLIENT_ID="$(sed -n 's/^CLIENT_ID=//p' "$DATA/service-account.env")"
+CLIENT_SECRET="$(sed -n 's/^CLIENT_SECRET=//p' "$DATA/service-account.env")"
+
+for entry in "${SERVICES[@]:1}"; do
+  read -r name port metrics <<<"$entry"
+  start "$name" "$port" "$metrics"
 done
+
+echo
+echo "loading the demo county through the CLI (idempotent; the first load takes a few minutes)…"
+"$CLI" demo --out "$DATA/demo" || echo "(some demo rows were rejected; see above)" >&2
 
 cat <<MSG
 
-The suite is running. Log in as 'admin' (password: \$SMARTSCHOOL_ADMIN_PASSWORD, or ./data/admin-password).
+The suite is running with the demo county loaded. Log in as 'admin' (password:
+\$SMARTSCHOOL_ADMIN_PASSWORD, or ./data/admin-password). With the CLI:
+  export SMARTSCHOOL_USERNAME=admin SMARTSCHOOL_PASSWORD="\$(cat data/admin-password)"
+  $CLI report exam --exam <code from data/demo/exams.csv>
+  $CLI report compliance --org <county code> --term <term code>
 Call it with any gRPC client; reflection is on, e.g. with grpcurl:
   grpcurl -plaintext 127.0.0.1:50051 list
   grpcurl -plaintext -d '{"username":"admin","password":"…"}' 127.0.0.1:50051 smartschool.identity.v1.IdentityService/Login

@@ -21,7 +21,7 @@ public struct SmartSchoolCommand: AsyncParsableCommand {
       """,
     subcommands: [
       LoginCommand.self, ImportCommand.self, ReportCommand.self, ExportCommand.self,
-      ChangesCommand.self, DemoCommand.self,
+      ChangesCommand.self, DemoCommand.self, ServiceAccountCommand.self,
     ])
 
   public init() {}
