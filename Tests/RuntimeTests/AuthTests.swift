@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import GRPCCore
 import ServiceRuntime
 import SmartSchoolModel
 import Synchronization
@@ -26,6 +27,22 @@ struct AccessTokenTests {
     let p = try await v.verify(token)
     #expect(p.userID == "u1")
     #expect(p.bindings == [RoleGrant(role: .teacher, orgID: "school", orgPath: OrgPath("/p/c/k/school/")!)])
+  }
+
+  @Test func bearerTokensAreFoundWhateverTheCaseAndSpacing() {
+    func token(_ header: String) -> String? {
+      var metadata = Metadata()
+      metadata.addString(header, forKey: "authorization")
+      return AuthInterceptor.bearerToken(in: metadata)
+    }
+    #expect(token("Bearer abc.def.ghi") == "abc.def.ghi")
+    #expect(token("  bearer   abc.def.ghi \t") == "abc.def.ghi")
+    #expect(token("BEARER 令牌") == "令牌")
+    #expect(token("Basic YTpi") == nil)
+    #expect(token("Bearer ") == nil)
+    #expect(token("Bearerabc") == nil)
+    #expect(token("") == nil)
+    #expect(AuthInterceptor.bearerToken(in: [:]) == nil)
   }
 
   @Test func tamperedExpiredAndForeignTokensFail() async throws {

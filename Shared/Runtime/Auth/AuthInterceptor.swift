@@ -22,12 +22,23 @@ public struct AuthInterceptor: ServerInterceptor {
   }
 
   /// Extracts the token of an `authorization: Bearer <token>` header.
+  /// Works on the UTF-8 bytes: it runs on every call, and Foundation's trimming went through
+  /// NSString and cost a tenth of a busy service's CPU.
   public static func bearerToken(in metadata: Metadata) -> String? {
     for value in metadata[stringValues: "authorization"] {
-      let trimmed = value.trimmingCharacters(in: .whitespaces)
-      if trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " {
-        return String(trimmed.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-      }
+      let bytes = Array(value.utf8)
+      let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+      guard var start = bytes.firstIndex(where: { !isSpace($0) }),
+        var end = bytes.lastIndex(where: { !isSpace($0) })
+      else { continue }
+      end += 1
+      let scheme = Array("bearer ".utf8)
+      guard end - start > scheme.count,
+        zip(bytes[start..<(start + scheme.count)], scheme).allSatisfy({ $0 | 0x20 == $1 | 0x20 })
+      else { continue }
+      start += scheme.count
+      while start < end, isSpace(bytes[start]) { start += 1 }
+      if start < end { return String(decoding: bytes[start..<end], as: UTF8.self) }
     }
     return nil
   }
