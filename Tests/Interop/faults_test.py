@@ -124,7 +124,16 @@ class World:
 @pytest.fixture
 def world():
     with tempfile.TemporaryDirectory(prefix="faults-") as data:
-        w = World(data)
+        w = World.__new__(World)
+        w.supervision = None
+        try:
+            w.__init__(data)
+        except BaseException:
+            # Never leave a process behind when setting up fails half-way.
+            for p in (w.supervision, getattr(w, "identity", None)):
+                if p is not None:
+                    p.process.kill()
+            raise
         try:
             yield w
         finally:

@@ -204,7 +204,16 @@ def suite():
         if not exe.exists():
             pytest.fail("%s is missing: run 'swift build' first" % exe)
     with tempfile.TemporaryDirectory(prefix="suite-interop-") as data:
-        s = Suite(data)
+        s = Suite.__new__(Suite)
+        s.others = {}
+        try:
+            s.__init__(data)
+        except BaseException:
+            # Never leave a process behind when setting up fails half-way.
+            for p in list(s.others.values()) + [getattr(s, "identity", None)]:
+                if p is not None:
+                    p.process.kill()
+            raise
         try:
             yield s
         finally:
