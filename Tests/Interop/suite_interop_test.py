@@ -9,6 +9,7 @@ and that h2load's few thousand authenticated calls all end with grpc-status 0.
 Run with `bash Tests/Interop/run.sh`.
 """
 
+import csv
 import json
 import os
 import queue
@@ -44,6 +45,9 @@ TEACHER_PASSWORD = "County-admin-42"
 TIMEOUT = 10
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 25
+# The demo county's province, so the small county the CLI loads lies in the services' scope.
+PROVINCE = "P34"
+TERM = "2025-2026-1"  # the demo county's term, which the suite's own tests use too
 SERVICES = {
     "catalogue": "smartschool.catalogue.v1.CatalogueService",
     "assessment": "smartschool.assessment.v1.AssessmentService",
@@ -128,7 +132,7 @@ class Suite:
         self.admin = self.login("admin", ADMIN_PASSWORD)
         self._seed()
         account = self.id.CreateServiceAccount(ipb.CreateServiceAccountRequest(
-            name="suite-sync", org_code="P", roles=[ipb.ROLE_DATA_EXCHANGE]),
+            name="suite-sync", org_code=PROVINCE, roles=[ipb.ROLE_DATA_EXCHANGE]),
             metadata=auth(self.admin), timeout=TIMEOUT)
         self.others = {}
         for name in SERVICES:
@@ -141,8 +145,8 @@ class Suite:
         self.asm = apb_grpc.AssessmentServiceStub(self.channels["assessment"])
         self.sup = spb_grpc.SupervisionServiceStub(self.channels["supervision"])
         self.sup.CreateTerm(spb.CreateTermRequest(term=spb.Term(
-            code="T1", name="2025-2026学年第一学期", start_date="2025-09-01",
-            end_date="2026-01-16")), metadata=auth(self.admin), timeout=TIMEOUT)
+            code=TERM, name="2025-2026学年第一学期", start_date="2025-09-01",
+            end_date="2026-01-16", excluded_weeks=["2025-09-29"])), metadata=auth(self.admin), timeout=TIMEOUT)
 
     def _start_identity(self, port):
         return Process("identity", [
@@ -156,8 +160,8 @@ class Suite:
 
     def _seed(self):
         rows = [
-            org("P", "示范省", common_pb2.ORG_KIND_PROVINCE),
-            org("C", "示范市", common_pb2.ORG_KIND_CITY, "P"),
+            org(PROVINCE, "示范省", common_pb2.ORG_KIND_PROVINCE),
+            org("C", "示范市", common_pb2.ORG_KIND_CITY, PROVINCE),
             org("K1", "东县", common_pb2.ORG_KIND_COUNTY, "C"),
             org("K2", "西县", common_pb2.ORG_KIND_COUNTY, "C"),
         ]
@@ -272,7 +276,7 @@ def test_one_login_is_accepted_by_every_service_with_a_streaming_rpc_each(suite)
     summary = suite.sup.ImportLessons(iter(lessons), metadata=md, timeout=TIMEOUT)
     assert (summary.accepted, summary.rejected) == (1, 1), summary
     assert [t.code for t in suite.sup.ListTerms(spb.ListTermsRequest(), metadata=md,
-                                                 timeout=TIMEOUT).terms] == ["T1"]
+                                                 timeout=TIMEOUT).terms] == [TERM]
 
     # assessment: a city-wide exam, a streamed score import (one row over the item's max), a read.
     suite.asm.CreateExam(apb.CreateExamRequest(exam=apb.Exam(
@@ -310,7 +314,7 @@ def test_cross_county_reads_are_refused_at_every_service(suite):
         "catalogue": lambda: suite.cat.GetCaseCoverage(
             cpb.GetCaseCoverageRequest(org_code="K2"), metadata=md, timeout=TIMEOUT),
         "supervision": lambda: suite.sup.GetComplianceReport(
-            spb.GetComplianceReportRequest(org_code="K2", term_code="T1"), metadata=md,
+            spb.GetComplianceReportRequest(org_code="K2", term_code=TERM), metadata=md,
             timeout=TIMEOUT),
         "assessment": lambda: suite.asm.GetExamStatistics(
             apb.GetExamStatisticsRequest(exam_code="E1", scope_org_code="K2"), metadata=md,
@@ -322,7 +326,7 @@ def test_cross_county_reads_are_refused_at_every_service(suite):
         assert raised.value.code() in refused, (name, raised.value.code(),
                                                 raised.value.details())
     # The same admin reads their own county.
-    suite.sup.GetComplianceReport(spb.GetComplianceReportRequest(org_code="K1", term_code="T1"),
+    suite.sup.GetComplianceReport(spb.GetComplianceReportRequest(org_code="K1", term_code=TERM),
                                   metadata=md, timeout=TIMEOUT)
 
 
@@ -372,7 +376,7 @@ def test_the_others_serve_while_identity_is_down_and_recover(suite):
         # Tokens verify with cached keys; the org tree is the cached copy.
         assert suite.sup.ListTerms(spb.ListTermsRequest(), metadata=md, timeout=TIMEOUT).terms
         suite.sup.GetComplianceReport(spb.GetComplianceReportRequest(
-            org_code="K1", term_code="T1"), metadata=md, timeout=TIMEOUT)
+            org_code="K1", term_code=TERM), metadata=md, timeout=TIMEOUT)
         suite.cat.GetCaseCoverage(cpb.GetCaseCoverageRequest(org_code="K1"), metadata=md,
                                   timeout=TIMEOUT)
         suite.asm.GetExamStatistics(apb.GetExamStatisticsRequest(exam_code="E1"),
@@ -429,3 +433,43 @@ def test_h2load_authenticated_unary_calls_all_succeed(suite, tmp_path):
     everything = _metric(service.metrics_port, "smartschool_rpc_requests_total",
                          {"method": label}) - all_before
     assert ok == calls and everything == calls, (ok, everything)
+
+
+def test_a_small_county_loaded_through_the_cli_reports_what_its_csv_files_say(suite, tmp_path):
+    env = dict(os.environ, SMARTSCHOOL_USERNAME="admin", SMARTSCHOOL_PASSWORD=ADMIN_PASSWORD,
+               SMARTSCHOOL_IDENTITY_ADDR=suite.identity.address,
+               **{"SMARTSCHOOL_%s_ADDR" % name.upper(): p.address
+                  for name, p in suite.others.items()})
+    cli = str(BIN / "smartschool")
+    out = tmp_path / "county"
+    loaded = subprocess.run([cli, "demo", "--small", "--quiet", "--out", str(out)], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert loaded.returncode == 0, loaded.stdout[-3000:] + loaded.stderr[-3000:]
+
+    # The exam's figures, computed here from the CSV files the CLI loaded.
+    with open(out / "exams.csv", encoding="utf-8-sig") as f:
+        exam = next(csv.DictReader(f))
+    totals = {}
+    with open(out / "scores.csv", encoding="utf-8-sig") as f:
+        for row in csv.DictReader(f):
+            if row["exam_code"] == exam["code"]:
+                key = row["student_external_id"]
+                totals[key] = totals.get(key, 0.0) + float(row["score"])
+    full = float(exam["full_marks"])
+    mean = sum(totals.values()) / len(totals)
+    passed = 100.0 * sum(1 for t in totals.values() if t >= 0.6 * full) / len(totals)
+    report = subprocess.run([cli, "report", "exam", "--exam", exam["code"], "--format", "json"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    scope = json.loads(report.stdout)["scope"]
+    assert int(scope["count"]) == len(totals)
+    assert abs(float(scope["mean"]) - mean) <= 0.005 + 1e-9, (scope["mean"], mean)
+    assert abs(float(scope.get("passRate", 0)) - passed) <= 0.005 + 1e-9, (scope, passed)
+
+    # Loading again changes nothing: the same county, no rejected row, the same figures.
+    again = subprocess.run([cli, "demo", "--small", "--quiet", "--out", str(out)], env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    report = subprocess.run([cli, "report", "exam", "--exam", exam["code"], "--format", "json"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert int(json.loads(report.stdout)["scope"]["count"]) == len(totals)

@@ -30,10 +30,25 @@ public struct DemoLoader: Sendable {
   ) {
     var outcomes: [ImportOutcome] = []
     var skipped: Set<SmartSchoolService> = []
+    var waited = false
     for kind in ImportKind.loadOrder {
       guard let path = paths[kind], !skipped.contains(kind.service) else { continue }
+      if kind.service != .identity && !waited {
+        // The other services learn orgs and users from identity's change feed, which they poll
+        // every two seconds: give them time to catch up before rows that name them arrive.
+        waited = true
+        try await Task.sleep(for: .seconds(5))
+      }
       do {
-        outcomes.append(try await importer.run(kind, path: path))
+        var outcome = try await importer.run(kind, path: path)
+        if outcome.rejectedCount > 0 && kind.service != .identity {
+          // A slow follower may still miss a few: imports are idempotent, so send the file
+          // again once it has had time.
+          writeErr("retrying \(kind.rawValue) once the services have caught up with identity\n")
+          try await Task.sleep(for: .seconds(5))
+          outcome = try await importer.run(kind, path: path)
+        }
+        outcomes.append(outcome)
       } catch let error as RPCError
         where error.code == .unavailable || error.code == .unimplemented
       {
