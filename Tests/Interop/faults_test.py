@@ -20,6 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from smartschool.assessment.v1 import assessment_service_pb2 as apb
+from smartschool.assessment.v1 import assessment_service_pb2_grpc as apb_grpc
 from smartschool.common.v1 import common_pb2
 from smartschool.identity.v1 import identity_service_pb2 as ipb
 from smartschool.identity.v1 import identity_service_pb2_grpc as ipb_grpc
@@ -28,7 +30,8 @@ from smartschool.supervision.v1 import supervision_service_pb2_grpc as spb_grpc
 from suite_interop_test import ADMIN_PASSWORD, Process, auth, eventually, org
 
 TIMEOUT = 15
-BATCH = 1000  # rows per committed batch (BulkImport's default)
+BATCH = 500  # rows per committed batch of a lesson import (SupervisionAPI.importBatch)
+SCORE_BATCH = 2000  # rows per committed batch of a score import (AssessmentAPI.importBatch)
 ROOMS = 40
 DAYS = 100
 PERIODS = 8  # ROOMS × DAYS × PERIODS = 32,000 lessons
@@ -45,6 +48,18 @@ def school_days():
 
 
 DAYS_LIST = school_days()
+CLASSES = 4
+STUDENTS = 1500
+ITEMS = 20  # STUDENTS × ITEMS = 30,000 score rows
+
+
+def score_rows(exam):
+    for student in range(STUDENTS):
+        klass = "S-C%d" % (student % CLASSES + 1)
+        for item in range(1, ITEMS + 1):
+            yield apb.ScoreRow(exam_code=exam, student_external_id="ST%05d" % student,
+                               class_code=klass, school_code="S", item_number=item,
+                               score=(student * 7 + item * 3) % 6)
 
 
 def lessons():
@@ -75,13 +90,17 @@ class World:
                 org("K", "县", common_pb2.ORG_KIND_COUNTY, "C"),
                 org("S", "中学", common_pb2.ORG_KIND_SCHOOL, "K", common_pb2.SCHOOL_KIND_URBAN,
                     [common_pb2.STAGE_JUNIOR])]
-        assert self.id.ImportOrgs(iter(rows), metadata=self.md, timeout=TIMEOUT).accepted == 4
+        rows += [org("S-C%d" % c, "七年级%d班" % c, common_pb2.ORG_KIND_CLASS, "S", grade=7,
+                     year="2025-2026") for c in range(1, CLASSES + 1)]
+        summary = self.id.ImportOrgs(iter(rows), metadata=self.md, timeout=TIMEOUT)
+        assert summary.accepted == len(rows), summary
         account = self.id.CreateServiceAccount(ipb.CreateServiceAccountRequest(
             name="faults-sync", org_code="P", roles=[ipb.ROLE_DATA_EXCHANGE]),
             metadata=self.md, timeout=TIMEOUT)
         self.credentials = [account.client_id, account.client_secret]
         self.port = 0
         self.supervision = None
+        self.assessment = None
         self.start_supervision()
         self.sup.CreateTerm(spb.CreateTermRequest(term=spb.Term(
             code="T1", name="第一学期", start_date="2025-09-01", end_date="2026-01-30")),
@@ -106,6 +125,22 @@ class World:
         self.channel = grpc.insecure_channel(self.supervision.address)
         self.sup = spb_grpc.SupervisionServiceStub(self.channel)
 
+    def start_assessment(self):
+        port = self.assessment.grpc_port if self.assessment else 0
+        self.assessment = Process("assessment", [
+            "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+            "--data-dir", str(self.data / "assessment"), "--identity-addr",
+            self.identity.address, "--client-id", self.credentials[0],
+            "--client-secret", self.credentials[1]])
+        self.asm_channel = grpc.insecure_channel(self.assessment.address)
+        self.asm = apb_grpc.AssessmentServiceStub(self.asm_channel)
+
+    def stored_scores(self, exam):
+        keys = [(r.student_external_id, r.item_number) for r in self.asm.ExportScores(
+            apb.ExportScoresRequest(exam_code=exam), metadata=self.md, timeout=60)]
+        assert len(keys) == len(set(keys)), "duplicate scores"
+        return keys
+
     def stored_lessons(self):
         keys = [(l.classroom_code, l.date, l.period) for l in self.sup.ListLessons(
             spb.ListLessonsRequest(org_code="S", from_date=DAYS_LIST[0], to_date=DAYS_LIST[-1]),
@@ -118,6 +153,9 @@ class World:
         self.id_channel.close()
         if self.supervision:
             self.supervision.stop()
+        if self.assessment:
+            self.asm_channel.close()
+            self.assessment.stop()
         self.identity.stop()
 
 
@@ -126,11 +164,12 @@ def world():
     with tempfile.TemporaryDirectory(prefix="faults-") as data:
         w = World.__new__(World)
         w.supervision = None
+        w.assessment = None
         try:
             w.__init__(data)
         except BaseException:
             # Never leave a process behind when setting up fails half-way.
-            for p in (w.supervision, getattr(w, "identity", None)):
+            for p in (w.supervision, w.assessment, getattr(w, "identity", None)):
                 if p is not None:
                     p.process.kill()
             raise
@@ -145,18 +184,9 @@ def test_kill_9_during_a_lesson_import_keeps_whole_batches_and_a_resend_complete
     rng = random.Random(20261123)
     for run in range(3):
         delay = rng.uniform(0.2, 2.5)
-        killer = threading.Timer(delay, lambda: world.supervision.process.send_signal(
-            signal.SIGKILL))
-        killer.start()
-        try:
-            summary = world.sup.ImportLessons(lessons(), metadata=world.md, timeout=120)
-            completed = summary.accepted == total
-        except grpc.RpcError as e:
-            assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                                grpc.StatusCode.INTERNAL), e
-            completed = False
-        killer.join()
-        world.supervision.process.wait(timeout=10)
+        completed = _import_under_sigkill(
+            world.supervision, delay, total,
+            lambda: world.sup.ImportLessons(lessons(), metadata=world.md, timeout=120))
         world.channel.close()
         world.start_supervision()
         stored = world.stored_lessons()
@@ -166,6 +196,68 @@ def test_kill_9_during_a_lesson_import_keeps_whole_batches_and_a_resend_complete
         summary = world.sup.ImportLessons(lessons(), metadata=world.md, timeout=120)
         assert (summary.accepted, summary.rejected) == (total, 0), summary
         assert len(world.stored_lessons()) == total
+
+
+def test_kill_9_during_a_score_import_keeps_whole_batches_and_a_resend_completes(world):
+    world.start_assessment()
+
+    def exam(code):
+        return apb.Exam(
+            code=code, name="期末数学", school_year="2025-2026", term=1,
+            subject=common_pb2.SUBJECT_MATHEMATICS, stage=common_pb2.STAGE_JUNIOR, grade=7,
+            org_code="S", full_marks=ITEMS * 5,
+            items=[apb.ExamItem(number=n, max_score=5, objective=n <= 10,
+                                knowledge_points=["KP%d" % n]) for n in range(1, ITEMS + 1)])
+
+    total = STUDENTS * ITEMS
+    rng = random.Random(20261124)
+    for run in range(3):
+        # A fresh exam each run, so each kill meets an import that has not happened before.
+        code = "E%d" % run
+        # The school is known once the service's directory has synced from identity.
+        eventually(lambda: world.asm.CreateExam(apb.CreateExamRequest(exam=exam(code)),
+                                                metadata=world.md, timeout=TIMEOUT))
+        delay = rng.uniform(0.2, 2.0)
+        # Until the directory has synced the classes, rows are rejected, not lost.
+        completed = _import_under_sigkill(
+            world.assessment, delay, total,
+            lambda: world.asm.ImportScores(score_rows(code), metadata=world.md, timeout=120))
+        world.asm_channel.close()
+        world.start_assessment()
+        stored = world.stored_scores(code)
+        assert completed or len(stored) % SCORE_BATCH == 0, (run, delay, len(stored))
+        summary = eventually(lambda: _all_accepted(world.asm.ImportScores(
+            score_rows(code), metadata=world.md, timeout=120), total))
+        assert summary.rejected == 0, summary
+        assert len(world.stored_scores(code)) == total
+        # Totals are derived from the item scores, so they agree with them after every crash.
+        stats = world.asm.GetExamStatistics(apb.GetExamStatisticsRequest(exam_code=code),
+                                            metadata=world.md, timeout=TIMEOUT)
+        expected = [sum((s * 7 + i * 3) % 6 for i in range(1, ITEMS + 1))
+                    for s in range(STUDENTS)]
+        assert stats.scope.count == STUDENTS
+        assert abs(stats.scope.mean - sum(expected) / STUDENTS) < 0.01, stats.scope
+
+
+def _import_under_sigkill(service, delay, total, call):
+    """Runs the streamed import `call` while a timer SIGKILLs `service` after `delay` seconds;
+    True when the import finished (every row accepted) before the kill."""
+    killer = threading.Timer(delay, lambda: service.process.send_signal(signal.SIGKILL))
+    killer.start()
+    try:
+        completed = call().accepted == total
+    except grpc.RpcError as e:
+        assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                            grpc.StatusCode.INTERNAL), e
+        completed = False
+    killer.join()
+    service.process.wait(timeout=10)
+    return completed
+
+
+def _all_accepted(summary, total):
+    assert summary.accepted == total, summary
+    return summary
 
 
 def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones(world):

@@ -52,14 +52,11 @@ func callRaw(
 @Suite("Hostile input: every RPC of every service, fuzzed from the schema")
 struct FuzzTests {
   /// Cases per RPC; SMARTSCHOOL_FUZZ_CASES raises it for a longer run outside CI.
-  static let casesPerMethod =
-    ProcessInfo.processInfo.environment["SMARTSCHOOL_FUZZ_CASES"].flatMap(Int.init) ?? 12
+  static let casesPerMethod = FuzzSettings.cases(default: 12)
 
   @Test func hostileRequestsGetAClearStatusAndNeverBreakAService() async throws {
     let fuzzer = try SchemaFuzzer()
-    let seed =
-      ProcessInfo.processInfo.environment["SMARTSCHOOL_FUZZ_SEED"].flatMap(UInt64.init)
-      ?? 20_261_123
+    let seed = FuzzSettings.seed
     try await withSuite { world in
       var covered = Set<String>()
       var codes: [String: Int] = [:]
@@ -71,7 +68,7 @@ struct FuzzTests {
             covered.insert(method.fullName)
             // Each RPC's cases depend only on the seed and its name, so one can be replayed.
             var rng = SeededGenerator(
-              state: seed ^ method.fullName.utf8.reduce(5381) { ($0 << 5) &+ $0 &+ UInt64($1) })
+              seed: seed ^ method.fullName.utf8.reduce(5381) { ($0 << 5) &+ $0 &+ UInt64($1) })
             let token = try await world.adminToken()
             for index in 0..<Self.casesPerMethod {
               let count = method.clientStreaming ? Int.random(in: 0...3, using: &rng) : 1

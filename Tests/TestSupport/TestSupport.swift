@@ -123,3 +123,19 @@ public func rpcError(_ body: () async throws -> Void) async -> RPCError? {
     return RPCError(code: .unknown, message: "\(error)")
   }
 }
+
+/// Fuzz-test settings from the environment: SMARTSCHOOL_FUZZ_CASES scales a run up (or down)
+/// from `defaultCases`, SMARTSCHOOL_FUZZ_SEED replays one.
+public enum FuzzSettings {
+  /// The number of cases to run.
+  public static func cases(default defaultCases: Int) -> Int {
+    ProcessInfo.processInfo.environment["SMARTSCHOOL_FUZZ_CASES"].flatMap(Int.init)
+      ?? defaultCases
+  }
+
+  /// The seed to start from.
+  public static var seed: UInt64 {
+    ProcessInfo.processInfo.environment["SMARTSCHOOL_FUZZ_SEED"].flatMap(UInt64.init)
+      ?? 20_261_123
+  }
+}

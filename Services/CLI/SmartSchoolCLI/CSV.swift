@@ -7,6 +7,12 @@ public struct CSVRecord: Sendable, Equatable {
   public let line: Int
   /// Its fields, unquoted.
   public let fields: [String]
+
+  /// A record of `fields` starting on `line`.
+  public init(line: Int, fields: [String]) {
+    self.line = line
+    self.fields = fields
+  }
 }
 
 /// A problem with the file as a whole (bad header, unterminated quote).
@@ -29,13 +35,15 @@ public final class CSVReader {
   private var line = 1
   private var atStart = true
   private var exhausted: Bool
+  private let chunkSize: Int
 
-  /// A reader of the file at `path`.
-  public init(path: String) throws {
+  /// A reader of the file at `path`, read `chunkSize` bytes at a time.
+  public init(path: String, chunkSize: Int = 65536) throws {
     guard let handle = FileHandle(forReadingAtPath: path) else {
       throw CSVError(line: 0, message: "cannot open \(path)")
     }
     self.handle = handle
+    self.chunkSize = max(1, chunkSize)
     buffer = []
     exhausted = false
   }
@@ -43,24 +51,30 @@ public final class CSVReader {
   /// A reader of bytes in memory.
   public init(data: Data) {
     handle = nil
+    chunkSize = 0
     buffer = Array(data)
     exhausted = true
   }
 
   deinit { try? handle?.close() }
 
-  private func peek() -> UInt8? {
-    if position >= buffer.count {
-      guard !exhausted, let handle else { return nil }
-      let chunk = handle.readData(ofLength: 65536)
+  /// Makes sure `count` bytes from `position` are buffered (fewer only at the end of input).
+  private func ensure(_ count: Int) -> Bool {
+    while buffer.count - position < count {
+      guard !exhausted, let handle else { return false }
+      let chunk = handle.readData(ofLength: chunkSize)
       if chunk.isEmpty {
         exhausted = true
-        return nil
+        return false
       }
-      buffer = Array(chunk)
+      buffer = Array(buffer[position...]) + chunk
       position = 0
     }
-    return buffer[position]
+    return true
+  }
+
+  private func peek() -> UInt8? {
+    ensure(1) ? buffer[position] : nil
   }
 
   private func advance() { position += 1 }
@@ -69,7 +83,7 @@ public final class CSVReader {
   public func next() throws -> CSVRecord? {
     if atStart {
       atStart = false
-      if peek() == 0xEF, buffer.count >= position + 3, buffer[position + 1] == 0xBB,
+      if ensure(3), buffer[position] == 0xEF, buffer[position + 1] == 0xBB,
         buffer[position + 2] == 0xBF
       {
         position += 3

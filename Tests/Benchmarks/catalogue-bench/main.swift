@@ -49,17 +49,6 @@ func latencyRow(_ name: String, _ samples: [Double], baseline: Double, target: S
 
 // MARK: A deterministic generator of realistic resources
 
-struct SplitMix: RandomNumberGenerator {
-  var state: UInt64
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
-
 struct SubjectTopics {
   var subject: Smartschool_Common_V1_Subject
   var stages: [Smartschool_Common_V1_Stage]
@@ -145,7 +134,7 @@ func gradeName(_ g: Int) -> String {
   return g <= 9 ? digits[g - 1] + "年级" : "高" + digits[g - 10]
 }
 
-func makeResource(_ rng: inout SplitMix, owner: String) -> Smartschool_Catalogue_V1_Resource {
+func makeResource(_ rng: inout SeededGenerator, owner: String) -> Smartschool_Catalogue_V1_Resource {
   let area = catalogue.randomElement(using: &rng)!
   let stage = area.stages.randomElement(using: &rng)!
   let grade = Int.random(in: stage.grades, using: &rng)
@@ -317,7 +306,7 @@ func run() async throws {
     let ids = try await withThrowingTaskGroup(of: [String].self) { group in
       for w in 0..<workers {
         group.addTask {
-          var rng = SplitMix(state: UInt64(w + 1))
+          var rng = SeededGenerator(seed: UInt64(w + 1))
           var made: [String] = []
           var i = w
           while i < resourceCount {
@@ -515,7 +504,7 @@ func run() async throws {
     // 100 MB upload and download against cat of the same file.
     let size = 100 * 1024 * 1024
     let file = scratch + "/content.bin"
-    var rng = SplitMix(state: 42)
+    var rng = SeededGenerator(seed: 42)
     var bytes = Data(count: size)
     bytes.withUnsafeMutableBytes { raw in
       let words = raw.bindMemory(to: UInt64.self)
