@@ -2,12 +2,15 @@
 // grpc-swift echo server built in the same package and driven the same way. Prints one table:
 // each service's authenticated unary read in req/s and as a ratio to the echo server, p50/p99
 // latency at 1,000 and 3,000 req/s offered and at saturation with 16 and 64 streams, idle and
-// peak RSS, and the time from start to grpc.health.v1 SERVING.
+// peak RSS, the time from start to grpc.health.v1 SERVING, and the streamed import rates of
+// scores (assessment) and lessons (supervision) against the sqlite3 CLI's `.import` of the same
+// rows.
 //
 //   swift build -c release --scratch-path .build-release
 //   .build-release/release/suite-bench [--bin .build-release/release] [--requests 20000]
+//     [--import-rows 200000]
 //
-// Needs h2load (Debian's nghttp2-client). Not part of CI.
+// Needs h2load (Debian's nghttp2-client) and sqlite3. Not part of CI.
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -64,6 +67,7 @@ while argIndex + 1 < CommandLine.arguments.count {
 }
 let binDirectory = options["--bin"] ?? ".build-release/release"
 let requests = Int(options["--requests"] ?? "") ?? 20_000
+let importRows = Int(options["--import-rows"] ?? "") ?? 200_000
 let adminPassword = "Bench-admin-1"
 let scratch = NSTemporaryDirectory() + "suite-bench-" + UUID().uuidString
 try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
@@ -131,6 +135,19 @@ final class Spawned: @unchecked Sendable {
       return Double(l.split(separator: " ").dropFirst().first ?? "0").map { $0 / 1024 } ?? 0
     }
     return (field("VmRSS"), field("VmHWM"))
+  }
+
+  /// Proportional set size (shared library pages divided among the processes mapping them)
+  /// and anonymous memory now, in MB (from /proc smaps_rollup).
+  func pss() -> (pss: Double, anonymous: Double) {
+    let rollup = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/smaps_rollup",
+      encoding: .utf8)) ?? ""
+    func field(_ name: String) -> Double {
+      guard let l = rollup.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
+      else { return 0 }
+      return Double(l.split(separator: " ").dropFirst().first ?? "0").map { $0 / 1024 } ?? 0
+    }
+    return (field("Pss"), field("Anonymous"))
   }
 
   func stop() {
@@ -237,7 +254,8 @@ func h2load(
   if let req = text.split(separator: "\n").first(where: { $0.hasPrefix("requests:") }) {
     // "requests: N total, N started, N done, N succeeded, F failed, E errored, T timeout"
     let parts = req.split(separator: ",")
-    failed = parts.dropFirst(4).compactMap { Int($0.split(separator: " ").first ?? "") }.reduce(0, +)
+    failed = parts.dropFirst(4).compactMap { Int($0.split(separator: " ").first ?? "") }
+      .reduce(0, +)
   }
   // Log lines: start time (µs since epoch), HTTP status, elapsed µs.
   let latencies = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n")
@@ -247,6 +265,216 @@ func h2load(
       / 1000
   }
   return LoadResult(rps: rps, p50: pct(0.5), p99: pct(0.99), failed: failed)
+}
+
+// MARK: Imports
+
+let importClasses = 10
+let importItems = 40
+let importRooms = 200
+
+/// Runs the sqlite3 CLI's `.import` of `csv` into a table made by `create`; milliseconds.
+func sqliteImport(_ csv: String, table: String, create: String) throws -> Double {
+  let script = """
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    \(create)
+    .import --csv \(csv) \(table)
+    SELECT COUNT(*) FROM \(table);
+    """
+  let sqlite = Process()
+  sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+  sqlite.arguments = [scratch + "/baseline-\(table).sqlite"]
+  let input = Pipe()
+  sqlite.standardInput = input
+  sqlite.standardOutput = Pipe()
+  let start = Date()
+  try sqlite.run()
+  input.fileHandleForWriting.write(Data(script.utf8))
+  try input.fileHandleForWriting.close()
+  sqlite.waitUntilExit()
+  guard sqlite.terminationStatus == 0 else { throw BenchError("sqlite3 .import failed") }
+  return Date().timeIntervalSince(start) * 1000
+}
+
+/// Retries `body` while the service's directory has not yet learnt the org tree.
+func whenSynced<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+  let start = Date()
+  while true {
+    do {
+      return try await body()
+    } catch let error as RPCError
+      where (error.code == .notFound || error.code == .failedPrecondition)
+      && Date().timeIntervalSince(start) < 60
+    {
+      try await Task.sleep(for: .milliseconds(200))
+    }
+  }
+}
+
+/// Streams `importRows` item scores into assessment over one stream; rows/s, and the
+/// sqlite3 CLI's rows/s for the same rows.
+func scoreImport(port: Int) async throws -> (service: Double, sqlite: Double) {
+  let students = max(1, importRows / importItems)
+  let rows = students * importItems
+  @Sendable func score(_ s: Int, _ i: Int) -> Double { Double((s * 7 + i * 13) % 11) / 2 }
+  let auth: Metadata = ["authorization": "Bearer \(token)"]
+  let took = try await withGRPCClient(
+    transport: .http2NIOPosix(
+      target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+  ) { client in
+    let api = Smartschool_Assessment_V1_AssessmentService.Client(wrapping: client)
+    _ = try await whenSynced {
+      try await api.createExam(
+        .with {
+          $0.exam = .with {
+            $0.code = "BENCH-E1"
+            $0.name = "期末数学"
+            $0.schoolYear = "2025-2026"
+            $0.term = 1
+            $0.subject = .mathematics
+            $0.stage = .junior
+            $0.grade = 7
+            $0.orgCode = "S"
+            $0.items = (1...importItems).map { n in
+              .with {
+                $0.number = Int32(n)
+                $0.maxScore = 5
+                $0.objective = n <= 20
+                $0.knowledgePoints = ["KP\(n % 8)"]
+              }
+            }
+          }
+        }, metadata: auth)
+    }
+    let start = Date()
+    let summary = try await api.importScores(metadata: auth) { writer in
+      var chunk: [Smartschool_Assessment_V1_ScoreRow] = []
+      for s in 0..<students {
+        for i in 1...importItems {
+          chunk.append(
+            .with {
+              $0.examCode = "BENCH-E1"
+              $0.studentExternalID = "ST\(s)"
+              $0.classCode = "S-C\(s % importClasses + 1)"
+              $0.schoolCode = "S"
+              $0.itemNumber = Int32(i)
+              $0.score = score(s, i)
+            })
+        }
+        if chunk.count >= 1000 {
+          try await writer.write(contentsOf: chunk)
+          chunk.removeAll(keepingCapacity: true)
+        }
+      }
+      try await writer.write(contentsOf: chunk)
+    }
+    guard summary.accepted == Int64(rows) else {
+      throw BenchError("score import: \(summary.accepted) of \(rows) accepted")
+    }
+    return Date().timeIntervalSince(start)
+  }
+  var csv = ""
+  for s in 0..<students {
+    for i in 1...importItems {
+      csv += "BENCH-E1,ST\(s),S-C\(s % importClasses + 1),S,\(i),\(score(s, i))\n"
+    }
+  }
+  try csv.write(toFile: scratch + "/scores.csv", atomically: false, encoding: .utf8)
+  let sqliteMs = try sqliteImport(
+    scratch + "/scores.csv", table: "scores",
+    create: """
+      CREATE TABLE scores (exam_code TEXT NOT NULL, student TEXT NOT NULL,
+        class_code TEXT NOT NULL, school_code TEXT NOT NULL, item INTEGER NOT NULL,
+        score REAL NOT NULL, PRIMARY KEY (exam_code, student, item)) WITHOUT ROWID;
+      """)
+  return (Double(rows) / took, Double(rows) / (sqliteMs / 1000))
+}
+
+/// Streams about `importRows` lessons into supervision over one stream; rows/s, and the
+/// sqlite3 CLI's rows/s for the same rows.
+func lessonImport(port: Int) async throws -> (service: Double, sqlite: Double) {
+  var schoolDays: [String] = []
+  var day = CalendarDate("2025-09-01")!
+  while schoolDays.count < max(1, importRows / (importRooms * 8)) {
+    if day.isoWeekday <= 5 { schoolDays.append(day.description) }
+    day = day.adding(days: 1)
+  }
+  let days = schoolDays
+  let rows = importRooms * days.count * 8
+  let auth: Metadata = ["authorization": "Bearer \(token)"]
+  let took = try await withGRPCClient(
+    transport: .http2NIOPosix(
+      target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+  ) { client in
+    let api = Smartschool_Supervision_V1_SupervisionService.Client(wrapping: client)
+    _ = try await api.createTerm(
+      .with {
+        $0.term = .with {
+          $0.code = "BENCH-T"
+          $0.name = "学年"
+          $0.startDate = days.first!
+          $0.endDate = days.last!
+        }
+      }, metadata: auth)
+    for room in 0..<importRooms {
+      _ = try await whenSynced {
+        try await api.createClassroom(
+          .with {
+            $0.classroom = .with {
+              $0.code = "R\(room)"
+              $0.name = "智慧教室\(room)"
+              $0.schoolCode = "S"
+              $0.equippedDate = "2025-08-25"
+            }
+          }, metadata: auth)
+      }
+    }
+    let start = Date()
+    let summary = try await api.importLessons(metadata: auth) { writer in
+      var chunk: [Smartschool_Supervision_V1_Lesson] = []
+      for room in 0..<importRooms {
+        for date in days {
+          for period in 1...8 {
+            chunk.append(
+              .with {
+                $0.classroomCode = "R\(room)"
+                $0.teacherExternalID = "T\(room % 40)"
+                $0.subject = .mathematics
+                $0.date = date
+                $0.period = Int32(period)
+                $0.durationMinutes = 40
+                $0.source = .platform
+              })
+          }
+        }
+        if chunk.count >= 1000 {
+          try await writer.write(contentsOf: chunk)
+          chunk.removeAll(keepingCapacity: true)
+        }
+      }
+      try await writer.write(contentsOf: chunk)
+    }
+    guard summary.accepted == Int64(rows) else {
+      throw BenchError("lesson import: \(summary.accepted) of \(rows) accepted")
+    }
+    return Date().timeIntervalSince(start)
+  }
+  var csv = ""
+  for room in 0..<importRooms {
+    for date in days {
+      for period in 1...8 { csv += "R\(room),T\(room % 40),mathematics,\(date),\(period),40\n" }
+    }
+  }
+  try csv.write(toFile: scratch + "/lessons.csv", atomically: false, encoding: .utf8)
+  let sqliteMs = try sqliteImport(
+    scratch + "/lessons.csv", table: "lessons",
+    create: """
+      CREATE TABLE lessons (classroom_code TEXT NOT NULL, teacher TEXT NOT NULL,
+        subject TEXT NOT NULL, date TEXT NOT NULL, period INTEGER NOT NULL,
+        minutes INTEGER NOT NULL, PRIMARY KEY (classroom_code, date, period)) WITHOUT ROWID;
+      """)
+  return (Double(rows) / took, Double(rows) / (sqliteMs / 1000))
 }
 
 // MARK: Run
@@ -288,6 +516,29 @@ let (token, clientID, clientSecret) = try await withGRPCClient(
   _ = try await api.createOrg(
     .with { $0.org = .with { $0.code = "P"; $0.name = "省"; $0.kind = .province } },
     metadata: auth)
+  // A school with classes, for the import rows.
+  let tree: [(String, String, Smartschool_Common_V1_OrgKind, String)] =
+    [("C", "市", .city, "P"), ("K", "县", .county, "C"), ("S", "中学", .school, "K")]
+    + (1...importClasses).map { ("S-C\($0)", "七年级\($0)班", .class, "S") }
+  for (code, name, kind, parent) in tree {
+    _ = try await api.createOrg(
+      .with {
+        $0.org = .with {
+          $0.code = code
+          $0.name = name
+          $0.kind = kind
+          $0.parentCode = parent
+          if kind == .school {
+            $0.schoolKind = .urban
+            $0.stages = [.junior]
+          }
+          if kind == .class {
+            $0.grade = 7
+            $0.schoolYear = "2025-2026"
+          }
+        }
+      }, metadata: auth)
+  }
   let account = try await api.createServiceAccount(
     .with {
       $0.name = "bench-sync"
@@ -312,7 +563,11 @@ for (name, _) in services where name != "identity" {
 }
 try await Task.sleep(for: .seconds(2))
 var idle: [String: Double] = [:]
-for (name, s) in spawned { idle[name] = s.rss().now }
+var idleShares: [String: (pss: Double, anonymous: Double)] = [:]
+for (name, s) in spawned {
+  idle[name] = s.rss().now
+  idleShares[name] = s.pss()
+}
 
 func row(_ label: String, _ r: LoadResult, ceiling: Double?) -> String {
   let ratio = ceiling.map { String(format: "%5.2f", r.rps / $0) } ?? "  -  "
@@ -351,6 +606,21 @@ for rate in [1000, 3000] {
     line(row("\(name) @ \(rate)/s", r, ceiling: e.rps))
   }
 }
+// Peaks under the read load, before the imports below raise them.
+let loadPeak = spawned.mapValues { $0.rss().peak }
+line("")
+line("streamed imports, one stream each (ratio = rows/s ÷ sqlite3 CLI .import of the same rows)")
+for (label, run) in [
+  ("scores → assessment", { try await scoreImport(port: spawned["assessment"]!.grpcPort) }),
+  ("lessons → supervision", { try await lessonImport(port: spawned["supervision"]!.grpcPort) }),
+] as [(String, () async throws -> (service: Double, sqlite: Double))] {
+  let r = try await run()
+  line(
+    label.padding(toLength: 34, withPad: " ", startingAt: 0)
+      + String(
+        format: "%9.0f rows/s  sqlite3 .import %9.0f rows/s  ratio %5.2f", r.service, r.sqlite,
+        r.service / r.sqlite))
+}
 line("")
 line("memory and start-up (targets: idle < 40 MB, ready < 1 s)")
 for (name, _) in services {
@@ -358,8 +628,15 @@ for (name, _) in services {
   line(
     name.padding(toLength: 14, withPad: " ", startingAt: 0)
       + String(
-        format: "idle RSS %6.1f MB   peak RSS %6.1f MB   start → SERVING %6.3f s", idle[name]!,
-        s.rss().peak, ready[name]!))
+        format:
+          "idle RSS %6.1f MB   peak RSS %6.1f MB (reads), %6.1f MB (imports too)"
+          + "   start → SERVING %6.3f s", idle[name]!, loadPeak[name]!, s.rss().peak,
+        ready[name]!))
+  line(
+    String(repeating: " ", count: 14)
+      + String(
+        format: "idle PSS %6.1f MB   of which anonymous %5.1f MB (the rest: mapped code, shared)",
+        idleShares[name]!.pss, idleShares[name]!.anonymous))
 }
 for s in spawned.values { s.stop() }
 echo.stop()
