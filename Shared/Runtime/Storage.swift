@@ -223,13 +223,12 @@ public enum EntityID {
   /// A new random id.
   public static func make() -> String {
     var generator = SystemRandomNumberGenerator()
-    var text = ""
-    text.reserveCapacity(20)
-    for _ in 0..<10 {
-      let byte = UInt8.random(in: 0...255, using: &generator)
-      text += String(byte, radix: 16).count == 1
-        ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
+    let digits = Array("0123456789abcdef".utf8)
+    let (high, low) = (generator.next() as UInt64, generator.next() as UInt16)
+    return String(unsafeUninitializedCapacity: 20) { buffer in
+      for i in 0..<16 { buffer[i] = digits[Int(truncatingIfNeeded: high >> (60 - 4 * i)) & 15] }
+      for i in 0..<4 { buffer[16 + i] = digits[Int(truncatingIfNeeded: low >> (12 - 4 * i)) & 15] }
+      return 20
     }
-    return text
   }
 }

@@ -78,6 +78,19 @@ struct AccessTokenTests {
     await #expect(throws: ServiceError.self) { _ = try await v.verify(try otherKey.sign(claims())) }
     await #expect(throws: ServiceError.self) { _ = try await v.verify("not-a-token") }
     await #expect(throws: ServiceError.self) { _ = try await v.verify("") }
+    // Not three dot-separated parts: refused before any key is looked up.
+    for shape in [
+      parts[0] + "." + parts[1], parts[0] + "." + parts[1] + "." + parts[2] + "." + parts[2],
+      ".", parts[0] + "." + parts[1] + ".x." + parts[2], "...",
+    ] {
+      await #expect(throws: ServiceError.unauthenticated("malformed access token")) {
+        _ = try await v.verify(shape)
+      }
+    }
+    // Three parts, but empty ones: refused too.
+    for shape in [parts[0] + ".." + parts[2], ".."] {
+      await #expect(throws: ServiceError.self) { _ = try await v.verify(shape) }
+    }
   }
 
   @Test func unknownKeyIdsTriggerOneRefetch() async throws {

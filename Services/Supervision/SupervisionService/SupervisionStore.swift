@@ -177,8 +177,11 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func terms() async throws -> [TermRecord] {
     try await store.read { db in
-      try Row.fetchAll(db, sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
-        .map(Self.term)
+      // Cached: every list and every import reads the terms, and compiling the statement
+      // each time was a visible share of a busy service's CPU.
+      try Row.fetchAll(
+        db.cachedStatement(sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
+      ).map(Self.term)
     }
   }
 
