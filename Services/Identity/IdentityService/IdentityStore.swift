@@ -476,7 +476,10 @@ final class SQLiteIdentityStore: IdentityStore {
   // MARK: Users
 
   private func fetchUser(_ db: Database, where clause: String, _ value: String) throws -> User? {
-    try Row.fetchOne(db, sql: Self.userSelect + " WHERE \(clause)", arguments: [value]).map(Self.user)
+    // Cached statements (one per clause): WhoAmI and every login read users.
+    try Row.fetchOne(
+      db.cachedStatement(sql: Self.userSelect + " WHERE \(clause)"), arguments: [value]
+    ).map(Self.user)
   }
 
   func user(id: String) async throws -> User? {
@@ -1008,7 +1011,8 @@ final class SQLiteIdentityStore: IdentityStore {
   func bindings(userID: String) async throws -> [Binding] {
     try await store.read { db in
       try Row.fetchAll(
-        db, sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id",
+        db.cachedStatement(
+          sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id"),
         arguments: [userID]
       ).map(Self.binding)
     }
