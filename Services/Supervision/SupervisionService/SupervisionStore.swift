@@ -276,45 +276,38 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   public func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
     try await store.write { db in
       var counts = UpsertCounts()
-      let find = try db.cachedStatement(
-        sql: """
-          SELECT teacher, subject, minutes, source FROM sup_lessons
-          WHERE classroom = ? AND day = ? AND period = ?
-          """)
+      // Insert first; only a row already there is updated, and only when it differs, so a
+      // re-sent import neither rewrites rows nor puts unchanged lessons on the feed.
       let insert = try db.cachedStatement(
         sql: """
           INSERT INTO sup_lessons (classroom, day, period, week, org_path, teacher, subject,
             minutes, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+          ON CONFLICT (classroom, day, period) DO NOTHING
           """)
       let update = try db.cachedStatement(
         sql: """
           UPDATE sup_lessons SET teacher = ?, subject = ?, minutes = ?, source = ?, org_path = ?
           WHERE classroom = ? AND day = ? AND period = ?
+            AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ?)
           """)
       let now = Date()
       for l in lessons {
-        let existing = try Row.fetchOne(
-          find, arguments: [l.classroom, l.date.dayNumber, l.period])
-        if let existing {
-          let same =
-            (existing["teacher"] as String) == l.teacher
-            && (existing["subject"] as Int) == l.subject
-            && (existing["minutes"] as Int) == l.minutes && (existing["source"] as Int) == l.source
-          if same {
+        try insert.execute(arguments: [
+          l.classroom, l.date.dayNumber, l.period, l.date.monday.dayNumber, l.orgPath, l.teacher,
+          l.subject, l.minutes, l.source,
+        ])
+        if db.changesCount > 0 {
+          counts.created += 1
+        } else {
+          try update.execute(arguments: [
+            l.teacher, l.subject, l.minutes, l.source, l.orgPath, l.classroom, l.date.dayNumber,
+            l.period, l.teacher, l.subject, l.minutes, l.source,
+          ])
+          if db.changesCount == 0 {
             counts.unchanged += 1
             continue
           }
-          try update.execute(arguments: [
-            l.teacher, l.subject, l.minutes, l.source, l.orgPath, l.classroom, l.date.dayNumber,
-            l.period,
-          ])
           counts.updated += 1
-        } else {
-          try insert.execute(arguments: [
-            l.classroom, l.date.dayNumber, l.period, l.date.monday.dayNumber, l.orgPath, l.teacher,
-            l.subject, l.minutes, l.source,
-          ])
-          counts.created += 1
         }
         try ChangeFeed.record(
           db, entity: "lesson", id: l.naturalKey, naturalKey: l.naturalKey, op: .upsert,
