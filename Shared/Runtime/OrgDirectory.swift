@@ -94,8 +94,10 @@ public final class OrgDirectory: Service, Sendable {
     if let store {
       let rows = try store.pool.read { db in
         (
-          try Row.fetchAll(db, sql: "SELECT entity, id, payload FROM runtime_directory"),
-          try Int64.fetchOne(db, sql: "SELECT sequence FROM runtime_directory_cursor WHERE id = 1")
+          try Row.fetchAll(
+            db.cachedStatement(sql: "SELECT entity, id, payload FROM runtime_directory")),
+          try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT sequence FROM runtime_directory_cursor WHERE id = 1"))
             ?? 0
         )
       }
@@ -108,8 +110,9 @@ public final class OrgDirectory: Service, Sendable {
             revoked[row["id"]] = OrgDirectory.revocationTime(payload)
             continue
           }
-          OrgDirectory.apply(&s, entity: entity, op: .upsert, id: row["id"], payload: payload,
-                             trackUsers: trackUsers)
+          OrgDirectory.apply(
+            &s, entity: entity, op: .upsert, id: row["id"], payload: payload,
+            trackUsers: trackUsers)
         }
         s.cursor = rows.1
       }
@@ -162,7 +165,8 @@ public final class OrgDirectory: Service, Sendable {
             if c.entity == OrgDirectory.sessionEntity {
               let time = Data(String(c.time.date.timeIntervalSince1970).utf8)
               try db.execute(
-                sql: "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
+                sql:
+                  "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
                 arguments: [c.entity, c.id, time])
             } else if c.op == .delete && c.entity == "guardian_link" {
               try db.execute(
@@ -170,7 +174,8 @@ public final class OrgDirectory: Service, Sendable {
                 arguments: [c.entity, c.id])
             } else {
               try db.execute(
-                sql: "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
+                sql:
+                  "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
                 arguments: [c.entity, c.id, c.payload.value])
             }
           }
@@ -181,8 +186,9 @@ public final class OrgDirectory: Service, Sendable {
       }
       state.withLock { s in
         for c in relevant {
-          OrgDirectory.apply(&s, entity: c.entity, op: c.op, id: c.id, payload: c.payload.value,
-                             trackUsers: trackUsers)
+          OrgDirectory.apply(
+            &s, entity: c.entity, op: c.op, id: c.id, payload: c.payload.value,
+            trackUsers: trackUsers)
         }
         s.cursor = max(s.cursor, page.lastSequence)
         if !page.moreAvailable { s.lastSync = Date() }
@@ -209,7 +215,9 @@ public final class OrgDirectory: Service, Sendable {
     switch entity {
     case "org":
       // Orgs are never deleted in identity (only deactivated); the payload says which.
-      guard op != .delete, !payload.isEmpty, let org = try? Smartschool_Identity_V1_Org(serializedBytes: payload) else { return }
+      guard op != .delete, !payload.isEmpty,
+        let org = try? Smartschool_Identity_V1_Org(serializedBytes: payload)
+      else { return }
       if let old = s.byID[org.id] {
         s.children[old.parentID]?.remove(org.id)
         if old.code != org.code { s.idByCode.removeValue(forKey: old.code) }
@@ -218,7 +226,9 @@ public final class OrgDirectory: Service, Sendable {
       s.idByCode[org.code] = org.id
       s.children[org.parentID, default: []].insert(org.id)
     case "user" where trackUsers:
-      guard op != .delete, !payload.isEmpty, let u = try? Smartschool_Identity_V1_User(serializedBytes: payload) else { return }
+      guard op != .delete, !payload.isEmpty,
+        let u = try? Smartschool_Identity_V1_User(serializedBytes: payload)
+      else { return }
       s.users[u.id] = DirectoryUser(
         id: u.id, externalID: u.externalID, displayName: u.displayName, kind: u.kind,
         orgID: u.orgID, birthYear: Int(u.birthYear), active: u.status != .deactivated)

@@ -189,11 +189,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.excellentFraction = row["excellent_fraction"]
     exam.lowFraction = row["low_fraction"]
     exam.items = try Row.fetchAll(
-      db,
-      sql: """
-        SELECT number, max_score, objective, knowledge_points FROM asm_items
-        WHERE exam = ? ORDER BY number
-        """, arguments: [number]
+      db.cachedStatement(
+        sql: """
+          SELECT number, max_score, objective, knowledge_points FROM asm_items
+          WHERE exam = ? ORDER BY number
+          """), arguments: [number]
     ).map { r in
       Smartschool_Assessment_V1_ExamItem.with {
         $0.number = r["number"]
@@ -206,11 +206,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     if counts {
       exam.scoreCount =
         try Int64.fetchOne(
-          db,
-          sql: """
-            SELECT COUNT(*) FROM asm_scores
-            WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?)
-            """, arguments: [number]) ?? 0
+          db.cachedStatement(
+            sql: """
+              SELECT COUNT(*) FROM asm_scores
+              WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?)
+              """), arguments: [number]) ?? 0
       exam.frozen = exam.scoreCount > 0
     }
     return ExamRecord(number: number, id: row["id"], exam: exam, orgPath: row["org_path"])
@@ -220,7 +220,8 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     try await store.read { db in
       guard
         let row = try Row.fetchOne(
-          db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?", arguments: [code])
+          db.cachedStatement(sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?"),
+          arguments: [code])
       else { return nil }
       return try Self.decodeExam(db, row, counts: counts)
     }
@@ -238,7 +239,8 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       }
       sql += " ORDER BY code LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map {
+      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args)).map
+      {
         try Self.decodeExam(db, $0, counts: true)
       }
     }
@@ -250,12 +252,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     try await store.write { db in
       guard
         let row = try Row.fetchOne(
-          db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?", arguments: [code])
+          db.cachedStatement(sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE code = ?"),
+          arguments: [code])
       else { throw ServiceError.notFound("no exam has code \(code)") }
       let number: Int64 = row["number"]
       // Checked inside the write transaction so that no import can slip scores in between.
       let scored = try Bool.fetchOne(
-        db, sql: "SELECT EXISTS (SELECT 1 FROM asm_students WHERE exam = ?)", arguments: [number])
+        db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM asm_students WHERE exam = ?)"),
+        arguments: [number])
       if scored == true {
         throw ServiceError.failedPrecondition(
           "exam \(code) has scores: its items are frozen")
@@ -268,7 +272,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       let updated = try Self.decodeExam(
         db,
         try Row.fetchOne(
-          db, sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE number = ?",
+          db.cachedStatement(sql: "SELECT \(Self.examColumns) FROM asm_exams WHERE number = ?"),
           arguments: [number])!, counts: true)
       try ChangeFeed.record(
         db, entity: "exam", id: updated.id, naturalKey: code, op: .upsert,
@@ -291,13 +295,15 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         if let known = exams[code] { return known }
         var found: ExamInfo?
         if let row = try Row.fetchOne(
-          db, sql: "SELECT number, org_path FROM asm_exams WHERE code = ?", arguments: [code])
+          db.cachedStatement(sql: "SELECT number, org_path FROM asm_exams WHERE code = ?"),
+          arguments: [code])
         {
           let path: String = row["org_path"]
           let number: Int64 = row["number"]
           var maxScores: [Int32: Double] = [:]
           for r in try Row.fetchAll(
-            db, sql: "SELECT number, max_score FROM asm_items WHERE exam = ?", arguments: [number])
+            db.cachedStatement(sql: "SELECT number, max_score FROM asm_items WHERE exam = ?"),
+            arguments: [number])
           {
             maxScores[r["number"]] = r["max_score"]
           }
@@ -380,7 +386,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     for (c, n) in numbers.enumerated() { column[Int(n)] = c }
     let lookup = column
     let width = numbers.count
-    return try await store.read { db in
+    return try await store.scan { db in
       var filter = ""
       var args: [any DatabaseValueConvertible] = [exam.number]
       if let scopePath {
@@ -390,11 +396,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       var students: [StudentResult] = []
       var sids: [Int64] = []
       let rows = try Row.fetchCursor(
-        db,
-        sql: """
-          SELECT sid, student, class_code, school_code, org_path FROM asm_students
-          WHERE exam = ?\(filter) ORDER BY sid
-          """, arguments: StatementArguments(args))
+        db.cachedStatement(
+          sql: """
+            SELECT sid, student, class_code, school_code, org_path FROM asm_students
+            WHERE exam = ?\(filter) ORDER BY sid
+            """), arguments: StatementArguments(args))
       while let row = try rows.next() {
         sids.append(row[0])
         students.append(
@@ -404,11 +410,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       }
       // Both sides in sid order: one merge walk, no per-row hashing.
       let scores = try Row.fetchCursor(
-        db,
-        sql: """
-          SELECT sid, item, score FROM asm_scores
-          WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?\(filter)) ORDER BY sid, item
-          """, arguments: StatementArguments(args))
+        db.cachedStatement(
+          sql: """
+            SELECT sid, item, score FROM asm_scores
+            WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?\(filter)) ORDER BY sid, item
+            """), arguments: StatementArguments(args))
       var s = 0
       while let row = try scores.next() {
         let sid: Int64 = row[0]
@@ -422,15 +428,15 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   }
 
   public func totals(exam: ExamRecord) async throws -> [StudentTotal] {
-    try await store.read { db in
+    try await store.scan { db in
       var totals: [StudentTotal] = []
       let rows = try Row.fetchCursor(
-        db,
-        sql: """
-          SELECT student, class_code, school_code,
-            (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = st.sid)
-          FROM asm_students st WHERE exam = ?
-          """, arguments: [exam.number])
+        db.cachedStatement(
+          sql: """
+            SELECT student, class_code, school_code,
+              (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = st.sid)
+            FROM asm_students st WHERE exam = ?
+            """), arguments: [exam.number])
       while let row = try rows.next() {
         totals.append(
           StudentTotal(externalID: row[0], classCode: row[1], schoolCode: row[2], total: row[3]))
@@ -445,18 +451,19 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     return try await store.read { db in
       guard
         let row = try Row.fetchOne(
-          db,
-          sql: """
-            SELECT sid, class_code, school_code, org_path FROM asm_students
-            WHERE exam = ? AND student = ?
-            """, arguments: [exam.number, student])
+          db.cachedStatement(
+            sql: """
+              SELECT sid, class_code, school_code, org_path FROM asm_students
+              WHERE exam = ? AND student = ?
+              """), arguments: [exam.number, student])
       else { return nil }
       var result = StudentResult(
         externalID: student, classCode: row[1], schoolCode: row[2], orgPath: row[3],
         scores: Array(repeating: 0, count: columns.count))
       let sid: Int64 = row[0]
       for r in try Row.fetchAll(
-        db, sql: "SELECT item, score FROM asm_scores WHERE sid = ?", arguments: [sid])
+        db.cachedStatement(sql: "SELECT item, score FROM asm_scores WHERE sid = ?"),
+        arguments: [sid])
       {
         let item: Int32 = r[0]
         if let c = columns[item] { result.scores[c] = r[1] }
@@ -471,13 +478,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     try await store.read { db in
       let (student, item) = after ?? ("", 0)
       return try Row.fetchAll(
-        db,
-        sql: """
-          SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
-          FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
-          WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
-          ORDER BY st.student, sc.item LIMIT ?
-          """, arguments: [exam.number, student, student, item, limit]
+        db.cachedStatement(
+          sql: """
+            SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
+            FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+            WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
+            ORDER BY st.student, sc.item LIMIT ?
+            """), arguments: [exam.number, student, student, item, limit]
       ).map {
         ExportedScore(
           student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4])
@@ -491,11 +498,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       for record in records {
         let e = record.entry
         let existing = try String.fetchOne(
-          db,
-          sql: """
-            SELECT id FROM asm_quality
-            WHERE student = ? AND school_year = ? AND term = ? AND dimension = ? AND title = ?
-            """,
+          db.cachedStatement(
+            sql: """
+              SELECT id FROM asm_quality
+              WHERE student = ? AND school_year = ? AND term = ? AND dimension = ? AND title = ?
+              """),
           arguments: [e.studentExternalID, e.schoolYear, e.term, e.dimension.rawValue, e.title])
         let id = existing ?? record.id
         try db.execute(
@@ -526,13 +533,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   {
     try await store.read { db in
       try Row.fetchAll(
-        db,
-        sql: """
-          SELECT id, student, school_code, org_path, school_year, term, dimension, title,
-            description, evidence_ref, grade
-          FROM asm_quality WHERE student = ? AND school_year = ? AND term = ?
-          ORDER BY dimension, title
-          """, arguments: [student, schoolYear, term]
+        db.cachedStatement(
+          sql: """
+            SELECT id, student, school_code, org_path, school_year, term, dimension, title,
+              description, evidence_ref, grade
+            FROM asm_quality WHERE student = ? AND school_year = ? AND term = ?
+            ORDER BY dimension, title
+            """), arguments: [student, schoolYear, term]
       ).map { row in
         QualityRecord(
           id: row["id"],

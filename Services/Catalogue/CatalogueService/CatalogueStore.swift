@@ -326,8 +326,10 @@ final class SQLiteCatalogueStore: CatalogueStore {
 
   func curriculumNode(code: String) async throws -> CurriculumNode? {
     try await store.read { db in
-      try Row.fetchOne(db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [code])
-        .map(Self.decodeNode)
+      try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"), arguments: [code]
+      )
+      .map(Self.decodeNode)
     }
   }
 
@@ -358,13 +360,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
           }
           if created { result.created += 1 } else { result.updated += 1 }
         } catch let error as RowProblem {
-          result.errors.append(
-            .with {
-              $0.index = Int64(index)
-              $0.key = row.code
-              $0.field = error.field
-              $0.reason = error.reason
-            })
+          result.errors.append(.row(index, key: row.code, field: error.field, error.reason))
         }
       }
       return result
@@ -382,7 +378,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
     -> Bool
   {
     let existing = try Row.fetchOne(
-      db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [node.code]
+      db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
+      arguments: [node.code]
     ).map(decodeNode)
     var stage = node.stage
     var grade = Int(node.grade)
@@ -398,7 +395,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
     } else {
       guard
         let parent = try Row.fetchOne(
-          db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [node.parentCode]
+          db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
+          arguments: [node.parentCode]
         ).map(decodeNode)
       else {
         throw RowProblem(
@@ -474,7 +472,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
         ])
     }
     let stored = try Row.fetchOne(
-      db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [node.code]
+      db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
+      arguments: [node.code]
     ).map(decodeNode)!
     try ChangeFeed.record(
       db, entity: "curriculum_node", id: node.code, naturalKey: node.code, op: .upsert,
@@ -489,7 +488,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
     if !kp.chapterCode.isEmpty {
       guard
         let chapter = try Row.fetchOne(
-          db, sql: "SELECT * FROM curriculum_nodes WHERE code = ?", arguments: [kp.chapterCode]
+          db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
+          arguments: [kp.chapterCode]
         ).map(decodeNode)
       else {
         throw RowProblem(
@@ -506,7 +506,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
       }
     }
     let existing = try Row.fetchOne(
-      db, sql: "SELECT * FROM knowledge_points WHERE code = ?", arguments: [kp.code]
+      db.cachedStatement(sql: "SELECT * FROM knowledge_points WHERE code = ?"), arguments: [kp.code]
     ).map(decodeKnowledgePoint)
     if let existing, existing == kp { return false }
     try db.execute(
@@ -538,7 +538,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if let kind { c.add("kind = ?", [kind]) }
       if let afterCode { c.add("code > ?", [afterCode]) }
       return try Row.fetchAll(
-        db, sql: "SELECT * FROM curriculum_nodes WHERE \(c.sql) ORDER BY code LIMIT ?",
+        db.cachedStatement(
+          sql: "SELECT * FROM curriculum_nodes WHERE \(c.sql) ORDER BY code LIMIT ?"),
         arguments: StatementArguments(c.arguments + [limit])
       ).map(Self.decodeNode)
     }
@@ -554,7 +555,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if let chapterCode { c.add("chapter_code = ?", [chapterCode]) }
       if let afterCode { c.add("code > ?", [afterCode]) }
       return try Row.fetchAll(
-        db, sql: "SELECT * FROM knowledge_points WHERE \(c.sql) ORDER BY code LIMIT ?",
+        db.cachedStatement(
+          sql: "SELECT * FROM knowledge_points WHERE \(c.sql) ORDER BY code LIMIT ?"),
         arguments: StatementArguments(c.arguments + [limit])
       ).map(Self.decodeKnowledgePoint)
     }
@@ -568,7 +570,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if let stage { c.add("stage = ?", [stage]) }
       if let subject { c.add("subject = ?", [subject]) }
       return try Row.fetchAll(
-        db, sql: "SELECT code, stage, grade, subject FROM curriculum_nodes WHERE \(c.sql)",
+        db.cachedStatement(
+          sql: "SELECT code, stage, grade, subject FROM curriculum_nodes WHERE \(c.sql)"),
         arguments: StatementArguments(c.arguments)
       ).map { row in
         ChapterRef(
@@ -602,7 +605,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
 
   static func fetch(_ db: Database, seq: Int64) throws -> StoredResource? {
     try Row.fetchOne(
-      db, sql: "SELECT \(columns) FROM resources r WHERE r.seq = ? AND r.deleted_at IS NULL",
+      db.cachedStatement(
+        sql: "SELECT \(columns) FROM resources r WHERE r.seq = ? AND r.deleted_at IS NULL"),
       arguments: [seq]
     ).map(decode)
   }
@@ -676,7 +680,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
   func resource(id: String) async throws -> StoredResource? {
     try await store.read { db in
       try Row.fetchOne(
-        db, sql: "SELECT \(Self.columns) FROM resources r WHERE r.id = ? AND r.deleted_at IS NULL",
+        db.cachedStatement(
+          sql: "SELECT \(Self.columns) FROM resources r WHERE r.id = ? AND r.deleted_at IS NULL"),
         arguments: [id]
       ).map(Self.decode)
     }
@@ -685,11 +690,11 @@ final class SQLiteCatalogueStore: CatalogueStore {
   func resource(externalID: String) async throws -> StoredResource? {
     try await store.read { db in
       try Row.fetchOne(
-        db,
-        sql: """
-          SELECT \(Self.columns) FROM resources r
-          WHERE r.external_id = ? AND r.deleted_at IS NULL
-          """,
+        db.cachedStatement(
+          sql: """
+            SELECT \(Self.columns) FROM resources r
+            WHERE r.external_id = ? AND r.deleted_at IS NULL
+            """),
         arguments: [externalID]
       ).map(Self.decode)
     }
@@ -796,8 +801,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
         || filter.sectionCode != nil || filter.knowledgePoint != nil || filter.authorID != nil
       let source = selective ? "resources r" : "resources r NOT INDEXED"
       return try Row.fetchAll(
-        db,
-        sql: "SELECT \(Self.columns) FROM \(source) WHERE \(c.sql) ORDER BY r.seq DESC LIMIT ?",
+        db.cachedStatement(
+          sql: "SELECT \(Self.columns) FROM \(source) WHERE \(c.sql) ORDER BY r.seq DESC LIMIT ?"),
         arguments: StatementArguments(c.arguments + [limit])
       ).map(Self.decode)
     }
@@ -837,11 +842,11 @@ final class SQLiteCatalogueStore: CatalogueStore {
       Self.add(filter, to: &c)
       Self.add(viewer, to: &c)
       let groups = try Row.fetchAll(
-        db,
-        sql: """
-          SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
-          GROUP BY r.subject, r.grade, r.type
-          """,
+        db.cachedStatement(
+          sql: """
+            SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
+            GROUP BY r.subject, r.grade, r.type
+            """),
         arguments: StatementArguments(c.arguments)
       ).map { row in
         (
@@ -854,12 +859,12 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if total > offset {
         let relevance = Self.relevanceSQL(query.terms)
         hits = try Row.fetchAll(
-          db,
-          sql: """
-            SELECT \(Self.columns), \(relevance.sql) AS relevance FROM resources r
-            WHERE \(c.sql) ORDER BY relevance DESC, r.popularity DESC, r.seq DESC
-            LIMIT ? OFFSET ?
-            """,
+          db.cachedStatement(
+            sql: """
+              SELECT \(Self.columns), \(relevance.sql) AS relevance FROM resources r
+              WHERE \(c.sql) ORDER BY relevance DESC, r.popularity DESC, r.seq DESC
+              LIMIT ? OFFSET ?
+              """),
           arguments: StatementArguments(relevance.args + c.arguments + [limit, offset])
         ).map { row in (Self.decode(row), row["relevance"] as Int) }
       }
@@ -871,12 +876,13 @@ final class SQLiteCatalogueStore: CatalogueStore {
     try await store.read { db in
       let id =
         try String.fetchOne(
-          db, sql: "SELECT id FROM resources WHERE seq = ?", arguments: [resourceSeq]) ?? ""
+          db.cachedStatement(sql: "SELECT id FROM resources WHERE seq = ?"),
+          arguments: [resourceSeq]) ?? ""
       return try Row.fetchAll(
-        db,
-        sql: """
-          SELECT * FROM transitions WHERE resource_seq = ? AND seq > ? ORDER BY seq LIMIT ?
-          """,
+        db.cachedStatement(
+          sql: """
+            SELECT * FROM transitions WHERE resource_seq = ? AND seq > ? ORDER BY seq LIMIT ?
+            """),
         arguments: [resourceSeq, afterSeq ?? 0, limit]
       ).map { row in
         Transition.with {
@@ -949,7 +955,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
         }
       case .rate:
         let old = try Int.fetchOne(
-          db, sql: "SELECT stars FROM ratings WHERE resource_seq = ? AND user_id = ?",
+          db.cachedStatement(
+            sql: "SELECT stars FROM ratings WHERE resource_seq = ? AND user_id = ?"),
           arguments: [seq, e.userID])
         try db.execute(
           sql: """
@@ -976,22 +983,22 @@ final class SQLiteCatalogueStore: CatalogueStore {
           arguments: [seq, e.kind.rawValue, e.userID, e.userPath, e.stars, time])
       }
       let row = try Row.fetchOne(
-        db,
-        sql: """
-          SELECT id, views, downloads, favourites, rating_count, rating_sum FROM resources
-          WHERE seq = ?
-          """, arguments: [seq])!
+        db.cachedStatement(
+          sql: """
+            SELECT id, views, downloads, favourites, rating_count, rating_sum FROM resources
+            WHERE seq = ?
+            """), arguments: [seq])!
       let popularity = Ranking.popularity(
         views: row["views"], downloads: row["downloads"], favourites: row["favourites"],
         ratingSum: row["rating_sum"], ratingCount: row["rating_count"])
       try db.execute(
         sql: "UPDATE resources SET popularity = ? WHERE seq = ?", arguments: [popularity, seq])
       let updated = try Row.fetchOne(
-        db,
-        sql: """
-          SELECT id, views, downloads, favourites, rating_count, rating_sum, popularity
-          FROM resources WHERE seq = ?
-          """, arguments: [seq])!
+        db.cachedStatement(
+          sql: """
+            SELECT id, views, downloads, favourites, rating_count, rating_sum, popularity
+            FROM resources WHERE seq = ?
+            """), arguments: [seq])!
       return Self.stats(updated)
     }
   }
@@ -1008,15 +1015,15 @@ final class SQLiteCatalogueStore: CatalogueStore {
       c.add("r.status = 3")
       Self.add(filter, to: &c)
       let rows = try Row.fetchAll(
-        db,
-        sql: """
-          SELECT e.resource_seq AS seq,
-            SUM(e.kind = 1) AS views, SUM(e.kind = 2) AS downloads,
-            SUM(e.kind = 3) AS favourites, SUM(e.kind = 4) AS unfavourites,
-            SUM(e.kind = 5) AS ratings, SUM(CASE WHEN e.kind = 5 THEN e.stars ELSE 0 END) AS stars
-          FROM usage_events e JOIN resources r ON r.seq = e.resource_seq
-          WHERE \(c.sql) GROUP BY e.resource_seq
-          """,
+        db.cachedStatement(
+          sql: """
+            SELECT e.resource_seq AS seq,
+              SUM(e.kind = 1) AS views, SUM(e.kind = 2) AS downloads,
+              SUM(e.kind = 3) AS favourites, SUM(e.kind = 4) AS unfavourites,
+              SUM(e.kind = 5) AS ratings, SUM(CASE WHEN e.kind = 5 THEN e.stars ELSE 0 END) AS stars
+            FROM usage_events e JOIN resources r ON r.seq = e.resource_seq
+            WHERE \(c.sql) GROUP BY e.resource_seq
+            """),
         arguments: StatementArguments(c.arguments))
       var scored: [(seq: Int64, usage: Ranking.PeriodUsage, score: Double)] = rows.map { row in
         let u = Ranking.PeriodUsage(
@@ -1041,12 +1048,12 @@ final class SQLiteCatalogueStore: CatalogueStore {
       Self.add(filter, to: &c)
       Self.add(viewer, to: &c)
       return try Row.fetchAll(
-        db,
-        sql: """
-          SELECT \(Self.columns), group_concat(k.code, '\n') AS matched, count(*) AS n
-          FROM resource_knowledge_points k JOIN resources r ON r.seq = k.resource_seq
-          WHERE \(c.sql) GROUP BY r.seq ORDER BY n DESC, r.popularity DESC LIMIT ?
-          """,
+        db.cachedStatement(
+          sql: """
+            SELECT \(Self.columns), group_concat(k.code, '\n') AS matched, count(*) AS n
+            FROM resource_knowledge_points k JOIN resources r ON r.seq = k.resource_seq
+            WHERE \(c.sql) GROUP BY r.seq ORDER BY n DESC, r.popularity DESC LIMIT ?
+            """),
         arguments: StatementArguments(c.arguments + [limit])
       ).map { row in (Self.decode(row), Self.split(row["matched"]).sorted()) }
     }

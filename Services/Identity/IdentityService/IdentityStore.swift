@@ -67,8 +67,10 @@ protocol IdentityStore: Sendable {
   func user(id: String) async throws -> User?
   func user(externalID: String) async throws -> User?
   func user(username: String) async throws -> User?
-  func insertUser(_ user: User, org: Org?, passwordHash: String?, clientID: String?,
-                  clientSecretHash: String?) async throws -> User
+  func insertUser(
+    _ user: User, org: Org?, passwordHash: String?, clientID: String?,
+    clientSecretHash: String?
+  ) async throws -> User
   func updateUser(_ user: User, org: Org?) async throws -> User
   func deactivateUser(id: String) async throws -> User
   func listUsers(
@@ -146,7 +148,8 @@ final class SQLiteIdentityStore: IdentityStore {
 
   private static let orgSelect = """
     SELECT o.*, p.code AS parent_code, m.code AS managing_code
-    FROM orgs o LEFT JOIN orgs p ON p.id = o.parent_id LEFT JOIN orgs m ON m.id = o.managing_school_id
+    FROM orgs o LEFT JOIN orgs p ON p.id = o.parent_id
+    LEFT JOIN orgs m ON m.id = o.managing_school_id
     """
 
   private static let userSelect = """
@@ -218,7 +221,9 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   /// `substr(column, 1, n) = prefix OR …` for a list of scopes; `nil` when a scope is the root.
-  private static func scopeClause(_ column: String, _ scopes: [OrgPath]) -> (String, [any DatabaseValueConvertible])? {
+  private static func scopeClause(_ column: String, _ scopes: [OrgPath]) -> (
+    String, [any DatabaseValueConvertible]
+  )? {
     if scopes.contains(.root) { return nil }
     if scopes.isEmpty { return ("0", []) }
     var args: [any DatabaseValueConvertible] = []
@@ -233,11 +238,14 @@ final class SQLiteIdentityStore: IdentityStore {
   // MARK: Orgs
 
   private func fetchOrg(_ db: Database, id: String) throws -> Org? {
-    try Row.fetchOne(db, sql: Self.orgSelect + " WHERE o.id = ?", arguments: [id]).map(Self.org)
+    try Row.fetchOne(db.cachedStatement(sql: Self.orgSelect + " WHERE o.id = ?"), arguments: [id])
+      .map(Self.org)
   }
 
   private func fetchOrg(_ db: Database, code: String) throws -> Org? {
-    try Row.fetchOne(db, sql: Self.orgSelect + " WHERE o.code = ?", arguments: [code]).map(Self.org)
+    try Row.fetchOne(
+      db.cachedStatement(sql: Self.orgSelect + " WHERE o.code = ?"), arguments: [code]
+    ).map(Self.org)
   }
 
   func org(id: String) async throws -> Org? {
@@ -254,7 +262,9 @@ final class SQLiteIdentityStore: IdentityStore {
       payload: org)
   }
 
-  private func insertOrg(_ db: Database, _ org: Org, parent: Org?, managingSchool: Org?) throws -> Org {
+  private func insertOrg(_ db: Database, _ org: Org, parent: Org?, managingSchool: Org?) throws
+    -> Org
+  {
     let id = EntityID.make()
     let path = (parent.flatMap { OrgPath($0.path) } ?? .root).appending(id)
     let now = Date().timeIntervalSince1970
@@ -285,7 +295,9 @@ final class SQLiteIdentityStore: IdentityStore {
 
   /// Writes the editable fields of `org` (by id); moves it (and its subtree) under `newParent`
   /// when given; sets the managing school when `managingSchool` is non-nil.
-  private func updateOrg(_ db: Database, _ org: Org, newParent: Org?, managingSchool: Org??) throws -> Org {
+  private func updateOrg(_ db: Database, _ org: Org, newParent: Org?, managingSchool: Org??) throws
+    -> Org
+  {
     guard let current = try fetchOrg(db, id: org.id) else {
       throw ServiceError.notFound("org '\(org.id)' not found")
     }
@@ -308,7 +320,7 @@ final class SQLiteIdentityStore: IdentityStore {
       let newPath = OrgPath(newParent.path)!.appending(current.id).description
       // Rewrites the prefix of every path in the subtree (the org included).
       moved = try String.fetchAll(
-        db, sql: "SELECT id FROM orgs WHERE substr(path, 1, ?) = ?",
+        db.cachedStatement(sql: "SELECT id FROM orgs WHERE substr(path, 1, ?) = ?"),
         arguments: [oldPath.count, oldPath])
       try db.execute(
         sql: """
@@ -349,7 +361,8 @@ final class SQLiteIdentityStore: IdentityStore {
   func activeChildCount(of id: String) async throws -> Int {
     try await store.read { db in
       try Int.fetchOne(
-        db, sql: "SELECT COUNT(*) FROM orgs WHERE parent_id = ? AND active = 1", arguments: [id])
+        db.cachedStatement(sql: "SELECT COUNT(*) FROM orgs WHERE parent_id = ? AND active = 1"),
+        arguments: [id])
         ?? 0
     }
   }
@@ -383,7 +396,8 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY o.code LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.org)
+      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
+        .map(Self.org)
     }
   }
 
@@ -395,12 +409,7 @@ final class SQLiteIdentityStore: IdentityStore {
       var deferred: [(index: Int, row: Org)] = []
       for (index, row) in rows {
         func reject(_ field: String, _ reason: String) {
-          result.errors.append(.with {
-            $0.index = Int64(index)
-            $0.key = row.code
-            $0.field = field
-            $0.reason = reason
-          })
+          result.errors.append(.row(index, key: row.code, field: field, reason))
         }
         var parent: Org? = nil
         if !row.parentCode.isEmpty {
@@ -444,13 +453,16 @@ final class SQLiteIdentityStore: IdentityStore {
               reject("org.code", "outside the caller's scope")
               continue
             }
-            if let parent, let p = OrgPath(parent.path), OrgRules.wouldCycle(orgPath: OrgPath(existing.path)!, newParentPath: p) {
+            if let parent, let p = OrgPath(parent.path),
+              OrgRules.wouldCycle(orgPath: OrgPath(existing.path)!, newParentPath: p)
+            {
               reject("org.parent_code", "would make the org its own ancestor")
               continue
             }
             var update = row
             update.id = existing.id
-            let unchanged = existing.name == row.name && existing.schoolKind == row.schoolKind
+            let unchanged =
+              existing.name == row.name && existing.schoolKind == row.schoolKind
               && existing.stages == row.stages && existing.grade == row.grade
               && existing.schoolYear == row.schoolYear && existing.parentCode == row.parentCode
               && existing.managingSchoolCode == row.managingSchoolCode
@@ -525,7 +537,8 @@ final class SQLiteIdentityStore: IdentityStore {
 
   private func checkUserKeys(_ db: Database, _ user: User, excluding id: String?) throws {
     if let other = try fetchUser(db, where: "u.external_id = ?", user.externalID), other.id != id {
-      throw ServiceError.alreadyExists("a user with external id '\(user.externalID)' already exists")
+      throw ServiceError.alreadyExists(
+        "a user with external id '\(user.externalID)' already exists")
     }
     if let other = try fetchUser(db, where: "u.username = ?", user.username), other.id != id {
       throw ServiceError.alreadyExists("username '\(user.username)' is taken")
@@ -572,7 +585,7 @@ final class SQLiteIdentityStore: IdentityStore {
         sql: "UPDATE users SET status = ?, updated_at = ? WHERE id = ?",
         arguments: [Smartschool_Identity_V1_UserStatus.deactivated.rawValue, now, id])
       let sessions = try String.fetchAll(
-        db, sql: "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL",
+        db.cachedStatement(sql: "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL"),
         arguments: [id])
       try db.execute(
         sql: """
@@ -604,7 +617,8 @@ final class SQLiteIdentityStore: IdentityStore {
         args.append(kind.rawValue)
       }
       if !namePrefix.isEmpty {
-        sql += " AND (substr(u.display_name, 1, ?) = ? OR substr(u.username, 1, ?) = ? COLLATE NOCASE)"
+        sql +=
+          " AND (substr(u.display_name, 1, ?) = ? OR substr(u.username, 1, ?) = ? COLLATE NOCASE)"
         args += [namePrefix.count, namePrefix, namePrefix.count, namePrefix]
       }
       if !includeInactive {
@@ -617,7 +631,8 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY u.username LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.user)
+      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
+        .map(Self.user)
     }
   }
 
@@ -629,12 +644,7 @@ final class SQLiteIdentityStore: IdentityStore {
       var orgCache: [String: Org?] = [:]
       for (index, row) in rows {
         func reject(_ field: String, _ reason: String) {
-          result.errors.append(.with {
-            $0.index = Int64(index)
-            $0.key = row.externalID
-            $0.field = field
-            $0.reason = reason
-          })
+          result.errors.append(.row(index, key: row.externalID, field: field, reason))
         }
         let org: Org?
         if let cached = orgCache[row.orgCode] {
@@ -669,7 +679,8 @@ final class SQLiteIdentityStore: IdentityStore {
             }
             var update = row
             update.id = existing.id
-            let unchanged = existing.username.lowercased() == row.username.lowercased()
+            let unchanged =
+              existing.username.lowercased() == row.username.lowercased()
               && existing.displayName == row.displayName && existing.orgID == org.id
               && existing.birthYear == row.birthYear && existing.kind == row.kind
             if !unchanged { _ = try self.updateUser(db, update, org: org) }
@@ -754,14 +765,16 @@ final class SQLiteIdentityStore: IdentityStore {
 
   // MARK: Credentials and sessions
 
-  private func credentials(_ db: Database, where clause: String, _ value: String) throws -> Credentials? {
+  private func credentials(_ db: Database, where clause: String, _ value: String) throws
+    -> Credentials?
+  {
     guard
       let row = try Row.fetchOne(
-        db,
-        sql: """
-          SELECT u.password_hash, u.failed_logins, u.locked_until, u.client_secret_hash, u.id
-          FROM users u WHERE \(clause)
-          """, arguments: [value]),
+        db.cachedStatement(
+          sql: """
+            SELECT u.password_hash, u.failed_logins, u.locked_until, u.client_secret_hash, u.id
+            FROM users u WHERE \(clause)
+            """), arguments: [value]),
       let user = try fetchUser(db, where: "u.id = ?", row["id"])
     else { return nil }
     let locked: Double? = row["locked_until"]
@@ -787,12 +800,12 @@ final class SQLiteIdentityStore: IdentityStore {
     try await store.write { db in
       let now = Date().timeIntervalSince1970
       let row = try Row.fetchOne(
-        db,
-        sql: """
-          UPDATE users SET failed_logins = failed_logins + 1,
-            locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END
-          WHERE id = ? RETURNING failed_logins
-          """, arguments: [threshold, now + lockFor, userID])
+        db.cachedStatement(
+          sql: """
+            UPDATE users SET failed_logins = failed_logins + 1,
+              locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END
+            WHERE id = ? RETURNING failed_logins
+            """), arguments: [threshold, now + lockFor, userID])
       let failures: Int = row?["failed_logins"] ?? 0
       return (failures, failures == threshold)
     }
@@ -834,11 +847,11 @@ final class SQLiteIdentityStore: IdentityStore {
     try await store.read { db in
       guard
         let row = try Row.fetchOne(
-          db,
-          sql: """
-            SELECT r.session_id, r.expires_at, r.used_at, s.user_id, s.revoked_at
-            FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?
-            """, arguments: [hash])
+          db.cachedStatement(
+            sql: """
+              SELECT r.session_id, r.expires_at, r.used_at, s.user_id, s.revoked_at
+              FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?
+              """), arguments: [hash])
       else { return nil }
       let used: Double? = row["used_at"]
       let revoked: Double? = row["revoked_at"]
@@ -889,7 +902,7 @@ final class SQLiteIdentityStore: IdentityStore {
   func revokedSessions(since: Date) async throws -> [String: Date] {
     try await store.read { db in
       let rows = try Row.fetchAll(
-        db, sql: "SELECT id, revoked_at FROM sessions WHERE revoked_at > ?",
+        db.cachedStatement(sql: "SELECT id, revoked_at FROM sessions WHERE revoked_at > ?"),
         arguments: [since.timeIntervalSince1970])
       return Dictionary(
         rows.map { (row: Row) -> (String, Date) in
@@ -901,7 +914,8 @@ final class SQLiteIdentityStore: IdentityStore {
   func sessionActive(id: String) async throws -> Bool {
     try await store.read { db in
       try Bool.fetchOne(
-        db, sql: "SELECT revoked_at IS NULL AND expires_at > ? FROM sessions WHERE id = ?",
+        db.cachedStatement(
+          sql: "SELECT revoked_at IS NULL AND expires_at > ? FROM sessions WHERE id = ?"),
         arguments: [Date().timeIntervalSince1970, id]) ?? false
     }
   }
@@ -946,9 +960,11 @@ final class SQLiteIdentityStore: IdentityStore {
   func children(ofParent id: String) async throws -> [User] {
     try await store.read { db in
       try Row.fetchAll(
-        db,
-        sql: Self.userSelect
-          + " WHERE u.id IN (SELECT student_id FROM guardian_links WHERE parent_id = ?) ORDER BY u.username",
+        db.cachedStatement(
+          sql: Self.userSelect
+            + " WHERE u.id IN (SELECT student_id FROM guardian_links WHERE parent_id = ?)"
+            + " ORDER BY u.username"
+        ),
         arguments: [id]
       ).map(Self.user)
     }
@@ -957,9 +973,11 @@ final class SQLiteIdentityStore: IdentityStore {
   func guardians(ofStudent id: String) async throws -> [User] {
     try await store.read { db in
       try Row.fetchAll(
-        db,
-        sql: Self.userSelect
-          + " WHERE u.id IN (SELECT parent_id FROM guardian_links WHERE student_id = ?) ORDER BY u.username",
+        db.cachedStatement(
+          sql: Self.userSelect
+            + " WHERE u.id IN (SELECT parent_id FROM guardian_links WHERE student_id = ?)"
+            + " ORDER BY u.username"
+        ),
         arguments: [id]
       ).map(Self.user)
     }
@@ -973,12 +991,7 @@ final class SQLiteIdentityStore: IdentityStore {
       var result = BatchOutcome()
       for (index, parentKey, studentKey) in rows {
         func reject(_ field: String, _ reason: String) {
-          result.errors.append(.with {
-            $0.index = Int64(index)
-            $0.key = "\(parentKey):\(studentKey)"
-            $0.field = field
-            $0.reason = reason
-          })
+          result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
         }
         guard let parent = try self.fetchUser(db, where: "u.external_id = ?", parentKey),
           parent.kind == .parent
@@ -1020,8 +1033,10 @@ final class SQLiteIdentityStore: IdentityStore {
 
   func binding(id: String) async throws -> Binding? {
     try await store.read { db in
-      try Row.fetchOne(db, sql: Self.bindingSelect + " WHERE b.id = ?", arguments: [id])
-        .map(Self.binding)
+      try Row.fetchOne(
+        db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?"), arguments: [id]
+      )
+      .map(Self.binding)
     }
   }
 
@@ -1029,11 +1044,13 @@ final class SQLiteIdentityStore: IdentityStore {
     -> Binding
   {
     try await store.write { db in
-      let exists = try Bool.fetchOne(
-        db,
-        sql: """
-          SELECT 1 FROM role_bindings WHERE user_id = ? AND role = ? AND COALESCE(org_id, '') = ?
-          """, arguments: [userID, role.rawValue, org?.id ?? ""]) ?? false
+      let exists =
+        try Bool.fetchOne(
+          db.cachedStatement(
+            sql: """
+              SELECT 1 FROM role_bindings
+              WHERE user_id = ? AND role = ? AND COALESCE(org_id, '') = ?
+              """), arguments: [userID, role.rawValue, org?.id ?? ""]) ?? false
       if exists {
         throw ServiceError.alreadyExists("the user already holds \(role.rawValue) at this org")
       }
@@ -1044,10 +1061,13 @@ final class SQLiteIdentityStore: IdentityStore {
           VALUES (?, ?, ?, ?, ?, ?)
           """,
         arguments: [id, userID, role.rawValue, org?.id, grantedBy, Date().timeIntervalSince1970])
-      let binding = try Row.fetchOne(db, sql: Self.bindingSelect + " WHERE b.id = ?", arguments: [id])
-        .map(Self.binding)!
+      let binding = try Row.fetchOne(
+        db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?"), arguments: [id]
+      )
+      .map(Self.binding)!
       try ChangeFeed.record(
-        db, entity: "role_binding", id: id, naturalKey: "\(userID):\(role.rawValue):\(org?.code ?? "")",
+        db, entity: "role_binding", id: id,
+        naturalKey: "\(userID):\(role.rawValue):\(org?.code ?? "")",
         op: .upsert, orgPath: binding.orgPath, payload: binding)
       return binding
     }
@@ -1056,8 +1076,10 @@ final class SQLiteIdentityStore: IdentityStore {
   func deleteBinding(id: String) async throws {
     try await store.write { db in
       guard
-        let binding = try Row.fetchOne(db, sql: Self.bindingSelect + " WHERE b.id = ?", arguments: [id])
-          .map(Self.binding)
+        let binding = try Row.fetchOne(
+          db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?"), arguments: [id]
+        )
+        .map(Self.binding)
       else { throw ServiceError.notFound("role binding '\(id)' not found") }
       try db.execute(sql: "DELETE FROM role_bindings WHERE id = ?", arguments: [id])
       let role = Role(binding.role)?.rawValue ?? ""
@@ -1097,7 +1119,8 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY b.id LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map(Self.binding)
+      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
+        .map(Self.binding)
     }
   }
 
@@ -1105,13 +1128,14 @@ final class SQLiteIdentityStore: IdentityStore {
 
   func signingKeys() async throws -> [StoredKey] {
     try await store.read { db in
-      try Row.fetchAll(db, sql: "SELECT * FROM signing_keys ORDER BY created_at").map { row in
-        let retire: Double? = row["retire_at"]
-        return StoredKey(
-          id: row["id"], privateKey: row["private_key"], publicKey: row["public_key"],
-          createdAt: Date(timeIntervalSince1970: row["created_at"]),
-          retireAt: retire.map { Date(timeIntervalSince1970: $0) }, current: row["current"])
-      }
+      try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM signing_keys ORDER BY created_at"))
+        .map { row in
+          let retire: Double? = row["retire_at"]
+          return StoredKey(
+            id: row["id"], privateKey: row["private_key"], publicKey: row["public_key"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            retireAt: retire.map { Date(timeIntervalSince1970: $0) }, current: row["current"])
+        }
     }
   }
 
@@ -1171,7 +1195,7 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY sequence LIMIT ?"
       args.append(limit + 1)
-      let rows = try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+      let rows = try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
       let events = rows.prefix(limit).map { row in
         Smartschool_Identity_V1_AuditEvent.with {
           $0.sequence = row["sequence"]
@@ -1200,7 +1224,7 @@ final class SQLiteIdentityStore: IdentityStore {
 
   func isEmpty() async throws -> Bool {
     try await store.read { db in
-      try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM users") == 0
+      try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM users")) == 0
     }
   }
 }

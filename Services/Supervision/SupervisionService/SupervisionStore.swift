@@ -170,8 +170,10 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func term(code: String) async throws -> TermRecord? {
     try await store.read { db in
-      try Row.fetchOne(db, sql: "SELECT * FROM sup_terms WHERE code = ?", arguments: [code])
-        .map(Self.term)
+      try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT * FROM sup_terms WHERE code = ?"), arguments: [code]
+      )
+      .map(Self.term)
     }
   }
 
@@ -241,8 +243,10 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func classroom(code: String) async throws -> ClassroomRecord? {
     try await store.read { db in
-      try Row.fetchOne(db, sql: "SELECT * FROM sup_classrooms WHERE code = ?", arguments: [code])
-        .map(Self.classroom)
+      try Row.fetchOne(
+        db.cachedStatement(sql: "SELECT * FROM sup_classrooms WHERE code = ?"), arguments: [code]
+      )
+      .map(Self.classroom)
     }
   }
 
@@ -266,7 +270,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         sql += " LIMIT ?"
         args.append(limit)
       }
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
         .map(Self.classroom)
     }
   }
@@ -321,14 +325,14 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     -> [ClassroomWeek: WeekUsage]
   {
     let (lo, hi) = Self.range(path)
-    return try await store.read { db in
+    return try await store.scan { db in
       let rows = try Row.fetchCursor(
-        db,
-        sql: """
-          SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
-          FROM sup_lessons WHERE org_path >= ? AND org_path < ? AND week BETWEEN ? AND ?
-          GROUP BY classroom, week
-          """, arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
+        db.cachedStatement(
+          sql: """
+            SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
+            FROM sup_lessons WHERE org_path >= ? AND org_path < ? AND week BETWEEN ? AND ?
+            GROUP BY classroom, week
+            """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
       var out: [ClassroomWeek: WeekUsage] = [:]
       while let row = try rows.next() {
         out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
@@ -360,7 +364,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       }
       sql += " ORDER BY l.day, l.classroom, l.period LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map { row in
+      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args)).map
+      { row in
         LessonRecord(
           classroom: row["classroom"], classroomCode: row["classroom_code"],
           date: CalendarDate(dayNumber: row["day"]), period: row["period"],
@@ -374,13 +379,13 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     -> [String: Int]
   {
     let (lo, hi) = Self.range(path)
-    return try await store.read { db in
+    return try await store.scan { db in
       let rows = try Row.fetchAll(
-        db,
-        sql: """
-          SELECT teacher, COUNT(*) FROM sup_lessons
-          WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? GROUP BY teacher
-          """, arguments: [lo, hi, days.lowerBound, days.upperBound])
+        db.cachedStatement(
+          sql: """
+            SELECT teacher, COUNT(*) FROM sup_lessons
+            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? GROUP BY teacher
+            """), arguments: [lo, hi, days.lowerBound, days.upperBound])
       return Dictionary(uniqueKeysWithValues: rows.map { ($0[0] as String, $0[1] as Int) })
     }
   }
@@ -407,13 +412,13 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func trainingHalfHours(under path: String, year: Int) async throws -> [String: Int] {
     let (lo, hi) = Self.range(path)
-    return try await store.read { db in
+    return try await store.scan { db in
       let rows = try Row.fetchAll(
-        db,
-        sql: """
-          SELECT teacher, SUM(half_hours) FROM sup_training
-          WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY teacher
-          """, arguments: [lo, hi, year])
+        db.cachedStatement(
+          sql: """
+            SELECT teacher, SUM(half_hours) FROM sup_training
+            WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY teacher
+            """), arguments: [lo, hi, year])
       return Dictionary(uniqueKeysWithValues: rows.map { ($0[0] as String, $0[1] as Int) })
     }
   }
@@ -443,7 +448,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   {
     let data = try await store.read { db in
       try Data.fetchOne(
-        db, sql: "SELECT payload FROM sup_facility WHERE school_code = ? AND year = ?",
+        db.cachedStatement(
+          sql: "SELECT payload FROM sup_facility WHERE school_code = ? AND year = ?"),
         arguments: [schoolCode, year])
     }
     return try data.map { try Smartschool_Supervision_V1_FacilityReport(serializedBytes: $0) }
@@ -453,10 +459,12 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     -> [String: Smartschool_Supervision_V1_FacilityReport]
   {
     let (lo, hi) = Self.range(path)
-    let rows = try await store.read { db in
+    let rows = try await store.scan { db in
       try Data.fetchAll(
-        db,
-        sql: "SELECT payload FROM sup_facility WHERE org_path >= ? AND org_path < ? AND year = ?",
+        db.cachedStatement(
+          sql: """
+            SELECT payload FROM sup_facility WHERE org_path >= ? AND org_path < ? AND year = ?
+            """),
         arguments: [lo, hi, year])
     }
     var out: [String: Smartschool_Supervision_V1_FacilityReport] = [:]
@@ -505,7 +513,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       }
       sql += " ORDER BY day DESC, id DESC LIMIT ?"
       args.append(limit)
-      return try Data.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+      return try Data.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
     }
     return try rows.map { try Smartschool_Supervision_V1_Inspection(serializedBytes: $0) }
   }
@@ -514,13 +522,13 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     -> [String: (count: Int, lastDay: Int)]
   {
     let (lo, hi) = Self.range(path)
-    return try await store.read { db in
+    return try await store.scan { db in
       let rows = try Row.fetchAll(
-        db,
-        sql: """
-          SELECT school_code, COUNT(*), MAX(day) FROM sup_inspections
-          WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY school_code
-          """, arguments: [lo, hi, year])
+        db.cachedStatement(
+          sql: """
+            SELECT school_code, COUNT(*), MAX(day) FROM sup_inspections
+            WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY school_code
+            """), arguments: [lo, hi, year])
       var out: [String: (count: Int, lastDay: Int)] = [:]
       for row in rows { out[row[0]] = (row[1], row[2]) }
       return out
