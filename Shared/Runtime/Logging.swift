@@ -34,7 +34,23 @@ public struct JSONLogHandler: LogHandler {
     if let extra = event.metadata { for (k, v) in extra { object[k] = "\(v)" } }
     var line = JSONLogHandler.line(object)
     line.append(0x0A)
-    JSONLogHandler.lock.withLock { _ in FileHandle.standardError.write(Data(line)) }
+    // Straight to the file descriptor: one line per RPC, and FileHandle's path (Data, NSError
+    // bridging) cost more than the write itself.
+    JSONLogHandler.lock.withLock { _ in
+      line.withUnsafeBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+          let n = write(STDERR_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+          if n > 0 {
+            offset += n
+          } else if n < 0 && errno == EINTR {
+            continue
+          } else {
+            return  // a closed or full stderr must not stop the service
+          }
+        }
+      }
+    }
   }
 
   /// One JSON object with sorted keys, written by hand: a line is logged for every RPC, and
@@ -57,6 +73,12 @@ public struct JSONLogHandler: LogHandler {
   /// (including non-ASCII text) as UTF-8.
   static func appendString(_ text: String, to out: inout [UInt8]) {
     out.append(UInt8(ascii: "\""))
+    // Most values (methods, codes, ids) need no escaping: copied whole.
+    if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F }) {
+      out.append(contentsOf: text.utf8)
+      out.append(UInt8(ascii: "\""))
+      return
+    }
     for byte in text.utf8 {
       switch byte {
       case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]

@@ -7,7 +7,9 @@ import SwiftProtobuf
 /// The symbol index behind server reflection, built from the descriptor set that the
 /// generation script embeds (``smartSchoolDescriptorSetBase64``).
 public struct ReflectionIndex: Sendable {
-  private var files: [String: Google_Protobuf_FileDescriptorProto] = [:]
+  /// Each file's imports. The decoded descriptors are not kept: every service holds the whole
+  /// suite's descriptor set, and the trees of small objects were idle memory for nothing.
+  private var dependencies: [String: [String]] = [:]
   private var serialized: [String: Data] = [:]
   private var symbols: [String: String] = [:]
   private var extensions: [String: [Int32: String]] = [:]
@@ -23,7 +25,7 @@ public struct ReflectionIndex: Sendable {
     let set = try Google_Protobuf_FileDescriptorSet(serializedBytes: data)
     self.services = services.sorted()
     for file in set.file {
-      files[file.name] = file
+      dependencies[file.name] = file.dependency
       serialized[file.name] = try file.serializedData()
       let prefix = file.package.isEmpty ? "" : file.package + "."
       for message in file.messageType { index(message, prefix: prefix, file: file.name) }
@@ -51,14 +53,14 @@ public struct ReflectionIndex: Sendable {
 
   /// The named file and its transitive imports, serialized, the file first.
   public func fileWithDependencies(_ name: String) -> [Data]? {
-    guard files[name] != nil else { return nil }
+    guard dependencies[name] != nil else { return nil }
     var order: [String] = []
     var seen: Set<String> = []
     func visit(_ n: String) {
-      guard !seen.contains(n), let f = files[n] else { return }
+      guard !seen.contains(n), let imports = dependencies[n] else { return }
       seen.insert(n)
       order.append(n)
-      for dep in f.dependency { visit(dep) }
+      for dep in imports { visit(dep) }
     }
     visit(name)
     return order.compactMap { serialized[$0] }

@@ -2,7 +2,8 @@
 // titles) through a real server on loopback, each figure printed with its ratio to a baseline
 // measured in the same run.
 //
-//   swift build -c release --scratch-path .build-release --product catalogue-bench
+//   swift build -c release --static-swift-stdlib --scratch-path .build-release \
+//     --product catalogue-bench
 //   .build-release/release/catalogue-bench [resources] [scratch directory]
 import CatalogueService
 import Crypto

@@ -6,7 +6,8 @@
 // scores (assessment) and lessons (supervision) against the sqlite3 CLI's `.import` of the same
 // rows.
 //
-//   swift build -c release --scratch-path .build-release
+//   swift build -c release --static-swift-stdlib --scratch-path .build-release
+//     (the Swift runtime linked in, as deploy/build-release.sh builds what ships)
 //   .build-release/release/suite-bench [--bin .build-release/release] [--requests 20000]
 //     [--import-rows 200000]
 //
@@ -125,7 +126,7 @@ final class Spawned: @unchecked Sendable {
     throw BenchError("\(name) did not listen within 6 s")
   }
 
-  /// Resident set size now and at its peak, in MB (from /proc).
+  /// Resident set size now and at its peak, in MiB (from /proc).
   func rss() -> (now: Double, peak: Double) {
     let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status",
       encoding: .utf8)) ?? ""
@@ -138,7 +139,7 @@ final class Spawned: @unchecked Sendable {
   }
 
   /// Proportional set size (shared library pages divided among the processes mapping them)
-  /// and anonymous memory now, in MB (from /proc smaps_rollup).
+  /// and anonymous memory now, in MiB (from /proc smaps_rollup).
   func pss() -> (pss: Double, anonymous: Double) {
     let rollup = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/smaps_rollup",
       encoding: .utf8)) ?? ""
@@ -622,20 +623,20 @@ for (label, run) in [
         r.service / r.sqlite))
 }
 line("")
-line("memory and start-up (targets: idle < 40 MB, ready < 1 s)")
+line("memory and start-up (targets: idle < 40 MB (38.1 MiB), ready < 1 s)")
 for (name, _) in services {
   let s = spawned[name]!
   line(
     name.padding(toLength: 14, withPad: " ", startingAt: 0)
       + String(
         format:
-          "idle RSS %6.1f MB   peak RSS %6.1f MB (reads), %6.1f MB (imports too)"
+          "idle RSS %6.1f MiB  peak RSS %6.1f MiB (reads), %6.1f MiB (imports too)"
           + "   start → SERVING %6.3f s", idle[name]!, loadPeak[name]!, s.rss().peak,
         ready[name]!))
   line(
     String(repeating: " ", count: 14)
       + String(
-        format: "idle PSS %6.1f MB   of which anonymous %5.1f MB (the rest: mapped code, shared)",
+        format: "idle PSS %6.1f MiB  of which anonymous %5.1f MiB (the rest: mapped code, shared)",
         idleShares[name]!.pss, idleShares[name]!.anonymous))
 }
 for s in spawned.values { s.stop() }
