@@ -221,6 +221,8 @@ public enum ChangeFeed {
     }
     sql += " ORDER BY sequence LIMIT ?"
     args.append(limit + 1)
+    // Cached: the feed is polled all the time, and the SQL varies only with the number of the
+    // caller's scopes (one statement per count, a handful at most).
     let rows = try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
     let changes = rows.prefix(limit).map { row -> Smartschool_Common_V1_Change in
       var c = Smartschool_Common_V1_Change()
