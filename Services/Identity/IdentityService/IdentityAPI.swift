@@ -962,10 +962,10 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     -> Smartschool_Identity_V1_WhoAmIResponse
   {
     let p = try Principal.require()
-    guard let user = try await store.user(id: p.userID) else {
+    // One read transaction: a bound unary read that every client makes.
+    guard let (user, bindings) = try await store.userWithBindings(id: p.userID) else {
       throw ServiceError.notFound("your account no longer exists")
     }
-    let bindings = try await store.bindings(userID: user.id)
     return .with {
       $0.user = user
       $0.bindings = bindings

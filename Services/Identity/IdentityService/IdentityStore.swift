@@ -112,6 +112,8 @@ protocol IdentityStore: Sendable {
 
   // Roles
   func bindings(userID: String) async throws -> [Binding]
+  /// A user and their bindings, read in one transaction (`nil` when there is no such user).
+  func userWithBindings(id: String) async throws -> (User, [Binding])?
   func binding(id: String) async throws -> Binding?
   func insertBinding(userID: String, role: Role, org: Org?, grantedBy: String) async throws
     -> Binding
@@ -1022,13 +1024,22 @@ final class SQLiteIdentityStore: IdentityStore {
   // MARK: Roles
 
   func bindings(userID: String) async throws -> [Binding] {
+    try await store.read { db in try self.fetchBindings(db, userID: userID) }
+  }
+
+  func userWithBindings(id: String) async throws -> (User, [Binding])? {
     try await store.read { db in
-      try Row.fetchAll(
-        db.cachedStatement(
-          sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id"),
-        arguments: [userID]
-      ).map(Self.binding)
+      guard let user = try self.fetchUser(db, where: "u.id = ?", id) else { return nil }
+      return (user, try self.fetchBindings(db, userID: id))
     }
+  }
+
+  private func fetchBindings(_ db: Database, userID: String) throws -> [Binding] {
+    try Row.fetchAll(
+      db.cachedStatement(
+        sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id"),
+      arguments: [userID]
+    ).map(Self.binding)
   }
 
   func binding(id: String) async throws -> Binding? {

@@ -119,6 +119,14 @@ public enum Permission: String, CaseIterable, Hashable, Sendable {
 public enum PermissionTable {
   /// The permissions a role grants over its scope.
   public static func permissions(of role: Role) -> Set<Permission> {
+    // Looked up for every binding on every authorised call: built once.
+    table[role] ?? []
+  }
+
+  private static let table: [Role: Set<Permission>] = Dictionary(
+    uniqueKeysWithValues: Role.allCases.map { ($0, grants(of: $0)) })
+
+  private static func grants(of role: Role) -> Set<Permission> {
     switch role {
     case .systemAdmin:
       return Set(Permission.allCases)
