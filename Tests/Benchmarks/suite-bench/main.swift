@@ -6,8 +6,9 @@
 // scores (assessment) and lessons (supervision) against the sqlite3 CLI's `.import` of the same
 // rows.
 //
-//   swift build -c release --static-swift-stdlib --scratch-path .build-release
-//     (the Swift runtime linked in, as deploy/build-release.sh builds what ships)
+//   swift build -c release --static-swift-stdlib --scratch-path .build-release --product P
+//     for P = suite-bench and each <service>-service (the Swift runtime linked in, as
+//     deploy/build-release.sh builds what ships; see the README's loop)
 //   .build-release/release/suite-bench [--bin .build-release/release] [--requests 20000]
 //     [--import-rows 200000]
 //
