@@ -103,8 +103,9 @@ struct AuthAPITests {
 
   @Test func logoutAndIntrospection() async throws {
     try await withTree { identity, admin, tree in
-      _ = try await newUser(identity, admin: admin, externalID: "T1", username: "teacher1",
-                            kind: .teacher, org: "S-A1")
+      let user = try await newUser(identity, admin: admin, externalID: "T1", username: "teacher1",
+                                   kind: .teacher, org: "S-A1")
+      _ = try await grant(identity, token: admin, user: user.id, role: .teacher, org: "S-A1")
       let teacher = try await identity.login(.with {
         $0.username = "teacher1"
         $0.password = "Secret-pass-1"
@@ -114,6 +115,7 @@ struct AuthAPITests {
       #expect(active.active)
       #expect(active.username == "teacher1")
       #expect(active.kind == .teacher)
+      #expect(active.bindings.map(\.role) == [.teacher])
       #expect(active.issuer == smartSchoolTokenIssuer)
       #expect(!active.keyID.isEmpty)
       _ = try await identity.logout(.init(), metadata: bearer(teacher.accessToken))

@@ -850,10 +850,9 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     if !principal.sessionID.isEmpty, !(try await store.sessionActive(id: principal.sessionID)) {
       return .init()
     }
-    guard let user = try await store.user(id: principal.userID), user.status == .active else {
-      return .init()
-    }
-    let bindings = try await store.bindings(userID: user.id)
+    guard let (user, bindings) = try await store.userWithBindings(id: principal.userID),
+      user.status == .active
+    else { return .init() }
     let keyID = request.token.split(separator: ".").first.flatMap { Base64URL.decode($0) }
       .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }?["kid"] as? String
     return .with {
