@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import SmartSchoolModel
 import SwiftProtobuf
+import Synchronization
 
 /// A service's SQLite store: one GRDB `DatabasePool` in WAL mode at
 /// `<data dir>/<name>.sqlite`, migrated on open, with the change feed every service keeps.
@@ -13,6 +14,8 @@ public final class Store: Sendable {
   public let pool: DatabasePool
   /// Path of the database file.
   public let path: String
+  /// The read-only connections ``read(_:)`` runs on.
+  private let readers: ReadConnections
 
   /// Opens (creating if needed) `<directory>/<name>.sqlite` and runs the Runtime's own
   /// migrations followed by the service's.
@@ -32,6 +35,13 @@ public final class Store: Sendable {
       try db.execute(sql: "PRAGMA synchronous = NORMAL")
     }
     self.pool = try DatabasePool(path: path, configuration: config)
+    var readerConfig = Configuration()
+    readerConfig.readonly = true
+    readerConfig.busyMode = config.busyMode
+    readerConfig.label = "\(name).inline-reader"
+    self.readers = ReadConnections(
+      path: path, configuration: readerConfig,
+      limit: ProcessInfo.processInfo.activeProcessorCount + 2)
 
     var migrator = DatabaseMigrator()
     Store.registerRuntimeMigrations(&migrator)
@@ -81,9 +91,13 @@ public final class Store: Sendable {
     }
   }
 
-  /// The synchronous overload of GRDB's read (in an async context the compiler picks the
-  /// asynchronous one).
-  private func readInline<T>(_ body: (Database) throws -> T) throws -> T { try pool.read(body) }
+  /// A read transaction on an idle connection of ``readers``, or through GRDB's pool (the
+  /// synchronous overload) when all of them are busy.
+  private func readInline<T>(_ body: (Database) throws -> T) throws -> T {
+    guard let reader = try readers.checkOut() else { return try pool.read(body) }
+    defer { readers.checkIn(reader) }
+    return try reader.read(body)
+  }
 
   /// Runs a write transaction, mapping database errors to ``ServiceError``.
   public func write<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws
@@ -262,5 +276,66 @@ public enum EntityID {
       for i in 0..<4 { buffer[16 + i] = digits[Int(truncatingIfNeeded: low >> (12 - 4 * i)) & 15] }
       return 20
     }
+  }
+}
+
+/// The read-only connections behind ``Store/read(_:)``: opened on first need, at most `limit`,
+/// each used by one read at a time.
+///
+/// GRDB's pool hands out its readers under a read-write lock built on a concurrent dispatch
+/// queue, with two barrier syncs per read. When both cooperative threads read at once these
+/// collide, and a colliding barrier sync parks the thread on a futex and wakes it again: a
+/// third of a simple read RPC's CPU under load. Here a connection is taken and returned under
+/// a mutex held only for a pop or a push, and the read itself runs on the connection's own
+/// uncontended queue.
+///
+/// The schema is fixed once the store is open (migrations run first), so these connections
+/// need not watch for schema changes as GRDB's pool readers do.
+final class ReadConnections: Sendable {
+  private let path: String
+  private let configuration: Configuration
+  private let limit: Int
+  private struct State {
+    var idle: [DatabaseQueue] = []
+    var opened = 0
+  }
+  private let state = Mutex(State())
+
+  /// Connections to `path` opened with `configuration` (read-only), at most `limit` of them.
+  init(path: String, configuration: Configuration, limit: Int) {
+    self.path = path
+    self.configuration = configuration
+    self.limit = limit
+  }
+
+  /// An idle connection, a newly opened one, or nil when `limit` are in use.
+  func checkOut() throws -> DatabaseQueue? {
+    enum Take {
+      case idle(DatabaseQueue)
+      case open
+      case none
+    }
+    let take = state.withLock { s -> Take in
+      if let reader = s.idle.popLast() { return .idle(reader) }
+      guard s.opened < limit else { return .none }
+      s.opened += 1
+      return .open
+    }
+    switch take {
+    case .idle(let reader): return reader
+    case .none: return nil
+    case .open:
+      do {
+        return try DatabaseQueue(path: path, configuration: configuration)
+      } catch {
+        state.withLock { $0.opened -= 1 }
+        throw error
+      }
+    }
+  }
+
+  /// Returns a connection taken with ``checkOut()``.
+  func checkIn(_ reader: DatabaseQueue) {
+    state.withLock { $0.idle.append(reader) }
   }
 }

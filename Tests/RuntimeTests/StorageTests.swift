@@ -2,8 +2,8 @@ import Foundation
 import GRDB
 import ServiceRuntime
 import SmartSchoolModel
-import Testing
 import TestSupport
+import Testing
 
 @Suite("Store, change feed, paging")
 struct StorageTests {
@@ -31,9 +31,45 @@ struct StorageTests {
     defer { dir.remove() }
     let store = try Store(directory: dir.path, name: "t", migrations: migrations)
     try await store.write { db in try db.execute(sql: "INSERT INTO things VALUES ('1', 'a')") }
-    await #expect(throws: ServiceError.alreadyExists("an entity with the same key already exists")) {
+    await #expect(throws: ServiceError.alreadyExists("an entity with the same key already exists"))
+    {
       try await store.write { db in try db.execute(sql: "INSERT INTO things VALUES ('2', 'a')") }
     }
+  }
+
+  /// `Store.read` runs on its own read-only connections, reused across calls: each read must
+  /// still see every write committed before it, from any task, and must not write.
+  @Test func readsSeeEveryEarlierWriteAndCannotWrite() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for writer in 0..<8 {
+        group.addTask {
+          for round in 0..<25 {
+            let id = "\(writer)-\(round)"
+            try await store.write { db in
+              try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: [id, "n" + id])
+            }
+            let name = try await store.read { db in
+              try String.fetchOne(db, sql: "SELECT name FROM things WHERE id = ?", arguments: [id])
+            }
+            #expect(name == "n" + id)
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+    let count = try await store.read { db in
+      try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things")
+    }
+    #expect(count == 200)
+    await #expect(throws: (any Error).self) {
+      try await store.read { db in try db.execute(sql: "INSERT INTO things VALUES ('x', 'x')") }
+    }
+    #expect(
+      try await store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things") } == 200
+    )
   }
 
   @Test func changeFeedIsOrderedAndScoped() async throws {
@@ -41,11 +77,15 @@ struct StorageTests {
     defer { dir.remove() }
     let store = try Store(directory: dir.path, name: "t", migrations: migrations)
     try await store.write { db in
-      try ChangeFeed.record(db, entity: "org", id: "1", naturalKey: "A", op: .upsert, orgPath: "/p/a/")
-      try ChangeFeed.record(db, entity: "org", id: "2", naturalKey: "B", op: .upsert, orgPath: "/p/b/")
-      try ChangeFeed.record(db, entity: "org", id: "1", naturalKey: "A", op: .delete, orgPath: "/p/a/")
+      try ChangeFeed.record(
+        db, entity: "org", id: "1", naturalKey: "A", op: .upsert, orgPath: "/p/a/")
+      try ChangeFeed.record(
+        db, entity: "org", id: "2", naturalKey: "B", op: .upsert, orgPath: "/p/b/")
+      try ChangeFeed.record(
+        db, entity: "org", id: "1", naturalKey: "A", op: .delete, orgPath: "/p/a/")
     }
-    let all = try await store.read { db in try ChangeFeed.list(db, after: 0, limit: 2, scopes: nil) }
+    let all = try await store.read { db in try ChangeFeed.list(db, after: 0, limit: 2, scopes: nil)
+    }
     #expect(all.changes.map(\.naturalKey) == ["A", "B"])
     #expect(all.hasMore)
     let rest = try await store.read { db in
@@ -66,11 +106,14 @@ struct StorageTests {
     defer { dir.remove() }
     let store = try Store(directory: dir.path, name: "t", migrations: migrations)
     try await store.write { db in
-      for i in 0..<100 { try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: ["\(i)", "n\(i)"]) }
+      for i in 0..<100 {
+        try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: ["\(i)", "n\(i)"])
+      }
     }
     try store.backup(to: dir.path + "/copy.sqlite")
     let copy = try DatabaseQueue(path: dir.path + "/copy.sqlite")
-    let count = try await copy.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things") }
+    let count = try await copy.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things")
+    }
     #expect(count == 100)
   }
 

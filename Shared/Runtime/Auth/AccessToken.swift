@@ -166,6 +166,13 @@ public final class TokenVerifier: Sendable {
   /// Fetches the currently published keys.
   public typealias KeySource = @Sendable () async throws -> [PublishedKey]
 
+  /// A token whose signature checked out: its claims and the key id it was signed with.
+  private struct Verified {
+    var claims: AccessTokenClaims
+    var principal: Principal
+    var keyID: String
+  }
+
   private struct State {
     var keys: [String: PublishedKey] = [:]
     var lastFetch: ContinuousClock.Instant? = nil
@@ -178,7 +185,7 @@ public final class TokenVerifier: Sendable {
     /// within its lifetime; the same bytes under the same key id need neither the signature
     /// check (the largest per-call cost of a busy service) nor the JSON decoding again. Expiry,
     /// key retirement and revocation are still checked on every call.
-    var verified: [String: (claims: AccessTokenClaims, principal: Principal)] = [:]
+    var verified: [String: Verified] = [:]
     /// Sessions identity has revoked (logout, refresh-token reuse, deactivated account), and
     /// when: their tokens are refused although signed and unexpired.
     var revokedSessions: [String: Date] = [:]
@@ -244,6 +251,7 @@ public final class TokenVerifier: Sendable {
 
   /// Verifies `token` and returns its principal, or throws UNAUTHENTICATED saying why.
   public func verify(_ token: String) async throws(ServiceError) -> Principal {
+    if let principal = try verifiedBefore(token) { return principal }
     let parsed = try parse(token)
     var key = state.withLock { $0.keys[parsed.keyID] }
     if key == nil {
@@ -256,6 +264,7 @@ public final class TokenVerifier: Sendable {
   /// Verifies synchronously with the cached keys only (no fetch); for hot paths and
   /// benchmarks. UNAUTHENTICATED for an unknown key id.
   public func verifyCached(_ token: String) throws(ServiceError) -> Principal {
+    if let principal = try verifiedBefore(token) { return principal }
     let parsed = try parse(token)
     guard let key = state.withLock({ $0.keys[parsed.keyID] }) else {
       throw .unauthenticated("access token signed by an unknown key")
@@ -303,28 +312,46 @@ public final class TokenVerifier: Sendable {
       keyID: keyID, signingInput: token[..<lastDot], payload: payload, signature: signature)
   }
 
-  private func check(_ parsed: Parsed, with key: PublishedKey) throws(ServiceError) -> Principal {
-    let claims: AccessTokenClaims
-    let principal: Principal
-    // The whole token (header, payload, signature); only ever cached once verified, and a key
-    // id always names the same key.
-    let token = parsed.signingInput.base
-    if let cached = state.withLock({ $0.verified[token] }) {
-      (claims, principal) = cached
-    } else {
-      guard let signature = Base64URL.decode(parsed.signature), signature.count == 64,
-        key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
-      else { throw .unauthenticated("access token signature is invalid") }
-      guard let payload = Base64URL.decode(parsed.payload),
-        let decoded = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
-      else { throw .unauthenticated("malformed access token claims") }
-      claims = decoded
-      principal = decoded.principal
-      state.withLock {
-        if $0.verified.count >= TokenVerifier.verifiedCacheLimit { $0.verified.removeAll() }
-        $0.verified[token] = (decoded, principal)
-      }
+  /// The principal of a token whose signature was checked before, after the checks that
+  /// change with time (expiry, key retirement, revocation); nil when the token is not in the
+  /// cache or its key is no longer known. One lock for the whole lookup: this runs on every
+  /// authenticated call, from every thread.
+  private func verifiedBefore(_ token: String) throws(ServiceError) -> Principal? {
+    guard token.utf8.count <= 16384 else { throw .unauthenticated("access token too long") }
+    let hit = state.withLock { s -> (Verified, PublishedKey, revoked: Bool)? in
+      guard let verified = s.verified[token], let key = s.keys[verified.keyID] else { return nil }
+      let session = verified.principal.sessionID
+      return (verified, key, !session.isEmpty && s.revokedSessions[session] != nil)
     }
+    guard let (verified, key, revoked) = hit else { return nil }
+    try checkCurrent(verified.claims, key: key, revoked: revoked)
+    return verified.principal
+  }
+
+  private func check(_ parsed: Parsed, with key: PublishedKey) throws(ServiceError) -> Principal {
+    guard let signature = Base64URL.decode(parsed.signature), signature.count == 64,
+      key.publicKey.isValidSignature(signature, for: Data(parsed.signingInput.utf8))
+    else { throw .unauthenticated("access token signature is invalid") }
+    guard let payload = Base64URL.decode(parsed.payload),
+      let claims = try? JSONDecoder().decode(AccessTokenClaims.self, from: payload)
+    else { throw .unauthenticated("malformed access token claims") }
+    let principal = claims.principal
+    // Cached by the whole token (header, payload, signature) once its signature checked out;
+    // a key id always names the same key.
+    let revoked = state.withLock { s -> Bool in
+      if s.verified.count >= TokenVerifier.verifiedCacheLimit { s.verified.removeAll() }
+      s.verified[parsed.signingInput.base] = Verified(
+        claims: claims, principal: principal, keyID: parsed.keyID)
+      return !principal.sessionID.isEmpty && s.revokedSessions[principal.sessionID] != nil
+    }
+    try checkCurrent(claims, key: key, revoked: revoked)
+    return principal
+  }
+
+  /// The checks a verified signature does not settle once and for all.
+  private func checkCurrent(_ claims: AccessTokenClaims, key: PublishedKey, revoked: Bool)
+    throws(ServiceError)
+  {
     let now = self.now()
     guard claims.iss == smartSchoolTokenIssuer else {
       throw .unauthenticated("access token from an unknown issuer")
@@ -335,12 +362,9 @@ public final class TokenVerifier: Sendable {
     if let retire = key.retireTime, now > retire.addingTimeInterval(leeway) {
       throw .unauthenticated("access token signed by a retired key")
     }
-    if !principal.sessionID.isEmpty,
-      state.withLock({ $0.revokedSessions[principal.sessionID] }) != nil
-    {
+    if revoked {
       throw .unauthenticated("the session of this access token has been revoked; log in again")
     }
-    return principal
   }
 
   private func refetch(for keyID: String) async -> PublishedKey? {
