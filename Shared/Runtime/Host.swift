@@ -88,8 +88,10 @@ public final class ServiceHost: Sendable {
         health, ReflectionServiceV1(index: index), ReflectionServiceV1Alpha(index: index),
       ],
       interceptors: [
-        ObservabilityInterceptor(logger: logger, metrics: metrics),
-        AuthInterceptor(verifier: definition.verifier, openMethods: definition.openMethods),
+        CallInterceptor(
+          logger: logger, metrics: metrics,
+          authenticator: Authenticator(
+            verifier: definition.verifier, openMethods: definition.openMethods))
       ])
     if config.metricsPort >= 0 {
       let store = definition.store
@@ -102,7 +104,8 @@ public final class ServiceHost: Sendable {
     }
   }
 
-  private static func security(_ tls: HostConfig.TLSFiles?) -> HTTP2ServerTransport.Posix
+  private static func security(_ tls: HostConfig.TLSFiles?)
+    -> HTTP2ServerTransport.Posix
     .TransportSecurity
   {
     guard let tls else { return .plaintext }

@@ -5,28 +5,6 @@ import Logging
 import Prometheus
 import Synchronization
 
-/// Per-RPC facts gathered while the call runs: who called and the request id, for the one
-/// log line each RPC gets.
-public final class RequestInfo: Sendable {
-  /// The request id: the caller's `x-request-id` or a new one.
-  public let requestID: String
-  private let principal = Mutex<String>("")
-
-  /// Facts of a call with the given request id.
-  public init(requestID: String) {
-    self.requestID = requestID
-  }
-
-  /// The caller's user id ("" when anonymous).
-  public var principalID: String { principal.withLock { $0 } }
-
-  /// Records the caller's user id.
-  public func setPrincipal(_ id: String) { principal.withLock { $0 = id } }
-
-  /// The current call's facts, bound by ``ObservabilityInterceptor``.
-  @TaskLocal public static var current: RequestInfo?
-}
-
 /// The Prometheus metrics every service exports on its `/metrics` port.
 public final class ServiceMetrics: Sendable {
   /// The registry the metrics live in; `/metrics` renders it.
@@ -99,47 +77,55 @@ public final class ServiceMetrics: Sendable {
   public func render() -> String { registry.emitToString() }
 }
 
-/// Logs one structured line per RPC (method, code, duration, principal, request id), records
-/// the RPC metrics, and turns any error that is not already a gRPC status into INTERNAL so
-/// nothing reaches a client as UNKNOWN.
-public struct ObservabilityInterceptor: ServerInterceptor {
+/// The one interceptor every RPC passes through: it authenticates the caller (through an
+/// ``Authenticator``) and binds ``Principal/current`` for the whole call, logs one structured
+/// line per RPC (method, code, duration, principal, request id, peer), records the RPC
+/// metrics, and turns any error that is not already a gRPC status into INTERNAL so nothing
+/// reaches a client as UNKNOWN.
+///
+/// One layer rather than one per concern: each interceptor layer wraps the handler and the
+/// response producer in another async closure, and this runs on every call.
+public struct CallInterceptor: ServerInterceptor {
   private let logger: Logger
   private let metrics: ServiceMetrics
+  private let authenticator: Authenticator
 
-  /// An interceptor logging to `logger` and recording into `metrics`.
-  public init(logger: Logger, metrics: ServiceMetrics) {
+  /// An interceptor authenticating with `authenticator`, logging to `logger` and recording
+  /// into `metrics`.
+  public init(logger: Logger, metrics: ServiceMetrics, authenticator: Authenticator) {
     self.logger = logger
     self.metrics = metrics
+    self.authenticator = authenticator
   }
 
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,
-    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws ->
+    next:
+      @Sendable (StreamingServerRequest<Input>, ServerContext) async throws ->
       StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let start = ContinuousClock.now
-    let method = context.descriptor.fullyQualifiedMethod
-    let requestID = request.metadata[stringValues: "x-request-id"].first(where: { _ in true })
+    let requestID =
+      request.metadata[stringValues: "x-request-id"].first(where: { _ in true })
       .map { String($0.prefix(128)) } ?? EntityID.make()
-    let info = RequestInfo(requestID: requestID)
     metrics.inFlight(1)
-    let finish: @Sendable (RPCError?) -> Void = { error in
-      let code = error.map { String(describing: $0.code) } ?? "ok"
-      let elapsed = start.duration(to: .now)
-      metrics.inFlight(-1)
-      metrics.recordRPC(method: method, code: code, duration: elapsed)
-      var meta: Logger.Metadata = [
-        "method": "\(method)", "code": "\(code)",
-        "duration_ms": "\(elapsed.milliseconds)",
-        "principal": "\(info.principalID)", "request_id": "\(requestID)",
-        "peer": "\(context.remotePeer)",
-      ]
-      if let error { meta["error"] = "\(error.message)" }
-      logger.info("rpc", metadata: meta)
+    let principal: Principal?
+    do {
+      principal = try await authenticator.principal(
+        for: context.descriptor, metadata: request.metadata)
+    } catch {
+      let rpcError = error.rpcError
+      finish(rpcError, context: context, start: start, principalID: "", requestID: requestID)
+      throw rpcError
+    }
+    let finish: @Sendable (RPCError?) -> Void = { [self] error in
+      self.finish(
+        error, context: context, start: start, principalID: principal?.userID ?? "",
+        requestID: requestID)
     }
     do {
-      var response = try await RequestInfo.$current.withValue(info) {
+      var response = try await Principal.$current.withValue(principal) {
         try await next(request, context)
       }
       switch response.accepted {
@@ -147,13 +133,13 @@ public struct ObservabilityInterceptor: ServerInterceptor {
         let producer = contents.producer
         contents.producer = { writer in
           do {
-            let trailers = try await RequestInfo.$current.withValue(info) {
+            let trailers = try await Principal.$current.withValue(principal) {
               try await producer(writer)
             }
             finish(nil)
             return trailers
           } catch {
-            let rpcError = ObservabilityInterceptor.statusError(error, logger: logger)
+            let rpcError = CallInterceptor.statusError(error, logger: logger)
             finish(rpcError)
             throw rpcError
           }
@@ -164,10 +150,30 @@ public struct ObservabilityInterceptor: ServerInterceptor {
       }
       return response
     } catch {
-      let rpcError = ObservabilityInterceptor.statusError(error, logger: logger)
+      let rpcError = CallInterceptor.statusError(error, logger: logger)
       finish(rpcError)
       throw rpcError
     }
+  }
+
+  /// Records a finished call: the metrics and its log line.
+  private func finish(
+    _ error: RPCError?, context: ServerContext, start: ContinuousClock.Instant,
+    principalID: String, requestID: String
+  ) {
+    let method = context.descriptor.fullyQualifiedMethod
+    let code = error.map { String(describing: $0.code) } ?? "ok"
+    let elapsed = start.duration(to: .now)
+    metrics.inFlight(-1)
+    metrics.recordRPC(method: method, code: code, duration: elapsed)
+    var meta: Logger.Metadata = [
+      "method": .string(method), "code": .string(code),
+      "duration_ms": "\(elapsed.milliseconds)",
+      "principal": .string(principalID), "request_id": .string(requestID),
+      "peer": .string(context.remotePeer),
+    ]
+    if let error { meta["error"] = .string(error.message) }
+    logger.info("rpc", metadata: meta)
   }
 
   /// The gRPC status for any error a handler threw: gRPC errors as they are, domain and store

@@ -33,7 +33,7 @@ struct AccessTokenTests {
     func token(_ header: String) -> String? {
       var metadata = Metadata()
       metadata.addString(header, forKey: "authorization")
-      return AuthInterceptor.bearerToken(in: metadata)
+      return Authenticator.bearerToken(in: metadata)
     }
     #expect(token("Bearer abc.def.ghi") == "abc.def.ghi")
     #expect(token("  bearer   abc.def.ghi \t") == "abc.def.ghi")
@@ -42,7 +42,7 @@ struct AccessTokenTests {
     #expect(token("Bearer ") == nil)
     #expect(token("Bearerabc") == nil)
     #expect(token("") == nil)
-    #expect(AuthInterceptor.bearerToken(in: [:]) == nil)
+    #expect(Authenticator.bearerToken(in: [:]) == nil)
   }
 
   @Test func tamperedExpiredAndForeignTokensFail() async throws {

@@ -49,7 +49,7 @@ public struct Principal: Hashable, Sendable {
     self.expiresAt = expiresAt
   }
 
-  /// The principal of the RPC being served, set by ``AuthInterceptor`` for the whole call
+  /// The principal of the RPC being served, set by ``CallInterceptor`` for the whole call
   /// (including a server-streaming response). `nil` on open methods.
   @TaskLocal public static var current: Principal?
 

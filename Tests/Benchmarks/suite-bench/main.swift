@@ -83,10 +83,10 @@ final class Spawned: @unchecked Sendable {
   let name: String
   let process = Process()
   let started = Date()
+  /// Where the process's standard output and error go.
+  let logPath: String
   private(set) var grpcPort = 0
   private(set) var metricsPort = 0
-  private let lock = NSLock()
-  private var listening: (Int, Int)?
 
   init(name: String, executable: String, arguments: [String], environment: [String: String] = [:])
     throws
@@ -95,30 +95,29 @@ final class Spawned: @unchecked Sendable {
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let pipe = Pipe()
-    // Services log JSON lines on stderr; the echo server prints its line on stdout.
-    process.standardError = pipe
-    process.standardOutput = pipe
-    pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-      let data = handle.availableData
-      guard let self, !data.isEmpty else { return }
-      for text in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-        guard text.contains("\"listening\""),
-          let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-          let grpc = (json["grpc_port"] as? Int) ?? Int("\(json["grpc_port"] ?? "")")
-        else { continue }
-        let metrics = (json["metrics_port"] as? Int) ?? Int("\(json["metrics_port"] ?? "")") ?? 0
-        self.lock.withLock { self.listening = (grpc, metrics) }
-      }
-    }
+    // Services log a JSON line per RPC on stderr. They go to a file, as under systemd or a
+    // container runtime: read through a pipe by this process, the lines cost the load's two
+    // cores a share that the echo server (which logs nothing) does not pay.
+    logPath = scratch + "/\(name).log"
+    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    process.standardError = log
+    process.standardOutput = log
     try process.run()
   }
 
+  /// Waits for the "listening" line (services log it on stderr; the echo server prints it on
+  /// stdout) and reads the ports from it.
   func waitListening() async throws {
     for _ in 0..<600 {
-      if let (grpc, metrics) = lock.withLock({ listening }) {
+      let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+      for line in text.split(separator: "\n") where line.contains("\"listening\"") {
+        guard
+          let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+          let grpc = (json["grpc_port"] as? Int) ?? Int("\(json["grpc_port"] ?? "")")
+        else { continue }
         grpcPort = grpc
-        metricsPort = metrics
+        metricsPort = (json["metrics_port"] as? Int) ?? Int("\(json["metrics_port"] ?? "")") ?? 0
         return
       }
       guard process.isRunning else { throw BenchError("\(name) exited before listening") }
