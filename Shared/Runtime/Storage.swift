@@ -96,7 +96,19 @@ public final class Store: Sendable {
   private func readInline<T>(_ body: (Database) throws -> T) throws -> T {
     guard let reader = try readers.checkOut() else { return try pool.read(body) }
     defer { readers.checkIn(reader) }
-    return try reader.read(body)
+    // The transaction through cached statements: GRDB's own (`read`) compiles BEGIN and
+    // COMMIT afresh on every read, a fifth of a simple read's cost.
+    return try reader.inDatabase { db in
+      try db.cachedStatement(sql: "BEGIN DEFERRED TRANSACTION").execute()
+      do {
+        let value = try body(db)
+        try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+        return value
+      } catch {
+        if db.isInsideTransaction { try? db.cachedStatement(sql: "ROLLBACK TRANSACTION").execute() }
+        throw error
+      }
+    }
   }
 
   /// Runs a write transaction, mapping database errors to ``ServiceError``.
