@@ -91,8 +91,15 @@ struct HostTests {
         let identity = Smartschool_Identity_V1_IdentityService.Client(wrapping: client)
         _ = try await login(identity, "admin", testAdminPassword)
         _ = try? await login(identity, "admin", "Wrong-pass-1")
+        // Refused before any handler runs, and still counted (and logged) under its method.
+        await #expect(throws: RPCError.self) { _ = try await identity.whoAmI(.init()) }
       }
       let text = try await scrape()
+      let refused = text.split(separator: "\n").first {
+        $0.hasPrefix("smartschool_rpc_requests_total")
+          && $0.contains("IdentityService/WhoAmI") && $0.contains("code=\"unauthenticated\"")
+      }
+      #expect(refused?.hasSuffix(" 1") == true)
       let loginOK = text.split(separator: "\n").first {
         $0.hasPrefix("smartschool_rpc_requests_total")
           && $0.contains("IdentityService/Login") && $0.contains("code=\"ok\"")
