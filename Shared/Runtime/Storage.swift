@@ -7,8 +7,9 @@ import Synchronization
 /// A service's SQLite store: one GRDB `DatabasePool` in WAL mode at
 /// `<data dir>/<name>.sqlite`, migrated on open, with the change feed every service keeps.
 ///
-/// Each store file is opened once per process; the pool serialises writers and lets readers
-/// run in parallel.
+/// Each store file is opened once per process; the pool serialises writers and runs scans,
+/// while bounded reads (``read(_:)``) run on a few read-only connections of their own. WAL lets
+/// every reader run alongside the writer.
 public final class Store: Sendable {
   /// The pool; services run their SQL through ``read(_:)`` and ``write(_:)``.
   public let pool: DatabasePool

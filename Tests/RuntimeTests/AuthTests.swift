@@ -91,6 +91,11 @@ struct AccessTokenTests {
     for shape in [parts[0] + ".." + parts[2], ".."] {
       await #expect(throws: ServiceError.self) { _ = try await v.verify(shape) }
     }
+    // An oversized token is refused before it is hashed for the cache or parsed.
+    let huge = parts[0] + "." + String(repeating: "A", count: 20_000) + "." + parts[2]
+    await #expect(throws: ServiceError.unauthenticated("access token too long")) {
+      _ = try await v.verify(huge)
+    }
   }
 
   @Test func unknownKeyIdsTriggerOneRefetch() async throws {

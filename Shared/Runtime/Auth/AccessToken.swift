@@ -279,8 +279,8 @@ public final class TokenVerifier: Sendable {
     var signature: Substring
   }
 
+  /// Splits a token already length-checked by ``verifiedBefore(_:)``.
   private func parse(_ token: String) throws(ServiceError) -> Parsed {
-    guard token.utf8.count <= 16384 else { throw .unauthenticated("access token too long") }
     // Scanned as bytes: Character search and Foundation's substring search cost a busy
     // service a visible share of its CPU.
     let dot = UInt8(ascii: ".")
