@@ -274,3 +274,21 @@ package.targets.append(contentsOf: [
     path: "Tests/ClientTests"
   ),
 ])
+
+// Release executables link with lld, pack their relative relocations (RELR, glibc ≥ 2.36) and
+// export no symbols. A static-stdlib service is a position-independent executable with ~145,000
+// relative relocations: as RELA entries they are 3.4 MB that the loader reads at every start and
+// that stay resident; packed, they are 28 KB. The toolchain's static link also exports all of
+// the package's 61,000 symbols (-export-dynamic), whose tables the loader searches while binding
+// and which nothing looks up. Together: idle RSS about 7 MiB lower, ASLR kept.
+for target in package.targets where target.type == .executable {
+  target.linkerSettings =
+    (target.linkerSettings ?? []) + [
+      .unsafeFlags(
+        [
+          "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker",
+          "--no-export-dynamic",
+        ],
+        .when(platforms: [.linux], configuration: .release))
+    ]
+}
