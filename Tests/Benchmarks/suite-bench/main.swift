@@ -10,7 +10,7 @@
 //     for P = suite-bench and each <service>-service (the Swift runtime linked in, as
 //     deploy/build-release.sh builds what ships; see the README's loop)
 //   .build-release/release/suite-bench [--bin .build-release/release] [--requests 20000]
-//     [--import-rows 200000]
+//     [--rounds 3] [--import-rows 200000]
 //
 // Needs h2load (Debian's nghttp2-client) and sqlite3. Not part of CI.
 import Foundation
@@ -69,6 +69,7 @@ while argIndex + 1 < CommandLine.arguments.count {
 }
 let binDirectory = options["--bin"] ?? ".build-release/release"
 let requests = Int(options["--requests"] ?? "") ?? 20_000
+let rounds = max(1, Int(options["--rounds"] ?? "") ?? 3)
 let importRows = Int(options["--import-rows"] ?? "") ?? 200_000
 let adminPassword = "Bench-admin-1"
 let scratch = NSTemporaryDirectory() + "suite-bench-" + UUID().uuidString
@@ -128,8 +129,10 @@ final class Spawned: @unchecked Sendable {
 
   /// Resident set size now and at its peak, in MiB (from /proc).
   func rss() -> (now: Double, peak: Double) {
-    let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status",
-      encoding: .utf8)) ?? ""
+    let status =
+      (try? String(
+        contentsOfFile: "/proc/\(process.processIdentifier)/status",
+        encoding: .utf8)) ?? ""
     func field(_ name: String) -> Double {
       guard let l = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
       else { return 0 }
@@ -141,8 +144,10 @@ final class Spawned: @unchecked Sendable {
   /// Proportional set size (shared library pages divided among the processes mapping them)
   /// and anonymous memory now, in MiB (from /proc smaps_rollup).
   func pss() -> (pss: Double, anonymous: Double) {
-    let rollup = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/smaps_rollup",
-      encoding: .utf8)) ?? ""
+    let rollup =
+      (try? String(
+        contentsOfFile: "/proc/\(process.processIdentifier)/smaps_rollup",
+        encoding: .utf8)) ?? ""
     func field(_ name: String) -> Double {
       guard let l = rollup.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
       else { return 0 }
@@ -259,11 +264,14 @@ func h2load(
       .reduce(0, +)
   }
   // Log lines: start time (µs since epoch), HTTP status, elapsed µs.
-  let latencies = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n")
+  let latencies =
+    (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n")
     .compactMap { Double($0.split(separator: "\t").last ?? "") }.sorted() ?? []
   func pct(_ q: Double) -> Double {
-    latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(q * Double(latencies.count)))]
-      / 1000
+    latencies.isEmpty
+      ? 0
+      : latencies[min(latencies.count - 1, Int(q * Double(latencies.count)))]
+        / 1000
   }
   return LoadResult(rps: rps, p50: pct(0.5), p99: pct(0.99), failed: failed)
 }
@@ -515,7 +523,13 @@ let (token, clientID, clientSecret) = try await withGRPCClient(
   ).accessToken
   let auth: Metadata = ["authorization": "Bearer \(token)"]
   _ = try await api.createOrg(
-    .with { $0.org = .with { $0.code = "P"; $0.name = "省"; $0.kind = .province } },
+    .with {
+      $0.org = .with {
+        $0.code = "P"
+        $0.name = "省"
+        $0.kind = .province
+      }
+    },
     metadata: auth)
   // A school with classes, for the import rows.
   let tree: [(String, String, Smartschool_Common_V1_OrgKind, String)] =
@@ -571,7 +585,11 @@ for (name, s) in spawned {
 }
 
 func row(_ label: String, _ r: LoadResult, ceiling: Double?) -> String {
-  let ratio = ceiling.map { String(format: "%5.2f", r.rps / $0) } ?? "  -  "
+  row(label, r, ratio: ceiling.map { r.rps / $0 })
+}
+
+func row(_ label: String, _ r: LoadResult, ratio: Double?) -> String {
+  let ratio = ratio.map { String(format: "%5.2f", $0) } ?? "  -  "
   return label.padding(toLength: 34, withPad: " ", startingAt: 0)
     + String(
       format: "%9.0f req/s  ratio %@  p50 %7.2f ms  p99 %7.2f ms  failed %d%@", r.rps, ratio,
@@ -579,19 +597,48 @@ func row(_ label: String, _ r: LoadResult, ceiling: Double?) -> String {
 }
 
 line("")
-line("transport ceiling and authenticated unary reads (ratio = req/s ÷ echo's; target ≥ 0.70)")
-var echoSaturation: [Int: Double] = [:]
+line(
+  "transport ceiling and authenticated unary reads (ratio = req/s ÷ echo's; target ≥ 0.70)")
+line(
+  "each row: \(rounds) rounds of an echo run then a service run, \(requests) calls each, the"
+    + " same request bytes (token too); medians, ratio range in brackets")
+func median(_ xs: [Double]) -> Double {
+  let s = xs.sorted()
+  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+/// One row from several runs: median req/s and latencies, failures and OK counts summed.
+func combined(_ runs: [LoadResult]) -> LoadResult {
+  LoadResult(
+    rps: median(runs.map(\.rps)), p50: median(runs.map(\.p50)), p99: median(runs.map(\.p99)),
+    failed: runs.map(\.failed).reduce(0, +),
+    grpcOK: runs.allSatisfy { $0.grpcOK != nil } ? runs.compactMap(\.grpcOK).reduce(0, +) : nil)
+}
 for streams in [16, 64] {
   let clients = streams == 16 ? 1 : 4
-  let e = try h2load(
-    port: echo.grpcPort, path: "/bench.Echo/Echo", token: nil, requests: requests,
-    clients: clients, streams: streams / clients)
-  echoSaturation[streams] = e.rps
-  line(row("echo, \(streams) streams", e, ceiling: nil))
+  // Echo runs right before each service run, so a slow or fast spell of this shared machine
+  // moves both sides of a ratio; the row reports the median of the paired ratios.
+  var echoRuns: [LoadResult] = []
+  var rows: [(name: String, runs: [LoadResult], ratios: [Double])] = []
   for (name, path) in services {
-    let r = try serviceLoad(
-      name, path, requests: requests, clients: clients, streams: streams / clients)
-    line(row("\(name), \(streams) streams", r, ceiling: e.rps))
+    var runs: [LoadResult] = []
+    var ratios: [Double] = []
+    for _ in 0..<rounds {
+      let e = try h2load(
+        port: echo.grpcPort, path: "/bench.Echo/Echo", token: token, requests: requests,
+        clients: clients, streams: streams / clients)
+      let r = try serviceLoad(
+        name, path, requests: requests, clients: clients, streams: streams / clients)
+      echoRuns.append(e)
+      runs.append(r)
+      ratios.append(r.rps / e.rps)
+    }
+    rows.append((name, runs, ratios))
+  }
+  line(row("echo, \(streams) streams", combined(echoRuns), ceiling: nil))
+  for (name, runs, ratios) in rows {
+    line(
+      row("\(name), \(streams) streams", combined(runs), ratio: median(ratios))
+        + String(format: "  [%.2f–%.2f]", ratios.min()!, ratios.max()!))
   }
 }
 line("")
@@ -599,7 +646,7 @@ line("latency at a fixed offered rate (16 streams)")
 for rate in [1000, 3000] {
   let calls = rate * 5
   let e = try h2load(
-    port: echo.grpcPort, path: "/bench.Echo/Echo", token: nil, requests: calls, clients: 4,
+    port: echo.grpcPort, path: "/bench.Echo/Echo", token: token, requests: calls, clients: 4,
     streams: 4, rate: rate)
   line(row("echo @ \(rate)/s", e, ceiling: nil))
   for (name, path) in services {
