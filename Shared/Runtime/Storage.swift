@@ -250,8 +250,9 @@ public enum ChangeFeed {
     args.append(limit + 1)
     // Cached: the feed is polled all the time, and the SQL varies only with the number of the
     // caller's scopes (one statement per count, a handful at most).
-    let rows = try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
-    let changes = rows.prefix(limit).map { row -> Smartschool_Common_V1_Change in
+    let changes = try db.cachedStatement(sql: sql).decodeAll(
+      arguments: StatementArguments(args)
+    ) { row -> Smartschool_Common_V1_Change in
       var c = Smartschool_Common_V1_Change()
       c.sequence = row["sequence"]
       c.entity = row["entity"]
@@ -267,7 +268,7 @@ public enum ChangeFeed {
       }
       return c
     }
-    return (Array(changes), rows.count > limit)
+    return (Array(changes.prefix(limit)), changes.count > limit)
   }
 
   /// The sequence of the newest event (0 for an empty feed).

@@ -72,6 +72,62 @@ struct StorageTests {
     )
   }
 
+  @Test func rowsDecodeWhileTheStatementStepsAndLeaveItReusable() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
+    try await store.write { db in
+      for i in 0..<5 {
+        try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: ["k\(i)", "n\(i)"])
+      }
+    }
+    struct Boom: Error {}
+    let (all, first, none, nested, again) = try await store.read { db in
+      // Column names are looked up case-insensitively, as with GRDB's own rows.
+      let sql = "SELECT id, name AS Name FROM things WHERE id >= ? ORDER BY id"
+      let all = try db.cachedStatement(sql: sql).decodeAll(arguments: ["k1"]) {
+        row -> String in row["id"] + "=" + row["name"]
+      }
+      let first = try db.cachedStatement(sql: sql).decodeFirst(arguments: ["k3"]) {
+        row -> String in row["id"]
+      }
+      let none = try db.cachedStatement(sql: sql).decodeFirst(arguments: ["z"]) {
+        row -> String in row["id"]
+      }
+      // Another query while the outer statement steps.
+      let nested = try db.cachedStatement(sql: sql).decodeAll(arguments: ["k3"]) { row -> Int in
+        let id: String = row["id"]
+        return try Int.fetchOne(
+          db, sql: "SELECT COUNT(*) FROM things WHERE id < ?", arguments: [id])
+          ?? -1
+      }
+      // A decode that throws stops the statement part-way; the next use starts afresh.
+      #expect(throws: Boom.self) {
+        try db.cachedStatement(sql: sql).decodeAll(arguments: ["k0"]) { row -> String in
+          if row["id"] == "k2" { throw Boom() }
+          return row["id"]
+        }
+      }
+      let again = try db.cachedStatement(sql: sql).decodeAll(arguments: ["k0"]) {
+        row -> String in row["id"]
+      }
+      return (all, first, none, nested, again)
+    }
+    #expect(all == ["k1=n1", "k2=n2", "k3=n3", "k4=n4"])
+    #expect(first == "k3")
+    #expect(none == nil)
+    #expect(nested == [3, 4])
+    #expect(again == ["k0", "k1", "k2", "k3", "k4"])
+    // The reads ended their transactions: a write commits and the next read sees it.
+    try await store.write { db in try db.execute(sql: "DELETE FROM things WHERE id = 'k0'") }
+    let head = try await store.read { db in
+      try db.cachedStatement(sql: "SELECT id FROM things ORDER BY id").decodeFirst {
+        row -> String in row["id"]
+      }
+    }
+    #expect(head == "k1")
+  }
+
   @Test func changeFeedIsOrderedAndScoped() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }

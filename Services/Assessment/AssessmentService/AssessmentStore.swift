@@ -188,13 +188,12 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.passFraction = row["pass_fraction"]
     exam.excellentFraction = row["excellent_fraction"]
     exam.lowFraction = row["low_fraction"]
-    exam.items = try Row.fetchAll(
-      db.cachedStatement(
-        sql: """
-          SELECT number, max_score, objective, knowledge_points FROM asm_items
-          WHERE exam = ? ORDER BY number
-          """), arguments: [number]
-    ).map { r in
+    exam.items = try db.cachedStatement(
+      sql: """
+        SELECT number, max_score, objective, knowledge_points FROM asm_items
+        WHERE exam = ? ORDER BY number
+        """
+    ).decodeAll(arguments: [number]) { r in
       Smartschool_Assessment_V1_ExamItem.with {
         $0.number = r["number"]
         $0.maxScore = r["max_score"]
@@ -239,8 +238,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       }
       sql += " ORDER BY code LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args)).map
-      {
+      return try db.cachedStatement(sql: sql).decodeAll(arguments: StatementArguments(args)) {
         try Self.decodeExam(db, $0, counts: true)
       }
     }
@@ -477,15 +475,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   {
     try await store.read { db in
       let (student, item) = after ?? ("", 0)
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: """
-            SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
-            FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
-            WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
-            ORDER BY st.student, sc.item LIMIT ?
-            """), arguments: [exam.number, student, student, item, limit]
-      ).map {
+      return try db.cachedStatement(
+        sql: """
+          SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
+          FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+          WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
+          ORDER BY st.student, sc.item LIMIT ?
+          """
+      ).decodeAll(arguments: [exam.number, student, student, item, limit]) {
         ExportedScore(
           student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4])
       }
@@ -532,15 +529,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     -> [QualityRecord]
   {
     try await store.read { db in
-      try Row.fetchAll(
-        db.cachedStatement(
-          sql: """
-            SELECT id, student, school_code, org_path, school_year, term, dimension, title,
-              description, evidence_ref, grade
-            FROM asm_quality WHERE student = ? AND school_year = ? AND term = ?
-            ORDER BY dimension, title
-            """), arguments: [student, schoolYear, term]
-      ).map { row in
+      try db.cachedStatement(
+        sql: """
+          SELECT id, student, school_code, org_path, school_year, term, dimension, title,
+            description, evidence_ref, grade
+          FROM asm_quality WHERE student = ? AND school_year = ? AND term = ?
+          ORDER BY dimension, title
+          """
+      ).decodeAll(arguments: [student, schoolYear, term]) { row in
         QualityRecord(
           id: row["id"],
           entry: .with {

@@ -326,10 +326,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
 
   func curriculumNode(code: String) async throws -> CurriculumNode? {
     try await store.read { db in
-      try Row.fetchOne(
-        db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"), arguments: [code]
-      )
-      .map(Self.decodeNode)
+      try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?").decodeFirst(
+        arguments: [code], Self.decodeNode)
     }
   }
 
@@ -377,10 +375,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
   static func upsert(_ node: CurriculumNode, db: Database, now: Date, orgPath: String) throws
     -> Bool
   {
-    let existing = try Row.fetchOne(
-      db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
-      arguments: [node.code]
-    ).map(decodeNode)
+    let existing = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+      .decodeFirst(arguments: [node.code], decodeNode)
     var stage = node.stage
     var grade = Int(node.grade)
     var subject = node.subject
@@ -394,10 +390,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if grade != 0 { throw RowProblem(field: "node.grade", reason: "an edition has no grade") }
     } else {
       guard
-        let parent = try Row.fetchOne(
-          db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
-          arguments: [node.parentCode]
-        ).map(decodeNode)
+        let parent = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+          .decodeFirst(arguments: [node.parentCode], decodeNode)
       else {
         throw RowProblem(
           field: "node.parent_code",
@@ -471,10 +465,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
           now.timeIntervalSince1970,
         ])
     }
-    let stored = try Row.fetchOne(
-      db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
-      arguments: [node.code]
-    ).map(decodeNode)!
+    let stored = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+      .decodeFirst(arguments: [node.code], decodeNode)!
     try ChangeFeed.record(
       db, entity: "curriculum_node", id: node.code, naturalKey: node.code, op: .upsert,
       orgPath: orgPath, payload: stored, time: now)
@@ -487,10 +479,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
   {
     if !kp.chapterCode.isEmpty {
       guard
-        let chapter = try Row.fetchOne(
-          db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?"),
-          arguments: [kp.chapterCode]
-        ).map(decodeNode)
+        let chapter = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+          .decodeFirst(arguments: [kp.chapterCode], decodeNode)
       else {
         throw RowProblem(
           field: "knowledge_point.chapter_code", reason: "unknown chapter '\(kp.chapterCode)'")
@@ -505,9 +495,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
           reason: "the chapter's stage and subject differ from the knowledge point's")
       }
     }
-    let existing = try Row.fetchOne(
-      db.cachedStatement(sql: "SELECT * FROM knowledge_points WHERE code = ?"), arguments: [kp.code]
-    ).map(decodeKnowledgePoint)
+    let existing = try db.cachedStatement(sql: "SELECT * FROM knowledge_points WHERE code = ?")
+      .decodeFirst(arguments: [kp.code], decodeKnowledgePoint)
     if let existing, existing == kp { return false }
     try db.execute(
       sql: """
@@ -537,11 +526,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if editionCode == nil && parentCode == nil { c.add("kind = 1") }
       if let kind { c.add("kind = ?", [kind]) }
       if let afterCode { c.add("code > ?", [afterCode]) }
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: "SELECT * FROM curriculum_nodes WHERE \(c.sql) ORDER BY code LIMIT ?"),
-        arguments: StatementArguments(c.arguments + [limit])
-      ).map(Self.decodeNode)
+      return try db.cachedStatement(
+        sql: "SELECT * FROM curriculum_nodes WHERE \(c.sql) ORDER BY code LIMIT ?"
+      ).decodeAll(arguments: StatementArguments(c.arguments + [limit]), Self.decodeNode)
     }
   }
 
@@ -554,11 +541,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if let subject { c.add("subject = ?", [subject]) }
       if let chapterCode { c.add("chapter_code = ?", [chapterCode]) }
       if let afterCode { c.add("code > ?", [afterCode]) }
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: "SELECT * FROM knowledge_points WHERE \(c.sql) ORDER BY code LIMIT ?"),
-        arguments: StatementArguments(c.arguments + [limit])
-      ).map(Self.decodeKnowledgePoint)
+      return try db.cachedStatement(
+        sql: "SELECT * FROM knowledge_points WHERE \(c.sql) ORDER BY code LIMIT ?"
+      ).decodeAll(arguments: StatementArguments(c.arguments + [limit]), Self.decodeKnowledgePoint)
     }
   }
 
@@ -569,11 +554,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if let editionCode { c.add("edition_code = ?", [editionCode]) }
       if let stage { c.add("stage = ?", [stage]) }
       if let subject { c.add("subject = ?", [subject]) }
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: "SELECT code, stage, grade, subject FROM curriculum_nodes WHERE \(c.sql)"),
-        arguments: StatementArguments(c.arguments)
-      ).map { row in
+      return try db.cachedStatement(
+        sql: "SELECT code, stage, grade, subject FROM curriculum_nodes WHERE \(c.sql)"
+      ).decodeAll(arguments: StatementArguments(c.arguments)) { row in
         ChapterRef(
           code: row["code"], stage: .init(rawValue: row["stage"]) ?? .unspecified,
           grade: row["grade"], subject: .init(rawValue: row["subject"]) ?? .unspecified)
@@ -604,11 +587,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
   static func naturalKey(_ r: Resource) -> String { r.externalID.isEmpty ? r.id : r.externalID }
 
   static func fetch(_ db: Database, seq: Int64) throws -> StoredResource? {
-    try Row.fetchOne(
-      db.cachedStatement(
-        sql: "SELECT \(columns) FROM resources r WHERE r.seq = ? AND r.deleted_at IS NULL"),
-      arguments: [seq]
-    ).map(decode)
+    try db.cachedStatement(
+      sql: "SELECT \(columns) FROM resources r WHERE r.seq = ? AND r.deleted_at IS NULL"
+    ).decodeFirst(arguments: [seq], decode)
   }
 
   static func recordChange(_ db: Database, _ s: StoredResource, op: Smartschool_Common_V1_ChangeOp)
@@ -679,24 +660,20 @@ final class SQLiteCatalogueStore: CatalogueStore {
 
   func resource(id: String) async throws -> StoredResource? {
     try await store.read { db in
-      try Row.fetchOne(
-        db.cachedStatement(
-          sql: "SELECT \(Self.columns) FROM resources r WHERE r.id = ? AND r.deleted_at IS NULL"),
-        arguments: [id]
-      ).map(Self.decode)
+      try db.cachedStatement(
+        sql: "SELECT \(Self.columns) FROM resources r WHERE r.id = ? AND r.deleted_at IS NULL"
+      ).decodeFirst(arguments: [id], Self.decode)
     }
   }
 
   func resource(externalID: String) async throws -> StoredResource? {
     try await store.read { db in
-      try Row.fetchOne(
-        db.cachedStatement(
-          sql: """
-            SELECT \(Self.columns) FROM resources r
-            WHERE r.external_id = ? AND r.deleted_at IS NULL
-            """),
-        arguments: [externalID]
-      ).map(Self.decode)
+      try db.cachedStatement(
+        sql: """
+          SELECT \(Self.columns) FROM resources r
+          WHERE r.external_id = ? AND r.deleted_at IS NULL
+          """
+      ).decodeFirst(arguments: [externalID], Self.decode)
     }
   }
 
@@ -800,11 +777,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
         filter.subject != nil || filter.editionCode != nil || filter.chapterCode != nil
         || filter.sectionCode != nil || filter.knowledgePoint != nil || filter.authorID != nil
       let source = selective ? "resources r" : "resources r NOT INDEXED"
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: "SELECT \(Self.columns) FROM \(source) WHERE \(c.sql) ORDER BY r.seq DESC LIMIT ?"),
-        arguments: StatementArguments(c.arguments + [limit])
-      ).map(Self.decode)
+      return try db.cachedStatement(
+        sql: "SELECT \(Self.columns) FROM \(source) WHERE \(c.sql) ORDER BY r.seq DESC LIMIT ?"
+      ).decodeAll(arguments: StatementArguments(c.arguments + [limit]), Self.decode)
     }
   }
 
@@ -841,14 +816,12 @@ final class SQLiteCatalogueStore: CatalogueStore {
       }
       Self.add(filter, to: &c)
       Self.add(viewer, to: &c)
-      let groups = try Row.fetchAll(
-        db.cachedStatement(
-          sql: """
-            SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
-            GROUP BY r.subject, r.grade, r.type
-            """),
-        arguments: StatementArguments(c.arguments)
-      ).map { row in
+      let groups = try db.cachedStatement(
+        sql: """
+          SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
+          GROUP BY r.subject, r.grade, r.type
+          """
+      ).decodeAll(arguments: StatementArguments(c.arguments)) { row in
         (
           subject: row["subject"] as Int, grade: row["grade"] as Int, type: row["type"] as Int,
           count: row["n"] as Int
@@ -858,15 +831,15 @@ final class SQLiteCatalogueStore: CatalogueStore {
       var hits: [(resource: StoredResource, relevance: Int)] = []
       if total > offset {
         let relevance = Self.relevanceSQL(query.terms)
-        hits = try Row.fetchAll(
-          db.cachedStatement(
-            sql: """
-              SELECT \(Self.columns), \(relevance.sql) AS relevance FROM resources r
-              WHERE \(c.sql) ORDER BY relevance DESC, r.popularity DESC, r.seq DESC
-              LIMIT ? OFFSET ?
-              """),
-          arguments: StatementArguments(relevance.args + c.arguments + [limit, offset])
-        ).map { row in (Self.decode(row), row["relevance"] as Int) }
+        hits = try db.cachedStatement(
+          sql: """
+            SELECT \(Self.columns), \(relevance.sql) AS relevance FROM resources r
+            WHERE \(c.sql) ORDER BY relevance DESC, r.popularity DESC, r.seq DESC
+            LIMIT ? OFFSET ?
+            """
+        ).decodeAll(arguments: StatementArguments(relevance.args + c.arguments + [limit, offset])) {
+          row in (Self.decode(row), row["relevance"] as Int)
+        }
       }
       return SearchPage(hits: hits, total: total, groups: groups)
     }
@@ -878,13 +851,11 @@ final class SQLiteCatalogueStore: CatalogueStore {
         try String.fetchOne(
           db.cachedStatement(sql: "SELECT id FROM resources WHERE seq = ?"),
           arguments: [resourceSeq]) ?? ""
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: """
-            SELECT * FROM transitions WHERE resource_seq = ? AND seq > ? ORDER BY seq LIMIT ?
-            """),
-        arguments: [resourceSeq, afterSeq ?? 0, limit]
-      ).map { row in
+      return try db.cachedStatement(
+        sql: """
+          SELECT * FROM transitions WHERE resource_seq = ? AND seq > ? ORDER BY seq LIMIT ?
+          """
+      ).decodeAll(arguments: [resourceSeq, afterSeq ?? 0, limit]) { row in
         Transition.with {
           $0.sequence = row["seq"]
           $0.resourceID = id
@@ -1047,15 +1018,15 @@ final class SQLiteCatalogueStore: CatalogueStore {
       c.add("r.status = 3")
       Self.add(filter, to: &c)
       Self.add(viewer, to: &c)
-      return try Row.fetchAll(
-        db.cachedStatement(
-          sql: """
-            SELECT \(Self.columns), group_concat(k.code, '\n') AS matched, count(*) AS n
-            FROM resource_knowledge_points k JOIN resources r ON r.seq = k.resource_seq
-            WHERE \(c.sql) GROUP BY r.seq ORDER BY n DESC, r.popularity DESC LIMIT ?
-            """),
-        arguments: StatementArguments(c.arguments + [limit])
-      ).map { row in (Self.decode(row), Self.split(row["matched"]).sorted()) }
+      return try db.cachedStatement(
+        sql: """
+          SELECT \(Self.columns), group_concat(k.code, '\n') AS matched, count(*) AS n
+          FROM resource_knowledge_points k JOIN resources r ON r.seq = k.resource_seq
+          WHERE \(c.sql) GROUP BY r.seq ORDER BY n DESC, r.popularity DESC LIMIT ?
+          """
+      ).decodeAll(arguments: StatementArguments(c.arguments + [limit])) { row in
+        (Self.decode(row), Self.split(row["matched"]).sorted())
+      }
     }
   }
 

@@ -240,14 +240,13 @@ final class SQLiteIdentityStore: IdentityStore {
   // MARK: Orgs
 
   private func fetchOrg(_ db: Database, id: String) throws -> Org? {
-    try Row.fetchOne(db.cachedStatement(sql: Self.orgSelect + " WHERE o.id = ?"), arguments: [id])
-      .map(Self.org)
+    try db.cachedStatement(sql: Self.orgSelect + " WHERE o.id = ?").decodeFirst(
+      arguments: [id], Self.org)
   }
 
   private func fetchOrg(_ db: Database, code: String) throws -> Org? {
-    try Row.fetchOne(
-      db.cachedStatement(sql: Self.orgSelect + " WHERE o.code = ?"), arguments: [code]
-    ).map(Self.org)
+    try db.cachedStatement(sql: Self.orgSelect + " WHERE o.code = ?").decodeFirst(
+      arguments: [code], Self.org)
   }
 
   func org(id: String) async throws -> Org? {
@@ -398,8 +397,8 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY o.code LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
-        .map(Self.org)
+      return try db.cachedStatement(sql: sql).decodeAll(
+        arguments: StatementArguments(args), Self.org)
     }
   }
 
@@ -491,9 +490,8 @@ final class SQLiteIdentityStore: IdentityStore {
 
   private func fetchUser(_ db: Database, where clause: String, _ value: String) throws -> User? {
     // Cached statements (one per clause): WhoAmI and every login read users.
-    try Row.fetchOne(
-      db.cachedStatement(sql: Self.userSelect + " WHERE \(clause)"), arguments: [value]
-    ).map(Self.user)
+    try db.cachedStatement(sql: Self.userSelect + " WHERE \(clause)").decodeFirst(
+      arguments: [value], Self.user)
   }
 
   func user(id: String) async throws -> User? {
@@ -633,8 +631,8 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY u.username LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
-        .map(Self.user)
+      return try db.cachedStatement(sql: sql).decodeAll(
+        arguments: StatementArguments(args), Self.user)
     }
   }
 
@@ -961,27 +959,21 @@ final class SQLiteIdentityStore: IdentityStore {
 
   func children(ofParent id: String) async throws -> [User] {
     try await store.read { db in
-      try Row.fetchAll(
-        db.cachedStatement(
-          sql: Self.userSelect
-            + " WHERE u.id IN (SELECT student_id FROM guardian_links WHERE parent_id = ?)"
-            + " ORDER BY u.username"
-        ),
-        arguments: [id]
-      ).map(Self.user)
+      try db.cachedStatement(
+        sql: Self.userSelect
+          + " WHERE u.id IN (SELECT student_id FROM guardian_links WHERE parent_id = ?)"
+          + " ORDER BY u.username"
+      ).decodeAll(arguments: [id], Self.user)
     }
   }
 
   func guardians(ofStudent id: String) async throws -> [User] {
     try await store.read { db in
-      try Row.fetchAll(
-        db.cachedStatement(
-          sql: Self.userSelect
-            + " WHERE u.id IN (SELECT parent_id FROM guardian_links WHERE student_id = ?)"
-            + " ORDER BY u.username"
-        ),
-        arguments: [id]
-      ).map(Self.user)
+      try db.cachedStatement(
+        sql: Self.userSelect
+          + " WHERE u.id IN (SELECT parent_id FROM guardian_links WHERE student_id = ?)"
+          + " ORDER BY u.username"
+      ).decodeAll(arguments: [id], Self.user)
     }
   }
 
@@ -1035,19 +1027,15 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   private func fetchBindings(_ db: Database, userID: String) throws -> [Binding] {
-    try Row.fetchAll(
-      db.cachedStatement(
-        sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id"),
-      arguments: [userID]
-    ).map(Self.binding)
+    try db.cachedStatement(
+      sql: Self.bindingSelect + " WHERE b.user_id = ? ORDER BY b.created_at, b.id"
+    ).decodeAll(arguments: [userID], Self.binding)
   }
 
   func binding(id: String) async throws -> Binding? {
     try await store.read { db in
-      try Row.fetchOne(
-        db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?"), arguments: [id]
-      )
-      .map(Self.binding)
+      try db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?").decodeFirst(
+        arguments: [id], Self.binding)
     }
   }
 
@@ -1072,10 +1060,8 @@ final class SQLiteIdentityStore: IdentityStore {
           VALUES (?, ?, ?, ?, ?, ?)
           """,
         arguments: [id, userID, role.rawValue, org?.id, grantedBy, Date().timeIntervalSince1970])
-      let binding = try Row.fetchOne(
-        db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?"), arguments: [id]
-      )
-      .map(Self.binding)!
+      let binding = try db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?").decodeFirst(
+        arguments: [id], Self.binding)!
       try ChangeFeed.record(
         db, entity: "role_binding", id: id,
         naturalKey: "\(userID):\(role.rawValue):\(org?.code ?? "")",
@@ -1087,10 +1073,8 @@ final class SQLiteIdentityStore: IdentityStore {
   func deleteBinding(id: String) async throws {
     try await store.write { db in
       guard
-        let binding = try Row.fetchOne(
-          db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?"), arguments: [id]
-        )
-        .map(Self.binding)
+        let binding = try db.cachedStatement(sql: Self.bindingSelect + " WHERE b.id = ?")
+          .decodeFirst(arguments: [id], Self.binding)
       else { throw ServiceError.notFound("role binding '\(id)' not found") }
       try db.execute(sql: "DELETE FROM role_bindings WHERE id = ?", arguments: [id])
       let role = Role(binding.role)?.rawValue ?? ""
@@ -1130,8 +1114,8 @@ final class SQLiteIdentityStore: IdentityStore {
       }
       sql += " ORDER BY b.id LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
-        .map(Self.binding)
+      return try db.cachedStatement(sql: sql).decodeAll(
+        arguments: StatementArguments(args), Self.binding)
     }
   }
 
@@ -1139,14 +1123,14 @@ final class SQLiteIdentityStore: IdentityStore {
 
   func signingKeys() async throws -> [StoredKey] {
     try await store.read { db in
-      try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM signing_keys ORDER BY created_at"))
-        .map { row in
-          let retire: Double? = row["retire_at"]
-          return StoredKey(
-            id: row["id"], privateKey: row["private_key"], publicKey: row["public_key"],
-            createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            retireAt: retire.map { Date(timeIntervalSince1970: $0) }, current: row["current"])
-        }
+      try db.cachedStatement(sql: "SELECT * FROM signing_keys ORDER BY created_at").decodeAll {
+        row in
+        let retire: Double? = row["retire_at"]
+        return StoredKey(
+          id: row["id"], privateKey: row["private_key"], publicKey: row["public_key"],
+          createdAt: Date(timeIntervalSince1970: row["created_at"]),
+          retireAt: retire.map { Date(timeIntervalSince1970: $0) }, current: row["current"])
+      }
     }
   }
 

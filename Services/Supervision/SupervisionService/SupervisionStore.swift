@@ -170,10 +170,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func term(code: String) async throws -> TermRecord? {
     try await store.read { db in
-      try Row.fetchOne(
-        db.cachedStatement(sql: "SELECT * FROM sup_terms WHERE code = ?"), arguments: [code]
-      )
-      .map(Self.term)
+      try db.cachedStatement(sql: "SELECT * FROM sup_terms WHERE code = ?").decodeFirst(
+        arguments: [code], Self.term)
     }
   }
 
@@ -181,9 +179,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     try await store.read { db in
       // Cached: every list and every import reads the terms, and compiling the statement
       // each time was a visible share of a busy service's CPU.
-      try Row.fetchAll(
-        db.cachedStatement(sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
-      ).map(Self.term)
+      try db.cachedStatement(sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
+        .decodeAll(Self.term)
     }
   }
 
@@ -243,10 +240,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func classroom(code: String) async throws -> ClassroomRecord? {
     try await store.read { db in
-      try Row.fetchOne(
-        db.cachedStatement(sql: "SELECT * FROM sup_classrooms WHERE code = ?"), arguments: [code]
-      )
-      .map(Self.classroom)
+      try db.cachedStatement(sql: "SELECT * FROM sup_classrooms WHERE code = ?").decodeFirst(
+        arguments: [code], Self.classroom)
     }
   }
 
@@ -270,8 +265,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         sql += " LIMIT ?"
         args.append(limit)
       }
-      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args))
-        .map(Self.classroom)
+      return try db.cachedStatement(sql: sql).decodeAll(
+        arguments: StatementArguments(args), Self.classroom)
     }
   }
 
@@ -364,8 +359,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       }
       sql += " ORDER BY l.day, l.classroom, l.period LIMIT ?"
       args.append(limit)
-      return try Row.fetchAll(db.cachedStatement(sql: sql), arguments: StatementArguments(args)).map
-      { row in
+      return try db.cachedStatement(sql: sql).decodeAll(arguments: StatementArguments(args)) {
+        row in
         LessonRecord(
           classroom: row["classroom"], classroomCode: row["classroom_code"],
           date: CalendarDate(dayNumber: row["day"]), period: row["period"],
