@@ -103,7 +103,7 @@ let package = Package(
       name: "RuntimeTests",
       dependencies: [
         "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService", grpcCore, grpcHTTP2,
-        grdb, swiftProtobuf, crypto,
+        grdb, swiftProtobuf, crypto, logging,
       ],
       path: "Tests/RuntimeTests"
     ),

@@ -21,15 +21,9 @@ public struct JSONLogHandler: LogHandler {
   }
 
   public func log(event: LogEvent) {
-    var object: [String: String] = [
-      "time": JSONLogHandler.timestamp(),
-      "level": event.level.rawValue,
-      "service": label,
-      "msg": "\(event.message)",
-    ]
-    for (k, v) in metadata { object[k] = "\(v)" }
-    if let extra = event.metadata { for (k, v) in extra { object[k] = "\(v)" } }
-    var line = JSONLogHandler.line(object)
+    var line = JSONLogHandler.line(
+      label: label, level: event.level, message: event.message, handlerMetadata: metadata,
+      eventMetadata: event.metadata)
     line.append(0x0A)
     // Straight to the file descriptor (FileHandle's path, through Data and NSError bridging,
     // cost more than the write itself), in one write and without a lock: a line of up to
@@ -51,17 +45,58 @@ public struct JSONLogHandler: LogHandler {
     }
   }
 
+  /// The line ``log(event:)`` writes (without its newline): `time`, `level`, `service` and
+  /// `msg`, then the handler's metadata, then the event's, a later value replacing an earlier
+  /// one of the same key.
+  ///
+  /// The fields go into a small array, not a dictionary, and values are written as they are,
+  /// not through string interpolation: this runs on the thread serving the RPC, once per call,
+  /// and a dictionary of interpolated strings cost about as much as the rest of a simple read.
+  public static func line(
+    label: String, level: Logger.Level, message: Logger.Message,
+    handlerMetadata: Logger.Metadata, eventMetadata: Logger.Metadata?
+  ) -> [UInt8] {
+    var fields: [(key: String, value: Logger.MetadataValue)] = [
+      ("time", .string(timestamp())), ("level", .string(level.rawValue)),
+      ("service", .string(label)), ("msg", .string(message.description)),
+    ]
+    fields.reserveCapacity(4 + handlerMetadata.count + (eventMetadata?.count ?? 0))
+    func put(_ key: String, _ value: Logger.MetadataValue) {
+      if let i = fields.firstIndex(where: { $0.key == key }) {
+        fields[i].value = value
+      } else {
+        fields.append((key, value))
+      }
+    }
+    for (k, v) in handlerMetadata { put(k, v) }
+    if let eventMetadata { for (k, v) in eventMetadata { put(k, v) } }
+    return render(&fields)
+  }
+
   /// One JSON object with sorted keys, written by hand: a line is logged for every RPC, and
   /// Foundation's JSONSerialization and ISO8601DateFormatter took about a third of a busy
   /// service's CPU.
   public static func line(_ object: [String: String]) -> [UInt8] {
+    var fields = object.map { (key: $0.key, value: Logger.MetadataValue.string($0.value)) }
+    return render(&fields)
+  }
+
+  /// `fields` (distinct keys) as one JSON object, keys sorted.
+  private static func render(_ fields: inout [(key: String, value: Logger.MetadataValue)])
+    -> [UInt8]
+  {
+    fields.sort { $0.key < $1.key }
     var out: [UInt8] = [UInt8(ascii: "{")]
     out.reserveCapacity(320)
-    for (i, field) in object.sorted(by: { $0.key < $1.key }).enumerated() {
+    for i in fields.indices {
       if i > 0 { out.append(UInt8(ascii: ",")) }
-      appendString(field.key, to: &out)
+      appendString(fields[i].key, to: &out)
       out.append(UInt8(ascii: ":"))
-      appendString(field.value, to: &out)
+      switch fields[i].value {
+      case .string(let text): appendString(text, to: &out)
+      case .stringConvertible(let value): appendString(value.description, to: &out)
+      case let other: appendString(other.description, to: &out)
+      }
     }
     out.append(UInt8(ascii: "}"))
     return out
@@ -71,8 +106,22 @@ public struct JSONLogHandler: LogHandler {
   /// (including non-ASCII text) as UTF-8.
   static func appendString(_ text: String, to out: inout [UInt8]) {
     out.append(UInt8(ascii: "\""))
-    // Most values (methods, codes, ids) need no escaping: copied whole.
-    if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F }) {
+    // Most values (methods, codes, ids) need no escaping: copied whole, scanned and copied as
+    // one buffer when the string is stored contiguously (native strings are).
+    let plain = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+      for byte in bytes where byte < 0x20 || byte == 0x22 || byte == 0x5C || byte == 0x7F {
+        return false
+      }
+      out.append(contentsOf: bytes)
+      return true
+    }
+    if plain == true {
+      out.append(UInt8(ascii: "\""))
+      return
+    }
+    if plain == nil
+      && !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F })
+    {
       out.append(contentsOf: text.utf8)
       out.append(UInt8(ascii: "\""))
       return

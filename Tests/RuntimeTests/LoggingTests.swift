@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ServiceRuntime
 import Testing
 
@@ -15,6 +16,32 @@ struct LoggingTests {
     #expect(parsed == object)
     #expect(String(decoding: line, as: UTF8.self).hasPrefix("{\"code\":\"ok\",\"method\":"))
     #expect(!line.contains(0x0A))
+  }
+
+  @Test func eventLinesMergeMetadataWithTheEventsWinning() throws {
+    let line = JSONLogHandler.line(
+      label: "identity", level: .info, message: "rpc",
+      handlerMetadata: ["node": "a", "code": "from-handler", "msg": "not the message"],
+      eventMetadata: [
+        "code": "ok", "duration_ms": .stringConvertible(1.5), "ids": ["x", "y"],
+        "note": "tab\there \"quoted\" 智慧",
+      ])
+    let parsed = try #require(
+      try JSONSerialization.jsonObject(with: Data(line)) as? [String: String])
+    #expect(parsed["service"] == "identity")
+    #expect(parsed["level"] == "info")
+    // Handler metadata may replace a fixed field; the event's replaces the handler's.
+    #expect(parsed["msg"] == "not the message")
+    #expect(parsed["code"] == "ok")
+    #expect(parsed["node"] == "a")
+    #expect(parsed["duration_ms"] == "1.5")
+    #expect(parsed["ids"] == #"["x", "y"]"#)
+    #expect(parsed["note"] == "tab\there \"quoted\" 智慧")
+    #expect(parsed["time"]?.count == 24)
+    #expect(parsed.count == 9)
+    let text = String(decoding: line, as: UTF8.self)
+    let offsets = parsed.keys.sorted().map { text.range(of: "\"\($0)\":")!.lowerBound }
+    #expect(text.hasPrefix("{\"code\":") && offsets == offsets.sorted())
   }
 
   @Test func timestampsAreRFC3339UTCWithMilliseconds() {
