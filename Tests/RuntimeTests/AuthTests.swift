@@ -26,7 +26,10 @@ struct AccessTokenTests {
     let v = verifier([PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil)])
     let p = try await v.verify(token)
     #expect(p.userID == "u1")
-    #expect(p.bindings == [RoleGrant(role: .teacher, orgID: "school", orgPath: OrgPath("/p/c/k/school/")!)])
+    #expect(
+      p.bindings == [
+        RoleGrant(role: .teacher, orgID: "school", orgPath: OrgPath("/p/c/k/school/")!)
+      ])
   }
 
   @Test func bearerTokensAreFoundWhateverTheCaseAndSpacing() {
@@ -126,7 +129,8 @@ struct AccessTokenTests {
   @Test func retiredKeysStopVerifying() async throws {
     let token = try TokenSigner(keyID: "k1", key: key).sign(claims())
     let v = verifier([
-      PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: Date().addingTimeInterval(-3600))
+      PublishedKey(
+        keyID: "k1", publicKey: key.publicKey, retireTime: Date().addingTimeInterval(-3600))
     ])
     await #expect(throws: ServiceError.unauthenticated("access token signed by a retired key")) {
       _ = try await v.verify(token)
@@ -164,8 +168,14 @@ struct PrincipalTests {
   }
 
   @Test func scopesAreMinimal() {
-    let p = principal([(.countyAdmin, "/p/c/a/"), (.schoolAdmin, "/p/c/a/s1/"), (.countyAdmin, "/p/c/b/")])
+    let p = principal([
+      (.countyAdmin, "/p/c/a/"), (.schoolAdmin, "/p/c/a/s1/"), (.countyAdmin, "/p/c/b/"),
+    ])
     #expect(p.scopes(for: .usersWrite).map(\.description) == ["/p/c/a/", "/p/c/b/"])
     #expect(p.scopes(for: .keysRotate).isEmpty)
+    // Two roles at one org give one scope; listed in order whatever the bindings' order.
+    let q = principal([(.countyAdmin, "/p/c/b/"), (.schoolAdmin, "/p/c/b/"), (.teacher, "/p/c/a/")])
+    #expect(q.scopes(for: .usersWrite).map(\.description) == ["/p/c/b/"])
+    #expect(q.scopes(for: .usersRead).map(\.description) == ["/p/c/a/", "/p/c/b/"])
   }
 }

@@ -82,9 +82,13 @@ public struct Principal: Hashable, Sendable {
   /// The scopes (org paths) over which the principal holds `permission`, minimal: a scope
   /// covered by another is dropped. Empty when the permission is held nowhere.
   public func scopes(for permission: Permission) -> [OrgPath] {
-    let paths = Set(
-      bindings.filter { PermissionTable.permissions(of: $0.role).contains(permission) }
-        .map(\.orgPath))
+    // Asked on nearly every call, of a handful of bindings: an array, and no set or sort for
+    // the usual one scope.
+    var paths: [OrgPath] = []
+    for b in bindings where PermissionTable.permissions(of: b.role).contains(permission) {
+      if !paths.contains(b.orgPath) { paths.append(b.orgPath) }
+    }
+    if paths.count < 2 { return paths }
     return paths.filter { p in !paths.contains { $0 != p && $0.covers(p) } }.sorted()
   }
 
