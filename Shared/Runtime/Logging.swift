@@ -119,13 +119,7 @@ public struct JSONLogHandler: LogHandler {
       out.append(UInt8(ascii: "\""))
       return
     }
-    if plain == nil
-      && !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x7F })
-    {
-      out.append(contentsOf: text.utf8)
-      out.append(UInt8(ascii: "\""))
-      return
-    }
+    // Text needing escapes, or a string not stored contiguously: byte by byte.
     for byte in text.utf8 {
       switch byte {
       case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
