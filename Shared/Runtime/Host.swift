@@ -54,7 +54,7 @@ public final class ServiceHost: Sendable {
   /// What it serves.
   public let definition: ServiceDefinition
   private let transport: HTTP2ServerTransport.Posix
-  private let server: GRPCServer<MessageSizeLimitedTransport<HTTP2ServerTransport.Posix>>
+  private let server: GRPCServer<MessageSizeLimitedTransport>
   private let metricsServer: MetricsHTTPServer?
   private let group = Mutex<ServiceGroup?>(nil)
 
@@ -74,9 +74,8 @@ public final class ServiceHost: Sendable {
       ])
 
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
-    transportConfig.rpc.maxRequestPayloadSize = MessageSizeLimitedTransport<
-      HTTP2ServerTransport.Posix
-    >.transportLimit(for: config.maxMessageBytes)
+    transportConfig.rpc.maxRequestPayloadSize = MessageSizeLimitedTransport.transportLimit(
+      for: config.maxMessageBytes)
     transportConfig.http2.maxConcurrentStreams = config.maxConcurrentStreams
     self.transport = HTTP2ServerTransport.Posix(
       address: .ipv4(host: config.host, port: config.port),
