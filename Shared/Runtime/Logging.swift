@@ -62,7 +62,7 @@ public struct JSONLogHandler: LogHandler {
     ]
     fields.reserveCapacity(4 + handlerMetadata.count + (eventMetadata?.count ?? 0))
     func put(_ key: String, _ value: Logger.MetadataValue) {
-      let text = JSONLogHandler.text(value)
+      let text = value.description  // a string as it is; anything else as swift-log renders it
       if let i = fields.firstIndex(where: { $0.key == key }) {
         fields[i].value = text
       } else {
@@ -80,15 +80,6 @@ public struct JSONLogHandler: LogHandler {
   public static func line(_ object: [String: String]) -> [UInt8] {
     var fields = object.map { (key: $0.key, value: $0.value) }
     return render(&fields)
-  }
-
-  /// A metadata value as the text its field holds.
-  private static func text(_ value: Logger.MetadataValue) -> String {
-    switch value {
-    case .string(let text): return text
-    case .stringConvertible(let value): return value.description
-    default: return value.description
-    }
   }
 
   /// `fields` (distinct keys) as one JSON object, keys sorted. The values are already text:

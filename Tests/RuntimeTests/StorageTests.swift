@@ -13,6 +13,20 @@ struct StorageTests {
     }
   }
 
+  /// A store in `dir` holding `count` things, keyed `<keyPrefix><i>` and named `n<i>`.
+  func storeWithThings(_ count: Int, keyPrefix: String = "", in dir: TemporaryDirectory) throws
+    -> Store
+  {
+    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
+    try store.pool.write { db in
+      for i in 0..<count {
+        try db.execute(
+          sql: "INSERT INTO things VALUES (?, ?)", arguments: ["\(keyPrefix)\(i)", "n\(i)"])
+      }
+    }
+    return store
+  }
+
   @Test func aNewerSchemaIsRefused() throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
@@ -75,12 +89,7 @@ struct StorageTests {
   @Test func rowsDecodeWhileTheStatementStepsAndLeaveItReusable() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
-    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
-    try await store.write { db in
-      for i in 0..<5 {
-        try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: ["k\(i)", "n\(i)"])
-      }
-    }
+    let store = try storeWithThings(5, keyPrefix: "k", in: dir)
     struct Boom: Error {}
     let (all, first, none, nested, again) = try await store.read { db in
       // Column names are looked up case-insensitively, as with GRDB's own rows.
@@ -160,12 +169,7 @@ struct StorageTests {
   @Test func backupsAreConsistentCopies() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
-    let store = try Store(directory: dir.path, name: "t", migrations: migrations)
-    try await store.write { db in
-      for i in 0..<100 {
-        try db.execute(sql: "INSERT INTO things VALUES (?, ?)", arguments: ["\(i)", "n\(i)"])
-      }
-    }
+    let store = try storeWithThings(100, in: dir)
     try store.backup(to: dir.path + "/copy.sqlite")
     let copy = try DatabaseQueue(path: dir.path + "/copy.sqlite")
     let count = try await copy.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things")
