@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import IdentityService
 import ServiceRuntime
 import SmartSchoolModel
 import Testing
@@ -118,6 +119,61 @@ struct RoleAndScopeTests {
       let afterRevoke = try await identity.listRoleBindings(
         .with { $0.userID = teacher.id }, metadata: bearer(countyToken))
       #expect(afterRevoke.bindings.isEmpty)
+    }
+  }
+
+  /// WhoAmI's account is kept in memory between calls. Every write that changes it (a grant, a
+  /// profile edit, a move of the user's school, a revoke, a lockout) shows in the very next call,
+  /// and so does a lockout's end, which no write marks.
+  @Test func whoAmIShowsEveryChangeToTheAccountAtOnce() async throws {
+    var settings = IdentitySettings.forTests()
+    settings.lockoutThreshold = 2
+    settings.lockoutDuration = 1
+    try await withTree(settings: settings) { identity, admin, tree in
+      let teacher = try await newUser(
+        identity, admin: admin, externalID: "TA", username: "teacher.a",
+        kind: .teacher, org: "S-A1")
+      let token = try await login(identity, "teacher.a", "Secret-pass-1")
+      func me() async throws -> Smartschool_Identity_V1_WhoAmIResponse {
+        try await identity.whoAmI(.init(), metadata: bearer(token))
+      }
+      #expect(try await me().bindings.isEmpty)
+      #expect(try await me().user.displayName == "teacher.a")
+      let binding = try await grant(
+        identity, token: admin, user: teacher.id, role: .teacher, org: "S-A1")
+      #expect(try await me().bindings.map(\.id) == [binding.id])
+      _ = try await identity.updateUser(
+        .with {
+          $0.user = .with {
+            $0.id = teacher.id
+            $0.displayName = "王老师"
+          }
+          $0.updateMask = .with { $0.paths = ["display_name"] }
+        }, metadata: bearer(admin))
+      #expect(try await me().user.displayName == "王老师")
+      // The school moves to county B: the user's and the binding's org paths follow.
+      _ = try await identity.updateOrg(
+        .with {
+          $0.org = .with {
+            $0.code = "S-A1"
+            $0.parentCode = "K340122"
+          }
+          $0.updateMask = .with { $0.paths = ["parent_code"] }
+        }, metadata: bearer(admin))
+      let moved = try await me()
+      #expect(moved.user.orgPath.hasPrefix(tree.countyB.path))
+      #expect(moved.bindings.map(\.orgPath) == [moved.user.orgPath])
+      _ = try await identity.revokeRole(
+        .with { $0.bindingID = binding.id }, metadata: bearer(admin))
+      #expect(try await me().bindings.isEmpty)
+      // Two wrong passwords lock the account for a second; the token in hand still works.
+      for _ in 0..<2 {
+        _ = await statusCode { _ = try await login(identity, "teacher.a", "wrong-pass-1") }
+      }
+      let locked = try await me().user
+      #expect(locked.hasLockedUntil)
+      try await Task.sleep(for: .seconds(1.2))
+      #expect(try await me().user.hasLockedUntil == false)
     }
   }
 

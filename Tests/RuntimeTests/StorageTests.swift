@@ -137,6 +137,84 @@ struct StorageTests {
     #expect(head == "k1")
   }
 
+  /// A cached value is served without reading until a write commits a change to a table it
+  /// watches; writes to other tables and rolled-back writes leave it in place.
+  @Test func cachedValuesLastUntilAWatchedTableChanges() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(3, in: dir)
+    try await store.write { db in try db.execute(sql: "CREATE TABLE other (x INTEGER)") }
+    let cache = StoreCache<String, String>(version: store.watch(["things"]), capacity: 10)
+    var reads = 0
+    func name(_ id: String) async throws -> String? {
+      try await cache.value(for: id) {
+        reads += 1
+        return try await store.read { db in
+          try String.fetchOne(db, sql: "SELECT name FROM things WHERE id = ?", arguments: [id])
+        }
+      }
+    }
+    #expect(try await name("1") == "n1")
+    #expect(try await name("1") == "n1")
+    #expect(reads == 1)
+    try await store.write { db in try db.execute(sql: "INSERT INTO other VALUES (1)") }
+    struct Abandon: Error {}
+    await #expect(throws: Abandon.self) {
+      try await store.write { db in
+        try db.execute(sql: "UPDATE things SET name = 'gone' WHERE id = '1'")
+        throw Abandon()
+      }
+    }
+    #expect(try await name("1") == "n1")
+    #expect(reads == 1)
+    try await store.write { db in
+      try db.execute(sql: "UPDATE things SET name = 'renamed' WHERE id = '1'")
+    }
+    #expect(try await name("1") == "renamed")
+    #expect(reads == 2)
+    // A key with no row is read every time and never kept.
+    #expect(try await name("missing") == nil)
+    #expect(try await name("missing") == nil)
+    #expect(reads == 4)
+    #expect(cache.count == 1)
+  }
+
+  /// A write that commits while a value is being read leaves that value out of the cache; the
+  /// capacity bounds what is held, and a capacity of 0 reads every time.
+  @Test func aCacheNeverKeepsAValueAWriteOvertook() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(3, in: dir)
+    let version = store.watch(["things"])
+    let cache = StoreCache<String, String>(version: version, capacity: 2)
+    let before = version.current
+    let stale = try await cache.value(for: "0") {
+      let old = try await store.read { db in
+        try String.fetchOne(db, sql: "SELECT name FROM things WHERE id = '0'")
+      }
+      try await store.write { db in
+        try db.execute(sql: "UPDATE things SET name = 'new' WHERE id = '0'")
+      }
+      return old
+    }
+    #expect(stale == "n0")
+    #expect(version.current == before + 1)
+    #expect(cache.count == 0)
+    #expect(try await cache.value(for: "0") { "fresh" } == "fresh")
+    for id in ["1", "2", "0"] { _ = try await cache.value(for: id) { id } }
+    #expect(cache.count == 2)
+    let off = StoreCache<String, String>(version: version, capacity: 0)
+    var reads = 0
+    for _ in 0..<3 {
+      _ = try await off.value(for: "0") {
+        reads += 1
+        return "x"
+      }
+    }
+    #expect(reads == 3)
+    #expect(off.count == 0)
+  }
+
   @Test func changeFeedIsOrderedAndScoped() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }

@@ -18,6 +18,9 @@ public struct IdentitySettings: Sendable {
   public var lockoutThreshold: Int = 5
   /// How long a lockout lasts.
   public var lockoutDuration: TimeInterval = 15 * 60
+  /// Accounts (a user and their role bindings) kept in memory for WhoAmI and Introspect; a
+  /// write to users, bindings or orgs makes the kept ones be read again. 0 turns this off.
+  public var accountCacheEntries: Int = 8192
   /// How long an activation code stays valid.
   public var activationCodeTTL: TimeInterval = 14 * 24 * 3600
   /// Password of the `admin` account created on first start with an empty store.

@@ -141,9 +141,16 @@ protocol IdentityStore: Sendable {
 /// The SQLite implementation of ``IdentityStore``.
 final class SQLiteIdentityStore: IdentityStore {
   let store: Store
+  /// ``userWithBindings(id:)`` by user id: WhoAmI and Introspect ask it on every call, and
+  /// the rows it reads change only through the writes that move this cache's version.
+  private let accounts: StoreCache<String, (User, [Binding])>
 
-  init(store: Store) {
+  /// The store, holding up to `accountCacheEntries` accounts read by
+  /// ``userWithBindings(id:)`` in memory (0: none).
+  init(store: Store, accountCacheEntries: Int = 8192) {
     self.store = store
+    self.accounts = StoreCache(
+      version: store.watch(["users", "role_bindings", "orgs"]), capacity: accountCacheEntries)
   }
 
   // MARK: Row mapping
@@ -1020,10 +1027,18 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   func userWithBindings(id: String) async throws -> (User, [Binding])? {
-    try await store.read { db in
-      guard let user = try self.fetchUser(db, where: "u.id = ?", id) else { return nil }
-      return (user, try self.fetchBindings(db, userID: id))
+    let account = try await accounts.value(for: id) {
+      try await store.read { db in
+        guard let user = try self.fetchUser(db, where: "u.id = ?", id) else { return nil }
+        return (user, try self.fetchBindings(db, userID: id))
+      }
     }
+    guard var account else { return nil }
+    // A lockout ends with time, not with a write: a kept account may have outlived its own.
+    if account.0.hasLockedUntil, account.0.lockedUntil.date <= Date() {
+      account.0.clearLockedUntil()
+    }
+    return account
   }
 
   private func fetchBindings(_ db: Database, userID: String) throws -> [Binding] {

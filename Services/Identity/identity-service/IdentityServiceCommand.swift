@@ -24,6 +24,7 @@ struct IdentityServiceCommand: AsyncParsableCommand {
         extraFlags: [
           "admin-password-file", "access-token-ttl", "refresh-token-ttl", "scrypt-log-n",
           "max-concurrent-hashes", "lockout-threshold", "lockout-seconds",
+          "account-cache-entries",
         ]))
         (the bootstrap password may also come from SMARTSCHOOL_ADMIN_PASSWORD)
       """,
@@ -59,6 +60,10 @@ struct IdentityServiceCommand: AsyncParsableCommand {
   @Option(help: "Seconds an account stays locked. [default: 900]")
   var lockoutSeconds: Int?
 
+  @Option(
+    help: "Accounts kept in memory for WhoAmI and Introspect; 0 turns this off. [default: 8192]")
+  var accountCacheEntries: Int?
+
   func run() async throws {
     let config = try host.resolve(service: "identity", defaultPort: 50051, defaultMetricsPort: 9401)
     let env = EnvironmentReader(service: "identity")
@@ -72,6 +77,10 @@ struct IdentityServiceCommand: AsyncParsableCommand {
     if let n = try maxConcurrentHashes ?? env.int("max-concurrent-hashes") { settings.maxConcurrentHashes = n }
     if let n = try lockoutThreshold ?? env.int("lockout-threshold") { settings.lockoutThreshold = n }
     if let n = try lockoutSeconds ?? env.int("lockout-seconds") { settings.lockoutDuration = TimeInterval(n) }
+    if let n = try accountCacheEntries ?? env.int("account-cache-entries") {
+      guard n >= 0 else { throw ValidationError("--account-cache-entries must not be negative") }
+      settings.accountCacheEntries = n
+    }
     if let file = adminPasswordFile ?? env["admin-password-file"] {
       settings.adminPassword = try String(contentsOfFile: file, encoding: .utf8)
         .trimmingCharacters(in: .whitespacesAndNewlines)

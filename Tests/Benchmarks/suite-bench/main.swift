@@ -576,6 +576,16 @@ for (name, _) in services where name != "identity" {
   ready[name] = try await timeToServing(s)
   spawned[name] = s
 }
+// WhoAmI with identity's account cache off, reading SQLite on every call: a second identity on
+// the same store, reported beside the first.
+let uncachedIdentity = try Spawned(
+  name: "identity-uncached", executable: binDirectory + "/identity-service",
+  arguments: [
+    "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir",
+    scratch + "/identity", "--account-cache-entries", "0",
+  ])
+try await uncachedIdentity.waitListening()
+spawned[uncachedIdentity.name] = uncachedIdentity
 try await Task.sleep(for: .seconds(2))
 var idle: [String: Double] = [:]
 var idleShares: [String: (pss: Double, anonymous: Double)] = [:]
@@ -619,7 +629,7 @@ for streams in [16, 64] {
   // moves both sides of a ratio; the row reports the median of the paired ratios.
   var echoRuns: [LoadResult] = []
   var rows: [(name: String, runs: [LoadResult], ratios: [Double])] = []
-  for (name, path) in services {
+  for (name, path) in services + [(uncachedIdentity.name, services[0].path)] {
     var runs: [LoadResult] = []
     var ratios: [Double] = []
     for _ in 0..<rounds {

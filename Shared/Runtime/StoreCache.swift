@@ -1,0 +1,113 @@
+import GRDB
+import Synchronization
+
+/// A counter that moves each time a committed transaction has changed one of a set of tables.
+///
+/// Made by ``Store/watch(_:)``, which registers it on the store's one writer connection, so it
+/// sees every write the process commits. A value read from those tables while the counter read
+/// `v` is current for as long as the counter still reads `v`. Writes by other processes are not
+/// seen: a service's store is written by that service alone while it runs.
+public final class TableVersion: Sendable {
+  private let value = Atomic<UInt64>(0)
+
+  init() {}
+
+  /// The number of committed transactions so far that changed a watched table.
+  public var current: UInt64 { value.load(ordering: .acquiring) }
+
+  fileprivate func advance() { value.add(1, ordering: .releasing) }
+}
+
+/// The GRDB transaction observer behind a ``TableVersion``: it notes the first change to a
+/// watched table in a transaction and moves the version when that transaction commits.
+///
+/// GRDB calls it on the writer connection, one transaction at a time, before the write returns
+/// to its caller: a caller that has finished a write never finds the old version.
+private final class TableChangeObserver: TransactionObserver, Sendable {
+  let tables: Set<String>
+  let version: TableVersion
+  private let changed = Atomic<Bool>(false)
+
+  init(tables: Set<String>, version: TableVersion) {
+    self.tables = tables
+    self.version = version
+  }
+
+  func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool {
+    tables.contains(eventKind.tableName)
+  }
+
+  func databaseDidChange() {
+    changed.store(true, ordering: .relaxed)
+    stopObservingDatabaseChangesUntilNextTransaction()
+  }
+
+  func databaseDidChange(with event: DatabaseEvent) {
+    changed.store(true, ordering: .relaxed)
+    // One change is enough: an import of many rows costs one callback, not one per row.
+    stopObservingDatabaseChangesUntilNextTransaction()
+  }
+
+  func databaseDidCommit(_ db: Database) {
+    if changed.exchange(false, ordering: .relaxed) { version.advance() }
+  }
+
+  func databaseDidRollback(_ db: Database) {
+    changed.store(false, ordering: .relaxed)
+  }
+}
+
+extension Store {
+  /// A ``TableVersion`` that moves whenever a committed write has changed one of `tables`
+  /// (names as in the schema). Watch every table a cached value is read from, joins included.
+  public func watch(_ tables: Set<String>) -> TableVersion {
+    let version = TableVersion()
+    pool.add(
+      transactionObserver: TableChangeObserver(tables: tables, version: version),
+      extent: .databaseLifetime)
+    return version
+  }
+}
+
+/// Values read from a store, each served from memory until a write changes a table it was read
+/// from (its ``TableVersion`` moves).
+///
+/// For small, hot reads that every call repeats and writes rarely change, such as the caller's
+/// own account. A value is kept only if the version did not move while it was read, so a write
+/// that commits during the read cannot leave an old value behind. At most `capacity` values are
+/// held; when full, one arbitrary entry makes room. A capacity of 0 turns the cache off.
+public final class StoreCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+  private struct Entry {
+    var version: UInt64
+    var value: Value
+  }
+  private let version: TableVersion
+  private let capacity: Int
+  private let entries = Mutex<[Key: Entry]>([:])
+
+  /// A cache whose values stay current until `version` moves, holding at most `capacity`.
+  public init(version: TableVersion, capacity: Int) {
+    self.version = version
+    self.capacity = max(0, capacity)
+  }
+
+  /// The value for `key`: from memory when it was read at the current version, else from
+  /// `read`, whose result is kept (`nil`, for a key that does not exist, is not).
+  public func value(for key: Key, read: () async throws -> Value?) async throws -> Value? {
+    guard capacity > 0 else { return try await read() }
+    let readAt = version.current
+    if let hit = entries.withLock({ $0[key] }), hit.version == readAt { return hit.value }
+    guard let value = try await read() else { return nil }
+    entries.withLock { entries in
+      guard version.current == readAt else { return }
+      if entries.count >= capacity, entries[key] == nil {
+        entries.remove(at: entries.startIndex)
+      }
+      entries[key] = Entry(version: readAt, value: value)
+    }
+    return value
+  }
+
+  /// The number of values held (current or not), for tests and metrics.
+  public var count: Int { entries.withLock { $0.count } }
+}
