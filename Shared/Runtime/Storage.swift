@@ -185,10 +185,12 @@ public final class Store: Sendable {
 public enum StoreOpenError: Error, CustomStringConvertible {
   /// The file carries migrations this binary does not know.
   case newerSchema(String)
+  /// ``Store/watch(_:)`` was asked for tables whose changes it cannot see.
+  case unwatchable(String)
 
   public var description: String {
     switch self {
-    case .newerSchema(let m): m
+    case .newerSchema(let m), .unwatchable(let m): m
     }
   }
 }

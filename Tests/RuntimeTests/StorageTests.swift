@@ -144,7 +144,7 @@ struct StorageTests {
     defer { dir.remove() }
     let store = try storeWithThings(3, in: dir)
     try await store.write { db in try db.execute(sql: "CREATE TABLE other (x INTEGER)") }
-    let cache = StoreCache<String, String>(version: store.watch(["things"]), capacity: 10)
+    let cache = StoreCache<String, String>(version: try store.watch(["things"]), capacity: 10)
     var reads = 0
     func name(_ id: String) async throws -> String? {
       try await cache.value(for: id) {
@@ -179,13 +179,26 @@ struct StorageTests {
     #expect(cache.count == 1)
   }
 
+  /// Only tables whose row changes SQLite reports can be watched.
+  @Test func watchingAWithoutRowidOrMissingTableIsRefused() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(0, in: dir)
+    try await store.write { db in
+      try db.execute(sql: "CREATE TABLE pairs (a TEXT PRIMARY KEY, b TEXT) WITHOUT ROWID")
+    }
+    #expect(throws: StoreOpenError.self) { _ = try store.watch(["things", "pairs"]) }
+    #expect(throws: StoreOpenError.self) { _ = try store.watch(["nothing"]) }
+    _ = try store.watch(["things"])
+  }
+
   /// A write that commits while a value is being read leaves that value out of the cache; the
   /// capacity bounds what is held, and a capacity of 0 reads every time.
   @Test func aCacheNeverKeepsAValueAWriteOvertook() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
     let store = try storeWithThings(3, in: dir)
-    let version = store.watch(["things"])
+    let version = try store.watch(["things"])
     let cache = StoreCache<String, String>(version: version, capacity: 2)
     let before = version.current
     let stale = try await cache.value(for: "0") {

@@ -14,7 +14,7 @@ public func buildIdentityService(
 ) async throws -> ServiceDefinition {
   let store = try Store(
     directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
-  let identityStore = SQLiteIdentityStore(
+  let identityStore = try SQLiteIdentityStore(
     store: store, accountCacheEntries: settings.accountCacheEntries)
   guard settings.accessTokenTTL > 0, settings.accessTokenTTL < TokenVerifier.revocationMemory else {
     // Other services forget a revoked session after revocationMemory; a token must not

@@ -147,10 +147,11 @@ final class SQLiteIdentityStore: IdentityStore {
 
   /// The store, holding up to `accountCacheEntries` accounts read by
   /// ``userWithBindings(id:)`` in memory (0: none).
-  init(store: Store, accountCacheEntries: Int = 8192) {
+  init(store: Store, accountCacheEntries: Int = 8192) throws {
     self.store = store
     self.accounts = StoreCache(
-      version: store.watch(["users", "role_bindings", "orgs"]), capacity: accountCacheEntries)
+      version: try store.watch(["users", "role_bindings", "orgs"]),
+      capacity: accountCacheEntries)
   }
 
   // MARK: Row mapping
