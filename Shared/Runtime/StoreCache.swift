@@ -61,22 +61,26 @@ extension Store {
   /// A ``TableVersion`` that moves whenever a committed write has changed one of `tables`
   /// (names as in the schema). Watch every table a cached value is read from, joins included.
   ///
-  /// Throws ``StoreOpenError/unwatchable(_:)`` for a table that does not exist or is declared
-  /// `WITHOUT ROWID`: GRDB learns of changed rows from SQLite's update hook, which such tables
-  /// do not fire, so a cache over them would never see its values change.
+  /// Throws ``StoreOpenError/unwatchable(_:)`` for a table that does not exist, is virtual
+  /// (full-text search) or is declared `WITHOUT ROWID`: GRDB learns of changed rows from
+  /// SQLite's update hook, which such tables do not fire, so a cache over them would never see
+  /// its values change.
   public func watch(_ tables: Set<String>) throws -> TableVersion {
     let unwatchable = try pool.read { db in
       try tables.filter { table in
-        let sql = try String.fetchOne(
-          db, sql: "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
-          arguments: [table])
-        return sql.map { $0.uppercased().contains("WITHOUT ROWID") } ?? true
+        let plain = try Bool.fetchOne(
+          db,
+          sql: """
+            SELECT type = 'table' AND wr = 0 FROM pragma_table_list
+            WHERE schema = 'main' AND name = ?
+            """, arguments: [table])
+        return plain != true
       }
     }
     guard unwatchable.isEmpty else {
       throw StoreOpenError.unwatchable(
         "cannot watch \(unwatchable.sorted().joined(separator: ", ")) in \(path): no such table,"
-          + " or WITHOUT ROWID (changes to it are not reported)")
+          + " a virtual table or WITHOUT ROWID (changes to it are not reported)")
     }
     let version = TableVersion()
     pool.add(

@@ -179,15 +179,18 @@ struct StorageTests {
     #expect(cache.count == 1)
   }
 
-  /// Only tables whose row changes SQLite reports can be watched.
+  /// Only tables whose row changes SQLite reports can be watched: not WITHOUT ROWID, not
+  /// virtual (full-text search), not missing.
   @Test func watchingAWithoutRowidOrMissingTableIsRefused() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
     let store = try storeWithThings(0, in: dir)
     try await store.write { db in
       try db.execute(sql: "CREATE TABLE pairs (a TEXT PRIMARY KEY, b TEXT) WITHOUT ROWID")
+      try db.execute(sql: "CREATE VIRTUAL TABLE texts USING fts5(body)")
     }
     #expect(throws: StoreOpenError.self) { _ = try store.watch(["things", "pairs"]) }
+    #expect(throws: StoreOpenError.self) { _ = try store.watch(["texts"]) }
     #expect(throws: StoreOpenError.self) { _ = try store.watch(["nothing"]) }
     _ = try store.watch(["things"])
   }
