@@ -89,6 +89,7 @@ public struct CallInterceptor: ServerInterceptor {
   private let logger: Logger
   private let metrics: ServiceMetrics
   private let authenticator: Authenticator
+  private let rpcLog: RPCLog
 
   /// An interceptor authenticating with `authenticator`, logging to `logger` and recording
   /// into `metrics`.
@@ -96,6 +97,7 @@ public struct CallInterceptor: ServerInterceptor {
     self.logger = logger
     self.metrics = metrics
     self.authenticator = authenticator
+    self.rpcLog = RPCLog(logger: logger)
   }
 
   public func intercept<Input: Sendable, Output: Sendable>(
@@ -166,14 +168,9 @@ public struct CallInterceptor: ServerInterceptor {
     let elapsed = start.duration(to: .now)
     metrics.inFlight(-1)
     metrics.recordRPC(method: method, code: code, duration: elapsed)
-    var meta: Logger.Metadata = [
-      "method": .string(method), "code": .string(code),
-      "duration_ms": "\(elapsed.milliseconds)",
-      "principal": .string(principalID), "request_id": .string(requestID),
-      "peer": .string(context.remotePeer),
-    ]
-    if let error { meta["error"] = .string(error.message) }
-    logger.info("rpc", metadata: meta)
+    rpcLog.record(
+      method: method, code: code, duration: elapsed, principal: principalID,
+      requestID: requestID, peer: context.remotePeer, error: error?.message)
   }
 
   /// The gRPC status for any error a handler threw: gRPC errors as they are, domain and store

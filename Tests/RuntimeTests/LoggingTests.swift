@@ -64,4 +64,127 @@ struct LoggingTests {
       JSONLogHandler.timestamp(Date(timeIntervalSince1970: 1_835_481_599.9995))
         == "2028-02-29T23:59:59.999Z")
   }
+
+  @Test func rpcLinesAreTheEventLineWrittenDirectly() throws {
+    let time = Date(timeIntervalSince1970: 1_795_421_702.1234)
+    let direct = JSONLogHandler.rpcLine(
+      service: "catalogue", method: "smartschool.catalogue.v1.CatalogueService/GetResource",
+      code: "notFound", duration: .microseconds(12_345_678), principal: "u1",
+      requestID: "r\"1\"", peer: "ipv6:[::1]:5000", error: "resource 'a\\b\n' not found",
+      time: time)
+    let text = String(decoding: direct, as: UTF8.self)
+    let parsed = try #require(
+      try JSONSerialization.jsonObject(with: Data(direct)) as? [String: String])
+    #expect(
+      parsed == [
+        "code": "notFound", "duration_ms": "12345.678", "error": "resource 'a\\b\n' not found",
+        "level": "info", "method": "smartschool.catalogue.v1.CatalogueService/GetResource",
+        "msg": "rpc", "peer": "ipv6:[::1]:5000", "principal": "u1", "request_id": "r\"1\"",
+        "service": "catalogue", "time": "2026-11-23T08:15:02.123Z",
+      ])
+    // Byte for byte the line swift-log's path renders from the same fields (the event's
+    // `time` replacing the clock's).
+    let event = JSONLogHandler.line(
+      label: "catalogue", level: .info, message: "rpc", handlerMetadata: [:],
+      eventMetadata: [
+        "method": "smartschool.catalogue.v1.CatalogueService/GetResource", "code": "notFound",
+        "duration_ms": "12345.678", "principal": "u1", "request_id": "r\"1\"",
+        "peer": "ipv6:[::1]:5000", "error": "resource 'a\\b\n' not found",
+        "time": "2026-11-23T08:15:02.123Z",
+      ])
+    #expect(direct == event, "\(text)")
+    #expect(!direct.contains(0x0A))
+
+    let ok = JSONLogHandler.rpcLine(
+      service: "identity", method: "m", code: "ok", duration: .microseconds(1_500),
+      principal: "", requestID: "r", peer: "p", error: nil, time: time)
+    let okFields = try #require(
+      try JSONSerialization.jsonObject(with: Data(ok)) as? [String: String])
+    #expect(okFields["duration_ms"] == "1.500" && okFields["error"] == nil)
+    #expect(okFields.count == 10)
+    let zero = JSONLogHandler.rpcLine(
+      service: "s", method: "m", code: "ok", duration: .zero, principal: "", requestID: "r",
+      peer: "p", error: nil, time: time)
+    #expect(String(decoding: zero, as: UTF8.self).contains(#""duration_ms":"0.000""#))
+  }
+
+  @Test func theSinkWritesEveryLineWholeAndInOrderFromManyThreads() async throws {
+    let path = NSTemporaryDirectory() + "sink-\(UUID().uuidString).log"
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    #expect(fd >= 0)
+    defer {
+      close(fd)
+      unlink(path)
+    }
+    let sink = LogSink(fileDescriptor: fd, window: .milliseconds(1))
+    let writers = 8
+    let lines = 2_000
+    await withTaskGroup(of: Void.self) { group in
+      for w in 0..<writers {
+        group.addTask {
+          for n in 0..<lines {
+            sink.write(
+              Array(
+                "{\"writer\":\(w),\"n\":\(n),\"pad\":\"\(String(repeating: "x", count: n % 300))\"}\n"
+                  .utf8))
+          }
+        }
+      }
+    }
+    sink.flush()
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    let written = text.split(separator: "\n", omittingEmptySubsequences: false)
+    #expect(written.last == "")  // ends with a newline
+    var next = [Int](repeating: 0, count: writers)
+    for line in written.dropLast() {
+      let object = try #require(
+        try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+      let w = try #require(object["writer"] as? Int)
+      #expect(object["n"] as? Int == next[w], "writer \(w) out of order")
+      next[w] += 1
+    }
+    #expect(next == [Int](repeating: lines, count: writers))
+    #expect(sink.droppedCount == 0)
+  }
+
+  @Test func aStalledOutputDropsAndCountsLinesRatherThanBlockingTheCaller() async throws {
+    var ends: [Int32] = [0, 0]
+    #expect(pipe(&ends) == 0)
+    let (readEnd, writeEnd) = (ends[0], ends[1])
+    let sink = LogSink(fileDescriptor: writeEnd, window: .zero, capacity: 4_096)
+    // Nobody reads the pipe: once its buffer (64 KiB) and the sink's are full, lines are
+    // dropped, and every call still returns at once.
+    let line = Array((String(repeating: "y", count: 99) + "\n").utf8)
+    let total = 5_000
+    let clock = ContinuousClock()
+    let took = clock.measure {
+      for _ in 0..<total { sink.write(line) }
+    }
+    #expect(took < .seconds(5))
+    #expect(sink.droppedCount > 0)
+    // Once the output moves again, everything kept arrives, then a line counting the rest.
+    let drained = Task.detached { () -> [UInt8] in
+      var bytes: [UInt8] = []
+      var chunk = [UInt8](repeating: 0, count: 65_536)
+      while true {
+        let n = read(readEnd, &chunk, chunk.count)
+        if n <= 0 { break }
+        bytes += chunk[0..<n]
+      }
+      return bytes
+    }
+    sink.flush()
+    close(writeEnd)
+    let output = String(decoding: await drained.value, as: UTF8.self)
+    close(readEnd)
+    let lines = output.split(separator: "\n")
+    let kept = lines.filter { $0 == String(repeating: "y", count: 99) }.count
+    let notice = try #require(lines.last { $0.contains("log lines dropped") })
+    let fields = try #require(
+      try JSONSerialization.jsonObject(with: Data(notice.utf8)) as? [String: String])
+    let dropped = try #require(Int(fields["dropped"] ?? ""))
+    #expect(fields["level"] == "warning")
+    #expect(kept + dropped == total)
+    #expect(lines.count == kept + 1)
+  }
 }
