@@ -1,18 +1,22 @@
 import Foundation
 import Logging
 
-/// A log handler writing one JSON object per line to standard error: what log shippers read
-/// when a service runs off a terminal (systemd, containers).
+/// A log handler writing one JSON object per line to standard error (through
+/// ``LogSink/standardError``): what log shippers read when a service runs off a terminal
+/// (systemd, containers).
 public struct JSONLogHandler: LogHandler {
   /// The logger label (the service name).
   public let label: String
   public var logLevel: Logger.Level
   public var metadata: Logger.Metadata = [:]
+  /// Where the lines go.
+  public let sink: LogSink
 
-  /// A handler for `label` at `level`.
-  public init(label: String, level: Logger.Level) {
+  /// A handler for `label` at `level`, writing to `sink`.
+  public init(label: String, level: Logger.Level, sink: LogSink = .standardError) {
     self.label = label
     self.logLevel = level
+    self.sink = sink
   }
 
   public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -25,12 +29,7 @@ public struct JSONLogHandler: LogHandler {
       label: label, level: event.level, message: event.message, handlerMetadata: metadata,
       eventMetadata: event.metadata)
     line.append(0x0A)
-    JSONLogHandler.write(line)
-  }
-
-  /// Hands `line` (ending in a newline) to ``LogSink/standardError``.
-  static func write(_ line: [UInt8]) {
-    LogSink.standardError.write(line)
+    sink.write(line)
   }
 
   /// The line ``log(event:)`` writes (without its newline): `time`, `level`, `service` and
@@ -190,8 +189,7 @@ public struct JSONLogHandler: LogHandler {
 
   /// Appends `duration` in milliseconds with three decimals (microseconds), e.g. `1.727`.
   static func appendMilliseconds(_ duration: Duration, to out: inout [UInt8]) {
-    let (seconds, attoseconds) = duration.components
-    let micros = max(0, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+    let micros = max(0, duration.microseconds)
     out.append(contentsOf: String(micros / 1000).utf8)
     let fraction = micros % 1000
     out.append(UInt8(ascii: "."))
@@ -209,8 +207,8 @@ public struct JSONLogHandler: LogHandler {
 /// with any other handler it goes through swift-log as an event with those fields.
 public struct RPCLog: Sendable {
   private let logger: Logger
-  /// The service label, when lines are rendered directly.
-  private let directService: String?
+  /// The JSON handler's label and sink, when lines are rendered directly.
+  private let direct: (service: String, sink: LogSink)?
 
   /// RPC lines for `logger`; its level decides, once, whether they are written at all.
   public init(logger: Logger) {
@@ -218,9 +216,9 @@ public struct RPCLog: Sendable {
     if logger.logLevel <= .info, let json = logger.handler as? JSONLogHandler,
       json.metadata.isEmpty
     {
-      directService = json.label
+      direct = (json.label, json.sink)
     } else {
-      directService = nil
+      direct = nil
     }
   }
 
@@ -229,12 +227,12 @@ public struct RPCLog: Sendable {
     method: String, code: String, duration: Duration, principal: String, requestID: String,
     peer: String, error: String?
   ) {
-    if let service = directService {
+    if let direct {
       var line = JSONLogHandler.rpcLine(
-        service: service, method: method, code: code, duration: duration, principal: principal,
-        requestID: requestID, peer: peer, error: error)
+        service: direct.service, method: method, code: code, duration: duration,
+        principal: principal, requestID: requestID, peer: peer, error: error)
       line.append(0x0A)
-      JSONLogHandler.write(line)
+      direct.sink.write(line)
       return
     }
     guard logger.logLevel <= .info else { return }
@@ -318,8 +316,7 @@ public final class LogSink: @unchecked Sendable {
 
   /// Waits until every line appended so far is written, or `timeout` has passed.
   public func flush(timeout: Duration = .seconds(10)) {
-    let deadline = Date().addingTimeInterval(
-      Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+    let deadline = Date().addingTimeInterval(Double(timeout.microseconds) / 1e6)
     condition.lock()
     defer { condition.unlock() }
     while started && (!buffer.isEmpty || dropped > 0 || writing) {
@@ -336,10 +333,7 @@ public final class LogSink: @unchecked Sendable {
 
   private func run() {
     var batch: [UInt8] = []
-    let pause = UInt32(
-      max(
-        0, window.components.seconds * 1_000_000 + window.components.attoseconds / 1_000_000_000_000
-      ))
+    let pause = UInt32(clamping: max(0, window.microseconds))
     while true {
       condition.lock()
       while buffer.isEmpty && dropped == 0 {

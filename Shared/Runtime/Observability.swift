@@ -190,10 +190,13 @@ public struct CallInterceptor: ServerInterceptor {
 }
 
 extension Duration {
-  /// The duration in milliseconds, with microsecond precision.
-  public var milliseconds: Double {
-    (Double(components.seconds) * 1000 + Double(components.attoseconds / 1_000_000_000_000) / 1000)
+  /// The duration in whole microseconds (truncated).
+  public var microseconds: Int64 {
+    components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000
   }
+
+  /// The duration in milliseconds, with microsecond precision.
+  public var milliseconds: Double { Double(microseconds) / 1000 }
 }
 
 /// Ids for calls that bring no `x-request-id`: a random prefix drawn once per process and a

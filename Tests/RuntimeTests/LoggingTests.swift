@@ -187,4 +187,45 @@ struct LoggingTests {
     #expect(kept + dropped == total)
     #expect(lines.count == kept + 1)
   }
+
+  @Test func rpcLogWritesOneLinePerCallThroughTheHandlersSinkAtItsLevel() throws {
+    let path = NSTemporaryDirectory() + "rpclog-\(UUID().uuidString).log"
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    #expect(fd >= 0)
+    defer {
+      close(fd)
+      unlink(path)
+    }
+    let sink = LogSink(fileDescriptor: fd, window: .zero)
+    func logger(_ level: Logger.Level, metadata: Logger.Metadata = [:]) -> Logger {
+      var logger = Logger(label: "catalogue") {
+        var handler = JSONLogHandler(label: $0, level: level, sink: sink)
+        handler.metadata = metadata
+        return handler
+      }
+      logger.logLevel = level
+      return logger
+    }
+    // Rendered directly; below its level nothing; with handler metadata through swift-log.
+    RPCLog(logger: logger(.info)).record(
+      method: "m/Ok", code: "ok", duration: .microseconds(2_500), principal: "u1",
+      requestID: "r1", peer: "p", error: nil)
+    RPCLog(logger: logger(.warning)).record(
+      method: "m/Quiet", code: "ok", duration: .zero, principal: "u1", requestID: "r2",
+      peer: "p", error: nil)
+    RPCLog(logger: logger(.info, metadata: ["node": "a"])).record(
+      method: "m/Failed", code: "notFound", duration: .milliseconds(1), principal: "",
+      requestID: "r3", peer: "p", error: "no such thing")
+    sink.flush()
+    let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+    let objects = try lines.map {
+      try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String])
+    }
+    #expect(objects.map { $0["method"] } == ["m/Ok", "m/Failed"])
+    #expect(objects[0]["duration_ms"] == "2.500" && objects[0]["principal"] == "u1")
+    #expect(objects[0]["msg"] == "rpc" && objects[0]["service"] == "catalogue")
+    #expect(objects[0]["error"] == nil && objects[0]["request_id"] == "r1")
+    #expect(objects[1]["error"] == "no such thing" && objects[1]["node"] == "a")
+    #expect(objects[1]["code"] == "notFound" && objects[1]["level"] == "info")
+  }
 }
