@@ -109,14 +109,9 @@ struct LoggingTests {
   }
 
   @Test func theSinkWritesEveryLineWholeAndInOrderFromManyThreads() async throws {
-    let path = NSTemporaryDirectory() + "sink-\(UUID().uuidString).log"
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    #expect(fd >= 0)
-    defer {
-      close(fd)
-      unlink(path)
-    }
-    let sink = LogSink(fileDescriptor: fd, window: .milliseconds(1))
+    let file = try SinkFile(window: .milliseconds(1))
+    defer { file.remove() }
+    let (path, sink) = (file.path, file.sink)
     let writers = 8
     let lines = 2_000
     await withTaskGroup(of: Void.self) { group in
@@ -189,14 +184,9 @@ struct LoggingTests {
   }
 
   @Test func rpcLogWritesOneLinePerCallThroughTheHandlersSinkAtItsLevel() throws {
-    let path = NSTemporaryDirectory() + "rpclog-\(UUID().uuidString).log"
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    #expect(fd >= 0)
-    defer {
-      close(fd)
-      unlink(path)
-    }
-    let sink = LogSink(fileDescriptor: fd, window: .zero)
+    let file = try SinkFile(window: .zero)
+    defer { file.remove() }
+    let (path, sink) = (file.path, file.sink)
     func logger(_ level: Logger.Level, metadata: Logger.Metadata = [:]) -> Logger {
       var logger = Logger(label: "catalogue") {
         var handler = JSONLogHandler(label: $0, level: level, sink: sink)
@@ -227,5 +217,23 @@ struct LoggingTests {
     #expect(objects[0]["error"] == nil && objects[0]["request_id"] == "r1")
     #expect(objects[1]["error"] == "no such thing" && objects[1]["node"] == "a")
     #expect(objects[1]["code"] == "notFound" && objects[1]["level"] == "info")
+  }
+}
+
+/// A temporary file and a ``LogSink`` writing to it.
+private struct SinkFile {
+  let path = NSTemporaryDirectory() + "sink-\(UUID().uuidString).log"
+  let fd: Int32
+  let sink: LogSink
+
+  init(window: Duration) throws {
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    try #require(fd >= 0)
+    sink = LogSink(fileDescriptor: fd, window: window)
+  }
+
+  func remove() {
+    close(fd)
+    unlink(path)
   }
 }
