@@ -39,6 +39,7 @@ let sweepTable: [String: SweepEntry] = {
       "RevokeRole", "ListRoleBindings", "Login", "Refresh", "Logout", "Introspect",
       "ListSigningKeys", "RotateSigningKey", "CreateServiceAccount",
       "ExchangeClientCredentials", "WhoAmI", "ListAuditEvents", "ListChanges",
+      "ReactivateUser", "RotateServiceAccountSecret",
     ],
     "smartschool.catalogue.v1.CatalogueService": [
       "CreateResource", "GetResource", "UpdateResource", "DeleteResource", "ListResources",

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
 import IdentityService
 import ServiceRuntime
 import SmartSchoolModel
@@ -69,7 +70,16 @@ struct IdentityLinkTests {
       }
     }
   }
-  @Test func aRevokedSessionIsRefusedByEveryVerifierFollowingTheFeed() async throws {
+
+  /// Runs `body` as a service following a fresh identity: the province "P", a service account
+  /// "sync" (data exchange at P), its link and an org directory kept in `store`.
+  private func withFollower(
+    _ body: (
+      _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>,
+      _ admin: Metadata, _ port: Int, _ link: IdentityLink, _ directory: OrgDirectory,
+      _ store: Store
+    ) async throws -> Void
+  ) async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
     try await withIdentity { port, _ in
@@ -91,30 +101,66 @@ struct IdentityLinkTests {
         defer { link.close() }
         let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
         let directory = try OrgDirectory(source: link, store: store)
-
-        let kept = try await login(identity, "admin", testAdminPassword)
-        let ended = try await login(identity, "admin", testAdminPassword)
-        #expect(try await link.verifier.verify(ended).username == "admin")
-        _ = try await identity.logout(.init(), metadata: bearer(ended))
-        // Identity refuses it at once; another service once its directory has synced.
-        let code = await statusCode {
-          _ = try await identity.whoAmI(.init(), metadata: bearer(ended))
-        }
-        #expect(code == .unauthenticated)
-        #expect(try await link.verifier.verify(ended).username == "admin")
-        try await directory.sync()
-        #expect(link.verifier.revokedSessionCount == 1)
-        await #expect(throws: ServiceError.self) { try await link.verifier.verify(ended) }
-        #expect(try await link.verifier.verify(kept).username == "admin")
-
-        // A restarted service remembers the revocation from its own store.
-        let restarted = try IdentityLink(
-          address: PeerAddress(host: "127.0.0.1", port: port), credentials: nil)
-        defer { restarted.close() }
-        _ = try OrgDirectory(source: restarted, store: store)
-        await #expect(throws: ServiceError.self) { try await restarted.verifier.verify(ended) }
-        #expect(try await restarted.verifier.verify(kept).username == "admin")
+        try await body(identity, admin, port, link, directory, store)
       }
+    }
+  }
+
+  @Test func aRevokedSessionIsRefusedByEveryVerifierFollowingTheFeed() async throws {
+    try await withFollower { identity, admin, port, link, directory, store in
+      let kept = try await login(identity, "admin", testAdminPassword)
+      let ended = try await login(identity, "admin", testAdminPassword)
+      #expect(try await link.verifier.verify(ended).username == "admin")
+      _ = try await identity.logout(.init(), metadata: bearer(ended))
+      // Identity refuses it at once; another service once its directory has synced.
+      let code = await statusCode {
+        _ = try await identity.whoAmI(.init(), metadata: bearer(ended))
+      }
+      #expect(code == .unauthenticated)
+      #expect(try await link.verifier.verify(ended).username == "admin")
+      try await directory.sync()
+      #expect(link.verifier.revokedSessionCount == 1)
+      await #expect(throws: ServiceError.self) { try await link.verifier.verify(ended) }
+      #expect(try await link.verifier.verify(kept).username == "admin")
+
+      // A restarted service remembers the revocation from its own store.
+      let restarted = try IdentityLink(
+        address: PeerAddress(host: "127.0.0.1", port: port), credentials: nil)
+      defer { restarted.close() }
+      _ = try OrgDirectory(source: restarted, store: store)
+      await #expect(throws: ServiceError.self) { try await restarted.verifier.verify(ended) }
+      #expect(try await restarted.verifier.verify(kept).username == "admin")
+    }
+  }
+
+  @Test func aDeactivatedServiceAccountIsRefusedByEveryVerifierFollowingTheFeed() async throws {
+    try await withFollower { identity, admin, _, link, directory, _ in
+      let platform = try await identity.createServiceAccount(
+        .with {
+          $0.name = "platform"
+          $0.orgCode = "P"
+          $0.roles = [.dataExchange]
+        }, metadata: admin)
+      // The platform's tokens, as another service (here: its verifier) sees them.
+      var tokens: [String] = []
+      for _ in 0..<5 {
+        tokens.append(
+          try await identity.exchangeClientCredentials(.with {
+            $0.clientID = platform.clientID
+            $0.clientSecret = platform.clientSecret
+          }).accessToken)
+      }
+      for token in tokens {
+        #expect(try await link.verifier.verify(token).username == "platform")
+      }
+      _ = try await identity.deactivateUser(.with { $0.id = platform.user.id }, metadata: admin)
+      try await directory.sync()
+      for token in tokens {
+        await #expect(throws: ServiceError.self) { try await link.verifier.verify(token) }
+      }
+      // The link's own account goes on reading the feed.
+      try await directory.sync()
+      #expect(link.verifier.revokedSessionCount == 5)
     }
   }
 }

@@ -143,6 +143,10 @@ enum Secrets {
     return Base64URL.encode((0..<bytes).map { _ in UInt8.random(in: 0...255, using: &rng) })
   }
 
+  /// A new service-account client secret. A fixed prefix: secret scanners recognise it, and it
+  /// never starts with '-', which command-line parsers would take for a flag.
+  static func clientSecret() -> String { "sas_" + random() }
+
   /// A one-time activation code a person can type: 10 characters without look-alikes.
   static func activationCode() -> String {
     let alphabet = Array("ABCDEFGHJKMNPQRSTUVWXYZ23456789")

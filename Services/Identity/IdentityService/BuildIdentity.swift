@@ -24,7 +24,9 @@ public func buildIdentityService(
   let keys = try await KeyRing.load(
     store: identityStore, accessTokenTTL: settings.accessTokenTTL,
     onChange: settings.onSigningKeyChange)
-  let verifier = TokenVerifier(keySource: { keys.publishedKeys })
+  // No leeway: identity checks the tokens it signed by its own clock, so a token dies here
+  // exactly when its session ends (Refresh, WhoAmI and Introspect agree to the second).
+  let verifier = TokenVerifier(keySource: { keys.publishedKeys }, leeway: 0)
   try await verifier.refresh()
   verifier.revokeSessions(
     try await identityStore.revokedSessions(

@@ -96,15 +96,24 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       })
   }
 
+  /// The tokens of a session that ends at `sessionEnds` (by default `refreshExpires`): no access
+  /// token outlives its session.
   private func tokenResponse(user: User, sessionID: String, refreshToken: String?,
-                             refreshExpires: Date?) async throws -> Smartschool_Identity_V1_TokenResponse {
+                             refreshExpires: Date?, sessionEnds: Date? = nil) async throws
+    -> Smartschool_Identity_V1_TokenResponse
+  {
     let bindings = try await store.bindings(userID: user.id)
     let c = claims(for: user, bindings: bindings, sessionID: sessionID)
-    let token = try keys.signer.sign(c)
+    var signed = c
+    if let ends = sessionEnds ?? refreshExpires {
+      signed.exp = min(c.exp, Self.sessionEnd(ends))
+    }
+    let token = try keys.signer.sign(signed)
     return .with {
       $0.accessToken = token
       $0.tokenType = "Bearer"
-      $0.accessTokenExpireTime = .init(date: Date(timeIntervalSince1970: TimeInterval(c.exp)))
+      $0.accessTokenExpireTime = .init(
+        date: Date(timeIntervalSince1970: TimeInterval(signed.exp)))
       if let refreshToken, let refreshExpires {
         $0.refreshToken = refreshToken
         $0.refreshTokenExpireTime = .init(date: refreshExpires)
@@ -431,6 +440,26 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     return updated
   }
 
+  func reactivateUser(
+    request: Smartschool_Identity_V1_ReactivateUserRequest, context: ServerContext
+  ) async throws -> User {
+    let p = try Principal.require()
+    let user = try await resolveUser(id: request.id, externalID: request.externalID, field: "id")
+    try p.require(.usersWrite, at: userPath(user))
+    guard user.status == .deactivated else {
+      throw ServiceError.failedPrecondition("the user is not deactivated")
+    }
+    if !user.orgID.isEmpty, let org = try await store.org(id: user.orgID), !org.active {
+      throw ServiceError.failedPrecondition("the home org is deactivated")
+    }
+    guard let updated = try await store.reactivateUser(id: user.id) else {
+      throw ServiceError.failedPrecondition("the user is not deactivated")
+    }
+    await audit("user.reactivate", actor: p.userID, target: user.id, orgID: user.orgID,
+                orgPath: user.orgPath)
+    return updated
+  }
+
   func listUsers(request: Smartschool_Identity_V1_ListUsersRequest, context: ServerContext)
     async throws -> Smartschool_Identity_V1_ListUsersResponse
   {
@@ -523,8 +552,10 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     else {
       throw ServiceError.unauthenticated("invalid username or activation code")
     }
+    // Whoever held the old password may hold sessions too.
+    let ended = try await endSessions(of: user.id, except: nil, reason: "account activated")
     await audit("user.activate", actor: user.id, target: user.id, orgID: user.orgID,
-                orgPath: user.orgPath)
+                orgPath: user.orgPath, detail: "ended \(ended) sessions")
     return .init()
   }
 
@@ -545,9 +576,15 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     }
     guard let hash else { throw ServiceError.unauthenticated("the current password is wrong") }
     try await store.setPassword(userID: p.userID, hash: hash)
+    let kept = p.sessionID.isEmpty ? nil : p.sessionID
+    let ended = try await endSessions(of: p.userID, except: kept, reason: "password changed")
     await audit("user.password_change", actor: p.userID, target: p.userID,
-                orgID: creds.user.orgID, orgPath: creds.user.orgPath)
-    return .init()
+                orgID: creds.user.orgID, orgPath: creds.user.orgPath,
+                detail: "ended \(ended) other sessions")
+    return .with {
+      $0.keptSessionID = kept ?? ""
+      $0.endedSessions = Int32(ended)
+    }
   }
 
   // MARK: Guardians
@@ -802,13 +839,18 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     guard let record = try await store.refreshRecord(hash: hash), !record.sessionRevoked,
       record.expiresAt > Date()
     else { throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked") }
+    // The session's end was fixed at login; refreshing never moves it, and it ends at the
+    // same whole second as its access tokens (which WhoAmI and Introspect go by).
+    guard Self.sessionEnd(record.sessionExpiresAt) > Int64(Date().timeIntervalSince1970) else {
+      throw ServiceError.unauthenticated("the session has ended (its lifetime is over)")
+    }
     let newToken = Secrets.random()
-    let expires = Date().addingTimeInterval(settings.refreshTokenTTL)
+    let expires = record.sessionExpiresAt
     let rotated =
       record.usedAt == nil
       ? try await store.rotateRefresh(
         oldHash: hash, sessionID: record.sessionID, newHash: Secrets.digest(newToken),
-        expires: min(expires, record.expiresAt.addingTimeInterval(settings.refreshTokenTTL)))
+        expires: expires)
       : false
     guard rotated else {
       // A rotated token came back: someone holds a stolen copy. End the whole family.
@@ -828,6 +870,22 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   /// learn of them from the change feed.
   private func refuseRevokedSessions(since: Date) async throws {
     verifier.revokeSessions(try await store.revokedSessions(since: since))
+  }
+
+  /// Ends the user's sessions but `except` (on the change feed, so every service refuses
+  /// their tokens) and refuses their tokens here at once; returns how many ended.
+  private func endSessions(of userID: String, except: String?, reason: String) async throws
+    -> Int
+  {
+    let ended = try await store.revokeSessions(userID: userID, except: except, reason: reason)
+    verifier.revokeSessions(ended)
+    return ended.count
+  }
+
+  /// The whole second a session ending at `date` ends at: its access tokens expire then
+  /// (token times are whole seconds), and Refresh refuses from then on.
+  private static func sessionEnd(_ date: Date) -> Int64 {
+    Int64(date.timeIntervalSince1970.rounded(.down))
   }
 
   func logout(request: Smartschool_Identity_V1_LogoutRequest, context: ServerContext) async throws
@@ -914,9 +972,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       }
     }
     let clientID = "sa-" + EntityID.make()
-    // A fixed prefix: secret scanners recognise it, and it never starts with '-', which
-    // command-line parsers would take for a flag.
-    let secret = "sas_" + Secrets.random()
+    let secret = Secrets.clientSecret()
     var user = User()
     user.externalID = "sa." + request.name
     user.username = request.name
@@ -954,7 +1010,61 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
                   detail: "client credentials")
       throw ServiceError.unauthenticated("invalid client credentials")
     }
-    return try await tokenResponse(user: creds.user, sessionID: "", refreshToken: nil, refreshExpires: nil)
+    // Each token is a session of its own, so that deactivating the account (or rotating its
+    // secret with revoke_tokens) ends it at every service, as a logout does.
+    let ends = Date().addingTimeInterval(settings.accessTokenTTL)
+    let session = try await store.createSession(
+      userID: creds.user.id, refreshHash: nil, refreshExpires: ends)
+    return try await tokenResponse(
+      user: creds.user, sessionID: session, refreshToken: nil, refreshExpires: nil,
+      sessionEnds: ends)
+  }
+
+  func rotateServiceAccountSecret(
+    request: Smartschool_Identity_V1_RotateServiceAccountSecretRequest, context: ServerContext
+  ) async throws -> Smartschool_Identity_V1_RotateServiceAccountSecretResponse {
+    let p = try Principal.require()
+    var v = Validator()
+    v.check(request.userID.isEmpty != request.clientID.isEmpty, "user_id",
+            "name the account by user_id or client_id (exactly one)")
+    v.check(request.clientID.count <= 64, "client_id", "must have at most 64 characters")
+    try v.throwIfInvalid()
+    let user: User
+    if request.clientID.isEmpty {
+      user = try await resolveUser(id: request.userID, field: "user_id")
+    } else {
+      guard let creds = try await store.credentials(clientID: request.clientID) else {
+        throw ServiceError.notFound("service account not found")
+      }
+      user = creds.user
+    }
+    guard user.kind == .serviceAccount else {
+      throw ServiceError.invalid("user_id", "is not a service account")
+    }
+    try p.require(.usersWrite, at: userPath(user))
+    // Whoever learns the secret acts with every role the account holds.
+    for b in try await store.bindings(userID: user.id) {
+      guard let role = Role(b.role), p.mayGrant(role, at: OrgPath(b.orgPath) ?? .root) else {
+        throw ServiceError.permissionDenied("you may not grant every role the account holds")
+      }
+    }
+    guard user.status != .deactivated else {
+      throw ServiceError.failedPrecondition("the service account is deactivated")
+    }
+    let secret = Secrets.clientSecret()
+    guard let clientID = try await store.setClientSecret(
+      userID: user.id, hash: Secrets.digest(secret))
+    else { throw ServiceError.invalid("user_id", "is not a service account") }
+    let revoked = request.revokeTokens
+      ? try await endSessions(of: user.id, except: nil, reason: "client secret rotated") : 0
+    await audit("service_account.rotate_secret", actor: p.userID, target: user.id,
+                orgID: user.orgID, orgPath: user.orgPath, detail: "revoked \(revoked) sessions")
+    return .with {
+      $0.user = user
+      $0.clientID = clientID
+      $0.clientSecret = secret
+      $0.revokedSessions = Int32(revoked)
+    }
   }
 
   func whoAmI(request: Smartschool_Identity_V1_WhoAmIRequest, context: ServerContext) async throws
@@ -964,6 +1074,11 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     // One read transaction: a bound unary read that every client makes.
     guard let (user, bindings) = try await store.userWithBindings(id: p.userID) else {
       throw ServiceError.notFound("your account no longer exists")
+    }
+    // Tokens of sessions a deactivation ended are refused before this; a token issued without
+    // a session (before service-account tokens had one) is refused here.
+    guard user.status != .deactivated else {
+      throw ServiceError.unauthenticated("the account is deactivated")
     }
     return .with {
       $0.user = user

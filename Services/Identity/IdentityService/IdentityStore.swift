@@ -23,6 +23,8 @@ struct RefreshRecord: Sendable {
   var expiresAt: Date
   var usedAt: Date?
   var sessionRevoked: Bool
+  /// The session's absolute end, fixed at login: refreshing never moves it.
+  var sessionExpiresAt: Date
 }
 
 /// A stored signing key.
@@ -73,6 +75,9 @@ protocol IdentityStore: Sendable {
   ) async throws -> User
   func updateUser(_ user: User, org: Org?) async throws -> User
   func deactivateUser(id: String) async throws -> User
+  /// Sets a deactivated user active again (pending activation without a password or secret)
+  /// and clears any lockout; nil when the user is not deactivated.
+  func reactivateUser(id: String) async throws -> User?
   func listUsers(
     scopes: [OrgPath], kind: Smartschool_Identity_V1_UserKind?, namePrefix: String,
     includeInactive: Bool, afterUsername: String?, limit: Int
@@ -80,6 +85,7 @@ protocol IdentityStore: Sendable {
   func importUsers(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome
+  /// Stores a new activation code and removes the password, which stops working at once.
   func setActivation(userID: String, codeHash: String, expires: Date) async throws
   func activate(username: String, codeHash: String, passwordHash: String) async throws -> User?
   func setPassword(userID: String, hash: String) async throws
@@ -90,12 +96,21 @@ protocol IdentityStore: Sendable {
   func recordFailedLogin(userID: String, threshold: Int, lockFor: TimeInterval) async throws
     -> (failures: Int, lockedNow: Bool)
   func recordSuccessfulLogin(userID: String, rehash: String?) async throws -> Bool
-  func createSession(userID: String, refreshHash: String, refreshExpires: Date) async throws
+  /// A new session ending at `refreshExpires`, with its first refresh token when given
+  /// (service-account sessions have none).
+  func createSession(userID: String, refreshHash: String?, refreshExpires: Date) async throws
     -> String
   func refreshRecord(hash: String) async throws -> RefreshRecord?
   func rotateRefresh(oldHash: String, sessionID: String, newHash: String, expires: Date)
     async throws -> Bool
   func revokeSession(id: String, reason: String) async throws
+  /// Revokes every live session of a user except `except`, each on the change feed; returns
+  /// the revoked session ids and when.
+  func revokeSessions(userID: String, except: String?, reason: String) async throws
+    -> [String: Date]
+  /// Replaces a service account's client-secret hash and returns its client id; nil when the
+  /// user is not a service account.
+  func setClientSecret(userID: String, hash: String) async throws -> String?
   func sessionActive(id: String) async throws -> Bool
   /// Sessions revoked since `since` (session id → when), for the token verifier.
   func revokedSessions(since: Date) async throws -> [String: Date]
@@ -592,17 +607,31 @@ final class SQLiteIdentityStore: IdentityStore {
       try db.execute(
         sql: "UPDATE users SET status = ?, updated_at = ? WHERE id = ?",
         arguments: [Smartschool_Identity_V1_UserStatus.deactivated.rawValue, now, id])
-      let sessions = try String.fetchAll(
-        db.cachedStatement(sql: "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL"),
-        arguments: [id])
-      try db.execute(
-        sql: """
-          UPDATE sessions SET revoked_at = ?, revoke_reason = 'user deactivated'
-          WHERE user_id = ? AND revoked_at IS NULL
-          """, arguments: [now, id])
-      for session in sessions { try self.recordRevocation(db, session: session) }
+      _ = try self.revokeSessions(db, userID: id, except: nil, reason: "user deactivated")
       guard let user = try self.fetchUser(db, where: "u.id = ?", id) else {
         throw ServiceError.notFound("user '\(id)' not found")
+      }
+      try self.recordUserChange(db, user)
+      return user
+    }
+  }
+
+  func reactivateUser(id: String) async throws -> User? {
+    try await store.write { db in
+      typealias Status = Smartschool_Identity_V1_UserStatus
+      try db.execute(
+        sql: """
+          UPDATE users SET status = CASE
+              WHEN password_hash IS NOT NULL OR client_secret_hash IS NOT NULL THEN ? ELSE ? END,
+            failed_logins = 0, locked_until = NULL, updated_at = ?
+          WHERE id = ? AND status = ?
+          """,
+        arguments: [
+          Status.active.rawValue, Status.pendingActivation.rawValue,
+          Date().timeIntervalSince1970, id, Status.deactivated.rawValue,
+        ])
+      guard db.changesCount == 1, let user = try self.fetchUser(db, where: "u.id = ?", id) else {
+        return nil
       }
       try self.recordUserChange(db, user)
       return user
@@ -738,8 +767,14 @@ final class SQLiteIdentityStore: IdentityStore {
   func setActivation(userID: String, codeHash: String, expires: Date) async throws {
     try await store.write { db in
       try db.execute(
-        sql: "UPDATE users SET activation_hash = ?, activation_expires = ? WHERE id = ?",
-        arguments: [codeHash, expires.timeIntervalSince1970, userID])
+        sql: """
+          UPDATE users SET activation_hash = ?, activation_expires = ?, password_hash = NULL,
+            updated_at = ?
+          WHERE id = ?
+          """,
+        arguments: [
+          codeHash, expires.timeIntervalSince1970, Date().timeIntervalSince1970, userID,
+        ])
     }
   }
 
@@ -834,15 +869,27 @@ final class SQLiteIdentityStore: IdentityStore {
     }
   }
 
-  func createSession(userID: String, refreshHash: String, refreshExpires: Date) async throws
+  func createSession(userID: String, refreshHash: String?, refreshExpires: Date) async throws
     -> String
   {
     try await store.write { db in
       let id = EntityID.make()
       let now = Date().timeIntervalSince1970
+      // Only for an active account, in the same transaction: a deactivation that ended the
+      // sessions just before must not be followed by a new one.
       try db.execute(
-        sql: "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        arguments: [id, userID, now, refreshExpires.timeIntervalSince1970])
+        sql: """
+          INSERT INTO sessions (id, user_id, created_at, expires_at)
+          SELECT ?, id, ?, ? FROM users WHERE id = ? AND status = ?
+          """,
+        arguments: [
+          id, now, refreshExpires.timeIntervalSince1970, userID,
+          Smartschool_Identity_V1_UserStatus.active.rawValue,
+        ])
+      guard db.changesCount == 1 else {
+        throw ServiceError.unauthenticated("the account is not active")
+      }
+      guard let refreshHash else { return id }
       try db.execute(
         sql: """
           INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?)
@@ -857,7 +904,8 @@ final class SQLiteIdentityStore: IdentityStore {
         let row = try Row.fetchOne(
           db.cachedStatement(
             sql: """
-              SELECT r.session_id, r.expires_at, r.used_at, s.user_id, s.revoked_at
+              SELECT r.session_id, r.expires_at, r.used_at, s.user_id, s.revoked_at,
+                s.expires_at AS session_expires_at
               FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?
               """), arguments: [hash])
       else { return nil }
@@ -866,7 +914,8 @@ final class SQLiteIdentityStore: IdentityStore {
       return RefreshRecord(
         sessionID: row["session_id"], userID: row["user_id"],
         expiresAt: Date(timeIntervalSince1970: row["expires_at"]),
-        usedAt: used.map { Date(timeIntervalSince1970: $0) }, sessionRevoked: revoked != nil)
+        usedAt: used.map { Date(timeIntervalSince1970: $0) }, sessionRevoked: revoked != nil,
+        sessionExpiresAt: Date(timeIntervalSince1970: row["session_expires_at"]))
     }
   }
 
@@ -896,6 +945,44 @@ final class SQLiteIdentityStore: IdentityStore {
           UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL
           """, arguments: [Date().timeIntervalSince1970, reason, id])
       if db.changesCount > 0 { try self.recordRevocation(db, session: id) }
+    }
+  }
+
+  /// Revokes, in the caller's transaction, every live session of a user but `except`, each on
+  /// the change feed.
+  private func revokeSessions(_ db: Database, userID: String, except: String?, reason: String)
+    throws -> [String: Date]
+  {
+    let now = Date()
+    let ids = try String.fetchAll(
+      db.cachedStatement(
+        sql: "SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND id <> ?"),
+      arguments: [userID, except ?? ""])
+    for id in ids {
+      try db.cachedStatement(
+        sql: "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ?"
+      ).execute(arguments: [now.timeIntervalSince1970, reason, id])
+      try recordRevocation(db, session: id)
+    }
+    return Dictionary(uniqueKeysWithValues: ids.map { ($0, now) })
+  }
+
+  func revokeSessions(userID: String, except: String?, reason: String) async throws
+    -> [String: Date]
+  {
+    try await store.write { db in
+      try self.revokeSessions(db, userID: userID, except: except, reason: reason)
+    }
+  }
+
+  func setClientSecret(userID: String, hash: String) async throws -> String? {
+    try await store.write { db in
+      try String.fetchOne(
+        db.cachedStatement(
+          sql: """
+            UPDATE users SET client_secret_hash = ?, updated_at = ?
+            WHERE id = ? AND client_id IS NOT NULL RETURNING client_id
+            """), arguments: [hash, Date().timeIntervalSince1970, userID])
     }
   }
 

@@ -31,7 +31,7 @@ public struct AccessTokenClaims: Codable, Hashable, Sendable {
   public var usr: String
   /// User kind.
   public var knd: String
-  /// Session id (empty for service-account tokens).
+  /// Session id; revoking the session refuses the token everywhere (see ``Principal/sessionID``).
   public var sid: String
   /// Issued at (seconds since 1970).
   public var iat: Int64

@@ -28,7 +28,8 @@ public struct Principal: Hashable, Sendable {
   public var kind: String
   /// The user's role bindings.
   public var bindings: [RoleGrant]
-  /// The login session the token belongs to (empty for service-account tokens).
+  /// The session the token belongs to: a login, or one service-account client-credentials
+  /// exchange (empty only in service-account tokens issued before those had sessions).
   public var sessionID: String
   /// When the token was issued and expires.
   public var issuedAt: Date

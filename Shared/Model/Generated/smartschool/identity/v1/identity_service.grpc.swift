@@ -153,6 +153,19 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ReactivateUser" metadata.
+        public enum ReactivateUser: Sendable {
+            /// Request type for "ReactivateUser".
+            public typealias Input = Smartschool_Identity_V1_ReactivateUserRequest
+            /// Response type for "ReactivateUser".
+            public typealias Output = Smartschool_Identity_V1_User
+            /// Descriptor for "ReactivateUser".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "ReactivateUser",
+                type: .unary
+            )
+        }
         /// Namespace for "ListUsers" metadata.
         public enum ListUsers: Sendable {
             /// Request type for "ListUsers".
@@ -426,6 +439,19 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RotateServiceAccountSecret" metadata.
+        public enum RotateServiceAccountSecret: Sendable {
+            /// Request type for "RotateServiceAccountSecret".
+            public typealias Input = Smartschool_Identity_V1_RotateServiceAccountSecretRequest
+            /// Response type for "RotateServiceAccountSecret".
+            public typealias Output = Smartschool_Identity_V1_RotateServiceAccountSecretResponse
+            /// Descriptor for "RotateServiceAccountSecret".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "RotateServiceAccountSecret",
+                type: .unary
+            )
+        }
         /// Namespace for "WhoAmI" metadata.
         public enum WhoAmI: Sendable {
             /// Request type for "WhoAmI".
@@ -477,6 +503,7 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
             GetUser.descriptor,
             UpdateUser.descriptor,
             DeactivateUser.descriptor,
+            ReactivateUser.descriptor,
             ListUsers.descriptor,
             ImportUsers.descriptor,
             IssueActivationCode.descriptor,
@@ -498,6 +525,7 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
             RotateSigningKey.descriptor,
             CreateServiceAccount.descriptor,
             ExchangeClientCredentials.descriptor,
+            RotateServiceAccountSecret.descriptor,
             WhoAmI.descriptor,
             ListAuditEvents.descriptor,
             ListChanges.descriptor
@@ -708,7 +736,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+        /// > Deactivates a user (person or service account) and ends every session: its tokens are
+        /// > refused at identity at once and at every other service within the revocation-feed delay
+        /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+        /// > account; NOT_FOUND.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_DeactivateUserRequest` messages.
@@ -719,6 +750,27 @@ extension Smartschool_Identity_V1_IdentityService {
         /// - Returns: A streaming response of `Smartschool_Identity_V1_User` messages.
         func deactivateUser(
             request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_DeactivateUserRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_User>
+
+        /// Handle the "ReactivateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+        /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+        /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+        /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_ReactivateUserRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_User` messages.
+        func reactivateUser(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_User>
 
@@ -763,8 +815,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-        /// > user's scope.
+        /// > Issues a one-time activation code (also a password reset): the current password stops
+        /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+        /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_IssueActivationCodeRequest` messages.
@@ -782,8 +835,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-        /// > expired code (the same error as for an unknown user).
+        /// > Sets the password with an activation code and ends every session of the user. Open.
+        /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+        /// > INVALID_ARGUMENT for an unacceptable new password.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ActivateAccountRequest` messages.
@@ -801,7 +855,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+        /// > Changes the caller's own password and ends every other session of the caller; the
+        /// > session of the calling token stays alive. Any authenticated user with a password.
+        /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ChangePasswordRequest` messages.
@@ -987,8 +1043,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-        /// > token revokes its whole session family: UNAUTHENTICATED.
+        /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+        /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+        /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+        /// > (UNAUTHENTICATED).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_RefreshRequest` messages.
@@ -1099,8 +1157,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Client-credentials grant: client id + secret for an access token. Open.
-        /// > UNAUTHENTICATED for wrong credentials.
+        /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+        /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+        /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ExchangeClientCredentialsRequest` messages.
@@ -1114,11 +1173,33 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_TokenResponse>
 
+        /// Handle the "RotateServiceAccountSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a service account a new client secret, shown once; the old one is refused from
+        /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+        /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+        /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_RotateServiceAccountSecretResponse` messages.
+        func rotateServiceAccountSecret(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>
+
         /// Handle the "WhoAmI" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The caller's user and bindings.
+        /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+        /// > expiry, a password change elsewhere, deactivation).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_WhoAmIRequest` messages.
@@ -1360,7 +1441,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+        /// > Deactivates a user (person or service account) and ends every session: its tokens are
+        /// > refused at identity at once and at every other service within the revocation-feed delay
+        /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+        /// > account; NOT_FOUND.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_DeactivateUserRequest` message.
@@ -1371,6 +1455,27 @@ extension Smartschool_Identity_V1_IdentityService {
         /// - Returns: A response containing a single `Smartschool_Identity_V1_User` message.
         func deactivateUser(
             request: GRPCCore.ServerRequest<Smartschool_Identity_V1_DeactivateUserRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_User>
+
+        /// Handle the "ReactivateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+        /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+        /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+        /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ReactivateUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_User` message.
+        func reactivateUser(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_User>
 
@@ -1415,8 +1520,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-        /// > user's scope.
+        /// > Issues a one-time activation code (also a password reset): the current password stops
+        /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+        /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_IssueActivationCodeRequest` message.
@@ -1434,8 +1540,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-        /// > expired code (the same error as for an unknown user).
+        /// > Sets the password with an activation code and ends every session of the user. Open.
+        /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+        /// > INVALID_ARGUMENT for an unacceptable new password.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ActivateAccountRequest` message.
@@ -1453,7 +1560,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+        /// > Changes the caller's own password and ends every other session of the caller; the
+        /// > session of the calling token stays alive. Any authenticated user with a password.
+        /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ChangePasswordRequest` message.
@@ -1639,8 +1748,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-        /// > token revokes its whole session family: UNAUTHENTICATED.
+        /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+        /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+        /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+        /// > (UNAUTHENTICATED).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_RefreshRequest` message.
@@ -1751,8 +1862,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Client-credentials grant: client id + secret for an access token. Open.
-        /// > UNAUTHENTICATED for wrong credentials.
+        /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+        /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+        /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ExchangeClientCredentialsRequest` message.
@@ -1766,11 +1878,33 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_TokenResponse>
 
+        /// Handle the "RotateServiceAccountSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a service account a new client secret, shown once; the old one is refused from
+        /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+        /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+        /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_RotateServiceAccountSecretResponse` message.
+        func rotateServiceAccountSecret(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>
+
         /// Handle the "WhoAmI" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The caller's user and bindings.
+        /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+        /// > expiry, a password change elsewhere, deactivation).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_WhoAmIRequest` message.
@@ -2010,7 +2144,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+        /// > Deactivates a user (person or service account) and ends every session: its tokens are
+        /// > refused at identity at once and at every other service within the revocation-feed delay
+        /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+        /// > account; NOT_FOUND.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_DeactivateUserRequest` message.
@@ -2021,6 +2158,27 @@ extension Smartschool_Identity_V1_IdentityService {
         /// - Returns: A `Smartschool_Identity_V1_User` to respond with.
         func deactivateUser(
             request: Smartschool_Identity_V1_DeactivateUserRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_User
+
+        /// Handle the "ReactivateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+        /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+        /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+        /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_ReactivateUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_User` to respond with.
+        func reactivateUser(
+            request: Smartschool_Identity_V1_ReactivateUserRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Identity_V1_User
 
@@ -2065,8 +2223,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-        /// > user's scope.
+        /// > Issues a one-time activation code (also a password reset): the current password stops
+        /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+        /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_IssueActivationCodeRequest` message.
@@ -2084,8 +2243,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-        /// > expired code (the same error as for an unknown user).
+        /// > Sets the password with an activation code and ends every session of the user. Open.
+        /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+        /// > INVALID_ARGUMENT for an unacceptable new password.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_ActivateAccountRequest` message.
@@ -2103,7 +2263,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+        /// > Changes the caller's own password and ends every other session of the caller; the
+        /// > session of the calling token stays alive. Any authenticated user with a password.
+        /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_ChangePasswordRequest` message.
@@ -2289,8 +2451,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-        /// > token revokes its whole session family: UNAUTHENTICATED.
+        /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+        /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+        /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+        /// > (UNAUTHENTICATED).
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_RefreshRequest` message.
@@ -2401,8 +2565,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Client-credentials grant: client id + secret for an access token. Open.
-        /// > UNAUTHENTICATED for wrong credentials.
+        /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+        /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+        /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_ExchangeClientCredentialsRequest` message.
@@ -2416,11 +2581,33 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Identity_V1_TokenResponse
 
+        /// Handle the "RotateServiceAccountSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a service account a new client secret, shown once; the old one is refused from
+        /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+        /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+        /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_RotateServiceAccountSecretResponse` to respond with.
+        func rotateServiceAccountSecret(
+            request: Smartschool_Identity_V1_RotateServiceAccountSecretRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_RotateServiceAccountSecretResponse
+
         /// Handle the "WhoAmI" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The caller's user and bindings.
+        /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+        /// > expiry, a password change elsewhere, deactivation).
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_WhoAmIRequest` message.
@@ -2583,6 +2770,17 @@ extension Smartschool_Identity_V1_IdentityService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_User>(),
             handler: { request, context in
                 try await self.deactivateUser(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.ReactivateUser.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ReactivateUserRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_User>(),
+            handler: { request, context in
+                try await self.reactivateUser(
                     request: request,
                     context: context
                 )
@@ -2820,6 +3018,17 @@ extension Smartschool_Identity_V1_IdentityService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.RotateServiceAccountSecret.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>(),
+            handler: { request, context in
+                try await self.rotateServiceAccountSecret(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Identity_V1_IdentityService.Method.WhoAmI.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_WhoAmIRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_WhoAmIResponse>(),
@@ -2962,6 +3171,17 @@ extension Smartschool_Identity_V1_IdentityService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_User> {
         let response = try await self.deactivateUser(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func reactivateUser(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_User> {
+        let response = try await self.reactivateUser(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3199,6 +3419,17 @@ extension Smartschool_Identity_V1_IdentityService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func rotateServiceAccountSecret(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse> {
+        let response = try await self.rotateServiceAccountSecret(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func whoAmI(
         request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_WhoAmIRequest>,
         context: GRPCCore.ServerContext
@@ -3359,6 +3590,19 @@ extension Smartschool_Identity_V1_IdentityService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_User> {
         return GRPCCore.ServerResponse<Smartschool_Identity_V1_User>(
             message: try await self.deactivateUser(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func reactivateUser(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_User> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_User>(
+            message: try await self.reactivateUser(
                 request: request.message,
                 context: context
             ),
@@ -3632,6 +3876,19 @@ extension Smartschool_Identity_V1_IdentityService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_TokenResponse> {
         return GRPCCore.ServerResponse<Smartschool_Identity_V1_TokenResponse>(
             message: try await self.exchangeClientCredentials(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func rotateServiceAccountSecret(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>(
+            message: try await self.rotateServiceAccountSecret(
                 request: request.message,
                 context: context
             ),
@@ -3914,7 +4171,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+        /// > Deactivates a user (person or service account) and ends every session: its tokens are
+        /// > refused at identity at once and at every other service within the revocation-feed delay
+        /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+        /// > account; NOT_FOUND.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_DeactivateUserRequest` message.
@@ -3928,6 +4188,32 @@ extension Smartschool_Identity_V1_IdentityService {
         func deactivateUser<Result>(
             request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DeactivateUserRequest>,
             serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_DeactivateUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_User>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReactivateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+        /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+        /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+        /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ReactivateUserRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ReactivateUserRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_User` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reactivateUser<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ReactivateUserRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_User>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result
@@ -3984,8 +4270,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-        /// > user's scope.
+        /// > Issues a one-time activation code (also a password reset): the current password stops
+        /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+        /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_IssueActivationCodeRequest` message.
@@ -4008,8 +4295,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-        /// > expired code (the same error as for an unknown user).
+        /// > Sets the password with an activation code and ends every session of the user. Open.
+        /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+        /// > INVALID_ARGUMENT for an unacceptable new password.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ActivateAccountRequest` message.
@@ -4032,7 +4320,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+        /// > Changes the caller's own password and ends every other session of the caller; the
+        /// > session of the calling token stays alive. Any authenticated user with a password.
+        /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ChangePasswordRequest` message.
@@ -4268,8 +4558,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-        /// > token revokes its whole session family: UNAUTHENTICATED.
+        /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+        /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+        /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+        /// > (UNAUTHENTICATED).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_RefreshRequest` message.
@@ -4410,8 +4702,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Client-credentials grant: client id + secret for an access token. Open.
-        /// > UNAUTHENTICATED for wrong credentials.
+        /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+        /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+        /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ExchangeClientCredentialsRequest` message.
@@ -4430,11 +4723,38 @@ extension Smartschool_Identity_V1_IdentityService {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_TokenResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "RotateServiceAccountSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a service account a new client secret, shown once; the old one is refused from
+        /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+        /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+        /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_RotateServiceAccountSecretResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func rotateServiceAccountSecret<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "WhoAmI" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The caller's user and bindings.
+        /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+        /// > expiry, a password change elsewhere, deactivation).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_WhoAmIRequest` message.
@@ -4843,7 +5163,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+        /// > Deactivates a user (person or service account) and ends every session: its tokens are
+        /// > refused at identity at once and at every other service within the revocation-feed delay
+        /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+        /// > account; NOT_FOUND.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_DeactivateUserRequest` message.
@@ -4866,6 +5189,43 @@ extension Smartschool_Identity_V1_IdentityService {
             try await self.client.unary(
                 request: request,
                 descriptor: Smartschool_Identity_V1_IdentityService.Method.DeactivateUser.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ReactivateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+        /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+        /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+        /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ReactivateUserRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ReactivateUserRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_User` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reactivateUser<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ReactivateUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_User>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.ReactivateUser.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -4946,8 +5306,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-        /// > user's scope.
+        /// > Issues a one-time activation code (also a password reset): the current password stops
+        /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+        /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_IssueActivationCodeRequest` message.
@@ -4981,8 +5342,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-        /// > expired code (the same error as for an unknown user).
+        /// > Sets the password with an activation code and ends every session of the user. Open.
+        /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+        /// > INVALID_ARGUMENT for an unacceptable new password.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ActivateAccountRequest` message.
@@ -5016,7 +5378,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+        /// > Changes the caller's own password and ends every other session of the caller; the
+        /// > session of the calling token stays alive. Any authenticated user with a password.
+        /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ChangePasswordRequest` message.
@@ -5362,8 +5726,10 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-        /// > token revokes its whole session family: UNAUTHENTICATED.
+        /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+        /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+        /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+        /// > (UNAUTHENTICATED).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_RefreshRequest` message.
@@ -5570,8 +5936,9 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Client-credentials grant: client id + secret for an access token. Open.
-        /// > UNAUTHENTICATED for wrong credentials.
+        /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+        /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+        /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_ExchangeClientCredentialsRequest` message.
@@ -5601,11 +5968,49 @@ extension Smartschool_Identity_V1_IdentityService {
             )
         }
 
+        /// Call the "RotateServiceAccountSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a service account a new client secret, shown once; the old one is refused from
+        /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+        /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+        /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_RotateServiceAccountSecretResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func rotateServiceAccountSecret<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.RotateServiceAccountSecret.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "WhoAmI" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The caller's user and bindings.
+        /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+        /// > expiry, a password change elsewhere, deactivation).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_WhoAmIRequest` message.
@@ -5983,7 +6388,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+    /// > Deactivates a user (person or service account) and ends every session: its tokens are
+    /// > refused at identity at once and at every other service within the revocation-feed delay
+    /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+    /// > account; NOT_FOUND.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_DeactivateUserRequest` message.
@@ -6002,6 +6410,38 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
         try await self.deactivateUser(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_DeactivateUserRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_User>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReactivateUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+    /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+    /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+    /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_ReactivateUserRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reactivateUser<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ReactivateUserRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reactivateUser(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ReactivateUserRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_User>(),
             options: options,
             onResponse: handleResponse
@@ -6071,8 +6511,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-    /// > user's scope.
+    /// > Issues a one-time activation code (also a password reset): the current password stops
+    /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+    /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_IssueActivationCodeRequest` message.
@@ -6101,8 +6542,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-    /// > expired code (the same error as for an unknown user).
+    /// > Sets the password with an activation code and ends every session of the user. Open.
+    /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+    /// > INVALID_ARGUMENT for an unacceptable new password.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_ActivateAccountRequest` message.
@@ -6131,7 +6573,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+    /// > Changes the caller's own password and ends every other session of the caller; the
+    /// > session of the calling token stays alive. Any authenticated user with a password.
+    /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_ChangePasswordRequest` message.
@@ -6427,8 +6871,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-    /// > token revokes its whole session family: UNAUTHENTICATED.
+    /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+    /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+    /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+    /// > (UNAUTHENTICATED).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_RefreshRequest` message.
@@ -6605,8 +7051,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Client-credentials grant: client id + secret for an access token. Open.
-    /// > UNAUTHENTICATED for wrong credentials.
+    /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+    /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+    /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_ExchangeClientCredentialsRequest` message.
@@ -6631,11 +7078,44 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
         )
     }
 
+    /// Call the "RotateServiceAccountSecret" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Gives a service account a new client secret, shown once; the old one is refused from
+    /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+    /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+    /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_RotateServiceAccountSecretRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rotateServiceAccountSecret<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.rotateServiceAccountSecret(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "WhoAmI" method.
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The caller's user and bindings.
+    /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+    /// > expiry, a password change elsewhere, deactivation).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_WhoAmIRequest` message.
@@ -7034,7 +7514,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Deactivates a user and revokes their sessions. Callers: admins of the user's scope.
+    /// > Deactivates a user (person or service account) and ends every session: its tokens are
+    /// > refused at identity at once and at every other service within the revocation-feed delay
+    /// > (seconds). Callers: admins of the user's scope. FAILED_PRECONDITION for the caller's own
+    /// > account; NOT_FOUND.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7057,6 +7540,42 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             metadata: metadata
         )
         return try await self.deactivateUser(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReactivateUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reactivates a deactivated user: ACTIVE when it has a password or client secret, else
+    /// > PENDING_ACTIVATION. Sessions ended by the deactivation stay ended. Callers: admins of the
+    /// > user's scope (audited as user.reactivate). FAILED_PRECONDITION when the user is not
+    /// > deactivated or its home org is; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reactivateUser<Result>(
+        _ message: Smartschool_Identity_V1_ReactivateUserRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_ReactivateUserRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reactivateUser(
             request: request,
             options: options,
             onResponse: handleResponse
@@ -7135,8 +7654,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Issues a one-time activation code (also a password reset). Callers: admins of the
-    /// > user's scope.
+    /// > Issues a one-time activation code (also a password reset): the current password stops
+    /// > working at once. Callers: admins of the user's scope. FAILED_PRECONDITION for a
+    /// > deactivated user or a service account; NOT_FOUND; PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7169,8 +7689,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Sets the first password with an activation code. Open. UNAUTHENTICATED for a wrong or
-    /// > expired code (the same error as for an unknown user).
+    /// > Sets the password with an activation code and ends every session of the user. Open.
+    /// > UNAUTHENTICATED for a wrong or expired code (the same error as for an unknown user);
+    /// > INVALID_ARGUMENT for an unacceptable new password.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7203,7 +7724,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Changes the caller's own password. UNAUTHENTICATED for a wrong current password.
+    /// > Changes the caller's own password and ends every other session of the caller; the
+    /// > session of the calling token stays alive. Any authenticated user with a password.
+    /// > UNAUTHENTICATED for a wrong current password; INVALID_ARGUMENT for an unacceptable new one.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7540,8 +8063,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Exchanges a refresh token for a new pair (rotation). Open. Reusing a rotated refresh
-    /// > token revokes its whole session family: UNAUTHENTICATED.
+    /// > Exchanges a refresh token for a new pair (rotation). Open. UNAUTHENTICATED past the
+    /// > session's absolute end (refresh_token_expire_time, fixed at login), for a revoked session
+    /// > or an inactive account; reusing a rotated refresh token revokes its whole session family
+    /// > (UNAUTHENTICATED).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7742,8 +8267,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Client-credentials grant: client id + secret for an access token. Open.
-    /// > UNAUTHENTICATED for wrong credentials.
+    /// > Client-credentials grant: client id + secret for an access token (a session of its own,
+    /// > ended by DeactivateUser or RotateServiceAccountSecret with revoke_tokens). Open.
+    /// > UNAUTHENTICATED for wrong credentials or a deactivated account.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7772,11 +8298,48 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
         )
     }
 
+    /// Call the "RotateServiceAccountSecret" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Gives a service account a new client secret, shown once; the old one is refused from
+    /// > then on. Callers: admins of the account's scope who may grant every role it holds.
+    /// > INVALID_ARGUMENT without exactly one of user_id and client_id, or for a user that is not a
+    /// > service account; NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION when deactivated.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rotateServiceAccountSecret<Result>(
+        _ message: Smartschool_Identity_V1_RotateServiceAccountSecretRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateServiceAccountSecretResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateServiceAccountSecretRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.rotateServiceAccountSecret(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "WhoAmI" method.
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The caller's user and bindings.
+    /// > The caller's user and bindings. UNAUTHENTICATED once the session has ended (logout,
+    /// > expiry, a password change elsewhere, deactivation).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -623,6 +623,21 @@ public nonisolated struct Smartschool_Identity_V1_DeactivateUserRequest: Sendabl
   public init() {}
 }
 
+/// Names a deactivated user by id or external_id (exactly one).
+public nonisolated struct Smartschool_Identity_V1_ReactivateUserRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var externalID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Smartschool_Identity_V1_ListUsersRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -766,6 +781,12 @@ public nonisolated struct Smartschool_Identity_V1_ChangePasswordResponse: Sendab
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// The caller's own session, which stays alive; every other session of the user has ended.
+  public var keptSessionID: String = String()
+
+  /// How many other sessions ended.
+  public var endedSessions: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1032,6 +1053,8 @@ public nonisolated struct Smartschool_Identity_V1_TokenResponse: Sendable {
   /// Rotating refresh token (empty for service-account tokens).
   public var refreshToken: String = String()
 
+  /// The end of the session: fixed at login (--refresh-token-ttl); refreshing never extends it,
+  /// and no access token of the session outlives it.
   public var refreshTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_refreshTokenExpireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_refreshTokenExpireTime = newValue}
@@ -1041,6 +1064,8 @@ public nonisolated struct Smartschool_Identity_V1_TokenResponse: Sendable {
   /// Clears the value of `refreshTokenExpireTime`. Subsequent reads from it will return its default value.
   public mutating func clearRefreshTokenExpireTime() {self._refreshTokenExpireTime = nil}
 
+  /// The session the tokens belong to. A service account's client-credentials token has a
+  /// session of its own, lasting as long as the access token.
   public var sessionID: String = String()
 
   public var userID: String = String()
@@ -1294,6 +1319,64 @@ public nonisolated struct Smartschool_Identity_V1_ExchangeClientCredentialsReque
   public init() {}
 }
 
+/// Names a service account by user_id or client_id (exactly one).
+public nonisolated struct Smartschool_Identity_V1_RotateServiceAccountSecretRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  public var clientID: String = String()
+
+  /// Also end every live token of the account at once (a leaked secret). Without it, tokens
+  /// already issued live until they expire (at most --access-token-ttl), so the services using
+  /// the account keep working while they are given the new secret.
+  public var revokeTokens: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_RotateServiceAccountSecretResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var user: Smartschool_Identity_V1_User {
+    get {_storage._user ?? Smartschool_Identity_V1_User()}
+    set {_uniqueStorage()._user = newValue}
+  }
+  /// Returns true if `user` has been explicitly set.
+  public var hasUser: Bool {_storage._user != nil}
+  /// Clears the value of `user`. Subsequent reads from it will return its default value.
+  public mutating func clearUser() {_uniqueStorage()._user = nil}
+
+  public var clientID: String {
+    get {_storage._clientID}
+    set {_uniqueStorage()._clientID = newValue}
+  }
+
+  /// Shown once; only a hash is stored. The old secret is refused from now on.
+  public var clientSecret: String {
+    get {_storage._clientSecret}
+    set {_uniqueStorage()._clientSecret = newValue}
+  }
+
+  /// Sessions (live tokens) ended, with revoke_tokens.
+  public var revokedSessions: Int32 {
+    get {_storage._revokedSessions}
+    set {_uniqueStorage()._revokedSessions = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Smartschool_Identity_V1_WhoAmIRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1355,7 +1438,8 @@ public nonisolated struct Smartschool_Identity_V1_AuditEvent: Sendable {
   public var actorID: String = String()
 
   /// e.g. "role.grant", "role.revoke", "login.success", "login.failure", "login.lockout",
-  /// "user.create", "user.update", "user.deactivate", "key.rotate".
+  /// "user.create", "user.update", "user.deactivate", "user.reactivate", "key.rotate",
+  /// "service_account.rotate_secret".
   public var action: String = String()
 
   /// What was acted on (a user id, binding id, key id...).
@@ -2197,6 +2281,41 @@ nonisolated extension Smartschool_Identity_V1_DeactivateUserRequest: SwiftProtob
   }
 }
 
+nonisolated extension Smartschool_Identity_V1_ReactivateUserRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReactivateUserRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}external_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.externalID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.externalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.externalID, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_ReactivateUserRequest, rhs: Smartschool_Identity_V1_ReactivateUserRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.externalID != rhs.externalID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Smartschool_Identity_V1_ListUsersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListUsersRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_id\0\u{3}org_code\0\u{1}kind\0\u{3}name_prefix\0\u{3}include_inactive\0\u{3}page_size\0\u{3}page_token\0")
@@ -2491,18 +2610,34 @@ nonisolated extension Smartschool_Identity_V1_ChangePasswordRequest: SwiftProtob
 
 nonisolated extension Smartschool_Identity_V1_ChangePasswordResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ChangePasswordResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}kept_session_id\0\u{3}ended_sessions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.keptSessionID) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.endedSessions) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.keptSessionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.keptSessionID, fieldNumber: 1)
+    }
+    if self.endedSessions != 0 {
+      try visitor.visitSingularInt32Field(value: self.endedSessions, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Identity_V1_ChangePasswordResponse, rhs: Smartschool_Identity_V1_ChangePasswordResponse) -> Bool {
+    if lhs.keptSessionID != rhs.keptSessionID {return false}
+    if lhs.endedSessions != rhs.endedSessions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3593,6 +3728,137 @@ nonisolated extension Smartschool_Identity_V1_ExchangeClientCredentialsRequest: 
   public static func ==(lhs: Smartschool_Identity_V1_ExchangeClientCredentialsRequest, rhs: Smartschool_Identity_V1_ExchangeClientCredentialsRequest) -> Bool {
     if lhs.clientID != rhs.clientID {return false}
     if lhs.clientSecret != rhs.clientSecret {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_RotateServiceAccountSecretRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RotateServiceAccountSecretRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}client_id\0\u{3}revoke_tokens\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clientID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.revokeTokens) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.clientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientID, fieldNumber: 2)
+    }
+    if self.revokeTokens != false {
+      try visitor.visitSingularBoolField(value: self.revokeTokens, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_RotateServiceAccountSecretRequest, rhs: Smartschool_Identity_V1_RotateServiceAccountSecretRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.clientID != rhs.clientID {return false}
+    if lhs.revokeTokens != rhs.revokeTokens {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_RotateServiceAccountSecretResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RotateServiceAccountSecretResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{3}client_id\0\u{3}client_secret\0\u{3}revoked_sessions\0")
+
+  fileprivate class _StorageClass {
+    var _user: Smartschool_Identity_V1_User? = nil
+    var _clientID: String = String()
+    var _clientSecret: String = String()
+    var _revokedSessions: Int32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _user = source._user
+      _clientID = source._clientID
+      _clientSecret = source._clientSecret
+      _revokedSessions = source._revokedSessions
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._user) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._clientID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._clientSecret) }()
+        case 4: try { try decoder.decodeSingularInt32Field(value: &_storage._revokedSessions) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._user {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._clientID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._clientID, fieldNumber: 2)
+      }
+      if !_storage._clientSecret.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._clientSecret, fieldNumber: 3)
+      }
+      if _storage._revokedSessions != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._revokedSessions, fieldNumber: 4)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_RotateServiceAccountSecretResponse, rhs: Smartschool_Identity_V1_RotateServiceAccountSecretResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._user != rhs_storage._user {return false}
+        if _storage._clientID != rhs_storage._clientID {return false}
+        if _storage._clientSecret != rhs_storage._clientSecret {return false}
+        if _storage._revokedSessions != rhs_storage._revokedSessions {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
