@@ -90,7 +90,7 @@ let package = Package(
     .target(
       name: "TestSupport",
       dependencies: [
-        "SmartSchoolModel", "ServiceRuntime", "IdentityService", grpcCore, grpcHTTP2,
+        "SmartSchoolModel", "ServiceRuntime", "IdentityService", grpcCore, grpcHTTP2, crypto,
       ],
       path: "Tests/TestSupport"
     ),
@@ -255,7 +255,7 @@ package.targets.append(contentsOf: [
     name: "SmartSchoolCLI",
     dependencies: [
       "SmartSchoolClient", "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcHTTP2,
-      swiftProtobuf, argumentParser,
+      swiftProtobuf, argumentParser, crypto,
     ],
     path: "Services/CLI/SmartSchoolCLI"
   ),

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import GRPCCore
 import SmartSchoolModel
@@ -6,10 +5,6 @@ import TestSupport
 import Testing
 
 typealias ContentInfo = Smartschool_Catalogue_V1_ContentInfo
-
-func sha256Hex(_ data: Data) -> String {
-  SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-}
 
 /// Deterministic test bytes.
 func sampleBytes(_ count: Int, seed: UInt8 = 7) -> Data {

@@ -164,9 +164,9 @@ struct CurriculumAPITests {
       // Not counted: a draft case, a published courseware, a deleted case.
       _ = try await w.create("tA1", "一元一次方程 草稿案例", type: .teachingCase, chapter: "M7-3")
       _ = try await w.published(
-        "tA1", "一元二次方程 课件", reviewer: "revA", chapter: "M9-21", scope: .province)
+        "tA1", "一元二次方程 课件", reviewer: "revP", chapter: "M9-21", scope: .province)
       let deleted = try await w.published(
-        "tA1", "删除的案例", reviewer: "revA", type: .teachingCase, chapter: "M9-21", scope: .province)
+        "tA1", "删除的案例", reviewer: "revP", type: .teachingCase, chapter: "M9-21", scope: .province)
       _ = try await w.catalogue.deleteResource(
         .with { $0.id = deleted.id }, metadata: w.auth("tA1"))
 

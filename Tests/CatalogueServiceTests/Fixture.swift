@@ -23,9 +23,9 @@ typealias Resource = Smartschool_Catalogue_V1_Resource
 /// Org tree (built through identity's API): province P34 → city C3401 → county A (K340121)
 /// with schools S-A1 (class CL-A1) and S-A2, and county B (K340122) with school S-B1.
 /// Users (password "Secret-pass-1"): teachers tA1, tA1b (S-A1), tA2 (S-A2), tB1 (S-B1),
-/// student sA1 (class CL-A1), reviewers revA (county A), revB (county B), revS (school S-A1),
-/// county admin adminA. The catalogue follows identity's tree with a data-exchange service
-/// account at the province.
+/// student sA1 (class CL-A1), reviewers revP (province), revA (county A), revB (county B),
+/// revS (school S-A1), county admin adminA. The catalogue follows identity's tree with a
+/// data-exchange service account at the province.
 struct World: Sendable {
   let identity: IdentityClient
   let catalogue: CatalogueClient
@@ -87,7 +87,8 @@ func withWorld(
         [(String, Smartschool_Identity_V1_UserKind, String, Smartschool_Identity_V1_Role)] = [
           ("tA1", .teacher, "S-A1", .teacher), ("tA1b", .teacher, "S-A1", .teacher),
           ("tA2", .teacher, "S-A2", .teacher), ("tB1", .teacher, "S-B1", .teacher),
-          ("sA1", .student, "CL-A1", .student), ("revA", .staff, "K340121", .resourceReviewer),
+          ("sA1", .student, "CL-A1", .student), ("revP", .staff, "P34", .resourceReviewer),
+          ("revA", .staff, "K340121", .resourceReviewer),
           ("revB", .staff, "K340122", .resourceReviewer),
           ("revS", .staff, "S-A1", .resourceReviewer),
           ("adminA", .staff, "K340121", .countyAdmin),
@@ -285,10 +286,19 @@ extension World {
       }, metadata: auth(user))
   }
 
-  /// Submits as the author and approves as `reviewer`.
+  /// Submits a resource as `author`, first uploading a small lesson plan when it has no
+  /// content (only a resource with content is submitted).
+  @discardableResult
+  func submit(_ id: String, by author: String) async throws -> Resource {
+    let r = try await catalogue.getResource(.with { $0.id = id }, metadata: auth(author))
+    if r.content.sizeBytes == 0 { _ = try await upload(author, id, Data("教案 \(id)".utf8)) }
+    return try await transition(id, .submit, by: author)
+  }
+
+  /// Submits as the author (with content) and approves as `reviewer`.
   @discardableResult
   func publish(_ r: Resource, author: String, reviewer: String) async throws -> Resource {
-    try await transition(r.id, .submit, by: author)
+    try await submit(r.id, by: author)
     return try await transition(r.id, .approve, by: reviewer)
   }
 

@@ -171,7 +171,7 @@ struct ResourceAPITests {
       #expect(try await w.listIDs("tA1") == [draft.id])
       #expect(try await w.searchTitles("tA1", "草稿") == ["七年级数学 草稿"])
       // Submitted: the county's reviewers see it, the next county's do not.
-      try await w.transition(draft.id, .submit, by: "tA1")
+      try await w.submit(draft.id, by: "tA1")
       #expect(try await w.listIDs("revA") == [draft.id])
       #expect(try await w.listIDs("revB").isEmpty)
       #expect(try await w.listIDs("tA2").isEmpty)
@@ -182,7 +182,7 @@ struct ResourceAPITests {
     try await withWorld { w in
       let school = try await w.published("tA1", "本校共享", reviewer: "revA", scope: .school)
       let county = try await w.published("tA1", "本县共享", reviewer: "revA", scope: .county)
-      let city = try await w.published("tA1", "本市共享", reviewer: "revA", scope: .city)
+      let city = try await w.published("tA1", "本市共享", reviewer: "revP", scope: .city)
       func titles(_ user: String) async throws -> Set<String> {
         let ids = try await w.listIDs(user)
         return Set([school, county, city].filter { ids.contains($0.id) }.map(\.title))
@@ -223,7 +223,13 @@ struct ResourceAPITests {
           $0.updateMask = .init(protoPaths: ["sharing_scope"])
         }, metadata: w.auth("tA1"))
       #expect(try await titles("tB1") == ["本市共享"])
-      try await w.publish(county, author: "tA1", reviewer: "revA")
+      // Widened to the province, it goes through review again, now the province's.
+      try await w.submit(county.id, by: "tA1")
+      await expectCode(.permissionDenied) {
+        try await w.transition(county.id, .approve, by: "revA")
+      }
+      #expect(try await titles("tB1") == ["本市共享"])
+      try await w.transition(county.id, .approve, by: "revP")
       #expect(try await titles("tB1") == ["本县共享", "本市共享"])
     }
   }
@@ -239,7 +245,7 @@ struct ResourceAPITests {
       let d = try await w.create("tA1", "D", type: .lessonPlan, chapter: "C3-1")
       let e = try await w.create(
         "tA1", "E", type: .courseware, stage: .senior, grade: 10, subject: .physics)
-      try await w.transition(e.id, .submit, by: "tA1")
+      try await w.submit(e.id, by: "tA1")
       func ids(_ f: Smartschool_Catalogue_V1_ResourceFilter) async throws -> Set<String> {
         Set(try await w.listIDs("tA1", f))
       }

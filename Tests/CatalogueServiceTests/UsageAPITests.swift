@@ -28,8 +28,8 @@ extension World {
 struct UsageAPITests {
   @Test func usageStatsAndPopularInAScopeOverAPeriod() async throws {
     try await withWorld { w in
-      let x = try await w.published("tA1", "X 课件", reviewer: "revA", scope: .city)
-      let y = try await w.published("tA1", "Y 课件", reviewer: "revA", scope: .city)
+      let x = try await w.published("tA1", "X 课件", reviewer: "revP", scope: .city)
+      let y = try await w.published("tA1", "Y 课件", reviewer: "revP", scope: .city)
       try await w.use("tA1b", x.id, .view, times: 3)
       try await w.use("tB1", y.id, .view, times: 5)
       // Favourites are per user and idempotent.
@@ -152,18 +152,19 @@ struct UsageAPITests {
     try await withWorld { w in
       let a = try await w.create("tA1", "A")
       let b = try await w.create("tB1", "B")
-      try await w.transition(a.id, .submit, by: "tA1")
+      try await w.submit(a.id, by: "tA1")
       func ids(_ user: String) async throws -> [String] {
         try await w.catalogue.listChanges(.with { $0.pageSize = 1000 }, metadata: w.auth(user))
           .changes.map(\.id)
       }
-      #expect(try await ids("exchange") == [a.id, b.id, a.id])
-      #expect(try await ids("adminA") == [a.id, a.id])
+      // a: created, content uploaded, submitted.
+      #expect(try await ids("exchange") == [a.id, b.id, a.id, a.id])
+      #expect(try await ids("adminA") == [a.id, a.id, a.id])
       await expectCode(.permissionDenied) { try await ids("tA1") }
       await expectCode(.permissionDenied) { try await ids("revA") }
       let page = try await w.catalogue.listChanges(
-        .with { $0.pageSize = 2 }, metadata: w.auth("exchange"))
-      #expect(page.changes.count == 2 && page.moreAvailable)
+        .with { $0.pageSize = 3 }, metadata: w.auth("exchange"))
+      #expect(page.changes.count == 3 && page.moreAvailable)
       let rest = try await w.catalogue.listChanges(
         .with { $0.afterSequence = page.lastSequence }, metadata: w.auth("exchange"))
       #expect(rest.changes.map(\.id) == [a.id] && !rest.moreAvailable)

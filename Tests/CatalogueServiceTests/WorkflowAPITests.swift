@@ -12,7 +12,7 @@ struct WorkflowAPITests {
       // Wrong transitions are FAILED_PRECONDITION.
       await expectCode(.failedPrecondition) { try await w.transition(r.id, .revise, by: "tA1") }
       await expectCode(.failedPrecondition) { try await w.transition(r.id, .withdraw, by: "tA1") }
-      #expect(try await w.transition(r.id, .submit, by: "tA1").status == .submitted)
+      #expect(try await w.submit(r.id, by: "tA1").status == .submitted)
       await expectCode(.failedPrecondition) { try await w.transition(r.id, .submit, by: "tA1") }
       // Submitted resources are frozen.
       await expectCode(.failedPrecondition) {
@@ -87,7 +87,7 @@ struct WorkflowAPITests {
   @Test func onlyAReviewerWhoseScopeCoversTheOwnerReviews() async throws {
     try await withWorld { w in
       let r = try await w.create("tA1", "二次函数 课件", scope: .province)
-      try await w.transition(r.id, .submit, by: "tA1")
+      try await w.submit(r.id, by: "tA1")
       // The next county's reviewer does not even see the submission.
       await expectCode(.notFound) { try await w.transition(r.id, .approve, by: "revB") }
       // The author and other teachers are not reviewers (a teacher cannot even see it).
@@ -97,7 +97,9 @@ struct WorkflowAPITests {
       }
       // Reviewers take no author actions.
       await expectCode(.permissionDenied) { try await w.transition(r.id, .withdraw, by: "revA") }
-      #expect(try await w.transition(r.id, .approve, by: "revA").status == .published)
+      // Shared province-wide, it needs the province's reviewer.
+      await expectCode(.permissionDenied) { try await w.transition(r.id, .approve, by: "revA") }
+      #expect(try await w.transition(r.id, .approve, by: "revP").status == .published)
       // Published province-wide, the next county's reviewer sees it but may not unpublish it.
       let seen = try await w.catalogue.getResource(.with { $0.id = r.id }, metadata: w.auth("revB"))
       #expect(seen.status == .published)
@@ -112,7 +114,7 @@ struct WorkflowAPITests {
       #expect(try await w.transition(r.id, .unpublish, by: "revA").status == .draft)
       // A school reviewer reviews its own school only.
       let other = try await w.create("tA2", "别校资源")
-      try await w.transition(other.id, .submit, by: "tA2")
+      try await w.submit(other.id, by: "tA2")
       await expectCode(.notFound) { try await w.transition(other.id, .approve, by: "revS") }
       #expect(try await w.transition(other.id, .approve, by: "revA").status == .published)
       // A county admin may delete what the county owns.

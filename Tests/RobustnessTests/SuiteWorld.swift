@@ -267,6 +267,23 @@ func seedWest(
           }
         }, metadata: teacher)
       if scope == 2 {
+        // Only a resource with content is submitted.
+        let content = Data("WEST9 课件内容".utf8)
+        _ = try await catalogue.uploadContent(metadata: teacher) { writer in
+          try await writer.write(
+            .with {
+              $0.resourceID = resource.id
+              $0.header = .with {
+                $0.sha256 = sha256Hex(content)
+                $0.sizeBytes = Int64(content.count)
+              }
+            })
+          try await writer.write(
+            .with {
+              $0.resourceID = resource.id
+              $0.data = content
+            })
+        }
         _ = try await catalogue.transitionResource(
           .with {
             $0.id = resource.id

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -21,6 +22,11 @@ public struct TemporaryDirectory: Sendable {
   public func remove() {
     try? FileManager.default.removeItem(atPath: path)
   }
+}
+
+/// Lower-case hex SHA-256 of `data`, as UploadContent's header names content.
+public func sha256Hex(_ data: Data) -> String {
+  SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
 }
 
 /// The password of the bootstrap admin in test servers.

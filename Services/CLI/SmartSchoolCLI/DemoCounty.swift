@@ -32,6 +32,8 @@ public struct DemoCounty: Sendable {
   public let year = 2025
   /// Counts of what was generated, by name (schools, teachers, students, …).
   public private(set) var counts: [String: Int] = [:]
+  /// Files the CSV files refer to (each resource's content), by path relative to them.
+  public private(set) var attachments: [String: String] = [:]
 
   static let surnames = Array(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程魏苏吕丁任"
@@ -308,11 +310,20 @@ public struct DemoCounty: Sendable {
             if rng.chance(0.4) { kinds.append(rng.pick(types)) }
             for (n, type) in kinds.enumerated() {
               let owner = rng.chance(0.5) ? countyCode : rng.pick(schools).code
-              resources += csvLine([
+              let name =
                 "\(title)（\(grade)年级\(volume)）"
-                  + "\(type == "teaching_case" ? "智慧课堂教学案例" : "资源")\(n + 1)",
-                "舒城县集体备课资源", "\(chapterTitles[(grade + c) % chapterTitles.count]);数学", type, stage,
-                "\(grade)", "mathematics", code, points.joined(separator: ";"), owner, "county",
+                + "\(type == "teaching_case" ? "智慧课堂教学案例" : "资源")\(n + 1)"
+              let topic = chapterTitles[(grade + c) % chapterTitles.count]
+              // Only a resource with content is reviewed: each gets a short lesson document.
+              let file = "resources/\(code)-\(n + 1).md"
+              attachments[file] =
+                "# \(name)\n\n- 教材：\(edition) \(grade)年级\(volume)，\(title)（\(code)）\n"
+                + "- 类型：\(type)\n- 主题：\(topic)\n- 制作：舒城县集体备课组\n\n"
+                + "## 教学目标\n\n理解\(topic)的基本概念，能运用所学解决问题。\n\n"
+                + "## 教学过程\n\n1. 情境导入\n2. 新知探究\n3. 练习巩固\n4. 课堂小结\n"
+              resources += csvLine([
+                name, "舒城县集体备课资源", "\(topic);数学", type, stage, "\(grade)", "mathematics",
+                code, points.joined(separator: ";"), owner, "county", file,
               ])
               resourceCount += 1
             }
@@ -377,7 +388,8 @@ public struct DemoCounty: Sendable {
     ]
   }
 
-  /// Writes `<kind>.csv` for every kind into `directory`; returns the paths by kind.
+  /// Writes `<kind>.csv` for every kind, and the attachments beside them, into `directory`;
+  /// returns the paths by kind.
   @discardableResult
   public func write(to directory: String) throws -> [ImportKind: String] {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -386,6 +398,12 @@ public struct DemoCounty: Sendable {
       let path = (directory as NSString).appendingPathComponent("\(kind.rawValue).csv")
       try Data(text.utf8).write(to: URL(fileURLWithPath: path))
       paths[kind] = path
+    }
+    for (relative, text) in attachments {
+      let path = (directory as NSString).appendingPathComponent(relative)
+      try FileManager.default.createDirectory(
+        atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+      try Data(text.utf8).write(to: URL(fileURLWithPath: path))
     }
     return paths
   }

@@ -45,7 +45,7 @@ public enum ImportKind: String, CaseIterable, Sendable {
     case .resources:
       [
         "title", "description", "keywords", "type", "stage", "grade", "subject", "chapter_code",
-        "knowledge_points", "owner_org_code", "scope",
+        "knowledge_points", "owner_org_code", "scope", "file",
       ]
     }
   }

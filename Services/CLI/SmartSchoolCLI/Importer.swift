@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GRPCCore
 import SmartSchoolClient
@@ -437,8 +438,10 @@ public struct Importer: Sendable {
   }
 
   /// `resources`: the knowledge points the file names are registered first (curriculum
-  /// import, idempotent by code), then each resource is created by its derived external id
-  /// (an existing one is left as it is) and submitted for review.
+  /// import, idempotent by code), then each resource is created by its derived external id,
+  /// its `file` (relative to the CSV file) uploaded as its content, and it is submitted for
+  /// review. An existing resource is left as it is, unless an earlier import stopped before
+  /// submitting it: that draft is completed.
   func importResources(_ path: String) async throws -> ImportOutcome {
     var points: [String: Smartschool_Catalogue_V1_KnowledgePoint] = [:]
     let scan = try CSVTable(reader: CSVReader(path: path), expected: ImportKind.resources.headers)
@@ -465,17 +468,90 @@ public struct Importer: Sendable {
       }
     }
     let c = client
-    return try await perRow(.resources, path, RowConversion.resource) { resource in
+    let folder = (path as NSString).deletingLastPathComponent
+    func row(_ r: CSVRow) throws(RowProblem) -> (Smartschool_Catalogue_V1_Resource, String) {
+      let resource = try RowConversion.resource(r)
+      let file = try r.required("file")
+      let full = file.hasPrefix("/") ? file : (folder as NSString).appendingPathComponent(file)
+      guard FileManager.default.isReadableFile(atPath: full) else {
+        throw RowProblem("file", "cannot read \(full)")
+      }
+      return (resource, full)
+    }
+    return try await perRow(.resources, path, row) { item in
+      let (resource, file) = item
+      var current: Smartschool_Catalogue_V1_Resource
       do {
-        let created = try await c.catalogue.createResource(.with { $0.resource = resource })
-        _ = try await c.catalogue.transitionResource(
-          .with {
-            $0.id = created.id
-            $0.action = .submit
-          })
+        current = try await c.catalogue.createResource(.with { $0.resource = resource })
       } catch let error as RPCError where error.code == .alreadyExists {
-        // Imported before: idempotent by the derived external id.
+        // Imported before (idempotent by the derived external id): left alone unless an
+        // import stopped before submitting it.
+        current = try await c.catalogue.getResource(.with { $0.externalID = resource.externalID })
+        guard current.status == .draft else { return }
+      }
+      if current.content.sizeBytes == 0 {
+        current = try await Self.upload(file, to: current.id, c)
+      }
+      _ = try await c.catalogue.transitionResource(
+        .with {
+          $0.id = current.id
+          $0.action = .submit
+        })
+    }
+  }
+
+  /// Uploads the file at `path` as the content of resource `id`: hashed in a first pass,
+  /// then streamed in 1 MiB messages.
+  static func upload(_ path: String, to id: String, _ client: SmartSchoolClient) async throws
+    -> Smartschool_Catalogue_V1_Resource
+  {
+    var hasher = SHA256()
+    var counted: Int64 = 0
+    try await eachChunk(of: path) { data in
+      hasher.update(data: data)
+      counted += Int64(data.count)
+    }
+    let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    let size = counted
+    let name = (path as NSString).lastPathComponent
+    return try await client.catalogue.uploadContent { writer in
+      try await writer.write(
+        .with {
+          $0.resourceID = id
+          $0.header = .with {
+            $0.sha256 = sha256
+            $0.sizeBytes = size
+            $0.mimeType = mimeTypes[(name as NSString).pathExtension.lowercased()] ?? ""
+            $0.fileName = name
+          }
+        })
+      try await eachChunk(of: path) { data in
+        try await writer.write(
+          .with {
+            $0.resourceID = id
+            $0.data = data
+          })
       }
     }
   }
+
+  /// Calls `body` with the file at `path` in 1 MiB pieces.
+  static func eachChunk(of path: String, _ body: (Data) async throws -> Void) async throws {
+    guard let handle = FileHandle(forReadingAtPath: path) else {
+      throw RowProblem("file", "cannot read \(path)")
+    }
+    defer { try? handle.close() }
+    while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty { try await body(data) }
+  }
+
+  /// Content types of the file kinds teaching resources usually come in; others are sent
+  /// without one (the catalogue stores application/octet-stream).
+  static let mimeTypes: [String: String] = [
+    "md": "text/markdown", "txt": "text/plain", "pdf": "application/pdf",
+    "doc": "application/msword", "ppt": "application/vnd.ms-powerpoint",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "mp4": "video/mp4", "mp3": "audio/mpeg", "png": "image/png", "jpg": "image/jpeg",
+    "zip": "application/zip",
+  ]
 }

@@ -366,16 +366,28 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     v.text(request.comment, "comment", required: false, maxLength: 1000)
     try v.throwIfInvalid()
     let r = try await visible(id: request.id, p, field: "id")
+    let viewer = Viewer(p)
     let isAuthor = r.resource.authorID == p.userID
-    let isReviewer = Visibility.isReviewer(Viewer(p), owner: r.owner)
+    let isReviewer = Visibility.isReviewer(viewer, owner: r.owner)
     if !Workflow.actors(of: request.action).isEmpty {
       try Workflow.authorize(action: request.action, isAuthor: isAuthor, isReviewer: isReviewer)
     }
     let to = try Workflow.next(
       from: r.resource.status, action: request.action, comment: request.comment)
+    // Reviewing the owner is not enough to publish: the resource becomes visible over its
+    // whole reach, which may be far wider than the reviewer's own org.
+    if to == .published && !Visibility.canPublish(viewer, reach: r.reach) {
+      let reach = r.reach.ids.last.flatMap { directory.org(id: $0)?.code } ?? r.reach.description
+      throw ServiceError.permissionDenied(
+        "the resource is shared to its \(CatalogueNames.name(r.resource.sharingScope)) "
+          + "(\(reach)): only a resource reviewer at \(reach) or above may "
+          + Workflow.name(request.action) + " it")
+    }
+    try Workflow.checkContent(r.resource, action: request.action, to: to)
     let stored = try await store.transition(
-      seq: r.seq, action: request.action, from: r.resource.status, to: to, actorID: p.userID,
-      actorName: p.username, comment: request.comment.trimmingCharacters(in: .whitespaces))
+      seq: r.seq, reach: r.reach, action: request.action, from: r.resource.status, to: to,
+      actorID: p.userID, actorName: p.username,
+      comment: request.comment.trimmingCharacters(in: .whitespaces))
     return stored.resource
   }
 

@@ -26,6 +26,17 @@ enum CatalogueNames {
     }
   }
 
+  /// Lower-case English name of a sharing scope, e.g. "county".
+  static func name(_ scope: Smartschool_Catalogue_V1_SharingScope) -> String {
+    switch scope {
+    case .school: "school"
+    case .county: "county"
+    case .city: "city"
+    case .province: "province"
+    default: "unspecified scope"
+    }
+  }
+
   /// Lower-case English name of a curriculum node kind.
   static func name(_ kind: Smartschool_Catalogue_V1_CurriculumNodeKind) -> String {
     switch kind {

@@ -101,8 +101,11 @@ protocol CatalogueStore: Sendable {
   func resource(externalID: String) async throws -> StoredResource?
   func updateResource(seq: Int64, _ resource: Resource, reach: OrgPath, topChapter: String?)
     async throws -> StoredResource
+  /// Moves the resource from `from` to `to` and records the transition, provided it is still
+  /// in `from` at `reach` (the reach the caller's rights were checked against): a resource
+  /// withdrawn, widened and resubmitted meanwhile is FAILED_PRECONDITION.
   func transition(
-    seq: Int64, action: ReviewAction, from: ResourceStatus, to: ResourceStatus,
+    seq: Int64, reach: OrgPath, action: ReviewAction, from: ResourceStatus, to: ResourceStatus,
     actorID: String, actorName: String, comment: String
   ) async throws -> StoredResource
   func deleteResource(seq: Int64) async throws
@@ -710,7 +713,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
   }
 
   func transition(
-    seq: Int64, action: ReviewAction, from: ResourceStatus, to: ResourceStatus,
+    seq: Int64, reach: OrgPath, action: ReviewAction, from: ResourceStatus, to: ResourceStatus,
     actorID: String, actorName: String, comment: String
   ) async throws -> StoredResource {
     try await store.write { db in
@@ -725,13 +728,16 @@ final class SQLiteCatalogueStore: CatalogueStore {
         sets += ", review_comment = ?"
         args.append(comment)
       }
-      args += [seq, from.rawValue]
+      args += [seq, from.rawValue, reach.description]
       try db.execute(
-        sql: "UPDATE resources SET \(sets) WHERE seq = ? AND status = ? AND deleted_at IS NULL",
+        sql: """
+          UPDATE resources SET \(sets)
+          WHERE seq = ? AND status = ? AND reach_path = ? AND deleted_at IS NULL
+          """,
         arguments: StatementArguments(args))
       guard db.changesCount == 1 else {
         throw ServiceError.failedPrecondition(
-          "the resource changed status meanwhile; read it again")
+          "the resource changed status or sharing scope meanwhile; read it again")
       }
       try db.execute(
         sql: """

@@ -77,6 +77,13 @@ enum Visibility {
     viewer.reviewScopes.contains { $0.covers(owner) }
   }
 
+  /// True when one of the viewer's review scopes covers the reach: publishing shares a
+  /// resource over its whole reach, so a school's reviewer publishes only what stays in the
+  /// school, a county's reviewer what stays in the county, and so on up.
+  static func canPublish(_ viewer: Viewer, reach: OrgPath) -> Bool {
+    viewer.reviewScopes.contains { $0.covers(reach) }
+  }
+
   /// Every prefix of a path, root excluded: the reaches that cover it.
   static func prefixes(of path: OrgPath) -> [OrgPath] {
     (1...max(1, path.ids.count)).compactMap { n in

@@ -8,7 +8,9 @@ typealias ReviewAction = Smartschool_Catalogue_V1_ReviewAction
 ///
 /// DRAFT → SUBMITTED (author) → PUBLISHED (reviewer) or REJECTED (reviewer, with a comment);
 /// REJECTED → DRAFT (author). The author may withdraw a submission, and author or reviewer
-/// may take a published resource back to DRAFT.
+/// may take a published resource back to DRAFT. Only a resource with content is submitted or
+/// published, and publishing needs a reviewer whose scope covers the whole sharing reach
+/// (``Visibility/canPublish(_:reach:)``).
 enum Workflow {
   /// Who takes an action.
   enum Actor: Hashable, Sendable {
@@ -71,6 +73,23 @@ enum Workflow {
       ? (allowed.contains(.reviewer) ? "the author or a reviewer of the owner" : "the author")
       : "a resource reviewer whose scope covers the owner"
     throw .permissionDenied("only \(who) may \(name(action))")
+  }
+
+  /// True when a resource has content to review and publish: an uploaded blob
+  /// (UploadContent) of at least one byte. The model has no external links.
+  static func hasContent(_ r: Resource) -> Bool {
+    r.hasContent && r.content.sizeBytes > 0
+  }
+
+  /// FAILED_PRECONDITION when `action`, leading to `to`, hands on a resource without content:
+  /// SUBMIT (to the reviewers) and every action that publishes need it.
+  static func checkContent(_ r: Resource, action: ReviewAction, to: ResourceStatus)
+    throws(ServiceError)
+  {
+    guard action == .submit || to == .published, !hasContent(r) else { return }
+    throw .failedPrecondition(
+      "the resource has no content: only a resource whose content was uploaded "
+        + "(UploadContent, at least one byte) can be submitted or published")
   }
 
   /// Statuses in which the author may change fields and content.

@@ -373,7 +373,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-        /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+        /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+        /// > published resource is never edited in place, so widening its sharing scope means
+        /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+        /// > path or bad fields.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Catalogue_V1_UpdateResourceRequest` messages.
@@ -431,10 +434,18 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-        /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-        /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-        /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-        /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+        /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+        /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+        /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+        /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+        /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+        /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+        /// > least one byte uploaded with UploadContent (the model has no external links).
+        /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+        /// > not allow, or a resource whose status or sharing scope changed during the call;
+        /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+        /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+        /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Catalogue_V1_TransitionResourceRequest` messages.
@@ -494,7 +505,8 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// >
         /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
         /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+        /// > resource needs content (at least one byte) before SUBMIT.
         /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
         /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
         /// > another status; NOT_FOUND.
@@ -768,7 +780,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-        /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+        /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+        /// > published resource is never edited in place, so widening its sharing scope means
+        /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+        /// > path or bad fields.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Catalogue_V1_UpdateResourceRequest` message.
@@ -826,10 +841,18 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-        /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-        /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-        /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-        /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+        /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+        /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+        /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+        /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+        /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+        /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+        /// > least one byte uploaded with UploadContent (the model has no external links).
+        /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+        /// > not allow, or a resource whose status or sharing scope changed during the call;
+        /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+        /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+        /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Catalogue_V1_TransitionResourceRequest` message.
@@ -889,7 +912,8 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// >
         /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
         /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+        /// > resource needs content (at least one byte) before SUBMIT.
         /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
         /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
         /// > another status; NOT_FOUND.
@@ -1161,7 +1185,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-        /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+        /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+        /// > published resource is never edited in place, so widening its sharing scope means
+        /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+        /// > path or bad fields.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Catalogue_V1_UpdateResourceRequest` message.
@@ -1219,10 +1246,18 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-        /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-        /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-        /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-        /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+        /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+        /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+        /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+        /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+        /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+        /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+        /// > least one byte uploaded with UploadContent (the model has no external links).
+        /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+        /// > not allow, or a resource whose status or sharing scope changed during the call;
+        /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+        /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+        /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Catalogue_V1_TransitionResourceRequest` message.
@@ -1282,7 +1317,8 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// >
         /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
         /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+        /// > resource needs content (at least one byte) before SUBMIT.
         /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
         /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
         /// > another status; NOT_FOUND.
@@ -2253,7 +2289,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-        /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+        /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+        /// > published resource is never edited in place, so widening its sharing scope means
+        /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+        /// > path or bad fields.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Catalogue_V1_UpdateResourceRequest` message.
@@ -2326,10 +2365,18 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-        /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-        /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-        /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-        /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+        /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+        /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+        /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+        /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+        /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+        /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+        /// > least one byte uploaded with UploadContent (the model has no external links).
+        /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+        /// > not allow, or a resource whose status or sharing scope changed during the call;
+        /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+        /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+        /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Catalogue_V1_TransitionResourceRequest` message.
@@ -2404,7 +2451,8 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// >
         /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
         /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+        /// > resource needs content (at least one byte) before SUBMIT.
         /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
         /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
         /// > another status; NOT_FOUND.
@@ -2773,7 +2821,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-        /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+        /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+        /// > published resource is never edited in place, so widening its sharing scope means
+        /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+        /// > path or bad fields.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Catalogue_V1_UpdateResourceRequest` message.
@@ -2879,10 +2930,18 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// > Source IDL Documentation:
         /// >
         /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-        /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-        /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-        /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-        /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+        /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+        /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+        /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+        /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+        /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+        /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+        /// > least one byte uploaded with UploadContent (the model has no external links).
+        /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+        /// > not allow, or a resource whose status or sharing scope changed during the call;
+        /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+        /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+        /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Catalogue_V1_TransitionResourceRequest` message.
@@ -2990,7 +3049,8 @@ extension Smartschool_Catalogue_V1_CatalogueService {
         /// >
         /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
         /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+        /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+        /// > resource needs content (at least one byte) before SUBMIT.
         /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
         /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
         /// > another status; NOT_FOUND.
@@ -3447,7 +3507,10 @@ extension Smartschool_Catalogue_V1_CatalogueService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-    /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+    /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+    /// > published resource is never edited in place, so widening its sharing scope means
+    /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+    /// > path or bad fields.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Catalogue_V1_UpdateResourceRequest` message.
@@ -3538,10 +3601,18 @@ extension Smartschool_Catalogue_V1_CatalogueService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-    /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-    /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-    /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-    /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+    /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+    /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+    /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+    /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+    /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+    /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+    /// > least one byte uploaded with UploadContent (the model has no external links).
+    /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+    /// > not allow, or a resource whose status or sharing scope changed during the call;
+    /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+    /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+    /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Catalogue_V1_TransitionResourceRequest` message.
@@ -3634,7 +3705,8 @@ extension Smartschool_Catalogue_V1_CatalogueService.ClientProtocol {
     /// >
     /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
     /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-    /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+    /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+    /// > resource needs content (at least one byte) before SUBMIT.
     /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
     /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
     /// > another status; NOT_FOUND.
@@ -4043,7 +4115,10 @@ extension Smartschool_Catalogue_V1_CatalogueService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Changes the fields named in the mask. Callers: the author, while DRAFT or REJECTED
-    /// > (else FAILED_PRECONDITION). INVALID_ARGUMENT for an unknown mask path or bad fields.
+    /// > (else FAILED_PRECONDITION, also when the status changes during the call): a submitted or
+    /// > published resource is never edited in place, so widening its sharing scope means
+    /// > UNPUBLISH, edit and a new review at the new scope. INVALID_ARGUMENT for an unknown mask
+    /// > path or bad fields.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -4146,10 +4221,18 @@ extension Smartschool_Catalogue_V1_CatalogueService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Moves a resource through the review workflow (see ReviewAction). SUBMIT, WITHDRAW and
-    /// > REVISE: the author. APPROVE and REJECT: a resource reviewer whose scope covers the
-    /// > owner, not the author. UNPUBLISH: either. FAILED_PRECONDITION for a transition the
-    /// > current status does not allow; INVALID_ARGUMENT for a REJECT without a comment;
-    /// > PERMISSION_DENIED for the wrong caller; NOT_FOUND.
+    /// > REVISE: the author. REJECT: a resource reviewer whose scope covers the owner, not the
+    /// > author. APPROVE, which publishes: a resource reviewer, not the author, whose scope covers
+    /// > the resource's reach (the owner's ancestor at its sharing scope), because publishing
+    /// > shows it to all of the reach: a school's reviewer approves SCHOOL-scoped resources, a
+    /// > county's reviewer up to COUNTY, a city's up to CITY, the province's all. UNPUBLISH: the
+    /// > author or a reviewer of the owner. Content: SUBMIT and APPROVE need content, a blob of at
+    /// > least one byte uploaded with UploadContent (the model has no external links).
+    /// > FAILED_PRECONDITION for a resource without content, a transition the current status does
+    /// > not allow, or a resource whose status or sharing scope changed during the call;
+    /// > INVALID_ARGUMENT for an unknown action or a REJECT without a comment; PERMISSION_DENIED
+    /// > for the wrong caller or a reviewer below the reach (the resource stays SUBMITTED);
+    /// > NOT_FOUND when missing or not visible (a reviewer whose scope does not cover the owner).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -4254,7 +4337,8 @@ extension Smartschool_Catalogue_V1_CatalogueService.ClientProtocol {
     /// >
     /// > Uploads the content of a resource (client-streaming: header, then bytes). The bytes go
     /// > to a temporary file and become a content-addressed blob only when size and SHA-256
-    /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED.
+    /// > match; otherwise nothing is kept. Callers: the author, while DRAFT or REJECTED. A
+    /// > resource needs content (at least one byte) before SUBMIT.
     /// > INVALID_ARGUMENT for a missing header, a SHA-256 or size mismatch, or a message naming
     /// > another resource; RESOURCE_EXHAUSTED beyond --max-upload-bytes; FAILED_PRECONDITION in
     /// > another status; NOT_FOUND.

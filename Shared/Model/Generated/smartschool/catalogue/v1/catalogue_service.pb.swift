@@ -103,8 +103,9 @@ public nonisolated enum Smartschool_Catalogue_V1_ResourceType: SwiftProtobuf.Enu
 }
 
 /// How far a published resource is shared: the owner's ancestor of this level and everything
-/// under it see it. A level below the owner's own (e.g. SCHOOL for a county-owned resource)
-/// shares within the owner.
+/// under it see it (the resource's reach). A level below the owner's own (e.g. SCHOOL for a
+/// county-owned resource) shares within the owner. Publishing needs a resource reviewer at the
+/// reach or above: a school's reviewer publishes SCHOOL, a county's up to COUNTY, and so on.
 public nonisolated enum Smartschool_Catalogue_V1_SharingScope: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
 
@@ -219,7 +220,7 @@ public nonisolated enum Smartschool_Catalogue_V1_ReviewAction: SwiftProtobuf.Enu
   /// author: SUBMITTED → DRAFT
   case withdraw // = 2
 
-  /// reviewer: SUBMITTED → PUBLISHED
+  /// reviewer at the reach or above: SUBMITTED → PUBLISHED
   case approve // = 3
 
   /// reviewer, with a comment: SUBMITTED → REJECTED
@@ -387,7 +388,8 @@ public nonisolated enum Smartschool_Catalogue_V1_UsageKind: SwiftProtobuf.Enum, 
 
 }
 
-/// The stored content of a resource, set by UploadContent.
+/// The stored content of a resource, set by UploadContent. A resource is submitted and
+/// published only with content of at least one byte (there are no external links).
 public nonisolated struct Smartschool_Catalogue_V1_ContentInfo: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -562,7 +564,7 @@ public nonisolated struct Smartschool_Catalogue_V1_Resource: @unchecked Sendable
     set {_uniqueStorage()._status = newValue}
   }
 
-  /// Set once content is uploaded (output only).
+  /// Set once content is uploaded (output only); SUBMIT and APPROVE need it.
   public var content: Smartschool_Catalogue_V1_ContentInfo {
     get {_storage._content ?? Smartschool_Catalogue_V1_ContentInfo()}
     set {_uniqueStorage()._content = newValue}
