@@ -80,8 +80,9 @@ public final class ServiceMetrics: Sendable {
 /// The one interceptor every RPC passes through: it authenticates the caller (through an
 /// ``Authenticator``) and binds ``Principal/current`` for the whole call, logs one structured
 /// line per RPC (method, code, duration, principal, request id, peer), records the RPC
-/// metrics, and turns any error that is not already a gRPC status into INTERNAL so nothing
-/// reaches a client as UNKNOWN.
+/// metrics, refuses request messages holding unknown enum values (``EnumValueCheck``), and
+/// turns any error that is not already a gRPC status into INTERNAL so nothing reaches a client
+/// as UNKNOWN.
 ///
 /// One layer rather than one per concern: each interceptor layer wraps the handler and the
 /// response producer in another async closure, and this runs on every call.
@@ -90,6 +91,7 @@ public struct CallInterceptor: ServerInterceptor {
   private let metrics: ServiceMetrics
   private let authenticator: Authenticator
   private let rpcLog: RPCLog
+  private let enumCheck = EnumValueCheck.suite
 
   /// An interceptor authenticating with `authenticator`, logging to `logger` and recording
   /// into `metrics`.
@@ -128,7 +130,7 @@ public struct CallInterceptor: ServerInterceptor {
     }
     do {
       var response = try await Principal.$current.withValue(principal) {
-        try await next(request, context)
+        try await next(enumCheck.checked(request), context)
       }
       switch response.accepted {
       case .success(var contents):
