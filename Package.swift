@@ -20,6 +20,8 @@ let lifecycle: Target.Dependency = .product(
 let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
 let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
+let nioHTTP2: Target.Dependency = .product(name: "NIOHTTP2", package: "swift-nio-http2")
+let nioHPACK: Target.Dependency = .product(name: "NIOHPACK", package: "swift-nio-http2")
 
 let package = Package(
   name: "SmartSchool",
@@ -43,6 +45,7 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
   ],
   targets: [
     // Shared: generated protobuf/gRPC code and the domain vocabulary every service speaks.
@@ -56,7 +59,8 @@ let package = Package(
       name: "ServiceRuntime",
       dependencies: [
         "SmartSchoolModel", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, grdb, crypto,
-        argumentParser, logging, prometheus, lifecycle, nioCore, nioPosix, nioHTTP1,
+        argumentParser, logging, prometheus, lifecycle, nioCore, nioPosix, nioHTTP1, nioHTTP2,
+        nioHPACK,
       ],
       path: "Shared/Runtime"
     ),

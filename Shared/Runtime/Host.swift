@@ -74,8 +74,8 @@ public final class ServiceHost: Sendable {
       ])
 
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
-    transportConfig.rpc.maxRequestPayloadSize = MessageSizeLimitedTransport.transportLimit(
-      for: config.maxMessageBytes)
+    MessageSizeLimitedTransport.installGuards(on: &transportConfig, limit: config.maxMessageBytes)
+    RequestHeaderLimit.installGuard(on: &transportConfig)
     transportConfig.http2.maxConcurrentStreams = config.maxConcurrentStreams
     self.transport = HTTP2ServerTransport.Posix(
       address: .ipv4(host: config.host, port: config.port),

@@ -116,6 +116,7 @@ public struct CallInterceptor: ServerInterceptor {
     metrics.inFlight(1)
     let principal: Principal?
     do {
+      try RequestHeaderLimit.check(request.metadata)
       principal = try await authenticator.principal(
         for: context.descriptor, metadata: request.metadata)
     } catch {
