@@ -402,34 +402,86 @@ def _metric(port, name, labels):
     return total
 
 
-def test_an_oversize_message_is_resource_exhausted_and_the_service_goes_on(suite):
-    # Every server takes at most 4 MiB per message (--max-message-bytes); one byte over is
-    # refused before any handler sees it, and the same channel serves the next call.
-    md = auth(suite.login("admin", ADMIN_PASSWORD))
-    huge = "x" * (4 * 1024 * 1024 + 1)
-    calls = {
-        "identity": (lambda: suite.id.GetOrg(ipb.GetOrgRequest(code=huge), metadata=md,
-                                             timeout=TIMEOUT),
+def _beside_good_calls(suite, name, bad, good, rounds=10):
+    """Runs `bad` on the service's channel while four threads make good calls on the same
+    channel (one HTTP/2 connection); returns bad's RpcError and asserts every good call
+    succeeded."""
+    failures = []
+
+    def worker():
+        for _ in range(rounds):
+            try:
+                good()
+            except grpc.RpcError as e:  # collected: the assertion names them all
+                failures.append((name, e.code(), e.details()))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            bad()
+    finally:
+        for t in threads:
+            t.join()
+    assert not failures, failures
+    return refused.value
+
+
+def _calls(suite, md):
+    """Per service: a call taking a string field (to make oversize) and a good read."""
+    return {
+        "identity": (lambda v, m=md: suite.id.GetOrg(ipb.GetOrgRequest(code=v), metadata=m,
+                                                     timeout=TIMEOUT),
                      lambda: suite.id.GetOrg(ipb.GetOrgRequest(code=PROVINCE), metadata=md,
                                              timeout=TIMEOUT)),
-        "catalogue": (lambda: suite.cat.SearchResources(cpb.SearchResourcesRequest(query=huge),
-                                                        metadata=md, timeout=TIMEOUT),
+        "catalogue": (lambda v, m=md: suite.cat.SearchResources(
+                          cpb.SearchResourcesRequest(query=v), metadata=m, timeout=TIMEOUT),
                       lambda: suite.cat.SearchResources(cpb.SearchResourcesRequest(query="数学"),
                                                         metadata=md, timeout=TIMEOUT)),
-        "assessment": (lambda: suite.asm.GetExam(apb.GetExamRequest(code=huge), metadata=md,
-                                                 timeout=TIMEOUT),
+        "assessment": (lambda v, m=md: suite.asm.GetExam(apb.GetExamRequest(code=v), metadata=m,
+                                                         timeout=TIMEOUT),
                        lambda: suite.asm.ListExams(apb.ListExamsRequest(), metadata=md,
                                                    timeout=TIMEOUT)),
-        "supervision": (lambda: suite.sup.ListTerms(spb.ListTermsRequest(page_token=huge),
-                                                    metadata=md, timeout=TIMEOUT),
+        "supervision": (lambda v, m=md: suite.sup.ListTerms(spb.ListTermsRequest(page_token=v),
+                                                            metadata=m, timeout=TIMEOUT),
                         lambda: suite.sup.ListTerms(spb.ListTermsRequest(), metadata=md,
                                                     timeout=TIMEOUT)),
     }
-    for name, (oversize, normal) in calls.items():
-        with pytest.raises(grpc.RpcError) as refused:
-            oversize()
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (name, refused.value)
-        normal()
+
+
+def test_an_oversize_message_is_resource_exhausted_and_the_service_goes_on(suite):
+    # Every server takes at most 4 MiB per message (--max-message-bytes). Any size past it —
+    # one byte over, 8 MiB, 32 MiB — is refused with RESOURCE_EXHAUSTED naming the limit, while
+    # other calls on the same channel (one HTTP/2 connection) go on succeeding.
+    md = auth(suite.login("admin", ADMIN_PASSWORD))
+    for size in (4 * 1024 * 1024 + 1, 8 * 1024 * 1024, 32 * 1024 * 1024):
+        huge = "x" * size
+        for name, (oversize, normal) in _calls(suite, md).items():
+            refused = _beside_good_calls(suite, name, lambda: oversize(huge), normal, rounds=3)
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (name, size, refused)
+            assert "limit of 4194304 bytes" in refused.details(), (name, size, refused)
+            normal()
+    # An unauthenticated Login with an 8 MiB username, as an attacker would send it.
+    refused = _beside_good_calls(
+        suite, "identity",
+        lambda: suite.id.Login(ipb.LoginRequest(username="u" * (8 << 20), password="p"),
+                               timeout=TIMEOUT),
+        lambda: suite.id.GetOrg(ipb.GetOrgRequest(code=PROVINCE), metadata=md, timeout=TIMEOUT))
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+
+
+def test_an_oversize_header_fails_alone_beside_concurrent_calls_on_one_channel(suite):
+    # A gateway multiplexes many users on one connection: a 20 KB authorization header (past
+    # HTTP/2's 16 KiB header-list limit) fails that call alone; the connection is not closed.
+    md = auth(suite.login("admin", ADMIN_PASSWORD))
+    for size in (16_000, 20_000, 200_000):
+        bad_md = [("authorization", "Bearer " + "a" * size)]
+        for name, (call, normal) in _calls(suite, md).items():
+            refused = _beside_good_calls(suite, name, lambda: call("x", bad_md), normal)
+            assert refused.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      grpc.StatusCode.UNAUTHENTICATED), (name, size, refused)
+            normal()
 
 
 def test_h2load_authenticated_unary_calls_all_succeed(suite, tmp_path):
