@@ -97,7 +97,7 @@ func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
               $0.kind = kind
               $0.orgCode = orgCode
             }
-            $0.initialPassword = testPassword
+            $0.initialPassword = initialPassword(for: testPassword)
           }, metadata: auth)
         _ = try await identity.grantRole(
           .with {
@@ -106,7 +106,7 @@ func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
             $0.orgCode = orgCode
           }, metadata: auth)
         ids[name] = user.id
-        tokens[name] = try await login(identity, name, testPassword)
+        tokens[name] = try await firstLogin(identity, name, testPassword)
       }
       _ = try await identity.linkGuardian(
         .with {

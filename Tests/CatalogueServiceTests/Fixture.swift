@@ -105,7 +105,7 @@ func withWorld(
               $0.kind = kind
               $0.orgCode = orgCode
             }
-            $0.initialPassword = testPassword
+            $0.initialPassword = initialPassword(for: testPassword)
           }, metadata: auth)
         _ = try await identity.grantRole(
           .with {
@@ -114,7 +114,7 @@ func withWorld(
             $0.orgCode = orgCode
           }, metadata: auth)
         ids[name] = user.id
-        tokens[name] = try await login(identity, name, testPassword)
+        tokens[name] = try await firstLogin(identity, name, testPassword)
       }
       let account = try await identity.createServiceAccount(
         .with {

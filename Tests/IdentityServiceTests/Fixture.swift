@@ -65,7 +65,8 @@ func newUser(
   kind: Smartschool_Identity_V1_UserKind, org: String, password: String = "Secret-pass-1",
   birthYear: Int32 = 0
 ) async throws -> User {
-  try await identity.createUser(
+  // Created with an admin-set password, which the first login replaces with `password`.
+  let user = try await identity.createUser(
     .with {
       $0.user = .with {
         $0.externalID = externalID
@@ -75,8 +76,12 @@ func newUser(
         $0.orgCode = org
         $0.birthYear = birthYear
       }
-      $0.initialPassword = password
+      $0.initialPassword = initialPassword(for: password)
     }, metadata: bearer(admin))
+  // That login's session ends at once, so tests see only the sessions they open.
+  let token = try await firstLogin(identity, username, password)
+  _ = try await identity.logout(.init(), metadata: bearer(token))
+  return user
 }
 
 func grant(

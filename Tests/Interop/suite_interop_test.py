@@ -182,11 +182,21 @@ class Suite:
         # A county admin of K1 with a password, for the cross-county checks.
         user = self.id.CreateUser(ipb.CreateUserRequest(user=ipb.User(
             external_id="K1-ADMIN", username="k1admin", display_name="东县管理员",
-            kind=ipb.USER_KIND_STAFF, org_code="K1"), initial_password=TEACHER_PASSWORD),
+            kind=ipb.USER_KIND_STAFF, org_code="K1"),
+            initial_password="Initial-" + TEACHER_PASSWORD),
             metadata=auth(self.admin), timeout=TIMEOUT)
         self.id.GrantRole(ipb.GrantRoleRequest(
             user_id=user.id, role=ipb.ROLE_COUNTY_ADMIN, org_code="K1"),
             metadata=auth(self.admin), timeout=TIMEOUT)
+        # An admin-set password must be replaced at first login: FAILED_PRECONDITION until then.
+        try:
+            self.login("k1admin", "Initial-" + TEACHER_PASSWORD)
+            raise AssertionError("an admin-set password logged in without a change")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+        self.id.Login(ipb.LoginRequest(
+            username="k1admin", password="Initial-" + TEACHER_PASSWORD,
+            new_password=TEACHER_PASSWORD), timeout=TIMEOUT)
 
     def restart_identity(self):
         port = self.identity.grpc_port

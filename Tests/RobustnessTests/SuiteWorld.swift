@@ -89,8 +89,9 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
               $0.kind = kind
               $0.orgCode = orgCode
             }
-            $0.initialPassword = sweepPassword
+            $0.initialPassword = initialPassword(for: sweepPassword)
           }, metadata: auth)
+        _ = try await firstLogin(identity, created.username, sweepPassword)
         if let role {
           _ = try await identity.grantRole(
             .with {

@@ -69,11 +69,17 @@ public func withIdentity<T: Sendable>(
 }
 
 extension IdentitySettings {
-  /// Settings for tests: cheap scrypt, the test admin password.
+  /// Settings for tests: cheap scrypt, the test admin password, hash slots for tests that log
+  /// in several times at once on a small machine, and no per-account or per-address login
+  /// limits (every test client logs in from 127.0.0.1; the tests of those limits turn them on).
   public static func forTests() -> IdentitySettings {
     var s = IdentitySettings()
     s.scrypt = ScryptParameters(logN: 10, r: 8, p: 1)
     s.adminPassword = testAdminPassword
+    s.maxConcurrentHashes = 16
+    s.loginAttemptsPerAccount = 0
+    s.loginAttemptsPerAddress = 0
+    s.loginHashesPerAddress = 0
     return s
   }
 }
@@ -103,6 +109,25 @@ public func login(
   try await identity.login(.with {
     $0.username = username
     $0.password = password
+  }).accessToken
+}
+
+/// The initial password a test gives a user it creates for `password`: an admin-set password,
+/// which the user replaces with `password` at first login (``firstLogin(_:_:_:)``).
+public func initialPassword(for password: String) -> String {
+  "Initial-" + password
+}
+
+/// The first login of a user created with ``initialPassword(for:)``: replaces it with
+/// `password` (as Login's new_password) and returns the access token.
+public func firstLogin(
+  _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>,
+  _ username: String, _ password: String
+) async throws -> String {
+  try await identity.login(.with {
+    $0.username = username
+    $0.password = initialPassword(for: password)
+    $0.newPassword = password
   }).accessToken
 }
 

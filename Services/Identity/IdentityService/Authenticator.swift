@@ -18,6 +18,19 @@ public struct IdentitySettings: Sendable {
   public var lockoutThreshold: Int = 5
   /// How long a lockout lasts.
   public var lockoutDuration: TimeInterval = 15 * 60
+  /// Login attempts a minute for one username (from any address) before any hashing;
+  /// more get RESOURCE_EXHAUSTED. 0 turns this off.
+  public var loginAttemptsPerAccount: Int = 10
+  /// Login attempts a minute from one client address; 0 turns this off.
+  public var loginAttemptsPerAddress: Int = 300
+  /// Password hashes one client address may have computed at once (nil: half of
+  /// ``maxConcurrentHashes``, at least 1), so one address never takes every slot; 0 = off.
+  public var loginHashesPerAddress: Int?
+  /// Proxies whose `x-forwarded-for` header names the client address (addresses or CIDR
+  /// ranges); the header of any other peer is ignored.
+  public var trustedProxies: [IPRange] = []
+  /// What a new password must be (its minimum length is `--min-password-length`).
+  public var passwordPolicy = PasswordPolicy()
   /// Accounts (a user and their role bindings) kept in memory for WhoAmI and Introspect; a
   /// write to users, bindings or orgs makes the kept ones be read again. 0 turns this off.
   public var accountCacheEntries: Int = 8192

@@ -14,6 +14,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   let verifier: TokenVerifier
   let settings: IdentitySettings
   let hashes: HashLimiter
+  let throttle: LoginThrottle
   let logger: Logger
 
   /// Methods callable without a token: the login family and key publication.
@@ -354,7 +355,8 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     let violations = OrgRules.validate(request.user)
     if !violations.isEmpty { throw ServiceError.invalidArgument(violations) }
     if !request.initialPassword.isEmpty {
-      try Passwords.validateNew(request.initialPassword, field: "initial_password")
+      try settings.passwordPolicy.check(
+        request.initialPassword, username: request.user.username, field: "initial_password")
     }
     let org = try await resolveOrg(id: request.user.orgID, code: request.user.orgCode, field: "user.org_code")
     try p.require(.usersWrite, at: path(org))
@@ -370,7 +372,8 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       hash = try await hashes.run { try Passwords.hash(password, parameters: params) }
     }
     let user = try await store.insertUser(
-      request.user, org: org, passwordHash: hash, clientID: nil, clientSecretHash: nil)
+      request.user, org: org, passwordHash: hash, mustChangePassword: hash != nil, clientID: nil,
+      clientSecretHash: nil)
     await audit("user.create", actor: p.userID, target: user.id, orgID: org.id, orgPath: org.path)
     return user
   }
@@ -378,6 +381,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   func getUser(request: Smartschool_Identity_V1_GetUserRequest, context: ServerContext)
     async throws -> User
   {
+    // The admin knows an initial password: the user must replace it at first login.
     let p = try Principal.require()
     let user = try await resolveUser(
       id: request.id, externalID: request.externalID, username: request.username, field: "id")
@@ -541,7 +545,8 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     v.check(!request.activationCode.isEmpty && request.activationCode.count <= 64,
             "activation_code", "must be 1-64 characters")
     try v.throwIfInvalid()
-    try Passwords.validateNew(request.newPassword, field: "new_password")
+    try settings.passwordPolicy.check(
+      request.newPassword, username: request.username, field: "new_password")
     let password = request.newPassword
     let params = settings.scrypt
     let hash = try await hashes.run { try Passwords.hash(password, parameters: params) }
@@ -563,7 +568,8 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     request: Smartschool_Identity_V1_ChangePasswordRequest, context: ServerContext
   ) async throws -> Smartschool_Identity_V1_ChangePasswordResponse {
     let p = try Principal.require()
-    try Passwords.validateNew(request.newPassword, field: "new_password")
+    try settings.passwordPolicy.check(
+      request.newPassword, username: p.username, field: "new_password")
     guard let creds = try await store.credentials(username: p.username),
       let stored = creds.passwordHash
     else { throw ServiceError.unauthenticated("the current password is wrong") }
@@ -782,49 +788,110 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     try v.throwIfInvalid()
     let password = request.password
     let params = settings.scrypt
+  {
+    try await login(request, client: ClientAddress.host(ofPeer: context.remotePeer))
+  }
+
+  /// Login with its metadata: behind a trusted proxy the client's address comes from
+  /// `x-forwarded-for`, which the message alone does not carry.
+  func login(
+    request: ServerRequest<Smartschool_Identity_V1_LoginRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Smartschool_Identity_V1_TokenResponse> {
+    let client = ClientAddress.resolve(
+      peer: context.remotePeer,
+      forwardedFor: request.metadata[stringValues: "x-forwarded-for"].map { String($0) },
+      trusted: settings.trustedProxies)
+    return ServerResponse(message: try await login(request.message, client: client))
+  }
+
+  private func login(_ request: Smartschool_Identity_V1_LoginRequest, client: String)
+    async throws -> Smartschool_Identity_V1_TokenResponse
     let creds = try await store.credentials(username: request.username)
     guard let creds, creds.user.kind != .serviceAccount, creds.user.status == .active,
       let stored = creds.passwordHash
     else {
       // Spend the same work as a real check, so timing does not reveal which usernames exist.
-      _ = try await hashes.run { try Passwords.hash(password, parameters: params) }
+      _ = try await throttle.hashing(from: client) {
+        try await hashes.run { try Passwords.hash(password, parameters: params) }
+      }
       await audit("login.failure", actor: "", target: String(request.username.prefix(64)),
+    if !request.newPassword.isEmpty {
+      // Checked whether or not a change is due, so the answer says nothing about the account.
+      try settings.passwordPolicy.check(
+        request.newPassword, username: request.username, field: "new_password")
+    }
+    // Refused here, before the store or a hash: a flood costs next to nothing.
+    try throttle.admit(account: request.username, address: client)
                   orgID: creds?.user.orgID ?? "", orgPath: creds?.user.orgPath ?? "",
+    let newPassword = request.newPassword
                   detail: creds == nil ? "unknown user" : "inactive account")
       throw ServiceError.unauthenticated(Self.badLogin)
     }
     let user = creds.user
-    if let locked = creds.lockedUntil, locked > Date() {
+    let mustChange = creds.mustChangePassword
+    // The guess is reserved (counted) before it is hashed, and only once a hash slot is held,
+    // so that neither parallel guesses nor refusals for capacity go uncounted or overcounted.
+    let outcome = try await throttle.hashing(from: client) {
+      try await hashes.holding { () async throws -> (attempt: Int, ok: Bool, hash: String?)? in
+        guard
+          let attempt = try await store.reserveLoginAttempt(
+            userID: user.id, threshold: settings.lockoutThreshold,
+            lockFor: settings.lockoutDuration)
+        else { return nil }
+        return try await HashLimiter.offload { () throws -> (Int, Bool, String?) in
+          guard try Passwords.verify(password, against: stored) else { return (attempt, false, nil) }
+          if mustChange {
+            let changed = newPassword.isEmpty || newPassword == password
+              ? nil : try Passwords.hash(newPassword, parameters: params)
+            return (attempt, true, changed)
+          }
+          let rehash = Passwords.needsRehash(stored, current: params)
+            ? try Passwords.hash(password, parameters: params) : nil
+          return (attempt, true, rehash)
+        }
+      }
+    }
+    guard let outcome else {
+      // Locked: no guess is evaluated, whatever the password (a right one is refused too, and
+      // this event is what tells an admin that someone who may be the user was kept out).
       await audit("login.failure", actor: user.id, target: user.id, orgID: user.orgID,
-                  orgPath: user.orgPath, detail: "locked")
+                  orgPath: user.orgPath, detail: "account locked; password not checked")
       throw ServiceError.unauthenticated(Self.badLogin)
     }
-    let (ok, rehash) = try await hashes.run { () throws -> (Bool, String?) in
-      guard try Passwords.verify(password, against: stored) else { return (false, nil) }
-      let rehash = Passwords.needsRehash(stored, current: params)
-        ? try Passwords.hash(password, parameters: params) : nil
-      return (true, rehash)
-    }
-    guard ok else {
-      let (failures, lockedNow) = try await store.recordFailedLogin(
-        userID: user.id, threshold: settings.lockoutThreshold, lockFor: settings.lockoutDuration)
+    guard outcome.ok else {
       await audit("login.failure", actor: user.id, target: user.id, orgID: user.orgID,
-                  orgPath: user.orgPath, detail: "wrong password (\(failures))")
-      if lockedNow {
+                  orgPath: user.orgPath, detail: "wrong password (\(outcome.attempt))")
+      if outcome.attempt >= settings.lockoutThreshold {
         await audit("login.lockout", actor: user.id, target: user.id, orgID: user.orgID,
-                    orgPath: user.orgPath, detail: "after \(failures) failures")
+                    orgPath: user.orgPath, detail: "after \(outcome.attempt) failures")
       }
       throw ServiceError.unauthenticated(Self.badLogin)
     }
-    guard try await store.recordSuccessfulLogin(userID: user.id, rehash: rehash) else {
-      throw ServiceError.unauthenticated(Self.badLogin)
+    let changed = mustChange && outcome.hash != nil
+    guard
+      try await store.recordSuccessfulLogin(
+        userID: user.id, newHash: outcome.hash, passwordChanged: changed)
+    else { throw ServiceError.unauthenticated(Self.badLogin) }
+    if mustChange && !changed {
+      await audit("login.password_change_required", actor: user.id, target: user.id,
+                  orgID: user.orgID, orgPath: user.orgPath)
+      if newPassword == password {
+        throw ServiceError.invalid("new_password", "must differ from the password an admin set")
+      }
+      throw ServiceError.failedPrecondition(
+        "the password was set by an admin and must be changed: repeat Login with new_password")
+    }
+    if changed {
+      await audit("user.password_change", actor: user.id, target: user.id, orgID: user.orgID,
+                  orgPath: user.orgPath, detail: "at first login")
     }
     let refresh = Secrets.random()
     let refreshExpires = Date().addingTimeInterval(settings.refreshTokenTTL)
     let session = try await store.createSession(
       userID: user.id, refreshHash: Secrets.digest(refresh), refreshExpires: refreshExpires)
     await audit("login.success", actor: user.id, target: session, orgID: user.orgID,
-                orgPath: user.orgPath, detail: rehash != nil ? "password rehashed" : "")
+                orgPath: user.orgPath,
+                detail: changed ? "password changed" : outcome.hash != nil ? "password rehashed" : "")
     return try await tokenResponse(
       user: user, sessionID: session, refreshToken: refresh, refreshExpires: refreshExpires)
   }
@@ -838,6 +905,25 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     let hash = Secrets.digest(request.refreshToken)
     guard let record = try await store.refreshRecord(hash: hash), !record.sessionRevoked,
       record.expiresAt > Date()
+  func unlockAccount(request: Smartschool_Identity_V1_UnlockAccountRequest, context: ServerContext)
+    async throws -> User
+  {
+    let p = try Principal.require()
+    var v = Validator()
+    v.check(request.userID.isEmpty != request.username.isEmpty, "user_id",
+            "name the user by user_id or username (exactly one)")
+    v.check(request.username.count <= 64, "username", "must have at most 64 characters")
+    try v.throwIfInvalid()
+    let user = try await resolveUser(
+      id: request.userID, username: request.username, field: "user_id")
+    try p.require(.usersWrite, at: userPath(user))
+    let unlocked = try await store.unlock(userID: user.id)
+    await audit("user.unlock", actor: p.userID, target: user.id, orgID: user.orgID,
+                orgPath: user.orgPath,
+                detail: user.hasLockedUntil ? "was locked" : "was not locked")
+    return unlocked
+  }
+
     else { throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked") }
     // The session's end was fixed at login; refreshing never moves it, and it ends at the
     // same whole second as its access tokens (which WhoAmI and Introspect go by).
@@ -979,7 +1065,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     user.displayName = request.displayName.isEmpty ? request.name : request.displayName
     user.kind = .serviceAccount
     let created = try await store.insertUser(
-      user, org: org, passwordHash: nil, clientID: clientID,
+      user, org: org, passwordHash: nil, mustChangePassword: false, clientID: clientID,
       clientSecretHash: Secrets.digest(secret))
     var bindings: [Binding] = []
     for role in roles {

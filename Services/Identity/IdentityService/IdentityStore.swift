@@ -14,6 +14,8 @@ struct Credentials: Sendable {
   var failedLogins: Int
   var lockedUntil: Date?
   var clientSecretHash: String?
+  /// The password was set by an admin (CreateUser): the user must choose one at first login.
+  var mustChangePassword = false
 }
 
 /// A refresh token's row with its session.
@@ -70,8 +72,10 @@ protocol IdentityStore: Sendable {
   func user(externalID: String) async throws -> User?
   func user(username: String) async throws -> User?
   func insertUser(
-    _ user: User, org: Org?, passwordHash: String?, clientID: String?,
+    _ user: User, org: Org?, passwordHash: String?, mustChangePassword: Bool, clientID: String?,
     clientSecretHash: String?
+  /// Inserts a user; `mustChangePassword` makes Login refuse the password until a new one is
+  /// chosen (an admin-set initial password).
   ) async throws -> User
   func updateUser(_ user: User, org: Org?) async throws -> User
   func deactivateUser(id: String) async throws -> User
@@ -93,9 +97,20 @@ protocol IdentityStore: Sendable {
   // Credentials and sessions
   func credentials(username: String) async throws -> Credentials?
   func credentials(clientID: String) async throws -> Credentials?
-  func recordFailedLogin(userID: String, threshold: Int, lockFor: TimeInterval) async throws
-    -> (failures: Int, lockedNow: Bool)
-  func recordSuccessfulLogin(userID: String, rehash: String?) async throws -> Bool
+  /// Reserves one password guess for the user before it is hashed, in one atomic statement:
+  /// counts it as a failure (locking the account once `threshold` guesses are counted) and
+  /// answers its number in the window, or nil while the account is locked (no guess may be
+  /// evaluated then). So however many guesses arrive at once, at most `threshold` are
+  /// evaluated inside a lock window.
+  func reserveLoginAttempt(userID: String, threshold: Int, lockFor: TimeInterval) async throws
+    -> Int?
+  /// After a reserved guess proved right: clears the failures (and a lock that guess's own
+  /// reservation set), stores `newHash` when given (a rehash or a chosen new password) and,
+  /// with `passwordChanged`, the duty to change it. False when the user is gone.
+  func recordSuccessfulLogin(userID: String, newHash: String?, passwordChanged: Bool)
+    async throws -> Bool
+  /// Clears the user's failures and lock (UnlockAccount); the user as it is now.
+  func unlock(userID: String) async throws -> User
   /// A new session ending at `refreshExpires`, with its first refresh token when given
   /// (service-account sessions have none).
   func createSession(userID: String, refreshHash: String?, refreshExpires: Date) async throws
@@ -536,8 +551,8 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   private func insertUser(
-    _ db: Database, _ user: User, org: Org?, passwordHash: String?, clientID: String?,
-    clientSecretHash: String?
+    _ db: Database, _ user: User, org: Org?, passwordHash: String?, mustChangePassword: Bool,
+    clientID: String?, clientSecretHash: String?
   ) throws -> User {
     let id = EntityID.make()
     let now = Date().timeIntervalSince1970
@@ -546,12 +561,14 @@ final class SQLiteIdentityStore: IdentityStore {
     try db.execute(
       sql: """
         INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
-          status, password_hash, client_id, client_secret_hash, created_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          status, password_hash, password_change_required, client_id, client_secret_hash,
+          created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
       arguments: [
         id, user.externalID, user.username, user.displayName, user.kind.rawValue, org?.id,
-        user.birthYear, status.rawValue, passwordHash, clientID, clientSecretHash, now, now,
+        user.birthYear, status.rawValue, passwordHash, mustChangePassword, clientID,
+        clientSecretHash, now, now,
       ])
     let created = try fetchUser(db, where: "u.id = ?", id)!
     try recordUserChange(db, created)
@@ -569,13 +586,14 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   func insertUser(
-    _ user: User, org: Org?, passwordHash: String?, clientID: String?, clientSecretHash: String?
+    _ user: User, org: Org?, passwordHash: String?, mustChangePassword: Bool, clientID: String?,
+    clientSecretHash: String?
   ) async throws -> User {
     try await store.write { db in
       try self.checkUserKeys(db, user, excluding: nil)
       return try self.insertUser(
-        db, user, org: org, passwordHash: passwordHash, clientID: clientID,
-        clientSecretHash: clientSecretHash)
+        db, user, org: org, passwordHash: passwordHash, mustChangePassword: mustChangePassword,
+        clientID: clientID, clientSecretHash: clientSecretHash)
     }
   }
 
@@ -815,7 +833,8 @@ final class SQLiteIdentityStore: IdentityStore {
       let row = try Row.fetchOne(
         db.cachedStatement(
           sql: """
-            SELECT u.password_hash, u.failed_logins, u.locked_until, u.client_secret_hash, u.id
+            SELECT u.password_hash, u.failed_logins, u.locked_until, u.client_secret_hash, u.id,
+              u.password_change_required
             FROM users u WHERE \(clause)
             """), arguments: [value]),
       let user = try fetchUser(db, where: "u.id = ?", row["id"])
@@ -824,7 +843,8 @@ final class SQLiteIdentityStore: IdentityStore {
     return Credentials(
       user: user, passwordHash: row["password_hash"], failedLogins: row["failed_logins"],
       lockedUntil: locked.map { Date(timeIntervalSince1970: $0) },
-      clientSecretHash: row["client_secret_hash"])
+      clientSecretHash: row["client_secret_hash"],
+      mustChangePassword: row["password_change_required"])
   }
 
   func credentials(username: String) async throws -> Credentials? {
@@ -835,36 +855,45 @@ final class SQLiteIdentityStore: IdentityStore {
     try await store.read { db in try self.credentials(db, where: "u.client_id = ?", clientID) }
   }
 
-  /// One atomic statement increments the counter (and locks at the threshold), so parallel
-  /// failures cannot lose an increment.
-  func recordFailedLogin(userID: String, threshold: Int, lockFor: TimeInterval) async throws
-    -> (failures: Int, lockedNow: Bool)
+  /// One conditional UPDATE … RETURNING (the same statement ports to PostgreSQL, where the
+  /// row lock orders concurrent reservations): refused while locked; a lock that has run out
+  /// starts a new window at 1.
+  func reserveLoginAttempt(userID: String, threshold: Int, lockFor: TimeInterval) async throws
+    -> Int?
   {
     try await store.write { db in
       let now = Date().timeIntervalSince1970
       let row = try Row.fetchOne(
         db.cachedStatement(
           sql: """
-            UPDATE users SET failed_logins = failed_logins + 1,
-              locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END
-            WHERE id = ? RETURNING failed_logins
-            """), arguments: [threshold, now + lockFor, userID])
-      let failures: Int = row?["failed_logins"] ?? 0
-      return (failures, failures == threshold)
+            UPDATE users SET
+              failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1
+                ELSE failed_logins + 1 END,
+              locked_until = CASE
+                WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= ?1 THEN 1
+                  ELSE failed_logins + 1 END) >= ?2 THEN ?3
+                WHEN locked_until <= ?1 THEN NULL ELSE locked_until END
+            WHERE id = ?4 AND (locked_until IS NULL OR locked_until <= ?1)
+            RETURNING failed_logins
+            """), arguments: [now, threshold, now + lockFor, userID])
+      return row?["failed_logins"]
     }
   }
 
-  /// Resets the counter unless the account got locked meanwhile (then returns false: a
-  /// correct guess racing a lockout does not slip through).
-  func recordSuccessfulLogin(userID: String, rehash: String?) async throws -> Bool {
+  func recordSuccessfulLogin(userID: String, newHash: String?, passwordChanged: Bool)
+    async throws -> Bool
+  {
     try await store.write { db in
       let now = Date().timeIntervalSince1970
       try db.execute(
         sql: """
           UPDATE users SET failed_logins = 0, locked_until = NULL,
-            password_hash = COALESCE(?, password_hash)
-          WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?)
-          """, arguments: [rehash, userID, now])
+            password_hash = COALESCE(?, password_hash),
+            password_change_required = CASE WHEN ? THEN 0 ELSE password_change_required END,
+            updated_at = CASE WHEN ? THEN ? ELSE updated_at END
+          WHERE id = ?
+          """,
+        arguments: [newHash, passwordChanged, passwordChanged, Date().timeIntervalSince1970, userID])
       return db.changesCount == 1
     }
   }
@@ -925,7 +954,6 @@ final class SQLiteIdentityStore: IdentityStore {
     async throws -> Bool
   {
     try await store.write { db in
-      let now = Date().timeIntervalSince1970
       try db.execute(
         sql: "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL",
         arguments: [now, oldHash])
@@ -947,6 +975,18 @@ final class SQLiteIdentityStore: IdentityStore {
       if db.changesCount > 0 { try self.recordRevocation(db, session: id) }
     }
   }
+  func unlock(userID: String) async throws -> User {
+    try await store.write { db in
+      try db.execute(
+        sql: "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?",
+        arguments: [userID])
+      guard let user = try self.fetchUser(db, where: "u.id = ?", userID) else {
+        throw ServiceError.notFound("user not found")
+      }
+      return user
+    }
+  }
+
 
   /// Revokes, in the caller's transaction, every live session of a user but `except`, each on
   /// the change feed.

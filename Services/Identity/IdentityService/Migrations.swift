@@ -106,5 +106,12 @@ enum IdentityMigrations {
           CREATE INDEX audit_events_actor ON audit_events(actor_id, sequence);
           """)
     }
+    // An admin-set initial password must be changed at first login.
+    migrator.registerMigration("identity.users_password_change_required") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE users ADD COLUMN password_change_required INTEGER NOT NULL DEFAULT 0
+          """)
+    }
   }
 }

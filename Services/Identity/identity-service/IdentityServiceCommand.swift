@@ -24,7 +24,8 @@ struct IdentityServiceCommand: AsyncParsableCommand {
         extraFlags: [
           "admin-password-file", "access-token-ttl", "refresh-token-ttl", "scrypt-log-n",
           "max-concurrent-hashes", "lockout-threshold", "lockout-seconds",
-          "account-cache-entries",
+          "account-cache-entries", "login-attempts-per-account", "login-attempts-per-address",
+          "login-hashes-per-address", "trusted-proxies", "min-password-length",
         ]))
         (the bootstrap password may also come from SMARTSCHOOL_ADMIN_PASSWORD)
       """,
@@ -48,7 +49,7 @@ struct IdentityServiceCommand: AsyncParsableCommand {
   @Option(help: "Refresh-token (session) lifetime in seconds. [default: 2592000]")
   var refreshTokenTtl: Int?
 
-  @Option(help: "scrypt cost as log2(N) for new password hashes (r=8, p=1). [default: 15]")
+  @Option(help: "scrypt cost as log2(N) for new password hashes (r=8, p=1). [default: 17]")
   var scryptLogN: Int?
 
   @Option(help: "Password hashes computed at once; excess logins get RESOURCE_EXHAUSTED. [default: cores, at least 2]")
@@ -63,6 +64,34 @@ struct IdentityServiceCommand: AsyncParsableCommand {
   @Option(
     help: "Accounts kept in memory for WhoAmI and Introspect; 0 turns this off. [default: 8192]")
   var accountCacheEntries: Int?
+
+  @Option(
+    help: """
+      Login attempts a minute for one username, refused before any hashing; 0 turns this off. \
+      [default: 10]
+      """)
+  var loginAttemptsPerAccount: Int?
+
+  @Option(
+    help: "Login attempts a minute from one client address; 0 turns this off. [default: 300]")
+  var loginAttemptsPerAddress: Int?
+
+  @Option(
+    help: """
+      Password checks one client address may have running at once; 0 turns this off. \
+      [default: half of --max-concurrent-hashes, at least 1]
+      """)
+  var loginHashesPerAddress: Int?
+
+  @Option(
+    help: """
+      Comma-separated proxy addresses or CIDR ranges whose x-forwarded-for header names the \
+      client address for login limits; other peers' headers are ignored. [default: none]
+      """)
+  var trustedProxies: String?
+
+  @Option(help: "Fewest characters a new password may have (8-128). [default: 8]")
+  var minPasswordLength: Int?
 
   func run() async throws {
     let config = try host.resolve(service: "identity", defaultPort: 50051, defaultMetricsPort: 9401)
@@ -80,6 +109,37 @@ struct IdentityServiceCommand: AsyncParsableCommand {
     if let n = try accountCacheEntries ?? env.int("account-cache-entries") {
       guard n >= 0 else { throw ValidationError("--account-cache-entries must not be negative") }
       settings.accountCacheEntries = n
+    }
+    if let n = try loginAttemptsPerAccount ?? env.int("login-attempts-per-account") {
+      guard n >= 0 else {
+        throw ValidationError("--login-attempts-per-account must not be negative")
+      }
+      settings.loginAttemptsPerAccount = n
+    }
+    if let n = try loginAttemptsPerAddress ?? env.int("login-attempts-per-address") {
+      guard n >= 0 else {
+        throw ValidationError("--login-attempts-per-address must not be negative")
+      }
+      settings.loginAttemptsPerAddress = n
+    }
+    if let n = try loginHashesPerAddress ?? env.int("login-hashes-per-address") {
+      guard n >= 0 else {
+        throw ValidationError("--login-hashes-per-address must not be negative")
+      }
+      settings.loginHashesPerAddress = n
+    }
+    if let list = trustedProxies ?? env["trusted-proxies"] {
+      do {
+        settings.trustedProxies = try IPRange.list(list)
+      } catch {
+        throw ValidationError("--trusted-proxies: \(error.message)")
+      }
+    }
+    if let n = try minPasswordLength ?? env.int("min-password-length") {
+      guard (8...PasswordPolicy.maxLength).contains(n) else {
+        throw ValidationError("--min-password-length must be 8-\(PasswordPolicy.maxLength)")
+      }
+      settings.passwordPolicy.minLength = n
     }
     if let file = adminPasswordFile ?? env["admin-password-file"] {
       settings.adminPassword = try String(contentsOfFile: file, encoding: .utf8)

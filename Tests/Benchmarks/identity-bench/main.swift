@@ -91,6 +91,13 @@ func serverBenchmarks() async throws {
   var settings = IdentitySettings()
   settings.adminPassword = "Bench-admin-1"
   settings.scrypt = .standard
+  // Throughput of the hashing itself: every login comes from 127.0.0.1 and most as admin, so
+  // the per-account and per-address limits are off; enough hash slots that the parallel
+  // guesses below all reach the lockout check (the issue saw 16-20 of 20 evaluated).
+  settings.loginAttemptsPerAccount = 0
+  settings.loginAttemptsPerAddress = 0
+  settings.loginHashesPerAddress = 0
+  settings.maxConcurrentHashes = 32
   var logger = Logger(label: "identity")
   logger.logLevel = .critical
   var config = HostConfig.ephemeral(service: "identity", dataDirectory: dir)
@@ -200,6 +207,43 @@ func serverBenchmarks() async throws {
     }
     row("user import rows/s (one stream)", Double(users) / importTime, "/s",
         baseline: Double(users) / baseTime, "raw SQLite rows/s", target: "target ≥ 5,000/s")
+
+    // Lockout under parallel guesses: 20 wrong passwords for one account at once.
+    _ = try await identity.createUser(
+      .with {
+        $0.user = .with {
+          $0.externalID = "GUESS"
+          $0.username = "guess-target"
+          $0.displayName = "guess target"
+          $0.kind = .staff
+          $0.orgCode = "S0"
+        }
+        $0.initialPassword = "Initial-bench-7"
+      }, metadata: auth)
+    _ = try await identity.login(.with {
+      $0.username = "guess-target"
+      $0.password = "Initial-bench-7"
+      $0.newPassword = "Chosen-bench-8"
+    })
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for i in 0..<20 {
+        group.addTask {
+          _ = try? await identity.login(.with {
+            $0.username = "guess-target"
+            $0.password = "Wrong-guess-\(i)"
+          })
+        }
+      }
+      try await group.waitForAll()
+    }
+    let failures = try await identity.listAuditEvents(
+      .with {
+        $0.action = "login.failure"
+        $0.pageSize = 1000
+      }, metadata: auth)
+    let evaluated = failures.events.filter { $0.detail.hasPrefix("wrong password") }.count
+    print("parallel wrong guesses evaluated: \(evaluated) of 20 (lockout threshold "
+      + "\(settings.lockoutThreshold); the rest refused unchecked while locked)")
   }
   await host.shutdown()
   _ = await serving.result

@@ -348,6 +348,19 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "UnlockAccount" metadata.
+        public enum UnlockAccount: Sendable {
+            /// Request type for "UnlockAccount".
+            public typealias Input = Smartschool_Identity_V1_UnlockAccountRequest
+            /// Response type for "UnlockAccount".
+            public typealias Output = Smartschool_Identity_V1_User
+            /// Descriptor for "UnlockAccount".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "UnlockAccount",
+                type: .unary
+            )
+        }
         /// Namespace for "Refresh" metadata.
         public enum Refresh: Sendable {
             /// Request type for "Refresh".
@@ -518,6 +531,7 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
             RevokeRole.descriptor,
             ListRoleBindings.descriptor,
             Login.descriptor,
+            UnlockAccount.descriptor,
             Refresh.descriptor,
             Logout.descriptor,
             Introspect.descriptor,
@@ -1023,9 +1037,15 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-        /// > logins are being hashed at once (retry shortly).
+        /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+        /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+        /// > or one not yet activated, so that nobody can probe which usernames exist.
+        /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+        /// > username or from one client address, too many checks at once from one address, or too
+        /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+        /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+        /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+        /// > password is unacceptable.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_LoginRequest` messages.
@@ -1038,6 +1058,26 @@ extension Smartschool_Identity_V1_IdentityService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_LoginRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_TokenResponse>
+
+        /// Handle the "UnlockAccount" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+        /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+        /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_UnlockAccountRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_User` messages.
+        func unlockAccount(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_User>
 
         /// Handle the "Refresh" method.
         ///
@@ -1728,9 +1768,15 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-        /// > logins are being hashed at once (retry shortly).
+        /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+        /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+        /// > or one not yet activated, so that nobody can probe which usernames exist.
+        /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+        /// > username or from one client address, too many checks at once from one address, or too
+        /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+        /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+        /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+        /// > password is unacceptable.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -1743,6 +1789,26 @@ extension Smartschool_Identity_V1_IdentityService {
             request: GRPCCore.ServerRequest<Smartschool_Identity_V1_LoginRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_TokenResponse>
+
+        /// Handle the "UnlockAccount" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+        /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+        /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_UnlockAccountRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_User` message.
+        func unlockAccount(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_User>
 
         /// Handle the "Refresh" method.
         ///
@@ -2431,9 +2497,15 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-        /// > logins are being hashed at once (retry shortly).
+        /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+        /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+        /// > or one not yet activated, so that nobody can probe which usernames exist.
+        /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+        /// > username or from one client address, too many checks at once from one address, or too
+        /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+        /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+        /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+        /// > password is unacceptable.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_LoginRequest` message.
@@ -2446,6 +2518,26 @@ extension Smartschool_Identity_V1_IdentityService {
             request: Smartschool_Identity_V1_LoginRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Identity_V1_TokenResponse
+
+        /// Handle the "UnlockAccount" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+        /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+        /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_UnlockAccountRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_User` to respond with.
+        func unlockAccount(
+            request: Smartschool_Identity_V1_UnlockAccountRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_User
 
         /// Handle the "Refresh" method.
         ///
@@ -2941,6 +3033,17 @@ extension Smartschool_Identity_V1_IdentityService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.UnlockAccount.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_UnlockAccountRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_User>(),
+            handler: { request, context in
+                try await self.unlockAccount(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Identity_V1_IdentityService.Method.Refresh.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_RefreshRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_TokenResponse>(),
@@ -3336,6 +3439,17 @@ extension Smartschool_Identity_V1_IdentityService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_TokenResponse> {
         let response = try await self.login(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func unlockAccount(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_User> {
+        let response = try await self.unlockAccount(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3785,6 +3899,19 @@ extension Smartschool_Identity_V1_IdentityService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_TokenResponse> {
         return GRPCCore.ServerResponse<Smartschool_Identity_V1_TokenResponse>(
             message: try await self.login(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func unlockAccount(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_User> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_User>(
+            message: try await self.unlockAccount(
                 request: request.message,
                 context: context
             ),
@@ -4533,9 +4660,15 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-        /// > logins are being hashed at once (retry shortly).
+        /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+        /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+        /// > or one not yet activated, so that nobody can probe which usernames exist.
+        /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+        /// > username or from one client address, too many checks at once from one address, or too
+        /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+        /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+        /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+        /// > password is unacceptable.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -4552,6 +4685,31 @@ extension Smartschool_Identity_V1_IdentityService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_TokenResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_TokenResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UnlockAccount" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+        /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+        /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_UnlockAccountRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_UnlockAccountRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_User` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func unlockAccount<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_UnlockAccountRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_User>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Refresh" method.
@@ -5690,9 +5848,15 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-        /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-        /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-        /// > logins are being hashed at once (retry shortly).
+        /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+        /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+        /// > or one not yet activated, so that nobody can probe which usernames exist.
+        /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+        /// > username or from one client address, too many checks at once from one address, or too
+        /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+        /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+        /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+        /// > password is unacceptable.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -5715,6 +5879,42 @@ extension Smartschool_Identity_V1_IdentityService {
             try await self.client.unary(
                 request: request,
                 descriptor: Smartschool_Identity_V1_IdentityService.Method.Login.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UnlockAccount" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+        /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+        /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_UnlockAccountRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_UnlockAccountRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_User` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func unlockAccount<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_UnlockAccountRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_User>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.UnlockAccount.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -6840,9 +7040,15 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-    /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-    /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-    /// > logins are being hashed at once (retry shortly).
+    /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+    /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+    /// > or one not yet activated, so that nobody can probe which usernames exist.
+    /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+    /// > username or from one client address, too many checks at once from one address, or too
+    /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+    /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+    /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+    /// > password is unacceptable.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -6862,6 +7068,37 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_LoginRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_TokenResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnlockAccount" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+    /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+    /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_UnlockAccountRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unlockAccount<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_UnlockAccountRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.unlockAccount(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_UnlockAccountRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_User>(),
             options: options,
             onResponse: handleResponse
         )
@@ -8028,9 +8265,15 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Password login. Open. UNAUTHENTICATED, always with the same message, for an unknown user,
-    /// > a wrong password, a temporarily locked account (N failures in a row) or one not yet
-    /// > activated, so that nobody can probe which usernames exist; RESOURCE_EXHAUSTED when too many
-    /// > logins are being hashed at once (retry shortly).
+    /// > a wrong password, a temporarily locked account (--lockout-threshold guesses, counted
+    /// > before each is checked, so parallel guesses cannot exceed it; UnlockAccount ends a lock)
+    /// > or one not yet activated, so that nobody can probe which usernames exist.
+    /// > RESOURCE_EXHAUSTED, before any password is checked, for too many attempts a minute for one
+    /// > username or from one client address, too many checks at once from one address, or too
+    /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
+    /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
+    /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
+    /// > password is unacceptable.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -8053,6 +8296,41 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             metadata: metadata
         )
         return try await self.login(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnlockAccount" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Ends a lockout after failed logins (the failure count starts again). Callers: admins of
+    /// > the user's scope (audited as user.unlock). INVALID_ARGUMENT without exactly one of
+    /// > user_id and username; NOT_FOUND; PERMISSION_DENIED outside the caller's scope.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unlockAccount<Result>(
+        _ message: Smartschool_Identity_V1_UnlockAccountRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_User>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_UnlockAccountRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.unlockAccount(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -547,7 +547,9 @@ public nonisolated struct Smartschool_Identity_V1_CreateUserRequest: @unchecked 
   /// Clears the value of `user`. Subsequent reads from it will return its default value.
   public mutating func clearUser() {_uniqueStorage()._user = nil}
 
-  /// Optional. Without one the user is PENDING_ACTIVATION and needs an activation code.
+  /// Optional. Without one the user is PENDING_ACTIVATION and needs an activation code. With
+  /// one, the user must choose a new password at first login (see Login), since the admin
+  /// knows this one. Checked like every new password (length, common passwords, username).
   public var initialPassword: String {
     get {_storage._initialPassword}
     set {_uniqueStorage()._initialPassword = newValue}
@@ -1025,6 +1027,26 @@ public nonisolated struct Smartschool_Identity_V1_LoginRequest: Sendable {
   public var username: String = String()
 
   public var password: String = String()
+
+  /// Set only when a previous Login answered FAILED_PRECONDITION because the password was set
+  /// by an admin (CreateUser's initial_password): the new password replaces it (it must differ
+  /// and pass the password policy) and the login goes on. Ignored when no change is due.
+  public var newPassword: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Names a user by user_id or username (exactly one).
+public nonisolated struct Smartschool_Identity_V1_UnlockAccountRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  public var username: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3156,7 +3178,7 @@ nonisolated extension Smartschool_Identity_V1_ListRoleBindingsResponse: SwiftPro
 
 nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoginRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}new_password\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3166,6 +3188,7 @@ nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Messag
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.password) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.newPassword) }()
       default: break
       }
     }
@@ -3178,12 +3201,51 @@ nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Messag
     if !self.password.isEmpty {
       try visitor.visitSingularStringField(value: self.password, fieldNumber: 2)
     }
+    if !self.newPassword.isEmpty {
+      try visitor.visitSingularStringField(value: self.newPassword, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Identity_V1_LoginRequest, rhs: Smartschool_Identity_V1_LoginRequest) -> Bool {
     if lhs.username != rhs.username {return false}
     if lhs.password != rhs.password {return false}
+    if lhs.newPassword != rhs.newPassword {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_UnlockAccountRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UnlockAccountRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.username) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.username.isEmpty {
+      try visitor.visitSingularStringField(value: self.username, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_UnlockAccountRequest, rhs: Smartschool_Identity_V1_UnlockAccountRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.username != rhs.username {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
