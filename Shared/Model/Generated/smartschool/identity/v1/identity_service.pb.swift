@@ -1030,7 +1030,9 @@ public nonisolated struct Smartschool_Identity_V1_LoginRequest: Sendable {
 
   /// Set only when a previous Login answered FAILED_PRECONDITION because the password was set
   /// by an admin (CreateUser's initial_password): the new password replaces it (it must differ
-  /// and pass the password policy) and the login goes on. Ignored when no change is due.
+  /// and pass the password policy) and the login goes on. Whenever set it is checked against
+  /// the policy first (INVALID_ARGUMENT), so the answer reveals nothing about the account; it is
+  /// not used when no change is due.
   public var newPassword: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
