@@ -84,16 +84,16 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     }
   }
 
-  private func claims(for user: User, bindings: [Binding], sessionID: String)
-    -> AccessTokenClaims
-  {
+  private func claims(
+    for user: User, bindings: [Binding], managed: [String: [String]], sessionID: String
+  ) -> AccessTokenClaims {
     let now = Int64(Date().timeIntervalSince1970)
     return AccessTokenClaims(
       iss: smartSchoolTokenIssuer, sub: user.id, usr: user.username,
       knd: KindNames.name(user.kind), sid: sessionID, iat: now,
       exp: now + Int64(settings.accessTokenTTL),
       rol: bindings.compactMap { b in
-        Role(b.role).map { .init(r: $0.rawValue, o: b.orgID, p: b.orgPath) }
+        Role(b.role).map { .init(r: $0.rawValue, o: b.orgID, p: b.orgPath, m: managed[b.orgID]) }
       })
   }
 
@@ -104,7 +104,16 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     -> Smartschool_Identity_V1_TokenResponse
   {
     let bindings = try await store.bindings(userID: user.id)
-    let c = claims(for: user, bindings: bindings, sessionID: sessionID)
+    // A role held at a central school reaches the teaching points it manages (一体化管理). The
+    // token carries their ids, rather than each service asking identity or its own org
+    // directory: every service (identity too, which keeps no directory) then decides with the
+    // principal alone, its scope queries take the extra paths like any other scope, and the
+    // answer is as fresh as the bindings beside it (a new managing school shows at the next
+    // token, as a revoked role does).
+    let schoolDepth = Smartschool_Common_V1_OrgKind.school.depth + 1
+    let managed = try await store.managedTeachingPoints(
+      schoolIDs: bindings.filter { OrgPath($0.orgPath)?.ids.count == schoolDepth }.map(\.orgID))
+    let c = claims(for: user, bindings: bindings, managed: managed, sessionID: sessionID)
     var signed = c
     if let ends = sessionEnds ?? refreshExpires {
       signed.exp = min(c.exp, Self.sessionEnd(ends))

@@ -66,6 +66,9 @@ protocol IdentityStore: Sendable {
   func importOrgs(
     _ rows: [(index: Int, row: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> (result: BatchOutcome, deferred: [(index: Int, row: Org)])
+  /// School id → ids (sorted) of the active teaching points it manages in its own county, for
+  /// those of `schoolIDs` that manage any.
+  func managedTeachingPoints(schoolIDs: [String]) async throws -> [String: [String]]
 
   // Users
   func user(id: String) async throws -> User?
@@ -304,6 +307,11 @@ final class SQLiteIdentityStore: IdentityStore {
   private func insertOrg(_ db: Database, _ org: Org, parent: Org?, managingSchool: Org?) throws
     -> Org
   {
+    if let managingSchool {
+      try OrgRules.checkSameCounty(
+        managingSchool, parentID: parent?.id ?? "", field: "org.managing_school_code")
+      try checkManagedCount(db, managingSchool, excluding: "")
+    }
     let id = EntityID.make()
     let path = (parent.flatMap { OrgPath($0.path) } ?? .root).appending(id)
     let now = Date().timeIntervalSince1970
@@ -343,6 +351,7 @@ final class SQLiteIdentityStore: IdentityStore {
     let now = Date().timeIntervalSince1970
     var managingID: String? = current.managingSchoolID.isEmpty ? nil : current.managingSchoolID
     if let m = managingSchool { managingID = m?.id }
+    try checkManagement(db, current, newParentID: newParent?.id, managingID: managingID)
     try db.execute(
       sql: """
         UPDATE orgs SET name = ?, school_kind = ?, stages = ?, managing_school_id = ?, grade = ?,
@@ -376,6 +385,73 @@ final class SQLiteIdentityStore: IdentityStore {
       if let o = try fetchOrg(db, id: id) { try recordOrgChange(db, o) }
     }
     return updated
+  }
+
+  /// Before an org moves or changes its managing school (inside the write, so that two writes
+  /// cannot pass the check together): a teaching point's managing school must stay in the
+  /// teaching point's county, and a central school may not leave the county of the teaching
+  /// points it manages.
+  private func checkManagement(
+    _ db: Database, _ current: Org, newParentID: String?, managingID: String?
+  ) throws {
+    let parentID = newParentID ?? current.parentID
+    let moves = parentID != current.parentID
+    let managingChanged = (managingID ?? "") != current.managingSchoolID
+    if let managingID, moves || managingChanged {
+      guard let managing = try fetchOrg(db, id: managingID) else {
+        throw ServiceError.notFound("org '\(managingID)' not found")
+      }
+      try OrgRules.checkSameCounty(
+        managing, parentID: parentID,
+        field: managingChanged ? "org.managing_school_code" : "org.parent_code")
+      if managingChanged { try checkManagedCount(db, managing, excluding: current.id) }
+    }
+    guard moves else { return }
+    let stranded = try String.fetchOne(
+      db.cachedStatement(
+        sql: """
+          SELECT code FROM orgs WHERE managing_school_id = ? AND parent_id IS NOT ?
+          ORDER BY code LIMIT 1
+          """),
+      arguments: [current.id, parentID])
+    if let stranded {
+      throw ServiceError.invalid(
+        "org.parent_code",
+        "the school manages teaching point '\(stranded)' of its county; give that teaching point "
+          + "another managing school first")
+    }
+  }
+
+  private func checkManagedCount(_ db: Database, _ school: Org, excluding id: String) throws {
+    let count = try Int.fetchOne(
+      db.cachedStatement(
+        sql: "SELECT COUNT(*) FROM orgs WHERE managing_school_id = ? AND id <> ? AND active = 1"),
+      arguments: [school.id, id]) ?? 0
+    if count >= OrgRules.maxManagedTeachingPoints {
+      throw ServiceError.invalid(
+        "org.managing_school_code",
+        "the school '\(school.code)' already manages \(count) teaching points, the most allowed")
+    }
+  }
+
+  func managedTeachingPoints(schoolIDs: [String]) async throws -> [String: [String]] {
+    if schoolIDs.isEmpty { return [:] }
+    return try await store.read { db in
+      // The same county only: a pairing across counties (from before the rule) reaches nothing.
+      let marks = databaseQuestionMarks(count: schoolIDs.count)
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT t.managing_school_id AS school, t.id AS point FROM orgs t
+          JOIN orgs s ON s.id = t.managing_school_id AND s.parent_id = t.parent_id
+          WHERE t.active = 1 AND t.managing_school_id IN (\(marks))
+          ORDER BY t.id
+          """,
+        arguments: StatementArguments(schoolIDs))
+      var result: [String: [String]] = [:]
+      for row in rows { result[row["school"], default: []].append(row["point"]) }
+      return result
+    }
   }
 
   func updateOrg(_ org: Org, newParent: Org?, managingSchool: Org??) async throws -> Org {
@@ -514,6 +590,8 @@ final class SQLiteIdentityStore: IdentityStore {
             _ = try self.insertOrg(db, row, parent: parent, managingSchool: managing)
             result.created += 1
           }
+        } catch ServiceError.invalidArgument(let violations) where !violations.isEmpty {
+          reject(violations[0].field, violations[0].description)
         } catch let error as ServiceError {
           reject("org", error.message)
         } catch let error as DatabaseError {

@@ -106,6 +106,10 @@ enum IdentityMigrations {
           CREATE INDEX audit_events_actor ON audit_events(actor_id, sequence);
           """)
     }
+    // Every token issued for a binding at a school looks up the teaching points it manages.
+    migrator.registerMigration("identity.orgs_managing_school") { db in
+      try db.execute(sql: "CREATE INDEX orgs_managing_school ON orgs(managing_school_id)")
+    }
     // An admin-set initial password must be changed at first login.
     migrator.registerMigration("identity.users_password_change_required") { db in
       try db.execute(

@@ -59,6 +59,23 @@ enum OrgRules {
     }
   }
 
+  /// A teaching point's managing school must be a school of the teaching point's own county
+  /// (whose id is `parentID`): its roles reach the teaching point (一体化管理), and a county
+  /// may not hand its teaching points to a school of another county.
+  static func checkSameCounty(_ managing: Org, parentID: String, field: String)
+    throws(ServiceError)
+  {
+    guard managing.parentID == parentID else {
+      throw .invalid(
+        field, "the managing school '\(managing.code)' is not in the teaching point's county")
+    }
+  }
+
+  /// The most teaching points one central school may manage. Every token of a role held at the
+  /// school names them (about 30 bytes each), and a token must stay well below the 16 KiB a
+  /// verifier accepts; real central schools manage a handful.
+  static let maxManagedTeachingPoints = 100
+
   /// True when moving the org at `orgPath` under `newParentPath` would make it its own ancestor.
   static func wouldCycle(orgPath: OrgPath, newParentPath: OrgPath) -> Bool {
     orgPath.covers(newParentPath)

@@ -14,12 +14,17 @@ public struct AccessTokenClaims: Codable, Hashable, Sendable {
     public var o: String
     /// Org path of that org.
     public var p: String
+    /// Ids of the teaching points the org manages as their central school (一体化管理), which
+    /// the binding reaches too. They lie beside the org, in its county, so an id is enough: the
+    /// path is the org's parent path and the id. Absent when the org manages none.
+    public var m: [String]?
 
-    /// A binding claim.
-    public init(r: String, o: String, p: String) {
+    /// A binding claim; `m` lists the teaching points the org manages, if any.
+    public init(r: String, o: String, p: String, m: [String]? = nil) {
       self.r = r
       self.o = o
       self.p = p
+      self.m = m
     }
   }
 
@@ -61,7 +66,11 @@ public struct AccessTokenClaims: Codable, Hashable, Sendable {
       userID: sub, username: usr, kind: knd,
       bindings: rol.compactMap { b in
         guard let role = Role(rawValue: b.r), let path = OrgPath(b.p) else { return nil }
-        return RoleGrant(role: role, orgID: b.o, orgPath: path)
+        let managed = (b.m ?? []).compactMap { id -> OrgPath? in
+          guard !id.isEmpty, !id.contains("/") else { return nil }
+          return path.parent?.appending(id)
+        }
+        return RoleGrant(role: role, orgID: b.o, orgPath: path, managedPaths: managed)
       },
       sessionID: sid,
       issuedAt: Date(timeIntervalSince1970: TimeInterval(iat)),

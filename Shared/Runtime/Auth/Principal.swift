@@ -9,12 +9,23 @@ public struct RoleGrant: Hashable, Sendable {
   public var orgID: String
   /// Path of that org; the binding's scope is every org under it.
   public var orgPath: OrgPath
+  /// Paths of the teaching points the org manages as their central school (一体化管理): the
+  /// binding's scope takes in every org under them too. Empty for most bindings.
+  public var managedPaths: [OrgPath]
 
-  /// A binding of `role` at the org `orgID` whose path is `orgPath`.
-  public init(role: Role, orgID: String, orgPath: OrgPath) {
+  /// A binding of `role` at the org `orgID` whose path is `orgPath`, reaching also the
+  /// teaching points at `managedPaths`.
+  public init(role: Role, orgID: String, orgPath: OrgPath, managedPaths: [OrgPath] = []) {
     self.role = role
     self.orgID = orgID
     self.orgPath = orgPath
+    self.managedPaths = managedPaths
+  }
+
+  /// True when the binding's scope (its org's subtree and those of the teaching points the
+  /// org manages) takes in `path`.
+  public func covers(_ path: OrgPath) -> Bool {
+    orgPath.covers(path) || managedPaths.contains { $0.covers(path) }
   }
 }
 
@@ -60,10 +71,11 @@ public struct Principal: Hashable, Sendable {
     return current
   }
 
-  /// True when a binding whose role grants `permission` covers `path`.
+  /// True when a binding whose role grants `permission` covers `path` (see
+  /// ``RoleGrant/covers(_:)``).
   public func allows(_ permission: Permission, at path: OrgPath) -> Bool {
     bindings.contains {
-      PermissionTable.permissions(of: $0.role).contains(permission) && $0.orgPath.covers(path)
+      PermissionTable.permissions(of: $0.role).contains(permission) && $0.covers(path)
     }
   }
 
@@ -81,13 +93,15 @@ public struct Principal: Hashable, Sendable {
   }
 
   /// The scopes (org paths) over which the principal holds `permission`, minimal: a scope
-  /// covered by another is dropped. Empty when the permission is held nowhere.
+  /// covered by another is dropped. Empty when the permission is held nowhere. A binding at a
+  /// central school gives its managed teaching points' paths as scopes too.
   public func scopes(for permission: Permission) -> [OrgPath] {
     // Asked on nearly every call, of a handful of bindings: an array, and no set or sort for
     // the usual one scope.
     var paths: [OrgPath] = []
     for b in bindings where PermissionTable.permissions(of: b.role).contains(permission) {
       if !paths.contains(b.orgPath) { paths.append(b.orgPath) }
+      for m in b.managedPaths where !paths.contains(m) { paths.append(m) }
     }
     if paths.count < 2 { return paths }
     return paths.filter { p in !paths.contains { $0 != p && $0.covers(p) } }.sorted()
@@ -95,7 +109,7 @@ public struct Principal: Hashable, Sendable {
 
   /// True when the principal holds `role` at an org covering `path`.
   public func holds(_ role: Role, covering path: OrgPath) -> Bool {
-    bindings.contains { $0.role == role && $0.orgPath.covers(path) }
+    bindings.contains { $0.role == role && $0.covers(path) }
   }
 
   /// True when some binding lets the principal grant `role` at `path`.
@@ -103,7 +117,7 @@ public struct Principal: Hashable, Sendable {
     bindings.contains {
       $0.role.grantableRoles.contains(role)
         && PermissionTable.permissions(of: $0.role).contains(.rolesGrant)
-        && $0.orgPath.covers(path)
+        && $0.covers(path)
     }
   }
 }
