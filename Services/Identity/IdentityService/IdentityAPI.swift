@@ -380,6 +380,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       let params = settings.scrypt
       hash = try await hashes.run { try Passwords.hash(password, parameters: params) }
     }
+    // The admin knows an initial password: the user must replace it at first login.
     let user = try await store.insertUser(
       request.user, org: org, passwordHash: hash, mustChangePassword: hash != nil, clientID: nil,
       clientSecretHash: nil)
@@ -390,7 +391,6 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   func getUser(request: Smartschool_Identity_V1_GetUserRequest, context: ServerContext)
     async throws -> User
   {
-    // The admin knows an initial password: the user must replace it at first login.
     let p = try Principal.require()
     let user = try await resolveUser(
       id: request.id, externalID: request.externalID, username: request.username, field: "id")
@@ -789,15 +789,6 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   func login(request: Smartschool_Identity_V1_LoginRequest, context: ServerContext) async throws
     -> Smartschool_Identity_V1_TokenResponse
   {
-    var v = Validator()
-    v.check(!request.username.isEmpty, "username", "must not be empty")
-    v.check(request.username.count <= 64, "username", "must have at most 64 characters")
-    v.check(!request.password.isEmpty, "password", "must not be empty")
-    v.check(request.password.count <= 1024, "password", "must have at most 1024 characters")
-    try v.throwIfInvalid()
-    let password = request.password
-    let params = settings.scrypt
-  {
     try await login(request, client: ClientAddress.host(ofPeer: context.remotePeer))
   }
 
@@ -815,6 +806,23 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
 
   private func login(_ request: Smartschool_Identity_V1_LoginRequest, client: String)
     async throws -> Smartschool_Identity_V1_TokenResponse
+  {
+    var v = Validator()
+    v.check(!request.username.isEmpty, "username", "must not be empty")
+    v.check(request.username.count <= 64, "username", "must have at most 64 characters")
+    v.check(!request.password.isEmpty, "password", "must not be empty")
+    v.check(request.password.count <= 1024, "password", "must have at most 1024 characters")
+    try v.throwIfInvalid()
+    if !request.newPassword.isEmpty {
+      // Checked whether or not a change is due, so the answer says nothing about the account.
+      try settings.passwordPolicy.check(
+        request.newPassword, username: request.username, field: "new_password")
+    }
+    // Refused here, before the store or a hash: a flood costs next to nothing.
+    try throttle.admit(account: request.username, address: client)
+    let password = request.password
+    let newPassword = request.newPassword
+    let params = settings.scrypt
     let creds = try await store.credentials(username: request.username)
     guard let creds, creds.user.kind != .serviceAccount, creds.user.status == .active,
       let stored = creds.passwordHash
@@ -824,15 +832,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
         try await hashes.run { try Passwords.hash(password, parameters: params) }
       }
       await audit("login.failure", actor: "", target: String(request.username.prefix(64)),
-    if !request.newPassword.isEmpty {
-      // Checked whether or not a change is due, so the answer says nothing about the account.
-      try settings.passwordPolicy.check(
-        request.newPassword, username: request.username, field: "new_password")
-    }
-    // Refused here, before the store or a hash: a flood costs next to nothing.
-    try throttle.admit(account: request.username, address: client)
                   orgID: creds?.user.orgID ?? "", orgPath: creds?.user.orgPath ?? "",
-    let newPassword = request.newPassword
                   detail: creds == nil ? "unknown user" : "inactive account")
       throw ServiceError.unauthenticated(Self.badLogin)
     }
@@ -905,15 +905,6 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       user: user, sessionID: session, refreshToken: refresh, refreshExpires: refreshExpires)
   }
 
-  func refresh(request: Smartschool_Identity_V1_RefreshRequest, context: ServerContext)
-    async throws -> Smartschool_Identity_V1_TokenResponse
-  {
-    guard !request.refreshToken.isEmpty, request.refreshToken.count <= 256 else {
-      throw ServiceError.invalid("refresh_token", "must be 1-256 characters")
-    }
-    let hash = Secrets.digest(request.refreshToken)
-    guard let record = try await store.refreshRecord(hash: hash), !record.sessionRevoked,
-      record.expiresAt > Date()
   func unlockAccount(request: Smartschool_Identity_V1_UnlockAccountRequest, context: ServerContext)
     async throws -> User
   {
@@ -933,6 +924,15 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     return unlocked
   }
 
+  func refresh(request: Smartschool_Identity_V1_RefreshRequest, context: ServerContext)
+    async throws -> Smartschool_Identity_V1_TokenResponse
+  {
+    guard !request.refreshToken.isEmpty, request.refreshToken.count <= 256 else {
+      throw ServiceError.invalid("refresh_token", "must be 1-256 characters")
+    }
+    let hash = Secrets.digest(request.refreshToken)
+    guard let record = try await store.refreshRecord(hash: hash), !record.sessionRevoked,
+      record.expiresAt > Date()
     else { throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked") }
     // The session's end was fixed at login; refreshing never moves it, and it ends at the
     // same whole second as its access tokens (which WhoAmI and Introspect go by).

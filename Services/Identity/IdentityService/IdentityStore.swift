@@ -74,11 +74,11 @@ protocol IdentityStore: Sendable {
   func user(id: String) async throws -> User?
   func user(externalID: String) async throws -> User?
   func user(username: String) async throws -> User?
+  /// Inserts a user; `mustChangePassword` makes Login refuse the password until a new one is
+  /// chosen (an admin-set initial password).
   func insertUser(
     _ user: User, org: Org?, passwordHash: String?, mustChangePassword: Bool, clientID: String?,
     clientSecretHash: String?
-  /// Inserts a user; `mustChangePassword` makes Login refuse the password until a new one is
-  /// chosen (an admin-set initial password).
   ) async throws -> User
   func updateUser(_ user: User, org: Org?) async throws -> User
   func deactivateUser(id: String) async throws -> User
@@ -962,7 +962,6 @@ final class SQLiteIdentityStore: IdentityStore {
     async throws -> Bool
   {
     try await store.write { db in
-      let now = Date().timeIntervalSince1970
       try db.execute(
         sql: """
           UPDATE users SET failed_logins = 0, locked_until = NULL,
@@ -973,6 +972,18 @@ final class SQLiteIdentityStore: IdentityStore {
           """,
         arguments: [newHash, passwordChanged, passwordChanged, Date().timeIntervalSince1970, userID])
       return db.changesCount == 1
+    }
+  }
+
+  func unlock(userID: String) async throws -> User {
+    try await store.write { db in
+      try db.execute(
+        sql: "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?",
+        arguments: [userID])
+      guard let user = try self.fetchUser(db, where: "u.id = ?", userID) else {
+        throw ServiceError.notFound("user not found")
+      }
+      return user
     }
   }
 
@@ -1032,6 +1043,7 @@ final class SQLiteIdentityStore: IdentityStore {
     async throws -> Bool
   {
     try await store.write { db in
+      let now = Date().timeIntervalSince1970
       try db.execute(
         sql: "UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL",
         arguments: [now, oldHash])
@@ -1053,18 +1065,6 @@ final class SQLiteIdentityStore: IdentityStore {
       if db.changesCount > 0 { try self.recordRevocation(db, session: id) }
     }
   }
-  func unlock(userID: String) async throws -> User {
-    try await store.write { db in
-      try db.execute(
-        sql: "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?",
-        arguments: [userID])
-      guard let user = try self.fetchUser(db, where: "u.id = ?", userID) else {
-        throw ServiceError.notFound("user not found")
-      }
-      return user
-    }
-  }
-
 
   /// Revokes, in the caller's transaction, every live session of a user but `except`, each on
   /// the change feed.
