@@ -39,7 +39,7 @@ let sweepTable: [String: SweepEntry] = {
       "RevokeRole", "ListRoleBindings", "Login", "Refresh", "Logout", "Introspect",
       "ListSigningKeys", "RotateSigningKey", "CreateServiceAccount",
       "ExchangeClientCredentials", "WhoAmI", "ListAuditEvents", "ListChanges",
-      "ReactivateUser", "RotateServiceAccountSecret",
+      "ReactivateUser", "RotateServiceAccountSecret", "UnlockAccount",
     ],
     "smartschool.catalogue.v1.CatalogueService": [
       "CreateResource", "GetResource", "UpdateResource", "DeleteResource", "ListResources",
