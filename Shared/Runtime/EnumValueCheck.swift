@@ -15,9 +15,12 @@ import Synchronization
 ///
 /// What to walk comes from the descriptor set, once: for each message type, the enum fields
 /// and the message (and map) fields under which an enum lies somewhere. Types with no enum
-/// beneath them are never walked, and a walk descends only into fields that can hold one. The
-/// per-call cost for a request type without enums is one lookup in a small table keyed by the
-/// Swift type (about 100 instructions).
+/// beneath them are never walked, and a walk descends only into fields that can hold one.
+/// Measured in a release build (a request's message sequence read as a unary handler reads
+/// it): a type without enums costs one lookup in a table keyed by the Swift type, about 40 ns,
+/// not measurable beside the rest; `ListRoleBindingsRequest` about 1.3 µs and a `CreateOrg`
+/// (nested org, repeated stages) about 2.5 µs, mostly the extra async sequence layer and
+/// generic metadata lookups of unspecialised code.
 ///
 /// A message of a client-streaming call is checked as the handler reads it, so an import fails
 /// at its first bad row (rows of batches committed before it stay committed; imports are
