@@ -238,6 +238,10 @@ extension Smartschool_Assessment_V1_AssessmentService {
     /// >
     /// > Academic evaluation. Every RPC needs a bearer token; scope is checked against the org that
     /// > runs the exam or the org of the student concerned.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "CreateExam" method.
         ///
@@ -509,6 +513,10 @@ extension Smartschool_Assessment_V1_AssessmentService {
     /// >
     /// > Academic evaluation. Every RPC needs a bearer token; scope is checked against the org that
     /// > runs the exam or the org of the student concerned.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ServiceProtocol: Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
         /// Handle the "CreateExam" method.
         ///
@@ -778,6 +786,10 @@ extension Smartschool_Assessment_V1_AssessmentService {
     /// >
     /// > Academic evaluation. Every RPC needs a bearer token; scope is checked against the org that
     /// > runs the exam or the org of the student concerned.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol SimpleServiceProtocol: Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         /// Handle the "CreateExam" method.
         ///
@@ -1526,6 +1538,10 @@ extension Smartschool_Assessment_V1_AssessmentService {
     /// >
     /// > Academic evaluation. Every RPC needs a bearer token; scope is checked against the org that
     /// > runs the exam or the org of the student concerned.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ClientProtocol: Sendable {
         /// Call the "CreateExam" method.
         ///
@@ -1860,6 +1876,10 @@ extension Smartschool_Assessment_V1_AssessmentService {
     /// >
     /// > Academic evaluation. Every RPC needs a bearer token; scope is checked against the org that
     /// > runs the exam or the org of the student concerned.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 

@@ -326,6 +326,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
     /// > for review to a reviewer whose scope covers the owner, and everything they authored.
     /// > Resources the caller cannot see are NOT_FOUND. Bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "CreateResource" method.
         ///
@@ -733,6 +737,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
     /// > for review to a reviewer whose scope covers the owner, and everything they authored.
     /// > Resources the caller cannot see are NOT_FOUND. Bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ServiceProtocol: Smartschool_Catalogue_V1_CatalogueService.StreamingServiceProtocol {
         /// Handle the "CreateResource" method.
         ///
@@ -1138,6 +1146,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
     /// > for review to a reviewer whose scope covers the owner, and everything they authored.
     /// > Resources the caller cannot see are NOT_FOUND. Bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol SimpleServiceProtocol: Smartschool_Catalogue_V1_CatalogueService.ServiceProtocol {
         /// Handle the "CreateResource" method.
         ///
@@ -2232,6 +2244,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
     /// > for review to a reviewer whose scope covers the owner, and everything they authored.
     /// > Resources the caller cannot see are NOT_FOUND. Bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ClientProtocol: Sendable {
         /// Call the "CreateResource" method.
         ///
@@ -2732,6 +2748,10 @@ extension Smartschool_Catalogue_V1_CatalogueService {
     /// > for review to a reviewer whose scope covers the owner, and everything they authored.
     /// > Resources the caller cannot see are NOT_FOUND. Bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 

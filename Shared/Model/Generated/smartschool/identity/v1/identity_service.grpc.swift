@@ -575,6 +575,10 @@ extension Smartschool_Identity_V1_IdentityService {
     /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
     /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "CreateOrg" method.
         ///
@@ -582,7 +586,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// >
         /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
         /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-        /// > wrong kind; NOT_FOUND for an unknown parent.
+        /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+        /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_CreateOrgRequest` messages.
@@ -619,7 +624,9 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+        /// > managing school outside the teaching point's county, or a move that would part a teaching
+        /// > point and its central school (org.parent_code).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_UpdateOrgRequest` messages.
@@ -676,7 +683,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-        /// > admins and data exchange; rows outside scope are rejected one by one.
+        /// > admins and data exchange; rows outside scope, or naming a managing school of another
+        /// > county, are rejected one by one.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ImportOrgsRequest` messages.
@@ -1306,6 +1314,10 @@ extension Smartschool_Identity_V1_IdentityService {
     /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
     /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ServiceProtocol: Smartschool_Identity_V1_IdentityService.StreamingServiceProtocol {
         /// Handle the "CreateOrg" method.
         ///
@@ -1313,7 +1325,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// >
         /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
         /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-        /// > wrong kind; NOT_FOUND for an unknown parent.
+        /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+        /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOrgRequest` message.
@@ -1350,7 +1363,9 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+        /// > managing school outside the teaching point's county, or a move that would part a teaching
+        /// > point and its central school (org.parent_code).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOrgRequest` message.
@@ -1407,7 +1422,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-        /// > admins and data exchange; rows outside scope are rejected one by one.
+        /// > admins and data exchange; rows outside scope, or naming a managing school of another
+        /// > county, are rejected one by one.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ImportOrgsRequest` messages.
@@ -2035,6 +2051,10 @@ extension Smartschool_Identity_V1_IdentityService {
     /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
     /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol SimpleServiceProtocol: Smartschool_Identity_V1_IdentityService.ServiceProtocol {
         /// Handle the "CreateOrg" method.
         ///
@@ -2042,7 +2062,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// >
         /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
         /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-        /// > wrong kind; NOT_FOUND for an unknown parent.
+        /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+        /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_CreateOrgRequest` message.
@@ -2079,7 +2100,9 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+        /// > managing school outside the teaching point's county, or a move that would part a teaching
+        /// > point and its central school (org.parent_code).
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_UpdateOrgRequest` message.
@@ -2136,7 +2159,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-        /// > admins and data exchange; rows outside scope are rejected one by one.
+        /// > admins and data exchange; rows outside scope, or naming a managing school of another
+        /// > county, are rejected one by one.
         ///
         /// - Parameters:
         ///   - request: A stream of `Smartschool_Identity_V1_ImportOrgsRequest` messages.
@@ -4078,6 +4102,10 @@ extension Smartschool_Identity_V1_IdentityService {
     /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
     /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ClientProtocol: Sendable {
         /// Call the "CreateOrg" method.
         ///
@@ -4085,7 +4113,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// >
         /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
         /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-        /// > wrong kind; NOT_FOUND for an unknown parent.
+        /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+        /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOrgRequest` message.
@@ -4132,7 +4161,9 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+        /// > managing school outside the teaching point's county, or a move that would part a teaching
+        /// > point and its central school (org.parent_code).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOrgRequest` message.
@@ -4204,7 +4235,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-        /// > admins and data exchange; rows outside scope are rejected one by one.
+        /// > admins and data exchange; rows outside scope, or naming a managing school of another
+        /// > county, are rejected one by one.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Smartschool_Identity_V1_ImportOrgsRequest` messages.
@@ -4992,6 +5024,10 @@ extension Smartschool_Identity_V1_IdentityService {
     /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
     /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -5009,7 +5045,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// >
         /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
         /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-        /// > wrong kind; NOT_FOUND for an unknown parent.
+        /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+        /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOrgRequest` message.
@@ -5078,7 +5115,9 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+        /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+        /// > managing school outside the teaching point's county, or a move that would part a teaching
+        /// > point and its central school (org.parent_code).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOrgRequest` message.
@@ -5183,7 +5222,8 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > Source IDL Documentation:
         /// >
         /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-        /// > admins and data exchange; rows outside scope are rejected one by one.
+        /// > admins and data exchange; rows outside scope, or naming a managing school of another
+        /// > county, are rejected one by one.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Smartschool_Identity_V1_ImportOrgsRequest` messages.
@@ -6321,7 +6361,8 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// >
     /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
     /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-    /// > wrong kind; NOT_FOUND for an unknown parent.
+    /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+    /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOrgRequest` message.
@@ -6380,7 +6421,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-    /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+    /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+    /// > managing school outside the teaching point's county, or a move that would part a teaching
+    /// > point and its central school (org.parent_code).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOrgRequest` message.
@@ -6470,7 +6513,8 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-    /// > admins and data exchange; rows outside scope are rejected one by one.
+    /// > admins and data exchange; rows outside scope, or naming a managing school of another
+    /// > county, are rejected one by one.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Smartschool_Identity_V1_ImportOrgsRequest` messages.
@@ -7447,7 +7491,8 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// >
     /// > Creates an org under its parent. Callers: admins whose scope covers the parent (system
     /// > admin for a root). ALREADY_EXISTS for a taken code; INVALID_ARGUMENT for a parent of the
-    /// > wrong kind; NOT_FOUND for an unknown parent.
+    /// > wrong kind, or a teaching point's managing school that is not a school of its own county
+    /// > (or already manages 100 teaching points); NOT_FOUND for an unknown parent.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7514,7 +7559,9 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Updates an org (field mask); moving it moves its subtree. Callers: admins of the org's
-    /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle or a parent of the wrong kind.
+    /// > (and new parent's) scope. INVALID_ARGUMENT for a cycle, a parent of the wrong kind, a
+    /// > managing school outside the teaching point's county, or a move that would part a teaching
+    /// > point and its central school (org.parent_code).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -7616,7 +7663,8 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Bulk import, idempotent by code; a parent may come later in the same stream. Callers:
-    /// > admins and data exchange; rows outside scope are rejected one by one.
+    /// > admins and data exchange; rows outside scope, or naming a managing school of another
+    /// > county, are rejected one by one.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.

@@ -371,6 +371,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
     /// > Every method needs an access token (UNAUTHENTICATED without a valid one). "Scope" means a
     /// > role binding at an org covering the named org (PERMISSION_DENIED otherwise). Unknown orgs,
     /// > terms and classrooms are NOT_FOUND; malformed fields INVALID_ARGUMENT with field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "CreateTerm" method.
         ///
@@ -817,6 +821,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
     /// > Every method needs an access token (UNAUTHENTICATED without a valid one). "Scope" means a
     /// > role binding at an org covering the named org (PERMISSION_DENIED otherwise). Unknown orgs,
     /// > terms and classrooms are NOT_FOUND; malformed fields INVALID_ARGUMENT with field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ServiceProtocol: Smartschool_Supervision_V1_SupervisionService.StreamingServiceProtocol {
         /// Handle the "CreateTerm" method.
         ///
@@ -1261,6 +1269,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
     /// > Every method needs an access token (UNAUTHENTICATED without a valid one). "Scope" means a
     /// > role binding at an org covering the named org (PERMISSION_DENIED otherwise). Unknown orgs,
     /// > terms and classrooms are NOT_FOUND; malformed fields INVALID_ARGUMENT with field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol SimpleServiceProtocol: Smartschool_Supervision_V1_SupervisionService.ServiceProtocol {
         /// Handle the "CreateTerm" method.
         ///
@@ -2499,6 +2511,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
     /// > Every method needs an access token (UNAUTHENTICATED without a valid one). "Scope" means a
     /// > role binding at an org covering the named org (PERMISSION_DENIED otherwise). Unknown orgs,
     /// > terms and classrooms are NOT_FOUND; malformed fields INVALID_ARGUMENT with field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public protocol ClientProtocol: Sendable {
         /// Call the "CreateTerm" method.
         ///
@@ -3053,6 +3069,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
     /// > Every method needs an access token (UNAUTHENTICATED without a valid one). "Scope" means a
     /// > role binding at an org covering the named org (PERMISSION_DENIED otherwise). Unknown orgs,
     /// > terms and classrooms are NOT_FOUND; malformed fields INVALID_ARGUMENT with field violations.
+    /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
+    /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
+    /// > naming its path; a request message over the server's --max-message-bytes, or metadata over
+    /// > 16 KiB, is RESOURCE_EXHAUSTED for that call alone.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
