@@ -80,7 +80,8 @@ public final class ServiceMetrics: Sendable {
 /// The one interceptor every RPC passes through: it authenticates the caller (through an
 /// ``Authenticator``) and binds ``Principal/current`` for the whole call, logs one structured
 /// line per RPC (method, code, duration, principal, request id, peer), records the RPC
-/// metrics, refuses request messages holding unknown enum values (``EnumValueCheck``), and
+/// metrics, refuses calls whose metadata the transport cut for size (``RequestHeaderLimit``)
+/// and request messages holding unknown enum values (``EnumValueCheck``), and
 /// turns any error that is not already a gRPC status into INTERNAL so nothing reaches a client
 /// as UNKNOWN.
 ///
