@@ -22,6 +22,7 @@ let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio
 let nioHTTP1: Target.Dependency = .product(name: "NIOHTTP1", package: "swift-nio")
 let nioHTTP2: Target.Dependency = .product(name: "NIOHTTP2", package: "swift-nio-http2")
 let nioHPACK: Target.Dependency = .product(name: "NIOHPACK", package: "swift-nio-http2")
+let postgres: Target.Dependency = .product(name: "PostgresNIO", package: "postgres-nio")
 
 let package = Package(
   name: "SmartSchool",
@@ -46,6 +47,7 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+    .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
   ],
   targets: [
     // Shared: generated protobuf/gRPC code and the domain vocabulary every service speaks.
@@ -60,7 +62,7 @@ let package = Package(
       dependencies: [
         "SmartSchoolModel", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, grdb, crypto,
         argumentParser, logging, prometheus, lifecycle, nioCore, nioPosix, nioHTTP1, nioHTTP2,
-        nioHPACK,
+        nioHPACK, postgres,
       ],
       path: "Shared/Runtime"
     ),
@@ -70,7 +72,7 @@ let package = Package(
       name: "IdentityService",
       dependencies: [
         "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, crypto,
-        cryptoExtras, logging,
+        cryptoExtras, logging, postgres,
       ],
       path: "Services/Identity/IdentityService"
     ),

@@ -40,6 +40,19 @@ public struct HostOptions: ParsableArguments, Sendable {
   @Option(help: "Seconds in-flight RPCs get to finish after SIGTERM. [default: 20]")
   public var drainSeconds: Int?
 
+  @Option(
+    help: """
+      PostgreSQL store, e.g. postgres://identity@db.example:5432/identity?sslmode=require \
+      (sslmode disable, prefer, require or verify-full). Without it: SQLite under --data-dir.
+      """)
+  public var databaseUrl: String?
+
+  @Option(help: "File holding the PostgreSQL password (instead of one in --database-url).")
+  public var databasePasswordFile: String?
+
+  @Option(help: "Most PostgreSQL connections this process opens. [default: 10]")
+  public var databasePoolSize: Int?
+
   public init() {}
 
   /// Resolves flags, then environment, then defaults, for `service` (e.g. "identity") whose
@@ -53,6 +66,29 @@ public struct HostOptions: ParsableArguments, Sendable {
     let key = tlsKey ?? env["tls-key"]
     if (cert == nil) != (key == nil) {
       throw ValidationError("--tls-cert and --tls-key go together")
+    }
+    var database: DatabaseSettings? = nil
+    if let url = databaseUrl ?? env["database-url"] {
+      var password: String? = nil
+      if let file = databasePasswordFile ?? env["database-password-file"] {
+        do {
+          password = try String(contentsOfFile: file, encoding: .utf8)
+            .trimmingCharacters(in: .newlines)
+        } catch {
+          throw ValidationError("--database-password-file: cannot read \(file)")
+        }
+      }
+      let poolSize = try databasePoolSize ?? env.int("database-pool-size") ?? 10
+      guard (1...500).contains(poolSize) else {
+        throw ValidationError("--database-pool-size must be 1-500")
+      }
+      do {
+        database = try DatabaseSettings(url: url, password: password, poolSize: poolSize)
+      } catch let error as DatabaseSettings.Invalid {
+        throw ValidationError("--database-url: \(error.message)")
+      }
+    } else if databasePasswordFile ?? env["database-password-file"] != nil {
+      throw ValidationError("--database-password-file needs --database-url")
     }
     let levelText = logLevel ?? env["log-level"] ?? "info"
     guard let level = Logger.Level(rawValue: levelText) else {
@@ -69,7 +105,8 @@ public struct HostOptions: ParsableArguments, Sendable {
       logLevel: level,
       maxMessageBytes: try maxMessageBytes ?? env.int("max-message-bytes") ?? 4 * 1024 * 1024,
       maxConcurrentStreams: try maxConcurrentStreams ?? env.int("max-concurrent-streams") ?? 256,
-      drainTimeout: .seconds(try drainSeconds ?? env.int("drain-seconds") ?? 20))
+      drainTimeout: .seconds(try drainSeconds ?? env.int("drain-seconds") ?? 20),
+      database: database)
   }
 
   /// The help text listing each flag's environment variable, for `--help`.
@@ -78,6 +115,7 @@ public struct HostOptions: ParsableArguments, Sendable {
       [
         "host", "port", "data-dir", "metrics-port", "tls-cert", "tls-key", "tls-ca",
         "log-level", "max-message-bytes", "max-concurrent-streams", "drain-seconds",
+        "database-url", "database-password-file", "database-pool-size",
       ] + extraFlags
     let lines = flags.map { "  --\($0)  ←  \(EnvironmentReader.variable(service: service, flag: $0))" }
     return "Every flag falls back to an environment variable, then to its default:\n"
@@ -161,12 +199,15 @@ public struct HostConfig: Sendable {
   public var maxConcurrentStreams: Int
   /// How long in-flight RPCs get after SIGTERM.
   public var drainTimeout: Duration
+  /// The PostgreSQL store; `nil` = SQLite under ``dataDirectory``.
+  public var database: DatabaseSettings? = nil
 
   /// A configuration for tests and embedding: loopback, ephemeral ports, plaintext.
   public static func ephemeral(service: String, dataDirectory: String) -> HostConfig {
     HostConfig(
       service: service, host: "127.0.0.1", port: 0, dataDirectory: dataDirectory,
       metricsPort: 0, tls: nil, clientCA: nil, logLevel: .warning,
-      maxMessageBytes: 4 * 1024 * 1024, maxConcurrentStreams: 256, drainTimeout: .seconds(5))
+      maxMessageBytes: 4 * 1024 * 1024, maxConcurrentStreams: 256, drainTimeout: .seconds(5),
+      database: nil)
   }
 }

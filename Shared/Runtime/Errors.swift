@@ -36,8 +36,39 @@ public enum ServiceError: Error, Hashable, Sendable {
   case resourceExhausted(String)
   /// A dependency (store lock, peer service) is unavailable for now: UNAVAILABLE.
   case unavailable(String)
+  /// A concurrent change won (a serialisation failure or deadlock that retries did not
+  /// resolve): ABORTED, to be retried by the caller.
+  case aborted(String)
   /// A bug or corrupt state on the server's side: INTERNAL.
   case internalError(String)
+
+  /// The status for a PostgreSQL SQLSTATE the caller did not cause directly: the one table
+  /// for both stores (SQLite's result codes map in ``Store/map(_:)`` to the same statuses).
+  /// A taken key is ALREADY_EXISTS; a broken reference or check FAILED_PRECONDITION; a
+  /// serialisation failure or deadlock that retries did not resolve ABORTED; a full disk
+  /// RESOURCE_EXHAUSTED; a server shutting down, a lost connection, a lock or statement
+  /// timeout UNAVAILABLE.
+  public static func store(sqlState: String, message: String) -> ServiceError {
+    switch sqlState {
+    case "23505": return .alreadyExists("an entity with the same key already exists")
+    case "23503", "23514", "23502", "23P01":
+      return .failedPrecondition("the change conflicts with existing data")
+    case "40001", "40P01":
+      return .aborted("a concurrent change conflicted with this one; retry")
+    case "53100": return .resourceExhausted("the store is full (disk space)")
+    case "53200", "53300", "53400":
+      return .unavailable("the database is out of resources (\(sqlState)); retry shortly")
+    case "55P03", "57014":
+      return .unavailable("the database is busy (lock or statement timeout); retry shortly")
+    case "57P01", "57P02", "57P03", "25006":
+      return .unavailable("the database is restarting or read-only; retry shortly")
+    default:
+      if sqlState.hasPrefix("08") {
+        return .unavailable("the database connection failed; retry shortly")
+      }
+      return .internalError("store error SQLSTATE \(sqlState): \(message)")
+    }
+  }
 
   /// Bad input in one field.
   public static func invalid(_ field: String, _ description: String) -> ServiceError {
@@ -55,6 +86,7 @@ public enum ServiceError: Error, Hashable, Sendable {
     case .failedPrecondition: .failedPrecondition
     case .resourceExhausted: .resourceExhausted
     case .unavailable: .unavailable
+    case .aborted: .aborted
     case .internalError: .internalError
     }
   }
@@ -68,7 +100,7 @@ public enum ServiceError: Error, Hashable, Sendable {
           + reported.map { "\($0.field): \($0.description)" }.joined(separator: "; "), 600)
     case .unauthenticated(let m), .permissionDenied(let m), .notFound(let m),
       .alreadyExists(let m), .failedPrecondition(let m), .resourceExhausted(let m),
-      .unavailable(let m), .internalError(let m):
+      .unavailable(let m), .aborted(let m), .internalError(let m):
       ServiceError.bounded(m, 1000)
     }
   }

@@ -19,14 +19,14 @@ public struct ServiceDefinition: Sendable {
   /// Verifies access tokens.
   public var verifier: TokenVerifier
   /// The service's store, for metrics (size, change-feed head).
-  public var store: Store?
+  public var store: (any ServiceStorage)?
   /// Long-running companions (e.g. an org-tree sync), stopped with the host.
   public var background: [any Service]
 
   /// A definition of a service to host.
   public init(
     name: String, grpcServiceName: String, services: [any RegistrableRPCService],
-    openMethods: Set<String> = [], verifier: TokenVerifier, store: Store?,
+    openMethods: Set<String> = [], verifier: TokenVerifier, store: (any ServiceStorage)?,
     background: [any Service] = []
   ) {
     self.name = name
@@ -93,10 +93,8 @@ public final class ServiceHost: Sendable {
             verifier: definition.verifier, openMethods: definition.openMethods))
       ])
     if config.metricsPort >= 0 {
-      let store = definition.store
       self.metricsServer = MetricsHTTPServer(host: config.host, port: config.metricsPort) {
-        if let store { metrics.updateStore(store) }
-        return metrics.render()
+        metrics.render()
       }
     } else {
       self.metricsServer = nil
@@ -136,7 +134,12 @@ public final class ServiceHost: Sendable {
   /// ``shutdown()``. In-flight RPCs get ``HostConfig/drainTimeout`` to finish.
   public func run(handleSignals: Bool = true) async throws {
     var services: [any Service] = [GRPCServerService(host: self)]
-    if let metricsServer { services.append(metricsServer) }
+    if let metricsServer {
+      services.append(metricsServer)
+      if let store = definition.store {
+        services.append(StoreGauges(store: store, metrics: metrics))
+      }
+    }
     services += definition.background
     var groupConfig = ServiceGroupConfiguration(
       services: services.map { .init(service: $0) },
@@ -174,6 +177,21 @@ public final class ServiceHost: Sendable {
       self.health.setAll(.notServing)
       self.health.finishWatchers()
       self.server.beginGracefulShutdown()
+    }
+  }
+}
+
+/// Refreshes the store gauges (size, change-feed head) every few seconds: reading them may
+/// take a database round trip, which a scrape must not wait on.
+private struct StoreGauges: Service {
+  let store: any ServiceStorage
+  let metrics: ServiceMetrics
+  func run() async throws {
+    try await cancelWhenGracefulShutdown {
+      while !Task.isCancelled {
+        await metrics.updateStore(store)
+        try await Task.sleep(for: .seconds(5))
+      }
     }
   }
 }

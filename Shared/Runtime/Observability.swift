@@ -66,9 +66,9 @@ public final class ServiceMetrics: Sendable {
   public func inFlight(_ delta: Double) { inFlight.increment(by: delta) }
 
   /// Updates the store gauges (called before each scrape).
-  public func updateStore(_ store: Store) {
-    storeSize.set(Double(store.sizeInBytes))
-    if let head = try? store.pool.read({ db in try ChangeFeed.head(db) }) {
+  public func updateStore(_ store: any ServiceStorage) async {
+    storeSize.set(Double(await store.sizeInBytes()))
+    if let head = try? await store.changeFeedHead() {
       changeFeedHead.set(Double(head))
     }
   }

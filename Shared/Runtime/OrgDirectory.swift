@@ -75,7 +75,7 @@ public final class OrgDirectory: Service, Sendable {
   }
 
   private let source: any IdentityChangeSource
-  private let store: Store?
+  private let store: (any ServiceStorage)?
   private let trackUsers: Bool
   private let pollInterval: Duration
   private let state = Mutex(State())
@@ -84,49 +84,34 @@ public final class OrgDirectory: Service, Sendable {
   /// every `pollInterval` when run as a service. With `trackUsers`, users and guardian links
   /// are kept too.
   public init(
-    source: any IdentityChangeSource, store: Store?, trackUsers: Bool = false,
+    source: any IdentityChangeSource, store: (any ServiceStorage)?, trackUsers: Bool = false,
     pollInterval: Duration = .seconds(2)
-  ) throws {
+  ) async throws {
     self.source = source
     self.store = store
     self.trackUsers = trackUsers
     self.pollInterval = pollInterval
     if let store {
-      let rows = try store.pool.read { db in
-        (
-          try Row.fetchAll(
-            db.cachedStatement(sql: "SELECT entity, id, payload FROM runtime_directory")),
-          try Int64.fetchOne(
-            db.cachedStatement(sql: "SELECT sequence FROM runtime_directory_cursor WHERE id = 1"))
-            ?? 0
-        )
-      }
+      let rows = try await store.loadDirectory()
       var revoked: [String: Date] = [:]
       state.withLock { s in
-        for row in rows.0 {
-          let entity: String = row["entity"]
-          let payload: Data = row["payload"]
-          if entity == OrgDirectory.sessionEntity {
-            revoked[row["id"]] = OrgDirectory.revocationTime(payload)
+        for row in rows.rows {
+          if row.entity == OrgDirectory.sessionEntity {
+            revoked[row.id] = OrgDirectory.revocationTime(row.payload)
             continue
           }
           OrgDirectory.apply(
-            &s, entity: entity, op: .upsert, id: row["id"], payload: payload,
+            &s, entity: row.entity, op: .upsert, id: row.id, payload: row.payload,
             trackUsers: trackUsers)
         }
-        s.cursor = rows.1
+        s.cursor = rows.cursor
       }
       // Revocations older than any token's lifetime are forgotten.
       let horizon = Date().addingTimeInterval(-TokenVerifier.revocationMemory)
       let stale = revoked.filter { $0.value <= horizon }.map(\.key)
       if !stale.isEmpty {
-        try store.pool.write { db in
-          for id in stale {
-            try db.execute(
-              sql: "DELETE FROM runtime_directory WHERE entity = ? AND id = ?",
-              arguments: [OrgDirectory.sessionEntity, id])
-          }
-        }
+        try await store.saveDirectory(
+          upserts: [], deletions: stale.map { (OrgDirectory.sessionEntity, $0) }, cursor: nil)
       }
       source.sessionsRevoked(revoked.filter { $0.value > horizon })
     }
@@ -160,29 +145,20 @@ public final class OrgDirectory: Service, Sendable {
         revoked[c.id] = c.time.date
       }
       if let store {
-        try await store.write { db in
-          for c in relevant {
-            if c.entity == OrgDirectory.sessionEntity {
-              let time = Data(String(c.time.date.timeIntervalSince1970).utf8)
-              try db.execute(
-                sql:
-                  "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
-                arguments: [c.entity, c.id, time])
-            } else if c.op == .delete && c.entity == "guardian_link" {
-              try db.execute(
-                sql: "DELETE FROM runtime_directory WHERE entity = ? AND id = ?",
-                arguments: [c.entity, c.id])
-            } else {
-              try db.execute(
-                sql:
-                  "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)",
-                arguments: [c.entity, c.id, c.payload.value])
-            }
+        var upserts: [DirectoryRow] = []
+        var deletions: [(entity: String, id: String)] = []
+        for c in relevant {
+          if c.entity == OrgDirectory.sessionEntity {
+            let time = Data(String(c.time.date.timeIntervalSince1970).utf8)
+            upserts.append(DirectoryRow(entity: c.entity, id: c.id, payload: time))
+          } else if c.op == .delete && c.entity == "guardian_link" {
+            deletions.append((c.entity, c.id))
+          } else {
+            upserts.append(DirectoryRow(entity: c.entity, id: c.id, payload: c.payload.value))
           }
-          try db.execute(
-            sql: "INSERT OR REPLACE INTO runtime_directory_cursor (id, sequence) VALUES (1, ?)",
-            arguments: [page.lastSequence])
         }
+        try await store.saveDirectory(
+          upserts: upserts, deletions: deletions, cursor: page.lastSequence)
       }
       state.withLock { s in
         for c in relevant {

@@ -10,7 +10,7 @@ import Synchronization
 /// Each store file is opened once per process; the pool serialises writers and runs scans,
 /// while bounded reads (``read(_:)``) run on a few read-only connections of their own. WAL lets
 /// every reader run alongside the writer.
-public final class Store: Sendable {
+public final class Store: ServiceStorage {
   /// The pool; services run their SQL through ``read(_:)`` and ``write(_:)``.
   public let pool: DatabasePool
   /// Path of the database file.
@@ -145,15 +145,6 @@ public final class Store: Sendable {
     }
   }
 
-  /// Size of the database file and its WAL, in bytes.
-  public var sizeInBytes: Int64 {
-    let fm = FileManager.default
-    return [path, path + "-wal"].reduce(Int64(0)) { sum, p in
-      let size = (try? fm.attributesOfItem(atPath: p)[.size] as? NSNumber)?.int64Value ?? 0
-      return sum + size
-    }
-  }
-
   /// Copies the live database to `destination` with SQLite's online backup API: a
   /// consistent snapshot even while writers run.
   public func backup(to destination: String) throws {
@@ -178,6 +169,88 @@ public final class Store: Sendable {
           )
           """)
     }
+  }
+}
+
+extension Store {
+  /// SQLite.
+  public var backend: StorageBackend { .sqlite }
+
+  /// The database file's path.
+  public var location: String { path }
+
+  /// Size of the database file and its WAL, in bytes.
+  public func sizeInBytes() async -> Int64 {
+    let fm = FileManager.default
+    return [path, path + "-wal"].reduce(Int64(0)) { sum, p in
+      let size = (try? fm.attributesOfItem(atPath: p)[.size] as? NSNumber)?.int64Value ?? 0
+      return sum + size
+    }
+  }
+
+  /// The newest change-feed sequence.
+  public func changeFeedHead() async throws -> Int64 {
+    try await read { db in try ChangeFeed.head(db) }
+  }
+
+  /// See ``ServiceStorage/listChanges(after:limit:scopes:unscoped:)``.
+  public func listChanges(after: Int64, limit: Int, scopes: [OrgPath]?, unscoped: [String])
+    async throws -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+  {
+    try await read { db in
+      try ChangeFeed.list(db, after: after, limit: limit, scopes: scopes, unscoped: unscoped)
+    }
+  }
+
+  /// See ``ServiceStorage/loadDirectory()``.
+  public func loadDirectory() async throws -> (rows: [DirectoryRow], cursor: Int64) {
+    try await read { db in
+      let rows = try Row.fetchAll(
+        db.cachedStatement(sql: "SELECT entity, id, payload FROM runtime_directory")
+      ).map { row in
+        DirectoryRow(entity: row["entity"], id: row["id"], payload: row["payload"])
+      }
+      let cursor =
+        try Int64.fetchOne(
+          db.cachedStatement(sql: "SELECT sequence FROM runtime_directory_cursor WHERE id = 1"))
+        ?? 0
+      return (rows, cursor)
+    }
+  }
+
+  /// See ``ServiceStorage/saveDirectory(upserts:deletions:cursor:)``.
+  public func saveDirectory(
+    upserts: [DirectoryRow], deletions: [(entity: String, id: String)], cursor: Int64?
+  ) async throws {
+    let deletions = deletions.map { [$0.entity, $0.id] }
+    try await write { db in
+      for row in upserts {
+        try db.cachedStatement(
+          sql: "INSERT OR REPLACE INTO runtime_directory (entity, id, payload) VALUES (?, ?, ?)"
+        ).execute(arguments: [row.entity, row.id, row.payload])
+      }
+      for key in deletions {
+        try db.cachedStatement(sql: "DELETE FROM runtime_directory WHERE entity = ? AND id = ?")
+          .execute(arguments: [key[0], key[1]])
+      }
+      if let cursor {
+        try db.execute(
+          sql: """
+            INSERT INTO runtime_directory_cursor (id, sequence) VALUES (1, ?)
+            ON CONFLICT (id) DO UPDATE SET sequence = max(sequence, excluded.sequence)
+            """, arguments: [cursor])
+      }
+    }
+  }
+
+  /// Whether a read succeeds.
+  public func ping() async -> Bool {
+    (try? await read { db in try Int.fetchOne(db, sql: "SELECT 1") }) != nil
+  }
+
+  /// Closes the pool's connections.
+  public func close() async {
+    try? pool.close()
   }
 }
 

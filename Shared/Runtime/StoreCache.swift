@@ -3,10 +3,11 @@ import Synchronization
 
 /// A counter that moves each time a committed transaction has changed one of a set of tables.
 ///
-/// Made by ``Store/watch(_:)``, which registers it on the store's one writer connection, so it
-/// sees every write the process commits. A value read from those tables while the counter read
-/// `v` is current for as long as the counter still reads `v`. Writes by other processes are not
-/// seen: a service's store is written by that service alone while it runs.
+/// Made by ``ServiceStorage/watch(_:)``. On SQLite it is registered on the store's one writer
+/// connection, so it sees every write the process commits (a SQLite store is written by its
+/// service alone). On PostgreSQL it also moves when another replica's write to a watched
+/// table is notified (see ``PostgresStore``). A value read from those tables while the counter
+/// read `v` is current for as long as the counter still reads `v`.
 public final class TableVersion: Sendable {
   private let value = Atomic<UInt64>(0)
 
@@ -15,7 +16,7 @@ public final class TableVersion: Sendable {
   /// The number of committed transactions so far that changed a watched table.
   public var current: UInt64 { value.load(ordering: .acquiring) }
 
-  fileprivate func advance() { value.add(1, ordering: .releasing) }
+  func advance() { value.add(1, ordering: .releasing) }
 }
 
 /// The GRDB transaction observer behind a ``TableVersion``: it notes the first change to a

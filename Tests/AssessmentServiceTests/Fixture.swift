@@ -131,7 +131,7 @@ func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
         credentials: (account.clientID, account.clientSecret))
       defer { link.close() }
       let config = HostConfig.ephemeral(service: "assessment", dataDirectory: dir.path)
-      let definition = try buildAssessmentService(
+      let definition = try await buildAssessmentService(
         dataDirectory: dir.path, verifier: link.makeVerifier(), identity: link,
         pollInterval: .seconds(3600))
       let directory = definition.background.first as! OrgDirectory

@@ -136,7 +136,7 @@ func withWorld(
       let config = HostConfig.ephemeral(service: "catalogue", dataDirectory: dir.path)
       var logger = Logger(label: "catalogue-test")
       logger.logLevel = .critical
-      let definition = try buildCatalogueService(
+      let definition = try await buildCatalogueService(
         config: config, settings: settings, verifier: link.makeVerifier(), identity: link,
         logger: logger)
       let directory = definition.background.first as! OrgDirectory

@@ -240,7 +240,7 @@ func withLinkedSupervision(
   defer { link.close() }
   let data = try TemporaryDirectory()
   defer { data.remove() }
-  let definition = try buildSupervisionService(
+  let definition = try await buildSupervisionService(
     dataDirectory: data.path, verifier: link.makeVerifier(), identity: link,
     pollInterval: .seconds(3600))
   try await (definition.background.first as! OrgDirectory).sync()
@@ -290,7 +290,7 @@ final class Locked<Value: Sendable>: Sendable {
           service: "catalogue", dataDirectory: catalogueData.path)
         var catalogueSettings = CatalogueSettings()
         catalogueSettings.directoryPollInterval = .seconds(3600)
-        let catalogue = try buildCatalogueService(
+        let catalogue = try await buildCatalogueService(
           config: catalogueConfig, settings: catalogueSettings, verifier: link.makeVerifier(),
           identity: link, logger: logger)
         try await (catalogue.background.first as! OrgDirectory).sync()

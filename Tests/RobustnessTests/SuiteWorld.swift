@@ -151,17 +151,17 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
       catalogueSettings.maxUploadBytes = 64 * 1024
       let catalogueConfig = HostConfig.ephemeral(
         service: "catalogue", dataDirectory: dir.path + "/catalogue")
-      let catalogue = try buildCatalogueService(
+      let catalogue = try await buildCatalogueService(
         config: catalogueConfig, settings: catalogueSettings, verifier: link.makeVerifier(),
         identity: link, logger: logger)
       let supervisionConfig = HostConfig.ephemeral(
         service: "supervision", dataDirectory: dir.path + "/supervision")
-      let supervision = try buildSupervisionService(
+      let supervision = try await buildSupervisionService(
         dataDirectory: supervisionConfig.dataDirectory, verifier: link.makeVerifier(),
         identity: link)
       let assessmentConfig = HostConfig.ephemeral(
         service: "assessment", dataDirectory: dir.path + "/assessment")
-      let assessment = try buildAssessmentService(
+      let assessment = try await buildAssessmentService(
         dataDirectory: assessmentConfig.dataDirectory, verifier: link.makeVerifier(),
         identity: link)
       for definition in [catalogue, supervision, assessment] {

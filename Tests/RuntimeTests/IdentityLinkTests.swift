@@ -45,7 +45,7 @@ struct IdentityLinkTests {
 
         // The org directory follows identity's feed with the service-account token.
         let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
-        let directory = try OrgDirectory(source: link, store: store, trackUsers: true)
+        let directory = try await OrgDirectory(source: link, store: store, trackUsers: true)
         try await directory.sync()
         #expect(directory.org(code: "K")?.kind == .county)
         #expect(directory.ancestor(of: directory.org(code: "K")!.id, kind: .province)?.code == "P")
@@ -100,7 +100,7 @@ struct IdentityLinkTests {
           credentials: (account.clientID, account.clientSecret))
         defer { link.close() }
         let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
-        let directory = try OrgDirectory(source: link, store: store)
+        let directory = try await OrgDirectory(source: link, store: store)
         try await body(identity, admin, port, link, directory, store)
       }
     }
@@ -127,7 +127,7 @@ struct IdentityLinkTests {
       let restarted = try IdentityLink(
         address: PeerAddress(host: "127.0.0.1", port: port), credentials: nil)
       defer { restarted.close() }
-      _ = try OrgDirectory(source: restarted, store: store)
+      _ = try await OrgDirectory(source: restarted, store: store)
       await #expect(throws: ServiceError.self) { try await restarted.verifier.verify(ended) }
       #expect(try await restarted.verifier.verify(kept).username == "admin")
     }

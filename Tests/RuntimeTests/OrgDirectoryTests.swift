@@ -59,7 +59,7 @@ struct OrgDirectoryTests {
     feed.add(testOrg("s", "S", .school, parent: "k", path: "/p/k/s/"))
     feed.add(testOrg("c", "CL", .`class`, parent: "s", path: "/p/k/s/c/"))
     let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
-    let directory = try OrgDirectory(source: feed, store: store)
+    let directory = try await OrgDirectory(source: feed, store: store)
     try await directory.sync()
     #expect(directory.cursor == 4)
     #expect(directory.org(code: "CL")?.path == "/p/k/s/c/")
@@ -76,7 +76,7 @@ struct OrgDirectoryTests {
     #expect(directory.org(code: "S2")?.name == "改名")
     #expect(directory.org(code: "S") == nil)
     // A restart while identity is down loads the persisted copy.
-    let reopened = try OrgDirectory(source: feed, store: store)
+    let reopened = try await OrgDirectory(source: feed, store: store)
     #expect(reopened.cursor == 5)
     #expect(reopened.org(code: "S2")?.path == "/p/k/s/")
     #expect(reopened.ancestor(of: "c", kind: .province)?.code == "P")

@@ -132,7 +132,7 @@ final class Harness: Sendable {
     dataDirectory =
       FileManager.default.temporaryDirectory
       .appendingPathComponent("supervision-test-\(UUID().uuidString)").path
-    let definition = try buildSupervisionService(
+    let definition = try await buildSupervisionService(
       dataDirectory: dataDirectory, verifier: verifier,
       identity: FakeIdentityFeed(changes: tree.changes), pollInterval: .seconds(3600))
     directory = definition.background.first as! OrgDirectory

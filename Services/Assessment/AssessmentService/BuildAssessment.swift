@@ -12,9 +12,9 @@ public let assessmentGRPCServiceName = "smartschool.assessment.v1.AssessmentServ
 public func buildAssessmentService(
   dataDirectory: String, verifier: TokenVerifier, identity: any IdentityChangeSource,
   pollInterval: Duration = .seconds(2), now: @escaping @Sendable () -> Date = { Date() }
-) throws -> ServiceDefinition {
+) async throws -> ServiceDefinition {
   let store = try SQLiteAssessmentStore(directory: dataDirectory)
-  let directory = try OrgDirectory(
+  let directory = try await OrgDirectory(
     source: identity, store: store.store, trackUsers: true, pollInterval: pollInterval)
   let api = AssessmentAPI(store: store, directory: directory, now: now)
   return ServiceDefinition(

@@ -66,7 +66,7 @@ struct AssessmentServiceCommand: AsyncParsableCommand {
     let link = try IdentityLink(address: address, credentials: id.map { ($0, secret!) })
     defer { link.close() }
     do {
-      let definition = try buildAssessmentService(
+      let definition = try await buildAssessmentService(
         dataDirectory: config.dataDirectory, verifier: link.makeVerifier(), identity: link)
       let server = try ServiceHost(config: config, definition: definition, logger: logger)
       try await server.run()

@@ -26,10 +26,10 @@ public struct CatalogueSettings: Sendable {
 public func buildCatalogueService(
   config: HostConfig, settings: CatalogueSettings, verifier: TokenVerifier,
   identity: any IdentityChangeSource, logger: Logger
-) throws -> ServiceDefinition {
+) async throws -> ServiceDefinition {
   let store = try SQLiteCatalogueStore(directory: config.dataDirectory)
   let blobs = try BlobStore(dataDirectory: config.dataDirectory)
-  let directory = try OrgDirectory(
+  let directory = try await OrgDirectory(
     source: identity, store: store.store, pollInterval: settings.directoryPollInterval)
   let api = CatalogueAPI(
     store: store, blobs: blobs, directory: directory, settings: settings, logger: logger)

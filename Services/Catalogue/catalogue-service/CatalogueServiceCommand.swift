@@ -76,7 +76,7 @@ struct CatalogueServiceCommand: AsyncParsableCommand {
     let link = try IdentityLink(address: address, credentials: id.map { ($0, secret!) })
     defer { link.close() }
     do {
-      let definition = try buildCatalogueService(
+      let definition = try await buildCatalogueService(
         config: config, settings: settings, verifier: link.makeVerifier(), identity: link,
         logger: logger)
       let server = try ServiceHost(config: config, definition: definition, logger: logger)

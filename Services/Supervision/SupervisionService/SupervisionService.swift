@@ -12,9 +12,9 @@ public let supervisionGRPCServiceName = "smartschool.supervision.v1.SupervisionS
 public func buildSupervisionService(
   dataDirectory: String, verifier: TokenVerifier, identity: any IdentityChangeSource,
   pollInterval: Duration = .seconds(2), now: @escaping @Sendable () -> Date = { Date() }
-) throws -> ServiceDefinition {
+) async throws -> ServiceDefinition {
   let store = try SQLiteSupervisionStore(directory: dataDirectory)
-  let directory = try OrgDirectory(
+  let directory = try await OrgDirectory(
     source: identity, store: store.store, trackUsers: true, pollInterval: pollInterval)
   let api = SupervisionAPI(store: store, directory: directory, now: now)
   return ServiceDefinition(

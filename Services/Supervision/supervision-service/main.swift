@@ -53,7 +53,7 @@ struct SupervisionServiceCommand: AsyncParsableCommand {
     let link = try IdentityLink(
       address: address, credentials: id.map { ($0, secret!) })
     defer { link.close() }
-    let definition = try buildSupervisionService(
+    let definition = try await buildSupervisionService(
       dataDirectory: config.dataDirectory, verifier: link.makeVerifier(), identity: link)
     let host = try ServiceHost(config: config, definition: definition, logger: logger)
     try await host.run()

@@ -257,7 +257,7 @@ func run() async throws {
   config.metricsPort = -1
   var logger = Logger(label: "catalogue-bench")
   logger.logLevel = .critical
-  let definition = try buildCatalogueService(
+  let definition = try await buildCatalogueService(
     config: config, settings: settings, verifier: verifier,
     identity: FixedFeed(changes: tree.changes), logger: logger)
   try await (definition.background.first as! OrgDirectory).sync()

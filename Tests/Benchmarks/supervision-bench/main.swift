@@ -134,7 +134,7 @@ func run(counties n: Int, label: String) async throws {
   let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sup-bench-\(UUID())")
     .path
   defer { try? FileManager.default.removeItem(atPath: dir) }
-  let definition = try buildSupervisionService(
+  let definition = try await buildSupervisionService(
     dataDirectory: dir, verifier: verifier, identity: Feed(changes: world.changes),
     pollInterval: .seconds(3600))
   try await (definition.background.first as! OrgDirectory).sync()
