@@ -79,8 +79,8 @@ public struct HostOptions: ParsableArguments, Sendable {
         }
       }
       let poolSize = try databasePoolSize ?? env.int("database-pool-size") ?? 10
-      guard (1...500).contains(poolSize) else {
-        throw ValidationError("--database-pool-size must be 1-500")
+      guard (2...500).contains(poolSize) else {
+        throw ValidationError("--database-pool-size must be 2-500")
       }
       do {
         database = try DatabaseSettings(url: url, password: password, poolSize: poolSize)

@@ -85,7 +85,7 @@ public final class PostgresStore: ServiceStorage {
     case .verifyFull:
       config.tls = .require(TLSConfiguration.makeClientConfiguration())
     }
-    config.options.maximumConnections = settings.poolSize
+    config.options.maximumConnections = max(2, settings.poolSize)
     config.options.minimumConnections = 0
     config.options.connectTimeout = .seconds(5)
     var background = logger
@@ -517,6 +517,34 @@ public final class PostgresStore: ServiceStorage {
           SET sequence = greatest(runtime_directory_cursor.sequence, excluded.sequence)
           """)
       }
+    }
+  }
+
+  /// Runs `body` holding the session advisory lock `name` on a connection of its own (so
+  /// `body` itself needs a second one: the pool is at least two connections).
+  public func exclusively<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T)
+    async throws -> T
+  {
+    do {
+      return try await client.withConnection { connection in
+        _ = try await connection.query(
+          "SELECT pg_advisory_lock(hashtext(\(name)))", logger: logger
+        ).collect()
+        do {
+          let value = try await body()
+          _ = try? await connection.query(
+            "SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger
+          ).collect()
+          return value
+        } catch {
+          _ = try? await connection.query(
+            "SELECT pg_advisory_unlock(hashtext(\(name)))", logger: logger
+          ).collect()
+          throw error
+        }
+      }
+    } catch {
+      throw PostgresStore.map(error)
     }
   }
 

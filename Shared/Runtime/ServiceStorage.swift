@@ -55,6 +55,12 @@ public protocol ServiceStorage: AnyObject, Sendable {
   /// rewind it).
   func saveDirectory(upserts: [DirectoryRow], deletions: [(entity: String, id: String)], cursor: Int64?)
     async throws
+  /// Runs `body` while holding the lock `name` across every process on this store: replicas
+  /// starting at once on an empty database take turns at one-time work (the first signing
+  /// key, the bootstrap admin), so it is done once. On SQLite, where one process owns the
+  /// store, it just runs `body`.
+  func exclusively<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T)
+    async throws -> T
   /// Whether the database answers now (health).
   func ping() async -> Bool
   /// Releases connections; the store is unusable afterwards.

@@ -243,6 +243,13 @@ extension Store {
     }
   }
 
+  /// Runs `body`: one process owns a SQLite store, so there is nobody to exclude.
+  public func exclusively<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T)
+    async throws -> T
+  {
+    try await body()
+  }
+
   /// Whether a read succeeds.
   public func ping() async -> Bool {
     (try? await read { db in try Int.fetchOne(db, sql: "SELECT 1") }) != nil
