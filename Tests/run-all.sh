@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # THE test command (README, CI): installs what a fresh Debian machine lacks, builds, and runs
-# every test — Swift unit, in-process server and end-to-end tests, then the Python grpcio
-# interop test against the built executables.
+# every test — Swift unit, in-process server and end-to-end tests on SQLite; then the suites
+# ported to PostgreSQL again against a throwaway PostgreSQL 15 cluster (Tests/postgres-cluster.sh,
+# SMARTSCHOOL_TEST_DATABASE_URL; a run that cannot start it fails); then the Python grpcio
+# interop test against the built executables, and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -29,14 +31,41 @@ swift test --skip-build >"$LOG" 2>&1
 swift_status=$?
 # Show results without the per-test "started" noise.
 grep -vE '^◇ Test .* started\.$' "$LOG"
+
+# The same tests of the suites ported to PostgreSQL, on a throwaway cluster (each test makes its
+# own database in it), reusing the build. No PostgreSQL, or no test run, is a failure.
+PG_SUITES='RuntimeTests|IdentityServiceTests'
+PGDIR="$(mktemp -d -t smartschool-pg.XXXXXX)"
+trap 'bash "$ROOT/Tests/postgres-cluster.sh" stop "$PGDIR"' EXIT
+echo "run-all: PostgreSQL 15 cluster (Tests/postgres-cluster.sh)"
+pg_status=1
+if SMARTSCHOOL_TEST_DATABASE_URL="$(bash Tests/postgres-cluster.sh start "$PGDIR")"; then
+  export SMARTSCHOOL_TEST_DATABASE_URL
+  echo "run-all: swift test --filter '$PG_SUITES' on PostgreSQL ($SMARTSCHOOL_TEST_DATABASE_URL)"
+  pg_started=$SECONDS
+  swift test --skip-build --filter "$PG_SUITES" >"$LOG" 2>&1
+  pg_status=$?
+  grep -vE '^◇ Test .* started\.$' "$LOG"
+  pg_tests="$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} .*/\1/p' "$LOG" | tail -1)"
+  echo "run-all: PostgreSQL pass: ${pg_tests:-no} tests in $((SECONDS - pg_started)) s," \
+    "exit status $pg_status"
+  if [[ ${pg_tests:-0} -eq 0 ]]; then
+    echo "run-all: the PostgreSQL pass ran no test (filter '$PG_SUITES')"
+    pg_status=1
+  fi
+  unset SMARTSCHOOL_TEST_DATABASE_URL
+else
+  echo "run-all: PostgreSQL did not start; the PostgreSQL pass cannot run"
+fi
 rm -f "$LOG"
 echo "run-all: interop (Python grpcio)"
 bash Tests/Interop/run.sh
 interop_status=$?
 set -e
 
-if [[ $swift_status -ne 0 || $interop_status -ne 0 ]]; then
-  echo "run-all: FAILED (swift test: $swift_status, interop: $interop_status)"
+if [[ $swift_status -ne 0 || $pg_status -ne 0 || $interop_status -ne 0 ]]; then
+  echo "run-all: FAILED (swift test: $swift_status, on PostgreSQL: $pg_status," \
+    "interop: $interop_status)"
   exit 1
 fi
 bash Tests/Deploy/run.sh  # deploy/ checks; a failure stops run-all non-zero (set -e)

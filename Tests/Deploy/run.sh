@@ -8,12 +8,13 @@
 #     executable, since /opt/smartschool/bin does not exist here) must print nothing;
 #     `systemd-analyze security --offline` exposure at most 2; user, StateDirectory = the env
 #     file's data dir, restart, hardening, stop timeout > drain.
-#  2. env files: every variable is one the executable's --help lists, and every flag it lists
-#     is set (client id/secret excepted: they belong in the secrets file).
+#  2. env files (and identity-postgres.env): every variable is one the executable's --help
+#     lists, and every flag it lists is set (client id/secret excepted: secrets file).
 #  3. deploy/README.md's configuration reference equals the executables' current --help.
 #  4. Containerfile: official Swift image, the same build command as the README, every source
 #     directory of Package.swift copied in, non-root, store on a volume.
-#  5. Kubernetes manifests (Tests/Deploy/check_k8s.py with PyYAML), requests >= measured RSS.
+#  5. Kubernetes manifests (Tests/Deploy/check_k8s.py with PyYAML), requests >= measured RSS;
+#     identity-postgres.yaml (the PostgreSQL variant: replicas sharing one database) too.
 #  6. Prometheus: `promtool check config`, `check rules`, and unit tests of every alert.
 #  7. The example configs run: identity, catalogue and supervision start from their env files
 #     (paths and ports rewritten to a temp dir, certificates from a throwaway CA) over mTLS;
@@ -154,6 +155,8 @@ if built supervision; then
   for s in "${SERVICES[@]}"; do
     check "env file $s matches --help" check_env "deploy/config/$s.env" "$s"
   done
+  check "env file identity-postgres matches --help" check_env \
+    deploy/config/identity-postgres.env identity
   sed 's/SMARTSCHOOL_IDENTITY_LOCKOUT_SECONDS/SMARTSCHOOL_IDENTITY_LOCKOUT_SECS/' \
     deploy/config/identity.env >"$WORK/e1"
   refuse "env check catches a misspelt variable" check_env "$WORK/e1" identity
@@ -444,6 +447,11 @@ cp -r deploy/k8s deploy/config deploy/observability "$WORK/k8s-broken/deploy/"
 sed -i 's/^  replicas: 1$/  replicas: 2/' "$WORK/k8s-broken/deploy/k8s/identity.yaml"
 refuse "k8s check catches a second SQLite writer" "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
 cp deploy/k8s/identity.yaml "$WORK/k8s-broken/deploy/k8s/identity.yaml"
+sed -i 's#/etc/smartschool/secrets/database-password#/etc/smartschool/database-password#' \
+  "$WORK/k8s-broken/deploy/k8s/identity-postgres.yaml"
+refuse "k8s check catches a database password file outside the Secret" \
+  "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
+cp deploy/k8s/identity-postgres.yaml "$WORK/k8s-broken/deploy/k8s/identity-postgres.yaml"
 sed -i 's/kubernetes.io\/metadata.name: municipal-platform/kubernetes.io\/metadata.name: default/' \
   "$WORK/k8s-broken/deploy/k8s/catalogue.yaml"
 refuse "k8s check catches a wrong NetworkPolicy caller" \
