@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command 1 of the README: build the suite and run it locally on SQLite under ./data.
 #
-#   bash deploy/local/run.sh
+#   bash deploy/local/run.sh [--postgres]
 #
 # Builds every executable, starts each service as its own process (identity first, since the
 # others verify its tokens and follow its org tree with a service account), waits until each
@@ -9,12 +9,30 @@
 # students, a term of lessons, a county maths exam, resources) through the CLI, prints the
 # county's reports and how to call the services, and keeps running until Ctrl-C, which stops
 # every service cleanly (SIGTERM, drain). A second run reuses ./data: nothing is created twice.
+#
+# --postgres: the same demo with identity on PostgreSQL. Starts a throwaway PostgreSQL 15 cluster
+# (Tests/postgres-cluster.sh, in a temporary folder; installs Debian's postgresql-15 if missing),
+# creates identity's database and least-privilege role as deploy/README.md's runbook does, and
+# runs identity on it (--database-url, --database-password-file). Catalogue, assessment and
+# supervision stay on SQLite in this release. Everything is new each run: the cluster is stopped
+# and removed at exit, and the others' stores live in ./data/postgres-demo, emptied at start.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
+POSTGRES=0
+case "${1:-}" in
+  "") ;;
+  --postgres) POSTGRES=1 ;;
+  *) echo "usage: bash deploy/local/run.sh [--postgres]" >&2; exit 2 ;;
+esac
 DATA="$ROOT/data"
 BIN="$ROOT/.build/debug"
 mkdir -p "$DATA" && chmod 700 "$DATA"
+if ((POSTGRES)); then
+  DATA="$ROOT/data/postgres-demo"
+  rm -rf "$DATA"
+  mkdir -p "$DATA" && chmod 700 "$DATA"
+fi
 
 if ! dpkg -s libsqlite3-dev >/dev/null 2>&1; then
   echo "installing libsqlite3-dev"
@@ -46,11 +64,16 @@ SERVICES=(
 )
 
 PIDS=()
+PGDIR=""
 stop() {
   echo
   echo "stopping…"
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ -n $PGDIR ]]; then
+    bash "$ROOT/Tests/postgres-cluster.sh" stop "$PGDIR" || true
+    echo "PostgreSQL stopped and its folder removed."
+  fi
   echo "stopped."
 }
 trap stop EXIT
@@ -64,11 +87,39 @@ healthy() {
     od -An -tx1 | tr -d ' \n' | grep -q '0801$'
 }
 
+# identity's store flags: none (SQLite under --data-dir), or its PostgreSQL database.
+IDENTITY_STORE=()
+if ((POSTGRES)); then
+  PGDIR="$(mktemp -d -t smartschool-local-pg.XXXXXX)"
+  SERVER_URL="$(bash Tests/postgres-cluster.sh start "$PGDIR")"
+  PGPORT="$(cat "$PGDIR/port")"
+  # One database and one least-privilege role for identity, as deploy/README.md's runbook makes
+  # them (this throwaway server trusts local connections, so the password is not checked here).
+  (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$DATA/identity-database-password")
+  /usr/lib/postgresql/15/bin/psql -qX -v ON_ERROR_STOP=1 "$SERVER_URL" <<SQL
+\set pw \`cat $DATA/identity-database-password\`
+CREATE ROLE identity LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+  CONNECTION LIMIT 50 PASSWORD :'pw';
+CREATE DATABASE identity OWNER identity ENCODING 'UTF8'
+  LC_COLLATE 'C' LC_CTYPE 'C.UTF-8' TEMPLATE template0;
+REVOKE ALL ON DATABASE identity FROM PUBLIC;
+SQL
+  IDENTITY_URL="postgres://identity@127.0.0.1:$PGPORT/identity?sslmode=disable"
+  IDENTITY_STORE=(--database-url "$IDENTITY_URL"
+    --database-password-file "$DATA/identity-database-password")
+  echo "✔ PostgreSQL 15 on 127.0.0.1:$PGPORT (throwaway, removed at exit): database identity," \
+    "role identity"
+  echo "  identity runs on PostgreSQL ($IDENTITY_URL);"
+  echo "  catalogue, assessment and supervision stay on SQLite in this release (under $DATA)."
+fi
+
 start() {
   local name=$1 port=$2 metrics=$3
   local exe="$BIN/$name-service"
   local args=(--host 127.0.0.1 --port "$port" --metrics-port "$metrics" --data-dir "$DATA/$name")
-  if [[ "$name" != identity ]]; then
+  if [[ "$name" == identity ]]; then
+    args+=("${IDENTITY_STORE[@]}")
+  else
     args+=(--identity-addr 127.0.0.1:50051 --client-id "$CLIENT_ID" "--client-secret=$CLIENT_SECRET")
   fi
   "$exe" "${args[@]}" 2>>"$DATA/$name.log" &
@@ -84,6 +135,9 @@ start() {
   done
   healthy "$port" || { echo "$name-service did not become healthy; see $DATA/$name.log" >&2; exit 1; }
   echo "✔ $name-service serving on 127.0.0.1:$port (metrics http://127.0.0.1:$metrics/metrics, log $DATA/$name.log)"
+  if [[ $name == identity ]] && ((POSTGRES)); then
+    echo "  store: PostgreSQL, $IDENTITY_URL"
+  fi
 }
 
 start identity 50051 9401
@@ -110,12 +164,17 @@ echo
 echo "loading the demo county through the CLI (idempotent; the first load takes a few minutes)…"
 "$CLI" demo --out "$DATA/demo" || echo "(some demo rows were rejected; see above)" >&2
 
+STORES="on SQLite"
+if ((POSTGRES)); then
+  STORES="with identity on PostgreSQL (psql -h 127.0.0.1 -p $PGPORT -U identity identity)
+and the other three on SQLite"
+fi
 cat <<MSG
 
-The suite is running with the demo county loaded. Log in as 'admin' (password:
-\$SMARTSCHOOL_ADMIN_PASSWORD, or ./data/admin-password). With the CLI:
-  export SMARTSCHOOL_USERNAME=admin SMARTSCHOOL_PASSWORD="\$(cat data/admin-password)"
-  $CLI report exam --exam <code from data/demo/exams.csv>
+The suite is running $STORES, with the demo county loaded. Log in as 'admin'
+(password: \$SMARTSCHOOL_ADMIN_PASSWORD, or ${DATA#"$ROOT"/}/admin-password). With the CLI:
+  export SMARTSCHOOL_USERNAME=admin SMARTSCHOOL_PASSWORD="\$(cat ${DATA#"$ROOT"/}/admin-password)"
+  $CLI report exam --exam <code from ${DATA#"$ROOT"/}/demo/exams.csv>
   $CLI report compliance --org <county code> --term <term code>
 Call it with any gRPC client; reflection is on, e.g. with grpcurl:
   grpcurl -plaintext 127.0.0.1:50051 list
