@@ -21,6 +21,12 @@
 #     /healthz and a grpcurl-free gRPC health check answer; a client without a certificate is
 #     refused; identity exports its signing key's age; `backup` of each running service gives a
 #     store that a second service instance starts on (restore); SIGTERM stops within the drain.
+#  8. Identity on PostgreSQL as deploy/README.md says: on a throwaway PostgreSQL 15
+#     (Tests/postgres-cluster.sh) the runbook's SQL block makes the database and role; two
+#     identity replicas start from config/identity-postgres.env (URL pointed at that server, mTLS)
+#     and a token from one is good at the other; the role is no superuser and owns every table;
+#     another role cannot connect; pg_dump -Fc as the role, restored into a new database as the
+#     runbook says, starts a replica that lets the same admin in.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -51,10 +57,12 @@ PY="$VENV/bin/python"
 
 BIN="${1:-$(swift build --show-bin-path)}"
 WORK="$(mktemp -d)"
+PGDIR="$(mktemp -d)" # not under $WORK: the postgres user must reach it
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   wait 2>/dev/null
+  bash Tests/postgres-cluster.sh stop "$PGDIR"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -305,7 +313,7 @@ grpc_unary() { # PORT METHOD REQUEST_FILE TOKEN [CURL TLS ARGS...]: prints grpc-
   sed -n 's/^grpc-status: *\([0-9]*\).*/\1/Ip' "$WORK/unary.headers" | tail -1
 }
 MTLS=(--cacert "$TLS/ca.crt" --cert "$TLS/svc.crt" --key "$TLS/svc.key")
-login_token() { # prints an access token of admin, from identity's Login over mTLS
+login_token() { # [PORT]: prints an access token of admin, from identity's Login over mTLS
   "$PY" - "$WORK/secrets/identity-admin-password" >"$WORK/login.req" <<'PY'
 import struct, sys
 user, password = b"admin", open(sys.argv[1], "rb").read().strip()
@@ -313,7 +321,7 @@ body = b"\x0a" + bytes([len(user)]) + user + b"\x12" + bytes([len(password)]) + 
 sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(body)) + body)
 PY
   local status
-  status=$(grpc_unary "$(port_of identity grpc)" \
+  status=$(grpc_unary "${1:-$(port_of identity grpc)}" \
     smartschool.identity.v1.IdentityService/Login "$WORK/login.req" "" "${MTLS[@]}")
   [[ "$status" == 0 ]] || { echo "Login: grpc-status $status" >&2; return 1; }
   "$PY" - "$WORK/unary.body" <<'PY'
@@ -456,6 +464,103 @@ sed -i 's/kubernetes.io\/metadata.name: municipal-platform/kubernetes.io\/metada
   "$WORK/k8s-broken/deploy/k8s/catalogue.yaml"
 refuse "k8s check catches a wrong NetworkPolicy caller" \
   "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
+
+# ---- 8. identity on PostgreSQL -------------------------------------------------------------
+PSQL=/usr/lib/postgresql/15/bin/psql
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_GRPC=$((BASE + 40)) # replica n: gRPC PG_GRPC + 2n, metrics PG_GRPC + 2n + 1
+pg_localize() { # N: config/identity-postgres.env for replica N on this machine's server
+  local grpc=$((PG_GRPC + 2 * $1)) url="\1127.0.0.1:$PGPORT\2?sslmode=disable"
+  sed -e "s#/etc/smartschool/tls/#$TLS/#" -e "s#/etc/smartschool/secrets/#$WORK/secrets/#" \
+    -e "s#^SMARTSCHOOL_IDENTITY_DATA_DIR=.*#SMARTSCHOOL_IDENTITY_DATA_DIR=$WORK/data/pg-$1#" \
+    -e "s#^SMARTSCHOOL_IDENTITY_HOST=.*#SMARTSCHOOL_IDENTITY_HOST=127.0.0.1#" \
+    -e "s#^SMARTSCHOOL_IDENTITY_PORT=.*#SMARTSCHOOL_IDENTITY_PORT=$grpc#" \
+    -e "s#^SMARTSCHOOL_IDENTITY_METRICS_PORT=.*#SMARTSCHOOL_IDENTITY_METRICS_PORT=$((grpc + 1))#" \
+    -e "s#^\(SMARTSCHOOL_IDENTITY_DATABASE_URL=postgres://[^@]*@\)[^/]*\(/[^?]*\).*#$url#" \
+    deploy/config/identity-postgres.env >"$WORK/identity-pg$1.env"
+  grep -q "^SMARTSCHOOL_IDENTITY_DATABASE_URL=postgres://identity@127.0.0.1:$PGPORT/identity?" \
+    "$WORK/identity-pg$1.env"
+}
+pg_wait() { # N: replica N reports healthy
+  local pid_var="PID_identity_pg$1" metrics=$((PG_GRPC + 2 * $1 + 1))
+  for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$metrics/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "${!pid_var}" 2>/dev/null || { cat "$WORK/identity-pg$1.err"; return 1; }
+    sleep 0.5
+  done
+  cat "$WORK/identity-pg$1.err"; return 1
+}
+pg_start() { start identity "pg$1" && pg_wait "$1"; } # N: replica N from its env file, healthy
+# Both at once on the empty database: one migrates and makes the admin, both start.
+pg_two() { start identity pg0 && start identity pg1 && pg_wait 0 && pg_wait 1; }
+runbook_sql() { # the runbook's SQL block, with this run's password file, run as the superuser
+  sed -n '/<!-- identity-database-sql -->/,/^```$/p' deploy/README.md | sed '1,2d;$d' |
+    sed "s#/etc/smartschool/secrets/#$WORK/secrets/#" >"$WORK/identity-database.sql"
+  grep -q "CREATE ROLE identity" "$WORK/identity-database.sql" || return 1
+  "$PSQL" -qX -v ON_ERROR_STOP=1 "$PGURL" -f "$WORK/identity-database.sql"
+}
+token_crosses_replicas() { # login at replica 0, WhoAmI at replica 1
+  local token status
+  token=$(login_token "$PG_GRPC") || return 1
+  printf '\x00\x00\x00\x00\x00' >"$WORK/empty.req"
+  status=$(grpc_unary $((PG_GRPC + 2)) smartschool.identity.v1.IdentityService/WhoAmI \
+    "$WORK/empty.req" "$token" "${MTLS[@]}")
+  echo "WhoAmI at replica 1 with replica 0's token: grpc-status $status"
+  [[ "$status" == 0 ]]
+}
+as_role() { "$PSQL" -XAt -v ON_ERROR_STOP=1 "postgres://$1@127.0.0.1:$PGPORT/$2" -c "$3"; }
+least_privilege() {
+  local attrs tables foreign
+  attrs=$(as_role identity identity \
+    "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication FROM pg_roles
+     WHERE rolname = current_user") || return 1
+  tables=$(as_role identity identity \
+    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") || return 1
+  foreign=$(as_role identity identity \
+    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> 'identity'")
+  echo "role identity: super|createdb|createrole|replication = $attrs; $tables tables," \
+    "$foreign owned by another role"
+  [[ $attrs == "f|f|f|f" && $tables -gt 0 && $foreign == 0 ]]
+}
+dump_and_restore() { # the runbook's backup and restore, then a replica on the restored database
+  local url="postgres://identity@127.0.0.1:$PGPORT/identity?sslmode=disable"
+  "$PG_BIN/pg_dump" -Fc -d "$url" -f "$WORK/identity.dump" || return 1
+  stopped_within "$PID_identity_pg0" 25 && stopped_within "$PID_identity_pg1" 25 || return 1
+  "$PSQL" -qX -v ON_ERROR_STOP=1 "$PGURL" -c "DROP DATABASE identity" || return 1
+  grep -E "^(CREATE DATABASE|  LC_COLLATE|REVOKE)" "$WORK/identity-database.sql" |
+    "$PSQL" -qX -v ON_ERROR_STOP=1 "$PGURL" || return 1
+  "$PG_BIN/pg_restore" --no-owner --single-transaction --exit-on-error -d "$url" \
+    "$WORK/identity.dump" || return 1
+  # No admin password file now: an empty database would refuse to start, so a start that lets
+  # admin in proves the accounts came back.
+  sed -i "/_ADMIN_PASSWORD_FILE=/d" "$WORK/identity-pg0.env"
+  pg_start 0 || return 1
+  login_token "$PG_GRPC" >/dev/null
+}
+
+if built identity && [[ -s "$TLS/svc.crt" ]] &&
+  PGURL="$(bash Tests/postgres-cluster.sh start "$PGDIR" 2>"$WORK/log")"; then
+  pass "throwaway PostgreSQL 15 (Tests/postgres-cluster.sh)"
+  PGPORT="$(cat "$PGDIR/port")"
+  (umask 077; head -c 18 /dev/urandom | base64 >"$WORK/secrets/identity-database-password")
+  check "deploy/README.md's SQL makes identity's database and role" runbook_sql
+  if pg_localize 0 && pg_localize 1; then
+    check "two identity replicas start together from config/identity-postgres.env" pg_two
+  else
+    fail "config/identity-postgres.env: DATABASE_URL not rewritten to this server"
+  fi
+  check "a token from one replica is good at the other" token_crosses_replicas
+  check "identity's role: no superuser, owns every table it made" least_privilege
+  "$PSQL" -qX "$PGURL" -c "CREATE ROLE intruder LOGIN" >/dev/null 2>&1
+  refuse "another role cannot connect to identity's database" \
+    as_role intruder identity "SELECT 1"
+  check "pg_dump -Fc and pg_restore as the runbook says; a replica starts on the copy" \
+    dump_and_restore
+  check "identity on PostgreSQL stops on SIGTERM within the drain" \
+    stopped_within "$PID_identity_pg0" 25
+else
+  fail "identity on PostgreSQL: not built, no certificates, or PostgreSQL did not start"
+fi
 
 if ((failures)); then
   echo "deploy: $failures check(s) FAILED"
