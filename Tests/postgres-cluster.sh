@@ -25,7 +25,7 @@ say() { echo "postgres-cluster: $*" >&2; }
 # Runs a PostgreSQL program as the cluster's owner: postgres when we are root, else ourselves.
 as_owner() {
   if [[ $(id -u) -eq 0 ]]; then
-    (cd "$DIR" && runuser -u postgres -- "$@")
+    (cd "$DIR" && "$(command -v runuser || echo /usr/sbin/runuser)" -u postgres -- "$@")
   else
     (cd "$DIR" && "$@")
   fi
@@ -48,7 +48,8 @@ install_postgres() {
   }
 }
 
-free_port() {
+free_port() { # one the kernel hands out (python3), else a random one (start retries if taken)
+  command -v python3 >/dev/null || { echo $((20000 + RANDOM % 40000)); return; }
   python3 -c 'import socket
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
