@@ -1,0 +1,165 @@
+import Foundation
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+import TestSupport
+import Testing
+
+@testable import IdentityService
+
+/// What only PostgreSQL needs of identity's store, beyond the service-level suite (which runs
+/// on both backends): a row that fails inside an import does not end the import's transaction,
+/// and two current signing keys are impossible however replicas rotate.
+@Suite(
+  "Identity store on PostgreSQL",
+  .enabled(if: TestStore.backend == .postgresql, "needs SMARTSCHOOL_TEST_DATABASE_URL"))
+struct PostgresIdentityStoreTests {
+  /// A fresh, migrated database for one test, opened as `replicas` stores (replicas of one
+  /// service share it).
+  private func withStores(
+    replicas: Int = 1, _ body: ([PostgresStore], [PostgresIdentityStore]) async throws -> Void
+  ) async throws {
+    let settings = try #require(
+      try await TestStore.database(named: "identity-store-\(UUID().uuidString)"))
+    var logger = Logger(label: "identity-store-test")
+    logger.logLevel = .critical
+    var stores: [PostgresStore] = []
+    var identities: [PostgresIdentityStore] = []
+    for _ in 0..<replicas {
+      let store = try await PostgresStore(
+        settings: settings, migrations: IdentityMigrations.postgres, logger: logger)
+      stores.append(store)
+      identities.append(try await PostgresIdentityStore(store: store))
+    }
+    do {
+      try await body(stores, identities)
+    } catch {
+      for store in stores { await store.close() }
+      throw error
+    }
+    for store in stores { await store.close() }
+  }
+
+  private func province(_ code: String) -> Org {
+    var org = Org()
+    org.code = code
+    org.name = "Province \(code)"
+    org.kind = .province
+    return org
+  }
+
+  /// Another transaction inserts org "dup" and commits only while the import waits on that
+  /// row's unique index: the import's own INSERT then fails (23505), which on PostgreSQL
+  /// would abort the whole transaction without the savepoint around each row.
+  @Test func anOrgRowFailingInTheDatabaseLeavesTheRestOfTheImport() async throws {
+    try await withStores { stores, identities in
+      let (store, identity) = (stores[0], identities[0])
+      let now = Date().timeIntervalSince1970
+      let holder = Task {
+        try await store.write { tx in
+          try await tx.execute(
+            """
+            INSERT INTO orgs (id, code, name, kind, path, created_at, updated_at)
+            VALUES ('held', 'dup', 'Held', 1, '/held/', \(now), \(now))
+            """)
+          try await Task.sleep(for: .milliseconds(800))
+        }
+      }
+      try await Task.sleep(for: .milliseconds(300))
+      let rows = ["p1", "dup", "p2"].enumerated().map { ($0.offset, province($0.element)) }
+      let (outcome, deferred) = try await identity.importOrgs(rows, authorize: { _ in true })
+      try await holder.value
+      #expect(deferred.isEmpty)
+      #expect(outcome.created == 2)
+      #expect(outcome.errors.map(\.index) == [1])
+      #expect(outcome.errors.first?.reason.contains("already exists") == true)
+      #expect(try await identity.org(code: "p1") != nil)
+      #expect(try await identity.org(code: "p2") != nil)
+      #expect(try await identity.org(code: "dup")?.id == "held")
+      // Each created org is on the feed, the failed one not.
+      let feed = try await identity.changes(after: 0, limit: 100, scopes: [.root]).changes
+      #expect(feed.filter { $0.entity == "org" }.map(\.naturalKey) == ["p1", "p2"])
+    }
+  }
+
+  /// Users are inserted a run at a time; rows still see the rows before them as one by one:
+  /// a username taken earlier in the batch (in other letter case) is refused, a second row
+  /// of a new external id updates the user the first one made.
+  @Test func aUserImportBatchReadsLikeRowByRow() async throws {
+    try await withStores { _, identities in
+      let identity = identities[0]
+      var school = Org()
+      school.code = "s"
+      school.name = "School"
+      school.kind = .school
+      let county = try await identity.insertOrg(
+        {
+          var o = Org()
+          o.code = "k"
+          o.name = "County"
+          o.kind = .county
+          return o
+        }(), parent: nil, managingSchool: nil)
+      _ = try await identity.insertOrg(school, parent: county, managingSchool: nil)
+      func teacher(_ external: String, _ username: String, _ name: String) -> User {
+        var u = User()
+        u.externalID = external
+        u.username = username
+        u.displayName = name
+        u.kind = .teacher
+        u.orgCode = "s"
+        return u
+      }
+      let rows = [
+        teacher("e1", "Ann", "Ann One"), teacher("e2", "ANN", "Ann Two"),
+        teacher("e3", "bob", "Bob"), teacher("e1", "ann", "Ann Renamed"),
+      ].enumerated().map { ($0.offset, $0.element) }
+      let outcome = try await identity.importUsers(rows, authorize: { _ in true })
+      #expect(outcome.created == 2)
+      #expect(outcome.updated == 1)
+      #expect(outcome.errors.map(\.index) == [1])
+      #expect(outcome.errors.first?.field == "user.username")
+      #expect(try await identity.user(externalID: "e1")?.displayName == "Ann Renamed")
+      #expect(try await identity.user(username: "BOB")?.externalID == "e3")
+      let feed = try await identity.changes(after: 0, limit: 100, scopes: [.root]).changes
+      #expect(
+        feed.filter { $0.entity == "user" }.map(\.naturalKey) == ["e1", "e3", "e1"])
+    }
+  }
+
+  @Test func twoCurrentSigningKeysAreImpossible() async throws {
+    try await withStores(replicas: 3) { stores, identities in
+      func key(_ id: String) -> StoredKey {
+        StoredKey(
+          id: id, privateKey: Data(id.utf8), publicKey: Data(id.utf8), createdAt: Date(),
+          retireAt: nil, current: true)
+      }
+      // Three replicas rotating at once, three times each.
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for (r, identity) in identities.enumerated() {
+          group.addTask {
+            for n in 0..<3 {
+              try await identity.addSigningKey(
+                key("k\(r)-\(n)"), retireOthersAt: Date().addingTimeInterval(60))
+            }
+          }
+        }
+        try await group.waitForAll()
+      }
+      let keys = try await identities[0].signingKeys()
+      #expect(keys.count == 9)
+      #expect(keys.filter(\.current).count == 1)
+      #expect(keys.filter { !$0.current }.allSatisfy { $0.retireAt != nil })
+      // The schema itself refuses a second current key.
+      await #expect(throws: ServiceError.self) {
+        try await stores[1].write { tx in
+          try await tx.execute(
+            """
+            INSERT INTO signing_keys (id, private_key, public_key, created_at, current)
+            VALUES ('rogue', '\\x00', '\\x00', 0, 1)
+            """)
+        }
+      }
+    }
+  }
+}
