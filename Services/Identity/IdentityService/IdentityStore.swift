@@ -535,15 +535,10 @@ final class SQLiteIdentityStore: IdentityStore {
             continue
           }
         }
-        do {
-          try OrgRules.checkParent(child: row.kind, parent: parent?.kind, field: "org.parent_code")
-        } catch let error as ServiceError {
-          reject("org.parent_code", error.message)
-          continue
-        }
-        let targetPath = parent.flatMap { OrgPath($0.path) } ?? .root
-        guard authorize(targetPath) else {
-          reject("org.parent_code", "outside the caller's scope")
+        if let refusal = OrgRules.importPlacementRefusal(
+          row, parent: parent, authorize: authorize)
+        {
+          reject(refusal.field, refusal.reason)
           continue
         }
         var managing: Org? = nil
@@ -553,35 +548,22 @@ final class SQLiteIdentityStore: IdentityStore {
             deferred.append((index, row))
             continue
           }
-          if managing?.kind != .school || managing?.schoolKind == .teachingPoint {
-            reject("org.managing_school_code", "must name a central school (not a teaching point)")
+          if let refusal = OrgRules.importManagingRefusal(managing!) {
+            reject(refusal.field, refusal.reason)
             continue
           }
         }
         do {
           if let existing = try self.fetchOrg(db, code: row.code) {
-            guard existing.kind == row.kind else {
-              reject("org.kind", "org '\(row.code)' exists with kind \(existing.kind.englishName)")
-              continue
-            }
-            guard authorize(OrgPath(existing.path)!) else {
-              reject("org.code", "outside the caller's scope")
-              continue
-            }
-            if let parent, let p = OrgPath(parent.path),
-              OrgRules.wouldCycle(orgPath: OrgPath(existing.path)!, newParentPath: p)
+            if let refusal = OrgRules.importUpdateRefusal(
+              row, existing: existing, parent: parent, authorize: authorize)
             {
-              reject("org.parent_code", "would make the org its own ancestor")
+              reject(refusal.field, refusal.reason)
               continue
             }
             var update = row
             update.id = existing.id
-            let unchanged =
-              existing.name == row.name && existing.schoolKind == row.schoolKind
-              && existing.stages == row.stages && existing.grade == row.grade
-              && existing.schoolYear == row.schoolYear && existing.parentCode == row.parentCode
-              && existing.managingSchoolCode == row.managingSchoolCode
-            if !unchanged {
+            if OrgRules.importChanges(row, existing: existing) {
               _ = try self.updateOrg(
                 db, update, newParent: parent, managingSchool: .some(managing))
             }
@@ -790,12 +772,8 @@ final class SQLiteIdentityStore: IdentityStore {
           reject("user.org_code", "unknown org '\(row.orgCode)'")
           continue
         }
-        guard OrgRules.allowedHomeKinds(for: row.kind).contains(org.kind) else {
-          reject("user.org_code", "a \(row.kind) cannot have a \(org.kind.englishName) as home org")
-          continue
-        }
-        guard authorize(OrgPath(org.path)!) else {
-          reject("user.org_code", "outside the caller's scope")
+        if let refusal = OrgRules.importHomeRefusal(row, org: org, authorize: authorize) {
+          reject(refusal.field, refusal.reason)
           continue
         }
         do {
@@ -812,11 +790,9 @@ final class SQLiteIdentityStore: IdentityStore {
             }
             var update = row
             update.id = existing.id
-            let unchanged =
-              existing.username.lowercased() == row.username.lowercased()
-              && existing.displayName == row.displayName && existing.orgID == org.id
-              && existing.birthYear == row.birthYear && existing.kind == row.kind
-            if !unchanged { _ = try self.updateUser(db, update, org: org) }
+            if OrgRules.importChanges(row, existing: existing, orgID: org.id) {
+              _ = try self.updateUser(db, update, org: org)
+            }
             result.updated += 1
           } else {
             // The hot path of a first import: one INSERT and one change event per row; the

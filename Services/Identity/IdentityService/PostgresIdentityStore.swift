@@ -409,15 +409,10 @@ final class PostgresIdentityStore: IdentityStore {
             continue
           }
         }
-        do {
-          try OrgRules.checkParent(child: row.kind, parent: parent?.kind, field: "org.parent_code")
-        } catch let error as ServiceError {
-          reject("org.parent_code", error.message)
-          continue
-        }
-        let targetPath = parent.flatMap { OrgPath($0.path) } ?? .root
-        guard authorize(targetPath) else {
-          reject("org.parent_code", "outside the caller's scope")
+        if let refusal = OrgRules.importPlacementRefusal(
+          row, parent: parent, authorize: authorize)
+        {
+          reject(refusal.field, refusal.reason)
           continue
         }
         var managing: Org? = nil
@@ -427,35 +422,22 @@ final class PostgresIdentityStore: IdentityStore {
             deferred.append((index, row))
             continue
           }
-          if managing?.kind != .school || managing?.schoolKind == .teachingPoint {
-            reject("org.managing_school_code", "must name a central school (not a teaching point)")
+          if let refusal = OrgRules.importManagingRefusal(managing!) {
+            reject(refusal.field, refusal.reason)
             continue
           }
         }
         do {
           if let existing = try await self.fetchOrg(tx, code: row.code) {
-            guard existing.kind == row.kind else {
-              reject("org.kind", "org '\(row.code)' exists with kind \(existing.kind.englishName)")
-              continue
-            }
-            guard authorize(OrgPath(existing.path)!) else {
-              reject("org.code", "outside the caller's scope")
-              continue
-            }
-            if let parent, let p = OrgPath(parent.path),
-              OrgRules.wouldCycle(orgPath: OrgPath(existing.path)!, newParentPath: p)
+            if let refusal = OrgRules.importUpdateRefusal(
+              row, existing: existing, parent: parent, authorize: authorize)
             {
-              reject("org.parent_code", "would make the org its own ancestor")
+              reject(refusal.field, refusal.reason)
               continue
             }
             var update = row
             update.id = existing.id
-            let unchanged =
-              existing.name == row.name && existing.schoolKind == row.schoolKind
-              && existing.stages == row.stages && existing.grade == row.grade
-              && existing.schoolYear == row.schoolYear && existing.parentCode == row.parentCode
-              && existing.managingSchoolCode == row.managingSchoolCode
-            if !unchanged {
+            if OrgRules.importChanges(row, existing: existing) {
               // A failed statement would end the transaction: each write under a savepoint.
               _ = try await tx.savepoint {
                 try await self.updateOrg(
@@ -711,12 +693,8 @@ final class PostgresIdentityStore: IdentityStore {
           reject("user.org_code", "unknown org '\(row.orgCode)'")
           continue
         }
-        guard OrgRules.allowedHomeKinds(for: row.kind).contains(org.kind) else {
-          reject("user.org_code", "a \(row.kind) cannot have a \(org.kind.englishName) as home org")
-          continue
-        }
-        guard authorize(OrgPath(org.path)!) else {
-          reject("user.org_code", "outside the caller's scope")
+        if let refusal = OrgRules.importHomeRefusal(row, org: org, authorize: authorize) {
+          reject(refusal.field, refusal.reason)
           continue
         }
         if pendingKeys.contains(row.externalID) { try await flush() }
@@ -730,11 +708,7 @@ final class PostgresIdentityStore: IdentityStore {
           }
           var update = row
           update.id = existing.id
-          let unchanged =
-            existing.username.lowercased() == row.username.lowercased()
-            && existing.displayName == row.displayName && existing.orgID == org.id
-            && existing.birthYear == row.birthYear && existing.kind == row.kind
-          if !unchanged {
+          if OrgRules.importChanges(row, existing: existing, orgID: org.id) {
             do {
               known[row.externalID] = .some(
                 try await tx.savepoint { try await self.updateUser(tx, update, org: org) })
