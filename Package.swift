@@ -109,7 +109,7 @@ let package = Package(
       name: "RuntimeTests",
       dependencies: [
         "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService", grpcCore, grpcHTTP2,
-        grdb, swiftProtobuf, crypto, logging,
+        grdb, swiftProtobuf, crypto, logging, postgres,
       ],
       path: "Tests/RuntimeTests"
     ),

@@ -137,7 +137,12 @@ public final class ServiceHost: Sendable {
     if let metricsServer {
       services.append(metricsServer)
       if let store = definition.store {
-        services.append(StoreGauges(store: store, metrics: metrics))
+        let metrics = self.metrics
+        // Reading the gauges may take a database round trip, which a scrape must not wait on.
+        services.append(
+          Periodic("store gauges", every: .seconds(5), logger: logger) {
+            await metrics.updateStore(store)
+          })
       }
     }
     services += definition.background
@@ -181,16 +186,38 @@ public final class ServiceHost: Sendable {
   }
 }
 
-/// Refreshes the store gauges (size, change-feed head) every few seconds: reading them may
-/// take a database round trip, which a scrape must not wait on.
-private struct StoreGauges: Service {
-  let store: any ServiceStorage
-  let metrics: ServiceMetrics
-  func run() async throws {
-    try await cancelWhenGracefulShutdown {
+/// Work repeated every `interval` for as long as the host runs (a lifecycle service that
+/// stops at the graceful shutdown): refreshing gauges, following what other replicas wrote.
+/// A failing round is logged and the next one runs on time.
+public struct Periodic: Service {
+  let name: String
+  let interval: Duration
+  let logger: Logger
+  let body: @Sendable () async throws -> Void
+
+  /// Runs `body` now and then every `interval`, logging failures as `name`.
+  public init(
+    _ name: String, every interval: Duration, logger: Logger,
+    _ body: @escaping @Sendable () async throws -> Void
+  ) {
+    self.name = name
+    self.interval = interval
+    self.logger = logger
+    self.body = body
+  }
+
+  /// Loops until cancelled or the graceful shutdown, then returns normally (a thrown
+  /// cancellation would make the service group cancel the other services' drain).
+  public func run() async {
+    await cancelWhenGracefulShutdown {
       while !Task.isCancelled {
-        await metrics.updateStore(store)
-        try await Task.sleep(for: .seconds(5))
+        do {
+          try await body()
+        } catch {
+          if Task.isCancelled { return }
+          logger.warning("\(name) failed", metadata: ["error": "\(error)"])
+        }
+        try? await Task.sleep(for: interval)
       }
     }
   }

@@ -705,3 +705,36 @@ public final class PostgresTransaction: @unchecked Sendable {
     return Set(text.split(separator: ",").map(String.init))
   }
 }
+
+extension PostgresStore {
+  /// Creates the database `name` on `server` (connecting to `server`'s own database as its
+  /// role) unless it exists. For tests and the local demo, which make throwaway databases;
+  /// production databases are made by an administrator (see deploy/README.md).
+  public static func createDatabaseIfMissing(on server: DatabaseSettings, name: String)
+    async throws
+  {
+    guard name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+      throw ServiceError.invalid("database", "use letters, digits and '_' only")
+    }
+    var logger = Logger(label: "postgres-admin")
+    logger.logLevel = .critical
+    let connection = try await PostgresConnection.connect(
+      configuration: PostgresConnection.Configuration(
+        host: server.host, port: server.port, username: server.username,
+        password: server.password, database: server.database, tls: .disable),
+      id: 1, logger: logger)
+    defer { Task { try? await connection.close() } }
+    let exists = try await connection.query(
+      "SELECT count(*) FROM pg_database WHERE datname = \(name)", logger: logger
+    ).collect().first?.makeRandomAccess()[0].decode(Int64.self) ?? 0
+    if exists == 0 {
+      do {
+        _ = try await connection.query(
+          PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger
+        ).collect()
+      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P04" {
+        // Made meanwhile by another caller.
+      }
+    }
+  }
+}

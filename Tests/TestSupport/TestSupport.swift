@@ -24,6 +24,46 @@ public struct TemporaryDirectory: Sendable {
   }
 }
 
+/// The store tests run on: SQLite under a temporary directory, or, when
+/// `SMARTSCHOOL_TEST_DATABASE_URL` names a PostgreSQL server (`postgres://postgres@host:port/
+/// postgres`), a database of that server made for the test. Tests/run-all.sh runs the ported
+/// suites once each way.
+public enum TestStore {
+  /// The PostgreSQL server of this run, or nil for SQLite.
+  public static let postgresServer: DatabaseSettings? = {
+    guard let url = ProcessInfo.processInfo.environment["SMARTSCHOOL_TEST_DATABASE_URL"],
+      !url.isEmpty
+    else { return nil }
+    do {
+      return try DatabaseSettings(url: url, poolSize: 4)
+    } catch {
+      fatalError("SMARTSCHOOL_TEST_DATABASE_URL: \(error)")
+    }
+  }()
+
+  /// The backend of this run.
+  public static var backend: StorageBackend { postgresServer == nil ? .sqlite : .postgresql }
+
+  /// A loopback configuration for `service` whose store is `directory` (SQLite) or the
+  /// database named after `directory` (PostgreSQL, created on first use): the same directory
+  /// gives the same store, so a test can restart a service on its data.
+  public static func config(service: String, directory: TemporaryDirectory) async throws
+    -> HostConfig
+  {
+    var config = HostConfig.ephemeral(service: service, dataDirectory: directory.path)
+    config.database = try await database(named: service + "_" + directory.path)
+    return config
+  }
+
+  /// The database for `key` on this run's server (created on first use), or nil on SQLite.
+  public static func database(named key: String) async throws -> DatabaseSettings? {
+    guard let server = postgresServer else { return nil }
+    let name = "t_" + sha256Hex(Data(key.utf8)).prefix(20)
+    try await PostgresStore.createDatabaseIfMissing(on: server, name: name)
+    return server.with(database: name)
+  }
+}
+
 /// Lower-case hex SHA-256 of `data`, as UploadContent's header names content.
 public func sha256Hex(_ data: Data) -> String {
   SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
@@ -46,12 +86,20 @@ public func withHost<T: Sendable>(
     let result = try await body(port, host)
     await host.shutdown()
     _ = await task.result
+    await closeIfShared(definition.store)
     return result
   } catch {
     await host.shutdown()
     _ = await task.result
+    await closeIfShared(definition.store)
     throw error
   }
+}
+
+/// Closes a PostgreSQL store's pool once its host has stopped (a test run makes hundreds);
+/// SQLite stores stay open, as tests may read them after the host.
+private func closeIfShared(_ store: (any ServiceStorage)?) async {
+  if let store, store.backend == .postgresql { await store.close() }
 }
 
 /// Runs an in-process identity service (fresh store, cheap scrypt) for the duration of `body`.
@@ -61,7 +109,7 @@ public func withIdentity<T: Sendable>(
 ) async throws -> T {
   let dir = try directory ?? TemporaryDirectory()
   defer { if directory == nil { dir.remove() } }
-  let config = HostConfig.ephemeral(service: "identity", dataDirectory: dir.path)
+  let config = try await TestStore.config(service: "identity", directory: dir)
   var logger = Logger(label: "identity")
   logger.logLevel = .critical
   let definition = try await buildIdentityService(config: config, settings: settings, logger: logger)

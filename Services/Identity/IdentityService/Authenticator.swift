@@ -72,15 +72,20 @@ final class KeyRing: Sendable {
   }
 
   /// Loads the keys, creating the first one on an empty store; `onChange` hears the current
-  /// key's creation time now and after each rotation.
+  /// key's creation time now and after each rotation. The first key is made under a lock
+  /// across replicas, so replicas starting at once on an empty database make one.
   static func load(
-    store: any IdentityStore, accessTokenTTL: TimeInterval,
+    store: any IdentityStore, storage: any ServiceStorage, accessTokenTTL: TimeInterval,
     onChange: (@Sendable (Date) -> Void)? = nil
   ) async throws -> KeyRing {
     var keys = try await store.signingKeys()
     if !keys.contains(where: \.current) {
-      try await store.addSigningKey(newKey(), retireOthersAt: nil)
-      keys = try await store.signingKeys()
+      keys = try await storage.exclusively("identity.signing-keys") {
+        if try await store.signingKeys().contains(where: \.current) == false {
+          try await store.addSigningKey(newKey(), retireOthersAt: nil)
+        }
+        return try await store.signingKeys()
+      }
     }
     return try KeyRing(
       store: store, keys: keys, accessTokenTTL: accessTokenTTL, onChange: onChange)
@@ -110,6 +115,24 @@ final class KeyRing: Sendable {
   }
 
   var signer: TokenSigner { state.withLock { $0.signer } }
+
+  /// Rereads the keys from the store and adopts them when another replica has rotated:
+  /// returns whether anything changed.
+  @discardableResult
+  func reload() async throws -> Bool {
+    let keys = try await store.signingKeys()
+    let fingerprint = { (keys: [StoredKey]) in
+      keys.map { "\($0.id)/\($0.current)/\($0.retireAt?.timeIntervalSince1970 ?? 0)" }
+    }
+    let newState = try KeyRing.state(from: keys)
+    let changed = state.withLock { s -> Bool in
+      guard fingerprint(s.stored) != fingerprint(keys) else { return false }
+      s = newState
+      return true
+    }
+    if changed { onChange?(newState.currentCreatedAt) }
+    return changed
+  }
 
   /// The keys to publish now: the current one and retired ones whose tokens may still live.
   var publishedKeys: [PublishedKey] {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceRuntime
 import SmartSchoolModel
+import Synchronization
 
 /// The fully qualified gRPC service name.
 public let identityGRPCServiceName = "smartschool.identity.v1.IdentityService"
@@ -12,26 +13,46 @@ public let identityGRPCServiceName = "smartschool.identity.v1.IdentityService"
 public func buildIdentityService(
   config: HostConfig, settings: IdentitySettings, logger: Logger
 ) async throws -> ServiceDefinition {
-  let store = try Store(
-    directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
-  let identityStore = try SQLiteIdentityStore(
-    store: store, accountCacheEntries: settings.accountCacheEntries)
+  let store: any ServiceStorage
+  let identityStore: any IdentityStore
+  if let database = config.database {
+    let postgres = try await PostgresStore(
+      settings: database, migrations: IdentityMigrations.postgres, logger: logger)
+    store = postgres
+    identityStore = try await PostgresIdentityStore(
+      store: postgres, accountCacheEntries: settings.accountCacheEntries)
+  } else {
+    let sqlite = try Store(
+      directory: config.dataDirectory, name: "identity", migrations: IdentityMigrations.register)
+    store = sqlite
+    identityStore = try SQLiteIdentityStore(
+      store: sqlite, accountCacheEntries: settings.accountCacheEntries)
+  }
   guard settings.accessTokenTTL > 0, settings.accessTokenTTL < TokenVerifier.revocationMemory else {
     // Other services forget a revoked session after revocationMemory; a token must not
     // outlive that.
     throw ServiceError.invalid("access-token-ttl", "must be between 1 second and 24 hours")
   }
   let keys = try await KeyRing.load(
-    store: identityStore, accessTokenTTL: settings.accessTokenTTL,
+    store: identityStore, storage: store, accessTokenTTL: settings.accessTokenTTL,
     onChange: settings.onSigningKeyChange)
   // No leeway: identity checks the tokens it signed by its own clock, so a token dies here
   // exactly when its session ends (Refresh, WhoAmI and Introspect agree to the second).
-  let verifier = TokenVerifier(keySource: { keys.publishedKeys }, leeway: 0)
+  // A token naming a key this replica has not seen yet (another replica rotated) rereads the
+  // keys from the store before it is refused.
+  let shared = store.backend == .postgresql
+  let verifier = TokenVerifier(
+    keySource: {
+      if shared { try await keys.reload() }
+      return keys.publishedKeys
+    }, leeway: 0)
   try await verifier.refresh()
   verifier.revokeSessions(
     try await identityStore.revokedSessions(
       since: Date().addingTimeInterval(-TokenVerifier.revocationMemory)))
-  try await bootstrapAdmin(store: identityStore, settings: settings, logger: logger)
+  try await store.exclusively("identity.bootstrap") {
+    try await bootstrapAdmin(store: identityStore, settings: settings, logger: logger)
+  }
   let api = IdentityAPI(
     store: identityStore, keys: keys, verifier: verifier, settings: settings,
     hashes: HashLimiter(limit: settings.maxConcurrentHashes),
@@ -42,7 +63,28 @@ public func buildIdentityService(
     logger: logger)
   return ServiceDefinition(
     name: "identity", grpcServiceName: identityGRPCServiceName, services: [api],
-    openMethods: IdentityAPI.openMethods, verifier: verifier, store: store)
+    openMethods: IdentityAPI.openMethods, verifier: verifier, store: store,
+    background: shared
+      ? [replicaFollower(store: identityStore, keys: keys, verifier: verifier, logger: logger)]
+      : [])
+}
+
+/// With several replicas on one database: what another replica wrote that this one keeps in
+/// memory. Every second it adopts a rotated signing key and refuses the sessions revoked
+/// since the last round (by time, with a margin for commits that took their time and for
+/// clock differences between replicas; revoking twice is harmless). The account cache needs
+/// nothing here: the store's table versions follow other replicas' writes.
+func replicaFollower(
+  store: any IdentityStore, keys: KeyRing, verifier: TokenVerifier, logger: Logger
+) -> Periodic {
+  let since = Mutex(Date())
+  return Periodic("replica follower", every: .seconds(1), logger: logger) {
+    let now = Date()
+    let from = since.withLock { $0 }.addingTimeInterval(-30)
+    verifier.revokeSessions(try await store.revokedSessions(since: from))
+    since.withLock { $0 = now }
+    if try await keys.reload() { try await verifier.refresh() }
+  }
 }
 
 /// On first start with an empty store, creates the system admin `admin` with the configured

@@ -1,0 +1,333 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceRuntime
+import SmartSchoolModel
+import Synchronization
+import Testing
+import TestSupport
+
+/// The PostgreSQL store's own guarantees, with several stores on one database standing in for
+/// replicas. Run when `SMARTSCHOOL_TEST_DATABASE_URL` names a server (Tests/run-all.sh's
+/// PostgreSQL pass); the backend-neutral suites run on both stores.
+@Suite(
+  "PostgreSQL store: commit-ordered feed, replicas, errors",
+  .enabled(if: TestStore.postgresServer != nil))
+struct PostgresStoreTests {
+  static let migrations = [
+    PostgresMigration(
+      "test.1.things",
+      ["CREATE TABLE things (id text PRIMARY KEY, value integer NOT NULL)"])
+  ]
+
+  static var logger: Logger {
+    var logger = Logger(label: "pg-test")
+    logger.logLevel = .critical
+    return logger
+  }
+
+  /// A fresh database and a store on it; more stores on the same database with `open()`.
+  struct Database {
+    let settings: DatabaseSettings
+    init() async throws {
+      settings = try await TestStore.database(named: "runtime-" + UUID().uuidString)!
+    }
+    func open(_ migrations: [PostgresMigration] = PostgresStoreTests.migrations) async throws
+      -> PostgresStore
+    {
+      try await PostgresStore(settings: settings, migrations: migrations, logger: logger)
+    }
+  }
+
+  static func insert(_ tx: PostgresTransaction, _ id: String) async throws {
+    try await tx.execute("INSERT INTO things (id, value) VALUES (\(id), 1)")
+    try tx.recordChange(entity: "thing", id: id, naturalKey: id, op: .upsert, orgPath: "/p/")
+  }
+
+  /// Inserts each id under a savepoint; returns the rejected ones with their errors.
+  static func importSkippingBad(_ tx: PostgresTransaction, _ ids: [String]) async throws
+    -> [(String, ServiceError)]
+  {
+    var rejected: [(String, ServiceError)] = []
+    for id in ids {
+      do {
+        try await tx.savepoint { try await insert(tx, id) }
+      } catch let error as ServiceError {
+        rejected.append((id, error))
+      }
+    }
+    return rejected
+  }
+
+  /// The ServiceError `body` throws, if any.
+  static func serviceError(_ body: () async throws -> Void) async -> ServiceError? {
+    do {
+      try await body()
+      return nil
+    } catch {
+      return error as? ServiceError
+    }
+  }
+
+  /// A transaction that recorded its event first but commits last must not be skipped by a
+  /// follower that has already read the later-started, earlier-committed one. With sequences
+  /// from a serial column, the slow writer's event would carry the lower number and be missed.
+  @Test func feedIsCommitOrderedWhenCommitOrderDiffersFromStartOrder() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    let (started, startedGo) = AsyncStream<Void>.makeStream()
+    let (release, releaseGo) = AsyncStream<Void>.makeStream()
+    let slow = Task {
+      try await store.write { tx in
+        try await Self.insert(tx, "slow")
+        startedGo.yield()
+        for await _ in release { break }
+      }
+    }
+    for await _ in started { break }
+    try await store.write { tx in try await Self.insert(tx, "fast") }
+    let first = try await store.listChanges(after: 0, limit: 10, scopes: nil, unscoped: [])
+    #expect(first.changes.map(\.id) == ["fast"])
+    let cursor = first.changes.last!.sequence
+    releaseGo.yield()
+    try await slow.value
+    let next = try await store.listChanges(after: cursor, limit: 10, scopes: nil, unscoped: [])
+    #expect(next.changes.map(\.id) == ["slow"])
+    #expect(try await store.changeFeedHead() == 2)
+  }
+
+  /// Many writers on three stores (replicas) at once while a follower polls: the follower,
+  /// moving its cursor past what it has read, ends with every event, each once.
+  @Test func followerMissesNothingUnderConcurrentWritersOnThreeReplicas() async throws {
+    let db = try await Database()
+    let replicas = [try await db.open(), try await db.open(), try await db.open()]
+    defer { for r in replicas { Task { await r.close() } } }
+    let writers = 6
+    let perWriter = 25
+    let done = Counter()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for w in 0..<writers {
+        group.addTask {
+          for i in 0..<perWriter {
+            try await replicas[w % 3].write { tx in
+              try await Self.insert(tx, "w\(w)-\(i)")
+              try await Task.sleep(for: .milliseconds(Int.random(in: 0...3)))
+            }
+          }
+          done.add(1)
+        }
+      }
+      group.addTask {
+        var cursor: Int64 = 0
+        var seen: [String] = []
+        while true {
+          let finished = done.value == writers
+          let page = try await replicas[0].listChanges(
+            after: cursor, limit: 50, scopes: nil, unscoped: [])
+          seen += page.changes.map(\.id)
+          cursor = page.changes.last?.sequence ?? cursor
+          if finished && !page.hasMore && page.changes.isEmpty { break }
+        }
+        #expect(seen.count == writers * perWriter)
+        #expect(Set(seen).count == writers * perWriter)
+      }
+      try await group.waitForAll()
+    }
+  }
+
+  /// Three replicas starting at once on an empty database migrate once and all start; a
+  /// database with a migration this binary does not know is refused.
+  @Test func replicasStartingAtOnceMigrateOnceAndNewerSchemaIsRefused() async throws {
+    let db = try await Database()
+    let stores = try await withThrowingTaskGroup(of: PostgresStore.self) { group in
+      for _ in 0..<3 { group.addTask { try await db.open() } }
+      var all: [PostgresStore] = []
+      for try await s in group { all.append(s) }
+      return all
+    }
+    #expect(stores.count == 3)
+    let counts = try await stores[0].query(
+      "SELECT id, count(*) FROM runtime_migrations GROUP BY id")
+    #expect(counts.count == 4)
+    for row in counts { #expect(try row[1].decode(Int64.self) == 1) }
+    for s in stores { await s.close() }
+    let newer = try await db.open(
+      Self.migrations + [PostgresMigration("test.2.more", ["CREATE TABLE more (x integer)"])])
+    await newer.close()
+    await #expect(throws: StoreOpenError.self) { _ = try await db.open() }
+  }
+
+  /// A write on one replica moves the table version another replica watches (its caches
+  /// drop the old value) within seconds; the writer's own version has moved when its write
+  /// returns.
+  @Test func tableVersionFollowsWritesOfOtherReplicas() async throws {
+    let db = try await Database()
+    let a = try await db.open()
+    let b = try await db.open()
+    defer {
+      Task {
+        await a.close()
+        await b.close()
+      }
+    }
+    let onA = try await a.watch(["things"])
+    let onB = try await b.watch(["things"])
+    let beforeA = onA.current
+    let beforeB = onB.current
+    try await b.write { tx in try await Self.insert(tx, "x") }
+    #expect(onB.current > beforeB)
+    let deadline = ContinuousClock.now + .seconds(5)
+    while onA.current == beforeA && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    #expect(onA.current > beforeA)
+    await #expect(throws: StoreOpenError.self) { _ = try await a.watch(["no_such_table"]) }
+
+    // A cache on A serves B's new value once B has written.
+    let cache = StoreCache<String, Int>(version: onA, capacity: 10)
+    let read: @Sendable () async throws -> Int? = {
+      try await a.query("SELECT value FROM things WHERE id = 'x'").first?[0].decode(Int.self)
+    }
+    #expect(try await cache.value(for: "x", read: read) == 1)
+    let seenBefore = onA.current
+    try await b.write { tx in try await tx.execute("UPDATE things SET value = 2 WHERE id = 'x'") }
+    while onA.current == seenBefore && ContinuousClock.now < deadline + .seconds(5) {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    #expect(try await cache.value(for: "x", read: read) == 2)
+  }
+
+  /// SQLSTATEs reach callers as statuses; a savepoint keeps an import going after a bad row.
+  @Test func errorsMapToStatusesAndSavepointsKeepTheTransaction() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    try await store.write { tx in try await Self.insert(tx, "a") }
+    let duplicate = await Self.serviceError { try await store.write { tx in try await Self.insert(tx, "a") } }
+    #expect(duplicate?.code == .alreadyExists)
+    let outcome = try await store.write { tx in try await Self.importSkippingBad(tx, ["b", "a", "c"]) }
+    #expect(outcome.map(\.0) == ["a"])
+    #expect(outcome.map(\.1.code) == [.alreadyExists])
+    let ids = try await store.listChanges(after: 0, limit: 10, scopes: nil, unscoped: [])
+      .changes.map(\.id)
+    // The rejected row's event went with its savepoint.
+    #expect(ids == ["a", "b", "c"])
+  }
+
+  /// One-time work under `exclusively` runs once when replicas race for it.
+  @Test func exclusivelyLetsOneReplicaAtATime() async throws {
+    let db = try await Database()
+    let stores = [try await db.open(), try await db.open(), try await db.open()]
+    defer { for s in stores { Task { await s.close() } } }
+    let inside = Counter()
+    let most = Counter()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for s in stores {
+        group.addTask {
+          try await s.exclusively("test.once") {
+            let now = inside.add(1)
+            most.raise(to: now)
+            let present = try await s.query("SELECT count(*) FROM things").first![0]
+              .decode(Int64.self)
+            if present == 0 {
+              try await s.write { tx in try await Self.insert(tx, "first") }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            _ = inside.add(-1)
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+    #expect(most.value == 1)
+    #expect(try await stores[0].changeFeedHead() == 1)
+  }
+
+  /// The directory's cursor never moves backwards, whichever replica saves last.
+  @Test func directoryCursorNeverRewinds() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    let row = DirectoryRow(entity: "org", id: "o1", payload: Data([1, 2]))
+    try await store.saveDirectory(upserts: [row], deletions: [], cursor: 10)
+    try await store.saveDirectory(upserts: [], deletions: [], cursor: 7)
+    let loaded = try await store.loadDirectory()
+    #expect(loaded.cursor == 10)
+    #expect(loaded.rows == [row])
+    try await store.saveDirectory(upserts: [], deletions: [("org", "o1")], cursor: nil)
+    #expect(try await store.loadDirectory().rows.isEmpty)
+  }
+
+  /// The server drops every connection of the store (as a restart does) while writers run:
+  /// calls in between fail UNAVAILABLE, never crash, later calls succeed, and every write
+  /// that reported success is in the database.
+  @Test func connectionsDroppedUnderLoadRecoverAndLoseNothingCommitted() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    let server = TestStore.postgresServer!
+    let admin = try await PostgresConnection.connect(
+      configuration: PostgresConnection.Configuration(
+        host: server.host, port: server.port, username: server.username,
+        password: server.password, database: server.database, tls: .disable),
+      id: 99, logger: Self.logger)
+    defer { Task { try? await admin.close() } }
+    let committed = Collected<String>()
+    let failures = Collected<ServiceError>()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for w in 0..<4 {
+        group.addTask {
+          for i in 0..<60 {
+            let id = "w\(w)-\(i)"
+            do {
+              try await store.write { tx in try await Self.insert(tx, id) }
+              committed.append(id)
+            } catch let error as ServiceError {
+              failures.append(error)
+            }
+            try await Task.sleep(for: .milliseconds(2))
+          }
+        }
+      }
+      group.addTask {
+        for _ in 0..<3 {
+          try await Task.sleep(for: .milliseconds(60))
+          _ = try await admin.query(
+            """
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = \(db.settings.database)
+            """, logger: Self.logger
+          ).collect()
+        }
+      }
+      try await group.waitForAll()
+    }
+    // Recovered: a new write works.
+    try await store.write { tx in try await Self.insert(tx, "after") }
+    let stored = Set(
+      try await store.query("SELECT id FROM things").map { try $0[0].decode(String.self) })
+    for id in committed.all { #expect(stored.contains(id)) }
+    #expect(stored.contains("after"))
+    for error in failures.all { #expect(error.code == .unavailable, "\(error)") }
+  }
+}
+
+/// A counter shared by tasks.
+final class Counter: Sendable {
+  private let state = Mutex(0)
+  /// Adds `n` and returns the new value.
+  @discardableResult func add(_ n: Int) -> Int { state.withLock { $0 += n; return $0 } }
+  /// Raises the value to `n` if lower.
+  func raise(to n: Int) { state.withLock { $0 = max($0, n) } }
+  var value: Int { state.withLock { $0 } }
+}
+
+/// Values collected by tasks.
+final class Collected<T: Sendable>: Sendable {
+  private let state = Mutex<[T]>([])
+  /// Adds one.
+  func append(_ value: T) { state.withLock { $0.append(value) } }
+  /// Everything so far.
+  var all: [T] { state.withLock { $0 } }
+}
