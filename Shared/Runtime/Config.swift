@@ -109,17 +109,35 @@ public struct HostOptions: ParsableArguments, Sendable {
       database: database)
   }
 
-  /// The help text listing each flag's environment variable, for `--help`.
+  /// The flags above, in declaration order ("host", "port", "data-dir", …).
+  public static var flags: [String] { optionFlags(of: HostOptions()) }
+
+  /// The help text listing each flag's environment variable, for `--help`: every flag of
+  /// ``HostOptions`` (a flag added there is listed without further change), then `extraFlags`.
   public static func environmentHelp(service: String, extraFlags: [String] = []) -> String {
-    let flags =
-      [
-        "host", "port", "data-dir", "metrics-port", "tls-cert", "tls-key", "tls-ca",
-        "log-level", "max-message-bytes", "max-concurrent-streams", "drain-seconds",
-        "database-url", "database-password-file", "database-pool-size",
-      ] + extraFlags
+    let flags = HostOptions.flags + extraFlags
     let lines = flags.map { "  --\($0)  ←  \(EnvironmentReader.variable(service: service, flag: $0))" }
     return "Every flag falls back to an environment variable, then to its default:\n"
       + lines.joined(separator: "\n")
+  }
+}
+
+/// The long names ArgumentParser gives the `@Option` properties of `options`, in declaration
+/// order: `dataDir` is "data-dir".
+func optionFlags(of options: some ParsableArguments) -> [String] {
+  Mirror(reflecting: options).children.compactMap { child in
+    guard let label = child.label, label.hasPrefix("_"),
+      String(describing: type(of: child.value)).hasPrefix("Option<")
+    else { return nil }
+    var flag = ""
+    for character in label.dropFirst() {
+      if character.isUppercase {
+        flag += "-" + character.lowercased()
+      } else {
+        flag.append(character)
+      }
+    }
+    return flag
   }
 }
 
@@ -201,6 +219,16 @@ public struct HostConfig: Sendable {
   public var drainTimeout: Duration
   /// The PostgreSQL store; `nil` = SQLite under ``dataDirectory``.
   public var database: DatabaseSettings? = nil
+
+  /// For a service whose store has no PostgreSQL implementation yet: throws when
+  /// ``database`` is set, so that `--database-url` is refused rather than silently ignored
+  /// in favour of SQLite.
+  public func requireSQLite() throws {
+    if database != nil {
+      throw ServiceError.failedPrecondition(
+        "\(service) does not run on PostgreSQL yet; omit --database-url")
+    }
+  }
 
   /// A configuration for tests and embedding: loopback, ephemeral ports, plaintext.
   public static func ephemeral(service: String, dataDirectory: String) -> HostConfig {

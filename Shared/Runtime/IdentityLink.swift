@@ -1,3 +1,4 @@
+import ArgumentParser
 import Crypto
 import Foundation
 import GRPCCore
@@ -93,5 +94,58 @@ extension PublishedKey {
       keyID: proto.keyID,
       publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: proto.publicKey),
       retireTime: proto.hasRetireTime ? proto.retireTime.date : nil)
+  }
+}
+
+/// The flags of a service that calls identity (catalogue, assessment, supervision): where
+/// identity listens and the service account that reads its change feed. Each falls back to
+/// `SMARTSCHOOL_<SERVICE>_<FLAG>`, like ``HostOptions``.
+public struct IdentityLinkOptions: ParsableArguments, Sendable {
+  @Option(help: "Identity service address HOST:PORT. [default: 127.0.0.1:50051]")
+  public var identityAddr: String?
+
+  @Option(help: "Client id of the service account that reads identity's change feed.")
+  public var clientId: String?
+
+  @Option(help: "Client secret of that service account.")
+  public var clientSecret: String?
+
+  public init() {}
+
+  /// The flags above, for ``HostOptions/environmentHelp(service:extraFlags:)``.
+  public static var flags: [String] { optionFlags(of: IdentityLinkOptions()) }
+
+  /// Resolves flags, then environment, then defaults into identity's address and the service
+  /// account's credentials. The address trusts `config.clientCA`; when the host requires
+  /// client certificates (mTLS), this service presents its own server certificate to identity.
+  public func resolve(
+    config: HostConfig, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> (address: PeerAddress, credentials: (clientID: String, clientSecret: String)?) {
+    let env = EnvironmentReader(service: config.service, environment: environment)
+    let text = identityAddr ?? env["identity-addr"] ?? "127.0.0.1:50051"
+    guard var address = PeerAddress(text) else {
+      throw ValidationError("--identity-addr must be HOST:PORT, not '\(text)'")
+    }
+    address.caBundle = config.clientCA
+    if let tls = config.tls, tls.clientCA != nil {
+      address.clientCertificate = tls.certificate
+      address.clientKey = tls.key
+    }
+    let id = clientId ?? env["client-id"]
+    let secret = clientSecret ?? env["client-secret"]
+    switch (id, secret) {
+    case (let id?, let secret?): return (address, (id, secret))
+    case (nil, nil): return (address, nil)
+    default: throw ValidationError("--client-id and --client-secret go together")
+    }
+  }
+
+  /// The link these options describe (``resolve(config:environment:)``); close it when the
+  /// service stops.
+  public func open(
+    config: HostConfig, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> IdentityLink {
+    let resolved = try resolve(config: config, environment: environment)
+    return try IdentityLink(address: resolved.address, credentials: resolved.credentials)
   }
 }

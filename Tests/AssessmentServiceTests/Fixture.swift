@@ -131,9 +131,10 @@ func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
         credentials: (account.clientID, account.clientSecret))
       defer { link.close() }
       let config = HostConfig.ephemeral(service: "assessment", dataDirectory: dir.path)
+      var settings = AssessmentSettings()
+      settings.directoryPollInterval = .seconds(3600)
       let definition = try await buildAssessmentService(
-        dataDirectory: dir.path, verifier: link.makeVerifier(), identity: link,
-        pollInterval: .seconds(3600))
+        config: config, settings: settings, verifier: link.makeVerifier(), identity: link)
       let directory = definition.background.first as! OrgDirectory
       try await directory.sync()
       let frozenTokens = tokens

@@ -240,13 +240,13 @@ func withLinkedSupervision(
   defer { link.close() }
   let data = try TemporaryDirectory()
   defer { data.remove() }
+  let config = HostConfig.ephemeral(service: "supervision", dataDirectory: data.path)
+  var settings = SupervisionSettings()
+  settings.directoryPollInterval = .seconds(3600)
   let definition = try await buildSupervisionService(
-    dataDirectory: data.path, verifier: link.makeVerifier(), identity: link,
-    pollInterval: .seconds(3600))
+    config: config, settings: settings, verifier: link.makeVerifier(), identity: link)
   try await (definition.background.first as! OrgDirectory).sync()
-  try await withHost(
-    definition, config: .ephemeral(service: "supervision", dataDirectory: data.path)
-  ) { port, _ in
+  try await withHost(definition, config: config) { port, _ in
     try await body(link, port)
   }
 }

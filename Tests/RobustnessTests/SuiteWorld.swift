@@ -157,13 +157,13 @@ func withSuite(_ body: @Sendable (SuiteWorld) async throws -> Void) async throws
       let supervisionConfig = HostConfig.ephemeral(
         service: "supervision", dataDirectory: dir.path + "/supervision")
       let supervision = try await buildSupervisionService(
-        dataDirectory: supervisionConfig.dataDirectory, verifier: link.makeVerifier(),
-        identity: link)
+        config: supervisionConfig, settings: SupervisionSettings(),
+        verifier: link.makeVerifier(), identity: link)
       let assessmentConfig = HostConfig.ephemeral(
         service: "assessment", dataDirectory: dir.path + "/assessment")
       let assessment = try await buildAssessmentService(
-        dataDirectory: assessmentConfig.dataDirectory, verifier: link.makeVerifier(),
-        identity: link)
+        config: assessmentConfig, settings: AssessmentSettings(),
+        verifier: link.makeVerifier(), identity: link)
       for definition in [catalogue, supervision, assessment] {
         for case let directory as OrgDirectory in definition.background {
           try await directory.sync()

@@ -132,16 +132,17 @@ final class Harness: Sendable {
     dataDirectory =
       FileManager.default.temporaryDirectory
       .appendingPathComponent("supervision-test-\(UUID().uuidString)").path
+    let config = HostConfig.ephemeral(service: "supervision", dataDirectory: dataDirectory)
+    var settings = SupervisionSettings()
+    settings.directoryPollInterval = .seconds(3600)
     let definition = try await buildSupervisionService(
-      dataDirectory: dataDirectory, verifier: verifier,
-      identity: FakeIdentityFeed(changes: tree.changes), pollInterval: .seconds(3600))
+      config: config, settings: settings, verifier: verifier,
+      identity: FakeIdentityFeed(changes: tree.changes))
     directory = definition.background.first as! OrgDirectory
     try await directory.sync()
     var logger = Logger(label: "supervision-test")
     logger.logLevel = .critical
-    host = try ServiceHost(
-      config: .ephemeral(service: "supervision", dataDirectory: dataDirectory),
-      definition: definition, logger: logger)
+    host = try ServiceHost(config: config, definition: definition, logger: logger)
     let host = self.host
     task = Task { try await host.run(handleSignals: false) }
     port = try await host.boundPort()

@@ -5,18 +5,32 @@ import SmartSchoolModel
 /// The fully qualified gRPC service name of assessment.
 public let assessmentGRPCServiceName = "smartschool.assessment.v1.AssessmentService"
 
+/// Settings of the assessment service beyond the host's.
+public struct AssessmentSettings: Sendable {
+  /// How often the org directory polls identity's change feed.
+  public var directoryPollInterval: Duration = .seconds(2)
+  /// The clock that stamps records' create and update times (tests set it).
+  public var now: @Sendable () -> Date = { Date() }
+
+  /// The defaults.
+  public init() {}
+}
+
 /// The assessment service's composition root, used by the executable, the tests and the
-/// benchmark: opens the store under `dataDirectory`, keeps a copy of identity's org tree,
-/// users and guardian links from `identity`'s change feed, and returns the service ready for
-/// a ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
+/// benchmark: opens the store under `config.dataDirectory`, keeps a copy of identity's org
+/// tree, users and guardian links from `identity`'s change feed, and returns the service ready
+/// for a ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
+/// Refuses `config.database`: the assessment store is SQLite only for now.
 public func buildAssessmentService(
-  dataDirectory: String, verifier: TokenVerifier, identity: any IdentityChangeSource,
-  pollInterval: Duration = .seconds(2), now: @escaping @Sendable () -> Date = { Date() }
+  config: HostConfig, settings: AssessmentSettings, verifier: TokenVerifier,
+  identity: any IdentityChangeSource
 ) async throws -> ServiceDefinition {
-  let store = try SQLiteAssessmentStore(directory: dataDirectory)
+  try config.requireSQLite()
+  let store = try SQLiteAssessmentStore(directory: config.dataDirectory)
   let directory = try await OrgDirectory(
-    source: identity, store: store.store, trackUsers: true, pollInterval: pollInterval)
-  let api = AssessmentAPI(store: store, directory: directory, now: now)
+    source: identity, store: store.store, trackUsers: true,
+    pollInterval: settings.directoryPollInterval)
+  let api = AssessmentAPI(store: store, directory: directory, now: settings.now)
   return ServiceDefinition(
     name: "assessment", grpcServiceName: assessmentGRPCServiceName, services: [api],
     verifier: verifier, store: store.store, background: [directory])

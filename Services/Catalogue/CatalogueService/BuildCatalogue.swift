@@ -23,10 +23,12 @@ public struct CatalogueSettings: Sendable {
 /// opens the store and the blob folder under `config.dataDirectory`, keeps a copy of
 /// identity's org tree from `identity`'s change feed, and returns the service ready for a
 /// ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
+/// Refuses `config.database`: the catalogue's store is SQLite only for now.
 public func buildCatalogueService(
   config: HostConfig, settings: CatalogueSettings, verifier: TokenVerifier,
   identity: any IdentityChangeSource, logger: Logger
 ) async throws -> ServiceDefinition {
+  try config.requireSQLite()
   let store = try SQLiteCatalogueStore(directory: config.dataDirectory)
   let blobs = try BlobStore(dataDirectory: config.dataDirectory)
   let directory = try await OrgDirectory(

@@ -5,7 +5,9 @@ import ServiceRuntime
 
 /// identity-service: unified authentication (统一身份认证) for the SmartSchool suite.
 @main
-struct IdentityServiceCommand: AsyncParsableCommand {
+struct IdentityServiceCommand: ServiceCommand {
+  static let service = "identity"
+
   static let configuration = CommandConfiguration(
     commandName: "identity-service",
     abstract: "SmartSchool identity: org tree, users, roles, one login for every service.",
@@ -94,8 +96,9 @@ struct IdentityServiceCommand: AsyncParsableCommand {
   var minPasswordLength: Int?
 
   func run() async throws {
-    let config = try host.resolve(service: "identity", defaultPort: 50051, defaultMetricsPort: 9401)
-    let env = EnvironmentReader(service: "identity")
+    let config = try host.resolve(
+      service: Self.service, defaultPort: 50051, defaultMetricsPort: 9401)
+    let env = EnvironmentReader(service: Self.service)
     var settings = IdentitySettings()
     if let ttl = try accessTokenTtl ?? env.int("access-token-ttl") { settings.accessTokenTTL = TimeInterval(ttl) }
     if let ttl = try refreshTokenTtl ?? env.int("refresh-token-ttl") { settings.refreshTokenTTL = TimeInterval(ttl) }
@@ -142,8 +145,10 @@ struct IdentityServiceCommand: AsyncParsableCommand {
       settings.passwordPolicy.minLength = n
     }
     if let file = adminPasswordFile ?? env["admin-password-file"] {
-      settings.adminPassword = try String(contentsOfFile: file, encoding: .utf8)
-        .trimmingCharacters(in: .whitespacesAndNewlines)
+      guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+        throw ValidationError("--admin-password-file: cannot read \(file)")
+      }
+      settings.adminPassword = text.trimmingCharacters(in: .whitespacesAndNewlines)
     } else {
       settings.adminPassword = ProcessInfo.processInfo.environment["SMARTSCHOOL_ADMIN_PASSWORD"]
     }
@@ -151,19 +156,10 @@ struct IdentityServiceCommand: AsyncParsableCommand {
       metricName: "signing_key_created",
       helpText: "Creation time of the current token-signing key (rotate with RotateSigningKey)")
     settings.onSigningKeyChange = { keyCreated.set($0) }
-    let logger = ServiceLogging.makeLogger(service: "identity", level: config.logLevel)
-    do {
-      let definition = try await buildIdentityService(config: config, settings: settings, logger: logger)
-      let server = try ServiceHost(config: config, definition: definition, logger: logger)
-      keyCreated.attach(to: server.metrics, service: "identity")
-      try await server.run()
-    } catch let error as ServiceError {
-      logger.critical("cannot start: \(error.message)")
-      throw ExitCode(1)
-    } catch let error as StoreOpenError {
-      logger.critical("cannot start: \(error.description)")
-      throw ExitCode(1)
+    try await ServiceStartup.serve(config: config) { logger in
+      try await buildIdentityService(config: config, settings: settings, logger: logger)
+    } prepare: { server in
+      keyCreated.attach(to: server.metrics, service: Self.service)
     }
   }
 }
-

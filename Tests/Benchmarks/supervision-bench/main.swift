@@ -134,14 +134,16 @@ func run(counties n: Int, label: String) async throws {
   let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sup-bench-\(UUID())")
     .path
   defer { try? FileManager.default.removeItem(atPath: dir) }
+  var config = HostConfig.ephemeral(service: "supervision", dataDirectory: dir)
+  config.metricsPort = -1
+  var settings = SupervisionSettings()
+  settings.directoryPollInterval = .seconds(3600)
   let definition = try await buildSupervisionService(
-    dataDirectory: dir, verifier: verifier, identity: Feed(changes: world.changes),
-    pollInterval: .seconds(3600))
+    config: config, settings: settings, verifier: verifier,
+    identity: Feed(changes: world.changes))
   try await (definition.background.first as! OrgDirectory).sync()
   var logger = Logger(label: "bench")
   logger.logLevel = .critical
-  var config = HostConfig.ephemeral(service: "supervision", dataDirectory: dir)
-  config.metricsPort = -1
   let host = try ServiceHost(config: config, definition: definition, logger: logger)
   let serving = Task { try await host.run(handleSignals: false) }
   let port = try await host.boundPort()
