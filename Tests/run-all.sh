@@ -35,6 +35,14 @@ grep -vE '^◇ Test .* started\.$' "$LOG"
 # The same tests of the suites ported to PostgreSQL, on a throwaway cluster (each test makes its
 # own database in it), reusing the build. No PostgreSQL, or no test run, is a failure.
 PG_SUITES='RuntimeTests|IdentityServiceTests'
+# A hung test must fail this run, not eat CI's time: past the limit the pass is stopped. The test
+# runner (xctest) is in a process group of its own, so its whole tree is stopped, by process id.
+PG_PASS_LIMIT="${SMARTSCHOOL_PG_PASS_SECONDS:-1500}"
+kill_tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null
+}
 PGDIR="$(mktemp -d -t smartschool-pg.XXXXXX)"
 trap 'bash "$ROOT/Tests/postgres-cluster.sh" stop "$PGDIR"' EXIT
 echo "run-all: PostgreSQL 15 cluster (Tests/postgres-cluster.sh)"
@@ -43,8 +51,14 @@ if SMARTSCHOOL_TEST_DATABASE_URL="$(bash Tests/postgres-cluster.sh start "$PGDIR
   export SMARTSCHOOL_TEST_DATABASE_URL
   echo "run-all: swift test --filter '$PG_SUITES' on PostgreSQL ($SMARTSCHOOL_TEST_DATABASE_URL)"
   pg_started=$SECONDS
-  swift test --skip-build --filter "$PG_SUITES" >"$LOG" 2>&1
+  swift test --skip-build --filter "$PG_SUITES" >"$LOG" 2>&1 &
+  pg_pid=$!
+  (sleep "$PG_PASS_LIMIT" && echo "run-all: the PostgreSQL pass ran past $PG_PASS_LIMIT s;" \
+    "stopping it" && kill_tree "$pg_pid") &
+  watchdog=$!
+  wait "$pg_pid"
   pg_status=$?
+  kill_tree "$watchdog"
   grep -vE '^◇ Test .* started\.$' "$LOG"
   pg_tests="$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} .*/\1/p' "$LOG" | tail -1)"
   echo "run-all: PostgreSQL pass: ${pg_tests:-no} tests in $((SECONDS - pg_started)) s," \
