@@ -109,7 +109,7 @@ let package = Package(
       name: "RuntimeTests",
       dependencies: [
         "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService", grpcCore, grpcHTTP2,
-        grdb, swiftProtobuf, crypto, logging, postgres,
+        grdb, swiftProtobuf, crypto, logging, postgres, argumentParser,
       ],
       path: "Tests/RuntimeTests"
     ),
