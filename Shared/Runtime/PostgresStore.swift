@@ -159,7 +159,7 @@ public final class PostgresStore: ServiceStorage {
             _ = try await connection.query("COMMIT", logger: logger).collect()
             return (value, changed)
           } catch {
-            _ = try? await connection.query("ROLLBACK", logger: logger).collect()
+            await rollback(connection, after: error)
             throw error
           }
         }
@@ -174,6 +174,42 @@ public final class PostgresStore: ServiceStorage {
         }
         throw PostgresStore.map(error)
       }
+    }
+  }
+
+  /// Ends a failed transaction. A connection the server dropped is closed instead (a
+  /// ROLLBACK sent on it may never be answered, holding the pool's lease forever), and so is
+  /// one whose ROLLBACK takes more than two seconds: the pool then opens a fresh one.
+  private func rollback(_ connection: PostgresConnection, after error: any Error) async {
+    if connection.isClosed || PostgresStore.connectionLost(error) {
+      try? await connection.close()
+      return
+    }
+    let logger = self.logger
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        _ = try? await connection.query("ROLLBACK", logger: logger).collect()
+      }
+      group.addTask {
+        try? await Task.sleep(for: .seconds(2))
+        if !Task.isCancelled { try? await connection.close() }
+      }
+      await group.next()
+      group.cancelAll()
+    }
+  }
+
+  /// Whether `error` means the connection is gone (dropped, or the server is shutting down).
+  static func connectionLost(_ error: any Error) -> Bool {
+    guard let error = error as? PSQLError else { return false }
+    if let state = error.serverInfo?[.sqlState] {
+      return state.hasPrefix("57P") || state.hasPrefix("08")
+    }
+    switch error.code {
+    case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown:
+      return true
+    default:
+      return false
     }
   }
 

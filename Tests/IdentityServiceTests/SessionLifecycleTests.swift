@@ -61,7 +61,7 @@ struct SessionLifecycleTests {
 
   @Test func aSessionEndsAtItsAbsoluteLifetimeForRefreshWhoAmIAndIntrospect() async throws {
     var settings = IdentitySettings.forTests()
-    settings.refreshTokenTTL = 8  // room for a loaded machine before the end
+    settings.refreshTokenTTL = 15  // room for a loaded machine before the end
     try await withIdentity(settings: settings) { port, _ in
       try await withClient(port: port) { client in
         let identity = IdentityClient(wrapping: client)

@@ -259,7 +259,7 @@ final class PostgresIdentityStore: IdentityStore {
       // Rewrites the prefix of every path in the subtree (the org included).
       moved = try await tx.query(
         """
-        UPDATE orgs SET path = \(newPath) || substr(path, \(oldPath.count + 1)),
+        UPDATE orgs SET path = \(newPath) || substr(path, \(Int32(oldPath.count + 1))),
           updated_at = \(now)
         WHERE starts_with(path, \(oldPath)) RETURNING id
         """
