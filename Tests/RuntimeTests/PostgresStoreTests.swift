@@ -269,12 +269,3 @@ final class Counter: Sendable {
   func raise(to n: Int) { state.withLock { $0 = max($0, n) } }
   var value: Int { state.withLock { $0 } }
 }
-
-/// Values collected by tasks.
-final class Collected<T: Sendable>: Sendable {
-  private let state = Mutex<[T]>([])
-  /// Adds one.
-  func append(_ value: T) { state.withLock { $0.append(value) } }
-  /// Everything so far.
-  var all: [T] { state.withLock { $0 } }
-}
