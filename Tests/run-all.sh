@@ -35,9 +35,12 @@ grep -vE '^◇ Test .* started\.$' "$LOG"
 # The same tests of the suites ported to PostgreSQL, on a throwaway cluster (each test makes its
 # own database in it), reusing the build. No PostgreSQL, or no test run, is a failure.
 PG_SUITES='RuntimeTests|IdentityServiceTests'
+# Suites of those modules that touch no store (log formatting, size guards) run once, above:
+# a second run on a machine busy with hundreds of database connections proves nothing more.
+PG_SKIP='LoggingTests'
 # A hung test must fail this run, not eat CI's time: past the limit the pass is stopped. The test
 # runner (xctest) is in a process group of its own, so its whole tree is stopped, by process id.
-PG_PASS_LIMIT="${SMARTSCHOOL_PG_PASS_SECONDS:-1500}"
+PG_PASS_LIMIT="${SMARTSCHOOL_PG_PASS_SECONDS:-600}"
 kill_tree() {
   local child
   for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
@@ -51,7 +54,7 @@ if SMARTSCHOOL_TEST_DATABASE_URL="$(bash Tests/postgres-cluster.sh start "$PGDIR
   export SMARTSCHOOL_TEST_DATABASE_URL
   echo "run-all: swift test --filter '$PG_SUITES' on PostgreSQL ($SMARTSCHOOL_TEST_DATABASE_URL)"
   pg_started=$SECONDS
-  swift test --skip-build --filter "$PG_SUITES" >"$LOG" 2>&1 &
+  swift test --skip-build --filter "$PG_SUITES" --skip "$PG_SKIP" >"$LOG" 2>&1 &
   pg_pid=$!
   (sleep "$PG_PASS_LIMIT" && echo "run-all: the PostgreSQL pass ran past $PG_PASS_LIMIT s;" \
     "stopping it" && kill_tree "$pg_pid") &

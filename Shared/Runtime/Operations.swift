@@ -183,6 +183,12 @@ public struct BackupCommand<Target: BackupTarget>: ParsableCommand {
   /// Takes the backup and prints its report as one JSON line.
   public func run() throws {
     let config = try host.resolve(service: Target.service, defaultPort: 0, defaultMetricsPort: -1)
+    if let database = config.database {
+      // The SQLite copy below would back up a data folder the service does not use.
+      throw ValidationError(
+        "\(Target.service) runs on PostgreSQL (\(database.redacted)): back it up with"
+          + " pg_dump -Fc (see deploy/README.md), not with this command")
+    }
     do {
       let report = try StoreBackup.run(
         dataDirectory: config.dataDirectory, name: Target.storeName, to: to,
