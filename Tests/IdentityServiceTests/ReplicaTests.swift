@@ -1,0 +1,150 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import IdentityService
+import Logging
+import ServiceRuntime
+import SmartSchoolModel
+import Testing
+import TestSupport
+
+/// Three identity replicas in this process on one PostgreSQL database, as ops run them behind
+/// a balancer: what one replica does, the others honour within seconds.
+@Suite(
+  "Identity replicas on one PostgreSQL database",
+  .enabled(if: TestStore.postgresServer != nil))
+struct ReplicaTests {
+  /// Builds three replicas at the same moment on an empty database, then runs `body` with a
+  /// client of each.
+  func withReplicas(
+    _ body: @Sendable ([IdentityClient]) async throws -> Void
+  ) async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let config = try await TestStore.config(service: "identity", directory: dir)
+    var quiet = Logger(label: "identity")
+    quiet.logLevel = .critical
+    let logger = quiet
+    let definitions = try await withThrowingTaskGroup(of: ServiceDefinition.self) { group in
+      for _ in 0..<3 {
+        group.addTask {
+          try await buildIdentityService(config: config, settings: .forTests(), logger: logger)
+        }
+      }
+      var all: [ServiceDefinition] = []
+      for try await d in group { all.append(d) }
+      return all
+    }
+    try await withHost(definitions[0], config: config) { p0, _ in
+      try await withHost(definitions[1], config: config) { p1, _ in
+        try await withHost(definitions[2], config: config) { p2, _ in
+          try await withClient(port: p0) { c0 in
+            try await withClient(port: p1) { c1 in
+              try await withClient(port: p2) { c2 in
+                try await body([
+                  IdentityClient(wrapping: c0), IdentityClient(wrapping: c1),
+                  IdentityClient(wrapping: c2),
+                ])
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Polls `check` until it holds, for at most `seconds`.
+  static func eventually(
+    _ seconds: Double = 5, _ check: @Sendable () async throws -> Bool
+  ) async throws -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+      if try await check() { return true }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    return try await check()
+  }
+
+  @Test func replicasStartedAtOnceShareOneKeyOneAdminAndFollowEachOther() async throws {
+    try await withReplicas { r in
+      // One bootstrap admin, one current key, whichever replica answers.
+      let tokens = try await withThrowingTaskGroup(of: String.self) { group in
+        for c in r { group.addTask { try await login(c, "admin", testAdminPassword) } }
+        var all: [String] = []
+        for try await t in group { all.append(t) }
+        return all
+      }
+      for c in r {
+        let keys = try await c.listSigningKeys(.init(), metadata: bearer(tokens[0])).keys
+        #expect(keys.filter(\.current).count == 1)
+        for t in tokens { _ = try await c.whoAmI(.init(), metadata: bearer(t)) }
+      }
+      let users = try await r[1].listUsers(.init(), metadata: bearer(tokens[1])).users
+      #expect(users.filter { $0.username == "admin" }.count == 1)
+
+      // A rotation on replica 0 is published and used by the others within seconds, and a
+      // token it signs with the new key is good at once everywhere.
+      let rotated = try await r[0].rotateSigningKey(.init(), metadata: bearer(tokens[0]))
+      let fresh = try await login(r[0], "admin", testAdminPassword)
+      for c in r { _ = try await c.whoAmI(.init(), metadata: bearer(fresh)) }
+      for c in r.dropFirst() {
+        #expect(
+          try await Self.eventually {
+            try await c.listSigningKeys(.init(), metadata: bearer(fresh)).keys
+              .first(where: \.current)?.keyID == rotated.keyID
+          })
+      }
+      #expect(
+        try await Self.eventually {
+          let token = try await login(r[2], "admin", testAdminPassword)
+          return token.split(separator: ".").first.map {
+            String(decoding: Base64URL.decode(String($0)) ?? Data(), as: UTF8.self)
+              .contains(rotated.keyID)
+          } ?? false
+        })
+
+      // A role granted through replica 1 shows in WhoAmI at replica 2 (whose account cache
+      // held the old bindings).
+      let teacherToken = try await Self.teacher(r[1], admin: tokens[1])
+      let before = try await r[2].whoAmI(.init(), metadata: bearer(teacherToken))
+      let me = before.user.id
+      _ = try await r[1].grantRole(
+        .with {
+          $0.userID = me
+          $0.role = .provinceAdmin
+          $0.orgCode = "RP-PROV"
+        }, metadata: bearer(tokens[1]))
+      #expect(
+        try await Self.eventually {
+          try await r[2].whoAmI(.init(), metadata: bearer(teacherToken)).bindings.count
+            == before.bindings.count + 1
+        })
+
+      // A logout at replica 0 is refused at replicas 1 and 2 within seconds.
+      _ = try await r[0].logout(.init(), metadata: bearer(teacherToken))
+      for c in r.dropFirst() {
+        #expect(
+          try await Self.eventually {
+            await statusCode { _ = try await c.whoAmI(.init(), metadata: bearer(teacherToken)) }
+              == .unauthenticated
+          })
+      }
+    }
+  }
+
+  /// A province and a staff member in it, created through `identity`; returns the teacher's token.
+  static func teacher(_ identity: IdentityClient, admin: String) async throws -> String {
+    _ = try await identity.createOrg(
+      .with {
+        $0.org = .with {
+          $0.code = "RP-PROV"
+          $0.name = "省"
+          $0.kind = .province
+        }
+      }, metadata: bearer(admin))
+    _ = try await newUser(
+      identity, admin: admin, externalID: "RP-T1", username: "rp-teacher", kind: .staff,
+      org: "RP-PROV")
+    return try await login(identity, "rp-teacher", "Secret-pass-1")
+  }
+}
