@@ -296,7 +296,7 @@ final class Locked<Value: Sendable>: Sendable {
         try await (catalogue.background.first as! OrgDirectory).sync()
         try await withHost(catalogue, config: catalogueConfig) { cataloguePort, _ in
           var settings = ClientSettings()
-          settings.callTimeout = .seconds(5)
+          settings.callTimeout = .seconds(20)
           var where_ = addresses(identity: identityPort, supervision: supervisionPort)
           where_.catalogue = PeerAddress(host: "127.0.0.1", port: cataloguePort)
           let client = try SmartSchoolClient(
