@@ -97,7 +97,8 @@ public struct QualityRecord: Sendable {
 /// Every SQL statement of the assessment service, behind a protocol so that another store
 /// (e.g. PostgreSQL) can stand beside the SQLite one.
 public protocol AssessmentStoring: Sendable {
-  var store: Store { get }
+  /// The store as the Runtime sees it (feed head, org directory, metrics), whichever backend.
+  var storage: any ServiceStorage { get }
   func createExam(_ record: ExamRecord, time: Double) async throws
   /// The exam with this code; `counts` fills `score_count` and `frozen` (a scan of its scores).
   func exam(code: String, counts: Bool) async throws -> ExamRecord?
@@ -121,6 +122,8 @@ public protocol AssessmentStoring: Sendable {
 /// The SQLite store of the assessment service (`assessment.sqlite`).
 public final class SQLiteAssessmentStore: AssessmentStoring {
   public let store: Store
+  /// The SQLite store.
+  public var storage: any ServiceStorage { store }
 
   /// Opens (and migrates) `<directory>/assessment.sqlite`.
   public init(directory: String) throws {

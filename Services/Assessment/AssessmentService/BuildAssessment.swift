@@ -28,10 +28,10 @@ public func buildAssessmentService(
   try config.requireSQLite()
   let store = try SQLiteAssessmentStore(directory: config.dataDirectory)
   let directory = try await OrgDirectory(
-    source: identity, store: store.store, trackUsers: true,
+    source: identity, store: store.storage, trackUsers: true,
     pollInterval: settings.directoryPollInterval)
   let api = AssessmentAPI(store: store, directory: directory, now: settings.now)
   return ServiceDefinition(
     name: "assessment", grpcServiceName: assessmentGRPCServiceName, services: [api],
-    verifier: verifier, store: store.store, background: [directory])
+    verifier: verifier, store: store.storage, background: [directory])
 }
