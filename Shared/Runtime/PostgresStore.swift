@@ -134,8 +134,10 @@ public final class PostgresStore: ServiceStorage {
   /// One statement in its own transaction; returns every row.
   public func query(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
     do {
-      return try await client.query(query, logger: logger).collect().map {
-        $0.makeRandomAccess()
+      return try await client.withConnection { connection in
+        let guarded = GuardedConnection(connection, logger: logger)
+        defer { guarded.stop() }
+        return try await guarded.rows(query).map { $0.makeRandomAccess() }
       }
     } catch {
       throw PostgresStore.map(error)
@@ -150,13 +152,14 @@ public final class PostgresStore: ServiceStorage {
       try Task.checkCancellation()
       do {
         let (value, changed) = try await client.withConnection { connection in
-          _ = try await connection.query(PostgresQuery(unsafeSQL: begin), logger: logger).collect()
           let tx = PostgresTransaction(connection: connection, logger: logger)
+          defer { tx.guarded.stop() }
           do {
+            try await tx.execute(PostgresQuery(unsafeSQL: begin))
             let value = try await body(tx)
             try await tx.flushChanges()
             let changed = try await tx.changedTables()
-            _ = try await connection.query("COMMIT", logger: logger).collect()
+            try await tx.execute("COMMIT")
             return (value, changed)
           } catch {
             await rollback(connection, after: error)
@@ -598,6 +601,83 @@ public final class PostgresStore: ServiceStorage {
   }
 }
 
+/// A connection whose statements give up when it closes. postgres-nio 1.33.2 does not always
+/// answer a statement that was in flight when the server dropped the connection (terminated
+/// backend, restart): the caller would wait forever, holding the pool's lease, until every
+/// lease was stuck. Here each statement runs in a task of its own and the caller waits on a
+/// continuation that either the answer or a watcher resumes; the watcher checks the
+/// connection every 100 ms while a statement is pending and fails it UNAVAILABLE once the
+/// connection is closed. A statement left unanswered keeps only its small task.
+final class GuardedConnection: Sendable {
+  private struct Pending {
+    var id: Int
+    var continuation: CheckedContinuation<[PostgresRow], any Error>
+  }
+  private let connection: PostgresConnection
+  private let logger: Logger
+  private let state = Mutex<(next: Int, pending: Pending?)>((0, nil))
+  private let watcher = Mutex<Task<Void, Never>?>(nil)
+
+  init(_ connection: PostgresConnection, logger: Logger) {
+    self.connection = connection
+    self.logger = logger
+  }
+
+  /// Every row of `query`; UNAVAILABLE when the connection closes first.
+  func rows(_ query: PostgresQuery) async throws -> [PostgresRow] {
+    if connection.isClosed { throw GuardedConnection.lost }
+    startWatching()
+    let (connection, logger) = (self.connection, self.logger)
+    return try await withCheckedThrowingContinuation { continuation in
+      let id = state.withLock { s -> Int in
+        s.next += 1
+        s.pending = Pending(id: s.next, continuation: continuation)
+        return s.next
+      }
+      Task {
+        do {
+          let rows = try await connection.query(query, logger: logger).collect()
+          self.finish(id, .success(rows))
+        } catch {
+          self.finish(id, .failure(error))
+        }
+      }
+    }
+  }
+
+  /// Stops watching (the lease is over).
+  func stop() {
+    watcher.withLock { $0?.cancel() }
+  }
+
+  static let lost = ServiceError.unavailable("the database connection was lost; retry shortly")
+
+  private func finish(_ id: Int, _ result: Result<[PostgresRow], any Error>) {
+    let continuation = state.withLock { s -> CheckedContinuation<[PostgresRow], any Error>? in
+      guard let pending = s.pending, pending.id == id else { return nil }
+      s.pending = nil
+      return pending.continuation
+    }
+    continuation?.resume(with: result)
+  }
+
+  private func startWatching() {
+    watcher.withLock { task in
+      guard task == nil else { return }
+      task = Task { [weak self] in
+        while !Task.isCancelled {
+          try? await Task.sleep(for: .milliseconds(100))
+          guard let self else { return }
+          if self.connection.isClosed {
+            let id = self.state.withLock { $0.pending?.id }
+            if let id { self.finish(id, .failure(GuardedConnection.lost)) }
+          }
+        }
+      }
+    }
+  }
+}
+
 /// One transaction of a ``PostgresStore``: statements run on its connection, in order.
 public final class PostgresTransaction: @unchecked Sendable {
   /// The connection the transaction runs on; use it only inside the transaction's closure.
@@ -617,14 +697,18 @@ public final class PostgresTransaction: @unchecked Sendable {
     var payload: Data?
   }
 
+  /// The connection, watched: a statement in flight when it closes fails at once.
+  let guarded: GuardedConnection
+
   init(connection: PostgresConnection, logger: Logger) {
     self.connection = connection
     self.logger = logger
+    self.guarded = GuardedConnection(connection, logger: logger)
   }
 
   /// Runs `query` and returns every row (for bounded results: a page, one entity).
   public func query(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
-    try await connection.query(query, logger: logger).collect().map { $0.makeRandomAccess() }
+    try await guarded.rows(query).map { $0.makeRandomAccess() }
   }
 
   /// The first row of `query`, if any.
@@ -634,7 +718,7 @@ public final class PostgresTransaction: @unchecked Sendable {
 
   /// Runs `query`, discarding any rows.
   public func execute(_ query: PostgresQuery) async throws {
-    _ = try await connection.query(query, logger: logger).collect()
+    _ = try await guarded.rows(query)
   }
 
   /// Runs `body` under a savepoint: when it throws, its statements are undone, the

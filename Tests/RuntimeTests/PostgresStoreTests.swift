@@ -258,6 +258,59 @@ struct PostgresStoreTests {
     try await store.saveDirectory(upserts: [], deletions: [("org", "o1")], cursor: nil)
     #expect(try await store.loadDirectory().rows.isEmpty)
   }
+
+  /// The server drops every connection of the store (as a restart does) while writers run:
+  /// calls in between fail UNAVAILABLE, never crash, later calls succeed, and every write
+  /// that reported success is in the database.
+  @Test func connectionsDroppedUnderLoadRecoverAndLoseNothingCommitted() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    let server = TestStore.postgresServer!
+    let admin = try await PostgresConnection.connect(
+      configuration: PostgresConnection.Configuration(
+        host: server.host, port: server.port, username: server.username,
+        password: server.password, database: server.database, tls: .disable),
+      id: 99, logger: Self.logger)
+    defer { Task { try? await admin.close() } }
+    let committed = Collected<String>()
+    let failures = Collected<ServiceError>()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for w in 0..<4 {
+        group.addTask {
+          for i in 0..<60 {
+            let id = "w\(w)-\(i)"
+            do {
+              try await store.write { tx in try await Self.insert(tx, id) }
+              committed.append(id)
+            } catch let error as ServiceError {
+              failures.append(error)
+            }
+            try await Task.sleep(for: .milliseconds(2))
+          }
+        }
+      }
+      group.addTask {
+        for _ in 0..<3 {
+          try await Task.sleep(for: .milliseconds(60))
+          _ = try await admin.query(
+            """
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = \(db.settings.database)
+            """, logger: Self.logger
+          ).collect()
+        }
+      }
+      try await group.waitForAll()
+    }
+    // Recovered: a new write works.
+    try await store.write { tx in try await Self.insert(tx, "after") }
+    let stored = Set(
+      try await store.query("SELECT id FROM things").map { try $0[0].decode(String.self) })
+    for id in committed.all { #expect(stored.contains(id)) }
+    #expect(stored.contains("after"))
+    for error in failures.all { #expect(error.code == .unavailable, "\(error)") }
+  }
 }
 
 /// A counter shared by tasks.
@@ -268,4 +321,13 @@ final class Counter: Sendable {
   /// Raises the value to `n` if lower.
   func raise(to n: Int) { state.withLock { $0 = max($0, n) } }
   var value: Int { state.withLock { $0 } }
+}
+
+/// Values collected by tasks.
+final class Collected<T: Sendable>: Sendable {
+  private let state = Mutex<[T]>([])
+  /// Adds one.
+  func append(_ value: T) { state.withLock { $0.append(value) } }
+  /// Everything so far.
+  var all: [T] { state.withLock { $0 } }
 }
