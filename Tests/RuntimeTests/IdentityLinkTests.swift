@@ -44,7 +44,7 @@ struct IdentityLinkTests {
         #expect(try await verifier.verify(fresh).username == "admin")
 
         // The org directory follows identity's feed with the service-account token.
-        let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
+        let store = try await TestStore.open(name: "svc", directory: dir)
         let directory = try await OrgDirectory(source: link, store: store, trackUsers: true)
         try await directory.sync()
         #expect(directory.org(code: "K")?.kind == .county)
@@ -77,7 +77,7 @@ struct IdentityLinkTests {
     _ body: (
       _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>,
       _ admin: Metadata, _ port: Int, _ link: IdentityLink, _ directory: OrgDirectory,
-      _ store: Store
+      _ store: any ServiceStorage
     ) async throws -> Void
   ) async throws {
     let dir = try TemporaryDirectory()
@@ -99,7 +99,7 @@ struct IdentityLinkTests {
           address: PeerAddress(host: "127.0.0.1", port: port),
           credentials: (account.clientID, account.clientSecret))
         defer { link.close() }
-        let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
+        let store = try await TestStore.open(name: "svc", directory: dir)
         let directory = try await OrgDirectory(source: link, store: store)
         try await body(identity, admin, port, link, directory, store)
       }

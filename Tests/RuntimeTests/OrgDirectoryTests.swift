@@ -58,7 +58,7 @@ struct OrgDirectoryTests {
     feed.add(testOrg("k", "K", .county, parent: "p", path: "/p/k/"))
     feed.add(testOrg("s", "S", .school, parent: "k", path: "/p/k/s/"))
     feed.add(testOrg("c", "CL", .`class`, parent: "s", path: "/p/k/s/c/"))
-    let store = try Store(directory: dir.path, name: "svc", migrations: { _ in })
+    let store = try await TestStore.open(name: "svc", directory: dir)
     let directory = try await OrgDirectory(source: feed, store: store)
     try await directory.sync()
     #expect(directory.cursor == 4)

@@ -55,6 +55,20 @@ public enum TestStore {
     return config
   }
 
+  /// A store with only the Runtime's own tables (change feed, org directory) named `name`:
+  /// SQLite under `directory`, or this run's PostgreSQL database named after both. Opening it
+  /// again with the same arguments reopens the same data.
+  public static func open(name: String, directory: TemporaryDirectory) async throws
+    -> any ServiceStorage
+  {
+    guard let database = try await database(named: name + "_" + directory.path) else {
+      return try Store(directory: directory.path, name: name, migrations: { _ in })
+    }
+    var quiet = Logger(label: name)
+    quiet.logLevel = .critical
+    return try await PostgresStore(settings: database, migrations: [], logger: quiet)
+  }
+
   /// The database for `key` on this run's server (created on first use), or nil on SQLite.
   public static func database(named key: String) async throws -> DatabaseSettings? {
     guard let server = postgresServer else { return nil }
