@@ -3,7 +3,8 @@
 # every test — Swift unit, in-process server and end-to-end tests on SQLite; then the suites
 # ported to PostgreSQL again against a throwaway PostgreSQL 15 cluster (Tests/postgres-cluster.sh,
 # SMARTSCHOOL_TEST_DATABASE_URL; a run that cannot start it fails); then the Python grpcio
-# interop test against the built executables, and the deploy/ checks.
+# interop tests against the built executables, on SQLite and again on that cluster (the demo
+# county's reports compared between the two), and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -50,8 +51,10 @@ PGDIR="$(mktemp -d -t smartschool-pg.XXXXXX)"
 trap 'bash "$ROOT/Tests/postgres-cluster.sh" stop "$PGDIR"' EXIT
 echo "run-all: PostgreSQL 15 cluster (Tests/postgres-cluster.sh)"
 pg_status=1
+PG_URL=""
 if SMARTSCHOOL_TEST_DATABASE_URL="$(bash Tests/postgres-cluster.sh start "$PGDIR")"; then
   export SMARTSCHOOL_TEST_DATABASE_URL
+  PG_URL="$SMARTSCHOOL_TEST_DATABASE_URL"
   echo "run-all: swift test --filter '$PG_SUITES' on PostgreSQL ($SMARTSCHOOL_TEST_DATABASE_URL)"
   pg_started=$SECONDS
   swift test --skip-build --filter "$PG_SUITES" --skip "$PG_SKIP" >"$LOG" 2>&1 &
@@ -75,9 +78,29 @@ else
   echo "run-all: PostgreSQL did not start; the PostgreSQL pass cannot run"
 fi
 rm -f "$LOG"
+# The four executables through a stock grpcio client: on SQLite, then again with every service
+# that has a PostgreSQL store on the cluster above; the demo county's reports (exam, compliance,
+# teachers) must come out the same, figure for figure, on both.
+FIGURES="$(mktemp -d -t smartschool-figures.XXXXXX)"
 echo "run-all: interop (Python grpcio)"
-bash Tests/Interop/run.sh
+SMARTSCHOOL_INTEROP_FIGURES="$FIGURES" bash Tests/Interop/run.sh
 interop_status=$?
+if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
+  echo "run-all: interop on PostgreSQL"
+  SMARTSCHOOL_INTEROP_FIGURES="$FIGURES" SMARTSCHOOL_INTEROP_DATABASE_URL="$PG_URL" \
+    bash Tests/Interop/run.sh
+  interop_status=$?
+  if [[ $interop_status -eq 0 ]] &&
+    ! cmp -s "$FIGURES/figures-sqlite.json" "$FIGURES/figures-postgres.json"; then
+    echo "run-all: the demo county's reports differ between SQLite and PostgreSQL:"
+    diff "$FIGURES/figures-sqlite.json" "$FIGURES/figures-postgres.json" | head -40
+    interop_status=1
+  elif [[ $interop_status -eq 0 ]]; then
+    echo "run-all: the demo county's reports are the same on SQLite and PostgreSQL" \
+      "($(wc -c <"$FIGURES/figures-sqlite.json") bytes of JSON)"
+  fi
+fi
+rm -rf "$FIGURES"
 set -e
 
 if [[ $swift_status -ne 0 || $pg_status -ne 0 || $interop_status -ne 0 ]]; then

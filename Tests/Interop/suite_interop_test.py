@@ -7,6 +7,13 @@ health and reflection on all four, that cross-county reads are refused everywher
 revoked token is refused everywhere, that the others keep serving while identity is down,
 and that h2load's few thousand authenticated calls all end with grpc-status 0.
 Run with `bash Tests/Interop/run.sh`.
+
+With SMARTSCHOOL_INTEROP_DATABASE_URL set to a PostgreSQL server URL (what
+Tests/postgres-cluster.sh prints), every service that runs on PostgreSQL gets a fresh database
+of its own on that server (`--database-url`), dropped at the end; the others stay on SQLite.
+With SMARTSCHOOL_INTEROP_FIGURES set to a folder, the demo-county test writes the reports it
+read there (figures-sqlite.json or figures-postgres.json), so that a run on each store can be
+compared figure for figure.
 """
 
 import csv
@@ -20,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -48,11 +56,34 @@ STOP_TIMEOUT = 25
 # The demo county's province, so the small county the CLI loads lies in the services' scope.
 PROVINCE = "P34"
 TERM = "2025-2026-1"  # the demo county's term, which the suite's own tests use too
+# The services whose store runs on PostgreSQL (the catalogue follows with its port).
+POSTGRES_SERVICES = ("identity",)
+DATABASE_URL = os.environ.get("SMARTSCHOOL_INTEROP_DATABASE_URL", "")
+STORE = "postgres" if DATABASE_URL else "sqlite"
 SERVICES = {
     "catalogue": "smartschool.catalogue.v1.CatalogueService",
     "assessment": "smartschool.assessment.v1.AssessmentService",
     "supervision": "smartschool.supervision.v1.SupervisionService",
 }
+
+
+def psql(sql):
+    psql_bin = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    subprocess.run([psql_bin, "-X", "-q", "-v", "ON_ERROR_STOP=1", DATABASE_URL, "-c", sql],
+                   check=True, capture_output=True, timeout=60)
+
+
+def store_args(name, databases):
+    """`--database-url` on a fresh database for a PostgreSQL run, nothing on SQLite."""
+    if not DATABASE_URL or name not in POSTGRES_SERVICES:
+        return []
+    if name not in databases:
+        database = "interop_%s_%d" % (name, os.getpid())
+        psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % database)
+        psql('CREATE DATABASE "%s"' % database)
+        databases[name] = database
+    url = urllib.parse.urlsplit(DATABASE_URL)
+    return ["--database-url", urllib.parse.urlunsplit(url._replace(path="/" + databases[name]))]
 
 
 class Process:
@@ -126,6 +157,7 @@ def eventually(check, seconds=20):
 class Suite:
     def __init__(self, data):
         self.data = Path(data)
+        self.databases = {}
         self.identity = self._start_identity(0)
         self.channels = {"identity": grpc.insecure_channel(self.identity.address)}
         self.id = ipb_grpc.IdentityServiceStub(self.channels["identity"])
@@ -139,7 +171,8 @@ class Suite:
             self.others[name] = Process(name, [
                 "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
                 "--data-dir", str(self.data / name), "--identity-addr", self.identity.address,
-                "--client-id", account.client_id, "--client-secret", account.client_secret])
+                "--client-id", account.client_id, "--client-secret", account.client_secret]
+                + store_args(name, self.databases))
             self.channels[name] = grpc.insecure_channel(self.others[name].address)
         self.cat = cpb_grpc.CatalogueServiceStub(self.channels["catalogue"])
         self.asm = apb_grpc.AssessmentServiceStub(self.channels["assessment"])
@@ -151,7 +184,8 @@ class Suite:
     def _start_identity(self, port):
         return Process("identity", [
             "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-            "--data-dir", str(self.data / "identity"), "--scrypt-log-n", "10"],
+            "--data-dir", str(self.data / "identity"), "--scrypt-log-n", "10"]
+            + store_args("identity", self.databases),
             env={"SMARTSCHOOL_ADMIN_PASSWORD": ADMIN_PASSWORD})
 
     def login(self, username, password):
@@ -208,6 +242,8 @@ class Suite:
             ch.close()
         statuses = {name: p.stop() for name, p in self.others.items()}
         statuses["identity"] = self.identity.stop()
+        for database in self.databases.values():
+            psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % database)
         return statuses
 
 
@@ -220,6 +256,7 @@ def suite():
     with tempfile.TemporaryDirectory(prefix="suite-interop-") as data:
         s = Suite.__new__(Suite)
         s.others = {}
+        s.databases = {}
         try:
             s.__init__(data)
         except BaseException:
@@ -227,6 +264,8 @@ def suite():
             for p in list(s.others.values()) + [getattr(s, "identity", None)]:
                 if p is not None:
                     p.process.kill()
+            for database in s.databases.values():
+                psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % database)
             raise
         try:
             yield s
@@ -565,3 +604,22 @@ def test_a_small_county_loaded_through_the_cli_reports_what_its_csv_files_say(su
     report = subprocess.run([cli, "report", "exam", "--exam", exam["code"], "--format", "json"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert int(json.loads(report.stdout)["scope"]["count"]) == len(totals)
+
+    # The reports a county reads, kept for a comparison of this store's run with the other's.
+    figures_dir = os.environ.get("SMARTSCHOOL_INTEROP_FIGURES")
+    if figures_dir:
+        with open(out / "orgs.csv", encoding="utf-8-sig") as f:
+            county = next(r["code"] for r in csv.DictReader(f) if r["kind"] == "county")
+        with open(out / "terms.csv", encoding="utf-8-sig") as f:
+            term = next(csv.DictReader(f))["code"]
+        figures = {}
+        for name, args in [
+                ("exam", ["exam", "--exam", exam["code"]]),
+                ("compliance", ["compliance", "--org", county, "--term", term]),
+                ("teachers", ["teachers", "--org", county, "--term", term])]:
+            shown = subprocess.run([cli, "report"] + args + ["--format", "json"], env=env,
+                                   capture_output=True, text=True, timeout=120)
+            assert shown.returncode == 0, (name, shown.stderr)
+            figures[name] = json.loads(shown.stdout)
+        with open(Path(figures_dir) / ("figures-%s.json" % STORE), "w", encoding="utf-8") as f:
+            json.dump(figures, f, ensure_ascii=False, indent=1, sort_keys=True)
