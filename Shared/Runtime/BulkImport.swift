@@ -48,7 +48,7 @@ public enum BulkImport {
   ///   - finish: runs after the last batch (e.g. retries of rows deferred by `commit`).
   public static func run<Message: Sendable, Row: Sendable>(
     _ stream: RPCAsyncSequence<Message, any Error>, batchSize: Int = 1000,
-    prepare: (Message, Int) -> PreparedRow<Row>,
+    prepare: (Message, Int) async throws -> PreparedRow<Row>,
     commit: ([(index: Int, row: Row)]) async throws -> BatchOutcome,
     finish: () async throws -> BatchOutcome = { BatchOutcome() }
   ) async throws -> Smartschool_Common_V1_ImportSummary {
@@ -64,7 +64,7 @@ public enum BulkImport {
     for try await message in stream {
       defer { index += 1 }
       summary.received += 1
-      switch prepare(message, index) {
+      switch try await prepare(message, index) {
       case .accept(let row): batch.append((index, row))
       case .reject(let error): summary.errors.append(error)
       }

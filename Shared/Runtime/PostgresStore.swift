@@ -359,6 +359,33 @@ public final class PostgresStore: ServiceStorage {
         END $$
         """
       ]),
+    PostgresMigration(
+      "runtime.4.directory-users",
+      [
+        """
+        CREATE TABLE runtime_directory_orgs (
+          id text PRIMARY KEY, path text COLLATE "C" NOT NULL, payload bytea NOT NULL)
+        """,
+        "CREATE INDEX runtime_directory_orgs_path ON runtime_directory_orgs (path)",
+        """
+        CREATE TABLE runtime_directory_users (
+          id text PRIMARY KEY, external_id text NOT NULL, display_name text NOT NULL,
+          kind integer NOT NULL, org_id text NOT NULL, birth_year integer NOT NULL,
+          active boolean NOT NULL)
+        """,
+        """
+        CREATE INDEX runtime_directory_users_external ON runtime_directory_users (external_id)
+        """,
+        "CREATE INDEX runtime_directory_users_org ON runtime_directory_users (org_id, kind)",
+        """
+        CREATE TABLE runtime_directory_links (
+          parent_id text NOT NULL, student_id text NOT NULL, PRIMARY KEY (parent_id, student_id))
+        """,
+        """
+        CREATE TABLE runtime_directory_sessions (
+          id text PRIMARY KEY, revoked_at double precision NOT NULL)
+        """,
+      ]),
   ]
 
   // MARK: ServiceStorage
@@ -556,6 +583,173 @@ public final class PostgresStore: ServiceStorage {
           SET sequence = greatest(runtime_directory_cursor.sequence, excluded.sequence)
           """)
       }
+    }
+  }
+
+  /// See ``ServiceStorage/loadDirectoryTree(revokedAfter:)``.
+  public func loadDirectoryTree(revokedAfter: Date) async throws -> DirectoryTree {
+    try await read { tx in
+      let orgs = try await tx.query("SELECT payload FROM runtime_directory_orgs").map {
+        try $0[0].decode(Data.self)
+      }
+      var sessions: [String: Date] = [:]
+      for row in try await tx.query(
+        """
+        SELECT id, revoked_at FROM runtime_directory_sessions
+        WHERE revoked_at > \(revokedAfter.timeIntervalSince1970)
+        """)
+      {
+        sessions[try row[0].decode(String.self)] = Date(
+          timeIntervalSince1970: try row[1].decode(Double.self))
+      }
+      let cursor = try await tx.one("SELECT sequence FROM runtime_directory_cursor WHERE id = 1")
+      return DirectoryTree(
+        orgs: orgs, sessions: sessions, cursor: try cursor?[0].decode(Int64.self) ?? 0)
+    }
+  }
+
+  /// See ``ServiceStorage/applyDirectory(through:_:)``: the cursor row, locked `FOR UPDATE`,
+  /// is the lock replicas take turns at; each batch is one statement per table (arrays
+  /// through `unnest`), however many rows it holds.
+  public func applyDirectory(
+    through: Int64?, _ batch: @escaping @Sendable (_ cursor: Int64) throws -> DirectoryBatch
+  ) async throws -> Bool {
+    try await write { tx in
+      try await tx.execute(
+        """
+        INSERT INTO runtime_directory_cursor (id, sequence) VALUES (1, 0)
+        ON CONFLICT (id) DO NOTHING
+        """)
+      let row = try await tx.one(
+        "SELECT sequence FROM runtime_directory_cursor WHERE id = 1 FOR UPDATE")
+      let cursor = try row?[0].decode(Int64.self) ?? 0
+      if let through, cursor >= through { return false }
+      let b = try batch(cursor)
+      if !b.orgs.isEmpty {
+        try await tx.execute(
+          """
+          INSERT INTO runtime_directory_orgs (id, path, payload)
+          SELECT * FROM unnest(\(b.orgs.map(\.id))::text[], \(b.orgs.map(\.path))::text[],
+            \(b.orgs.map { ByteBuffer(bytes: $0.payload) })::bytea[])
+          ON CONFLICT (id) DO UPDATE SET path = excluded.path, payload = excluded.payload
+          """)
+      }
+      if !b.users.isEmpty {
+        try await tx.execute(
+          """
+          INSERT INTO runtime_directory_users
+            (id, external_id, display_name, kind, org_id, birth_year, active)
+          SELECT * FROM unnest(\(b.users.map(\.id))::text[],
+            \(b.users.map(\.externalID))::text[], \(b.users.map(\.displayName))::text[],
+            \(b.users.map { Int32($0.kind.rawValue) })::int4[],
+            \(b.users.map(\.orgID))::text[], \(b.users.map { Int32($0.birthYear) })::int4[],
+            \(b.users.map(\.active))::bool[])
+          ON CONFLICT (id) DO UPDATE SET external_id = excluded.external_id,
+            display_name = excluded.display_name, kind = excluded.kind,
+            org_id = excluded.org_id, birth_year = excluded.birth_year, active = excluded.active
+          """)
+      }
+      if !b.linksAdded.isEmpty {
+        try await tx.execute(
+          """
+          INSERT INTO runtime_directory_links (parent_id, student_id)
+          SELECT * FROM unnest(\(b.linksAdded.map(\.parentID))::text[],
+            \(b.linksAdded.map(\.studentID))::text[])
+          ON CONFLICT DO NOTHING
+          """)
+      }
+      if !b.linksRemoved.isEmpty {
+        try await tx.execute(
+          """
+          DELETE FROM runtime_directory_links l
+          USING unnest(\(b.linksRemoved.map(\.parentID))::text[],
+            \(b.linksRemoved.map(\.studentID))::text[]) AS r(parent_id, student_id)
+          WHERE l.parent_id = r.parent_id AND l.student_id = r.student_id
+          """)
+      }
+      if !b.sessions.isEmpty {
+        let sessions = Array(b.sessions)
+        try await tx.execute(
+          """
+          INSERT INTO runtime_directory_sessions (id, revoked_at)
+          SELECT * FROM unnest(\(sessions.map(\.key))::text[],
+            \(sessions.map(\.value.timeIntervalSince1970))::float8[])
+          ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at
+          """)
+      }
+      if let through {
+        try await tx.execute(
+          """
+          UPDATE runtime_directory_cursor SET sequence = greatest(sequence, \(through))
+          WHERE id = 1
+          """)
+      }
+      return true
+    }
+  }
+
+  private static let userColumns =
+    "id, external_id, display_name, kind, org_id, birth_year, active"
+
+  private static func user(_ row: PostgresRandomAccessRow) throws -> DirectoryUser {
+    DirectoryUser(
+      id: try row["id"].decode(String.self), externalID: try row["external_id"].decode(String.self),
+      displayName: try row["display_name"].decode(String.self),
+      kind: Smartschool_Identity_V1_UserKind(rawValue: Int(try row["kind"].decode(Int32.self)))
+        ?? .unspecified,
+      orgID: try row["org_id"].decode(String.self),
+      birthYear: Int(try row["birth_year"].decode(Int32.self)),
+      active: try row["active"].decode(Bool.self))
+  }
+
+  /// See ``ServiceStorage/directoryUser(id:)``.
+  public func directoryUser(id: String) async throws -> DirectoryUser? {
+    try await query(
+      "SELECT \(unescaped: PostgresStore.userColumns) FROM runtime_directory_users WHERE id = \(id)"
+    ).first.map(PostgresStore.user)
+  }
+
+  /// See ``ServiceStorage/directoryUser(externalID:)``.
+  public func directoryUser(externalID: String) async throws -> DirectoryUser? {
+    try await query(
+      """
+      SELECT \(unescaped: PostgresStore.userColumns) FROM runtime_directory_users
+      WHERE external_id = \(externalID) ORDER BY active DESC LIMIT 1
+      """
+    ).first.map(PostgresStore.user)
+  }
+
+  /// See ``ServiceStorage/directoryUsers(under:kind:)``.
+  public func directoryUsers(under path: OrgPath, kind: Smartschool_Identity_V1_UserKind)
+    async throws -> [DirectoryUser]
+  {
+    let range = path.prefixRange
+    return try await query(
+      """
+      SELECT u.id, u.external_id, u.display_name, u.kind, u.org_id, u.birth_year, u.active
+      FROM runtime_directory_orgs o
+      JOIN runtime_directory_users u ON u.org_id = o.id AND u.kind = \(Int32(kind.rawValue))
+      WHERE o.path >= \(range.lower) AND o.path < \(range.upper) AND u.active
+      ORDER BY u.external_id
+      """
+    ).map(PostgresStore.user)
+  }
+
+  /// See ``ServiceStorage/directoryChildren(ofParent:)``.
+  public func directoryChildren(ofParent parentID: String) async throws -> Set<String> {
+    Set(
+      try await query(
+        "SELECT student_id FROM runtime_directory_links WHERE parent_id = \(parentID)"
+      ).map { try $0[0].decode(String.self) })
+  }
+
+  /// See ``ServiceStorage/forgetDirectorySessions(revokedBefore:)``.
+  public func forgetDirectorySessions(revokedBefore date: Date) async throws {
+    try await write { tx in
+      try await tx.execute(
+        """
+        DELETE FROM runtime_directory_sessions WHERE revoked_at <= \(date.timeIntervalSince1970)
+        """)
     }
   }
 

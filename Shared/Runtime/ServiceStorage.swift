@@ -26,6 +26,112 @@ public struct DirectoryRow: Sendable, Hashable {
   }
 }
 
+/// A user as the directory knows it (from identity's feed).
+public struct DirectoryUser: Sendable, Hashable {
+  /// Identity's user id.
+  public var id: String
+  /// The natural key.
+  public var externalID: String
+  /// Display name.
+  public var displayName: String
+  /// Kind.
+  public var kind: Smartschool_Identity_V1_UserKind
+  /// Home org id.
+  public var orgID: String
+  /// Birth year (teachers), 0 when unknown.
+  public var birthYear: Int
+  /// False once deactivated.
+  public var active: Bool
+
+  /// A user with these fields.
+  public init(
+    id: String, externalID: String, displayName: String, kind: Smartschool_Identity_V1_UserKind,
+    orgID: String, birthYear: Int, active: Bool
+  ) {
+    self.id = id
+    self.externalID = externalID
+    self.displayName = displayName
+    self.kind = kind
+    self.orgID = orgID
+    self.birthYear = birthYear
+    self.active = active
+  }
+}
+
+/// An org as the directory persists it: the path (indexed, for users under a path) and the
+/// whole org's protobuf bytes.
+public struct DirectoryOrgRow: Sendable, Hashable {
+  /// Identity's org id.
+  public var id: String
+  /// The org's path, "/<root id>/…/<id>/".
+  public var path: String
+  /// The `Smartschool_Identity_V1_Org` bytes.
+  public var payload: Data
+
+  /// An org row.
+  public init(id: String, path: String, payload: Data) {
+    self.id = id
+    self.path = path
+    self.payload = payload
+  }
+}
+
+/// A guardian link: a parent and one of their children.
+public struct DirectoryLink: Sendable, Hashable {
+  /// The parent's user id.
+  public var parentID: String
+  /// The student's user id.
+  public var studentID: String
+
+  /// The link from `parentID` to `studentID`.
+  public init(parentID: String, studentID: String) {
+    self.parentID = parentID
+    self.studentID = studentID
+  }
+}
+
+/// Changes to the directory's persisted copy, written in one transaction (see
+/// ``ServiceStorage/applyDirectory(through:_:)``). Each entity appears at most once: the last
+/// state a page gave it.
+public struct DirectoryBatch: Sendable {
+  /// Orgs to insert or replace.
+  public var orgs: [DirectoryOrgRow] = []
+  /// Users to insert or replace.
+  public var users: [DirectoryUser] = []
+  /// Guardian links to add.
+  public var linksAdded: [DirectoryLink] = []
+  /// Guardian links to remove.
+  public var linksRemoved: [DirectoryLink] = []
+  /// Revoked sessions (session id → when).
+  public var sessions: [String: Date] = [:]
+
+  /// An empty batch.
+  public init() {}
+
+  /// Whether the batch changes nothing.
+  public var isEmpty: Bool {
+    orgs.isEmpty && users.isEmpty && linksAdded.isEmpty && linksRemoved.isEmpty
+      && sessions.isEmpty
+  }
+}
+
+/// What a directory replica loads to start: the tree, recent revocations and the cursor.
+public struct DirectoryTree: Sendable {
+  /// Every org's protobuf bytes.
+  public var orgs: [Data]
+  /// Sessions revoked recently (session id → when).
+  public var sessions: [String: Date]
+  /// The feed position the persisted copy is current to.
+  public var cursor: Int64
+
+  /// A snapshot of these parts.
+  public init(orgs: [Data], sessions: [String: Date], cursor: Int64) {
+    self.orgs = orgs
+    self.sessions = sessions
+    self.cursor = cursor
+  }
+}
+
 /// What the Runtime needs of a service's store, whichever database holds it: the change
 /// feed's head, size for metrics, table versions for caches and the org directory's
 /// persistence. Code that both backends share uses this protocol only, never a GRDB or
@@ -48,13 +154,38 @@ public protocol ServiceStorage: AnyObject, Sendable {
   /// A ``TableVersion`` that moves whenever a committed write, by this process or (on
   /// PostgreSQL) by any other replica, has changed one of `tables`.
   func watch(_ tables: Set<String>) async throws -> TableVersion
-  /// Every persisted org-directory row and the directory's feed cursor.
+  /// Every org-directory row in the pre-province form (one `runtime_directory` table) and the
+  /// directory's feed cursor; ``OrgDirectory`` moves such rows to the indexed tables once.
   func loadDirectory() async throws -> (rows: [DirectoryRow], cursor: Int64)
-  /// In one transaction: stores `upserts`, removes `deletions` (entity, id) and moves the
-  /// directory's cursor to `cursor` (never backwards, so replicas sharing one database cannot
+  /// In one transaction: stores `upserts`, removes `deletions` (entity, id) of the
+  /// pre-province form and moves the directory's cursor to `cursor` (never backwards, so replicas sharing one database cannot
   /// rewind it).
   func saveDirectory(upserts: [DirectoryRow], deletions: [(entity: String, id: String)], cursor: Int64?)
     async throws
+  /// The org directory's persisted orgs (protobuf bytes), the sessions revoked after
+  /// `revokedAfter` and the directory's feed cursor, read in one snapshot: what a replica holds
+  /// in memory to start (users stay in the store, see ``OrgDirectory``).
+  func loadDirectoryTree(revokedAfter: Date) async throws -> DirectoryTree
+  /// In one transaction that holds the directory's cursor row: reads the cursor `c`; when
+  /// `through` is set and `c >= through` (another replica has applied these changes), does
+  /// nothing and returns false; otherwise writes `batch(c)` (the changes after `c`) and moves
+  /// the cursor to `through`, never backwards, and returns true. With `through` nil the batch
+  /// is written and the cursor left alone (the one-time upgrade of the old persisted form).
+  func applyDirectory(
+    through: Int64?, _ batch: @escaping @Sendable (_ cursor: Int64) throws -> DirectoryBatch
+  ) async throws -> Bool
+  /// The directory's user with identity id `id`.
+  func directoryUser(id: String) async throws -> DirectoryUser?
+  /// The directory's user with external id `externalID`.
+  func directoryUser(externalID: String) async throws -> DirectoryUser?
+  /// The directory's active users of `kind` whose home org's path lies under `path`, by
+  /// external id.
+  func directoryUsers(under path: OrgPath, kind: Smartschool_Identity_V1_UserKind)
+    async throws -> [DirectoryUser]
+  /// The student ids guardian-linked to `parentID` in the directory.
+  func directoryChildren(ofParent parentID: String) async throws -> Set<String>
+  /// Forgets persisted session revocations made at or before `date`.
+  func forgetDirectorySessions(revokedBefore date: Date) async throws
   /// Runs `body` while holding the lock `name` across every process on this store: replicas
   /// starting at once on an empty database take turns at one-time work (the first signing
   /// key, the bootstrap admin), so it is done once. On SQLite, where one process owns the

@@ -243,6 +243,147 @@ extension Store {
     }
   }
 
+  /// See ``ServiceStorage/loadDirectoryTree(revokedAfter:)``.
+  public func loadDirectoryTree(revokedAfter: Date) async throws -> DirectoryTree {
+    try await scan { db in
+      let orgs = try Data.fetchAll(db, sql: "SELECT payload FROM runtime_directory_orgs")
+      var sessions: [String: Date] = [:]
+      let rows = try Row.fetchCursor(
+        db, sql: "SELECT id, revoked_at FROM runtime_directory_sessions WHERE revoked_at > ?",
+        arguments: [revokedAfter.timeIntervalSince1970])
+      while let row = try rows.next() {
+        sessions[row["id"]] = Date(timeIntervalSince1970: row["revoked_at"])
+      }
+      let cursor =
+        try Int64.fetchOne(db, sql: "SELECT sequence FROM runtime_directory_cursor WHERE id = 1")
+        ?? 0
+      return DirectoryTree(orgs: orgs, sessions: sessions, cursor: cursor)
+    }
+  }
+
+  /// See ``ServiceStorage/applyDirectory(through:_:)``. The one writer connection is the lock.
+  public func applyDirectory(
+    through: Int64?, _ batch: @escaping @Sendable (_ cursor: Int64) throws -> DirectoryBatch
+  ) async throws -> Bool {
+    try await write { db in
+      let cursor =
+        try Int64.fetchOne(
+          db.cachedStatement(sql: "SELECT sequence FROM runtime_directory_cursor WHERE id = 1"))
+        ?? 0
+      if let through, cursor >= through { return false }
+      let b = try batch(cursor)
+      let org = try db.cachedStatement(
+        sql: "INSERT OR REPLACE INTO runtime_directory_orgs (id, path, payload) VALUES (?, ?, ?)")
+      for o in b.orgs { try org.execute(arguments: [o.id, o.path, o.payload]) }
+      let user = try db.cachedStatement(
+        sql: """
+          INSERT OR REPLACE INTO runtime_directory_users
+            (id, external_id, display_name, kind, org_id, birth_year, active)
+          VALUES (?, ?, ?, ?, ?, ?, ?)
+          """)
+      for u in b.users {
+        try user.execute(arguments: [
+          u.id, u.externalID, u.displayName, u.kind.rawValue, u.orgID, u.birthYear, u.active,
+        ])
+      }
+      let add = try db.cachedStatement(
+        sql: "INSERT OR IGNORE INTO runtime_directory_links (parent_id, student_id) VALUES (?, ?)")
+      for l in b.linksAdded { try add.execute(arguments: [l.parentID, l.studentID]) }
+      let remove = try db.cachedStatement(
+        sql: "DELETE FROM runtime_directory_links WHERE parent_id = ? AND student_id = ?")
+      for l in b.linksRemoved { try remove.execute(arguments: [l.parentID, l.studentID]) }
+      let session = try db.cachedStatement(
+        sql: "INSERT OR REPLACE INTO runtime_directory_sessions (id, revoked_at) VALUES (?, ?)")
+      for (id, time) in b.sessions {
+        try session.execute(arguments: [id, time.timeIntervalSince1970])
+      }
+      if let through {
+        try db.cachedStatement(
+          sql: """
+            INSERT INTO runtime_directory_cursor (id, sequence) VALUES (1, ?)
+            ON CONFLICT (id) DO UPDATE SET sequence = max(sequence, excluded.sequence)
+            """
+        ).execute(arguments: [through])
+      }
+      return true
+    }
+  }
+
+  private static let userColumns =
+    "id, external_id, display_name, kind, org_id, birth_year, active"
+
+  private static func user(_ row: Row) -> DirectoryUser {
+    DirectoryUser(
+      id: row["id"], externalID: row["external_id"], displayName: row["display_name"],
+      kind: Smartschool_Identity_V1_UserKind(rawValue: row["kind"]) ?? .unspecified,
+      orgID: row["org_id"], birthYear: row["birth_year"], active: row["active"])
+  }
+
+  /// See ``ServiceStorage/directoryUser(id:)``.
+  public func directoryUser(id: String) async throws -> DirectoryUser? {
+    try await read { db in
+      try Row.fetchOne(
+        db.cachedStatement(
+          sql: "SELECT \(Store.userColumns) FROM runtime_directory_users WHERE id = ?"),
+        arguments: [id]
+      ).map(Store.user)
+    }
+  }
+
+  /// See ``ServiceStorage/directoryUser(externalID:)``.
+  public func directoryUser(externalID: String) async throws -> DirectoryUser? {
+    try await read { db in
+      try Row.fetchOne(
+        db.cachedStatement(
+          sql: """
+            SELECT \(Store.userColumns) FROM runtime_directory_users WHERE external_id = ?
+            ORDER BY active DESC LIMIT 1
+            """),
+        arguments: [externalID]
+      ).map(Store.user)
+    }
+  }
+
+  /// See ``ServiceStorage/directoryUsers(under:kind:)``.
+  public func directoryUsers(under path: OrgPath, kind: Smartschool_Identity_V1_UserKind)
+    async throws -> [DirectoryUser]
+  {
+    let range = path.prefixRange
+    return try await scan { db in
+      try Row.fetchAll(
+        db.cachedStatement(
+          sql: """
+            SELECT u.id, u.external_id, u.display_name, u.kind, u.org_id, u.birth_year, u.active
+            FROM runtime_directory_orgs o
+            JOIN runtime_directory_users u ON u.org_id = o.id AND u.kind = ?
+            WHERE o.path >= ? AND o.path < ? AND u.active
+            ORDER BY u.external_id
+            """),
+        arguments: [kind.rawValue, range.lower, range.upper]
+      ).map(Store.user)
+    }
+  }
+
+  /// See ``ServiceStorage/directoryChildren(ofParent:)``.
+  public func directoryChildren(ofParent parentID: String) async throws -> Set<String> {
+    try await read { db in
+      Set(
+        try String.fetchAll(
+          db.cachedStatement(
+            sql: "SELECT student_id FROM runtime_directory_links WHERE parent_id = ?"),
+          arguments: [parentID]))
+    }
+  }
+
+  /// See ``ServiceStorage/forgetDirectorySessions(revokedBefore:)``.
+  public func forgetDirectorySessions(revokedBefore date: Date) async throws {
+    try await write { db in
+      try db.execute(
+        sql: "DELETE FROM runtime_directory_sessions WHERE revoked_at <= ?",
+        arguments: [date.timeIntervalSince1970])
+    }
+  }
+
   /// Runs `body`: one process owns a SQLite store, so there is nobody to exclude.
   public func exclusively<T: Sendable>(_ name: String, _ body: @Sendable () async throws -> T)
     async throws -> T

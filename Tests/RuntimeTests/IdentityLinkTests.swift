@@ -65,8 +65,8 @@ struct IdentityLinkTests {
           }, metadata: auth)
         try await directory.sync()
         #expect(directory.org(code: "S")?.schoolKind == .rural)
-        #expect(directory.user(externalID: "T1")?.birthYear == 1990)
-        #expect(directory.users(under: OrgPath(directory.org(code: "K")!.path)!, kind: .teacher).count == 1)
+        #expect(try await directory.user(externalID: "T1")?.birthYear == 1990)
+        #expect(try await directory.users(under: OrgPath(directory.org(code: "K")!.path)!, kind: .teacher).count == 1)
       }
     }
   }

@@ -68,15 +68,15 @@ public struct AssessmentAPI: Sendable {
   /// at `path` (the student's org).
   func mayReadStudent(
     _ principal: Principal, student: String, path: OrgPath?, permission: Permission = .resultsRead
-  ) -> Bool {
+  ) async throws -> Bool {
     if let path, principal.allows(permission, at: path) { return true }
-    if let me = directory.user(id: principal.userID), me.externalID == student,
+    if let me = try await directory.user(id: principal.userID), me.externalID == student,
       me.kind == .student
     {
       return true
     }
-    if let child = directory.user(externalID: student),
-      directory.children(ofParent: principal.userID).contains(child.id)
+    if let child = try await directory.user(externalID: student),
+      try await directory.children(ofParent: principal.userID).contains(child.id)
     {
       return true
     }
@@ -499,7 +499,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     try v.throwIfInvalid()
     let record = try await exam(code: request.examCode, field: "exam_code")
     guard let me = try await store.result(exam: record, student: request.studentExternalID) else {
-      if mayReadStudent(
+      if try await mayReadStudent(
         principal, student: request.studentExternalID, path: try Self.path(record.orgPath))
       {
         throw ServiceError.notFound(
@@ -507,7 +507,8 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       }
       throw ServiceError.permissionDenied("the caller may not read this student's results")
     }
-    guard mayReadStudent(principal, student: me.externalID, path: OrgPath(me.orgPath)) else {
+    guard try await mayReadStudent(principal, student: me.externalID, path: OrgPath(me.orgPath))
+    else {
       throw ServiceError.permissionDenied("the caller may not read this student's results")
     }
     let everyone = try await store.totals(exam: record)
@@ -589,7 +590,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
 
   /// A quality entry validated against the org tree; `prefix` names the fields.
   func validatedQuality(_ e: Smartschool_Assessment_V1_QualityEntry, prefix: String)
-    -> Result<QualityRecord, ServiceError>
+    async throws -> Result<QualityRecord, ServiceError>
   {
     var v = Validator()
     v.code(e.studentExternalID, prefix + "student_external_id")
@@ -607,7 +608,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     else {
       return .failure(.notFound("no school has code \(e.schoolCode)"))
     }
-    if let student = directory.user(externalID: e.studentExternalID),
+    if let student = try await directory.user(externalID: e.studentExternalID),
       let home = directory.org(id: student.orgID),
       OrgPath(school.path)?.covers(home.path) == false
     {
@@ -628,7 +629,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     request: Smartschool_Assessment_V1_QualityEntry, context: ServerContext
   ) async throws -> Smartschool_Assessment_V1_QualityEntry {
     _ = try Principal.require()
-    let record = try validatedQuality(request, prefix: "").get()
+    let record = try await validatedQuality(request, prefix: "").get()
     _ = try await store.upsertQuality([record], time: timestamp())
     return request
   }
@@ -644,7 +645,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     return try await BulkImport.run(
       request, batchSize: 500,
       prepare: { (entry: Smartschool_Assessment_V1_QualityEntry, index: Int) in
-        switch validatedQuality(entry, prefix: "") {
+        switch try await validatedQuality(entry, prefix: "") {
         case .success(let record): return .accept(record)
         case .failure(let error):
           var field = "school_code"
@@ -679,7 +680,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       student: request.studentExternalID, schoolYear: request.schoolYear, term: request.term)
     // The student's school: from identity when known, else from the entries themselves.
     var paths = entries.compactMap { OrgPath($0.orgPath) }
-    if let user = directory.user(externalID: request.studentExternalID),
+    if let user = try await directory.user(externalID: request.studentExternalID),
       let home = directory.org(id: user.orgID), let p = OrgPath(home.path)
     {
       paths.append(p)
@@ -688,8 +689,8 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       throw ServiceError.notFound("no quality entries for student \(request.studentExternalID)")
     }
     let allowed =
-      paths.contains { principal.allows(.resultsRead, at: $0) }
-      || mayReadStudent(principal, student: request.studentExternalID, path: nil)
+      try await paths.contains { principal.allows(.resultsRead, at: $0) }
+      ? true : mayReadStudent(principal, student: request.studentExternalID, path: nil)
     guard allowed else {
       throw ServiceError.permissionDenied("the caller may not read this student's profile")
     }

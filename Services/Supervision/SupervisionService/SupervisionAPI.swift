@@ -511,7 +511,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       under: org.path, days: term.start.dayNumber...term.end.dayNumber)
     var report = Smartschool_Supervision_V1_TeacherTargetsReport()
     report.termCode = term.code
-    for u in directory.users(under: try path(org), kind: .teacher) {
+    for u in try await directory.users(under: try path(org), kind: .teacher) {
       let lessons = counts[u.externalID] ?? 0
       let required = TeacherRule.requiredLessons(birthYear: u.birthYear, termStart: term.start)
       let met = lessons >= required
@@ -549,7 +549,8 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       "must be 0.5-200 in steps of 0.5")
     let completed = Self.date(r.completedDate, "record.completed_date", &v)
     try v.throwIfInvalid()
-    guard let teacher = directory.user(externalID: r.teacherExternalID), teacher.active,
+    guard let teacher = try await directory.user(externalID: r.teacherExternalID),
+      teacher.active,
       teacher.kind == .teacher, let home = directory.org(id: teacher.orgID)
     else { throw ServiceError.notFound("no teacher has external id \(r.teacherExternalID)") }
     try Principal.require().require(.supervisionWrite, at: try path(home))
@@ -572,7 +573,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     var report = Smartschool_Supervision_V1_TrainingReport()
     report.year = request.year
     report.requiredHours = Double(TeacherRule.trainingHours)
-    for u in directory.users(under: try path(org), kind: .teacher) {
+    for u in try await directory.users(under: try path(org), kind: .teacher) {
       let h = halves[u.externalID] ?? 0
       let met = TeacherRule.trainingMet(halfHours: h)
       report.teachers.append(
