@@ -751,88 +751,79 @@ final class SQLiteIdentityStore: IdentityStore {
     }
   }
 
+  /// The rows of `sql` + " IN (…)" for `keys`, in chunks under SQLite's parameter limit.
+  private func fetchAll<T>(
+    _ db: Database, _ sql: String, in keys: [String], _ decode: (Row) -> T
+  ) throws -> [T] {
+    var result: [T] = []
+    for start in stride(from: 0, to: keys.count, by: 500) {
+      let chunk = Array(keys[start..<min(start + 500, keys.count)])
+      let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+      result += try Row.fetchAll(
+        db.cachedStatement(sql: sql + " IN (\(marks))"), arguments: StatementArguments(chunk)
+      ).map(decode)
+    }
+    return result
+  }
+
+  /// Imports a batch through ``UserImportPlan``: the orgs and users the rows name read in a
+  /// few statements, then each insert, update and feed event through a cached statement.
   func importUsers(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
     try await store.write { db in
-      var result = BatchOutcome()
-      var orgCache: [String: Org?] = [:]
-      for (index, row) in rows {
-        func reject(_ field: String, _ reason: String) {
-          result.errors.append(.row(index, key: row.externalID, field: field, reason))
-        }
-        let org: Org?
-        if let cached = orgCache[row.orgCode] {
-          org = cached
-        } else {
-          org = try self.fetchOrg(db, code: row.orgCode)
-          orgCache[row.orgCode] = org
-        }
-        guard let org, org.active else {
-          reject("user.org_code", "unknown org '\(row.orgCode)'")
-          continue
-        }
-        if let refusal = OrgRules.importHomeRefusal(row, org: org, authorize: authorize) {
-          reject(refusal.field, refusal.reason)
-          continue
-        }
+      let keys = UserImportState.keys(rows)
+      var state = UserImportState()
+      for org in try self.fetchAll(db, Self.orgSelect + " WHERE o.code", in: keys.orgCodes, Self.org) {
+        state.orgs[org.code] = org
+      }
+      for user in try self.fetchAll(
+        db, Self.userSelect + " WHERE u.external_id", in: keys.externalIDs, Self.user)
+        + self.fetchAll(db, Self.userSelect + " WHERE u.username", in: keys.usernames, Self.user)
+      {
+        state.users[user.externalID] = user
+      }
+      var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+      // Updates first: one may free a username that a new user of the batch takes.
+      let update = try db.cachedStatement(
+        sql: """
+          UPDATE users SET username = ?, display_name = ?, org_id = ?, birth_year = ?, kind = ?,
+            updated_at = ? WHERE id = ?
+          """)
+      var failed: [Int: String] = [:]
+      for step in plan.updates {
+        let u = step.user
         do {
-          let existingRow = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT id, org_id FROM users WHERE external_id = ?"),
-            arguments: [row.externalID])
-          if let existingRow {
-            guard let existing = try self.fetchUser(db, where: "u.id = ?", existingRow["id"]),
-              let existingPath = OrgPath(existing.orgPath.isEmpty ? "/" : existing.orgPath),
-              authorize(existingPath)
-            else {
-              reject("user.external_id", "exists outside the caller's scope")
-              continue
-            }
-            var update = row
-            update.id = existing.id
-            if OrgRules.importChanges(row, existing: existing, orgID: org.id) {
-              _ = try self.updateUser(db, update, org: org)
-            }
-            result.updated += 1
-          } else {
-            // The hot path of a first import: one INSERT and one change event per row; the
-            // username's UNIQUE constraint reports a taken name.
-            let id = EntityID.make()
-            let now = Date()
-            do {
-              try db.cachedStatement(
-                sql: """
-                  INSERT INTO users (id, external_id, username, display_name, kind, org_id,
-                    birth_year, status, created_at, updated_at)
-                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                  """
-              ).execute(arguments: [
-                id, row.externalID, row.username, row.displayName, row.kind.rawValue, org.id,
-                row.birthYear, Smartschool_Identity_V1_UserStatus.pendingActivation.rawValue,
-                now.timeIntervalSince1970, now.timeIntervalSince1970,
-              ])
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-              reject("user.username", "username '\(row.username)' is taken")
-              continue
-            }
-            var user = row
-            user.id = id
-            user.orgID = org.id
-            user.orgCode = org.code
-            user.orgPath = org.path
-            user.status = .pendingActivation
-            user.createTime = .init(date: now)
-            user.updateTime = .init(date: now)
-            try self.recordUserChange(db, user)
-            result.created += 1
-          }
-        } catch let error as ServiceError {
-          reject("user", error.message)
+          try update.execute(arguments: [
+            u.username, u.displayName, u.orgID, u.birthYear, u.kind.rawValue,
+            u.updateTime.date.timeIntervalSince1970, u.id,
+          ])
         } catch let error as DatabaseError {
-          reject("user", Store.map(error).message)
+          failed[step.index] = Store.map(error).message
         }
       }
-      return result
+      let insert = try db.cachedStatement(
+        sql: """
+          INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
+            status, created_at, updated_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          """)
+      var refused = Set<String>()
+      for u in plan.inserts {
+        let time = u.createTime.date.timeIntervalSince1970
+        do {
+          try insert.execute(arguments: [
+            u.id, u.externalID, u.username, u.displayName, u.kind.rawValue, u.orgID,
+            u.birthYear, u.status.rawValue, time, time,
+          ])
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+          refused.insert(u.id)
+        }
+      }
+      plan.dropInserts(refused) { "username '\($0.username)' is taken" }
+      plan.dropUpdates(failed)
+      for (_, user) in plan.events { try self.recordUserChange(db, user) }
+      return plan.outcome
     }
   }
 

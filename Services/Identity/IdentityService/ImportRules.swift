@@ -1,3 +1,4 @@
+import Foundation
 import ServiceRuntime
 import SmartSchoolModel
 
@@ -71,5 +72,182 @@ extension OrgRules {
     !(existing.username.lowercased() == row.username.lowercased()
       && existing.displayName == row.displayName && existing.orgID == orgID
       && existing.birthYear == row.birthYear && existing.kind == row.kind)
+  }
+}
+
+/// What a batch of imported users finds in the store, read in bulk before anything is decided
+/// (one or two queries, not one per row).
+struct UserImportState {
+  /// Orgs by code, for every `org_code` of the batch (inactive ones too).
+  var orgs: [String: Org] = [:]
+  /// Users by external id: those of the batch's external ids and those holding one of its
+  /// usernames.
+  var users: [String: User] = [:]
+
+  /// The lookups a batch needs: its org codes, external ids and lower-cased usernames.
+  static func keys(_ rows: [(index: Int, row: User)])
+    -> (orgCodes: [String], externalIDs: [String], usernames: [String])
+  {
+    var codes = Set<String>()
+    var externals = Set<String>()
+    var usernames = Set<String>()
+    for (_, row) in rows {
+      codes.insert(row.orgCode)
+      externals.insert(row.externalID)
+      usernames.insert(row.username.lowercased())
+    }
+    return (Array(codes), Array(externals), Array(usernames))
+  }
+}
+
+/// The store-neutral user importer: decides a whole batch from the rows and a
+/// ``UserImportState`` as if the rows were applied one by one in stream order, and says what
+/// the store must write. Both stores read the state in bulk, call ``plan(_:state:authorize:)``
+/// and write the plan in few statements, so they accept and refuse the same rows alike.
+struct UserImportPlan {
+  /// One change to an existing user, in row order: the user as that row leaves it.
+  struct Update {
+    var index: Int
+    var user: User
+  }
+
+  /// New users as the batch leaves them, in row order; each is one INSERT.
+  var inserts: [User] = []
+  /// Changes to existing users, in row order. Stores write each user's last state (one
+  /// statement for the batch where they can) or, when that fails, each step in order.
+  var updates: [Update] = []
+  /// Change-feed events in row order, each the user as its row left it (a new user changed
+  /// again by a later row has two).
+  var events: [(index: Int, user: User)] = []
+  /// Counts and per-row refusals.
+  var outcome = BatchOutcome()
+
+  /// Plans `rows` (validated already) against `state`. Every row is scope-checked: its home
+  /// org, and an existing user's current place. A row that changes nothing writes nothing and
+  /// emits nothing (it still counts as updated: the row is confirmed).
+  static func plan(
+    _ rows: [(index: Int, row: User)], state: UserImportState,
+    authorize: (OrgPath) -> Bool, now: Date = Date()
+  ) -> UserImportPlan {
+    var plan = UserImportPlan()
+    var users = state.users
+    // Lower-cased username → external id of its holder, as the rows leave them.
+    var holders: [String: String] = [:]
+    for user in users.values { holders[user.username.lowercased()] = user.externalID }
+    // External id → position in `inserts` of a user this batch creates.
+    var inserted: [String: Int] = [:]
+    // The decisions that depend only on an org (and kind) or a path, made once each.
+    var homeRefusals: [String: OrgRules.Refusal?] = [:]
+    var allowedPaths: [String: Bool] = [:]
+    for (index, row) in rows {
+      func reject(_ field: String, _ reason: String) {
+        plan.outcome.errors.append(.row(index, key: row.externalID, field: field, reason))
+      }
+      guard let org = state.orgs[row.orgCode], org.active else {
+        reject("user.org_code", "unknown org '\(row.orgCode)'")
+        continue
+      }
+      let homeKey = "\(row.kind.rawValue) \(org.code)"
+      let refusal: OrgRules.Refusal?
+      if let known = homeRefusals[homeKey] {
+        refusal = known
+      } else {
+        refusal = OrgRules.importHomeRefusal(row, org: org, authorize: authorize)
+        homeRefusals[homeKey] = .some(refusal)
+      }
+      if let refusal {
+        reject(refusal.field, refusal.reason)
+        continue
+      }
+      let username = row.username.lowercased()
+      if let existing = users[row.externalID] {
+        let path = existing.orgPath.isEmpty ? "/" : existing.orgPath
+        let allowed: Bool
+        if let known = allowedPaths[path] {
+          allowed = known
+        } else {
+          allowed = OrgPath(path).map(authorize) ?? false
+          allowedPaths[path] = allowed
+        }
+        guard allowed else {
+          reject("user.external_id", "exists outside the caller's scope")
+          continue
+        }
+        if OrgRules.importChanges(row, existing: existing, orgID: org.id) {
+          if let holder = holders[username], holder != row.externalID {
+            reject("user", "username '\(row.username)' is taken")
+            continue
+          }
+          var changed = existing
+          changed.username = row.username
+          changed.displayName = row.displayName
+          changed.kind = row.kind
+          changed.birthYear = row.birthYear
+          changed.orgID = org.id
+          changed.orgCode = org.code
+          changed.orgPath = org.path
+          changed.updateTime = .init(date: now)
+          holders[existing.username.lowercased()] = nil
+          holders[username] = row.externalID
+          users[row.externalID] = changed
+          if let position = inserted[row.externalID] {
+            plan.inserts[position] = changed
+          } else {
+            plan.updates.append(Update(index: index, user: changed))
+          }
+          plan.events.append((index, changed))
+        }
+        plan.outcome.updated += 1
+      } else {
+        guard holders[username] == nil else {
+          reject("user.username", "username '\(row.username)' is taken")
+          continue
+        }
+        var user = row
+        user.id = EntityID.make()
+        user.orgID = org.id
+        user.orgCode = org.code
+        user.orgPath = org.path
+        user.status = .pendingActivation
+        user.createTime = .init(date: now)
+        user.updateTime = .init(date: now)
+        holders[username] = row.externalID
+        users[row.externalID] = user
+        inserted[row.externalID] = plan.inserts.count
+        plan.inserts.append(user)
+        plan.events.append((index, user))
+        plan.outcome.created += 1
+      }
+    }
+    return plan
+  }
+
+  /// Takes back the rows of new users the store could not insert (`ids`: a user written
+  /// meanwhile by another caller took the external id or the username): each becomes a
+  /// refusal of its first row, and its events go.
+  mutating func dropInserts(_ ids: Set<String>, reason: (User) -> String) {
+    guard !ids.isEmpty else { return }
+    for user in inserts where ids.contains(user.id) {
+      guard let first = events.first(where: { $0.user.id == user.id }) else { continue }
+      outcome.errors.append(
+        .row(first.index, key: user.externalID, field: "user.username", reason(user)))
+      outcome.created -= 1
+      // Later rows of the same user counted as updates of it.
+      outcome.updated -= events.filter { $0.user.id == user.id }.count - 1
+    }
+    inserts.removeAll { ids.contains($0.id) }
+    events.removeAll { ids.contains($0.user.id) }
+  }
+
+  /// Takes back the updates the store could not write (`failed`: row index → reason, a
+  /// constraint a concurrent caller's write broke): each becomes a refusal and its event goes.
+  mutating func dropUpdates(_ failed: [Int: String]) {
+    guard !failed.isEmpty else { return }
+    for step in updates {
+      guard let reason = failed[step.index] else { continue }
+      outcome.errors.append(.row(step.index, key: step.user.externalID, field: "user", reason))
+      outcome.updated -= 1
+    }
+    events.removeAll { failed[$0.index] != nil }
   }
 }

@@ -623,182 +623,124 @@ final class PostgresIdentityStore: IdentityStore {
     return try await store.read { tx in try await tx.query(query).map(Self.user) }
   }
 
-  /// A new user of an import, waiting to be inserted with the others of its batch.
-  private struct PendingUser {
-    var index: Int
-    var user: User
-    var now: Date
-  }
-
-  /// Imports users as the SQLite store does, row by row in stream order, but inserts new
-  /// users in one statement per run of new rows (`ON CONFLICT DO NOTHING RETURNING id`: a row
-  /// not returned hit a taken username) rather than one round trip each. The run is written
-  /// before anything else a later row does (an update, a second row of the same external id),
-  /// so every row sees the rows before it as SQLite would.
+  /// Imports a batch through ``UserImportPlan`` in a handful of statements whatever its size:
+  /// one read of the orgs, one of the users the rows name, one UPDATE of the changed users and
+  /// one INSERT of the new ones (each from arrays through `unnest`), and the feed events in
+  /// bulk at commit. Imports take turns per batch (an advisory lock taken before the reads),
+  /// so two replicas importing the same rows at once see each other's users: nothing is lost
+  /// or made twice, and no row is refused for a user the other import made.
   func importUsers(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
-    try await store.write { tx in
-      var result = BatchOutcome()
-      var orgCache: [String: Org?] = [:]
-      // External id → the user as stored now (nil: none), read for the batch in one query.
-      var known: [String: User?] = [:]
+    let keys = UserImportState.keys(rows)
+    return try await store.write { tx in
+      try await tx.lock("identity.import.users")
+      var state = UserImportState()
+      var binds = PostgresBindings()
+      binds.append(keys.orgCodes)
+      for org in try await tx.query(
+        PostgresQuery(unsafeSQL: Self.orgSelect + " WHERE o.code = ANY($1)", binds: binds)
+      ).map(Self.org) {
+        state.orgs[org.code] = org
+      }
+      binds = PostgresBindings()
+      binds.append(keys.externalIDs)
+      binds.append(keys.usernames)
       for user in try await tx.query(
         PostgresQuery(
-          unsafeSQL: Self.userSelect + " WHERE u.external_id = ANY($1)",
-          binds: {
-            var b = PostgresBindings()
-            b.append(rows.map(\.row.externalID))
-            return b
-          }())
+          unsafeSQL: Self.userSelect
+            + " WHERE u.external_id = ANY($1) OR lower(u.username) = ANY($2)", binds: binds)
       ).map(Self.user) {
-        known[user.externalID] = .some(user)
+        state.users[user.externalID] = user
       }
-      var pending: [PendingUser] = []
-      var pendingKeys = Set<String>()
-
-      func flush() async throws {
-        guard !pending.isEmpty else { return }
-        let (inserted, failed) = try await self.insertUsers(tx, pending)
-        for p in pending {
-          if inserted.contains(p.user.id) {
-            try self.recordUserChange(tx, p.user)
-            known[p.user.externalID] = .some(p.user)
-            result.created += 1
-          } else if let reason = failed[p.user.id] {
-            result.errors.append(.row(p.index, key: p.user.externalID, field: "user", reason))
-          } else {
-            result.errors.append(
-              .row(
-                p.index, key: p.user.externalID, field: "user.username",
-                "username '\(p.user.username)' is taken"))
-          }
-        }
-        pending.removeAll(keepingCapacity: true)
-        pendingKeys.removeAll(keepingCapacity: true)
+      var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+      // Updates first: one may free a username that a new user of the batch takes.
+      plan.dropUpdates(try await self.writeUpdates(tx, plan.updates))
+      plan.dropInserts(try await self.insertUsers(tx, plan.inserts)) {
+        "username '\($0.username)' or external id '\($0.externalID)' was taken meanwhile"
       }
-
-      for (index, row) in rows {
-        func reject(_ field: String, _ reason: String) {
-          result.errors.append(.row(index, key: row.externalID, field: field, reason))
-        }
-        let org: Org?
-        if let cached = orgCache[row.orgCode] {
-          org = cached
-        } else {
-          org = try await self.fetchOrg(tx, code: row.orgCode)
-          orgCache[row.orgCode] = org
-        }
-        guard let org, org.active else {
-          reject("user.org_code", "unknown org '\(row.orgCode)'")
-          continue
-        }
-        if let refusal = OrgRules.importHomeRefusal(row, org: org, authorize: authorize) {
-          reject(refusal.field, refusal.reason)
-          continue
-        }
-        if pendingKeys.contains(row.externalID) { try await flush() }
-        if let existing = known[row.externalID] ?? nil {
-          try await flush()
-          guard let existingPath = OrgPath(existing.orgPath.isEmpty ? "/" : existing.orgPath),
-            authorize(existingPath)
-          else {
-            reject("user.external_id", "exists outside the caller's scope")
-            continue
-          }
-          var update = row
-          update.id = existing.id
-          if OrgRules.importChanges(row, existing: existing, orgID: org.id) {
-            do {
-              known[row.externalID] = .some(
-                try await tx.savepoint { try await self.updateUser(tx, update, org: org) })
-            } catch let error as ServiceError {
-              reject("user", error.message)
-              continue
-            }
-          }
-          result.updated += 1
-        } else {
-          let now = Date()
-          var user = row
-          user.id = EntityID.make()
-          user.orgID = org.id
-          user.orgCode = org.code
-          user.orgPath = org.path
-          user.status = .pendingActivation
-          user.createTime = .init(date: now)
-          user.updateTime = .init(date: now)
-          pending.append(PendingUser(index: index, user: user, now: now))
-          pendingKeys.insert(row.externalID)
-        }
-      }
-      try await flush()
-      return result
+      for (_, user) in plan.events { try self.recordUserChange(tx, user) }
+      return plan.outcome
     }
   }
 
-  /// Inserts `users` (new, pending activation) in one statement, skipping those whose
-  /// username or external id is taken; returns the ids inserted. Should the statement fail
-  /// for another reason, each row is tried alone under a savepoint, so only that row is lost
-  /// (`failed`: its id → the reason).
-  private func insertUsers(_ tx: PostgresTransaction, _ users: [PendingUser]) async throws
-    -> (inserted: Set<String>, failed: [String: String])
+  /// Writes the users' last states in one statement; should it fail (a username passed from
+  /// one user to another within the batch, or a concurrent writer), each step alone in row
+  /// order under a savepoint. Returns the steps that failed: row index → reason.
+  private func writeUpdates(_ tx: PostgresTransaction, _ steps: [UserImportPlan.Update])
+    async throws -> [Int: String]
   {
-    let columns = """
-      INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
-        status, created_at, updated_at) VALUES
+    guard !steps.isEmpty else { return [:] }
+    func statement(_ users: [User]) -> PostgresQuery {
       """
-    let status = Smartschool_Identity_V1_UserStatus.pendingActivation.rawValue
-    func statement(_ users: ArraySlice<PendingUser>) -> PostgresQuery {
-      var binds = PostgresBindings(capacity: users.count * 10)
-      var tuples: [String] = []
-      tuples.reserveCapacity(users.count)
-      for p in users {
-        let base = binds.count
-        binds.append(p.user.id)
-        binds.append(p.user.externalID)
-        binds.append(p.user.username)
-        binds.append(p.user.displayName)
-        binds.append(p.user.kind.rawValue)
-        binds.append(p.user.orgID)
-        binds.append(Int(p.user.birthYear))
-        binds.append(status)
-        binds.append(p.now.timeIntervalSince1970)
-        binds.append(p.now.timeIntervalSince1970)
-        tuples.append("(" + (1...10).map { "$\(base + $0)" }.joined(separator: ", ") + ")")
-      }
-      return PostgresQuery(
-        unsafeSQL: columns + tuples.joined(separator: ", ")
-          + " ON CONFLICT DO NOTHING RETURNING id", binds: binds)
+      UPDATE users u SET username = v.username, display_name = v.display_name,
+        org_id = v.org_id, birth_year = v.birth_year, kind = v.kind, updated_at = v.updated_at
+      FROM unnest(\(users.map(\.id))::text[], \(users.map(\.username))::text[],
+        \(users.map(\.displayName))::text[], \(users.map(\.orgID))::text[],
+        \(users.map { Int($0.birthYear) })::int8[], \(users.map { $0.kind.rawValue })::int8[],
+        \(users.map { $0.updateTime.date.timeIntervalSince1970 })::float8[])
+        AS v(id, username, display_name, org_id, birth_year, kind, updated_at)
+      WHERE u.id = v.id
+      """
     }
-    var inserted = Set<String>()
+    var last: [String: User] = [:]
+    for step in steps { last[step.user.id] = step.user }
+    do {
+      try await tx.savepoint { try await tx.execute(statement(Array(last.values))) }
+      return [:]
+    } catch is ServiceError {}
+    var failed: [Int: String] = [:]
+    for step in steps {
+      do {
+        try await tx.savepoint { try await tx.execute(statement([step.user])) }
+      } catch let error as ServiceError {
+        failed[step.index] = error.message
+      }
+    }
+    return failed
+  }
+
+  /// Inserts new users in one statement, skipping those whose username or external id is
+  /// taken; returns the ids not inserted. Should the statement fail for another reason, each
+  /// row is tried alone under a savepoint, so only that row is lost.
+  private func insertUsers(_ tx: PostgresTransaction, _ users: [User]) async throws
+    -> Set<String>
+  {
+    guard !users.isEmpty else { return [] }
+    func statement(_ users: [User]) -> PostgresQuery {
+      """
+      INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
+        status, created_at, updated_at)
+      SELECT * FROM unnest(\(users.map(\.id))::text[], \(users.map(\.externalID))::text[],
+        \(users.map(\.username))::text[], \(users.map(\.displayName))::text[],
+        \(users.map { $0.kind.rawValue })::int8[], \(users.map(\.orgID))::text[],
+        \(users.map { Int($0.birthYear) })::int8[], \(users.map { $0.status.rawValue })::int8[],
+        \(users.map { $0.createTime.date.timeIntervalSince1970 })::float8[],
+        \(users.map { $0.updateTime.date.timeIntervalSince1970 })::float8[])
+      ON CONFLICT DO NOTHING RETURNING id
+      """
+    }
+    var missing = Set(users.map(\.id))
     do {
       try await tx.savepoint {
-        // Up to 5,000 rows a statement (10 parameters each, under the protocol's 65,535).
-        for start in stride(from: 0, to: users.count, by: 5000) {
-          let chunk = users[start..<min(start + 5000, users.count)]
-          for row in try await tx.query(statement(chunk)) {
-            inserted.insert(try row[0].decode(String.self))
-          }
+        for row in try await tx.query(statement(users)) {
+          missing.remove(try row[0].decode(String.self))
         }
       }
-      return (inserted, [:])
+      return missing
     } catch is ServiceError {
-      inserted.removeAll()
+      missing = Set(users.map(\.id))
     }
-    var failed: [String: String] = [:]
-    for index in users.indices {
+    for user in users {
       do {
         try await tx.savepoint {
-          for row in try await tx.query(statement(users[index...index])) {
-            inserted.insert(try row[0].decode(String.self))
+          for row in try await tx.query(statement([user])) {
+            missing.remove(try row[0].decode(String.self))
           }
         }
-      } catch let error as ServiceError {
-        failed[users[index].user.id] = error.message
-      }
+      } catch is ServiceError {}
     }
-    return (inserted, failed)
+    return missing
   }
 
   func setActivation(userID: String, codeHash: String, expires: Date) async throws {
