@@ -138,25 +138,6 @@ struct RankingTests {
         == 0)
   }
 
-  @Test func relevanceWeighsTitleOverKeywordsOverDescription() {
-    let title = Ranking.relevance(
-      terms: ["函数"], title: "二次函数的图像", keywords: [], description: "")
-    let prefix = Ranking.relevance(
-      terms: ["函数"], title: "函数的概念", keywords: [], description: "")
-    let keyword = Ranking.relevance(
-      terms: ["函数"], title: "图像", keywords: ["函数"], description: "")
-    let description = Ranking.relevance(
-      terms: ["函数"], title: "图像", keywords: [], description: "讲解函数")
-    #expect(prefix > title && title > keyword && keyword > description && description > 0)
-    #expect(Ranking.relevance(terms: ["物理"], title: "函数", keywords: [], description: "") == 0)
-    // Every word counts; ASCII is matched case-insensitively.
-    #expect(
-      Ranking.relevance(
-        terms: ["ppt", "函数"], title: "函数 PPT", keywords: [],
-        description: "")
-        == 2 * Ranking.titleWeight + Ranking.titlePrefixWeight)
-  }
-
   @Test func searchOrderIsRelevanceThenPopularityThenNewest() {
     var keys = [
       Ranking.SearchKey(relevance: 5, popularity: 100, sequence: 1),
@@ -197,44 +178,6 @@ struct RankingTests {
     let u = Ranking.PeriodUsage(
       views: 4, downloads: 1, favourites: 2, unfavourites: 1, ratings: 2, ratingStars: 9)
     #expect(Ranking.periodScore(u) == 4 + 3 + 5 + 5)
-  }
-}
-
-@Suite("Search query parsing")
-struct SearchQueryTests {
-  @Test func splitsAtPunctuationAndSpaces() throws {
-    let q = try SearchQuery.parse("  二次函数，图像 PPT!  ")
-    #expect(q.terms == ["二次函数", "图像", "ppt"])
-    #expect(q.indexedTerms == ["二次函数", "ppt"])
-    #expect(q.shortTerms == ["图像"])
-    #expect(q.matchExpression == "\"二次函数\" AND \"ppt\"")
-  }
-
-  @Test func shortQueriesUseTheCharacterIndex() throws {
-    #expect(try SearchQuery.parse("数").matchExpression == nil)
-    #expect(try SearchQuery.parse("函数").shortTerms == ["函数"])
-    #expect(try SearchQuery.parse("函数 x").shortMatchExpression == "\"函 数\" AND \"x\"")
-    #expect(try SearchQuery.parse("二次函数").shortMatchExpression == nil)
-    // Every character its own token; a boundary token between words, so a phrase never
-    // spans two words.
-    #expect(SearchQuery.characterTokens("二次函数, PPT\n教案") == "二 次 函 数 ǂ p p t ǂ 教 案")
-    #expect(SearchQuery.characterTokens("  ") == "")
-    #expect(try SearchQuery.parse("").isEmpty)
-    #expect(try SearchQuery.parse("   ").isEmpty)
-  }
-
-  @Test func syntaxNeverReachesFTS() throws {
-    // Quotes, operators and FTS column filters are separators; words are quoted literals.
-    #expect(try SearchQuery.parse("\"二次\"函数").terms == ["二次", "函数"])
-    #expect(
-      try SearchQuery.parse("title:函数 OR NEAR(a b)*").terms
-        == ["title", "函数", "or", "near", "a", "b"])
-    #expect(SearchQuery.literal("a\"b") == "\"a\"\"b\"")
-    for bad in ["!!!", "\"", "*", "（）。，", "-- ;", "^"] {
-      #expect(throws: ServiceError.self) { try SearchQuery.parse(bad) }
-    }
-    #expect(throws: ServiceError.self) { try SearchQuery.parse(String(repeating: "数", count: 101)) }
-    #expect(throws: ServiceError.self) { try SearchQuery.parse("a b c d e f g h i") }
   }
 }
 

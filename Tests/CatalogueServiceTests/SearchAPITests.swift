@@ -46,8 +46,12 @@ struct SearchAPITests {
           == ["函数的概念", "三角函数", "二次函数的图像与性质", "一元二次方程的解法"])
       #expect(try await w.searchTitles("tA1b", "诗") == ["古诗词鉴赏"])
       // Misses.
-      #expect(try await w.searchTitles("tA1b", "物理").isEmpty)
-      #expect(try await w.searchTitles("tA1b", "二次函数图像").isEmpty)
+      #expect(try await w.searchTitles("tA1b", "化学").isEmpty)
+      #expect(try await w.searchTitles("tA1b", "天气预报").isEmpty)
+      // Issue 22 changed these two: a subject's name finds that subject's resources (it found
+      // nothing), and a query without the title's 的 finds it (it found nothing).
+      #expect(try await w.searchTitles("tA1b", "物理") == ["Newton 第二定律 PPT"])
+      #expect(try await w.searchTitles("tA1b", "二次函数图像").first == "二次函数的图像与性质")
       #expect(try await w.searchTitles("tA1b", "别校草稿").isEmpty)
       // ASCII, case-insensitive; several words must all match; keywords count.
       #expect(try await w.searchTitles("tA1b", "ppt") == ["Newton 第二定律 PPT"])

@@ -418,7 +418,7 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     let limit = try PageSize.resolve(request.pageSize)
     let query = try SearchQuery.parse(request.query)
     let fingerprint =
-      "search|" + query.terms.joined(separator: " ") + "|"
+      "search|" + query.fingerprint + "|"
       + request.filter.textFormatString()
     let token = try PageToken.decode(request.pageToken, query: fingerprint)
     var offset = 0
@@ -449,7 +449,7 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
       $0.hits = page.hits.map { hit in
         .with {
           $0.resource = hit.resource.resource
-          $0.relevance = Double(hit.relevance)
+          $0.relevance = hit.relevance
         }
       }
       $0.totalSize = Int64(page.total)

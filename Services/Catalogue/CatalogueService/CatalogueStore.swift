@@ -61,7 +61,7 @@ struct BatchResult: Sendable {
 
 /// One page of search results with the facets of the whole matching set.
 struct SearchPage: Sendable {
-  var hits: [(resource: StoredResource, relevance: Int)]
+  var hits: [(resource: StoredResource, relevance: Double)]
   var total: Int
   /// (subject, grade, type) → count over the whole matching set.
   var groups: [(subject: Int, grade: Int, type: Int, count: Int)]
@@ -604,18 +604,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
   }
 
   static func writeSearchIndex(_ db: Database, seq: Int64, _ r: Resource) throws {
-    try db.execute(sql: "DELETE FROM resources_fts WHERE rowid = ?", arguments: [seq])
-    try db.execute(
-      sql: "INSERT INTO resources_fts (rowid, title, keywords, description) VALUES (?, ?, ?, ?)",
-      arguments: [seq, r.title, r.keywords.joined(separator: " "), r.description_p])
-    try db.execute(sql: "DELETE FROM resources_chars WHERE rowid = ?", arguments: [seq])
-    try db.execute(
-      sql: "INSERT INTO resources_chars (rowid, text) VALUES (?, ?)",
-      arguments: [
-        seq,
-        SearchQuery.characterTokens(
-          [r.title, r.keywords.joined(separator: " "), r.description_p].joined(separator: "\n")),
-      ])
+    try indexResource(
+      db, seq: seq, title: r.title, keywords: r.keywords, description: r.description_p,
+      editionCode: r.editionCode)
   }
 
   static func writeKnowledgePoints(_ db: Database, seq: Int64, _ codes: [String]) throws {
@@ -762,8 +753,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
       try db.execute(
         sql: "UPDATE resources SET deleted_at = ?, updated_at = ? WHERE seq = ?",
         arguments: [Date().timeIntervalSince1970, Date().timeIntervalSince1970, seq])
-      try db.execute(sql: "DELETE FROM resources_fts WHERE rowid = ?", arguments: [seq])
-      try db.execute(sql: "DELETE FROM resources_chars WHERE rowid = ?", arguments: [seq])
+      try Self.unindexResource(db, seq: seq)
       try Self.recordChange(db, stored, op: .delete)
     }
   }
@@ -789,39 +779,18 @@ final class SQLiteCatalogueStore: CatalogueStore {
     }
   }
 
-  /// The relevance expression (see ``Ranking/relevance(terms:title:keywords:description:)``)
-  /// and its arguments.
-  static func relevanceSQL(_ terms: [String]) -> (sql: String, args: [any DatabaseValueConvertible])
-  {
-    if terms.isEmpty { return ("0", []) }
-    var parts: [String] = []
-    var args: [any DatabaseValueConvertible] = []
-    for term in terms {
-      parts.append(
-        """
-        (instr(lower(r.title), ?) > 0) * \(Ranking.titleWeight)
-        + (substr(lower(r.title), 1, ?) = ?) * \(Ranking.titlePrefixWeight)
-        + (instr(lower(r.keywords), ?) > 0) * \(Ranking.keywordWeight)
-        + (instr(lower(r.description), ?) > 0) * \(Ranking.descriptionWeight)
-        """)
-      args += [term, term.count, term, term, term]
-    }
-    return (parts.joined(separator: " + "), args)
-  }
-
   func search(query: SearchQuery, filter: ResolvedFilter, viewer: Viewer, offset: Int, limit: Int)
     async throws -> SearchPage
   {
     try await store.read { db in
       var c = Conditions()
-      if let match = query.matchExpression {
-        c.add("r.seq IN (SELECT rowid FROM resources_fts WHERE resources_fts MATCH ?)", [match])
-      }
-      if let match = query.shortMatchExpression {
-        c.add("r.seq IN (SELECT rowid FROM resources_chars WHERE resources_chars MATCH ?)", [match])
-      }
       Self.add(filter, to: &c)
+      Self.add(query.filters, to: &c)
       Self.add(viewer, to: &c)
+      if query.hasText {
+        return try Self.searchText(db, query: query, conditions: c, offset: offset, limit: limit)
+      }
+      // No words: every resource the filters and facets select, most popular first.
       let groups = try db.cachedStatement(
         sql: """
           SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
@@ -834,17 +803,15 @@ final class SQLiteCatalogueStore: CatalogueStore {
         )
       }
       let total = groups.reduce(0) { $0 + $1.count }
-      var hits: [(resource: StoredResource, relevance: Int)] = []
+      var hits: [(resource: StoredResource, relevance: Double)] = []
       if total > offset {
-        let relevance = Self.relevanceSQL(query.terms)
         hits = try db.cachedStatement(
           sql: """
-            SELECT \(Self.columns), \(relevance.sql) AS relevance FROM resources r
-            WHERE \(c.sql) ORDER BY relevance DESC, r.popularity DESC, r.seq DESC
-            LIMIT ? OFFSET ?
+            SELECT \(Self.columns) FROM resources r
+            WHERE \(c.sql) ORDER BY r.popularity DESC, r.seq DESC LIMIT ? OFFSET ?
             """
-        ).decodeAll(arguments: StatementArguments(relevance.args + c.arguments + [limit, offset])) {
-          row in (Self.decode(row), row["relevance"] as Int)
+        ).decodeAll(arguments: StatementArguments(c.arguments + [limit, offset])) {
+          row in (Self.decode(row), 0)
         }
       }
       return SearchPage(hits: hits, total: total, groups: groups)

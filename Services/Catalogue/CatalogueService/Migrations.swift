@@ -159,5 +159,40 @@ enum CatalogueMigrations {
           ])
       }
     }
+
+    migrator.registerMigration("catalogue.3.search-index") { db in
+      // Search's own inverted index (SearchIndex), replacing the FTS5 trigram and character
+      // indexes; plain tables so that any SQL store keeps it the same way.
+      try db.execute(
+        sql: """
+          DROP TABLE resources_fts;
+          DROP TABLE resources_chars;
+          CREATE TABLE search_documents (
+            resource_seq INTEGER PRIMARY KEY REFERENCES resources(seq),
+            title_len INTEGER NOT NULL,
+            keywords_len INTEGER NOT NULL,
+            description_len INTEGER NOT NULL
+          );
+          CREATE TABLE search_postings (
+            token TEXT NOT NULL,
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            title_pos TEXT NOT NULL,
+            keywords_pos TEXT NOT NULL,
+            description_pos TEXT NOT NULL,
+            PRIMARY KEY (token, resource_seq)
+          ) WITHOUT ROWID;
+          CREATE INDEX search_postings_resource ON search_postings(resource_seq);
+          CREATE TABLE search_stats (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            documents INTEGER NOT NULL,
+            title_len INTEGER NOT NULL,
+            keywords_len INTEGER NOT NULL,
+            description_len INTEGER NOT NULL
+          );
+          INSERT INTO search_stats (id, documents, title_len, keywords_len, description_len)
+          VALUES (1, 0, 0, 0, 0);
+          """)
+      try SQLiteCatalogueStore.rebuildSearchIndex(db)
+    }
   }
 }

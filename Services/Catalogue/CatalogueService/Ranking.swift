@@ -1,3 +1,5 @@
+import Foundation
+
 /// How resources are ranked: popularity from usage, search relevance, recommendation order.
 enum Ranking {
   // MARK: Popularity
@@ -12,36 +14,106 @@ enum Ranking {
 
   // MARK: Search relevance
 
-  /// Weight of a query word found in the title.
-  static let titleWeight = 10
-  /// Extra weight when the title starts with the word.
-  static let titlePrefixWeight = 3
-  /// Weight of a word found in the keywords.
-  static let keywordWeight = 5
-  /// Weight of a word found in the description.
-  static let descriptionWeight = 2
+  /// BM25 term-frequency saturation.
+  static let k1 = 1.2
+  /// BM25 length normalisation.
+  static let b = 0.75
+  /// Weight of each indexed field (``SearchField`` order): the title above keywords above
+  /// the description.
+  static let fieldWeights: [Double] = [3, 2, 1]
+  /// What an occurrence counts when the query word is a dictionary word and the occurrence
+  /// straddles two words of the field (分数 in 部分|数据, 圆 in 圆明园).
+  static let looseOccurrence = 0.2
+  /// Bonus of a pair of query tokens found close together, in the order of the query, as a
+  /// share of the smaller of their idf times the field weight.
+  static let proximityWeight = 0.6
+  /// Bonus when the title starts with the query's first token, as a share of its idf times the
+  /// title weight.
+  static let titleStartWeight = 0.3
+  /// Factor per facet kind (stage, grade, subject, type, edition) a result has of those the
+  /// query names at the edge of a word (勾股定理教案).
+  static let facetBoost = 0.5
 
-  /// Relevance of a resource for query words (already lower-cased): the sum over words of the
-  /// weights of the fields that contain it. The store computes the same sum in SQL.
+  /// Inverse document frequency (BM25's, never negative).
+  static func idf(documents: Int, frequency: Int) -> Double {
+    let n = Double(documents)
+    let df = Double(frequency)
+    return log(1 + (n - df + 0.5) / (df + 0.5))
+  }
+
+  /// Relevance of one document for a query, `nil` when the document does not match (a group
+  /// with too few of its tokens). Deterministic: the same inputs give the same bits on every
+  /// store, since stores only supply the rows.
   static func relevance(
-    terms: [String], title: String, keywords: [String], description: String
-  ) -> Int {
-    let t = SearchQuery.asciiLowercased(title)
-    let k = SearchQuery.asciiLowercased(keywords.joined(separator: "\n"))
-    let d = SearchQuery.asciiLowercased(description)
-    return terms.reduce(0) { sum, term in
-      var score = 0
-      if t.contains(term) { score += titleWeight }
-      if t.hasPrefix(term) { score += titlePrefixWeight }
-      if k.contains(term) { score += keywordWeight }
-      if d.contains(term) { score += descriptionWeight }
-      return sum + score
+    query: SearchQuery, document: SearchIndex.Document, stats: SearchIndex.Stats,
+    frequencies: [String: Int], facets: SearchFacets
+  ) -> Double? {
+    var matched = Array(repeating: Set<String>(), count: query.required.count)
+    var aligned: [String: Bool] = [:]
+    for term in query.terms {
+      aligned[term.token] = (aligned[term.token] ?? false) || term.aligned
+      if let group = term.group, document.postings[term.token] != nil {
+        matched[group].insert(term.token)
+      }
     }
+    for (group, need) in query.required.enumerated() where matched[group].count < need {
+      return nil
+    }
+    var idfs: [String: Double] = [:]
+    var score = 0.0
+    for token in query.tokens {
+      let idf = idf(documents: stats.documents, frequency: frequencies[token] ?? 0)
+      idfs[token] = idf
+      guard let posting = document.postings[token] else { continue }
+      let loose = aligned[token] == true ? looseOccurrence : 1
+      for field in 0..<SearchIndex.fieldCount {
+        let positions = posting.positions[field]
+        if positions.isEmpty { continue }
+        let tf = positions.reduce(0.0) { $0 + ($1 >= 0 ? 1 : loose) }
+        let average = stats.averageLength(field)
+        let length = Double(document.lengths[field])
+        let norm = average > 0 ? 1 - b + b * length / average : 1
+        score += idf * fieldWeights[field] * tf * (k1 + 1) / (tf + k1 * norm)
+      }
+    }
+    // Proximity: consecutive query tokens found in order, about as far apart as in the query.
+    for (a, c) in zip(query.terms, query.terms.dropFirst()) where a.token != c.token {
+      guard let pa = document.postings[a.token], let pc = document.postings[c.token] else {
+        continue
+      }
+      let gap = c.offset - a.offset
+      var best = 0.0
+      for field in 0..<SearchIndex.fieldCount where fieldWeights[field] > best {
+        let first = pa.positions[field].map(SearchIndex.offset)
+        let second = Set(pc.positions[field].map(SearchIndex.offset))
+        if first.isEmpty || second.isEmpty { continue }
+        let near = first.contains { p in
+          (max(1, gap)...(gap + 2)).contains { second.contains(p + $0) }
+        }
+        if near { best = fieldWeights[field] }
+      }
+      score += proximityWeight * min(idfs[a.token]!, idfs[c.token]!) * best
+    }
+    if let first = query.terms.first, let posting = document.postings[first.token],
+      posting.positions[0].contains(where: { SearchIndex.offset($0) == 0 })
+    {
+      score += titleStartWeight * idfs[first.token]! * fieldWeights[0]
+    }
+    let boosts = query.boosts
+    var kinds = 0
+    if !boosts.stages.isEmpty && boosts.stages.contains(facets.stages.first ?? -1) { kinds += 1 }
+    if !boosts.grades.isEmpty && boosts.grades.contains(facets.grades.first ?? -1) { kinds += 1 }
+    if !boosts.subjects.isEmpty && boosts.subjects.contains(facets.subjects.first ?? -1) {
+      kinds += 1
+    }
+    if !boosts.types.isEmpty && boosts.types.contains(facets.types.first ?? -1) { kinds += 1 }
+    if !boosts.editions.isDisjoint(with: facets.editions) { kinds += 1 }
+    return score * (1 + facetBoost * Double(kinds))
   }
 
   /// A search result's sort key.
   struct SearchKey: Sendable {
-    var relevance: Int
+    var relevance: Double
     var popularity: Double
     var sequence: Int64
   }

@@ -1,0 +1,156 @@
+import Foundation
+
+/// The one text analysis of catalogue search, for indexed fields and queries alike, so that
+/// every store finds the same tokens (the stores only keep and look up what this produces).
+///
+/// Text is normalised (NFKC: full-width → half-width, compatibility forms folded; lower-cased;
+/// traditional characters folded to simplified through OpenCC's TSCharacters), then split into
+/// runs: a run of Han characters gives its bigrams ("勾股定理" → 勾股 股定 定理) and, for
+/// single-character queries, its characters; any other run of letters and digits is one word
+/// ("unit", "ppt", "2024"). A dictionary segmentation (reverse maximum matching over jieba's
+/// words) marks each occurrence as *aligned* when it lies inside one word (a bigram) or is a
+/// word of its own (a character), so that 分数 in 部分数据 (部分|数据) or 圆 in 圆明园 counts less
+/// than a real 分数 or 圆.
+enum SearchText {
+  /// One token occurrence in a field.
+  struct Occurrence: Equatable, Sendable {
+    var token: String
+    /// Offset of the token's first character in the normalised field.
+    var position: Int
+    /// Inside one dictionary word (bigram), or a word of its own (character).
+    var aligned: Bool
+    /// A character of a longer Han run: indexed for one-character queries only, and not
+    /// counted in the field length.
+    var isCharacter: Bool
+  }
+
+  /// A run of Han characters or of other letters and digits in normalised text.
+  struct Run: Equatable, Sendable {
+    var scalars: [Unicode.Scalar]
+    var isHan: Bool
+    /// Offset of the run's first character in the normalised text.
+    var start: Int
+
+    var text: String { String(String.UnicodeScalarView(scalars)) }
+  }
+
+  /// Longest word token kept, in characters (longer words are cut).
+  static let maxWordLength = 32
+  /// Longest dictionary word tried by the segmentation.
+  static let maxDictionaryWordLength = 4
+
+  static let traditional: [Unicode.Scalar: Unicode.Scalar] = {
+    var map: [Unicode.Scalar: Unicode.Scalar] = [:]
+    var scalars = traditionalPairs.unicodeScalars.makeIterator()
+    while let from = scalars.next(), let to = scalars.next() { map[from] = to }
+    return map
+  }()
+
+  static let dictionary: Set<String> = Set(
+    dictionaryWords.split(separator: " ").map(String.init))
+
+  /// NFKC, lower-cased, traditional folded to simplified.
+  static func normalize(_ text: String) -> [Unicode.Scalar] {
+    text.precomposedStringWithCompatibilityMapping.lowercased().unicodeScalars.map {
+      traditional[$0] ?? $0
+    }
+  }
+
+  /// Normalised text as a string.
+  static func normalized(_ text: String) -> String {
+    String(String.UnicodeScalarView(normalize(text)))
+  }
+
+  static func isHan(_ s: Unicode.Scalar) -> Bool {
+    s.properties.isIdeographic && s.properties.generalCategory == .otherLetter
+  }
+
+  /// Letters, digits and combining marks make up words; everything else separates them.
+  static func isWordScalar(_ scalar: Unicode.Scalar) -> Bool {
+    switch scalar.properties.generalCategory {
+    case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+      .decimalNumber, .letterNumber, .otherNumber, .nonspacingMark, .spacingMark,
+      .enclosingMark:
+      return true
+    default:
+      return false
+    }
+  }
+
+  /// The runs of normalised text.
+  static func runs(_ scalars: [Unicode.Scalar]) -> [Run] {
+    var runs: [Run] = []
+    var current: Run? = nil
+    for (i, s) in scalars.enumerated() {
+      let word = isWordScalar(s)
+      let han = word && isHan(s)
+      if var run = current, word, run.isHan == han {
+        run.scalars.append(s)
+        current = run
+        continue
+      }
+      if let run = current { runs.append(run) }
+      current = word ? Run(scalars: [s], isHan: han, start: i) : nil
+    }
+    if let run = current { runs.append(run) }
+    return runs
+  }
+
+  /// Segment number of each character of a Han run (reverse maximum matching).
+  static func segments(_ run: [Unicode.Scalar]) -> [Int] {
+    var segment = Array(repeating: 0, count: run.count)
+    var end = run.count
+    var number = 0
+    while end > 0 {
+      var length = 1
+      for l in stride(from: min(maxDictionaryWordLength, end), through: 2, by: -1) {
+        let word = String(String.UnicodeScalarView(run[(end - l)..<end]))
+        if dictionary.contains(word) {
+          length = l
+          break
+        }
+      }
+      for i in (end - length)..<end { segment[i] = number }
+      number += 1
+      end -= length
+    }
+    return segment
+  }
+
+  /// The occurrences of one run.
+  static func occurrences(_ run: Run) -> [Occurrence] {
+    if !run.isHan {
+      let word = String(String.UnicodeScalarView(run.scalars.prefix(maxWordLength)))
+      return [Occurrence(token: word, position: run.start, aligned: true, isCharacter: false)]
+    }
+    let chars = run.scalars
+    if chars.count == 1 {
+      return [
+        Occurrence(token: String(chars[0]), position: run.start, aligned: true, isCharacter: false)
+      ]
+    }
+    let segment = segments(chars)
+    var result: [Occurrence] = []
+    result.reserveCapacity(chars.count * 2)
+    for i in 0..<(chars.count - 1) {
+      result.append(
+        Occurrence(
+          token: String(String.UnicodeScalarView([chars[i], chars[i + 1]])),
+          position: run.start + i, aligned: segment[i] == segment[i + 1], isCharacter: false))
+    }
+    for i in 0..<chars.count {
+      let alone =
+        (i == 0 || segment[i - 1] != segment[i])
+        && (i == chars.count - 1 || segment[i + 1] != segment[i])
+      result.append(
+        Occurrence(
+          token: String(chars[i]), position: run.start + i, aligned: alone, isCharacter: true))
+    }
+    return result
+  }
+
+  /// Every occurrence in a field's text.
+  static func occurrences(_ text: String) -> [Occurrence] {
+    runs(normalize(text)).flatMap(occurrences)
+  }
+}

@@ -1,0 +1,116 @@
+@testable import CatalogueService
+import ServiceRuntime
+import SmartSchoolModel
+import Testing
+
+@Suite("Search text analysis")
+struct SearchTextTests {
+  func tokens(_ text: String, characters: Bool = false) -> [String] {
+    SearchText.occurrences(text).filter { characters || !$0.isCharacter }.map(\.token)
+  }
+
+  @Test func normalisesWidthCaseAndTraditionalCharacters() {
+    #expect(SearchText.normalized("ＰＰＴ　Ｕｎｉｔ１") == "ppt unit1")
+    #expect(SearchText.normalized("二次函數的圖像") == "二次函数的图像")
+    #expect(SearchText.normalized("勾股定理") == "勾股定理")
+    #expect(tokens("ＰＰＴ") == tokens("ppt"))
+  }
+
+  @Test func splitsHanIntoBigramsAndOtherTextIntoWords() {
+    #expect(tokens("勾股定理") == ["勾股", "股定", "定理"])
+    #expect(tokens("Unit 1 Hello问候语") == ["unit", "1", "hello", "问候", "候语"])
+    #expect(tokens("圆") == ["圆"])
+    #expect(tokens("圆的面积", characters: true).suffix(4) == ["圆", "的", "面", "积"])
+    // IT is a word of its own: "unit" has no token "it".
+    #expect(!tokens("Unit 3").contains("it"))
+  }
+
+  @Test func marksOccurrencesThatStraddleDictionaryWords() {
+    let data = SearchText.occurrences("部分数据")
+    #expect(data.first { $0.token == "分数" }?.aligned == false)
+    #expect(SearchText.occurrences("分数的意义").first { $0.token == "分数" }?.aligned == true)
+    let park = SearchText.occurrences("圆明园的毁灭").first { $0.token == "圆" }
+    #expect(park?.aligned == false)
+    let circle = SearchText.occurrences("圆的面积").first { $0.token == "圆" }
+    #expect(circle?.aligned == true)
+  }
+}
+
+@Suite("Search query parsing")
+struct SearchQueryTests {
+  @Test func wordsBecomeGroupsOfTokens() throws {
+    let q = try SearchQuery.parse("  二次函数，图像 PPT!  ")
+    #expect(q.tokens == ["二次", "次函", "函数", "图像", "ppt"])
+    #expect(q.required == [2, 1, 1])
+    #expect(try SearchQuery.parse("勾股定理证明").required == [4])
+    #expect(try SearchQuery.parse("勾股定里").required == [2])
+    #expect(SearchQuery.required(of: 2) == 1)
+    #expect(try SearchQuery.parse("").isEmpty)
+    #expect(try SearchQuery.parse("   ").isEmpty)
+  }
+
+  @Test func vocabularyFiltersOrBoosts() throws {
+    let both = try SearchQuery.parse("八年级 数学")
+    #expect(!both.hasText && both.filters.grades == [8] && both.filters.subjects == [2])
+    #expect(try SearchQuery.parse("八年级数学").filters == both.filters)
+    let plan = try SearchQuery.parse("勾股定理 教案")
+    #expect(plan.filters.types == [3] && plan.required == [2])
+    let edge = try SearchQuery.parse("勾股定理教案")
+    #expect(edge.filters.isEmpty && edge.boosts.types == [3])
+    // Required: the topic's bigrams; the vocabulary's and the straddling one only score.
+    #expect(edge.terms.filter { $0.group != nil }.map(\.token) == ["勾股", "股定", "定理"])
+    #expect(edge.terms.filter { $0.group == nil }.map(\.token) == ["理教", "教案"])
+    let edition = try SearchQuery.parse("人教版 七年级")
+    #expect(edition.filters.editions == ["人教版"] && edition.filters.grades == [7])
+    #expect(try SearchQuery.parse("部编版").filters.editions == ["统编版"])
+  }
+
+  @Test func syntaxNeverReachesSQL() throws {
+    #expect(try SearchQuery.parse("\"二次\"函数").tokens == ["二次", "函数"])
+    #expect(
+      try SearchQuery.parse("title:函数 OR NEAR(a b)*").tokens
+        == ["title", "函数", "or", "near", "a", "b"])
+    for bad in ["!!!", "\"", "*", "（）。，", "-- ;", "^"] {
+      #expect(throws: ServiceError.self) { try SearchQuery.parse(bad) }
+    }
+    #expect(throws: ServiceError.self) { try SearchQuery.parse(String(repeating: "数", count: 101)) }
+    #expect(throws: ServiceError.self) { try SearchQuery.parse("a b c d e f g h i") }
+  }
+}
+
+@Suite("Search relevance")
+struct SearchRelevanceTests {
+  func score(
+    _ query: String, title: String, keywords: [String] = [], description: String = "",
+    stats: SearchIndex.Stats = .init(documents: 100, lengths: [600, 300, 3000])
+  ) throws -> Double? {
+    let q = try SearchQuery.parse(query)
+    let doc = SearchIndex.document(
+      title: title, keywords: keywords, description: description, editionName: nil)
+    return Ranking.relevance(
+      query: q, document: doc, stats: stats,
+      frequencies: Dictionary(uniqueKeysWithValues: q.tokens.map { ($0, 5) }),
+      facets: SearchFacets())
+  }
+
+  @Test func titleOutweighsKeywordsOutweighsDescription() throws {
+    let title = try #require(try score("函数", title: "二次函数的图像"))
+    let keyword = try #require(try score("函数", title: "图像", keywords: ["函数"]))
+    let description = try #require(try score("函数", title: "图像", description: "讲解函数"))
+    #expect(title > keyword && keyword > description && description > 0)
+    #expect(try score("方程", title: "函数") == nil)
+    #expect(try score("ppt", title: "函数 PPT") != nil)
+    #expect(try score("it", title: "Unit 3") == nil)
+  }
+
+  @Test func proximityAndWholeWordsCount() throws {
+    let phrase = try #require(try score("勾股定理证明", title: "勾股定理的证明方法"))
+    let apart = try #require(try score("勾股定理证明", title: "定理证明与勾股数"))
+    #expect(phrase > apart)
+    let fraction = try #require(try score("分数", title: "分数的意义"))
+    let data = try #require(try score("分数", title: "收集部分数据"))
+    #expect(fraction > data)
+    #expect(try score("勾股定里", title: "勾股定理") != nil)
+    #expect(try score("勾股定理", title: "勾股数") == nil)
+  }
+}
