@@ -131,6 +131,7 @@ let package = Package(
       name: "SupervisionService",
       dependencies: [
         "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, logging,
+        postgres,
       ],
       path: "Services/Supervision/SupervisionService"
     ),
@@ -143,14 +144,15 @@ let package = Package(
       name: "supervision-bench",
       dependencies: [
         "SupervisionService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto,
+        logging,
       ],
       path: "Tests/Benchmarks/supervision-bench"
     ),
     .testTarget(
       name: "SupervisionServiceTests",
       dependencies: [
-        "SupervisionService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2,
-        grpcProtobuf, crypto,
+        "SupervisionService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", grpcCore,
+        grpcHTTP2, grpcProtobuf, crypto, logging,
       ],
       path: "Tests/SupervisionServiceTests"
     ),

@@ -8,6 +8,7 @@ import SmartSchoolModel
 import SupervisionService
 import SwiftProtobuf
 import Testing
+import TestSupport
 
 /// A fake identity change feed: a fixed list of org and user changes.
 struct FakeIdentityFeed: IdentityChangeSource {
@@ -118,30 +119,33 @@ final class Harness: Sendable {
   let directory: OrgDirectory
   let signer: TokenSigner
   let port: Int
-  let dataDirectory: String
+  let dataDirectory: TemporaryDirectory
   let task: Task<Void, any Error>
 
-  init(tree: TreeBuilder = standardTree()) async throws {
+  /// A server on this run's store (SQLite, or PostgreSQL with SMARTSCHOOL_TEST_DATABASE_URL);
+  /// giving `data` (the `dataDirectory`) of another harness serves its data (a replica on PostgreSQL), and
+  /// giving its `key` makes both accept the same tokens.
+  init(
+    tree: TreeBuilder = standardTree(), data: TemporaryDirectory? = nil,
+    key: Curve25519.Signing.PrivateKey = .init()
+  ) async throws {
     self.tree = tree
-    let key = Curve25519.Signing.PrivateKey()
     signer = TokenSigner(keyID: "k1", key: key)
     let publicKey = key.publicKey
     let verifier = TokenVerifier(keySource: {
       [PublishedKey(keyID: "k1", publicKey: publicKey, retireTime: nil)]
     })
-    dataDirectory =
-      FileManager.default.temporaryDirectory
-      .appendingPathComponent("supervision-test-\(UUID().uuidString)").path
-    let config = HostConfig.ephemeral(service: "supervision", dataDirectory: dataDirectory)
+    dataDirectory = try data ?? TemporaryDirectory()
+    let config = try await TestStore.config(service: "supervision", directory: dataDirectory)
     var settings = SupervisionSettings()
     settings.directoryPollInterval = .seconds(3600)
-    let definition = try await buildSupervisionService(
-      config: config, settings: settings, verifier: verifier,
-      identity: FakeIdentityFeed(changes: tree.changes))
-    directory = definition.background.first as! OrgDirectory
-    try await directory.sync()
     var logger = Logger(label: "supervision-test")
     logger.logLevel = .critical
+    let definition = try await buildSupervisionService(
+      config: config, settings: settings, verifier: verifier,
+      identity: FakeIdentityFeed(changes: tree.changes), logger: logger)
+    directory = definition.background.first as! OrgDirectory
+    try await directory.sync()
     host = try ServiceHost(config: config, definition: definition, logger: logger)
     let host = self.host
     task = Task { try await host.run(handleSignals: false) }
@@ -151,7 +155,8 @@ final class Harness: Sendable {
   func stop() async {
     await host.shutdown()
     _ = try? await task.value
-    try? FileManager.default.removeItem(atPath: dataDirectory)
+    if let store = host.definition.store, store.backend == .postgresql { await store.close() }
+    dataDirectory.remove()
   }
 
   /// Metadata with a token for `role` held at the org `code` (nil = root, system admin).

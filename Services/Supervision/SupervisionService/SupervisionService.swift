@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ServiceRuntime
 import SmartSchoolModel
 
@@ -17,21 +18,37 @@ public struct SupervisionSettings: Sendable {
 }
 
 /// The composition root of the supervision service, used by the executable, the tests and the
-/// benchmark: opens the store under `config.dataDirectory`, keeps a copy of identity's org tree
-/// and users (teachers' birth years) from `identity`'s change feed, and returns the service
-/// ready to host. The ``OrgDirectory`` is the definition's first background service.
-/// Refuses `config.database`: the supervision store is SQLite only for now.
+/// benchmark: opens the store (PostgreSQL when `config.database` names one, else SQLite under
+/// `config.dataDirectory`), keeps a copy of identity's org tree and users (teachers' birth
+/// years) from `identity`'s change feed, and returns the service ready to host. The
+/// ``OrgDirectory`` is the definition's first background service.
 public func buildSupervisionService(
   config: HostConfig, settings: SupervisionSettings, verifier: TokenVerifier,
-  identity: any IdentityChangeSource
+  identity: any IdentityChangeSource, logger: Logger = Logger(label: "supervision")
 ) async throws -> ServiceDefinition {
-  try config.requireSQLite()
-  let store = try SQLiteSupervisionStore(directory: config.dataDirectory)
-  let directory = try await OrgDirectory(
-    source: identity, store: store.store, trackUsers: true,
-    pollInterval: settings.directoryPollInterval)
+  let storage: any ServiceStorage
+  let store: any SupervisionStoring
+  if let database = config.database {
+    let postgres = try await PostgresStore(
+      settings: database, migrations: SupervisionMigrations.postgres, logger: logger)
+    storage = postgres
+    store = PostgresSupervisionStore(store: postgres)
+  } else {
+    let sqlite = try SQLiteSupervisionStore(directory: config.dataDirectory)
+    storage = sqlite.storage
+    store = sqlite
+  }
+  let directory: OrgDirectory
+  do {
+    directory = try await OrgDirectory(
+      source: identity, store: storage, trackUsers: true,
+      pollInterval: settings.directoryPollInterval)
+  } catch {
+    if storage.backend == .postgresql { await storage.close() }
+    throw error
+  }
   let api = SupervisionAPI(store: store, directory: directory, now: settings.now)
   return ServiceDefinition(
     name: "supervision", grpcServiceName: supervisionGRPCServiceName, services: [api],
-    verifier: verifier, store: store.store, background: [directory])
+    verifier: verifier, store: storage, background: [directory])
 }

@@ -19,6 +19,16 @@ public struct TermRecord: Hashable, Sendable {
     TermCalendar(start: start, end: end, excludedWeeks: Set(excluded))
   }
 
+  /// Terms may not overlap (a lesson's date and a notice's week must name one term): fails
+  /// FAILED_PRECONDITION naming the first of `others` (another code) this term overlaps.
+  public func requireNoOverlap(with others: [TermRecord]) throws(ServiceError) {
+    for other in others where other.code != code {
+      if other.start <= end && start <= other.end {
+        throw .failedPrecondition("the term overlaps term \(other.code)")
+      }
+    }
+  }
+
   public var proto: Smartschool_Supervision_V1_Term {
     .with {
       $0.id = id
@@ -58,10 +68,14 @@ public struct UpsertCounts: Sendable, Hashable {
   public var unchanged = 0
 }
 
-/// Every SQL statement of the supervision service, behind a protocol so another store can
-/// stand beside the SQLite one. Paths are org paths; "under" means a path-prefix match.
+/// Every SQL statement of the supervision service, behind a protocol with one implementation
+/// per backend (``SQLiteSupervisionStore``, `PostgresSupervisionStore`). Paths are org paths;
+/// "under" means a path-prefix match.
 public protocol SupervisionStoring: Sendable {
+  /// Stores a new term; FAILED_PRECONDITION when it overlaps another term, checked in the
+  /// writing transaction (so two writers cannot both pass), ALREADY_EXISTS for a taken code.
   func createTerm(_ term: TermRecord) async throws
+  /// Rewrites the term of `term.code`, with createTerm's overlap check.
   func updateTerm(_ term: TermRecord) async throws
   func term(code: String) async throws -> TermRecord?
   func terms() async throws -> [TermRecord]
@@ -105,9 +119,20 @@ public protocol SupervisionStoring: Sendable {
     -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
 }
 
+extension SupervisionStoring {
+  /// The [lower, upper) bounds of every path under `path` ('/' + 1 is '0'): byte order, so
+  /// PostgreSQL's path columns are `COLLATE "C"`.
+  static func range(_ path: String) -> (String, String) {
+    (path, String(path.dropLast()) + "0")
+  }
+}
+
 /// The SQLite store of the supervision service.
 public final class SQLiteSupervisionStore: SupervisionStoring {
-  public let store: Store
+  let store: Store
+
+  /// The store as the Runtime sees it (change feed, org directory, metrics).
+  public var storage: any ServiceStorage { store }
 
   /// Opens (and migrates) `<directory>/supervision.sqlite`.
   public init(directory: String) throws {
@@ -115,15 +140,11 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       directory: directory, name: "supervision", migrations: SupervisionMigrations.register)
   }
 
-  /// The [lower, upper) bounds of every path under `path` ('/' + 1 is '0').
-  static func range(_ path: String) -> (String, String) {
-    (path, String(path.dropLast()) + "0")
-  }
-
   // MARK: terms
 
   public func createTerm(_ t: TermRecord) async throws {
     try await store.write { db in
+      try t.requireNoOverlap(with: try Self.allTerms(db))
       try db.execute(
         sql: """
           INSERT INTO sup_terms (id, code, name, start_day, end_day, excluded, create_time,
@@ -142,6 +163,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func updateTerm(_ t: TermRecord) async throws {
     try await store.write { db in
+      try t.requireNoOverlap(with: try Self.allTerms(db))
       try db.execute(
         sql: """
           UPDATE sup_terms SET name = ?, start_day = ?, end_day = ?, excluded = ?,
@@ -176,12 +198,14 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   }
 
   public func terms() async throws -> [TermRecord] {
-    try await store.read { db in
-      // Cached: every list and every import reads the terms, and compiling the statement
-      // each time was a visible share of a busy service's CPU.
-      try db.cachedStatement(sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
-        .decodeAll(Self.term)
-    }
+    try await store.read { db in try Self.allTerms(db) }
+  }
+
+  private static func allTerms(_ db: Database) throws -> [TermRecord] {
+    // Cached: every list and every import reads the terms, and compiling the statement each
+    // time was a visible share of a busy service's CPU.
+    try db.cachedStatement(sql: "SELECT * FROM sup_terms ORDER BY start_day DESC, code")
+      .decodeAll(Self.term)
   }
 
   // MARK: classrooms

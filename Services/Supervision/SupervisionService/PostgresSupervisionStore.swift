@@ -1,0 +1,482 @@
+import Foundation
+import PostgresNIO
+import ServiceRuntime
+import SmartSchoolModel
+import SwiftProtobuf
+
+/// The PostgreSQL store of the supervision service, with the SQLite one's semantics statement
+/// for statement; any number of replicas may share its database. What differs: a lesson
+/// batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT … DO UPDATE … WHERE changed
+/// RETURNING` (no round trip per row, and two replicas importing the same rows neither
+/// duplicate them nor lose a batch to a unique violation), terms are written under an
+/// advisory lock so the no-overlap rule holds across replicas, and a lesson batch holds its
+/// classrooms `FOR SHARE` so a concurrent move of a classroom cannot leave lessons on its old
+/// path.
+final class PostgresSupervisionStore: SupervisionStoring {
+  let store: PostgresStore
+
+  init(store: PostgresStore) {
+    self.store = store
+  }
+
+  // MARK: terms
+
+  private static func excludedText(_ t: TermRecord) -> String {
+    t.excluded.map { String($0.dayNumber) }.joined(separator: ",")
+  }
+
+  private static func term(_ row: PostgresRandomAccessRow) throws -> TermRecord {
+    let excluded = try row["excluded"].decode(String.self)
+    return TermRecord(
+      id: try row["id"].decode(String.self), code: try row["code"].decode(String.self),
+      name: try row["name"].decode(String.self),
+      start: CalendarDate(dayNumber: try row["start_day"].decode(Int.self)),
+      end: CalendarDate(dayNumber: try row["end_day"].decode(Int.self)),
+      excluded: excluded.split(separator: ",").compactMap { Int($0) }.map(
+        CalendarDate.init(dayNumber:)),
+      createTime: try row["create_time"].decode(Double.self),
+      updateTime: try row["update_time"].decode(Double.self))
+  }
+
+  private static let termSelect = "SELECT * FROM sup_terms ORDER BY start_day DESC, code"
+
+  /// Checks `t` against every other term while holding the terms' lock, so two replicas
+  /// writing overlapping terms at once cannot both pass the check.
+  private static func lockAndCheckOverlap(_ tx: PostgresTransaction, _ t: TermRecord)
+    async throws
+  {
+    try await tx.lock("supervision.terms")
+    let others = try await tx.query(PostgresQuery(unsafeSQL: termSelect)).map(Self.term)
+    try t.requireNoOverlap(with: others)
+  }
+
+  func createTerm(_ t: TermRecord) async throws {
+    try await store.write { tx in
+      try await Self.lockAndCheckOverlap(tx, t)
+      try await tx.execute(
+        """
+        INSERT INTO sup_terms (id, code, name, start_day, end_day, excluded, create_time,
+          update_time)
+        VALUES (\(t.id), \(t.code), \(t.name), \(t.start.dayNumber), \(t.end.dayNumber),
+          \(Self.excludedText(t)), \(t.createTime), \(t.updateTime))
+        """)
+      try tx.recordChange(
+        entity: "term", id: t.id, naturalKey: t.code, op: .upsert, orgPath: "/",
+        payload: t.proto)
+    }
+  }
+
+  func updateTerm(_ t: TermRecord) async throws {
+    try await store.write { tx in
+      try await Self.lockAndCheckOverlap(tx, t)
+      try await tx.execute(
+        """
+        UPDATE sup_terms SET name = \(t.name), start_day = \(t.start.dayNumber),
+          end_day = \(t.end.dayNumber), excluded = \(Self.excludedText(t)),
+          update_time = \(t.updateTime)
+        WHERE code = \(t.code)
+        """)
+      try tx.recordChange(
+        entity: "term", id: t.id, naturalKey: t.code, op: .upsert, orgPath: "/",
+        payload: t.proto)
+    }
+  }
+
+  func term(code: String) async throws -> TermRecord? {
+    try await store.query("SELECT * FROM sup_terms WHERE code = \(code)").first.map(Self.term)
+  }
+
+  func terms() async throws -> [TermRecord] {
+    try await store.query(PostgresQuery(unsafeSQL: Self.termSelect)).map(Self.term)
+  }
+
+  // MARK: classrooms
+
+  private static func classroom(_ row: PostgresRandomAccessRow) throws -> ClassroomRecord {
+    ClassroomRecord(
+      number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
+      code: try row["code"].decode(String.self), name: try row["name"].decode(String.self),
+      schoolID: try row["school_id"].decode(String.self),
+      schoolCode: try row["school_code"].decode(String.self),
+      classCode: try row["class_code"].decode(String.self),
+      orgPath: try row["org_path"].decode(String.self),
+      equipped: CalendarDate(dayNumber: try row["equipped_day"].decode(Int.self)),
+      retired: try row["retired_day"].decode(Int?.self).map(CalendarDate.init(dayNumber:)),
+      createTime: try row["create_time"].decode(Double.self),
+      updateTime: try row["update_time"].decode(Double.self))
+  }
+
+  func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord {
+    try await store.write { tx in
+      let row = try await tx.one(
+        """
+        INSERT INTO sup_classrooms (id, code, name, school_id, school_code, class_code,
+          org_path, equipped_day, retired_day, create_time, update_time)
+        VALUES (\(c.id), \(c.code), \(c.name), \(c.schoolID), \(c.schoolCode), \(c.classCode),
+          \(c.orgPath), \(c.equipped.dayNumber), \(c.retired?.dayNumber), \(c.createTime),
+          \(c.updateTime))
+        RETURNING number
+        """)
+      var stored = c
+      stored.number = try row?[0].decode(Int64.self) ?? 0
+      try tx.recordChange(
+        entity: "classroom", id: c.id, naturalKey: c.code, op: .upsert, orgPath: c.orgPath,
+        payload: stored.proto)
+      return stored
+    }
+  }
+
+  func updateClassroom(_ c: ClassroomRecord) async throws {
+    try await store.write { tx in
+      // Taking the classroom's row lock first makes a lesson batch holding it FOR SHARE
+      // finish (or wait), so the path update below reaches every lesson it wrote.
+      try await tx.execute(
+        """
+        UPDATE sup_classrooms SET name = \(c.name), class_code = \(c.classCode),
+          org_path = \(c.orgPath), equipped_day = \(c.equipped.dayNumber),
+          retired_day = \(c.retired?.dayNumber), update_time = \(c.updateTime)
+        WHERE number = \(c.number)
+        """)
+      try await tx.execute(
+        """
+        UPDATE sup_lessons SET org_path = \(c.orgPath)
+        WHERE classroom = \(c.number) AND org_path <> \(c.orgPath)
+        """)
+      try tx.recordChange(
+        entity: "classroom", id: c.id, naturalKey: c.code, op: .upsert, orgPath: c.orgPath,
+        payload: c.proto)
+    }
+  }
+
+  func classroom(code: String) async throws -> ClassroomRecord? {
+    try await store.query("SELECT * FROM sup_classrooms WHERE code = \(code)").first.map(
+      Self.classroom)
+  }
+
+  func classrooms(
+    under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?
+  ) async throws -> [ClassroomRecord] {
+    let (lo, hi) = Self.range(path)
+    return try await store.query(
+      """
+      SELECT * FROM sup_classrooms WHERE org_path >= \(lo) AND org_path < \(hi)
+        AND (\(afterCode)::text IS NULL OR code > \(afterCode))
+        AND (\(inServiceOn?.dayNumber)::int8 IS NULL OR retired_day IS NULL
+          OR retired_day > \(inServiceOn?.dayNumber))
+      ORDER BY code LIMIT \(limit)
+      """
+    ).map(Self.classroom)
+  }
+
+  // MARK: lessons
+
+  func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
+    // A key twice in one batch would make ON CONFLICT DO UPDATE touch a row twice (refused):
+    // the n-th occurrence of a key goes in round n, rounds run in order, as the SQLite store
+    // applies the rows one after another.
+    var rounds: [[LessonRecord]] = []
+    var seen: [LessonKey: Int] = [:]
+    seen.reserveCapacity(lessons.count)
+    for l in lessons {
+      let key = LessonKey(classroom: l.classroom, day: l.date.dayNumber, period: l.period)
+      let round = seen[key, default: 0]
+      seen[key] = round + 1
+      if round == rounds.count { rounds.append([]) }
+      rounds[round].append(l)
+    }
+    return try await store.write { tx in
+      var counts = UpsertCounts()
+      let now = Date()
+      for var round in rounds {
+        // One order for every batch, so two replicas' overlapping batches lock rows in the
+        // same order instead of deadlocking.
+        round.sort {
+          ($0.classroom, $0.date.dayNumber, $0.period) < ($1.classroom, $1.date.dayNumber, $1.period)
+        }
+        try await upsert(round, tx: tx, counts: &counts, now: now)
+      }
+      return counts
+    }
+  }
+
+  private struct LessonKey: Hashable {
+    var classroom: Int64
+    var day: Int
+    var period: Int
+  }
+
+  /// One statement for `lessons` (distinct keys): inserts the new rows, updates those that
+  /// differ, leaves the rest; the rows it wrote come back and go on the feed.
+  private func upsert(
+    _ lessons: [LessonRecord], tx: PostgresTransaction, counts: inout UpsertCounts, now: Date
+  ) async throws {
+    let classrooms = lessons.map(\.classroom)
+    let days = lessons.map(\.date.dayNumber)
+    let periods = lessons.map(\.period)
+    let weeks = lessons.map(\.date.monday.dayNumber)
+    let teachers = lessons.map(\.teacher)
+    let subjects = lessons.map(\.subject)
+    let minutes = lessons.map(\.minutes)
+    let sources = lessons.map(\.source)
+    // The classrooms are held FOR SHARE and the lessons take their current path from them:
+    // a classroom moved meanwhile waits for this batch, or this batch sees its new path.
+    let rows = try await tx.query(
+      """
+      WITH c AS (
+        SELECT number, org_path FROM sup_classrooms
+        WHERE number = ANY(\(classrooms)::int8[]) ORDER BY number FOR SHARE)
+      INSERT INTO sup_lessons AS l (classroom, day, period, week, org_path, teacher, subject,
+        minutes, source)
+      SELECT u.classroom, u.day, u.period, u.week, c.org_path, u.teacher, u.subject, u.minutes,
+        u.source
+      FROM unnest(\(classrooms)::int8[], \(days)::int8[], \(periods)::int8[], \(weeks)::int8[],
+        \(teachers)::text[], \(subjects)::int8[], \(minutes)::int8[], \(sources)::int8[])
+        WITH ORDINALITY AS u(classroom, day, period, week, teacher, subject, minutes, source, n)
+      JOIN c ON c.number = u.classroom
+      ORDER BY u.n
+      ON CONFLICT (classroom, day, period) DO UPDATE SET teacher = excluded.teacher,
+        subject = excluded.subject, minutes = excluded.minutes, source = excluded.source,
+        org_path = excluded.org_path
+      WHERE (l.teacher, l.subject, l.minutes, l.source)
+        IS DISTINCT FROM (excluded.teacher, excluded.subject, excluded.minutes, excluded.source)
+      RETURNING l.classroom, l.day, l.period, l.org_path, (l.xmax = 0) AS inserted
+      """)
+    if rows.isEmpty {
+      counts.unchanged += lessons.count
+      return
+    }
+    var byKey: [LessonKey: LessonRecord] = [:]
+    byKey.reserveCapacity(lessons.count)
+    for l in lessons {
+      byKey[LessonKey(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] = l
+    }
+    for row in rows {
+      let key = LessonKey(
+        classroom: try row["classroom"].decode(Int64.self), day: try row["day"].decode(Int.self),
+        period: try row["period"].decode(Int.self))
+      guard var l = byKey[key] else { continue }
+      l.orgPath = try row["org_path"].decode(String.self)
+      if try row["inserted"].decode(Bool.self) {
+        counts.created += 1
+      } else {
+        counts.updated += 1
+      }
+      try tx.recordChange(
+        entity: "lesson", id: l.naturalKey, naturalKey: l.naturalKey, op: .upsert,
+        orgPath: l.orgPath, payload: l.proto, time: now)
+    }
+    counts.unchanged += lessons.count - rows.count
+  }
+
+  func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
+      FROM sup_lessons WHERE org_path >= \(lo) AND org_path < \(hi)
+        AND week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound)
+      GROUP BY classroom, week
+      """)
+    var out: [ClassroomWeek: WeekUsage] = [:]
+    out.reserveCapacity(rows.count)
+    for row in rows {
+      out[
+        ClassroomWeek(
+          classroom: try row[0].decode(Int64.self),
+          week: CalendarDate(dayNumber: try row[1].decode(Int.self)))] = WeekUsage(
+          lessons: try row[2].decode(Int.self), subjects: try row[3].decode(Int.self))
+    }
+    return out
+  }
+
+  func lessons(
+    classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
+    limit: Int
+  ) async throws -> [LessonRecord] {
+    let (lo, hi) = Self.range(path)
+    // (-1, -1, -1) sorts before every lesson: no cursor.
+    let cursor = after ?? (-1, -1, -1)
+    return try await store.query(
+      """
+      SELECT l.*, c.code AS classroom_code FROM sup_lessons l
+      JOIN sup_classrooms c ON c.number = l.classroom
+      WHERE l.org_path >= \(lo) AND l.org_path < \(hi)
+        AND l.day BETWEEN \(days.lowerBound) AND \(days.upperBound)
+        AND (\(classroom)::int8 IS NULL OR l.classroom = \(classroom))
+        AND (l.day, l.classroom, l.period) > (\(cursor.0), \(cursor.1), \(cursor.2))
+      ORDER BY l.day, l.classroom, l.period LIMIT \(limit)
+      """
+    ).map { row in
+      LessonRecord(
+        classroom: try row["classroom"].decode(Int64.self),
+        classroomCode: try row["classroom_code"].decode(String.self),
+        date: CalendarDate(dayNumber: try row["day"].decode(Int.self)),
+        period: try row["period"].decode(Int.self),
+        orgPath: try row["org_path"].decode(String.self),
+        teacher: try row["teacher"].decode(String.self),
+        subject: try row["subject"].decode(Int.self), minutes: try row["minutes"].decode(Int.self),
+        source: try row["source"].decode(Int.self))
+    }
+  }
+
+  func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: Int]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT teacher, COUNT(*) FROM sup_lessons
+      WHERE org_path >= \(lo) AND org_path < \(hi)
+        AND day BETWEEN \(days.lowerBound) AND \(days.upperBound)
+      GROUP BY teacher
+      """)
+    return try Self.counts(rows)
+  }
+
+  private static func counts(_ rows: [PostgresRandomAccessRow]) throws -> [String: Int] {
+    var out: [String: Int] = [:]
+    out.reserveCapacity(rows.count)
+    for row in rows { out[try row[0].decode(String.self)] = try row[1].decode(Int.self) }
+    return out
+  }
+
+  // MARK: training
+
+  func createTraining(
+    _ r: Smartschool_Supervision_V1_TrainingRecord, halfHours: Int, year: Int
+  ) async throws {
+    let payload: Data = try r.serializedBytes()
+    try await store.write { tx in
+      try await tx.execute(
+        """
+        INSERT INTO sup_training (id, teacher, year, half_hours, org_path, payload)
+        VALUES (\(r.id), \(r.teacherExternalID), \(year), \(halfHours), \(r.orgPath), \(payload))
+        """)
+      try tx.recordChange(
+        entity: "training_record", id: r.id, naturalKey: r.id, op: .upsert, orgPath: r.orgPath,
+        payload: r)
+    }
+  }
+
+  func trainingHalfHours(under path: String, year: Int) async throws -> [String: Int] {
+    let (lo, hi) = Self.range(path)
+    return try Self.counts(
+      try await store.query(
+        """
+        SELECT teacher, SUM(half_hours) FROM sup_training
+        WHERE org_path >= \(lo) AND org_path < \(hi) AND year = \(year) GROUP BY teacher
+        """))
+  }
+
+  // MARK: facility reports
+
+  func putFacility(_ r: Smartschool_Supervision_V1_FacilityReport, orgPath: String) async throws {
+    let payload: Data = try r.serializedBytes()
+    let year = Int(r.year)
+    try await store.write { tx in
+      try await tx.execute(
+        """
+        INSERT INTO sup_facility (school_code, year, org_path, payload)
+        VALUES (\(r.schoolCode), \(year), \(orgPath), \(payload))
+        ON CONFLICT (school_code, year) DO UPDATE SET org_path = excluded.org_path,
+          payload = excluded.payload
+        """)
+      let key = "\(r.schoolCode)/\(r.year)"
+      try tx.recordChange(
+        entity: "facility_report", id: key, naturalKey: key, op: .upsert, orgPath: orgPath,
+        payload: r)
+    }
+  }
+
+  func facility(schoolCode: String, year: Int) async throws
+    -> Smartschool_Supervision_V1_FacilityReport?
+  {
+    guard
+      let row = try await store.query(
+        "SELECT payload FROM sup_facility WHERE school_code = \(schoolCode) AND year = \(year)"
+      ).first
+    else { return nil }
+    return try Smartschool_Supervision_V1_FacilityReport(
+      serializedBytes: try row[0].decode(Data.self))
+  }
+
+  func facilities(under path: String, year: Int) async throws
+    -> [String: Smartschool_Supervision_V1_FacilityReport]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT payload FROM sup_facility
+      WHERE org_path >= \(lo) AND org_path < \(hi) AND year = \(year)
+      """)
+    var out: [String: Smartschool_Supervision_V1_FacilityReport] = [:]
+    for row in rows {
+      let r = try Smartschool_Supervision_V1_FacilityReport(
+        serializedBytes: try row[0].decode(Data.self))
+      out[r.schoolCode] = r
+    }
+    return out
+  }
+
+  // MARK: inspections
+
+  func createInspection(_ i: Smartschool_Supervision_V1_Inspection, day: CalendarDate)
+    async throws
+  {
+    let payload: Data = try i.serializedBytes()
+    try await store.write { tx in
+      try await tx.execute(
+        """
+        INSERT INTO sup_inspections (id, school_code, org_path, day, year, payload)
+        VALUES (\(i.id), \(i.schoolCode), \(i.orgPath), \(day.dayNumber),
+          \(day.components.year), \(payload))
+        """)
+      try tx.recordChange(
+        entity: "inspection", id: i.id, naturalKey: i.id, op: .upsert, orgPath: i.orgPath,
+        payload: i)
+    }
+  }
+
+  func inspections(under path: String, year: Int?, after: (Int, String)?, limit: Int)
+    async throws -> [Smartschool_Supervision_V1_Inspection]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT payload FROM sup_inspections
+      WHERE org_path >= \(lo) AND org_path < \(hi)
+        AND (\(year)::int8 IS NULL OR year = \(year))
+        AND (\(after?.0)::int8 IS NULL OR (day, id) < (\(after?.0), \(after?.1)::text))
+      ORDER BY day DESC, id DESC LIMIT \(limit)
+      """)
+    return try rows.map {
+      try Smartschool_Supervision_V1_Inspection(serializedBytes: try $0[0].decode(Data.self))
+    }
+  }
+
+  func inspectionCounts(under path: String, year: Int) async throws
+    -> [String: (count: Int, lastDay: Int)]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT school_code, COUNT(*), MAX(day) FROM sup_inspections
+      WHERE org_path >= \(lo) AND org_path < \(hi) AND year = \(year) GROUP BY school_code
+      """)
+    var out: [String: (count: Int, lastDay: Int)] = [:]
+    for row in rows {
+      out[try row[0].decode(String.self)] = (try row[1].decode(Int.self), try row[2].decode(Int.self))
+    }
+    return out
+  }
+
+  // MARK: change feed
+
+  func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+  {
+    try await store.listChanges(after: after, limit: limit, scopes: scopes, unscoped: [])
+  }
+}
