@@ -58,7 +58,7 @@ struct SearchQuery: Equatable, Sendable {
   }
 
   /// How many of a group's `n` distinct tokens must match.
-  static func required(of n: Int) -> Int { n <= 1 ? n : n - max(1, n / 3) }
+  static func required(of n: Int) -> Int { n <= 1 ? n : (n + 1) / 2 }
 
   /// Parses query text. Empty (or blank) text is the empty query; text with no letter or
   /// digit, longer than ``maxLength`` or with more than ``maxTerms`` words is INVALID_ARGUMENT.
@@ -78,6 +78,10 @@ struct SearchQuery: Equatable, Sendable {
     var seenGroups: Set<String> = []
     for run in runs {
       guard run.isHan else {
+        if let facet = SearchVocabulary.facet(run.text) {
+          query.filters.add(facet)
+          continue
+        }
         if !seenGroups.insert(run.text).inserted { continue }
         query.add(SearchText.occurrences(run), optional: false)
         continue

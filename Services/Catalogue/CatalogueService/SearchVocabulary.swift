@@ -64,6 +64,7 @@ enum SearchVocabulary {
     let subjectAliases: [(String, Smartschool_Common_V1_Subject)] = [
       ("体育", .physicalEducation), ("道法", .moralityAndLaw), ("思想政治", .moralityAndLaw),
       ("政治", .moralityAndLaw), ("信息科技", .informationTechnology),
+      ("it", .informationTechnology),
     ]
     for (name, subject) in subjectAliases { w[name] = .subject(subject.rawValue) }
     let types: [(String, Smartschool_Catalogue_V1_ResourceType)] = [
