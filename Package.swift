@@ -161,6 +161,7 @@ let package = Package(
       name: "AssessmentService",
       dependencies: [
         "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, logging,
+        postgres,
       ],
       path: "Services/Assessment/AssessmentService"
     ),
@@ -168,7 +169,7 @@ let package = Package(
       name: "AssessmentServiceTests",
       dependencies: [
         "AssessmentService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
-        grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf,
+        grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging,
       ],
       path: "Tests/AssessmentServiceTests"
     ),

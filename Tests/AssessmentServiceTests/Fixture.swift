@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import IdentityService
+import Logging
 import ServiceRuntime
 import SmartSchoolModel
 import TestSupport
@@ -27,17 +28,23 @@ typealias ScoreRow = Smartschool_Assessment_V1_ScoreRow
 /// which the assessment service also uses to follow identity.
 struct World: Sendable {
   let identity: IdentityClient
-  let assessment: AssessmentClient
+  /// A client of every assessment replica (one unless the world was made with more), all on
+  /// one store.
+  let replicas: [AssessmentClient]
   let directory: OrgDirectory
   let tokens: [String: String]
+
+  /// The first replica.
+  var assessment: AssessmentClient { replicas[0] }
 
   func auth(_ user: String) -> Metadata { bearer(tokens[user]!) }
 }
 
 let testPassword = "Secret-pass-1"
 
-/// Runs `body` against a fresh world.
-func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
+/// Runs `body` against a fresh world whose assessment store is the run's (SQLite, or
+/// PostgreSQL with SMARTSCHOOL_TEST_DATABASE_URL) with `replicas` assessment services on it.
+func withWorld(replicas: Int = 1, _ body: @Sendable (World) async throws -> Void) async throws {
   let dir = try TemporaryDirectory()
   defer { dir.remove() }
   try await withIdentity { identityPort, _ in
@@ -130,22 +137,36 @@ func withWorld(_ body: @Sendable (World) async throws -> Void) async throws {
         address: PeerAddress(host: "127.0.0.1", port: identityPort),
         credentials: (account.clientID, account.clientSecret))
       defer { link.close() }
-      let config = HostConfig.ephemeral(service: "assessment", dataDirectory: dir.path)
+      let config = try await TestStore.config(service: "assessment", directory: dir)
       var settings = AssessmentSettings()
       settings.directoryPollInterval = .seconds(3600)
-      let definition = try await buildAssessmentService(
-        config: config, settings: settings, verifier: link.makeVerifier(), identity: link)
-      let directory = definition.background.first as! OrgDirectory
-      try await directory.sync()
+      var quiet = Logger(label: "assessment")
+      quiet.logLevel = .critical
+      var definitions: [ServiceDefinition] = []
+      for _ in 0..<replicas {
+        let definition = try await buildAssessmentService(
+          config: config, settings: settings, verifier: link.makeVerifier(), identity: link,
+          logger: quiet)
+        try await (definition.background.first as! OrgDirectory).sync()
+        definitions.append(definition)
+      }
+      let directory = definitions[0].background.first as! OrgDirectory
       let frozenTokens = tokens
-      try await withHost(definition, config: config) { port, _ in
-        try await withClient(port: port) { client in
-          try await body(
+      func serve(_ rest: ArraySlice<ServiceDefinition>, _ clients: [AssessmentClient])
+        async throws
+      {
+        guard let definition = rest.first else {
+          return try await body(
             World(
-              identity: identity, assessment: AssessmentClient(wrapping: client),
-              directory: directory, tokens: frozenTokens))
+              identity: identity, replicas: clients, directory: directory, tokens: frozenTokens))
+        }
+        try await withHost(definition, config: config) { port, _ in
+          try await withClient(port: port) { client in
+            try await serve(rest.dropFirst(), clients + [AssessmentClient(wrapping: client)])
+          }
         }
       }
+      try await serve(definitions[...], [])
     }
   }
 }

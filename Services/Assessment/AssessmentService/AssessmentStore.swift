@@ -54,6 +54,35 @@ public struct ScoreBatchResult: Sendable {
   public var rejections: [ScoreRejection] = []
 }
 
+/// An exam as a score batch sees it, read inside the batch's write transaction.
+struct ScoreTarget {
+  var number: Int64
+  /// The path text; a class lies under it when its path text starts with it.
+  var orgPath: String
+  var maxScores: [Int32: Double] = [:]
+
+  /// Why `row` may not be written to `target` (nil: the exam does not exist), or nil when
+  /// it may. Both stores check rows alike.
+  static func rejection(_ row: PendingScore, _ target: ScoreTarget?) -> ScoreRejection? {
+    func reject(_ field: String, _ reason: String) -> ScoreRejection {
+      ScoreRejection(index: row.index, key: row.key, field: field, reason: reason)
+    }
+    guard let target else { return reject("exam_code", "no exam has code \(row.examCode)") }
+    guard let maxScore = target.maxScores[row.item] else {
+      return reject("item_number", "exam \(row.examCode) has no item \(row.item)")
+    }
+    if row.score > maxScore + 1e-9 {
+      return reject(
+        "score", "score \(row.score) is above item \(row.item)'s maximum \(maxScore)")
+    }
+    if !row.classPath.hasPrefix(target.orgPath) {
+      return reject(
+        "class_code", "class \(row.classCode) is outside the org running exam \(row.examCode)")
+    }
+    return nil
+  }
+}
+
 /// One student's results on an exam: item scores in the exam's item order (0 when missing).
 public struct StudentResult: Sendable {
   public var externalID: String
@@ -121,7 +150,7 @@ public protocol AssessmentStoring: Sendable {
 
 /// The SQLite store of the assessment service (`assessment.sqlite`).
 public final class SQLiteAssessmentStore: AssessmentStoring {
-  public let store: Store
+  let store: Store
   /// The SQLite store.
   public var storage: any ServiceStorage { store }
 
@@ -284,17 +313,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
 
   public func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult {
     try await store.write { db in
-      struct ExamInfo {
-        var number: Int64
-        /// The path text; a class lies under it when its path text starts with it.
-        var orgPath: String
-        var maxScores: [Int32: Double]
-      }
-      var exams: [String: ExamInfo?] = [:]
+      var exams: [String: ScoreTarget?] = [:]
       // Items are read inside the write transaction, so they cannot change under the batch.
-      func info(_ code: String) throws -> ExamInfo? {
+      func info(_ code: String) throws -> ScoreTarget? {
         if let known = exams[code] { return known }
-        var found: ExamInfo?
+        var found: ScoreTarget?
         if let row = try Row.fetchOne(
           db.cachedStatement(sql: "SELECT number, org_path FROM asm_exams WHERE code = ?"),
           arguments: [code])
@@ -308,7 +331,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           {
             maxScores[r["number"]] = r["max_score"]
           }
-          found = ExamInfo(number: number, orgPath: path, maxScores: maxScores)
+          found = ScoreTarget(number: number, orgPath: path, maxScores: maxScores)
         }
         exams[code] = found
         return found
@@ -328,34 +351,12 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       var result = ScoreBatchResult()
       var lastStudent: (exam: Int64, student: String, classCode: String, sid: Int64)?
       for row in rows {
-        guard let exam = try info(row.examCode) else {
-          result.rejections.append(
-            ScoreRejection(
-              index: row.index, key: row.key, field: "exam_code",
-              reason: "no exam has code \(row.examCode)"))
+        let target = try info(row.examCode)
+        if let rejection = ScoreTarget.rejection(row, target) {
+          result.rejections.append(rejection)
           continue
         }
-        guard let maxScore = exam.maxScores[row.item] else {
-          result.rejections.append(
-            ScoreRejection(
-              index: row.index, key: row.key, field: "item_number",
-              reason: "exam \(row.examCode) has no item \(row.item)"))
-          continue
-        }
-        if row.score > maxScore + 1e-9 {
-          result.rejections.append(
-            ScoreRejection(
-              index: row.index, key: row.key, field: "score",
-              reason: "score \(row.score) is above item \(row.item)'s maximum \(maxScore)"))
-          continue
-        }
-        if !row.classPath.hasPrefix(exam.orgPath) {
-          result.rejections.append(
-            ScoreRejection(
-              index: row.index, key: row.key, field: "class_code",
-              reason: "class \(row.classCode) is outside the org running exam \(row.examCode)"))
-          continue
-        }
+        let exam = target!
         // Rows of one student usually arrive together: upsert the student once for them.
         let sid: Int64
         if let last = lastStudent, last.exam == exam.number, last.student == row.student,

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ServiceRuntime
 import SmartSchoolModel
 
@@ -17,19 +18,31 @@ public struct AssessmentSettings: Sendable {
 }
 
 /// The assessment service's composition root, used by the executable, the tests and the
-/// benchmark: opens the store under `config.dataDirectory`, keeps a copy of identity's org
-/// tree, users and guardian links from `identity`'s change feed, and returns the service ready
-/// for a ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
-/// Refuses `config.database`: the assessment store is SQLite only for now.
+/// benchmark: opens the store (PostgreSQL when `config.database` is set, else SQLite under
+/// `config.dataDirectory`), keeps a copy of identity's org tree, users and guardian links from
+/// `identity`'s change feed, and returns the service ready for a ``ServiceHost``. The
+/// ``OrgDirectory`` is the definition's first background service.
 public func buildAssessmentService(
   config: HostConfig, settings: AssessmentSettings, verifier: TokenVerifier,
-  identity: any IdentityChangeSource
+  identity: any IdentityChangeSource, logger: Logger = Logger(label: "assessment")
 ) async throws -> ServiceDefinition {
-  try config.requireSQLite()
-  let store = try SQLiteAssessmentStore(directory: config.dataDirectory)
-  let directory = try await OrgDirectory(
-    source: identity, store: store.storage, trackUsers: true,
-    pollInterval: settings.directoryPollInterval)
+  let store: any AssessmentStoring
+  if let database = config.database {
+    store = PostgresAssessmentStore(
+      store: try await PostgresStore(
+        settings: database, migrations: AssessmentMigrations.postgres, logger: logger))
+  } else {
+    store = try SQLiteAssessmentStore(directory: config.dataDirectory)
+  }
+  let directory: OrgDirectory
+  do {
+    directory = try await OrgDirectory(
+      source: identity, store: store.storage, trackUsers: true,
+      pollInterval: settings.directoryPollInterval)
+  } catch {
+    await store.storage.close()
+    throw error
+  }
   let api = AssessmentAPI(store: store, directory: directory, now: settings.now)
   return ServiceDefinition(
     name: "assessment", grpcServiceName: assessmentGRPCServiceName, services: [api],

@@ -43,10 +43,10 @@ struct AssessmentServiceCommand: ServiceCommand {
       service: Self.service, defaultPort: 50053, defaultMetricsPort: 9403)
     let link = try identity.open(config: config)
     defer { link.close() }
-    try await ServiceStartup.serve(config: config) { _ in
+    try await ServiceStartup.serve(config: config) { logger in
       try await buildAssessmentService(
         config: config, settings: AssessmentSettings(), verifier: link.makeVerifier(),
-        identity: link)
+        identity: link, logger: logger)
     }
   }
 }

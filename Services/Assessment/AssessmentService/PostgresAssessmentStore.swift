@@ -1,0 +1,519 @@
+import Foundation
+import PostgresNIO
+import ServiceRuntime
+import SmartSchoolModel
+
+/// The PostgreSQL store of the assessment service, with the SQLite one's semantics; any number
+/// of replicas may share its database. What differs:
+/// - exam items are frozen under row locks: UpdateExamItems locks the exam row FOR UPDATE and a
+///   score batch FOR SHARE before it reads the items, so a batch either commits before the
+///   replacement looks for scores, or reads the replaced items;
+/// - a score batch is two statements (students, then scores), each one multi-row upsert over
+///   arrays, in key order so that overlapping batches of two streams do not deadlock;
+/// - quality entries are upserted on their natural key (ON CONFLICT), not select-then-insert;
+/// - reports get one row per student with the item scores aggregated into arrays.
+final class PostgresAssessmentStore: AssessmentStoring {
+  let store: PostgresStore
+  var storage: any ServiceStorage { store }
+
+  init(store: PostgresStore) {
+    self.store = store
+  }
+
+  private static let examColumns = """
+    number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
+    full_marks, pass_fraction, excellent_fraction, low_fraction
+    """
+
+  private static func decodeExam(_ row: PostgresRandomAccessRow) throws -> ExamRecord {
+    var exam = Smartschool_Assessment_V1_Exam()
+    exam.code = try row["code"].decode(String.self)
+    exam.name = try row["name"].decode(String.self)
+    exam.schoolYear = try row["school_year"].decode(String.self)
+    exam.term = Int32(try row["term"].decode(Int.self))
+    exam.subject = .init(rawValue: try row["subject"].decode(Int.self)) ?? .unspecified
+    exam.stage = .init(rawValue: try row["stage"].decode(Int.self)) ?? .unspecified
+    exam.grade = Int32(try row["grade"].decode(Int.self))
+    exam.orgCode = try row["org_code"].decode(String.self)
+    exam.fullMarks = try row["full_marks"].decode(Double.self)
+    exam.passFraction = try row["pass_fraction"].decode(Double.self)
+    exam.excellentFraction = try row["excellent_fraction"].decode(Double.self)
+    exam.lowFraction = try row["low_fraction"].decode(Double.self)
+    return ExamRecord(
+      number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
+      exam: exam, orgPath: try row["org_path"].decode(String.self))
+  }
+
+  /// Fills items (and, with `counts`, score counts) of `records` in two statements.
+  private static func complete(
+    _ tx: PostgresTransaction, _ records: inout [ExamRecord], counts: Bool
+  ) async throws {
+    guard !records.isEmpty else { return }
+    let numbers = records.map(\.number)
+    var items: [Int64: [Smartschool_Assessment_V1_ExamItem]] = [:]
+    for r in try await tx.query(
+      """
+      SELECT exam, number, max_score, objective, knowledge_points FROM asm_items
+      WHERE exam = ANY(\(numbers)) ORDER BY exam, number
+      """)
+    {
+      let points = try r["knowledge_points"].decode(String.self)
+      var item = Smartschool_Assessment_V1_ExamItem()
+      item.number = Int32(try r["number"].decode(Int.self))
+      item.maxScore = try r["max_score"].decode(Double.self)
+      item.objective = try r["objective"].decode(Int.self) != 0
+      item.knowledgePoints = points.isEmpty ? [] : points.split(separator: ",").map(String.init)
+      items[try r["exam"].decode(Int64.self), default: []].append(item)
+    }
+    var scored: [Int64: Int64] = [:]
+    if counts {
+      for r in try await tx.query(
+        """
+        SELECT st.exam, count(*) AS n FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+        WHERE st.exam = ANY(\(numbers)) GROUP BY st.exam
+        """)
+      {
+        scored[try r["exam"].decode(Int64.self)] = try r["n"].decode(Int64.self)
+      }
+    }
+    for i in records.indices {
+      records[i].exam.items = items[records[i].number] ?? []
+      if counts {
+        records[i].exam.scoreCount = scored[records[i].number] ?? 0
+        records[i].exam.frozen = records[i].exam.scoreCount > 0
+      }
+    }
+  }
+
+  private static func insertItems(
+    _ tx: PostgresTransaction, exam: Int64, items: [Smartschool_Assessment_V1_ExamItem]
+  ) async throws {
+    guard !items.isEmpty else { return }
+    let numbers = items.map(\.number)
+    let maxScores = items.map(\.maxScore)
+    let objective = items.map { $0.objective ? Int32(1) : 0 }
+    let points = items.map { $0.knowledgePoints.joined(separator: ",") }
+    try await tx.execute(
+      """
+      INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points)
+      SELECT \(exam), * FROM unnest(\(numbers)::int4[], \(maxScores)::float8[],
+        \(objective)::int4[], \(points)::text[])
+      """)
+  }
+
+  func createExam(_ record: ExamRecord, time: Double) async throws {
+    let e = record.exam
+    try await store.write { tx in
+      guard
+        let row = try await tx.one(
+          """
+          INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
+            org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
+            create_time, update_time)
+          VALUES (\(record.id), \(e.code), \(e.name), \(e.schoolYear), \(Int(e.term)),
+            \(e.subject.rawValue), \(e.stage.rawValue), \(Int(e.grade)), \(e.orgCode),
+            \(record.orgPath), \(e.fullMarks), \(e.passFraction), \(e.excellentFraction),
+            \(e.lowFraction), \(time), \(time))
+          RETURNING number
+          """)
+      else { throw ServiceError.internalError("exam insert returned nothing") }
+      try await Self.insertItems(tx, exam: try row["number"].decode(Int64.self), items: e.items)
+      try tx.recordChange(
+        entity: "exam", id: record.id, naturalKey: e.code, op: .upsert, orgPath: record.orgPath,
+        payload: e)
+    }
+  }
+
+  func exam(code: String, counts: Bool) async throws -> ExamRecord? {
+    try await store.read { tx in
+      guard
+        let row = try await tx.one(
+          "SELECT \(unescaped: Self.examColumns) FROM asm_exams WHERE code = \(code)")
+      else { return nil }
+      var records = [try Self.decodeExam(row)]
+      try await Self.complete(tx, &records, counts: counts)
+      return records[0]
+    }
+  }
+
+  func exams(after code: String?, orgCode: String?, limit: Int) async throws -> [ExamRecord] {
+    try await store.read { tx in
+      let rows: [PostgresRandomAccessRow]
+      if let orgCode {
+        rows = try await tx.query(
+          """
+          SELECT \(unescaped: Self.examColumns) FROM asm_exams
+          WHERE code > \(code ?? "") AND org_code = \(orgCode) ORDER BY code LIMIT \(limit)
+          """)
+      } else {
+        rows = try await tx.query(
+          """
+          SELECT \(unescaped: Self.examColumns) FROM asm_exams
+          WHERE code > \(code ?? "") ORDER BY code LIMIT \(limit)
+          """)
+      }
+      var records = try rows.map(Self.decodeExam)
+      try await Self.complete(tx, &records, counts: true)
+      return records
+    }
+  }
+
+  func replaceItems(
+    code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
+  ) async throws -> ExamRecord {
+    try await store.write { tx in
+      // The exam row's lock orders this against every score batch of the exam (FOR SHARE):
+      // a batch that committed first is seen below, a later one reads the new items.
+      guard
+        let row = try await tx.one(
+          "SELECT \(unescaped: Self.examColumns) FROM asm_exams WHERE code = \(code) FOR UPDATE")
+      else { throw ServiceError.notFound("no exam has code \(code)") }
+      let number = try row["number"].decode(Int64.self)
+      if try await tx.one("SELECT 1 FROM asm_students WHERE exam = \(number) LIMIT 1") != nil {
+        throw ServiceError.failedPrecondition("exam \(code) has scores: its items are frozen")
+      }
+      try await tx.execute("DELETE FROM asm_items WHERE exam = \(number)")
+      try await Self.insertItems(tx, exam: number, items: items)
+      guard
+        let updatedRow = try await tx.one(
+          """
+          UPDATE asm_exams SET full_marks = \(fullMarks), update_time = \(time)
+          WHERE number = \(number) RETURNING \(unescaped: Self.examColumns)
+          """)
+      else { throw ServiceError.notFound("no exam has code \(code)") }
+      var records = [try Self.decodeExam(updatedRow)]
+      try await Self.complete(tx, &records, counts: true)
+      let updated = records[0]
+      try tx.recordChange(
+        entity: "exam", id: updated.id, naturalKey: code, op: .upsert, orgPath: updated.orgPath,
+        payload: updated.exam)
+      return updated
+    }
+  }
+
+  func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult {
+    let codes = Set(rows.map(\.examCode)).sorted()
+    return try await store.write { tx in
+      // FOR SHARE: score batches of one exam run side by side; UpdateExamItems (FOR UPDATE)
+      // waits for them, and they for it, so the items read next cannot change under the batch.
+      var exams: [String: ScoreTarget] = [:]
+      var byNumber: [Int64: String] = [:]
+      for r in try await tx.query(
+        """
+        SELECT number, code, org_path FROM asm_exams WHERE code = ANY(\(codes))
+        ORDER BY number FOR SHARE
+        """)
+      {
+        let code = try r["code"].decode(String.self)
+        let number = try r["number"].decode(Int64.self)
+        exams[code] = ScoreTarget(number: number, orgPath: try r["org_path"].decode(String.self))
+        byNumber[number] = code
+      }
+      if !byNumber.isEmpty {
+        for r in try await tx.query(
+          "SELECT exam, number, max_score FROM asm_items WHERE exam = ANY(\(Array(byNumber.keys)))")
+        {
+          let code = byNumber[try r["exam"].decode(Int64.self)]!
+          exams[code]!.maxScores[Int32(try r["number"].decode(Int.self))] =
+            try r["max_score"].decode(Double.self)
+        }
+      }
+      var result = ScoreBatchResult()
+      // Accepted rows; the student row takes the last class a batch gives it, as on SQLite.
+      struct StudentKey: Hashable {
+        var exam: Int64
+        var student: String
+      }
+      var students: [StudentKey: PendingScore] = [:]
+      var accepted: [(key: StudentKey, item: Int32, score: Double)] = []
+      accepted.reserveCapacity(rows.count)
+      for row in rows {
+        if let rejection = ScoreTarget.rejection(row, exams[row.examCode]) {
+          result.rejections.append(rejection)
+          continue
+        }
+        let exam = exams[row.examCode]!
+        let key = StudentKey(exam: exam.number, student: row.student)
+        students[key] = row
+        accepted.append((key, row.item, row.score))
+      }
+      guard !accepted.isEmpty else { return result }
+
+      // One upsert for the batch's students, in key order (two streams lock alike).
+      let ordered = students.sorted { a, b in
+        a.key.exam != b.key.exam
+          ? a.key.exam < b.key.exam
+          : a.key.student.utf8.lexicographicallyPrecedes(b.key.student.utf8)
+      }
+      let studentExams = ordered.map(\.key.exam)
+      let studentIDs = ordered.map(\.key.student)
+      let classCodes = ordered.map(\.value.classCode)
+      let schoolCodes = ordered.map(\.value.schoolCode)
+      let paths = ordered.map(\.value.classPath)
+      var sids: [StudentKey: Int64] = [:]
+      sids.reserveCapacity(ordered.count)
+      for r in try await tx.query(
+        """
+        INSERT INTO asm_students (exam, student, class_code, school_code, org_path)
+        SELECT * FROM unnest(\(studentExams)::int8[], \(studentIDs)::text[],
+          \(classCodes)::text[], \(schoolCodes)::text[], \(paths)::text[])
+        ON CONFLICT (exam, student) DO UPDATE SET class_code = excluded.class_code,
+          school_code = excluded.school_code, org_path = excluded.org_path
+        RETURNING sid, exam, student
+        """)
+      {
+        sids[
+          StudentKey(
+            exam: try r["exam"].decode(Int64.self), student: try r["student"].decode(String.self))
+        ] = try r["sid"].decode(Int64.self)
+      }
+
+      // One upsert for the scores: a key given twice keeps its last score (counted updated).
+      struct ScoreKey: Hashable {
+        var sid: Int64
+        var item: Int32
+      }
+      var latest: [ScoreKey: Double] = [:]
+      latest.reserveCapacity(accepted.count)
+      for a in accepted {
+        guard let sid = sids[a.key] else {
+          throw ServiceError.internalError("student \(a.key.student) was not written")
+        }
+        latest[ScoreKey(sid: sid, item: a.item)] = a.score
+      }
+      let scores = latest.sorted { a, b in
+        a.key.sid != b.key.sid ? a.key.sid < b.key.sid : a.key.item < b.key.item
+      }
+      let scoreSIDs = scores.map(\.key.sid)
+      let items = scores.map(\.key.item)
+      let values = scores.map(\.value)
+      let created =
+        try await tx.one(
+          """
+          WITH written AS (
+            INSERT INTO asm_scores (sid, item, score)
+            SELECT * FROM unnest(\(scoreSIDs)::int8[], \(items)::int4[], \(values)::float8[])
+            ON CONFLICT (sid, item) DO UPDATE SET score = excluded.score
+            RETURNING xmax = 0 AS inserted)
+          SELECT count(*) FILTER (WHERE inserted) AS created FROM written
+          """)?["created"].decode(Int.self) ?? 0
+      result.created = created
+      result.updated = accepted.count - created
+      return result
+    }
+  }
+
+  /// One row per student of the exam (under `scopePath` when given), in sid order, with the
+  /// item numbers and scores aggregated into arrays: the report's whole input in one query.
+  func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
+    let numbers = exam.itemNumbers
+    var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
+    for (c, n) in numbers.enumerated() { column[Int(n)] = c }
+    let width = numbers.count
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT st.student, st.class_code, st.school_code, st.org_path,
+          array_agg(sc.item ORDER BY sc.item) FILTER (WHERE sc.item IS NOT NULL) AS items,
+          array_agg(sc.score ORDER BY sc.item) FILTER (WHERE sc.item IS NOT NULL) AS scores
+        FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
+        WHERE st.exam = \(exam.number)
+          AND (\(scopePath)::text IS NULL OR starts_with(st.org_path, \(scopePath)))
+        GROUP BY st.sid ORDER BY st.sid
+        """)
+    }
+    var students: [StudentResult] = []
+    students.reserveCapacity(rows.count)
+    for row in rows {
+      var scores = Array(repeating: 0.0, count: width)
+      let items = try row["items"].decode([Int32]?.self) ?? []
+      let values = try row["scores"].decode([Double]?.self) ?? []
+      for (item, value) in zip(items, values) {
+        let i = Int(item)
+        if i < column.count, column[i] >= 0 { scores[column[i]] = value }
+      }
+      students.append(
+        StudentResult(
+          externalID: try row["student"].decode(String.self),
+          classCode: try row["class_code"].decode(String.self),
+          schoolCode: try row["school_code"].decode(String.self),
+          orgPath: try row["org_path"].decode(String.self), scores: scores))
+    }
+    return students
+  }
+
+  func totals(exam: ExamRecord) async throws -> [StudentTotal] {
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT st.student, st.class_code, st.school_code, COALESCE(sum(sc.score), 0) AS total
+        FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
+        WHERE st.exam = \(exam.number) GROUP BY st.sid
+        """)
+    }
+    return try rows.map { row in
+      StudentTotal(
+        externalID: try row["student"].decode(String.self),
+        classCode: try row["class_code"].decode(String.self),
+        schoolCode: try row["school_code"].decode(String.self),
+        total: try row["total"].decode(Double.self))
+    }
+  }
+
+  func result(exam: ExamRecord, student: String) async throws -> StudentResult? {
+    let columns = Dictionary(uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
+    return try await store.read { tx in
+      let rows = try await tx.query(
+        """
+        SELECT st.class_code, st.school_code, st.org_path, sc.item, sc.score
+        FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
+        WHERE st.exam = \(exam.number) AND st.student = \(student)
+        """)
+      guard let first = rows.first else { return nil }
+      var result = StudentResult(
+        externalID: student, classCode: try first["class_code"].decode(String.self),
+        schoolCode: try first["school_code"].decode(String.self),
+        orgPath: try first["org_path"].decode(String.self),
+        scores: Array(repeating: 0, count: columns.count))
+      for r in rows {
+        guard let item = try r["item"].decode(Int32?.self), let c = columns[item] else { continue }
+        result.scores[c] = try r["score"].decode(Double.self)
+      }
+      return result
+    }
+  }
+
+  func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
+    -> [ExportedScore]
+  {
+    let (student, item) = after ?? ("", 0)
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
+        FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+        WHERE st.exam = \(exam.number) AND (st.student, sc.item) > (\(student), \(item))
+        ORDER BY st.student, sc.item LIMIT \(limit)
+        """)
+    }
+    return try rows.map { r in
+      ExportedScore(
+        student: try r["student"].decode(String.self),
+        classCode: try r["class_code"].decode(String.self),
+        schoolCode: try r["school_code"].decode(String.self),
+        item: Int32(try r["item"].decode(Int.self)), score: try r["score"].decode(Double.self))
+    }
+  }
+
+  /// Upserts on the natural key, one statement per round; a key given twice in one batch goes
+  /// into a later round (one statement may not touch a row twice), so the first occurrence
+  /// creates and the next updates, as on SQLite. Replicas importing the same entries at once
+  /// wait on each other's keys instead of failing on them.
+  func upsertQuality(_ records: [QualityRecord], time: Double) async throws -> [Bool] {
+    var rounds: [[Int]] = []
+    var seen: [String: Int] = [:]
+    for (i, record) in records.enumerated() {
+      let round = seen[record.naturalKey, default: 0]
+      seen[record.naturalKey] = round + 1
+      if round == rounds.count { rounds.append([]) }
+      rounds[round].append(i)
+    }
+    for r in rounds.indices {
+      rounds[r].sort {
+        records[$0].naturalKey.utf8.lexicographicallyPrecedes(records[$1].naturalKey.utf8)
+      }
+    }
+    return try await store.write { tx in
+      var created = Array(repeating: false, count: records.count)
+      var ids = Array(repeating: "", count: records.count)
+      for round in rounds {
+        let entries = round.map { records[$0] }
+        let id = entries.map(\.id)
+        let student = entries.map(\.entry.studentExternalID)
+        let school = entries.map(\.entry.schoolCode)
+        let path = entries.map(\.orgPath)
+        let year = entries.map(\.entry.schoolYear)
+        let term = entries.map(\.entry.term)
+        let dimension = entries.map { Int32($0.entry.dimension.rawValue) }
+        let title = entries.map(\.entry.title)
+        let description = entries.map(\.entry.description_p)
+        let evidence = entries.map(\.entry.evidenceRef)
+        let grade = entries.map { Int32($0.entry.grade.rawValue) }
+        var written: [String: (id: String, inserted: Bool)] = [:]
+        for row in try await tx.query(
+          """
+          INSERT INTO asm_quality (id, student, school_code, org_path, school_year, term,
+            dimension, title, description, evidence_ref, grade, update_time)
+          SELECT i, s, sc, p, y, t, d, ti, de, ev, g, \(time)
+          FROM unnest(\(id)::text[], \(student)::text[], \(school)::text[], \(path)::text[],
+            \(year)::text[], \(term)::int4[], \(dimension)::int4[], \(title)::text[],
+            \(description)::text[], \(evidence)::text[], \(grade)::int4[])
+            AS u(i, s, sc, p, y, t, d, ti, de, ev, g)
+          ON CONFLICT (student, school_year, term, dimension, title) DO UPDATE SET
+            school_code = excluded.school_code, org_path = excluded.org_path,
+            description = excluded.description, evidence_ref = excluded.evidence_ref,
+            grade = excluded.grade, update_time = excluded.update_time
+          RETURNING id, student, school_year, term, dimension, title, xmax = 0 AS inserted
+          """)
+        {
+          let student = try row["student"].decode(String.self)
+          let year = try row["school_year"].decode(String.self)
+          let key =
+            "\(student)/\(year)/\(try row["term"].decode(Int.self))/"
+            + "\(try row["dimension"].decode(Int.self))/\(try row["title"].decode(String.self))"
+          written[key] = (try row["id"].decode(String.self), try row["inserted"].decode(Bool.self))
+        }
+        for i in round {
+          guard let w = written[records[i].naturalKey] else {
+            throw ServiceError.internalError("quality entry \(records[i].naturalKey) not written")
+          }
+          ids[i] = w.id
+          created[i] = w.inserted
+        }
+      }
+      // Feed events in the batch's order, written in bulk at commit.
+      for (i, record) in records.enumerated() {
+        try tx.recordChange(
+          entity: "quality_entry", id: ids[i], naturalKey: record.naturalKey, op: .upsert,
+          orgPath: record.orgPath, payload: record.entry)
+      }
+      return created
+    }
+  }
+
+  func qualityEntries(student: String, schoolYear: String, term: Int32) async throws
+    -> [QualityRecord]
+  {
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT id, student, school_code, org_path, school_year, term, dimension, title,
+          description, evidence_ref, grade
+        FROM asm_quality
+        WHERE student = \(student) AND school_year = \(schoolYear) AND term = \(Int(term))
+        ORDER BY dimension, title
+        """)
+    }
+    return try rows.map { row in
+      var e = Smartschool_Assessment_V1_QualityEntry()
+      e.studentExternalID = try row["student"].decode(String.self)
+      e.schoolCode = try row["school_code"].decode(String.self)
+      e.schoolYear = try row["school_year"].decode(String.self)
+      e.term = Int32(try row["term"].decode(Int.self))
+      e.dimension = .init(rawValue: try row["dimension"].decode(Int.self)) ?? .unspecified
+      e.title = try row["title"].decode(String.self)
+      e.description_p = try row["description"].decode(String.self)
+      e.evidenceRef = try row["evidence_ref"].decode(String.self)
+      e.grade = .init(rawValue: try row["grade"].decode(Int.self)) ?? .unspecified
+      return QualityRecord(
+        id: try row["id"].decode(String.self), entry: e,
+        orgPath: try row["org_path"].decode(String.self))
+    }
+  }
+
+  func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
+    -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
+  {
+    try await store.listChanges(after: after, limit: limit, scopes: scopes, unscoped: [])
+  }
+}

@@ -1,0 +1,77 @@
+import ServiceRuntime
+
+extension AssessmentMigrations {
+  /// The assessment schema on PostgreSQL, as ordered migrations; a shipped migration is never
+  /// edited. It mirrors the SQLite one: times are seconds since 1970 as double precision, codes
+  /// and paths are `COLLATE "C"` (byte order, as SQLite compares them), `objective` stays an
+  /// integer 0/1.
+  static let postgres: [PostgresMigration] = [
+    PostgresMigration(
+      "assessment.1.schema",
+      [
+        """
+        CREATE TABLE asm_exams (
+          number bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          id text COLLATE "C" NOT NULL UNIQUE,
+          code text COLLATE "C" NOT NULL UNIQUE,
+          name text NOT NULL,
+          school_year text COLLATE "C" NOT NULL,
+          term integer NOT NULL CHECK (term IN (1, 2)),
+          subject integer NOT NULL,
+          stage integer NOT NULL,
+          grade integer NOT NULL CHECK (grade BETWEEN 1 AND 12),
+          org_code text COLLATE "C" NOT NULL,
+          org_path text COLLATE "C" NOT NULL,
+          full_marks double precision NOT NULL CHECK (full_marks > 0),
+          pass_fraction double precision NOT NULL,
+          excellent_fraction double precision NOT NULL,
+          low_fraction double precision NOT NULL,
+          create_time double precision NOT NULL,
+          update_time double precision NOT NULL)
+        """,
+        """
+        CREATE TABLE asm_items (
+          exam bigint NOT NULL REFERENCES asm_exams(number),
+          number integer NOT NULL CHECK (number >= 1),
+          max_score double precision NOT NULL CHECK (max_score > 0),
+          objective integer NOT NULL,
+          knowledge_points text COLLATE "C" NOT NULL,
+          PRIMARY KEY (exam, number))
+        """,
+        """
+        CREATE TABLE asm_students (
+          sid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          exam bigint NOT NULL REFERENCES asm_exams(number),
+          student text COLLATE "C" NOT NULL,
+          class_code text COLLATE "C" NOT NULL,
+          school_code text COLLATE "C" NOT NULL,
+          org_path text COLLATE "C" NOT NULL,
+          UNIQUE (exam, student))
+        """,
+        "CREATE INDEX asm_students_scope ON asm_students(exam, org_path)",
+        """
+        CREATE TABLE asm_scores (
+          sid bigint NOT NULL REFERENCES asm_students(sid),
+          item integer NOT NULL,
+          score double precision NOT NULL CHECK (score >= 0),
+          PRIMARY KEY (sid, item))
+        """,
+        """
+        CREATE TABLE asm_quality (
+          id text COLLATE "C" PRIMARY KEY,
+          student text COLLATE "C" NOT NULL,
+          school_code text COLLATE "C" NOT NULL,
+          org_path text COLLATE "C" NOT NULL,
+          school_year text COLLATE "C" NOT NULL,
+          term integer NOT NULL CHECK (term IN (1, 2)),
+          dimension integer NOT NULL CHECK (dimension BETWEEN 1 AND 5),
+          title text COLLATE "C" NOT NULL,
+          description text NOT NULL,
+          evidence_ref text NOT NULL,
+          grade integer NOT NULL CHECK (grade BETWEEN 1 AND 4),
+          update_time double precision NOT NULL,
+          UNIQUE (student, school_year, term, dimension, title))
+        """,
+      ]),
+  ]
+}
