@@ -91,6 +91,11 @@ let package = Package(
       ],
       path: "Tests/Benchmarks/identity-bench"
     ),
+    .executableTarget(
+      name: "directory-bench",
+      dependencies: ["ServiceRuntime", "SmartSchoolModel", logging, swiftProtobuf],
+      path: "Tests/Benchmarks/directory-bench"
+    ),
 
     // Tests mirror the sources; shared helpers live in one support target.
     .target(

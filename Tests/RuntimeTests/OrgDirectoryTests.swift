@@ -1,38 +1,97 @@
 import Foundation
 import ServiceRuntime
 import SmartSchoolModel
+import SwiftProtobuf
 import Synchronization
 import Testing
 import TestSupport
 
-/// A fake identity feed: a list of changes served in pages; can be switched off.
+/// A fake identity feed: a list of changes served in pages (at most `pageLimit` a page,
+/// after a pause of up to `pause`); can be switched off. Records the revocations it is told of.
 final class FakeFeed: IdentityChangeSource {
   let changes = Mutex<[Smartschool_Common_V1_Change]>([])
   let down = Mutex(false)
+  let revoked = Mutex<[String: Date]>([:])
+  let pageLimit: Int
+  let pause: Duration
+
+  init(pageLimit: Int = .max, pause: Duration = .zero) {
+    self.pageLimit = pageLimit
+    self.pause = pause
+  }
 
   func add(_ org: Smartschool_Identity_V1_Org) {
+    append("org", org.id, org.code, path: org.path, org)
+  }
+
+  func add(_ user: Smartschool_Identity_V1_User) {
+    append("user", user.id, user.externalID, path: user.orgPath, user)
+  }
+
+  func link(parent: String, student: String, removed: Bool = false) {
+    append("guardian_link", "\(parent):\(student)", "", op: removed ? .delete : .upsert, path: "/")
+  }
+
+  func revoke(session: String) {
+    append("session", session, session, op: .delete, path: "/")
+  }
+
+  /// Appends one event and returns its sequence.
+  @discardableResult
+  func append(
+    _ entity: String, _ id: String, _ key: String, op: Smartschool_Common_V1_ChangeOp = .upsert,
+    path: String, _ payload: (any SwiftProtobuf.Message)? = nil
+  ) -> Int64 {
     changes.withLock { c in
       var change = Smartschool_Common_V1_Change()
       change.sequence = Int64(c.count + 1)
-      change.entity = "org"
-      change.id = org.id
-      change.naturalKey = org.code
-      change.op = .upsert
-      change.orgPath = org.path
-      change.payload.typeURL = "type.googleapis.com/smartschool.identity.v1.Org"
-      change.payload.value = try! org.serializedData()
+      change.entity = entity
+      change.id = id
+      change.naturalKey = key
+      change.op = op
+      change.orgPath = path
+      change.time = Google_Protobuf_Timestamp(date: Date())
+      if let payload {
+        change.payload.typeURL = "type.googleapis.com/" + type(of: payload).protoMessageName
+        change.payload.value = try! payload.serializedData()
+      }
       c.append(change)
+      return change.sequence
     }
   }
 
   func listChanges(after: Int64, pageSize: Int) async throws -> Smartschool_Common_V1_ListChangesResponse {
     if down.withLock({ $0 }) { throw ServiceError.unavailable("identity is down") }
+    if pause > .zero {
+      try await Task.sleep(for: pause * Double.random(in: 0...1))
+    }
+    let limit = min(pageSize, pageLimit)
     let all = changes.withLock { $0 }.filter { $0.sequence > after }
     return .with {
-      $0.changes = Array(all.prefix(pageSize))
+      $0.changes = Array(all.prefix(limit))
       $0.lastSequence = $0.changes.last?.sequence ?? after
-      $0.moreAvailable = all.count > pageSize
+      $0.moreAvailable = all.count > limit
     }
+  }
+
+  func sessionsRevoked(_ sessions: [String: Date]) {
+    revoked.withLock { $0.merge(sessions) { $1 } }
+  }
+}
+
+func testUser(
+  _ id: String, _ externalID: String, _ kind: Smartschool_Identity_V1_UserKind, org: String,
+  path: String, active: Bool = true
+) -> Smartschool_Identity_V1_User {
+  .with {
+    $0.id = id
+    $0.externalID = externalID
+    $0.displayName = "用户" + externalID
+    $0.kind = kind
+    $0.orgID = org
+    $0.orgPath = path
+    $0.birthYear = 1980
+    $0.status = active ? .active : .deactivated
   }
 }
 
