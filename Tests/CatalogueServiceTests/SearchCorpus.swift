@@ -405,6 +405,9 @@ enum SearchCorpus {
     var query: String
     var topics: [String] = []
     var also: [String] = []
+    /// Resources that share text with the query but not its meaning (部分数据 for 分数, 圆明园 for
+    /// 圆, Unit for IT): none may rank above a relevant one.
+    var distractors: [String] = []
     var `where`: (@Sendable (Item) -> Bool)? = nil
 
     func relevant(_ item: Item) -> Bool {
@@ -480,12 +483,16 @@ enum SearchCorpus {
     // One character, a two-character word inside others, a Latin abbreviation.
     .init(
       group: "short", query: "分数",
-      topics: ["frac-mean", "frac-add", "frac-mul", "frac-div", "percent"]),
+      topics: ["frac-mean", "frac-add", "frac-mul", "frac-div", "percent"],
+      distractors: ["stats-sample#2", "stats-avg#1", "stats-avg#2", "stats-avg#3"]),
     .init(
       group: "short", query: "圆",
-      topics: ["circle-know", "circle-perim", "circle-area", "circle-angle"]),
+      topics: ["circle-know", "circle-perim", "circle-area", "circle-angle"],
+      distractors: ["yuanmingyuan#1", "yuanmingyuan#2", "yuanmingyuan#3", "yuanmingyuan#4"]),
     .init(group: "short", query: "诗", topics: ["jingyesi", "gushi"]),
-    .init(group: "short", query: "IT", where: { $0.topic.subject == .informationTechnology }),
+    .init(
+      group: "short", query: "IT", distractors: ["unit-classroom#1", "unit-pencil#1"],
+      where: { $0.topic.subject == .informationTechnology }),
     .init(group: "short", query: "Unit 3", topics: ["unit-pencil"]),
   ]
 }

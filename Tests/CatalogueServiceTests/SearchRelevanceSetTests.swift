@@ -25,12 +25,21 @@ struct SearchRelevanceSetTests {
       var lines: [String] = []
       for judged in SearchCorpus.queries {
         let relevant = Set(SearchCorpus.items.filter(judged.relevant).map(\.key))
-        let hits = try await w.catalogue.searchResources(
+        let all = try await w.catalogue.searchResources(
           .with {
             $0.query = judged.query
-            $0.pageSize = 10
+            $0.pageSize = 1000
           }, metadata: w.auth("tA1")
         ).hits.map { keys[$0.resource.id] ?? "?" }
+        let hits = Array(all.prefix(10))
+        // A distractor found at all comes after every relevant result found.
+        let lastRelevant = all.lastIndex(where: relevant.contains) ?? -1
+        for d in judged.distractors {
+          if let rank = all.firstIndex(of: d) {
+            #expect(rank > lastRelevant, "\(judged.query): \(d) at \(rank + 1)")
+            print("[\(judged.group)] \(judged.query): distractor \(d) at rank \(rank + 1) of \(all.count)")
+          }
+        }
         let recall =
           Double(hits.prefix(10).filter(relevant.contains).count)
           / Double(max(1, min(10, relevant.count)))
