@@ -122,9 +122,9 @@ final class Harness: Sendable {
   let dataDirectory: TemporaryDirectory
   let task: Task<Void, any Error>
 
-  /// A server on this run's store (SQLite, or PostgreSQL with SMARTSCHOOL_TEST_DATABASE_URL);
-  /// giving `data` (the `dataDirectory`) of another harness serves its data (a replica on PostgreSQL), and
-  /// giving its `key` makes both accept the same tokens.
+  /// A server on this run's store (SQLite, or PostgreSQL with SMARTSCHOOL_TEST_DATABASE_URL).
+  /// Giving `data` (the `dataDirectory`) of another harness serves its data (a replica, on
+  /// PostgreSQL), and giving its `key` makes both accept the same tokens.
   init(
     tree: TreeBuilder = standardTree(), data: TemporaryDirectory? = nil,
     key: Curve25519.Signing.PrivateKey = .init()

@@ -191,7 +191,8 @@ final class PostgresSupervisionStore: SupervisionStoring {
         // One order for every batch, so two replicas' overlapping batches lock rows in the
         // same order instead of deadlocking.
         round.sort {
-          ($0.classroom, $0.date.dayNumber, $0.period) < ($1.classroom, $1.date.dayNumber, $1.period)
+          ($0.classroom, $0.date.dayNumber, $0.period)
+            < ($1.classroom, $1.date.dayNumber, $1.period)
         }
         try await upsert(round, tx: tx, counts: &counts, now: now)
       }
@@ -272,12 +273,14 @@ final class PostgresSupervisionStore: SupervisionStoring {
     -> [ClassroomWeek: WeekUsage]
   {
     let (lo, hi) = Self.range(path)
+    // Grouped in the scope index's order (a classroom's lessons share its path), so the
+    // rows stream out of the index without a sort.
     let rows = try await store.query(
       """
       SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
       FROM sup_lessons WHERE org_path >= \(lo) AND org_path < \(hi)
         AND week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound)
-      GROUP BY classroom, week
+      GROUP BY org_path, week, classroom
       """)
     var out: [ClassroomWeek: WeekUsage] = [:]
     out.reserveCapacity(rows.count)
@@ -467,7 +470,9 @@ final class PostgresSupervisionStore: SupervisionStoring {
       """)
     var out: [String: (count: Int, lastDay: Int)] = [:]
     for row in rows {
-      out[try row[0].decode(String.self)] = (try row[1].decode(Int.self), try row[2].decode(Int.self))
+      out[try row[0].decode(String.self)] = (
+        try row[1].decode(Int.self), try row[2].decode(Int.self)
+      )
     }
     return out
   }

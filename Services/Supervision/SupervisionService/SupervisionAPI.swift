@@ -328,47 +328,66 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     batch.reserveCapacity(Self.importBatch)
     var index: Int64 = -1
 
-    func flush() async throws {
-      guard !batch.isEmpty else { return }
-      let counts = try await store.upsertLessons(batch)
+    // One batch is written while the next is read and validated, so the database's work and
+    // this process's overlap; at most one write is in flight (memory stays two batches), and
+    // each batch is still one transaction, committed in stream order.
+    var writing: Task<UpsertCounts, any Error>? = nil
+    func settle() async throws {
+      guard let task = writing else { return }
+      writing = nil
+      let counts = try await task.value
       summary.created += Int64(counts.created)
       summary.updated += Int64(counts.updated)
-      batch.removeAll(keepingCapacity: true)
     }
-
-    for try await row in request {
-      index += 1
-      summary.received += 1
-      let code = row.classroomCode
-      if classrooms[code] == nil {
-        let record = TextRules.isCode(code) ? try await store.classroom(code: code) : nil
-        let inScope =
-          record.map {
-            principal.allows(.lessonsImport, atPath: $0.orgPath)
-          } ?? false
-        classrooms[code] = (record, inScope)
-      }
-      let known = classrooms[code]!
-      switch LessonRows.validate(row, classroom: known.record, inScope: known.inScope, terms: terms)
-      {
-      case .success(let lesson):
-        summary.accepted += 1
-        batch.append(lesson)
-        if batch.count >= Self.importBatch { try await flush() }
-      case .failure(let rejection):
-        summary.rejected += 1
-        if summary.errors.count < Self.maxRowErrors {
-          summary.errors.append(
-            .with {
-              $0.index = index
-              $0.key = "\(code)/\(row.date)/\(row.period)"
-              $0.field = rejection.field
-              $0.reason = rejection.reason
-            })
+    func flush() async throws {
+      guard !batch.isEmpty else { return }
+      try await settle()
+      let rows = batch
+      batch.removeAll(keepingCapacity: true)
+      writing = Task { [store] in try await store.upsertLessons(rows) }
+    }
+    do {
+      for try await row in request {
+        index += 1
+        summary.received += 1
+        let code = row.classroomCode
+        if classrooms[code] == nil {
+          let record = TextRules.isCode(code) ? try await store.classroom(code: code) : nil
+          let inScope =
+            record.map {
+              principal.allows(.lessonsImport, atPath: $0.orgPath)
+            } ?? false
+          classrooms[code] = (record, inScope)
+        }
+        let known = classrooms[code]!
+        let verdict = LessonRows.validate(
+          row, classroom: known.record, inScope: known.inScope, terms: terms)
+        switch verdict {
+        case .success(let lesson):
+          summary.accepted += 1
+          batch.append(lesson)
+          if batch.count >= Self.importBatch { try await flush() }
+        case .failure(let rejection):
+          summary.rejected += 1
+          if summary.errors.count < Self.maxRowErrors {
+            summary.errors.append(
+              .with {
+                $0.index = index
+                $0.key = "\(code)/\(row.date)/\(row.period)"
+                $0.field = rejection.field
+                $0.reason = rejection.reason
+              })
+          }
         }
       }
+    } catch {
+      // A broken stream keeps every whole batch it sent, as before: the one being written
+      // commits before the call fails.
+      _ = try? await settle()
+      throw error
     }
     try await flush()
+    try await settle()
     return summary
   }
 

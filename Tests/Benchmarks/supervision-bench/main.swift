@@ -157,7 +157,8 @@ func run(_ tool: String, _ arguments: [String], environment: [String: String] = 
   guard process.terminationStatus == 0, complaint.isEmpty else {
     throw BenchError("\(tool) exited \(process.terminationStatus): \(complaint)")
   }
-  return (elapsed, String(decoding: text, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+  let printed = String(decoding: text, as: UTF8.self)
+  return (elapsed, printed.trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
 /// `psql -c command` on `server`'s database, unaligned and tuples only.
@@ -289,7 +290,8 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
   defer {
     if let database {
       _ = try? psql(
-        database.with(database: "postgres"), "DROP DATABASE IF EXISTS \(database.database) WITH (FORCE)")
+        database.with(database: "postgres"),
+        "DROP DATABASE IF EXISTS \(database.database) WITH (FORCE)")
     }
   }
   var settings = SupervisionSettings()
@@ -507,7 +509,8 @@ for store in stores {
 }
 writeLine("\n== summary (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
 writeLine(
-  "store       run                  lessons  import/s   loader/s  ratio  county ms  city ms  notice ms  loader"
+  "store       run                  lessons  import/s   loader/s  ratio  county ms  city ms"
+    + "  notice ms  loader"
 )
 for f in results {
   writeLine(
