@@ -65,6 +65,27 @@ struct ReplicaTests {
     return try await check()
   }
 
+  /// Two replicas importing overlapping rows at once (2,500 each, 1,000 shared): every row is
+  /// accepted, each user is made once, with one event on the feed.
+  @Test func twoReplicasImportingTheSameRowsAtOnceMakeEachUserOnce() async throws {
+    try await withReplicas { r in
+      let admin = try await login(r[0], "admin", testAdminPassword)
+      _ = try await buildTree(r[0], admin: admin)
+      let rows = (0..<4000).map { i in ImportTests.row("R\(i)", "rep\(i)", "学生\(i)") }
+      async let first = ImportTests.importUsers(r[1], token: admin, Array(rows[0..<2500]))
+      async let second = ImportTests.importUsers(r[2], token: admin, Array(rows[1500..<4000]))
+      let (a, b) = try await (first, second)
+      #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
+      #expect(a.created + b.created == 4000)
+      #expect(a.updated + b.updated == 1000)
+      #expect(try await ImportTests.listed(r[0], token: admin, prefix: "rep").count == 4000)
+      let keys = try await ImportTests.userEvents(r[0], token: admin).events.map(\.key)
+        .filter { $0.hasPrefix("R") }
+      #expect(keys.count == 4000)
+      #expect(Set(keys).count == 4000)
+    }
+  }
+
   @Test func replicasStartedAtOnceShareOneKeyOneAdminAndFollowEachOther() async throws {
     try await withReplicas { r in
       // One bootstrap admin, one current key, whichever replica answers.

@@ -511,16 +511,36 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   ) async throws -> Smartschool_Common_V1_ImportSummary {
     let p = try Principal.require()
     let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.usersWrite, at: $0) }
-    let summary = try await BulkImport.run(
-      request,
-      prepare: { (message, index) -> PreparedRow<User> in
-        let violations = OrgRules.validate(message.user)
-        guard let first = violations.first else { return .accept(message.user) }
-        return .reject(.row(
-          index, key: message.user.externalID, field: first.field,
-          violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
-      },
-      commit: { batch in try await store.importUsers(batch, authorize: authorize) })
+    let store = self.store
+    // Double-buffered: a batch commits while the next one is read from the stream and
+    // validated (the database and the gRPC decoding work at once); batches still commit one
+    // after another, in stream order.
+    var committing: Task<BatchOutcome, any Error>? = nil
+    let summary: Smartschool_Common_V1_ImportSummary
+    do {
+      summary = try await BulkImport.run(
+        request, batchSize: 2000,
+        prepare: { (message, index) -> PreparedRow<User> in
+          let violations = OrgRules.validate(message.user)
+          guard let first = violations.first else { return .accept(message.user) }
+          return .reject(.row(
+            index, key: message.user.externalID, field: first.field,
+            violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
+        },
+        commit: { batch in
+          let previous = try await committing?.value ?? BatchOutcome()
+          committing = Task { try await store.importUsers(batch, authorize: authorize) }
+          return previous
+        },
+        finish: {
+          defer { committing = nil }
+          return try await committing?.value ?? BatchOutcome()
+        })
+    } catch {
+      // A failed stream: the batch in flight still ends (committed or not) before the call.
+      _ = try? await committing?.value
+      throw error
+    }
     await audit("user.import", actor: p.userID, target: "",
                 detail: "received=\(summary.received) accepted=\(summary.accepted)")
     return summary

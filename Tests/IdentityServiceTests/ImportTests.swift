@@ -1,0 +1,162 @@
+import Foundation
+import GRPCCore
+import ServiceRuntime
+import SmartSchoolModel
+import Testing
+import TestSupport
+
+/// Streamed user imports larger than one batch, on either store: every good row lands, every
+/// bad one is reported with its row, a second run changes and emits nothing, and two streams
+/// importing the same rows at once make each user once.
+@Suite("Identity user imports over gRPC")
+struct ImportTests {
+  static func row(
+    _ ext: String, _ username: String, _ name: String, org: String = "CL-A1-3-1",
+    kind: Smartschool_Identity_V1_UserKind = .student
+  ) -> Smartschool_Identity_V1_ImportUsersRequest {
+    .with {
+      $0.user = .with {
+        $0.externalID = ext
+        $0.username = username
+        $0.displayName = name
+        $0.kind = kind
+        $0.orgCode = org
+      }
+    }
+  }
+
+  static func importUsers(
+    _ identity: IdentityClient, token: String, _ rows: [Smartschool_Identity_V1_ImportUsersRequest]
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    try await identity.importUsers(
+      metadata: bearer(token), requestProducer: { w in for r in rows { try await w.write(r) } })
+  }
+
+  /// The user events on the feed after `after` (natural key, payload), and the last sequence.
+  static func userEvents(_ identity: IdentityClient, token: String, after: Int64 = 0)
+    async throws -> (events: [(key: String, user: User)], last: Int64)
+  {
+    var events: [(key: String, user: User)] = []
+    var seq = after
+    while true {
+      let page = try await identity.listChanges(
+        .with {
+          $0.afterSequence = seq
+          $0.pageSize = 1000
+        }, metadata: bearer(token))
+      for c in page.changes where c.entity == "user" {
+        events.append((c.naturalKey, try User(serializedBytes: c.payload.value)))
+      }
+      seq = max(seq, page.lastSequence)
+      if !page.moreAvailable { break }
+    }
+    return (events, seq)
+  }
+
+  /// Every user of `prefix`'s external ids, by listing (username order).
+  static func listed(_ identity: IdentityClient, token: String, prefix: String) async throws
+    -> [User]
+  {
+    var users: [User] = []
+    var pageToken = ""
+    repeat {
+      let page = try await identity.listUsers(
+        .with {
+          $0.namePrefix = prefix
+          $0.pageSize = 1000
+          $0.pageToken = pageToken
+        }, metadata: bearer(token))
+      users += page.users
+      pageToken = page.nextPageToken
+    } while !pageToken.isEmpty
+    return users
+  }
+
+  /// 4,500 rows over three batches with bad rows among them: an unknown org, a taken
+  /// username (earlier in the stream and in an earlier batch), a second row of a new user in a
+  /// later batch. Then the same stream again: nothing created, nothing on the feed.
+  @Test func aLongImportLandsGoodRowsReportsBadOnesAndRepeatsAsANoOp() async throws {
+    try await withTree { identity, admin, _ in
+      let n = 4500
+      var rows = (0..<n).map { i in Self.row("E\(i)", "imp\(i)", "学生\(i)") }
+      rows[10] = Self.row("E10", "imp10", "x", org: "NO-SUCH")
+      rows[2500] = Self.row("E2500", "IMP3", "x")  // imp3 is row 3's, in the first batch
+      rows[4100] = Self.row("E7", "imp7", "Renamed")  // E7 again, two batches later
+      rows[4101] = Self.row("E8", "imp8", "学生8")  // E8 again, unchanged
+      let summary = try await Self.importUsers(identity, token: admin, rows)
+      #expect(summary.received == Int64(n))
+      #expect(summary.errors.map(\.index) == [10, 2500])
+      #expect(summary.errors.map(\.field) == ["user.org_code", "user.username"])
+      #expect(summary.created == Int64(n - 4))
+      #expect(summary.updated == 2)
+      let users = try await Self.listed(identity, token: admin, prefix: "imp")
+      #expect(users.count == n - 4)
+      #expect(Set(users.map(\.externalID)).count == n - 4)
+      #expect(users.first { $0.externalID == "E7" }?.displayName == "Renamed")
+      #expect(users.allSatisfy { $0.status == .pendingActivation })
+      // One event per new user and one for the change; none for the unchanged row.
+      let feed = try await Self.userEvents(identity, token: admin)
+      let keys = feed.events.map(\.key).filter { $0.hasPrefix("E") }
+      #expect(keys.count == n - 4 + 1)
+      #expect(keys.filter { $0 == "E7" }.count == 2)
+      #expect(feed.events.last { $0.key == "E7" }?.user.displayName == "Renamed")
+      #expect(feed.events.first { $0.key == "E9" }?.user.orgCode == "CL-A1-3-1")
+
+      // The same users as they now are (row 7 renamed too): the second run changes nothing.
+      rows[7] = rows[4100]
+      let again = try await Self.importUsers(identity, token: admin, rows)
+      #expect(again.created == 0)
+      #expect(again.updated == Int64(n - 2))
+      #expect(again.errors.map(\.index) == [10, 2500])
+      let after = try await Self.userEvents(identity, token: admin, after: feed.last)
+      #expect(after.events.isEmpty)
+    }
+  }
+
+  /// A row naming an existing user outside the caller's scope is refused, even when the row
+  /// would move the user into the caller's scope; the user stays as it was.
+  @Test func anExistingUserOutsideTheCallersScopeIsRefused() async throws {
+    try await withTree { identity, admin, _ in
+      let outside = try await newUser(
+        identity, admin: admin, externalID: "TB1", username: "tb1", kind: .teacher, org: "S-B1")
+      let official = try await newUser(
+        identity, admin: admin, externalID: "OA", username: "official.a", kind: .staff,
+        org: "K340121")
+      _ = try await grant(identity, token: admin, user: official.id, role: .countyAdmin,
+                          org: "K340121")
+      let token = try await login(identity, "official.a", "Secret-pass-1")
+      let summary = try await Self.importUsers(
+        identity, token: token,
+        [
+          Self.row("TB1", "tb1", "moved", org: "S-A1", kind: .teacher),
+          Self.row("TA1", "ta1", "new", org: "S-A1", kind: .teacher),
+        ])
+      #expect(summary.created == 1)
+      #expect(summary.errors.map(\.index) == [0])
+      #expect(summary.errors.map(\.field) == ["user.external_id"])
+      let still = try await identity.getUser(.with { $0.id = outside.id }, metadata: bearer(admin))
+      #expect(still.orgCode == "S-B1")
+      #expect(still.displayName == "tb1")
+    }
+  }
+
+  /// Two streams at once over overlapping rows (3,000 each, 1,500 shared): every row is
+  /// accepted, each user exists once, and the feed has one event per user.
+  @Test func twoStreamsImportingTheSameRowsAtOnceMakeEachUserOnce() async throws {
+    try await withTree { identity, admin, _ in
+      let rows = (0..<4500).map { i in Self.row("C\(i)", "conc\(i)", "学生\(i)") }
+      async let first = Self.importUsers(identity, token: admin, Array(rows[0..<3000]))
+      async let second = Self.importUsers(identity, token: admin, Array(rows[1500..<4500]))
+      let (a, b) = try await (first, second)
+      #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
+      #expect(a.created + b.created == 4500)
+      #expect(a.updated + b.updated == 1500)
+      let users = try await Self.listed(identity, token: admin, prefix: "conc")
+      #expect(users.count == 4500)
+      let feed = try await Self.userEvents(identity, token: admin)
+      let keys = feed.events.map(\.key).filter { $0.hasPrefix("C") }
+      #expect(keys.count == 4500)
+      #expect(Set(keys).count == 4500)
+    }
+  }
+}
