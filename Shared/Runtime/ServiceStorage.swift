@@ -158,8 +158,8 @@ public protocol ServiceStorage: AnyObject, Sendable {
   /// directory's feed cursor; ``OrgDirectory`` moves such rows to the indexed tables once.
   func loadDirectory() async throws -> (rows: [DirectoryRow], cursor: Int64)
   /// In one transaction: stores `upserts`, removes `deletions` (entity, id) of the
-  /// pre-province form and moves the directory's cursor to `cursor` (never backwards, so replicas sharing one database cannot
-  /// rewind it).
+  /// pre-province form and moves the directory's cursor to `cursor` (never backwards, so
+  /// replicas sharing one database cannot rewind it).
   func saveDirectory(upserts: [DirectoryRow], deletions: [(entity: String, id: String)], cursor: Int64?)
     async throws
   /// The org directory's persisted orgs (protobuf bytes), the sessions revoked after

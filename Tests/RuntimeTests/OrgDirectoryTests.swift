@@ -60,7 +60,9 @@ final class FakeFeed: IdentityChangeSource {
     }
   }
 
-  func listChanges(after: Int64, pageSize: Int) async throws -> Smartschool_Common_V1_ListChangesResponse {
+  func listChanges(after: Int64, pageSize: Int) async throws
+    -> Smartschool_Common_V1_ListChangesResponse
+  {
     if down.withLock({ $0 }) { throw ServiceError.unavailable("identity is down") }
     if pause > .zero {
       try await Task.sleep(for: pause * Double.random(in: 0...1))

@@ -375,7 +375,8 @@ func startPhase(_ options: Options) async throws {
     values += [("\(name)_p50_us", l.p50), ("\(name)_p99_us", l.p99)]
   }
   values += [
-    ("county_teachers", Double(countyTeachers)), ("cache_entries", Double(directory.cachedUserCount)),
+    ("county_teachers", Double(countyTeachers)),
+    ("cache_entries", Double(directory.cachedUserCount)),
     ("peak_mib", m.peak), ("rss_mib", m.now),
   ]
   report(values)
