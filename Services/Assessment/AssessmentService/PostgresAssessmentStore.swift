@@ -304,7 +304,9 @@ final class PostgresAssessmentStore: AssessmentStoring {
   }
 
   /// One row per student of the exam (under `scopePath` when given), in sid order, with the
-  /// item numbers and scores aggregated into arrays: the report's whole input in one query.
+  /// item numbers and scores aggregated into arrays (side by side: one aggregation feeds both
+  /// in the same row order, and unsorted they cost half): the report's whole input in one
+  /// query.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
     let numbers = exam.itemNumbers
     var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
@@ -314,8 +316,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
       try await tx.query(
         """
         SELECT st.student, st.class_code, st.school_code, st.org_path,
-          array_agg(sc.item ORDER BY sc.item) FILTER (WHERE sc.item IS NOT NULL) AS items,
-          array_agg(sc.score ORDER BY sc.item) FILTER (WHERE sc.item IS NOT NULL) AS scores
+          array_agg(sc.item) FILTER (WHERE sc.item IS NOT NULL) AS items,
+          array_agg(sc.score) FILTER (WHERE sc.item IS NOT NULL) AS scores
         FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
         WHERE st.exam = \(exam.number)
           AND (\(scopePath)::text IS NULL OR starts_with(st.org_path, \(scopePath)))

@@ -73,5 +73,11 @@ extension AssessmentMigrations {
           UNIQUE (student, school_year, term, dimension, title))
         """,
       ]),
+    // Scores are written only by a score batch, with sids the same transaction's student
+    // upsert returned, and students are never deleted: the per-row foreign-key check cost
+    // a score import three quarters of its time (260,940 rows: 13 s against 2.8 s).
+    PostgresMigration(
+      "assessment.2.scores-unchecked-sid",
+      ["ALTER TABLE asm_scores DROP CONSTRAINT asm_scores_sid_fkey"]),
   ]
 }

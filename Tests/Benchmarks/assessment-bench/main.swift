@@ -1,13 +1,19 @@
 // assessment-bench: one county exam (13,047 students × 20 items = 260,940 item scores) imported
 // over one stream into the real assessment-service executable, spawned as its own process and
-// following an in-process identity. Prints scores/s against the sqlite3 CLI's `.import` of the
-// same rows from CSV (same run), the service's peak RSS, and statistics and report latency.
+// following an in-process identity, on SQLite and, given a server, on PostgreSQL in the same
+// run. Prints scores/s against the database's own bulk loader of the same rows (sqlite3
+// `.import` of a CSV, PostgreSQL `COPY` through `psql \copy`), the service's peak RSS, and
+// statistics and report latency; then a summary table of both stores.
 //
 //   swift build -c release --product assessment-service
 //   swift build -c release --product assessment-bench
-//   .build/release/assessment-bench [students] [scratch directory]
+//   .build/release/assessment-bench [--database-url postgres://user@host:port/db]
+//     [--students 13047] [--scratch directory]
 //
-// The service binary is looked up next to this program (or in $ASSESSMENT_SERVICE_BIN).
+// The URL may also come from SMARTSCHOOL_BENCH_DATABASE_URL; without one PostgreSQL is
+// skipped. The bench makes a fresh database on that server (its role needs CREATEDB) and drops
+// it at the end. Needs `sqlite3` and `psql`. The service binary is looked up next to this
+// program (or in $ASSESSMENT_SERVICE_BIN).
 import Dispatch
 import Foundation
 import GRPCCore
@@ -28,11 +34,9 @@ typealias IdentityClient = Smartschool_Identity_V1_IdentityService.Client<
 
 /// The run's parameters (static: nonisolated, shared by every task).
 enum Bench {
-  static let arguments = CommandLine.arguments
-  static let studentCount = arguments.count > 1 ? Int(arguments[1]) ?? 13_047 : 13_047
-  static let scratch =
-    (arguments.count > 2 ? arguments[2] : NSTemporaryDirectory())
-    + "/assessment-bench-" + UUID().uuidString
+  static let options = parseOptions()
+  static let studentCount = options.students
+  static let scratch = options.scratch + "/assessment-bench-" + UUID().uuidString
   static let itemCount = 20
   static let schoolCount = 30
   static let classSize = 45
@@ -47,8 +51,45 @@ enum Bench {
   }
   static let serviceBinary =
     ProcessInfo.processInfo.environment["ASSESSMENT_SERVICE_BIN"]
-    ?? URL(fileURLWithPath: arguments[0]).deletingLastPathComponent()
+    ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     .appendingPathComponent("assessment-service").path
+}
+
+struct Options {
+  /// The PostgreSQL server's URL (its database is only used to make the bench's own).
+  var databaseURL: String?
+  var students = 13_047
+  var scratch = NSTemporaryDirectory()
+}
+
+func parseOptions() -> Options {
+  var options = Options()
+  options.databaseURL = ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_DATABASE_URL"]
+  var rest = CommandLine.arguments.dropFirst()
+  func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("assessment-bench: \(message)\n".utf8))
+    exit(64)
+  }
+  while let flag = rest.popFirst() {
+    guard let value = rest.popFirst() else { fail("\(flag) needs a value") }
+    switch flag {
+    case "--database-url": options.databaseURL = value
+    case "--students":
+      guard let n = Int(value), n > 0 else { fail("--students: a positive integer") }
+      options.students = n
+    case "--scratch": options.scratch = value
+    default: fail("unknown flag \(flag)")
+    }
+  }
+  if let url = options.databaseURL, url.isEmpty { options.databaseURL = nil }
+  if let url = options.databaseURL {
+    do {
+      _ = try DatabaseSettings(url: url, poolSize: 2)
+    } catch {
+      fail("--database-url: \(error)")
+    }
+  }
+  return options
 }
 
 struct Student: Sendable {
@@ -111,20 +152,338 @@ func score(student i: Int, item j: Int) -> Double {
 
 // MARK: the run
 
-func run() async throws {
-  let scratch = Bench.scratch
-  let studentCount = Bench.studentCount
-  let itemCount = Bench.itemCount
-  let schoolCount = Bench.schoolCount
-  let students = Bench.students
-  let itemMax = Bench.itemMax
-  let serviceBinary = Bench.serviceBinary
-  guard FileManager.default.isExecutableFile(atPath: serviceBinary) else {
-    line("assessment-service not found at \(serviceBinary); build it in the same configuration")
+/// The store a service of this run writes to.
+enum BenchStore: Sendable {
+  case sqlite
+  /// A fresh database on the server: its URL, for the service's --database-url.
+  case postgresql(url: String, settings: DatabaseSettings)
+
+  var name: String {
+    switch self {
+    case .sqlite: "SQLite"
+    case .postgresql: "PostgreSQL"
+    }
+  }
+}
+
+/// One store's figures.
+struct Figures: Sendable {
+  var store: String
+  var importRate = 0.0
+  var loaderRate = 0.0
+  var loader = ""
+  var statisticsP50 = 0.0
+  var statisticsTarget = 0.0
+  var reportP50 = 0.0
+  var peakMB = 0.0
+}
+
+/// Runs `tool` with `arguments` (and `input` on standard input) to completion: its wall-clock
+/// milliseconds and standard output. A non-zero exit or anything on standard error fails the
+/// bench, since a baseline that loaded fewer rows than asked would flatter the service.
+func runTool(
+  _ tool: String, _ arguments: [String], input: String? = nil, environment: [String: String] = [:]
+) throws -> (ms: Double, output: String) {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  process.arguments = [tool] + arguments
+  process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+  let stdin = Pipe()
+  let stdout = Pipe()
+  let stderr = Pipe()
+  process.standardInput = stdin
+  process.standardOutput = stdout
+  process.standardError = stderr
+  let t0 = now()
+  try process.run()
+  if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+  try stdin.fileHandleForWriting.close()
+  let output = stdout.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  let elapsed = ms(since: t0)
+  let complaint = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  guard process.terminationStatus == 0, complaint.isEmpty else {
+    line("\(tool) exited \(process.terminationStatus): \(complaint)")
     exit(1)
   }
-  try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-  defer { try? FileManager.default.removeItem(atPath: scratch) }
+  return (elapsed, String(decoding: output, as: UTF8.self))
+}
+
+/// `psql` on `database` running `command`, unaligned, tuples only, stopping on an error.
+func psql(_ database: DatabaseSettings, _ command: String) throws -> (ms: Double, output: String) {
+  var environment = ["PGSSLMODE": database.tls.rawValue]
+  environment["PGPASSWORD"] = database.password
+  return try runTool(
+    "psql",
+    [
+      "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", database.host, "-p",
+      String(database.port), "-U", database.username, "-d", database.database, "-c", command,
+    ], environment: environment)
+}
+
+/// The CSV of the exam's rows, for the bulk loaders.
+func writeCSV(exam: String, to path: String) throws {
+  var text = ""
+  text.reserveCapacity(Bench.studentCount * Bench.itemCount * 40)
+  for (i, s) in Bench.students.enumerated() {
+    for j in 0..<Bench.itemCount {
+      text +=
+        "\(exam),\(s.externalID),\(s.classCode),\(s.schoolCode),\(j + 1),"
+        + "\(score(student: i, item: j))\n"
+    }
+  }
+  try text.write(toFile: path, atomically: false, encoding: .utf8)
+}
+
+/// The database's own bulk loader on the same rows into an equivalent flat table: rows/s,
+/// the loader's name and the rows it counted.
+func baseline(_ store: BenchStore, csv: String, directory: String) throws
+  -> (rate: Double, loader: String, rows: String)
+{
+  let rows = Double(Bench.studentCount * Bench.itemCount)
+  switch store {
+  case .sqlite:
+    let script = """
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = NORMAL;
+      CREATE TABLE scores (exam_code TEXT NOT NULL, student TEXT NOT NULL,
+        class_code TEXT NOT NULL, school_code TEXT NOT NULL, item INTEGER NOT NULL,
+        score REAL NOT NULL CHECK (score >= 0), PRIMARY KEY (exam_code, student, item))
+        WITHOUT ROWID;
+      .import --csv \(csv) scores
+      SELECT COUNT(*) FROM scores;
+      """
+    let run = try runTool("sqlite3", ["-bail", directory + "/baseline.sqlite"], input: script)
+    let counted = run.output.split(separator: "\n").last.map(String.init) ?? "?"
+    return (rows / (run.ms / 1000), "sqlite3 .import", counted)
+  case .postgresql(_, let database):
+    _ = try psql(
+      database,
+      """
+      CREATE TABLE bench_copy_scores (exam_code text COLLATE "C" NOT NULL,
+        student text COLLATE "C" NOT NULL, class_code text COLLATE "C" NOT NULL,
+        school_code text COLLATE "C" NOT NULL, item integer NOT NULL,
+        score double precision NOT NULL CHECK (score >= 0),
+        PRIMARY KEY (exam_code, student, item))
+      """)
+    let copy = try psql(database, "\\copy bench_copy_scores FROM '\(csv)' WITH (FORMAT csv)")
+    let counted = try psql(database, "SELECT count(*) FROM bench_copy_scores").output
+    return (
+      rows / (copy.ms / 1000), "psql \\copy (COPY)",
+      counted.trimmingCharacters(in: .whitespacesAndNewlines)
+    )
+  }
+}
+
+/// One store's run: the service on `store`, the exam created, imported and reported on.
+func measure(
+  _ store: BenchStore, identityPort: Int, admin: Metadata, account: (String, String),
+  classes: Int
+) async throws -> Figures {
+  let directory = Bench.scratch + "/" + store.name
+  try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+  var figures = Figures(store: store.name)
+  figures.statisticsTarget = store.name == "SQLite" ? 200 : 300
+  line("\n== assessment on \(store.name)")
+  let port = freePort()
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: Bench.serviceBinary)
+  process.arguments = [
+    "--port", "\(port)", "--metrics-port", "0", "--data-dir", directory + "/service",
+    "--identity-addr", "127.0.0.1:\(identityPort)", "--client-id", account.0,
+    "--client-secret", account.1, "--log-level", "error",
+  ]
+  if case .postgresql(let url, _) = store { process.arguments! += ["--database-url", url] }
+  process.standardOutput = FileHandle.nullDevice
+  process.standardError = FileHandle.nullDevice
+  try process.run()
+  let pid = process.processIdentifier
+  defer { process.terminate() }
+
+  try await withClient(port: port) { grpc in
+    let client = Client(wrapping: grpc)
+    let studentCount = Bench.studentCount
+    let itemCount = Bench.itemCount
+    line(
+      "\(studentCount) students × \(itemCount) items = \(studentCount * itemCount) item scores, "
+        + "\(Bench.schoolCount) schools, \(classes) classes, "
+        + "\(ProcessInfo.processInfo.activeProcessorCount) cores, service pid \(pid)")
+    let exam = Smartschool_Assessment_V1_Exam.with {
+      $0.code = "K1-2026-MATH"
+      $0.name = "九年级数学统考"
+      $0.schoolYear = "2025-2026"
+      $0.term = 2
+      $0.subject = .mathematics
+      $0.stage = .junior
+      $0.grade = 9
+      $0.orgCode = "K1"
+      $0.items = (1...itemCount).map { n in
+        .with {
+          $0.number = Int32(n)
+          $0.maxScore = Bench.itemMax[n - 1]
+          $0.objective = n <= 12
+          $0.knowledgePoints = ["KP-\(n % 6)", "KP-\(n % 4 + 10)"]
+        }
+      }
+    }
+    // The service learns the tree from identity's feed: retry until it knows the county.
+    let waitStart = now()
+    while true {
+      do {
+        _ = try await client.createExam(.with { $0.exam = exam }, metadata: admin)
+        break
+      } catch let error as RPCError where ms(since: waitStart) < 60_000 {
+        if error.code != .notFound && error.code != .unavailable { throw error }
+        try await Task.sleep(for: .milliseconds(200))
+      }
+    }
+    let rssBefore = statusKB(pid, "VmRSS")
+
+    // Import over one stream, sampling the service's RSS as it goes.
+    let sampling = Task {
+      var peak = 0
+      while !Task.isCancelled {
+        peak = max(peak, statusKB(pid, "VmRSS"))
+        try? await Task.sleep(for: .milliseconds(20))
+      }
+      return peak
+    }
+    let t0 = now()
+    let summary = try await client.importScores(
+      metadata: admin,
+      requestProducer: { writer in
+        var chunk: [Smartschool_Assessment_V1_ScoreRow] = []
+        chunk.reserveCapacity(1000)
+        for (i, s) in Bench.students.enumerated() {
+          for j in 0..<itemCount {
+            chunk.append(
+              .with {
+                $0.examCode = exam.code
+                $0.studentExternalID = s.externalID
+                $0.classCode = s.classCode
+                $0.schoolCode = s.schoolCode
+                $0.itemNumber = Int32(j + 1)
+                $0.score = score(student: i, item: j)
+              })
+          }
+          if chunk.count >= 1000 {
+            try await writer.write(contentsOf: chunk)
+            chunk.removeAll(keepingCapacity: true)
+          }
+        }
+        try await writer.write(contentsOf: chunk)
+      })
+    let importMs = ms(since: t0)
+    sampling.cancel()
+    let sampledPeak = await sampling.value
+    let hwm = statusKB(pid, "VmHWM")
+    guard summary.accepted == Int64(studentCount * itemCount), summary.rejected == 0 else {
+      line("import went wrong: \(summary.accepted) accepted, \(summary.rejected) rejected")
+      exit(1)
+    }
+    figures.importRate = Double(studentCount * itemCount) / (importMs / 1000)
+    figures.peakMB = Double(max(sampledPeak, hwm)) / 1024
+
+    let csv = directory + "/scores.csv"
+    try writeCSV(exam: exam.code, to: csv)
+    let loader = try baseline(store, csv: csv, directory: directory)
+    figures.loaderRate = loader.rate
+    figures.loader = loader.loader
+
+    line(
+      String(
+        format: "import (1 stream, %d rows)   %8.0f ms   %9.0f scores/s",
+        studentCount * itemCount, importMs, figures.importRate))
+    line(
+      String(
+        format: "%@ baseline  %9.0f rows/s     (rows: %@)",
+        loader.loader.padding(toLength: 18, withPad: " ", startingAt: 0), loader.rate,
+        loader.rows))
+    line(
+      String(
+        format: "import rate / loader rate     %8.2f                      target ≥ 0.50",
+        figures.importRate / loader.rate))
+    line(
+      String(
+        format:
+          "service RSS: before %.1f MB, sampled peak %.1f MB, VmHWM %.1f MB   target < 150 MB",
+        Double(rssBefore) / 1024, Double(sampledPeak) / 1024, Double(hwm) / 1024))
+
+    // Statistics and item analysis at county scope.
+    var statistics: [Double] = []
+    var stats = Smartschool_Assessment_V1_ExamStatistics()
+    for _ in 0..<10 {
+      let t = now()
+      stats = try await client.getExamStatistics(
+        .with {
+          $0.examCode = exam.code
+          $0.scopeOrgCode = "K1"
+        }, metadata: admin)
+      statistics.append(ms(since: t))
+    }
+    figures.statisticsP50 = percentile(statistics, 0.5)
+    line(
+      String(
+        format:
+          "statistics + item analysis, county (N=%lld)  p50 %7.1f ms  max %7.1f ms  "
+          + "target < %.0f ms   (mean %.2f, α %.3f, %d schools ranked)",
+        stats.scope.count, figures.statisticsP50, statistics.max() ?? 0,
+        figures.statisticsTarget, stats.scope.mean, stats.cronbachAlpha.value,
+        stats.children.count))
+
+    var reports: [Double] = []
+    for k in 0..<20 {
+      let s = Bench.students[(k * 977) % Bench.students.count]
+      let t = now()
+      _ = try await client.getStudentReport(
+        .with {
+          $0.examCode = exam.code
+          $0.studentExternalID = s.externalID
+        }, metadata: admin)
+      reports.append(ms(since: t))
+    }
+    figures.reportP50 = percentile(reports, 0.5)
+    line(
+      String(
+        format: "student report (20 students)  p50 %7.1f ms  p95 %7.1f ms",
+        figures.reportP50, percentile(reports, 0.95)))
+    line(String(format: "service VmHWM at the end: %.1f MB", Double(statusKB(pid, "VmHWM")) / 1024))
+  }
+  return figures
+}
+
+/// PostgreSQL for one run: a fresh database on the server, dropped at the end.
+func onPostgres(
+  _ url: String, _ body: (BenchStore) async throws -> Figures
+) async throws -> Figures {
+  let server = try DatabaseSettings(url: url, poolSize: 2)
+  let name = "assessment_bench_" + UUID().uuidString.replacingOccurrences(of: "-", with: "")
+    .lowercased().prefix(12)
+  try await PostgresStore.createDatabaseIfMissing(on: server, name: name)
+  var parts = URLComponents(string: url)!
+  parts.path = "/" + name
+  line("\ndatabase \(name) on \(server.host):\(server.port) (dropped at the end)")
+  do {
+    let store = BenchStore.postgresql(url: parts.string!, settings: server.with(database: name))
+    let figures = try await body(store)
+    _ = try psql(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    return figures
+  } catch {
+    _ = try? psql(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    throw error
+  }
+}
+
+func run() async throws {
+  guard FileManager.default.isExecutableFile(atPath: Bench.serviceBinary) else {
+    line(
+      "assessment-service not found at \(Bench.serviceBinary); "
+        + "build it in the same configuration")
+    exit(1)
+  }
+  try FileManager.default.createDirectory(atPath: Bench.scratch, withIntermediateDirectories: true)
+  defer { try? FileManager.default.removeItem(atPath: Bench.scratch) }
+  line("assessment-bench (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
 
   try await withIdentity { identityPort, _ in
     try await withClient(port: identityPort) { grpc in
@@ -155,8 +514,8 @@ func run() async throws {
       try await org("C", .city, "P")
       try await org("K1", .county, "C")
       var classes = Set<String>()
-      for s in 0..<schoolCount { try await org("K1-S\(s)", .school, "K1") }
-      for st in students where classes.insert(st.classCode).inserted {
+      for s in 0..<Bench.schoolCount { try await org("K1-S\(s)", .school, "K1") }
+      for st in Bench.students where classes.insert(st.classCode).inserted {
         try await org(st.classCode, .class, st.schoolCode)
       }
       let account = try await identity.createServiceAccount(
@@ -165,200 +524,37 @@ func run() async throws {
           $0.orgCode = "P"
           $0.roles = [.dataExchange]
         }, metadata: admin)
-
-      let port = freePort()
-      let process = Process()
-      process.executableURL = URL(fileURLWithPath: serviceBinary)
-      process.arguments = [
-        "--port", "\(port)", "--metrics-port", "0", "--data-dir", scratch + "/service",
-        "--identity-addr", "127.0.0.1:\(identityPort)", "--client-id", account.clientID,
-        "--client-secret", account.clientSecret, "--log-level", "error",
+      let credentials = (account.clientID, account.clientSecret)
+      var results = [
+        try await measure(
+          .sqlite, identityPort: identityPort, admin: admin, account: credentials,
+          classes: classes.count)
       ]
-      process.standardOutput = FileHandle.nullDevice
-      process.standardError = FileHandle.nullDevice
-      try process.run()
-      let pid = process.processIdentifier
-      defer { process.terminate() }
-
-      try await withClient(port: port) { grpc in
-        let client = Client(wrapping: grpc)
-        line(
-          "assessment-bench: \(studentCount) students × \(itemCount) items = "
-            + "\(studentCount * itemCount) item scores, \(schoolCount) schools, "
-            + "\(classes.count) classes, \(ProcessInfo.processInfo.activeProcessorCount) cores, "
-            + "service pid \(pid)")
-        // The service learns the tree from identity's feed: retry until it knows the county.
-        let exam = Smartschool_Assessment_V1_Exam.with {
-          $0.code = "K1-2026-MATH"
-          $0.name = "九年级数学统考"
-          $0.schoolYear = "2025-2026"
-          $0.term = 2
-          $0.subject = .mathematics
-          $0.stage = .junior
-          $0.grade = 9
-          $0.orgCode = "K1"
-          $0.items = (1...itemCount).map { n in
-            .with {
-              $0.number = Int32(n)
-              $0.maxScore = itemMax[n - 1]
-              $0.objective = n <= 12
-              $0.knowledgePoints = ["KP-\(n % 6)", "KP-\(n % 4 + 10)"]
-            }
-          }
-        }
-        let waitStart = now()
-        while true {
-          do {
-            _ = try await client.createExam(.with { $0.exam = exam }, metadata: admin)
-            break
-          } catch let error as RPCError where ms(since: waitStart) < 60_000 {
-            if error.code != .notFound && error.code != .unavailable { throw error }
-            try await Task.sleep(for: .milliseconds(200))
-          }
-        }
-        let rssBefore = statusKB(pid, "VmRSS")
-
-        // Import over one stream, sampling the service's RSS as it goes.
-        let sampling = Task {
-          var peak = 0
-          while !Task.isCancelled {
-            peak = max(peak, statusKB(pid, "VmRSS"))
-            try? await Task.sleep(for: .milliseconds(20))
-          }
-          return peak
-        }
-        let t0 = now()
-        let summary = try await client.importScores(
-          metadata: admin,
-          requestProducer: { writer in
-            var chunk: [Smartschool_Assessment_V1_ScoreRow] = []
-            chunk.reserveCapacity(1000)
-            for (i, s) in students.enumerated() {
-              for j in 0..<itemCount {
-                chunk.append(
-                  .with {
-                    $0.examCode = exam.code
-                    $0.studentExternalID = s.externalID
-                    $0.classCode = s.classCode
-                    $0.schoolCode = s.schoolCode
-                    $0.itemNumber = Int32(j + 1)
-                    $0.score = score(student: i, item: j)
-                  })
-              }
-              if chunk.count >= 1000 {
-                try await writer.write(contentsOf: chunk)
-                chunk.removeAll(keepingCapacity: true)
-              }
-            }
-            try await writer.write(contentsOf: chunk)
+      if let url = Bench.options.databaseURL {
+        results.append(
+          try await onPostgres(url) { store in
+            try await measure(
+              store, identityPort: identityPort, admin: admin, account: credentials,
+              classes: classes.count)
           })
-        let importMs = ms(since: t0)
-        sampling.cancel()
-        let sampledPeak = await sampling.value
-        let hwm = statusKB(pid, "VmHWM")
-        guard summary.accepted == Int64(studentCount * itemCount), summary.rejected == 0 else {
-          line("import went wrong: \(summary.accepted) accepted, \(summary.rejected) rejected")
-          exit(1)
-        }
-        let rate = Double(studentCount * itemCount) / (importMs / 1000)
-
-        // Baseline: the sqlite3 CLI loading the same rows from CSV into an equivalent table.
-        let csv = scratch + "/scores.csv"
-        var text = ""
-        text.reserveCapacity(studentCount * itemCount * 40)
-        for (i, s) in students.enumerated() {
-          for j in 0..<itemCount {
-            text +=
-              "\(exam.code),\(s.externalID),\(s.classCode),\(s.schoolCode),\(j + 1),"
-              + "\(score(student: i, item: j))\n"
-          }
-        }
-        try text.write(toFile: csv, atomically: false, encoding: .utf8)
-        let script = """
-          PRAGMA journal_mode = WAL;
-          PRAGMA synchronous = NORMAL;
-          CREATE TABLE scores (exam_code TEXT NOT NULL, student TEXT NOT NULL,
-            class_code TEXT NOT NULL, school_code TEXT NOT NULL, item INTEGER NOT NULL,
-            score REAL NOT NULL CHECK (score >= 0), PRIMARY KEY (exam_code, student, item))
-            WITHOUT ROWID;
-          .import --csv \(csv) scores
-          SELECT COUNT(*) FROM scores;
-          """
-        let sqlite = Process()
-        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-        sqlite.arguments = [scratch + "/baseline.sqlite"]
-        let input = Pipe()
-        let output = Pipe()
-        sqlite.standardInput = input
-        sqlite.standardOutput = output
-        let s0 = now()
-        try sqlite.run()
-        input.fileHandleForWriting.write(Data(script.utf8))
-        try input.fileHandleForWriting.close()
-        sqlite.waitUntilExit()
-        let sqliteMs = ms(since: s0)
-        let counted = String(
-          decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let sqliteRate = Double(studentCount * itemCount) / (sqliteMs / 1000)
-
+      }
+      line("\n== summary (\(Bench.studentCount * Bench.itemCount) item scores over one stream)")
+      line(
+        "store        import rows/s   loader rows/s   ratio   statistics p50   report p50"
+          + "   peak RSS   loader")
+      for f in results {
         line(
-          String(
-            format:
-              "import (1 stream, %d rows)   %8.0f ms   %9.0f scores/s   target ≥ 100,000/s",
-            studentCount * itemCount, importMs, rate))
-        line(
-          String(
-            format:
-              "sqlite3 .import CSV baseline  %8.0f ms   %9.0f rows/s     (rows: %@)",
-            sqliteMs, sqliteRate, counted.split(separator: "\n").last.map(String.init) ?? "?"))
-        line(
-          String(
-            format: "import rate / sqlite3 rate    %8.2f                      target ≥ 0.50",
-            rate / sqliteRate))
-        line(
-          String(
-            format:
-              "service RSS: before %.1f MB, sampled peak %.1f MB, VmHWM %.1f MB   target < 150 MB",
-            Double(rssBefore) / 1024, Double(sampledPeak) / 1024, Double(hwm) / 1024))
-
-        // Statistics and item analysis at county scope.
-        var statistics: [Double] = []
-        var stats = Smartschool_Assessment_V1_ExamStatistics()
-        for _ in 0..<10 {
-          let t = now()
-          stats = try await client.getExamStatistics(
-            .with {
-              $0.examCode = exam.code
-              $0.scopeOrgCode = "K1"
-            }, metadata: admin)
-          statistics.append(ms(since: t))
-        }
-        line(
-          String(
-            format:
-              "statistics + item analysis, county (N=%lld)  p50 %7.1f ms  max %7.1f ms  "
-              + "target < 200 ms   (mean %.2f, α %.3f, %d schools ranked)",
-            stats.scope.count, percentile(statistics, 0.5), statistics.max() ?? 0, stats.scope.mean,
-            stats.cronbachAlpha.value, stats.children.count))
-
-        var reports: [Double] = []
-        for k in 0..<20 {
-          let s = students[(k * 977) % students.count]
-          let t = now()
-          _ = try await client.getStudentReport(
-            .with {
-              $0.examCode = exam.code
-              $0.studentExternalID = s.externalID
-            }, metadata: admin)
-          reports.append(ms(since: t))
-        }
-        line(
-          String(
-            format: "student report (20 students)  p50 %7.1f ms  p95 %7.1f ms",
-            percentile(reports, 0.5), percentile(reports, 0.95)))
-        line(
-          String(
-            format: "service VmHWM at the end: %.1f MB", Double(statusKB(pid, "VmHWM")) / 1024))
+          f.store.padding(toLength: 10, withPad: " ", startingAt: 0)
+            + String(
+              format: " %15.0f %15.0f %7.2f %11.1f ms %9.1f ms %8.1f MB   %@", f.importRate,
+              f.loaderRate, f.importRate / f.loaderRate, f.statisticsP50, f.reportP50, f.peakMB,
+              f.loader))
+      }
+      line(
+        "targets: ratio ≥ 0.50; statistics < 200 ms on SQLite, < 300 ms on PostgreSQL; "
+          + "peak RSS < 150 MB")
+      if Bench.options.databaseURL == nil {
+        line("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
       }
     }
   }
