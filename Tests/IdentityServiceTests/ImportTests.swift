@@ -113,6 +113,35 @@ struct ImportTests {
     }
   }
 
+  /// Usernames passed on within one batch, as row by row: a user gives up a name, another
+  /// existing user takes it, a new user takes the second one's old name, and a later row may
+  /// not take a name still held.
+  @Test func usernamesPassedOnWithinABatchLandAsRowByRow() async throws {
+    try await withTree { identity, admin, _ in
+      let a = Self.row("U1", "name.a", "One", org: "S-A1", kind: .teacher)
+      let b = Self.row("U2", "name.b", "Two", org: "S-A1", kind: .teacher)
+      _ = try await Self.importUsers(identity, token: admin, [a, b])
+      let summary = try await Self.importUsers(
+        identity, token: admin,
+        [
+          Self.row("U2", "name.x", "Two", org: "S-A1", kind: .teacher),
+          Self.row("U1", "NAME.B", "One", org: "S-A1", kind: .teacher),
+          Self.row("U3", "name.a", "Three", org: "S-A1", kind: .teacher),
+          Self.row("U4", "Name.X", "Four", org: "S-A1", kind: .teacher),
+        ])
+      #expect(summary.created == 1)
+      #expect(summary.updated == 2)
+      #expect(summary.errors.map(\.index) == [3])
+      #expect(summary.errors.map(\.field) == ["user.username"])
+      func username(_ ext: String) async throws -> String {
+        try await identity.getUser(.with { $0.externalID = ext }, metadata: bearer(admin)).username
+      }
+      #expect(try await username("U1") == "NAME.B")
+      #expect(try await username("U2") == "name.x")
+      #expect(try await username("U3") == "name.a")
+    }
+  }
+
   /// A row naming an existing user outside the caller's scope is refused, even when the row
   /// would move the user into the caller's scope; the user stays as it was.
   @Test func anExistingUserOutsideTheCallersScopeIsRefused() async throws {
