@@ -526,49 +526,25 @@ final class SQLiteIdentityStore: IdentityStore {
         func reject(_ field: String, _ reason: String) {
           result.errors.append(.row(index, key: row.code, field: field, reason))
         }
-        var parent: Org? = nil
-        if !row.parentCode.isEmpty {
-          parent = try self.fetchOrg(db, code: row.parentCode)
-          if parent == nil {
-            // The parent may come later in the same stream.
-            deferred.append((index, row))
-            continue
-          }
+        func fetch(_ code: String) throws -> Org? {
+          code.isEmpty ? nil : try self.fetchOrg(db, code: code)
         }
-        if let refusal = OrgRules.importPlacementRefusal(
-          row, parent: parent, authorize: authorize)
-        {
-          reject(refusal.field, refusal.reason)
-          continue
-        }
-        var managing: Org? = nil
-        if !row.managingSchoolCode.isEmpty {
-          managing = try self.fetchOrg(db, code: row.managingSchoolCode)
-          if managing == nil {
-            deferred.append((index, row))
-            continue
-          }
-          if let refusal = OrgRules.importManagingRefusal(managing!) {
-            reject(refusal.field, refusal.reason)
-            continue
-          }
-        }
+        let parent = try fetch(row.parentCode)
+        let managing = try fetch(row.managingSchoolCode)
         do {
-          if let existing = try self.fetchOrg(db, code: row.code) {
-            if let refusal = OrgRules.importUpdateRefusal(
-              row, existing: existing, parent: parent, authorize: authorize)
-            {
-              reject(refusal.field, refusal.reason)
-              continue
-            }
-            var update = row
-            update.id = existing.id
-            if OrgRules.importChanges(row, existing: existing) {
+          switch OrgImportStep.decide(
+            row, parent: parent, managing: managing, existing: try fetch(row.code),
+            authorize: authorize)
+          {
+          case .defer: deferred.append((index, row))
+          case .reject(let field, let reason): reject(field, reason)
+          case .update(let update, let changes):
+            if changes {
               _ = try self.updateOrg(
                 db, update, newParent: parent, managingSchool: .some(managing))
             }
             result.updated += 1
-          } else {
+          case .insert:
             _ = try self.insertOrg(db, row, parent: parent, managingSchool: managing)
             result.created += 1
           }

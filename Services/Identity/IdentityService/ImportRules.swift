@@ -251,3 +251,43 @@ struct UserImportPlan {
     events.removeAll { failed[$0.index] != nil }
   }
 }
+
+/// What one imported org row does, decided from the orgs it names (each read by the store in
+/// the batch's transaction, so a row sees the rows before it), alike on both stores.
+enum OrgImportStep {
+  /// Its parent or managing school is not there yet: retry after the stream's other rows.
+  case `defer`
+  /// Refused: the field and the reason.
+  case reject(field: String, reason: String)
+  /// Update `existing` (with the row's fields, under its id) when `changes`; counted either way.
+  case update(Org, changes: Bool)
+  /// A new org.
+  case insert
+
+  /// The step for `row`, given its parent and managing school (nil: not found) and the org of
+  /// its code (`existing`).
+  static func decide(
+    _ row: Org, parent: Org?, managing: Org?, existing: Org?,
+    authorize: (OrgPath) -> Bool
+  ) -> OrgImportStep {
+    if !row.parentCode.isEmpty && parent == nil { return .defer }
+    if let refusal = OrgRules.importPlacementRefusal(row, parent: parent, authorize: authorize) {
+      return .reject(field: refusal.field, reason: refusal.reason)
+    }
+    if !row.managingSchoolCode.isEmpty {
+      guard let managing else { return .defer }
+      if let refusal = OrgRules.importManagingRefusal(managing) {
+        return .reject(field: refusal.field, reason: refusal.reason)
+      }
+    }
+    guard let existing else { return .insert }
+    if let refusal = OrgRules.importUpdateRefusal(
+      row, existing: existing, parent: parent, authorize: authorize)
+    {
+      return .reject(field: refusal.field, reason: refusal.reason)
+    }
+    var update = row
+    update.id = existing.id
+    return .update(update, changes: OrgRules.importChanges(row, existing: existing))
+  }
+}

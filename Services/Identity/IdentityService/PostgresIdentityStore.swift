@@ -400,52 +400,28 @@ final class PostgresIdentityStore: IdentityStore {
         func reject(_ field: String, _ reason: String) {
           result.errors.append(.row(index, key: row.code, field: field, reason))
         }
-        var parent: Org? = nil
-        if !row.parentCode.isEmpty {
-          parent = try await self.fetchOrg(tx, code: row.parentCode)
-          if parent == nil {
-            // The parent may come later in the same stream.
-            deferred.append((index, row))
-            continue
-          }
+        func fetch(_ code: String) async throws -> Org? {
+          code.isEmpty ? nil : try await self.fetchOrg(tx, code: code)
         }
-        if let refusal = OrgRules.importPlacementRefusal(
-          row, parent: parent, authorize: authorize)
-        {
-          reject(refusal.field, refusal.reason)
-          continue
-        }
-        var managing: Org? = nil
-        if !row.managingSchoolCode.isEmpty {
-          managing = try await self.fetchOrg(tx, code: row.managingSchoolCode)
-          if managing == nil {
-            deferred.append((index, row))
-            continue
-          }
-          if let refusal = OrgRules.importManagingRefusal(managing!) {
-            reject(refusal.field, refusal.reason)
-            continue
-          }
-        }
+        let parent = try await fetch(row.parentCode)
+        let managing = try await fetch(row.managingSchoolCode)
         do {
-          if let existing = try await self.fetchOrg(tx, code: row.code) {
-            if let refusal = OrgRules.importUpdateRefusal(
-              row, existing: existing, parent: parent, authorize: authorize)
-            {
-              reject(refusal.field, refusal.reason)
-              continue
-            }
-            var update = row
-            update.id = existing.id
-            if OrgRules.importChanges(row, existing: existing) {
-              // A failed statement would end the transaction: each write under a savepoint.
+          // A failed statement would end the transaction: each write under a savepoint.
+          switch OrgImportStep.decide(
+            row, parent: parent, managing: managing, existing: try await fetch(row.code),
+            authorize: authorize)
+          {
+          case .defer: deferred.append((index, row))
+          case .reject(let field, let reason): reject(field, reason)
+          case .update(let update, let changes):
+            if changes {
               _ = try await tx.savepoint {
                 try await self.updateOrg(
                   tx, update, newParent: parent, managingSchool: .some(managing))
               }
             }
             result.updated += 1
-          } else {
+          case .insert:
             _ = try await tx.savepoint {
               try await self.insertOrg(tx, row, parent: parent, managingSchool: managing)
             }
