@@ -251,37 +251,11 @@ struct SupervisionReplicaTests {
     }
   }
 
-  @Test func aClassroomMovedDuringAnImportKeepsEveryLessonOnItsNewPath() async throws {
+  @Test func aClassroomMovedAtOneReplicaDuringAnImportAtTheOtherTakesItsLessonsAlong()
+    async throws
+  {
     try await withReplicas { c0, c1, h in
-      try await seedTerm(c0, h)
-      let county = h.auth("county_admin", at: "CA")
-      _ = try await c0.createClassroom(
-        classroom("L-0", school: "A1", equipped: "2020-08-01"), metadata: county)
-      // Re-import the classroom's term (teachers alternating, so every row is rewritten) at
-      // one replica while the other moves it into class A1-1 and back.
-      let importing = Task {
-        var rejected: Int64 = 0
-        for round in 0..<6 {
-          let rows = Self.termLessons(rooms: 1, teacher: round % 2 == 0 ? "T1" : "T2")
-          rejected += try await importLessons(c0, rows, county).rejected
-        }
-        return rejected
-      }
-      for i in 0..<10 {
-        _ = try await c1.updateClassroom(
-          .with {
-            $0.classroom = .with {
-              $0.code = "L-0"
-              $0.classCode = i % 2 == 0 ? "A1-1" : ""
-              $0.equippedDate = "2020-08-01"
-            }
-          }, metadata: county)
-      }
-      #expect(try await importing.value == 0)
-      // The last move took it out of the class: no lesson may be left there, and every one is
-      // at its school.
-      #expect(try await Self.termLessons(c1, under: "A1-1", county).isEmpty)
-      #expect(try await Self.termLessons(c1, under: "A1", county).count == 120)
+      try await expectLessonsFollowAMoveDuringAnImport(importer: c0, mover: c1, h)
     }
   }
 }

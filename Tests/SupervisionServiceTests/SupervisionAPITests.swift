@@ -74,7 +74,57 @@ func importLessons(
   }
 }
 
+/// Registers classroom L-0 at school A1, streams its term's 120 lessons through `importer`
+/// and, after the server has taken the classroom's first row but before the stream ends,
+/// moves the classroom into class A1-1 through `mover`: every lesson must end up under the
+/// class (a batch takes its classroom's path when it is written, not when the stream began).
+func expectLessonsFollowAMoveDuringAnImport(
+  importer: SupervisionClient, mover: SupervisionClient, _ h: Harness
+) async throws {
+  try await seedTerm(importer, h)
+  let county = h.auth("county_admin", at: "CA")
+  _ = try await importer.createClassroom(
+    classroom("L-0", school: "A1", equipped: "2020-08-01"), metadata: county)
+  let rows = (0..<15).flatMap { day in
+    let date = CalendarDate("2020-09-07")!.adding(days: day / 5 * 7 + day % 5).description
+    return (1...8).map { lesson("L-0", date, Int32($0), subject: .chinese) }
+  }
+  let summary = try await importer.importLessons(metadata: county) { writer in
+    try await writer.write(contentsOf: rows[..<60])
+    try await Task.sleep(for: .milliseconds(300))
+    _ = try await mover.updateClassroom(
+      .with {
+        $0.classroom = .with {
+          $0.code = "L-0"
+          $0.classCode = "A1-1"
+          $0.equippedDate = "2020-08-01"
+        }
+      }, metadata: county)
+    try await writer.write(contentsOf: rows[60...])
+  }
+  #expect(summary.created == 120)
+  let inClass = try await importer.listLessons(
+    .with {
+      $0.orgCode = "A1-1"
+      $0.fromDate = "2020-09-01"
+      $0.toDate = "2020-12-31"
+    }, metadata: county
+  ) { response in
+    var n = 0
+    for try await _ in response.messages { n += 1 }
+    return n
+  }
+  #expect(inClass == 120)
+}
+
 @Suite struct SupervisionAPITests {
+  @Test func aClassroomMovedDuringAnImportTakesItsLessonsAlong() async throws {
+    let h = try await Harness()
+    try await h.run { client in
+      try await expectLessonsFollowAMoveDuringAnImport(importer: client, mover: client, h)
+    }
+  }
+
   @Test func termsCreateGetListUpdateAndDenials() async throws {
     let h = try await Harness()
     try await h.run { client in

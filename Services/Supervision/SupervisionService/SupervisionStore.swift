@@ -313,8 +313,19 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           WHERE classroom = ? AND day = ? AND period = ?
             AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ?)
           """)
+      // A lesson takes its classroom's path as it is now, not as it was when the import
+      // stream read the classroom (it may have moved meanwhile).
+      let pathOf = try db.cachedStatement(
+        sql: "SELECT org_path FROM sup_classrooms WHERE number = ?")
+      var paths: [Int64: String] = [:]
       let now = Date()
-      for l in lessons {
+      for var l in lessons {
+        if let path = paths[l.classroom] {
+          l.orgPath = path
+        } else {
+          l.orgPath = try String.fetchOne(pathOf, arguments: [l.classroom]) ?? l.orgPath
+          paths[l.classroom] = l.orgPath
+        }
         try insert.execute(arguments: [
           l.classroom, l.date.dayNumber, l.period, l.date.monday.dayNumber, l.orgPath, l.teacher,
           l.subject, l.minutes, l.source,
