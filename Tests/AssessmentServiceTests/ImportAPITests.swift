@@ -88,8 +88,16 @@ import Testing
           metadata: w.auth("aK1"),
           requestProducer: { writer in
             try await writer.write(contentsOf: Array(all.prefix(4500)))
-            // Let the server acknowledge what it has, then die mid-stream.
-            try await Task.sleep(for: .milliseconds(1500))
+            // Let the server commit its two whole batches (waiting for them, up to 30 s on a
+            // loaded machine), then die mid-stream with 500 rows unacknowledged.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+              let exam = try await w.assessment.getExam(
+                .with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
+              if exam.scoreCount >= 4000 { break }
+              try await Task.sleep(for: .milliseconds(100))
+            }
+            try await Task.sleep(for: .milliseconds(200))
             throw Killed()
           })
       }

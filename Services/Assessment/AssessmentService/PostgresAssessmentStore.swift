@@ -307,6 +307,9 @@ final class PostgresAssessmentStore: AssessmentStoring {
   /// item numbers and scores aggregated into arrays (side by side: one aggregation feeds both
   /// in the same row order, and unsorted they cost half): the report's whole input in one
   /// query.
+  ///
+  /// A scope is a range of the (exam, org_path) index: paths are ASCII and compare bytewise,
+  /// so every path under it sorts below the scope followed by the highest code point.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
     let numbers = exam.itemNumbers
     var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
@@ -320,7 +323,9 @@ final class PostgresAssessmentStore: AssessmentStoring {
           array_agg(sc.score) FILTER (WHERE sc.item IS NOT NULL) AS scores
         FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
         WHERE st.exam = \(exam.number)
-          AND (\(scopePath)::text IS NULL OR starts_with(st.org_path, \(scopePath)))
+          AND (\(scopePath)::text IS NULL
+            OR (st.org_path >= \(scopePath) AND st.org_path < \(scopePath) || chr(1114111)
+              AND starts_with(st.org_path, \(scopePath))))
         GROUP BY st.sid ORDER BY st.sid
         """)
     }
