@@ -219,3 +219,20 @@ func lesson(
     $0.source = .platform
   }
 }
+
+/// The lessons of the seed term under the org `code`, as ListLessons streams them.
+func termLessons(_ client: SupervisionClient, under code: String, _ metadata: Metadata)
+  async throws -> [Smartschool_Supervision_V1_Lesson]
+{
+  try await client.listLessons(
+    .with {
+      $0.orgCode = code
+      $0.fromDate = "2020-09-01"
+      $0.toDate = "2020-12-31"
+    }, metadata: metadata
+  ) { response in
+    var out: [Smartschool_Supervision_V1_Lesson] = []
+    for try await l in response.messages { out.append(l) }
+    return out
+  }
+}

@@ -116,7 +116,7 @@ struct SupervisionReplicaTests {
 
   /// Every lesson of `rooms` on the teaching days of the seed term, periods 1–8, taught by
   /// `teacher`.
-  static func termLessons(rooms: Int, teacher: String) -> [Smartschool_Supervision_V1_Lesson] {
+  static func lessonRows(rooms: Int, teacher: String) -> [Smartschool_Supervision_V1_Lesson] {
     var out: [Smartschool_Supervision_V1_Lesson] = []
     for r in 0..<rooms {
       for week in [0, 7, 14] {
@@ -130,23 +130,6 @@ struct SupervisionReplicaTests {
       }
     }
     return out
-  }
-
-  /// The lessons of the seed term under the org `code`, as ListLessons streams them.
-  static func termLessons(_ client: SupervisionClient, under code: String, _ metadata: Metadata)
-    async throws -> [Smartschool_Supervision_V1_Lesson]
-  {
-    try await client.listLessons(
-      .with {
-        $0.orgCode = code
-        $0.fromDate = "2020-09-01"
-        $0.toDate = "2020-12-31"
-      }, metadata: metadata
-    ) { response in
-      var out: [Smartschool_Supervision_V1_Lesson] = []
-      for try await l in response.messages { out.append(l) }
-      return out
-    }
   }
 
   static func key(_ l: Smartschool_Supervision_V1_Lesson) -> String {
@@ -163,8 +146,8 @@ struct SupervisionReplicaTests {
       }
       // 1,440 lessons; each replica imports two thirds, the middle third by both, with
       // different teachers: whichever writes an overlapping row second updates it.
-      let t1 = Self.termLessons(rooms: 12, teacher: "T1")
-      let t2 = Self.termLessons(rooms: 12, teacher: "T2")
+      let t1 = Self.lessonRows(rooms: 12, teacher: "T1")
+      let t2 = Self.lessonRows(rooms: 12, teacher: "T2")
       let third = t1.count / 3
       async let a = importLessons(c0, Array(t1[..<(2 * third)]), county)
       async let b = importLessons(c1, Array(t2[third...]), county)
@@ -186,7 +169,7 @@ struct SupervisionReplicaTests {
         #expect(s.updated == 0)
       }
 
-      let listed = try await Self.termLessons(c1, under: "CA", county)
+      let listed = try await termLessons(c1, under: "CA", county)
       #expect(listed.count == t1.count)
       #expect(Set(listed.map(Self.key)).count == t1.count)
       let onlyA = Set(t1[..<third].map(Self.key))
