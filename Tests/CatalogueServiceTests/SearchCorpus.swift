@@ -178,7 +178,9 @@ enum SearchCorpus {
     // 英语
     .init(
       id: "unit-classroom", subject: .english, grade: 4, name: "Unit 1 My classroom",
-      aspects: ["Unit 1 My classroom 词汇", "Unit 1 My classroom Let's talk", "Unit 1 My classroom 课时"],
+      aspects: [
+        "Unit 1 My classroom 词汇", "Unit 1 My classroom Let's talk", "Unit 1 My classroom 课时",
+      ],
       summary: "学习教室物品单词和 This is... 句型", keywords: ["Unit 1", "classroom"]),
     .init(
       id: "unit-pencil", subject: .english, grade: 7, name: "Unit 3 Is this your pencil?",
@@ -471,10 +473,16 @@ enum SearchCorpus {
     .init(
       group: "facets", query: "七年级 生物",
       where: { $0.topic.grade == 7 && $0.topic.subject == .biology }),
-    .init(group: "facets", query: "高中 化学", where: { $0.topic.grade >= 10 && $0.topic.subject == .chemistry }),
+    .init(
+      group: "facets", query: "高中 化学",
+      where: { $0.topic.grade >= 10 && $0.topic.subject == .chemistry }),
     .init(group: "facets", query: "勾股定理 教案", topics: ["pythag"], where: { $0.type == .lessonPlan }),
-    .init(group: "facets", query: "光合作用 微课", topics: ["photosynthesis"], where: { $0.type == .microLesson }),
-    .init(group: "facets", query: "二次函数教学设计", topics: ["quad-fn"], where: { $0.type == .lessonPlan }),
+    .init(
+      group: "facets", query: "光合作用 微课", topics: ["photosynthesis"],
+      where: { $0.type == .microLesson }),
+    .init(
+      group: "facets", query: "二次函数教学设计", topics: ["quad-fn"],
+      where: { $0.type == .lessonPlan }),
     .init(group: "facets", query: "欧姆定律习题", topics: ["ohm"], where: { $0.type == .exerciseSet }),
     .init(
       group: "facets", query: "人教版 数学",

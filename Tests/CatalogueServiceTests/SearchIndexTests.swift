@@ -27,6 +27,23 @@ struct SearchIndexTests {
     }
   }
 
+  /// The statistics row equals the sums over the document rows.
+  func statsMatchDocuments(_ store: SQLiteCatalogueStore) async throws -> Bool {
+    try await store.store.read { db in
+      let sums = try Row.fetchOne(
+        db,
+        sql: """
+          SELECT count(*) AS n, coalesce(sum(title_len), 0) AS t,
+            coalesce(sum(keywords_len), 0) AS k, coalesce(sum(description_len), 0) AS d
+          FROM search_documents
+          """)!
+      let stats = try Row.fetchOne(db, sql: "SELECT * FROM search_stats")!
+      return (sums["n"] as Int) == stats["documents"] && (sums["t"] as Int) == stats["title_len"]
+        && (sums["k"] as Int) == stats["keywords_len"]
+        && (sums["d"] as Int) == stats["description_len"]
+    }
+  }
+
   /// The migration that adds the index builds it from the resources already stored.
   @Test func migrationIndexesExistingResources() async throws {
     let dir = try TemporaryDirectory()
@@ -58,6 +75,7 @@ struct SearchIndexTests {
     #expect(try await titles(store, "圆") == ["圆的面积"])
     let (_, documents, stats) = try await postings(store)
     #expect(documents == 2 && stats == 2)
+    #expect(try await statsMatchDocuments(store))
   }
 
   /// Create, update and delete keep the index and its statistics in step, in their own
@@ -92,13 +110,15 @@ struct SearchIndexTests {
     _ = try await store.updateResource(
       seq: a.seq, resource("a", "蒸腾作用", keywords: ["植物"]), reach: reach, topChapter: nil)
     #expect(try await titles(store, "光合作用").isEmpty)
-    #expect(try await titles(store, "蒸腾").map { $0 } == ["蒸腾作用"])
+    #expect(try await titles(store, "蒸腾") == ["蒸腾作用"])
     #expect(try await titles(store, "植物") == ["蒸腾作用"])
+    #expect(try await statsMatchDocuments(store))
     let before = try await postings(store)
     try await store.deleteResource(seq: a.seq)
     #expect(try await titles(store, "蒸腾作用").isEmpty)
     let after = try await postings(store)
     #expect(after.1 == 1 && after.2 == 1 && after.0 < before.0)
+    #expect(try await statsMatchDocuments(store))
     // What remains is exactly the other resource's analysis.
     let doc = SearchIndex.document(
       title: "呼吸作用", keywords: [], description: "课堂演示", editionName: nil)

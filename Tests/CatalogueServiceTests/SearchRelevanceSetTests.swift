@@ -37,7 +37,9 @@ struct SearchRelevanceSetTests {
         for d in judged.distractors {
           if let rank = all.firstIndex(of: d) {
             #expect(rank > lastRelevant, "\(judged.query): \(d) at \(rank + 1)")
-            print("[\(judged.group)] \(judged.query): distractor \(d) at rank \(rank + 1) of \(all.count)")
+            print(
+              "[\(judged.group)] \(judged.query): distractor \(d) at rank \(rank + 1) "
+                + "of \(all.count)")
           }
         }
         let recall =
@@ -53,7 +55,8 @@ struct SearchRelevanceSetTests {
             format: " recall@10 %.2f  precision@5 %.2f  (%d relevant)", recall, precision,
             relevant.count)
         if recall < 1 || precision < 1 {
-          text += "  top 5: " + hits.prefix(5).map { byKey[$0]?.title ?? $0 }.joined(separator: " | ")
+          text +=
+            "  top 5: " + hits.prefix(5).map { byKey[$0]?.title ?? $0 }.joined(separator: " | ")
         }
         lines.append("[\(judged.group)] " + text)
       }

@@ -4,14 +4,19 @@ import ServiceRuntime
 // The search index's SQL on SQLite (see ``SearchIndex`` for the tables). Every statement is
 // plain SQL that PostgreSQL runs as written, except `IN (?, …)` lists (`= ANY($1)` there); the
 // scores are computed in Swift (``Ranking/relevance(query:document:stats:frequencies:facets:)``)
-// from the rows, so both stores rank the same rows identically.
+// from the rows, whatever order they come in, so both stores rank the same rows identically.
+//
+// Porting: the tables become plain tables (no WITHOUT ROWID) with the same keys; `CROSS JOIN`
+// only fixes SQLite's join order and means an inner join on PostgreSQL; the single
+// `search_stats` row is updated by every indexing write (on PostgreSQL writers queue on its row
+// lock for the rest of their transaction: update it last, as here, or shard it).
 extension SQLiteCatalogueStore {
   /// Writes a resource's index rows (replacing any), in the caller's write transaction.
   static func indexResource(
     _ db: Database, seq: Int64, title: String, keywords: [String], description: String,
     editionCode: String?
   ) throws {
-    try unindexResource(db, seq: seq)
+    let old = try removePostings(db, seq: seq)
     var editionName: String? = nil
     if let editionCode, !editionCode.isEmpty {
       editionName = try String.fetchOne(
@@ -39,11 +44,19 @@ extension SQLiteCatalogueStore {
           SearchIndex.encode(posting.positions[1]), SearchIndex.encode(posting.positions[2]),
         ])
     }
-    try updateStats(db, documents: 1, lengths: doc.lengths)
+    let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
+    try updateStats(
+      db, documents: old == nil ? 1 : 0, lengths: zip(doc.lengths, before).map { $0 - $1 })
   }
 
   /// Removes a resource's index rows, if any.
   static func unindexResource(_ db: Database, seq: Int64) throws {
+    guard let old = try removePostings(db, seq: seq) else { return }
+    try updateStats(db, documents: -1, lengths: old.map { -$0 })
+  }
+
+  /// Deletes a resource's postings and document row; its field lengths, `nil` when it had none.
+  static func removePostings(_ db: Database, seq: Int64) throws -> [Int]? {
     guard
       let row = try Row.fetchOne(
         db.cachedStatement(
@@ -51,15 +64,12 @@ extension SQLiteCatalogueStore {
             SELECT title_len, keywords_len, description_len FROM search_documents
             WHERE resource_seq = ?
             """), arguments: [seq])
-    else { return }
+    else { return nil }
     try db.cachedStatement(sql: "DELETE FROM search_postings WHERE resource_seq = ?")
       .execute(arguments: [seq])
     try db.cachedStatement(sql: "DELETE FROM search_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
-    try updateStats(
-      db, documents: -1,
-      lengths: [-(row["title_len"] as Int), -(row["keywords_len"] as Int),
-        -(row["description_len"] as Int)])
+    return [row["title_len"], row["keywords_len"], row["description_len"]]
   }
 
   static func updateStats(_ db: Database, documents: Int, lengths: [Int]) throws {
