@@ -30,10 +30,10 @@ struct SupervisionServiceCommand: ServiceCommand {
       service: Self.service, defaultPort: 50054, defaultMetricsPort: 9404)
     let link = try identity.open(config: config)
     defer { link.close() }
-    try await ServiceStartup.serve(config: config) { _ in
+    try await ServiceStartup.serve(config: config) { logger in
       try await buildSupervisionService(
         config: config, settings: SupervisionSettings(), verifier: link.makeVerifier(),
-        identity: link)
+        identity: link, logger: logger)
     }
   }
 }
