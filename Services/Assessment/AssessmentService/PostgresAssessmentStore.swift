@@ -11,7 +11,8 @@ import SmartSchoolModel
 /// - a score batch is two statements (students, then scores), each one multi-row upsert over
 ///   arrays, in key order so that overlapping batches of two streams do not deadlock;
 /// - quality entries are upserted on their natural key (ON CONFLICT), not select-then-insert;
-/// - reports get one row per student with the item scores aggregated into arrays.
+/// - scores carry their exam first in their key, so a report reads an exam's scores as one
+///   index range, aggregated into arrays per student.
 final class PostgresAssessmentStore: AssessmentStoring {
   let store: PostgresStore
   var storage: any ServiceStorage { store }
@@ -69,8 +70,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
     if counts {
       for r in try await tx.query(
         """
-        SELECT st.exam, count(*) AS n FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
-        WHERE st.exam = ANY(\(numbers)) GROUP BY st.exam
+        SELECT exam, count(*) AS n FROM asm_scores WHERE exam = ANY(\(numbers)) GROUP BY exam
         """)
       {
         scored[try r["exam"].decode(Int64.self)] = try r["n"].decode(Int64.self)
@@ -270,6 +270,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
 
       // One upsert for the scores: a key given twice keeps its last score (counted updated).
       struct ScoreKey: Hashable {
+        var exam: Int64
         var sid: Int64
         var item: Int32
       }
@@ -279,11 +280,14 @@ final class PostgresAssessmentStore: AssessmentStoring {
         guard let sid = sids[a.key] else {
           throw ServiceError.internalError("student \(a.key.student) was not written")
         }
-        latest[ScoreKey(sid: sid, item: a.item)] = a.score
+        latest[ScoreKey(exam: a.key.exam, sid: sid, item: a.item)] = a.score
       }
       let scores = latest.sorted { a, b in
-        a.key.sid != b.key.sid ? a.key.sid < b.key.sid : a.key.item < b.key.item
+        a.key.exam != b.key.exam
+          ? a.key.exam < b.key.exam
+          : a.key.sid != b.key.sid ? a.key.sid < b.key.sid : a.key.item < b.key.item
       }
+      let scoreExams = scores.map(\.key.exam)
       let scoreSIDs = scores.map(\.key.sid)
       let items = scores.map(\.key.item)
       let values = scores.map(\.value)
@@ -291,9 +295,10 @@ final class PostgresAssessmentStore: AssessmentStoring {
         try await tx.one(
           """
           WITH written AS (
-            INSERT INTO asm_scores (sid, item, score)
-            SELECT * FROM unnest(\(scoreSIDs)::int8[], \(items)::int4[], \(values)::float8[])
-            ON CONFLICT (sid, item) DO UPDATE SET score = excluded.score
+            INSERT INTO asm_scores (exam, sid, item, score)
+            SELECT * FROM unnest(\(scoreExams)::int8[], \(scoreSIDs)::int8[], \(items)::int4[],
+              \(values)::float8[])
+            ON CONFLICT (exam, sid, item) DO UPDATE SET score = excluded.score
             RETURNING xmax = 0 AS inserted)
           SELECT count(*) FILTER (WHERE inserted) AS created FROM written
           """)?["created"].decode(Int.self) ?? 0
@@ -303,48 +308,72 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// One row per student of the exam (under `scopePath` when given), in sid order, with the
-  /// item numbers and scores aggregated into arrays (side by side: one aggregation feeds both
-  /// in the same row order, and unsorted they cost half): the report's whole input in one
-  /// query.
+  /// The students of the exam (under `scopePath` when given) in sid order, then their scores
+  /// one row per student with item numbers and scores aggregated into arrays (side by side:
+  /// one aggregation feeds both in the same row order), read as one range of the scores' key
+  /// (exam, sid, item): the report's whole input in two queries, merged by sid.
   ///
   /// A scope is a range of the (exam, org_path) index: paths are ASCII and compare bytewise,
-  /// so every path under it sorts below the scope followed by the highest code point.
+  /// so every path under it sorts below the scope followed by the highest code point. Every
+  /// student lies under the org running the exam, so that scope is no filter at all.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
     let numbers = exam.itemNumbers
     var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
     for (c, n) in numbers.enumerated() { column[Int(n)] = c }
     let width = numbers.count
-    let rows = try await store.read { tx in
-      try await tx.query(
+    let scope = scopePath == exam.orgPath ? nil : scopePath
+    let (studentRows, scoreRows) = try await store.read { tx in
+      let students = try await tx.query(
         """
-        SELECT st.student, st.class_code, st.school_code, st.org_path,
-          array_agg(sc.item) FILTER (WHERE sc.item IS NOT NULL) AS items,
-          array_agg(sc.score) FILTER (WHERE sc.item IS NOT NULL) AS scores
-        FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
-        WHERE st.exam = \(exam.number)
-          AND (\(scopePath)::text IS NULL
-            OR (st.org_path >= \(scopePath) AND st.org_path < \(scopePath) || chr(1114111)
-              AND starts_with(st.org_path, \(scopePath))))
-        GROUP BY st.sid ORDER BY st.sid
+        SELECT sid, student, class_code, school_code, org_path FROM asm_students
+        WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
+          OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
+            AND starts_with(org_path, \(scope))))
+        ORDER BY sid
         """)
+      let scores: [PostgresRandomAccessRow]
+      if scope == nil {
+        scores = try await tx.query(
+          """
+          SELECT sid, array_agg(item) AS items, array_agg(score) AS scores FROM asm_scores
+          WHERE exam = \(exam.number) GROUP BY sid ORDER BY sid
+          """)
+      } else {
+        let sids = try students.map { try $0["sid"].decode(Int64.self) }
+        scores = try await tx.query(
+          """
+          SELECT sid, array_agg(item) AS items, array_agg(score) AS scores FROM asm_scores
+          WHERE exam = \(exam.number) AND sid = ANY(\(sids)) GROUP BY sid ORDER BY sid
+          """)
+      }
+      return (students, scores)
     }
     var students: [StudentResult] = []
-    students.reserveCapacity(rows.count)
-    for row in rows {
-      var scores = Array(repeating: 0.0, count: width)
-      let items = try row["items"].decode([Int32]?.self) ?? []
-      let values = try row["scores"].decode([Double]?.self) ?? []
-      for (item, value) in zip(items, values) {
-        let i = Int(item)
-        if i < column.count, column[i] >= 0 { scores[column[i]] = value }
-      }
+    var sids: [Int64] = []
+    students.reserveCapacity(studentRows.count)
+    sids.reserveCapacity(studentRows.count)
+    for row in studentRows {
+      sids.append(try row["sid"].decode(Int64.self))
       students.append(
         StudentResult(
           externalID: try row["student"].decode(String.self),
           classCode: try row["class_code"].decode(String.self),
           schoolCode: try row["school_code"].decode(String.self),
-          orgPath: try row["org_path"].decode(String.self), scores: scores))
+          orgPath: try row["org_path"].decode(String.self),
+          scores: Array(repeating: 0, count: width)))
+    }
+    // Both sides in sid order: one merge walk.
+    var s = 0
+    for row in scoreRows {
+      let sid = try row["sid"].decode(Int64.self)
+      while s < sids.count && sids[s] < sid { s += 1 }
+      guard s < sids.count, sids[s] == sid else { continue }
+      let items = try row["items"].decode([Int32].self)
+      let values = try row["scores"].decode([Double].self)
+      for (item, value) in zip(items, values) {
+        let i = Int(item)
+        if i < column.count, column[i] >= 0 { students[s].scores[column[i]] = value }
+      }
     }
     return students
   }
@@ -354,7 +383,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
       try await tx.query(
         """
         SELECT st.student, st.class_code, st.school_code, COALESCE(sum(sc.score), 0) AS total
-        FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
+        FROM asm_students st LEFT JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
         WHERE st.exam = \(exam.number) GROUP BY st.sid
         """)
     }
@@ -373,7 +402,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
       let rows = try await tx.query(
         """
         SELECT st.class_code, st.school_code, st.org_path, sc.item, sc.score
-        FROM asm_students st LEFT JOIN asm_scores sc ON sc.sid = st.sid
+        FROM asm_students st LEFT JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
         WHERE st.exam = \(exam.number) AND st.student = \(student)
         """)
       guard let first = rows.first else { return nil }
@@ -398,7 +427,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
       try await tx.query(
         """
         SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
-        FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+        FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
         WHERE st.exam = \(exam.number) AND (st.student, sc.item) > (\(student), \(item))
         ORDER BY st.student, sc.item LIMIT \(limit)
         """)

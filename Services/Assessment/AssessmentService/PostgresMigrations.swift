@@ -79,5 +79,16 @@ extension AssessmentMigrations {
     PostgresMigration(
       "assessment.2.scores-unchecked-sid",
       ["ALTER TABLE asm_scores DROP CONSTRAINT asm_scores_sid_fkey"]),
+    // Scores carry their exam, first in the key: a report reads one exam's scores as one
+    // index range in student order, without joining students (nor scanning other exams).
+    PostgresMigration(
+      "assessment.3.scores-by-exam",
+      [
+        "ALTER TABLE asm_scores ADD COLUMN exam bigint",
+        "UPDATE asm_scores sc SET exam = st.exam FROM asm_students st WHERE st.sid = sc.sid",
+        "ALTER TABLE asm_scores ALTER COLUMN exam SET NOT NULL",
+        "ALTER TABLE asm_scores DROP CONSTRAINT asm_scores_pkey",
+        "ALTER TABLE asm_scores ADD PRIMARY KEY (exam, sid, item)",
+      ]),
   ]
 }
