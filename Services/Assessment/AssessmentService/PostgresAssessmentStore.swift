@@ -419,6 +419,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
+  /// `student >= after` repeats the row comparison in a form the (exam, student) index can
+  /// start a page at; without it every page would walk the exam's students from the first.
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   {
@@ -428,7 +430,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
         """
         SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
         FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
-        WHERE st.exam = \(exam.number) AND (st.student, sc.item) > (\(student), \(item))
+        WHERE st.exam = \(exam.number) AND st.student >= \(student)
+          AND (st.student, sc.item) > (\(student), \(item))
         ORDER BY st.student, sc.item LIMIT \(limit)
         """)
     }
