@@ -517,7 +517,7 @@ for f in results {
     f.store.padding(toLength: 11, withPad: " ", startingAt: 0) + " "
       + f.label.padding(toLength: 20, withPad: " ", startingAt: 0)
       + String(
-        format: " %7d %9.0f %10.0f %6.2f %10.2f ", f.lessons, f.importRate, f.loaderRate,
+        format: " %7ld %9.0f %10.0f %6.2f %10.2f ", f.lessons, f.importRate, f.loaderRate,
         f.importRate / f.loaderRate, f.countyMs)
       + (f.cityMs.map { String(format: "%.2f", $0) } ?? "-").padding(
         toLength: 8, withPad: " ", startingAt: 0)
