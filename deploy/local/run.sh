@@ -10,12 +10,13 @@
 # county's reports and how to call the services, and keeps running until Ctrl-C, which stops
 # every service cleanly (SIGTERM, drain). A second run reuses ./data: nothing is created twice.
 #
-# --postgres: the same demo with identity on PostgreSQL. Starts a throwaway PostgreSQL 15 cluster
-# (Tests/postgres-cluster.sh, in a temporary folder; installs Debian's postgresql-15 if missing),
-# creates identity's database and least-privilege role as deploy/README.md's runbook does, and
-# runs identity on it (--database-url, --database-password-file). Catalogue, assessment and
-# supervision stay on SQLite in this release. Everything is new each run: the cluster is stopped
-# and removed at exit, and the others' stores live in ./data/postgres-demo, emptied at start.
+# --postgres: the same demo with identity, assessment and supervision on PostgreSQL. Starts a
+# throwaway PostgreSQL 15 cluster (Tests/postgres-cluster.sh, in a temporary folder; installs
+# Debian's postgresql-15 if missing), creates one database and one least-privilege role per
+# service as deploy/README.md's runbook does, and runs each on its own (--database-url,
+# --database-password-file). The catalogue stays on SQLite in this release. Everything is new
+# each run: the cluster is stopped and removed at exit, and the SQLite stores live in
+# ./data/postgres-demo, emptied at start.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -87,39 +88,42 @@ healthy() {
     od -An -tx1 | tr -d ' \n' | grep -q '0801$'
 }
 
-# identity's store flags: none (SQLite under --data-dir), or its PostgreSQL database.
-IDENTITY_STORE=()
+# The services on PostgreSQL with --postgres (the catalogue follows with its port), and each
+# one's store flags: none (SQLite under --data-dir), or its own database.
+PG_SERVICES=(identity assessment supervision)
+declare -A STORE_FLAGS=()
 if ((POSTGRES)); then
   PGDIR="$(mktemp -d -t smartschool-local-pg.XXXXXX)"
   SERVER_URL="$(bash Tests/postgres-cluster.sh start "$PGDIR")"
   PGPORT="$(cat "$PGDIR/port")"
-  # One database and one least-privilege role for identity, as deploy/README.md's runbook makes
-  # them (this throwaway server trusts local connections, so the password is not checked here).
-  (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$DATA/identity-database-password")
-  /usr/lib/postgresql/15/bin/psql -qX -v ON_ERROR_STOP=1 "$SERVER_URL" <<SQL
-\set pw \`cat $DATA/identity-database-password\`
-CREATE ROLE identity LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+  echo "✔ PostgreSQL 15 on 127.0.0.1:$PGPORT (throwaway, removed at exit)"
+  for name in "${PG_SERVICES[@]}"; do
+    # One database and one least-privilege role per service, as deploy/README.md's runbook makes
+    # them (this throwaway server trusts local connections, so the password is not checked here).
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$DATA/$name-database-password")
+    /usr/lib/postgresql/15/bin/psql -qX -v ON_ERROR_STOP=1 "$SERVER_URL" <<SQL
+\\set pw \`cat $DATA/$name-database-password\`
+CREATE ROLE $name LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
   CONNECTION LIMIT 50 PASSWORD :'pw';
-CREATE DATABASE identity OWNER identity ENCODING 'UTF8'
+CREATE DATABASE $name OWNER $name ENCODING 'UTF8'
   LC_COLLATE 'C' LC_CTYPE 'C.UTF-8' TEMPLATE template0;
-REVOKE ALL ON DATABASE identity FROM PUBLIC;
+REVOKE ALL ON DATABASE $name FROM PUBLIC;
 SQL
-  IDENTITY_URL="postgres://identity@127.0.0.1:$PGPORT/identity?sslmode=disable"
-  IDENTITY_STORE=(--database-url "$IDENTITY_URL"
-    --database-password-file "$DATA/identity-database-password")
-  echo "✔ PostgreSQL 15 on 127.0.0.1:$PGPORT (throwaway, removed at exit): database identity," \
-    "role identity"
-  echo "  identity runs on PostgreSQL ($IDENTITY_URL);"
-  echo "  catalogue, assessment and supervision stay on SQLite in this release (under $DATA)."
+    STORE_FLAGS[$name]="--database-url postgres://$name@127.0.0.1:$PGPORT/$name?sslmode=disable"
+    STORE_FLAGS[$name]+=" --database-password-file $DATA/$name-database-password"
+    echo "  $name runs on PostgreSQL: database $name, role $name"
+  done
+  echo "  the catalogue stays on SQLite in this release (under $DATA)."
 fi
 
 start() {
   local name=$1 port=$2 metrics=$3
   local exe="$BIN/$name-service"
   local args=(--host 127.0.0.1 --port "$port" --metrics-port "$metrics" --data-dir "$DATA/$name")
-  if [[ "$name" == identity ]]; then
-    args+=("${IDENTITY_STORE[@]}")
-  else
+  # Word splitting is meant: the flags hold no spaces (generated names and a fixed path).
+  # shellcheck disable=SC2206
+  [[ -z "${STORE_FLAGS[$name]:-}" ]] || args+=(${STORE_FLAGS[$name]})
+  if [[ "$name" != identity ]]; then
     args+=(--identity-addr 127.0.0.1:50051 --client-id "$CLIENT_ID" "--client-secret=$CLIENT_SECRET")
   fi
   "$exe" "${args[@]}" 2>>"$DATA/$name.log" &
@@ -135,8 +139,8 @@ start() {
   done
   healthy "$port" || { echo "$name-service did not become healthy; see $DATA/$name.log" >&2; exit 1; }
   echo "✔ $name-service serving on 127.0.0.1:$port (metrics http://127.0.0.1:$metrics/metrics, log $DATA/$name.log)"
-  if [[ $name == identity ]] && ((POSTGRES)); then
-    echo "  store: PostgreSQL, $IDENTITY_URL"
+  if [[ -n "${STORE_FLAGS[$name]:-}" ]]; then
+    echo "  store: PostgreSQL, database $name on 127.0.0.1:$PGPORT"
   fi
 }
 
@@ -166,8 +170,8 @@ echo "loading the demo county through the CLI (idempotent; the first load takes 
 
 STORES="on SQLite"
 if ((POSTGRES)); then
-  STORES="with identity on PostgreSQL (psql -h 127.0.0.1 -p $PGPORT -U identity identity)
-and the other three on SQLite"
+  STORES="with identity, assessment and supervision on PostgreSQL
+(e.g. psql -h 127.0.0.1 -p $PGPORT -U assessment assessment) and the catalogue on SQLite"
 fi
 cat <<MSG
 
