@@ -308,77 +308,89 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// The students of the exam (under `scopePath` when given) in sid order, then their scores
-  /// one row per student, read as one range of the scores' key (exam, sid, item): the report's
-  /// whole input in two queries, merged by sid. A student's scores come packed as one bytea of
-  /// (item int4, score float8) pairs in network order: decoding two numeric arrays per student
-  /// cost the client more than the query took.
-  ///
-  /// A scope is a range of the (exam, org_path) index: paths are ASCII and compare bytewise,
-  /// so every path under it sorts below the scope followed by the highest code point. Every
-  /// student lies under the org running the exam, so that scope is no filter at all.
+  /// A scope's filter on `asm_students`: a range of the (exam, org_path) index (paths are ASCII
+  /// and compare bytewise, so every path under the scope sorts below it followed by the highest
+  /// code point). Every student lies under the org running the exam: that scope is no filter.
+  private static func scopeFilter(_ exam: ExamRecord, _ scopePath: String?) -> String? {
+    scopePath == exam.orgPath ? nil : scopePath
+  }
+
+  /// Students of an exam packed into one text value, one line per student in sid order with
+  /// tab-separated fields (codes and paths hold neither tabs nor newlines).
+  private static func studentLines(_ text: String?) -> [[Substring]] {
+    guard let text, !text.isEmpty else { return [] }
+    return text.split(separator: "\n", omittingEmptySubsequences: false).map {
+      $0.split(separator: "\t", omittingEmptySubsequences: false)
+    }
+  }
+
+  /// The students of the exam (under `scopePath` when given) and their scores, in one
+  /// statement returning one row: the students as tab-separated lines in sid order, and the
+  /// scores as one bytea of per-student records in sid order (sid int8, count int4, then
+  /// count × (item int4, score float8), network order), read as one range of the scores' key
+  /// (exam, sid, item). A row per student costs the client far more than the query (postgres-nio
+  /// streams rows one by one); one packed row is decoded in a single pass.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
     let numbers = exam.itemNumbers
     var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
     for (c, n) in numbers.enumerated() { column[Int(n)] = c }
     let width = numbers.count
-    let scope = scopePath == exam.orgPath ? nil : scopePath
-    let (studentRows, scoreRows) = try await store.read { tx in
-      let students = try await tx.query(
+    let scope = Self.scopeFilter(exam, scopePath)
+    let row = try await store.read { tx in
+      try await tx.one(
         """
-        SELECT sid, student, class_code, school_code, org_path FROM asm_students
-        WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
-          OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
-            AND starts_with(org_path, \(scope))))
-        ORDER BY sid
+        WITH st AS (
+          SELECT sid, student, class_code, school_code, org_path FROM asm_students
+          WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
+            OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
+              AND starts_with(org_path, \(scope))))),
+        sc AS (
+          SELECT sid, count(*)::int4 AS n,
+            string_agg(int4send(item) || float8send(score), ''::bytea) AS pairs
+          FROM asm_scores
+          WHERE exam = \(exam.number)
+            AND (\(scope)::text IS NULL OR sid IN (SELECT sid FROM st))
+          GROUP BY sid)
+        SELECT
+          (SELECT string_agg(sid::text || E'\\t' || student || E'\\t' || class_code || E'\\t'
+            || school_code || E'\\t' || org_path, E'\\n' ORDER BY sid) FROM st) AS students,
+          (SELECT string_agg(int8send(sid) || int4send(n) || pairs, ''::bytea ORDER BY sid)
+            FROM sc) AS scores
         """)
-      let scores: [PostgresRandomAccessRow]
-      if scope == nil {
-        scores = try await tx.query(
-          """
-          SELECT sid, string_agg(int4send(item) || float8send(score), ''::bytea) AS pairs
-          FROM asm_scores WHERE exam = \(exam.number) GROUP BY sid ORDER BY sid
-          """)
-      } else {
-        let sids = try students.map { try $0["sid"].decode(Int64.self) }
-        scores = try await tx.query(
-          """
-          SELECT sid, string_agg(int4send(item) || float8send(score), ''::bytea) AS pairs
-          FROM asm_scores WHERE exam = \(exam.number) AND sid = ANY(\(sids))
-          GROUP BY sid ORDER BY sid
-          """)
-      }
-      return (students, scores)
     }
+    let lines = Self.studentLines(try row?["students"].decode(String?.self))
+    let packed = try row?["scores"].decode(Data?.self) ?? Data()
     var students: [StudentResult] = []
     var sids: [Int64] = []
-    students.reserveCapacity(studentRows.count)
-    sids.reserveCapacity(studentRows.count)
-    for row in studentRows {
-      sids.append(try row["sid"].decode(Int64.self))
+    students.reserveCapacity(lines.count)
+    sids.reserveCapacity(lines.count)
+    for fields in lines {
+      guard fields.count == 5, let sid = Int64(fields[0]) else {
+        throw ServiceError.internalError("malformed student line in an exam's results")
+      }
+      sids.append(sid)
       students.append(
         StudentResult(
-          externalID: try row["student"].decode(String.self),
-          classCode: try row["class_code"].decode(String.self),
-          schoolCode: try row["school_code"].decode(String.self),
-          orgPath: try row["org_path"].decode(String.self),
+          externalID: String(fields[1]), classCode: String(fields[2]),
+          schoolCode: String(fields[3]), orgPath: String(fields[4]),
           scores: Array(repeating: 0, count: width)))
     }
     // Both sides in sid order: one merge walk.
-    var s = 0
-    for row in scoreRows {
-      let sid = try row["sid"].decode(Int64.self)
-      while s < sids.count && sids[s] < sid { s += 1 }
-      guard s < sids.count, sids[s] == sid else { continue }
-      let pairs = try row["pairs"].decode(Data.self)
-      pairs.withUnsafeBytes { raw in
-        var offset = 0
-        while offset + 12 <= raw.count {
+    packed.withUnsafeBytes { raw in
+      var offset = 0
+      var s = 0
+      while offset + 12 <= raw.count {
+        let sid = Int64(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self))
+        let n = Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 8, as: Int32.self)))
+        offset += 12
+        while s < sids.count && sids[s] < sid { s += 1 }
+        let mine = s < sids.count && sids[s] == sid
+        for _ in 0..<n where offset + 12 <= raw.count {
           let item = Int(
             Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
           let bits = UInt64(
             bigEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt64.self))
-          if item >= 0, item < column.count, column[item] >= 0 {
+          if mine, item >= 0, item < column.count, column[item] >= 0 {
             students[s].scores[column[item]] = Double(bitPattern: bits)
           }
           offset += 12
@@ -388,38 +400,51 @@ final class PostgresAssessmentStore: AssessmentStoring {
     return students
   }
 
-  /// Students in sid order, then their sums from one range of the scores' key, merged by sid
-  /// (cheaper than joining 20 score rows to each student).
+  /// Every student's total, packed like ``results(exam:scopePath:)``: one statement, one row
+  /// (students as lines, sums as (sid int8, total float8) records, both in sid order).
   func totals(exam: ExamRecord) async throws -> [StudentTotal] {
-    let (studentRows, sumRows) = try await store.read { tx in
-      (
-        try await tx.query(
-          """
-          SELECT sid, student, class_code, school_code FROM asm_students
-          WHERE exam = \(exam.number) ORDER BY sid
-          """),
-        try await tx.query(
-          """
-          SELECT sid, sum(score) AS total FROM asm_scores WHERE exam = \(exam.number)
-          GROUP BY sid ORDER BY sid
-          """)
-      )
+    let row = try await store.read { tx in
+      try await tx.one(
+        """
+        SELECT
+          (SELECT string_agg(sid::text || E'\\t' || student || E'\\t' || class_code || E'\\t'
+            || school_code, E'\\n' ORDER BY sid)
+           FROM asm_students WHERE exam = \(exam.number)) AS students,
+          (SELECT string_agg(int8send(sid) || float8send(total), ''::bytea ORDER BY sid)
+           FROM (SELECT sid, sum(score) AS total FROM asm_scores WHERE exam = \(exam.number)
+             GROUP BY sid) t) AS sums
+        """)
+    }
+    let lines = Self.studentLines(try row?["students"].decode(String?.self))
+    let packed = try row?["sums"].decode(Data?.self) ?? Data()
+    var sums: [(sid: Int64, total: Double)] = []
+    sums.reserveCapacity(packed.count / 16)
+    packed.withUnsafeBytes { raw in
+      var offset = 0
+      while offset + 16 <= raw.count {
+        sums.append(
+          (
+            Int64(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self)),
+            Double(
+              bitPattern: UInt64(
+                bigEndian: raw.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
+          ))
+        offset += 16
+      }
     }
     var totals: [StudentTotal] = []
-    totals.reserveCapacity(studentRows.count)
+    totals.reserveCapacity(lines.count)
     var s = 0
-    for row in studentRows {
-      let sid = try row["sid"].decode(Int64.self)
-      while s < sumRows.count, try sumRows[s]["sid"].decode(Int64.self) < sid { s += 1 }
-      var total = 0.0
-      if s < sumRows.count, try sumRows[s]["sid"].decode(Int64.self) == sid {
-        total = try sumRows[s]["total"].decode(Double.self)
+    for fields in lines {
+      guard fields.count == 4, let sid = Int64(fields[0]) else {
+        throw ServiceError.internalError("malformed student line in an exam's totals")
       }
+      while s < sums.count && sums[s].sid < sid { s += 1 }
       totals.append(
         StudentTotal(
-          externalID: try row["student"].decode(String.self),
-          classCode: try row["class_code"].decode(String.self),
-          schoolCode: try row["school_code"].decode(String.self), total: total))
+          externalID: String(fields[1]), classCode: String(fields[2]),
+          schoolCode: String(fields[3]),
+          total: s < sums.count && sums[s].sid == sid ? sums[s].total : 0))
     }
     return totals
   }
