@@ -35,7 +35,7 @@ grep -vE '^◇ Test .* started\.$' "$LOG"
 
 # The same tests of the suites ported to PostgreSQL, on a throwaway cluster (each test makes its
 # own database in it), reusing the build. No PostgreSQL, or no test run, is a failure.
-PG_SUITES='RuntimeTests|IdentityServiceTests'
+PG_SUITES='RuntimeTests|IdentityServiceTests|AssessmentServiceTests|SupervisionServiceTests'
 # Suites of those modules that touch no store (log formatting, size guards) run once, above:
 # a second run on a machine busy with hundreds of database connections proves nothing more.
 PG_SKIP='LoggingTests'
