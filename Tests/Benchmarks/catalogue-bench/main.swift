@@ -472,7 +472,7 @@ func run() async throws {
         ]
       ),
       (
-        "search as typed (的 left out, typos)",
+        "search as typed",  // 的 left out, typos, traditional
         [
           ("二次函数图像", .init()), ("勾股定理证明", .init()), ("勾股定里", .init()),
           ("欧姆定侓", .init()), ("質量守恆", .init()),
