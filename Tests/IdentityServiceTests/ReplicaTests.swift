@@ -1,7 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import IdentityService
+@testable import IdentityService
 import Logging
 import ServiceRuntime
 import SmartSchoolModel
@@ -18,6 +18,13 @@ struct ReplicaTests {
   /// client of each.
   func withReplicas(
     _ body: @Sendable ([IdentityClient]) async throws -> Void
+  ) async throws {
+    try await withReplicas { clients, _ in try await body(clients) }
+  }
+
+  /// The same, `body` also given the replicas' database.
+  func withReplicas(
+    _ body: @Sendable ([IdentityClient], DatabaseSettings) async throws -> Void
   ) async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
@@ -41,10 +48,11 @@ struct ReplicaTests {
           try await withClient(port: p0) { c0 in
             try await withClient(port: p1) { c1 in
               try await withClient(port: p2) { c2 in
-                try await body([
-                  IdentityClient(wrapping: c0), IdentityClient(wrapping: c1),
-                  IdentityClient(wrapping: c2),
-                ])
+                try await body(
+                  [
+                    IdentityClient(wrapping: c0), IdentityClient(wrapping: c1),
+                    IdentityClient(wrapping: c2),
+                  ], config.database!)
               }
             }
           }
@@ -83,6 +91,60 @@ struct ReplicaTests {
         .filter { $0.hasPrefix("R") }
       #expect(keys.count == 4000)
       #expect(Set(keys).count == 4000)
+    }
+  }
+
+  /// Whether some statement on `store`'s database waits for another transaction to end.
+  static func someoneWaitsForATransaction(_ store: PostgresStore) async throws -> Bool {
+    let rows = try await store.query(
+      "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+    return try rows[0][0].decode(Int64.self) > 0
+  }
+
+  /// A user written outside the import (another replica's CreateUser, here a transaction on
+  /// the database) takes a username the import's batch holds after the batch read the users:
+  /// the batch's bulk copy fails on it, and the batch still lands every other row, refusing
+  /// that one as taken meanwhile.
+  @Test func aUsernameTakenWhileABatchIsWrittenRefusesOnlyThatRow() async throws {
+    try await withReplicas { r, database in
+      let admin = try await login(r[0], "admin", testAdminPassword)
+      let tree = try await buildTree(r[0], admin: admin)
+      var quiet = Logger(label: "side")
+      quiet.logLevel = .critical
+      let side = try await PostgresStore(
+        settings: database, migrations: IdentityMigrations.postgres, logger: quiet)
+      let rows = (0..<300).map { i in
+        ImportTests.row("M\(i)", i == 150 ? "taken.meanwhile" : "mid\(i)", "学生\(i)",
+          org: tree.classA1.code)
+      }
+      let client = r[1]
+      // The other writer's user is uncommitted while the import reads, so the batch plans
+      // the row as new; its copy then waits for that writer, which commits.
+      let (importing, waited) = try await side.write {
+        tx -> (Task<Smartschool_Common_V1_ImportSummary, any Error>, Bool) in
+        try await tx.execute(
+          """
+          INSERT INTO users (id, external_id, username, display_name, kind, org_id, status,
+            created_at, updated_at)
+          VALUES ('side-user', 'SIDE', 'Taken.Meanwhile', 'side', 2, \(tree.classA1.id), 2, 0, 0)
+          """)
+        let importing = Task { try await ImportTests.importUsers(client, token: admin, rows) }
+        let waited = try await Self.eventually(20) {
+          try await Self.someoneWaitsForATransaction(side)
+        }
+        return (importing, waited)
+      }
+      await side.close()
+      #expect(waited)
+      let summary = try await importing.value
+      #expect(summary.created == 299)
+      #expect(summary.errors.map(\.index) == [150])
+      #expect(summary.errors.first?.reason.contains("taken meanwhile") == true)
+      let listed = try await ImportTests.listed(r[0], token: admin, prefix: "mid")
+      #expect(listed.count == 299)
+      let keys = try await ImportTests.userEvents(r[0], token: admin).events.map(\.key)
+      #expect(keys.filter { $0.hasPrefix("M") }.count == 299)
+      #expect(!keys.contains("M150"))
     }
   }
 

@@ -632,7 +632,7 @@ final class PostgresIdentityStore: IdentityStore {
       var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
       // Updates first: one may free a username that a new user of the batch takes.
       plan.dropUpdates(try await self.writeUpdates(tx, plan.updates))
-      plan.dropInserts(try await self.insertUsers(tx, plan.inserts)) {
+      plan.dropInserts(try await self.copyOrInsertUsers(tx, plan.inserts)) {
         "username '\($0.username)' or external id '\($0.externalID)' was taken meanwhile"
       }
       for (_, user) in plan.events { try self.recordUserChange(tx, user) }
@@ -674,6 +674,37 @@ final class PostgresIdentityStore: IdentityStore {
       }
     }
     return failed
+  }
+
+  /// Loads new users with COPY, the bulk path: under the import lock the plan has seen every
+  /// user the batch's keys name, so the copy fails only when another writer (CreateUser, say)
+  /// took one of them meanwhile; then the copy is undone and ``insertUsers(_:_:)`` skips the
+  /// taken rows. Returns the ids not inserted.
+  private func copyOrInsertUsers(_ tx: PostgresTransaction, _ users: [User]) async throws
+    -> Set<String>
+  {
+    guard !users.isEmpty else { return [] }
+    let rows = users.map { user -> [PostgresCopyValue] in
+      [
+        .text(user.id), .text(user.externalID), .text(user.username), .text(user.displayName),
+        .int(user.kind.rawValue), .text(user.orgID), .int(Int(user.birthYear)),
+        .int(user.status.rawValue), .double(user.createTime.date.timeIntervalSince1970),
+        .double(user.updateTime.date.timeIntervalSince1970),
+      ]
+    }
+    do {
+      try await tx.savepoint {
+        try await tx.copy(
+          into: "users",
+          columns: [
+            "id", "external_id", "username", "display_name", "kind", "org_id", "birth_year",
+            "status", "created_at", "updated_at",
+          ], rows: rows)
+      }
+      return []
+    } catch is ServiceError {
+      return try await insertUsers(tx, users)
+    }
   }
 
   /// Inserts new users in one statement, skipping those whose username or external id is

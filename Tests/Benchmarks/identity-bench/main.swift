@@ -182,6 +182,110 @@ func figure(_ name: String, _ value: Double, _ unit: String, _ note: String) {
     + String(format: "%12.1f %@   %@", value, unit, note))
 }
 
+// MARK: The user import stream, and what gRPC alone reaches with it
+
+/// Streams `users` ImportUsers messages (one a row: written one at a time, or handed to the
+/// client `chunk` at a time with `write(contentsOf:)`) and returns rows per second; every row
+/// must come back created.
+func streamUsers(
+  _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>,
+  metadata: Metadata, users: Int, prefix: String, chunk: Int, schools: Int
+) async throws -> Double {
+  @Sendable func message(_ i: Int) -> Smartschool_Identity_V1_ImportUsersRequest {
+    .with {
+      $0.user = .with {
+        $0.externalID = "\(prefix.uppercased())\(i)"
+        $0.username = "\(prefix)\(i)"
+        $0.displayName = "学生\(i)"
+        $0.kind = .student
+        $0.orgCode = "S\(i % schools)-C\(i % 6)"
+      }
+    }
+  }
+  var summary = Smartschool_Common_V1_ImportSummary()
+  let time = try await secondsAsync {
+    summary = try await identity.importUsers(metadata: metadata) { w in
+      if chunk == 1 {
+        for i in 0..<users { try await w.write(message(i)) }
+      } else {
+        for start in stride(from: 0, to: users, by: chunk) {
+          try await w.write(contentsOf: (start..<min(start + chunk, users)).map(message))
+        }
+      }
+    }
+  }
+  precondition(summary.accepted == Int64(users), "\(summary.errors.prefix(3))")
+  precondition(summary.created == Int64(users), "\(summary)")
+  return Double(users) / time
+}
+
+/// An ImportUsers that decodes every message and does nothing else: no interceptors, no
+/// validation, no store. What it receives per second bounds any import over this protocol
+/// (one message a row) on this machine.
+struct NullImportService: RegistrableRPCService {
+  struct Decode: MessageDeserializer {
+    func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws
+      -> Smartschool_Identity_V1_ImportUsersRequest
+    {
+      try bytes.withUnsafeBytes { try .init(serializedBytes: Array($0)) }
+    }
+  }
+  struct Encode: MessageSerializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: Smartschool_Common_V1_ImportSummary)
+      throws -> Bytes
+    {
+      Bytes(try message.serializedBytes() as [UInt8])
+    }
+  }
+
+  func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+    router.registerHandler(
+      forMethod: Smartschool_Identity_V1_IdentityService.Method.ImportUsers.descriptor,
+      deserializer: Decode(), serializer: Encode()
+    ) { request, _ in
+      var rows: Int64 = 0
+      for try await message in request.messages where !message.user.externalID.isEmpty {
+        rows += 1
+      }
+      var summary = Smartschool_Common_V1_ImportSummary()
+      summary.received = rows
+      summary.accepted = rows
+      summary.created = rows
+      return StreamingServerResponse(single: ServerResponse(message: summary))
+    }
+  }
+}
+
+/// The second baseline: the same streams into ``NullImportService`` (rows/s written one at a
+/// time, and in chunks of 500).
+func bareStreamBenchmark(_ options: Options) async throws -> (single: Double, chunked: Double) {
+  print("\n== gRPC alone: the same user streams into a server that only decodes them")
+  let transport = HTTP2ServerTransport.Posix(
+    address: .ipv4(host: "127.0.0.1", port: 0), transportSecurity: .plaintext)
+  let server = GRPCServer(transport: transport, services: [NullImportService()])
+  return try await withThrowingTaskGroup(of: Void.self) { group in
+    group.addTask { try await server.serve() }
+    defer { server.beginGracefulShutdown() }
+    guard let port = try await transport.listeningAddress.ipv4?.port else {
+      throw BenchError("the bare server is not listening on IPv4")
+    }
+    let rates = try await withGRPCClient(
+      transport: .http2NIOPosix(
+        target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+    ) { client in
+      let identity = Smartschool_Identity_V1_IdentityService.Client(wrapping: client)
+      let single = try await streamUsers(
+        identity, metadata: [:], users: options.users, prefix: "stu", chunk: 1, schools: 62)
+      let chunked = try await streamUsers(
+        identity, metadata: [:], users: options.users, prefix: "chk", chunk: 500, schools: 62)
+      return (single, chunked)
+    }
+    figure("bare stream rows/s", rates.0, "/s", "(one write a message; nothing stored)")
+    figure("  the same, client writes in chunks", rates.1, "/s", "(500 messages a write)")
+    return rates
+  }
+}
+
 // MARK: 2, 3 and 4: through a real server, on each store
 
 enum BenchStore: Sendable, Equatable {
@@ -343,36 +447,10 @@ func measure(_ store: BenchStore, config: HostConfig, _ options: Options, direct
     // (other users) handed to the client in chunks of 500 messages (`write(contentsOf:)`), as
     // an import tool reading a file would; the wire carries the same messages either way.
     let users = options.users
-    func importUsers(prefix: String, chunk: Int) async throws -> Double {
-      @Sendable func message(_ i: Int) -> Smartschool_Identity_V1_ImportUsersRequest {
-        .with {
-          $0.user = .with {
-            $0.externalID = "\(prefix.uppercased())\(i)"
-            $0.username = "\(prefix)\(i)"
-            $0.displayName = "学生\(i)"
-            $0.kind = .student
-            $0.orgCode = "S\(i % schools)-C\(i % 6)"
-          }
-        }
-      }
-      var summary = Smartschool_Common_V1_ImportSummary()
-      let time = try await secondsAsync {
-        summary = try await identity.importUsers(metadata: auth) { w in
-          if chunk == 1 {
-            for i in 0..<users { try await w.write(message(i)) }
-          } else {
-            for start in stride(from: 0, to: users, by: chunk) {
-              try await w.write(contentsOf: (start..<min(start + chunk, users)).map(message))
-            }
-          }
-        }
-      }
-      precondition(summary.accepted == Int64(users), "\(summary.errors.prefix(3))")
-      precondition(summary.created == Int64(users), "\(summary)")
-      return Double(users) / time
-    }
-    figures.importRows = try await importUsers(prefix: "stu", chunk: 1)
-    figures.chunkedImportRows = try await importUsers(prefix: "chk", chunk: 500)
+    figures.importRows = try await streamUsers(
+      identity, metadata: auth, users: users, prefix: "stu", chunk: 1, schools: schools)
+    figures.chunkedImportRows = try await streamUsers(
+      identity, metadata: auth, users: users, prefix: "chk", chunk: 500, schools: schools)
 
     // Baseline: the same rows loaded by the database's own bulk loader into an equivalent
     // table (the same keys and unique indexes; no gRPC, validation, audit or change feed).
@@ -474,6 +552,7 @@ func parseOptions() -> Options {
 let options = parseOptions()
 print("identity-bench (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
 try await tokenBenchmark()
+let bare = try await bareStreamBenchmark(options)
 var results = [try await serverBenchmarks(on: .sqlite, options)]
 if let server = options.server {
   results.append(try await serverBenchmarks(on: .postgresql(server: server), options))
@@ -485,6 +564,13 @@ for f in results {
     + String(format: " %10.2f %14.0f %15.0f %15.0f %7.2f %9.0f %6.2f   %@", f.logins, f.whoAmI,
              f.importRows, f.loaderRows, f.importRows / f.loaderRows, f.chunkedImportRows,
              f.chunkedImportRows / f.loaderRows, f.loader))
+}
+print(String(format: "gRPC alone (no store) %15.0f rows/s, chunked %9.0f rows/s: "
+  + "the import's ceiling with one message a row; as a share of each loader:", bare.single,
+  bare.chunked))
+for f in results {
+  print(String(format: "  %@ %.2f (chunked %.2f) of %@", f.store, bare.single / f.loaderRows,
+               bare.chunked / f.loaderRows, f.loader))
 }
 if options.server == nil {
   print("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
