@@ -95,23 +95,50 @@ public final class PostgresStore: ServiceStorage {
     self.runner = Task { await client.run() }
     let deadline = ContinuousClock.now + connectTimeout
     while true {
-      do {
-        _ = try await client.query("SELECT 1", logger: logger).collect()
+      // Each attempt is bounded by what is left of the deadline: a lease request to a pool
+      // that cannot connect is only failed by its circuit breaker, about a minute later.
+      let left = deadline - ContinuousClock.now
+      guard let reason = await PostgresStore.probe(client, logger: logger, limit: left) else {
         break
-      } catch {
-        if ContinuousClock.now >= deadline {
-          runner.cancel()
-          throw ServiceError.unavailable(
-            "cannot reach PostgreSQL at \(settings.redacted): \(PostgresStore.describe(error))")
-        }
-        try await Task.sleep(for: .milliseconds(250))
       }
+      if ContinuousClock.now >= deadline {
+        runner.cancel()
+        throw ServiceError.unavailable(
+          "cannot reach PostgreSQL at \(settings.redacted) within "
+            + "\(connectTimeout.components.seconds) s: \(reason)")
+      }
+      try await Task.sleep(for: .milliseconds(250))
     }
     do {
       try await migrate(PostgresStore.runtimeMigrations + migrations)
     } catch {
       await close()
       throw error
+    }
+  }
+
+  /// Runs `SELECT 1` on `client`: nil when it answers, else why not (its error, or no answer
+  /// within `limit`; the query is then cancelled and left behind).
+  private static func probe(_ client: PostgresClient, logger: Logger, limit: Duration) async
+    -> String?
+  {
+    let once = FirstAnswer()
+    return await withCheckedContinuation { (answer: CheckedContinuation<String?, Never>) in
+      let query = Task {
+        do {
+          _ = try await client.query("SELECT 1", logger: logger).collect()
+          if once.claim() { answer.resume(returning: nil) }
+        } catch {
+          if once.claim() { answer.resume(returning: describe(error)) }
+        }
+      }
+      Task {
+        try? await Task.sleep(for: max(limit, .milliseconds(1)))
+        if once.claim() {
+          query.cancel()
+          answer.resume(returning: "no connection (is the server up, at that address and port?)")
+        }
+      }
     }
   }
 
@@ -1048,6 +1075,19 @@ extension PostgresStore {
       } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P04" {
         // Made meanwhile by another caller.
       }
+    }
+  }
+}
+
+/// Lets only the first of several racing tasks act (resume a continuation once).
+private final class FirstAnswer: Sendable {
+  private let taken = Mutex(false)
+
+  /// True for the first caller only.
+  func claim() -> Bool {
+    taken.withLock { taken in
+      defer { taken = true }
+      return !taken
     }
   }
 }

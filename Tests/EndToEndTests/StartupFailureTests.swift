@@ -154,7 +154,7 @@ final class StartupFailureTests {
 
   @Test(
     "a service without a PostgreSQL store refuses --database-url: exit 1 and one line",
-    arguments: ["catalogue", "assessment", "supervision"])
+    arguments: ["catalogue"])
   func databaseRefused(service: String) async throws {
     let dir = scratch.path
     let outcome = try await run(
@@ -165,6 +165,32 @@ final class StartupFailureTests {
     #expect(
       try outcome.onlyErrorLine()["msg"]
         == "cannot start: \(service) does not run on PostgreSQL yet; omit --database-url")
+    #expect(!FileManager.default.fileExists(atPath: dir + "/data/\(service).sqlite"))
+  }
+
+  @Test(
+    "a database that does not answer: exit 1 within the connect timeout, one line, no SQLite",
+    arguments: ["identity", "assessment", "supervision"])
+  func databaseUnreachable(service: String) async throws {
+    let dir = scratch.path
+    // Port 1 on loopback: nothing listens, so every connection attempt is refused at once and
+    // the pool keeps retrying; the start-up gives up at its 20 s connect timeout, not later.
+    let started = ContinuousClock.now
+    var arguments = [
+      "--data-dir", dir + "/data", "--database-url", "postgres://\(service)@127.0.0.1:1/x",
+    ]
+    if service != "identity" {
+      arguments += ["--identity-addr", "127.0.0.1:1", "--client-id", "c", "--client-secret", "s"]
+    }
+    let outcome = try await run(service, arguments, in: dir)
+    let took = ContinuousClock.now - started
+    #expect(outcome.status == 1, "\(outcome.stderr)")
+    #expect(
+      try outcome.onlyErrorLine()["msg"]
+        == "cannot start: cannot reach PostgreSQL at postgres://\(service)@127.0.0.1:1/x"
+        + "?sslmode=prefer within 20 s: no connection (is the server up, at that address and "
+        + "port?)")
+    #expect(took < .seconds(40), "gave up after \(took)")
     #expect(!FileManager.default.fileExists(atPath: dir + "/data/\(service).sqlite"))
   }
 

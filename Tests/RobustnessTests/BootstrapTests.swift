@@ -10,11 +10,11 @@ import Testing
 /// The composition roots of the services that have no PostgreSQL store yet.
 @Suite("Composition roots")
 struct BootstrapTests {
-  /// Given --database-url, catalogue, assessment and supervision refuse to start and create no
-  /// SQLite store in its place.
+  /// Given --database-url, a service whose store is not ported yet (the catalogue) refuses to
+  /// start and creates no SQLite store in its place.
   @Test(
     "a service without a PostgreSQL store refuses --database-url",
-    arguments: ["catalogue", "assessment", "supervision"])
+    arguments: ["catalogue"])
   func refusesDatabase(service: String) async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
