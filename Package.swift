@@ -189,7 +189,7 @@ package.targets.append(contentsOf: [
     name: "CatalogueService",
     dependencies: [
       "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, crypto,
-      logging,
+      logging, postgres,
     ],
     path: "Services/Catalogue/CatalogueService"
   ),
@@ -210,7 +210,7 @@ package.targets.append(contentsOf: [
     name: "CatalogueServiceTests",
     dependencies: [
       "CatalogueService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
-      grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, crypto, grdb,
+      grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, crypto, grdb, postgres,
     ],
     path: "Tests/CatalogueServiceTests"
   ),

@@ -1,10 +1,12 @@
-import CatalogueService
+@testable import CatalogueService
 import Foundation
+import GRDB
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import IdentityService
 import Logging
+import PostgresNIO
 import ServiceRuntime
 import SmartSchoolModel
 import TestSupport
@@ -28,7 +30,10 @@ typealias Resource = Smartschool_Catalogue_V1_Resource
 /// data-exchange service account at the province.
 struct World: Sendable {
   let identity: IdentityClient
-  let catalogue: CatalogueClient
+  /// One client per catalogue replica (several only on PostgreSQL: one database, each replica
+  /// with a data directory of its own).
+  let replicas: [CatalogueClient]
+  var catalogue: CatalogueClient { replicas[0] }
   let directory: OrgDirectory
   let dataDirectory: String
   /// Tokens by user name ("admin" = the system admin, "exchange" = the service account).
@@ -41,9 +46,10 @@ struct World: Sendable {
 
 let testPassword = "Secret-pass-1"
 
-/// Runs `body` against a fresh world.
+/// Runs `body` against a fresh world with `replicas` catalogue services on one store.
 func withWorld(
-  settings: CatalogueSettings = .forTests(), _ body: @Sendable (World) async throws -> Void
+  settings: CatalogueSettings = .forTests(), replicas: Int = 1,
+  _ body: @Sendable (World) async throws -> Void
 ) async throws {
   let dir = try TemporaryDirectory()
   defer { dir.remove() }
@@ -133,25 +139,45 @@ func withWorld(
         address: PeerAddress(host: "127.0.0.1", port: identityPort),
         credentials: (account.clientID, account.clientSecret))
       defer { link.close() }
-      let config = HostConfig.ephemeral(service: "catalogue", dataDirectory: dir.path)
+      let config = try await TestStore.config(service: "catalogue", directory: dir)
       var logger = Logger(label: "catalogue-test")
       logger.logLevel = .critical
-      let definition = try await buildCatalogueService(
-        config: config, settings: settings, verifier: link.makeVerifier(), identity: link,
-        logger: logger)
-      let directory = definition.background.first as! OrgDirectory
-      try await directory.sync()
+      var definitions: [ServiceDefinition] = []
+      var configs: [HostConfig] = []
+      for replica in 0..<replicas {
+        var replicaConfig = config
+        if replica > 0 {
+          replicaConfig.dataDirectory = dir.path + "/replica-\(replica)"
+          try FileManager.default.createDirectory(
+            atPath: replicaConfig.dataDirectory, withIntermediateDirectories: true)
+        }
+        let definition = try await buildCatalogueService(
+          config: replicaConfig, settings: settings, verifier: link.makeVerifier(),
+          identity: link, logger: logger)
+        try await (definition.background.first as! OrgDirectory).sync()
+        definitions.append(definition)
+        configs.append(replicaConfig)
+      }
+      let directory = definitions[0].background.first as! OrgDirectory
       let frozenTokens = tokens
       let frozenIDs = ids
-      try await withHost(definition, config: config) { port, _ in
-        try await withClient(port: port) { client in
-          try await body(
+      let frozenConfigs = configs
+      func serve(_ rest: ArraySlice<ServiceDefinition>, _ clients: [CatalogueClient])
+        async throws
+      {
+        guard let definition = rest.first else {
+          return try await body(
             World(
-              identity: identity, catalogue: CatalogueClient(wrapping: client),
-              directory: directory, dataDirectory: dir.path, tokens: frozenTokens,
-              userIDs: frozenIDs))
+              identity: identity, replicas: clients, directory: directory,
+              dataDirectory: dir.path, tokens: frozenTokens, userIDs: frozenIDs))
+        }
+        try await withHost(definition, config: frozenConfigs[clients.count]) { port, _ in
+          try await withClient(port: port) { client in
+            try await serve(rest.dropFirst(), clients + [CatalogueClient(wrapping: client)])
+          }
         }
       }
+      try await serve(definitions[...], [])
     }
   }
 }
@@ -372,4 +398,49 @@ func fieldViolations(_ body: () async throws -> Void) async -> [String] {
     let status = try? error.unpackGoogleRPCStatus()
   else { return [] }
   return status.details.compactMap(\.badRequest).flatMap { $0.violations.map(\.field) }
+}
+
+/// The catalogue store of this run (SQLite under `directory`, or a PostgreSQL database named
+/// after it), opened directly for store-level tests.
+func openCatalogueStore(_ directory: TemporaryDirectory) async throws -> any CatalogueStore {
+  guard let database = try await TestStore.database(named: "catalogue_" + directory.path) else {
+    return try SQLiteCatalogueStore(directory: directory.path)
+  }
+  var quiet = Logger(label: "catalogue")
+  quiet.logLevel = .critical
+  return PostgresCatalogueStore(
+    store: try await PostgresStore(
+      settings: database, migrations: CatalogueMigrations.postgres, logger: quiet))
+}
+
+extension World {
+  /// Sets a resource's status straight in the store, past every rule (data from before a
+  /// rule existed).
+  func setStatusInStore(_ id: String, _ status: Smartschool_Catalogue_V1_ResourceStatus)
+    async throws
+  {
+    if let database = try await TestStore.database(named: "catalogue_" + dataDirectory) {
+      var quiet = Logger(label: "catalogue")
+      quiet.logLevel = .critical
+      let store = try await PostgresStore(
+        settings: database, migrations: CatalogueMigrations.postgres, logger: quiet)
+      do {
+        try await store.write { tx in
+          try await tx.execute(
+            "UPDATE resources SET status = \(status.rawValue) WHERE id = \(id)")
+        }
+      } catch {
+        await store.close()
+        throw error
+      }
+      await store.close()
+    } else {
+      let db = try DatabaseQueue(path: dataDirectory + "/catalogue.sqlite")
+      try await db.write { db in
+        try db.execute(
+          sql: "UPDATE resources SET status = ? WHERE id = ?", arguments: [status.rawValue, id])
+      }
+      try db.close()
+    }
+  }
 }

@@ -111,12 +111,7 @@ struct ReviewScopeAPITests {
           .status == .draft)
       // Submitted before the rule (written straight into the store), it still is not approved.
       let legacy = try await w.create("tA1", "旧的空资源", scope: .school)
-      let db = try DatabaseQueue(path: w.dataDirectory + "/catalogue.sqlite")
-      try await db.write { db in
-        try db.execute(
-          sql: "UPDATE resources SET status = 2 WHERE id = ?", arguments: [legacy.id])
-      }
-      try db.close()
+      try await w.setStatusInStore(legacy.id, .submitted)
       await expectCode(.failedPrecondition) {
         try await w.transition(legacy.id, .approve, by: "revS")
       }
@@ -133,7 +128,8 @@ struct ReviewScopeAPITests {
   @Test func anApprovalIsRefusedWhenTheReachChangedSinceItWasChecked() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
-    let store = try SQLiteCatalogueStore(directory: dir.path)
+    let store = try await openCatalogueStore(dir)
+    defer { Task { await store.storage.close() } }
     let school = OrgPath(ids: ["p", "c", "k", "s"])
     var r = Resource()
     r.id = "r1"

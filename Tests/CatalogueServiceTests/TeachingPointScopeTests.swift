@@ -52,7 +52,7 @@ struct TeachingPointScopeTests {
       }
       try await w.directory.sync()
       let world = World(
-        identity: w.identity, catalogue: w.catalogue, directory: w.directory,
+        identity: w.identity, replicas: w.replicas, directory: w.directory,
         dataDirectory: w.dataDirectory, tokens: w.tokens.merging(tokens) { $1 },
         userIDs: w.userIDs)
 

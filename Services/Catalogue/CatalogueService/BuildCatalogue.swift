@@ -20,22 +20,35 @@ public struct CatalogueSettings: Sendable {
 }
 
 /// The catalogue's composition root, used by the executable, the tests and the benchmark:
-/// opens the store and the blob folder under `config.dataDirectory`, keeps a copy of
+/// opens the store (PostgreSQL when `config.database` is set, else SQLite under
+/// `config.dataDirectory`) and the blob folder under `config.dataDirectory`, keeps a copy of
 /// identity's org tree from `identity`'s change feed, and returns the service ready for a
 /// ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
-/// Refuses `config.database`: the catalogue's store is SQLite only for now.
 public func buildCatalogueService(
   config: HostConfig, settings: CatalogueSettings, verifier: TokenVerifier,
   identity: any IdentityChangeSource, logger: Logger
 ) async throws -> ServiceDefinition {
-  try config.requireSQLite()
-  let store = try SQLiteCatalogueStore(directory: config.dataDirectory)
-  let blobs = try BlobStore(dataDirectory: config.dataDirectory)
-  let directory = try await OrgDirectory(
-    source: identity, store: store.store, pollInterval: settings.directoryPollInterval)
+  let store: any CatalogueStore
+  if let database = config.database {
+    store = PostgresCatalogueStore(
+      store: try await PostgresStore(
+        settings: database, migrations: CatalogueMigrations.postgres, logger: logger))
+  } else {
+    store = try SQLiteCatalogueStore(directory: config.dataDirectory)
+  }
+  let blobs: BlobStore
+  let directory: OrgDirectory
+  do {
+    blobs = try BlobStore(dataDirectory: config.dataDirectory)
+    directory = try await OrgDirectory(
+      source: identity, store: store.storage, pollInterval: settings.directoryPollInterval)
+  } catch {
+    await store.storage.close()
+    throw error
+  }
   let api = CatalogueAPI(
     store: store, blobs: blobs, directory: directory, settings: settings, logger: logger)
   return ServiceDefinition(
     name: "catalogue", grpcServiceName: catalogueGRPCServiceName, services: [api],
-    verifier: verifier, store: store.store, background: [directory])
+    verifier: verifier, store: store.storage, background: [directory])
 }

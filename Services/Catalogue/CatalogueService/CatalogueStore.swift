@@ -79,6 +79,9 @@ struct UsageEvent: Sendable {
 /// Every SQL statement of the catalogue, behind a protocol so a PostgreSQL store can stand
 /// beside the SQLite one.
 protocol CatalogueStore: Sendable {
+  /// The backend-neutral storage (change feed, org directory) the Runtime uses.
+  var storage: any ServiceStorage { get }
+
   // Curriculum
   func curriculumNode(code: String) async throws -> CurriculumNode?
   func knowledgePoints(codes: [String]) async throws -> [KnowledgePoint]
@@ -132,6 +135,7 @@ protocol CatalogueStore: Sendable {
 /// The SQLite catalogue store (one GRDB pool, WAL).
 final class SQLiteCatalogueStore: CatalogueStore {
   let store: Store
+  var storage: any ServiceStorage { store }
 
   init(store: Store) {
     self.store = store
@@ -374,28 +378,30 @@ final class SQLiteCatalogueStore: CatalogueStore {
     var reason: String
   }
 
-  /// Inserts or updates a node; true when created, false when it existed.
-  static func upsert(_ node: CurriculumNode, db: Database, now: Date, orgPath: String) throws
-    -> Bool
-  {
-    let existing = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
-      .decodeFirst(arguments: [node.code], decodeNode)
-    var stage = node.stage
-    var grade = Int(node.grade)
-    var subject = node.subject
-    var edition = node.code
-    var chapter: String? = nil
-    let kindName = CatalogueNames.name(node.kind)
-    if node.kind == .edition {
-      if !node.parentCode.isEmpty {
-        throw RowProblem(field: "node.parent_code", reason: "an edition has no parent")
+  /// Where an import row's node sits, from its parent (nil for an edition): stage, grade and
+  /// subject as stored, its edition and chapter; RowProblem when the row does not fit.
+  struct NodePlacement {
+    var stage: Smartschool_Common_V1_Stage
+    var grade: Int
+    var subject: Smartschool_Common_V1_Subject
+    var edition: String
+    var chapter: String?
+
+    init(_ node: CurriculumNode, parent: CurriculumNode?) throws {
+      stage = node.stage
+      grade = Int(node.grade)
+      subject = node.subject
+      edition = node.code
+      chapter = nil
+      let kindName = CatalogueNames.name(node.kind)
+      if node.kind == .edition {
+        if !node.parentCode.isEmpty {
+          throw RowProblem(field: "node.parent_code", reason: "an edition has no parent")
+        }
+        if grade != 0 { throw RowProblem(field: "node.grade", reason: "an edition has no grade") }
+        return
       }
-      if grade != 0 { throw RowProblem(field: "node.grade", reason: "an edition has no grade") }
-    } else {
-      guard
-        let parent = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
-          .decodeFirst(arguments: [node.parentCode], decodeNode)
-      else {
+      guard let parent else {
         throw RowProblem(
           field: "node.parent_code",
           reason: "unknown parent '\(node.parentCode)' (parents come first)")
@@ -436,7 +442,10 @@ final class SQLiteCatalogueStore: CatalogueStore {
         chapter = node.kind == .chapter ? node.code : parent.code
       }
     }
-    if let existing {
+
+    /// Refuses a row that would change what a node's code means; false when the row changes
+    /// nothing (name and ordinal as stored).
+    func changes(_ existing: CurriculumNode, to node: CurriculumNode) throws -> Bool {
       guard existing.kind == node.kind else {
         throw RowProblem(
           field: "node.kind",
@@ -450,7 +459,45 @@ final class SQLiteCatalogueStore: CatalogueStore {
         throw RowProblem(
           field: "node.stage", reason: "stage, grade and subject of a node cannot change")
       }
-      if existing.name == node.name && existing.ordinal == node.ordinal { return false }
+      return existing.name != node.name || existing.ordinal != node.ordinal
+    }
+  }
+
+  /// Refuses a knowledge point whose chapter (looked up by its code) does not fit it.
+  static func check(_ kp: KnowledgePoint, chapter: CurriculumNode?) throws {
+    if kp.chapterCode.isEmpty { return }
+    guard let chapter else {
+      throw RowProblem(
+        field: "knowledge_point.chapter_code", reason: "unknown chapter '\(kp.chapterCode)'")
+    }
+    guard chapter.kind == .chapter || chapter.kind == .section else {
+      throw RowProblem(
+        field: "knowledge_point.chapter_code", reason: "must name a chapter or section")
+    }
+    guard chapter.stage == kp.stage, chapter.subject == kp.subject else {
+      throw RowProblem(
+        field: "knowledge_point.chapter_code",
+        reason: "the chapter's stage and subject differ from the knowledge point's")
+    }
+  }
+
+  /// Inserts or updates a node; true when created, false when it existed.
+  static func upsert(_ node: CurriculumNode, db: Database, now: Date, orgPath: String) throws
+    -> Bool
+  {
+    let existing = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+      .decodeFirst(arguments: [node.code], decodeNode)
+    let parent =
+      node.kind == .edition
+      ? nil
+      : try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+        .decodeFirst(arguments: [node.parentCode], decodeNode)
+    let place = try NodePlacement(node, parent: parent)
+    let (stage, grade, subject, edition, chapter) = (
+      place.stage, place.grade, place.subject, place.edition, place.chapter
+    )
+    if let existing {
+      if try !place.changes(existing, to: node) { return false }
       try db.execute(
         sql: "UPDATE curriculum_nodes SET name = ?, ordinal = ?, updated_at = ? WHERE code = ?",
         arguments: [node.name, node.ordinal, now.timeIntervalSince1970, node.code])
@@ -480,24 +527,12 @@ final class SQLiteCatalogueStore: CatalogueStore {
   static func upsert(_ kp: KnowledgePoint, db: Database, now: Date, orgPath: String) throws
     -> Bool
   {
-    if !kp.chapterCode.isEmpty {
-      guard
-        let chapter = try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
-          .decodeFirst(arguments: [kp.chapterCode], decodeNode)
-      else {
-        throw RowProblem(
-          field: "knowledge_point.chapter_code", reason: "unknown chapter '\(kp.chapterCode)'")
-      }
-      guard chapter.kind == .chapter || chapter.kind == .section else {
-        throw RowProblem(
-          field: "knowledge_point.chapter_code", reason: "must name a chapter or section")
-      }
-      guard chapter.stage == kp.stage, chapter.subject == kp.subject else {
-        throw RowProblem(
-          field: "knowledge_point.chapter_code",
-          reason: "the chapter's stage and subject differ from the knowledge point's")
-      }
-    }
+    let chapter =
+      kp.chapterCode.isEmpty
+      ? nil
+      : try db.cachedStatement(sql: "SELECT * FROM curriculum_nodes WHERE code = ?")
+        .decodeFirst(arguments: [kp.chapterCode], decodeNode)
+    try check(kp, chapter: chapter)
     let existing = try db.cachedStatement(sql: "SELECT * FROM knowledge_points WHERE code = ?")
       .decodeFirst(arguments: [kp.code], decodeKnowledgePoint)
     if let existing, existing == kp { return false }

@@ -1,0 +1,171 @@
+import ServiceRuntime
+
+extension CatalogueMigrations {
+  /// The catalogue schema on PostgreSQL, as ordered migrations; a shipped migration is never
+  /// edited. It mirrors the SQLite schema after catalogue.3 (search's own inverted index in
+  /// plain tables): times are seconds since 1970 as double precision, codes, ids and paths are
+  /// `COLLATE "C"` (byte order, as SQLite compares them and as path ranges need).
+  static let postgres: [PostgresMigration] = [
+    PostgresMigration(
+      "catalogue.1.schema",
+      [
+        """
+        CREATE TABLE curriculum_nodes (
+          code text COLLATE "C" PRIMARY KEY,
+          parent_code text COLLATE "C" REFERENCES curriculum_nodes(code),
+          kind integer NOT NULL CHECK (kind BETWEEN 1 AND 4),
+          name text NOT NULL,
+          stage integer NOT NULL CHECK (stage BETWEEN 1 AND 3),
+          grade integer NOT NULL CHECK (grade BETWEEN 0 AND 12),
+          subject integer NOT NULL CHECK (subject >= 1),
+          ordinal integer NOT NULL DEFAULT 0,
+          edition_code text COLLATE "C" NOT NULL,
+          chapter_code text COLLATE "C",
+          updated_at double precision NOT NULL)
+        """,
+        "CREATE INDEX curriculum_parent ON curriculum_nodes(parent_code, code)",
+        "CREATE INDEX curriculum_edition ON curriculum_nodes(edition_code, code)",
+        "CREATE INDEX curriculum_chapter ON curriculum_nodes(chapter_code)",
+        """
+        CREATE TABLE knowledge_points (
+          code text COLLATE "C" PRIMARY KEY,
+          name text NOT NULL,
+          stage integer NOT NULL,
+          subject integer NOT NULL,
+          chapter_code text COLLATE "C" REFERENCES curriculum_nodes(code),
+          updated_at double precision NOT NULL)
+        """,
+        "CREATE INDEX knowledge_points_subject ON knowledge_points(subject, stage, code)",
+        """
+        CREATE TABLE resources (
+          seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          id text COLLATE "C" NOT NULL UNIQUE,
+          external_id text COLLATE "C" UNIQUE,
+          title text NOT NULL,
+          description text NOT NULL,
+          keywords text NOT NULL,
+          type integer NOT NULL CHECK (type BETWEEN 1 AND 7),
+          stage integer NOT NULL,
+          grade integer NOT NULL,
+          subject integer NOT NULL,
+          edition_code text COLLATE "C" REFERENCES curriculum_nodes(code),
+          chapter_code text COLLATE "C" REFERENCES curriculum_nodes(code),
+          top_chapter_code text COLLATE "C",
+          knowledge_points text COLLATE "C" NOT NULL,
+          author_id text COLLATE "C" NOT NULL,
+          author_name text NOT NULL,
+          owner_org_id text COLLATE "C" NOT NULL,
+          owner_org_code text COLLATE "C" NOT NULL,
+          owner_path text COLLATE "C" NOT NULL,
+          reach_path text COLLATE "C" NOT NULL,
+          sharing_scope integer NOT NULL CHECK (sharing_scope BETWEEN 1 AND 4),
+          licence text NOT NULL,
+          status integer NOT NULL CHECK (status BETWEEN 1 AND 4),
+          review_comment text NOT NULL DEFAULT '',
+          content_size bigint,
+          content_mime text,
+          content_sha256 text COLLATE "C",
+          content_name text,
+          content_time double precision,
+          views bigint NOT NULL DEFAULT 0,
+          downloads bigint NOT NULL DEFAULT 0,
+          favourites bigint NOT NULL DEFAULT 0,
+          rating_count bigint NOT NULL DEFAULT 0,
+          rating_sum bigint NOT NULL DEFAULT 0,
+          popularity double precision NOT NULL DEFAULT 0,
+          created_at double precision NOT NULL,
+          updated_at double precision NOT NULL,
+          published_at double precision,
+          deleted_at double precision)
+        """,
+        "CREATE INDEX resources_subject ON resources(subject, grade, type)",
+        "CREATE INDEX resources_stage ON resources(stage, grade)",
+        "CREATE INDEX resources_owner ON resources(owner_path)",
+        "CREATE INDEX resources_reach ON resources(reach_path, status)",
+        "CREATE INDEX resources_author ON resources(author_id)",
+        "CREATE INDEX resources_chapter ON resources(top_chapter_code)",
+        "CREATE INDEX resources_edition ON resources(edition_code)",
+        "CREATE INDEX resources_popularity ON resources(popularity)",
+        """
+        CREATE TABLE resource_knowledge_points (
+          code text COLLATE "C" NOT NULL REFERENCES knowledge_points(code),
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          PRIMARY KEY (code, resource_seq))
+        """,
+        """
+        CREATE INDEX resource_knowledge_points_resource
+          ON resource_knowledge_points(resource_seq)
+        """,
+        """
+        CREATE TABLE transitions (
+          seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          action integer NOT NULL,
+          from_status integer NOT NULL,
+          to_status integer NOT NULL,
+          actor_id text COLLATE "C" NOT NULL,
+          actor_name text NOT NULL,
+          comment text NOT NULL,
+          time double precision NOT NULL)
+        """,
+        "CREATE INDEX transitions_resource ON transitions(resource_seq, seq)",
+        """
+        CREATE TABLE usage_events (
+          seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          kind integer NOT NULL CHECK (kind BETWEEN 1 AND 5),
+          user_id text COLLATE "C" NOT NULL,
+          user_path text COLLATE "C" NOT NULL,
+          stars integer NOT NULL DEFAULT 0,
+          time double precision NOT NULL)
+        """,
+        "CREATE INDEX usage_events_time ON usage_events(time)",
+        "CREATE INDEX usage_events_path ON usage_events(user_path, time)",
+        """
+        CREATE TABLE favourites (
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          user_id text COLLATE "C" NOT NULL,
+          time double precision NOT NULL,
+          PRIMARY KEY (resource_seq, user_id))
+        """,
+        """
+        CREATE TABLE ratings (
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          user_id text COLLATE "C" NOT NULL,
+          stars integer NOT NULL CHECK (stars BETWEEN 1 AND 5),
+          time double precision NOT NULL,
+          PRIMARY KEY (resource_seq, user_id))
+        """,
+        // Search's inverted index (SearchIndex), the same tables as SQLite's catalogue.3.
+        """
+        CREATE TABLE search_documents (
+          resource_seq bigint PRIMARY KEY REFERENCES resources(seq),
+          title_len integer NOT NULL,
+          keywords_len integer NOT NULL,
+          description_len integer NOT NULL)
+        """,
+        """
+        CREATE TABLE search_postings (
+          token text COLLATE "C" NOT NULL,
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          title_pos text NOT NULL,
+          keywords_pos text NOT NULL,
+          description_pos text NOT NULL,
+          PRIMARY KEY (token, resource_seq))
+        """,
+        "CREATE INDEX search_postings_resource ON search_postings(resource_seq)",
+        """
+        CREATE TABLE search_stats (
+          id integer PRIMARY KEY CHECK (id = 1),
+          documents bigint NOT NULL,
+          title_len bigint NOT NULL,
+          keywords_len bigint NOT NULL,
+          description_len bigint NOT NULL)
+        """,
+        """
+        INSERT INTO search_stats (id, documents, title_len, keywords_len, description_len)
+        VALUES (1, 0, 0, 0, 0)
+        """,
+      ]),
+  ]
+}

@@ -1,0 +1,112 @@
+import Foundation
+import ServiceRuntime
+import SmartSchoolModel
+import TestSupport
+import Testing
+
+@testable import CatalogueService
+
+/// The relevance corpus written the same way into a SQLite store and a PostgreSQL store: every
+/// judged query (and a few with filters and paging) returns the same resources in the same
+/// order, with the same relevance, totals and facet groups.
+@Suite("Search on both stores", .enabled(if: TestStore.postgresServer != nil))
+struct SearchStoresTests {
+  static let school = OrgPath(ids: ["p", "c", "k", "s"])
+
+  /// Writes the corpus, then edits, deletes and uses a few resources, identically.
+  static func fill(_ store: any CatalogueStore) async throws -> [String: Int64] {
+    var seqs: [String: Int64] = [:]
+    for (index, item) in SearchCorpus.items.enumerated() {
+      var r = Resource()
+      r.id = "r-\(item.key)"
+      r.title = item.title
+      r.description_p = item.description
+      r.keywords = item.keywords
+      r.type = item.type
+      r.stage = .of(grade: item.topic.grade)!
+      r.grade = Int32(item.topic.grade)
+      r.subject = item.topic.subject
+      r.authorID = "author"
+      r.authorName = "author"
+      r.ownerOrgPath = school.description
+      r.sharingScope = .school
+      r.licence = "CC-BY"
+      let stored = try await store.insertResource(r, reach: school, topChapter: nil)
+      seqs[item.key] = stored.seq
+      if index % 7 == 3 {
+        r.title += " 修订版"
+        _ = try await store.updateResource(seq: stored.seq, r, reach: school, topChapter: nil)
+      }
+      if index % 11 == 5 {
+        _ = try await store.recordUsage(
+          seq: stored.seq,
+          UsageEvent(
+            kind: .rate, stars: 1 + index % 5, userID: "u", userPath: school.description,
+            time: Date(timeIntervalSince1970: 1_700_000_000)))
+      }
+    }
+    for item in SearchCorpus.items.enumerated().filter({ $0.offset % 13 == 6 }) {
+      try await store.deleteResource(seq: seqs[item.element.key]!)
+    }
+    return seqs
+  }
+
+  struct Answer: Equatable, CustomStringConvertible {
+    var ids: [String]
+    var relevance: [Double]
+    var total: Int
+    var groups: [String]
+
+    var description: String { "\(total) \(ids.prefix(8)) \(groups)" }
+  }
+
+  static func answer(
+    _ store: any CatalogueStore, _ text: String, filter: ResolvedFilter = .init(),
+    offset: Int = 0, limit: Int = 1000
+  ) async throws -> Answer {
+    let page = try await store.search(
+      query: try SearchQuery.parse(text), filter: filter,
+      viewer: Viewer(userID: "author", readScopes: [], reviewScopes: []), offset: offset,
+      limit: limit)
+    return Answer(
+      ids: page.hits.map(\.resource.resource.id), relevance: page.hits.map(\.relevance),
+      total: page.total, groups: page.groups.map { "\($0.subject)/\($0.grade)/\($0.type)=\($0.count)" })
+  }
+
+  @Test func everyQueryRanksTheSameOnSQLiteAndPostgreSQL() async throws {
+    let sqliteDir = try TemporaryDirectory()
+    let postgresDir = try TemporaryDirectory()
+    defer {
+      sqliteDir.remove()
+      postgresDir.remove()
+    }
+    let sqlite = try SQLiteCatalogueStore(directory: sqliteDir.path)
+    let postgres = try await openCatalogueStore(postgresDir)
+    #expect(postgres is PostgresCatalogueStore)
+    _ = try await Self.fill(sqlite)
+    _ = try await Self.fill(postgres)
+    var compared = 0
+    var nonEmpty = 0
+    for judged in SearchCorpus.queries {
+      let a = try await Self.answer(sqlite, judged.query)
+      let b = try await Self.answer(postgres, judged.query)
+      #expect(a == b, "\(judged.query): SQLite \(a) PostgreSQL \(b)")
+      compared += 1
+      if a.total > 0 { nonEmpty += 1 }
+    }
+    // Filters, facets, paging and the empty query.
+    var math = ResolvedFilter()
+    math.subject = Smartschool_Common_V1_Subject.mathematics.rawValue
+    for (text, filter, offset) in [
+      ("函数", math, 0), ("函数", ResolvedFilter(), 3), ("八年级 数学", ResolvedFilter(), 0),
+      ("教案", ResolvedFilter(), 5), ("", math, 0), ("", ResolvedFilter(), 10),
+    ] {
+      let a = try await Self.answer(sqlite, text, filter: filter, offset: offset, limit: 7)
+      let b = try await Self.answer(postgres, text, filter: filter, offset: offset, limit: 7)
+      #expect(a == b, "'\(text)' at \(offset): SQLite \(a) PostgreSQL \(b)")
+      compared += 1
+    }
+    #expect(compared >= 46 && nonEmpty >= 40)
+    await postgres.storage.close()
+  }
+}
