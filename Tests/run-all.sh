@@ -35,13 +35,13 @@ grep -vE '^◇ Test .* started\.$' "$LOG"
 
 # The same tests of the suites ported to PostgreSQL, on a throwaway cluster (each test makes its
 # own database in it), reusing the build. No PostgreSQL, or no test run, is a failure.
-PG_SUITES='RuntimeTests|IdentityServiceTests|AssessmentServiceTests|SupervisionServiceTests'
+PG_SUITES='RuntimeTests|IdentityServiceTests|AssessmentServiceTests|SupervisionServiceTests|CatalogueServiceTests'
 # Suites of those modules that touch no store (log formatting, size guards) run once, above:
 # a second run on a machine busy with hundreds of database connections proves nothing more.
 PG_SKIP='LoggingTests'
 # A hung test must fail this run, not eat CI's time: past the limit the pass is stopped. The test
 # runner (xctest) is in a process group of its own, so its whole tree is stopped, by process id.
-PG_PASS_LIMIT="${SMARTSCHOOL_PG_PASS_SECONDS:-600}"
+PG_PASS_LIMIT="${SMARTSCHOOL_PG_PASS_SECONDS:-900}"
 kill_tree() {
   local child
   for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done

@@ -220,16 +220,6 @@ public struct HostConfig: Sendable {
   /// The PostgreSQL store; `nil` = SQLite under ``dataDirectory``.
   public var database: DatabaseSettings? = nil
 
-  /// For a service whose store has no PostgreSQL implementation yet: throws when
-  /// ``database`` is set, so that `--database-url` is refused rather than silently ignored
-  /// in favour of SQLite.
-  public func requireSQLite() throws {
-    if database != nil {
-      throw ServiceError.failedPrecondition(
-        "\(service) does not run on PostgreSQL yet; omit --database-url")
-    }
-  }
-
   /// A configuration for tests and embedding: loopback, ephemeral ports, plaintext.
   public static func ephemeral(service: String, dataDirectory: String) -> HostConfig {
     HostConfig(

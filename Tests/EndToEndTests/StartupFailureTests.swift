@@ -153,24 +153,8 @@ final class StartupFailureTests {
   }
 
   @Test(
-    "a service without a PostgreSQL store refuses --database-url: exit 1 and one line",
-    arguments: ["catalogue"])
-  func databaseRefused(service: String) async throws {
-    let dir = scratch.path
-    let outcome = try await run(
-      service,
-      ["--data-dir", dir + "/data", "--database-url", "postgres://\(service)@127.0.0.1:1/x"],
-      in: dir)
-    #expect(outcome.status == 1, "\(outcome.stderr)")
-    #expect(
-      try outcome.onlyErrorLine()["msg"]
-        == "cannot start: \(service) does not run on PostgreSQL yet; omit --database-url")
-    #expect(!FileManager.default.fileExists(atPath: dir + "/data/\(service).sqlite"))
-  }
-
-  @Test(
     "a database that does not answer: exit 1 within the connect timeout, one line, no SQLite",
-    arguments: ["identity", "assessment", "supervision"])
+    arguments: Executables.services)
   func databaseUnreachable(service: String) async throws {
     let dir = scratch.path
     // Port 1 on loopback: nothing listens, so every connection attempt is refused at once and

@@ -56,7 +56,7 @@ STOP_TIMEOUT = 25
 # The demo county's province, so the small county the CLI loads lies in the services' scope.
 PROVINCE = "P34"
 TERM = "2025-2026-1"  # the demo county's term, which the suite's own tests use too
-# The services whose store runs on PostgreSQL (the catalogue follows with its port).
+# The services whose store runs on PostgreSQL: all four.
 POSTGRES_SERVICES = ("identity", "catalogue", "assessment", "supervision")
 DATABASE_URL = os.environ.get("SMARTSCHOOL_INTEROP_DATABASE_URL", "")
 STORE = "postgres" if DATABASE_URL else "sqlite"

@@ -10,13 +10,12 @@
 # county's reports and how to call the services, and keeps running until Ctrl-C, which stops
 # every service cleanly (SIGTERM, drain). A second run reuses ./data: nothing is created twice.
 #
-# --postgres: the same demo with identity, assessment and supervision on PostgreSQL. Starts a
-# throwaway PostgreSQL 15 cluster (Tests/postgres-cluster.sh, in a temporary folder; installs
-# Debian's postgresql-15 if missing), creates one database and one least-privilege role per
-# service as deploy/README.md's runbook does, and runs each on its own (--database-url,
-# --database-password-file). The catalogue stays on SQLite in this release. Everything is new
-# each run: the cluster is stopped and removed at exit, and the SQLite stores live in
-# ./data/postgres-demo, emptied at start.
+# --postgres: the same demo with every service on PostgreSQL. Starts a throwaway PostgreSQL 15
+# cluster (Tests/postgres-cluster.sh, in a temporary folder; installs Debian's postgresql-15 if
+# missing), creates one database and one least-privilege role per service as deploy/README.md's
+# runbook does, and runs each on its own (--database-url, --database-password-file). Everything
+# is new each run: the cluster is stopped and removed at exit, and what stays on disk (the
+# catalogue's content files, logs) lives in ./data/postgres-demo, emptied at start.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -88,9 +87,9 @@ healthy() {
     od -An -tx1 | tr -d ' \n' | grep -q '0801$'
 }
 
-# The services on PostgreSQL with --postgres (the catalogue follows with its port), and each
-# one's store flags: none (SQLite under --data-dir), or its own database.
-PG_SERVICES=(identity assessment supervision)
+# The services on PostgreSQL with --postgres, and each one's store flags: none (SQLite under
+# --data-dir), or its own database.
+PG_SERVICES=(identity catalogue assessment supervision)
 declare -A STORE_FLAGS=()
 if ((POSTGRES)); then
   PGDIR="$(mktemp -d -t smartschool-local-pg.XXXXXX)"
@@ -113,7 +112,6 @@ SQL
     STORE_FLAGS[$name]+=" --database-password-file $DATA/$name-database-password"
     echo "  $name runs on PostgreSQL: database $name, role $name"
   done
-  echo "  the catalogue stays on SQLite in this release (under $DATA)."
 fi
 
 start() {
@@ -170,8 +168,8 @@ echo "loading the demo county through the CLI (idempotent; the first load takes 
 
 STORES="on SQLite"
 if ((POSTGRES)); then
-  STORES="with identity, assessment and supervision on PostgreSQL
-(e.g. psql -h 127.0.0.1 -p $PGPORT -U assessment assessment) and the catalogue on SQLite"
+  STORES="with every service on PostgreSQL
+(e.g. psql -h 127.0.0.1 -p $PGPORT -U assessment assessment)"
 fi
 cat <<MSG
 
