@@ -78,7 +78,7 @@ start() {
     # Throwaway settings: no fsync (a crash loses the cluster, which is thrown away anyway) and
     # room for many test pools at once.
     if as_owner "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 start -o \
-      "-c listen_addresses=127.0.0.1 -p $port -k $DIR -c max_connections=300 -c fsync=off \
+      "-c listen_addresses=127.0.0.1 -p $port -k $DIR -c max_connections=1000 -c fsync=off \
        -c synchronous_commit=off -c full_page_writes=off" >/dev/null 2>&1; then
       break
     fi
