@@ -55,6 +55,9 @@ struct PostgresIdentityStoreTests {
     try await withStores { stores, identities in
       let (store, identity) = (stores[0], identities[0])
       let now = Date().timeIntervalSince1970
+      // The import starts only once the holder's row is in (a fixed pause lost the race on a
+      // loaded machine), and the holder commits a while after the import is waiting on it.
+      let (inserted, signal) = AsyncStream<Void>.makeStream()
       let holder = Task {
         try await store.write { tx in
           try await tx.execute(
@@ -62,10 +65,12 @@ struct PostgresIdentityStoreTests {
             INSERT INTO orgs (id, code, name, kind, path, created_at, updated_at)
             VALUES ('held', 'dup', 'Held', 1, '/held/', \(now), \(now))
             """)
+          signal.yield()
+          signal.finish()
           try await Task.sleep(for: .milliseconds(800))
         }
       }
-      try await Task.sleep(for: .milliseconds(300))
+      for await _ in inserted { break }
       let rows = ["p1", "dup", "p2"].enumerated().map { ($0.offset, province($0.element)) }
       let (outcome, deferred) = try await identity.importOrgs(rows, authorize: { _ in true })
       try await holder.value

@@ -139,7 +139,9 @@ struct ReplicaTests {
       let summary = try await importing.value
       #expect(summary.created == 299)
       #expect(summary.errors.map(\.index) == [150])
-      #expect(summary.errors.first?.reason.contains("taken meanwhile") == true)
+      // "taken meanwhile" when the copy met the other writer's row; "is taken" when a loaded
+      // machine let that writer commit before the batch read the users. Either way one row.
+      #expect(summary.errors.first?.reason.contains("taken") == true)
       let listed = try await ImportTests.listed(r[0], token: admin, prefix: "mid")
       #expect(listed.count == 299)
       let keys = try await ImportTests.userEvents(r[0], token: admin).events.map(\.key)
