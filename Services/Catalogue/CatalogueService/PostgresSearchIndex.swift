@@ -107,14 +107,6 @@ extension PostgresCatalogueStore {
       frequencies[try row["token"].decode(String.self)] = try row["n"].decode(Int.self)
     }
 
-    struct Candidate {
-      var document = SearchIndex.Document()
-      var facets = SearchFacets()
-      var subject = 0
-      var grade = 0
-      var type = 0
-      var popularity = 0.0
-    }
     var q = c
     let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
     let editionColumn =
@@ -132,10 +124,10 @@ extension PostgresCatalogueStore {
         JOIN resources r ON r.seq = p.resource_seq
       WHERE p.token = ANY(\(q.bind(tokens))) AND \(c.sql)
       """
-    var candidates: [Int64: Candidate] = [:]
+    var candidates: [Int64: Ranking.SearchCandidate] = [:]
     for row in try await tx.query(q.query(sql)) {
       let seq = try row["seq"].decode(Int64.self)
-      var candidate = candidates[seq] ?? Candidate()
+      var candidate = candidates[seq] ?? Ranking.SearchCandidate()
       if candidate.document.postings.isEmpty {
         candidate.document.lengths = [
           try row["title_len"].decode(Int.self), try row["keywords_len"].decode(Int.self),
@@ -159,21 +151,8 @@ extension PostgresCatalogueStore {
       candidates[seq] = candidate
     }
 
-    var keys: [Ranking.SearchKey] = []
-    var counts: [SearchGroupKey: Int] = [:]
-    for (seq, candidate) in candidates {
-      guard
-        let relevance = Ranking.relevance(
-          query: query, document: candidate.document, stats: stats, frequencies: frequencies,
-          facets: candidate.facets)
-      else { continue }
-      keys.append(
-        Ranking.SearchKey(relevance: relevance, popularity: candidate.popularity, sequence: seq))
-      counts[
-        SearchGroupKey(subject: candidate.subject, grade: candidate.grade, type: candidate.type),
-        default: 0] += 1
-    }
-    keys.sort(by: Ranking.searchOrder)
+    let (keys, counts) = Ranking.rank(
+      candidates, query: query, stats: stats, frequencies: frequencies)
     let page = keys.dropFirst(offset).prefix(limit)
     var hits: [(resource: StoredResource, relevance: Double)] = []
     if !page.isEmpty {

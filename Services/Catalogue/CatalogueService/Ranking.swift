@@ -118,6 +118,41 @@ enum Ranking {
     var sequence: Int64
   }
 
+  /// A resource a search's postings matched, as either store reads it: its matched postings,
+  /// facets and popularity.
+  struct SearchCandidate {
+    var document = SearchIndex.Document()
+    var facets = SearchFacets()
+    var subject = 0
+    var grade = 0
+    var type = 0
+    var popularity = 0.0
+  }
+
+  /// Scores `candidates` (one ranking for both stores): the matching ones' keys in search
+  /// order, and how many match per (subject, grade, type) group.
+  static func rank(
+    _ candidates: [Int64: SearchCandidate], query: SearchQuery, stats: SearchIndex.Stats,
+    frequencies: [String: Int]
+  ) -> (keys: [SearchKey], counts: [SearchGroupKey: Int]) {
+    var keys: [SearchKey] = []
+    var counts: [SearchGroupKey: Int] = [:]
+    for (seq, candidate) in candidates {
+      guard
+        let relevance = relevance(
+          query: query, document: candidate.document, stats: stats, frequencies: frequencies,
+          facets: candidate.facets)
+      else { continue }
+      keys.append(
+        SearchKey(relevance: relevance, popularity: candidate.popularity, sequence: seq))
+      counts[
+        SearchGroupKey(subject: candidate.subject, grade: candidate.grade, type: candidate.type),
+        default: 0] += 1
+    }
+    keys.sort(by: searchOrder)
+    return (keys, counts)
+  }
+
   /// Search order: relevance, then popularity, then the newer resource first.
   static func searchOrder(_ a: SearchKey, _ b: SearchKey) -> Bool {
     if a.relevance != b.relevance { return a.relevance > b.relevance }

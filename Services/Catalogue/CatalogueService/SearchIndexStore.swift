@@ -143,14 +143,6 @@ extension SQLiteCatalogueStore {
       frequencies[row["token"]] = row["n"]
     }
 
-    struct Candidate {
-      var document = SearchIndex.Document()
-      var facets = SearchFacets()
-      var subject = 0
-      var grade = 0
-      var type = 0
-      var popularity = 0.0
-    }
     let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
     let editionColumn =
       editions.isEmpty
@@ -159,7 +151,7 @@ extension SQLiteCatalogueStore {
       (SELECT count(*) FROM search_postings e
         WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count))))
       """
-    var candidates: [Int64: Candidate] = [:]
+    var candidates: [Int64: Ranking.SearchCandidate] = [:]
     let rows = try Row.fetchCursor(
       db,
       sql: """
@@ -173,7 +165,7 @@ extension SQLiteCatalogueStore {
       arguments: StatementArguments(editions + tokens + c.arguments))
     while let row = try rows.next() {
       let seq: Int64 = row["seq"]
-      var candidate = candidates[seq] ?? Candidate()
+      var candidate = candidates[seq] ?? Ranking.SearchCandidate()
       if candidate.document.postings.isEmpty {
         candidate.document.lengths = [
           row["title_len"], row["keywords_len"], row["description_len"],
@@ -195,21 +187,8 @@ extension SQLiteCatalogueStore {
       candidates[seq] = candidate
     }
 
-    var keys: [Ranking.SearchKey] = []
-    var counts: [SearchGroupKey: Int] = [:]
-    for (seq, candidate) in candidates {
-      guard
-        let relevance = Ranking.relevance(
-          query: query, document: candidate.document, stats: stats, frequencies: frequencies,
-          facets: candidate.facets)
-      else { continue }
-      keys.append(
-        Ranking.SearchKey(relevance: relevance, popularity: candidate.popularity, sequence: seq))
-      counts[
-        SearchGroupKey(subject: candidate.subject, grade: candidate.grade, type: candidate.type),
-        default: 0] += 1
-    }
-    keys.sort(by: Ranking.searchOrder)
+    let (keys, counts) = Ranking.rank(
+      candidates, query: query, stats: stats, frequencies: frequencies)
     let page = keys.dropFirst(offset).prefix(limit)
     var hits: [(resource: StoredResource, relevance: Double)] = []
     if !page.isEmpty {
