@@ -47,7 +47,7 @@ public enum BulkImport {
   ///   - commit: writes one batch in one transaction.
   ///   - finish: runs after the last batch (e.g. retries of rows deferred by `commit`).
   public static func run<Message: Sendable, Row: Sendable>(
-    _ stream: RPCAsyncSequence<Message, any Error>, batchSize: Int = 1000,
+    _ stream: some AsyncSequence<Message, any Error>, batchSize: Int = 1000,
     prepare: (Message, Int) async throws -> PreparedRow<Row>,
     commit: ([(index: Int, row: Row)]) async throws -> BatchOutcome,
     finish: () async throws -> BatchOutcome = { BatchOutcome() }
@@ -79,5 +79,48 @@ public enum BulkImport {
     summary.rejected = Int64(summary.errors.count)
     summary.accepted = summary.received - summary.rejected
     return summary
+  }
+}
+
+/// The rows of a stream whose messages each carry several rows (the batched form of an import
+/// RPC, e.g. `ImportScoreBatches`), in stream order: one row at a time, so `BulkImport` numbers,
+/// validates and commits them exactly as it does a stream of single rows, and memory holds one
+/// message's rows at most.
+public struct StreamRows<Base: AsyncSequence, Row>: AsyncSequence
+where Base.Failure == any Error {
+  public typealias Element = Row
+  public typealias Failure = any Error
+
+  let base: Base
+  let unpack: @Sendable (Base.Element) -> [Row]
+
+  /// Flattens `base`, taking each message's rows with `unpack`.
+  public init(_ base: Base, rows unpack: @escaping @Sendable (Base.Element) -> [Row]) {
+    self.base = base
+    self.unpack = unpack
+  }
+
+  /// Iterates the rows.
+  public struct AsyncIterator: AsyncIteratorProtocol {
+    var base: Base.AsyncIterator
+    let unpack: @Sendable (Base.Element) -> [Row]
+    var pending: [Row] = []
+    var position = 0
+
+    /// The next row, reading the next message when the current one's rows are used up.
+    public mutating func next() async throws -> Row? {
+      while position == pending.count {
+        guard let message = try await base.next() else { return nil }
+        pending = unpack(message)
+        position = 0
+      }
+      defer { position += 1 }
+      return pending[position]
+    }
+  }
+
+  /// An iterator over the rows.
+  public func makeAsyncIterator() -> AsyncIterator {
+    AsyncIterator(base: base.makeAsyncIterator(), unpack: unpack)
   }
 }
