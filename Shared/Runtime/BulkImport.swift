@@ -86,26 +86,43 @@ public enum BulkImport {
 /// RPC, e.g. `ImportScoreBatches`), in stream order: one row at a time, so `BulkImport` numbers,
 /// validates and commits them exactly as it does a stream of single rows, and memory holds one
 /// message's rows at most.
+///
+/// A message with more than `limit` rows fails the iteration with INVALID_ARGUMENT on `field`
+/// (a client bug, not bad data: the import stops there; batches committed before it stay).
 public struct StreamRows<Base: AsyncSequence, Row>: AsyncSequence
 where Base.Failure == any Error {
   public typealias Element = Row
   public typealias Failure = any Error
 
+  /// The most rows one message of a batched import may carry.
+  public static var defaultLimit: Int { 5000 }
+
   let base: Base
+  let limit: Int
+  let field: String
   let unpack: @Sendable (Base.Element) -> [Row]
 
-  /// Flattens `base`, taking each message's rows with `unpack`.
-  public init(_ base: Base, rows unpack: @escaping @Sendable (Base.Element) -> [Row]) {
+  /// Flattens `base`, taking each message's rows with `unpack`; `field` names the repeated
+  /// field in the error for a message over `limit` rows.
+  public init(
+    _ base: Base, limit: Int = Self.defaultLimit, field: String = "rows",
+    rows unpack: @escaping @Sendable (Base.Element) -> [Row]
+  ) {
     self.base = base
+    self.limit = limit
+    self.field = field
     self.unpack = unpack
   }
 
   /// Iterates the rows.
   public struct AsyncIterator: AsyncIteratorProtocol {
     var base: Base.AsyncIterator
+    let limit: Int
+    let field: String
     let unpack: @Sendable (Base.Element) -> [Row]
     var pending: [Row] = []
     var position = 0
+    var messages = 0
 
     /// The next row, reading the next message when the current one's rows are used up.
     public mutating func next() async throws -> Row? {
@@ -113,6 +130,14 @@ where Base.Failure == any Error {
         guard let message = try await base.next() else { return nil }
         pending = unpack(message)
         position = 0
+        messages += 1
+        if pending.count > limit {
+          let count = pending.count
+          pending = []
+          throw ServiceError.invalid(
+            field,
+            "message \(messages) of the stream carries \(count) rows; at most \(limit) per message")
+        }
       }
       defer { position += 1 }
       return pending[position]
@@ -121,6 +146,6 @@ where Base.Failure == any Error {
 
   /// An iterator over the rows.
   public func makeAsyncIterator() -> AsyncIterator {
-    AsyncIterator(base: base.makeAsyncIterator(), unpack: unpack)
+    AsyncIterator(base: base.makeAsyncIterator(), limit: limit, field: field, unpack: unpack)
   }
 }

@@ -50,13 +50,14 @@ let sweepTable: [String: SweepEntry] = {
     ],
     "smartschool.supervision.v1.SupervisionService": [
       "CreateTerm", "GetTerm", "ListTerms", "UpdateTerm", "CreateClassroom", "GetClassroom",
-      "ListClassrooms", "UpdateClassroom", "ImportLessons", "ListLessons",
+      "ListClassrooms", "UpdateClassroom", "ImportLessons", "ImportLessonBatches", "ListLessons",
       "GetComplianceReport", "GetWeeklyNotice", "GetTeacherTargets", "CreateTrainingRecord",
       "GetTrainingReport", "PutFacilityReport", "GetFacilityReport", "GetCoverageReport",
       "CreateInspection", "ListInspections", "GetInspectionSummary", "ListChanges",
     ],
     "smartschool.assessment.v1.AssessmentService": [
-      "CreateExam", "GetExam", "ListExams", "UpdateExamItems", "ImportScores", "ExportScores",
+      "CreateExam", "GetExam", "ListExams", "UpdateExamItems", "ImportScores",
+      "ImportScoreBatches", "ExportScores",
       "GetExamStatistics", "GetStudentReport", "GetClassDiagnosis", "RecordQualityEntry",
       "ImportQualityEntries", "GetQualityProfile", "ListChanges",
     ],

@@ -274,6 +274,20 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     request: RPCAsyncSequence<Smartschool_Assessment_V1_ScoreRow, any Error>,
     context: ServerContext
   ) async throws -> Smartschool_Common_V1_ImportSummary {
+    try await importScoreRows(request)
+  }
+
+  public func importScoreBatches(
+    request: RPCAsyncSequence<Smartschool_Assessment_V1_ScoreRowBatch, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    try await importScoreRows(StreamRows(request, field: "rows") { $0.rows })
+  }
+
+  /// Both score imports: the rows numbered in stream order, however many each message held.
+  func importScoreRows(
+    _ request: some AsyncSequence<Smartschool_Assessment_V1_ScoreRow, any Error>
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
     let principal = try Principal.require()
     if principal.scopes(for: .scoresImport).isEmpty {
       throw ServiceError.permissionDenied("assessment.scores.import is not granted to the caller")
@@ -445,10 +459,18 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let children = directory.children(of: parentID)
     let depth = scopePath.ids.count
     var totalsByChild: [String: [Double]] = [:]
+    // A class's students share one path: each path is parsed once.
+    var childOfPath: [String: String?] = [:]
     for s in students {
-      if let p = OrgPath(s.orgPath), p.ids.count > depth {
-        totalsByChild[p.ids[depth], default: []].append(s.total)
+      let child: String?
+      if let known = childOfPath[s.orgPath] {
+        child = known
+      } else {
+        let p = OrgPath(s.orgPath)
+        child = p.flatMap { $0.ids.count > depth ? $0.ids[depth] : nil }
+        childOfPath[s.orgPath] = .some(child)
       }
+      if let child { totalsByChild[child, default: []].append(s.total) }
     }
     var childStats = children.map {
       Self.scopeFigures(totalsByChild[$0.id] ?? [], org: $0, thresholds: thresholds, bins: bins)
@@ -498,7 +520,9 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     v.code(request.studentExternalID, "student_external_id")
     try v.throwIfInvalid()
     let record = try await exam(code: request.examCode, field: "exam_code")
-    guard let me = try await store.result(exam: record, student: request.studentExternalID) else {
+    guard
+      let standing = try await store.standing(exam: record, student: request.studentExternalID)
+    else {
       if try await mayReadStudent(
         principal, student: request.studentExternalID, path: try Self.path(record.orgPath))
       {
@@ -507,16 +531,13 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       }
       throw ServiceError.permissionDenied("the caller may not read this student's results")
     }
+    let me = standing.result
     guard try await mayReadStudent(principal, student: me.externalID, path: OrgPath(me.orgPath))
     else {
       throw ServiceError.permissionDenied("the caller may not read this student's results")
     }
-    let everyone = try await store.totals(exam: record)
-    let totals = everyone.map(\.total)
-    let classTotals = everyone.filter { $0.classCode == me.classCode }.map(\.total)
-    let schoolTotals = everyone.filter { $0.schoolCode == me.schoolCode }.map(\.total)
-    // The same SQL sum as everyone else's, so that equal totals compare equal.
-    let total = everyone.first { $0.externalID == me.externalID }?.total ?? me.total
+    let totals = standing.totals
+    let total = standing.total
     let mean = totals.reduce(0, +) / Double(totals.count)
     let sd = populationSD(totals, mean: mean)
     let figures = knowledgePointMastery(
@@ -528,11 +549,11 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       $0.classCode = me.classCode
       $0.schoolCode = me.schoolCode
       $0.total = total
-      $0.classRank = Int32(competitionRank(of: total, in: classTotals))
-      $0.schoolRank = Int32(competitionRank(of: total, in: schoolTotals))
+      $0.classRank = Int32(1 + standing.classAbove)
+      $0.schoolRank = Int32(1 + standing.schoolAbove)
       $0.examRank = Int32(competitionRank(of: total, in: totals))
-      $0.classSize = Int32(classTotals.count)
-      $0.schoolSize = Int32(schoolTotals.count)
+      $0.classSize = Int32(standing.classSize)
+      $0.schoolSize = Int32(standing.schoolSize)
       $0.examSize = Int32(totals.count)
       $0.percentileRank = roundTo2(percentileRank(of: total, in: totals))
       if let z = zScore(of: total, mean: mean, sd: sd) {

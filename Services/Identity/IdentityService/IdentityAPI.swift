@@ -517,14 +517,20 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     // after another, in stream order.
     var committing: Task<BatchOutcome, any Error>? = nil
     let summary: Smartschool_Common_V1_ImportSummary
+    // A message carries `user` (the single-row form; a message with no rows at all is still
+    // one empty row, as it always was) or `users`, after `user` when both are set.
+    let rows = StreamRows(request, field: "users") { message in
+      message.users.isEmpty ? [message.user] : message.hasUser ? [message.user] + message.users
+        : message.users
+    }
     do {
       summary = try await BulkImport.run(
-        request, batchSize: 2000,
-        prepare: { (message, index) -> PreparedRow<User> in
-          let violations = OrgRules.validate(message.user)
-          guard let first = violations.first else { return .accept(message.user) }
+        rows, batchSize: 2000,
+        prepare: { (user, index) -> PreparedRow<User> in
+          let violations = OrgRules.validate(user)
+          guard let first = violations.first else { return .accept(user) }
           return .reject(.row(
-            index, key: message.user.externalID, field: first.field,
+            index, key: user.externalID, field: first.field,
             violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
         },
         commit: { batch in

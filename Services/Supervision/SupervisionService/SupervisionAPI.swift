@@ -316,6 +316,20 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     request: RPCAsyncSequence<Smartschool_Supervision_V1_Lesson, any Error>,
     context: ServerContext
   ) async throws -> Smartschool_Common_V1_ImportSummary {
+    try await importLessonRows(request)
+  }
+
+  public func importLessonBatches(
+    request: RPCAsyncSequence<Smartschool_Supervision_V1_LessonBatch, any Error>,
+    context: ServerContext
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    try await importLessonRows(StreamRows(request, field: "lessons") { $0.lessons })
+  }
+
+  /// Both lesson imports: the rows numbered in stream order, however many each message held.
+  func importLessonRows(
+    _ request: some AsyncSequence<Smartschool_Supervision_V1_Lesson, any Error>
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
     let principal = try Principal.require()
     if principal.scopes(for: .lessonsImport).isEmpty {
       throw ServiceError.permissionDenied("supervision.lessons.import is not granted to the caller")

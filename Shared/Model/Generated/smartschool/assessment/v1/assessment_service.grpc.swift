@@ -89,6 +89,19 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
                 type: .clientStreaming
             )
         }
+        /// Namespace for "ImportScoreBatches" metadata.
+        public enum ImportScoreBatches: Sendable {
+            /// Request type for "ImportScoreBatches".
+            public typealias Input = Smartschool_Assessment_V1_ScoreRowBatch
+            /// Response type for "ImportScoreBatches".
+            public typealias Output = Smartschool_Common_V1_ImportSummary
+            /// Descriptor for "ImportScoreBatches".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "ImportScoreBatches",
+                type: .clientStreaming
+            )
+        }
         /// Namespace for "ExportScores" metadata.
         public enum ExportScores: Sendable {
             /// Request type for "ExportScores".
@@ -200,6 +213,7 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
             ListExams.descriptor,
             UpdateExamItems.descriptor,
             ImportScores.descriptor,
+            ImportScoreBatches.descriptor,
             ExportScores.descriptor,
             GetExamStatistics.descriptor,
             GetStudentReport.descriptor,
@@ -340,6 +354,30 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// - Returns: A streaming response of `Smartschool_Common_V1_ImportSummary` messages.
         func importScores(
             request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ScoreRow>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary>
+
+        /// Handle the "ImportScoreBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+        /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+        /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+        /// > Caller: scoresImport.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Common_V1_ImportSummary` messages.
+        func importScoreBatches(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary>
 
@@ -618,6 +656,30 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>
 
+        /// Handle the "ImportScoreBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+        /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+        /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+        /// > Caller: scoresImport.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Common_V1_ImportSummary` message.
+        func importScoreBatches(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>
+
         /// Handle the "ExportScores" method.
         ///
         /// > Source IDL Documentation:
@@ -891,6 +953,30 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Common_V1_ImportSummary
 
+        /// Handle the "ImportScoreBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+        /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+        /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+        /// > Caller: scoresImport.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Common_V1_ImportSummary` to respond with.
+        func importScoreBatches(
+            request: GRPCCore.RPCAsyncSequence<Smartschool_Assessment_V1_ScoreRowBatch, any Swift.Error>,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Common_V1_ImportSummary
+
         /// Handle the "ExportScores" method.
         ///
         /// > Source IDL Documentation:
@@ -1111,6 +1197,17 @@ extension Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.ImportScoreBatches.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ScoreRowBatch>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Common_V1_ImportSummary>(),
+            handler: { request, context in
+                try await self.importScoreBatches(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Assessment_V1_AssessmentService.Method.ExportScores.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ExportScoresRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ScoreRow>(),
@@ -1253,6 +1350,17 @@ extension Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary> {
         let response = try await self.importScores(
+            request: request,
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func importScoreBatches(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary> {
+        let response = try await self.importScoreBatches(
             request: request,
             context: context
         )
@@ -1409,6 +1517,19 @@ extension Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary> {
         return GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>(
             message: try await self.importScores(
+                request: request.messages,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func importScoreBatches(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary> {
+        return GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>(
+            message: try await self.importScoreBatches(
                 request: request.messages,
                 context: context
             ),
@@ -1663,6 +1784,35 @@ extension Smartschool_Assessment_V1_AssessmentService {
         func importScores<Result>(
             request: GRPCCore.StreamingClientRequest<Smartschool_Assessment_V1_ScoreRow>,
             serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ScoreRow>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Common_V1_ImportSummary>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ImportScoreBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+        /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+        /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+        /// > Caller: scoresImport.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Common_V1_ImportSummary` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func importScoreBatches<Result>(
+            request: GRPCCore.StreamingClientRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ScoreRowBatch>,
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Common_V1_ImportSummary>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result
@@ -2064,6 +2214,46 @@ extension Smartschool_Assessment_V1_AssessmentService {
             try await self.client.clientStreaming(
                 request: request,
                 descriptor: Smartschool_Assessment_V1_AssessmentService.Method.ImportScores.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ImportScoreBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+        /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+        /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+        /// > Caller: scoresImport.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Common_V1_ImportSummary` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func importScoreBatches<Result>(
+            request: GRPCCore.StreamingClientRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ScoreRowBatch>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Common_V1_ImportSummary>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.clientStreaming(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.ImportScoreBatches.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2514,6 +2704,41 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
         )
     }
 
+    /// Call the "ImportScoreBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+    /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+    /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+    /// > Caller: scoresImport.
+    /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+    /// > fails there, batches committed before it stay committed and no summary is returned);
+    /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Smartschool_Assessment_V1_ScoreRowBatch` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importScoreBatches<Result>(
+        request: GRPCCore.StreamingClientRequest<Smartschool_Assessment_V1_ScoreRowBatch>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.importScoreBatches(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ScoreRowBatch>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Common_V1_ImportSummary>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ExportScores" method.
     ///
     /// > Source IDL Documentation:
@@ -2931,6 +3156,46 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             producer: producer
         )
         return try await self.importScores(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ImportScoreBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The batched form of ImportScores: each message carries up to 5,000 rows (a message may
+    /// > be empty). Rows are numbered across the stream in order, and validated, committed and
+    /// > summarised exactly as the same rows sent one per message to ImportScores would be.
+    /// > Caller: scoresImport.
+    /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+    /// > fails there, batches committed before it stay committed and no summary is returned);
+    /// > PERMISSION_DENIED (scoresImport granted nowhere); UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importScoreBatches<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Smartschool_Assessment_V1_ScoreRowBatch>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Smartschool_Assessment_V1_ScoreRowBatch>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.importScoreBatches(
             request: request,
             options: options,
             onResponse: handleResponse

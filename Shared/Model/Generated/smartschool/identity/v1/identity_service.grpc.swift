@@ -819,7 +819,12 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+        /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+        /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+        /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ImportUsersRequest` messages.
@@ -1558,7 +1563,12 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+        /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+        /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+        /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_ImportUsersRequest` messages.
@@ -2295,7 +2305,12 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+        /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+        /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+        /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A stream of `Smartschool_Identity_V1_ImportUsersRequest` messages.
@@ -4406,7 +4421,12 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+        /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+        /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+        /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Smartschool_Identity_V1_ImportUsersRequest` messages.
@@ -5470,7 +5490,12 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+        /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+        /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+        /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+        /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+        /// > fails there, batches committed before it stay committed and no summary is returned);
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Smartschool_Identity_V1_ImportUsersRequest` messages.
@@ -6726,7 +6751,12 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+    /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+    /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+    /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+    /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+    /// > fails there, batches committed before it stay committed and no summary is returned);
+    /// > UNAUTHENTICATED.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Smartschool_Identity_V1_ImportUsersRequest` messages.
@@ -7905,7 +7935,12 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Bulk import, idempotent by external_id; no password hash is computed per row.
+    /// > Bulk import, idempotent by external_id; no password hash is computed per row. A message
+    /// > may carry many rows (`users`, at most 5,000 per message). Callers: admins (usersWrite);
+    /// > a row outside the caller's scope or invalid is rejected one by one in the summary.
+    /// > Codes: OK with an ImportSummary; INVALID_ARGUMENT (a message over 5,000 rows: the stream
+    /// > fails there, batches committed before it stay committed and no summary is returned);
+    /// > UNAUTHENTICATED.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.

@@ -147,6 +147,19 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
                 type: .clientStreaming
             )
         }
+        /// Namespace for "ImportLessonBatches" metadata.
+        public enum ImportLessonBatches: Sendable {
+            /// Request type for "ImportLessonBatches".
+            public typealias Input = Smartschool_Supervision_V1_LessonBatch
+            /// Response type for "ImportLessonBatches".
+            public typealias Output = Smartschool_Common_V1_ImportSummary
+            /// Descriptor for "ImportLessonBatches".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.supervision.v1.SupervisionService"),
+                method: "ImportLessonBatches",
+                type: .clientStreaming
+            )
+        }
         /// Namespace for "ListLessons" metadata.
         public enum ListLessons: Sendable {
             /// Request type for "ListLessons".
@@ -327,6 +340,7 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
             ListClassrooms.descriptor,
             UpdateClassroom.descriptor,
             ImportLessons.descriptor,
+            ImportLessonBatches.descriptor,
             ListLessons.descriptor,
             GetComplianceReport.descriptor,
             GetWeeklyNotice.descriptor,
@@ -548,6 +562,29 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// - Returns: A streaming response of `Smartschool_Common_V1_ImportSummary` messages.
         func importLessons(
             request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_Lesson>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary>
+
+        /// Handle the "ImportLessonBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+        /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+        /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+        /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+        /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+        /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Common_V1_ImportSummary` messages.
+        func importLessonBatches(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_LessonBatch>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary>
 
@@ -1001,6 +1038,29 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>
 
+        /// Handle the "ImportLessonBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+        /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+        /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+        /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+        /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+        /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Common_V1_ImportSummary` message.
+        func importLessonBatches(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_LessonBatch>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>
+
         /// Handle the "ListLessons" method.
         ///
         /// > Source IDL Documentation:
@@ -1449,6 +1509,29 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Common_V1_ImportSummary
 
+        /// Handle the "ImportLessonBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+        /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+        /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+        /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+        /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+        /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Common_V1_ImportSummary` to respond with.
+        func importLessonBatches(
+            request: GRPCCore.RPCAsyncSequence<Smartschool_Supervision_V1_LessonBatch, any Swift.Error>,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Common_V1_ImportSummary
+
         /// Handle the "ListLessons" method.
         ///
         /// > Source IDL Documentation:
@@ -1812,6 +1895,17 @@ extension Smartschool_Supervision_V1_SupervisionService.StreamingServiceProtocol
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ImportLessonBatches.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_LessonBatch>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Common_V1_ImportSummary>(),
+            handler: { request, context in
+                try await self.importLessonBatches(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ListLessons.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_ListLessonsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_Lesson>(),
@@ -2053,6 +2147,17 @@ extension Smartschool_Supervision_V1_SupervisionService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary> {
         let response = try await self.importLessons(
+            request: request,
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func importLessonBatches(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_LessonBatch>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Common_V1_ImportSummary> {
+        let response = try await self.importLessonBatches(
             request: request,
             context: context
         )
@@ -2316,6 +2421,19 @@ extension Smartschool_Supervision_V1_SupervisionService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary> {
         return GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>(
             message: try await self.importLessons(
+                request: request.messages,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func importLessonBatches(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_LessonBatch>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary> {
+        return GRPCCore.ServerResponse<Smartschool_Common_V1_ImportSummary>(
+            message: try await self.importLessonBatches(
                 request: request.messages,
                 context: context
             ),
@@ -2731,6 +2849,34 @@ extension Smartschool_Supervision_V1_SupervisionService {
         func importLessons<Result>(
             request: GRPCCore.StreamingClientRequest<Smartschool_Supervision_V1_Lesson>,
             serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_Lesson>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Common_V1_ImportSummary>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ImportLessonBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+        /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+        /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+        /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+        /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+        /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Common_V1_ImportSummary` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func importLessonBatches<Result>(
+            request: GRPCCore.StreamingClientRequest<Smartschool_Supervision_V1_LessonBatch>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_LessonBatch>,
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Common_V1_ImportSummary>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result
@@ -3396,6 +3542,45 @@ extension Smartschool_Supervision_V1_SupervisionService {
             try await self.client.clientStreaming(
                 request: request,
                 descriptor: Smartschool_Supervision_V1_SupervisionService.Method.ImportLessons.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ImportLessonBatches" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+        /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+        /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+        /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+        /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+        /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_LessonBatch` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Common_V1_ImportSummary` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func importLessonBatches<Result>(
+            request: GRPCCore.StreamingClientRequest<Smartschool_Supervision_V1_LessonBatch>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_LessonBatch>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Common_V1_ImportSummary>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.clientStreaming(
+                request: request,
+                descriptor: Smartschool_Supervision_V1_SupervisionService.Method.ImportLessonBatches.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -4144,6 +4329,40 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
         )
     }
 
+    /// Call the "ImportLessonBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+    /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+    /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+    /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+    /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+    /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Smartschool_Supervision_V1_LessonBatch` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importLessonBatches<Result>(
+        request: GRPCCore.StreamingClientRequest<Smartschool_Supervision_V1_LessonBatch>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.importLessonBatches(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_LessonBatch>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Common_V1_ImportSummary>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ListLessons" method.
     ///
     /// > Source IDL Documentation:
@@ -4850,6 +5069,45 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             producer: producer
         )
         return try await self.importLessons(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ImportLessonBatches" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The batched form of ImportLessons: each message carries up to 5,000 lessons (a message
+    /// > may be empty). Rows are numbered across the stream in order, and validated, stored and
+    /// > summarised exactly as the same rows sent one per message to ImportLessons would be.
+    /// > Caller: supervision.lessons.import somewhere. Codes: INVALID_ARGUMENT (a message over
+    /// > 5,000 lessons: the stream fails there, batches committed before it stay committed and no
+    /// > summary is returned), PERMISSION_DENIED (no such permission anywhere).
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importLessonBatches<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Smartschool_Supervision_V1_LessonBatch>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Common_V1_ImportSummary>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Smartschool_Supervision_V1_LessonBatch>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.importLessonBatches(
             request: request,
             options: options,
             onResponse: handleResponse

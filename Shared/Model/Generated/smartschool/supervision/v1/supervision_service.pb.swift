@@ -440,6 +440,19 @@ public nonisolated struct Smartschool_Supervision_V1_Lesson: Sendable {
   public init() {}
 }
 
+/// Several lessons in one message of ImportLessonBatches (at most 5,000).
+public nonisolated struct Smartschool_Supervision_V1_LessonBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var lessons: [Smartschool_Supervision_V1_Lesson] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Smartschool_Supervision_V1_ListLessonsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1788,6 +1801,36 @@ nonisolated extension Smartschool_Supervision_V1_Lesson: SwiftProtobuf.Message, 
     if lhs.period != rhs.period {return false}
     if lhs.durationMinutes != rhs.durationMinutes {return false}
     if lhs.source != rhs.source {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_LessonBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LessonBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lessons\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.lessons) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.lessons.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.lessons, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_LessonBatch, rhs: Smartschool_Supervision_V1_LessonBatch) -> Bool {
+    if lhs.lessons != rhs.lessons {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
