@@ -4,6 +4,7 @@
 #
 #   bash Tests/Interop/run.sh [pytest args…]
 #   SMARTSCHOOL_INTEROP_DATABASE_URL=postgres://… bash Tests/Interop/run.sh   # on PostgreSQL
+#   bash Tests/Interop/run.sh failover   # PostgreSQL failover under an import (needs haproxy)
 #
 # Creates Tests/Interop/.venv (pinned packages) and Tests/Interop/gen/ (generated stubs), both
 # ignored by git. Needs the four .build/debug/*-service executables (`swift build`) and h2load.
@@ -53,6 +54,11 @@ mapfile -t PROTOS < <(cd "$ROOT/Shared/Protos" && find smartschool -name '*.prot
 # own interop and fault tests need no second run (identity's store is tested on both in Swift).
 TESTS=("$HERE/identity_interop_test.py" "$HERE/suite_interop_test.py" "$HERE/faults_test.py")
 [[ -z "${SMARTSCHOOL_INTEROP_DATABASE_URL:-}" ]] || TESTS=("$HERE/suite_interop_test.py")
+# `run.sh failover`: the database failover test alone (its own primary, standby and HAProxy).
+if [[ "${1:-}" == failover ]]; then
+  shift
+  TESTS=("$HERE/failover_test.py")
+fi
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONPATH="$GEN" PYTHONDONTWRITEBYTECODE=1 \
   "$PY" -m pytest -p no:cacheprovider -q "${TESTS[@]}" "$@"
