@@ -4,7 +4,8 @@
 # ported to PostgreSQL again against a throwaway PostgreSQL 15 cluster (Tests/postgres-cluster.sh,
 # SMARTSCHOOL_TEST_DATABASE_URL; a run that cannot start it fails); then the Python grpcio
 # interop tests against the built executables, on SQLite and again on that cluster (the demo
-# county's reports compared between the two), and the deploy/ checks.
+# county's reports compared between the two), a database failover under an import (a primary
+# and a synchronous standby behind HAProxy), and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -12,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 need=()
-for pkg in libsqlite3-dev python3-venv sqlite3 nghttp2-client; do
+for pkg in libsqlite3-dev python3-venv sqlite3 nghttp2-client haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -108,6 +109,13 @@ if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
   fi
 fi
 rm -rf "$FIGURES"
+# A PostgreSQL primary killed during an import, its synchronous standby promoted behind
+# HAProxy: the services ride through without a restart and lose no acknowledged row.
+if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
+  echo "run-all: database failover (primary, standby, HAProxy)"
+  bash Tests/Interop/run.sh failover -s
+  interop_status=$?
+fi
 set -e
 
 if [[ $swift_status -ne 0 || $pg_status -ne 0 || $interop_status -ne 0 ]]; then
