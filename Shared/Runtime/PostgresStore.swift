@@ -47,6 +47,9 @@ public final class PostgresStore: ServiceStorage {
   /// Where the store is.
   public let settings: DatabaseSettings
   let logger: Logger
+  /// How long a call waits for a pooled connection before it fails UNAVAILABLE (see
+  /// ``PostgresLease``).
+  public let leaseTimeout: Duration
   private let runner: Task<Void, Never>
   private let listener = Mutex<Task<Void, Never>?>(nil)
   private let versions = Mutex<[(tables: Set<String>, version: TableVersion)]>([])
@@ -65,9 +68,10 @@ public final class PostgresStore: ServiceStorage {
   /// reached.
   public init(
     settings: DatabaseSettings, migrations: [PostgresMigration], logger: Logger,
-    connectTimeout: Duration = .seconds(20)
+    connectTimeout: Duration = .seconds(20), leaseTimeout: Duration = .seconds(10)
   ) async throws {
     self.settings = settings
+    self.leaseTimeout = leaseTimeout
     self.logger = logger
     var config = PostgresClient.Configuration(
       host: settings.host, port: settings.port, username: settings.username,
@@ -122,7 +126,7 @@ public final class PostgresStore: ServiceStorage {
   private static func probe(_ client: PostgresClient, logger: Logger, limit: Duration) async
     -> String?
   {
-    let once = FirstAnswer()
+    let once = FirstClaim()
     return await withCheckedContinuation { (answer: CheckedContinuation<String?, Never>) in
       let query = Task {
         do {
@@ -161,7 +165,7 @@ public final class PostgresStore: ServiceStorage {
   /// One statement in its own transaction; returns every row.
   public func query(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
     do {
-      return try await client.withConnection { connection in
+      return try await leased { connection in
         let guarded = GuardedConnection(connection, logger: logger)
         defer { guarded.stop() }
         return try await guarded.rows(query).map { $0.makeRandomAccess() }
@@ -171,6 +175,13 @@ public final class PostgresStore: ServiceStorage {
     }
   }
 
+  /// Runs `body` on a pooled connection, waiting at most ``leaseTimeout`` for one.
+  private func leased<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    let lease = try await PostgresLease.take(from: client, within: leaseTimeout)
+    defer { lease.release() }
+    return try await body(lease.connection)
+  }
+
   private func run<T>(
     begin: String, retries: Int, _ body: (PostgresTransaction) async throws -> T
   ) async throws -> T {
@@ -178,7 +189,7 @@ public final class PostgresStore: ServiceStorage {
     while true {
       try Task.checkCancellation()
       do {
-        let (value, changed) = try await client.withConnection { connection in
+        let (value, changed) = try await leased { connection in
           let tx = PostgresTransaction(connection: connection, logger: logger)
           defer { tx.guarded.stop() }
           do {
@@ -1075,19 +1086,6 @@ extension PostgresStore {
       } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P04" {
         // Made meanwhile by another caller.
       }
-    }
-  }
-}
-
-/// Lets only the first of several racing tasks act (resume a continuation once).
-private final class FirstAnswer: Sendable {
-  private let taken = Mutex(false)
-
-  /// True for the first caller only.
-  func claim() -> Bool {
-    taken.withLock { taken in
-      defer { taken = true }
-      return !taken
     }
   }
 }

@@ -311,6 +311,104 @@ struct PostgresStoreTests {
     #expect(stored.contains("after"))
     for error in failures.all { #expect(error.code == .unavailable, "\(error)") }
   }
+
+  /// The server refusing connections (a failover, a restart): calls fail UNAVAILABLE within
+  /// the lease timeout instead of hanging until the pool's circuit breaker trips (a minute),
+  /// and work again, without a restart, once the server takes connections.
+  @Test func callsDuringAnOutageFailFastAndRecover() async throws {
+    let db = try await Database()
+    let store = try await PostgresStore(
+      settings: db.settings, migrations: Self.migrations, logger: Self.logger,
+      leaseTimeout: .seconds(2))
+    defer { Task { await store.close() } }
+    try await store.write { tx in try await Self.insert(tx, "before") }
+    let admin = try await Self.admin()
+    defer { Task { try? await admin.close() } }
+    let name = db.settings.database
+    _ = try await admin.query(
+      PostgresQuery(unsafeSQL: "ALTER DATABASE \"\(name)\" ALLOW_CONNECTIONS false"),
+      logger: Self.logger
+    ).collect()
+    _ = try await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(name)",
+      logger: Self.logger
+    ).collect()
+    let started = ContinuousClock.now
+    let outcomes = Collected<String>()
+    await withTaskGroup(of: Void.self) { group in
+      for _ in 0..<8 {
+        group.addTask {
+          do {
+            _ = try await store.query("SELECT 1")
+            outcomes.append("ok")
+          } catch let error as ServiceError {
+            outcomes.append("\(error.code)")
+          } catch {
+            outcomes.append("other: \(error)")
+          }
+        }
+      }
+    }
+    let waited = ContinuousClock.now - started
+    #expect(outcomes.all == Array(repeating: "unavailable", count: 8), "\(outcomes.all)")
+    #expect(waited < .seconds(8), "calls waited \(waited)")
+    _ = try await admin.query(
+      PostgresQuery(unsafeSQL: "ALTER DATABASE \"\(name)\" ALLOW_CONNECTIONS true"),
+      logger: Self.logger
+    ).collect()
+    var recovered = false
+    for _ in 0..<60 where !recovered {
+      do {
+        try await store.write { tx in try await Self.insert(tx, "after") }
+        recovered = true
+      } catch {
+        try await Task.sleep(for: .milliseconds(250))
+      }
+    }
+    #expect(recovered)
+    let stored = try await store.query("SELECT id FROM things ORDER BY id")
+      .map { try $0[0].decode(String.self) }
+    #expect(stored == ["after", "before"])
+  }
+
+  /// Every pooled connection busy: a further call waits at most the lease timeout, and a
+  /// cancelled wait ends at once and takes no connection.
+  @Test func aFullPoolBoundsTheWaitAndHonoursCancellation() async throws {
+    let db = try await Database()
+    var settings = db.settings
+    settings.poolSize = 2
+    let store = try await PostgresStore(
+      settings: settings, migrations: Self.migrations, logger: Self.logger,
+      leaseTimeout: .seconds(1))
+    defer { Task { await store.close() } }
+    let busy = (0..<2).map { _ in
+      Task { _ = try await store.query("SELECT pg_sleep(4)") }
+    }
+    try await Task.sleep(for: .milliseconds(500))
+    let started = ContinuousClock.now
+    await #expect(throws: ServiceError.self) { _ = try await store.query("SELECT 1") }
+    #expect(ContinuousClock.now - started < .seconds(3))
+    let waiting = Task { _ = try await store.query("SELECT 1") }
+    try await Task.sleep(for: .milliseconds(100))
+    let cancelled = ContinuousClock.now
+    waiting.cancel()
+    _ = await waiting.result
+    #expect(ContinuousClock.now - cancelled < .milliseconds(500))
+    for task in busy { _ = try await task.value }
+    // Both connections came back: two calls at once both succeed.
+    async let a = store.query("SELECT 1")
+    async let b = store.query("SELECT 2")
+    _ = try await (a, b)
+  }
+
+  static func admin() async throws -> PostgresConnection {
+    let server = TestStore.postgresServer!
+    return try await PostgresConnection.connect(
+      configuration: PostgresConnection.Configuration(
+        host: server.host, port: server.port, username: server.username,
+        password: server.password, database: server.database, tls: .disable),
+      id: 99, logger: Self.logger)
+  }
 }
 
 /// A counter shared by tasks.
