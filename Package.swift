@@ -206,6 +206,14 @@ package.targets.append(contentsOf: [
     ],
     path: "Tests/Benchmarks/catalogue-bench"
   ),
+  .executableTarget(
+    name: "content-bench",
+    dependencies: [
+      "CatalogueService", "ServiceRuntime", "SmartSchoolModel", grpcCore, grpcHTTP2, crypto,
+      logging, swiftProtobuf,
+    ],
+    path: "Tests/Benchmarks/content-bench"
+  ),
   .testTarget(
     name: "CatalogueServiceTests",
     dependencies: [

@@ -12,12 +12,14 @@ func sampleBytes(_ count: Int, seed: UInt8 = 7) -> Data {
 }
 
 extension World {
-  /// Uploads `data` in chunks; `chunkOwner` names the resource of chunks after the first.
+  /// Uploads `data` in chunks through `client` (the first replica by default); `chunkOwner`
+  /// names the resource of chunks after the first.
   func upload(
     _ user: String, _ id: String, _ data: Data, sha256: String? = nil, size: Int64? = nil,
-    chunk: Int = 1000, chunkOwner: String? = nil, header: Bool = true
+    chunk: Int = 1000, chunkOwner: String? = nil, header: Bool = true,
+    via client: CatalogueClient? = nil
   ) async throws -> Resource {
-    try await catalogue.uploadContent(
+    try await (client ?? catalogue).uploadContent(
       metadata: auth(user),
       requestProducer: { writer in
         if header {
@@ -69,21 +71,6 @@ extension World {
     }
   }
 
-  /// Every file under `<data dir>/blobs` (temporary ones included).
-  func blobFiles() -> [String] {
-    let root = dataDirectory + "/blobs"
-    var files: [String] = []
-    let enumerator = FileManager.default.enumerator(atPath: root)
-    while let name = enumerator?.nextObject() as? String {
-      var isDirectory: ObjCBool = false
-      if FileManager.default.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory),
-        !isDirectory.boolValue
-      {
-        files.append(name)
-      }
-    }
-    return files.sorted()
-  }
 }
 
 @Suite("Content upload and download through a real server")
@@ -98,12 +85,9 @@ struct ContentAPITests {
       #expect(
         uploaded.content.mimeType == "application/pdf" && uploaded.content.fileName == "教案.pdf")
       #expect(uploaded.content.hasUploadTime)
-      // Content-addressed on disk; no temporary file left.
-      #expect(w.blobFiles() == [String(sha.prefix(2)) + "/" + sha])
-      let stored = try Data(
-        contentsOf: URL(
-          fileURLWithPath: w.dataDirectory + "/blobs/" + String(sha.prefix(2)) + "/" + sha))
-      #expect(stored == bytes)
+      // Content-addressed in the store; nothing of the upload left behind.
+      #expect(try await w.storedContent() == [sha])
+      #expect(try await w.storedBytes(sha) == bytes)
 
       let whole = try await w.download("tA1", r.id)
       #expect(whole.data == bytes)
@@ -125,7 +109,7 @@ struct ContentAPITests {
       // A new upload replaces the content; identical content is stored once.
       let other = try await w.create("tA1", "副本")
       _ = try await w.upload("tA1", other.id, bytes)
-      #expect(w.blobFiles().count == 1)
+      #expect(try await w.storedContent() == [sha])
       let smaller = sampleBytes(10, seed: 9)
       let replaced = try await w.upload("tA1", r.id, smaller)
       #expect(replaced.content.sizeBytes == 10)
@@ -178,12 +162,12 @@ struct ContentAPITests {
       await expectCode(.invalidArgument) { try await w.upload("tA1", r.id, bytes, sha256: "abc") }
       await expectCode(.notFound) { try await w.upload("tA1", "no-such-id", bytes) }
 
-      #expect(w.blobFiles().isEmpty)
+      #expect(try await w.storedContent().isEmpty)
       let after = try await w.catalogue.getResource(.with { $0.id = r.id }, metadata: w.auth("tA1"))
       #expect(!after.hasContent)
       // A good upload still works afterwards.
       _ = try await w.upload("tA1", r.id, bytes)
-      #expect(w.blobFiles().count == 1)
+      #expect(try await w.storedContent() == [sha256Hex(bytes)])
     }
   }
 }

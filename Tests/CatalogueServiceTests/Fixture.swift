@@ -40,6 +40,11 @@ struct World: Sendable {
   let tokens: [String: String]
   /// User ids by user name.
   let userIDs: [String: String]
+  /// Starts one more catalogue replica on this world's store, as a (re)started process would
+  /// (with a data directory of its own), serves it to `body`, then stops it.
+  let launchReplica:
+    @Sendable (CatalogueSettings, @Sendable (CatalogueClient) async throws -> Void) async throws
+      -> Void
 
   func auth(_ user: String) -> Metadata { bearer(tokens[user]!) }
 }
@@ -162,6 +167,22 @@ func withWorld(
       let frozenTokens = tokens
       let frozenIDs = ids
       let frozenConfigs = configs
+      let frozenLogger = logger
+      let launch:
+        @Sendable (CatalogueSettings, @Sendable (CatalogueClient) async throws -> Void)
+          async throws -> Void = { settings, body in
+            var replicaConfig = config
+            replicaConfig.dataDirectory = dir.path + "/replica-" + UUID().uuidString
+            try FileManager.default.createDirectory(
+              atPath: replicaConfig.dataDirectory, withIntermediateDirectories: true)
+            let definition = try await buildCatalogueService(
+              config: replicaConfig, settings: settings, verifier: link.makeVerifier(),
+              identity: link, logger: frozenLogger)
+            try await (definition.background.first as! OrgDirectory).sync()
+            try await withHost(definition, config: replicaConfig) { port, _ in
+              try await withClient(port: port) { try await body(CatalogueClient(wrapping: $0)) }
+            }
+          }
       func serve(_ rest: ArraySlice<ServiceDefinition>, _ clients: [CatalogueClient])
         async throws
       {
@@ -169,7 +190,8 @@ func withWorld(
           return try await body(
             World(
               identity: identity, replicas: clients, directory: directory,
-              dataDirectory: dir.path, tokens: frozenTokens, userIDs: frozenIDs))
+              dataDirectory: dir.path, tokens: frozenTokens, userIDs: frozenIDs,
+              launchReplica: launch))
         }
         try await withHost(definition, config: frozenConfigs[clients.count]) { port, _ in
           try await withClient(port: port) { client in
@@ -183,11 +205,13 @@ func withWorld(
 }
 
 extension CatalogueSettings {
-  /// Small limits so that tests exercise them: 64 KiB uploads, 1000-byte download chunks.
+  /// Small limits so that tests exercise them: 64 KiB uploads, 1000-byte download chunks,
+  /// content stored in 1536-byte chunks on PostgreSQL.
   static func forTests() -> CatalogueSettings {
     var s = CatalogueSettings()
     s.maxUploadBytes = 64 * 1024
     s.downloadChunkBytes = 1000
+    s.contentChunkBytes = 1536
     s.directoryPollInterval = .seconds(3600)
     return s
   }

@@ -54,7 +54,7 @@ struct TeachingPointScopeTests {
       let world = World(
         identity: w.identity, replicas: w.replicas, directory: w.directory,
         dataDirectory: w.dataDirectory, tokens: w.tokens.merging(tokens) { $1 },
-        userIDs: w.userIDs)
+        userIDs: w.userIDs, launchReplica: w.launchReplica)
 
       // The teaching point's teacher writes a school-shared resource; the county publishes it.
       let draft = try await world.create("tTP", "教学点的有理数课件", grade: 7)

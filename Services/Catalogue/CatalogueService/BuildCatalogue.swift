@@ -12,6 +12,11 @@ public struct CatalogueSettings: Sendable {
   public var maxUploadBytes: Int64 = 512 * 1024 * 1024
   /// Size of the chunks DownloadContent sends.
   public var downloadChunkBytes = 256 * 1024
+  /// Size of the chunks content is stored in on PostgreSQL (one row each).
+  public var contentChunkBytes = 1024 * 1024
+  /// How long an upload may go without a chunk before any replica may remove it as
+  /// abandoned (PostgreSQL; a replica that crashed mid-upload leaves one behind).
+  public var abandonedUploadAge: Duration = .seconds(3600)
   /// How often the org directory polls identity's change feed.
   public var directoryPollInterval: Duration = .seconds(2)
 
@@ -21,7 +26,8 @@ public struct CatalogueSettings: Sendable {
 
 /// The catalogue's composition root, used by the executable, the tests and the benchmark:
 /// opens the store (PostgreSQL when `config.database` is set, else SQLite under
-/// `config.dataDirectory`) and the blob folder under `config.dataDirectory`, keeps a copy of
+/// `config.dataDirectory`) and the content store beside it (content in the same PostgreSQL
+/// database, else files under `config.dataDirectory`/blobs), keeps a copy of
 /// identity's org tree from `identity`'s change feed, and returns the service ready for a
 /// ``ServiceHost``. The ``OrgDirectory`` is the definition's first background service.
 public func buildCatalogueService(
@@ -29,17 +35,26 @@ public func buildCatalogueService(
   identity: any IdentityChangeSource, logger: Logger
 ) async throws -> ServiceDefinition {
   let store: any CatalogueStore
+  let postgres: PostgresStore?
   if let database = config.database {
-    store = PostgresCatalogueStore(
-      store: try await PostgresStore(
-        settings: database, migrations: CatalogueMigrations.postgres, logger: logger))
+    let opened = try await PostgresStore(
+      settings: database, migrations: CatalogueMigrations.postgres, logger: logger)
+    store = PostgresCatalogueStore(store: opened)
+    postgres = opened
   } else {
     store = try SQLiteCatalogueStore(directory: config.dataDirectory)
+    postgres = nil
   }
-  let blobs: BlobStore
+  let blobs: any ContentStore
   let directory: OrgDirectory
   do {
-    blobs = try BlobStore(dataDirectory: config.dataDirectory)
+    if let postgres {
+      blobs = try await PostgresContentStore(
+        store: postgres, chunkBytes: settings.contentChunkBytes,
+        abandonedAfter: settings.abandonedUploadAge)
+    } else {
+      blobs = try FileContentStore(dataDirectory: config.dataDirectory)
+    }
     directory = try await OrgDirectory(
       source: identity, store: store.storage, pollInterval: settings.directoryPollInterval)
   } catch {

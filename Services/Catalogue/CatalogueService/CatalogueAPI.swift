@@ -10,7 +10,7 @@ typealias Org = Smartschool_Identity_V1_Org
 /// The catalogue's RPC handlers: decode, authorize, validate, call the store, map.
 struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProtocol {
   let store: any CatalogueStore
-  let blobs: BlobStore
+  let blobs: any ContentStore
   let directory: OrgDirectory
   let settings: CatalogueSettings
   let logger: Logger
@@ -483,7 +483,7 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     }
     header.sha256 = header.sha256.lowercased()
     var v = Validator()
-    v.check(BlobStore.isSHA256(header.sha256), "header.sha256", "must be 64 hex characters")
+    v.check(ContentDigest.isSHA256(header.sha256), "header.sha256", "must be 64 hex characters")
     v.check(header.sizeBytes >= 0, "header.size_bytes", "must not be negative")
     v.text(header.mimeType, "header.mime_type", required: false, maxLength: 127)
     v.text(header.fileName, "header.file_name", required: false, maxLength: 255)
@@ -495,43 +495,45 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     let r = try await visible(id: first.resourceID, p, field: "resource_id")
     try requireAuthor(r, p, doing: "upload content")
     try requireEditable(r)
-    let upload = try blobs.beginUpload()
-    var finished = false
-    defer { if !finished { upload.discard() } }
-    while let message = try await messages.next() {
-      guard message.resourceID == first.resourceID else {
-        throw ServiceError.invalid(
-          "resource_id", "a chunk names resource '\(message.resourceID)', not '\(first.resourceID)'"
-        )
-      }
-      switch message.part {
-      case .data(let data):
-        if upload.size + Int64(data.count) > header.sizeBytes {
+    let upload = try await blobs.beginUpload()
+    do {
+      while let message = try await messages.next() {
+        guard message.resourceID == first.resourceID else {
           throw ServiceError.invalid(
-            "data", "more bytes arrived than the \(header.sizeBytes) declared")
+            "resource_id",
+            "a chunk names resource '\(message.resourceID)', not '\(first.resourceID)'")
         }
-        try upload.write(data)
-      case .header:
-        throw ServiceError.invalid("header", "only the first message carries a header")
-      case .none:
-        throw ServiceError.invalid("data", "a message after the header must carry data")
+        switch message.part {
+        case .data(let data):
+          if upload.size + Int64(data.count) > header.sizeBytes {
+            throw ServiceError.invalid(
+              "data", "more bytes arrived than the \(header.sizeBytes) declared")
+          }
+          try await upload.write(data)
+        case .header:
+          throw ServiceError.invalid("header", "only the first message carries a header")
+        case .none:
+          throw ServiceError.invalid("data", "a message after the header must carry data")
+        }
       }
+    } catch {
+      await upload.discard()
+      throw error
     }
-    let existed = blobs.exists(sha256: header.sha256)
-    finished = true
-    let sha = try upload.commit(expectedSHA256: header.sha256, expectedSize: header.sizeBytes)
+    let published = try await upload.commit(
+      expectedSHA256: header.sha256, expectedSize: header.sizeBytes)
     do {
       let stored = try await store.setContent(
         seq: r.seq,
         .with {
           $0.sizeBytes = header.sizeBytes
-          $0.sha256 = sha
+          $0.sha256 = published.sha256
           $0.mimeType = header.mimeType.isEmpty ? "application/octet-stream" : header.mimeType
           $0.fileName = header.fileName
         })
       return stored.resource
     } catch {
-      if !existed { try? FileManager.default.removeItem(atPath: blobs.path(sha256: sha)) }
+      await blobs.forget(published)
       throw error
     }
   }
@@ -566,7 +568,7 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     }
     var first = true
     try await blobs.read(
-      sha256: content.sha256, from: request.offset, chunkSize: settings.downloadChunkBytes
+      sha256: content.sha256, from: request.offset, pieceSize: settings.downloadChunkBytes
     ) { data, offset in
       try await response.write(
         .with {

@@ -167,5 +167,38 @@ extension CatalogueMigrations {
         VALUES (1, 0, 0, 0, 0)
         """,
       ]),
+    // Resource content for every replica (PostgresContentStore): uploads in progress, the
+    // chunks, and published blobs by SHA-256. Chunks are stored uncompressed out of line
+    // (STORAGE EXTERNAL): content is mostly compressed already (PDF, video, Office files), and
+    // trying to compress each megabyte again would only cost CPU.
+    PostgresMigration(
+      "catalogue.2.content",
+      [
+        """
+        CREATE TABLE content_uploads (
+          id text COLLATE "C" PRIMARY KEY,
+          replica text NOT NULL,
+          started_at double precision NOT NULL,
+          touched_at double precision NOT NULL)
+        """,
+        "CREATE INDEX content_uploads_touched ON content_uploads(touched_at)",
+        """
+        CREATE TABLE content_chunks (
+          blob_id text COLLATE "C" NOT NULL,
+          seq integer NOT NULL CHECK (seq >= 0),
+          data bytea NOT NULL,
+          PRIMARY KEY (blob_id, seq))
+        """,
+        "ALTER TABLE content_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+        """
+        CREATE TABLE content_blobs (
+          sha256 text COLLATE "C" PRIMARY KEY,
+          blob_id text COLLATE "C" NOT NULL UNIQUE,
+          size bigint NOT NULL CHECK (size >= 0),
+          chunk_bytes integer NOT NULL CHECK (chunk_bytes > 0),
+          chunk_count integer NOT NULL CHECK (chunk_count >= 0),
+          created_at double precision NOT NULL)
+        """,
+      ]),
   ]
 }

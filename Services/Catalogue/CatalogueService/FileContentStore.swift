@@ -8,17 +8,19 @@ import ServiceRuntime
   import Darwin
 #endif
 
-/// Content blobs on disk, named by their SHA-256: `<data dir>/blobs/<first 2 hex>/<sha256>`.
+/// Content blobs on disk, named by their SHA-256: `<data dir>/blobs/<first 2 hex>/<sha256>`
+/// (the content store beside SQLite: one process owns the folder).
 ///
 /// An upload writes to `<data dir>/blobs/tmp/` and becomes visible only by an atomic rename
 /// once its size and hash are checked, so an interrupted or refused upload never leaves a
-/// half-file under a blob name. Identical content is stored once.
-final class BlobStore: Sendable {
+/// half-file under a blob name.
+final class FileContentStore: ContentStore {
   /// `<data dir>/blobs`.
   let root: String
   private var temporary: String { root + "/tmp" }
 
-  /// Opens (creating) the blob folder and clears temporary files a crash left behind.
+  /// Opens (creating) the blob folder and clears temporary files a crash left behind (this
+  /// process is the folder's only writer).
   init(dataDirectory: String) throws {
     root = (dataDirectory as NSString).appendingPathComponent("blobs")
     let fm = FileManager.default
@@ -28,39 +30,16 @@ final class BlobStore: Sendable {
     }
   }
 
-  /// True for 64 lower-case hex characters.
-  static func isSHA256(_ text: String) -> Bool {
-    text.utf8.count == 64
-      && text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
-  }
-
   /// Where the blob of `sha256` lives.
   func path(sha256: String) -> String {
     root + "/" + String(sha256.prefix(2)) + "/" + sha256
   }
 
-  /// True when the blob exists.
-  func exists(sha256: String) -> Bool {
+  func exists(sha256: String) async throws -> Bool {
     FileManager.default.fileExists(atPath: path(sha256: sha256))
   }
 
-  /// Files under the blob folder (temporary ones included), for tests and checks.
-  func allFiles() -> [String] {
-    let fm = FileManager.default
-    guard let e = fm.enumerator(atPath: root) else { return [] }
-    var files: [String] = []
-    while let name = e.nextObject() as? String {
-      var isDirectory: ObjCBool = false
-      if fm.fileExists(atPath: root + "/" + name, isDirectory: &isDirectory), !isDirectory.boolValue
-      {
-        files.append(name)
-      }
-    }
-    return files.sorted()
-  }
-
-  /// Starts an upload into a new temporary file.
-  func beginUpload() throws -> BlobUpload {
+  func beginUpload() async throws -> any ContentUpload {
     let path = temporary + "/" + UUID().uuidString + ".part"
     guard FileManager.default.createFile(atPath: path, contents: nil) else {
       throw ServiceError.unavailable("cannot create a temporary file for the upload")
@@ -69,13 +48,11 @@ final class BlobStore: Sendable {
       try? FileManager.default.removeItem(atPath: path)
       throw ServiceError.unavailable("cannot open a temporary file for the upload")
     }
-    return BlobUpload(store: self, temporaryPath: path, handle: handle)
+    return FileUpload(store: self, temporaryPath: path, handle: handle)
   }
 
-  /// Reads the blob from `offset` in chunks of at most `chunkSize` bytes, calling `body` for
-  /// each.
   func read(
-    sha256: String, from offset: Int64, chunkSize: Int,
+    sha256: String, from offset: Int64, pieceSize: Int,
     _ body: (Data, Int64) async throws -> Void
   ) async throws {
     guard let handle = FileHandle(forReadingAtPath: path(sha256: sha256)) else {
@@ -85,14 +62,20 @@ final class BlobStore: Sendable {
     try handle.seek(toOffset: UInt64(offset))
     var position = offset
     while true {
-      guard let data = try handle.read(upToCount: chunkSize), !data.isEmpty else { return }
+      guard let data = try handle.read(upToCount: pieceSize), !data.isEmpty else { return }
       try await body(data, position)
       position += Int64(data.count)
     }
   }
 
-  fileprivate func commit(temporaryPath: String, sha256: String) throws {
+  func forget(_ published: PublishedContent) async {
+    guard published.isNew else { return }
+    try? FileManager.default.removeItem(atPath: path(sha256: published.sha256))
+  }
+
+  fileprivate func publish(temporaryPath: String, sha256: String) throws -> PublishedContent {
     let target = path(sha256: sha256)
+    let existed = FileManager.default.fileExists(atPath: target)
     try FileManager.default.createDirectory(
       atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     // rename(2) is atomic and replaces an existing file of the same (identical) content.
@@ -100,28 +83,26 @@ final class BlobStore: Sendable {
       try? FileManager.default.removeItem(atPath: temporaryPath)
       throw ServiceError.unavailable("cannot store the blob (rename failed: errno \(errno))")
     }
+    return PublishedContent(sha256: sha256, isNew: !existed)
   }
 }
 
-/// One upload in progress: bytes go to a temporary file while their SHA-256 is computed.
-/// Either ``commit(expectedSHA256:expectedSize:)`` or ``discard()`` ends it.
-final class BlobUpload {
-  private let store: BlobStore
+/// An upload into a temporary file of a ``FileContentStore``.
+private final class FileUpload: ContentUpload {
+  private let store: FileContentStore
   private let temporaryPath: String
   private let handle: FileHandle
   private var hasher = SHA256()
   private var open = true
-  /// Bytes written so far.
   private(set) var size: Int64 = 0
 
-  fileprivate init(store: BlobStore, temporaryPath: String, handle: FileHandle) {
+  init(store: FileContentStore, temporaryPath: String, handle: FileHandle) {
     self.store = store
     self.temporaryPath = temporaryPath
     self.handle = handle
   }
 
-  /// Appends bytes.
-  func write(_ data: Data) throws {
+  func write(_ data: Data) async throws {
     hasher.update(data: data)
     do {
       try handle.write(contentsOf: data)
@@ -131,34 +112,26 @@ final class BlobUpload {
     size += Int64(data.count)
   }
 
-  /// Checks size and hash, flushes to disk and renames the file to its blob name; returns the
-  /// hex SHA-256. INVALID_ARGUMENT (and nothing kept) on a mismatch.
-  func commit(expectedSHA256: String, expectedSize: Int64) throws -> String {
-    let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-    guard size == expectedSize else {
-      discard()
-      throw ServiceError.invalid(
-        "header.size_bytes", "declared \(expectedSize) bytes but \(size) arrived")
-    }
-    guard digest == expectedSHA256 else {
-      discard()
-      throw ServiceError.invalid(
-        "header.sha256", "does not match the uploaded bytes (their SHA-256 is \(digest))")
-    }
+  /// Checks size and hash, flushes to disk and renames the file to its blob name.
+  func commit(expectedSHA256: String, expectedSize: Int64) async throws -> PublishedContent {
+    let digest: String
     do {
+      digest = try ContentDigest.verify(
+        hasher, size: size, expectedSHA256: expectedSHA256, expectedSize: expectedSize)
       try handle.synchronize()
       try handle.close()
+    } catch let error as ServiceError {
+      await discard()
+      throw error
     } catch {
-      discard()
+      await discard()
       throw ServiceError.unavailable("cannot flush the upload to disk: \(error)")
     }
     open = false
-    try store.commit(temporaryPath: temporaryPath, sha256: digest)
-    return digest
+    return try store.publish(temporaryPath: temporaryPath, sha256: digest)
   }
 
-  /// Closes and removes the temporary file.
-  func discard() {
+  func discard() async {
     if open {
       try? handle.close()
       open = false
