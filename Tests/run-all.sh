@@ -5,7 +5,8 @@
 # SMARTSCHOOL_TEST_DATABASE_URL; a run that cannot start it fails); then the Python grpcio
 # interop tests against the built executables, on SQLite and again on that cluster (the demo
 # county's reports compared between the two), a database failover under an import (a primary
-# and a synchronous standby behind HAProxy), and the deploy/ checks.
+# and a synchronous standby behind HAProxy), three replicas of every service behind nginx killed
+# and restarted under load, and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -13,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 need=()
-for pkg in libsqlite3-dev python3-venv sqlite3 nghttp2-client haproxy; do
+for pkg in libsqlite3-dev python3-venv sqlite3 nghttp2-client haproxy nginx-light; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -114,6 +115,13 @@ rm -rf "$FIGURES"
 if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
   echo "run-all: database failover (primary, standby, HAProxy)"
   bash Tests/Interop/run.sh failover -s
+  interop_status=$?
+fi
+# Three replicas of every service on the cluster behind nginx (grpc_pass), one of each killed
+# and all restarted one by one under a mixed load.
+if [[ $interop_status -eq 0 ]]; then
+  echo "run-all: replicas behind nginx"
+  SMARTSCHOOL_INTEROP_DATABASE_URL="$PG_URL" bash Tests/Interop/run.sh replicas -s
   interop_status=$?
 fi
 set -e

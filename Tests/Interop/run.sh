@@ -55,10 +55,12 @@ mapfile -t PROTOS < <(cd "$ROOT/Shared/Protos" && find smartschool -name '*.prot
 TESTS=("$HERE/identity_interop_test.py" "$HERE/suite_interop_test.py" "$HERE/faults_test.py")
 [[ -z "${SMARTSCHOOL_INTEROP_DATABASE_URL:-}" ]] || TESTS=("$HERE/suite_interop_test.py")
 # `run.sh failover`: the database failover test alone (its own primary, standby and HAProxy).
-if [[ "${1:-}" == failover ]]; then
-  shift
-  TESTS=("$HERE/failover_test.py")
-fi
+# `run.sh replicas` (with SMARTSCHOOL_INTEROP_DATABASE_URL): three replicas of every service
+# behind nginx, killed and restarted under load.
+case "${1:-}" in
+  failover) shift; TESTS=("$HERE/failover_test.py") ;;
+  replicas) shift; TESTS=("$HERE/replicas_test.py") ;;
+esac
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONPATH="$GEN" PYTHONDONTWRITEBYTECODE=1 \
   "$PY" -m pytest -p no:cacheprovider -q "${TESTS[@]}" "$@"
