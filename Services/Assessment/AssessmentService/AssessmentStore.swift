@@ -94,12 +94,19 @@ public struct StudentResult: Sendable {
   public var total: Double { scores.reduce(0, +) }
 }
 
-/// One student's total on an exam, summed from the item scores.
-public struct StudentTotal: Sendable {
-  public var externalID: String
-  public var classCode: String
-  public var schoolCode: String
+/// Where one student stands on an exam, from the stored totals of the exam's students (each
+/// the SQL sum of the student's item scores, kept by the score batches).
+public struct StudentStanding: Sendable {
+  public var result: StudentResult
+  /// The student's stored total: the same sum as everyone else's, so equal totals compare equal.
   public var total: Double
+  /// Every student's total on the exam, in student-row order.
+  public var totals: [Double]
+  public var classSize: Int
+  /// Students of the class with a higher total.
+  public var classAbove: Int
+  public var schoolSize: Int
+  public var schoolAbove: Int
 }
 
 /// One exported score.
@@ -137,8 +144,8 @@ public protocol AssessmentStoring: Sendable {
   ) async throws -> ExamRecord
   func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult]
-  func totals(exam: ExamRecord) async throws -> [StudentTotal]
-  func result(exam: ExamRecord, student: String) async throws -> StudentResult?
+  /// The student's results and standing; nil when the student has no scores on the exam.
+  func standing(exam: ExamRecord, student: String) async throws -> StudentStanding?
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   func upsertQuality(_ records: [QualityRecord], time: Double) async throws -> [Bool]
@@ -349,6 +356,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       let updateScore = try db.cachedStatement(
         sql: "UPDATE asm_scores SET score = ? WHERE sid = ? AND item = ?")
       var result = ScoreBatchResult()
+      var touched = Set<Int64>()
       var lastStudent: (exam: Int64, student: String, classCode: String, sid: Int64)?
       for row in rows {
         let target = try info(row.examCode)
@@ -369,6 +377,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
             arguments: [exam.number, row.student, row.classCode, row.schoolCode, row.classPath])!
           lastStudent = (exam.number, row.student, row.classCode, sid)
         }
+        touched.insert(sid)
         try insertScore.execute(arguments: [sid, row.item, row.score])
         if db.changesCount > 0 {
           result.created += 1
@@ -377,6 +386,15 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           result.updated += 1
         }
       }
+      // Each written student's total, summed again from its scores (the student report
+      // reads totals from the student rows).
+      let sum = try db.cachedStatement(
+        sql: """
+          UPDATE asm_students SET total =
+            (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = asm_students.sid)
+          WHERE sid = ?
+          """)
+      for sid in touched.sorted() { try sum.execute(arguments: [sid]) }
       return result
     }
   }
@@ -429,25 +447,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     }
   }
 
-  public func totals(exam: ExamRecord) async throws -> [StudentTotal] {
-    try await store.scan { db in
-      var totals: [StudentTotal] = []
-      let rows = try Row.fetchCursor(
-        db.cachedStatement(
-          sql: """
-            SELECT student, class_code, school_code,
-              (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = st.sid)
-            FROM asm_students st WHERE exam = ?
-            """), arguments: [exam.number])
-      while let row = try rows.next() {
-        totals.append(
-          StudentTotal(externalID: row[0], classCode: row[1], schoolCode: row[2], total: row[3]))
-      }
-      return totals
-    }
-  }
-
-  public func result(exam: ExamRecord, student: String) async throws -> StudentResult? {
+  public func standing(exam: ExamRecord, student: String) async throws -> StudentStanding? {
     let columns = Dictionary(
       uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
     return try await store.read { db in
@@ -455,7 +455,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         let row = try Row.fetchOne(
           db.cachedStatement(
             sql: """
-              SELECT sid, class_code, school_code, org_path FROM asm_students
+              SELECT sid, class_code, school_code, org_path, total FROM asm_students
               WHERE exam = ? AND student = ?
               """), arguments: [exam.number, student])
       else { return nil }
@@ -463,6 +463,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         externalID: student, classCode: row[1], schoolCode: row[2], orgPath: row[3],
         scores: Array(repeating: 0, count: columns.count))
       let sid: Int64 = row[0]
+      let total: Double = row[4]
       for r in try Row.fetchAll(
         db.cachedStatement(sql: "SELECT item, score FROM asm_scores WHERE sid = ?"),
         arguments: [sid])
@@ -470,7 +471,28 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         let item: Int32 = r[0]
         if let c = columns[item] { result.scores[c] = r[1] }
       }
-      return result
+      var standing = StudentStanding(
+        result: result, total: total, totals: [], classSize: 0, classAbove: 0, schoolSize: 0,
+        schoolAbove: 0)
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT total, class_code = ?, school_code = ? FROM asm_students
+            WHERE exam = ? ORDER BY sid
+            """), arguments: [result.classCode, result.schoolCode, exam.number])
+      while let r = try rows.next() {
+        let other: Double = r[0]
+        standing.totals.append(other)
+        if r[1] as Bool {
+          standing.classSize += 1
+          if other > total { standing.classAbove += 1 }
+        }
+        if r[2] as Bool {
+          standing.schoolSize += 1
+          if other > total { standing.schoolAbove += 1 }
+        }
+      }
+      return standing
     }
   }
 

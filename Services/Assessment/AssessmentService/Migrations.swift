@@ -66,5 +66,15 @@ enum AssessmentMigrations {
           );
           """)
     }
+    // Each student's total, kept by the score batches that write its scores: a student's
+    // report reads the exam's totals from its student rows instead of summing every score.
+    migrator.registerMigration("assessment.2.student-totals") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE asm_students ADD COLUMN total REAL NOT NULL DEFAULT 0;
+          UPDATE asm_students SET total =
+            (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = asm_students.sid);
+          """)
+    }
   }
 }

@@ -250,22 +250,33 @@ final class PostgresAssessmentStore: AssessmentStoring {
       let classCodes = ordered.map(\.value.classCode)
       let schoolCodes = ordered.map(\.value.schoolCode)
       let paths = ordered.map(\.value.classPath)
+      // A student the upsert creates has no scores but this batch's: its total is their sum
+      // in item order, as `sum(score)` over the scores' key adds them. A student that exists
+      // keeps its total here and has it summed again after the scores are written.
+      var batchScores: [StudentKey: [Int32: Double]] = [:]
+      batchScores.reserveCapacity(ordered.count)
+      for a in accepted { batchScores[a.key, default: [:]][a.item] = a.score }
+      let newTotals = ordered.map { o in
+        (batchScores[o.key] ?? [:]).sorted { $0.key < $1.key }.reduce(0) { $0 + $1.value }
+      }
       var sids: [StudentKey: Int64] = [:]
       sids.reserveCapacity(ordered.count)
+      var existing: [(exam: Int64, sid: Int64)] = []
       for r in try await tx.query(
         """
-        INSERT INTO asm_students (exam, student, class_code, school_code, org_path)
+        INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total)
         SELECT * FROM unnest(\(studentExams)::int8[], \(studentIDs)::text[],
-          \(classCodes)::text[], \(schoolCodes)::text[], \(paths)::text[])
+          \(classCodes)::text[], \(schoolCodes)::text[], \(paths)::text[],
+          \(newTotals)::float8[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = excluded.class_code,
           school_code = excluded.school_code, org_path = excluded.org_path
-        RETURNING sid, exam, student
+        RETURNING sid, exam, student, xmax = 0 AS inserted
         """)
       {
-        sids[
-          StudentKey(
-            exam: try r["exam"].decode(Int64.self), student: try r["student"].decode(String.self))
-        ] = try r["sid"].decode(Int64.self)
+        let exam = try r["exam"].decode(Int64.self)
+        let sid = try r["sid"].decode(Int64.self)
+        sids[StudentKey(exam: exam, student: try r["student"].decode(String.self))] = sid
+        if try !r["inserted"].decode(Bool.self) { existing.append((exam, sid)) }
       }
 
       // One upsert for the scores: a key given twice keeps its last score (counted updated).
@@ -302,6 +313,21 @@ final class PostgresAssessmentStore: AssessmentStoring {
             RETURNING xmax = 0 AS inserted)
           SELECT count(*) FILTER (WHERE inserted) AS created FROM written
           """)?["created"].decode(Int.self) ?? 0
+      // Students that existed: their totals summed again from their scores (this batch holds
+      // their rows since its upsert, so no other batch changes their scores meanwhile).
+      if !existing.isEmpty {
+        existing.sort { ($0.exam, $0.sid) < ($1.exam, $1.sid) }
+        try await tx.execute(
+          """
+          UPDATE asm_students st SET total = t.total
+          FROM (SELECT sc.sid, sum(sc.score) AS total
+            FROM unnest(\(existing.map(\.exam))::int8[], \(existing.map(\.sid))::int8[])
+              AS u(exam, sid)
+            JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
+            GROUP BY sc.sid) t
+          WHERE st.sid = t.sid
+          """)
+      }
       result.created = created
       result.updated = accepted.count - created
       return result
@@ -315,161 +341,199 @@ final class PostgresAssessmentStore: AssessmentStoring {
     scopePath == exam.orgPath ? nil : scopePath
   }
 
-  /// Students of an exam packed into one text value, one line per student in sid order with
-  /// tab-separated fields (codes and paths hold neither tabs nor newlines).
-  private static func studentLines(_ text: String?) -> [[Substring]] {
-    guard let text, !text.isEmpty else { return [] }
-    return text.split(separator: "\n", omittingEmptySubsequences: false).map {
-      $0.split(separator: "\t", omittingEmptySubsequences: false)
+  /// The elements of a one-dimensional binary array cell (NULL, from an aggregate over no
+  /// rows: none), each handed to `read` as (bytes, offset, length). postgres-nio's generic
+  /// array decoding costs about a microsecond an element; a report reads hundreds of thousands.
+  private static func elements<T>(
+    _ cell: PostgresCell, width: Int?, _ read: (UnsafeRawBufferPointer, Int, Int) -> T
+  ) throws -> [T] {
+    guard let bytes = cell.bytes else { return [] }
+    let malformed = ServiceError.internalError("malformed array column \(cell.columnName)")
+    guard cell.format == .binary else { throw malformed }
+    return try bytes.withUnsafeReadableBytes { raw -> [T] in
+      func int32(_ at: Int) -> Int {
+        Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self)))
+      }
+      guard raw.count >= 12 else { throw malformed }
+      if int32(0) == 0 { return [] }
+      guard int32(0) == 1, raw.count >= 20, int32(12) >= 0 else { throw malformed }
+      let count = int32(12)
+      var out: [T] = []
+      out.reserveCapacity(count)
+      var offset = 20
+      for _ in 0..<count {
+        guard offset + 4 <= raw.count else { throw malformed }
+        let length = int32(offset)
+        offset += 4
+        guard length >= 0, offset + length <= raw.count, width == nil || length == width
+        else { throw malformed }
+        out.append(read(raw, offset, length))
+        offset += length
+      }
+      return out
+    }
+  }
+
+  private static func int64s(_ cell: PostgresCell) throws -> [Int64] {
+    try elements(cell, width: 8) { raw, at, _ in
+      Int64(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self))
+    }
+  }
+
+  private static func ints(_ cell: PostgresCell) throws -> [Int] {
+    try elements(cell, width: 4) { raw, at, _ in
+      Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self)))
+    }
+  }
+
+  private static func doubles(_ cell: PostgresCell) throws -> [Double] {
+    try elements(cell, width: 8) { raw, at, _ in
+      Double(bitPattern: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt64.self)))
+    }
+  }
+
+  private static func strings(_ cell: PostgresCell) throws -> [String] {
+    try elements(cell, width: nil) { raw, at, length in
+      String(decoding: UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), as: UTF8.self)
     }
   }
 
   /// The students of the exam (under `scopePath` when given) and their scores, in one
-  /// statement returning one row: the students as tab-separated lines in sid order, and the
-  /// scores as one bytea of per-student records in sid order (sid int8, count int4, then
-  /// count × (item int4, score float8), network order), read as one range of the scores' key
-  /// (exam, sid, item). A row per student costs the client far more than the query (postgres-nio
-  /// streams rows one by one); one packed row is decoded in a single pass.
+  /// statement returning one row of arrays: the students in sid order with the number of
+  /// their class (class code, school code and path, which a class's students share, come
+  /// once per class), and the scores as (sid, item, score) arrays read as one range of the
+  /// scores' key (exam, sid, item). A row per student or per score costs the client far more
+  /// than the query (postgres-nio hands rows over one by one), and so does text to split.
+  /// The aggregates read ordered subqueries (one sort, or none behind the index); the three
+  /// arrays of one aggregate row stay aligned whatever the order, and the merge below does
+  /// not rely on it.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
     let numbers = exam.itemNumbers
     var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
     for (c, n) in numbers.enumerated() { column[Int(n)] = c }
     let width = numbers.count
     let scope = Self.scopeFilter(exam, scopePath)
-    let row = try await store.read { tx in
-      try await tx.one(
-        """
-        WITH st AS (
-          SELECT sid, student, class_code, school_code, org_path FROM asm_students
-          WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
-            OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
-              AND starts_with(org_path, \(scope))))),
-        sc AS (
-          SELECT sid, count(*)::int4 AS n,
-            string_agg(int4send(item) || float8send(score), ''::bytea) AS pairs
-          FROM asm_scores
-          WHERE exam = \(exam.number)
-            AND (\(scope)::text IS NULL OR sid IN (SELECT sid FROM st))
-          GROUP BY sid)
-        SELECT
-          (SELECT string_agg(sid::text || E'\\t' || student || E'\\t' || class_code || E'\\t'
-            || school_code || E'\\t' || org_path, E'\\n' ORDER BY sid) FROM st) AS students,
-          (SELECT string_agg(int8send(sid) || int4send(n) || pairs, ''::bytea ORDER BY sid)
-            FROM sc) AS scores
-        """)
-    }
-    let lines = Self.studentLines(try row?["students"].decode(String?.self))
-    let packed = try row?["scores"].decode(Data?.self) ?? Data()
+    guard
+      let row = try await store.read({ tx in
+        try await tx.one(
+          """
+          WITH st AS (
+            SELECT sid, student, class_code, school_code, org_path,
+              (dense_rank() OVER (ORDER BY class_code, school_code, org_path) - 1)::int4 AS n
+            FROM asm_students
+            WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
+              OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
+                AND starts_with(org_path, \(scope)))))
+          SELECT s.sids, s.students, s.classes, c.class_codes, c.school_codes, c.paths,
+            sc.sids AS score_sids, sc.items, sc.scores
+          FROM
+            (SELECT array_agg(sid) AS sids, array_agg(student) AS students,
+               array_agg(n) AS classes FROM (SELECT * FROM st ORDER BY sid) o) s,
+            (SELECT array_agg(class_code ORDER BY n) AS class_codes,
+               array_agg(school_code ORDER BY n) AS school_codes,
+               array_agg(org_path ORDER BY n) AS paths
+             FROM (SELECT DISTINCT n, class_code, school_code, org_path FROM st) d) c,
+            (SELECT array_agg(sid) AS sids, array_agg(item) AS items, array_agg(score) AS scores
+             FROM (SELECT sid, item, score FROM asm_scores
+               WHERE exam = \(exam.number)
+                 AND (\(scope)::text IS NULL OR sid IN (SELECT sid FROM st))
+               ORDER BY sid, item) o) sc
+          """)
+      })
+    else { return [] }
+    let sids = try Self.int64s(row["sids"])
+    let ids = try Self.strings(row["students"])
+    let classOf = try Self.ints(row["classes"])
+    let classCodes = try Self.strings(row["class_codes"])
+    let schoolCodes = try Self.strings(row["school_codes"])
+    let paths = try Self.strings(row["paths"])
+    guard ids.count == sids.count, classOf.count == sids.count,
+      schoolCodes.count == classCodes.count, paths.count == classCodes.count,
+      classOf.allSatisfy({ classCodes.indices.contains($0) })
+    else { throw ServiceError.internalError("malformed students of an exam's results") }
     var students: [StudentResult] = []
-    var sids: [Int64] = []
-    students.reserveCapacity(lines.count)
-    sids.reserveCapacity(lines.count)
-    for fields in lines {
-      guard fields.count == 5, let sid = Int64(fields[0]) else {
-        throw ServiceError.internalError("malformed student line in an exam's results")
-      }
-      sids.append(sid)
+    students.reserveCapacity(sids.count)
+    for (s, id) in ids.enumerated() {
+      // A class's students share its three strings (one buffer each, retained).
+      let c = classOf[s]
       students.append(
         StudentResult(
-          externalID: String(fields[1]), classCode: String(fields[2]),
-          schoolCode: String(fields[3]), orgPath: String(fields[4]),
-          scores: Array(repeating: 0, count: width)))
+          externalID: id, classCode: classCodes[c], schoolCode: schoolCodes[c],
+          orgPath: paths[c], scores: Array(repeating: 0, count: width)))
     }
-    // Both sides in sid order: one merge walk.
-    packed.withUnsafeBytes { raw in
-      var offset = 0
-      var s = 0
-      while offset + 12 <= raw.count {
-        let sid = Int64(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self))
-        let n = Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 8, as: Int32.self)))
-        offset += 12
-        while s < sids.count && sids[s] < sid { s += 1 }
-        let mine = s < sids.count && sids[s] == sid
-        for _ in 0..<n where offset + 12 <= raw.count {
-          let item = Int(
-            Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
-          let bits = UInt64(
-            bigEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt64.self))
-          if mine, item >= 0, item < column.count, column[item] >= 0 {
-            students[s].scores[column[item]] = Double(bitPattern: bits)
-          }
-          offset += 12
+    let scoreSIDs = try Self.int64s(row["score_sids"])
+    let items = try Self.ints(row["items"])
+    let scores = try Self.doubles(row["scores"])
+    guard items.count == scoreSIDs.count, scores.count == scoreSIDs.count else {
+      throw ServiceError.internalError("malformed scores of an exam's results")
+    }
+    // Both sides come in sid order: a merge walk, with a binary search should they not.
+    var s = 0
+    for (k, sid) in scoreSIDs.enumerated() {
+      if s >= sids.count || sids[s] > sid {
+        var lo = 0
+        var hi = sids.count
+        while lo < hi {
+          let mid = (lo + hi) / 2
+          if sids[mid] < sid { lo = mid + 1 } else { hi = mid }
         }
+        s = lo
+      }
+      while s < sids.count && sids[s] < sid { s += 1 }
+      guard s < sids.count, sids[s] == sid else { continue }
+      let item = items[k]
+      if item >= 0, item < column.count, column[item] >= 0 {
+        students[s].scores[column[item]] = scores[k]
       }
     }
     return students
   }
 
-  /// Every student's total, packed like ``results(exam:scopePath:)``: one statement, one row
-  /// (students as lines, sums as (sid int8, total float8) records, both in sid order).
-  func totals(exam: ExamRecord) async throws -> [StudentTotal] {
-    let row = try await store.read { tx in
-      try await tx.one(
-        """
-        SELECT
-          (SELECT string_agg(sid::text || E'\\t' || student || E'\\t' || class_code || E'\\t'
-            || school_code, E'\\n' ORDER BY sid)
-           FROM asm_students WHERE exam = \(exam.number)) AS students,
-          (SELECT string_agg(int8send(sid) || float8send(total), ''::bytea ORDER BY sid)
-           FROM (SELECT sid, sum(score) AS total FROM asm_scores WHERE exam = \(exam.number)
-             GROUP BY sid) t) AS sums
-        """)
+  /// The student's row, scores and standing in one statement: every student's stored total
+  /// (in sid order) and the class and school counts, from the exam's student rows alone.
+  func standing(exam: ExamRecord, student: String) async throws -> StudentStanding? {
+    let numbers = exam.itemNumbers
+    guard
+      let row = try await store.read({ tx in
+        try await tx.one(
+          """
+          WITH me AS (
+            SELECT sid, class_code, school_code, org_path, total FROM asm_students
+            WHERE exam = \(exam.number) AND student = \(student))
+          SELECT me.class_code, me.school_code, me.org_path, me.total,
+            (SELECT array_agg(item ORDER BY item) FROM asm_scores
+             WHERE exam = \(exam.number) AND sid = me.sid) AS items,
+            (SELECT array_agg(score ORDER BY item) FROM asm_scores
+             WHERE exam = \(exam.number) AND sid = me.sid) AS scores,
+            ev.totals, ev.class_size, ev.class_above, ev.school_size, ev.school_above
+          FROM me, LATERAL (
+            SELECT array_agg(total ORDER BY sid) AS totals,
+              count(*) FILTER (WHERE class_code = me.class_code) AS class_size,
+              count(*) FILTER (WHERE class_code = me.class_code AND total > me.total)
+                AS class_above,
+              count(*) FILTER (WHERE school_code = me.school_code) AS school_size,
+              count(*) FILTER (WHERE school_code = me.school_code AND total > me.total)
+                AS school_above
+            FROM asm_students WHERE exam = \(exam.number)) ev
+          """)
+      })
+    else { return nil }
+    var result = StudentResult(
+      externalID: student, classCode: try row["class_code"].decode(String.self),
+      schoolCode: try row["school_code"].decode(String.self),
+      orgPath: try row["org_path"].decode(String.self),
+      scores: Array(repeating: 0, count: numbers.count))
+    let columns = Dictionary(uniqueKeysWithValues: numbers.enumerated().map { ($1, $0) })
+    for (item, score) in zip(try Self.ints(row["items"]), try Self.doubles(row["scores"])) {
+      if let c = columns[Int32(item)] { result.scores[c] = score }
     }
-    let lines = Self.studentLines(try row?["students"].decode(String?.self))
-    let packed = try row?["sums"].decode(Data?.self) ?? Data()
-    var sums: [(sid: Int64, total: Double)] = []
-    sums.reserveCapacity(packed.count / 16)
-    packed.withUnsafeBytes { raw in
-      var offset = 0
-      while offset + 16 <= raw.count {
-        sums.append(
-          (
-            Int64(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self)),
-            Double(
-              bitPattern: UInt64(
-                bigEndian: raw.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
-          ))
-        offset += 16
-      }
-    }
-    var totals: [StudentTotal] = []
-    totals.reserveCapacity(lines.count)
-    var s = 0
-    for fields in lines {
-      guard fields.count == 4, let sid = Int64(fields[0]) else {
-        throw ServiceError.internalError("malformed student line in an exam's totals")
-      }
-      while s < sums.count && sums[s].sid < sid { s += 1 }
-      totals.append(
-        StudentTotal(
-          externalID: String(fields[1]), classCode: String(fields[2]),
-          schoolCode: String(fields[3]),
-          total: s < sums.count && sums[s].sid == sid ? sums[s].total : 0))
-    }
-    return totals
-  }
-
-  func result(exam: ExamRecord, student: String) async throws -> StudentResult? {
-    let columns = Dictionary(uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
-    return try await store.read { tx in
-      let rows = try await tx.query(
-        """
-        SELECT st.class_code, st.school_code, st.org_path, sc.item, sc.score
-        FROM asm_students st LEFT JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
-        WHERE st.exam = \(exam.number) AND st.student = \(student)
-        """)
-      guard let first = rows.first else { return nil }
-      var result = StudentResult(
-        externalID: student, classCode: try first["class_code"].decode(String.self),
-        schoolCode: try first["school_code"].decode(String.self),
-        orgPath: try first["org_path"].decode(String.self),
-        scores: Array(repeating: 0, count: columns.count))
-      for r in rows {
-        guard let item = try r["item"].decode(Int32?.self), let c = columns[item] else { continue }
-        result.scores[c] = try r["score"].decode(Double.self)
-      }
-      return result
-    }
+    return StudentStanding(
+      result: result, total: try row["total"].decode(Double.self),
+      totals: try Self.doubles(row["totals"]),
+      classSize: try row["class_size"].decode(Int.self),
+      classAbove: try row["class_above"].decode(Int.self),
+      schoolSize: try row["school_size"].decode(Int.self),
+      schoolAbove: try row["school_above"].decode(Int.self))
   }
 
   /// `student >= after` repeats the row comparison in a form the (exam, student) index can

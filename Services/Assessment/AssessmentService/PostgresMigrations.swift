@@ -90,5 +90,17 @@ extension AssessmentMigrations {
         "ALTER TABLE asm_scores DROP CONSTRAINT asm_scores_pkey",
         "ALTER TABLE asm_scores ADD PRIMARY KEY (exam, sid, item)",
       ]),
+    // Each student's total, kept by the score batches that write its scores: a student's
+    // report reads the exam's totals from its student rows instead of summing every score.
+    PostgresMigration(
+      "assessment.4.student-totals",
+      [
+        "ALTER TABLE asm_students ADD COLUMN total double precision NOT NULL DEFAULT 0",
+        """
+        UPDATE asm_students st SET total = t.total
+        FROM (SELECT sid, sum(score) AS total FROM asm_scores GROUP BY sid) t
+        WHERE st.sid = t.sid
+        """,
+      ]),
   ]
 }
