@@ -8,13 +8,14 @@
 #     executable, since /opt/smartschool/bin does not exist here) must print nothing;
 #     `systemd-analyze security --offline` exposure at most 2; user, StateDirectory = the env
 #     file's data dir, restart, hardening, stop timeout > drain.
-#  2. env files (and identity-postgres.env): every variable is one the executable's --help
-#     lists, and every flag it lists is set (client id/secret excepted: secrets file).
+#  2. env files (and the four <service>-postgres.env): every variable is one the executable's
+#     --help lists, and every flag it lists is set (client id/secret excepted: secrets file).
 #  3. deploy/README.md's configuration reference equals the executables' current --help.
 #  4. Containerfile: official Swift image, the same build command as the README, every source
 #     directory of Package.swift copied in, non-root, store on a volume.
-#  5. Kubernetes manifests (Tests/Deploy/check_k8s.py with PyYAML), requests >= measured RSS;
-#     identity-postgres.yaml (the PostgreSQL variant: replicas sharing one database) too.
+#  5. Kubernetes manifests (Tests/Deploy/check_k8s.py with PyYAML and `kubectl kustomize`),
+#     requests >= measured RSS; the PostgreSQL mode (k8s/postgres: the four services as
+#     Deployments of replicas sharing one database each, and the CloudNativePG cluster) too.
 #  6. Prometheus: `promtool check config`, `check rules`, and unit tests of every alert.
 #  7. The example configs run: identity, catalogue and supervision start from their env files
 #     (paths and ports rewritten to a temp dir, certificates from a throwaway CA) over mTLS;
@@ -38,6 +39,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+command -v kubectl >/dev/null || need+=(kubernetes-client) # kubectl kustomize, offline
 dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "deploy: installing ${need[*]}"
@@ -163,8 +165,9 @@ if built supervision; then
   for s in "${SERVICES[@]}"; do
     check "env file $s matches --help" check_env "deploy/config/$s.env" "$s"
   done
-  check "env file identity-postgres matches --help" check_env \
-    deploy/config/identity-postgres.env identity
+  for s in "${SERVICES[@]}"; do
+    check "env file $s-postgres matches --help" check_env "deploy/config/$s-postgres.env" "$s"
+  done
   sed 's/SMARTSCHOOL_IDENTITY_LOCKOUT_SECONDS/SMARTSCHOOL_IDENTITY_LOCKOUT_SECS/' \
     deploy/config/identity.env >"$WORK/e1"
   refuse "env check catches a misspelt variable" check_env "$WORK/e1" identity
@@ -452,18 +455,28 @@ check "k8s manifests (PyYAML), requests >= measured RSS" \
   "$PY" Tests/Deploy/check_k8s.py . "$RSS_JSON"
 mkdir -p "$WORK/k8s-broken/deploy"
 cp -r deploy/k8s deploy/config deploy/observability "$WORK/k8s-broken/deploy/"
-sed -i 's/^  replicas: 1$/  replicas: 2/' "$WORK/k8s-broken/deploy/k8s/identity.yaml"
-refuse "k8s check catches a second SQLite writer" "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
-cp deploy/k8s/identity.yaml "$WORK/k8s-broken/deploy/k8s/identity.yaml"
-sed -i 's#/etc/smartschool/secrets/database-password#/etc/smartschool/database-password#' \
-  "$WORK/k8s-broken/deploy/k8s/identity-postgres.yaml"
-refuse "k8s check catches a database password file outside the Secret" \
-  "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
-cp deploy/k8s/identity-postgres.yaml "$WORK/k8s-broken/deploy/k8s/identity-postgres.yaml"
-sed -i 's/kubernetes.io\/metadata.name: municipal-platform/kubernetes.io\/metadata.name: default/' \
-  "$WORK/k8s-broken/deploy/k8s/catalogue.yaml"
-refuse "k8s check catches a wrong NetworkPolicy caller" \
-  "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
+broken_k8s() { # NAME FILE SED: the check fails on a copy with deploy/k8s/FILE edited by SED
+  sed -i "$3" "$WORK/k8s-broken/deploy/k8s/$2"
+  refuse "$1" "$PY" Tests/Deploy/check_k8s.py "$WORK/k8s-broken"
+  cp "deploy/k8s/$2" "$WORK/k8s-broken/deploy/k8s/$2"
+}
+broken_k8s "k8s check catches a second SQLite writer" identity.yaml \
+  's/^  replicas: 1$/  replicas: 2/'
+broken_k8s "k8s check catches a database password file outside the Secret" \
+  postgres/identity-postgres.yaml \
+  's#/etc/smartschool/secrets/database-password#/etc/smartschool/database-password#'
+broken_k8s "k8s check catches a wrong NetworkPolicy caller" catalogue.yaml \
+  's/kubernetes.io\/metadata.name: municipal-platform/kubernetes.io\/metadata.name: default/'
+# The service account by envFrom: the database password would be in the environment too.
+broken_k8s "k8s check catches a database password in the environment" \
+  postgres/assessment-postgres.yaml \
+  's/^                name: assessment-config$/&\n            - secretRef:\n                name: assessment-secrets/'
+broken_k8s "k8s check catches a database cluster without synchronous replication" \
+  postgres/cnpg-cluster.yaml 's/^  minSyncReplicas: 1$/  minSyncReplicas: 0/'
+broken_k8s "k8s check catches a service's database the cluster does not make" \
+  postgres/cnpg-cluster.yaml '/CREATE DATABASE supervision /d'
+broken_k8s "k8s check catches an overlay listing a file that is not there" \
+  postgres/kustomization.yaml 's/^  - supervision-postgres.yaml$/  - supervision.yaml/'
 
 # ---- 8. identity on PostgreSQL -------------------------------------------------------------
 PSQL=/usr/lib/postgresql/15/bin/psql
