@@ -151,7 +151,8 @@ public struct Importer: Sendable {
       }
     case .users:
       return try await stream(
-        kind, path, { row in [try .with { $0.user = try RowConversion.user(row) }] }
+        kind, path, { row in [try RowConversion.user(row)] },
+        pack: { users in [.with { $0.users = users }] }
       ) {
         try await c.identity.importUsers(requestProducer: $0)
       }
@@ -160,12 +161,18 @@ public struct Importer: Sendable {
         try await c.identity.importGuardians(requestProducer: $0)
       }
     case .lessons:
-      return try await stream(kind, path, { try [RowConversion.lesson($0)] }) {
-        try await c.supervision.importLessons(requestProducer: $0)
+      return try await stream(
+        kind, path, { try [RowConversion.lesson($0)] },
+        pack: { lessons in [.with { $0.lessons = lessons }] }
+      ) {
+        try await c.supervision.importLessonBatches(requestProducer: $0)
       }
     case .scores:
-      return try await stream(kind, path, { try [RowConversion.score($0)] }) {
-        try await c.assessment.importScores(requestProducer: $0)
+      return try await stream(
+        kind, path, { try [RowConversion.score($0)] },
+        pack: { rows in [.with { $0.rows = rows }] }
+      ) {
+        try await c.assessment.importScoreBatches(requestProducer: $0)
       }
     case .curriculum:
       let seen = Locked<Set<String>>([])
@@ -292,6 +299,20 @@ public struct Importer: Sendable {
     call: (@escaping @Sendable (RPCWriter<M>) async throws -> Void) async throws
       -> Smartschool_Common_V1_ImportSummary
   ) async throws -> ImportOutcome {
+    try await stream(kind, path, convert, pack: { $0 }, rowsPerWrite: 256, call: call)
+  }
+
+  /// Streams the converted rows, `rowsPerWrite` at a time, each group packed into messages by
+  /// `pack`: one message per row for the single-row RPCs, one message of many rows for the
+  /// batched ones (the service numbers rows across the stream either way, so its row indexes
+  /// map back to lines the same way).
+  func stream<Row: Sendable, M: Sendable>(
+    _ kind: ImportKind, _ path: String,
+    _ convert: @escaping @Sendable (CSVRow) throws -> [Row],
+    pack: @escaping @Sendable ([Row]) -> [M], rowsPerWrite: Int = 1000,
+    call: (@escaping @Sendable (RPCWriter<M>) async throws -> Void) async throws
+      -> Smartschool_Common_V1_ImportSummary
+  ) async throws -> ImportOutcome {
     let outcome = Locked(ImportOutcome(kind: kind))
     let lines = LineMap()
     let console = self.console
@@ -299,18 +320,17 @@ public struct Importer: Sendable {
     let summary = try await call { writer in
       let table = try CSVTable(reader: CSVReader(path: path), expected: kind.headers)
       var index = 0
-      var batch: [M] = []
+      var batch: [Row] = []
       while let (line, row) = try table.next() {
         let rows = outcome.withLock {
           $0.rows += 1
           return $0.rows
         }
         do {
-          let messages = try convert(row.get())
-          for message in messages {
+          for converted in try convert(row.get()) {
             lines.record(index: index, line: line)
             index += 1
-            batch.append(message)
+            batch.append(converted)
           }
         } catch let problem as RowProblem {
           console.reject(file, line: line, problem.description)
@@ -319,13 +339,13 @@ public struct Importer: Sendable {
             if $0.rejections.count < 10_000 { $0.rejections.append((line, problem.description)) }
           }
         }
-        if batch.count >= 256 {
-          try await writer.write(contentsOf: batch)
+        if batch.count >= rowsPerWrite {
+          try await writer.write(contentsOf: pack(batch))
           batch.removeAll(keepingCapacity: true)
           console.progress(kind, rows: rows)
         }
       }
-      try await writer.write(contentsOf: batch)
+      if !batch.isEmpty { try await writer.write(contentsOf: pack(batch)) }
     }
     var seenLines: Set<Int> = []
     for error in summary.errors {

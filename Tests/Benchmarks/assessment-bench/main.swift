@@ -170,6 +170,7 @@ enum BenchStore: Sendable {
 struct Figures: Sendable {
   var store: String
   var importRate = 0.0
+  var singleRate = 0.0
   var loaderRate = 0.0
   var loader = ""
   var statisticsP50 = 0.0
@@ -275,6 +276,47 @@ func baseline(_ store: BenchStore, csv: String, directory: String) throws
   }
 }
 
+/// Streams the bench's rows for `exam`: batched (ImportScoreBatches, 1,000 rows a message) or
+/// one message a row (ImportScores, written 1,000 at a time).
+func sendScores(_ client: Client, exam: String, admin: Metadata, batched: Bool) async throws
+  -> Smartschool_Common_V1_ImportSummary
+{
+  @Sendable func rows(
+    _ send: ([Smartschool_Assessment_V1_ScoreRow]) async throws -> Void
+  ) async throws {
+    var chunk: [Smartschool_Assessment_V1_ScoreRow] = []
+    chunk.reserveCapacity(1000)
+    for (i, s) in Bench.students.enumerated() {
+      for j in 0..<Bench.itemCount {
+        chunk.append(
+          .with {
+            $0.examCode = exam
+            $0.studentExternalID = s.externalID
+            $0.classCode = s.classCode
+            $0.schoolCode = s.schoolCode
+            $0.itemNumber = Int32(j + 1)
+            $0.score = score(student: i, item: j)
+          })
+        if chunk.count == 1000 {
+          try await send(chunk)
+          chunk.removeAll(keepingCapacity: true)
+        }
+      }
+    }
+    if !chunk.isEmpty { try await send(chunk) }
+  }
+  if batched {
+    return try await client.importScoreBatches(
+      metadata: admin,
+      requestProducer: { writer in
+        try await rows { chunk in try await writer.write(.with { $0.rows = chunk }) }
+      })
+  }
+  return try await client.importScores(
+    metadata: admin,
+    requestProducer: { writer in try await rows { try await writer.write(contentsOf: $0) } })
+}
+
 /// One store's run: the service on `store`, the exam created, imported and reported on.
 func measure(
   _ store: BenchStore, identityPort: Int, admin: Metadata, account: (String, String),
@@ -349,30 +391,7 @@ func measure(
       return peak
     }
     let t0 = now()
-    let summary = try await client.importScores(
-      metadata: admin,
-      requestProducer: { writer in
-        var chunk: [Smartschool_Assessment_V1_ScoreRow] = []
-        chunk.reserveCapacity(1000)
-        for (i, s) in Bench.students.enumerated() {
-          for j in 0..<itemCount {
-            chunk.append(
-              .with {
-                $0.examCode = exam.code
-                $0.studentExternalID = s.externalID
-                $0.classCode = s.classCode
-                $0.schoolCode = s.schoolCode
-                $0.itemNumber = Int32(j + 1)
-                $0.score = score(student: i, item: j)
-              })
-          }
-          if chunk.count >= 1000 {
-            try await writer.write(contentsOf: chunk)
-            chunk.removeAll(keepingCapacity: true)
-          }
-        }
-        try await writer.write(contentsOf: chunk)
-      })
+    let summary = try await sendScores(client, exam: exam.code, admin: admin, batched: true)
     let importMs = ms(since: t0)
     sampling.cancel()
     let sampledPeak = await sampling.value
@@ -392,7 +411,7 @@ func measure(
 
     line(
       String(
-        format: "import (1 stream, %d rows)   %8.0f ms   %9.0f scores/s",
+        format: "import (1 stream, batches of 1,000, %d rows)   %8.0f ms   %9.0f scores/s",
         studentCount * itemCount, importMs, figures.importRate))
     line(
       String(
@@ -408,6 +427,25 @@ func measure(
         format:
           "service RSS: before %.1f MB, sampled peak %.1f MB, VmHWM %.1f MB   target < 150 MB",
         Double(rssBefore) / 1024, Double(sampledPeak) / 1024, Double(hwm) / 1024))
+
+    // The single-row form (ImportScores, one message a row) into a second exam of the same
+    // items, for comparison.
+    var single = exam
+    single.code = exam.code + "-1ROW"
+    _ = try await client.createExam(.with { $0.exam = single }, metadata: admin)
+    let t1 = now()
+    let singleSummary = try await sendScores(
+      client, exam: single.code, admin: admin, batched: false)
+    let singleMs = ms(since: t1)
+    guard singleSummary.accepted == Int64(studentCount * itemCount) else {
+      line("single-row import went wrong: \(singleSummary.accepted) accepted")
+      exit(1)
+    }
+    figures.singleRate = Double(studentCount * itemCount) / (singleMs / 1000)
+    line(
+      String(
+        format: "single-row form (ImportScores)  %8.0f ms   %9.0f scores/s   ratio %.2f",
+        singleMs, figures.singleRate, figures.singleRate / loader.rate))
 
     // Statistics and item analysis at county scope.
     var statistics: [Double] = []
@@ -540,15 +578,15 @@ func run() async throws {
       }
       line("\n== summary (\(Bench.studentCount * Bench.itemCount) item scores over one stream)")
       line(
-        "store        import rows/s   loader rows/s   ratio   statistics p50   report p50"
-          + "   peak RSS   loader")
+        "store        import rows/s   loader rows/s   ratio   1-row ratio   statistics p50"
+          + "   report p50   peak RSS   loader")
       for f in results {
         line(
           f.store.padding(toLength: 10, withPad: " ", startingAt: 0)
             + String(
-              format: " %15.0f %15.0f %7.2f %11.1f ms %9.1f ms %8.1f MB   %@", f.importRate,
-              f.loaderRate, f.importRate / f.loaderRate, f.statisticsP50, f.reportP50, f.peakMB,
-              f.loader))
+              format: " %15.0f %15.0f %7.2f %13.2f %11.1f ms %9.1f ms %8.1f MB   %@",
+              f.importRate, f.loaderRate, f.importRate / f.loaderRate, f.singleRate / f.loaderRate,
+              f.statisticsP50, f.reportP50, f.peakMB, f.loader))
       }
       line(
         "targets: ratio ≥ 0.50; statistics < 200 ms on SQLite, < 300 ms on PostgreSQL; "
