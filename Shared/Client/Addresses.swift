@@ -25,6 +25,9 @@ public enum SmartSchoolService: String, CaseIterable, Sendable {
   /// The environment variable that overrides the address, e.g. `SMARTSCHOOL_IDENTITY_ADDR`.
   public var environmentVariable: String { "SMARTSCHOOL_\(rawValue.uppercased())_ADDR" }
 
+  /// The command-line flag that overrides the address, e.g. `--identity-addr`.
+  public var flag: String { "--\(rawValue)-addr" }
+
   /// The fully qualified gRPC service name, e.g. `smartschool.identity.v1.IdentityService`.
   public var grpcServiceName: String {
     switch self {
@@ -36,15 +39,17 @@ public enum SmartSchoolService: String, CaseIterable, Sendable {
   }
 }
 
-/// Where the four services are: one `host:port` each, plaintext or TLS with one CA bundle.
+/// Where the four services are: one or several replicas (`host:port`) each, plaintext or TLS
+/// with one CA bundle. A service given several replicas is balanced round robin by the client,
+/// a replica that is down skipped (see ``PeerAddress``), for deployments without a balancer.
 public struct ServiceAddresses: Sendable, Hashable {
-  /// Identity's address.
+  /// Identity's address (its replicas).
   public var identity: PeerAddress
-  /// Catalogue's address.
+  /// Catalogue's address (its replicas).
   public var catalogue: PeerAddress
-  /// Assessment's address.
+  /// Assessment's address (its replicas).
   public var assessment: PeerAddress
-  /// Supervision's address.
+  /// Supervision's address (its replicas).
   public var supervision: PeerAddress
 
   /// Addresses given explicitly.
@@ -65,20 +70,29 @@ public struct ServiceAddresses: Sendable, Hashable {
     assessment: PeerAddress(host: "127.0.0.1", port: 50053),
     supervision: PeerAddress(host: "127.0.0.1", port: 50054))
 
-  /// The defaults overridden by `SMARTSCHOOL_<SERVICE>_ADDR` (`host:port`), with TLS verified
-  /// by `caBundle` (a PEM file) when one is given. Throws ``ClientError/badAddress(_:_:)`` for
-  /// a malformed variable.
+  /// The defaults overridden by `SMARTSCHOOL_<SERVICE>_ADDR`, then by `flags` (a flag's value
+  /// per service, e.g. from `--identity-addr`), each `host:port` or a comma-separated list of
+  /// replicas' `host:port`, with TLS verified by `caBundle` (a PEM file) when one is given.
+  /// Throws ``ClientError/badAddress(_:_:)`` naming the variable or flag for a malformed value
+  /// (an empty entry, a bad port, a replica listed twice, …).
   public static func fromEnvironment(
     _ environment: [String: String] = ProcessInfo.processInfo.environment,
+    flags: [SmartSchoolService: String] = [:],
     caBundle: String? = nil
   ) throws -> ServiceAddresses {
     var result = ServiceAddresses.defaults
     for service in SmartSchoolService.allCases {
-      if let text = environment[service.environmentVariable], !text.isEmpty {
-        guard let address = PeerAddress(text) else {
-          throw ClientError.badAddress(service.environmentVariable, text)
+      let given: (source: String, text: String)? =
+        flags[service].map { (service.flag, $0) }
+        ?? environment[service.environmentVariable].flatMap {
+          $0.isEmpty ? nil : (service.environmentVariable, $0)
         }
-        result[service] = address
+      if let given {
+        do {
+          result[service] = try PeerAddress(parsing: given.text)
+        } catch {
+          throw ClientError.badAddress(given.source, error)
+        }
       }
       result[service].caBundle = caBundle
     }
@@ -108,8 +122,8 @@ public struct ServiceAddresses: Sendable, Hashable {
 
 /// Failures of the client itself (as opposed to gRPC errors from a service).
 public enum ClientError: Error, CustomStringConvertible, Sendable {
-  /// An address variable (name, value) is not `host:port`.
-  case badAddress(String, String)
+  /// An address variable or flag (its name) is not `host:port[,host:port…]`: why.
+  case badAddress(String, PeerAddressError)
   /// No credentials and no session to authenticate with.
   case notLoggedIn
   /// Identity answered without a usable token.
@@ -118,7 +132,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
   /// One line for a human.
   public var description: String {
     switch self {
-    case .badAddress(let name, let value): "\(name)=\(value) is not host:port"
+    case .badAddress(let name, let error):
+      "invalid argument: \(name) must be HOST:PORT[,HOST:PORT…]: \(error)"
     case .notLoggedIn:
       "not logged in: run `smartschool login` or set SMARTSCHOOL_USERNAME and SMARTSCHOOL_PASSWORD"
     case .noToken(let why): "identity gave no usable token: \(why)"

@@ -57,8 +57,7 @@ public final class SmartSchoolClient: Sendable {
     auth = try PeerConnection(
       address: addresses.identity, serviceConfig: fastFail,
       interceptors: [
-        BearerInterceptor(
-          session: nil, service: .identity, address: addresses.identity, attempts: 1)
+        BearerInterceptor(session: nil, service: .identity, address: addresses.identity)
       ])
     session = TokenSession(
       identity: .init(wrapping: auth.client), credentials: credentials, tokens: tokens,
@@ -69,9 +68,7 @@ public final class SmartSchoolClient: Sendable {
         address: addresses[service],
         serviceConfig: Self.serviceConfig(for: service, settings: settings),
         interceptors: [
-          BearerInterceptor(
-            session: session, service: service, address: addresses[service],
-            attempts: max(1, settings.readAttempts))
+          BearerInterceptor(session: session, service: service, address: addresses[service])
         ])
     }
     self.connections = connections
@@ -133,8 +130,10 @@ public final class SmartSchoolClient: Sendable {
   }
 
   /// Deadlines for every method and fail-fast (no waiting for a connection that cannot be
-  /// made). Retries are the interceptor's: gRPC's own retry executor waits out the whole
-  /// deadline when the first connection cannot be made.
+  /// made), and gRPC's retry policy for the calls that are safe to repeat (not client
+  /// streams): an attempt the service answered UNAVAILABLE before any response (a replica
+  /// going away, its connection reset) is made again on a new stream, which the balancer
+  /// places on a replica that is up. A service that cannot be reached at all fails at once.
   static func serviceConfig(for service: SmartSchoolService, settings: ClientSettings)
     -> ServiceConfig
   {
@@ -144,30 +143,52 @@ public final class SmartSchoolClient: Sendable {
         MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method)
       }
     }
+    let retry: RPCExecutionPolicy? =
+      settings.readAttempts > 1
+      ? .retry(
+        RetryPolicy(
+          maxAttempts: min(settings.readAttempts, 5), initialBackoff: .milliseconds(100),
+          maxBackoff: .seconds(2), backoffMultiplier: 2, retryableStatusCodes: [.unavailable]))
+      : nil
+    func repeatable(_ method: MethodDescriptor) -> Bool {
+      isSafeToRepeat(method) && !method.method.hasPrefix("Import")
+    }
     var configs = [
       MethodConfig(
         names: [MethodConfig.Name(service: service.grpcServiceName)], waitForReady: false,
         timeout: settings.callTimeout)
     ]
-    let bulk = names(isBulk)
+    let bulk = names { isBulk($0) && !repeatable($0) }
     if !bulk.isEmpty {
       configs.append(
         MethodConfig(names: bulk, waitForReady: false, timeout: settings.bulkTimeout))
+    }
+    let bulkReads = names { isBulk($0) && repeatable($0) }
+    if !bulkReads.isEmpty {
+      configs.append(
+        MethodConfig(
+          names: bulkReads, waitForReady: false, timeout: settings.bulkTimeout,
+          executionPolicy: retry))
+    }
+    let reads = names { !isBulk($0) && repeatable($0) }
+    if !reads.isEmpty {
+      configs.append(
+        MethodConfig(
+          names: reads, waitForReady: false, timeout: settings.callTimeout,
+          executionPolicy: retry))
     }
     return ServiceConfig(methodConfig: configs)
   }
 }
 
-/// Attaches the session's bearer token (if any) to every call but the open ones, repeats calls
-/// that are safe to repeat (not client-streaming) when the service is UNAVAILABLE before it
-/// answered, and turns a failure to reach the service into an UNAVAILABLE error that names the
-/// service and its address.
+/// Attaches the session's bearer token (if any) to every call but the open ones, and turns a
+/// failure to reach the service into an UNAVAILABLE error that names the service and its
+/// address. It sees one attempt: repeats are the retry policy's (``SmartSchoolClient``), since
+/// an interceptor cannot open a second stream.
 struct BearerInterceptor: ClientInterceptor {
   let session: TokenSession?
   let service: SmartSchoolService
   let address: PeerAddress
-  /// Attempts, the first included, of calls that are safe to repeat.
-  let attempts: Int
 
   static let openMethods: Set<String> = [
     "Login", "Refresh", "ExchangeClientCredentials", "ActivateAccount", "ListSigningKeys",
@@ -185,34 +206,15 @@ struct BearerInterceptor: ClientInterceptor {
       let token = try await session.accessToken()
       request.metadata.replaceOrAddString("Bearer \(token)", forKey: "authorization")
     }
-    let repeatable =
-      SmartSchoolClient.isSafeToRepeat(context.descriptor)
-      && !context.descriptor.method.hasPrefix("Import")
-    let tries = repeatable ? attempts : 1
-    var backoff = Duration.milliseconds(200)
-    for attempt in 1...tries {
-      do {
-        var response = try await next(request, context)
-        if case .failure(let error) = response.accepted {
-          if error.code == .unavailable && attempt < tries {
-            try await Task.sleep(for: backoff)
-            backoff *= 2
-            continue
-          }
-          response.accepted = .failure(named(error))
-        }
-        return response
-      } catch let error as RPCError {
-        if error.code == .unavailable && attempt < tries {
-          try await Task.sleep(for: backoff)
-          backoff *= 2
-          continue
-        }
-        throw named(error)
+    do {
+      var response = try await next(request, context)
+      if case .failure(let error) = response.accepted {
+        response.accepted = .failure(named(error))
       }
+      return response
+    } catch let error as RPCError {
+      throw named(error)
     }
-    throw RPCError(
-      code: .unavailable, message: "\(service.rawValue) at \(address): no attempt made")
   }
 
   /// UNAVAILABLE (and a deadline hit before any connection) say where the service was sought.

@@ -18,17 +18,44 @@ public final class IdentityLink: Sendable {
   private let credentials: (clientID: String, clientSecret: String)?
   private let cachedToken = Mutex<(token: String, expires: Date)?>(nil)
 
-  /// A link to identity at `address`; `credentials` are a service account's client id and
-  /// secret (needed only for calls that require a token).
+  /// A link to identity at `address` (one or several replicas, balanced round robin);
+  /// `credentials` are a service account's client id and secret (needed only for calls that
+  /// require a token).
   public init(address: PeerAddress, credentials: (clientID: String, clientSecret: String)?) throws
   {
     let connection = try PeerConnection(address: address)
     self.connection = connection
     self.credentials = credentials
     self.verifier = TokenVerifier(keySource: {
-      try await IdentityLink.publishedKeys(
-        Smartschool_Identity_V1_IdentityService.Client(wrapping: connection.client))
+      try await IdentityLink.onAnyReplica(of: address) {
+        try await IdentityLink.publishedKeys(
+          Smartschool_Identity_V1_IdentityService.Client(wrapping: connection.client))
+      }
     })
+  }
+
+  /// Runs `call`, again on UNAVAILABLE while replicas remain untried: a replica that went away
+  /// fails the calls already sent to it before the balancer stops picking it. Only for calls
+  /// that are safe to repeat (reads, and token issue).
+  static func onAnyReplica<T: Sendable>(
+    of address: PeerAddress, _ call: () async throws -> T
+  ) async throws -> T {
+    var attempt = 1
+    while true {
+      do {
+        return try await call()
+      } catch let error as RPCError
+        where error.code == .unavailable && attempt < address.endpoints.count
+      {
+        attempt += 1
+        try await Task.sleep(for: .milliseconds(50))
+      }
+    }
+  }
+
+  /// ``onAnyReplica(of:_:)`` for this link's replicas.
+  func onAnyReplica<T: Sendable>(_ call: () async throws -> T) async throws -> T {
+    try await IdentityLink.onAnyReplica(of: connection.address, call)
   }
 
   /// The generated client.
@@ -38,7 +65,7 @@ public final class IdentityLink: Sendable {
 
   /// The keys identity publishes now (``TokenVerifier/KeySource``).
   public func publishedKeys() async throws -> [PublishedKey] {
-    try await IdentityLink.publishedKeys(identity)
+    try await onAnyReplica { try await IdentityLink.publishedKeys(identity) }
   }
 
   private static func publishedKeys(
@@ -61,11 +88,13 @@ public final class IdentityLink: Sendable {
     guard let credentials else {
       throw ServiceError.unauthenticated("no service-account credentials configured for identity")
     }
-    let response = try await identity.exchangeClientCredentials(
-      .with {
-        $0.clientID = credentials.clientID
-        $0.clientSecret = credentials.clientSecret
-      }, options: IdentityLink.callOptions(seconds: 5))
+    let response = try await onAnyReplica {
+      try await identity.exchangeClientCredentials(
+        .with {
+          $0.clientID = credentials.clientID
+          $0.clientSecret = credentials.clientSecret
+        }, options: IdentityLink.callOptions(seconds: 5))
+    }
     let expires = response.accessTokenExpireTime.date
     cachedToken.withLock { $0 = (response.accessToken, expires) }
     return response.accessToken
@@ -101,7 +130,11 @@ extension PublishedKey {
 /// identity listens and the service account that reads its change feed. Each falls back to
 /// `SMARTSCHOOL_<SERVICE>_<FLAG>`, like ``HostOptions``.
 public struct IdentityLinkOptions: ParsableArguments, Sendable {
-  @Option(help: "Identity service address HOST:PORT. [default: 127.0.0.1:50051]")
+  @Option(
+    help: """
+      Identity service address HOST:PORT, or several replicas' HOST:PORT,HOST:PORT,… \
+      (balanced round robin, a replica that is down skipped). [default: 127.0.0.1:50051]
+      """)
   public var identityAddr: String?
 
   @Option(help: "Client id of the service account that reads identity's change feed.")
@@ -115,16 +148,20 @@ public struct IdentityLinkOptions: ParsableArguments, Sendable {
   /// The flags above, for ``HostOptions/environmentHelp(service:extraFlags:)``.
   public static var flags: [String] { optionFlags(of: IdentityLinkOptions()) }
 
-  /// Resolves flags, then environment, then defaults into identity's address and the service
-  /// account's credentials. The address trusts `config.clientCA`; when the host requires
-  /// client certificates (mTLS), this service presents its own server certificate to identity.
+  /// Resolves flags, then environment, then defaults into identity's address (one or several
+  /// replicas) and the service account's credentials. The address trusts `config.clientCA`;
+  /// when the host requires client certificates (mTLS), this service presents its own server
+  /// certificate to identity.
   public func resolve(
     config: HostConfig, environment: [String: String] = ProcessInfo.processInfo.environment
   ) throws -> (address: PeerAddress, credentials: (clientID: String, clientSecret: String)?) {
     let env = EnvironmentReader(service: config.service, environment: environment)
     let text = identityAddr ?? env["identity-addr"] ?? "127.0.0.1:50051"
-    guard var address = PeerAddress(text) else {
-      throw ValidationError("--identity-addr must be HOST:PORT, not '\(text)'")
+    var address: PeerAddress
+    do {
+      address = try PeerAddress(parsing: text)
+    } catch {
+      throw ValidationError("--identity-addr must be HOST:PORT[,HOST:PORT…]: \(error)")
     }
     address.caBundle = config.clientCA
     if let tls = config.tls, tls.clientCA != nil {

@@ -9,10 +9,13 @@ public struct SmartSchoolCommand: AsyncParsableCommand {
     commandName: "smartschool",
     abstract: "Operate the SmartSchool suite: login, import, export, reports, change feeds, demo.",
     discussion: """
-      Services are found at 127.0.0.1:50051-50054 unless SMARTSCHOOL_IDENTITY_ADDR,
-      SMARTSCHOOL_CATALOGUE_ADDR, SMARTSCHOOL_ASSESSMENT_ADDR or SMARTSCHOOL_SUPERVISION_ADDR
-      (host:port) say otherwise. Commands authenticate with SMARTSCHOOL_USERNAME and
-      SMARTSCHOOL_PASSWORD when set, else with the session saved by `smartschool login`.
+      Services are found at 127.0.0.1:50051-50054 unless --identity-addr, --catalogue-addr,
+      --assessment-addr, --supervision-addr or SMARTSCHOOL_IDENTITY_ADDR,
+      SMARTSCHOOL_CATALOGUE_ADDR, SMARTSCHOOL_ASSESSMENT_ADDR, SMARTSCHOOL_SUPERVISION_ADDR say
+      otherwise: host:port, or several replicas' host:port separated by commas, over which
+      calls are balanced round robin (a replica that is down is skipped). Commands
+      authenticate with SMARTSCHOOL_USERNAME and SMARTSCHOOL_PASSWORD when set, else with the
+      session saved by `smartschool login`.
 
       Example:
         smartschool login --username admin --password-stdin < admin-password
@@ -36,13 +39,40 @@ struct ConnectionOptions: ParsableArguments {
   @Option(help: "Session file (env SMARTSCHOOL_SESSION; default ~/.smartschool/session.json).")
   var session: String?
 
+  @Option(
+    help: "Identity HOST:PORT[,HOST:PORT…] (env SMARTSCHOOL_IDENTITY_ADDR; 127.0.0.1:50051).")
+  var identityAddr: String?
+
+  @Option(
+    help: "Catalogue HOST:PORT[,HOST:PORT…] (env SMARTSCHOOL_CATALOGUE_ADDR; 127.0.0.1:50052).")
+  var catalogueAddr: String?
+
+  @Option(
+    help: "Assessment HOST:PORT[,HOST:PORT…] (env SMARTSCHOOL_ASSESSMENT_ADDR; 127.0.0.1:50053).")
+  var assessmentAddr: String?
+
+  @Option(
+    help:
+      "Supervision HOST:PORT[,HOST:PORT…] (env SMARTSCHOOL_SUPERVISION_ADDR; 127.0.0.1:50054).")
+  var supervisionAddr: String?
+
   var environment: [String: String] { ProcessInfo.processInfo.environment }
 
   var sessionPath: String { session ?? SessionFile.defaultPath(environment) }
 
+  /// The address flags given, by service.
+  var addressFlags: [SmartSchoolService: String] {
+    var flags: [SmartSchoolService: String] = [:]
+    flags[.identity] = identityAddr
+    flags[.catalogue] = catalogueAddr
+    flags[.assessment] = assessmentAddr
+    flags[.supervision] = supervisionAddr
+    return flags
+  }
+
   func addresses() throws -> ServiceAddresses {
     try ServiceAddresses.fromEnvironment(
-      environment, caBundle: caBundle ?? environment["SMARTSCHOOL_CA_BUNDLE"])
+      environment, flags: addressFlags, caBundle: caBundle ?? environment["SMARTSCHOOL_CA_BUNDLE"])
   }
 
   /// A client authenticated by SMARTSCHOOL_USERNAME/PASSWORD, SMARTSCHOOL_CLIENT_ID/SECRET, or
