@@ -126,6 +126,68 @@ import Testing
     }
   }
 
+  /// Students' items arrive over several imports, in several batches, some sent again with
+  /// new scores: every student's report (total, ranks, sizes, percentile rank, z) equals a
+  /// computation from the scores themselves, and so does the statistics' mean.
+  @Test func studentReportsFollowScoresWrittenPiecemeal() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      let classes = [("CL1a", "S1"), ("CL1b", "S1"), ("CL2", "S2")]
+      var scores: [String: [Double]] = [:]
+      var classOf: [String: (String, String)] = [:]
+      var imports: [[ScoreRow]] = [[], [], []]
+      for n in 0..<1200 {
+        let student = String(format: "ext-p%04d", n)
+        let (classCode, school) = classes[n % 3]
+        classOf[student] = (classCode, school)
+        var mine = [Double(n % 11), Double(n % 7), Double((n * 3) % 21), Double(n % 5)]
+        // Item 1 first; items 2–4 in a second import (2,000-row batches split students);
+        // a third import sends item 3 again, changed, for every fourth student.
+        imports[0].append(row("M-K1", student, classCode, school, 1, mine[0]))
+        for item in 2...4 {
+          imports[1].append(row("M-K1", student, classCode, school, Int32(item), mine[item - 1]))
+        }
+        if n % 4 == 0 {
+          mine[2] = Double((n * 7) % 21) + 0.5 > 20 ? 20 : Double((n * 7) % 21) + 0.5
+          imports[2].append(row("M-K1", student, classCode, school, 3, mine[2]))
+        }
+        scores[student] = mine
+      }
+      for rows in imports {
+        let summary = try await w.importScores(rows.reversed())
+        #expect(summary.rejected == 0)
+      }
+      let students = scores.keys.sorted()
+      let totals = students.map { scores[$0]!.reduce(0, +) }
+      let mean = totals.reduce(0, +) / Double(totals.count)
+      let sd = populationSD(totals, mean: mean)
+      for (k, student) in students.enumerated() where k % 37 == 0 {
+        let r = try await w.assessment.getStudentReport(
+          .with {
+            $0.examCode = "M-K1"
+            $0.studentExternalID = student
+          }, metadata: w.auth("aK1"))
+        let total = totals[k]
+        let (classCode, school) = classOf[student]!
+        let classTotals = students.indices.filter { classOf[students[$0]]!.0 == classCode }
+          .map { totals[$0] }
+        let schoolTotals = students.indices.filter { classOf[students[$0]]!.1 == school }
+          .map { totals[$0] }
+        #expect(r.total == total, "\(student)")
+        #expect(r.examRank == Int32(competitionRank(of: total, in: totals)))
+        #expect(r.classRank == Int32(competitionRank(of: total, in: classTotals)))
+        #expect(r.schoolRank == Int32(competitionRank(of: total, in: schoolTotals)))
+        #expect(r.examSize == 1200 && r.classSize == 400)
+        #expect(r.schoolSize == Int32(schoolTotals.count))
+        #expect(r.percentileRank == roundTo2(percentileRank(of: total, in: totals)))
+        #expect(near(r.zScore.value, (total - mean) / sd))
+      }
+      let stats = try await w.assessment.getExamStatistics(
+        .with { $0.examCode = "M-K1" }, metadata: w.auth("aK1"))
+      #expect(stats.scope.count == 1200 && near(stats.scope.mean, mean))
+    }
+  }
+
   @Test func classDiagnosis() async throws {
     try await withWorld { w in
       try await w.scoredExam()
