@@ -110,3 +110,32 @@ struct SearchStoresTests {
     await postgres.storage.close()
   }
 }
+
+/// A page of search results is the same slice of the full ranking however little of it is
+/// asked for: the candidates a page leaves unscored (``Ranking/TopResults`` stops once no
+/// remaining bound can reach the page) never belong on it. On the store `TestStore` chooses.
+@Suite("Search pages")
+struct SearchPageTests {
+  @Test func everyPageIsASliceOfTheFullRanking() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try await openCatalogueStore(dir)
+    _ = try await SearchStoresTests.fill(store)
+    var sliced = 0
+    for judged in SearchCorpus.queries {
+      let full = try await SearchStoresTests.answer(store, judged.query)
+      for (offset, limit) in [(0, 1), (0, 5), (2, 3), (5, 10)] {
+        let page = try await SearchStoresTests.answer(
+          store, judged.query, offset: offset, limit: limit)
+        let end = min(full.ids.count, offset + limit)
+        let start = min(offset, end)
+        #expect(page.ids == Array(full.ids[start..<end]), "\(judged.query) \(offset)+\(limit)")
+        #expect(page.relevance == Array(full.relevance[start..<end]), "\(judged.query)")
+        #expect(page.total == full.total && page.groups == full.groups, "\(judged.query)")
+        if end > start { sliced += 1 }
+      }
+    }
+    #expect(sliced > 150)
+    if let postgres = store as? PostgresCatalogueStore { await postgres.storage.close() }
+  }
+}

@@ -194,5 +194,32 @@ enum CatalogueMigrations {
           """)
       try SQLiteCatalogueStore.rebuildSearchIndex(db)
     }
+    migrator.registerMigration("catalogue.4.search-counts") { db in
+      // Postings hold packed counts and lengths (all a search reads for every match); the
+      // positions move to a table in document order, read for the few best candidates.
+      try db.execute(
+        sql: """
+          DROP TABLE search_postings;
+          CREATE TABLE search_postings (
+            token TEXT NOT NULL,
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            counts INTEGER NOT NULL,
+            lengths INTEGER NOT NULL,
+            PRIMARY KEY (token, resource_seq)
+          ) WITHOUT ROWID;
+          CREATE TABLE search_positions (
+            resource_seq INTEGER NOT NULL REFERENCES resources(seq),
+            token TEXT NOT NULL,
+            title_pos TEXT NOT NULL,
+            keywords_pos TEXT NOT NULL,
+            description_pos TEXT NOT NULL,
+            PRIMARY KEY (resource_seq, token)
+          ) WITHOUT ROWID;
+          DELETE FROM search_documents;
+          UPDATE search_stats SET documents = 0, title_len = 0, keywords_len = 0,
+            description_len = 0;
+          """)
+      try SQLiteCatalogueStore.rebuildSearchIndex(db)
+    }
   }
 }

@@ -200,5 +200,55 @@ extension CatalogueMigrations {
           created_at double precision NOT NULL)
         """,
       ]),
+    // Search postings hold packed counts and lengths (SearchIndex.counts, packLengths: all a
+    // search reads for every match); positions move to search_positions in document order,
+    // read for the few best candidates. Existing rows are converted here in SQL.
+    PostgresMigration(
+      "catalogue.3.search-counts",
+      [
+        """
+        CREATE TABLE search_positions (
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          token text COLLATE "C" NOT NULL,
+          title_pos text NOT NULL,
+          keywords_pos text NOT NULL,
+          description_pos text NOT NULL,
+          PRIMARY KEY (resource_seq, token))
+        """,
+        """
+        INSERT INTO search_positions
+        SELECT resource_seq, token, title_pos, keywords_pos, description_pos FROM search_postings
+        """,
+        """
+        CREATE TABLE search_postings_counted (
+          token text COLLATE "C" NOT NULL,
+          resource_seq bigint NOT NULL REFERENCES resources(seq),
+          counts bigint NOT NULL,
+          lengths bigint NOT NULL)
+        """,
+        """
+        INSERT INTO search_postings_counted (token, resource_seq, counts, lengths)
+        SELECT p.token, p.resource_seq,
+          (SELECT coalesce(sum((least(f.aligned, 1023) << (20 * f.field))
+              | (least(f.loose, 1023) << (20 * f.field + 10))), 0)::bigint
+            FROM (
+              SELECT (x.o - 1)::int AS field,
+                count(*) FILTER (WHERE v.p::int >= 0)::bigint AS aligned,
+                count(*) FILTER (WHERE v.p::int < 0)::bigint AS loose
+              FROM unnest(ARRAY[p.title_pos, p.keywords_pos, p.description_pos])
+                WITH ORDINALITY AS x(pos, o)
+                CROSS JOIN LATERAL unnest(string_to_array(x.pos, ',')) AS v(p)
+              GROUP BY x.o) AS f)
+          | (CASE WHEN string_to_array(p.title_pos, ',') && ARRAY['0', '-1']
+              THEN (1::bigint << 60) ELSE 0::bigint END),
+          (least(d.title_len, 1048575)::bigint
+            | (least(d.keywords_len, 1048575)::bigint << 20)
+            | (least(d.description_len, 1048575)::bigint << 40))
+        FROM search_postings p JOIN search_documents d ON d.resource_seq = p.resource_seq
+        """,
+        "DROP TABLE search_postings",
+        "ALTER TABLE search_postings_counted RENAME TO search_postings",
+        "ALTER TABLE search_postings ADD PRIMARY KEY (token, resource_seq)",
+      ]),
   ]
 }

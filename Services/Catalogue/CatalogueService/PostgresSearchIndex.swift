@@ -1,11 +1,14 @@
 import Foundation
+import NIOCore
 import PostgresNIO
 import ServiceRuntime
 
 // The search index's SQL on PostgreSQL: the statements of SearchIndexStore.swift (SQLite) over
-// the same tables, with a resource's postings written as one statement over arrays. The rows
-// are scored in Swift by the same ``Ranking/relevance(query:document:stats:frequencies:facets:)``
-// whatever order they arrive in, so both stores return the same results in the same order.
+// the same tables, with a resource's rows written as one statement per table over arrays. The
+// rows are scored in Swift by the same ``Ranking/Scorer`` whatever order they arrive in, so
+// both stores return the same results in the same order. A search's matches come back as one
+// packed bytea (fixed-size binary records): decoding a row costs postgres-nio far more than
+// the query spends on it, and a common word matches thousands.
 extension PostgresCatalogueStore {
   /// Writes a resource's index rows (replacing any), in the caller's write transaction.
   static func indexResource(
@@ -21,26 +24,28 @@ extension PostgresCatalogueStore {
     }
     let doc = SearchIndex.document(
       title: title, keywords: keywords, description: description, editionName: editionName)
+    // The document, its postings and its positions in one statement (one round trip).
+    let postings = doc.postings.sorted(by: { $0.key < $1.key })
+    let tokens = postings.map(\.key)
+    let counts = postings.map { SearchIndex.counts($0.value) }
+    let lengths = SearchIndex.packLengths(doc.lengths)
+    let titles = postings.map { SearchIndex.encode($0.value.positions[0]) }
+    let keywords = postings.map { SearchIndex.encode($0.value.positions[1]) }
+    let descriptions = postings.map { SearchIndex.encode($0.value.positions[2]) }
     try await tx.execute(
       """
-      INSERT INTO search_documents (resource_seq, title_len, keywords_len, description_len)
-      VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]))
+      WITH document AS (
+        INSERT INTO search_documents (resource_seq, title_len, keywords_len, description_len)
+        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]))),
+      postings AS (
+        INSERT INTO search_postings (token, resource_seq, counts, lengths)
+        SELECT t, \(seq), c, \(lengths)
+        FROM unnest(\(tokens)::text[], \(counts)::bigint[]) AS u(t, c))
+      INSERT INTO search_positions (resource_seq, token, title_pos, keywords_pos, description_pos)
+      SELECT \(seq), t, a, b, c
+      FROM unnest(\(tokens)::text[], \(titles)::text[], \(keywords)::text[],
+        \(descriptions)::text[]) AS u(t, a, b, c)
       """)
-    let postings = doc.postings.sorted(by: { $0.key < $1.key })
-    if !postings.isEmpty {
-      let tokens = postings.map(\.key)
-      let titles = postings.map { SearchIndex.encode($0.value.positions[0]) }
-      let keywords = postings.map { SearchIndex.encode($0.value.positions[1]) }
-      let descriptions = postings.map { SearchIndex.encode($0.value.positions[2]) }
-      try await tx.execute(
-        """
-        INSERT INTO search_postings
-          (token, resource_seq, title_pos, keywords_pos, description_pos)
-        SELECT t, \(seq), a, b, c
-        FROM unnest(\(tokens)::text[], \(titles)::text[], \(keywords)::text[],
-          \(descriptions)::text[]) AS u(t, a, b, c)
-        """)
-    }
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try await updateStats(
       tx, documents: old == nil ? 1 : 0, lengths: zip(doc.lengths, before).map { $0 - $1 })
@@ -52,7 +57,7 @@ extension PostgresCatalogueStore {
     try await updateStats(tx, documents: -1, lengths: old.map { -$0 })
   }
 
-  /// Deletes a resource's postings and document row; its field lengths, `nil` when it had none.
+  /// Deletes a resource's index rows; its field lengths, `nil` when it had none.
   static func removePostings(_ tx: PostgresTransaction, seq: Int64) async throws -> [Int]? {
     guard
       let row = try await tx.one(
@@ -61,7 +66,12 @@ extension PostgresCatalogueStore {
         RETURNING title_len, keywords_len, description_len
         """)
     else { return nil }
-    try await tx.execute("DELETE FROM search_postings WHERE resource_seq = \(seq)")
+    try await tx.execute(
+      """
+      DELETE FROM search_postings WHERE resource_seq = \(seq)
+        AND token IN (SELECT token FROM search_positions WHERE resource_seq = \(seq))
+      """)
+    try await tx.execute("DELETE FROM search_positions WHERE resource_seq = \(seq)")
     return [
       try row["title_len"].decode(Int.self), try row["keywords_len"].decode(Int.self),
       try row["description_len"].decode(Int.self),
@@ -86,7 +96,7 @@ extension PostgresCatalogueStore {
     _ tx: PostgresTransaction, query: SearchQuery, conditions c: Conditions, offset: Int,
     limit: Int
   ) async throws -> SearchPage {
-    let tokens = query.tokens
+    let queryTokens = query.tokens
     var stats = SearchIndex.Stats()
     if let row = try await tx.one(
       "SELECT documents, title_len, keywords_len, description_len FROM search_stats WHERE id = 1")
@@ -100,12 +110,14 @@ extension PostgresCatalogueStore {
     var frequencies: [String: Int] = [:]
     for row in try await tx.query(
       """
-      SELECT token, count(*) AS n FROM search_postings WHERE token = ANY(\(tokens))
+      SELECT token, count(*) AS n FROM search_postings WHERE token = ANY(\(queryTokens))
       GROUP BY token
       """)
     {
       frequencies[try row["token"].decode(String.self)] = try row["n"].decode(Int.self)
     }
+    let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
+    let tokens = scorer.tokens
 
     var q = c
     let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
@@ -114,46 +126,77 @@ extension PostgresCatalogueStore {
       ? "0"
       : """
       (SELECT count(*) FROM search_postings e
-        WHERE e.resource_seq = p.resource_seq AND e.token = ANY(\(q.bind(editions))))
+        WHERE e.resource_seq = p.resource_seq AND e.token = ANY(\(q.bind(editions))))::int
       """
+    // The token's index in `tokens` rather than its text.
+    let tokenIndex =
+      "CASE p.token "
+      + tokens.indices.map { "WHEN \(q.bind(tokens[$0])) THEN \($0) " }.joined() + "END"
+    // One record of `recordSize` bytes per posting: seq, token index, counts, lengths, stage,
+    // grade, subject, type, popularity, has a boosted edition.
     let sql = """
-      SELECT p.resource_seq AS seq, p.token, p.title_pos, p.keywords_pos, p.description_pos,
-        d.title_len, d.keywords_len, d.description_len, r.stage, r.grade, r.subject, r.type,
-        r.popularity, \(editionColumn) AS editions
-      FROM search_postings p JOIN search_documents d ON d.resource_seq = p.resource_seq
-        JOIN resources r ON r.seq = p.resource_seq
+      SELECT string_agg(int8send(p.resource_seq) || int4send(\(tokenIndex))
+          || int8send(p.counts) || int8send(p.lengths) || int4send(r.stage)
+          || int4send(r.grade) || int4send(r.subject) || int4send(r.type) || float8send(r.popularity) || int4send(\(editionColumn)),
+        ''::bytea)
+      FROM search_postings p JOIN resources r ON r.seq = p.resource_seq
       WHERE p.token = ANY(\(q.bind(tokens))) AND \(c.sql)
       """
-    var candidates: [Int64: Ranking.SearchCandidate] = [:]
-    for row in try await tx.query(q.query(sql)) {
-      let seq = try row["seq"].decode(Int64.self)
-      var candidate = candidates[seq] ?? Ranking.SearchCandidate()
-      if candidate.document.postings.isEmpty {
-        candidate.document.lengths = [
-          try row["title_len"].decode(Int.self), try row["keywords_len"].decode(Int.self),
-          try row["description_len"].decode(Int.self),
-        ]
-        candidate.subject = try row["subject"].decode(Int.self)
-        candidate.grade = try row["grade"].decode(Int.self)
-        candidate.type = try row["type"].decode(Int.self)
-        candidate.popularity = try row["popularity"].decode(Double.self)
-        candidate.facets = SearchFacets(
-          stages: [try row["stage"].decode(Int.self)], grades: [candidate.grade],
-          subjects: [candidate.subject], types: [candidate.type],
-          editions: try row["editions"].decode(Int.self) > 0 ? query.boosts.editions : [])
+    let recordSize = 8 + 4 + 8 + 8 + 4 * 4 + 8 + 4
+    var candidates: [Ranking.SearchCandidate] = []
+    var bySeq: [Int64: Int] = [:]
+    if let row = try await tx.one(q.query(sql)),
+      var packed = try row[0].decode(ByteBuffer?.self)
+    {
+      candidates.reserveCapacity(packed.readableBytes / recordSize)
+      func int32(_ b: inout ByteBuffer) -> Int { Int(b.readInteger(as: Int32.self)!) }
+      while packed.readableBytes >= recordSize {
+        let seq = packed.readInteger(as: Int64.self)!
+        let token = int32(&packed)
+        let counts = packed.readInteger(as: Int64.self)!
+        if let i = bySeq[seq] {
+          candidates[i].counts[token] = counts
+          packed.moveReaderIndex(forwardBy: recordSize - 20)
+          continue
+        }
+        let lengths = packed.readInteger(as: Int64.self)!
+        var candidate = Ranking.SearchCandidate(
+          sequence: seq, counts: Array(repeating: -1, count: tokens.count), lengths: lengths,
+          stage: int32(&packed), grade: int32(&packed), subject: int32(&packed),
+          type: int32(&packed),
+          hasEdition: false,
+          popularity: Double(bitPattern: packed.readInteger(as: UInt64.self)!))
+        candidate.hasEdition = int32(&packed) > 0
+        candidate.counts[token] = counts
+        bySeq[seq] = candidates.count
+        candidates.append(candidate)
       }
-      candidate.document.postings[try row["token"].decode(String.self)] = SearchIndex.Posting(
-        positions: [
-          SearchIndex.decode(try row["title_pos"].decode(String.self)),
-          SearchIndex.decode(try row["keywords_pos"].decode(String.self)),
-          SearchIndex.decode(try row["description_pos"].decode(String.self)),
-        ])
-      candidates[seq] = candidate
     }
 
-    let (keys, counts) = Ranking.rank(
-      candidates, query: query, stats: stats, frequencies: frequencies)
-    let page = keys.dropFirst(offset).prefix(limit)
+    var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
+    let pairTokens = top.pairTokens.map { tokens[$0] }
+    let pairIndex = Dictionary(uniqueKeysWithValues: top.pairTokens.map { (tokens[$0], $0) })
+    while let batch = top.nextBatch() {
+      var positions: [Int64: [Int: SearchIndex.Posting]] = [:]
+      for row in try await tx.query(
+        """
+        SELECT resource_seq, token, title_pos, keywords_pos, description_pos
+        FROM search_positions WHERE resource_seq = ANY(\(batch)) AND token = ANY(\(pairTokens))
+        """)
+      {
+        guard let token = pairIndex[try row["token"].decode(String.self)] else { continue }
+        positions[try row["resource_seq"].decode(Int64.self), default: [:]][token] =
+          SearchIndex.Posting(
+            positions: [
+              SearchIndex.decode(try row["title_pos"].decode(String.self)),
+              SearchIndex.decode(try row["keywords_pos"].decode(String.self)),
+              SearchIndex.decode(try row["description_pos"].decode(String.self)),
+            ])
+      }
+      top.refine(positions)
+    }
+
+    let page = top.keys.dropFirst(offset)
     var hits: [(resource: StoredResource, relevance: Double)] = []
     if !page.isEmpty {
       let seqs = page.map(\.sequence)
@@ -163,9 +206,6 @@ extension PostgresCatalogueStore {
       let bySeq = Dictionary(fetched.map { ($0.seq, $0) }, uniquingKeysWith: { a, _ in a })
       hits = page.compactMap { key in bySeq[key.sequence].map { ($0, key.relevance) } }
     }
-    let groups = counts.sorted { $0.key < $1.key }.map {
-      (subject: $0.key.subject, grade: $0.key.grade, type: $0.key.type, count: $0.value)
-    }
-    return SearchPage(hits: hits, total: keys.count, groups: groups)
+    return SearchPage(hits: hits, total: top.total, groups: top.groups)
   }
 }

@@ -2,9 +2,15 @@ import SmartSchoolModel
 
 /// The catalogue's own inverted index, as plain rows any SQL store keeps the same way:
 ///
-/// - `search_postings (token, resource_seq, title_pos, keywords_pos, description_pos)`: one row
-///   per token and resource, each field's positions as comma-separated offsets (an occurrence
-///   that straddles two dictionary words is written `-(offset + 1)`); facet tokens
+/// - `search_postings (token, resource_seq, counts, lengths)`: one row per token and resource,
+///   in token order, holding only what scoring every match needs (``counts(_:)``: per field the
+///   occurrences inside a dictionary word and those straddling two, and whether the title
+///   starts with the token; ``packLengths(_:)``: the document's field lengths). A search reads
+///   these for all its matches, with no text to parse.
+/// - `search_positions (resource_seq, token, title_pos, keywords_pos, description_pos)`: the
+///   same rows in document order with each field's positions as comma-separated offsets (an
+///   occurrence that straddles two dictionary words is written `-(offset + 1)`). Only
+///   proximity needs them, so a search reads them for its few best candidates; facet tokens
 ///   (``editionToken(_:)``) have no positions.
 /// - `search_documents (resource_seq, title_len, keywords_len, description_len)`: field lengths
 ///   in tokens (bigrams and words; the characters of longer runs do not count).
@@ -69,6 +75,53 @@ enum SearchIndex {
   /// A field's positions as stored.
   static func encode(_ positions: [Int]) -> String {
     positions.map(String.init).joined(separator: ",")
+  }
+
+  /// Largest occurrence count kept per field and kind in ``counts(_:)`` (a field repeating a
+  /// token more often scores as if it had this many: BM25 has long saturated).
+  static let countLimit = 1023
+  /// Largest field length kept in ``packLengths(_:)``.
+  static let lengthLimit = (1 << 20) - 1
+  /// The bit of ``counts(_:)`` set when the title's first token is this one.
+  static let titleStartBit: Int64 = 1 << 60
+
+  /// A posting's statistics as one integer: for field f, the occurrences inside one word at
+  /// bits 20f…20f+9 and those straddling two words at 20f+10…20f+19; ``titleStartBit``.
+  static func counts(_ posting: Posting) -> Int64 {
+    var packed: Int64 = 0
+    for field in 0..<fieldCount {
+      let positions = posting.positions[field]
+      let aligned = positions.count { $0 >= 0 }
+      let loose = positions.count - aligned
+      packed |= Int64(min(aligned, countLimit)) << (20 * field)
+      packed |= Int64(min(loose, countLimit)) << (20 * field + 10)
+    }
+    if posting.positions[0].contains(where: { offset($0) == 0 }) { packed |= titleStartBit }
+    return packed
+  }
+
+  /// Occurrences in `field` inside one word, from ``counts(_:)``.
+  @inline(__always) static func aligned(_ counts: Int64, _ field: Int) -> Int {
+    Int((counts >> (20 * field)) & 1023)
+  }
+
+  /// Occurrences in `field` straddling two words, from ``counts(_:)``.
+  @inline(__always) static func loose(_ counts: Int64, _ field: Int) -> Int {
+    Int((counts >> (20 * field + 10)) & 1023)
+  }
+
+  /// Field lengths as one integer, 20 bits each.
+  static func packLengths(_ lengths: [Int]) -> Int64 {
+    var packed: Int64 = 0
+    for field in 0..<fieldCount {
+      packed |= Int64(min(max(lengths[field], 0), lengthLimit)) << (20 * field)
+    }
+    return packed
+  }
+
+  /// One field's length from ``packLengths(_:)``.
+  @inline(__always) static func length(_ packed: Int64, _ field: Int) -> Int {
+    Int((packed >> (20 * field)) & Int64(lengthLimit))
   }
 
   /// Positions as stored, decoded.

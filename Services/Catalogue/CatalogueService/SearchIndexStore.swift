@@ -3,14 +3,17 @@ import ServiceRuntime
 
 // The search index's SQL on SQLite (see ``SearchIndex`` for the tables). Every statement is
 // plain SQL that PostgreSQL runs as written, except `IN (?, …)` lists (`= ANY($1)` there); the
-// scores are computed in Swift (``Ranking/relevance(query:document:stats:frequencies:facets:)``)
-// from the rows, whatever order they come in, so both stores rank the same rows identically.
+// scores are computed in Swift (``Ranking/Scorer``) from the rows, whatever order they come
+// in, so both stores rank the same rows identically.
 //
-// Porting: the tables become plain tables (no WITHOUT ROWID) with the same keys; `CROSS JOIN`
-// only fixes SQLite's join order and means an inner join on PostgreSQL; the single
-// `search_stats` row is updated by every indexing write (on PostgreSQL writers queue on its row
-// lock for the rest of their transaction: update it last, as here, or shard it).
+// A resource's rows go in as multi-row INSERTs (one statement per 100 rows). A search reads
+// the packed counts of every posting of its tokens joined with the visible resources (no
+// text), then positions only for the candidates ``Ranking/TopResults`` asks for.
+
 extension SQLiteCatalogueStore {
+  /// Rows per multi-row INSERT of index rows.
+  static let indexInsertRows = 100
+
   /// Writes a resource's index rows (replacing any), in the caller's write transaction.
   static func indexResource(
     _ db: Database, seq: Int64, title: String, keywords: [String], description: String,
@@ -31,18 +34,34 @@ extension SQLiteCatalogueStore {
         VALUES (?, ?, ?, ?)
         """
     ).execute(arguments: [seq, doc.lengths[0], doc.lengths[1], doc.lengths[2]])
-    let insert = try db.cachedStatement(
-      sql: """
-        INSERT INTO search_postings
-          (token, resource_seq, title_pos, keywords_pos, description_pos)
-        VALUES (?, ?, ?, ?, ?)
-        """)
-    for (token, posting) in doc.postings.sorted(by: { $0.key < $1.key }) {
-      try insert.execute(
-        arguments: [
-          token, seq, SearchIndex.encode(posting.positions[0]),
+    let postings = doc.postings.sorted(by: { $0.key < $1.key })
+    let lengths = SearchIndex.packLengths(doc.lengths)
+    var start = 0
+    while start < postings.count {
+      let chunk = postings[start..<min(start + indexInsertRows, postings.count)]
+      start += chunk.count
+      var counts: [any DatabaseValueConvertible] = []
+      var positions: [any DatabaseValueConvertible] = []
+      counts.reserveCapacity(chunk.count * 4)
+      positions.reserveCapacity(chunk.count * 5)
+      for (token, posting) in chunk {
+        counts += [token, seq, SearchIndex.counts(posting), lengths]
+        positions += [
+          seq, token, SearchIndex.encode(posting.positions[0]),
           SearchIndex.encode(posting.positions[1]), SearchIndex.encode(posting.positions[2]),
-        ])
+        ]
+      }
+      try db.cachedStatement(
+        sql: "INSERT INTO search_postings (token, resource_seq, counts, lengths) VALUES "
+          + Array(repeating: "(?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
+      ).execute(arguments: StatementArguments(counts))
+      try db.cachedStatement(
+        sql: """
+          INSERT INTO search_positions
+            (resource_seq, token, title_pos, keywords_pos, description_pos) VALUES
+          """
+          + Array(repeating: "(?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
+      ).execute(arguments: StatementArguments(positions))
     }
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try updateStats(
@@ -55,7 +74,7 @@ extension SQLiteCatalogueStore {
     try updateStats(db, documents: -1, lengths: old.map { -$0 })
   }
 
-  /// Deletes a resource's postings and document row; its field lengths, `nil` when it had none.
+  /// Deletes a resource's index rows; its field lengths, `nil` when it had none.
   static func removePostings(_ db: Database, seq: Int64) throws -> [Int]? {
     guard
       let row = try Row.fetchOne(
@@ -65,7 +84,13 @@ extension SQLiteCatalogueStore {
             WHERE resource_seq = ?
             """), arguments: [seq])
     else { return nil }
-    try db.cachedStatement(sql: "DELETE FROM search_postings WHERE resource_seq = ?")
+    try db.cachedStatement(
+      sql: """
+        DELETE FROM search_postings WHERE resource_seq = ?
+          AND token IN (SELECT token FROM search_positions WHERE resource_seq = ?)
+        """
+    ).execute(arguments: [seq, seq])
+    try db.cachedStatement(sql: "DELETE FROM search_positions WHERE resource_seq = ?")
       .execute(arguments: [seq])
     try db.cachedStatement(sql: "DELETE FROM search_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
@@ -82,8 +107,11 @@ extension SQLiteCatalogueStore {
     ).execute(arguments: [documents, lengths[0], lengths[1], lengths[2]])
   }
 
-  /// Indexes every live resource (the migration that adds the index).
+  /// Indexes every live resource (the migration that adds the index's current tables; the
+  /// earlier migration that made the first tables calls it too, and then it does nothing,
+  /// since the later one rebuilds).
   static func rebuildSearchIndex(_ db: Database) throws {
+    guard try db.tableExists("search_positions") else { return }
     let rows = try Row.fetchAll(
       db,
       sql: """
@@ -116,11 +144,10 @@ extension SQLiteCatalogueStore {
     }
   }
 
-  /// One page of results for a query with words, within conditions `c` on `resources r`.
-  static func searchText(
-    _ db: Database, query: SearchQuery, conditions c: Conditions, offset: Int, limit: Int
-  ) throws -> SearchPage {
-    let tokens = query.tokens
+  /// The collection statistics and the document frequencies of `tokens`.
+  static func searchStatistics(_ db: Database, tokens: [String]) throws
+    -> (SearchIndex.Stats, [String: Int])
+  {
     var stats = SearchIndex.Stats()
     if let row = try Row.fetchOne(
       db.cachedStatement(
@@ -129,8 +156,8 @@ extension SQLiteCatalogueStore {
           WHERE id = 1
           """))
     {
-      stats.documents = row["documents"]
-      stats.lengths = [row["title_len"], row["keywords_len"], row["description_len"]]
+      stats.documents = row[0]
+      stats.lengths = [row[1], row[2], row[3]]
     }
     var frequencies: [String: Int] = [:]
     for row in try Row.fetchAll(
@@ -140,9 +167,18 @@ extension SQLiteCatalogueStore {
         WHERE token IN (\(placeholders(tokens.count))) GROUP BY token
         """, arguments: StatementArguments(tokens))
     {
-      frequencies[row["token"]] = row["n"]
+      frequencies[row[0]] = row[1]
     }
+    return (stats, frequencies)
+  }
 
+  /// One page of results for a query with words, within conditions `c` on `resources r`.
+  static func searchText(
+    _ db: Database, query: SearchQuery, conditions c: Conditions, offset: Int, limit: Int
+  ) throws -> SearchPage {
+    let (stats, frequencies) = try searchStatistics(db, tokens: query.tokens)
+    let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
+    let tokens = scorer.tokens
     let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
     let editionColumn =
       editions.isEmpty
@@ -151,45 +187,60 @@ extension SQLiteCatalogueStore {
       (SELECT count(*) FROM search_postings e
         WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count))))
       """
-    var candidates: [Int64: Ranking.SearchCandidate] = [:]
+    // The token's index in `tokens` rather than its text.
+    let tokenIndex =
+      "CASE p.token " + tokens.indices.map { "WHEN ? THEN \($0) " }.joined() + "END"
+    var candidates: [Ranking.SearchCandidate] = []
+    var bySeq: [Int64: Int] = [:]
     let rows = try Row.fetchCursor(
       db,
       sql: """
-        SELECT p.resource_seq AS seq, p.token, p.title_pos, p.keywords_pos, p.description_pos,
-          d.title_len, d.keywords_len, d.description_len, r.stage, r.grade, r.subject, r.type,
-          r.popularity, \(editionColumn) AS editions
-        FROM search_postings p CROSS JOIN search_documents d CROSS JOIN resources r
-        WHERE p.token IN (\(placeholders(tokens.count))) AND d.resource_seq = p.resource_seq
-          AND r.seq = p.resource_seq AND \(c.sql)
+        SELECT p.resource_seq, \(tokenIndex), p.counts, p.lengths, r.stage, r.grade, r.subject,
+          r.type, r.popularity, \(editionColumn)
+        FROM search_postings p CROSS JOIN resources r
+        WHERE p.token IN (\(placeholders(tokens.count))) AND r.seq = p.resource_seq AND \(c.sql)
         """,
-      arguments: StatementArguments(editions + tokens + c.arguments))
+      arguments: StatementArguments(tokens + editions + tokens + c.arguments))
     while let row = try rows.next() {
-      let seq: Int64 = row["seq"]
-      var candidate = candidates[seq] ?? Ranking.SearchCandidate()
-      if candidate.document.postings.isEmpty {
-        candidate.document.lengths = [
-          row["title_len"], row["keywords_len"], row["description_len"],
-        ]
-        candidate.subject = row["subject"]
-        candidate.grade = row["grade"]
-        candidate.type = row["type"]
-        candidate.popularity = row["popularity"]
-        candidate.facets = SearchFacets(
-          stages: [row["stage"]], grades: [candidate.grade], subjects: [candidate.subject],
-          types: [candidate.type],
-          editions: (row["editions"] as Int) > 0 ? query.boosts.editions : [])
+      let seq: Int64 = row[0]
+      let token: Int = row[1]
+      if let i = bySeq[seq] {
+        candidates[i].counts[token] = row[2]
+        continue
       }
-      candidate.document.postings[row["token"]] = SearchIndex.Posting(
-        positions: [
-          SearchIndex.decode(row["title_pos"]), SearchIndex.decode(row["keywords_pos"]),
-          SearchIndex.decode(row["description_pos"]),
-        ])
-      candidates[seq] = candidate
+      var candidate = Ranking.SearchCandidate(
+        sequence: seq, counts: Array(repeating: -1, count: tokens.count), lengths: row[3],
+        stage: row[4], grade: row[5], subject: row[6], type: row[7],
+        hasEdition: (row[9] as Int) > 0, popularity: row[8])
+      candidate.counts[token] = row[2]
+      bySeq[seq] = candidates.count
+      candidates.append(candidate)
     }
 
-    let (keys, counts) = Ranking.rank(
-      candidates, query: query, stats: stats, frequencies: frequencies)
-    let page = keys.dropFirst(offset).prefix(limit)
+    var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
+    let pairTokens = top.pairTokens.map { tokens[$0] }
+    let pairIndex = Dictionary(uniqueKeysWithValues: top.pairTokens.map { (tokens[$0], $0) })
+    while let batch = top.nextBatch() {
+      var positions: [Int64: [Int: SearchIndex.Posting]] = [:]
+      for row in try Row.fetchAll(
+        db,
+        sql: """
+          SELECT resource_seq, token, title_pos, keywords_pos, description_pos
+          FROM search_positions
+          WHERE resource_seq IN (\(placeholders(batch.count)))
+            AND token IN (\(placeholders(pairTokens.count)))
+          """, arguments: StatementArguments(batch) + StatementArguments(pairTokens))
+      {
+        guard let token = pairIndex[row[1]] else { continue }
+        positions[row[0], default: [:]][token] = SearchIndex.Posting(
+          positions: [
+            SearchIndex.decode(row[2]), SearchIndex.decode(row[3]), SearchIndex.decode(row[4]),
+          ])
+      }
+      top.refine(positions)
+    }
+
+    let page = top.keys.dropFirst(offset)
     var hits: [(resource: StoredResource, relevance: Double)] = []
     if !page.isEmpty {
       let seqs = page.map(\.sequence)
@@ -199,10 +250,7 @@ extension SQLiteCatalogueStore {
       let bySeq = Dictionary(fetched.map { ($0.seq, $0) }, uniquingKeysWith: { a, _ in a })
       hits = page.compactMap { key in bySeq[key.sequence].map { ($0, key.relevance) } }
     }
-    let groups = counts.sorted { $0.key < $1.key }.map {
-      (subject: $0.key.subject, grade: $0.key.grade, type: $0.key.type, count: $0.value)
-    }
-    return SearchPage(hits: hits, total: keys.count, groups: groups)
+    return SearchPage(hits: hits, total: top.total, groups: top.groups)
   }
 }
 

@@ -1,10 +1,14 @@
 // catalogue-bench: the catalogue at province scale (100,000 resources with generated Chinese
-// titles) through a real server on loopback, each figure printed with its ratio to a baseline
-// measured in the same run; search latency (p50/p95/p99) per kind of query.
+// titles) through a real server on loopback, on SQLite and, given a server, on PostgreSQL in
+// the same run; each figure printed with its ratio to a baseline measured in the same run;
+// search latency (p50/p95/p99) per kind of query; a summary of both stores side by side.
 //
-//   swift build -c release --static-swift-stdlib --scratch-path .build-release \
-//     --product catalogue-bench
-//   .build-release/release/catalogue-bench [resources] [scratch directory]
+//   swift build -c release --product catalogue-bench
+//   .build/release/catalogue-bench [resources] [scratch directory]
+//     [--database-url postgres://user@host:port/db]
+//
+// The PostgreSQL server also comes from SMARTSCHOOL_BENCH_DATABASE_URL; the bench makes a fresh
+// database on it (its role needs CREATEDB) and drops it at the end (needs `psql`).
 import CatalogueService
 import Crypto
 import Dispatch
@@ -15,14 +19,83 @@ import Logging
 import ServiceRuntime
 import SmartSchoolModel
 import SwiftProtobuf
+import Synchronization
 
 typealias Client = Smartschool_Catalogue_V1_CatalogueService.Client<HTTP2ClientTransport.Posix>
 
-let arguments = CommandLine.arguments
-let resourceCount = arguments.count > 1 ? Int(arguments[1]) ?? 100_000 : 100_000
-let scratch =
-  (arguments.count > 2 ? arguments[2] : NSTemporaryDirectory())
-  + "/catalogue-bench-" + UUID().uuidString
+var positional: [String] = []
+var serverURL = ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_DATABASE_URL"]
+do {
+  var rest = CommandLine.arguments.dropFirst()
+  while let argument = rest.popFirst() {
+    if argument == "--database-url", let value = rest.popFirst() {
+      serverURL = value
+    } else if argument.hasPrefix("--") {
+      FileHandle.standardError.write(
+        Data(
+          ("usage: catalogue-bench [resources] [scratch directory] "
+            + "[--database-url postgres://user@host:port/db]\n").utf8))
+      exit(64)
+    } else {
+      positional.append(argument)
+    }
+  }
+}
+let resourceCount = positional.count > 0 ? Int(positional[0]) ?? 100_000 : 100_000
+let scratchRoot = positional.count > 1 ? positional[1] : NSTemporaryDirectory()
+let server: DatabaseSettings?
+do {
+  server = try serverURL.flatMap { $0.isEmpty ? nil : try DatabaseSettings(url: $0, poolSize: 10) }
+} catch {
+  FileHandle.standardError.write(Data("catalogue-bench: --database-url: \(error)\n".utf8))
+  exit(64)
+}
+
+/// Where a run's store lives.
+enum BenchStore {
+  case sqlite
+  case postgresql(server: DatabaseSettings)
+
+  var name: String {
+    switch self {
+    case .sqlite: "SQLite"
+    case .postgresql: "PostgreSQL"
+    }
+  }
+}
+
+/// A run's figures, for the summary.
+struct Figures {
+  var store = ""
+  var floorP50 = 0.0
+  var createRate = 0.0
+  var getRate = 0.0
+  var search: [(name: String, hits: Int, p50: Double, p99: Double)] = []
+  var load = ""
+}
+
+/// The load average now (1, 5, 15 minutes).
+func loadAverage() -> String {
+  let text = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? ""
+  return text.split(separator: " ").prefix(3).joined(separator: " ")
+}
+
+/// `psql -c command` on `server`'s database.
+func psql(_ server: DatabaseSettings, _ command: String) throws {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  process.arguments = [
+    "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", server.host, "-p", String(server.port),
+    "-U", server.username, "-d", server.database, "-c", command,
+  ]
+  var environment = ProcessInfo.processInfo.environment
+  environment["PGSSLMODE"] = server.tls.rawValue
+  environment["PGPASSWORD"] = server.password
+  process.environment = environment
+  process.standardOutput = FileHandle.nullDevice
+  try process.run()
+  process.waitUntilExit()
+}
 
 // MARK: Measuring
 
@@ -233,7 +306,19 @@ let schools = tree.schools
 
 let signingKey = Curve25519.Signing.PrivateKey()
 let signer = TokenSigner(keyID: "bench", key: signingKey)
+/// Signed tokens by user, role and org: each caller signs once, as a real client reuses its
+/// token (the GetResource baseline does too), so rates compare the server's work.
+let signedTokens = Mutex<[String: Metadata]>([:])
+
 func token(_ user: String, _ role: String, at code: String) -> Metadata {
+  let key = user + "|" + role + "|" + code
+  if let cached = signedTokens.withLock({ $0[key] }) { return cached }
+  let made = signToken(user, role, at: code)
+  signedTokens.withLock { $0[key] = made }
+  return made
+}
+
+func signToken(_ user: String, _ role: String, at code: String) -> Metadata {
   let t = Int64(Date().timeIntervalSince1970)
   let claims = AccessTokenClaims(
     iss: smartSchoolTokenIssuer, sub: user, usr: user, knd: "teacher", sid: "s", iat: t,
@@ -243,7 +328,10 @@ func token(_ user: String, _ role: String, at code: String) -> Metadata {
 
 // MARK: The run
 
-func run() async throws {
+func run(on store: BenchStore) async throws -> Figures {
+  var figures = Figures()
+  figures.store = store.name
+  let scratch = scratchRoot + "/catalogue-bench-" + UUID().uuidString
   try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
   defer { try? FileManager.default.removeItem(atPath: scratch) }
   let publicKey = signingKey.publicKey
@@ -255,6 +343,20 @@ func run() async throws {
   settings.directoryPollInterval = .seconds(3600)
   var config = HostConfig.ephemeral(service: "catalogue", dataDirectory: scratch + "/data")
   config.metricsPort = -1
+  var database: DatabaseSettings? = nil
+  if case .postgresql(let server) = store {
+    let name = "catalogue_bench_" + UUID().uuidString.prefix(8).lowercased()
+    try await PostgresStore.createDatabaseIfMissing(on: server, name: name)
+    database = server.with(database: name)
+    config.database = database
+  }
+  defer {
+    if let database {
+      try? psql(
+        database.with(database: "postgres"),
+        "DROP DATABASE IF EXISTS \(database.database) WITH (FORCE)")
+    }
+  }
   var logger = Logger(label: "catalogue-bench")
   logger.logLevel = .critical
   let definition = try await buildCatalogueService(
@@ -274,8 +376,8 @@ func run() async throws {
     let reviewer = token("reviewer", "resource_reviewer", at: "P")
     let searcher = token("searcher", "teacher", at: "S0-0")
     line(
-      "catalogue-bench: \(resourceCount) resources, 5 counties × 10 schools, loopback, "
-        + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
+      "\n== \(store.name): \(resourceCount) resources, 5 counties × 10 schools, loopback, "
+        + "\(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadAverage())")
 
     // RPC floor: GetResource of one resource, sequential.
     let probe = try await client.createResource(
@@ -296,6 +398,7 @@ func run() async throws {
     }
     let floorP50 = percentile(floor.sorted(), 0.5)
     let floorP95 = percentile(floor.sorted(), 0.95)
+    figures.floorP50 = floorP50
     line(
       String(
         format: "RPC floor (GetResource, sequential)          p50 %6.2f ms  p95 %6.2f ms",
@@ -341,6 +444,8 @@ func run() async throws {
       try await group.waitForAll()
     }
     let getRate = Double(getCount) / (Double(now() - getStart) / 1e9)
+    figures.createRate = createRate
+    figures.getRate = getRate
     line(
       String(
         format:
@@ -506,6 +611,9 @@ func run() async throws {
       latencyRow(
         name + " (avg \(hits / samples.count) hits)", samples, baseline: floorP95,
         target: "target p50 < 20 ms")
+      let sorted = samples.sorted()
+      figures.search.append(
+        (name, hits / samples.count, percentile(sorted, 0.5), percentile(sorted, 0.99)))
     }
 
     // List by filter, first pages and a deep page.
@@ -638,8 +746,40 @@ func run() async throws {
           "download 100 MB (256 KiB chunks)              %7.0f MB/s   cat %7.0f MB/s   ratio %.3f",
         downloadRate, catRate, downloadRate / catRate))
   }
+  figures.load = loadAverage()
   await host.shutdown()
   _ = await serving.result
+  if let storage = definition.store, storage.backend == .postgresql { await storage.close() }
+  return figures
 }
 
-try await run()
+var stores: [BenchStore] = [.sqlite]
+if let server { stores.append(.postgresql(server: server)) }
+var results: [Figures] = []
+for store in stores { results.append(try await run(on: store)) }
+line(
+  "\n== summary: \(resourceCount) resources "
+    + "(\(ProcessInfo.processInfo.activeProcessorCount) cores)")
+line(
+  "".padding(toLength: 36, withPad: " ", startingAt: 0)
+    + results.map { $0.store.padding(toLength: 36, withPad: " ", startingAt: 0) }.joined())
+@MainActor func summaryRow(_ name: String, _ cell: (Figures) -> String) {
+  line(
+    name.padding(toLength: 36, withPad: " ", startingAt: 0)
+      + results.map { cell($0).padding(toLength: 36, withPad: " ", startingAt: 0) }.joined())
+}
+summaryRow("RPC floor p50 (GetResource)") { String(format: "%.2f ms", $0.floorP50) }
+summaryRow("create rate (8 callers)") {
+  String(format: "%.0f/s (GetResource %.0f/s, %.2f)", $0.createRate, $0.getRate,
+    $0.createRate / $0.getRate)
+}
+for (i, row) in (results.first?.search ?? []).enumerated() {
+  summaryRow(row.name) {
+    let r = $0.search[i]
+    return String(format: "p50 %.1f p99 %.1f ms (%d hits)", r.p50, r.p99, r.hits)
+  }
+}
+summaryRow("load average at the end") { $0.load }
+if server == nil {
+  line("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
+}
