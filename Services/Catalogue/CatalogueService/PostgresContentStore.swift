@@ -8,7 +8,8 @@ import ServiceRuntime
 ///
 /// Tables (migration catalogue.2.content): `content_uploads` holds one row per upload in
 /// progress, keyed by a random id, with the replica that runs it and when it last wrote;
-/// `content_chunks (blob_id, seq, data)` holds the bytes in chunks of ``chunkBytes``;
+/// `content_chunks (blob_id, seq, data)` holds the bytes in chunks of ``chunkBytes`` (one
+/// chunk is written while the next arrives);
 /// `content_blobs (sha256 PK, blob_id, size, chunk_bytes, chunk_count)` names published
 /// content. An upload streams its chunks under its own id (each chunk one short
 /// transaction, so nothing holds a whole file: not this process, not one transaction), then
@@ -199,6 +200,8 @@ private final class PostgresUpload: ContentUpload {
   private var hasher = SHA256()
   private var buffer = Data()
   private var chunks = 0
+  /// The chunk being written while the next one fills (at most one: two chunks in memory).
+  private var writing: Task<Bool, any Error>?
   private var open = true
   private(set) var size: Int64 = 0
 
@@ -220,12 +223,22 @@ private final class PostgresUpload: ContentUpload {
     }
   }
 
+  /// Starts writing the buffer as the next chunk once the previous chunk is written, so the
+  /// database writes one chunk while the next arrives.
   private func flush() async throws {
-    guard try await store.writeChunk(upload: id, seq: chunks, data: buffer) else {
-      throw PostgresContentStore.abandoned
-    }
+    try await settle()
+    let (store, id, seq, data) = (store, id, chunks, buffer)
+    writing = Task { try await store.writeChunk(upload: id, seq: seq, data: data) }
     chunks += 1
-    buffer.removeAll(keepingCapacity: true)
+    buffer = Data()
+    buffer.reserveCapacity(store.chunkBytes)
+  }
+
+  /// Waits for the chunk being written; ABORTED when the upload was removed meanwhile.
+  private func settle() async throws {
+    guard let task = writing else { return }
+    writing = nil
+    guard try await task.value else { throw PostgresContentStore.abandoned }
   }
 
   func commit(expectedSHA256: String, expectedSize: Int64) async throws -> PublishedContent {
@@ -233,6 +246,7 @@ private final class PostgresUpload: ContentUpload {
       let digest = try ContentDigest.verify(
         hasher, size: size, expectedSHA256: expectedSHA256, expectedSize: expectedSize)
       if !buffer.isEmpty { try await flush() }
+      try await settle()
       buffer = Data()
       let isNew = try await store.publish(
         upload: id, sha256: digest, size: size, chunks: chunks)
@@ -247,6 +261,7 @@ private final class PostgresUpload: ContentUpload {
   func discard() async {
     guard open else { return }
     open = false
+    _ = try? await writing?.value
     await store.drop(upload: id)
   }
 }

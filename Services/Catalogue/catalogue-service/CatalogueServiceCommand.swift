@@ -16,7 +16,8 @@ struct CatalogueServiceCommand: ServiceCommand {
       reflection and Prometheus metrics on --metrics-port (default 9402). Verifies tokens with
       the keys identity publishes and follows identity's org tree with a service account
       (role data_exchange at the province) given by --client-id and --client-secret.
-      Content blobs live under <data-dir>/blobs/.
+      Content blobs live under <data-dir>/blobs/, or with --database-url in the PostgreSQL
+      database (tables content_*), where every replica reads them.
 
       Example:
         catalogue-service --data-dir ./data/catalogue --identity-addr 127.0.0.1:50051 \\

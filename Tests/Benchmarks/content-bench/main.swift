@@ -1,8 +1,8 @@
 // content-bench: streams one large file (500 MB by default) into the catalogue and back out
 // through the real gRPC API on loopback (UploadContent, DownloadContent), on the file store
 // (SQLite mode) and, with --database-url, on PostgreSQL; prints throughput, the peak resident
-// memory of the process (server and client together; VmHWM, reset before each phase) and
-// baselines measured in the same run: `cat file > /dev/null`, and on PostgreSQL psql's
+// memory of the server (a child process: VmHWM, reset before each phase; the client's beside
+// it) and baselines measured in the same run: `cat file > /dev/null`, and on PostgreSQL psql's
 // `\lo_import` / `\lo_export` of the same file.
 //
 //   swift build -c release --product content-bench
@@ -61,9 +61,10 @@ struct Options {
 
 func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
-/// A field of /proc/self/status in MB (VmHWM: peak resident set; VmRSS: current).
-func status(_ field: String) -> Double {
-  guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
+/// A field of /proc/<pid>/status in MB (VmHWM: peak resident set; VmRSS: current).
+func status(_ field: String, of pid: Int32? = nil) -> Double {
+  let file = "/proc/" + (pid.map(String.init) ?? "self") + "/status"
+  guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
     return 0
   }
   for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
@@ -74,8 +75,42 @@ func status(_ field: String) -> Double {
 }
 
 /// Resets VmHWM to the current resident set (Linux: writing 5 to clear_refs).
-func resetPeak() {
-  try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+func resetPeak(of pid: Int32? = nil) {
+  let file = "/proc/" + (pid.map(String.init) ?? "self") + "/clear_refs"
+  try? "5".write(toFile: file, atomically: false, encoding: .utf8)
+}
+
+extension Data {
+  /// Lower-case hex.
+  var hexString: String { map { String(format: "%02x", $0) }.joined() }
+
+  /// The bytes of lower-case or upper-case hex text.
+  init?(hexString text: String) {
+    var bytes: [UInt8] = []
+    var high: UInt8? = nil
+    for c in text.utf8 {
+      guard let v = c.hexDigitValue else { return nil }
+      if let h = high {
+        bytes.append(h << 4 | v)
+        high = nil
+      } else {
+        high = v
+      }
+    }
+    guard high == nil else { return nil }
+    self.init(bytes)
+  }
+}
+
+extension UInt8 {
+  var hexDigitValue: UInt8? {
+    switch self {
+    case 0x30...0x39: self - 0x30
+    case 0x61...0x66: self - 0x61 + 10
+    case 0x41...0x46: self - 0x41 + 10
+    default: nil
+    }
+  }
 }
 
 func figure(_ name: String, _ value: Double, _ unit: String, _ note: String = "") {
@@ -206,16 +241,85 @@ func teacherToken() -> Metadata {
 
 // MARK: The run
 
-/// Uploads `path` and downloads it back through a catalogue on `config`; prints the figures.
-func measure(_ store: String, config: HostConfig, path: String, sha256: String, size: Int64)
-  async throws
-{
+/// The catalogue server of one measurement, a child process (`content-bench --serve …`) so
+/// that its memory is measured apart from the client's.
+struct Server {
+  let process: Process
+  let input: Pipe
+  let port: Int
+
+  /// Starts `content-bench --serve` on `dataDirectory` (and `database`) and reads its port.
+  static func start(dataDirectory: String, database: DatabaseSettings?, maxUpload: Int64)
+    throws -> Server
+  {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    var arguments = [
+      "--serve", "--public-key", signingKey.publicKey.rawRepresentation.hexString,
+      "--data-dir", dataDirectory, "--max-upload", String(maxUpload),
+    ]
+    if let database {
+      arguments += [
+        "--database-url",
+        "postgres://\(database.username)@\(database.host):\(database.port)/\(database.database)"
+          + "?sslmode=\(database.tls.rawValue)",
+      ]
+      process.environment = ProcessInfo.processInfo.environment.merging(
+        ["CONTENT_BENCH_DATABASE_PASSWORD": database.password ?? ""]) { $1 }
+    }
+    process.arguments = arguments
+    let input = Pipe()
+    let output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    try process.run()
+    var line = Data()
+    while true {
+      let byte = output.fileHandleForReading.readData(ofLength: 1)
+      guard let first = byte.first else { throw BenchError("the server exited at start") }
+      if first == 0x0A { break }
+      line.append(byte)
+    }
+    guard let port = Int(String(decoding: line, as: UTF8.self).dropFirst(5)) else {
+      throw BenchError("the server printed \(String(decoding: line, as: UTF8.self))")
+    }
+    return Server(process: process, input: input, port: port)
+  }
+
+  /// Closes the server's standard input (it exits) and waits.
+  func stop() {
+    try? input.fileHandleForWriting.close()
+    process.waitUntilExit()
+  }
+}
+
+/// `content-bench --serve --public-key HEX --data-dir DIR --max-upload N [--database-url URL]`:
+/// a catalogue accepting tokens of that key for one school, on an ephemeral port printed as
+/// `port N`; it stops when its standard input closes.
+func serve(_ arguments: [String]) async throws {
+  var values: [String: String] = [:]
+  var rest = arguments[...]
+  while let flag = rest.popFirst() {
+    guard let value = rest.popFirst() else { throw BenchError("\(flag) needs a value") }
+    values[flag] = value
+  }
+  guard let key = values["--public-key"].flatMap(Data.init(hexString:)),
+    let dataDirectory = values["--data-dir"],
+    let maxUpload = values["--max-upload"].flatMap(Int64.init)
+  else { throw BenchError("--serve needs --public-key, --data-dir and --max-upload") }
+  let publicKey = try Curve25519.Signing.PublicKey(rawRepresentation: key)
+  var config = HostConfig.ephemeral(service: "catalogue", dataDirectory: dataDirectory)
+  config.metricsPort = -1
+  if let url = values["--database-url"] {
+    let password = ProcessInfo.processInfo.environment["CONTENT_BENCH_DATABASE_PASSWORD"]
+    config.database = try DatabaseSettings(
+      url: url, password: password?.isEmpty == false ? password : nil, poolSize: 8)
+  }
   var settings = CatalogueSettings()
-  settings.maxUploadBytes = size + 1
+  settings.maxUploadBytes = maxUpload
   settings.directoryPollInterval = .seconds(3600)
   var logger = Logger(label: "content-bench")
   logger.logLevel = .critical
-  let publicKey = signingKey.publicKey
   let verifier = TokenVerifier(keySource: {
     [PublishedKey(keyID: "bench", publicKey: publicKey, retireTime: nil)]
   })
@@ -227,11 +331,27 @@ func measure(_ store: String, config: HostConfig, path: String, sha256: String, 
   try await (definition.background.first as! OrgDirectory).sync()
   let host = try ServiceHost(config: config, definition: definition, logger: logger)
   let serving = Task { try await host.run(handleSignals: false) }
-  defer { serving.cancel() }
   let port = try await host.boundPort()
+  FileHandle.standardOutput.write(Data("port \(port)\n".utf8))
+  _ = FileHandle.standardInput.readDataToEndOfFile()
+  serving.cancel()
+  _ = await serving.result
+  await definition.store?.close()
+}
+
+/// Uploads `path` and downloads it back through a catalogue server on `dataDirectory` (and
+/// `database`); prints the figures.
+func measure(
+  _ store: String, dataDirectory: String, database: DatabaseSettings?, path: String,
+  sha256: String, size: Int64
+) async throws {
+  let server = try Server.start(
+    dataDirectory: dataDirectory, database: database, maxUpload: size + 1)
+  defer { server.stop() }
+  let pid = server.process.processIdentifier
   try await withGRPCClient(
     transport: .http2NIOPosix(
-      target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+      target: .ipv4(address: "127.0.0.1", port: server.port), transportSecurity: .plaintext)
   ) { grpc in
     let client = Client(wrapping: grpc)
     let auth = teacherToken()
@@ -246,7 +366,9 @@ func measure(_ store: String, config: HostConfig, path: String, sha256: String, 
       }, metadata: auth)
     let megabytes = Double(size) / 1_048_576
     print("\n== \(store)")
-    let before = status("VmRSS")
+    let before = status("VmRSS", of: pid)
+    figure("server RSS before", before, "MB", "(started, one resource created)")
+    resetPeak(of: pid)
     resetPeak()
     let t0 = now()
     let stored = try await client.uploadContent(metadata: auth) { writer in
@@ -273,11 +395,15 @@ func measure(_ store: String, config: HostConfig, path: String, sha256: String, 
       }
     }
     let up = Double(now() - t0) / 1e9
-    let upPeak = status("VmHWM")
+    let upPeak = status("VmHWM", of: pid)
+    let upClient = status("VmHWM")
     guard stored.content.sha256 == sha256 else { throw BenchError("upload stored another hash") }
     figure("upload throughput", megabytes / up, "MB/s", String(format: "(%.1f s)", up))
-    figure("  peak RSS while uploading", upPeak, "MB", String(format: "(%.1f MB before)", before))
+    figure(
+      "  server peak RSS while uploading", upPeak, "MB",
+      String(format: "(client process: %.1f MB)", upClient))
 
+    resetPeak(of: pid)
     resetPeak()
     let t1 = now()
     let (count, digest) = try await client.downloadContent(
@@ -292,16 +418,16 @@ func measure(_ store: String, config: HostConfig, path: String, sha256: String, 
       return (count, hasher.finalize().map { String(format: "%02x", $0) }.joined())
     }
     let down = Double(now() - t1) / 1e9
-    let downPeak = status("VmHWM")
+    let downPeak = status("VmHWM", of: pid)
+    let downClient = status("VmHWM")
     guard count == size, digest == sha256 else {
       throw BenchError("download returned \(count) bytes with SHA-256 \(digest)")
     }
     figure("download throughput", megabytes / down, "MB/s", String(format: "(%.1f s)", down))
-    figure("  peak RSS while downloading", downPeak, "MB", "(bytes and hash checked)")
+    figure(
+      "  server peak RSS while downloading", downPeak, "MB",
+      String(format: "(client process: %.1f MB; bytes and hash checked)", downClient))
   }
-  serving.cancel()
-  _ = await serving.result
-  await definition.store?.close()
 }
 
 func main() async throws {
@@ -318,13 +444,11 @@ func main() async throws {
   let mb = Double(options.megabytes)
   let cat = try run("sh", ["-c", "cat '\(path)' > /dev/null"]).seconds
   figure("baseline: cat file > /dev/null", mb / cat, "MB/s", String(format: "(%.2f s)", cat))
-  figure("baseline: RSS at start", status("VmRSS"), "MB")
+  figure("baseline: client RSS at start", status("VmRSS"), "MB")
 
-  var config = HostConfig.ephemeral(service: "catalogue", dataDirectory: scratch + "/sqlite")
-  config.metricsPort = -1
   try await measure(
-    "file store (SQLite mode, data-dir/blobs)", config: config, path: path, sha256: sha256,
-    size: size)
+    "file store (SQLite mode, data-dir/blobs)", dataDirectory: scratch + "/sqlite",
+    database: nil, path: path, sha256: sha256, size: size)
 
   guard let server = options.server else { return }
   let name = "content_bench_"
@@ -342,16 +466,17 @@ func main() async throws {
   figure(
     "baseline: psql \\lo_export", mb / exported, "MB/s", String(format: "(%.1f s)", exported))
   _ = try psql(database, "SELECT lo_unlink(\(oid))")
-  config = HostConfig.ephemeral(service: "catalogue", dataDirectory: scratch + "/postgres")
-  config.metricsPort = -1
-  config.database = database
   try await measure(
-    "PostgreSQL (content_chunks, 1 MiB chunks)", config: config, path: path, sha256: sha256,
-    size: size)
+    "PostgreSQL (content_chunks, 1 MiB chunks)", dataDirectory: scratch + "/postgres",
+    database: database, path: path, sha256: sha256, size: size)
 }
 
 do {
-  try await main()
+  if CommandLine.arguments.dropFirst().first == "--serve" {
+    try await serve(Array(CommandLine.arguments.dropFirst(2)))
+  } else {
+    try await main()
+  }
 } catch {
   FileHandle.standardError.write(Data("content-bench: \(error)\n".utf8))
   exit(1)
