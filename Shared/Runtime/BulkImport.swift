@@ -82,6 +82,38 @@ public enum BulkImport {
   }
 }
 
+extension BulkImport {
+  /// ``run(_:batchSize:prepare:commit:finish:)`` with one batch committing while the next is
+  /// read from the stream and validated, so the database's work and the decoding overlap. At
+  /// most one commit is in flight (memory stays two batches) and batches still commit one
+  /// after another, in stream order. A failed stream waits for the batch in flight to end
+  /// (committed or not) before the error goes back, so what the caller sees afterwards stays
+  /// put.
+  public static func runOverlapped<Message: Sendable, Row: Sendable>(
+    _ stream: some AsyncSequence<Message, any Error>, batchSize: Int = 1000,
+    prepare: (Message, Int) async throws -> PreparedRow<Row>,
+    commit: @escaping @Sendable ([(index: Int, row: Row)]) async throws -> BatchOutcome
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
+    var committing: Task<BatchOutcome, any Error>? = nil
+    do {
+      return try await run(
+        stream, batchSize: batchSize, prepare: prepare,
+        commit: { batch in
+          let previous = try await committing?.value ?? BatchOutcome()
+          committing = Task { try await commit(batch) }
+          return previous
+        },
+        finish: {
+          defer { committing = nil }
+          return try await committing?.value ?? BatchOutcome()
+        })
+    } catch {
+      _ = try? await committing?.value
+      throw error
+    }
+  }
+}
+
 /// The rows of a stream whose messages each carry several rows (the batched form of an import
 /// RPC, e.g. `ImportScoreBatches`), in stream order: one row at a time, so `BulkImport` numbers,
 /// validates and commits them exactly as it does a stream of single rows, and memory holds one

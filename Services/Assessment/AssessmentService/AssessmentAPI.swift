@@ -328,7 +328,9 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       lastClass = (classCode, schoolCode, verdict)
       return verdict
     }
-    return try await BulkImport.run(
+    // A batch is written while the next one is read and validated.
+    let store = self.store
+    return try await BulkImport.runOverlapped(
       request, batchSize: Self.importBatch,
       prepare: { (row: Smartschool_Assessment_V1_ScoreRow, index: Int) in
         func reject(_ field: String, _ reason: String) -> PreparedRow<PendingScore> {

@@ -512,41 +512,23 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     let p = try Principal.require()
     let authorize: @Sendable (OrgPath) -> Bool = { p.allows(.usersWrite, at: $0) }
     let store = self.store
-    // Double-buffered: a batch commits while the next one is read from the stream and
-    // validated (the database and the gRPC decoding work at once); batches still commit one
-    // after another, in stream order.
-    var committing: Task<BatchOutcome, any Error>? = nil
-    let summary: Smartschool_Common_V1_ImportSummary
     // A message carries `user` (the single-row form; a message with no rows at all is still
     // one empty row, as it always was) or `users`, after `user` when both are set.
     let rows = StreamRows(request, field: "users") { message in
       message.users.isEmpty ? [message.user] : message.hasUser ? [message.user] + message.users
         : message.users
     }
-    do {
-      summary = try await BulkImport.run(
-        rows, batchSize: 2000,
-        prepare: { (user, index) -> PreparedRow<User> in
-          let violations = OrgRules.validate(user)
-          guard let first = violations.first else { return .accept(user) }
-          return .reject(.row(
-            index, key: user.externalID, field: first.field,
-            violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
-        },
-        commit: { batch in
-          let previous = try await committing?.value ?? BatchOutcome()
-          committing = Task { try await store.importUsers(batch, authorize: authorize) }
-          return previous
-        },
-        finish: {
-          defer { committing = nil }
-          return try await committing?.value ?? BatchOutcome()
-        })
-    } catch {
-      // A failed stream: the batch in flight still ends (committed or not) before the call.
-      _ = try? await committing?.value
-      throw error
-    }
+    // A batch commits while the next one is read and validated.
+    let summary = try await BulkImport.runOverlapped(
+      rows, batchSize: 2000,
+      prepare: { (user, index) -> PreparedRow<User> in
+        let violations = OrgRules.validate(user)
+        guard let first = violations.first else { return .accept(user) }
+        return .reject(.row(
+          index, key: user.externalID, field: first.field,
+          violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
+      },
+      commit: { batch in try await store.importUsers(batch, authorize: authorize) })
     await audit("user.import", actor: p.userID, target: "",
                 detail: "received=\(summary.received) accepted=\(summary.accepted)")
     return summary
