@@ -322,8 +322,12 @@ def test_one_login_is_accepted_by_every_service_with_a_streaming_rpc_each(suite)
                    subject=common_pb2.SUBJECT_MATHEMATICS, date="2025-09-02", period=2,
                    duration_minutes=40, source=spb.LESSON_SOURCE_PLATFORM),
     ]
-    summary = suite.sup.ImportLessons(iter(lessons), metadata=md, timeout=TIMEOUT)
+    # The batched form: both lessons in one message (an empty message too), rows numbered
+    # across the stream as in ImportLessons.
+    batches = [spb.LessonBatch(), spb.LessonBatch(lessons=lessons)]
+    summary = suite.sup.ImportLessonBatches(iter(batches), metadata=md, timeout=TIMEOUT)
     assert (summary.accepted, summary.rejected) == (1, 1), summary
+    assert [e.index for e in summary.errors] == [1], summary
     assert [t.code for t in suite.sup.ListTerms(spb.ListTermsRequest(), metadata=md,
                                                  timeout=TIMEOUT).terms] == [TERM]
 
