@@ -21,9 +21,6 @@ protocol ContentStore: Sendable {
   /// Starts an upload.
   func beginUpload() async throws -> any ContentUpload
 
-  /// True when the blob of `sha256` is stored.
-  func exists(sha256: String) async throws -> Bool
-
   /// Reads the blob of `sha256` from `offset` in pieces of `pieceSize` bytes (the last may be
   /// shorter), calling `body` with each piece and its offset.
   /// INTERNAL when the blob is missing.

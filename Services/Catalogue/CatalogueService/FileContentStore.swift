@@ -35,10 +35,6 @@ final class FileContentStore: ContentStore {
     root + "/" + String(sha256.prefix(2)) + "/" + sha256
   }
 
-  func exists(sha256: String) async throws -> Bool {
-    FileManager.default.fileExists(atPath: path(sha256: sha256))
-  }
-
   func beginUpload() async throws -> any ContentUpload {
     let path = temporary + "/" + UUID().uuidString + ".part"
     guard FileManager.default.createFile(atPath: path, contents: nil) else {

@@ -71,10 +71,6 @@ final class PostgresContentStore: ContentStore {
     return PostgresUpload(store: self, id: id)
   }
 
-  func exists(sha256: String) async throws -> Bool {
-    try await !store.query("SELECT 1 FROM content_blobs WHERE sha256 = \(sha256)").isEmpty
-  }
-
   func read(
     sha256: String, from offset: Int64, pieceSize: Int,
     _ body: (Data, Int64) async throws -> Void
