@@ -24,8 +24,10 @@ public struct ClientSettings: Sendable {
 /// Every call carries the session's bearer token (renewed before it expires), has a deadline
 /// (``ClientSettings/callTimeout``, or ``ClientSettings/bulkTimeout`` for streams), and fails
 /// fast when the service cannot be reached, with a message naming the address. Reads
-/// (`Get…`, `List…`, `Search…`, `Export…`, …) are retried on UNAVAILABLE; writes and bulk
-/// imports never are.
+/// (`Get…`, `List…`, `Search…`, `Export…`, …) and logins are retried on UNAVAILABLE; writes,
+/// bulk imports and token refreshes never are. A service given several replicas (see
+/// ``ServiceAddresses``) is balanced round robin, and a retried call goes to a replica that
+/// is up.
 ///
 /// ```swift
 /// let client = try SmartSchoolClient(
@@ -49,11 +51,22 @@ public final class SmartSchoolClient: Sendable {
     onTokens: (@Sendable (TokenSet) -> Void)? = nil
   ) throws {
     self.addresses = addresses
-    let fastFail = ServiceConfig(methodConfig: [
+    let identityName = SmartSchoolService.identity.grpcServiceName
+    var authConfigs = [
       MethodConfig(
-        names: [MethodConfig.Name(service: SmartSchoolService.identity.grpcServiceName)],
-        waitForReady: false, timeout: settings.callTimeout)
-    ])
+        names: [MethodConfig.Name(service: identityName)], waitForReady: false,
+        timeout: settings.callTimeout)
+    ]
+    // A login repeated after its reply was lost leaves one unused session behind, no more; a
+    // refresh is never repeated (a refresh token used twice ends the session as stolen).
+    if let retry = Self.retryPolicy(settings) {
+      authConfigs.append(
+        MethodConfig(
+          names: ["Login", "ExchangeClientCredentials"].map {
+            MethodConfig.Name(service: identityName, method: $0)
+          }, waitForReady: false, timeout: settings.callTimeout, executionPolicy: retry))
+    }
+    let fastFail = ServiceConfig(methodConfig: authConfigs)
     auth = try PeerConnection(
       address: addresses.identity, serviceConfig: fastFail,
       interceptors: [
@@ -129,6 +142,16 @@ public final class SmartSchoolClient: Sendable {
     }
   }
 
+  /// gRPC's retry of an attempt answered UNAVAILABLE (``ClientSettings/readAttempts``
+  /// attempts, at most 5), or nil for one attempt.
+  static func retryPolicy(_ settings: ClientSettings) -> RPCExecutionPolicy? {
+    guard settings.readAttempts > 1 else { return nil }
+    return .retry(
+      RetryPolicy(
+        maxAttempts: min(settings.readAttempts, 5), initialBackoff: .milliseconds(100),
+        maxBackoff: .seconds(2), backoffMultiplier: 2, retryableStatusCodes: [.unavailable]))
+  }
+
   /// Deadlines for every method and fail-fast (no waiting for a connection that cannot be
   /// made), and gRPC's retry policy for the calls that are safe to repeat (not client
   /// streams): an attempt the service answered UNAVAILABLE before any response (a replica
@@ -143,13 +166,7 @@ public final class SmartSchoolClient: Sendable {
         MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method)
       }
     }
-    let retry: RPCExecutionPolicy? =
-      settings.readAttempts > 1
-      ? .retry(
-        RetryPolicy(
-          maxAttempts: min(settings.readAttempts, 5), initialBackoff: .milliseconds(100),
-          maxBackoff: .seconds(2), backoffMultiplier: 2, retryableStatusCodes: [.unavailable]))
-      : nil
+    let retry = retryPolicy(settings)
     func repeatable(_ method: MethodDescriptor) -> Bool {
       isSafeToRepeat(method) && !method.method.hasPrefix("Import")
     }

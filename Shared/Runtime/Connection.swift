@@ -66,8 +66,9 @@ public struct PeerAddressError: Error, Sendable, Hashable, CustomStringConvertib
 /// which connects to every replica, keeps picking only those whose connection is ready (a
 /// replica that stops or cannot be reached is skipped) and reconnects to a lost one with
 /// backoff. Host names are looked up again whenever the balancer asks (after a replica goes
-/// away). With TLS, every replica must present a certificate valid for the first replica's
-/// host, which is the authority (and SNI name) of every call.
+/// away). With TLS and host names in the list, every replica must present a certificate valid
+/// for the first host name listed, the authority (and SNI name) of every call; a list of IP
+/// addresses alone is verified replica by replica against each address.
 public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
   /// The replicas, in the order given; never empty.
   public private(set) var endpoints: [PeerEndpoint]
@@ -233,9 +234,12 @@ struct ReplicaSetResolverFactory: NameResolverFactory, Sendable {
   typealias Target = ReplicaSetTarget
 
   func resolver(for target: ReplicaSetTarget) -> NameResolver {
-    NameResolver(
+    // The authority (and TLS name) is the first host name listed: an IP address is no valid
+    // SNI name, and without an authority each connection is verified against its address.
+    let named = target.endpoints.first { !$0.isIPv4Literal && !$0.isIPv6Literal }
+    return NameResolver(
       names: RPCAsyncSequence(wrapping: Resolution(endpoints: target.endpoints)),
-      updateMode: .pull, authority: target.endpoints[0].description)
+      updateMode: .pull, authority: named?.description)
   }
 
   /// One resolution per `next()`; re-iterable, as a throwing resolver must be.

@@ -1,6 +1,11 @@
 import ArgumentParser
 import Foundation
+import GRPCCore
+import IdentityService
+import Logging
 import ServiceRuntime
+import SmartSchoolModel
+import TestSupport
 import Testing
 
 /// Several replicas per peer: the `host:port[,host:port…]` lists of the services'
@@ -70,6 +75,48 @@ struct PeerAddressTests {
         _ = try options.resolve(config: config, environment: [:])
       } throws: { error in
         "\(error)".contains("--identity-addr must be HOST:PORT[,HOST:PORT…]: '\(bad)'")
+      }
+    }
+  }
+
+  /// Two TLS replicas, named by address (each verified against its address), then one by
+  /// address and one by host name (resolved through DNS; the host name is every call's TLS
+  /// name): both are verified with the CA and both serve calls.
+  @Test func tlsReplicasAreVerifiedAndBothServe() async throws {
+    let tmp = try TemporaryDirectory()
+    defer { tmp.remove() }
+    let pki = try TestPKI(in: tmp.path)
+    func tlsIdentity(_ body: (Int, ServiceHost) async throws -> Void) async throws {
+      let dir = try TemporaryDirectory()
+      defer { dir.remove() }
+      var config = HostConfig.ephemeral(service: "identity", dataDirectory: dir.path)
+      config.tls = .init(certificate: pki.serverCert, key: pki.serverKey, clientCA: nil)
+      var logger = Logger(label: "identity")
+      logger.logLevel = .critical
+      let definition = try await buildIdentityService(
+        config: config, settings: .forTests(), logger: logger)
+      try await withHost(definition, config: config, body)
+    }
+    try await tlsIdentity { p1, h1 in
+      try await tlsIdentity { p2, h2 in
+        for second in ["127.0.0.1", "localhost"] {
+          let address = PeerAddress(
+            endpoints: [
+              PeerEndpoint(host: "127.0.0.1", port: p1), PeerEndpoint(host: second, port: p2),
+            ], caBundle: pki.ca)
+          let before = [h1, h2].map { servedCalls($0, method: "ListSigningKeys") }
+          let connection = try PeerConnection(address: address)
+          defer { connection.close() }
+          let identity = Smartschool_Identity_V1_IdentityService.Client(
+            wrapping: connection.client)
+          var options = CallOptions.defaults
+          options.timeout = .seconds(10)
+          for _ in 0..<20 { _ = try await identity.listSigningKeys(.init(), options: options) }
+          let served = zip([h1, h2], before).map {
+            servedCalls($0, method: "ListSigningKeys") - $1
+          }
+          #expect(served.allSatisfy { $0 > 0 }, "\(second): \(served)")
+        }
       }
     }
   }
