@@ -96,25 +96,25 @@ extension PostgresCatalogueStore {
     _ tx: PostgresTransaction, query: SearchQuery, conditions c: Conditions, offset: Int,
     limit: Int
   ) async throws -> SearchPage {
+    // The statistics and the document frequencies in one round trip.
     let queryTokens = query.tokens
     var stats = SearchIndex.Stats()
-    if let row = try await tx.one(
-      "SELECT documents, title_len, keywords_len, description_len FROM search_stats WHERE id = 1")
-    {
-      stats.documents = try row["documents"].decode(Int.self)
-      stats.lengths = [
-        try row["title_len"].decode(Int.self), try row["keywords_len"].decode(Int.self),
-        try row["description_len"].decode(Int.self),
-      ]
-    }
     var frequencies: [String: Int] = [:]
-    for row in try await tx.query(
+    if let row = try await tx.one(
       """
-      SELECT token, count(*) AS n FROM search_postings WHERE token = ANY(\(queryTokens))
-      GROUP BY token
+      SELECT documents, title_len, keywords_len, description_len,
+        ARRAY(SELECT (SELECT count(*) FROM search_postings p WHERE p.token = u.t)
+          FROM unnest(\(queryTokens)::text[]) WITH ORDINALITY AS u(t, o) ORDER BY u.o)
+      FROM search_stats WHERE id = 1
       """)
     {
-      frequencies[try row["token"].decode(String.self)] = try row["n"].decode(Int.self)
+      stats.documents = try row[0].decode(Int.self)
+      stats.lengths = [
+        try row[1].decode(Int.self), try row[2].decode(Int.self), try row[3].decode(Int.self),
+      ]
+      for (token, n) in zip(queryTokens, try row[4].decode([Int].self)) where n > 0 {
+        frequencies[token] = n
+      }
     }
     let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
     let tokens = scorer.tokens
