@@ -109,6 +109,44 @@ public struct StudentStanding: Sendable {
   public var schoolAbove: Int
 }
 
+/// A student's item scores as kept beside its row (`asm_students.scores`): (item int32, score
+/// float64) pairs in item order, big-endian, 12 bytes a pair (PostgreSQL's `int4send(item) ||
+/// float8send(score)`). The score batches keep it with the total, so a report reads an exam's
+/// scores from its student rows alone instead of one row per score.
+enum PackedScores {
+  /// Packs `scores`, which must be in item order.
+  static func pack(_ scores: some Sequence<(item: Int32, score: Double)>) -> Data {
+    var data = Data()
+    for (item, score) in scores {
+      withUnsafeBytes(of: item.bigEndian) { data.append(contentsOf: $0) }
+      withUnsafeBytes(of: score.bitPattern.bigEndian) { data.append(contentsOf: $0) }
+    }
+    return data
+  }
+
+  /// Puts each packed score into `scores` at the column of its item (`column[item]`, -1 for
+  /// an item the exam does not have).
+  static func unpack(_ raw: UnsafeRawBufferPointer, column: [Int], into scores: inout [Double]) {
+    var offset = 0
+    while offset + 12 <= raw.count {
+      let item = Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
+      let bits = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt64.self))
+      if item >= 0, item < column.count, column[item] >= 0 {
+        scores[column[item]] = Double(bitPattern: bits)
+      }
+      offset += 12
+    }
+  }
+
+  /// The column of each item number of `exam`, as an array indexed by item number.
+  static func columns(_ exam: ExamRecord) -> [Int] {
+    let numbers = exam.itemNumbers
+    var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
+    for (c, n) in numbers.enumerated() { column[Int(n)] = c }
+    return column
+  }
+}
+
 /// One exported score.
 public struct ExportedScore: Sendable {
   public var student: String
@@ -386,26 +424,28 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           result.updated += 1
         }
       }
-      // Each written student's total, summed again from its scores (the student report
-      // reads totals from the student rows).
-      let sum = try db.cachedStatement(
+      // Each written student's total and packed scores, from its scores (reports read both
+      // from the student rows).
+      let scoresOf = try db.cachedStatement(
+        sql: "SELECT item, score FROM asm_scores WHERE sid = ? ORDER BY item")
+      let keep = try db.cachedStatement(
         sql: """
-          UPDATE asm_students SET total =
+          UPDATE asm_students SET scores = ?, total =
             (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = asm_students.sid)
           WHERE sid = ?
           """)
-      for sid in touched.sorted() { try sum.execute(arguments: [sid]) }
+      for sid in touched.sorted() {
+        let packed = PackedScores.pack(
+          try Row.fetchAll(scoresOf, arguments: [sid]).map { (item: $0[0], score: $0[1]) })
+        try keep.execute(arguments: [packed, sid])
+      }
       return result
     }
   }
 
   public func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
-    // Column of each item number, as an array: this runs once per score row.
-    let numbers = exam.itemNumbers
-    var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
-    for (c, n) in numbers.enumerated() { column[Int(n)] = c }
-    let lookup = column
-    let width = numbers.count
+    let column = PackedScores.columns(exam)
+    let width = exam.itemNumbers.count
     return try await store.scan { db in
       var filter = ""
       var args: [any DatabaseValueConvertible] = [exam.number]
@@ -414,34 +454,21 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         args += [scopePath.count, scopePath]
       }
       var students: [StudentResult] = []
-      var sids: [Int64] = []
+      // Each student's scores come packed in its row: one row per student, none per score.
       let rows = try Row.fetchCursor(
         db.cachedStatement(
           sql: """
-            SELECT sid, student, class_code, school_code, org_path FROM asm_students
+            SELECT student, class_code, school_code, org_path, scores FROM asm_students
             WHERE exam = ?\(filter) ORDER BY sid
             """), arguments: StatementArguments(args))
       while let row = try rows.next() {
-        sids.append(row[0])
-        students.append(
-          StudentResult(
-            externalID: row[1], classCode: row[2], schoolCode: row[3], orgPath: row[4],
-            scores: Array(repeating: 0, count: width)))
-      }
-      // Both sides in sid order: one merge walk, no per-row hashing.
-      let scores = try Row.fetchCursor(
-        db.cachedStatement(
-          sql: """
-            SELECT sid, item, score FROM asm_scores
-            WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?\(filter)) ORDER BY sid, item
-            """), arguments: StatementArguments(args))
-      var s = 0
-      while let row = try scores.next() {
-        let sid: Int64 = row[0]
-        while s < sids.count && sids[s] < sid { s += 1 }
-        guard s < sids.count, sids[s] == sid else { continue }
-        let item: Int = row[1]
-        if item < lookup.count, lookup[item] >= 0 { students[s].scores[lookup[item]] = row[2] }
+        var student = StudentResult(
+          externalID: row[0], classCode: row[1], schoolCode: row[2], orgPath: row[3],
+          scores: Array(repeating: 0, count: width))
+        try row.withUnsafeData(atIndex: 4) { data in
+          data?.withUnsafeBytes { PackedScores.unpack($0, column: column, into: &student.scores) }
+        }
+        students.append(student)
       }
       return students
     }

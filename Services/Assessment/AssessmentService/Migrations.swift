@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// The assessment schema, as ordered migrations. A shipped migration is never edited.
@@ -75,6 +76,20 @@ enum AssessmentMigrations {
           UPDATE asm_students SET total =
             (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = asm_students.sid);
           """)
+    }
+    // Each student's scores packed beside its row (PackedScores), kept by the score batches:
+    // a report reads an exam's scores as one row per student instead of one per score.
+    migrator.registerMigration("assessment.3.student-scores") { db in
+      try db.execute(sql: "ALTER TABLE asm_students ADD COLUMN scores BLOB NOT NULL DEFAULT x''")
+      let students = try Int64.fetchAll(db, sql: "SELECT sid FROM asm_students")
+      let scoresOf = try db.makeStatement(
+        sql: "SELECT item, score FROM asm_scores WHERE sid = ? ORDER BY item")
+      let keep = try db.makeStatement(sql: "UPDATE asm_students SET scores = ? WHERE sid = ?")
+      for sid in students {
+        let packed = PackedScores.pack(
+          try Row.fetchAll(scoresOf, arguments: [sid]).map { (item: $0[0], score: $0[1]) })
+        try keep.execute(arguments: [packed, sid])
+      }
     }
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PostgresNIO
 import ServiceRuntime
 import SmartSchoolModel
@@ -256,18 +257,26 @@ final class PostgresAssessmentStore: AssessmentStoring {
       var batchScores: [StudentKey: [Int32: Double]] = [:]
       batchScores.reserveCapacity(ordered.count)
       for a in accepted { batchScores[a.key, default: [:]][a.item] = a.score }
-      let newTotals = ordered.map { o in
-        (batchScores[o.key] ?? [:]).sorted { $0.key < $1.key }.reduce(0) { $0 + $1.value }
+      var newTotals: [Double] = []
+      var newScores: [ByteBuffer] = []
+      newTotals.reserveCapacity(ordered.count)
+      newScores.reserveCapacity(ordered.count)
+      for o in ordered {
+        let mine = (batchScores[o.key] ?? [:]).sorted { $0.key < $1.key }
+        newTotals.append(mine.reduce(0) { $0 + $1.value })
+        newScores.append(
+          ByteBuffer(bytes: PackedScores.pack(mine.lazy.map { (item: $0.key, score: $0.value) })))
       }
       var sids: [StudentKey: Int64] = [:]
       sids.reserveCapacity(ordered.count)
       var existing: [(exam: Int64, sid: Int64)] = []
       for r in try await tx.query(
         """
-        INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total)
+        INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
+          scores)
         SELECT * FROM unnest(\(studentExams)::int8[], \(studentIDs)::text[],
           \(classCodes)::text[], \(schoolCodes)::text[], \(paths)::text[],
-          \(newTotals)::float8[])
+          \(newTotals)::float8[], \(newScores)::bytea[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = excluded.class_code,
           school_code = excluded.school_code, org_path = excluded.org_path
         RETURNING sid, exam, student, xmax = 0 AS inserted
@@ -328,14 +337,17 @@ final class PostgresAssessmentStore: AssessmentStoring {
             SELECT count(*) FILTER (WHERE inserted) AS created FROM written
             """)?["created"].decode(Int.self) ?? 0
       }
-      // Students that existed: their totals summed again from their scores (this batch holds
-      // their rows since its upsert, so no other batch changes their scores meanwhile).
+      // Students that existed: their totals and packed scores made again from their scores
+      // (this batch holds their rows since its upsert, so no other batch changes their scores
+      // meanwhile).
       if !existing.isEmpty {
         existing.sort { ($0.exam, $0.sid) < ($1.exam, $1.sid) }
         try await tx.execute(
           """
-          UPDATE asm_students st SET total = t.total
-          FROM (SELECT sc.sid, sum(sc.score) AS total
+          UPDATE asm_students st SET total = t.total, scores = t.scores
+          FROM (SELECT sc.sid, sum(sc.score) AS total,
+              string_agg(int4send(sc.item) || float8send(sc.score), ''::bytea ORDER BY sc.item)
+                AS scores
             FROM unnest(\(existing.map(\.exam))::int8[], \(existing.map(\.sid))::int8[])
               AS u(exam, sid)
             JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
@@ -413,93 +425,64 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// The students of the exam (under `scopePath` when given) and their scores, in one
-  /// statement returning one row of arrays: the students in sid order with the number of
-  /// their class (class code, school code and path, which a class's students share, come
-  /// once per class), and the scores as (sid, item, score) arrays read as one range of the
-  /// scores' key (exam, sid, item). A row per student or per score costs the client far more
-  /// than the query (postgres-nio hands rows over one by one), and so does text to split.
-  /// The aggregates read ordered subqueries (one sort, or none behind the index); the three
-  /// arrays of one aggregate row stay aligned whatever the order, and the merge below does
-  /// not rely on it.
+  /// The students of the exam (under `scopePath` when given) with their scores, in one
+  /// statement returning one row of arrays: the students in sid order with their packed
+  /// scores (kept in the student rows by the score batches) and the number of their class
+  /// (class code, school code and path, which a class's students share, come once per
+  /// class). A row per student or per score costs the client far more than the query
+  /// (postgres-nio hands rows over one by one), and so does text to split; reading the
+  /// scores' own rows cost the server a range of the exam's whole score table.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
-    let numbers = exam.itemNumbers
-    var column = Array(repeating: -1, count: Int(numbers.max() ?? 0) + 1)
-    for (c, n) in numbers.enumerated() { column[Int(n)] = c }
-    let width = numbers.count
+    let column = PackedScores.columns(exam)
+    let width = exam.itemNumbers.count
     let scope = Self.scopeFilter(exam, scopePath)
     guard
       let row = try await store.read({ tx in
         try await tx.one(
           """
           WITH st AS (
-            SELECT sid, student, class_code, school_code, org_path,
+            SELECT sid, student, class_code, school_code, org_path, scores,
               (dense_rank() OVER (ORDER BY class_code, school_code, org_path) - 1)::int4 AS n
             FROM asm_students
             WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
               OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
                 AND starts_with(org_path, \(scope)))))
-          SELECT s.sids, s.students, s.classes, c.class_codes, c.school_codes, c.paths,
-            sc.sids AS score_sids, sc.items, sc.scores
+          SELECT s.students, s.classes, s.scores, c.class_codes, c.school_codes, c.paths
           FROM
-            (SELECT array_agg(sid) AS sids, array_agg(student) AS students,
-               array_agg(n) AS classes FROM (SELECT * FROM st ORDER BY sid) o) s,
+            (SELECT array_agg(student) AS students, array_agg(n) AS classes,
+               array_agg(scores) AS scores FROM (SELECT * FROM st ORDER BY sid) o) s,
             (SELECT array_agg(class_code ORDER BY n) AS class_codes,
                array_agg(school_code ORDER BY n) AS school_codes,
                array_agg(org_path ORDER BY n) AS paths
-             FROM (SELECT DISTINCT n, class_code, school_code, org_path FROM st) d) c,
-            (SELECT array_agg(sid) AS sids, array_agg(item) AS items, array_agg(score) AS scores
-             FROM (SELECT sid, item, score FROM asm_scores
-               WHERE exam = \(exam.number)
-                 AND (\(scope)::text IS NULL OR sid IN (SELECT sid FROM st))
-               ORDER BY sid, item) o) sc
+             FROM (SELECT DISTINCT n, class_code, school_code, org_path FROM st) d) c
           """)
       })
     else { return [] }
-    let sids = try Self.int64s(row["sids"])
     let ids = try Self.strings(row["students"])
     let classOf = try Self.ints(row["classes"])
     let classCodes = try Self.strings(row["class_codes"])
     let schoolCodes = try Self.strings(row["school_codes"])
     let paths = try Self.strings(row["paths"])
-    guard ids.count == sids.count, classOf.count == sids.count,
+    var students: [StudentResult] = []
+    students.reserveCapacity(ids.count)
+    // The packed scores go straight from the array's bytes into each student's columns.
+    let packed = try Self.elements(row["scores"], width: nil) { raw, at, length in
+      var scores = Array(repeating: 0.0, count: width)
+      PackedScores.unpack(
+        UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), column: column, into: &scores)
+      return scores
+    }
+    guard classOf.count == ids.count, packed.count == ids.count,
       schoolCodes.count == classCodes.count, paths.count == classCodes.count,
       classOf.allSatisfy({ classCodes.indices.contains($0) })
     else { throw ServiceError.internalError("malformed students of an exam's results") }
-    var students: [StudentResult] = []
-    students.reserveCapacity(sids.count)
     for (s, id) in ids.enumerated() {
       // A class's students share its three strings (one buffer each, retained).
       let c = classOf[s]
       students.append(
         StudentResult(
           externalID: id, classCode: classCodes[c], schoolCode: schoolCodes[c],
-          orgPath: paths[c], scores: Array(repeating: 0, count: width)))
-    }
-    let scoreSIDs = try Self.int64s(row["score_sids"])
-    let items = try Self.ints(row["items"])
-    let scores = try Self.doubles(row["scores"])
-    guard items.count == scoreSIDs.count, scores.count == scoreSIDs.count else {
-      throw ServiceError.internalError("malformed scores of an exam's results")
-    }
-    // Both sides come in sid order: a merge walk, with a binary search should they not.
-    var s = 0
-    for (k, sid) in scoreSIDs.enumerated() {
-      if s >= sids.count || sids[s] > sid {
-        var lo = 0
-        var hi = sids.count
-        while lo < hi {
-          let mid = (lo + hi) / 2
-          if sids[mid] < sid { lo = mid + 1 } else { hi = mid }
-        }
-        s = lo
-      }
-      while s < sids.count && sids[s] < sid { s += 1 }
-      guard s < sids.count, sids[s] == sid else { continue }
-      let item = items[k]
-      if item >= 0, item < column.count, column[item] >= 0 {
-        students[s].scores[column[item]] = scores[k]
-      }
+          orgPath: paths[c], scores: packed[s]))
     }
     return students
   }

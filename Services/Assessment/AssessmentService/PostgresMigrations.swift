@@ -102,5 +102,18 @@ extension AssessmentMigrations {
         WHERE st.sid = t.sid
         """,
       ]),
+    // Each student's scores packed beside its row (PackedScores), kept by the score batches:
+    // a report reads an exam's scores as one row per student instead of one per score.
+    PostgresMigration(
+      "assessment.5.student-scores",
+      [
+        "ALTER TABLE asm_students ADD COLUMN scores bytea NOT NULL DEFAULT ''::bytea",
+        """
+        UPDATE asm_students st SET scores = t.scores
+        FROM (SELECT sid, string_agg(int4send(item) || float8send(score), ''::bytea
+          ORDER BY item) AS scores FROM asm_scores GROUP BY sid) t
+        WHERE st.sid = t.sid
+        """,
+      ]),
   ]
 }
