@@ -94,5 +94,19 @@ extension SupervisionMigrations {
     PostgresMigration(
       "supervision.2.lessons-without-row-checked-key",
       ["ALTER TABLE sup_lessons DROP CONSTRAINT sup_lessons_classroom_fkey"]),
+    // Lessons arrive in bulk: autovacuum (which sets the visibility map the compliance
+    // report's index-only scan needs, and the statistics its plan needs) looks at the table
+    // after a fixed number of written rows rather than a fifth of the table's size, so a
+    // county's import into a province's table is not left unvacuumed. The store also
+    // vacuums after its own imports (LessonUpkeep); this covers writes it does not see.
+    PostgresMigration(
+      "supervision.3.lessons-autovacuum",
+      [
+        """
+        ALTER TABLE sup_lessons SET (autovacuum_vacuum_insert_threshold = 10000,
+          autovacuum_vacuum_insert_scale_factor = 0, autovacuum_analyze_threshold = 10000,
+          autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05)
+        """
+      ]),
   ]
 }

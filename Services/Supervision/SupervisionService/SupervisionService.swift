@@ -32,7 +32,7 @@ public func buildSupervisionService(
     let postgres = try await PostgresStore(
       settings: database, migrations: SupervisionMigrations.postgres, logger: logger)
     storage = postgres
-    store = PostgresSupervisionStore(store: postgres)
+    store = PostgresSupervisionStore(store: postgres, logger: logger)
   } else {
     let sqlite = try SQLiteSupervisionStore(directory: config.dataDirectory)
     storage = sqlite.storage
