@@ -98,6 +98,29 @@ import Testing
     }
   }
 
+  /// A provincial unified exam (全省统考): run by the province, scored in schools of every
+  /// county, its statistics broken down by city; a county admin may not define it.
+  @Test func aProvinceRunsAnExamAcrossCounties() async throws {
+    try await withWorld { w in
+      await expectCode(.permissionDenied) {
+        try await w.assessment.createExam(
+          .with { $0.exam = standardExam(code: "M-P", org: "P34") }, metadata: w.auth("aK1"))
+      }
+      let exam = try await w.assessment.createExam(
+        .with { $0.exam = standardExam(code: "M-P", org: "P34") }, metadata: w.auth("admin"))
+      #expect(exam.orgCode == "P34")
+      let summary = try await w.importScores(
+        rows(exam: "M-P", [
+          ("st1", "CL1a", "S1", [8, 9, 15, 7]), ("st3", "CL3", "S3", [4, 5, 10, 3]),
+        ]), as: "admin")
+      #expect(summary.accepted == 8 && summary.rejected == 0)
+      let stats = try await w.assessment.getExamStatistics(
+        .with { $0.examCode = "M-P" }, metadata: w.auth("admin"))
+      #expect(stats.scope.count == 2 && stats.scope.mean == 30.5)
+      #expect(stats.children.map(\.count) == [2])  // the one city of both counties
+    }
+  }
+
   @Test func itemsFreezeOnceScoresExist() async throws {
     try await withWorld { w in
       try await w.createStandardExam()

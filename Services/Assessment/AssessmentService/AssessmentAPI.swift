@@ -166,8 +166,8 @@ public struct AssessmentAPI: Sendable {
       "exam.pass_fraction", "thresholds must satisfy low < pass <= excellent")
     try v.throwIfInvalid()
     let org = try org(code: e.orgCode, field: "exam.org_code")
-    guard [.city, .county, .school].contains(org.kind) else {
-      throw .invalid("exam.org_code", "must name a city, county or school")
+    guard [.province, .city, .county, .school].contains(org.kind) else {
+      throw .invalid("exam.org_code", "must name a province, city, county or school")
     }
     return (exam, org)
   }

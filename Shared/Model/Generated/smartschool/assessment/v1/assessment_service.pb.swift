@@ -176,7 +176,7 @@ public nonisolated struct Smartschool_Assessment_V1_Exam: Sendable {
   /// 1–12
   public var grade: Int32 = 0
 
-  /// running org: a county, city or school
+  /// running org: a province (统考), city, county or school
   public var orgCode: String = String()
 
   /// sum of item max scores when items are given
