@@ -39,7 +39,7 @@ grep -vE '^◇ Test .* started\.$' "$LOG"
 # own database in it), reusing the build. No PostgreSQL, or a group that runs no test, is a
 # failure. Two groups, one after the other: all five at once open over a thousand connections
 # and load a 2-core machine past what the tests' timing allows (session lifetimes, rate windows).
-PG_GROUPS=('RuntimeTests|IdentityServiceTests'
+PG_GROUPS=('RuntimeTests|IdentityServiceTests|BalancingTests'
   'CatalogueServiceTests|AssessmentServiceTests|SupervisionServiceTests')
 # Suites of those modules that touch no store (log formatting, size guards) run once, above:
 # a second run on a machine busy with hundreds of database connections proves nothing more.
