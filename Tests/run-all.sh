@@ -124,6 +124,12 @@ if [[ $interop_status -eq 0 ]]; then
   SMARTSCHOOL_INTEROP_DATABASE_URL="$PG_URL" bash Tests/Interop/run.sh replicas -s
   interop_status=$?
 fi
+# The CLI's own balancing (several addresses, no balancer) and nginx, under the same faults.
+if [[ $interop_status -eq 0 ]]; then
+  echo "run-all: the CLI over three identity replicas (Tests/Replicas/run.sh)"
+  bash Tests/Replicas/run.sh
+  interop_status=$?
+fi
 set -e
 
 if [[ $swift_status -ne 0 || $pg_status -ne 0 || $interop_status -ne 0 ]]; then
