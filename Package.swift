@@ -261,6 +261,14 @@ package.targets.append(
     dependencies: ["SmartSchoolModel", grpcCore, grpcHTTP2],
     path: "Tests/Benchmarks/suite-bench"
   ))
+// A province slice on PostgreSQL, one and three replicas behind nginx (not part of CI).
+package.products.append(.executable(name: "province-bench", targets: ["province-bench"]))
+package.targets.append(
+  .executableTarget(
+    name: "province-bench",
+    dependencies: ["SmartSchoolModel", grpcCore, grpcHTTP2],
+    path: "Tests/Benchmarks/province-bench"
+  ))
 
 // Client SDK (SmartSchoolClient), the `smartschool` CLI and their tests.
 package.products.append(contentsOf: [
