@@ -283,10 +283,11 @@ final class Balancer {
   let process = Process()
   var ports: [String: Int] = [:]
 
-  init(upstreams: [String: [Int]]) throws {
+  /// `keeping`: listening ports to reuse (a restarted balancer keeps the addresses it gave).
+  init(upstreams: [String: [Int]], keeping: [String: Int] = [:]) throws {
     var blocks = ""
     for (name, replicaPorts) in upstreams.sorted(by: { $0.key < $1.key }) {
-      let port = try Int(run("/usr/bin/python3", [
+      let port = try keeping[name] ?? Int(run("/usr/bin/python3", [
         "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])",
       ]))!
       ports[name] = port
@@ -456,8 +457,9 @@ func runProvince(replicas: Int, server: String, province: Province) async throws
     spawned[name] = list
   }
   if replicas > 1 {
+    let kept = balancer?.ports ?? [:]
     balancer?.stop()
-    balancer = try Balancer(upstreams: spawned.mapValues { $0.map(\.port) })
+    balancer = try Balancer(upstreams: spawned.mapValues { $0.map(\.port) }, keeping: kept)
   }
   let identityPort = address("identity")
   let assessmentPort = address("assessment")
