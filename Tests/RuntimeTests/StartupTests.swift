@@ -62,7 +62,7 @@ struct StartupTests {
   func identityLinkRefusesBadFlags() throws {
     let config = HostConfig.ephemeral(service: "probe", dataDirectory: "/nowhere")
     for (arguments, message) in [
-      (["--identity-addr", "no-port"], "--identity-addr must be HOST:PORT, not 'no-port'"),
+      (["--identity-addr", "no-port"], "--identity-addr must be HOST:PORT[,HOST:PORT…]: 'no-port': 'no-port' is not HOST:PORT"),
       (["--client-id", "x"], "--client-id and --client-secret go together"),
       (["--client-secret", "x"], "--client-id and --client-secret go together"),
     ] {
