@@ -67,7 +67,9 @@ struct PostgresIdentityStoreTests {
             """)
           signal.yield()
           signal.finish()
-          try await Task.sleep(for: .milliseconds(800))
+          // Long enough that the import, however loaded the machine, reaches the row while it
+          // is still uncommitted (800 ms was passed on a busy CI-like machine).
+          try await Task.sleep(for: .seconds(4))
         }
       }
       for await _ in inserted { break }
