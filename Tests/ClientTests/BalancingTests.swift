@@ -8,6 +8,7 @@ import ServiceRuntime
 @testable import SmartSchoolCLI
 import SmartSchoolClient
 import SmartSchoolModel
+import Synchronization
 import TestSupport
 import Testing
 
@@ -30,19 +31,26 @@ struct LoadOutcome: Sendable {
   var errors: [String] = []
 }
 
-/// Runs `call` from `workers` concurrent loops until `duration` has passed, counting failures.
+/// Runs `call` from `workers` concurrent loops until `duration` has passed and together they
+/// have succeeded `atLeast` times (so a loaded machine still covers the window it is meant to),
+/// for at most 30 s, counting failures.
 func runLoad(
-  workers: Int, for duration: Duration, _ call: @escaping @Sendable () async throws -> Void
+  workers: Int, for duration: Duration, atLeast minimum: Int = 0,
+  _ call: @escaping @Sendable () async throws -> Void
 ) async -> LoadOutcome {
-  let end = ContinuousClock.now + duration
+  let clock = ContinuousClock()
+  let end = clock.now + duration
+  let cap = clock.now + .seconds(30)
+  let successes = Counter()
   return await withTaskGroup(of: LoadOutcome.self) { group in
     for _ in 0..<workers {
       group.addTask {
         var outcome = LoadOutcome()
-        while ContinuousClock.now < end {
+        while clock.now < cap, clock.now < end || successes.value < minimum {
           do {
             try await call()
             outcome.succeeded += 1
+            successes.add(1)
           } catch {
             outcome.failed += 1
             if outcome.errors.count < 3 { outcome.errors.append("\(error)") }
@@ -59,6 +67,13 @@ func runLoad(
     }
     return total
   }
+}
+
+/// A count shared by concurrent loops.
+private final class Counter: Sendable {
+  private let count = Mutex(0)
+  var value: Int { count.withLock { $0 } }
+  func add(_ n: Int) { count.withLock { $0 += n } }
 }
 
 /// Calls `call` until every host has served `method` at least once (the balancer has
@@ -141,7 +156,7 @@ struct BalancingTests {
       #expect(spread.reduce(0, +) == 60)
       #expect(spread.allSatisfy { (15...25).contains($0) }, "calls per replica: \(spread)")
 
-      async let load = runLoad(workers: 4, for: .seconds(1.5), read)
+      async let load = runLoad(workers: 4, for: .seconds(1.5), atLeast: 20, read)
       try await Task.sleep(for: .milliseconds(400))
       await hosts[1].shutdown()
       let outcome = await load
@@ -223,7 +238,7 @@ struct SharedStoreBalancingTests {
       let loginClient = try SmartSchoolClient(
         addresses: balancedAddresses(identity: ports), credentials: admin)
       defer { loginClient.close() }
-      async let reads = runLoad(workers: 4, for: .seconds(2), read)
+      async let reads = runLoad(workers: 4, for: .seconds(2), atLeast: 20, read)
       async let logging = runLoad(workers: 1, for: .seconds(2)) {
         _ = try await loginClient.login()
       }
