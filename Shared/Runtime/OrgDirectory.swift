@@ -26,15 +26,19 @@ extension IdentityLink: IdentityChangeSource {
     verifier.revokeSessions(sessions)
   }
 
-  /// Reads identity's change feed with the service-account token.
+  /// Reads identity's change feed with the service-account token, on another replica when the
+  /// one asked has gone away (a read, safe to repeat).
   public func listChanges(after: Int64, pageSize: Int) async throws
     -> Smartschool_Common_V1_ListChangesResponse
   {
-    try await identity.listChanges(
-      .with {
-        $0.afterSequence = after
-        $0.pageSize = Int32(pageSize)
-      }, metadata: try await authorizedMetadata(), options: IdentityLink.callOptions(seconds: 10))
+    let metadata = try await authorizedMetadata()
+    return try await onAnyReplica {
+      try await identity.listChanges(
+        .with {
+          $0.afterSequence = after
+          $0.pageSize = Int32(pageSize)
+        }, metadata: metadata, options: IdentityLink.callOptions(seconds: 10))
+    }
   }
 }
 
