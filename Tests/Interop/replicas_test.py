@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smartschool.assessment.v1 import assessment_service_pb2 as apb
 from smartschool.assessment.v1 import assessment_service_pb2_grpc as apb_grpc
@@ -43,6 +44,10 @@ from suite_interop_test import (ADMIN_PASSWORD, DATABASE_URL, PROVINCE, TERM, Pr
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NAMES = ("identity", "catalogue", "assessment", "supervision")
+SERVICES = {"identity": "smartschool.identity.v1.IdentityService",
+            "catalogue": "smartschool.catalogue.v1.CatalogueService",
+            "assessment": "smartschool.assessment.v1.AssessmentService",
+            "supervision": "smartschool.supervision.v1.SupervisionService"}
 REPLICAS = 3
 TIMEOUT = 10
 STUDENTS = 120
@@ -163,6 +168,28 @@ class Cluster:
                      "--client-id", self.account.client_id,
                      "--client-secret", self.account.client_secret]
         self.replicas[name][i] = Process(name, args, env=env)
+        self.wait_serving(name, i)
+
+    def wait_serving(self, name, i, limit=60):
+        """Waits until the replica's gRPC health says SERVING for its service, as a readiness
+        probe does before a balancer sends it calls (nginx would otherwise meet a closed port)."""
+        channel = grpc.insecure_channel("127.0.0.1:%d" % self.ports[name][i])
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.time() + limit
+        try:
+            while True:
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(service=SERVICES[name]),
+                                          timeout=2).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                assert time.time() < deadline, "%s replica %d not serving after %d s" % (
+                    name, i, limit)
+                time.sleep(0.1)
+        finally:
+            channel.close()
 
     def seed(self):
         rows = [org(PROVINCE, "示范省", common_pb2.ORG_KIND_PROVINCE),
@@ -234,17 +261,19 @@ class Load:
         self.threads = []
 
     def call(self, what, fn):
-        """One attempt; True when it succeeded. Records its outcome under the current phase."""
-        phase = self.phase
+        """One attempt; True when it succeeded. Records its outcome under the phase it ended
+        in (a call sent just before a replica is killed fails because of the kill)."""
         started = time.time()
+        failure = None
         try:
             fn()
-            ok = True
         except grpc.RpcError as e:
-            ok = False
+            failure = (what, e.code().name, (e.details() or "")[:120])
+        ok = failure is None
+        phase = self.phase
+        if failure:
             with self.lock:
-                self.failures.setdefault(phase, []).append(
-                    (what, e.code().name, (e.details() or "")[:120]))
+                self.failures.setdefault(phase, []).append(failure)
         with self.lock:
             self.calls[phase] = self.calls.get(phase, 0) + 1
             self.slowest = max(self.slowest, time.time() - started)
@@ -384,6 +413,13 @@ def test_kill_and_rolling_restart_under_load(cluster):
              load.slowest))
     for phase, failed in failures.items():
         print("  %s: %s" % (phase, sorted(set(failed))))
+    if failures:
+        # What nginx saw of the failed calls (its error log names the upstream and the reason).
+        log = Path(cluster.balancer.dir / "error.log")
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        for line in [l for l in lines if "[error]" in l or "[warn]" in l][-8:]:
+            print("  nginx: %s" % line[:300])
+    assert not failures.get("warm-up"), failures.get("warm-up")
     assert not failures.get("rolling restart"), failures.get("rolling restart")
     assert not failures.get("after"), failures.get("after")
     assert load.slowest < TIMEOUT + 2
