@@ -5,10 +5,19 @@
 //
 //   swift build -c release --product catalogue-bench
 //   .build/release/catalogue-bench [resources] [scratch directory]
-//     [--database-url postgres://user@host:port/db]
+//     [--database-url postgres://user@host:port/db] [--seed-callers n] [--seed-dir directory]
+//     [--only sqlite|postgresql]
 //
 // The PostgreSQL server also comes from SMARTSCHOOL_BENCH_DATABASE_URL; the bench makes a fresh
 // database on it (its role needs CREATEDB) and drops it at the end (needs `psql`).
+//
+// Seeding goes through the service (CreateResource, UploadContent, two transitions per
+// resource). The rates are measured on the first 10,000 resources with 8 callers; the rest are
+// seeded by --seed-callers (default 32) callers, each taking its resources through create,
+// upload, submit and approve in turn. With --seed-dir, a store seeded by an earlier run with
+// the same resource count is copied (SQLite: its data folder; PostgreSQL: CREATE DATABASE …
+// TEMPLATE) instead of seeding again, and a run that seeds keeps its store there at the end; a
+// store seeded by older code is brought up to date by the service's own migrations on opening.
 import CatalogueService
 import Crypto
 import Dispatch
@@ -25,22 +34,38 @@ typealias Client = Smartschool_Catalogue_V1_CatalogueService.Client<HTTP2ClientT
 
 var positional: [String] = []
 var serverURL = ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_DATABASE_URL"]
+var seedCallersOption = 32
+var seedDirectoryOption: String? = nil
+var onlyOption: String? = nil
 do {
   var rest = CommandLine.arguments.dropFirst()
   while let argument = rest.popFirst() {
     if argument == "--database-url", let value = rest.popFirst() {
       serverURL = value
+    } else if argument == "--seed-callers", let value = rest.popFirst().flatMap({ Int($0) }),
+      value > 0
+    {
+      seedCallersOption = value
+    } else if argument == "--seed-dir", let value = rest.popFirst() {
+      seedDirectoryOption = value
+    } else if argument == "--only", let value = rest.popFirst(),
+      ["sqlite", "postgresql"].contains(value)
+    {
+      onlyOption = value
     } else if argument.hasPrefix("--") {
       FileHandle.standardError.write(
         Data(
           ("usage: catalogue-bench [resources] [scratch directory] "
-            + "[--database-url postgres://user@host:port/db]\n").utf8))
+            + "[--database-url postgres://user@host:port/db] [--seed-callers n] "
+            + "[--seed-dir directory] [--only sqlite|postgresql]\n").utf8))
       exit(64)
     } else {
       positional.append(argument)
     }
   }
 }
+let seedCallers = seedCallersOption
+let seedDirectory = seedDirectoryOption
 let resourceCount = positional.count > 0 ? Int(positional[0]) ?? 100_000 : 100_000
 let scratchRoot = positional.count > 1 ? positional[1] : NSTemporaryDirectory()
 let server: DatabaseSettings?
@@ -95,6 +120,14 @@ func psql(_ server: DatabaseSettings, _ command: String) throws {
   process.standardOutput = FileHandle.nullDevice
   try process.run()
   process.waitUntilExit()
+  if process.terminationStatus != 0 {
+    throw BenchError(message: "psql failed (status \(process.terminationStatus)): \(command)")
+  }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+  var message: String
+  var description: String { message }
 }
 
 // MARK: Measuring
@@ -343,15 +376,34 @@ func run(on store: BenchStore) async throws -> Figures {
   settings.directoryPollInterval = .seconds(3600)
   var config = HostConfig.ephemeral(service: "catalogue", dataDirectory: scratch + "/data")
   config.metricsPort = -1
+  // A store seeded by an earlier run (--seed-dir): SQLite's data folder, or for PostgreSQL a
+  // marker file naming the database kept on the server.
+  let seed = seedDirectory.map { "\($0)/catalogue-\(store.name.lowercased())-\(resourceCount)" }
+  let seedDatabase = "catalogue_bench_seed_\(resourceCount)"
+  let seeded = seed.map { FileManager.default.fileExists(atPath: $0) } ?? false
+  var keep = false
+  let copyStart = now()
   var database: DatabaseSettings? = nil
   if case .postgresql(let server) = store {
     let name = "catalogue_bench_" + UUID().uuidString.prefix(8).lowercased()
-    try await PostgresStore.createDatabaseIfMissing(on: server, name: name)
+    if seeded {
+      try psql(server, "CREATE DATABASE \(name) TEMPLATE \(seedDatabase)")
+    } else {
+      try await PostgresStore.createDatabaseIfMissing(on: server, name: name)
+    }
     database = server.with(database: name)
     config.database = database
+  } else if let seed, seeded {
+    try FileManager.default.copyItem(atPath: seed, toPath: scratch + "/data")
+  }
+  if seeded {
+    line(
+      String(
+        format: "\n(%@: seeded store copied in %.1f s)", store.name,
+        Double(now() - copyStart) / 1e9))
   }
   defer {
-    if let database {
+    if let database, !keep {
       try? psql(
         database.with(database: "postgres"),
         "DROP DATABASE IF EXISTS \(database.database) WITH (FORCE)")
@@ -404,109 +456,38 @@ func run(on store: BenchStore) async throws -> Figures {
         format: "RPC floor (GetResource, sequential)          p50 %6.2f ms  p95 %6.2f ms",
         floorP50, floorP95))
 
-    // Creates with 8 concurrent callers, one author per school.
-    let workers = 8
-    let createStart = now()
-    let ids = try await withThrowingTaskGroup(of: [String].self) { group in
-      for w in 0..<workers {
-        group.addTask {
-          var rng = SeededGenerator(seed: UInt64(w + 1))
-          var made: [String] = []
-          var i = w
-          while i < resourceCount {
-            let school = schools[i % schools.count]
-            let r = try await client.createResource(
-              .with { $0.resource = makeResource(&rng, owner: school) },
-              metadata: token("t-" + school, "teacher", at: school))
-            made.append(r.id + "|" + school)
-            i += workers
-          }
-          return made
-        }
-      }
-      var all: [String] = []
-      for try await part in group { all += part }
-      return all
-    }
-    let createSeconds = Double(now() - createStart) / 1e9
-    let createRate = Double(resourceCount) / createSeconds
-    // Baseline: the same concurrency of GetResource.
-    let getCount = 20_000
-    let getStart = now()
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      for _ in 0..<workers {
-        group.addTask {
-          for _ in 0..<(getCount / workers) {
-            _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
-          }
-        }
-      }
-      try await group.waitForAll()
-    }
-    let getRate = Double(getCount) / (Double(now() - getStart) / 1e9)
-    figures.createRate = createRate
-    figures.getRate = getRate
-    line(
-      String(
-        format:
-          "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
-          + "ratio %.2f   (%.1f s for %d)",
-        createRate, getRate, createRate / getRate, createSeconds, resourceCount))
-
-    /// Runs `body` for every created resource (its id and its school's code), spread over the
-    /// workers; returns the seconds taken.
-    func eachResource(_ body: @escaping @Sendable (String, String) async throws -> Void)
-      async throws -> Double
-    {
-      let start = now()
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        for w in 0..<workers {
-          group.addTask {
-            for i in stride(from: w, to: ids.count, by: workers) {
-              let parts = ids[i].split(separator: "|").map(String.init)
-              try await body(parts[0], parts[1])
-            }
-          }
-        }
-        try await group.waitForAll()
-      }
-      return Double(now() - start) / 1e9
-    }
-
     // Only a resource with content is submitted: every author uploads a small lesson plan
-    // first (one blob: the catalogue stores content by its hash), outside the timing below.
+    // (one blob: the catalogue stores content by its hash).
     let lessonPlan = Data("教案：学习目标、重点难点、教学过程、课堂练习".utf8)
     let lessonPlanSHA = SHA256.hash(data: lessonPlan).map { String(format: "%02x", $0) }.joined()
-    let contentRate =
-      Double(ids.count)
-      / (try await eachResource { id, school in
-        _ = try await client.uploadContent(
-          metadata: token("t-" + school, "teacher", at: school),
-          requestProducer: { writer in
-            try await writer.write(
-              .with {
-                $0.resourceID = id
-                $0.header = .with {
-                  $0.sha256 = lessonPlanSHA
-                  $0.sizeBytes = Int64(lessonPlan.count)
-                }
-              })
-            try await writer.write(
-              .with {
-                $0.resourceID = id
-                $0.data = lessonPlan
-              })
-          })
-      })
-    line(
-      String(
-        format:
-          "small content uploads (8 callers)           %8.0f /s   GetResource %8.0f /s   "
-          + "ratio %.2f",
-        contentRate, getRate, contentRate / getRate))
-
-    // Submit and approve everything (the review workflow at scale).
-    let reviewSeconds = try await eachResource { id, school in
+    @Sendable func create(_ i: Int) async throws -> (id: String, school: String) {
+      let school = schools[i % schools.count]
+      var rng = SeededGenerator(seed: UInt64(i + 1))
+      let r = try await client.createResource(
+        .with { $0.resource = makeResource(&rng, owner: school) },
+        metadata: token("t-" + school, "teacher", at: school))
+      return (r.id, school)
+    }
+    @Sendable func upload(_ id: String, _ school: String) async throws {
+      _ = try await client.uploadContent(
+        metadata: token("t-" + school, "teacher", at: school),
+        requestProducer: { writer in
+          try await writer.write(
+            .with {
+              $0.resourceID = id
+              $0.header = .with {
+                $0.sha256 = lessonPlanSHA
+                $0.sizeBytes = Int64(lessonPlan.count)
+              }
+            })
+          try await writer.write(
+            .with {
+              $0.resourceID = id
+              $0.data = lessonPlan
+            })
+        })
+    }
+    @Sendable func publish(_ id: String, _ school: String) async throws {
       _ = try await client.transitionResource(
         .with {
           $0.id = id
@@ -518,13 +499,88 @@ func run(on store: BenchStore) async throws -> Figures {
           $0.action = .approve
         }, metadata: reviewer)
     }
-    let reviewRate = Double(2 * ids.count) / reviewSeconds
-    line(
-      String(
-        format:
-          "review transitions (8 callers)              %8.0f /s   GetResource %8.0f /s   "
-          + "ratio %.2f",
-        reviewRate, getRate, reviewRate / getRate))
+    /// Runs `body` for indexes `range` spread over `callers` concurrent callers (caller w takes
+    /// w, w + callers, …); returns the seconds taken and what the calls returned.
+    func spread<T: Sendable>(
+      _ range: Range<Int>, callers: Int, _ body: @escaping @Sendable (Int) async throws -> T
+    ) async throws -> (seconds: Double, results: [T]) {
+      let start = now()
+      let results = try await withThrowingTaskGroup(of: [T].self) { group in
+        for w in 0..<callers {
+          group.addTask {
+            var made: [T] = []
+            for i in stride(from: range.lowerBound + w, to: range.upperBound, by: callers) {
+              made.append(try await body(i))
+            }
+            return made
+          }
+        }
+        var all: [T] = []
+        for try await part in group { all += part }
+        return all
+      }
+      return (Double(now() - start) / 1e9, results)
+    }
+
+    let workers = 8
+    if let seed, seeded {
+      line("seeded store copied from \(seed) (\(resourceCount) resources; rates not measured)")
+    } else {
+      // Measured: creates, then uploads, then reviews of the first `measured` resources with
+      // 8 concurrent callers, one author per school.
+      let measured = min(resourceCount, 10_000)
+      let (createSeconds, ids) = try await spread(0..<measured, callers: workers, create)
+      let createRate = Double(measured) / createSeconds
+      // Baseline: the same concurrency of GetResource.
+      let getCount = 20_000
+      let (getSeconds, _) = try await spread(0..<getCount, callers: workers) { _ in
+        _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
+      }
+      let getRate = Double(getCount) / getSeconds
+      figures.createRate = createRate
+      figures.getRate = getRate
+      line(
+        String(
+          format:
+            "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
+            + "ratio %.2f   (%.1f s for the first %d)",
+          createRate, getRate, createRate / getRate, createSeconds, measured))
+      let (uploadSeconds, _) = try await spread(ids.indices, callers: workers) {
+        try await upload(ids[$0].id, ids[$0].school)
+      }
+      let contentRate = Double(ids.count) / uploadSeconds
+      line(
+        String(
+          format:
+            "small content uploads (8 callers)           %8.0f /s   GetResource %8.0f /s   "
+            + "ratio %.2f",
+          contentRate, getRate, contentRate / getRate))
+      // Submit and approve (the review workflow at scale).
+      let (reviewSeconds, _) = try await spread(ids.indices, callers: workers) {
+        try await publish(ids[$0].id, ids[$0].school)
+      }
+      let reviewRate = Double(2 * ids.count) / reviewSeconds
+      line(
+        String(
+          format:
+            "review transitions (8 callers)              %8.0f /s   GetResource %8.0f /s   "
+            + "ratio %.2f",
+          reviewRate, getRate, reviewRate / getRate))
+      // The rest: each caller takes its resources through all four calls in turn.
+      if measured < resourceCount {
+        let (seconds, _) = try await spread(measured..<resourceCount, callers: seedCallers) {
+          let (id, school) = try await create($0)
+          try await upload(id, school)
+          try await publish(id, school)
+        }
+        line(
+          String(
+            format:
+              "seeded %d more (create, upload, submit, approve; %d callers) in %.0f s: %.0f /s",
+            resourceCount - measured, seedCallers, seconds,
+            Double(resourceCount - measured) / seconds))
+      }
+    }
 
     // Search latency, sequential, one teacher of one school (sees its own school's, its
     // county's, the city's and the province's shares: about a third of the catalogue).
@@ -750,11 +806,26 @@ func run(on store: BenchStore) async throws -> Figures {
   await host.shutdown()
   _ = await serving.result
   if let storage = definition.store, storage.backend == .postgresql { await storage.close() }
+  if let seed, !seeded {
+    // Keep the seeded store for later runs.
+    try FileManager.default.createDirectory(
+      atPath: (seed as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    if let database {
+      try psql(
+        database.with(database: "postgres"),
+        "ALTER DATABASE \(database.database) RENAME TO \(seedDatabase)")
+      keep = true
+      try Data(seedDatabase.utf8).write(to: URL(fileURLWithPath: seed))
+    } else {
+      try FileManager.default.copyItem(atPath: scratch + "/data", toPath: seed)
+    }
+    line("seeded store kept at \(seed)")
+  }
   return figures
 }
 
-var stores: [BenchStore] = [.sqlite]
-if let server { stores.append(.postgresql(server: server)) }
+var stores: [BenchStore] = onlyOption == "postgresql" ? [] : [.sqlite]
+if let server, onlyOption != "sqlite" { stores.append(.postgresql(server: server)) }
 var results: [Figures] = []
 for store in stores { results.append(try await run(on: store)) }
 line(
@@ -770,8 +841,11 @@ line(
 }
 summaryRow("RPC floor p50 (GetResource)") { String(format: "%.2f ms", $0.floorP50) }
 summaryRow("create rate (8 callers)") {
-  String(format: "%.0f/s (GetResource %.0f/s, %.2f)", $0.createRate, $0.getRate,
-    $0.createRate / $0.getRate)
+  $0.getRate == 0
+    ? "not measured (seeded store)"
+    : String(
+      format: "%.0f/s (GetResource %.0f/s, %.2f)", $0.createRate, $0.getRate,
+      $0.createRate / $0.getRate)
 }
 for (i, row) in (results.first?.search ?? []).enumerated() {
   summaryRow(row.name) {
