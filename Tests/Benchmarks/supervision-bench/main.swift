@@ -2,14 +2,17 @@
 // ~25,000 lessons) and then a city of 10 such counties, served by a real in-process
 // supervision server on loopback, on SQLite and, given a server, on PostgreSQL in the same run:
 //
-//   supervision-bench [--database-url postgres://user@host:port/db]
+//   supervision-bench [--database-url postgres://user@host:port/db] [--only sqlite|postgresql]
 //
 // The PostgreSQL server also comes from SMARTSCHOOL_BENCH_DATABASE_URL; the bench makes a
 // fresh database on it per run (its role needs CREATEDB) and drops it at the end. Needs
 // `sqlite3` and `psql`. Prints the streamed lesson import rate against the database's own bulk
 // loader fed the same rows (`sqlite3 .import`, `psql \copy` = COPY) into an equivalent table,
 // the compliance report latency (with per-school rows) and the weekly notice latency, the
-// reports against a trivial unary RPC (GetTerm) measured in the same run.
+// reports against a trivial unary RPC (GetTerm) measured in the same run. The import lines also
+// give the CPU time it took per lesson: this process (client and server) and, when the
+// PostgreSQL server runs on this machine, its backends (read from /proc), to tell which side
+// bounds the rate on a loaded machine.
 import Crypto
 import Foundation
 import GRPCCore
@@ -192,6 +195,10 @@ struct Figures {
   var label = ""
   var lessons = 0
   var importRate = 0.0
+  /// CPU microseconds per imported lesson: this process, and the database's backends (nil
+  /// when they cannot be read).
+  var processCPU = 0.0
+  var databaseCPU: Double? = nil
   /// Re-sending the first county's lessons: one message a lesson, and batched.
   var resentSingleRate = 0.0
   var resentBatchedRate = 0.0
@@ -200,6 +207,39 @@ struct Figures {
   var countyMs = 0.0
   var cityMs: Double? = nil
   var noticeMs = 0.0
+}
+
+/// CPU seconds this process has used (user and system).
+func processCPUSeconds() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+    + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
+/// CPU seconds used so far by each backend serving `database`, read from /proc; empty when
+/// the server is not on this machine (or /proc is not readable).
+func backendCPUSeconds(_ database: DatabaseSettings) -> [Int: Double] {
+  guard
+    let pids = try? psql(
+      database,
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        + "AND pid <> pg_backend_pid()"
+    ).output
+  else { return [:] }
+  let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+  var out: [Int: Double] = [:]
+  for pid in pids.split(separator: "\n").compactMap({ Int($0) }) {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")")
+    else { continue }
+    // Fields after the command name: state is field 3, utime 14 and stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12])
+    else { continue }
+    out[pid] = (user + system) / ticks
+  }
+  return out
 }
 
 /// The same rows the service imported, as a CSV of the lesson table's columns (classroom
@@ -381,6 +421,8 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
     }
     var total = 0
     var importTime = Duration.zero
+    let cpuBefore = processCPUSeconds()
+    let backendsBefore = database.map(backendCPUSeconds) ?? [:]
     for county in world.counties {
       let rows = lessons(county: county)
       total += rows.count
@@ -391,6 +433,14 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
     }
     figures.lessons = total
     figures.importRate = Double(total) / (ms(importTime) / 1000)
+    figures.processCPU = (processCPUSeconds() - cpuBefore) * 1e6 / Double(total)
+    if let database {
+      let after = backendCPUSeconds(database)
+      if !after.isEmpty {
+        let used = after.reduce(0.0) { $0 + $1.value - (backendsBefore[$1.key] ?? 0) }
+        figures.databaseCPU = used * 1e6 / Double(total)
+      }
+    }
     // Both forms again on the first county's rows (all stored already: replaced unchanged).
     let again = lessons(county: world.counties[0])
     var resent = (single: Duration.zero, batched: Duration.zero)
@@ -474,6 +524,10 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
             + (figures.importRate / figures.loaderRate >= target.importShare ? "met" : "MISSED")
           : ""))
     line(
+      "  CPU per lesson: this process / database",
+      String(format: "%.1f µs", figures.processCPU)
+        + (figures.databaseCPU.map { String(format: " / %.1f µs", $0) } ?? " / -"), "")
+    line(
       "re-send of 1 county (\(again.count)), one message a lesson",
       String(format: "%.0f lessons/s", figures.resentSingleRate),
       String(format: "%.2fx of the loader", figures.resentSingleRate / figures.loaderRate))
@@ -507,32 +561,48 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
   return figures
 }
 
-func parseServer(_ arguments: [String]) throws -> DatabaseSettings? {
+/// The PostgreSQL server (if any) and which stores to run (`--only` picks one).
+func parseArguments(_ arguments: [String]) throws -> (
+  server: DatabaseSettings?, sqlite: Bool, postgresql: Bool
+) {
+  let usage =
+    "usage: supervision-bench [--database-url postgres://user@host:port/db] "
+    + "[--only sqlite|postgresql]"
   var url = ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_DATABASE_URL"]
+  var only: String? = nil
   var rest = arguments[...]
   while let flag = rest.popFirst() {
-    guard flag == "--database-url", let value = rest.popFirst() else {
-      throw BenchError("usage: supervision-bench [--database-url postgres://user@host:port/db]")
+    switch (flag, rest.popFirst()) {
+    case ("--database-url", let value?): url = value
+    case ("--only", let value?) where value == "sqlite" || value == "postgresql": only = value
+    default: throw BenchError(usage)
     }
-    url = value
   }
-  guard let url, !url.isEmpty else { return nil }
-  do {
-    return try DatabaseSettings(url: url, poolSize: 8)
-  } catch let error as DatabaseSettings.Invalid {
-    throw BenchError("--database-url: \(error.message)")
+  var server: DatabaseSettings? = nil
+  if let url, !url.isEmpty {
+    do {
+      server = try DatabaseSettings(url: url, poolSize: 8)
+    } catch let error as DatabaseSettings.Invalid {
+      throw BenchError("--database-url: \(error.message)")
+    }
   }
+  if only == "postgresql" && server == nil {
+    throw BenchError("--only postgresql needs --database-url")
+  }
+  return (server, only != "postgresql", only != "sqlite" && server != nil)
 }
 
 let server: DatabaseSettings?
+var stores: [BenchStore] = []
 do {
-  server = try parseServer(Array(CommandLine.arguments.dropFirst()))
+  let parsed = try parseArguments(Array(CommandLine.arguments.dropFirst()))
+  server = parsed.server
+  if parsed.sqlite { stores.append(.sqlite) }
+  if parsed.postgresql, let server { stores.append(.postgresql(server: server)) }
 } catch {
   FileHandle.standardError.write(Data("supervision-bench: \(error)\n".utf8))
   exit(64)
 }
-var stores: [BenchStore] = [.sqlite]
-if let server { stores.append(.postgresql(server: server)) }
 var results: [Figures] = []
 for store in stores {
   results.append(try await run(counties: 1, label: "county term", on: store))
@@ -541,7 +611,7 @@ for store in stores {
 writeLine("\n== summary (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
 writeLine(
   "store       run                  lessons  import/s   loader/s  ratio  county ms  city ms"
-    + "  notice ms  re-send 1-row/batched  loader"
+    + "  notice ms  re-send 1-row/batched  CPU µs/lesson proc/db  loader"
 )
 for f in results {
   writeLine(
@@ -554,8 +624,11 @@ for f in results {
         toLength: 8, withPad: " ", startingAt: 0)
       + String(
         format: " %10.2f  %9.0f/%-9.0f  ", f.noticeMs, f.resentSingleRate, f.resentBatchedRate)
+      + (String(format: "%.1f/", f.processCPU)
+        + (f.databaseCPU.map { String(format: "%.1f", $0) } ?? "-")).padding(
+          toLength: 22, withPad: " ", startingAt: 0)
       + f.loader)
 }
-if server == nil {
+if server == nil && stores.contains(where: { $0.name == "SQLite" }) {
   writeLine("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
 }
