@@ -48,6 +48,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
     .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
   ],
   targets: [
     // Shared: generated protobuf/gRPC code and the domain vocabulary every service speaks.
@@ -72,7 +73,9 @@ let package = Package(
       name: "IdentityService",
       dependencies: [
         "SmartSchoolModel", "ServiceRuntime", grpcCore, grpcProtobuf, swiftProtobuf, grdb, crypto,
-        cryptoExtras, logging, postgres,
+        cryptoExtras, logging, postgres, lifecycle, nioCore,
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdTLS", package: "hummingbird"),
       ],
       path: "Services/Identity/IdentityService"
     ),
