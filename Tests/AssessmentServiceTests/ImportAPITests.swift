@@ -70,6 +70,62 @@ import Testing
     }
   }
 
+  /// One commit's rows of a student out of item order, an item given twice, two students'
+  /// rows interleaved and a class changed mid-batch: each score is its last value, the
+  /// student keeps its last class, and export, report totals and statistics agree; then a
+  /// batch mixing students that exist with a new one.
+  @Test func rowsOfOneBatchInAnyOrderLandAsTheirLastValues() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      let first = try await w.importScores([
+        row("M-K1", "ext-stu1", "CL1a", "S1", 3, 12),
+        row("M-K1", "ext-stu2", "CL1a", "S1", 1, 4),
+        row("M-K1", "ext-stu1", "CL1a", "S1", 1, 7),
+        row("M-K1", "ext-stu1", "CL1a", "S1", 1, 9),
+        row("M-K1", "ext-stu2", "CL1b", "S1", 2, 6),
+        row("M-K1", "ext-stu1", "CL1a", "S1", 2, 3),
+      ])
+      #expect(first.accepted == 6 && first.created == 5 && first.updated == 1)
+      #expect(
+        try await w.exported("M-K1") == [
+          "ext-stu1/CL1a/1=9.0", "ext-stu1/CL1a/2=3.0", "ext-stu1/CL1a/3=12.0",
+          "ext-stu2/CL1b/1=4.0", "ext-stu2/CL1b/2=6.0",
+        ])
+      let second = try await w.importScores([
+        row("M-K1", "ext-stu1", "CL1a", "S1", 4, 5),
+        row("M-K1", "ext-s3", "CL1b", "S1", 2, 8),
+        row("M-K1", "ext-stu1", "CL1a", "S1", 1, 2),
+        row("M-K1", "ext-stu1", "CL1a", "S1", 4, 6),
+        row("M-K1", "ext-s3", "CL1b", "S1", 1, 1),
+      ])
+      #expect(second.accepted == 5 && second.created == 3 && second.updated == 2)
+      #expect(
+        try await w.exported("M-K1") == [
+          "ext-s3/CL1b/1=1.0", "ext-s3/CL1b/2=8.0", "ext-stu1/CL1a/1=2.0", "ext-stu1/CL1a/2=3.0",
+          "ext-stu1/CL1a/3=12.0", "ext-stu1/CL1a/4=6.0", "ext-stu2/CL1b/1=4.0",
+          "ext-stu2/CL1b/2=6.0",
+        ])
+      let exam = try await w.assessment.getExam(.with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
+      #expect(exam.scoreCount == 8)
+      for (student, classCode, total) in [
+        ("ext-stu1", "CL1a", 23.0), ("ext-stu2", "CL1b", 10.0), ("ext-s3", "CL1b", 9.0),
+      ] {
+        let report = try await w.assessment.getStudentReport(
+          .with {
+            $0.examCode = "M-K1"
+            $0.studentExternalID = student
+          }, metadata: w.auth("aK1"))
+        #expect(report.total == total && report.classCode == classCode, "\(student)")
+      }
+      let statistics = try await w.assessment.getExamStatistics(
+        .with {
+          $0.examCode = "M-K1"
+          $0.scopeOrgCode = "K1"
+        }, metadata: w.auth("aK1"))
+      #expect(statistics.scope.count == 3 && statistics.scope.mean == 14)
+    }
+  }
+
   @Test func importKilledMidStreamThenResentEndsWithExactlyTheRows() async throws {
     try await withWorld { w in
       try await w.createStandardExam()

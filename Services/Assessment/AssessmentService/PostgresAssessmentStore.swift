@@ -9,8 +9,9 @@ import SmartSchoolModel
 /// - exam items are frozen under row locks: UpdateExamItems locks the exam row FOR UPDATE and a
 ///   score batch FOR SHARE before it reads the items, so a batch either commits before the
 ///   replacement looks for scores, or reads the replaced items;
-/// - a score batch is two statements (students, then scores), each one multi-row upsert over
-///   arrays, in key order so that overlapping batches of two streams do not deadlock;
+/// - a score batch upserts its students in one statement over arrays, in key order so that
+///   overlapping batches of two streams do not deadlock; the scores of students it created go
+///   in by COPY, those of students that existed by one upsert;
 /// - quality entries are upserted on their natural key (ON CONFLICT), not select-then-insert;
 /// - scores carry their exam first in their key, so a report reads an exam's scores as one
 ///   index range, aggregated into arrays per student.
@@ -219,144 +220,102 @@ final class PostgresAssessmentStore: AssessmentStoring {
             try r["max_score"].decode(Double.self)
         }
       }
+      let batch = StudentScores.group(rows, targets: exams)
       var result = ScoreBatchResult()
-      // Accepted rows; the student row takes the last class a batch gives it, as on SQLite.
-      struct StudentKey: Hashable {
-        var exam: Int64
-        var student: String
-      }
-      var students: [StudentKey: PendingScore] = [:]
-      var accepted: [(key: StudentKey, item: Int32, score: Double)] = []
-      accepted.reserveCapacity(rows.count)
-      for row in rows {
-        if let rejection = ScoreTarget.rejection(row, exams[row.examCode]) {
-          result.rejections.append(rejection)
-          continue
-        }
-        let exam = exams[row.examCode]!
-        let key = StudentKey(exam: exam.number, student: row.student)
-        students[key] = row
-        accepted.append((key, row.item, row.score))
-      }
-      guard !accepted.isEmpty else { return result }
+      result.rejections = batch.rejections
+      guard batch.accepted > 0 else { return result }
 
-      // One upsert for the batch's students, in key order (two streams lock alike).
-      let ordered = students.sorted { a, b in
-        a.key.exam != b.key.exam
-          ? a.key.exam < b.key.exam
-          : a.key.student.utf8.lexicographicallyPrecedes(b.key.student.utf8)
+      // One upsert for the batch's students, in key order (two streams lock alike). A student
+      // it creates has no scores but this batch's, so its total and packed scores go in with
+      // it; a student that exists keeps both here and has them made again below.
+      let students = batch.students.sorted { a, b in
+        a.exam != b.exam ? a.exam < b.exam : a.student.utf8.lexicographicallyPrecedes(b.student.utf8)
       }
-      let studentExams = ordered.map(\.key.exam)
-      let studentIDs = ordered.map(\.key.student)
-      let classCodes = ordered.map(\.value.classCode)
-      let schoolCodes = ordered.map(\.value.schoolCode)
-      let paths = ordered.map(\.value.classPath)
-      // A student the upsert creates has no scores but this batch's: its total is their sum
-      // in item order, as `sum(score)` over the scores' key adds them. A student that exists
-      // keeps its total here and has it summed again after the scores are written.
-      var batchScores: [StudentKey: [Int32: Double]] = [:]
-      batchScores.reserveCapacity(ordered.count)
-      for a in accepted { batchScores[a.key, default: [:]][a.item] = a.score }
-      var newTotals: [Double] = []
-      var newScores: [ByteBuffer] = []
-      newTotals.reserveCapacity(ordered.count)
-      newScores.reserveCapacity(ordered.count)
-      for o in ordered {
-        let mine = (batchScores[o.key] ?? [:]).sorted { $0.key < $1.key }
-        newTotals.append(mine.reduce(0) { $0 + $1.value })
-        newScores.append(
-          ByteBuffer(bytes: PackedScores.pack(mine.lazy.map { (item: $0.key, score: $0.value) })))
-      }
-      var sids: [StudentKey: Int64] = [:]
-      sids.reserveCapacity(ordered.count)
-      var existing: [(exam: Int64, sid: Int64)] = []
+      var position: [String: Int] = [:]
+      position.reserveCapacity(students.count)
+      for (i, s) in students.enumerated() { position["\(s.exam)/\(s.student)"] = i }
+      var written: [(sid: Int64, student: Int, inserted: Bool)] = []
+      written.reserveCapacity(students.count)
       for r in try await tx.query(
         """
         INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
           scores)
-        SELECT * FROM unnest(\(studentExams)::int8[], \(studentIDs)::text[],
-          \(classCodes)::text[], \(schoolCodes)::text[], \(paths)::text[],
-          \(newTotals)::float8[], \(newScores)::bytea[])
+        SELECT * FROM unnest(\(students.map(\.exam))::int8[], \(students.map(\.student))::text[],
+          \(students.map(\.last.classCode))::text[], \(students.map(\.last.schoolCode))::text[],
+          \(students.map(\.last.classPath))::text[], \(students.map(\.total))::float8[],
+          \(students.map { ByteBuffer(bytes: PackedScores.pack($0.scores)) })::bytea[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = excluded.class_code,
           school_code = excluded.school_code, org_path = excluded.org_path
         RETURNING sid, exam, student, xmax = 0 AS inserted
         """)
       {
-        let exam = try r["exam"].decode(Int64.self)
-        let sid = try r["sid"].decode(Int64.self)
-        sids[StudentKey(exam: exam, student: try r["student"].decode(String.self))] = sid
-        if try !r["inserted"].decode(Bool.self) { existing.append((exam, sid)) }
-      }
-
-      // One upsert for the scores: a key given twice keeps its last score (counted updated).
-      struct ScoreKey: Hashable {
-        var exam: Int64
-        var sid: Int64
-        var item: Int32
-      }
-      var latest: [ScoreKey: Double] = [:]
-      latest.reserveCapacity(accepted.count)
-      for a in accepted {
-        guard let sid = sids[a.key] else {
-          throw ServiceError.internalError("student \(a.key.student) was not written")
+        let key = "\(try r["exam"].decode(Int64.self))/\(try r["student"].decode(String.self))"
+        guard let i = position[key] else {
+          throw ServiceError.internalError("student \(key) was written but not sent")
         }
-        latest[ScoreKey(exam: a.key.exam, sid: sid, item: a.item)] = a.score
+        written.append((try r["sid"].decode(Int64.self), i, try r["inserted"].decode(Bool.self)))
       }
-      let scores = latest.sorted { a, b in
-        a.key.exam != b.key.exam
-          ? a.key.exam < b.key.exam
-          : a.key.sid != b.key.sid ? a.key.sid < b.key.sid : a.key.item < b.key.item
+      guard written.count == students.count else {
+        throw ServiceError.internalError("a score batch's students were not all written")
       }
-      // A student the upsert created has no scores but these: its rows are plain inserts
-      // (no conflict is possible, and ON CONFLICT's speculative insertion costs a third more
-      // per row). Scores of students that existed are upserted.
-      let existingSIDs = Set(existing.map(\.sid))
-      let fresh = scores.filter { !existingSIDs.contains($0.key.sid) }
-      let known = scores.filter { existingSIDs.contains($0.key.sid) }
-      var created = 0
-      if !fresh.isEmpty {
-        try await tx.execute(
-          """
-          INSERT INTO asm_scores (exam, sid, item, score)
-          SELECT * FROM unnest(\(fresh.map(\.key.exam))::int8[], \(fresh.map(\.key.sid))::int8[],
-            \(fresh.map(\.key.item))::int4[], \(fresh.map(\.value))::float8[])
-          """)
-        created += fresh.count
+      written.sort { $0.sid < $1.sid }
+
+      // Scores of created students cannot conflict with any row: they go in by COPY, the bulk
+      // path (an INSERT of the same rows from arrays cost the batch twice the time).
+      var fresh: [[PostgresCopyValue]] = []
+      fresh.reserveCapacity(batch.accepted)
+      for w in written where w.inserted {
+        let s = students[w.student]
+        for (item, score) in s.scores {
+          fresh.append([.int(Int(s.exam)), .int(Int(w.sid)), .int(Int(item)), .double(score)])
+        }
       }
-      if !known.isEmpty {
+      try await tx.copy(into: "asm_scores", columns: ["exam", "sid", "item", "score"], rows: fresh)
+      var created = fresh.count
+
+      // Scores of students that existed are upserted in key order, and the students' totals
+      // and packed scores made again from all their scores (this batch holds their rows since
+      // its upsert, so no other batch changes their scores meanwhile).
+      let existing = written.filter { !$0.inserted }
+      if !existing.isEmpty {
+        var exam: [Int64] = []
+        var sid: [Int64] = []
+        var item: [Int32] = []
+        var score: [Double] = []
+        for w in existing {
+          for (i, x) in students[w.student].scores {
+            exam.append(students[w.student].exam)
+            sid.append(w.sid)
+            item.append(i)
+            score.append(x)
+          }
+        }
         created +=
           try await tx.one(
             """
             WITH written AS (
               INSERT INTO asm_scores (exam, sid, item, score)
-              SELECT * FROM unnest(\(known.map(\.key.exam))::int8[],
-                \(known.map(\.key.sid))::int8[], \(known.map(\.key.item))::int4[],
-                \(known.map(\.value))::float8[])
+              SELECT * FROM unnest(\(exam)::int8[], \(sid)::int8[], \(item)::int4[],
+                \(score)::float8[])
               ON CONFLICT (exam, sid, item) DO UPDATE SET score = excluded.score
               RETURNING xmax = 0 AS inserted)
             SELECT count(*) FILTER (WHERE inserted) AS created FROM written
             """)?["created"].decode(Int.self) ?? 0
-      }
-      // Students that existed: their totals and packed scores made again from their scores
-      // (this batch holds their rows since its upsert, so no other batch changes their scores
-      // meanwhile).
-      if !existing.isEmpty {
-        existing.sort { ($0.exam, $0.sid) < ($1.exam, $1.sid) }
         try await tx.execute(
           """
           UPDATE asm_students st SET total = t.total, scores = t.scores
           FROM (SELECT sc.sid, sum(sc.score) AS total,
               string_agg(int4send(sc.item) || float8send(sc.score), ''::bytea ORDER BY sc.item)
                 AS scores
-            FROM unnest(\(existing.map(\.exam))::int8[], \(existing.map(\.sid))::int8[])
-              AS u(exam, sid)
+            FROM unnest(\(existing.map { students[$0.student].exam })::int8[],
+              \(existing.map(\.sid))::int8[]) AS u(exam, sid)
             JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
             GROUP BY sc.sid) t
           WHERE st.sid = t.sid
           """)
       }
       result.created = created
-      result.updated = accepted.count - created
+      result.updated = batch.accepted - created
       return result
     }
   }
