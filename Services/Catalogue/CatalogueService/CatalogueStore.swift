@@ -329,6 +329,66 @@ final class SQLiteCatalogueStore: CatalogueStore {
     }
   }
 
+  /// The visibility condition of ``add(_:to:)`` as disjoint arms whose union is the visible
+  /// set (empty: nothing is visible), for queries that count or rank every visible resource:
+  /// published resources whose reach is a prefix of a read scope; published resources whose
+  /// reach lies below a read scope (the same as owned within it, since a reach is always the
+  /// owner or one of its ancestors); the caller's own resources not already counted; what
+  /// the caller reviews, not already counted. The published arms name only columns of the
+  /// covering index resources_visible.
+  static func visibleArms(_ viewer: Viewer) -> [Conditions] {
+    var arms: [Conditions] = []
+    // The published arms as one condition, to leave them out of the later arms.
+    var published = Conditions()
+    if !viewer.readScopes.isEmpty {
+      let reaches = Set(viewer.readScopes.flatMap(Visibility.prefixes(of:)).map(\.description))
+        .sorted()
+      let list = "(\(placeholders(reaches.count)))"
+      var shared = Conditions()
+      shared.add("r.status = 3 AND r.reach_path IN \(list)", reaches)
+      arms.append(shared)
+      var any = ["r.reach_path IN \(list)"]
+      var anyArguments: [any DatabaseValueConvertible] = reaches
+      // Scopes no other scope covers: their subtrees are disjoint.
+      let scopes = Set(viewer.readScopes)
+      for scope in scopes.sorted(by: { $0.description < $1.description })
+      where !scopes.contains(where: { $0 != scope && $0.covers(scope) }) {
+        let range = Visibility.range(of: scope)
+        var below = Conditions()
+        below.add(
+          "r.status = 3 AND r.reach_path > ? AND r.reach_path < ? AND r.reach_path NOT IN \(list)",
+          [range.lower, range.upper] + reaches)
+        arms.append(below)
+        any.append("(r.reach_path > ? AND r.reach_path < ?)")
+        anyArguments += [range.lower, range.upper]
+      }
+      published.add("(r.status = 3 AND (" + any.joined(separator: " OR ") + "))", anyArguments)
+    }
+    if !viewer.userID.isEmpty {
+      var own = Conditions()
+      own.add("r.author_id = ?", [viewer.userID])
+      if !published.clauses.isEmpty { own.add("NOT " + published.sql, published.arguments) }
+      arms.append(own)
+    }
+    if !viewer.reviewScopes.isEmpty {
+      var reviewed = Conditions()
+      var args: [any DatabaseValueConvertible] = []
+      let ranges = viewer.reviewScopes.map { scope -> String in
+        let range = Visibility.range(of: scope)
+        args += [range.lower, range.upper]
+        return "(r.owner_path >= ? AND r.owner_path < ?)"
+      }
+      reviewed.add(
+        "r.status IN (2, 3, 4) AND (" + ranges.joined(separator: " OR ") + ")", args)
+      if !published.clauses.isEmpty {
+        reviewed.add("NOT " + published.sql, published.arguments)
+      }
+      if !viewer.userID.isEmpty { reviewed.add("r.author_id <> ?", [viewer.userID]) }
+      arms.append(reviewed)
+    }
+    return arms
+  }
+
   // MARK: Curriculum
 
   func curriculumNode(code: String) async throws -> CurriculumNode? {
@@ -825,13 +885,29 @@ final class SQLiteCatalogueStore: CatalogueStore {
       if query.hasText {
         return try Self.searchText(db, query: query, conditions: c, offset: offset, limit: limit)
       }
-      // No words: every resource the filters and facets select, most popular first.
+      // No words: every resource the filters and facets select, most popular first. The
+      // visible set is read as disjoint arms, the published ones from the covering index
+      // resources_visible, so neither the facet counts nor the page read a resource's row.
+      var f = Conditions()
+      Self.add(filter, to: &f)
+      Self.add(query.filters, to: &f)
+      let arms = Self.visibleArms(viewer)
+      if arms.isEmpty { return SearchPage(hits: [], total: 0, groups: []) }
+      func union(_ columns: String) -> (sql: String, arguments: StatementArguments) {
+        var arguments: [any DatabaseValueConvertible] = []
+        let sql: String = arms.map { arm -> String in
+          arguments += f.arguments + arm.arguments
+          return "SELECT \(columns) FROM resources r WHERE \(f.sql) AND \(arm.sql)"
+        }.joined(separator: " UNION ALL ")
+        return (sql, StatementArguments(arguments))
+      }
+      let counted = union("r.subject, r.grade, r.type")
       let groups = try db.cachedStatement(
         sql: """
-          SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
-          GROUP BY r.subject, r.grade, r.type
+          SELECT subject, grade, type, count(*) AS n FROM (\(counted.sql))
+          GROUP BY subject, grade, type
           """
-      ).decodeAll(arguments: StatementArguments(c.arguments)) { row in
+      ).decodeAll(arguments: counted.arguments) { row in
         (
           subject: row["subject"] as Int, grade: row["grade"] as Int, type: row["type"] as Int,
           count: row["n"] as Int
@@ -840,14 +916,20 @@ final class SQLiteCatalogueStore: CatalogueStore {
       let total = groups.reduce(0) { $0 + $1.count }
       var hits: [(resource: StoredResource, relevance: Double)] = []
       if total > offset {
-        hits = try db.cachedStatement(
+        let ranked = union("r.seq, r.popularity")
+        let seqs = try Int64.fetchAll(
+          db.cachedStatement(
+            sql: """
+              SELECT seq FROM (\(ranked.sql)) ORDER BY popularity DESC, seq DESC LIMIT ? OFFSET ?
+              """), arguments: ranked.arguments + [limit, offset])
+        let rows = try db.cachedStatement(
           sql: """
             SELECT \(Self.columns) FROM resources r
-            WHERE \(c.sql) ORDER BY r.popularity DESC, r.seq DESC LIMIT ? OFFSET ?
+            WHERE r.seq IN (\(Self.placeholders(seqs.count)))
             """
-        ).decodeAll(arguments: StatementArguments(c.arguments + [limit, offset])) {
-          row in (Self.decode(row), 0)
-        }
+        ).decodeAll(arguments: StatementArguments(seqs), Self.decode)
+        let bySeq = Dictionary(rows.map { ($0.seq, $0) }, uniquingKeysWith: { a, _ in a })
+        hits = seqs.compactMap { bySeq[$0].map { ($0, 0) } }
       }
       return SearchPage(hits: hits, total: total, groups: groups)
     }

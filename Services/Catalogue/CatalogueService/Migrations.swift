@@ -221,5 +221,14 @@ enum CatalogueMigrations {
           """)
       try SQLiteCatalogueStore.rebuildSearchIndex(db)
     }
+    migrator.registerMigration("catalogue.5.visible-index") { db in
+      // Searches without words count and rank every visible resource: this index covers
+      // what they read of published resources (SQLiteCatalogueStore.visibleArms).
+      try db.execute(
+        sql: """
+          CREATE INDEX resources_visible ON resources
+            (status, reach_path, type, subject, grade, stage, popularity, deleted_at)
+          """)
+    }
   }
 }

@@ -186,6 +186,44 @@ final class PostgresCatalogueStore: CatalogueStore {
     c.add(any.isEmpty ? "FALSE" : "(" + any.joined(separator: " OR ") + ")")
   }
 
+  /// The visibility condition of ``add(_:to:)`` as disjoint arms whose union is the visible
+  /// set, their values bound in `c` (empty: nothing is visible); see
+  /// `SQLiteCatalogueStore.visibleArms`.
+  static func visibleArms(_ viewer: Viewer, binding c: inout Conditions) -> [String] {
+    var arms: [String] = []
+    var published: String? = nil
+    if !viewer.readScopes.isEmpty {
+      let reaches = Set(viewer.readScopes.flatMap(Visibility.prefixes(of:)).map(\.description))
+        .sorted()
+      let list = c.bind(reaches)
+      arms.append("r.status = 3 AND r.reach_path = ANY(\(list))")
+      var any = ["r.reach_path = ANY(\(list))"]
+      let scopes = Set(viewer.readScopes)
+      for scope in scopes.sorted(by: { $0.description < $1.description })
+      where !scopes.contains(where: { $0 != scope && $0.covers(scope) }) {
+        let range = Visibility.range(of: scope)
+        let below =
+          "r.reach_path > \(c.bind(range.lower)) AND r.reach_path < \(c.bind(range.upper))"
+        arms.append("r.status = 3 AND \(below) AND r.reach_path <> ALL(\(list))")
+        any.append("(\(below))")
+      }
+      published = "(r.status = 3 AND (" + any.joined(separator: " OR ") + "))"
+    }
+    if !viewer.userID.isEmpty {
+      arms.append(
+        "r.author_id = \(c.bind(viewer.userID))" + (published.map { " AND NOT " + $0 } ?? ""))
+    }
+    if !viewer.reviewScopes.isEmpty {
+      var ranges: [String] = []
+      for scope in viewer.reviewScopes { ranges.append(c.subtree("r.owner_path", scope)) }
+      var reviewed = "r.status IN (2, 3, 4) AND (" + ranges.joined(separator: " OR ") + ")"
+      if let published { reviewed += " AND NOT " + published }
+      if !viewer.userID.isEmpty { reviewed += " AND r.author_id <> \(c.bind(viewer.userID))" }
+      arms.append(reviewed)
+    }
+    return arms
+  }
+
   /// The facet filters of a query on `resources r`.
   static func add(_ f: SearchFacets, to c: inout Conditions) {
     func list(_ column: String, _ values: Set<Int>) {
@@ -592,12 +630,25 @@ final class PostgresCatalogueStore: CatalogueStore {
         return try await Self.searchText(
           tx, query: query, conditions: c, offset: offset, limit: limit)
       }
-      // No words: every resource the filters and facets select, most popular first.
+      // No words: every resource the filters and facets select, most popular first, read as
+      // the disjoint arms of the visible set (SQLiteCatalogueStore.visibleArms), the published
+      // ones from the covering index resources_visible. The arms share the filter's binds.
+      var q = Conditions()
+      Self.add(filter, to: &q)
+      Self.add(query.filters, to: &q)
+      let filterSQL = q.sql
+      let arms = Self.visibleArms(viewer, binding: &q)
+      if arms.isEmpty { return SearchPage(hits: [], total: 0, groups: []) }
+      func union(_ columns: String) -> String {
+        arms.map { "SELECT \(columns) FROM resources r WHERE \(filterSQL) AND \($0)" }
+          .joined(separator: " UNION ALL ")
+      }
       let groups = try await tx.query(
-        c.query(
+        q.query(
           """
-          SELECT r.subject, r.grade, r.type, count(*) AS n FROM resources r WHERE \(c.sql)
-          GROUP BY r.subject, r.grade, r.type ORDER BY r.subject, r.grade, r.type
+          SELECT subject, grade, type, count(*) AS n FROM (\(union("r.subject, r.grade, r.type")))
+            AS v
+          GROUP BY subject, grade, type ORDER BY subject, grade, type
           """)
       ).map { row in
         (
@@ -608,10 +659,12 @@ final class PostgresCatalogueStore: CatalogueStore {
       let total = groups.reduce(0) { $0 + $1.count }
       var hits: [(resource: StoredResource, relevance: Double)] = []
       if total > offset {
-        var q = c
         let sql = """
-          SELECT \(Self.columns) FROM resources r WHERE \(c.sql)
-          ORDER BY r.popularity DESC, r.seq DESC LIMIT \(q.bind(limit)) OFFSET \(q.bind(offset))
+          SELECT \(Self.columns) FROM resources r
+          WHERE r.seq = ANY(ARRAY(
+            SELECT seq FROM (\(union("r.seq, r.popularity"))) AS v
+            ORDER BY popularity DESC, seq DESC LIMIT \(q.bind(limit)) OFFSET \(q.bind(offset))))
+          ORDER BY r.popularity DESC, r.seq DESC
           """
         hits = try await tx.query(q.query(sql)).map { (try Self.decode($0), 0) }
       }

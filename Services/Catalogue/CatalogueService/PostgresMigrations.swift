@@ -250,5 +250,15 @@ extension CatalogueMigrations {
         "ALTER TABLE search_postings_counted RENAME TO search_postings",
         "ALTER TABLE search_postings ADD PRIMARY KEY (token, resource_seq)",
       ]),
+    // Searches without words count and rank every visible resource: this index covers what
+    // they read of published resources (PostgresCatalogueStore.visibleArms), index-only.
+    PostgresMigration(
+      "catalogue.4.visible-index",
+      [
+        """
+        CREATE INDEX resources_visible ON resources
+          (status, reach_path, type, subject, grade, stage, popularity, deleted_at)
+        """
+      ]),
   ]
 }

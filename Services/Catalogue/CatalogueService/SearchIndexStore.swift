@@ -136,10 +136,12 @@ extension SQLiteCatalogueStore {
     list("r.subject", f.subjects)
     list("r.type", f.types)
     if !f.editions.isEmpty {
+      // Looked up per candidate (the other conditions usually leave few): a list of every
+      // resource of an edition would be built for each query.
       c.add(
         """
-        r.seq IN (SELECT resource_seq FROM search_postings
-          WHERE token IN (\(placeholders(f.editions.count))))
+        EXISTS (SELECT 1 FROM search_postings e
+          WHERE e.token IN (\(placeholders(f.editions.count))) AND e.resource_seq = r.seq)
         """, f.editions.sorted().map(SearchIndex.editionToken))
     }
   }
