@@ -41,6 +41,8 @@ public struct IdentitySettings: Sendable {
   /// Called with the current signing key's creation time when the keys load and after each
   /// rotation; the executable exports it as a metric so an alert can fire on the key's age.
   public var onSigningKeyChange: (@Sendable (Date) -> Void)?
+  /// The HTTP port (OpenID Connect); off unless its port is set.
+  public var http = IdentityHTTPSettings()
 
   public init() {}
 }

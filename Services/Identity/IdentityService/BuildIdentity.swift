@@ -64,9 +64,11 @@ public func buildIdentityService(
   return ServiceDefinition(
     name: "identity", grpcServiceName: identityGRPCServiceName, services: [api],
     openMethods: IdentityAPI.openMethods, verifier: verifier, store: store,
-    background: shared
+    background: (shared
       ? [replicaFollower(store: identityStore, keys: keys, verifier: verifier, logger: logger)]
       : [])
+      + (try openIDServices(config: config, settings: settings, storage: store, keys: keys,
+                            logger: logger)))
 }
 
 /// With several replicas on one database: what another replica wrote that this one keeps in

@@ -117,5 +117,6 @@ enum IdentityMigrations {
           ALTER TABLE users ADD COLUMN password_change_required INTEGER NOT NULL DEFAULT 0
           """)
     }
+    OIDCMigrations.register(&migrator)
   }
 }

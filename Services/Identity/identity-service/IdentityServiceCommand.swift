@@ -27,7 +27,8 @@ struct IdentityServiceCommand: ServiceCommand {
           "admin-password-file", "access-token-ttl", "refresh-token-ttl", "scrypt-log-n",
           "max-concurrent-hashes", "lockout-threshold", "lockout-seconds",
           "account-cache-entries", "login-attempts-per-account", "login-attempts-per-address",
-          "login-hashes-per-address", "trusted-proxies", "min-password-length",
+          "login-hashes-per-address", "trusted-proxies", "min-password-length", "http-port",
+          "issuer-url",
         ]))
         (the bootstrap password may also come from SMARTSCHOOL_ADMIN_PASSWORD)
       """,
@@ -95,6 +96,20 @@ struct IdentityServiceCommand: ServiceCommand {
   @Option(help: "Fewest characters a new password may have (8-128). [default: 8]")
   var minPasswordLength: Int?
 
+  @Option(
+    help: """
+      Port of the OpenID Connect HTTP server (TLS with --tls-cert/--tls-key); 0 picks a free \
+      port (logged). [default: off]
+      """)
+  var httpPort: Int?
+
+  @Option(
+    help: """
+      Public issuer URL of the OpenID Connect provider, for a deployment behind a proxy. \
+      [default: http(s)://<host>:<http port>]
+      """)
+  var issuerUrl: String?
+
   func run() async throws {
     let config = try host.resolve(
       service: Self.service, defaultPort: 50051, defaultMetricsPort: 9401)
@@ -143,6 +158,14 @@ struct IdentityServiceCommand: ServiceCommand {
         throw ValidationError("--min-password-length must be 8-\(PasswordPolicy.maxLength)")
       }
       settings.passwordPolicy.minLength = n
+    }
+    if let port = try httpPort ?? env.int("http-port") {
+      guard (0...65535).contains(port) else { throw ValidationError("--http-port must be 0-65535") }
+      settings.http.port = port
+    }
+    settings.http.issuerURL = issuerUrl ?? env["issuer-url"]
+    if settings.http.issuerURL != nil, settings.http.port == nil {
+      throw ValidationError("--issuer-url needs --http-port")
     }
     if let file = adminPasswordFile ?? env["admin-password-file"] {
       guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
