@@ -6,7 +6,8 @@
 # interop tests against the built executables, on SQLite and again on that cluster (the demo
 # county's reports compared between the two), a database failover under an import (a primary
 # and a synchronous standby behind HAProxy), three replicas of every service behind nginx killed
-# and restarted under load, and the deploy/ checks.
+# and restarted under load, identity's OpenID Connect keys checked with PyJWT, and the deploy/
+# checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -130,6 +131,12 @@ fi
 if [[ $interop_status -eq 0 ]]; then
   echo "run-all: the CLI over three identity replicas (Tests/Replicas/run.sh)"
   bash Tests/Replicas/run.sh
+  interop_status=$?
+fi
+# Identity's OpenID Connect keys (JWKS on its HTTP port) through a maintained JWT library.
+if [[ $interop_status -eq 0 ]]; then
+  echo "run-all: OpenID Connect keys through PyJWT (Tests/OIDC/run.sh)"
+  bash Tests/OIDC/run.sh
   interop_status=$?
 fi
 set -e
