@@ -8,10 +8,8 @@ import Synchronization
 
 /// The PostgreSQL store of the supervision service, with the SQLite one's semantics statement
 /// for statement; any number of replicas may share its database. What differs: a lesson
-/// batch is one probe of its keys, a `COPY` of the new rows and, for changed rows, one
-/// `INSERT … SELECT FROM unnest(…) ON CONFLICT … DO UPDATE … WHERE changed RETURNING` (no
-/// round trip per row; a batch whose COPY meets a key another replica inserted meanwhile is
-/// redone through that upsert alone, so two replicas importing the same rows neither
+/// batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT … DO UPDATE … WHERE changed
+/// RETURNING` (no round trip per row, and two replicas importing the same rows neither
 /// duplicate them nor lose a batch to a unique violation), terms are written under an
 /// advisory lock so the no-overlap rule holds across replicas, and a lesson batch holds its
 /// classrooms `FOR SHARE` so a concurrent move of a classroom cannot leave lessons on its old
@@ -190,125 +188,21 @@ final class PostgresSupervisionStore: SupervisionStoring {
       if round == rounds.count { rounds.append([]) }
       rounds[round].append(l)
     }
-    // One order for every batch, so two replicas' overlapping batches lock rows in the same
-    // order instead of deadlocking.
-    for i in rounds.indices {
-      rounds[i].sort {
-        ($0.classroom, $0.date.dayNumber, $0.period)
-          < ($1.classroom, $1.date.dayNumber, $1.period)
-      }
-    }
-    var counts: UpsertCounts
-    if rounds.count == 1 {
-      do {
-        counts = try await store.write { tx in
-          try await copyNew(rounds[0], tx: tx, now: Date())
-        }
-      } catch ServiceError.alreadyExists, ServiceError.aborted {
-        // Another replica inserted one of the new keys after the probe (or the two
-        // deadlocked): the whole batch again through the upsert, which takes whichever row
-        // committed first.
-        counts = try await upsertAll(rounds)
-      }
-    } else {
-      counts = try await upsertAll(rounds)
-    }
-    upkeep.wrote(counts.created + counts.updated)
-    return counts
-  }
-
-  /// `rounds` in one transaction through the ON CONFLICT upsert, round after round.
-  private func upsertAll(_ rounds: [[LessonRecord]]) async throws -> UpsertCounts {
-    try await store.write { tx in
+    let counts = try await store.write { tx in
       var counts = UpsertCounts()
       let now = Date()
-      for round in rounds {
+      for var round in rounds {
+        // One order for every batch, so two replicas' overlapping batches lock rows in the
+        // same order instead of deadlocking.
+        round.sort {
+          ($0.classroom, $0.date.dayNumber, $0.period)
+            < ($1.classroom, $1.date.dayNumber, $1.period)
+        }
         try await upsert(round, tx: tx, counts: &counts, now: now)
       }
       return counts
     }
-  }
-
-  /// The fast path for `lessons` (distinct keys, sorted): one statement holds the classrooms
-  /// FOR SHARE (reading their current paths) and says which keys exist, unchanged or not;
-  /// the new rows then go in by `COPY` (a third of the server's work of the upsert per row,
-  /// and no row comes back), the changed ones through the upsert. A key another replica
-  /// inserts between the probe and the COPY fails the COPY with a unique violation: the
-  /// caller then reruns the batch through the upsert alone.
-  private func copyNew(_ lessons: [LessonRecord], tx: PostgresTransaction, now: Date)
-    async throws -> UpsertCounts
-  {
-    var counts = UpsertCounts()
-    let classrooms = lessons.map(\.classroom)
-    let rooms = Array(Set(classrooms))
-    let probe = try await tx.one(
-      """
-      WITH c AS (
-        SELECT number, org_path FROM sup_classrooms
-        WHERE number = ANY(\(rooms)::int8[]) ORDER BY number FOR SHARE),
-      e AS (
-        SELECT u.n, (l.teacher, l.subject, l.minutes, l.source)
-          IS DISTINCT FROM (u.teacher, u.subject, u.minutes, u.source) AS differs
-        FROM unnest(\(classrooms)::int8[], \(lessons.map(\.date.dayNumber))::int8[],
-          \(lessons.map(\.period))::int8[], \(lessons.map(\.teacher))::text[],
-          \(lessons.map(\.subject))::int8[], \(lessons.map(\.minutes))::int8[],
-          \(lessons.map(\.source))::int8[])
-          WITH ORDINALITY AS u(classroom, day, period, teacher, subject, minutes, source, n)
-        JOIN sup_lessons l
-          ON l.classroom = u.classroom AND l.day = u.day AND l.period = u.period)
-      SELECT cc.numbers, cc.paths, ee.same, ee.differ
-      FROM (SELECT array_agg(number ORDER BY number) AS numbers,
-          array_agg(org_path ORDER BY number) AS paths FROM c) cc,
-        (SELECT array_agg(n) FILTER (WHERE NOT differs) AS same,
-          array_agg(n) FILTER (WHERE differs) AS differ FROM e) ee
-      """)
-    guard let probe else { return counts }
-    let numbers = try probe["numbers"].decode([Int64]?.self) ?? []
-    let paths = try probe["paths"].decode([String]?.self) ?? []
-    let same = try probe["same"].decode([Int64]?.self) ?? []
-    let differ = try probe["differ"].decode([Int64]?.self) ?? []
-    var pathOf: [Int64: String] = [:]
-    pathOf.reserveCapacity(numbers.count)
-    for (number, path) in zip(numbers, paths) { pathOf[number] = path }
-    // Ordinals from 1; 1 = unchanged, 2 = changed.
-    var existing = [UInt8](repeating: 0, count: lessons.count)
-    for n in same { existing[Int(n) - 1] = 1 }
-    for n in differ { existing[Int(n) - 1] = 2 }
-    var rows: [[PostgresCopyValue]] = []
-    rows.reserveCapacity(lessons.count - same.count - differ.count)
-    var changed: [LessonRecord] = []
-    for (i, var l) in lessons.enumerated() {
-      switch existing[i] {
-      case 1:
-        counts.unchanged += 1
-      case 2:
-        changed.append(l)
-      default:
-        // A classroom gone from the register (never, today) drops its rows, as the upsert's
-        // join does.
-        guard let path = pathOf[l.classroom] else {
-          counts.unchanged += 1
-          continue
-        }
-        l.orgPath = path
-        rows.append([
-          .int(Int(l.classroom)), .int(l.date.dayNumber), .int(l.period),
-          .int(l.date.monday.dayNumber), .text(path), .text(l.teacher), .int(l.subject),
-          .int(l.minutes), .int(l.source),
-        ])
-        counts.created += 1
-        try tx.recordChange(
-          entity: "lesson", id: l.naturalKey, naturalKey: l.naturalKey, op: .upsert,
-          orgPath: path, payload: l.proto, time: now)
-      }
-    }
-    try await tx.copy(
-      into: "sup_lessons",
-      columns: [
-        "classroom", "day", "period", "week", "org_path", "teacher", "subject", "minutes",
-        "source",
-      ], rows: rows)
-    if !changed.isEmpty { try await upsert(changed, tx: tx, counts: &counts, now: now) }
+    upkeep.wrote(counts.created + counts.updated)
     return counts
   }
 
