@@ -158,19 +158,12 @@ struct LoggingTests {
     #expect(took < .seconds(5))
     #expect(sink.droppedCount > 0)
     // Once the output moves again, everything kept arrives, then a line counting the rest.
-    let drained = Task.detached { () -> [UInt8] in
-      var bytes: [UInt8] = []
-      var chunk = [UInt8](repeating: 0, count: 65_536)
-      while true {
-        let n = read(readEnd, &chunk, chunk.count)
-        if n <= 0 { break }
-        bytes += chunk[0..<n]
-      }
-      return bytes
-    }
+    // The reader is a thread of its own, not a task: `flush` blocks its caller, and on a busy
+    // test run every thread of the task pool may be taken, so a reading task might never run.
+    let drained = PipeReader(readEnd)
     sink.flush()
     close(writeEnd)
-    let output = String(decoding: await drained.value, as: UTF8.self)
+    let output = String(decoding: drained.bytes(), as: UTF8.self)
     close(readEnd)
     // A notice counts the lines dropped since the one before; when the writer thread ran
     // between bursts of drops (a loaded machine) there are several, and together they count all.
@@ -243,5 +236,29 @@ private struct SinkFile {
   func remove() {
     close(fd)
     unlink(path)
+  }
+}
+
+/// Reads a file descriptor to its end on a GCD thread (outside Swift's task pool).
+private final class PipeReader: @unchecked Sendable {
+  private let done = DispatchSemaphore(value: 0)
+  private var data: [UInt8] = []
+
+  init(_ fd: Int32) {
+    DispatchQueue.global().async { [self] in
+      var chunk = [UInt8](repeating: 0, count: 65_536)
+      while true {
+        let n = read(fd, &chunk, chunk.count)
+        if n <= 0 { break }
+        data += chunk[0..<n]
+      }
+      done.signal()
+    }
+  }
+
+  /// Everything read, once the writing end is closed.
+  func bytes() -> [UInt8] {
+    done.wait()
+    return data
   }
 }
