@@ -103,7 +103,7 @@ final class Captured<Value: Sendable>: Sendable {
   }
 
   @Test func aMessageOverTheCapFailsTheStreamAndKeepsCommittedBatches() async throws {
-    let h = try await Harness()
+    let h = try await Harness(lessonBatch: 500)
     try await h.run { client in
       try await seedClassrooms(client, h)
       let a = h.auth("county_admin", at: "CA")
@@ -131,6 +131,89 @@ final class Captured<Value: Sendable>: Sendable {
           client, [.with { $0.lessons = Array(repeating: good[0], count: 5001) }], a)
       }
       #expect(justOver?.code == .invalidArgument)
+    }
+  }
+
+  /// A batch of new rows followed (in key order) by stored ones, some changed: on PostgreSQL
+  /// its bulk copy meets a stored key after inserting the new rows, is undone, and the batch
+  /// is upserted; then a batch of only new rows. Counts, rows and feed are those of the
+  /// writes: every created or changed lesson on the feed once, with its path and payload.
+  @Test func newRowsBeforeStoredOnesAreCountedStoredAndFedOnce() async throws {
+    let h = try await Harness()
+    try await h.run { client in
+      try await seedClassrooms(client, h)
+      let a = h.auth("county_admin", at: "CA")
+      let admin = h.auth("system_admin", at: nil)
+      let start = CalendarDate("2020-09-07")!
+      func rows(days: Range<Int>, periods: ClosedRange<Int32>, teacher: (Int, Int32) -> String)
+        -> [Smartschool_Supervision_V1_Lesson]
+      {
+        days.flatMap { d in
+          periods.map { p in
+            lesson(
+              "R-A1", start.adding(days: d).description, p, subject: .mathematics,
+              teacher: teacher(d, p))
+          }
+        }
+      }
+      func lessonChanges(after: Int64) async throws
+        -> (changes: [Smartschool_Common_V1_Change], last: Int64)
+      {
+        var out: [Smartschool_Common_V1_Change] = []
+        var cursor = after
+        while true {
+          let page = try await client.listChanges(
+            .with {
+              $0.afterSequence = cursor
+              $0.pageSize = 1000
+            }, metadata: admin)
+          out += page.changes.filter { $0.entity == "lesson" }
+          cursor = page.lastSequence
+          if !page.moreAvailable { return (out, cursor) }
+        }
+      }
+      let key = { (l: Smartschool_Supervision_V1_Lesson) in "R-A1/\(l.date)/\(l.period)" }
+
+      let stored = rows(days: 15..<19, periods: 1...5) { _, _ in "T1" }
+      let first = try await importLessons(client, stored, a)
+      #expect(first.created == 20 && first.rejected == 0)
+      let head = try await lessonChanges(after: 0)
+      #expect(head.changes.count == 20)
+
+      // 75 new rows, then the 20 stored ones with every other period given to T2.
+      let mixed = rows(days: 0..<19, periods: 1...5) { d, p in d >= 15 && p % 2 == 0 ? "T2" : "T1" }
+      let summary = try await importLessonBatches(client, [.with { $0.lessons = mixed }], a)
+      #expect(summary.accepted == 95 && summary.rejected == 0)
+      #expect(summary.created == 75 && summary.updated == 8)
+      let afterMixed = try await lessonChanges(after: head.last)
+      let expected = Dictionary(
+        uniqueKeysWithValues: mixed.filter {
+          $0.date < "2020-09-22" || $0.teacherExternalID == "T2"
+        }.map { (key($0), $0) })
+      #expect(afterMixed.changes.count == 83)
+      #expect(Set(afterMixed.changes.map(\.naturalKey)) == Set(expected.keys))
+      for change in afterMixed.changes {
+        #expect(change.orgPath == h.tree.paths["A1-1"])
+        #expect(change.id == change.naturalKey)
+        let payload = try Smartschool_Supervision_V1_Lesson(unpackingAny: change.payload)
+        #expect(payload == expected[change.naturalKey])
+      }
+
+      // Only new rows.
+      let fresh = rows(days: 0..<19, periods: 6...8) { _, _ in "T1" }
+      let more = try await importLessons(client, fresh, a)
+      #expect(more.created == 57 && more.updated == 0 && more.rejected == 0)
+      let afterFresh = try await lessonChanges(after: afterMixed.last)
+      #expect(afterFresh.changes.map(\.naturalKey) == fresh.map(key))
+      #expect(afterFresh.changes.allSatisfy { $0.orgPath == h.tree.paths["A1-1"] })
+      #expect(
+        try afterFresh.changes.map { try Smartschool_Supervision_V1_Lesson(unpackingAny: $0.payload) }
+          == fresh)
+
+      let listed = try await termLessons(client, under: "CA", a)
+      #expect(listed.count == 95 + 57)
+      #expect(Set(listed.map(key)).count == 95 + 57)
+      #expect(listed.filter { $0.teacherExternalID == "T2" }.count == 8)
     }
   }
 }

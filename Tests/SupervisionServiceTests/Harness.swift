@@ -124,10 +124,11 @@ final class Harness: Sendable {
 
   /// A server on this run's store (SQLite, or PostgreSQL with SMARTSCHOOL_TEST_DATABASE_URL).
   /// Giving `data` (the `dataDirectory`) of another harness serves its data (a replica, on
-  /// PostgreSQL), and giving its `key` makes both accept the same tokens.
+  /// PostgreSQL), and giving its `key` makes both accept the same tokens. `lessonBatch` sets
+  /// the lessons per import transaction (nil: the default).
   init(
     tree: TreeBuilder = standardTree(), data: TemporaryDirectory? = nil,
-    key: Curve25519.Signing.PrivateKey = .init()
+    key: Curve25519.Signing.PrivateKey = .init(), lessonBatch: Int? = nil
   ) async throws {
     self.tree = tree
     signer = TokenSigner(keyID: "k1", key: key)
@@ -139,6 +140,7 @@ final class Harness: Sendable {
     let config = try await TestStore.config(service: "supervision", directory: dataDirectory)
     var settings = SupervisionSettings()
     settings.directoryPollInterval = .seconds(3600)
+    if let lessonBatch { settings.lessonBatch = lessonBatch }
     var logger = Logger(label: "supervision-test")
     logger.logLevel = .critical
     let definition = try await buildSupervisionService(

@@ -69,14 +69,20 @@ public struct LessonRecord: Hashable, Sendable {
   }
 
   /// The natural key "<classroom>/<date>/<period>".
-  public var naturalKey: String { "\(classroomCode)/\(date)/\(period)" }
+  public var naturalKey: String { naturalKey(dateText: date.description) }
 
-  public var proto: Smartschool_Supervision_V1_Lesson {
+  /// ``naturalKey`` with the date already written (a batch formats each distinct date once).
+  public func naturalKey(dateText: String) -> String { "\(classroomCode)/\(dateText)/\(period)" }
+
+  public var proto: Smartschool_Supervision_V1_Lesson { proto(dateText: date.description) }
+
+  /// ``proto`` with the date already written.
+  public func proto(dateText: String) -> Smartschool_Supervision_V1_Lesson {
     .with {
       $0.classroomCode = classroomCode
       $0.teacherExternalID = teacher
       $0.subject = Smartschool_Common_V1_Subject(rawValue: subject) ?? .unspecified
-      $0.date = date.description
+      $0.date = dateText
       $0.period = Int32(period)
       $0.durationMinutes = Int32(minutes)
       $0.source = Smartschool_Supervision_V1_LessonSource(rawValue: source) ?? .unspecified

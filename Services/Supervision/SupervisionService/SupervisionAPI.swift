@@ -9,19 +9,21 @@ public struct SupervisionAPI: Sendable {
   let store: any SupervisionStoring
   let directory: OrgDirectory
   let now: @Sendable () -> Date
+  /// Lessons per import transaction; the stream is never held in memory as a whole.
+  let lessonBatch: Int
 
-  /// Handlers over `store`, resolving orgs and teachers through `directory`.
+  /// Handlers over `store`, resolving orgs and teachers through `directory`; a lesson import
+  /// commits every `lessonBatch` accepted rows.
   public init(
     store: any SupervisionStoring, directory: OrgDirectory,
-    now: @escaping @Sendable () -> Date = { Date() }
+    now: @escaping @Sendable () -> Date = { Date() }, lessonBatch: Int = 2_000
   ) {
     self.store = store
     self.directory = directory
     self.now = now
+    self.lessonBatch = max(1, lessonBatch)
   }
 
-  /// Rows per import transaction; the stream is never held in memory as a whole.
-  static let importBatch = 500
   /// Row errors listed in an import summary (the counts stay exact beyond it).
   static let maxRowErrors = 1000
 
@@ -339,7 +341,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     // Classrooms seen in this stream: at most the register's size, whatever the stream's.
     var classrooms: [String: (record: ClassroomRecord?, inScope: Bool)] = [:]
     var batch: [LessonRecord] = []
-    batch.reserveCapacity(Self.importBatch)
+    batch.reserveCapacity(lessonBatch)
     var index: Int64 = -1
 
     // One batch is written while the next is read and validated, so the database's work and
@@ -380,7 +382,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         case .success(let lesson):
           summary.accepted += 1
           batch.append(lesson)
-          if batch.count >= Self.importBatch { try await flush() }
+          if batch.count >= lessonBatch { try await flush() }
         case .failure(let rejection):
           summary.rejected += 1
           if summary.errors.count < Self.maxRowErrors {

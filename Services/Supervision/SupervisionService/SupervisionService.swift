@@ -12,6 +12,10 @@ public struct SupervisionSettings: Sendable {
   public var directoryPollInterval: Duration = .seconds(2)
   /// The clock that stamps records' create and update times (tests set it).
   public var now: @Sendable () -> Date = { Date() }
+  /// Lessons per import transaction. Larger batches cost the database less per lesson (one
+  /// statement, copy and commit for more rows); a broken stream keeps the batches it
+  /// completed, and the stream being imported holds at most two batches in memory.
+  public var lessonBatch = 2_000
 
   /// The defaults.
   public init() {}
@@ -47,7 +51,8 @@ public func buildSupervisionService(
     if storage.backend == .postgresql { await storage.close() }
     throw error
   }
-  let api = SupervisionAPI(store: store, directory: directory, now: settings.now)
+  let api = SupervisionAPI(
+    store: store, directory: directory, now: settings.now, lessonBatch: settings.lessonBatch)
   return ServiceDefinition(
     name: "supervision", grpcServiceName: supervisionGRPCServiceName, services: [api],
     verifier: verifier, store: storage, background: [directory])
