@@ -54,6 +54,11 @@ try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirecto
 
 func line(_ text: String) { FileHandle.standardOutput.write(Data((text + "\n").utf8)) }
 
+/// Progress on stderr with the time, so a failed run says which step it was in.
+func phase(_ text: String) {
+  FileHandle.standardError.write(Data("[\(Date())] province-bench: \(text)\n".utf8))
+}
+
 // MARK: The province
 
 /// The slice's shape: codes are positional, so every run builds the same province.
@@ -465,7 +470,7 @@ func runProvince(replicas: Int, server: String, province: Province) async throws
   let identityPort = address("identity")
   let assessmentPort = address("assessment")
   let supervisionPort = address("supervision")
-  // Users.
+  phase("\(replicas) replica(s): users")
   var start = ContinuousClock.now
   let users = try await parallelImport(parts: streams) { part in
     let c = try client(identityPort)
@@ -490,6 +495,7 @@ func runProvince(replicas: Int, server: String, province: Province) async throws
     throw BenchError("users accepted \(users) of \(province.students + province.teachers)")
   }
   figures.users = Double(users) / userSeconds
+  phase("\(replicas) replica(s): directories catch up")
   // The directories (assessment's and supervision's copies of the tree and users) catch up.
   start = ContinuousClock.now
   for name in ["assessment", "supervision"] {
@@ -501,7 +507,7 @@ func runProvince(replicas: Int, server: String, province: Province) async throws
     }
   }
   figures.directory = seconds(since: start)
-  // The exam.
+  phase("\(replicas) replica(s): exam scores")
   let assessmentClient = try client(assessmentPort)
   let assessmentRunner = Task { try await assessmentClient.runConnections() }
   defer { assessmentClient.beginGracefulShutdown(); assessmentRunner.cancel() }
@@ -541,7 +547,7 @@ func runProvince(replicas: Int, server: String, province: Province) async throws
     }
     figures.stats.append((label, ms))
   }
-  // A term of lessons.
+  phase("\(replicas) replica(s): lessons")
   let supervisionClient = try client(supervisionPort)
   let supervisionRunner = Task { try await supervisionClient.runConnections() }
   defer { supervisionClient.beginGracefulShutdown(); supervisionRunner.cancel() }
@@ -583,6 +589,7 @@ func runProvince(replicas: Int, server: String, province: Province) async throws
     return summary.accepted
   }
   figures.lessons = Double(lessons) / seconds(since: start)
+  phase("\(replicas) replica(s): compliance")
   figures.complianceProvince = try await median {
     _ = try await supervision.getComplianceReport(.with {
       $0.orgCode = "P"; $0.termCode = "2025-2026-1"
@@ -651,7 +658,22 @@ let copyRate = try copyBaseline(server: server, province: province)
 line(String(format: "baseline: PostgreSQL COPY of the exam's rows: %.0f rows/s", copyRate))
 var all: [Figures] = []
 for replicas in replicaCounts {
-  let f = try await runProvince(replicas: replicas, server: server, province: province)
+  let f: Figures
+  do {
+    f = try await runProvince(replicas: replicas, server: server, province: province)
+  } catch {
+    // What failed, with the end of every log (services, nginx), before the scratch goes.
+    line("province-bench: \(replicas) replica(s) failed: \(error)")
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? []
+    where name.hasSuffix(".log") {
+      let text = (try? String(contentsOfFile: scratch + "/" + name, encoding: .utf8)) ?? ""
+      line("--- \(name) (last lines)")
+      line(text.split(separator: "\n").suffix(8).joined(separator: "\n"))
+    }
+    _ = try? run("/bin/bash", ["Tests/postgres-cluster.sh", "stop", clusterDirectory])
+    try? FileManager.default.removeItem(atPath: scratch)
+    exit(1)
+  }
   all.append(f)
   line("")
   line("\(replicas) replica(s) of each service\(replicas > 1 ? " behind nginx" : ""):")
