@@ -125,7 +125,7 @@ let package = Package(
       name: "IdentityServiceTests",
       dependencies: [
         "IdentityService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", grpcCore,
-        grpcHTTP2, grpcProtobuf,
+        grpcHTTP2, grpcProtobuf, crypto,
       ],
       path: "Tests/IdentityServiceTests"
     ),

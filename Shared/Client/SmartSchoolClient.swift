@@ -208,7 +208,8 @@ struct BearerInterceptor: ClientInterceptor {
   let address: PeerAddress
 
   static let openMethods: Set<String> = [
-    "Login", "Refresh", "ExchangeClientCredentials", "ActivateAccount", "ListSigningKeys",
+    "Login", "LoginSecondFactor", "Refresh", "ExchangeClientCredentials", "ActivateAccount",
+    "ListSigningKeys",
   ]
 
   func intercept<Input: Sendable, Output: Sendable>(

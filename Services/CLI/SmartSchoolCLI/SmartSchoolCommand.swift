@@ -24,7 +24,7 @@ public struct SmartSchoolCommand: AsyncParsableCommand {
       """,
     subcommands: [
       LoginCommand.self, ImportCommand.self, ReportCommand.self, ExportCommand.self,
-      ChangesCommand.self, DemoCommand.self, ServiceAccountCommand.self,
+      ChangesCommand.self, DemoCommand.self, ServiceAccountCommand.self, TOTPCommand.self,
     ])
 
   public init() {}
@@ -152,8 +152,14 @@ struct LoginCommand: AsyncParsableCommand {
       A service account logs in with --client-id and --client-secret (or
       SMARTSCHOOL_CLIENT_SECRET).
 
+      An account with two-factor login (TOTP) needs the authenticator's current code (or a
+      recovery code): from --totp, else from the line after the password with
+      --password-stdin, else asked for on the terminal. An account that must use TOTP but has
+      none yet is shown a new secret to add to the app first; its code completes the login.
+
       Example:
         echo "$PW" | smartschool login --username admin --password-stdin
+        printf '%s\n%s\n' "$PW" 123456 | smartschool login --username admin --password-stdin
         smartschool login --client-id datacenter-1 --client-secret "$SECRET"
       """)
 
@@ -170,6 +176,9 @@ struct LoginCommand: AsyncParsableCommand {
 
   @Option(help: "Service-account client secret (or env SMARTSCHOOL_CLIENT_SECRET).")
   var clientSecret: String?
+
+  @Option(help: "Two-factor code (the authenticator's current code, or a recovery code).")
+  var totp: String?
 
   func run() async throws {
     let env = connection.environment
@@ -197,20 +206,72 @@ struct LoginCommand: AsyncParsableCommand {
     }
     defer { client.close() }
     do {
-      let tokens = try await client.login()
+      let tokens: TokenSet
+      if case .password(let username, let password) = credentials {
+        tokens = try await passwordLogin(client, username: username, password: password)
+      } else {
+        tokens = try await client.login()
+      }
       var file = SessionFile(tokens: tokens)
       if case .clientCredentials(let id, let secret) = credentials {
         file.clientID = id
         file.clientSecret = secret
       }
       try file.save(connection.sessionPath)
-      let me = try await client.identity.whoAmI(.init())
+      let session = try SmartSchoolClient(
+        addresses: connection.addresses(), credentials: nil, tokens: tokens)
+      defer { session.close() }
+      let me = try await session.identity.whoAmI(.init())
       writeOut(
         "logged in as \(me.user.username) (\(me.bindings.count) role binding(s)); "
           + "session saved to \(connection.sessionPath)\n")
     } catch {
       throw oneLine(error)
     }
+  }
+}
+
+extension LoginCommand {
+  /// A password login that completes a second step (TOTP) when the account needs one.
+  func passwordLogin(_ client: SmartSchoolClient, username: String, password: String)
+    async throws -> TokenSet
+  {
+    let first = try await client.identity.login(
+      .with {
+        $0.username = username
+        $0.password = password
+        $0.acceptsSecondFactor = true
+      })
+    guard first.hasSecondFactor else { return TokenSet(first) }
+    let challenge = first.secondFactor
+    if challenge.kind == .totpEnrolment {
+      writeErr(
+        "Your roles require two-factor login. " + TOTPCommand.describe(challenge.enrolment)
+          + "Then give the code the app shows.\n")
+    }
+    guard let code = totp ?? readCode(), !code.isEmpty else {
+      throw CLIError("this account needs a two-factor code: use --totp CODE")
+    }
+    let done = try await client.identity.loginSecondFactor(
+      .with {
+        $0.challengeID = challenge.challengeID
+        $0.code = code
+      })
+    if !done.recoveryCodes.isEmpty { writeErr(TOTPCommand.recoveryCodes(done.recoveryCodes)) }
+    if done.recoveryCodesRemaining > 0 {
+      writeErr("recovery code used; \(done.recoveryCodesRemaining) left\n")
+    }
+    return TokenSet(done.tokens)
+  }
+
+  /// The code from the next line of standard input (after the password, with
+  /// --password-stdin), or asked for on the terminal.
+  private func readCode() -> String? {
+    if !passwordStdin {
+      guard isatty(STDIN_FILENO) != 0 else { return nil }
+      writeErr("two-factor code: ")
+    }
+    return readLine(strippingNewline: true)?.trimmingCharacters(in: .whitespaces)
   }
 }
 

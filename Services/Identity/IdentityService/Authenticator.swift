@@ -43,6 +43,8 @@ public struct IdentitySettings: Sendable {
   public var onSigningKeyChange: (@Sendable (Date) -> Void)?
   /// The HTTP port (OpenID Connect); off unless its port is set.
   public var http = IdentityHTTPSettings()
+  /// Two-factor login (TOTP): who must use it, how long a login challenge lives.
+  public var twoFactor = TwoFactorSettings()
 
   public init() {}
 }

@@ -20,6 +20,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   /// Methods callable without a token: the login family and key publication.
   static let openMethods: Set<String> = [
     API.Method.Login.descriptor.fullyQualifiedMethod,
+    API.Method.LoginSecondFactor.descriptor.fullyQualifiedMethod,
     API.Method.Refresh.descriptor.fullyQualifiedMethod,
     API.Method.ExchangeClientCredentials.descriptor.fullyQualifiedMethod,
     API.Method.ActivateAccount.descriptor.fullyQualifiedMethod,
@@ -30,7 +31,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
 
   private func path(_ org: Org) -> OrgPath { OrgPath(org.path) ?? .root }
 
-  private func userPath(_ user: User) -> OrgPath { OrgPath(user.orgPath) ?? .root }
+  func userPath(_ user: User) -> OrgPath { OrgPath(user.orgPath) ?? .root }
 
   /// Resolves an org named by id or code (one of them set), or NOT_FOUND / INVALID_ARGUMENT.
   private func resolveOrg(id: String, code: String, field: String) async throws -> Org {
@@ -42,7 +43,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     return org
   }
 
-  private func resolveUser(id: String, externalID: String = "", username: String = "",
+  func resolveUser(id: String, externalID: String = "", username: String = "",
                            field: String) async throws -> User {
     let user: User?
     if !id.isEmpty {
@@ -73,7 +74,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     return false
   }
 
-  private func audit(_ action: String, actor: String, target: String, orgID: String = "",
+  func audit(_ action: String, actor: String, target: String, orgID: String = "",
                      orgPath: String = "", detail: String = "") async {
     do {
       try await store.audit(
@@ -99,7 +100,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
 
   /// The tokens of a session that ends at `sessionEnds` (by default `refreshExpires`): no access
   /// token outlives its session.
-  private func tokenResponse(user: User, sessionID: String, refreshToken: String?,
+  func tokenResponse(user: User, sessionID: String, refreshToken: String?,
                              refreshExpires: Date?, sessionEnds: Date? = nil) async throws
     -> Smartschool_Identity_V1_TokenResponse
   {
@@ -792,7 +793,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
 
   // MARK: Authentication
 
-  private static let badLogin = "invalid username or password (or the account is temporarily locked)"
+  static let badLogin = "invalid username or password (or the account is temporarily locked)"
 
   func login(request: Smartschool_Identity_V1_LoginRequest, context: ServerContext) async throws
     -> Smartschool_Identity_V1_TokenResponse
@@ -884,6 +885,20 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       }
       throw ServiceError.unauthenticated(Self.badLogin)
     }
+    // Two-factor login (TwoFactorAPI.swift): a right password alone gives no tokens, and its
+    // reserved guess stays counted until the second step succeeds.
+    let factor = try await secondFactor(for: user)
+    if factor != nil, !request.acceptsSecondFactor {
+      await audit("login.failure", actor: user.id, target: user.id, orgID: user.orgID,
+                  orgPath: user.orgPath, detail: "second factor needed; client cannot give one")
+      throw ServiceError.failedPrecondition(
+        "this account needs a second factor (TOTP): use a client that supports two-factor "
+          + "login (Login with accepts_second_factor, then LoginSecondFactor)")
+    }
+    if let factor, !mustChange {
+      if let rehash = outcome.hash { try await store.setPassword(userID: user.id, hash: rehash) }
+      return try await secondFactorChallenge(for: user, kind: factor)
+    }
     let changed = mustChange && outcome.hash != nil
     guard
       try await store.recordSuccessfulLogin(
@@ -902,6 +917,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       await audit("user.password_change", actor: user.id, target: user.id, orgID: user.orgID,
                   orgPath: user.orgPath, detail: "at first login")
     }
+    if let factor { return try await secondFactorChallenge(for: user, kind: factor) }
     let refresh = Secrets.random()
     let refreshExpires = Date().addingTimeInterval(settings.refreshTokenTTL)
     let session = try await store.createSession(
@@ -977,7 +993,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
 
   /// Ends the user's sessions but `except` (on the change feed, so every service refuses
   /// their tokens) and refuses their tokens here at once; returns how many ended.
-  private func endSessions(of userID: String, except: String?, reason: String) async throws
+  func endSessions(of userID: String, except: String?, reason: String) async throws
     -> Int
   {
     let ended = try await store.revokeSessions(userID: userID, except: except, reason: reason)

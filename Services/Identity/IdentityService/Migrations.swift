@@ -118,5 +118,6 @@ enum IdentityMigrations {
           """)
     }
     OIDCMigrations.register(&migrator)
+    TwoFactorMigrations.register(&migrator)
   }
 }

@@ -28,7 +28,7 @@ struct IdentityServiceCommand: ServiceCommand {
           "max-concurrent-hashes", "lockout-threshold", "lockout-seconds",
           "account-cache-entries", "login-attempts-per-account", "login-attempts-per-address",
           "login-hashes-per-address", "trusted-proxies", "min-password-length", "http-port",
-          "issuer-url",
+          "issuer-url", "require-totp-for",
         ]))
         (the bootstrap password may also come from SMARTSCHOOL_ADMIN_PASSWORD)
       """,
@@ -110,6 +110,15 @@ struct IdentityServiceCommand: ServiceCommand {
       """)
   var issuerUrl: String?
 
+  @Option(
+    help: """
+      Roles that must log in with TOTP (two-factor), comma-separated ROLE or ROLE@LEVEL (held \
+      at that level or above: province, city, county, school, class), e.g. \
+      system_admin,province_admin,city_admin,county_admin. A covered user without TOTP \
+      enrols at their next login. [default: none]
+      """)
+  var requireTotpFor: String?
+
   func run() async throws {
     let config = try host.resolve(
       service: Self.service, defaultPort: 50051, defaultMetricsPort: 9401)
@@ -166,6 +175,13 @@ struct IdentityServiceCommand: ServiceCommand {
     settings.http.issuerURL = issuerUrl ?? env["issuer-url"]
     if settings.http.issuerURL != nil, settings.http.port == nil {
       throw ValidationError("--issuer-url needs --http-port")
+    }
+    if let list = requireTotpFor ?? env["require-totp-for"] {
+      do {
+        settings.twoFactor.policy = try TOTPPolicy(list)
+      } catch {
+        throw ValidationError("--require-totp-for: \(error.message)")
+      }
     }
     if let file = adminPasswordFile ?? env["admin-password-file"] {
       guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {

@@ -478,6 +478,71 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "LoginSecondFactor" metadata.
+        public enum LoginSecondFactor: Sendable {
+            /// Request type for "LoginSecondFactor".
+            public typealias Input = Smartschool_Identity_V1_LoginSecondFactorRequest
+            /// Response type for "LoginSecondFactor".
+            public typealias Output = Smartschool_Identity_V1_LoginSecondFactorResponse
+            /// Descriptor for "LoginSecondFactor".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "LoginSecondFactor",
+                type: .unary
+            )
+        }
+        /// Namespace for "BeginTotpEnrolment" metadata.
+        public enum BeginTotpEnrolment: Sendable {
+            /// Request type for "BeginTotpEnrolment".
+            public typealias Input = Smartschool_Identity_V1_BeginTotpEnrolmentRequest
+            /// Response type for "BeginTotpEnrolment".
+            public typealias Output = Smartschool_Identity_V1_TotpEnrolment
+            /// Descriptor for "BeginTotpEnrolment".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "BeginTotpEnrolment",
+                type: .unary
+            )
+        }
+        /// Namespace for "ConfirmTotpEnrolment" metadata.
+        public enum ConfirmTotpEnrolment: Sendable {
+            /// Request type for "ConfirmTotpEnrolment".
+            public typealias Input = Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest
+            /// Response type for "ConfirmTotpEnrolment".
+            public typealias Output = Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse
+            /// Descriptor for "ConfirmTotpEnrolment".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "ConfirmTotpEnrolment",
+                type: .unary
+            )
+        }
+        /// Namespace for "DisableTotp" metadata.
+        public enum DisableTotp: Sendable {
+            /// Request type for "DisableTotp".
+            public typealias Input = Smartschool_Identity_V1_DisableTotpRequest
+            /// Response type for "DisableTotp".
+            public typealias Output = Smartschool_Identity_V1_DisableTotpResponse
+            /// Descriptor for "DisableTotp".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "DisableTotp",
+                type: .unary
+            )
+        }
+        /// Namespace for "ResetUserTotp" metadata.
+        public enum ResetUserTotp: Sendable {
+            /// Request type for "ResetUserTotp".
+            public typealias Input = Smartschool_Identity_V1_ResetUserTotpRequest
+            /// Response type for "ResetUserTotp".
+            public typealias Output = Smartschool_Identity_V1_ResetUserTotpResponse
+            /// Descriptor for "ResetUserTotp".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "ResetUserTotp",
+                type: .unary
+            )
+        }
         /// Namespace for "ListAuditEvents" metadata.
         public enum ListAuditEvents: Sendable {
             /// Request type for "ListAuditEvents".
@@ -541,6 +606,11 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
             ExchangeClientCredentials.descriptor,
             RotateServiceAccountSecret.descriptor,
             WhoAmI.descriptor,
+            LoginSecondFactor.descriptor,
+            BeginTotpEnrolment.descriptor,
+            ConfirmTotpEnrolment.descriptor,
+            DisableTotp.descriptor,
+            ResetUserTotp.descriptor,
             ListAuditEvents.descriptor,
             ListChanges.descriptor
         ]
@@ -571,9 +641,9 @@ extension Smartschool_Identity_V1_IdentityService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Every RPC except Login, Refresh, ExchangeClientCredentials, ActivateAccount and
-    /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
-    /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
+    /// > Every RPC except Login, LoginSecondFactor, Refresh, ExchangeClientCredentials,
+    /// > ActivateAccount and ListSigningKeys needs "authorization: Bearer <access token>" (else
+    /// > UNAUTHENTICATED). Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
     /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
     /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
@@ -1058,7 +1128,10 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
         /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
         /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-        /// > password is unacceptable.
+        /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+        /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+        /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+        /// > FAILED_PRECONDITION (the client cannot complete such a login).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_LoginRequest` messages.
@@ -1266,6 +1339,119 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_WhoAmIResponse>
 
+        /// Handle the "LoginSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+        /// > one either side; a step once accepted is never accepted again for that user) or, for a
+        /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+        /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+        /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+        /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+        /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+        /// > limits.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_LoginSecondFactorRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_LoginSecondFactorResponse` messages.
+        func loginSecondFactor(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>
+
+        /// Handle the "BeginTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+        /// > replaces it). Callers: any user with a password (not service accounts).
+        /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+        /// > account.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_TotpEnrolment` messages.
+        func beginTotpEnrolment(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_TotpEnrolment>
+
+        /// Handle the "ConfirmTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Activates the caller's pending secret with a current code from the app; answers the ten
+        /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+        /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+        /// > digits or does not match the pending secret (not counted toward the lockout: the
+        /// > pending secret protects nothing yet).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse` messages.
+        func confirmTotpEnrolment(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>
+
+        /// Handle the "DisableTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+        /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+        /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+        /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+        /// > empty or oversized code.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_DisableTotpRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_DisableTotpResponse` messages.
+        func disableTotp(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_DisableTotpResponse>
+
+        /// Handle the "ResetUserTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+        /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+        /// > Callers: admins whose identity.users.write scope covers the user (audited as
+        /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+        /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+        /// > caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_ResetUserTotpRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_ResetUserTotpResponse` messages.
+        func resetUserTotp(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse>
+
         /// Handle the "ListAuditEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -1315,9 +1501,9 @@ extension Smartschool_Identity_V1_IdentityService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Every RPC except Login, Refresh, ExchangeClientCredentials, ActivateAccount and
-    /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
-    /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
+    /// > Every RPC except Login, LoginSecondFactor, Refresh, ExchangeClientCredentials,
+    /// > ActivateAccount and ListSigningKeys needs "authorization: Bearer <access token>" (else
+    /// > UNAUTHENTICATED). Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
     /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
     /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
@@ -1802,7 +1988,10 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
         /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
         /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-        /// > password is unacceptable.
+        /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+        /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+        /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+        /// > FAILED_PRECONDITION (the client cannot complete such a login).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -2010,6 +2199,119 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_WhoAmIResponse>
 
+        /// Handle the "LoginSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+        /// > one either side; a step once accepted is never accepted again for that user) or, for a
+        /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+        /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+        /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+        /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+        /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+        /// > limits.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_LoginSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_LoginSecondFactorResponse` message.
+        func loginSecondFactor(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>
+
+        /// Handle the "BeginTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+        /// > replaces it). Callers: any user with a password (not service accounts).
+        /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+        /// > account.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_TotpEnrolment` message.
+        func beginTotpEnrolment(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_TotpEnrolment>
+
+        /// Handle the "ConfirmTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Activates the caller's pending secret with a current code from the app; answers the ten
+        /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+        /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+        /// > digits or does not match the pending secret (not counted toward the lockout: the
+        /// > pending secret protects nothing yet).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse` message.
+        func confirmTotpEnrolment(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>
+
+        /// Handle the "DisableTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+        /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+        /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+        /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+        /// > empty or oversized code.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_DisableTotpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_DisableTotpResponse` message.
+        func disableTotp(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_DisableTotpResponse>
+
+        /// Handle the "ResetUserTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+        /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+        /// > Callers: admins whose identity.users.write scope covers the user (audited as
+        /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+        /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+        /// > caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ResetUserTotpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_ResetUserTotpResponse` message.
+        func resetUserTotp(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse>
+
         /// Handle the "ListAuditEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -2057,9 +2359,9 @@ extension Smartschool_Identity_V1_IdentityService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Every RPC except Login, Refresh, ExchangeClientCredentials, ActivateAccount and
-    /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
-    /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
+    /// > Every RPC except Login, LoginSecondFactor, Refresh, ExchangeClientCredentials,
+    /// > ActivateAccount and ListSigningKeys needs "authorization: Bearer <access token>" (else
+    /// > UNAUTHENTICATED). Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
     /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
     /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
@@ -2544,7 +2846,10 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
         /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
         /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-        /// > password is unacceptable.
+        /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+        /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+        /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+        /// > FAILED_PRECONDITION (the client cannot complete such a login).
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_LoginRequest` message.
@@ -2751,6 +3056,119 @@ extension Smartschool_Identity_V1_IdentityService {
             request: Smartschool_Identity_V1_WhoAmIRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Identity_V1_WhoAmIResponse
+
+        /// Handle the "LoginSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+        /// > one either side; a step once accepted is never accepted again for that user) or, for a
+        /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+        /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+        /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+        /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+        /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+        /// > limits.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_LoginSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_LoginSecondFactorResponse` to respond with.
+        func loginSecondFactor(
+            request: Smartschool_Identity_V1_LoginSecondFactorRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_LoginSecondFactorResponse
+
+        /// Handle the "BeginTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+        /// > replaces it). Callers: any user with a password (not service accounts).
+        /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+        /// > account.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_TotpEnrolment` to respond with.
+        func beginTotpEnrolment(
+            request: Smartschool_Identity_V1_BeginTotpEnrolmentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_TotpEnrolment
+
+        /// Handle the "ConfirmTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Activates the caller's pending secret with a current code from the app; answers the ten
+        /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+        /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+        /// > digits or does not match the pending secret (not counted toward the lockout: the
+        /// > pending secret protects nothing yet).
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse` to respond with.
+        func confirmTotpEnrolment(
+            request: Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse
+
+        /// Handle the "DisableTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+        /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+        /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+        /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+        /// > empty or oversized code.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_DisableTotpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_DisableTotpResponse` to respond with.
+        func disableTotp(
+            request: Smartschool_Identity_V1_DisableTotpRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_DisableTotpResponse
+
+        /// Handle the "ResetUserTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+        /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+        /// > Callers: admins whose identity.users.write scope covers the user (audited as
+        /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+        /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+        /// > caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_ResetUserTotpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_ResetUserTotpResponse` to respond with.
+        func resetUserTotp(
+            request: Smartschool_Identity_V1_ResetUserTotpRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_ResetUserTotpResponse
 
         /// Handle the "ListAuditEvents" method.
         ///
@@ -3182,6 +3600,61 @@ extension Smartschool_Identity_V1_IdentityService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.LoginSecondFactor.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_LoginSecondFactorRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_LoginSecondFactorResponse>(),
+            handler: { request, context in
+                try await self.loginSecondFactor(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.BeginTotpEnrolment.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_TotpEnrolment>(),
+            handler: { request, context in
+                try await self.beginTotpEnrolment(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.ConfirmTotpEnrolment.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>(),
+            handler: { request, context in
+                try await self.confirmTotpEnrolment(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.DisableTotp.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_DisableTotpRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_DisableTotpResponse>(),
+            handler: { request, context in
+                try await self.disableTotp(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.ResetUserTotp.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ResetUserTotpRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ResetUserTotpResponse>(),
+            handler: { request, context in
+                try await self.resetUserTotp(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Identity_V1_IdentityService.Method.ListAuditEvents.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ListAuditEventsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ListAuditEventsResponse>(),
@@ -3588,6 +4061,61 @@ extension Smartschool_Identity_V1_IdentityService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_WhoAmIResponse> {
         let response = try await self.whoAmI(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func loginSecondFactor(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_LoginSecondFactorResponse> {
+        let response = try await self.loginSecondFactor(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func beginTotpEnrolment(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_TotpEnrolment> {
+        let response = try await self.beginTotpEnrolment(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func confirmTotpEnrolment(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse> {
+        let response = try await self.confirmTotpEnrolment(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func disableTotp(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_DisableTotpResponse> {
+        let response = try await self.disableTotp(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func resetUserTotp(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse> {
+        let response = try await self.resetUserTotp(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -4075,6 +4603,71 @@ extension Smartschool_Identity_V1_IdentityService.SimpleServiceProtocol {
         )
     }
 
+    public func loginSecondFactor(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_LoginSecondFactorResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>(
+            message: try await self.loginSecondFactor(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func beginTotpEnrolment(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_TotpEnrolment> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_TotpEnrolment>(
+            message: try await self.beginTotpEnrolment(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func confirmTotpEnrolment(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>(
+            message: try await self.confirmTotpEnrolment(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func disableTotp(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_DisableTotpResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_DisableTotpResponse>(
+            message: try await self.disableTotp(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func resetUserTotp(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse>(
+            message: try await self.resetUserTotp(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func listAuditEvents(
         request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ListAuditEventsRequest>,
         context: GRPCCore.ServerContext
@@ -4113,9 +4706,9 @@ extension Smartschool_Identity_V1_IdentityService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Every RPC except Login, Refresh, ExchangeClientCredentials, ActivateAccount and
-    /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
-    /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
+    /// > Every RPC except Login, LoginSecondFactor, Refresh, ExchangeClientCredentials,
+    /// > ActivateAccount and ListSigningKeys needs "authorization: Bearer <access token>" (else
+    /// > UNAUTHENTICATED). Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
     /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
     /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
@@ -4720,7 +5313,10 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
         /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
         /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-        /// > password is unacceptable.
+        /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+        /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+        /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+        /// > FAILED_PRECONDITION (the client cannot complete such a login).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -4983,6 +5579,144 @@ extension Smartschool_Identity_V1_IdentityService {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_WhoAmIResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "LoginSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+        /// > one either side; a step once accepted is never accepted again for that user) or, for a
+        /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+        /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+        /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+        /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+        /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+        /// > limits.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_LoginSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_LoginSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_LoginSecondFactorResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func loginSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_LoginSecondFactorResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "BeginTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+        /// > replaces it). Callers: any user with a password (not service accounts).
+        /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+        /// > account.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_TotpEnrolment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func beginTotpEnrolment<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_TotpEnrolment>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_TotpEnrolment>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ConfirmTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Activates the caller's pending secret with a current code from the app; answers the ten
+        /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+        /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+        /// > digits or does not match the pending secret (not counted toward the lockout: the
+        /// > pending secret protects nothing yet).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func confirmTotpEnrolment<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DisableTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+        /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+        /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+        /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+        /// > empty or oversized code.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_DisableTotpRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_DisableTotpRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_DisableTotpResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func disableTotp<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_DisableTotpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_DisableTotpResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_DisableTotpResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ResetUserTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+        /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+        /// > Callers: admins whose identity.users.write scope covers the user (audited as
+        /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+        /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+        /// > caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ResetUserTotpRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ResetUserTotpRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_ResetUserTotpResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func resetUserTotp<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ResetUserTotpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ResetUserTotpResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ResetUserTotpResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "ListAuditEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -5040,9 +5774,9 @@ extension Smartschool_Identity_V1_IdentityService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Every RPC except Login, Refresh, ExchangeClientCredentials, ActivateAccount and
-    /// > ListSigningKeys needs "authorization: Bearer <access token>" (else UNAUTHENTICATED).
-    /// > Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
+    /// > Every RPC except Login, LoginSecondFactor, Refresh, ExchangeClientCredentials,
+    /// > ActivateAccount and ListSigningKeys needs "authorization: Bearer <access token>" (else
+    /// > UNAUTHENTICATED). Out-of-scope access is PERMISSION_DENIED; bad fields are INVALID_ARGUMENT with
     /// > google.rpc.BadRequest field violations.
     /// > Every service, every RPC: an enum value the schema does not name, anywhere in a request
     /// > (nested, repeated, any message of a stream), is INVALID_ARGUMENT with a field violation
@@ -5921,7 +6655,10 @@ extension Smartschool_Identity_V1_IdentityService {
         /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
         /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
         /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-        /// > password is unacceptable.
+        /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+        /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+        /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+        /// > FAILED_PRECONDITION (the client cannot complete such a login).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -6298,6 +7035,199 @@ extension Smartschool_Identity_V1_IdentityService {
             try await self.client.unary(
                 request: request,
                 descriptor: Smartschool_Identity_V1_IdentityService.Method.WhoAmI.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "LoginSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+        /// > one either side; a step once accepted is never accepted again for that user) or, for a
+        /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+        /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+        /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+        /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+        /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+        /// > limits.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_LoginSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_LoginSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_LoginSecondFactorResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func loginSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_LoginSecondFactorResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.LoginSecondFactor.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "BeginTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+        /// > replaces it). Callers: any user with a password (not service accounts).
+        /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+        /// > account.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_TotpEnrolment` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func beginTotpEnrolment<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_TotpEnrolment>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_TotpEnrolment>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.BeginTotpEnrolment.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ConfirmTotpEnrolment" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Activates the caller's pending secret with a current code from the app; answers the ten
+        /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+        /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+        /// > digits or does not match the pending secret (not counted toward the lockout: the
+        /// > pending secret protects nothing yet).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func confirmTotpEnrolment<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.ConfirmTotpEnrolment.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DisableTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+        /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+        /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+        /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+        /// > empty or oversized code.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_DisableTotpRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_DisableTotpRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_DisableTotpResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func disableTotp<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_DisableTotpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_DisableTotpResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_DisableTotpResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.DisableTotp.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ResetUserTotp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+        /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+        /// > Callers: admins whose identity.users.write scope covers the user (audited as
+        /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+        /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+        /// > caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ResetUserTotpRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ResetUserTotpRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_ResetUserTotpResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func resetUserTotp<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ResetUserTotpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ResetUserTotpResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ResetUserTotpResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.ResetUserTotp.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -7122,7 +8052,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
     /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
     /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-    /// > password is unacceptable.
+    /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+    /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+    /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+    /// > FAILED_PRECONDITION (the client cannot complete such a login).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_LoginRequest` message.
@@ -7446,6 +8379,174 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_WhoAmIRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_WhoAmIResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LoginSecondFactor" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+    /// > one either side; a step once accepted is never accepted again for that user) or, for a
+    /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+    /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+    /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+    /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+    /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+    /// > limits.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_LoginSecondFactorRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func loginSecondFactor<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.loginSecondFactor(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_LoginSecondFactorRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_LoginSecondFactorResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BeginTotpEnrolment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+    /// > replaces it). Callers: any user with a password (not service accounts).
+    /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+    /// > account.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_BeginTotpEnrolmentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func beginTotpEnrolment<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_TotpEnrolment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.beginTotpEnrolment(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_TotpEnrolment>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ConfirmTotpEnrolment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Activates the caller's pending secret with a current code from the app; answers the ten
+    /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+    /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+    /// > digits or does not match the pending secret (not counted toward the lockout: the
+    /// > pending secret protects nothing yet).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func confirmTotpEnrolment<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.confirmTotpEnrolment(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableTotp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+    /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+    /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+    /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+    /// > empty or oversized code.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_DisableTotpRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableTotp<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableTotpRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_DisableTotpResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.disableTotp(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_DisableTotpRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_DisableTotpResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResetUserTotp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+    /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+    /// > Callers: admins whose identity.users.write scope covers the user (audited as
+    /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+    /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+    /// > caller's scope.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_ResetUserTotpRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resetUserTotp<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ResetUserTotpResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.resetUserTotp(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ResetUserTotpRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ResetUserTotpResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -8356,7 +9457,10 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     /// > many at once overall (retry shortly). FAILED_PRECONDITION only after a correct password
     /// > that an admin set (CreateUser's initial_password): no token is issued until the caller
     /// > repeats Login with new_password; INVALID_ARGUMENT (field new_password) when that new
-    /// > password is unacceptable.
+    /// > password is unacceptable. For an account with TOTP active or required (see Two-factor
+    /// > login below), a right password gives no tokens: with accepts_second_factor the answer
+    /// > carries only second_factor (a challenge for LoginSecondFactor), without it Login is
+    /// > FAILED_PRECONDITION (the client cannot complete such a login).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -8723,6 +9827,194 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             metadata: metadata
         )
         return try await self.whoAmI(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LoginSecondFactor" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Completes a login with a code of the user's authenticator (the current 30-second step or
+    /// > one either side; a step once accepted is never accepted again for that user) or, for a
+    /// > SECOND_FACTOR_KIND_TOTP challenge, an unused recovery code (then used up). For an
+    /// > enrolment challenge the code confirms the new secret, and the answer carries the recovery
+    /// > codes. Open (the challenge is the credential). UNAUTHENTICATED for an unknown, expired or
+    /// > already completed challenge, a wrong or reused code, or a locked or inactive account;
+    /// > INVALID_ARGUMENT for an empty or oversized field; RESOURCE_EXHAUSTED past the login rate
+    /// > limits.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func loginSecondFactor<Result>(
+        _ message: Smartschool_Identity_V1_LoginSecondFactorRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_LoginSecondFactorResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_LoginSecondFactorRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.loginSecondFactor(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BeginTotpEnrolment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Starts TOTP enrolment for the caller: a new secret, not yet active (calling again
+    /// > replaces it). Callers: any user with a password (not service accounts).
+    /// > FAILED_PRECONDITION when TOTP is already active (DisableTotp first) or for a service
+    /// > account.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func beginTotpEnrolment<Result>(
+        _ message: Smartschool_Identity_V1_BeginTotpEnrolmentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_TotpEnrolment>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_BeginTotpEnrolmentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.beginTotpEnrolment(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ConfirmTotpEnrolment" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Activates the caller's pending secret with a current code from the app; answers the ten
+    /// > recovery codes (shown once). Callers: the enrolling user. FAILED_PRECONDITION without a
+    /// > pending enrolment or when already active; INVALID_ARGUMENT for a code that is not 6
+    /// > digits or does not match the pending secret (not counted toward the lockout: the
+    /// > pending secret protects nothing yet).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func confirmTotpEnrolment<Result>(
+        _ message: Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.confirmTotpEnrolment(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableTotp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Turns the caller's TOTP off (secret and recovery codes deleted), given a current code or
+    /// > an unused recovery code. Callers: any user with TOTP. FAILED_PRECONDITION when TOTP is
+    /// > not active, or when --require-totp-for covers the caller (an admin must ResetUserTotp);
+    /// > UNAUTHENTICATED for a wrong code (counted toward the lockout); INVALID_ARGUMENT for an
+    /// > empty or oversized code.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableTotp<Result>(
+        _ message: Smartschool_Identity_V1_DisableTotpRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_DisableTotpResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableTotpRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.disableTotp(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResetUserTotp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes a user's TOTP (lost phone and recovery codes): their next login needs only the
+    /// > password, or enrols anew when --require-totp-for covers them; their sessions end.
+    /// > Callers: admins whose identity.users.write scope covers the user (audited as
+    /// > user.totp_reset; on the change feed as entity "user_totp", op DELETE). INVALID_ARGUMENT
+    /// > without exactly one of user_id and username; NOT_FOUND; PERMISSION_DENIED outside the
+    /// > caller's scope.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resetUserTotp<Result>(
+        _ message: Smartschool_Identity_V1_ResetUserTotpRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ResetUserTotpResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_ResetUserTotpRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.resetUserTotp(
             request: request,
             options: options,
             onResponse: handleResponse

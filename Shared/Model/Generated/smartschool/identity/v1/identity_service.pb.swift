@@ -212,6 +212,50 @@ public nonisolated enum Smartschool_Identity_V1_Role: SwiftProtobuf.Enum, Swift.
 
 }
 
+/// What the second step of a login needs.
+public nonisolated enum Smartschool_Identity_V1_SecondFactorKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// A code of the user's authenticator app (or one of their recovery codes).
+  case totp // = 1
+
+  /// The account must use TOTP (--require-totp-for) but has none yet: the challenge carries a
+  /// new secret (enrolment); the first code of the app it is added to completes the login.
+  case totpEnrolment // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .totp
+    case 2: self = .totpEnrolment
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .totp: return 1
+    case .totpEnrolment: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Identity_V1_SecondFactorKind] = [
+    .unspecified,
+    .totp,
+    .totpEnrolment,
+  ]
+
+}
+
 /// A node of the org tree province → city → county → school → class.
 public nonisolated struct Smartschool_Identity_V1_Org: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1043,6 +1087,12 @@ public nonisolated struct Smartschool_Identity_V1_LoginRequest: Sendable {
   /// not used when no change is due.
   public var newPassword: String = String()
 
+  /// Two-factor login: set by a client that can complete a second step (LoginSecondFactor).
+  /// For an account that needs one (TOTP active, or required by --require-totp-for), Login
+  /// then answers with TokenResponse.second_factor instead of tokens; without it Login refuses
+  /// such an account with FAILED_PRECONDITION after checking the password.
+  public var acceptsSecondFactor: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1063,51 +1113,76 @@ public nonisolated struct Smartschool_Identity_V1_UnlockAccountRequest: Sendable
   public init() {}
 }
 
-public nonisolated struct Smartschool_Identity_V1_TokenResponse: Sendable {
+public nonisolated struct Smartschool_Identity_V1_TokenResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Ed25519-signed JWT; send as "authorization: Bearer <token>" to every service.
-  public var accessToken: String = String()
+  public var accessToken: String {
+    get {_storage._accessToken}
+    set {_uniqueStorage()._accessToken = newValue}
+  }
 
-  public var tokenType: String = String()
+  public var tokenType: String {
+    get {_storage._tokenType}
+    set {_uniqueStorage()._tokenType = newValue}
+  }
 
   public var accessTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_accessTokenExpireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_accessTokenExpireTime = newValue}
+    get {_storage._accessTokenExpireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._accessTokenExpireTime = newValue}
   }
   /// Returns true if `accessTokenExpireTime` has been explicitly set.
-  public var hasAccessTokenExpireTime: Bool {self._accessTokenExpireTime != nil}
+  public var hasAccessTokenExpireTime: Bool {_storage._accessTokenExpireTime != nil}
   /// Clears the value of `accessTokenExpireTime`. Subsequent reads from it will return its default value.
-  public mutating func clearAccessTokenExpireTime() {self._accessTokenExpireTime = nil}
+  public mutating func clearAccessTokenExpireTime() {_uniqueStorage()._accessTokenExpireTime = nil}
 
   /// Rotating refresh token (empty for service-account tokens).
-  public var refreshToken: String = String()
+  public var refreshToken: String {
+    get {_storage._refreshToken}
+    set {_uniqueStorage()._refreshToken = newValue}
+  }
 
   /// The end of the session: fixed at login (--refresh-token-ttl); refreshing never extends it,
   /// and no access token of the session outlives it.
   public var refreshTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_refreshTokenExpireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_refreshTokenExpireTime = newValue}
+    get {_storage._refreshTokenExpireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._refreshTokenExpireTime = newValue}
   }
   /// Returns true if `refreshTokenExpireTime` has been explicitly set.
-  public var hasRefreshTokenExpireTime: Bool {self._refreshTokenExpireTime != nil}
+  public var hasRefreshTokenExpireTime: Bool {_storage._refreshTokenExpireTime != nil}
   /// Clears the value of `refreshTokenExpireTime`. Subsequent reads from it will return its default value.
-  public mutating func clearRefreshTokenExpireTime() {self._refreshTokenExpireTime = nil}
+  public mutating func clearRefreshTokenExpireTime() {_uniqueStorage()._refreshTokenExpireTime = nil}
 
   /// The session the tokens belong to. A service account's client-credentials token has a
   /// session of its own, lasting as long as the access token.
-  public var sessionID: String = String()
+  public var sessionID: String {
+    get {_storage._sessionID}
+    set {_uniqueStorage()._sessionID = newValue}
+  }
 
-  public var userID: String = String()
+  public var userID: String {
+    get {_storage._userID}
+    set {_uniqueStorage()._userID = newValue}
+  }
+
+  /// Two-factor login: set (and every field above empty) when the password was right but a
+  /// second step must follow: LoginSecondFactor with this challenge completes the login.
+  public var secondFactor: Smartschool_Identity_V1_SecondFactorChallenge {
+    get {_storage._secondFactor ?? Smartschool_Identity_V1_SecondFactorChallenge()}
+    set {_uniqueStorage()._secondFactor = newValue}
+  }
+  /// Returns true if `secondFactor` has been explicitly set.
+  public var hasSecondFactor: Bool {_storage._secondFactor != nil}
+  /// Clears the value of `secondFactor`. Subsequent reads from it will return its default value.
+  public mutating func clearSecondFactor() {_uniqueStorage()._secondFactor = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _accessTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
-  fileprivate var _refreshTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Smartschool_Identity_V1_RefreshRequest: Sendable {
@@ -1527,6 +1602,204 @@ public nonisolated struct Smartschool_Identity_V1_ListAuditEventsResponse: Senda
   public init() {}
 }
 
+/// The answer of a Login whose password was right but which needs a second step.
+public nonisolated struct Smartschool_Identity_V1_SecondFactorChallenge: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Single use, short-lived (5 minutes): give it to LoginSecondFactor.
+  public var challengeID: String = String()
+
+  public var expireTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_expireTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_expireTime = newValue}
+  }
+  /// Returns true if `expireTime` has been explicitly set.
+  public var hasExpireTime: Bool {self._expireTime != nil}
+  /// Clears the value of `expireTime`. Subsequent reads from it will return its default value.
+  public mutating func clearExpireTime() {self._expireTime = nil}
+
+  public var kind: Smartschool_Identity_V1_SecondFactorKind = .unspecified
+
+  /// Set for SECOND_FACTOR_KIND_TOTP_ENROLMENT: the secret to add to an authenticator app.
+  public var enrolment: Smartschool_Identity_V1_TotpEnrolment {
+    get {_enrolment ?? Smartschool_Identity_V1_TotpEnrolment()}
+    set {_enrolment = newValue}
+  }
+  /// Returns true if `enrolment` has been explicitly set.
+  public var hasEnrolment: Bool {self._enrolment != nil}
+  /// Clears the value of `enrolment`. Subsequent reads from it will return its default value.
+  public mutating func clearEnrolment() {self._enrolment = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _expireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _enrolment: Smartschool_Identity_V1_TotpEnrolment? = nil
+}
+
+/// A TOTP secret (RFC 6238: HMAC-SHA1, 6 digits, 30-second steps) to add to an authenticator
+/// app, by QR code of otpauth_uri or by typing the secret.
+public nonisolated struct Smartschool_Identity_V1_TotpEnrolment: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The secret as RFC 4648 base32, without padding.
+  public var secret: String = String()
+
+  /// otpauth://totp/SmartSchool:<username>?secret=…&issuer=SmartSchool&algorithm=SHA1&digits=6&period=30
+  public var otpauthUri: String = String()
+
+  public var issuer: String = String()
+
+  public var accountName: String = String()
+
+  public var algorithm: String = String()
+
+  public var digits: Int32 = 0
+
+  public var periodSeconds: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_LoginSecondFactorRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// From TokenResponse.second_factor.
+  public var challengeID: String = String()
+
+  /// The authenticator's current 6-digit code, or a recovery code (XXXXX-XXXXX; not for an
+  /// enrolment challenge).
+  public var code: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_LoginSecondFactorResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The session's tokens, as Login gives them.
+  public var tokens: Smartschool_Identity_V1_TokenResponse {
+    get {_tokens ?? Smartschool_Identity_V1_TokenResponse()}
+    set {_tokens = newValue}
+  }
+  /// Returns true if `tokens` has been explicitly set.
+  public var hasTokens: Bool {self._tokens != nil}
+  /// Clears the value of `tokens`. Subsequent reads from it will return its default value.
+  public mutating func clearTokens() {self._tokens = nil}
+
+  /// After an enrolment challenge only: ten single-use recovery codes, shown this once.
+  public var recoveryCodes: [String] = []
+
+  /// After a recovery code: how many unused ones remain.
+  public var recoveryCodesRemaining: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _tokens: Smartschool_Identity_V1_TokenResponse? = nil
+}
+
+public nonisolated struct Smartschool_Identity_V1_BeginTotpEnrolmentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The current code of the app the secret of BeginTotpEnrolment was added to.
+  public var code: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Ten single-use recovery codes (XXXXX-XXXXX), shown this once; only hashes are stored.
+  public var recoveryCodes: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_DisableTotpRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A current code or an unused recovery code.
+  public var code: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_DisableTotpResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Names the user by user_id or username (exactly one).
+public nonisolated struct Smartschool_Identity_V1_ResetUserTotpRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
+  public var username: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Identity_V1_ResetUserTotpResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// False when the user had no TOTP (nothing changed; still audited).
+  public var hadTotp: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "smartschool.identity.v1"
@@ -1541,6 +1814,10 @@ nonisolated extension Smartschool_Identity_V1_UserStatus: SwiftProtobuf._ProtoNa
 
 nonisolated extension Smartschool_Identity_V1_Role: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_SYSTEM_ADMIN\0\u{1}ROLE_PROVINCE_ADMIN\0\u{1}ROLE_CITY_ADMIN\0\u{1}ROLE_COUNTY_ADMIN\0\u{1}ROLE_SCHOOL_ADMIN\0\u{1}ROLE_TEACHER\0\u{1}ROLE_STUDENT\0\u{1}ROLE_PARENT\0\u{1}ROLE_INSPECTOR\0\u{1}ROLE_RESOURCE_REVIEWER\0\u{1}ROLE_DATA_EXCHANGE\0")
+}
+
+nonisolated extension Smartschool_Identity_V1_SecondFactorKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SECOND_FACTOR_KIND_UNSPECIFIED\0\u{1}SECOND_FACTOR_KIND_TOTP\0\u{1}SECOND_FACTOR_KIND_TOTP_ENROLMENT\0")
 }
 
 nonisolated extension Smartschool_Identity_V1_Org: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -3231,7 +3508,7 @@ nonisolated extension Smartschool_Identity_V1_ListRoleBindingsResponse: SwiftPro
 
 nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoginRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}new_password\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}new_password\0\u{3}accepts_second_factor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3242,6 +3519,7 @@ nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Messag
       case 1: try { try decoder.decodeSingularStringField(value: &self.username) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.password) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.newPassword) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.acceptsSecondFactor) }()
       default: break
       }
     }
@@ -3257,6 +3535,9 @@ nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Messag
     if !self.newPassword.isEmpty {
       try visitor.visitSingularStringField(value: self.newPassword, fieldNumber: 3)
     }
+    if self.acceptsSecondFactor != false {
+      try visitor.visitSingularBoolField(value: self.acceptsSecondFactor, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3264,6 +3545,7 @@ nonisolated extension Smartschool_Identity_V1_LoginRequest: SwiftProtobuf.Messag
     if lhs.username != rhs.username {return false}
     if lhs.password != rhs.password {return false}
     if lhs.newPassword != rhs.newPassword {return false}
+    if lhs.acceptsSecondFactor != rhs.acceptsSecondFactor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3306,63 +3588,118 @@ nonisolated extension Smartschool_Identity_V1_UnlockAccountRequest: SwiftProtobu
 
 nonisolated extension Smartschool_Identity_V1_TokenResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TokenResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}access_token\0\u{3}token_type\0\u{3}access_token_expire_time\0\u{3}refresh_token\0\u{3}refresh_token_expire_time\0\u{3}session_id\0\u{3}user_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}access_token\0\u{3}token_type\0\u{3}access_token_expire_time\0\u{3}refresh_token\0\u{3}refresh_token_expire_time\0\u{3}session_id\0\u{3}user_id\0\u{3}second_factor\0")
+
+  fileprivate class _StorageClass {
+    var _accessToken: String = String()
+    var _tokenType: String = String()
+    var _accessTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _refreshToken: String = String()
+    var _refreshTokenExpireTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _sessionID: String = String()
+    var _userID: String = String()
+    var _secondFactor: Smartschool_Identity_V1_SecondFactorChallenge? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _accessToken = source._accessToken
+      _tokenType = source._tokenType
+      _accessTokenExpireTime = source._accessTokenExpireTime
+      _refreshToken = source._refreshToken
+      _refreshTokenExpireTime = source._refreshTokenExpireTime
+      _sessionID = source._sessionID
+      _userID = source._userID
+      _secondFactor = source._secondFactor
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.accessToken) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.tokenType) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._accessTokenExpireTime) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.refreshToken) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._refreshTokenExpireTime) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.userID) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._accessToken) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._tokenType) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._accessTokenExpireTime) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._refreshToken) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._refreshTokenExpireTime) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._sessionID) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._userID) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._secondFactor) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.accessToken.isEmpty {
-      try visitor.visitSingularStringField(value: self.accessToken, fieldNumber: 1)
-    }
-    if !self.tokenType.isEmpty {
-      try visitor.visitSingularStringField(value: self.tokenType, fieldNumber: 2)
-    }
-    try { if let v = self._accessTokenExpireTime {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
-    if !self.refreshToken.isEmpty {
-      try visitor.visitSingularStringField(value: self.refreshToken, fieldNumber: 4)
-    }
-    try { if let v = self._refreshTokenExpireTime {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.sessionID.isEmpty {
-      try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 6)
-    }
-    if !self.userID.isEmpty {
-      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 7)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._accessToken.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._accessToken, fieldNumber: 1)
+      }
+      if !_storage._tokenType.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._tokenType, fieldNumber: 2)
+      }
+      try { if let v = _storage._accessTokenExpireTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if !_storage._refreshToken.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._refreshToken, fieldNumber: 4)
+      }
+      try { if let v = _storage._refreshTokenExpireTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._sessionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._sessionID, fieldNumber: 6)
+      }
+      if !_storage._userID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._userID, fieldNumber: 7)
+      }
+      try { if let v = _storage._secondFactor {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Identity_V1_TokenResponse, rhs: Smartschool_Identity_V1_TokenResponse) -> Bool {
-    if lhs.accessToken != rhs.accessToken {return false}
-    if lhs.tokenType != rhs.tokenType {return false}
-    if lhs._accessTokenExpireTime != rhs._accessTokenExpireTime {return false}
-    if lhs.refreshToken != rhs.refreshToken {return false}
-    if lhs._refreshTokenExpireTime != rhs._refreshTokenExpireTime {return false}
-    if lhs.sessionID != rhs.sessionID {return false}
-    if lhs.userID != rhs.userID {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._accessToken != rhs_storage._accessToken {return false}
+        if _storage._tokenType != rhs_storage._tokenType {return false}
+        if _storage._accessTokenExpireTime != rhs_storage._accessTokenExpireTime {return false}
+        if _storage._refreshToken != rhs_storage._refreshToken {return false}
+        if _storage._refreshTokenExpireTime != rhs_storage._refreshTokenExpireTime {return false}
+        if _storage._sessionID != rhs_storage._sessionID {return false}
+        if _storage._userID != rhs_storage._userID {return false}
+        if _storage._secondFactor != rhs_storage._secondFactor {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4236,6 +4573,387 @@ nonisolated extension Smartschool_Identity_V1_ListAuditEventsResponse: SwiftProt
     if lhs.events != rhs.events {return false}
     if lhs.lastSequence != rhs.lastSequence {return false}
     if lhs.moreAvailable != rhs.moreAvailable {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_SecondFactorChallenge: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecondFactorChallenge"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}challenge_id\0\u{3}expire_time\0\u{1}kind\0\u{1}enrolment\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.challengeID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._expireTime) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._enrolment) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.challengeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.challengeID, fieldNumber: 1)
+    }
+    try { if let v = self._expireTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 3)
+    }
+    try { if let v = self._enrolment {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_SecondFactorChallenge, rhs: Smartschool_Identity_V1_SecondFactorChallenge) -> Bool {
+    if lhs.challengeID != rhs.challengeID {return false}
+    if lhs._expireTime != rhs._expireTime {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs._enrolment != rhs._enrolment {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_TotpEnrolment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TotpEnrolment"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}secret\0\u{3}otpauth_uri\0\u{1}issuer\0\u{3}account_name\0\u{1}algorithm\0\u{1}digits\0\u{3}period_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.secret) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.otpauthUri) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.issuer) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.accountName) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.algorithm) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.digits) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.periodSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.secret.isEmpty {
+      try visitor.visitSingularStringField(value: self.secret, fieldNumber: 1)
+    }
+    if !self.otpauthUri.isEmpty {
+      try visitor.visitSingularStringField(value: self.otpauthUri, fieldNumber: 2)
+    }
+    if !self.issuer.isEmpty {
+      try visitor.visitSingularStringField(value: self.issuer, fieldNumber: 3)
+    }
+    if !self.accountName.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountName, fieldNumber: 4)
+    }
+    if !self.algorithm.isEmpty {
+      try visitor.visitSingularStringField(value: self.algorithm, fieldNumber: 5)
+    }
+    if self.digits != 0 {
+      try visitor.visitSingularInt32Field(value: self.digits, fieldNumber: 6)
+    }
+    if self.periodSeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.periodSeconds, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_TotpEnrolment, rhs: Smartschool_Identity_V1_TotpEnrolment) -> Bool {
+    if lhs.secret != rhs.secret {return false}
+    if lhs.otpauthUri != rhs.otpauthUri {return false}
+    if lhs.issuer != rhs.issuer {return false}
+    if lhs.accountName != rhs.accountName {return false}
+    if lhs.algorithm != rhs.algorithm {return false}
+    if lhs.digits != rhs.digits {return false}
+    if lhs.periodSeconds != rhs.periodSeconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_LoginSecondFactorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LoginSecondFactorRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}challenge_id\0\u{1}code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.challengeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.challengeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.challengeID, fieldNumber: 1)
+    }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_LoginSecondFactorRequest, rhs: Smartschool_Identity_V1_LoginSecondFactorRequest) -> Bool {
+    if lhs.challengeID != rhs.challengeID {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_LoginSecondFactorResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LoginSecondFactorResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tokens\0\u{3}recovery_codes\0\u{3}recovery_codes_remaining\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._tokens) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.recoveryCodes) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.recoveryCodesRemaining) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._tokens {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.recoveryCodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.recoveryCodes, fieldNumber: 2)
+    }
+    if self.recoveryCodesRemaining != 0 {
+      try visitor.visitSingularInt32Field(value: self.recoveryCodesRemaining, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_LoginSecondFactorResponse, rhs: Smartschool_Identity_V1_LoginSecondFactorResponse) -> Bool {
+    if lhs._tokens != rhs._tokens {return false}
+    if lhs.recoveryCodes != rhs.recoveryCodes {return false}
+    if lhs.recoveryCodesRemaining != rhs.recoveryCodesRemaining {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_BeginTotpEnrolmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BeginTotpEnrolmentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_BeginTotpEnrolmentRequest, rhs: Smartschool_Identity_V1_BeginTotpEnrolmentRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfirmTotpEnrolmentRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest, rhs: Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfirmTotpEnrolmentResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}recovery_codes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.recoveryCodes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.recoveryCodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.recoveryCodes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse, rhs: Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse) -> Bool {
+    if lhs.recoveryCodes != rhs.recoveryCodes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_DisableTotpRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DisableTotpRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_DisableTotpRequest, rhs: Smartschool_Identity_V1_DisableTotpRequest) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_DisableTotpResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DisableTotpResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_DisableTotpResponse, rhs: Smartschool_Identity_V1_DisableTotpResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_ResetUserTotpRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResetUserTotpRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.username) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    if !self.username.isEmpty {
+      try visitor.visitSingularStringField(value: self.username, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_ResetUserTotpRequest, rhs: Smartschool_Identity_V1_ResetUserTotpRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
+    if lhs.username != rhs.username {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Identity_V1_ResetUserTotpResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResetUserTotpResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}had_totp\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.hadTotp) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.hadTotp != false {
+      try visitor.visitSingularBoolField(value: self.hadTotp, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Identity_V1_ResetUserTotpResponse, rhs: Smartschool_Identity_V1_ResetUserTotpResponse) -> Bool {
+    if lhs.hadTotp != rhs.hadTotp {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
