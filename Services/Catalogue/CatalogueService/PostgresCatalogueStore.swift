@@ -622,13 +622,9 @@ final class PostgresCatalogueStore: CatalogueStore {
     async throws -> SearchPage
   {
     try await store.read { tx in
-      var c = Conditions()
-      Self.add(filter, to: &c)
-      Self.add(query.filters, to: &c)
-      Self.add(viewer, to: &c)
       if query.hasText {
         return try await Self.searchText(
-          tx, query: query, conditions: c, offset: offset, limit: limit)
+          tx, query: query, filter: filter, viewer: viewer, offset: offset, limit: limit)
       }
       // No words: every resource the filters and facets select, most popular first, read as
       // the disjoint arms of the visible set (SQLiteCatalogueStore.visibleArms), the published

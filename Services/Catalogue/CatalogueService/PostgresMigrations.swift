@@ -260,5 +260,28 @@ extension CatalogueMigrations {
           (status, reach_path, type, subject, grade, stage, popularity, deleted_at)
         """
       ]),
+    // Searches with words read postings and the rows they name without visiting the tables
+    // (PostgresCatalogueStore.candidates): the postings' key carries their counts and
+    // lengths; resources_search answers a lookup by seq with what the filters, visibility and
+    // ranking read; resources_visible also gives the seq of the visible published rows, for
+    // the hash join a query with many postings makes against them.
+    PostgresMigration(
+      "catalogue.5.search-covering",
+      [
+        """
+        ALTER TABLE search_postings DROP CONSTRAINT search_postings_pkey,
+          ADD PRIMARY KEY (token, resource_seq) INCLUDE (counts, lengths)
+        """,
+        """
+        CREATE INDEX resources_search ON resources (seq) INCLUDE (status, deleted_at, stage,
+          grade, subject, type, popularity, author_id, reach_path, owner_path, edition_code,
+          top_chapter_code, chapter_code)
+        """,
+        "DROP INDEX resources_visible",
+        """
+        CREATE INDEX resources_visible ON resources
+          (status, reach_path, type, subject, grade, stage, popularity, deleted_at) INCLUDE (seq)
+        """,
+      ]),
   ]
 }

@@ -91,10 +91,11 @@ extension PostgresCatalogueStore {
       """)
   }
 
-  /// One page of results for a query with words, within conditions `c` on `resources r`.
+  /// One page of results for a query with words, among the resources `viewer` sees that
+  /// `filter` and the query's facets select.
   static func searchText(
-    _ tx: PostgresTransaction, query: SearchQuery, conditions c: Conditions, offset: Int,
-    limit: Int
+    _ tx: PostgresTransaction, query: SearchQuery, filter: ResolvedFilter, viewer: Viewer,
+    offset: Int, limit: Int
   ) async throws -> SearchPage {
     // The statistics and the document frequencies in one round trip.
     let queryTokens = query.tokens
@@ -118,60 +119,9 @@ extension PostgresCatalogueStore {
     }
     let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
     let tokens = scorer.tokens
-
-    var q = c
-    let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
-    let editionColumn =
-      editions.isEmpty
-      ? "0"
-      : """
-      (SELECT count(*) FROM search_postings e
-        WHERE e.resource_seq = p.resource_seq AND e.token = ANY(\(q.bind(editions))))::int
-      """
-    // The token's index in `tokens` rather than its text.
-    let tokenIndex =
-      "CASE p.token "
-      + tokens.indices.map { "WHEN \(q.bind(tokens[$0])) THEN \($0) " }.joined() + "END"
-    // One record of `recordSize` bytes per posting: seq, token index, counts, lengths, stage,
-    // grade, subject, type, popularity, has a boosted edition.
-    let sql = """
-      SELECT string_agg(int8send(p.resource_seq) || int4send(\(tokenIndex))
-          || int8send(p.counts) || int8send(p.lengths) || int4send(r.stage)
-          || int4send(r.grade) || int4send(r.subject) || int4send(r.type) || float8send(r.popularity) || int4send(\(editionColumn)),
-        ''::bytea)
-      FROM search_postings p JOIN resources r ON r.seq = p.resource_seq
-      WHERE p.token = ANY(\(q.bind(tokens))) AND \(c.sql)
-      """
-    let recordSize = 8 + 4 + 8 + 8 + 4 * 4 + 8 + 4
-    var candidates: [Ranking.SearchCandidate] = []
-    var bySeq: [Int64: Int] = [:]
-    if let row = try await tx.one(q.query(sql)),
-      var packed = try row[0].decode(ByteBuffer?.self)
-    {
-      candidates.reserveCapacity(packed.readableBytes / recordSize)
-      func int32(_ b: inout ByteBuffer) -> Int { Int(b.readInteger(as: Int32.self)!) }
-      while packed.readableBytes >= recordSize {
-        let seq = packed.readInteger(as: Int64.self)!
-        let token = int32(&packed)
-        let counts = packed.readInteger(as: Int64.self)!
-        if let i = bySeq[seq] {
-          candidates[i].counts[token] = counts
-          packed.moveReaderIndex(forwardBy: recordSize - 20)
-          continue
-        }
-        let lengths = packed.readInteger(as: Int64.self)!
-        var candidate = Ranking.SearchCandidate(
-          sequence: seq, counts: Array(repeating: -1, count: tokens.count), lengths: lengths,
-          stage: int32(&packed), grade: int32(&packed), subject: int32(&packed),
-          type: int32(&packed),
-          hasEdition: false,
-          popularity: Double(bitPattern: packed.readInteger(as: UInt64.self)!))
-        candidate.hasEdition = int32(&packed) > 0
-        candidate.counts[token] = counts
-        bySeq[seq] = candidates.count
-        candidates.append(candidate)
-      }
-    }
+    let candidates = try await candidates(
+      tx, scorer: scorer, frequencies: tokens.map { frequencies[$0] ?? 0 }, filter: filter,
+      viewer: viewer)
 
     var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
     let pairTokens = top.pairTokens.map { tokens[$0] }
@@ -207,5 +157,122 @@ extension PostgresCatalogueStore {
       hits = page.compactMap { key in bySeq[key.sequence].map { ($0, key.relevance) } }
     }
     return SearchPage(hits: hits, total: top.total, groups: top.groups)
+  }
+
+  /// Driver postings above which a search joins them against the visible published rows (one
+  /// index-only range scan of resources_visible, hashed) instead of looking each row up.
+  static let lookupLimit = 4_000
+
+  /// Every visible match's counts, field lengths, facets and popularity (in no order).
+  ///
+  /// The statement starts from the postings of the query's driver tokens
+  /// (``Ranking/Scorer/drivers(frequencies:)``): every match has one of them, and they are
+  /// the fewest postings that say so. Up to ``lookupLimit`` of them, each resource they name is
+  /// looked up by seq (resources_search, index-only) in a LATERAL subquery behind OFFSET 0,
+  /// which the planner cannot flatten into a hash join against every visible resource; above
+  /// it, they are joined with the visible set read as disjoint arms (``visibleArms``). The
+  /// resource's postings of the other tokens are then looked up for the matches alone.
+  /// Candidates come back as one packed bytea of variable-size records (see the decoding).
+  static func candidates(
+    _ tx: PostgresTransaction, scorer: Ranking.Scorer, frequencies: [Int],
+    filter: ResolvedFilter, viewer: Viewer
+  ) async throws -> [Ranking.SearchCandidate] {
+    let tokens = scorer.tokens
+    let drivers = scorer.drivers(frequencies: frequencies)
+    let driverPostings = drivers.reduce(0) { $0 + frequencies[$1] }
+    if driverPostings == 0 { return [] }
+    let others = tokens.indices.filter { !drivers.contains($0) }
+    var q = Conditions()
+    add(filter, to: &q)
+    add(scorer.query.filters, to: &q)
+    let columns = "r.stage, r.grade, r.subject, r.type, r.popularity"
+    let rows: String
+    if driverPostings > lookupLimit {
+      let filterSQL = q.sql
+      let arms = visibleArms(viewer, binding: &q)
+      if arms.isEmpty { return [] }
+      rows =
+        "JOIN ("
+        + arms.map { "SELECT r.seq, \(columns) FROM resources r WHERE \(filterSQL) AND \($0)" }
+        .joined(separator: " UNION ALL ") + ") AS r ON r.seq = d.seq"
+    } else {
+      add(viewer, to: &q)
+      rows = """
+        CROSS JOIN LATERAL (
+          SELECT \(columns) FROM resources r WHERE r.seq = d.seq AND \(q.sql) OFFSET 0) AS r
+        """
+    }
+    let placeholders = tokens.map { q.bind($0) }
+    // A posting as its token's index in `tokens` and its counts.
+    func posting(_ alias: String) -> String {
+      "int4send(CASE \(alias).token "
+        + tokens.indices.map { "WHEN \(placeholders[$0]) THEN \($0) " }.joined()
+        + "END) || int8send(\(alias).counts)"
+    }
+    let driving =
+      drivers.count == 1
+      ? """
+      SELECT p.resource_seq AS seq, p.lengths, 1 AS n, \(posting("p")) AS postings
+      FROM search_postings p WHERE p.token = \(placeholders[drivers[0]])
+      """
+      : """
+      SELECT p.resource_seq AS seq, min(p.lengths) AS lengths, count(*)::int AS n,
+        string_agg(\(posting("p")), ''::bytea) AS postings
+      FROM search_postings p WHERE p.token = ANY(\(q.bind(drivers.map { tokens[$0] })))
+      GROUP BY p.resource_seq
+      """
+    let editions = scorer.query.boosts.editions.sorted().map(SearchIndex.editionToken)
+    let edition =
+      editions.isEmpty
+      ? "0"
+      : """
+      (SELECT count(*) FROM search_postings e
+        WHERE e.resource_seq = d.seq AND e.token = ANY(\(q.bind(editions))))::int
+      """
+    var other = ""
+    if !others.isEmpty {
+      other = """
+        CROSS JOIN LATERAL (
+          SELECT count(*)::int AS n,
+            coalesce(string_agg(\(posting("o")), ''::bytea), ''::bytea) AS postings
+          FROM search_postings o
+          WHERE o.token = ANY(\(q.bind(others.map { tokens[$0] }))) AND o.resource_seq = d.seq
+        ) AS o
+        """
+    }
+    let sql = """
+      SELECT string_agg(int8send(d.seq) || int8send(d.lengths) || int4send(r.stage)
+          || int4send(r.grade) || int4send(r.subject) || int4send(r.type)
+          || float8send(r.popularity) || int4send(\(edition))
+          || int4send(d.n\(others.isEmpty ? "" : " + o.n")) || d.postings
+          \(others.isEmpty ? "" : "|| o.postings"), ''::bytea)
+      FROM (\(driving)) AS d
+      \(rows)
+      \(other)
+      """
+    // Per candidate: seq, lengths, stage, grade, subject, type, popularity, has a boosted
+    // edition, n; then n postings of (token index, counts).
+    let header = 8 + 8 + 4 * 4 + 8 + 4 + 4
+    var candidates: [Ranking.SearchCandidate] = []
+    guard let row = try await tx.one(q.query(sql)),
+      var packed = try row[0].decode(ByteBuffer?.self)
+    else { return [] }
+    func int32(_ b: inout ByteBuffer) -> Int { Int(b.readInteger(as: Int32.self)!) }
+    while packed.readableBytes >= header {
+      let seq = packed.readInteger(as: Int64.self)!
+      let lengths = packed.readInteger(as: Int64.self)!
+      var candidate = Ranking.SearchCandidate(
+        sequence: seq, counts: Array(repeating: -1, count: tokens.count), lengths: lengths,
+        stage: int32(&packed), grade: int32(&packed), subject: int32(&packed),
+        type: int32(&packed), hasEdition: false,
+        popularity: Double(bitPattern: packed.readInteger(as: UInt64.self)!))
+      candidate.hasEdition = int32(&packed) > 0
+      for _ in 0..<int32(&packed) {
+        let token = int32(&packed)
+        candidate.counts[token] = packed.readInteger(as: Int64.self)!
+      }
+      candidates.append(candidate)
+    }
+    return candidates
   }
 }

@@ -142,6 +142,22 @@ enum Ranking {
       return true
     }
 
+    /// Tokens (indices into `tokens`) of which every match has at least one, chosen to have
+    /// the fewest postings (`frequencies`, by token index): for the group where they cost
+    /// least, its `n − need + 1` rarest tokens, since a document without any of them has
+    /// fewer than `need` of the group's `n`. A store can find every match among the documents
+    /// of these postings and look the other tokens up for those documents alone.
+    func drivers(frequencies: [Int]) -> [Int] {
+      var best: (cost: Int, tokens: [Int])? = nil
+      for group in groups where group.need > 0 {
+        let rarest = group.tokens.sorted { (frequencies[$0], $0) < (frequencies[$1], $1) }
+          .prefix(group.tokens.count - group.need + 1)
+        let cost = rarest.reduce(0) { $0 + frequencies[$1] }
+        if best == nil || cost < best!.cost { best = (cost, rarest.sorted()) }
+      }
+      return best?.tokens ?? Array(tokens.indices)
+    }
+
     /// True when a pair of the query needs positions to be scored in this candidate.
     func needsPositions(_ c: SearchCandidate) -> Bool {
       pairs.contains { bestField(c, $0.a, $0.c) > 0 }
