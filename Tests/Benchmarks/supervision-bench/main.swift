@@ -3,6 +3,7 @@
 // supervision server on loopback, on SQLite and, given a server, on PostgreSQL in the same run:
 //
 //   supervision-bench [--database-url postgres://user@host:port/db] [--only sqlite|postgresql]
+//                     [--lesson-batch N]
 //
 // The PostgreSQL server also comes from SMARTSCHOOL_BENCH_DATABASE_URL; the bench makes a
 // fresh database on it per run (its role needs CREATEDB) and drops it at the end. Needs
@@ -339,6 +340,7 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
   }
   var settings = SupervisionSettings()
   settings.directoryPollInterval = .seconds(3600)
+  if let lessonBatch { settings.lessonBatch = lessonBatch }
   var logger = Logger(label: "bench")
   logger.logLevel = .critical
   let definition = try await buildSupervisionService(
@@ -359,7 +361,7 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
 
   writeLine(
     "\(label) on \(store.name): \(n) count\(n == 1 ? "y" : "ies"), \(n * 62) schools, "
-      + "\(n * 200) classrooms, \(weeks) weeks"
+      + "\(n * 200) classrooms, \(weeks) weeks, \(settings.lessonBatch) lessons a transaction"
   )
   try await withGRPCClient(
     transport: .http2NIOPosix(
@@ -561,20 +563,23 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
   return figures
 }
 
-/// The PostgreSQL server (if any) and which stores to run (`--only` picks one).
+/// The PostgreSQL server (if any), which stores to run (`--only` picks one) and the lessons
+/// per import transaction (`--lesson-batch`; nil: the service's default).
 func parseArguments(_ arguments: [String]) throws -> (
-  server: DatabaseSettings?, sqlite: Bool, postgresql: Bool
+  server: DatabaseSettings?, sqlite: Bool, postgresql: Bool, lessonBatch: Int?
 ) {
   let usage =
     "usage: supervision-bench [--database-url postgres://user@host:port/db] "
-    + "[--only sqlite|postgresql]"
+    + "[--only sqlite|postgresql] [--lesson-batch N]"
   var url = ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_DATABASE_URL"]
   var only: String? = nil
+  var lessonBatch: Int? = nil
   var rest = arguments[...]
   while let flag = rest.popFirst() {
     switch (flag, rest.popFirst()) {
     case ("--database-url", let value?): url = value
     case ("--only", let value?) where value == "sqlite" || value == "postgresql": only = value
+    case ("--lesson-batch", let value?) where (Int(value) ?? 0) > 0: lessonBatch = Int(value)
     default: throw BenchError(usage)
     }
   }
@@ -589,14 +594,16 @@ func parseArguments(_ arguments: [String]) throws -> (
   if only == "postgresql" && server == nil {
     throw BenchError("--only postgresql needs --database-url")
   }
-  return (server, only != "postgresql", only != "sqlite" && server != nil)
+  return (server, only != "postgresql", only != "sqlite" && server != nil, lessonBatch)
 }
 
 let server: DatabaseSettings?
+nonisolated(unsafe) var lessonBatch: Int? = nil
 var stores: [BenchStore] = []
 do {
   let parsed = try parseArguments(Array(CommandLine.arguments.dropFirst()))
   server = parsed.server
+  lessonBatch = parsed.lessonBatch
   if parsed.sqlite { stores.append(.sqlite) }
   if parsed.postgresql, let server { stores.append(.postgresql(server: server)) }
 } catch {
