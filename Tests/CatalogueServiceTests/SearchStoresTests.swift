@@ -85,12 +85,18 @@ struct SearchStoresTests {
     #expect(postgres is PostgresCatalogueStore)
     _ = try await Self.fill(sqlite)
     _ = try await Self.fill(postgres)
+    // The same database read the other way: every query's driver postings joined against the
+    // visible rows (hashed) instead of each resource looked up.
+    let joined = PostgresCatalogueStore(
+      store: (postgres as! PostgresCatalogueStore).store, lookupLimit: 0)
     var compared = 0
     var nonEmpty = 0
     for judged in SearchCorpus.queries {
       let a = try await Self.answer(sqlite, judged.query)
       let b = try await Self.answer(postgres, judged.query)
       #expect(a == b, "\(judged.query): SQLite \(a) PostgreSQL \(b)")
+      let c = try await Self.answer(joined, judged.query)
+      #expect(a == c, "\(judged.query): SQLite \(a) PostgreSQL joined \(c)")
       compared += 1
       if a.total > 0 { nonEmpty += 1 }
     }
@@ -104,6 +110,8 @@ struct SearchStoresTests {
       let a = try await Self.answer(sqlite, text, filter: filter, offset: offset, limit: 7)
       let b = try await Self.answer(postgres, text, filter: filter, offset: offset, limit: 7)
       #expect(a == b, "'\(text)' at \(offset): SQLite \(a) PostgreSQL \(b)")
+      let c = try await Self.answer(joined, text, filter: filter, offset: offset, limit: 7)
+      #expect(a == c, "'\(text)' at \(offset): SQLite \(a) PostgreSQL joined \(c)")
       compared += 1
     }
     #expect(compared >= 46 && nonEmpty >= 40)

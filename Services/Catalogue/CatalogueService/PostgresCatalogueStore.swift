@@ -17,9 +17,13 @@ import SwiftProtobuf
 final class PostgresCatalogueStore: CatalogueStore {
   let store: PostgresStore
   var storage: any ServiceStorage { store }
+  /// Driver postings above which a search with words joins them against the visible published
+  /// rows instead of looking each resource up (see `candidates` in PostgresSearchIndex.swift).
+  let lookupLimit: Int
 
-  init(store: PostgresStore) {
+  init(store: PostgresStore, lookupLimit: Int = 4_000) {
     self.store = store
+    self.lookupLimit = lookupLimit
   }
 
   // MARK: Statements
@@ -624,7 +628,8 @@ final class PostgresCatalogueStore: CatalogueStore {
     try await store.read { tx in
       if query.hasText {
         return try await Self.searchText(
-          tx, query: query, filter: filter, viewer: viewer, offset: offset, limit: limit)
+          tx, query: query, filter: filter, viewer: viewer, offset: offset, limit: limit,
+          lookupLimit: lookupLimit)
       }
       // No words: every resource the filters and facets select, most popular first, read as
       // the disjoint arms of the visible set (SQLiteCatalogueStore.visibleArms), the published

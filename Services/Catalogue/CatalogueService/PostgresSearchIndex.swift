@@ -95,7 +95,7 @@ extension PostgresCatalogueStore {
   /// `filter` and the query's facets select.
   static func searchText(
     _ tx: PostgresTransaction, query: SearchQuery, filter: ResolvedFilter, viewer: Viewer,
-    offset: Int, limit: Int
+    offset: Int, limit: Int, lookupLimit: Int
   ) async throws -> SearchPage {
     // The statistics and the document frequencies in one round trip.
     let queryTokens = query.tokens
@@ -121,7 +121,7 @@ extension PostgresCatalogueStore {
     let tokens = scorer.tokens
     let candidates = try await candidates(
       tx, scorer: scorer, frequencies: tokens.map { frequencies[$0] ?? 0 }, filter: filter,
-      viewer: viewer)
+      viewer: viewer, lookupLimit: lookupLimit)
 
     var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
     let pairTokens = top.pairTokens.map { tokens[$0] }
@@ -159,23 +159,20 @@ extension PostgresCatalogueStore {
     return SearchPage(hits: hits, total: top.total, groups: top.groups)
   }
 
-  /// Driver postings above which a search joins them against the visible published rows (one
-  /// index-only range scan of resources_visible, hashed) instead of looking each row up.
-  static let lookupLimit = 4_000
-
   /// Every visible match's counts, field lengths, facets and popularity (in no order).
   ///
   /// The statement starts from the postings of the query's driver tokens
   /// (``Ranking/Scorer/drivers(frequencies:)``): every match has one of them, and they are
-  /// the fewest postings that say so. Up to ``lookupLimit`` of them, each resource they name is
+  /// the fewest postings that say so. Up to `lookupLimit` of them, each resource they name is
   /// looked up by seq (resources_search, index-only) in a LATERAL subquery behind OFFSET 0,
   /// which the planner cannot flatten into a hash join against every visible resource; above
-  /// it, they are joined with the visible set read as disjoint arms (``visibleArms``). The
+  /// it, they are joined with the visible set read as disjoint arms (``visibleArms``: the
+  /// published ones one index-only range scan of resources_visible each, hashed). The
   /// resource's postings of the other tokens are then looked up for the matches alone.
   /// Candidates come back as one packed bytea of variable-size records (see the decoding).
   static func candidates(
     _ tx: PostgresTransaction, scorer: Ranking.Scorer, frequencies: [Int],
-    filter: ResolvedFilter, viewer: Viewer
+    filter: ResolvedFilter, viewer: Viewer, lookupLimit: Int
   ) async throws -> [Ranking.SearchCandidate] {
     let tokens = scorer.tokens
     let drivers = scorer.drivers(frequencies: frequencies)
