@@ -139,6 +139,12 @@ if [[ $interop_status -eq 0 ]]; then
   bash Tests/OIDC/run.sh
   interop_status=$?
 fi
+# Two-factor login: pyotp reads identity's otpauth URI and computes every code the CLI sends.
+if [[ $interop_status -eq 0 ]]; then
+  echo "run-all: two-factor login with pyotp (Tests/TOTP/run.sh)"
+  bash Tests/TOTP/run.sh
+  interop_status=$?
+fi
 set -e
 
 if [[ $swift_status -ne 0 || $pg_status -ne 0 || $interop_status -ne 0 ]]; then

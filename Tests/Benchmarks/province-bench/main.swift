@@ -323,6 +323,9 @@ final class Balancer {
         client_body_temp_path \(scratch)/nginx-body;
         client_max_body_size 0;
         http2_max_concurrent_streams 1024;
+        # nginx closes a client connection (GOAWAY) after 1,000 requests by default; grpc-swift
+        # fails the calls it had just routed to that closing connection with UNAVAILABLE.
+        keepalive_requests 100000000;
       \(blocks)
       }
       """
