@@ -17,13 +17,14 @@ import TestSupport
 /// An identity service with its HTTP port on (port 0) and a gRPC client, for `body`.
 func withOpenIDIdentity(
   directory: TemporaryDirectory? = nil, issuer: String? = nil,
+  settings base: IdentitySettings = .forTests(),
   _ body: (_ identity: IdentityClient, _ http: URL, _ server: IdentityHTTPServer) async throws
     -> Void
 ) async throws {
   let dir = try directory ?? TemporaryDirectory()
   defer { if directory == nil { dir.remove() } }
   let config = try await TestStore.config(service: "identity", directory: dir)
-  var settings = IdentitySettings.forTests()
+  var settings = base
   settings.http.port = 0
   settings.http.issuerURL = issuer
   var logger = Logger(label: "identity")

@@ -62,15 +62,7 @@ struct ServiceAccountCommand: AsyncParsableCommand {
           writeOut(text)
           return
         }
-        let fd = open(out, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else {
-          throw CLIError("cannot create \(out): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count else {
-          throw CLIError("cannot write \(out)")
-        }
+        try writeSecretFile(text, to: out)
         writeOut("service account \(name) created; credentials written to \(out)\n")
       }
     }

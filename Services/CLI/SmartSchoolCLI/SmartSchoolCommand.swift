@@ -24,7 +24,8 @@ public struct SmartSchoolCommand: AsyncParsableCommand {
       """,
     subcommands: [
       LoginCommand.self, ImportCommand.self, ReportCommand.self, ExportCommand.self,
-      ChangesCommand.self, DemoCommand.self, ServiceAccountCommand.self, TOTPCommand.self,
+      ChangesCommand.self, DemoCommand.self, ServiceAccountCommand.self, OIDCClientCommand.self,
+      TOTPCommand.self,
     ])
 
   public init() {}

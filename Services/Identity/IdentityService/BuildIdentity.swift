@@ -67,7 +67,7 @@ public func buildIdentityService(
     background: (shared
       ? [replicaFollower(store: identityStore, keys: keys, verifier: verifier, logger: logger)]
       : [])
-      + (try openIDServices(config: config, settings: settings, storage: store, keys: keys,
+      + (try openIDServices(config: config, settings: settings, api: api, keys: keys,
                             logger: logger)))
 }
 

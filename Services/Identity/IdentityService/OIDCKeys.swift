@@ -72,15 +72,37 @@ final class OIDCKeys: Sendable {
       withJSONObject: ["keys": entries], options: [.sortedKeys, .withoutEscapingSlashes])
   }
 
-  /// A compact JWS (RS256) of `payload` (the claims as JSON) under the current key.
-  func sign(payload: Data) async throws -> String {
+  /// A compact JWS (RS256) of `payload` (the claims as JSON) under the current key; `type`
+  /// is its `typ` header ("at+jwt" for access tokens, RFC 9068).
+  func sign(payload: Data, type: String = "JWT") async throws -> String {
     let key = try await current()
     let header = try JSONSerialization.data(
-      withJSONObject: ["alg": "RS256", "typ": "JWT", "kid": key.id], options: [.sortedKeys])
+      withJSONObject: ["alg": "RS256", "typ": type, "kid": key.id], options: [.sortedKeys])
     let input = Base64URL.encode(header) + "." + Base64URL.encode(payload)
     let signature = try key.privateKey.signature(
       for: SHA256.hash(data: Data(input.utf8)), padding: .insecurePKCS1v1_5)
     return input + "." + Base64URL.encode(signature.rawRepresentation)
+  }
+
+  /// The claims of a compact JWS that one of the published keys signed with RS256, when its
+  /// `typ` is `type`; `nil` for anything else. Expiry and issuer are the caller's to check.
+  func verify(_ jws: String, type: String) async throws -> [String: Any]? {
+    let parts = jws.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 3, jws.utf8.count <= 16_384,
+      let headerData = Base64URL.decode(parts[0]),
+      let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any],
+      header["alg"] as? String == "RS256", header["typ"] as? String == type,
+      let kid = header["kid"] as? String, let signature = Base64URL.decode(parts[2]),
+      let payload = Base64URL.decode(parts[1])
+    else { return nil }
+    guard let key = try await published().first(where: { $0.id == kid }) else { return nil }
+    let input = Data(jws.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
+    guard
+      key.privateKey.publicKey.isValidSignature(
+        _RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA256.hash(data: input),
+        padding: .insecurePKCS1v1_5)
+    else { return nil }
+    return try? JSONSerialization.jsonObject(with: payload) as? [String: Any]
   }
 
   private func load() async throws {

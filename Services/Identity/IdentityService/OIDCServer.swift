@@ -13,6 +13,8 @@ public struct IdentityHTTPSettings: Sendable {
   public var port: Int?
   /// The public issuer URL (a deployment behind a proxy); `nil` = `http(s)://<host>:<port>`.
   public var issuerURL: String?
+  /// How long an authorization code may wait for its redemption (tests shorten it).
+  public var codeTTL: TimeInterval = 60
 
   public init() {}
 }
@@ -39,7 +41,7 @@ public final class IdentityHTTPServer: Service, Sendable {
 
   init(
     config: HostConfig, settings: IdentityHTTPSettings, keys: OIDCKeys, logger: Logger,
-    routes: @escaping @Sendable (Router<BasicRequestContext>, IdentityHTTPServer) -> Void
+    routes: @escaping @Sendable (Router<OIDCRequestContext>, IdentityHTTPServer) -> Void
   ) throws {
     guard let port = settings.port, (0...65535).contains(port) else {
       throw ServiceError.invalid("http-port", "must be 0-65535")
@@ -63,7 +65,7 @@ public final class IdentityHTTPServer: Service, Sendable {
     let tlsFiles = config.tls
     let address = BindAddress.hostname(config.host, port: port)
     self.application = { server in
-      let router = Router()
+      let router = Router(context: OIDCRequestContext.self)
       routes(router, server)
       var quiet = logger
       quiet.logLevel = max(logger.logLevel, .warning)
@@ -142,28 +144,27 @@ extension ServiceDefinition {
   }
 }
 
-/// Identity's HTTP server when `--http-port` is set (none otherwise), with its routes.
+/// Identity's HTTP server when `--http-port` is set (none otherwise), with its routes: the
+/// OpenID Connect provider in front of `api` (whose Login checks the passwords).
 func openIDServices(
-  config: HostConfig, settings: IdentitySettings, storage: any ServiceStorage, keys: KeyRing,
+  config: HostConfig, settings: IdentitySettings, api: IdentityAPI, keys: KeyRing,
   logger: Logger
 ) throws -> [any Service] {
   guard settings.http.port != nil else { return [] }
-  let store: any OIDCStore
-  if let postgres = storage as? PostgresStore {
-    store = PostgresOIDCStore(store: postgres)
-  } else if let sqlite = storage as? Store {
-    store = SQLiteOIDCStore(store: sqlite)
-  } else {
-    throw ServiceError.internalError("identity's store is neither SQLite nor PostgreSQL")
-  }
-  let oidcKeys = OIDCKeys(store: store, keys: keys, shared: storage.backend == .postgresql)
+  let store = try oidcStore(api.store)
+  let oidcKeys = OIDCKeys(store: store, keys: keys, shared: api.store is PostgresIdentityStore)
+  let tls = config.tls != nil
   return [
     try IdentityHTTPServer(
       config: config, settings: settings.http, keys: oidcKeys, logger: logger
-    ) { router, _ in
+    ) { router, server in
       router.get("/.well-known/jwks.json") { _, _ in
         try await jsonResponse(oidcKeys.jwks(), cache: "public, max-age=300")
       }
+      OIDCProvider(
+        api: api, clients: store, keys: oidcKeys, server: server, settings: settings.http,
+        tls: tls
+      ).register(router)
     }
   ]
 }

@@ -543,6 +543,71 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CreateOIDCClient" metadata.
+        public enum CreateOIDCClient: Sendable {
+            /// Request type for "CreateOIDCClient".
+            public typealias Input = Smartschool_Identity_V1_CreateOIDCClientRequest
+            /// Response type for "CreateOIDCClient".
+            public typealias Output = Smartschool_Identity_V1_CreateOIDCClientResponse
+            /// Descriptor for "CreateOIDCClient".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "CreateOIDCClient",
+                type: .unary
+            )
+        }
+        /// Namespace for "UpdateOIDCClient" metadata.
+        public enum UpdateOIDCClient: Sendable {
+            /// Request type for "UpdateOIDCClient".
+            public typealias Input = Smartschool_Identity_V1_UpdateOIDCClientRequest
+            /// Response type for "UpdateOIDCClient".
+            public typealias Output = Smartschool_Identity_V1_OIDCClient
+            /// Descriptor for "UpdateOIDCClient".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "UpdateOIDCClient",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListOIDCClients" metadata.
+        public enum ListOIDCClients: Sendable {
+            /// Request type for "ListOIDCClients".
+            public typealias Input = Smartschool_Identity_V1_ListOIDCClientsRequest
+            /// Response type for "ListOIDCClients".
+            public typealias Output = Smartschool_Identity_V1_ListOIDCClientsResponse
+            /// Descriptor for "ListOIDCClients".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "ListOIDCClients",
+                type: .unary
+            )
+        }
+        /// Namespace for "DisableOIDCClient" metadata.
+        public enum DisableOIDCClient: Sendable {
+            /// Request type for "DisableOIDCClient".
+            public typealias Input = Smartschool_Identity_V1_DisableOIDCClientRequest
+            /// Response type for "DisableOIDCClient".
+            public typealias Output = Smartschool_Identity_V1_OIDCClient
+            /// Descriptor for "DisableOIDCClient".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "DisableOIDCClient",
+                type: .unary
+            )
+        }
+        /// Namespace for "RotateOIDCClientSecret" metadata.
+        public enum RotateOIDCClientSecret: Sendable {
+            /// Request type for "RotateOIDCClientSecret".
+            public typealias Input = Smartschool_Identity_V1_RotateOIDCClientSecretRequest
+            /// Response type for "RotateOIDCClientSecret".
+            public typealias Output = Smartschool_Identity_V1_RotateOIDCClientSecretResponse
+            /// Descriptor for "RotateOIDCClientSecret".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.identity.v1.IdentityService"),
+                method: "RotateOIDCClientSecret",
+                type: .unary
+            )
+        }
         /// Namespace for "ListAuditEvents" metadata.
         public enum ListAuditEvents: Sendable {
             /// Request type for "ListAuditEvents".
@@ -611,6 +676,11 @@ public enum Smartschool_Identity_V1_IdentityService: Sendable {
             ConfirmTotpEnrolment.descriptor,
             DisableTotp.descriptor,
             ResetUserTotp.descriptor,
+            CreateOIDCClient.descriptor,
+            UpdateOIDCClient.descriptor,
+            ListOIDCClients.descriptor,
+            DisableOIDCClient.descriptor,
+            RotateOIDCClientSecret.descriptor,
             ListAuditEvents.descriptor,
             ListChanges.descriptor
         ]
@@ -1451,6 +1521,108 @@ extension Smartschool_Identity_V1_IdentityService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ResetUserTotpRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse>
+
+        /// Handle the "CreateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Registers a client; a confidential client's secret is generated here and shown once
+        /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+        /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+        /// > fragment, an unknown scope or service, a service scope not among the client's services;
+        /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_CreateOIDCClientRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_CreateOIDCClientResponse` messages.
+        func createOIDCClient(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>
+
+        /// Handle the "UpdateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+        /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+        /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+        /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_UpdateOIDCClientRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_OIDCClient` messages.
+        func updateOIDCClient(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_OIDCClient>
+
+        /// Handle the "ListOIDCClients" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+        /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+        /// > identity.roles.grant scope.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_ListOIDCClientsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_ListOIDCClientsResponse` messages.
+        func listOIDCClients(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>
+
+        /// Handle the "DisableOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_DisableOIDCClientRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_OIDCClient` messages.
+        func disableOIDCClient(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_OIDCClient>
+
+        /// Handle the "RotateOIDCClientSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+        /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+        /// > secret) or a disabled one.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Identity_V1_RotateOIDCClientSecretResponse` messages.
+        func rotateOIDCClientSecret(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>
 
         /// Handle the "ListAuditEvents" method.
         ///
@@ -2312,6 +2484,108 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse>
 
+        /// Handle the "CreateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Registers a client; a confidential client's secret is generated here and shown once
+        /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+        /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+        /// > fragment, an unknown scope or service, a service scope not among the client's services;
+        /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOIDCClientRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_CreateOIDCClientResponse` message.
+        func createOIDCClient(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>
+
+        /// Handle the "UpdateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+        /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+        /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+        /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOIDCClientRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_OIDCClient` message.
+        func updateOIDCClient(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_OIDCClient>
+
+        /// Handle the "ListOIDCClients" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+        /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+        /// > identity.roles.grant scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ListOIDCClientsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_ListOIDCClientsResponse` message.
+        func listOIDCClients(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>
+
+        /// Handle the "DisableOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_OIDCClient` message.
+        func disableOIDCClient(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_OIDCClient>
+
+        /// Handle the "RotateOIDCClientSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+        /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+        /// > secret) or a disabled one.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Identity_V1_RotateOIDCClientSecretResponse` message.
+        func rotateOIDCClientSecret(
+            request: GRPCCore.ServerRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>
+
         /// Handle the "ListAuditEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -3170,6 +3444,108 @@ extension Smartschool_Identity_V1_IdentityService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Identity_V1_ResetUserTotpResponse
 
+        /// Handle the "CreateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Registers a client; a confidential client's secret is generated here and shown once
+        /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+        /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+        /// > fragment, an unknown scope or service, a service scope not among the client's services;
+        /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_CreateOIDCClientRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_CreateOIDCClientResponse` to respond with.
+        func createOIDCClient(
+            request: Smartschool_Identity_V1_CreateOIDCClientRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_CreateOIDCClientResponse
+
+        /// Handle the "UpdateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+        /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+        /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+        /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_UpdateOIDCClientRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_OIDCClient` to respond with.
+        func updateOIDCClient(
+            request: Smartschool_Identity_V1_UpdateOIDCClientRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_OIDCClient
+
+        /// Handle the "ListOIDCClients" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+        /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+        /// > identity.roles.grant scope.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_ListOIDCClientsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_ListOIDCClientsResponse` to respond with.
+        func listOIDCClients(
+            request: Smartschool_Identity_V1_ListOIDCClientsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_ListOIDCClientsResponse
+
+        /// Handle the "DisableOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_OIDCClient` to respond with.
+        func disableOIDCClient(
+            request: Smartschool_Identity_V1_DisableOIDCClientRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_OIDCClient
+
+        /// Handle the "RotateOIDCClientSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+        /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+        /// > secret) or a disabled one.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Identity_V1_RotateOIDCClientSecretResponse` to respond with.
+        func rotateOIDCClientSecret(
+            request: Smartschool_Identity_V1_RotateOIDCClientSecretRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Identity_V1_RotateOIDCClientSecretResponse
+
         /// Handle the "ListAuditEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -3655,6 +4031,61 @@ extension Smartschool_Identity_V1_IdentityService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.CreateOIDCClient.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_CreateOIDCClientRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_CreateOIDCClientResponse>(),
+            handler: { request, context in
+                try await self.createOIDCClient(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.UpdateOIDCClient.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_UpdateOIDCClientRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_OIDCClient>(),
+            handler: { request, context in
+                try await self.updateOIDCClient(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.ListOIDCClients.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ListOIDCClientsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ListOIDCClientsResponse>(),
+            handler: { request, context in
+                try await self.listOIDCClients(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.DisableOIDCClient.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_DisableOIDCClientRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_OIDCClient>(),
+            handler: { request, context in
+                try await self.disableOIDCClient(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Identity_V1_IdentityService.Method.RotateOIDCClientSecret.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>(),
+            handler: { request, context in
+                try await self.rotateOIDCClientSecret(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Identity_V1_IdentityService.Method.ListAuditEvents.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ListAuditEventsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ListAuditEventsResponse>(),
@@ -4116,6 +4547,61 @@ extension Smartschool_Identity_V1_IdentityService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse> {
         let response = try await self.resetUserTotp(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createOIDCClient(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_CreateOIDCClientResponse> {
+        let response = try await self.createOIDCClient(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func updateOIDCClient(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_OIDCClient> {
+        let response = try await self.updateOIDCClient(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listOIDCClients(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_ListOIDCClientsResponse> {
+        let response = try await self.listOIDCClients(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func disableOIDCClient(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_OIDCClient> {
+        let response = try await self.disableOIDCClient(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func rotateOIDCClientSecret(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse> {
+        let response = try await self.rotateOIDCClientSecret(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -4661,6 +5147,71 @@ extension Smartschool_Identity_V1_IdentityService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse> {
         return GRPCCore.ServerResponse<Smartschool_Identity_V1_ResetUserTotpResponse>(
             message: try await self.resetUserTotp(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createOIDCClient(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_CreateOIDCClientResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>(
+            message: try await self.createOIDCClient(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func updateOIDCClient(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_OIDCClient> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_OIDCClient>(
+            message: try await self.updateOIDCClient(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listOIDCClients(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_ListOIDCClientsResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>(
+            message: try await self.listOIDCClients(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func disableOIDCClient(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_OIDCClient> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_OIDCClient>(
+            message: try await self.disableOIDCClient(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func rotateOIDCClientSecret(
+        request: GRPCCore.ServerRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>(
+            message: try await self.rotateOIDCClientSecret(
                 request: request.message,
                 context: context
             ),
@@ -5715,6 +6266,133 @@ extension Smartschool_Identity_V1_IdentityService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ResetUserTotpResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ResetUserTotpResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Registers a client; a confidential client's secret is generated here and shown once
+        /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+        /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+        /// > fragment, an unknown scope or service, a service scope not among the client's services;
+        /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOIDCClientRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_CreateOIDCClientRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_CreateOIDCClientResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createOIDCClient<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_CreateOIDCClientResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UpdateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+        /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+        /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+        /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOIDCClientRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_UpdateOIDCClientRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_OIDCClient` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func updateOIDCClient<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_OIDCClient>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListOIDCClients" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+        /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+        /// > identity.roles.grant scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ListOIDCClientsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ListOIDCClientsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_ListOIDCClientsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listOIDCClients<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ListOIDCClientsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DisableOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_DisableOIDCClientRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_OIDCClient` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func disableOIDCClient<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_OIDCClient>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RotateOIDCClientSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+        /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+        /// > secret) or a disabled one.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_RotateOIDCClientSecretResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func rotateOIDCClientSecret<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListAuditEvents" method.
@@ -7235,6 +7913,188 @@ extension Smartschool_Identity_V1_IdentityService {
             )
         }
 
+        /// Call the "CreateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Registers a client; a confidential client's secret is generated here and shown once
+        /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+        /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+        /// > fragment, an unknown scope or service, a service scope not among the client's services;
+        /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOIDCClientRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_CreateOIDCClientRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_CreateOIDCClientResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createOIDCClient<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_CreateOIDCClientResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.CreateOIDCClient.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UpdateOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+        /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+        /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+        /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOIDCClientRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_UpdateOIDCClientRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_OIDCClient` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func updateOIDCClient<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_OIDCClient>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.UpdateOIDCClient.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListOIDCClients" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+        /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+        /// > identity.roles.grant scope.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_ListOIDCClientsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_ListOIDCClientsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_ListOIDCClientsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listOIDCClients<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_ListOIDCClientsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.ListOIDCClients.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DisableOIDCClient" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_DisableOIDCClientRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_OIDCClient` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func disableOIDCClient<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_OIDCClient>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.DisableOIDCClient.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RotateOIDCClientSecret" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+        /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+        /// > secret) or a disabled one.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Identity_V1_RotateOIDCClientSecretResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func rotateOIDCClientSecret<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Identity_V1_IdentityService.Method.RotateOIDCClientSecret.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListAuditEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -8547,6 +9407,163 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ResetUserTotpRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ResetUserTotpResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateOIDCClient" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Registers a client; a confidential client's secret is generated here and shown once
+    /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+    /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+    /// > fragment, an unknown scope or service, a service scope not among the client's services;
+    /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_CreateOIDCClientRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createOIDCClient<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createOIDCClient(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_CreateOIDCClientRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_CreateOIDCClientResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateOIDCClient" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+    /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+    /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+    /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_UpdateOIDCClientRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateOIDCClient<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.updateOIDCClient(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_UpdateOIDCClientRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_OIDCClient>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListOIDCClients" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+    /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+    /// > identity.roles.grant scope.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_ListOIDCClientsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listOIDCClients<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listOIDCClients(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_ListOIDCClientsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_ListOIDCClientsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableOIDCClient" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+    /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableOIDCClient<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.disableOIDCClient(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_DisableOIDCClientRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_OIDCClient>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RotateOIDCClientSecret" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+    /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+    /// > secret) or a disabled one.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Identity_V1_RotateOIDCClientSecretRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rotateOIDCClientSecret<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.rotateOIDCClientSecret(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -10015,6 +11032,183 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
             metadata: metadata
         )
         return try await self.resetUserTotp(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateOIDCClient" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Registers a client; a confidential client's secret is generated here and shown once
+    /// > (only a hash is stored). INVALID_ARGUMENT for a bad name, a redirect URI that is not an
+    /// > absolute https URL (http only on a loopback host: 127.0.0.1, [::1], localhost) or has a
+    /// > fragment, an unknown scope or service, a service scope not among the client's services;
+    /// > NOT_FOUND for an unknown org; PERMISSION_DENIED outside the caller's scope.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createOIDCClient<Result>(
+        _ message: Smartschool_Identity_V1_CreateOIDCClientRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_CreateOIDCClientResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_CreateOIDCClientRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createOIDCClient(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateOIDCClient" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Changes a client's name, redirect URIs, post-logout URIs, scopes or services (field mask
+    /// > over OIDCClient: name, redirect_uris, post_logout_redirect_uris, scopes, services). The
+    /// > same validation as CreateOIDCClient; INVALID_ARGUMENT for an empty or unknown mask path;
+    /// > NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a disabled client.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateOIDCClient<Result>(
+        _ message: Smartschool_Identity_V1_UpdateOIDCClientRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_UpdateOIDCClientRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.updateOIDCClient(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListOIDCClients" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lists the clients of the caller's scope (disabled ones too with include_disabled), by
+    /// > client_id. INVALID_ARGUMENT for a bad page size or token; PERMISSION_DENIED without any
+    /// > identity.roles.grant scope.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listOIDCClients<Result>(
+        _ message: Smartschool_Identity_V1_ListOIDCClientsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_ListOIDCClientsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_ListOIDCClientsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listOIDCClients(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DisableOIDCClient" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
+    /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func disableOIDCClient<Result>(
+        _ message: Smartschool_Identity_V1_DisableOIDCClientRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_OIDCClient>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_DisableOIDCClientRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.disableOIDCClient(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RotateOIDCClientSecret" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Gives a confidential client a new secret, shown once; the old one is refused from then
+    /// > on. NOT_FOUND; PERMISSION_DENIED; FAILED_PRECONDITION for a public client (it has no
+    /// > secret) or a disabled one.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rotateOIDCClientSecret<Result>(
+        _ message: Smartschool_Identity_V1_RotateOIDCClientSecretRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Identity_V1_RotateOIDCClientSecretResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Identity_V1_RotateOIDCClientSecretRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.rotateOIDCClientSecret(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,0 +1,571 @@
+import Crypto
+import Foundation
+import GRPCCore
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceRuntime
+import SmartSchoolModel
+
+/// The request context of identity's HTTP server: Hummingbird's, plus the client's address
+/// (which the login rate limits go by, as gRPC Login's do).
+struct OIDCRequestContext: RequestContext {
+  var coreContext: CoreRequestContextStorage
+  let remoteAddress: SocketAddress?
+
+  init(source: ApplicationRequestContextSource) {
+    coreContext = .init(source: source)
+    remoteAddress = source.channel.remoteAddress
+  }
+
+  /// The address as a gRPC peer text (`ipv4:1.2.3.4:5678`), which ``ClientAddress`` reads.
+  var peer: String {
+    guard let remoteAddress, let ip = remoteAddress.ipAddress else { return "unknown" }
+    switch remoteAddress {
+    case .v6: return "ipv6:[\(ip)]:\(remoteAddress.port ?? 0)"
+    default: return "ipv4:\(ip):\(remoteAddress.port ?? 0)"
+    }
+  }
+}
+
+/// Identity's OpenID Connect provider (authorization code flow): discovery, the authorization
+/// endpoint with its sign-in page, the token endpoint and userinfo. The password check is
+/// gRPC `Login` itself (same lockout, rate limits and audit); a successful sign-in opens an
+/// identity session, and the browser's SSO cookie lives exactly as long as that session.
+struct OIDCProvider: Sendable {
+  let api: IdentityAPI
+  let clients: any OIDCStore
+  let keys: OIDCKeys
+  let server: IdentityHTTPServer
+  let settings: IdentityHTTPSettings
+  let tls: Bool
+
+  static let ssoCookie = "smartschool_sso"
+  static let csrfCookie = "smartschool_csrf"
+  /// The parameters of an authorization request that the sign-in form carries through.
+  static let requestFields = [
+    "response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge",
+    "code_challenge_method", "max_age",
+  ]
+
+  func register(_ router: Router<OIDCRequestContext>) {
+    router.get("/.well-known/openid-configuration") { _, _ in
+      try jsonResponse(discovery(), cache: "public, max-age=300")
+    }
+    router.get("/authorize") { request, context in
+      try await authorize(FormFields(Substring(request.uri.query ?? "")), request, context)
+    }
+    router.post("/authorize") { request, context in
+      guard let form = try await formBody(request) else {
+        return page(.badRequest, OIDCPages.error("请求格式无效。", "The request is malformed."))
+      }
+      return try await authorize(form, request, context, posted: true)
+    }
+    router.post("/token") { request, _ in try await token(request) }
+    router.get("/userinfo") { request, _ in try await userinfo(request) }
+    router.post("/userinfo") { request, _ in try await userinfo(request) }
+  }
+
+  private var issuer: String { server.issuer ?? "" }
+
+  // MARK: Discovery
+
+  /// Lists only what this provider does.
+  func discovery() throws -> Data {
+    let document: [String: Any] = [
+      "issuer": issuer,
+      "authorization_endpoint": issuer + "/authorize",
+      "token_endpoint": issuer + "/token",
+      "userinfo_endpoint": issuer + "/userinfo",
+      "jwks_uri": issuer + "/.well-known/jwks.json",
+      "response_types_supported": ["code"],
+      "response_modes_supported": ["query"],
+      "grant_types_supported": ["authorization_code"],
+      "subject_types_supported": ["public"],
+      "id_token_signing_alg_values_supported": ["RS256"],
+      "scopes_supported": ["openid", "profile"],
+      "claims_supported": [
+        "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "name",
+        "preferred_username",
+      ],
+      "token_endpoint_auth_methods_supported": [
+        "client_secret_basic", "client_secret_post", "none",
+      ],
+      "code_challenge_methods_supported": ["S256"],
+      "prompt_values_supported": ["none", "login"],
+      "authorization_response_iss_parameter_supported": true,
+      "ui_locales_supported": ["zh-CN", "en"],
+    ]
+    return try JSONSerialization.data(
+      withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
+  }
+
+  // MARK: Authorization
+
+  /// A checked authorization request.
+  struct AuthorizationRequest {
+    var client: OIDCClient
+    var redirectURI: String
+    var scope: [String]
+    var state: String?
+    var nonce: String?
+    var codeChallenge: String?
+    var prompt: Set<String>
+    var maxAge: Int?
+    /// The fields the sign-in form carries through.
+    var hidden: [(String, String)]
+  }
+
+  /// Why an authorization request cannot go on: shown on a page (nothing trustworthy to
+  /// redirect to) or sent back to the client's redirect URI (RFC 6749 §4.1.2.1).
+  enum AuthorizationFailure: Error {
+    case page(zh: String, en: String)
+    case redirect(uri: String, error: String, description: String, state: String?)
+  }
+
+  func authorizationRequest(_ form: FormFields) async throws -> Result<
+    AuthorizationRequest, AuthorizationFailure
+  > {
+    guard let clientID = form["client_id"], !form.malformed.contains("client_id") else {
+      return .failure(.page(zh: "请求缺少有效的应用编号（client_id）。", en: "The request names no valid client_id."))
+    }
+    guard clientID.count <= 64, let stored = try await clients.client(id: clientID),
+      !stored.client.disabled
+    else {
+      return .failure(.page(zh: "该应用未注册或已停用。", en: "This app is not registered, or has been disabled."))
+    }
+    let client = stored.client
+    guard let redirectURI = form["redirect_uri"], !form.malformed.contains("redirect_uri"),
+      client.redirectUris.contains(redirectURI)
+    else {
+      return .failure(
+        .page(
+          zh: "回调地址（redirect_uri）与该应用登记的不一致。",
+          en: "The redirect_uri does not match any registered for this app."))
+    }
+    let state = form["state"]
+    func fail(_ error: String, _ description: String) -> Result<
+      AuthorizationRequest, AuthorizationFailure
+    > {
+      .failure(.redirect(uri: redirectURI, error: error, description: description, state: state))
+    }
+    if let repeated = form.malformed.sorted().first {
+      return fail("invalid_request", "parameter '\(repeated)' is repeated or badly encoded")
+    }
+    guard form["response_type"] == "code" else {
+      return fail("unsupported_response_type", "only response_type=code is supported")
+    }
+    let scope = (form["scope"] ?? "").split(separator: " ").map(String.init)
+    guard scope.contains("openid") else { return fail("invalid_scope", "scope must include openid") }
+    if let extra = scope.first(where: { !client.scopes.contains($0) }) {
+      return fail("invalid_scope", "scope '\(extra)' is not allowed for this client")
+    }
+    for (name, value) in [("state", state), ("nonce", form["nonce"])] {
+      if let value, value.utf8.count > 512 {
+        return fail("invalid_request", "\(name) must have at most 512 characters")
+      }
+    }
+    let challenge = form["code_challenge"]
+    if let challenge {
+      guard form["code_challenge_method"] == "S256" else {
+        return fail("invalid_request", "code_challenge_method must be S256")
+      }
+      guard challenge.utf8.count == 43, Base64URL.decode(challenge)?.count == 32 else {
+        return fail("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)")
+      }
+    } else if client.publicClient {
+      return fail("invalid_request", "PKCE (code_challenge with S256) is required for this client")
+    }
+    let prompt = Set((form["prompt"] ?? "").split(separator: " ").map(String.init))
+    if let unknown = prompt.first(where: { $0 != "none" && $0 != "login" }) {
+      return fail("invalid_request", "prompt '\(unknown)' is not supported (none, login)")
+    }
+    if prompt.contains("none") && prompt.count > 1 {
+      return fail("invalid_request", "prompt=none cannot be combined with other values")
+    }
+    var maxAge: Int?
+    if let text = form["max_age"] {
+      guard let value = Int(text), value >= 0 else {
+        return fail("invalid_request", "max_age must be a non-negative integer")
+      }
+      maxAge = value
+    }
+    return .success(
+      AuthorizationRequest(
+        client: client, redirectURI: redirectURI, scope: scope, state: state, nonce: form["nonce"],
+        codeChallenge: challenge, prompt: prompt, maxAge: maxAge,
+        hidden: Self.requestFields.compactMap { name in form[name].map { (name, $0) } }))
+  }
+
+  private func authorize(
+    _ form: FormFields, _ request: Request, _ context: OIDCRequestContext, posted: Bool = false
+  ) async throws -> Response {
+    let checked: AuthorizationRequest
+    switch try await authorizationRequest(form) {
+    case .success(let request): checked = request
+    case .failure(.page(let zh, let en)): return page(.badRequest, OIDCPages.error(zh, en))
+    case .failure(.redirect(let uri, let error, let description, let state)):
+      return redirect(
+        uri, [("error", error), ("error_description", description)]
+          + (state.map { [("state", $0)] } ?? []) + [("iss", issuer)])
+    }
+    if posted { return try await signIn(form, checked, request, context) }
+    let fresh = checked.prompt.contains("login")
+    if !fresh, let sso = try await ssoSession(request),
+      checked.maxAge.map({ Date().timeIntervalSince(sso.authTime) <= Double($0) }) ?? true
+    {
+      return try await issueCode(checked, sso)
+    }
+    if checked.prompt.contains("none") {
+      return redirect(
+        checked.redirectURI,
+        [("error", "login_required"), ("error_description", "the user must sign in")]
+          + (checked.state.map { [("state", $0)] } ?? []) + [("iss", issuer)])
+    }
+    return loginPage(checked, request, username: "", message: nil, status: .ok)
+  }
+
+  /// The sign-in form, with the CSRF cookie (double submit: the form carries the cookie's
+  /// value; another site can neither read the cookie nor set it).
+  private func loginPage(
+    _ checked: AuthorizationRequest, _ request: Request, username: String,
+    message: (zh: String, en: String)?, status: HTTPResponse.Status
+  ) -> Response {
+    let existing = request.cookies[Self.csrfCookie]?.value
+    let csrf = existing.flatMap { Base64URL.decode($0)?.count == 32 ? $0 : nil } ?? Secrets.random()
+    var response = page(
+      status,
+      OIDCPages.login(
+        clientName: checked.client.name, action: "authorize", hidden: checked.hidden, csrf: csrf,
+        username: username, message: message))
+    response.setCookie(
+      Cookie(name: Self.csrfCookie, value: csrf, secure: tls, httpOnly: true, sameSite: .strict))
+    return response
+  }
+
+  /// The POSTed sign-in form: CSRF, then gRPC Login's own path.
+  private func signIn(
+    _ form: FormFields, _ checked: AuthorizationRequest, _ request: Request,
+    _ context: OIDCRequestContext
+  ) async throws -> Response {
+    let username = form["username"] ?? ""
+    guard let csrf = form["csrf"], let cookie = request.cookies[Self.csrfCookie]?.value,
+      Self.same(csrf, cookie)
+    else {
+      return loginPage(
+        checked, request, username: username,
+        message: (
+          "页面已过期或来源不明，请重新登录。",
+          "This form has expired or did not come from this page; sign in again."
+        ), status: .forbidden)
+    }
+    var metadata = Metadata()
+    for value in request.headers[values: HTTPField.Name("X-Forwarded-For")!] {
+      metadata.addString(value, forKey: "x-forwarded-for")
+    }
+    let tokens: Smartschool_Identity_V1_TokenResponse
+    do {
+      tokens = try await withServerContextRPCCancellationHandle { handle in
+        try await api.login(
+          request: ServerRequest(
+            metadata: metadata,
+            message: .with {
+              $0.username = username
+              $0.password = form["password"] ?? ""
+            }),
+          context: ServerContext(
+            descriptor: API.Method.Login.descriptor, remotePeer: context.peer, localPeer: "",
+            cancellation: handle)
+        ).message
+      }
+    } catch let error as ServiceError {
+      let (status, message) = try await loginMessage(error, username: username)
+      return loginPage(checked, request, username: username, message: message, status: status)
+    }
+    let secret = Secrets.random()
+    let sso = SSOSession(
+      hash: Secrets.digest(secret), sessionID: tokens.sessionID, userID: tokens.userID,
+      authTime: Date())
+    try await clients.addSSOSession(sso)
+    var response = try await issueCode(checked, sso, status: .seeOther)
+    let lifetime = Int(tokens.refreshTokenExpireTime.date.timeIntervalSinceNow)
+    response.setCookie(
+      Cookie(
+        name: Self.ssoCookie, value: secret, maxAge: max(lifetime, 0), path: "/", secure: tls,
+        httpOnly: true, sameSite: .lax))
+    return response
+  }
+
+  /// What the page says about a refused sign-in. gRPC Login says the same to every failure
+  /// (nothing about which usernames exist); a person at the page is told whether the account
+  /// is locked (and for how long), disabled or not yet activated, as the issue asks.
+  private func loginMessage(_ error: ServiceError, username: String) async throws -> (
+    HTTPResponse.Status, (zh: String, en: String)
+  ) {
+    switch error {
+    case .invalidArgument:
+      return (.badRequest, ("请输入用户名和密码。", "Enter your username and password."))
+    case .resourceExhausted:
+      return (
+        .tooManyRequests,
+        ("尝试过于频繁，请稍候一分钟再试。", "Too many attempts: wait a minute and try again.")
+      )
+    case .failedPrecondition:
+      return (
+        .forbidden,
+        (
+          "该账号的密码由管理员设置，请先在智慧校园应用中修改密码。",
+          "An administrator set this password: change it in the SmartSchool app first."
+        )
+      )
+    case .unauthenticated:
+      let user = try await api.store.credentials(username: username)?.user
+      if let user, user.kind != .serviceAccount {
+        if user.status == .deactivated {
+          return (
+            .forbidden,
+            ("该账号已停用，请联系管理员。", "This account is disabled: ask your administrator.")
+          )
+        }
+        if user.status == .pendingActivation {
+          return (
+            .forbidden,
+            (
+              "该账号尚未激活，请使用管理员提供的激活码激活。",
+              "This account is not activated yet: activate it with the code your administrator gave you."
+            )
+          )
+        }
+        if user.hasLockedUntil, user.lockedUntil.date > Date() {
+          let minutes = max(1, Int((user.lockedUntil.date.timeIntervalSinceNow / 60).rounded(.up)))
+          return (
+            .forbidden,
+            (
+              "登录失败次数过多，账号已暂时锁定，请 \(minutes) 分钟后再试。",
+              "Too many failed sign-ins: the account is locked for \(minutes) more minute(s)."
+            )
+          )
+        }
+      }
+      return (.unauthorized, ("用户名或密码错误。", "Wrong username or password."))
+    default:
+      throw error
+    }
+  }
+
+  /// The SSO session of the request's cookie, while its identity session lives and its user
+  /// is active.
+  private func ssoSession(_ request: Request) async throws -> SSOSession? {
+    guard let secret = request.cookies[Self.ssoCookie]?.value, secret.utf8.count <= 128,
+      let sso = try await clients.ssoSession(hash: Secrets.digest(secret)),
+      try await api.store.sessionActive(id: sso.sessionID),
+      let user = try await api.store.user(id: sso.userID), user.status == .active
+    else { return nil }
+    return sso
+  }
+
+  private func issueCode(
+    _ checked: AuthorizationRequest, _ sso: SSOSession, status: HTTPResponse.Status = .found
+  ) async throws -> Response {
+    let code = Secrets.random()
+    try await clients.addCode(
+      AuthorizationCode(
+        hash: Secrets.digest(code), clientID: checked.client.clientID, userID: sso.userID,
+        sessionID: sso.sessionID, redirectURI: checked.redirectURI,
+        scope: checked.scope.joined(separator: " "), nonce: checked.nonce,
+        codeChallenge: checked.codeChallenge, authTime: sso.authTime,
+        expiresAt: Date().addingTimeInterval(settings.codeTTL)))
+    return redirect(
+      checked.redirectURI,
+      [("code", code)] + (checked.state.map { [("state", $0)] } ?? []) + [("iss", issuer)],
+      status: status)
+  }
+
+  // MARK: Token
+
+  private func token(_ request: Request) async throws -> Response {
+    guard let form = try await formBody(request) else {
+      return tokenError("invalid_request", "send application/x-www-form-urlencoded parameters")
+    }
+    if let repeated = form.malformed.sorted().first {
+      return tokenError("invalid_request", "parameter '\(repeated)' is repeated or badly encoded")
+    }
+    // Client authentication: HTTP Basic or the form, never both (RFC 6749 §2.3).
+    var clientID = form["client_id"]
+    var secret = form["client_secret"]
+    let basic = request.headers[.authorization].flatMap { header -> (String, String)? in
+      guard header.lowercased().hasPrefix("basic "),
+        let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+        let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":"),
+        let id = FormFields.decode(text[..<colon]),
+        let password = FormFields.decode(text[text.index(after: colon)...])
+      else { return nil }
+      return (id, password)
+    }
+    if request.headers[.authorization] != nil {
+      guard let basic, secret == nil, clientID == nil || clientID == basic.0 else {
+        return tokenError("invalid_client", "use one client authentication method", basic: true)
+      }
+      (clientID, secret) = (basic.0, basic.1)
+    }
+    guard let clientID, clientID.count <= 64, let stored = try await clients.client(id: clientID),
+      !stored.client.disabled
+    else { return tokenError("invalid_client", "unknown or disabled client", basic: basic != nil) }
+    if let hash = stored.secretHash {
+      guard let secret, secret.utf8.count <= 256, Self.same(Secrets.digest(secret), hash) else {
+        return tokenError("invalid_client", "wrong client secret", basic: basic != nil)
+      }
+    } else if secret != nil {
+      return tokenError("invalid_client", "a public client has no secret", basic: basic != nil)
+    }
+    guard let grant = form["grant_type"] else {
+      return tokenError("invalid_request", "grant_type is missing")
+    }
+    guard grant == "authorization_code" else {
+      return tokenError("unsupported_grant_type", "only authorization_code is supported")
+    }
+    guard let codeText = form["code"], codeText.utf8.count <= 128,
+      let redirectURI = form["redirect_uri"]
+    else { return tokenError("invalid_request", "code and redirect_uri are required") }
+    let invalid = "the code is invalid, expired, already used or not issued to this client"
+    // Redeemed before anything else is checked: a code is good for one try only.
+    guard let code = try await clients.redeemCode(hash: Secrets.digest(codeText)) else {
+      return tokenError("invalid_grant", invalid)
+    }
+    guard code.clientID == clientID, code.expiresAt > Date(), code.redirectURI == redirectURI
+    else { return tokenError("invalid_grant", invalid) }
+    let verifier = form["code_verifier"]
+    if let challenge = code.codeChallenge {
+      guard let verifier, (43...128).contains(verifier.utf8.count),
+        Base64URL.encode(Data(SHA256.hash(data: Data(verifier.utf8)))) == challenge
+      else { return tokenError("invalid_grant", "the code_verifier does not match") }
+    } else if verifier != nil {
+      return tokenError("invalid_grant", "the authorization request had no code_challenge")
+    }
+    guard try await api.store.sessionActive(id: code.sessionID),
+      let user = try await api.store.user(id: code.userID), user.status == .active
+    else { return tokenError("invalid_grant", "the sign-in has ended") }
+    let now = Int64(Date().timeIntervalSince1970)
+    let expires = now + Int64(api.settings.accessTokenTTL)
+    let scopes = code.scope.split(separator: " ").map(String.init)
+    var access: [String: Any] = [
+      "iss": issuer, "sub": user.id, "aud": issuer + "/userinfo", "client_id": clientID,
+      "scope": code.scope, "sid": code.sessionID, "iat": now, "exp": expires,
+      "jti": EntityID.make(),
+    ]
+    access["auth_time"] = Int64(code.authTime.timeIntervalSince1970)
+    var id: [String: Any] = [
+      "iss": issuer, "sub": user.id, "aud": clientID, "azp": clientID, "iat": now,
+      "exp": expires, "auth_time": Int64(code.authTime.timeIntervalSince1970),
+      "sid": code.sessionID,
+    ]
+    if let nonce = code.nonce { id["nonce"] = nonce }
+    if scopes.contains("profile") {
+      id["name"] = user.displayName
+      id["preferred_username"] = user.username
+    }
+    let body: [String: Any] = [
+      "access_token": try await keys.sign(payload: try Self.json(access), type: "at+jwt"),
+      "token_type": "Bearer",
+      "expires_in": expires - now,
+      "id_token": try await keys.sign(payload: try Self.json(id)),
+      "scope": code.scope,
+    ]
+    try await api.store.audit(
+      AuditEntry(
+        actorID: user.id, action: "oidc.token", target: clientID, orgID: user.orgID,
+        orgPath: user.orgPath, detail: "scope \(code.scope)"))
+    var response = jsonResponse(try Self.json(body))
+    response.headers[HTTPField.Name("Pragma")!] = "no-cache"
+    return response
+  }
+
+  private func tokenError(_ error: String, _ description: String, basic: Bool = false)
+    -> Response
+  {
+    let body = (try? Self.json(["error": error, "error_description": description])) ?? Data()
+    var response = jsonResponse(body, status: error == "invalid_client" ? .unauthorized : .badRequest)
+    if error == "invalid_client" {
+      response.headers[.wwwAuthenticate] =
+        basic ? "Basic realm=\"identity\"" : "Bearer realm=\"identity\""
+    }
+    return response
+  }
+
+  // MARK: Userinfo
+
+  private func userinfo(_ request: Request) async throws -> Response {
+    guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ")
+    else { return bearerError(nil) }
+    let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+    guard let claims = try await keys.verify(token, type: "at+jwt"),
+      claims["iss"] as? String == issuer,
+      let exp = (claims["exp"] as? NSNumber)?.int64Value,
+      exp > Int64(Date().timeIntervalSince1970), let sub = claims["sub"] as? String,
+      let sid = claims["sid"] as? String, try await api.store.sessionActive(id: sid),
+      let user = try await api.store.user(id: sub), user.status == .active
+    else { return bearerError("invalid_token") }
+    var body: [String: Any] = ["sub": user.id]
+    let scopes = (claims["scope"] as? String ?? "").split(separator: " ")
+    if scopes.contains("profile") {
+      body["name"] = user.displayName
+      body["preferred_username"] = user.username
+    }
+    return jsonResponse(try Self.json(body))
+  }
+
+  private func bearerError(_ error: String?) -> Response {
+    var response = jsonResponse(
+      (try? Self.json(["error": error ?? "invalid_request"])) ?? Data(), status: .unauthorized)
+    response.headers[.wwwAuthenticate] =
+      error.map { "Bearer realm=\"identity\", error=\"\($0)\"" } ?? "Bearer realm=\"identity\""
+    return response
+  }
+
+  // MARK: Helpers
+
+  private static func json(_ object: [String: Any]) throws -> Data {
+    try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+  }
+
+  /// Compares secrets in time independent of where they differ.
+  private static func same(_ a: String, _ b: String) -> Bool {
+    let (x, y) = (Array(a.utf8), Array(b.utf8))
+    guard x.count == y.count else { return false }
+    return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+  }
+
+  /// A form body (at most 16 KiB), or `nil` when it is not one.
+  private func formBody(_ request: Request) async throws -> FormFields? {
+    guard
+      request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded")
+        == true
+    else { return nil }
+    let buffer = try await request.body.collect(upTo: 16 * 1024)
+    return FormFields(Substring(String(buffer: buffer)))
+  }
+
+  private func page(_ status: HTTPResponse.Status, _ html: String) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "text/html; charset=utf-8"
+    headers[.cacheControl] = "no-store"
+    headers[.contentSecurityPolicy] =
+      "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+    headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+    headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+    return Response(
+      status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
+  }
+
+  private func redirect(
+    _ uri: String, _ parameters: [(String, String)], status: HTTPResponse.Status = .found
+  ) -> Response {
+    let separator = uri.contains("?") ? "&" : "?"
+    var headers = HTTPFields()
+    headers[.location] = uri + separator + FormFields.encode(parameters)
+    headers[.cacheControl] = "no-store"
+    headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+    return Response(status: status, headers: headers)
+  }
+}
