@@ -29,6 +29,7 @@ let sweepTable: [String: SweepEntry] = {
     "smartschool.identity.v1.IdentityService/ExchangeClientCredentials",
     "smartschool.identity.v1.IdentityService/ActivateAccount",
     "smartschool.identity.v1.IdentityService/ListSigningKeys",
+    "smartschool.identity.v1.IdentityService/LoginSecondFactor",
   ]
   let all = [
     "smartschool.identity.v1.IdentityService": [
@@ -40,6 +41,9 @@ let sweepTable: [String: SweepEntry] = {
       "ListSigningKeys", "RotateSigningKey", "CreateServiceAccount",
       "ExchangeClientCredentials", "WhoAmI", "ListAuditEvents", "ListChanges",
       "ReactivateUser", "RotateServiceAccountSecret", "UnlockAccount",
+      "BeginTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp", "ResetUserTotp",
+      "LoginSecondFactor", "CreateOIDCClient", "UpdateOIDCClient", "ListOIDCClients",
+      "DisableOIDCClient", "RotateOIDCClientSecret",
     ],
     "smartschool.catalogue.v1.CatalogueService": [
       "CreateResource", "GetResource", "UpdateResource", "DeleteResource", "ListResources",
