@@ -67,7 +67,7 @@ struct OIDCProvider: Sendable {
     router.post("/userinfo") { request, _ in try await userinfo(request) }
   }
 
-  private var issuer: String { server.issuer ?? "" }
+  var issuer: String { server.issuer ?? "" }
 
   // MARK: Discovery
 
@@ -228,7 +228,7 @@ struct OIDCProvider: Sendable {
 
   /// The sign-in form, with the CSRF cookie (double submit: the form carries the cookie's
   /// value; another site can neither read the cookie nor set it).
-  private func loginPage(
+  func loginPage(
     _ checked: AuthorizationRequest, _ request: Request, username: String,
     message: (zh: String, en: String)?, status: HTTPResponse.Status
   ) -> Response {
@@ -300,7 +300,7 @@ struct OIDCProvider: Sendable {
   /// What the page says about a refused sign-in. gRPC Login says the same to every failure
   /// (nothing about which usernames exist); a person at the page is told whether the account
   /// is locked (and for how long), disabled or not yet activated, as the issue asks.
-  private func loginMessage(_ error: ServiceError, username: String) async throws -> (
+  func loginMessage(_ error: ServiceError, username: String) async throws -> (
     HTTPResponse.Status, (zh: String, en: String)
   ) {
     switch error {
@@ -356,7 +356,7 @@ struct OIDCProvider: Sendable {
 
   /// The SSO session of the request's cookie, while its identity session lives and its user
   /// is active.
-  private func ssoSession(_ request: Request) async throws -> SSOSession? {
+  func ssoSession(_ request: Request) async throws -> SSOSession? {
     guard let secret = request.cookies[Self.ssoCookie]?.value, secret.utf8.count <= 128,
       let sso = try await clients.ssoSession(hash: Secrets.digest(secret)),
       try await api.store.sessionActive(id: sso.sessionID),
@@ -365,7 +365,7 @@ struct OIDCProvider: Sendable {
     return sso
   }
 
-  private func issueCode(
+  func issueCode(
     _ checked: AuthorizationRequest, _ sso: SSOSession, status: HTTPResponse.Status = .found
   ) async throws -> Response {
     let code = Secrets.random()
@@ -481,7 +481,7 @@ struct OIDCProvider: Sendable {
     return response
   }
 
-  private func tokenError(_ error: String, _ description: String, basic: Bool = false)
+  func tokenError(_ error: String, _ description: String, basic: Bool = false)
     -> Response
   {
     let body = (try? Self.json(["error": error, "error_description": description])) ?? Data()
@@ -525,19 +525,19 @@ struct OIDCProvider: Sendable {
 
   // MARK: Helpers
 
-  private static func json(_ object: [String: Any]) throws -> Data {
+  static func json(_ object: [String: Any]) throws -> Data {
     try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
   }
 
   /// Compares secrets in time independent of where they differ.
-  private static func same(_ a: String, _ b: String) -> Bool {
+  static func same(_ a: String, _ b: String) -> Bool {
     let (x, y) = (Array(a.utf8), Array(b.utf8))
     guard x.count == y.count else { return false }
     return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
   }
 
   /// A form body (at most 16 KiB), or `nil` when it is not one.
-  private func formBody(_ request: Request) async throws -> FormFields? {
+  func formBody(_ request: Request) async throws -> FormFields? {
     guard
       request.headers[.contentType]?.lowercased().hasPrefix("application/x-www-form-urlencoded")
         == true
@@ -546,7 +546,7 @@ struct OIDCProvider: Sendable {
     return FormFields(Substring(String(buffer: buffer)))
   }
 
-  private func page(_ status: HTTPResponse.Status, _ html: String) -> Response {
+  func page(_ status: HTTPResponse.Status, _ html: String) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "text/html; charset=utf-8"
     headers[.cacheControl] = "no-store"
@@ -558,7 +558,7 @@ struct OIDCProvider: Sendable {
       status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
   }
 
-  private func redirect(
+  func redirect(
     _ uri: String, _ parameters: [(String, String)], status: HTTPResponse.Status = .found
   ) -> Response {
     let separator = uri.contains("?") ? "&" : "?"
