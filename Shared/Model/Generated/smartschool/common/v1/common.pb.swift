@@ -477,6 +477,10 @@ public nonisolated struct Smartschool_Common_V1_ImportSummary: Sendable {
 
   public var errors: [Smartschool_Common_V1_RowError] = []
 
+  /// Accepted rows stored but held out of reports until verified (supervision: lessons by a
+  /// teacher identity does not know); 0 where a service holds nothing.
+  public var held: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -697,7 +701,7 @@ nonisolated extension Smartschool_Common_V1_RowError: SwiftProtobuf.Message, Swi
 
 nonisolated extension Smartschool_Common_V1_ImportSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ImportSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}received\0\u{1}accepted\0\u{1}rejected\0\u{1}created\0\u{1}updated\0\u{1}errors\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}received\0\u{1}accepted\0\u{1}rejected\0\u{1}created\0\u{1}updated\0\u{1}errors\0\u{1}held\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -711,6 +715,7 @@ nonisolated extension Smartschool_Common_V1_ImportSummary: SwiftProtobuf.Message
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.created) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.updated) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.errors) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.held) }()
       default: break
       }
     }
@@ -735,6 +740,9 @@ nonisolated extension Smartschool_Common_V1_ImportSummary: SwiftProtobuf.Message
     if !self.errors.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.errors, fieldNumber: 6)
     }
+    if self.held != 0 {
+      try visitor.visitSingularInt64Field(value: self.held, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -745,6 +753,7 @@ nonisolated extension Smartschool_Common_V1_ImportSummary: SwiftProtobuf.Message
     if lhs.created != rhs.created {return false}
     if lhs.updated != rhs.updated {return false}
     if lhs.errors != rhs.errors {return false}
+    if lhs.held != rhs.held {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
