@@ -126,6 +126,8 @@ let package = Package(
       dependencies: [
         "IdentityService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", grpcCore,
         grpcHTTP2, grpcProtobuf, crypto,
+        // OIDC token tests: a client's audience is checked by a real catalogue server.
+        "CatalogueService",
       ],
       path: "Tests/IdentityServiceTests"
     ),
