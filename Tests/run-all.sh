@@ -6,8 +6,8 @@
 # interop tests against the built executables, on SQLite and again on that cluster (the demo
 # county's reports compared between the two), a database failover under an import (a primary
 # and a synchronous standby behind HAProxy), three replicas of every service behind nginx killed
-# and restarted under load, identity's OpenID Connect keys checked with PyJWT, and the deploy/
-# checks.
+# and restarted under load, identity's OpenID Connect keys checked with PyJWT and its sign-in
+# driven through headless Chromium into two authlib apps, and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -133,9 +133,10 @@ if [[ $interop_status -eq 0 ]]; then
   bash Tests/Replicas/run.sh
   interop_status=$?
 fi
-# Identity's OpenID Connect keys (JWKS on its HTTP port) through a maintained JWT library.
+# Identity's OpenID Connect provider through maintained libraries: its JWKS through PyJWT, and
+# sign-ins in headless Chromium (Selenium) to two relying-party apps built on authlib.
 if [[ $interop_status -eq 0 ]]; then
-  echo "run-all: OpenID Connect keys through PyJWT (Tests/OIDC/run.sh)"
+  echo "run-all: OpenID Connect through PyJWT, authlib and Chromium (Tests/OIDC/run.sh)"
   bash Tests/OIDC/run.sh
   interop_status=$?
 fi

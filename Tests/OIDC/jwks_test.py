@@ -6,92 +6,22 @@ the stored key, fails here. Run with `bash Tests/OIDC/run.sh`.
 """
 
 import json
-import os
-import queue
-import signal
 import sqlite3
-import subprocess
-import tempfile
-import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
-ROOT = Path(os.environ.get("SMARTSCHOOL_ROOT", Path(__file__).resolve().parents[2]))
-EXECUTABLE = ROOT / ".build" / "debug" / "identity-service"
+from oidc_support import serve_identity
+
 ADMIN_PASSWORD = "Oidc-admin-42"
-STARTUP_TIMEOUT = 60
-STOP_TIMEOUT = 20
-
-
-class Server:
-    """identity-service with its HTTP port on; the ports from its 'listening' log lines."""
-
-    def __init__(self, data_dir):
-        env = dict(os.environ, SMARTSCHOOL_ADMIN_PASSWORD=ADMIN_PASSWORD,
-                   SMARTSCHOOL_IDENTITY_HTTP_PORT="0")
-        self.process = subprocess.Popen(
-            [str(EXECUTABLE), "--host", "127.0.0.1", "--port", "0", "--metrics-port=-1",
-             "--data-dir", str(data_dir), "--scrypt-log-n", "10"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=env, text=True)
-        self.lines = []
-        self.events = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.grpc_port = self.http_port = None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while self.grpc_port is None or self.http_port is None:
-            try:
-                event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                self.process.kill()
-                raise AssertionError("no 'listening' lines:\n" + "".join(self.lines))
-            if event is None:
-                raise AssertionError("identity-service exited (status %s):\n%s"
-                                     % (self.process.wait(timeout=5), "".join(self.lines)))
-            if "grpc_port" in event:
-                self.grpc_port = int(event["grpc_port"])
-            if "http_port" in event:
-                self.http_port = int(event["http_port"])
-                self.issuer = event.get("issuer")
-
-    def _read(self):
-        for line in self.process.stderr:
-            self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("msg") == "listening":
-                self.events.put(event)
-        self.events.put(None)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return None
 
 
 @pytest.fixture(scope="module")
-def server():
-    if not EXECUTABLE.exists():
-        pytest.fail("%s is missing: run 'swift build --product identity-service'" % EXECUTABLE)
-    with tempfile.TemporaryDirectory(prefix="identity-oidc-") as data_dir:
-        srv = Server(data_dir)
-        srv.data_dir = Path(data_dir)
-        try:
-            yield srv
-        finally:
-            status = srv.stop()
-        assert status == 0, "exit status %r:\n%s" % (status, "".join(srv.lines[-20:]))
+def server(tmp_path_factory):
+    yield from serve_identity(tmp_path_factory.mktemp("identity-oidc"), ADMIN_PASSWORD)
 
 
 def jwks_url(server):

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# OpenID Connect checks with maintained client libraries (PyJWT) against the built
-# identity-service executable's HTTP port.
+# OpenID Connect checks with maintained client libraries against the built identity-service
+# executable's HTTP port: PyJWT verifies the JWKS; headless Chromium driven by Selenium signs in
+# on identity's login page to two relying-party apps built on authlib (browser_test.py).
 #
 #   bash Tests/OIDC/run.sh [pytest args…]
 #
-# Creates Tests/OIDC/.venv (pinned packages, ignored by git). Needs
-# .build/debug/identity-service (`swift build`).
+# Installs Debian's chromium and chromium-driver when missing; creates Tests/OIDC/.venv (pinned
+# packages, ignored by git). Needs .build/debug/identity-service and .build/debug/smartschool
+# (`swift build`).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,11 +19,31 @@ PACKAGES=(
   pyjwt==2.15.1
   cryptography==50.0.2
   pytest==9.2.0
+  authlib==1.9.10
+  flask==3.1.3
+  requests==2.34.2
+  selenium==4.51.0
 )
 
-if [[ ! -x "$ROOT/.build/debug/identity-service" ]]; then
-  echo "oidc: $ROOT/.build/debug/identity-service is missing; run 'swift build' first" >&2
-  exit 1
+for exe in identity-service smartschool; do
+  if [[ ! -x "$ROOT/.build/debug/$exe" ]]; then
+    echo "oidc: $ROOT/.build/debug/$exe is missing; run 'swift build' first" >&2
+    exit 1
+  fi
+done
+
+# The browser and its WebDriver come from Debian (Selenium is told where they are, so it never
+# downloads a driver of its own).
+need=()
+for pkg in chromium chromium-driver python3-venv; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "oidc: installing ${need[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 # The venv is reused while its package list is unchanged.

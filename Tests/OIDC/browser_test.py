@@ -1,0 +1,445 @@
+"""OpenID Connect through a real browser and a real client library: headless Chromium, driven
+by Selenium, signs in on identity's own login page to two relying-party apps on loopback that
+use authlib's Flask client (discovery from server_metadata_url, authorization code with PKCE
+S256, state and nonce, the ID token checked against the JWKS). The first app is confidential
+(a client secret), the second public (PKCE only). Asserted: the ID token's claims, the second
+app's sign-in without a password (SSO cookie), the login page's messages (wrong password, a
+form without its CSRF cookie), prompt=login and prompt=none, and the refusals: a public client
+without PKCE, a wrong code_verifier, a replayed code, an unregistered redirect URI, a disabled
+app. Everything binds to 127.0.0.1 on free ports. Run with `bash Tests/OIDC/run.sh`.
+"""
+
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.flask_client import OAuth
+from authlib.integrations.requests_client import OAuth2Session
+from flask import Flask, request, session
+from markupsafe import escape
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+from werkzeug.serving import make_server
+
+from oidc_support import Cli, serve_identity
+
+ADMIN_PASSWORD = "Browser-admin-42"
+CHROMIUM = os.environ.get("SMARTSCHOOL_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SMARTSCHOOL_CHROMEDRIVER", "/usr/bin/chromedriver")
+WAIT = 20      # seconds a page may take to show what a step waits for
+TIMEOUT = 10   # seconds of any HTTP request the apps or the test make
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+class RelyingParty:
+    """A small web app that signs its users in with OpenID Connect through authlib's Flask
+    client, served on 127.0.0.1 by werkzeug. It records what it asked for and what it got."""
+
+    def __init__(self, name):
+        self.name = name
+        self.flask = Flask(name)
+        self.flask.secret_key = secrets.token_bytes(16)
+        # Cookies do not tell ports apart: each app on 127.0.0.1 needs its own cookie name.
+        self.flask.config["SESSION_COOKIE_NAME"] = "rp_%s_session" % name
+        self.oauth = OAuth(self.flask)
+        self.server = make_server("127.0.0.1", 0, self.flask, threaded=True)
+        self.base = "http://127.0.0.1:%d" % self.server.server_port
+        self.redirect_uri = self.base + "/callback"
+        self.capture_uri = self.base + "/capture"
+        self.requests = {}    # state -> the authorization request's parameters
+        self.sign_ins = []    # what the callback got: ID token claims, userinfo, tokens
+        self.errors = []      # (error, description) the callback was sent or met
+        self.captured = []    # query parameters sent to /capture (codes left unredeemed)
+        self.client_id = None
+        self._routes()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def register(self, issuer, client_id, client_secret):
+        """Points authlib at identity's discovery document. `client_secret` None: a public
+        client, which authenticates with nothing but PKCE. The `nopkce` registration is the
+        same client without PKCE, which identity must refuse for a public client."""
+        self.client_id = client_id
+        auth = {} if client_secret else {"token_endpoint_auth_method": "none"}
+        common = dict(client_id=client_id, client_secret=client_secret,
+                      server_metadata_url=issuer + "/.well-known/openid-configuration")
+        self.oauth.register(
+            "identity", **common,
+            client_kwargs=dict(scope="openid profile", code_challenge_method="S256",
+                               default_timeout=TIMEOUT, **auth))
+        self.oauth.register(
+            "nopkce", **common,
+            client_kwargs=dict(scope="openid profile", default_timeout=TIMEOUT, **auth))
+
+    def _routes(self):
+        app = self.flask
+
+        @app.get("/login")
+        def login():
+            via = request.args.get("via", "identity")
+            session["via"] = via
+            extra = {k: request.args[k] for k in ("prompt", "max_age") if k in request.args}
+            response = self.oauth.create_client(via).authorize_redirect(self.redirect_uri,
+                                                                        **extra)
+            asked = parse_qs(urlsplit(response.headers["Location"]).query)
+            self.requests[asked["state"][0]] = {k: v[0] for k, v in asked.items()}
+            return response
+
+        @app.get("/callback")
+        def callback():
+            client = self.oauth.create_client(session.get("via", "identity"))
+            try:
+                token = client.authorize_access_token()
+            except OAuthError as error:
+                self.errors.append((error.error, error.description))
+                return ('<h1 id="sign-in-failed">%s</h1><p id="description">%s</p>'
+                        % (escape(error.error), escape(error.description or "")), 400)
+            claims = dict(token["userinfo"])
+            self.sign_ins.append({"state": request.args["state"], "claims": claims,
+                                  "userinfo": dict(client.userinfo(token=token)),
+                                  "token": token})
+            return '<h1 id="signed-in">%s</h1>' % escape(claims.get("preferred_username", ""))
+
+        @app.get("/capture")
+        def capture():
+            self.captured.append(request.args.to_dict())
+            return '<h1 id="captured">captured</h1>'
+
+    def stop(self):
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory):
+    # The per-account rate limit is tested in Swift; these tests sign admin in often.
+    yield from serve_identity(tmp_path_factory.mktemp("identity-browser"), ADMIN_PASSWORD,
+                              "--login-attempts-per-account", "0")
+
+
+@pytest.fixture(scope="module")
+def platform(identity, tmp_path_factory):
+    """identity, the CLI logged in as admin, and the two apps registered as OIDC clients."""
+    folder = tmp_path_factory.mktemp("clients")
+    cli = Cli(identity, folder)
+    cli.login("admin", ADMIN_PASSWORD)
+    teacher, parent = RelyingParty("teacher"), RelyingParty("parent")
+    try:
+        profile = ["--scope", "openid", "--scope", "profile"]
+        teacher_id, teacher_secret = cli.oidc_client(
+            folder, "教师云 Teacher cloud", [teacher.redirect_uri], *profile)
+        assert teacher_secret, "a confidential client gets a secret"
+        parent_id, parent_secret = cli.oidc_client(
+            folder, "家长云 Parent cloud", [parent.redirect_uri, parent.capture_uri], "--public",
+            *profile)
+        assert parent_secret is None, "a public client has no secret"
+        teacher.register(identity.issuer, teacher_id, teacher_secret)
+        parent.register(identity.issuer, parent_id, None)
+        db = sqlite3.connect("file:%s?mode=ro" % (identity.data_dir / "identity.sqlite"),
+                             uri=True)
+        try:
+            (admin_id,), = db.execute("SELECT id FROM users WHERE username = 'admin'")
+        finally:
+            db.close()
+        metadata = requests.get(identity.issuer + "/.well-known/openid-configuration",
+                                timeout=TIMEOUT).json()
+        yield SimpleNamespace(identity=identity, cli=cli, folder=folder, teacher=teacher,
+                              teacher_secret=teacher_secret, parent=parent, admin_id=admin_id,
+                              metadata=metadata)
+    finally:
+        teacher.stop()
+        parent.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.fail("%s and %s are needed (Debian's chromium and chromium-driver; "
+                    "Tests/OIDC/run.sh installs them)" % (CHROMIUM, CHROMEDRIVER))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--no-first-run", "--disable-extensions",
+                     "--password-store=basic", "--lang=zh-CN"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"credentials_enable_service": False,
+                                              "profile.password_manager_enabled": False})
+    driver = webdriver.Chrome(service=ChromeService(executable_path=CHROMEDRIVER),
+                              options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The browser with no cookie: no SSO session, nothing an app remembers."""
+    chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    return chromium
+
+
+def wait_for(driver, element_id, what):
+    """The element once the page shows it; failing, the page the browser is on."""
+    try:
+        return WebDriverWait(driver, WAIT).until(
+            EC.presence_of_element_located((By.ID, element_id)))
+    except TimeoutException:
+        raise AssertionError("%s: no #%s at %s:\n%s"
+                             % (what, element_id, driver.current_url, driver.page_source[:3000]))
+
+
+def on_login_page(driver, platform, app_name):
+    wait_for(driver, "password", "identity's login page")
+    assert driver.current_url.startswith(platform.identity.issuer + "/authorize")
+    assert app_name in driver.find_element(By.CSS_SELECTOR, ".app").text
+
+
+def submit_login(driver, username, password):
+    field = driver.find_element(By.ID, "username")
+    field.clear()
+    field.send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def signed_in(driver, app):
+    """The sign-in the app just completed (its callback page is showing)."""
+    wait_for(driver, "signed-in", "signed in to the %s app" % app.name)
+    assert driver.current_url.startswith(app.redirect_uri + "?")
+    state = parse_qs(urlsplit(driver.current_url).query)["state"][0]
+    (done,) = [s for s in app.sign_ins if s["state"] == state]
+    return done
+
+
+def sign_in_with_password(driver, platform, app, app_name):
+    driver.get(app.base + "/login")
+    on_login_page(driver, platform, app_name)
+    submit_login(driver, "admin", ADMIN_PASSWORD)
+    return signed_in(driver, app)
+
+
+def alert_text(driver):
+    alert = WebDriverWait(driver, WAIT).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, "p.alert")))
+    return alert.text
+
+
+def test_sign_in_through_the_login_page(platform, browser):
+    teacher = platform.teacher
+    done = sign_in_with_password(browser, platform, teacher, "教师云 Teacher cloud")
+    asked = teacher.requests[done["state"]]
+    # What authlib sent: the code flow with PKCE S256, a state and a nonce.
+    assert asked["response_type"] == "code" and asked["client_id"] == teacher.client_id
+    assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
+    assert asked["redirect_uri"] == teacher.redirect_uri and asked["scope"] == "openid profile"
+    assert len(asked["nonce"]) >= 16 and len(asked["state"]) >= 16
+
+    # The ID token authlib verified (RS256 against the JWKS, iss, aud, exp, nonce).
+    claims = done["claims"]
+    assert claims["iss"] == platform.identity.issuer
+    assert claims["aud"] in (teacher.client_id, [teacher.client_id])
+    assert claims["azp"] == teacher.client_id
+    assert claims["sub"] == platform.admin_id
+    assert claims["nonce"] == asked["nonce"]
+    assert claims["name"] == "System administrator"
+    assert claims["preferred_username"] == "admin"
+    assert claims["iat"] <= claims["auth_time"] + 60 and claims["exp"] > claims["iat"]
+    assert claims["sid"]
+    token = done["token"]
+    assert token["token_type"].lower() == "bearer" and token["access_token"]
+    # /userinfo with the access token names the same user.
+    assert done["userinfo"]["sub"] == platform.admin_id
+    assert done["userinfo"]["preferred_username"] == "admin"
+
+
+def test_a_second_app_signs_in_without_a_password(platform, browser):
+    first = sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    # The parent app's sign-in goes through identity, which knows the browser by its SSO
+    # cookie: the redirects end at the app's callback, no login page on the way.
+    browser.get(platform.parent.base + "/login")
+    second = signed_in(browser, platform.parent)
+    claims = second["claims"]
+    assert claims["aud"] in (platform.parent.client_id, [platform.parent.client_id])
+    assert claims["sub"] == first["claims"]["sub"] == platform.admin_id
+    # One sign-in: the same identity session and time of authentication.
+    assert claims["sid"] == first["claims"]["sid"]
+    assert claims["auth_time"] == first["claims"]["auth_time"]
+    assert claims["nonce"] == platform.parent.requests[second["state"]]["nonce"]
+
+
+def test_the_sso_session_is_the_browsers_own(platform, browser):
+    sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    # Without the cookies (another browser), the parent app's sign-in asks for the password.
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    browser.get(platform.parent.base + "/login")
+    on_login_page(browser, platform, "家长云 Parent cloud")
+
+
+def test_a_wrong_password_shows_the_error_and_the_right_one_signs_in(platform, browser):
+    browser.get(platform.teacher.base + "/login")
+    on_login_page(browser, platform, "教师云 Teacher cloud")
+    submit_login(browser, "admin", "Not-the-password-1")
+    text = alert_text(browser)
+    assert "用户名或密码错误" in text and "Wrong username or password" in text
+    # Still the login page, the username kept, no sign-in at the app.
+    assert browser.find_element(By.ID, "username").get_attribute("value") == "admin"
+    before = len(platform.teacher.sign_ins)
+    submit_login(browser, "admin", ADMIN_PASSWORD)
+    done = signed_in(browser, platform.teacher)
+    assert done["claims"]["sub"] == platform.admin_id
+    assert len(platform.teacher.sign_ins) == before + 1
+
+
+def test_a_form_without_its_csrf_cookie_is_refused(platform, browser):
+    browser.get(platform.teacher.base + "/login")
+    on_login_page(browser, platform, "教师云 Teacher cloud")
+    # As if the form were posted from another site: the double-submit cookie is missing.
+    browser.delete_cookie("smartschool_csrf")
+    before = len(platform.teacher.sign_ins)
+    submit_login(browser, "admin", ADMIN_PASSWORD)
+    text = alert_text(browser)
+    assert "页面已过期" in text and "did not come from this page" in text
+    assert len(platform.teacher.sign_ins) == before
+    # The refusal set a new cookie: the same form now works.
+    browser.find_element(By.ID, "password").send_keys(ADMIN_PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    signed_in(browser, platform.teacher)
+
+
+def test_prompt_login_asks_again_and_prompt_none_needs_a_session(platform, browser):
+    teacher = platform.teacher
+    browser.get(teacher.base + "/login?prompt=none")
+    wait_for(browser, "sign-in-failed", "prompt=none without a session")
+    assert teacher.errors[-1][0] == "login_required"
+    first = sign_in_with_password(browser, platform, teacher, "教师云 Teacher cloud")
+    # With the SSO session, prompt=none signs in silently ...
+    browser.get(teacher.base + "/login?prompt=none")
+    assert signed_in(browser, teacher)["claims"]["sid"] == first["claims"]["sid"]
+    # ... and prompt=login shows the login page all the same.
+    browser.get(teacher.base + "/login?prompt=login")
+    on_login_page(browser, platform, "教师云 Teacher cloud")
+    submit_login(browser, "admin", ADMIN_PASSWORD)
+    again = signed_in(browser, teacher)
+    assert again["claims"]["sub"] == platform.admin_id
+    assert again["claims"]["auth_time"] >= first["claims"]["auth_time"]
+
+
+def test_a_public_client_without_pkce_is_refused(platform, browser):
+    parent = platform.parent
+    sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    before = len(parent.sign_ins)
+    browser.get(parent.base + "/login?via=nopkce")
+    wait_for(browser, "sign-in-failed", "a public client's request without code_challenge")
+    state = parse_qs(urlsplit(browser.current_url).query)["state"][0]
+    assert "code_challenge" not in parent.requests[state]
+    assert parent.errors[-1][0] == "invalid_request"
+    assert "PKCE" in parent.errors[-1][1]
+    assert "code=" not in browser.current_url and len(parent.sign_ins) == before
+
+
+def captured_code(platform, browser, client, verifier):
+    """A code for `client`'s PKCE challenge of `verifier`, got by the signed-in browser."""
+    url, state = client.create_authorization_url(
+        platform.metadata["authorization_endpoint"], code_verifier=verifier,
+        nonce=generate_token(20))
+    browser.get(url)
+    wait_for(browser, "captured", "the code sent to /capture")
+    (got,) = [c for c in platform.parent.captured if c.get("state") == state]
+    assert got["iss"] == platform.identity.issuer
+    return got["code"]
+
+
+def unredeemed_code(platform, browser):
+    """Signs the browser in, then has it get a code for the public app at /capture (recorded
+    there, not redeemed): answers authlib's plain OAuth 2 client as that app, its PKCE
+    verifier and the code."""
+    sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    client = OAuth2Session(platform.parent.client_id, scope="openid profile",
+                           redirect_uri=platform.parent.capture_uri,
+                           token_endpoint_auth_method="none", code_challenge_method="S256",
+                           default_timeout=TIMEOUT)
+    verifier = generate_token(48)
+    return client, verifier, captured_code(platform, browser, client, verifier)
+
+
+def test_a_wrong_code_verifier_is_refused_and_spends_the_code(platform, browser):
+    client, verifier, code = unredeemed_code(platform, browser)
+    token_endpoint = platform.metadata["token_endpoint"]
+    with pytest.raises(OAuthError) as refused:
+        client.fetch_token(token_endpoint, code=code, code_verifier=generate_token(48))
+    assert refused.value.error == "invalid_grant"
+    assert "code_verifier" in refused.value.description
+    # Without a verifier at all, and then with the right one: the code had its one try.
+    for attempt in ({}, {"code_verifier": verifier}):
+        with pytest.raises(OAuthError) as again:
+            client.fetch_token(token_endpoint, code=code, **attempt)
+        assert again.value.error == "invalid_grant"
+
+
+def test_a_replayed_code_is_refused(platform, browser):
+    client, verifier, code = unredeemed_code(platform, browser)
+    token_endpoint = platform.metadata["token_endpoint"]
+    token = client.fetch_token(token_endpoint, code=code, code_verifier=verifier)
+    assert token["id_token"] and token["access_token"]
+    with pytest.raises(OAuthError) as replayed:
+        client.fetch_token(token_endpoint, code=code, code_verifier=verifier)
+    assert replayed.value.error == "invalid_grant"
+    # Nor may another client redeem a code it was not given, even with its own secret.
+    code = captured_code(platform, browser, client, verifier)
+    thief = OAuth2Session(platform.teacher.client_id, platform.teacher_secret,
+                          default_timeout=TIMEOUT)
+    with pytest.raises(OAuthError) as stolen:
+        thief.fetch_token(token_endpoint, code=code, code_verifier=verifier,
+                          redirect_uri=platform.parent.capture_uri)
+    assert stolen.value.error == "invalid_grant"
+
+
+def test_an_unregistered_redirect_uri_gets_an_error_page_not_a_redirect(platform, browser):
+    sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    before = len(platform.parent.captured)
+    for redirect_uri in (platform.parent.base + "/elsewhere",
+                         platform.parent.capture_uri + "/",
+                         "https://attacker.example/capture"):
+        query = urlencode({"response_type": "code", "client_id": platform.parent.client_id,
+                           "redirect_uri": redirect_uri, "scope": "openid",
+                           "state": generate_token(16), "code_challenge_method": "S256",
+                           "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"})
+        browser.get(platform.metadata["authorization_endpoint"] + "?" + query)
+        text = alert_text(browser)
+        assert "回调地址（redirect_uri）与该应用登记的不一致" in text, redirect_uri
+        assert "does not match" in text
+        assert browser.current_url.startswith(platform.identity.issuer + "/authorize?")
+    assert len(platform.parent.captured) == before
+
+
+def test_a_disabled_app_signs_nobody_in(platform, browser):
+    app = RelyingParty("retired")
+    try:
+        client_id, secret = platform.cli.oidc_client(
+            platform.folder, "Retired app", [app.redirect_uri], "--scope", "openid",
+            "--scope", "profile")
+        app.register(platform.identity.issuer, client_id, secret)
+        sign_in_with_password(browser, platform, app, "Retired app")
+        platform.cli.run("oidc-client", "disable", client_id)
+        # The SSO session is still there; the disabled app gets an error page, no code.
+        browser.get(app.base + "/login")
+        text = alert_text(browser)
+        assert "该应用未注册或已停用" in text and "disabled" in text
+        assert browser.current_url.startswith(platform.identity.issuer + "/authorize?")
+    finally:
+        app.stop()
