@@ -6,7 +6,9 @@ service on its own ReadWriteOnce volume (SQLite: one replica, no database URL), 
 probes on the configured port, a grace period longer than the drain, resource requests at least
 the measured idle RSS, non-root and read-only containers, Services matching the pods, ConfigMaps
 matching deploy/config/<service>.env, NetworkPolicies allowing exactly the expected callers and
-callees, and Prometheus' DNS discovery naming the headless Services.
+callees, identity's OpenID Connect port published by an Ingress over TLS at the issuer URL's
+host (and let in from the ingress controller's namespace alone), and Prometheus' DNS discovery
+naming the headless Services.
 
 The PostgreSQL mode (deploy/k8s/postgres/<service>-postgres.yaml, all four) is checked the same
 way against deploy/config/<service>-postgres.env, as Deployments of three or more replicas
@@ -44,9 +46,13 @@ SERVICES = {
 }
 CALLS = {"identity": [], "catalogue": ["identity"], "assessment": ["identity"],
          "supervision": ["identity"]}
+# Services with an HTTP port for browsers (identity's OpenID Connect provider), published by an
+# Ingress from this ingress controller's namespace.
+HTTP = {"identity"}
+INGRESS_NAMESPACE = "ingress-nginx"
 API = {"ConfigMap": "v1", "Secret": "v1", "Service": "v1", "Namespace": "v1",
        "StatefulSet": "apps/v1", "Deployment": "apps/v1", "PodDisruptionBudget": "policy/v1",
-       "NetworkPolicy": "networking.k8s.io/v1"}
+       "NetworkPolicy": "networking.k8s.io/v1", "Ingress": "networking.k8s.io/v1"}
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A PostgreSQL release's migrations run in the first new pod: its startup probe must allow this.
 MIGRATION_SECONDS = 120
@@ -162,6 +168,40 @@ def secret_files(pod, container, secret):
     return files
 
 
+def check_ingress(where, ingresses, data, N, services, http_port):
+    """The Ingress publishes the whole HTTP port over TLS at the issuer URL's host: one host,
+    covered by a TLS certificate, every path to the ClusterIP Service's http port."""
+    (ingress,) = ingresses
+    spec = ingress["spec"]
+    check(spec.get("ingressClassName"), f"{where}: the Ingress names its ingressClassName")
+    issuer = data.get(f"SMARTSCHOOL_{N}_ISSUER_URL", "")
+    m = re.fullmatch(r"https://([a-z0-9.-]+)", issuer)
+    if not check(m, f"{where}: {N}_ISSUER_URL {issuer!r} must be https://HOST (no port, path "
+                    "or trailing slash), the Ingress's host"):
+        return
+    rules = spec.get("rules", [])
+    check([r.get("host") for r in rules] == [m.group(1)],
+          f"{where}: the Ingress's rule host must be the issuer's host {m.group(1)}")
+    tls_hosts = {h for t in spec.get("tls", []) if t.get("secretName") for h in t["hosts"]}
+    check(m.group(1) in tls_hosts,
+          f"{where}: the Ingress must serve {m.group(1)} over TLS (tls hosts {tls_hosts})")
+    names = {s["metadata"]["name"]: s for s in services}
+    for rule in rules:
+        paths = rule.get("http", {}).get("paths", [])
+        check([(p.get("path"), p.get("pathType")) for p in paths] == [("/", "Prefix")],
+              f"{where}: the Ingress passes every path (/ Prefix): discovery, /authorize…")
+        for p in paths:
+            backend = p["backend"]["service"]
+            target = names.get(backend["name"])
+            if not check(target, f"{where}: Ingress backend {backend['name']} is not the "
+                                 "ClusterIP Service"):
+                continue
+            by_name = {q["name"]: q["port"] for q in target["spec"]["ports"]}
+            wanted = backend["port"].get("number", by_name.get(backend["port"].get("name")))
+            check(wanted == http_port and by_name.get("http") == http_port,
+                  f"{where}: the Ingress must reach the HTTP port {http_port}, not {wanted}")
+
+
 def check_service(name, manifest, env_name, postgres):
     """Checks deploy/k8s/<manifest> of service `name` against deploy/config/<env_name>.env;
     `postgres`: the PostgreSQL mode (a Deployment of replicas sharing one database). Returns
@@ -181,7 +221,8 @@ def check_service(name, manifest, env_name, postgres):
         by_kind.setdefault(kind, []).append(d)
     workload = "Deployment" if postgres else "StatefulSet"
     kinds = sorted(["ConfigMap", "NetworkPolicy", "Secret", "Service", workload]
-                   + (["PodDisruptionBudget"] if postgres else []))
+                   + (["PodDisruptionBudget"] if postgres else [])
+                   + (["Ingress"] if name in HTTP else []))
     if not check(sorted(by_kind) == kinds, f"{where}: kinds {sorted(by_kind)}"):
         return None
     config = by_kind["ConfigMap"][0]
@@ -201,6 +242,12 @@ def check_service(name, manifest, env_name, postgres):
     check(data.get(f"SMARTSCHOOL_{N}_PORT") == str(port), f"{where}: gRPC port")
     check(data.get(f"SMARTSCHOOL_{N}_METRICS_PORT") == str(metrics_port), f"{where}: metrics port")
     drain = int(data.get(f"SMARTSCHOOL_{N}_DRAIN_SECONDS", "20"))
+    http_port = None
+    if name in HTTP:
+        http = data.get(f"SMARTSCHOOL_{N}_HTTP_PORT", "")
+        if check(http.isdigit() and 0 < int(http) < 65536,
+                 f"{where}: {N}_HTTP_PORT must be a port, not {http!r}"):
+            http_port = int(http)
     if CALLS[name]:
         # identity's Service, by any of its DNS names, on identity's port.
         check(re.fullmatch(r"identity(\.smartschool(\.svc(\.cluster\.local)?)?)?:50051",
@@ -264,7 +311,10 @@ def check_service(name, manifest, env_name, postgres):
         check(f"SMARTSCHOOL_{N}_{v}" in from_env,
               f"{where}: SMARTSCHOOL_{N}_{v} (the service account) must come from the Secret")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    check(ports == {"grpc": port, "metrics": metrics_port}, f"{where}: container ports {ports}")
+    want_ports = {"grpc": port, "metrics": metrics_port}
+    if name in HTTP:
+        want_ports["http"] = http_port
+    check(ports == want_ports, f"{where}: container ports {ports}, want {want_ports}")
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     if not postgres:
         check(mounts.get(claims[0]["metadata"]["name"]) == data.get(f"SMARTSCHOOL_{N}_DATA_DIR"),
@@ -310,12 +360,18 @@ def check_service(name, manifest, env_name, postgres):
               f"{where}: memory request {request} below measured RSS {RSS[name]}")
         check(limit >= 2 * RSS[name], f"{where}: memory limit {limit} leaves no headroom over RSS")
 
-    # Services select the pods and expose both ports by name.
+    # Services select the pods and expose both ports by name; the ClusterIP Service also the
+    # HTTP port, for the Ingress.
     for svc in by_kind["Service"]:
         check(svc["spec"]["selector"].items() <= pod_labels.items(), f"{where}: Service selector")
         sports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
-        check(sports == {"grpc": (port, "grpc"), "metrics": (metrics_port, "metrics")},
-              f"{where}: Service ports {sports}")
+        want_sports = {"grpc": (port, "grpc"), "metrics": (metrics_port, "metrics")}
+        if name in HTTP and svc not in headless:
+            want_sports["http"] = (http_port, "http")
+        check(sports == want_sports, f"{where}: Service ports {sports}, want {want_sports}")
+    if name in HTTP:
+        check_ingress(where, by_kind["Ingress"], data, N,
+                      [s for s in by_kind["Service"] if s not in headless], http_port)
 
     # NetworkPolicy: exactly the expected callers and callees.
     (policy,) = by_kind["NetworkPolicy"]
@@ -328,8 +384,12 @@ def check_service(name, manifest, env_name, postgres):
         for p in rule["ports"]:
             allowed.setdefault(p["port"], set()).update(peers(rule["from"]))
     callers = {c for c, callees in CALLS.items() if name in callees} | {"ns:municipal-platform"}
-    check(allowed == {port: callers, metrics_port: {"ns:monitoring"}},
-          f"{where}: ingress {allowed}, want gRPC from {callers} and metrics from monitoring")
+    want_allowed = {port: callers, metrics_port: {"ns:monitoring"}}
+    if name in HTTP:
+        want_allowed[http_port] = {"ns:" + INGRESS_NAMESPACE}
+    check(allowed == want_allowed,
+          f"{where}: ingress {allowed}, want gRPC from {callers}, metrics from monitoring"
+          + (f" and HTTP from {INGRESS_NAMESPACE}" if name in HTTP else ""))
     egress = {}
     for rule in ps["egress"]:
         for p in rule["ports"]:

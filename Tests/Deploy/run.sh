@@ -20,12 +20,15 @@
 #  7. The example configs run: identity, catalogue and supervision start from their env files
 #     (paths and ports rewritten to a temp dir, certificates from a throwaway CA) over mTLS;
 #     /healthz and a grpcurl-free gRPC health check answer; a client without a certificate is
-#     refused; identity exports its signing key's age; `backup` of each running service gives a
-#     store that a second service instance starts on (restore); SIGTERM stops within the drain.
+#     refused; identity exports its signing key's age and serves OpenID Connect over TLS on its
+#     HTTP port (discovery naming ISSUER_URL, JWKS, an error page; plain HTTP refused); `backup`
+#     of each running service gives a store that a second service instance starts on (restore);
+#     SIGTERM stops within the drain.
 #  8. The services on PostgreSQL as deploy/README.md says: on a throwaway PostgreSQL 15
 #     (Tests/postgres-cluster.sh) the runbook's SQL block makes the database and role; two
 #     identity replicas start from config/identity-postgres.env (URL pointed at that server, mTLS)
-#     and a token from one is good at the other; the role is no superuser and owns every table;
+#     and a token from one is good at the other, both publish the same OpenID Connect keys; the
+#     role is no superuser and owns every table;
 #     another role cannot connect; the same block with catalogue's, assessment's and
 #     supervision's name makes theirs, two replicas of each start from their
 #     config/<service>-postgres.env and answer gRPC health over mTLS, supervision's verifies
@@ -273,6 +276,7 @@ port_of() { # SERVICE KIND(grpc|metrics) [INSTANCE]
   [[ $2 == metrics ]] && p=$((p + 1))
   echo "$p"
 }
+http_port_of() { echo $((BASE + 16 + ${1:-0})); } # [INSTANCE]: identity's OpenID Connect port
 localize() { # SERVICE INSTANCE DATA_DIR: the example env file rewritten to this temp dir
   local s=$1 n=$2 data=$3 S=${1^^} grpc metrics identity
   grpc=$(port_of "$s" grpc "$n") metrics=$(port_of "$s" metrics "$n")
@@ -282,6 +286,7 @@ localize() { # SERVICE INSTANCE DATA_DIR: the example env file rewritten to this
     -e "s#^SMARTSCHOOL_${S}_HOST=.*#SMARTSCHOOL_${S}_HOST=127.0.0.1#" \
     -e "s#^\(SMARTSCHOOL_${S}_PORT\)=.*#\1=$grpc#" \
     -e "s#^\(SMARTSCHOOL_${S}_METRICS_PORT\)=.*#\1=$metrics#" \
+    -e "s#^\(SMARTSCHOOL_${S}_HTTP_PORT\)=..*#\1=$(http_port_of "$n")#" \
     -e "s#^\(SMARTSCHOOL_${S}_IDENTITY_ADDR\)=.*#\1=localhost:$identity#" \
     "deploy/config/$s.env" >"$WORK/$s-$n.env"
 }
@@ -361,6 +366,31 @@ token_accepted() { # SERVICE INSTANCE: the service verifies identity's token (fe
   echo "ListTerms with admin's token: grpc-status $status"
   [[ "$status" == 0 ]]
 }
+oidc_over_tls() { # PORT ENV_FILE: discovery and JWKS over TLS (the CA, no client certificate:
+  # browsers have none), the issuer exactly the env file's ISSUER_URL, a login page for /authorize
+  local port=$1 issuer
+  issuer=$(sed -n 's/^SMARTSCHOOL_IDENTITY_ISSUER_URL=//p' "$2")
+  [[ -n "$issuer" ]] || { echo "$2 sets no ISSUER_URL"; return 1; }
+  curl -fsS --max-time 10 --cacert "$TLS/ca.crt" \
+    "https://localhost:$port/.well-known/openid-configuration" >"$WORK/discovery.json" || return 1
+  curl -fsS --max-time 10 --cacert "$TLS/ca.crt" \
+    "https://localhost:$port/.well-known/jwks.json" >"$WORK/jwks.json" || return 1
+  "$PY" - "$WORK/discovery.json" "$WORK/jwks.json" "$issuer" <<'PY' || return 1
+import json, sys
+discovery, jwks = (json.load(open(f)) for f in sys.argv[1:3])
+issuer = sys.argv[3]
+assert discovery["issuer"] == issuer, (discovery["issuer"], issuer)
+assert discovery["authorization_endpoint"] == issuer + "/authorize", discovery
+assert discovery["jwks_uri"] == issuer + "/.well-known/jwks.json", discovery
+assert [k["alg"] for k in jwks["keys"]] and all(k["kty"] == "RSA" for k in jwks["keys"]), jwks
+print("issuer", issuer, "with", len(jwks["keys"]), "RS256 key(s)")
+PY
+  # An unknown client gets identity's error page (HTML), not a redirect.
+  local status
+  status=$(curl -sS --max-time 10 --cacert "$TLS/ca.crt" -o "$WORK/authorize.html" \
+    -w '%{http_code}' "https://localhost:$port/authorize?client_id=nobody&response_type=code")
+  [[ "$status" == 400 ]] && grep -q 'Cannot sign in' "$WORK/authorize.html"
+}
 rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
 stopped_within() { # PID SECONDS: SIGTERM, then the process must exit 0 in time
   kill -TERM "$1"
@@ -436,6 +466,10 @@ if built identity && built supervision && built catalogue && make_certs >"$WORK/
     "$PY" -c "import sys,time; sys.exit(0 if 0 <= time.time() - float('$created') < 3600 else 1)"
   }
   check "identity exports its signing key's creation time" key_age
+  check "identity serves OpenID Connect over TLS on its HTTP port, as ISSUER_URL" \
+    oidc_over_tls "$(http_port_of 0)" "$WORK/identity-0.env"
+  refuse "identity's OpenID Connect port refuses plain HTTP" \
+    curl -fsS --max-time 5 "http://127.0.0.1:$(http_port_of 0)/.well-known/openid-configuration"
   sleep 3 # idle
   rss="{"
   for s in identity catalogue supervision; do
@@ -484,6 +518,10 @@ broken_k8s "k8s check catches a database cluster without synchronous replication
   postgres/cnpg-cluster.yaml 's/^  minSyncReplicas: 1$/  minSyncReplicas: 0/'
 broken_k8s "k8s check catches a service's database the cluster does not make" \
   postgres/cnpg-cluster.yaml '/CREATE DATABASE supervision /d'
+broken_k8s "k8s check catches an issuer URL that is not the Ingress's TLS host" identity.yaml \
+  's#ISSUER_URL: https://sso.example.edu.cn#ISSUER_URL: https://login.example.edu.cn#'
+broken_k8s "k8s check catches an Ingress without a TLS certificate" \
+  postgres/identity-postgres.yaml 's#secretName: identity-oidc-tls#secretName: ""#'
 broken_k8s "k8s check catches an overlay listing a file that is not there" \
   postgres/kustomization.yaml 's/^  - supervision-postgres.yaml$/  - supervision.yaml/'
 
@@ -505,6 +543,7 @@ pg_localize() { # SERVICE N: config/SERVICE-postgres.env for replica N on this m
     -e "s#^SMARTSCHOOL_${S}_HOST=.*#SMARTSCHOOL_${S}_HOST=127.0.0.1#" \
     -e "s#^SMARTSCHOOL_${S}_PORT=.*#SMARTSCHOOL_${S}_PORT=$grpc#" \
     -e "s#^SMARTSCHOOL_${S}_METRICS_PORT=.*#SMARTSCHOOL_${S}_METRICS_PORT=$((grpc + 1))#" \
+    -e "s#^SMARTSCHOOL_${S}_HTTP_PORT=..*#SMARTSCHOOL_${S}_HTTP_PORT=$((PG_GRPC + 16 + n))#" \
     -e "s#^\(SMARTSCHOOL_${S}_IDENTITY_ADDR\)=.*#\1=localhost:$(pg_port identity 0)#" \
     -e "s#^\(SMARTSCHOOL_${S}_DATABASE_URL=postgres://[^@]*@\)[^/]*\(/[^?]*\).*#$url#" \
     "deploy/config/$s-postgres.env" >"$WORK/$s-pg$n.env"
@@ -605,6 +644,16 @@ if built identity && [[ -s "$TLS/svc.crt" ]] &&
     fail "config/identity-postgres.env: DATABASE_URL not rewritten to this server"
   fi
   check "a token from one replica is good at the other" token_crosses_replicas
+  same_jwks() { # both replicas publish the same ID-token keys (kept in the database), over TLS
+    local n
+    for n in 0 1; do
+      curl -fsS --max-time 10 --cacert "$TLS/ca.crt" \
+        "https://localhost:$((PG_GRPC + 16 + n))/.well-known/jwks.json" >"$WORK/jwks-$n.json" ||
+        return 1
+    done
+    grep -q '"RS256"' "$WORK/jwks-0.json" && cmp "$WORK/jwks-0.json" "$WORK/jwks-1.json"
+  }
+  check "both replicas publish the same OpenID Connect keys over TLS" same_jwks
   check "identity's role: no superuser, owns every table it made" least_privilege identity
   "$PSQL" -qX "$PGURL" -c "CREATE ROLE intruder LOGIN" >/dev/null 2>&1
   refuse "another role cannot connect to identity's database" \
