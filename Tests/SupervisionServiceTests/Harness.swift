@@ -125,10 +125,12 @@ final class Harness: Sendable {
   /// A server on this run's store (SQLite, or PostgreSQL with SMARTSCHOOL_TEST_DATABASE_URL).
   /// Giving `data` (the `dataDirectory`) of another harness serves its data (a replica, on
   /// PostgreSQL), and giving its `key` makes both accept the same tokens. `lessonBatch` sets
-  /// the lessons per import transaction (nil: the default).
+  /// the lessons per import transaction (nil: the default); `unknownTeachers` what an import
+  /// does with lessons by teachers the tree does not hold.
   init(
     tree: TreeBuilder = standardTree(), data: TemporaryDirectory? = nil,
-    key: Curve25519.Signing.PrivateKey = .init(), lessonBatch: Int? = nil
+    key: Curve25519.Signing.PrivateKey = .init(), lessonBatch: Int? = nil,
+    unknownTeachers: UnknownTeacherLessons = .hold
   ) async throws {
     self.tree = tree
     signer = TokenSigner(keyID: "k1", key: key)
@@ -141,6 +143,7 @@ final class Harness: Sendable {
     var settings = SupervisionSettings()
     settings.directoryPollInterval = .seconds(3600)
     if let lessonBatch { settings.lessonBatch = lessonBatch }
+    settings.unknownTeacherLessons = unknownTeachers
     var logger = Logger(label: "supervision-test")
     logger.logLevel = .critical
     let definition = try await buildSupervisionService(

@@ -48,14 +48,17 @@ public struct ClassroomWeek: Hashable, Sendable {
   }
 }
 
-/// What a classroom taught in a week: lessons and distinct subjects.
+/// What a classroom taught in a week: lessons, distinct subjects, and the lessons entered by
+/// hand among them.
 public struct WeekUsage: Hashable, Sendable {
   public var lessons: Int
   public var subjects: Int
+  public var manual: Int
 
-  public init(lessons: Int, subjects: Int) {
+  public init(lessons: Int, subjects: Int, manual: Int = 0) {
     self.lessons = lessons
     self.subjects = subjects
+    self.manual = manual
   }
 
   /// The normal-use standard (常态化应用标准): ≥ 3 subjects and ≥ 6 lessons a week.
@@ -85,6 +88,7 @@ public struct ComplianceTally: Hashable, Sendable {
   public var subjectCount = 0
   public var lessonCount = 0
   public var compliantWeeks = 0
+  public var manualLessons = 0
   public var classrooms: Set<Int64> = []
 
   public init() {}
@@ -93,6 +97,7 @@ public struct ComplianceTally: Hashable, Sendable {
     classroomWeeks += 1
     subjectCount += usage.subjects
     lessonCount += usage.lessons
+    manualLessons += usage.manual
     if usage.compliant { compliantWeeks += 1 }
     classrooms.insert(classroom)
   }
@@ -115,6 +120,11 @@ public struct ComplianceTally: Hashable, Sendable {
   /// 课时达标率 in hundredths of a percent: lessons ÷ (classroom-weeks × 6).
   public var lessonRate: Percent {
     Percent(numerator: lessonCount, denominator: classroomWeeks * Compliance.lessonStandard)
+  }
+
+  /// Share of the lessons entered by hand.
+  public var manualShare: Percent {
+    Percent(numerator: manualLessons, denominator: lessonCount)
   }
 
   /// Share of classroom-weeks meeting both standards.
@@ -236,5 +246,23 @@ public enum Ratio {
   public static func text(_ count: Int, per: Int) -> String {
     guard per > 0, count >= 0 else { return "n/a" }
     return Decimal2.text(Decimal2.hundredths(count, per)) + ":1"
+  }
+}
+
+extension TermCalendar {
+  /// The term's teaching days as day-number ranges: each run of consecutive teaching weeks,
+  /// clipped to the term's dates. Lessons outside them (holiday weeks) count for nothing.
+  public var teachingDayRanges: [ClosedRange<Int>] {
+    var out: [ClosedRange<Int>] = []
+    for week in teachingWeeks {
+      let first = max(week.dayNumber, start.dayNumber)
+      let last = min(week.dayNumber + 6, end.dayNumber)
+      if let prev = out.last, prev.upperBound + 1 == first {
+        out[out.count - 1] = prev.lowerBound...last
+      } else {
+        out.append(first...last)
+      }
+    }
+    return out
   }
 }

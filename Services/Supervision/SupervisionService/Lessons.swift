@@ -52,10 +52,12 @@ public struct LessonRecord: Hashable, Sendable {
   public var subject: Int
   public var minutes: Int
   public var source: Int
+  /// False for a lesson held as unverified (its teacher unknown to identity at import).
+  public var verified: Bool
 
   public init(
     classroom: Int64, classroomCode: String, date: CalendarDate, period: Int, orgPath: String,
-    teacher: String, subject: Int, minutes: Int, source: Int
+    teacher: String, subject: Int, minutes: Int, source: Int, verified: Bool = true
   ) {
     self.classroom = classroom
     self.classroomCode = classroomCode
@@ -66,6 +68,13 @@ public struct LessonRecord: Hashable, Sendable {
     self.subject = subject
     self.minutes = minutes
     self.source = source
+    self.verified = verified
+  }
+
+  /// The key (classroom, day, period) packed into one integer: the classroom's number, then
+  /// 16 bits of day (days since 1970 fit until 2149) and 5 of period (1–20).
+  public var packedKey: UInt64 {
+    UInt64(classroom) << 21 | UInt64(date.dayNumber & 0xFFFF) << 5 | UInt64(period & 0x1F)
   }
 
   /// The natural key "<classroom>/<date>/<period>".
@@ -86,6 +95,7 @@ public struct LessonRecord: Hashable, Sendable {
       $0.period = Int32(period)
       $0.durationMinutes = Int32(minutes)
       $0.source = Smartschool_Supervision_V1_LessonSource(rawValue: source) ?? .unspecified
+      $0.unverified = !verified
     }
   }
 }

@@ -76,5 +76,20 @@ enum SupervisionMigrations {
           CREATE INDEX sup_inspections_order ON sup_inspections(day DESC, id DESC);
           """)
     }
+    // Lessons by a teacher identity did not know are held (verified = 0): stored and listed,
+    // counted nowhere. The usage index covers only verified lessons and carries the source
+    // (the manual share); the day index carries verified for the teacher targets.
+    migrator.registerMigration("supervision.4.verified-lessons") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE sup_lessons ADD COLUMN verified INTEGER NOT NULL DEFAULT 1;
+          DROP INDEX sup_lessons_scope_week;
+          CREATE INDEX sup_lessons_usage
+            ON sup_lessons(org_path, week, classroom, subject, source) WHERE verified = 1;
+          DROP INDEX sup_lessons_scope_day;
+          CREATE INDEX sup_lessons_scope_day_verified
+            ON sup_lessons(org_path, day, verified, teacher);
+          """)
+    }
   }
 }

@@ -108,5 +108,21 @@ extension SupervisionMigrations {
           autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05)
         """
       ]),
+    // See the SQLite migration of the same name.
+    PostgresMigration(
+      "supervision.4.verified-lessons",
+      [
+        "ALTER TABLE sup_lessons ADD COLUMN verified integer NOT NULL DEFAULT 1",
+        "DROP INDEX sup_lessons_scope_week",
+        """
+        CREATE INDEX sup_lessons_usage ON sup_lessons(org_path, week, classroom, subject, source)
+        WHERE verified = 1
+        """,
+        "DROP INDEX sup_lessons_scope_day",
+        """
+        CREATE INDEX sup_lessons_scope_day_verified
+        ON sup_lessons(org_path, day, verified, teacher)
+        """,
+      ]),
   ]
 }

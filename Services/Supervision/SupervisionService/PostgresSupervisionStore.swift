@@ -246,7 +246,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
       rows.append([
         .int(Int(l.classroom)), .int(l.date.dayNumber), .int(l.period),
         .int(l.date.monday.dayNumber), .text(path), .text(l.teacher), .int(l.subject),
-        .int(l.minutes), .int(l.source),
+        .int(l.minutes), .int(l.source), .int(l.verified ? 1 : 0),
       ])
     }
     do {
@@ -255,7 +255,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
           into: "sup_lessons",
           columns: [
             "classroom", "day", "period", "week", "org_path", "teacher", "subject", "minutes",
-            "source",
+            "source", "verified",
           ], rows: rows)
       }
     } catch ServiceError.alreadyExists {
@@ -295,6 +295,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
     let subjects = lessons.map(\.subject)
     let minutes = lessons.map(\.minutes)
     let sources = lessons.map(\.source)
+    let verified = lessons.map { $0.verified ? 1 : 0 }
     // The classrooms are held FOR SHARE and the lessons take their current path from them:
     // a classroom moved meanwhile waits for this batch, or this batch sees its new path.
     let rows = try await tx.query(
@@ -303,19 +304,22 @@ final class PostgresSupervisionStore: SupervisionStoring {
         SELECT number, org_path FROM sup_classrooms
         WHERE number = ANY(\(classrooms)::int8[]) ORDER BY number FOR SHARE)
       INSERT INTO sup_lessons AS l (classroom, day, period, week, org_path, teacher, subject,
-        minutes, source)
+        minutes, source, verified)
       SELECT u.classroom, u.day, u.period, u.week, c.org_path, u.teacher, u.subject, u.minutes,
-        u.source
+        u.source, u.verified
       FROM unnest(\(classrooms)::int8[], \(days)::int8[], \(periods)::int8[], \(weeks)::int8[],
-        \(teachers)::text[], \(subjects)::int8[], \(minutes)::int8[], \(sources)::int8[])
-        WITH ORDINALITY AS u(classroom, day, period, week, teacher, subject, minutes, source, n)
+        \(teachers)::text[], \(subjects)::int8[], \(minutes)::int8[], \(sources)::int8[],
+        \(verified)::int8[])
+        WITH ORDINALITY
+        AS u(classroom, day, period, week, teacher, subject, minutes, source, verified, n)
       JOIN c ON c.number = u.classroom
       ORDER BY u.n
       ON CONFLICT (classroom, day, period) DO UPDATE SET teacher = excluded.teacher,
         subject = excluded.subject, minutes = excluded.minutes, source = excluded.source,
-        org_path = excluded.org_path
-      WHERE (l.teacher, l.subject, l.minutes, l.source)
-        IS DISTINCT FROM (excluded.teacher, excluded.subject, excluded.minutes, excluded.source)
+        org_path = excluded.org_path, verified = excluded.verified
+      WHERE (l.teacher, l.subject, l.minutes, l.source, l.verified)
+        IS DISTINCT FROM (excluded.teacher, excluded.subject, excluded.minutes, excluded.source,
+          excluded.verified)
       RETURNING l.classroom, l.day, l.period, l.org_path, (l.xmax = 0) AS inserted
       """)
     if rows.isEmpty {
@@ -353,9 +357,10 @@ final class PostgresSupervisionStore: SupervisionStoring {
     // rows stream out of the index without a sort.
     let rows = try await store.query(
       """
-      SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
+      SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects,
+        COUNT(*) FILTER (WHERE source = 3) AS manual
       FROM sup_lessons WHERE org_path >= \(lo) AND org_path < \(hi)
-        AND week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound)
+        AND week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND verified = 1
       GROUP BY org_path, week, classroom
       """)
     var out: [ClassroomWeek: WeekUsage] = [:]
@@ -365,7 +370,8 @@ final class PostgresSupervisionStore: SupervisionStoring {
         ClassroomWeek(
           classroom: try row[0].decode(Int64.self),
           week: CalendarDate(dayNumber: try row[1].decode(Int.self)))] = WeekUsage(
-          lessons: try row[2].decode(Int.self), subjects: try row[3].decode(Int.self))
+          lessons: try row[2].decode(Int.self), subjects: try row[3].decode(Int.self),
+          manual: try row[4].decode(Int.self))
     }
     return out
   }
@@ -396,7 +402,8 @@ final class PostgresSupervisionStore: SupervisionStoring {
         orgPath: try row["org_path"].decode(String.self),
         teacher: try row["teacher"].decode(String.self),
         subject: try row["subject"].decode(Int.self), minutes: try row["minutes"].decode(Int.self),
-        source: try row["source"].decode(Int.self))
+        source: try row["source"].decode(Int.self),
+        verified: try row["verified"].decode(Int.self) != 0)
     }
   }
 
@@ -408,7 +415,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
       """
       SELECT teacher, COUNT(*) FROM sup_lessons
       WHERE org_path >= \(lo) AND org_path < \(hi)
-        AND day BETWEEN \(days.lowerBound) AND \(days.upperBound)
+        AND day BETWEEN \(days.lowerBound) AND \(days.upperBound) AND verified = 1
       GROUP BY teacher
       """)
     return try Self.counts(rows)

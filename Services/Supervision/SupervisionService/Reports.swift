@@ -25,6 +25,9 @@ extension ComplianceTally {
       $0.subjectRateText = subjects.description
       $0.lessonRateText = lessons.description
       $0.compliantShareText = share.description
+      $0.manualLessons = Int64(manualLessons)
+      $0.manualSharePercent = manualShare.value
+      $0.manualShareText = manualShare.description
     }
   }
 }

@@ -11,17 +11,27 @@ public struct SupervisionAPI: Sendable {
   let now: @Sendable () -> Date
   /// Lessons per import transaction; the stream is never held in memory as a whole.
   let lessonBatch: Int
+  /// Lessons by teachers identity does not know: held or rejected.
+  let unknownTeachers: UnknownTeacherLessons
 
   /// Handlers over `store`, resolving orgs and teachers through `directory`; a lesson import
   /// commits every `lessonBatch` accepted rows.
   public init(
     store: any SupervisionStoring, directory: OrgDirectory,
-    now: @escaping @Sendable () -> Date = { Date() }, lessonBatch: Int = 2_000
+    now: @escaping @Sendable () -> Date = { Date() }, lessonBatch: Int = 2_000,
+    unknownTeachers: UnknownTeacherLessons = .hold
   ) {
     self.store = store
     self.directory = directory
     self.now = now
     self.lessonBatch = max(1, lessonBatch)
+    self.unknownTeachers = unknownTeachers
+  }
+
+  /// True when `externalID` names an active teacher in identity's directory.
+  func knownTeacher(_ externalID: String) async throws -> Bool {
+    guard let u = try await directory.user(externalID: externalID) else { return false }
+    return u.active && u.kind == .teacher
   }
 
   /// Row errors listed in an import summary (the counts stay exact beyond it).
@@ -189,6 +199,12 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     try requireTermWriter()
     let existing = try await term(code: request.term.code, field: "term.code")
     let term = try validatedTerm(request.term, id: existing.id, createTime: existing.createTime)
+    // A re-sent term that changes nothing writes nothing (no feed event).
+    if (term.name, term.start, term.end, term.excluded)
+      == (existing.name, existing.start, existing.end, existing.excluded)
+    {
+      return existing.proto
+    }
     try await store.updateTerm(term)
     return term.proto
   }
@@ -302,11 +318,14 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     guard let school = directory.org(id: existing.schoolID) else {
       throw ServiceError.failedPrecondition("the classroom's school is no longer known")
     }
+    let before = existing
     existing.orgPath = try classPath(c.classCode, school: school)
     existing.classCode = c.classCode
     existing.name = c.name.isEmpty ? existing.name : c.name
     existing.equipped = equipped!
     existing.retired = retired
+    // A re-sent classroom that changes nothing writes nothing (no feed event).
+    if existing == before { return before.proto }
     existing.updateTime = timestamp()
     try await store.updateClassroom(existing)
     return existing.proto
@@ -343,6 +362,11 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     var batch: [LessonRecord] = []
     batch.reserveCapacity(lessonBatch)
     var index: Int64 = -1
+    // Teachers looked up in this stream, and the row each key was first accepted in: a key
+    // sent twice is an error in the data, not a silent replacement.
+    var teachers: [String: Bool] = [:]
+    var synced = false
+    var keys: [UInt64: Int64] = [:]
 
     // One batch is written while the next is read and validated, so the database's work and
     // this process's overlap; at most one write is in flight (memory stays two batches), and
@@ -378,9 +402,40 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         let known = classrooms[code]!
         let verdict = LessonRows.validate(
           row, classroom: known.record, inScope: known.inScope, terms: terms)
-        switch verdict {
+        var checked = verdict
+        if case .success(var lesson) = verdict {
+          if let first = keys[lesson.packedKey] {
+            checked = .failure(
+              RowRejection("period", "repeats the lesson (classroom, date, period) of row \(first)"))
+          } else {
+            var known = teachers[lesson.teacher]
+            if known == nil {
+              known = try await knownTeacher(lesson.teacher)
+              if known == false && !synced {
+                // The directory may lag identity by a poll: catch up once per stream.
+                synced = true
+                try? await directory.sync()
+                known = try await knownTeacher(lesson.teacher)
+              }
+              teachers[lesson.teacher] = known
+            }
+            if known == false {
+              if unknownTeachers == .reject {
+                checked = .failure(
+                  RowRejection(
+                    "teacher_external_id", "names no teacher known to identity"))
+              } else {
+                lesson.verified = false
+                checked = .success(lesson)
+              }
+            }
+            if case .success = checked { keys[lesson.packedKey] = index }
+          }
+        }
+        switch checked {
         case .success(let lesson):
           summary.accepted += 1
+          if !lesson.verified { summary.held += 1 }
           batch.append(lesson)
           if batch.count >= lessonBatch { try await flush() }
         case .failure(let rejection):
@@ -531,8 +586,13 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
   ) async throws -> Smartschool_Supervision_V1_TeacherTargetsReport {
     let org = try scope(code: request.orgCode)
     let term = try await term(code: request.termCode)
-    let counts = try await store.teacherLessonCounts(
-      under: org.path, days: term.start.dayNumber...term.end.dayNumber)
+    // Lessons in holiday weeks count for nothing: only the term's teaching days are counted.
+    var counts: [String: Int] = [:]
+    for days in term.calendar.teachingDayRanges {
+      for (teacher, n) in try await store.teacherLessonCounts(under: org.path, days: days) {
+        counts[teacher, default: 0] += n
+      }
+    }
     var report = Smartschool_Supervision_V1_TeacherTargetsReport()
     report.termCode = term.code
     for u in try await directory.users(under: try path(org), kind: .teacher) {
@@ -635,6 +695,14 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     try v.throwIfInvalid()
     let school = try school(code: r.schoolCode, field: "report.school_code")
     try Principal.require().require(.supervisionWrite, at: try path(school))
+    // A re-sent report that changes nothing writes nothing (no feed event).
+    if let stored = try await store.facility(schoolCode: r.schoolCode, year: Int(r.year)) {
+      var old = stored
+      var new = r
+      old.clearUpdateTime()
+      new.clearUpdateTime()
+      if old == new { return stored }
+    }
     r.updateTime = Google_Protobuf_Timestamp(date: now())
     try await store.putFacility(r, orgPath: school.path)
     return r

@@ -16,9 +16,21 @@ public struct SupervisionSettings: Sendable {
   /// statement, copy and commit for more rows); a broken stream keeps the batches it
   /// completed, and the stream being imported holds at most two batches in memory.
   public var lessonBatch = 2_000
+  /// What a lesson import does with a row whose teacher identity does not know.
+  public var unknownTeacherLessons = UnknownTeacherLessons.hold
 
   /// The defaults.
   public init() {}
+}
+
+/// What a lesson import does with a row whose teacher is not an active teacher identity knows
+/// (flag `--unknown-teacher-lessons`). Either way such a lesson never counts as use.
+public enum UnknownTeacherLessons: String, Sendable, CaseIterable {
+  /// Store it as unverified: listed, counted in no report; a re-import once identity knows the
+  /// teacher verifies it.
+  case hold
+  /// Reject the row (field teacher_external_id).
+  case reject
 }
 
 /// The composition root of the supervision service, used by the executable, the tests and the
@@ -52,7 +64,8 @@ public func buildSupervisionService(
     throw error
   }
   let api = SupervisionAPI(
-    store: store, directory: directory, now: settings.now, lessonBatch: settings.lessonBatch)
+    store: store, directory: directory, now: settings.now, lessonBatch: settings.lessonBatch,
+    unknownTeachers: settings.unknownTeacherLessons)
   return ServiceDefinition(
     name: "supervision", grpcServiceName: supervisionGRPCServiceName, services: [api],
     verifier: verifier, store: storage, background: [directory])

@@ -304,14 +304,15 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       let insert = try db.cachedStatement(
         sql: """
           INSERT INTO sup_lessons (classroom, day, period, week, org_path, teacher, subject,
-            minutes, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            minutes, source, verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           ON CONFLICT (classroom, day, period) DO NOTHING
           """)
       let update = try db.cachedStatement(
         sql: """
-          UPDATE sup_lessons SET teacher = ?, subject = ?, minutes = ?, source = ?, org_path = ?
+          UPDATE sup_lessons SET teacher = ?, subject = ?, minutes = ?, source = ?, org_path = ?,
+            verified = ?
           WHERE classroom = ? AND day = ? AND period = ?
-            AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ?)
+            AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ? OR verified <> ?)
           """)
       // A lesson takes its classroom's path as it is now, not as it was when the import
       // stream read the classroom (it may have moved meanwhile).
@@ -328,14 +329,15 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         }
         try insert.execute(arguments: [
           l.classroom, l.date.dayNumber, l.period, l.date.monday.dayNumber, l.orgPath, l.teacher,
-          l.subject, l.minutes, l.source,
+          l.subject, l.minutes, l.source, l.verified ? 1 : 0,
         ])
         if db.changesCount > 0 {
           counts.created += 1
         } else {
+          let verified = l.verified ? 1 : 0
           try update.execute(arguments: [
-            l.teacher, l.subject, l.minutes, l.source, l.orgPath, l.classroom, l.date.dayNumber,
-            l.period, l.teacher, l.subject, l.minutes, l.source,
+            l.teacher, l.subject, l.minutes, l.source, l.orgPath, verified, l.classroom,
+            l.date.dayNumber, l.period, l.teacher, l.subject, l.minutes, l.source, verified,
           ])
           if db.changesCount == 0 {
             counts.unchanged += 1
@@ -359,14 +361,16 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       let rows = try Row.fetchCursor(
         db.cachedStatement(
           sql: """
-            SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects
+            SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects,
+              SUM(source = 3) AS manual
             FROM sup_lessons WHERE org_path >= ? AND org_path < ? AND week BETWEEN ? AND ?
+              AND verified = 1
             GROUP BY classroom, week
             """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
       var out: [ClassroomWeek: WeekUsage] = [:]
       while let row = try rows.next() {
         out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
-          WeekUsage(lessons: row[2], subjects: row[3])
+          WeekUsage(lessons: row[2], subjects: row[3], manual: row[4])
       }
       return out
     }
@@ -400,7 +404,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           classroom: row["classroom"], classroomCode: row["classroom_code"],
           date: CalendarDate(dayNumber: row["day"]), period: row["period"],
           orgPath: row["org_path"], teacher: row["teacher"], subject: row["subject"],
-          minutes: row["minutes"], source: row["source"])
+          minutes: row["minutes"], source: row["source"], verified: row["verified"] as Int != 0)
       }
     }
   }
@@ -414,7 +418,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         db.cachedStatement(
           sql: """
             SELECT teacher, COUNT(*) FROM sup_lessons
-            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? GROUP BY teacher
+            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? AND verified = 1
+            GROUP BY teacher
             """), arguments: [lo, hi, days.lowerBound, days.upperBound])
       return Dictionary(uniqueKeysWithValues: rows.map { ($0[0] as String, $0[1] as Int) })
     }

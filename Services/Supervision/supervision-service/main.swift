@@ -11,7 +11,7 @@ struct SupervisionServiceCommand: ServiceCommand {
     commandName: "supervision-service",
     abstract: "SmartSchool supervision service (智慧学校应用建设监管平台, 督导).",
     discussion: HostOptions.environmentHelp(
-      service: "supervision", extraFlags: IdentityLinkOptions.flags),
+      service: "supervision", extraFlags: IdentityLinkOptions.flags + SupervisionOptions.flags),
     subcommands: [BackupCommand<SupervisionBackup>.self])
 
   /// What `supervision-service backup` copies: the store alone.
@@ -25,6 +25,8 @@ struct SupervisionServiceCommand: ServiceCommand {
 
   @OptionGroup var identity: IdentityLinkOptions
 
+  @OptionGroup var supervision: SupervisionOptions
+
   func run() async throws {
     let config = try host.resolve(
       service: Self.service, defaultPort: 50054, defaultMetricsPort: 9404)
@@ -32,8 +34,34 @@ struct SupervisionServiceCommand: ServiceCommand {
     defer { link.close() }
     try await ServiceStartup.serve(config: config) { logger in
       try await buildSupervisionService(
-        config: config, settings: SupervisionSettings(), verifier: link.makeVerifier(),
+        config: config, settings: try supervision.resolve(config: config),
+        verifier: link.makeVerifier(),
         identity: link, logger: logger)
     }
+  }
+}
+
+/// The supervision service's own flags.
+struct SupervisionOptions: ParsableArguments {
+  @Option(
+    help: """
+      What a lesson import does with a row whose teacher is not an active teacher identity \
+      knows: hold (store it as unverified, listed but counted in no report) or reject it \
+      (default: hold).
+      """)
+  var unknownTeacherLessons: String?
+
+  static var flags: [String] { ["unknown-teacher-lessons"] }
+
+  /// Flags, then environment, then defaults.
+  func resolve(config: HostConfig) throws -> SupervisionSettings {
+    let env = EnvironmentReader(service: config.service)
+    var settings = SupervisionSettings()
+    let policy = unknownTeacherLessons ?? env["unknown-teacher-lessons"] ?? "hold"
+    guard let value = UnknownTeacherLessons(rawValue: policy) else {
+      throw ValidationError("--unknown-teacher-lessons must be hold or reject")
+    }
+    settings.unknownTeacherLessons = value
+    return settings
   }
 }

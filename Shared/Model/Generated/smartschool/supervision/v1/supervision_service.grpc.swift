@@ -546,10 +546,16 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-        /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-        /// > date inside a term and inside the classroom's service period, a known subject, period
-        /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-        /// > them; the counts stay exact) and the rest are stored, committed in batches.
+        /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+        /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+        /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+        /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+        /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+        /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+        /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+        /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+        /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+        /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
         /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
         /// > permission anywhere).
         ///
@@ -1019,10 +1025,16 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-        /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-        /// > date inside a term and inside the classroom's service period, a known subject, period
-        /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-        /// > them; the counts stay exact) and the rest are stored, committed in batches.
+        /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+        /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+        /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+        /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+        /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+        /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+        /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+        /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+        /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+        /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
         /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
         /// > permission anywhere).
         ///
@@ -1490,10 +1502,16 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-        /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-        /// > date inside a term and inside the classroom's service period, a known subject, period
-        /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-        /// > them; the counts stay exact) and the rest are stored, committed in batches.
+        /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+        /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+        /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+        /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+        /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+        /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+        /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+        /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+        /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+        /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
         /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
         /// > permission anywhere).
         ///
@@ -2830,10 +2848,16 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-        /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-        /// > date inside a term and inside the classroom's service period, a known subject, period
-        /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-        /// > them; the counts stay exact) and the rest are stored, committed in batches.
+        /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+        /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+        /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+        /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+        /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+        /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+        /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+        /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+        /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+        /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
         /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
         /// > permission anywhere).
         ///
@@ -3514,10 +3538,16 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// > Source IDL Documentation:
         /// >
         /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-        /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-        /// > date inside a term and inside the classroom's service period, a known subject, period
-        /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-        /// > them; the counts stay exact) and the rest are stored, committed in batches.
+        /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+        /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+        /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+        /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+        /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+        /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+        /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+        /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+        /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+        /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
         /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
         /// > permission anywhere).
         ///
@@ -4299,10 +4329,16 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-    /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-    /// > date inside a term and inside the classroom's service period, a known subject, period
-    /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-    /// > them; the counts stay exact) and the rest are stored, committed in batches.
+    /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+    /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+    /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+    /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+    /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+    /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+    /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+    /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+    /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+    /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
     /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
     /// > permission anywhere).
     ///
@@ -5040,10 +5076,16 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Imports lesson logs; idempotent by (classroom, date, period): a row already stored is
-    /// > replaced. Rows are validated one by one (known classroom within the caller's scope, a
-    /// > date inside a term and inside the classroom's service period, a known subject, period
-    /// > 1–20, duration 1–240, a source); bad rows are listed in the summary (at most 1,000 of
-    /// > them; the counts stay exact) and the rest are stored, committed in batches.
+    /// > replaced, and a re-sent row that changes nothing writes nothing (no change-feed event).
+    /// > Rows are validated one by one (known classroom within the caller's scope, a date inside a
+    /// > term and inside the classroom's service period, a known subject, period 1–20, duration
+    /// > 1–240, a source, a key not already sent earlier in the same stream); bad rows are listed
+    /// > in the summary (at most 1,000 of them; the counts stay exact) and the rest are stored,
+    /// > committed in batches. A row whose teacher is not a teacher identity knows cannot count as
+    /// > use: by default (server flag --unknown-teacher-lessons hold) it is stored as unverified
+    /// > (Lesson.unverified, counted in the summary's accepted and held) and left out of every
+    /// > report; with --unknown-teacher-lessons reject it is rejected (field teacher_external_id).
+    /// > Lessons in a term's excluded (holiday) weeks are stored but count in no report.
     /// > Caller: supervision.lessons.import somewhere. Codes: PERMISSION_DENIED (no such
     /// > permission anywhere).
     ///

@@ -435,6 +435,11 @@ public nonisolated struct Smartschool_Supervision_V1_Lesson: Sendable {
 
   public var source: Smartschool_Supervision_V1_LessonSource = .unspecified
 
+  /// Output only: true for a lesson held as unverified — its teacher was not a teacher known
+  /// to identity when it was imported (see ImportLessons). Held lessons are stored and listed
+  /// but count in no report until a re-import finds the teacher known.
+  public var unverified: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -476,55 +481,122 @@ public nonisolated struct Smartschool_Supervision_V1_ListLessonsRequest: Sendabl
 /// The normal-use figures of a set of classroom-weeks. A classroom-week is a teaching week of
 /// the term during which the classroom was in service for at least one day; a week without
 /// lessons counts with 0 subjects and 0 lessons. Standard: ≥ 3 subjects and ≥ 6 lessons.
-public nonisolated struct Smartschool_Supervision_V1_ComplianceFigures: Sendable {
+public nonisolated struct Smartschool_Supervision_V1_ComplianceFigures: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The org (scope, child org) or week these figures are for.
-  public var orgCode: String = String()
+  public var orgCode: String {
+    get {_storage._orgCode}
+    set {_uniqueStorage()._orgCode = newValue}
+  }
 
-  public var orgName: String = String()
+  public var orgName: String {
+    get {_storage._orgName}
+    set {_uniqueStorage()._orgName = newValue}
+  }
 
   /// Mondays, for week rows.
-  public var week: String = String()
+  public var week: String {
+    get {_storage._week}
+    set {_uniqueStorage()._week = newValue}
+  }
 
   /// Exact counts.
-  public var classrooms: Int64 = 0
+  public var classrooms: Int64 {
+    get {_storage._classrooms}
+    set {_uniqueStorage()._classrooms = newValue}
+  }
 
-  public var classroomWeeks: Int64 = 0
+  public var classroomWeeks: Int64 {
+    get {_storage._classroomWeeks}
+    set {_uniqueStorage()._classroomWeeks = newValue}
+  }
 
   /// Sum over classroom-weeks of distinct subjects, and of lessons.
-  public var subjectCount: Int64 = 0
+  public var subjectCount: Int64 {
+    get {_storage._subjectCount}
+    set {_uniqueStorage()._subjectCount = newValue}
+  }
 
-  public var lessonCount: Int64 = 0
+  public var lessonCount: Int64 {
+    get {_storage._lessonCount}
+    set {_uniqueStorage()._lessonCount = newValue}
+  }
 
   /// Classroom-weeks meeting both standards.
-  public var compliantClassroomWeeks: Int64 = 0
+  public var compliantClassroomWeeks: Int64 {
+    get {_storage._compliantClassroomWeeks}
+    set {_uniqueStorage()._compliantClassroomWeeks = newValue}
+  }
 
   /// Derived (0 when there are no classroom-weeks).
-  public var averageSubjects: Double = 0
+  public var averageSubjects: Double {
+    get {_storage._averageSubjects}
+    set {_uniqueStorage()._averageSubjects = newValue}
+  }
 
-  public var averageLessons: Double = 0
+  public var averageLessons: Double {
+    get {_storage._averageLessons}
+    set {_uniqueStorage()._averageLessons = newValue}
+  }
 
   /// 学科达标率 = average subjects ÷ 3, 课时达标率 = average lessons ÷ 6, and the share of
   /// compliant classroom-weeks; percentages rounded to two decimals, may exceed 100.
-  public var subjectRatePercent: Double = 0
+  public var subjectRatePercent: Double {
+    get {_storage._subjectRatePercent}
+    set {_uniqueStorage()._subjectRatePercent = newValue}
+  }
 
-  public var lessonRatePercent: Double = 0
+  public var lessonRatePercent: Double {
+    get {_storage._lessonRatePercent}
+    set {_uniqueStorage()._lessonRatePercent = newValue}
+  }
 
-  public var compliantSharePercent: Double = 0
+  public var compliantSharePercent: Double {
+    get {_storage._compliantSharePercent}
+    set {_uniqueStorage()._compliantSharePercent = newValue}
+  }
 
   /// The same three as display text, e.g. "66.67%".
-  public var subjectRateText: String = String()
+  public var subjectRateText: String {
+    get {_storage._subjectRateText}
+    set {_uniqueStorage()._subjectRateText = newValue}
+  }
 
-  public var lessonRateText: String = String()
+  public var lessonRateText: String {
+    get {_storage._lessonRateText}
+    set {_uniqueStorage()._lessonRateText = newValue}
+  }
 
-  public var compliantShareText: String = String()
+  public var compliantShareText: String {
+    get {_storage._compliantShareText}
+    set {_uniqueStorage()._compliantShareText = newValue}
+  }
+
+  /// Lessons entered by hand (LESSON_SOURCE_MANUAL) among lesson_count, and their share of it
+  /// (0 without lessons): a high share means the usage rests on a school's own word.
+  public var manualLessons: Int64 {
+    get {_storage._manualLessons}
+    set {_uniqueStorage()._manualLessons = newValue}
+  }
+
+  public var manualSharePercent: Double {
+    get {_storage._manualSharePercent}
+    set {_uniqueStorage()._manualSharePercent = newValue}
+  }
+
+  public var manualShareText: String {
+    get {_storage._manualShareText}
+    set {_uniqueStorage()._manualShareText = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Smartschool_Supervision_V1_GetComplianceReportRequest: Sendable {
@@ -547,49 +619,37 @@ public nonisolated struct Smartschool_Supervision_V1_GetComplianceReportRequest:
   public init() {}
 }
 
-public nonisolated struct Smartschool_Supervision_V1_ComplianceReport: @unchecked Sendable {
+public nonisolated struct Smartschool_Supervision_V1_ComplianceReport: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var termCode: String {
-    get {_storage._termCode}
-    set {_uniqueStorage()._termCode = newValue}
-  }
+  public var termCode: String = String()
 
   /// The teaching weeks counted (Mondays).
-  public var weeks: [String] {
-    get {_storage._weeks}
-    set {_uniqueStorage()._weeks = newValue}
-  }
+  public var weeks: [String] = []
 
   public var scope: Smartschool_Supervision_V1_ComplianceFigures {
-    get {_storage._scope ?? Smartschool_Supervision_V1_ComplianceFigures()}
-    set {_uniqueStorage()._scope = newValue}
+    get {_scope ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_scope = newValue}
   }
   /// Returns true if `scope` has been explicitly set.
-  public var hasScope: Bool {_storage._scope != nil}
+  public var hasScope: Bool {self._scope != nil}
   /// Clears the value of `scope`. Subsequent reads from it will return its default value.
-  public mutating func clearScope() {_uniqueStorage()._scope = nil}
+  public mutating func clearScope() {self._scope = nil}
 
   /// One row per child org (county → schools, city → counties, …), by code; children without
   /// classrooms appear with zeros.
-  public var children: [Smartschool_Supervision_V1_ComplianceFigures] {
-    get {_storage._children}
-    set {_uniqueStorage()._children = newValue}
-  }
+  public var children: [Smartschool_Supervision_V1_ComplianceFigures] = []
 
   /// Week-by-week series over the scope.
-  public var byWeek: [Smartschool_Supervision_V1_ComplianceFigures] {
-    get {_storage._byWeek}
-    set {_uniqueStorage()._byWeek = newValue}
-  }
+  public var byWeek: [Smartschool_Supervision_V1_ComplianceFigures] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _scope: Smartschool_Supervision_V1_ComplianceFigures? = nil
 }
 
 public nonisolated struct Smartschool_Supervision_V1_GetWeeklyNoticeRequest: Sendable {
@@ -661,74 +721,54 @@ public nonisolated struct Smartschool_Supervision_V1_NoticeClassroom: Sendable {
   public init() {}
 }
 
-public nonisolated struct Smartschool_Supervision_V1_WeeklyNotice: @unchecked Sendable {
+public nonisolated struct Smartschool_Supervision_V1_WeeklyNotice: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var termCode: String {
-    get {_storage._termCode}
-    set {_uniqueStorage()._termCode = newValue}
-  }
+  public var termCode: String = String()
 
   /// Monday of the week and of the previous teaching week (empty for the term's first week).
-  public var week: String {
-    get {_storage._week}
-    set {_uniqueStorage()._week = newValue}
-  }
+  public var week: String = String()
 
-  public var previousWeek: String {
-    get {_storage._previousWeek}
-    set {_uniqueStorage()._previousWeek = newValue}
-  }
+  public var previousWeek: String = String()
 
   /// Ranked by lessons per classroom, best first (ties by code).
-  public var schools: [Smartschool_Supervision_V1_NoticeSchool] {
-    get {_storage._schools}
-    set {_uniqueStorage()._schools = newValue}
-  }
+  public var schools: [Smartschool_Supervision_V1_NoticeSchool] = []
 
   /// Schools and classrooms below standard this week.
-  public var schoolsBelowStandard: [String] {
-    get {_storage._schoolsBelowStandard}
-    set {_uniqueStorage()._schoolsBelowStandard = newValue}
-  }
+  public var schoolsBelowStandard: [String] = []
 
-  public var classroomsBelowStandard: [Smartschool_Supervision_V1_NoticeClassroom] {
-    get {_storage._classroomsBelowStandard}
-    set {_uniqueStorage()._classroomsBelowStandard = newValue}
-  }
+  public var classroomsBelowStandard: [Smartschool_Supervision_V1_NoticeClassroom] = []
 
   /// Scope totals this week and the week before.
   public var thisWeek: Smartschool_Supervision_V1_ComplianceFigures {
-    get {_storage._thisWeek ?? Smartschool_Supervision_V1_ComplianceFigures()}
-    set {_uniqueStorage()._thisWeek = newValue}
+    get {_thisWeek ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_thisWeek = newValue}
   }
   /// Returns true if `thisWeek` has been explicitly set.
-  public var hasThisWeek: Bool {_storage._thisWeek != nil}
+  public var hasThisWeek: Bool {self._thisWeek != nil}
   /// Clears the value of `thisWeek`. Subsequent reads from it will return its default value.
-  public mutating func clearThisWeek() {_uniqueStorage()._thisWeek = nil}
+  public mutating func clearThisWeek() {self._thisWeek = nil}
 
   public var previous: Smartschool_Supervision_V1_ComplianceFigures {
-    get {_storage._previous ?? Smartschool_Supervision_V1_ComplianceFigures()}
-    set {_uniqueStorage()._previous = newValue}
+    get {_previous ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_previous = newValue}
   }
   /// Returns true if `previous` has been explicitly set.
-  public var hasPrevious: Bool {_storage._previous != nil}
+  public var hasPrevious: Bool {self._previous != nil}
   /// Clears the value of `previous`. Subsequent reads from it will return its default value.
-  public mutating func clearPrevious() {_uniqueStorage()._previous = nil}
+  public mutating func clearPrevious() {self._previous = nil}
 
   /// Change in average lessons per classroom-week.
-  public var lessonsPerClassroomChange: Double {
-    get {_storage._lessonsPerClassroomChange}
-    set {_uniqueStorage()._lessonsPerClassroomChange = newValue}
-  }
+  public var lessonsPerClassroomChange: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _thisWeek: Smartschool_Supervision_V1_ComplianceFigures? = nil
+  fileprivate var _previous: Smartschool_Supervision_V1_ComplianceFigures? = nil
 }
 
 public nonisolated struct Smartschool_Supervision_V1_GetTeacherTargetsRequest: Sendable {
@@ -1748,7 +1788,7 @@ nonisolated extension Smartschool_Supervision_V1_UpdateClassroomRequest: SwiftPr
 
 nonisolated extension Smartschool_Supervision_V1_Lesson: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Lesson"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}classroom_code\0\u{3}teacher_external_id\0\u{1}subject\0\u{1}date\0\u{1}period\0\u{3}duration_minutes\0\u{1}source\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}classroom_code\0\u{3}teacher_external_id\0\u{1}subject\0\u{1}date\0\u{1}period\0\u{3}duration_minutes\0\u{1}source\0\u{1}unverified\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1763,6 +1803,7 @@ nonisolated extension Smartschool_Supervision_V1_Lesson: SwiftProtobuf.Message, 
       case 5: try { try decoder.decodeSingularInt32Field(value: &self.period) }()
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.durationMinutes) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.source) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.unverified) }()
       default: break
       }
     }
@@ -1790,6 +1831,9 @@ nonisolated extension Smartschool_Supervision_V1_Lesson: SwiftProtobuf.Message, 
     if self.source != .unspecified {
       try visitor.visitSingularEnumField(value: self.source, fieldNumber: 7)
     }
+    if self.unverified != false {
+      try visitor.visitSingularBoolField(value: self.unverified, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1801,6 +1845,7 @@ nonisolated extension Smartschool_Supervision_V1_Lesson: SwiftProtobuf.Message, 
     if lhs.period != rhs.period {return false}
     if lhs.durationMinutes != rhs.durationMinutes {return false}
     if lhs.source != rhs.source {return false}
+    if lhs.unverified != rhs.unverified {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1883,104 +1928,191 @@ nonisolated extension Smartschool_Supervision_V1_ListLessonsRequest: SwiftProtob
 
 nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ComplianceFigures"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}week\0\u{1}classrooms\0\u{3}classroom_weeks\0\u{3}subject_count\0\u{3}lesson_count\0\u{3}compliant_classroom_weeks\0\u{3}average_subjects\0\u{3}average_lessons\0\u{3}subject_rate_percent\0\u{3}lesson_rate_percent\0\u{3}compliant_share_percent\0\u{3}subject_rate_text\0\u{3}lesson_rate_text\0\u{3}compliant_share_text\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}week\0\u{1}classrooms\0\u{3}classroom_weeks\0\u{3}subject_count\0\u{3}lesson_count\0\u{3}compliant_classroom_weeks\0\u{3}average_subjects\0\u{3}average_lessons\0\u{3}subject_rate_percent\0\u{3}lesson_rate_percent\0\u{3}compliant_share_percent\0\u{3}subject_rate_text\0\u{3}lesson_rate_text\0\u{3}compliant_share_text\0\u{3}manual_lessons\0\u{3}manual_share_percent\0\u{3}manual_share_text\0")
+
+  fileprivate class _StorageClass {
+    var _orgCode: String = String()
+    var _orgName: String = String()
+    var _week: String = String()
+    var _classrooms: Int64 = 0
+    var _classroomWeeks: Int64 = 0
+    var _subjectCount: Int64 = 0
+    var _lessonCount: Int64 = 0
+    var _compliantClassroomWeeks: Int64 = 0
+    var _averageSubjects: Double = 0
+    var _averageLessons: Double = 0
+    var _subjectRatePercent: Double = 0
+    var _lessonRatePercent: Double = 0
+    var _compliantSharePercent: Double = 0
+    var _subjectRateText: String = String()
+    var _lessonRateText: String = String()
+    var _compliantShareText: String = String()
+    var _manualLessons: Int64 = 0
+    var _manualSharePercent: Double = 0
+    var _manualShareText: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _orgCode = source._orgCode
+      _orgName = source._orgName
+      _week = source._week
+      _classrooms = source._classrooms
+      _classroomWeeks = source._classroomWeeks
+      _subjectCount = source._subjectCount
+      _lessonCount = source._lessonCount
+      _compliantClassroomWeeks = source._compliantClassroomWeeks
+      _averageSubjects = source._averageSubjects
+      _averageLessons = source._averageLessons
+      _subjectRatePercent = source._subjectRatePercent
+      _lessonRatePercent = source._lessonRatePercent
+      _compliantSharePercent = source._compliantSharePercent
+      _subjectRateText = source._subjectRateText
+      _lessonRateText = source._lessonRateText
+      _compliantShareText = source._compliantShareText
+      _manualLessons = source._manualLessons
+      _manualSharePercent = source._manualSharePercent
+      _manualShareText = source._manualShareText
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.orgName) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.week) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.classrooms) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.classroomWeeks) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.subjectCount) }()
-      case 7: try { try decoder.decodeSingularInt64Field(value: &self.lessonCount) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.compliantClassroomWeeks) }()
-      case 9: try { try decoder.decodeSingularDoubleField(value: &self.averageSubjects) }()
-      case 10: try { try decoder.decodeSingularDoubleField(value: &self.averageLessons) }()
-      case 11: try { try decoder.decodeSingularDoubleField(value: &self.subjectRatePercent) }()
-      case 12: try { try decoder.decodeSingularDoubleField(value: &self.lessonRatePercent) }()
-      case 13: try { try decoder.decodeSingularDoubleField(value: &self.compliantSharePercent) }()
-      case 14: try { try decoder.decodeSingularStringField(value: &self.subjectRateText) }()
-      case 15: try { try decoder.decodeSingularStringField(value: &self.lessonRateText) }()
-      case 16: try { try decoder.decodeSingularStringField(value: &self.compliantShareText) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._orgCode) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._orgName) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._week) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._classrooms) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._classroomWeeks) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._subjectCount) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._lessonCount) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._compliantClassroomWeeks) }()
+        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._averageSubjects) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._averageLessons) }()
+        case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._subjectRatePercent) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._lessonRatePercent) }()
+        case 13: try { try decoder.decodeSingularDoubleField(value: &_storage._compliantSharePercent) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._subjectRateText) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._lessonRateText) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._compliantShareText) }()
+        case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._manualLessons) }()
+        case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._manualSharePercent) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._manualShareText) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.orgCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
-    }
-    if !self.orgName.isEmpty {
-      try visitor.visitSingularStringField(value: self.orgName, fieldNumber: 2)
-    }
-    if !self.week.isEmpty {
-      try visitor.visitSingularStringField(value: self.week, fieldNumber: 3)
-    }
-    if self.classrooms != 0 {
-      try visitor.visitSingularInt64Field(value: self.classrooms, fieldNumber: 4)
-    }
-    if self.classroomWeeks != 0 {
-      try visitor.visitSingularInt64Field(value: self.classroomWeeks, fieldNumber: 5)
-    }
-    if self.subjectCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.subjectCount, fieldNumber: 6)
-    }
-    if self.lessonCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.lessonCount, fieldNumber: 7)
-    }
-    if self.compliantClassroomWeeks != 0 {
-      try visitor.visitSingularInt64Field(value: self.compliantClassroomWeeks, fieldNumber: 8)
-    }
-    if self.averageSubjects.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.averageSubjects, fieldNumber: 9)
-    }
-    if self.averageLessons.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.averageLessons, fieldNumber: 10)
-    }
-    if self.subjectRatePercent.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.subjectRatePercent, fieldNumber: 11)
-    }
-    if self.lessonRatePercent.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.lessonRatePercent, fieldNumber: 12)
-    }
-    if self.compliantSharePercent.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.compliantSharePercent, fieldNumber: 13)
-    }
-    if !self.subjectRateText.isEmpty {
-      try visitor.visitSingularStringField(value: self.subjectRateText, fieldNumber: 14)
-    }
-    if !self.lessonRateText.isEmpty {
-      try visitor.visitSingularStringField(value: self.lessonRateText, fieldNumber: 15)
-    }
-    if !self.compliantShareText.isEmpty {
-      try visitor.visitSingularStringField(value: self.compliantShareText, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._orgCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._orgCode, fieldNumber: 1)
+      }
+      if !_storage._orgName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._orgName, fieldNumber: 2)
+      }
+      if !_storage._week.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._week, fieldNumber: 3)
+      }
+      if _storage._classrooms != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._classrooms, fieldNumber: 4)
+      }
+      if _storage._classroomWeeks != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._classroomWeeks, fieldNumber: 5)
+      }
+      if _storage._subjectCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._subjectCount, fieldNumber: 6)
+      }
+      if _storage._lessonCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lessonCount, fieldNumber: 7)
+      }
+      if _storage._compliantClassroomWeeks != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._compliantClassroomWeeks, fieldNumber: 8)
+      }
+      if _storage._averageSubjects.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._averageSubjects, fieldNumber: 9)
+      }
+      if _storage._averageLessons.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._averageLessons, fieldNumber: 10)
+      }
+      if _storage._subjectRatePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._subjectRatePercent, fieldNumber: 11)
+      }
+      if _storage._lessonRatePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._lessonRatePercent, fieldNumber: 12)
+      }
+      if _storage._compliantSharePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._compliantSharePercent, fieldNumber: 13)
+      }
+      if !_storage._subjectRateText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._subjectRateText, fieldNumber: 14)
+      }
+      if !_storage._lessonRateText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._lessonRateText, fieldNumber: 15)
+      }
+      if !_storage._compliantShareText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._compliantShareText, fieldNumber: 16)
+      }
+      if _storage._manualLessons != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._manualLessons, fieldNumber: 17)
+      }
+      if _storage._manualSharePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._manualSharePercent, fieldNumber: 18)
+      }
+      if !_storage._manualShareText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._manualShareText, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Supervision_V1_ComplianceFigures, rhs: Smartschool_Supervision_V1_ComplianceFigures) -> Bool {
-    if lhs.orgCode != rhs.orgCode {return false}
-    if lhs.orgName != rhs.orgName {return false}
-    if lhs.week != rhs.week {return false}
-    if lhs.classrooms != rhs.classrooms {return false}
-    if lhs.classroomWeeks != rhs.classroomWeeks {return false}
-    if lhs.subjectCount != rhs.subjectCount {return false}
-    if lhs.lessonCount != rhs.lessonCount {return false}
-    if lhs.compliantClassroomWeeks != rhs.compliantClassroomWeeks {return false}
-    if lhs.averageSubjects != rhs.averageSubjects {return false}
-    if lhs.averageLessons != rhs.averageLessons {return false}
-    if lhs.subjectRatePercent != rhs.subjectRatePercent {return false}
-    if lhs.lessonRatePercent != rhs.lessonRatePercent {return false}
-    if lhs.compliantSharePercent != rhs.compliantSharePercent {return false}
-    if lhs.subjectRateText != rhs.subjectRateText {return false}
-    if lhs.lessonRateText != rhs.lessonRateText {return false}
-    if lhs.compliantShareText != rhs.compliantShareText {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._orgCode != rhs_storage._orgCode {return false}
+        if _storage._orgName != rhs_storage._orgName {return false}
+        if _storage._week != rhs_storage._week {return false}
+        if _storage._classrooms != rhs_storage._classrooms {return false}
+        if _storage._classroomWeeks != rhs_storage._classroomWeeks {return false}
+        if _storage._subjectCount != rhs_storage._subjectCount {return false}
+        if _storage._lessonCount != rhs_storage._lessonCount {return false}
+        if _storage._compliantClassroomWeeks != rhs_storage._compliantClassroomWeeks {return false}
+        if _storage._averageSubjects != rhs_storage._averageSubjects {return false}
+        if _storage._averageLessons != rhs_storage._averageLessons {return false}
+        if _storage._subjectRatePercent != rhs_storage._subjectRatePercent {return false}
+        if _storage._lessonRatePercent != rhs_storage._lessonRatePercent {return false}
+        if _storage._compliantSharePercent != rhs_storage._compliantSharePercent {return false}
+        if _storage._subjectRateText != rhs_storage._subjectRateText {return false}
+        if _storage._lessonRateText != rhs_storage._lessonRateText {return false}
+        if _storage._compliantShareText != rhs_storage._compliantShareText {return false}
+        if _storage._manualLessons != rhs_storage._manualLessons {return false}
+        if _storage._manualSharePercent != rhs_storage._manualSharePercent {return false}
+        if _storage._manualShareText != rhs_storage._manualShareText {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2035,95 +2167,51 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceReport: SwiftProtobuf
   public static let protoMessageName: String = _protobuf_package + ".ComplianceReport"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}weeks\0\u{1}scope\0\u{1}children\0\u{3}by_week\0")
 
-  fileprivate class _StorageClass {
-    var _termCode: String = String()
-    var _weeks: [String] = []
-    var _scope: Smartschool_Supervision_V1_ComplianceFigures? = nil
-    var _children: [Smartschool_Supervision_V1_ComplianceFigures] = []
-    var _byWeek: [Smartschool_Supervision_V1_ComplianceFigures] = []
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _termCode = source._termCode
-      _weeks = source._weeks
-      _scope = source._scope
-      _children = source._children
-      _byWeek = source._byWeek
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._termCode) }()
-        case 2: try { try decoder.decodeRepeatedStringField(value: &_storage._weeks) }()
-        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._scope) }()
-        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._children) }()
-        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._byWeek) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.termCode) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.weeks) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.byWeek) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._termCode.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._termCode, fieldNumber: 1)
-      }
-      if !_storage._weeks.isEmpty {
-        try visitor.visitRepeatedStringField(value: _storage._weeks, fieldNumber: 2)
-      }
-      try { if let v = _storage._scope {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-      } }()
-      if !_storage._children.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._children, fieldNumber: 4)
-      }
-      if !_storage._byWeek.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._byWeek, fieldNumber: 5)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.termCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.termCode, fieldNumber: 1)
+    }
+    if !self.weeks.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.weeks, fieldNumber: 2)
+    }
+    try { if let v = self._scope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.children.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.children, fieldNumber: 4)
+    }
+    if !self.byWeek.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.byWeek, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Supervision_V1_ComplianceReport, rhs: Smartschool_Supervision_V1_ComplianceReport) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._termCode != rhs_storage._termCode {return false}
-        if _storage._weeks != rhs_storage._weeks {return false}
-        if _storage._scope != rhs_storage._scope {return false}
-        if _storage._children != rhs_storage._children {return false}
-        if _storage._byWeek != rhs_storage._byWeek {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.termCode != rhs.termCode {return false}
+    if lhs.weeks != rhs.weeks {return false}
+    if lhs._scope != rhs._scope {return false}
+    if lhs.children != rhs.children {return false}
+    if lhs.byWeek != rhs.byWeek {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2293,123 +2381,71 @@ nonisolated extension Smartschool_Supervision_V1_WeeklyNotice: SwiftProtobuf.Mes
   public static let protoMessageName: String = _protobuf_package + ".WeeklyNotice"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}week\0\u{3}previous_week\0\u{1}schools\0\u{3}schools_below_standard\0\u{3}classrooms_below_standard\0\u{3}this_week\0\u{1}previous\0\u{3}lessons_per_classroom_change\0")
 
-  fileprivate class _StorageClass {
-    var _termCode: String = String()
-    var _week: String = String()
-    var _previousWeek: String = String()
-    var _schools: [Smartschool_Supervision_V1_NoticeSchool] = []
-    var _schoolsBelowStandard: [String] = []
-    var _classroomsBelowStandard: [Smartschool_Supervision_V1_NoticeClassroom] = []
-    var _thisWeek: Smartschool_Supervision_V1_ComplianceFigures? = nil
-    var _previous: Smartschool_Supervision_V1_ComplianceFigures? = nil
-    var _lessonsPerClassroomChange: Double = 0
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _termCode = source._termCode
-      _week = source._week
-      _previousWeek = source._previousWeek
-      _schools = source._schools
-      _schoolsBelowStandard = source._schoolsBelowStandard
-      _classroomsBelowStandard = source._classroomsBelowStandard
-      _thisWeek = source._thisWeek
-      _previous = source._previous
-      _lessonsPerClassroomChange = source._lessonsPerClassroomChange
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._termCode) }()
-        case 2: try { try decoder.decodeSingularStringField(value: &_storage._week) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._previousWeek) }()
-        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._schools) }()
-        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._schoolsBelowStandard) }()
-        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._classroomsBelowStandard) }()
-        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._thisWeek) }()
-        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._previous) }()
-        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._lessonsPerClassroomChange) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.termCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.week) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.previousWeek) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.schools) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.schoolsBelowStandard) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.classroomsBelowStandard) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._thisWeek) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._previous) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.lessonsPerClassroomChange) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._termCode.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._termCode, fieldNumber: 1)
-      }
-      if !_storage._week.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._week, fieldNumber: 2)
-      }
-      if !_storage._previousWeek.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._previousWeek, fieldNumber: 3)
-      }
-      if !_storage._schools.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._schools, fieldNumber: 4)
-      }
-      if !_storage._schoolsBelowStandard.isEmpty {
-        try visitor.visitRepeatedStringField(value: _storage._schoolsBelowStandard, fieldNumber: 5)
-      }
-      if !_storage._classroomsBelowStandard.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._classroomsBelowStandard, fieldNumber: 6)
-      }
-      try { if let v = _storage._thisWeek {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-      } }()
-      try { if let v = _storage._previous {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-      } }()
-      if _storage._lessonsPerClassroomChange.bitPattern != 0 {
-        try visitor.visitSingularDoubleField(value: _storage._lessonsPerClassroomChange, fieldNumber: 9)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.termCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.termCode, fieldNumber: 1)
+    }
+    if !self.week.isEmpty {
+      try visitor.visitSingularStringField(value: self.week, fieldNumber: 2)
+    }
+    if !self.previousWeek.isEmpty {
+      try visitor.visitSingularStringField(value: self.previousWeek, fieldNumber: 3)
+    }
+    if !self.schools.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.schools, fieldNumber: 4)
+    }
+    if !self.schoolsBelowStandard.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.schoolsBelowStandard, fieldNumber: 5)
+    }
+    if !self.classroomsBelowStandard.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.classroomsBelowStandard, fieldNumber: 6)
+    }
+    try { if let v = self._thisWeek {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._previous {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    if self.lessonsPerClassroomChange.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.lessonsPerClassroomChange, fieldNumber: 9)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Supervision_V1_WeeklyNotice, rhs: Smartschool_Supervision_V1_WeeklyNotice) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._termCode != rhs_storage._termCode {return false}
-        if _storage._week != rhs_storage._week {return false}
-        if _storage._previousWeek != rhs_storage._previousWeek {return false}
-        if _storage._schools != rhs_storage._schools {return false}
-        if _storage._schoolsBelowStandard != rhs_storage._schoolsBelowStandard {return false}
-        if _storage._classroomsBelowStandard != rhs_storage._classroomsBelowStandard {return false}
-        if _storage._thisWeek != rhs_storage._thisWeek {return false}
-        if _storage._previous != rhs_storage._previous {return false}
-        if _storage._lessonsPerClassroomChange != rhs_storage._lessonsPerClassroomChange {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.termCode != rhs.termCode {return false}
+    if lhs.week != rhs.week {return false}
+    if lhs.previousWeek != rhs.previousWeek {return false}
+    if lhs.schools != rhs.schools {return false}
+    if lhs.schoolsBelowStandard != rhs.schoolsBelowStandard {return false}
+    if lhs.classroomsBelowStandard != rhs.classroomsBelowStandard {return false}
+    if lhs._thisWeek != rhs._thisWeek {return false}
+    if lhs._previous != rhs._previous {return false}
+    if lhs.lessonsPerClassroomChange != rhs.lessonsPerClassroomChange {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
