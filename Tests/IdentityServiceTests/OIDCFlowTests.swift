@@ -207,7 +207,7 @@ struct OIDCFlowTests {
       #expect(doc["code_challenge_methods_supported"] as? [String] == ["S256"])
       #expect(doc["grant_types_supported"] as? [String] == ["authorization_code"])
       // Nothing not built yet is advertised.
-      for missing in ["revocation_endpoint", "end_session_endpoint", "introspection_endpoint",
+      for missing in ["revocation_endpoint", "introspection_endpoint",
                       "device_authorization_endpoint"] {
         #expect(doc[missing] == nil, "\(missing)")
       }

@@ -1012,9 +1012,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   {
     let p = try Principal.require()
     if !p.sessionID.isEmpty {
-      try await store.revokeSession(id: p.sessionID, reason: "logout")
-      verifier.revokeSessions([p.sessionID: Date()])
-      await audit("logout", actor: p.userID, target: p.sessionID)
+      try await endSession(id: p.sessionID, userID: p.userID)
     }
     return .init()
   }

@@ -50,7 +50,7 @@ enum OIDCPages {
         """)
   }
 
-  private static func page(title: String, body: String) -> String {
+  static func page(title: String, body: String) -> String {
     """
     <!doctype html>
     <html lang="zh-CN">

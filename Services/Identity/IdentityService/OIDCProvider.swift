@@ -63,6 +63,8 @@ struct OIDCProvider: Sendable {
       return try await authorize(form, request, context, posted: true)
     }
     router.post("/token") { request, _ in try await token(request) }
+    registerLogout(router)
+    registerSecondFactor(router)
     router.get("/userinfo") { request, _ in try await userinfo(request) }
     router.post("/userinfo") { request, _ in try await userinfo(request) }
   }
@@ -78,6 +80,7 @@ struct OIDCProvider: Sendable {
       "authorization_endpoint": issuer + "/authorize",
       "token_endpoint": issuer + "/token",
       "userinfo_endpoint": issuer + "/userinfo",
+      "end_session_endpoint": issuer + "/logout",
       "jwks_uri": issuer + "/.well-known/jwks.json",
       "response_types_supported": ["code"],
       "response_modes_supported": ["query"],
@@ -93,7 +96,7 @@ struct OIDCProvider: Sendable {
         "client_secret_basic", "client_secret_post", "none",
       ],
       "code_challenge_methods_supported": ["S256"],
-      "prompt_values_supported": ["none", "login"],
+      "prompt_values_supported": ["none", "login", "consent"],
       "authorization_response_iss_parameter_supported": true,
       "ui_locales_supported": ["zh-CN", "en"],
     ]
@@ -178,8 +181,11 @@ struct OIDCProvider: Sendable {
       return fail("invalid_request", "PKCE (code_challenge with S256) is required for this client")
     }
     let prompt = Set((form["prompt"] ?? "").split(separator: " ").map(String.init))
-    if let unknown = prompt.first(where: { $0 != "none" && $0 != "login" }) {
-      return fail("invalid_request", "prompt '\(unknown)' is not supported (none, login)")
+    // Every client is registered by an admin of the users' orgs (first party): there is no
+    // consent page, and prompt=consent goes on as if consent were given.
+    if let unknown = prompt.first(where: { !["none", "login", "consent"].contains($0) }) {
+      return fail(
+        "invalid_request", "prompt '\(unknown)' is not supported (none, login, consent)")
     }
     if prompt.contains("none") && prompt.count > 1 {
       return fail("invalid_request", "prompt=none cannot be combined with other values")
@@ -198,17 +204,25 @@ struct OIDCProvider: Sendable {
         hidden: Self.requestFields.compactMap { name in form[name].map { (name, $0) } }))
   }
 
+  /// The answer refusing an authorization request: a page, or the error sent back to the
+  /// client's redirect URI.
+  func refusal(_ failure: AuthorizationFailure) -> Response {
+    switch failure {
+    case .page(let zh, let en): return page(.badRequest, OIDCPages.error(zh, en))
+    case .redirect(let uri, let error, let description, let state):
+      return redirect(
+        uri, [("error", error), ("error_description", description)]
+          + (state.map { [("state", $0)] } ?? []) + [("iss", issuer)])
+    }
+  }
+
   private func authorize(
     _ form: FormFields, _ request: Request, _ context: OIDCRequestContext, posted: Bool = false
   ) async throws -> Response {
     let checked: AuthorizationRequest
     switch try await authorizationRequest(form) {
     case .success(let request): checked = request
-    case .failure(.page(let zh, let en)): return page(.badRequest, OIDCPages.error(zh, en))
-    case .failure(.redirect(let uri, let error, let description, let state)):
-      return redirect(
-        uri, [("error", error), ("error_description", description)]
-          + (state.map { [("state", $0)] } ?? []) + [("iss", issuer)])
+    case .failure(let failure): return refusal(failure)
     }
     if posted { return try await signIn(form, checked, request, context) }
     let fresh = checked.prompt.contains("login")
@@ -232,16 +246,13 @@ struct OIDCProvider: Sendable {
     _ checked: AuthorizationRequest, _ request: Request, username: String,
     message: (zh: String, en: String)?, status: HTTPResponse.Status
   ) -> Response {
-    let existing = request.cookies[Self.csrfCookie]?.value
-    let csrf = existing.flatMap { Base64URL.decode($0)?.count == 32 ? $0 : nil } ?? Secrets.random()
-    var response = page(
-      status,
-      OIDCPages.login(
-        clientName: checked.client.name, action: "authorize", hidden: checked.hidden, csrf: csrf,
-        username: username, message: message))
-    response.setCookie(
-      Cookie(name: Self.csrfCookie, value: csrf, secure: tls, httpOnly: true, sameSite: .strict))
-    return response
+    let csrf = csrfToken(request)
+    return settingCSRF(
+      page(
+        status,
+        OIDCPages.login(
+          clientName: checked.client.name, action: "authorize", hidden: checked.hidden,
+          csrf: csrf, username: username, message: message)), csrf)
   }
 
   /// The POSTed sign-in form: CSRF, then gRPC Login's own path.
@@ -250,9 +261,7 @@ struct OIDCProvider: Sendable {
     _ context: OIDCRequestContext
   ) async throws -> Response {
     let username = form["username"] ?? ""
-    guard let csrf = form["csrf"], let cookie = request.cookies[Self.csrfCookie]?.value,
-      Self.same(csrf, cookie)
-    else {
+    guard csrfMatches(form, request) else {
       return loginPage(
         checked, request, username: username,
         message: (
@@ -273,6 +282,7 @@ struct OIDCProvider: Sendable {
             message: .with {
               $0.username = username
               $0.password = form["password"] ?? ""
+              $0.acceptsSecondFactor = true
             }),
           context: ServerContext(
             descriptor: API.Method.Login.descriptor, remotePeer: context.peer, localPeer: "",
@@ -283,18 +293,34 @@ struct OIDCProvider: Sendable {
       let (status, message) = try await loginMessage(error, username: username)
       return loginPage(checked, request, username: username, message: message, status: status)
     }
+    if tokens.hasSecondFactor {
+      return try await secondFactorPage(
+        checked, request, challengeID: tokens.secondFactor.challengeID, message: nil,
+        status: .ok)
+    }
+    let (sso, cookie) = try await openSSO(tokens)
+    var response = try await issueCode(checked, sso, status: .seeOther)
+    response.setCookie(cookie)
+    return response
+  }
+
+  /// The SSO session of a completed sign-in (password, and the second step when one is
+  /// needed), and its cookie: it lives as long as the sign-in's refresh token may.
+  func openSSO(_ tokens: Smartschool_Identity_V1_TokenResponse) async throws -> (
+    SSOSession, Cookie
+  ) {
     let secret = Secrets.random()
     let sso = SSOSession(
       hash: Secrets.digest(secret), sessionID: tokens.sessionID, userID: tokens.userID,
       authTime: Date())
     try await clients.addSSOSession(sso)
-    var response = try await issueCode(checked, sso, status: .seeOther)
     let lifetime = Int(tokens.refreshTokenExpireTime.date.timeIntervalSinceNow)
-    response.setCookie(
+    return (
+      sso,
       Cookie(
         name: Self.ssoCookie, value: secret, maxAge: max(lifetime, 0), path: "/", secure: tls,
-        httpOnly: true, sameSite: .lax))
-    return response
+        httpOnly: true, sameSite: .lax)
+    )
   }
 
   /// What the page says about a refused sign-in. gRPC Login says the same to every failure
