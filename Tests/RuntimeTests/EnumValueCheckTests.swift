@@ -13,7 +13,7 @@ struct EnumValueCheckTests {
     #expect(check.walks(Smartschool_Catalogue_V1_ImportCurriculumRequest.self))
     #expect(check.walks(Smartschool_Common_V1_ListChangesResponse.self))
     #expect(!check.walks(Smartschool_Identity_V1_GetOrgRequest.self))
-    #expect(!check.walks(Smartschool_Assessment_V1_ScoreRow.self))
+    #expect(!check.walks(Smartschool_Assessment_V1_GetExamRequest.self))
     #expect(!check.walks(Grpc_Health_V1_HealthCheckRequest.self))
     #expect(!check.walks(String.self))
   }

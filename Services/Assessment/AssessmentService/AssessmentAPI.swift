@@ -154,6 +154,7 @@ public struct AssessmentAPI: Sendable {
     if exam.passFraction == 0 { exam.passFraction = 0.60 }
     if exam.excellentFraction == 0 { exam.excellentFraction = 0.85 }
     if exam.lowFraction == 0 { exam.lowFraction = 0.40 }
+    if exam.missingItems == .unspecified { exam.missingItems = .report }
     for (value, field) in [
       (exam.passFraction, "exam.pass_fraction"),
       (exam.excellentFraction, "exam.excellent_fraction"),
@@ -328,9 +329,12 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       lastClass = (classCode, schoolCode, verdict)
       return verdict
     }
+    // The last row index of each student given a score, by exam: after the stream, those
+    // still missing items are told (bounded by the students of the stream, not its rows).
+    var scored: [String: [String: Int]] = [:]
     // A batch is written while the next one is read and validated.
     let store = self.store
-    return try await BulkImport.runOverlapped(
+    var summary = try await BulkImport.runOverlapped(
       request, batchSize: Self.importBatch,
       prepare: { (row: Smartschool_Assessment_V1_ScoreRow, index: Int) in
         func reject(_ field: String, _ reason: String) -> PreparedRow<PendingScore> {
@@ -341,18 +345,44 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         if !TextRules.isCode(row.studentExternalID) {
           return reject("student_external_id", "must be 1-64 letters, digits, '-', '_' or '.'")
         }
-        if row.itemNumber < 1 { return reject("item_number", "must be at least 1") }
         if !row.score.isFinite || row.score < 0 {
           return reject("score", "must be a number of at least 0")
+        }
+        switch row.attendance {
+        case .unspecified:
+          if row.itemNumber < 1 { return reject("item_number", "must be at least 1") }
+          if !row.reasonNotTested.isEmpty {
+            return reject("reason_not_tested", "only an EXEMPT row has a reason")
+          }
+        case .sat, .absent, .exempt:
+          if row.itemNumber != 0 {
+            return reject("item_number", "must be 0 on a row that marks attendance")
+          }
+          if row.score != 0 { return reject("score", "must be 0 on a row that marks attendance") }
+          if row.attendance == .exempt {
+            var v = Validator()
+            v.text(row.reasonNotTested, "reason_not_tested", maxLength: 200)
+            if let violation = v.violations.first {
+              return reject(violation.field, violation.description)
+            }
+          } else if !row.reasonNotTested.isEmpty {
+            return reject("reason_not_tested", "only an EXEMPT row has a reason")
+          }
+        case .UNRECOGNIZED:
+          return reject("attendance", "must name an attendance")
         }
         switch resolveClass(row.classCode, row.schoolCode) {
         case .reject(let violation): return reject(violation.field, violation.description)
         case .accept(let path):
+          if row.attendance == .unspecified {
+            scored[row.examCode, default: [:]][row.studentExternalID] = index
+          }
           return .accept(
             PendingScore(
               index: index, examCode: row.examCode, student: row.studentExternalID,
               classCode: row.classCode, schoolCode: row.schoolCode, classPath: path,
-              item: row.itemNumber, score: row.score))
+              item: row.itemNumber, score: row.score, attendance: Int32(row.attendance.rawValue),
+              reason: row.reasonNotTested))
         }
       },
       commit: { batch in
@@ -365,6 +395,29 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
         return outcome
       })
+    // Students the stream left without some item's score, on exams where that is an error:
+    // told after the rows, which stay written and counted accepted.
+    var notices: [Smartschool_Common_V1_RowError] = []
+    for code in scored.keys.sorted() {
+      guard let sent = scored[code], let exam = try await store.exam(code: code, counts: false),
+        exam.reportsMissingItems
+      else { continue }
+      let numbers = exam.itemNumbers
+      for student in try await store.incompleteStudents(exam: exam) {
+        guard let index = sent[student.externalID] else { continue }
+        let items = student.missing.map { String(numbers[$0]) }.joined(separator: ", ")
+        notices.append(
+          .row(
+            index, key: "\(code)/\(student.externalID)", field: "item_number",
+            "student \(student.externalID) sat exam \(code) without a score for item(s) "
+              + "\(items): the rows sent are kept, and reports list the student as incomplete "
+              + "until those items arrive (an exam whose missing_items is ZERO counts them 0)"))
+      }
+    }
+    if !notices.isEmpty {
+      summary.errors = (summary.errors + notices).sorted { $0.index < $1.index }
+    }
+    return summary
   }
 
   public func exportScores(
@@ -386,6 +439,10 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
             $0.schoolCode = s.schoolCode
             $0.itemNumber = s.item
             $0.score = s.score
+            if s.attendance != 0 {
+              $0.attendance = .init(rawValue: Int(s.attendance)) ?? .unspecified
+              $0.reasonNotTested = s.reason
+            }
           }
         })
       guard page.count == Self.exportPage, let last = page.last else { return }
@@ -422,6 +479,44 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     }
   }
 
+  /// Sets the attendance counts (应考/实考/缺考) of `figures` from the scope's students.
+  static func countAttendance(
+    _ figures: inout Smartschool_Assessment_V1_ScopeStatistics, _ students: [StudentResult],
+    reportsMissing: Bool
+  ) {
+    var sat = 0, absent = 0, exempt = 0, incomplete = 0
+    for s in students {
+      switch s.attendance {
+      case AttendanceCode.absent: absent += 1
+      case AttendanceCode.exempt: exempt += 1
+      default:
+        sat += 1
+        if reportsMissing && !s.missing.isEmpty { incomplete += 1 }
+      }
+    }
+    figures.expectedCount = Int64(sat + absent)
+    figures.satCount = Int64(sat)
+    figures.absentCount = Int64(absent)
+    figures.exemptCount = Int64(exempt)
+    figures.incompleteCount = Int64(incomplete)
+  }
+
+  /// The students of `students` who did not sit, by class code then student.
+  static func notTested(_ students: [StudentResult]) -> [Smartschool_Assessment_V1_NotTestedStudent]
+  {
+    students.filter { !$0.sat }
+      .sorted { ($0.classCode, $0.externalID) < ($1.classCode, $1.externalID) }
+      .map { s in
+        .with {
+          $0.studentExternalID = s.externalID
+          $0.classCode = s.classCode
+          $0.schoolCode = s.schoolCode
+          $0.attendance = .init(rawValue: Int(s.attendance)) ?? .unspecified
+          $0.reasonNotTested = s.reason
+        }
+      }
+  }
+
   public func getExamStatistics(
     request: Smartschool_Assessment_V1_GetExamStatisticsRequest, context: ServerContext
   ) async throws -> Smartschool_Assessment_V1_ExamStatistics {
@@ -448,22 +543,41 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       scopeOrg = org
     }
     try principal.require(.resultsRead, at: scopePath)
-    let students = try await store.results(
+    let everyone = try await store.results(
       exam: record, scopePath: scopeOrg == nil ? nil : scopePath.description)
+    // Absent and exempt students are counted and listed, in no figure.
+    let students = everyone.filter(\.sat)
+    let reportsMissing = record.reportsMissingItems
     let thresholds = record.thresholds
     var stats = Smartschool_Assessment_V1_ExamStatistics()
     stats.examCode = record.exam.code
     stats.scope = Self.scopeFigures(
       students.map(\.total), org: scopeOrg, thresholds: thresholds, bins: bins)
+    Self.countAttendance(&stats.scope, everyone, reportsMissing: reportsMissing)
+    stats.notTested = Self.notTested(everyone)
+    if reportsMissing {
+      let numbers = record.itemNumbers
+      stats.incomplete = students.filter { !$0.missing.isEmpty }
+        .sorted { ($0.classCode, $0.externalID) < ($1.classCode, $1.externalID) }
+        .map { s in
+          .with {
+            $0.studentExternalID = s.externalID
+            $0.classCode = s.classCode
+            $0.schoolCode = s.schoolCode
+            $0.missingItems = s.missing.map { numbers[$0] }
+          }
+        }
+    }
 
     // Children of the scope, each student counted under the child on their class path.
     let parentID = scopePath.leaf ?? ""
     let children = directory.children(of: parentID)
     let depth = scopePath.ids.count
     var totalsByChild: [String: [Double]] = [:]
+    var studentsByChild: [String: [StudentResult]] = [:]
     // A class's students share one path: each path is parsed once.
     var childOfPath: [String: String?] = [:]
-    for s in students {
+    for s in everyone {
       let child: String?
       if let known = childOfPath[s.orgPath] {
         child = known
@@ -472,10 +586,15 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         child = p.flatMap { $0.ids.count > depth ? $0.ids[depth] : nil }
         childOfPath[s.orgPath] = .some(child)
       }
-      if let child { totalsByChild[child, default: []].append(s.total) }
+      guard let child else { continue }
+      studentsByChild[child, default: []].append(s)
+      if s.sat { totalsByChild[child, default: []].append(s.total) }
     }
     var childStats = children.map {
-      Self.scopeFigures(totalsByChild[$0.id] ?? [], org: $0, thresholds: thresholds, bins: bins)
+      var figures = Self.scopeFigures(
+        totalsByChild[$0.id] ?? [], org: $0, thresholds: thresholds, bins: bins)
+      Self.countAttendance(&figures, studentsByChild[$0.id] ?? [], reportsMissing: reportsMissing)
+      return figures
     }
     // Only children with results take part in the ranking; the others keep rank 0.
     let ranked = childStats.indices.filter { childStats[$0].count > 0 }
@@ -538,6 +657,20 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     else {
       throw ServiceError.permissionDenied("the caller may not read this student's results")
     }
+    guard me.sat else {
+      // Not sat: no figure of the student's own; the sizes are of those who sat.
+      return .with {
+        $0.examCode = record.exam.code
+        $0.studentExternalID = me.externalID
+        $0.classCode = me.classCode
+        $0.schoolCode = me.schoolCode
+        $0.classSize = Int32(standing.classSize)
+        $0.schoolSize = Int32(standing.schoolSize)
+        $0.examSize = Int32(standing.totals.count)
+        $0.attendance = .init(rawValue: Int(me.attendance)) ?? .unspecified
+        $0.reasonNotTested = me.reason
+      }
+    }
     let totals = standing.totals
     let total = standing.total
     let mean = totals.reduce(0, +) / Double(totals.count)
@@ -564,6 +697,10 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       }
       $0.mastery = figures.map(Self.mastery)
       $0.weakPoints = weakPoints(figures, passFraction: record.exam.passFraction).map(Self.mastery)
+      $0.attendance = .sat
+      if record.reportsMissingItems {
+        $0.missingItems = me.missing.map { record.itemNumbers[$0] }
+      }
     }
   }
 
@@ -579,7 +716,8 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let org = try org(code: request.classCode, field: "class_code")
     guard org.kind == .class else { throw ServiceError.invalid("class_code", "must name a class") }
     try principal.require(.resultsRead, at: try Self.path(org.path))
-    let students = try await store.results(exam: record, scopePath: org.path)
+    let everyone = try await store.results(exam: record, scopePath: org.path)
+    let students = everyone.filter(\.sat)
     let totals = students.map(\.total)
     let passLine = record.exam.passFraction * record.exam.fullMarks
     let points = classKnowledgePoints(
@@ -606,6 +744,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
             $0.total = s.total
           }
         }
+      $0.notTested = Self.notTested(everyone)
     }
   }
 

@@ -13,6 +13,9 @@ public struct ExamRecord: Sendable {
   /// Path of the running org.
   public var orgPath: String
 
+  /// Whether a missing item score of a student who sat is an error (REPORT), not a 0 by intent.
+  public var reportsMissingItems: Bool { exam.missingItems != .zero }
+
   public var thresholds: Thresholds {
     Thresholds(
       fullMarks: exam.fullMarks, pass: exam.passFraction, excellent: exam.excellentFraction,
@@ -33,9 +36,27 @@ public struct PendingScore: Sendable {
   public var classPath: String
   public var item: Int32
   public var score: Double
+  /// The row's `Attendance` raw value: 0 for a score row; SAT (1), ABSENT (2) or EXEMPT (3)
+  /// for a row that marks (or clears the mark of) the student for the whole paper (item 0).
+  public var attendance: Int32 = 0
+  /// EXEMPT's reason.
+  public var reason: String = ""
+
+  /// Whether the row marks attendance instead of giving an item's score.
+  public var isMark: Bool { attendance != 0 }
 
   /// The natural key, exam/student/item.
   public var key: String { "\(examCode)/\(student)/\(item)" }
+}
+
+/// Attendance raw values as the stores keep them (`asm_students.attendance`), the proto's.
+public enum AttendanceCode {
+  /// Sat the paper (a stored student without a mark).
+  public static let sat: Int32 = 1
+  /// 缺考.
+  public static let absent: Int32 = 2
+  /// 免考.
+  public static let exempt: Int32 = 3
 }
 
 /// A row the store refused while writing a batch.
@@ -68,6 +89,12 @@ struct ScoreTarget {
       ScoreRejection(index: row.index, key: row.key, field: field, reason: reason)
     }
     guard let target else { return reject("exam_code", "no exam has code \(row.examCode)") }
+    if row.isMark {
+      return row.classPath.hasPrefix(target.orgPath)
+        ? nil
+        : reject(
+          "class_code", "class \(row.classCode) is outside the org running exam \(row.examCode)")
+    }
     guard let maxScore = target.maxScores[row.item] else {
       return reject("item_number", "exam \(row.examCode) has no item \(row.item)")
     }
@@ -91,6 +118,12 @@ struct StudentScores {
   var student: String
   var last: PendingScore
   var scores: [(item: Int32, score: Double)]
+  /// The student's score rows of the batch (for rejecting them together).
+  var scoreRows: [PendingScore] = []
+  /// The student's attendance rows of the batch, in row order; the last one is its mark.
+  var markRows: [PendingScore] = []
+  /// The last accepted row of the student (its class, school and path).
+  var lastAccepted: PendingScore?
 
   /// The scores' sum in item order, as SQL's `sum(score)` over the student's score rows adds
   /// them (and as a recomputation from the exported scores does).
@@ -134,10 +167,95 @@ struct StudentScores {
         }
       }
       students[current].last = row
-      students[current].scores.append((row.item, row.score))
+      if row.isMark {
+        students[current].markRows.append(row)
+      } else {
+        students[current].scores.append((row.item, row.score))
+        students[current].scoreRows.append(row)
+      }
     }
-    for s in students.indices { students[s].settle() }
+    for s in students.indices {
+      students[s].settle()
+      // A student with scores in the batch sat: its ABSENT or EXEMPT rows are refused here.
+      if !students[s].scores.isEmpty {
+        let refused = students[s].markRows.filter { $0.attendance != AttendanceCode.sat }
+        for row in refused {
+          rejections.append(
+            ScoreRejection(
+              index: row.index, key: row.key, field: "attendance",
+              reason:
+                "student \(row.student) has item scores in the same import batch: a student "
+                + "who sat cannot be marked absent or exempt"))
+        }
+        accepted -= refused.count
+        students[s].markRows.removeAll { $0.attendance != AttendanceCode.sat }
+      }
+      students[s].lastAccepted = (students[s].scoreRows + students[s].markRows)
+        .max { $0.index < $1.index }
+    }
+    rejections.sort { $0.index < $1.index }
     return (students, accepted, rejections)
+  }
+
+  /// What a batch does to one student, given the student's stored state (nil: not stored).
+  struct Decision {
+    /// Rows refused, with the stored data left untouched.
+    var rejections: [ScoreRejection] = []
+    /// Whether the batch's scores are written.
+    var writesScores = false
+    /// The attendance to store (0 or SAT: none), when the batch changes it.
+    var attendance: (code: Int32, reason: String)?
+    /// Whether anything of the student is written (a row to insert, or to update).
+    var writes: Bool { writesScores || attendance != nil || keeps }
+    /// An accepted row that changes nothing stored (a clear of a student without a mark).
+    var keeps = false
+  }
+
+  /// The decision for this student, the same on both stores: an ABSENT or EXEMPT mark is
+  /// refused for a student with stored scores; scores are refused for a marked student unless
+  /// the batch clears the mark first (SAT); a clear needs a stored student.
+  func decide(stored: (attendance: Int32, hasScores: Bool)?) -> Decision {
+    var d = Decision()
+    func refuse(_ rows: [PendingScore], _ field: String, _ reason: String) {
+      d.rejections += rows.map {
+        ScoreRejection(index: $0.index, key: $0.key, field: field, reason: reason)
+      }
+    }
+    let marked = stored.map { $0.attendance == AttendanceCode.absent
+      || $0.attendance == AttendanceCode.exempt } ?? false
+    if let mark = markRows.last {
+      if mark.attendance == AttendanceCode.sat {
+        if stored == nil && scores.isEmpty {
+          refuse(
+            markRows, "attendance",
+            "student \(student) has no absence or exemption mark on exam \(mark.examCode) to clear")
+          return d
+        }
+        if marked { d.attendance = (AttendanceCode.sat, "") } else { d.keeps = true }
+        d.writesScores = !scores.isEmpty
+        return d
+      }
+      // ABSENT or EXEMPT (the batch has no scores of the student: group refused them).
+      if stored?.hasScores == true {
+        refuse(
+          markRows, "attendance",
+          "student \(student) has item scores on exam \(mark.examCode): a student who sat "
+            + "cannot be marked absent or exempt")
+        return d
+      }
+      d.attendance = (mark.attendance, mark.reason)
+      return d
+    }
+    if marked, let code = stored?.attendance {
+      refuse(
+        scoreRows, "attendance",
+        "student \(student) is marked \(code == AttendanceCode.absent ? "absent" : "exempt") "
+          + "on exam \(scoreRows.first?.examCode ?? ""): send a row with attendance SAT and "
+          + "item_number 0 to clear the mark first")
+      return d
+    }
+    d.writesScores = !scores.isEmpty
+    return d
   }
 
   /// Puts the scores in item order, an item given twice keeping its last score.
@@ -164,17 +282,40 @@ public struct StudentResult: Sendable {
   public var schoolCode: String
   public var orgPath: String
   public var scores: [Double]
+  /// The stored attendance: SAT (or 0) for a student who sat, ABSENT or EXEMPT.
+  public var attendance: Int32 = AttendanceCode.sat
+  /// EXEMPT's reason.
+  public var reason: String = ""
+  /// Columns (in item order) without a stored score, ascending; none for a marked student.
+  public var missing: [Int] = []
 
   public var total: Double { scores.reduce(0, +) }
+
+  /// Whether the student sat the paper (is in the figures).
+  public var sat: Bool {
+    attendance != AttendanceCode.absent && attendance != AttendanceCode.exempt
+  }
+
+  /// Sets `scores` from `packed`, a column without a score left 0 and listed in `missing`.
+  mutating func fill(_ packed: UnsafeRawBufferPointer, column: [Int]) {
+    scores = Array(repeating: -1, count: scores.count)
+    PackedScores.unpack(packed, column: column, into: &scores)
+    missing = []
+    for c in scores.indices where scores[c] < 0 {
+      scores[c] = 0
+      if sat { missing.append(c) }
+    }
+  }
 }
 
 /// Where one student stands on an exam, from the stored totals of the exam's students (each
 /// the SQL sum of the student's item scores, kept by the score batches).
 public struct StudentStanding: Sendable {
+  /// The student; when it did not sit (ABSENT, EXEMPT) the figures below are of those who did.
   public var result: StudentResult
   /// The student's stored total: the same sum as everyone else's, so equal totals compare equal.
   public var total: Double
-  /// Every student's total on the exam, in student-row order.
+  /// Every total on the exam of a student who sat, in student-row order.
   public var totals: [Double]
   public var classSize: Int
   /// Students of the class with a higher total.
@@ -225,13 +366,16 @@ enum PackedScores {
   }
 }
 
-/// One exported score.
+/// One exported score, or (item 0) a student's ABSENT or EXEMPT mark.
 public struct ExportedScore: Sendable {
   public var student: String
   public var classCode: String
   public var schoolCode: String
   public var item: Int32
   public var score: Double
+  /// 0 for a score; ABSENT or EXEMPT for a mark.
+  public var attendance: Int32 = 0
+  public var reason: String = ""
 }
 
 /// A quality entry with the path of its school.
@@ -260,6 +404,8 @@ public protocol AssessmentStoring: Sendable {
   ) async throws -> ExamRecord
   func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult]
+  /// The students of the exam who sat without a stored score for every item.
+  func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult]
   /// The student's results and standing; nil when the student has no scores on the exam.
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding?
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
@@ -291,13 +437,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         sql: """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            create_time, update_time, missing_items)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """,
         arguments: [
           record.id, e.code, e.name, e.schoolYear, e.term, e.subject.rawValue, e.stage.rawValue,
           e.grade, e.orgCode, record.orgPath, e.fullMarks, e.passFraction, e.excellentFraction,
-          e.lowFraction, time, time,
+          e.lowFraction, time, time, e.missingItems.rawValue,
         ])
       let number = db.lastInsertedRowID
       try Self.insertItems(db, exam: number, items: e.items)
@@ -325,7 +471,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
 
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
-    full_marks, pass_fraction, excellent_fraction, low_fraction
+    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items
     """
 
   private static func decodeExam(_ db: Database, _ row: Row, counts: Bool) throws -> ExamRecord {
@@ -343,6 +489,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.passFraction = row["pass_fraction"]
     exam.excellentFraction = row["excellent_fraction"]
     exam.lowFraction = row["low_fraction"]
+    exam.missingItems = .init(rawValue: row["missing_items"]) ?? .report
     exam.items = try db.cachedStatement(
       sql: """
         SELECT number, max_score, objective, knowledge_points FROM asm_items
@@ -458,29 +605,46 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       var result = ScoreBatchResult()
       result.rejections = batch.rejections
       let find = try db.cachedStatement(
-        sql: "SELECT sid FROM asm_students WHERE exam = ? AND student = ?")
+        sql: """
+          SELECT sid, attendance, length(scores) > 0 FROM asm_students
+          WHERE exam = ? AND student = ?
+          """)
       // A student not yet written has no scores but this batch's: it goes in with its total
       // and packed scores, and its scores in multi-row statements (one statement per score
       // row cost the batch a third of its time).
       let insertStudent = try db.cachedStatement(
         sql: """
           INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
-            scores)
-          VALUES (?, ?, ?, ?, ?, ?, ?)
+            scores, attendance, reason)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
           """)
       let moveStudent = try db.cachedStatement(
         sql: "UPDATE asm_students SET class_code = ?, school_code = ?, org_path = ? WHERE sid = ?")
+      let markStudent = try db.cachedStatement(
+        sql: "UPDATE asm_students SET attendance = ?, reason = ? WHERE sid = ?")
       let insertScore = try db.cachedStatement(
         sql: "INSERT OR IGNORE INTO asm_scores (sid, item, score) VALUES (?, ?, ?)")
       let updateScore = try db.cachedStatement(
         sql: "UPDATE asm_scores SET score = ? WHERE sid = ? AND item = ?")
       var fresh: [(sid: Int64, item: Int32, score: Double)] = []
       var created = 0
+      var refused = 0
       var touched: [Int64] = []
       for s in batch.students {
-        let row = s.last
-        if let sid = try Int64.fetchOne(find, arguments: [s.exam, s.student]) {
+        guard let row = s.lastAccepted else { continue }
+        let stored = try Row.fetchOne(find, arguments: [s.exam, s.student])
+        let decision = s.decide(
+          stored: stored.map { (attendance: $0[1], hasScores: $0[2]) })
+        result.rejections += decision.rejections
+        refused += decision.rejections.count
+        guard decision.writes else { continue }
+        if let stored {
+          let sid: Int64 = stored[0]
           try moveStudent.execute(arguments: [row.classCode, row.schoolCode, row.classPath, sid])
+          if let mark = decision.attendance {
+            try markStudent.execute(arguments: [mark.code, mark.reason, sid])
+          }
+          guard decision.writesScores else { continue }
           for (item, score) in s.scores {
             try insertScore.execute(arguments: [sid, item, score])
             if db.changesCount > 0 {
@@ -492,16 +656,18 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           touched.append(sid)
           continue
         }
+        let mark = decision.attendance ?? (AttendanceCode.sat, "")
         try insertStudent.execute(
           arguments: [
             s.exam, s.student, row.classCode, row.schoolCode, row.classPath, s.total,
-            PackedScores.pack(s.scores),
+            PackedScores.pack(s.scores), mark.code, mark.reason,
           ])
         let sid = db.lastInsertedRowID
         for (item, score) in s.scores {
           fresh.append((sid, item, score))
         }
-        created += s.scores.count
+        // A new student's mark creates it; its scores are new rows.
+        created += s.scores.isEmpty ? 1 : s.scores.count
       }
       try Self.insertScores(db, fresh)
       // Each student that existed: its total and packed scores, from all its scores (reports
@@ -519,8 +685,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           try Row.fetchAll(scoresOf, arguments: [sid]).map { (item: $0[0], score: $0[1]) })
         try keep.execute(arguments: [packed, sid])
       }
+      result.rejections.sort { $0.index < $1.index }
       result.created = created
-      result.updated = batch.accepted - created
+      result.updated = batch.accepted - refused - created
       return result
     }
   }
@@ -563,15 +730,15 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       let rows = try Row.fetchCursor(
         db.cachedStatement(
           sql: """
-            SELECT student, class_code, school_code, org_path, scores FROM asm_students
-            WHERE exam = ?\(filter) ORDER BY sid
+            SELECT student, class_code, school_code, org_path, scores, attendance, reason
+            FROM asm_students WHERE exam = ?\(filter) ORDER BY sid
             """), arguments: StatementArguments(args))
       while let row = try rows.next() {
         var student = StudentResult(
           externalID: row[0], classCode: row[1], schoolCode: row[2], orgPath: row[3],
-          scores: Array(repeating: 0, count: width))
+          scores: Array(repeating: 0, count: width), attendance: row[5], reason: row[6])
         try row.withUnsafeData(atIndex: 4) { data in
-          data?.withUnsafeBytes { PackedScores.unpack($0, column: column, into: &student.scores) }
+          (data ?? Data()).withUnsafeBytes { student.fill($0, column: column) }
         }
         students.append(student)
       }
@@ -579,29 +746,45 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     }
   }
 
+  public func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult] {
+    let column = PackedScores.columns(exam)
+    let width = exam.itemNumbers.count
+    return try await store.read { db in
+      try db.cachedStatement(
+        sql: """
+          SELECT student, class_code, school_code, org_path, scores FROM asm_students
+          WHERE exam = ? AND attendance = ? AND length(scores) < ? ORDER BY sid
+          """
+      ).decodeAll(arguments: [exam.number, AttendanceCode.sat, 12 * width]) { row in
+        var student = StudentResult(
+          externalID: row[0], classCode: row[1], schoolCode: row[2], orgPath: row[3],
+          scores: Array(repeating: 0, count: width))
+        try row.withUnsafeData(atIndex: 4) { data in
+          (data ?? Data()).withUnsafeBytes { student.fill($0, column: column) }
+        }
+        return student
+      }
+    }
+  }
+
   public func standing(exam: ExamRecord, student: String) async throws -> StudentStanding? {
-    let columns = Dictionary(
-      uniqueKeysWithValues: exam.itemNumbers.enumerated().map { ($1, $0) })
+    let column = PackedScores.columns(exam)
     return try await store.read { db in
       guard
         let row = try Row.fetchOne(
           db.cachedStatement(
             sql: """
-              SELECT sid, class_code, school_code, org_path, total FROM asm_students
-              WHERE exam = ? AND student = ?
+              SELECT sid, class_code, school_code, org_path, total, attendance, reason, scores
+              FROM asm_students WHERE exam = ? AND student = ?
               """), arguments: [exam.number, student])
       else { return nil }
       var result = StudentResult(
         externalID: student, classCode: row[1], schoolCode: row[2], orgPath: row[3],
-        scores: Array(repeating: 0, count: columns.count))
-      let sid: Int64 = row[0]
+        scores: Array(repeating: 0, count: exam.itemNumbers.count), attendance: row[5],
+        reason: row[6])
       let total: Double = row[4]
-      for r in try Row.fetchAll(
-        db.cachedStatement(sql: "SELECT item, score FROM asm_scores WHERE sid = ?"),
-        arguments: [sid])
-      {
-        let item: Int32 = r[0]
-        if let c = columns[item] { result.scores[c] = r[1] }
+      try row.withUnsafeData(atIndex: 7) { data in
+        (data ?? Data()).withUnsafeBytes { result.fill($0, column: column) }
       }
       var standing = StudentStanding(
         result: result, total: total, totals: [], classSize: 0, classAbove: 0, schoolSize: 0,
@@ -610,8 +793,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         db.cachedStatement(
           sql: """
             SELECT total, class_code = ?, school_code = ? FROM asm_students
-            WHERE exam = ? ORDER BY sid
-            """), arguments: [result.classCode, result.schoolCode, exam.number])
+            WHERE exam = ? AND attendance = ? ORDER BY sid
+            """),
+        arguments: [result.classCode, result.schoolCode, exam.number, AttendanceCode.sat])
       while let r = try rows.next() {
         let other: Double = r[0]
         standing.totals.append(other)
@@ -633,16 +817,27 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   {
     try await store.read { db in
       let (student, item) = after ?? ("", 0)
+      // A marked student's row is its mark, as item 0 (it has no scores).
       return try db.cachedStatement(
         sql: """
-          SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
-          FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
-          WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
-          ORDER BY st.student, sc.item LIMIT ?
+          SELECT * FROM (
+            SELECT st.student, st.class_code, st.school_code, sc.item, sc.score,
+              0 AS attendance, '' AS reason
+            FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+            WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
+            UNION ALL
+            SELECT student, class_code, school_code, 0, 0.0, attendance, reason
+            FROM asm_students WHERE exam = ? AND attendance <> ? AND student > ?)
+          ORDER BY 1, 4 LIMIT ?
           """
-      ).decodeAll(arguments: [exam.number, student, student, item, limit]) {
+      ).decodeAll(
+        arguments: [
+          exam.number, student, student, item, exam.number, AttendanceCode.sat, student, limit,
+        ]
+      ) {
         ExportedScore(
-          student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4])
+          student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4],
+          attendance: $0[5], reason: $0[6])
       }
     }
   }

@@ -91,5 +91,18 @@ enum AssessmentMigrations {
         try keep.execute(arguments: [packed, sid])
       }
     }
+    // Absentees: each student's attendance (SAT 1, ABSENT 2, EXEMPT 3, the proto's values)
+    // and EXEMPT's reason; each exam's missing-item policy (REPORT 1, ZERO 2), ZERO for the
+    // exams that existed, as they always counted a missing item.
+    migrator.registerMigration("assessment.4.attendance") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE asm_students ADD COLUMN attendance INTEGER NOT NULL DEFAULT 1
+            CHECK (attendance IN (1, 2, 3));
+          ALTER TABLE asm_students ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+          ALTER TABLE asm_exams ADD COLUMN missing_items INTEGER NOT NULL DEFAULT 2
+            CHECK (missing_items IN (1, 2));
+          """)
+    }
   }
 }

@@ -25,7 +25,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
 
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
-    full_marks, pass_fraction, excellent_fraction, low_fraction
+    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items
     """
 
   private static func decodeExam(_ row: PostgresRandomAccessRow) throws -> ExamRecord {
@@ -42,6 +42,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
     exam.passFraction = try row["pass_fraction"].decode(Double.self)
     exam.excellentFraction = try row["excellent_fraction"].decode(Double.self)
     exam.lowFraction = try row["low_fraction"].decode(Double.self)
+    exam.missingItems = .init(rawValue: try row["missing_items"].decode(Int.self)) ?? .report
     return ExamRecord(
       number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
       exam: exam, orgPath: try row["org_path"].decode(String.self))
@@ -111,11 +112,11 @@ final class PostgresAssessmentStore: AssessmentStoring {
           """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time)
+            create_time, update_time, missing_items)
           VALUES (\(record.id), \(e.code), \(e.name), \(e.schoolYear), \(Int(e.term)),
             \(e.subject.rawValue), \(e.stage.rawValue), \(Int(e.grade)), \(e.orgCode),
             \(record.orgPath), \(e.fullMarks), \(e.passFraction), \(e.excellentFraction),
-            \(e.lowFraction), \(time), \(time))
+            \(e.lowFraction), \(time), \(time), \(e.missingItems.rawValue))
           RETURNING number
           """)
       else { throw ServiceError.internalError("exam insert returned nothing") }
@@ -226,57 +227,114 @@ final class PostgresAssessmentStore: AssessmentStoring {
       guard batch.accepted > 0 else { return result }
 
       // One upsert for the batch's students, in key order (two streams lock alike). A student
-      // it creates has no scores but this batch's, so its total and packed scores go in with
-      // it; a student that exists keeps both here and has them made again below.
-      let students = batch.students.sorted { a, b in
+      // it creates has no scores but this batch's, so its total, packed scores and mark go in
+      // with it. A student that exists is only locked and read here (its stored mark and
+      // whether it has scores decide what the batch may do); what changes is written below.
+      let students = batch.students.filter { $0.lastAccepted != nil }.sorted { a, b in
         a.exam != b.exam ? a.exam < b.exam : a.student.utf8.lexicographicallyPrecedes(b.student.utf8)
       }
       var position: [String: Int] = [:]
       position.reserveCapacity(students.count)
       for (i, s) in students.enumerated() { position["\(s.exam)/\(s.student)"] = i }
-      var written: [(sid: Int64, student: Int, inserted: Bool)] = []
+      let newMarks = students.map { s -> (Int32, String) in
+        guard let mark = s.markRows.last, mark.attendance != AttendanceCode.sat else {
+          return (AttendanceCode.sat, "")
+        }
+        return (mark.attendance, mark.reason)
+      }
+      let last = students.map { $0.lastAccepted! }
+      var written:
+        [(sid: Int64, student: Int, inserted: Bool, attendance: Int32, hasScores: Bool)] = []
       written.reserveCapacity(students.count)
       for r in try await tx.query(
         """
         INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
-          scores)
+          scores, attendance, reason)
         SELECT * FROM unnest(\(students.map(\.exam))::int8[], \(students.map(\.student))::text[],
-          \(students.map(\.last.classCode))::text[], \(students.map(\.last.schoolCode))::text[],
-          \(students.map(\.last.classPath))::text[], \(students.map(\.total))::float8[],
-          \(students.map { ByteBuffer(bytes: PackedScores.pack($0.scores)) })::bytea[])
-        ON CONFLICT (exam, student) DO UPDATE SET class_code = excluded.class_code,
-          school_code = excluded.school_code, org_path = excluded.org_path
-        RETURNING sid, exam, student, xmax = 0 AS inserted
+          \(last.map(\.classCode))::text[], \(last.map(\.schoolCode))::text[],
+          \(last.map(\.classPath))::text[], \(students.map(\.total))::float8[],
+          \(students.map { ByteBuffer(bytes: PackedScores.pack($0.scores)) })::bytea[],
+          \(newMarks.map(\.0))::int4[], \(newMarks.map(\.1))::text[])
+        ON CONFLICT (exam, student) DO UPDATE SET class_code = asm_students.class_code
+        RETURNING sid, exam, student, xmax = 0 AS inserted, attendance,
+          octet_length(scores) > 0 AS has_scores
         """)
       {
         let key = "\(try r["exam"].decode(Int64.self))/\(try r["student"].decode(String.self))"
         guard let i = position[key] else {
           throw ServiceError.internalError("student \(key) was written but not sent")
         }
-        written.append((try r["sid"].decode(Int64.self), i, try r["inserted"].decode(Bool.self)))
+        written.append(
+          (
+            try r["sid"].decode(Int64.self), i, try r["inserted"].decode(Bool.self),
+            Int32(try r["attendance"].decode(Int.self)), try r["has_scores"].decode(Bool.self)
+          ))
       }
       guard written.count == students.count else {
         throw ServiceError.internalError("a score batch's students were not all written")
       }
       written.sort { $0.sid < $1.sid }
 
+      // What the batch may do to each student, as on SQLite.
+      var decisions: [StudentScores.Decision] = []
+      decisions.reserveCapacity(written.count)
+      var refused = 0
+      var dropped: [Int64] = []
+      for w in written {
+        let d = students[w.student].decide(
+          stored: w.inserted ? nil : (attendance: w.attendance, hasScores: w.hasScores))
+        result.rejections += d.rejections
+        refused += d.rejections.count
+        // A student this batch created for rows all refused (a clear without a mark) goes.
+        if w.inserted && !d.writes { dropped.append(w.sid) }
+        decisions.append(d)
+      }
+      if !dropped.isEmpty {
+        try await tx.execute("DELETE FROM asm_students WHERE sid = ANY(\(dropped))")
+      }
+
       // Scores of created students cannot conflict with any row: they go in by COPY, the bulk
       // path (an INSERT of the same rows from arrays cost the batch twice the time).
       var fresh: [[PostgresCopyValue]] = []
       fresh.reserveCapacity(batch.accepted)
-      for w in written where w.inserted {
+      var created = 0
+      for (w, d) in zip(written, decisions) where w.inserted && d.writes {
         let s = students[w.student]
         for (item, score) in s.scores {
           fresh.append([.int(Int(s.exam)), .int(Int(w.sid)), .int(Int(item)), .double(score)])
         }
+        // A new student's mark creates it; its scores are new rows.
+        created += s.scores.isEmpty ? 1 : s.scores.count
       }
       try await tx.copy(into: "asm_scores", columns: ["exam", "sid", "item", "score"], rows: fresh)
-      var created = fresh.count
+
+      // Students that existed and take rows: class, school, path and any new mark first.
+      let moved = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }
+      if !moved.isEmpty {
+        let sids = moved.map(\.0.sid)
+        let rows = moved.map { students[$0.0.student].lastAccepted! }
+        // -1: the mark stays.
+        let marks = moved.map { $0.1.attendance?.code ?? -1 }
+        let reasons = moved.map { $0.1.attendance?.reason ?? "" }
+        try await tx.execute(
+          """
+          UPDATE asm_students st SET class_code = u.class_code, school_code = u.school_code,
+            org_path = u.org_path,
+            attendance = CASE WHEN u.mark < 0 THEN st.attendance ELSE u.mark END,
+            reason = CASE WHEN u.mark < 0 THEN st.reason ELSE u.reason END
+          FROM unnest(\(sids)::int8[], \(rows.map(\.classCode))::text[],
+            \(rows.map(\.schoolCode))::text[], \(rows.map(\.classPath))::text[],
+            \(marks)::int4[], \(reasons)::text[])
+            AS u(sid, class_code, school_code, org_path, mark, reason)
+          WHERE st.sid = u.sid
+          """)
+      }
 
       // Scores of students that existed are upserted in key order, and the students' totals
       // and packed scores made again from all their scores (this batch holds their rows since
       // its upsert, so no other batch changes their scores meanwhile).
-      let existing = written.filter { !$0.inserted }
+      let existing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writesScores }
+        .map(\.0)
       if !existing.isEmpty {
         var exam: [Int64] = []
         var sid: [Int64] = []
@@ -314,8 +372,9 @@ final class PostgresAssessmentStore: AssessmentStoring {
           WHERE st.sid = t.sid
           """)
       }
+      result.rejections.sort { $0.index < $1.index }
       result.created = created
-      result.updated = batch.accepted - created
+      result.updated = batch.accepted - refused - created
       return result
     }
   }
@@ -400,16 +459,20 @@ final class PostgresAssessmentStore: AssessmentStoring {
         try await tx.one(
           """
           WITH st AS (
-            SELECT sid, student, class_code, school_code, org_path, scores,
+            SELECT sid, student, class_code, school_code, org_path, scores, attendance, reason,
               (dense_rank() OVER (ORDER BY class_code, school_code, org_path) - 1)::int4 AS n
             FROM asm_students
             WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
               OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
                 AND starts_with(org_path, \(scope)))))
-          SELECT s.students, s.classes, s.scores, c.class_codes, c.school_codes, c.paths
+          SELECT s.students, s.classes, s.scores, s.marks, s.reasons, c.class_codes,
+            c.school_codes, c.paths
           FROM
             (SELECT array_agg(student) AS students, array_agg(n) AS classes,
-               array_agg(scores) AS scores FROM (SELECT * FROM st ORDER BY sid) o) s,
+               array_agg(scores) AS scores, array_agg(attendance) AS marks,
+               array_agg(reason) FILTER (WHERE attendance <> \(Int(AttendanceCode.sat)))
+                 AS reasons
+             FROM (SELECT * FROM st ORDER BY sid) o) s,
             (SELECT array_agg(class_code ORDER BY n) AS class_codes,
                array_agg(school_code ORDER BY n) AS school_codes,
                array_agg(org_path ORDER BY n) AS paths
@@ -425,11 +488,25 @@ final class PostgresAssessmentStore: AssessmentStoring {
     var students: [StudentResult] = []
     students.reserveCapacity(ids.count)
     // The packed scores go straight from the array's bytes into each student's columns.
+    let marks = try Self.ints(row["marks"])
+    let reasons = try Self.strings(row["reasons"])
+    guard marks.count == ids.count,
+      reasons.count == marks.lazy.filter({ $0 != Int(AttendanceCode.sat) }).count
+    else { throw ServiceError.internalError("malformed students of an exam's results") }
+    var s = 0
+    var marked = 0
     let packed = try Self.elements(row["scores"], width: nil) { raw, at, length in
-      var scores = Array(repeating: 0.0, count: width)
-      PackedScores.unpack(
-        UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), column: column, into: &scores)
-      return scores
+      var student = StudentResult(
+        externalID: "", classCode: "", schoolCode: "", orgPath: "",
+        scores: Array(repeating: 0.0, count: width),
+        attendance: s < marks.count ? Int32(marks[s]) : AttendanceCode.sat)
+      if s < marks.count, marks[s] != Int(AttendanceCode.sat) {
+        student.reason = reasons[marked]
+        marked += 1
+      }
+      student.fill(UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), column: column)
+      s += 1
+      return student
     }
     guard classOf.count == ids.count, packed.count == ids.count,
       schoolCodes.count == classCodes.count, paths.count == classCodes.count,
@@ -438,31 +515,54 @@ final class PostgresAssessmentStore: AssessmentStoring {
     for (s, id) in ids.enumerated() {
       // A class's students share its three strings (one buffer each, retained).
       let c = classOf[s]
-      students.append(
-        StudentResult(
-          externalID: id, classCode: classCodes[c], schoolCode: schoolCodes[c],
-          orgPath: paths[c], scores: packed[s]))
+      var student = packed[s]
+      student.externalID = id
+      student.classCode = classCodes[c]
+      student.schoolCode = schoolCodes[c]
+      student.orgPath = paths[c]
+      students.append(student)
     }
     return students
+  }
+
+  func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult] {
+    let column = PackedScores.columns(exam)
+    let width = exam.itemNumbers.count
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT student, class_code, school_code, org_path, scores FROM asm_students
+        WHERE exam = \(exam.number) AND attendance = \(Int(AttendanceCode.sat))
+          AND octet_length(scores) < \(12 * width)
+        ORDER BY sid
+        """)
+    }
+    return try rows.map { r in
+      var student = StudentResult(
+        externalID: try r["student"].decode(String.self),
+        classCode: try r["class_code"].decode(String.self),
+        schoolCode: try r["school_code"].decode(String.self),
+        orgPath: try r["org_path"].decode(String.self),
+        scores: Array(repeating: 0, count: width))
+      let packed = try r["scores"].decode(ByteBuffer.self)
+      packed.withUnsafeReadableBytes { student.fill($0, column: column) }
+      return student
+    }
   }
 
   /// The student's row, scores and standing in one statement: every student's stored total
   /// (in sid order) and the class and school counts, from the exam's student rows alone.
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding? {
-    let numbers = exam.itemNumbers
+    let column = PackedScores.columns(exam)
     guard
       let row = try await store.read({ tx in
         try await tx.one(
           """
           WITH me AS (
-            SELECT sid, class_code, school_code, org_path, total FROM asm_students
-            WHERE exam = \(exam.number) AND student = \(student))
-          SELECT me.class_code, me.school_code, me.org_path, me.total,
-            (SELECT array_agg(item ORDER BY item) FROM asm_scores
-             WHERE exam = \(exam.number) AND sid = me.sid) AS items,
-            (SELECT array_agg(score ORDER BY item) FROM asm_scores
-             WHERE exam = \(exam.number) AND sid = me.sid) AS scores,
-            ev.totals, ev.class_size, ev.class_above, ev.school_size, ev.school_above
+            SELECT sid, class_code, school_code, org_path, total, attendance, reason, scores
+            FROM asm_students WHERE exam = \(exam.number) AND student = \(student))
+          SELECT me.class_code, me.school_code, me.org_path, me.total, me.attendance, me.reason,
+            me.scores, ev.totals, ev.class_size, ev.class_above, ev.school_size, ev.school_above
           FROM me, LATERAL (
             SELECT array_agg(total ORDER BY sid) AS totals,
               count(*) FILTER (WHERE class_code = me.class_code) AS class_size,
@@ -471,7 +571,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
               count(*) FILTER (WHERE school_code = me.school_code) AS school_size,
               count(*) FILTER (WHERE school_code = me.school_code AND total > me.total)
                 AS school_above
-            FROM asm_students WHERE exam = \(exam.number)) ev
+            FROM asm_students
+            WHERE exam = \(exam.number) AND attendance = \(Int(AttendanceCode.sat))) ev
           """)
       })
     else { return nil }
@@ -479,11 +580,11 @@ final class PostgresAssessmentStore: AssessmentStoring {
       externalID: student, classCode: try row["class_code"].decode(String.self),
       schoolCode: try row["school_code"].decode(String.self),
       orgPath: try row["org_path"].decode(String.self),
-      scores: Array(repeating: 0, count: numbers.count))
-    let columns = Dictionary(uniqueKeysWithValues: numbers.enumerated().map { ($1, $0) })
-    for (item, score) in zip(try Self.ints(row["items"]), try Self.doubles(row["scores"])) {
-      if let c = columns[Int32(item)] { result.scores[c] = score }
-    }
+      scores: Array(repeating: 0, count: exam.itemNumbers.count),
+      attendance: Int32(try row["attendance"].decode(Int.self)),
+      reason: try row["reason"].decode(String.self))
+    let packed = try row["scores"].decode(ByteBuffer.self)
+    packed.withUnsafeReadableBytes { result.fill($0, column: column) }
     return StudentStanding(
       result: result, total: try row["total"].decode(Double.self),
       totals: try Self.doubles(row["totals"]),
@@ -502,19 +603,30 @@ final class PostgresAssessmentStore: AssessmentStoring {
     let rows = try await store.read { tx in
       try await tx.query(
         """
-        SELECT st.student, st.class_code, st.school_code, sc.item, sc.score
-        FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
-        WHERE st.exam = \(exam.number) AND st.student >= \(student)
-          AND (st.student, sc.item) > (\(student), \(item))
-        ORDER BY st.student, sc.item LIMIT \(limit)
+        (SELECT st.student, st.class_code, st.school_code, sc.item, sc.score,
+           0 AS attendance, ''::text AS reason
+         FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
+         WHERE st.exam = \(exam.number) AND st.student >= \(student)
+           AND (st.student, sc.item) > (\(student), \(item))
+         ORDER BY st.student, sc.item LIMIT \(limit))
+        UNION ALL
+        (SELECT student, class_code, school_code, 0, 0::float8, attendance, reason
+         FROM asm_students
+         WHERE exam = \(exam.number) AND student > \(student)
+           AND attendance <> \(Int(AttendanceCode.sat))
+         ORDER BY student LIMIT \(limit))
+        ORDER BY 1, 4 LIMIT \(limit)
         """)
     }
+    // A marked student's row is its mark, as item 0 (it has no scores).
     return try rows.map { r in
       ExportedScore(
         student: try r["student"].decode(String.self),
         classCode: try r["class_code"].decode(String.self),
         schoolCode: try r["school_code"].decode(String.self),
-        item: Int32(try r["item"].decode(Int.self)), score: try r["score"].decode(Double.self))
+        item: Int32(try r["item"].decode(Int.self)), score: try r["score"].decode(Double.self),
+        attendance: Int32(try r["attendance"].decode(Int.self)),
+        reason: try r["reason"].decode(String.self))
     }
   }
 

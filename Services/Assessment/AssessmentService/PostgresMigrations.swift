@@ -115,5 +115,21 @@ extension AssessmentMigrations {
         WHERE st.sid = t.sid
         """,
       ]),
+    // Absentees: each student's attendance (SAT 1, ABSENT 2, EXEMPT 3, the proto's values)
+    // and EXEMPT's reason; each exam's missing-item policy (REPORT 1, ZERO 2), ZERO for the
+    // exams that existed, as they always counted a missing item.
+    PostgresMigration(
+      "assessment.6.attendance",
+      [
+        """
+        ALTER TABLE asm_students ADD COLUMN attendance integer NOT NULL DEFAULT 1
+          CHECK (attendance IN (1, 2, 3))
+        """,
+        "ALTER TABLE asm_students ADD COLUMN reason text NOT NULL DEFAULT ''",
+        """
+        ALTER TABLE asm_exams ADD COLUMN missing_items integer NOT NULL DEFAULT 2
+          CHECK (missing_items IN (1, 2))
+        """,
+      ]),
   ]
 }

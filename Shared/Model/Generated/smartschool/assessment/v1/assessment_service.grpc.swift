@@ -343,6 +343,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
         /// > a score above the item max or negative, a class not in the school, or outside the
         /// > caller's scope are rejected per row. Caller: scoresImport.
+        /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+        /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+        /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+        /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+        /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+        /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+        /// > summary's errors also list, one per student, every student this stream wrote who sat and
+        /// > still has no score for some item (field item_number, index of the student's last row,
+        /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+        /// > `rejected`); the student is reported as incomplete until the items arrive.
         /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -385,8 +395,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-        /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > Streams every score row of an exam for the data centre, by student then item; a
+        /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+        /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Assessment_V1_ExportScoresRequest` messages.
@@ -406,7 +417,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// >
         /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
         /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-        /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+        /// > Absent and exempt students are in no figure and no item analysis: they are counted
+        /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+        /// > scores gives count 0.
         /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -426,8 +439,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-        /// > or resultsRead at the student's school or above.
-        /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+        /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Assessment_V1_GetStudentReportRequest` messages.
@@ -446,7 +460,8 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-        /// > students below pass. Caller: resultsRead at the class.
+        /// > students below pass, over the students who sat; absent and exempt students listed apart.
+        /// > Caller: resultsRead at the class.
         /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -642,6 +657,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
         /// > a score above the item max or negative, a class not in the school, or outside the
         /// > caller's scope are rejected per row. Caller: scoresImport.
+        /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+        /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+        /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+        /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+        /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+        /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+        /// > summary's errors also list, one per student, every student this stream wrote who sat and
+        /// > still has no score for some item (field item_number, index of the student's last row,
+        /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+        /// > `rejected`); the student is reported as incomplete until the items arrive.
         /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -684,8 +709,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-        /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > Streams every score row of an exam for the data centre, by student then item; a
+        /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+        /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Assessment_V1_ExportScoresRequest` message.
@@ -705,7 +731,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// >
         /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
         /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-        /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+        /// > Absent and exempt students are in no figure and no item analysis: they are counted
+        /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+        /// > scores gives count 0.
         /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -725,8 +753,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-        /// > or resultsRead at the student's school or above.
-        /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+        /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Assessment_V1_GetStudentReportRequest` message.
@@ -745,7 +774,8 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-        /// > students below pass. Caller: resultsRead at the class.
+        /// > students below pass, over the students who sat; absent and exempt students listed apart.
+        /// > Caller: resultsRead at the class.
         /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -939,6 +969,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
         /// > a score above the item max or negative, a class not in the school, or outside the
         /// > caller's scope are rejected per row. Caller: scoresImport.
+        /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+        /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+        /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+        /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+        /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+        /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+        /// > summary's errors also list, one per student, every student this stream wrote who sat and
+        /// > still has no score for some item (field item_number, index of the student's last row,
+        /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+        /// > `rejected`); the student is reported as incomplete until the items arrive.
         /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -981,8 +1021,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-        /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > Streams every score row of an exam for the data centre, by student then item; a
+        /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+        /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Assessment_V1_ExportScoresRequest` message.
@@ -1003,7 +1044,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// >
         /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
         /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-        /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+        /// > Absent and exempt students are in no figure and no item analysis: they are counted
+        /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+        /// > scores gives count 0.
         /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1023,8 +1066,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-        /// > or resultsRead at the student's school or above.
-        /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+        /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Assessment_V1_GetStudentReportRequest` message.
@@ -1043,7 +1087,8 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-        /// > students below pass. Caller: resultsRead at the class.
+        /// > students below pass, over the students who sat; absent and exempt students listed apart.
+        /// > Caller: resultsRead at the class.
         /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1770,6 +1815,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
         /// > a score above the item max or negative, a class not in the school, or outside the
         /// > caller's scope are rejected per row. Caller: scoresImport.
+        /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+        /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+        /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+        /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+        /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+        /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+        /// > summary's errors also list, one per student, every student this stream wrote who sat and
+        /// > still has no score for some item (field item_number, index of the student's last row,
+        /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+        /// > `rejected`); the student is reported as incomplete until the items arrive.
         /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1822,8 +1877,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-        /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > Streams every score row of an exam for the data centre, by student then item; a
+        /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+        /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Assessment_V1_ExportScoresRequest` message.
@@ -1848,7 +1904,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// >
         /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
         /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-        /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+        /// > Absent and exempt students are in no figure and no item analysis: they are counted
+        /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+        /// > scores gives count 0.
         /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1873,8 +1931,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-        /// > or resultsRead at the student's school or above.
-        /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+        /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Assessment_V1_GetStudentReportRequest` message.
@@ -1898,7 +1957,8 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-        /// > students below pass. Caller: resultsRead at the class.
+        /// > students below pass, over the students who sat; absent and exempt students listed apart.
+        /// > Caller: resultsRead at the class.
         /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -2191,6 +2251,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
         /// > a score above the item max or negative, a class not in the school, or outside the
         /// > caller's scope are rejected per row. Caller: scoresImport.
+        /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+        /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+        /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+        /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+        /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+        /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+        /// > summary's errors also list, one per student, every student this stream wrote who sat and
+        /// > still has no score for some item (field item_number, index of the student's last row,
+        /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+        /// > `rejected`); the student is reported as incomplete until the items arrive.
         /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -2265,8 +2335,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-        /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > Streams every score row of an exam for the data centre, by student then item; a
+        /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+        /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Assessment_V1_ExportScoresRequest` message.
@@ -2300,7 +2371,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// >
         /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
         /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-        /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+        /// > Absent and exempt students are in no figure and no item analysis: they are counted
+        /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+        /// > scores gives count 0.
         /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -2336,8 +2409,9 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-        /// > or resultsRead at the student's school or above.
-        /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+        /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+        /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Assessment_V1_GetStudentReportRequest` message.
@@ -2372,7 +2446,8 @@ extension Smartschool_Assessment_V1_AssessmentService {
         /// > Source IDL Documentation:
         /// >
         /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-        /// > students below pass. Caller: resultsRead at the class.
+        /// > students below pass, over the students who sat; absent and exempt students listed apart.
+        /// > Caller: resultsRead at the class.
         /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -2679,6 +2754,16 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
     /// > a score above the item max or negative, a class not in the school, or outside the
     /// > caller's scope are rejected per row. Caller: scoresImport.
+    /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+    /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+    /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+    /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+    /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+    /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+    /// > summary's errors also list, one per student, every student this stream wrote who sat and
+    /// > still has no score for some item (field item_number, index of the student's last row,
+    /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+    /// > `rejected`); the student is reported as incomplete until the items arrive.
     /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
     ///
     /// - Parameters:
@@ -2743,8 +2828,9 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-    /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+    /// > Streams every score row of an exam for the data centre, by student then item; a
+    /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+    /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Assessment_V1_ExportScoresRequest` message.
@@ -2773,7 +2859,9 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// >
     /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
     /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-    /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+    /// > Absent and exempt students are in no figure and no item analysis: they are counted
+    /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+    /// > scores gives count 0.
     /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:
@@ -2804,8 +2892,9 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-    /// > or resultsRead at the student's school or above.
-    /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+    /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+    /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Assessment_V1_GetStudentReportRequest` message.
@@ -2835,7 +2924,8 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-    /// > students below pass. Caller: resultsRead at the class.
+    /// > students below pass, over the students who sat; absent and exempt students listed apart.
+    /// > Caller: resultsRead at the class.
     /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:
@@ -3132,6 +3222,16 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// > row replaces the earlier score. Commits in batches; rows with an unknown exam or item,
     /// > a score above the item max or negative, a class not in the school, or outside the
     /// > caller's scope are rejected per row. Caller: scoresImport.
+    /// > Absentees (see Attendance): a row with attendance ABSENT or EXEMPT and item_number 0
+    /// > marks the student for the whole paper; one with attendance SAT and item_number 0 clears
+    /// > the mark. A mark for a student with item scores (stored, or in the same batch) and a
+    /// > score for a marked student are rejected per row, the stored data untouched; a mark row
+    /// > without a mark to clear, with an item or a score, or EXEMPT without a reason, too.
+    /// > Missing items: on an exam whose missing_items policy is REPORT, after the last row the
+    /// > summary's errors also list, one per student, every student this stream wrote who sat and
+    /// > still has no score for some item (field item_number, index of the student's last row,
+    /// > the missing items in the reason). Those rows are kept and counted accepted (not in
+    /// > `rejected`); the student is reported as incomplete until the items arrive.
     /// > Codes: OK with an ImportSummary; UNAUTHENTICATED.
     ///
     /// - Parameters:
@@ -3206,8 +3306,9 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Streams every score row of an exam for the data centre. Caller: resultsRead at the
-    /// > exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+    /// > Streams every score row of an exam for the data centre, by student then item; a
+    /// > student's ABSENT or EXEMPT mark comes as its row with item_number 0. Caller: resultsRead
+    /// > at the exam's running org. Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -3240,7 +3341,9 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// >
     /// > Statistics of an exam for a scope (whole exam, county, school or class) and for each
     /// > child org of the scope, ranked among siblings, with item analysis of the scope.
-    /// > Caller: resultsRead at the scope. An exam without scores gives count 0.
+    /// > Absent and exempt students are in no figure and no item analysis: they are counted
+    /// > (应考/实考/缺考) and listed apart. Caller: resultsRead at the scope. An exam without
+    /// > scores gives count 0.
     /// > Codes: INVALID_ARGUMENT (bins, scope), NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:
@@ -3275,8 +3378,9 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > A student's report on an exam. Caller: the student themself, a guardian of the student,
-    /// > or resultsRead at the student's school or above.
-    /// > Codes: NOT_FOUND (exam, or no scores for the student), PERMISSION_DENIED, UNAUTHENTICATED.
+    /// > or resultsRead at the student's school or above. Ranks and sizes count those who sat.
+    /// > Codes: NOT_FOUND (exam, or neither scores nor a mark for the student), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -3310,7 +3414,8 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Class diagnosis (学情报告): per knowledge point mastery and share below pass, and the
-    /// > students below pass. Caller: resultsRead at the class.
+    /// > students below pass, over the students who sat; absent and exempt students listed apart.
+    /// > Caller: resultsRead at the class.
     /// > Codes: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:

@@ -24,6 +24,101 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// What a missing item score of a student who sat the paper means.
+public nonisolated enum Smartschool_Assessment_V1_MissingItemPolicy: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// An error: the import lists the student (rows kept); reports count the student's missing
+  /// items as 0 and list the student as incomplete.
+  case report // = 1
+
+  /// Deliberately 0 (e.g. an unanswered optional item): no import error, not listed.
+  case zero // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .report
+    case 2: self = .zero
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .report: return 1
+    case .zero: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Assessment_V1_MissingItemPolicy] = [
+    .unspecified,
+    .report,
+    .zero,
+  ]
+
+}
+
+/// Whether a student sat a paper (Ed-Fi's ReasonNotTested in spirit).
+public nonisolated enum Smartschool_Assessment_V1_Attendance: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// A score row: the student sat (what clients before this field send).
+  case unspecified // = 0
+
+  /// Sat: with item_number 0 and score 0, clears the student's ABSENT or EXEMPT mark.
+  case sat // = 1
+
+  /// 缺考: absent from the paper. With item_number 0 and score 0.
+  case absent // = 2
+
+  /// 免考: exempt, with reason_not_tested. With item_number 0 and score 0.
+  case exempt // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .sat
+    case 2: self = .absent
+    case 3: self = .exempt
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .sat: return 1
+    case .absent: return 2
+    case .exempt: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Assessment_V1_Attendance] = [
+    .unspecified,
+    .sat,
+    .absent,
+    .exempt,
+  ]
+
+}
+
 public nonisolated enum Smartschool_Assessment_V1_QualityDimension: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -199,6 +294,10 @@ public nonisolated struct Smartschool_Assessment_V1_Exam: Sendable {
   /// output only
   public var scoreCount: Int64 = 0
 
+  /// What a missing item score of a student who sat means; UNSPECIFIED on CreateExam is
+  /// REPORT. Exams created before this field have ZERO (what they always did).
+  public var missingItems: Smartschool_Assessment_V1_MissingItemPolicy = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -297,9 +396,16 @@ public nonisolated struct Smartschool_Assessment_V1_ScoreRow: Sendable {
 
   public var schoolCode: String = String()
 
+  /// 1 or more; 0 on a row that marks attendance
   public var itemNumber: Int32 = 0
 
   public var score: Double = 0
+
+  /// UNSPECIFIED: a score row
+  public var attendance: Smartschool_Assessment_V1_Attendance = .unspecified
+
+  /// EXEMPT only, required there (at most 200 characters)
+  public var reasonNotTested: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -370,41 +476,155 @@ public nonisolated struct Smartschool_Assessment_V1_ScoreBin: Sendable {
   public init() {}
 }
 
-public nonisolated struct Smartschool_Assessment_V1_ScopeStatistics: Sendable {
+public nonisolated struct Smartschool_Assessment_V1_ScopeStatistics: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// empty for the whole exam
-  public var orgCode: String = String()
+  public var orgCode: String {
+    get {_storage._orgCode}
+    set {_uniqueStorage()._orgCode = newValue}
+  }
 
-  public var orgName: String = String()
+  public var orgName: String {
+    get {_storage._orgName}
+    set {_uniqueStorage()._orgName = newValue}
+  }
 
-  public var count: Int64 = 0
+  public var count: Int64 {
+    get {_storage._count}
+    set {_uniqueStorage()._count = newValue}
+  }
 
-  public var mean: Double = 0
+  public var mean: Double {
+    get {_storage._mean}
+    set {_uniqueStorage()._mean = newValue}
+  }
 
   /// population
-  public var standardDeviation: Double = 0
+  public var standardDeviation: Double {
+    get {_storage._standardDeviation}
+    set {_uniqueStorage()._standardDeviation = newValue}
+  }
 
-  public var min: Double = 0
+  public var min: Double {
+    get {_storage._min}
+    set {_uniqueStorage()._min = newValue}
+  }
 
-  public var max: Double = 0
+  public var max: Double {
+    get {_storage._max}
+    set {_uniqueStorage()._max = newValue}
+  }
 
-  public var median: Double = 0
+  public var median: Double {
+    get {_storage._median}
+    set {_uniqueStorage()._median = newValue}
+  }
 
   /// percent, two decimals
-  public var passRate: Double = 0
+  public var passRate: Double {
+    get {_storage._passRate}
+    set {_uniqueStorage()._passRate = newValue}
+  }
 
-  public var excellentRate: Double = 0
+  public var excellentRate: Double {
+    get {_storage._excellentRate}
+    set {_uniqueStorage()._excellentRate = newValue}
+  }
 
   /// strictly below low threshold
-  public var lowRate: Double = 0
+  public var lowRate: Double {
+    get {_storage._lowRate}
+    set {_uniqueStorage()._lowRate = newValue}
+  }
 
-  public var bins: [Smartschool_Assessment_V1_ScoreBin] = []
+  public var bins: [Smartschool_Assessment_V1_ScoreBin] {
+    get {_storage._bins}
+    set {_uniqueStorage()._bins = newValue}
+  }
 
   /// among siblings by mean (1 = best); 0 for the scope itself
-  public var rank: Int32 = 0
+  public var rank: Int32 {
+    get {_storage._rank}
+    set {_uniqueStorage()._rank = newValue}
+  }
+
+  /// Attendance (absentees are in none of the figures above; `count` is sat_count).
+  public var expectedCount: Int64 {
+    get {_storage._expectedCount}
+    set {_uniqueStorage()._expectedCount = newValue}
+  }
+
+  /// 实考: sat the paper (incomplete students included)
+  public var satCount: Int64 {
+    get {_storage._satCount}
+    set {_uniqueStorage()._satCount = newValue}
+  }
+
+  /// 缺考
+  public var absentCount: Int64 {
+    get {_storage._absentCount}
+    set {_uniqueStorage()._absentCount = newValue}
+  }
+
+  /// 免考
+  public var exemptCount: Int64 {
+    get {_storage._exemptCount}
+    set {_uniqueStorage()._exemptCount = newValue}
+  }
+
+  /// sat, some item missing, on a REPORT exam
+  public var incompleteCount: Int64 {
+    get {_storage._incompleteCount}
+    set {_uniqueStorage()._incompleteCount = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A student of the scope who did not sit the paper.
+public nonisolated struct Smartschool_Assessment_V1_NotTestedStudent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var studentExternalID: String = String()
+
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  /// ABSENT or EXEMPT
+  public var attendance: Smartschool_Assessment_V1_Attendance = .unspecified
+
+  /// EXEMPT's reason
+  public var reasonNotTested: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A student of the scope who sat without a score for every item (REPORT exams only).
+public nonisolated struct Smartschool_Assessment_V1_IncompleteStudent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var studentExternalID: String = String()
+
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  /// ascending
+  public var missingItems: [Int32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -454,60 +674,59 @@ public nonisolated struct Smartschool_Assessment_V1_ItemStatistics: Sendable {
   fileprivate var _pointBiserial: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
 }
 
-public nonisolated struct Smartschool_Assessment_V1_ExamStatistics: @unchecked Sendable {
+public nonisolated struct Smartschool_Assessment_V1_ExamStatistics: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var examCode: String {
-    get {_storage._examCode}
-    set {_uniqueStorage()._examCode = newValue}
-  }
+  public var examCode: String = String()
 
   public var scope: Smartschool_Assessment_V1_ScopeStatistics {
-    get {_storage._scope ?? Smartschool_Assessment_V1_ScopeStatistics()}
-    set {_uniqueStorage()._scope = newValue}
+    get {_scope ?? Smartschool_Assessment_V1_ScopeStatistics()}
+    set {_scope = newValue}
   }
   /// Returns true if `scope` has been explicitly set.
-  public var hasScope: Bool {_storage._scope != nil}
+  public var hasScope: Bool {self._scope != nil}
   /// Clears the value of `scope`. Subsequent reads from it will return its default value.
-  public mutating func clearScope() {_uniqueStorage()._scope = nil}
+  public mutating func clearScope() {self._scope = nil}
 
-  public var children: [Smartschool_Assessment_V1_ScopeStatistics] {
-    get {_storage._children}
-    set {_uniqueStorage()._children = newValue}
-  }
+  public var children: [Smartschool_Assessment_V1_ScopeStatistics] = []
 
-  public var items: [Smartschool_Assessment_V1_ItemStatistics] {
-    get {_storage._items}
-    set {_uniqueStorage()._items = newValue}
-  }
+  public var items: [Smartschool_Assessment_V1_ItemStatistics] = []
 
   /// absent when undefined
   public var cronbachAlpha: SwiftProtobuf.Google_Protobuf_DoubleValue {
-    get {_storage._cronbachAlpha ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
-    set {_uniqueStorage()._cronbachAlpha = newValue}
+    get {_cronbachAlpha ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_cronbachAlpha = newValue}
   }
   /// Returns true if `cronbachAlpha` has been explicitly set.
-  public var hasCronbachAlpha: Bool {_storage._cronbachAlpha != nil}
+  public var hasCronbachAlpha: Bool {self._cronbachAlpha != nil}
   /// Clears the value of `cronbachAlpha`. Subsequent reads from it will return its default value.
-  public mutating func clearCronbachAlpha() {_uniqueStorage()._cronbachAlpha = nil}
+  public mutating func clearCronbachAlpha() {self._cronbachAlpha = nil}
 
   /// absent when α is
   public var sem: SwiftProtobuf.Google_Protobuf_DoubleValue {
-    get {_storage._sem ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
-    set {_uniqueStorage()._sem = newValue}
+    get {_sem ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_sem = newValue}
   }
   /// Returns true if `sem` has been explicitly set.
-  public var hasSem: Bool {_storage._sem != nil}
+  public var hasSem: Bool {self._sem != nil}
   /// Clears the value of `sem`. Subsequent reads from it will return its default value.
-  public mutating func clearSem() {_uniqueStorage()._sem = nil}
+  public mutating func clearSem() {self._sem = nil}
+
+  /// The scope's absent and exempt students, by class code then student (in no figure).
+  public var notTested: [Smartschool_Assessment_V1_NotTestedStudent] = []
+
+  /// The scope's incomplete students, by class code then student.
+  public var incomplete: [Smartschool_Assessment_V1_IncompleteStudent] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _scope: Smartschool_Assessment_V1_ScopeStatistics? = nil
+  fileprivate var _cronbachAlpha: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+  fileprivate var _sem: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
 }
 
 public nonisolated struct Smartschool_Assessment_V1_GetStudentReportRequest: Sendable {
@@ -543,68 +762,127 @@ public nonisolated struct Smartschool_Assessment_V1_KnowledgePointMastery: Senda
   public init() {}
 }
 
-public nonisolated struct Smartschool_Assessment_V1_StudentReport: Sendable {
+public nonisolated struct Smartschool_Assessment_V1_StudentReport: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var examCode: String = String()
+  public var examCode: String {
+    get {_storage._examCode}
+    set {_uniqueStorage()._examCode = newValue}
+  }
 
-  public var studentExternalID: String = String()
+  public var studentExternalID: String {
+    get {_storage._studentExternalID}
+    set {_uniqueStorage()._studentExternalID = newValue}
+  }
 
-  public var classCode: String = String()
+  public var classCode: String {
+    get {_storage._classCode}
+    set {_uniqueStorage()._classCode = newValue}
+  }
 
-  public var schoolCode: String = String()
+  public var schoolCode: String {
+    get {_storage._schoolCode}
+    set {_uniqueStorage()._schoolCode = newValue}
+  }
 
-  public var total: Double = 0
+  public var total: Double {
+    get {_storage._total}
+    set {_uniqueStorage()._total = newValue}
+  }
 
   /// competition ranking (1 = best)
-  public var classRank: Int32 = 0
+  public var classRank: Int32 {
+    get {_storage._classRank}
+    set {_uniqueStorage()._classRank = newValue}
+  }
 
-  public var schoolRank: Int32 = 0
+  public var schoolRank: Int32 {
+    get {_storage._schoolRank}
+    set {_uniqueStorage()._schoolRank = newValue}
+  }
 
-  public var examRank: Int32 = 0
+  public var examRank: Int32 {
+    get {_storage._examRank}
+    set {_uniqueStorage()._examRank = newValue}
+  }
 
-  public var classSize: Int32 = 0
+  public var classSize: Int32 {
+    get {_storage._classSize}
+    set {_uniqueStorage()._classSize = newValue}
+  }
 
-  public var schoolSize: Int32 = 0
+  public var schoolSize: Int32 {
+    get {_storage._schoolSize}
+    set {_uniqueStorage()._schoolSize = newValue}
+  }
 
-  public var examSize: Int32 = 0
+  public var examSize: Int32 {
+    get {_storage._examSize}
+    set {_uniqueStorage()._examSize = newValue}
+  }
 
   /// (CF − 0.5·F)/N·100, two decimals
-  public var percentileRank: Double = 0
+  public var percentileRank: Double {
+    get {_storage._percentileRank}
+    set {_uniqueStorage()._percentileRank = newValue}
+  }
 
   /// absent when σ = 0
   public var zScore: SwiftProtobuf.Google_Protobuf_DoubleValue {
-    get {_zScore ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
-    set {_zScore = newValue}
+    get {_storage._zScore ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_uniqueStorage()._zScore = newValue}
   }
   /// Returns true if `zScore` has been explicitly set.
-  public var hasZScore: Bool {self._zScore != nil}
+  public var hasZScore: Bool {_storage._zScore != nil}
   /// Clears the value of `zScore`. Subsequent reads from it will return its default value.
-  public mutating func clearZScore() {self._zScore = nil}
+  public mutating func clearZScore() {_uniqueStorage()._zScore = nil}
 
   /// 50 + 10z
   public var tScore: SwiftProtobuf.Google_Protobuf_DoubleValue {
-    get {_tScore ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
-    set {_tScore = newValue}
+    get {_storage._tScore ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_uniqueStorage()._tScore = newValue}
   }
   /// Returns true if `tScore` has been explicitly set.
-  public var hasTScore: Bool {self._tScore != nil}
+  public var hasTScore: Bool {_storage._tScore != nil}
   /// Clears the value of `tScore`. Subsequent reads from it will return its default value.
-  public mutating func clearTScore() {self._tScore = nil}
+  public mutating func clearTScore() {_uniqueStorage()._tScore = nil}
 
-  public var mastery: [Smartschool_Assessment_V1_KnowledgePointMastery] = []
+  public var mastery: [Smartschool_Assessment_V1_KnowledgePointMastery] {
+    get {_storage._mastery}
+    set {_uniqueStorage()._mastery = newValue}
+  }
 
   /// below pass fraction, weakest first
-  public var weakPoints: [Smartschool_Assessment_V1_KnowledgePointMastery] = []
+  public var weakPoints: [Smartschool_Assessment_V1_KnowledgePointMastery] {
+    get {_storage._weakPoints}
+    set {_uniqueStorage()._weakPoints = newValue}
+  }
+
+  /// ABSENT or EXEMPT: the student did not sit; every figure above is 0 (sizes stay the
+  /// counts of those who sat) and mastery is empty.
+  public var attendance: Smartschool_Assessment_V1_Attendance {
+    get {_storage._attendance}
+    set {_uniqueStorage()._attendance = newValue}
+  }
+
+  public var reasonNotTested: String {
+    get {_storage._reasonNotTested}
+    set {_uniqueStorage()._reasonNotTested = newValue}
+  }
+
+  /// sat without these items' scores (REPORT exams)
+  public var missingItems: [Int32] {
+    get {_storage._missingItems}
+    set {_uniqueStorage()._missingItems = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _zScore: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
-  fileprivate var _tScore: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Smartschool_Assessment_V1_GetClassDiagnosisRequest: Sendable {
@@ -671,6 +949,9 @@ public nonisolated struct Smartschool_Assessment_V1_ClassDiagnosis: Sendable {
 
   /// lowest total first
   public var studentsBelowPass: [Smartschool_Assessment_V1_StudentBelowPass] = []
+
+  /// absent and exempt, in no figure, by student
+  public var notTested: [Smartschool_Assessment_V1_NotTestedStudent] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -763,6 +1044,14 @@ public nonisolated struct Smartschool_Assessment_V1_QualityProfile: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "smartschool.assessment.v1"
 
+nonisolated extension Smartschool_Assessment_V1_MissingItemPolicy: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MISSING_ITEM_POLICY_UNSPECIFIED\0\u{1}MISSING_ITEM_POLICY_REPORT\0\u{1}MISSING_ITEM_POLICY_ZERO\0")
+}
+
+nonisolated extension Smartschool_Assessment_V1_Attendance: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ATTENDANCE_UNSPECIFIED\0\u{1}ATTENDANCE_SAT\0\u{1}ATTENDANCE_ABSENT\0\u{1}ATTENDANCE_EXEMPT\0")
+}
+
 nonisolated extension Smartschool_Assessment_V1_QualityDimension: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0QUALITY_DIMENSION_UNSPECIFIED\0\u{1}QUALITY_DIMENSION_MORAL_CHARACTER\0\u{1}QUALITY_DIMENSION_ACADEMIC_LEVEL\0\u{1}QUALITY_DIMENSION_PHYSICAL_MENTAL_HEALTH\0\u{1}QUALITY_DIMENSION_ARTISTIC_LITERACY\0\u{1}QUALITY_DIMENSION_SOCIAL_PRACTICE\0")
 }
@@ -818,7 +1107,7 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
 
 nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Exam"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -841,6 +1130,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
       case 13: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
       case 14: try { try decoder.decodeSingularBoolField(value: &self.frozen) }()
       case 15: try { try decoder.decodeSingularInt64Field(value: &self.scoreCount) }()
+      case 16: try { try decoder.decodeSingularEnumField(value: &self.missingItems) }()
       default: break
       }
     }
@@ -892,6 +1182,9 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
     if self.scoreCount != 0 {
       try visitor.visitSingularInt64Field(value: self.scoreCount, fieldNumber: 15)
     }
+    if self.missingItems != .unspecified {
+      try visitor.visitSingularEnumField(value: self.missingItems, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -911,6 +1204,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
     if lhs.items != rhs.items {return false}
     if lhs.frozen != rhs.frozen {return false}
     if lhs.scoreCount != rhs.scoreCount {return false}
+    if lhs.missingItems != rhs.missingItems {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1092,7 +1386,7 @@ nonisolated extension Smartschool_Assessment_V1_UpdateExamItemsRequest: SwiftPro
 
 nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreRow"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{3}item_number\0\u{1}score\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{3}item_number\0\u{1}score\0\u{1}attendance\0\u{3}reason_not_tested\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1106,6 +1400,8 @@ nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message,
       case 4: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
       case 5: try { try decoder.decodeSingularInt32Field(value: &self.itemNumber) }()
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.attendance) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.reasonNotTested) }()
       default: break
       }
     }
@@ -1130,6 +1426,12 @@ nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message,
     if self.score.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.score, fieldNumber: 6)
     }
+    if self.attendance != .unspecified {
+      try visitor.visitSingularEnumField(value: self.attendance, fieldNumber: 7)
+    }
+    if !self.reasonNotTested.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonNotTested, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1140,6 +1442,8 @@ nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message,
     if lhs.schoolCode != rhs.schoolCode {return false}
     if lhs.itemNumber != rhs.itemNumber {return false}
     if lhs.score != rhs.score {return false}
+    if lhs.attendance != rhs.attendance {return false}
+    if lhs.reasonNotTested != rhs.reasonNotTested {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1292,7 +1596,192 @@ nonisolated extension Smartschool_Assessment_V1_ScoreBin: SwiftProtobuf.Message,
 
 nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScopeStatistics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}count\0\u{1}mean\0\u{3}standard_deviation\0\u{1}min\0\u{1}max\0\u{1}median\0\u{3}pass_rate\0\u{3}excellent_rate\0\u{3}low_rate\0\u{1}bins\0\u{1}rank\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}count\0\u{1}mean\0\u{3}standard_deviation\0\u{1}min\0\u{1}max\0\u{1}median\0\u{3}pass_rate\0\u{3}excellent_rate\0\u{3}low_rate\0\u{1}bins\0\u{1}rank\0\u{3}expected_count\0\u{3}sat_count\0\u{3}absent_count\0\u{3}exempt_count\0\u{3}incomplete_count\0")
+
+  fileprivate class _StorageClass {
+    var _orgCode: String = String()
+    var _orgName: String = String()
+    var _count: Int64 = 0
+    var _mean: Double = 0
+    var _standardDeviation: Double = 0
+    var _min: Double = 0
+    var _max: Double = 0
+    var _median: Double = 0
+    var _passRate: Double = 0
+    var _excellentRate: Double = 0
+    var _lowRate: Double = 0
+    var _bins: [Smartschool_Assessment_V1_ScoreBin] = []
+    var _rank: Int32 = 0
+    var _expectedCount: Int64 = 0
+    var _satCount: Int64 = 0
+    var _absentCount: Int64 = 0
+    var _exemptCount: Int64 = 0
+    var _incompleteCount: Int64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _orgCode = source._orgCode
+      _orgName = source._orgName
+      _count = source._count
+      _mean = source._mean
+      _standardDeviation = source._standardDeviation
+      _min = source._min
+      _max = source._max
+      _median = source._median
+      _passRate = source._passRate
+      _excellentRate = source._excellentRate
+      _lowRate = source._lowRate
+      _bins = source._bins
+      _rank = source._rank
+      _expectedCount = source._expectedCount
+      _satCount = source._satCount
+      _absentCount = source._absentCount
+      _exemptCount = source._exemptCount
+      _incompleteCount = source._incompleteCount
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._orgCode) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._orgName) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._count) }()
+        case 4: try { try decoder.decodeSingularDoubleField(value: &_storage._mean) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._standardDeviation) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._min) }()
+        case 7: try { try decoder.decodeSingularDoubleField(value: &_storage._max) }()
+        case 8: try { try decoder.decodeSingularDoubleField(value: &_storage._median) }()
+        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._passRate) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._excellentRate) }()
+        case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._lowRate) }()
+        case 12: try { try decoder.decodeRepeatedMessageField(value: &_storage._bins) }()
+        case 13: try { try decoder.decodeSingularInt32Field(value: &_storage._rank) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._expectedCount) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._satCount) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._absentCount) }()
+        case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._exemptCount) }()
+        case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._incompleteCount) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._orgCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._orgCode, fieldNumber: 1)
+      }
+      if !_storage._orgName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._orgName, fieldNumber: 2)
+      }
+      if _storage._count != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._count, fieldNumber: 3)
+      }
+      if _storage._mean.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._mean, fieldNumber: 4)
+      }
+      if _storage._standardDeviation.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._standardDeviation, fieldNumber: 5)
+      }
+      if _storage._min.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._min, fieldNumber: 6)
+      }
+      if _storage._max.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._max, fieldNumber: 7)
+      }
+      if _storage._median.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._median, fieldNumber: 8)
+      }
+      if _storage._passRate.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._passRate, fieldNumber: 9)
+      }
+      if _storage._excellentRate.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._excellentRate, fieldNumber: 10)
+      }
+      if _storage._lowRate.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._lowRate, fieldNumber: 11)
+      }
+      if !_storage._bins.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._bins, fieldNumber: 12)
+      }
+      if _storage._rank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._rank, fieldNumber: 13)
+      }
+      if _storage._expectedCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._expectedCount, fieldNumber: 14)
+      }
+      if _storage._satCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._satCount, fieldNumber: 15)
+      }
+      if _storage._absentCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._absentCount, fieldNumber: 16)
+      }
+      if _storage._exemptCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._exemptCount, fieldNumber: 17)
+      }
+      if _storage._incompleteCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._incompleteCount, fieldNumber: 18)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ScopeStatistics, rhs: Smartschool_Assessment_V1_ScopeStatistics) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._orgCode != rhs_storage._orgCode {return false}
+        if _storage._orgName != rhs_storage._orgName {return false}
+        if _storage._count != rhs_storage._count {return false}
+        if _storage._mean != rhs_storage._mean {return false}
+        if _storage._standardDeviation != rhs_storage._standardDeviation {return false}
+        if _storage._min != rhs_storage._min {return false}
+        if _storage._max != rhs_storage._max {return false}
+        if _storage._median != rhs_storage._median {return false}
+        if _storage._passRate != rhs_storage._passRate {return false}
+        if _storage._excellentRate != rhs_storage._excellentRate {return false}
+        if _storage._lowRate != rhs_storage._lowRate {return false}
+        if _storage._bins != rhs_storage._bins {return false}
+        if _storage._rank != rhs_storage._rank {return false}
+        if _storage._expectedCount != rhs_storage._expectedCount {return false}
+        if _storage._satCount != rhs_storage._satCount {return false}
+        if _storage._absentCount != rhs_storage._absentCount {return false}
+        if _storage._exemptCount != rhs_storage._exemptCount {return false}
+        if _storage._incompleteCount != rhs_storage._incompleteCount {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_NotTestedStudent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NotTestedStudent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{1}attendance\0\u{3}reason_not_tested\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1300,81 +1789,86 @@ nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.M
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.orgName) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
-      case 4: try { try decoder.decodeSingularDoubleField(value: &self.mean) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.standardDeviation) }()
-      case 6: try { try decoder.decodeSingularDoubleField(value: &self.min) }()
-      case 7: try { try decoder.decodeSingularDoubleField(value: &self.max) }()
-      case 8: try { try decoder.decodeSingularDoubleField(value: &self.median) }()
-      case 9: try { try decoder.decodeSingularDoubleField(value: &self.passRate) }()
-      case 10: try { try decoder.decodeSingularDoubleField(value: &self.excellentRate) }()
-      case 11: try { try decoder.decodeSingularDoubleField(value: &self.lowRate) }()
-      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.bins) }()
-      case 13: try { try decoder.decodeSingularInt32Field(value: &self.rank) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.attendance) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reasonNotTested) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.orgCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 1)
     }
-    if !self.orgName.isEmpty {
-      try visitor.visitSingularStringField(value: self.orgName, fieldNumber: 2)
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 2)
     }
-    if self.count != 0 {
-      try visitor.visitSingularInt64Field(value: self.count, fieldNumber: 3)
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 3)
     }
-    if self.mean.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.mean, fieldNumber: 4)
+    if self.attendance != .unspecified {
+      try visitor.visitSingularEnumField(value: self.attendance, fieldNumber: 4)
     }
-    if self.standardDeviation.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.standardDeviation, fieldNumber: 5)
-    }
-    if self.min.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.min, fieldNumber: 6)
-    }
-    if self.max.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.max, fieldNumber: 7)
-    }
-    if self.median.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.median, fieldNumber: 8)
-    }
-    if self.passRate.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.passRate, fieldNumber: 9)
-    }
-    if self.excellentRate.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.excellentRate, fieldNumber: 10)
-    }
-    if self.lowRate.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.lowRate, fieldNumber: 11)
-    }
-    if !self.bins.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.bins, fieldNumber: 12)
-    }
-    if self.rank != 0 {
-      try visitor.visitSingularInt32Field(value: self.rank, fieldNumber: 13)
+    if !self.reasonNotTested.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonNotTested, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Smartschool_Assessment_V1_ScopeStatistics, rhs: Smartschool_Assessment_V1_ScopeStatistics) -> Bool {
-    if lhs.orgCode != rhs.orgCode {return false}
-    if lhs.orgName != rhs.orgName {return false}
-    if lhs.count != rhs.count {return false}
-    if lhs.mean != rhs.mean {return false}
-    if lhs.standardDeviation != rhs.standardDeviation {return false}
-    if lhs.min != rhs.min {return false}
-    if lhs.max != rhs.max {return false}
-    if lhs.median != rhs.median {return false}
-    if lhs.passRate != rhs.passRate {return false}
-    if lhs.excellentRate != rhs.excellentRate {return false}
-    if lhs.lowRate != rhs.lowRate {return false}
-    if lhs.bins != rhs.bins {return false}
-    if lhs.rank != rhs.rank {return false}
+  public static func ==(lhs: Smartschool_Assessment_V1_NotTestedStudent, rhs: Smartschool_Assessment_V1_NotTestedStudent) -> Bool {
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.attendance != rhs.attendance {return false}
+    if lhs.reasonNotTested != rhs.reasonNotTested {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_IncompleteStudent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".IncompleteStudent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{3}missing_items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 4: try { try decoder.decodeRepeatedInt32Field(value: &self.missingItems) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 1)
+    }
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 2)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 3)
+    }
+    if !self.missingItems.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.missingItems, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_IncompleteStudent, rhs: Smartschool_Assessment_V1_IncompleteStudent) -> Bool {
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.missingItems != rhs.missingItems {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1456,104 +1950,68 @@ nonisolated extension Smartschool_Assessment_V1_ItemStatistics: SwiftProtobuf.Me
 
 nonisolated extension Smartschool_Assessment_V1_ExamStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExamStatistics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}scope\0\u{1}children\0\u{1}items\0\u{3}cronbach_alpha\0\u{1}sem\0")
-
-  fileprivate class _StorageClass {
-    var _examCode: String = String()
-    var _scope: Smartschool_Assessment_V1_ScopeStatistics? = nil
-    var _children: [Smartschool_Assessment_V1_ScopeStatistics] = []
-    var _items: [Smartschool_Assessment_V1_ItemStatistics] = []
-    var _cronbachAlpha: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
-    var _sem: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _examCode = source._examCode
-      _scope = source._scope
-      _children = source._children
-      _items = source._items
-      _cronbachAlpha = source._cronbachAlpha
-      _sem = source._sem
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}scope\0\u{1}children\0\u{1}items\0\u{3}cronbach_alpha\0\u{1}sem\0\u{3}not_tested\0\u{1}incomplete\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._examCode) }()
-        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._scope) }()
-        case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._children) }()
-        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._items) }()
-        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._cronbachAlpha) }()
-        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._sem) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._cronbachAlpha) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._sem) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.notTested) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.incomplete) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._examCode.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._examCode, fieldNumber: 1)
-      }
-      try { if let v = _storage._scope {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-      } }()
-      if !_storage._children.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._children, fieldNumber: 3)
-      }
-      if !_storage._items.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._items, fieldNumber: 4)
-      }
-      try { if let v = _storage._cronbachAlpha {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-      } }()
-      try { if let v = _storage._sem {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-      } }()
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    try { if let v = self._scope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.children.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.children, fieldNumber: 3)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 4)
+    }
+    try { if let v = self._cronbachAlpha {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try { if let v = self._sem {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if !self.notTested.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.notTested, fieldNumber: 7)
+    }
+    if !self.incomplete.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.incomplete, fieldNumber: 8)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Assessment_V1_ExamStatistics, rhs: Smartschool_Assessment_V1_ExamStatistics) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._examCode != rhs_storage._examCode {return false}
-        if _storage._scope != rhs_storage._scope {return false}
-        if _storage._children != rhs_storage._children {return false}
-        if _storage._items != rhs_storage._items {return false}
-        if _storage._cronbachAlpha != rhs_storage._cronbachAlpha {return false}
-        if _storage._sem != rhs_storage._sem {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs._scope != rhs._scope {return false}
+    if lhs.children != rhs.children {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs._cronbachAlpha != rhs._cronbachAlpha {return false}
+    if lhs._sem != rhs._sem {return false}
+    if lhs.notTested != rhs.notTested {return false}
+    if lhs.incomplete != rhs.incomplete {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1641,108 +2099,195 @@ nonisolated extension Smartschool_Assessment_V1_KnowledgePointMastery: SwiftProt
 
 nonisolated extension Smartschool_Assessment_V1_StudentReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StudentReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{1}total\0\u{3}class_rank\0\u{3}school_rank\0\u{3}exam_rank\0\u{3}class_size\0\u{3}school_size\0\u{3}exam_size\0\u{3}percentile_rank\0\u{3}z_score\0\u{3}t_score\0\u{1}mastery\0\u{3}weak_points\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{1}total\0\u{3}class_rank\0\u{3}school_rank\0\u{3}exam_rank\0\u{3}class_size\0\u{3}school_size\0\u{3}exam_size\0\u{3}percentile_rank\0\u{3}z_score\0\u{3}t_score\0\u{1}mastery\0\u{3}weak_points\0\u{1}attendance\0\u{3}reason_not_tested\0\u{3}missing_items\0")
+
+  fileprivate class _StorageClass {
+    var _examCode: String = String()
+    var _studentExternalID: String = String()
+    var _classCode: String = String()
+    var _schoolCode: String = String()
+    var _total: Double = 0
+    var _classRank: Int32 = 0
+    var _schoolRank: Int32 = 0
+    var _examRank: Int32 = 0
+    var _classSize: Int32 = 0
+    var _schoolSize: Int32 = 0
+    var _examSize: Int32 = 0
+    var _percentileRank: Double = 0
+    var _zScore: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+    var _tScore: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+    var _mastery: [Smartschool_Assessment_V1_KnowledgePointMastery] = []
+    var _weakPoints: [Smartschool_Assessment_V1_KnowledgePointMastery] = []
+    var _attendance: Smartschool_Assessment_V1_Attendance = .unspecified
+    var _reasonNotTested: String = String()
+    var _missingItems: [Int32] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _examCode = source._examCode
+      _studentExternalID = source._studentExternalID
+      _classCode = source._classCode
+      _schoolCode = source._schoolCode
+      _total = source._total
+      _classRank = source._classRank
+      _schoolRank = source._schoolRank
+      _examRank = source._examRank
+      _classSize = source._classSize
+      _schoolSize = source._schoolSize
+      _examSize = source._examSize
+      _percentileRank = source._percentileRank
+      _zScore = source._zScore
+      _tScore = source._tScore
+      _mastery = source._mastery
+      _weakPoints = source._weakPoints
+      _attendance = source._attendance
+      _reasonNotTested = source._reasonNotTested
+      _missingItems = source._missingItems
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.total) }()
-      case 6: try { try decoder.decodeSingularInt32Field(value: &self.classRank) }()
-      case 7: try { try decoder.decodeSingularInt32Field(value: &self.schoolRank) }()
-      case 8: try { try decoder.decodeSingularInt32Field(value: &self.examRank) }()
-      case 9: try { try decoder.decodeSingularInt32Field(value: &self.classSize) }()
-      case 10: try { try decoder.decodeSingularInt32Field(value: &self.schoolSize) }()
-      case 11: try { try decoder.decodeSingularInt32Field(value: &self.examSize) }()
-      case 12: try { try decoder.decodeSingularDoubleField(value: &self.percentileRank) }()
-      case 13: try { try decoder.decodeSingularMessageField(value: &self._zScore) }()
-      case 14: try { try decoder.decodeSingularMessageField(value: &self._tScore) }()
-      case 15: try { try decoder.decodeRepeatedMessageField(value: &self.mastery) }()
-      case 16: try { try decoder.decodeRepeatedMessageField(value: &self.weakPoints) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._examCode) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._studentExternalID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._classCode) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._schoolCode) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._total) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._classRank) }()
+        case 7: try { try decoder.decodeSingularInt32Field(value: &_storage._schoolRank) }()
+        case 8: try { try decoder.decodeSingularInt32Field(value: &_storage._examRank) }()
+        case 9: try { try decoder.decodeSingularInt32Field(value: &_storage._classSize) }()
+        case 10: try { try decoder.decodeSingularInt32Field(value: &_storage._schoolSize) }()
+        case 11: try { try decoder.decodeSingularInt32Field(value: &_storage._examSize) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._percentileRank) }()
+        case 13: try { try decoder.decodeSingularMessageField(value: &_storage._zScore) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._tScore) }()
+        case 15: try { try decoder.decodeRepeatedMessageField(value: &_storage._mastery) }()
+        case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._weakPoints) }()
+        case 17: try { try decoder.decodeSingularEnumField(value: &_storage._attendance) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._reasonNotTested) }()
+        case 19: try { try decoder.decodeRepeatedInt32Field(value: &_storage._missingItems) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.examCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
-    }
-    if !self.studentExternalID.isEmpty {
-      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 2)
-    }
-    if !self.classCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 3)
-    }
-    if !self.schoolCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 4)
-    }
-    if self.total.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.total, fieldNumber: 5)
-    }
-    if self.classRank != 0 {
-      try visitor.visitSingularInt32Field(value: self.classRank, fieldNumber: 6)
-    }
-    if self.schoolRank != 0 {
-      try visitor.visitSingularInt32Field(value: self.schoolRank, fieldNumber: 7)
-    }
-    if self.examRank != 0 {
-      try visitor.visitSingularInt32Field(value: self.examRank, fieldNumber: 8)
-    }
-    if self.classSize != 0 {
-      try visitor.visitSingularInt32Field(value: self.classSize, fieldNumber: 9)
-    }
-    if self.schoolSize != 0 {
-      try visitor.visitSingularInt32Field(value: self.schoolSize, fieldNumber: 10)
-    }
-    if self.examSize != 0 {
-      try visitor.visitSingularInt32Field(value: self.examSize, fieldNumber: 11)
-    }
-    if self.percentileRank.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.percentileRank, fieldNumber: 12)
-    }
-    try { if let v = self._zScore {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    } }()
-    try { if let v = self._tScore {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-    } }()
-    if !self.mastery.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.mastery, fieldNumber: 15)
-    }
-    if !self.weakPoints.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.weakPoints, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._examCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._examCode, fieldNumber: 1)
+      }
+      if !_storage._studentExternalID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._studentExternalID, fieldNumber: 2)
+      }
+      if !_storage._classCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._classCode, fieldNumber: 3)
+      }
+      if !_storage._schoolCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._schoolCode, fieldNumber: 4)
+      }
+      if _storage._total.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._total, fieldNumber: 5)
+      }
+      if _storage._classRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._classRank, fieldNumber: 6)
+      }
+      if _storage._schoolRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._schoolRank, fieldNumber: 7)
+      }
+      if _storage._examRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._examRank, fieldNumber: 8)
+      }
+      if _storage._classSize != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._classSize, fieldNumber: 9)
+      }
+      if _storage._schoolSize != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._schoolSize, fieldNumber: 10)
+      }
+      if _storage._examSize != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._examSize, fieldNumber: 11)
+      }
+      if _storage._percentileRank.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._percentileRank, fieldNumber: 12)
+      }
+      try { if let v = _storage._zScore {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      } }()
+      try { if let v = _storage._tScore {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
+      if !_storage._mastery.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._mastery, fieldNumber: 15)
+      }
+      if !_storage._weakPoints.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._weakPoints, fieldNumber: 16)
+      }
+      if _storage._attendance != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._attendance, fieldNumber: 17)
+      }
+      if !_storage._reasonNotTested.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reasonNotTested, fieldNumber: 18)
+      }
+      if !_storage._missingItems.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._missingItems, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Assessment_V1_StudentReport, rhs: Smartschool_Assessment_V1_StudentReport) -> Bool {
-    if lhs.examCode != rhs.examCode {return false}
-    if lhs.studentExternalID != rhs.studentExternalID {return false}
-    if lhs.classCode != rhs.classCode {return false}
-    if lhs.schoolCode != rhs.schoolCode {return false}
-    if lhs.total != rhs.total {return false}
-    if lhs.classRank != rhs.classRank {return false}
-    if lhs.schoolRank != rhs.schoolRank {return false}
-    if lhs.examRank != rhs.examRank {return false}
-    if lhs.classSize != rhs.classSize {return false}
-    if lhs.schoolSize != rhs.schoolSize {return false}
-    if lhs.examSize != rhs.examSize {return false}
-    if lhs.percentileRank != rhs.percentileRank {return false}
-    if lhs._zScore != rhs._zScore {return false}
-    if lhs._tScore != rhs._tScore {return false}
-    if lhs.mastery != rhs.mastery {return false}
-    if lhs.weakPoints != rhs.weakPoints {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._examCode != rhs_storage._examCode {return false}
+        if _storage._studentExternalID != rhs_storage._studentExternalID {return false}
+        if _storage._classCode != rhs_storage._classCode {return false}
+        if _storage._schoolCode != rhs_storage._schoolCode {return false}
+        if _storage._total != rhs_storage._total {return false}
+        if _storage._classRank != rhs_storage._classRank {return false}
+        if _storage._schoolRank != rhs_storage._schoolRank {return false}
+        if _storage._examRank != rhs_storage._examRank {return false}
+        if _storage._classSize != rhs_storage._classSize {return false}
+        if _storage._schoolSize != rhs_storage._schoolSize {return false}
+        if _storage._examSize != rhs_storage._examSize {return false}
+        if _storage._percentileRank != rhs_storage._percentileRank {return false}
+        if _storage._zScore != rhs_storage._zScore {return false}
+        if _storage._tScore != rhs_storage._tScore {return false}
+        if _storage._mastery != rhs_storage._mastery {return false}
+        if _storage._weakPoints != rhs_storage._weakPoints {return false}
+        if _storage._attendance != rhs_storage._attendance {return false}
+        if _storage._reasonNotTested != rhs_storage._reasonNotTested {return false}
+        if _storage._missingItems != rhs_storage._missingItems {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1860,7 +2405,7 @@ nonisolated extension Smartschool_Assessment_V1_StudentBelowPass: SwiftProtobuf.
 
 nonisolated extension Smartschool_Assessment_V1_ClassDiagnosis: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClassDiagnosis"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}class_code\0\u{1}count\0\u{1}mean\0\u{3}knowledge_points\0\u{3}students_below_pass\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}class_code\0\u{1}count\0\u{1}mean\0\u{3}knowledge_points\0\u{3}students_below_pass\0\u{3}not_tested\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1874,6 +2419,7 @@ nonisolated extension Smartschool_Assessment_V1_ClassDiagnosis: SwiftProtobuf.Me
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.mean) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.knowledgePoints) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.studentsBelowPass) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.notTested) }()
       default: break
       }
     }
@@ -1898,6 +2444,9 @@ nonisolated extension Smartschool_Assessment_V1_ClassDiagnosis: SwiftProtobuf.Me
     if !self.studentsBelowPass.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.studentsBelowPass, fieldNumber: 6)
     }
+    if !self.notTested.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.notTested, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1908,6 +2457,7 @@ nonisolated extension Smartschool_Assessment_V1_ClassDiagnosis: SwiftProtobuf.Me
     if lhs.mean != rhs.mean {return false}
     if lhs.knowledgePoints != rhs.knowledgePoints {return false}
     if lhs.studentsBelowPass != rhs.studentsBelowPass {return false}
+    if lhs.notTested != rhs.notTested {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
