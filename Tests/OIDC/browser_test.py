@@ -3,20 +3,26 @@ by Selenium, signs in on identity's own login page to two relying-party apps on 
 use authlib's Flask client (discovery from server_metadata_url, authorization code with PKCE
 S256, state and nonce, the ID token checked against the JWKS). The first app is confidential
 (a client secret), the second public (PKCE only). Asserted: the ID token's claims, the second
-app's sign-in without a password (SSO cookie), the login page's messages (wrong password, a
-form without its CSRF cookie), prompt=login and prompt=none, and the refusals: a public client
+app's sign-in without a password (SSO cookie), logout from one app (authlib's RP-initiated
+logout) ending the sign-in at both, the login page's messages (wrong password, a form without
+its CSRF cookie), prompt=login and prompt=none, two-factor sign-in with codes from pyotp (an
+enrolled admin, and one the policy makes enrol on the page), and the refusals: a public client
 without PKCE, a wrong code_verifier, a replayed code, an unregistered redirect URI, a disabled
-app. Everything binds to 127.0.0.1 on free ports. Run with `bash Tests/OIDC/run.sh`.
+app, an unregistered post-logout URI. Everything binds to 127.0.0.1 on free ports. Run with
+`bash Tests/OIDC/run.sh`.
 """
 
 import logging
 import os
 import secrets
 import sqlite3
+import re
 import threading
+import time
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pyotp
 import pytest
 import requests
 from authlib.common.security import generate_token
@@ -59,6 +65,7 @@ class RelyingParty:
         self.base = "http://127.0.0.1:%d" % self.server.server_port
         self.redirect_uri = self.base + "/callback"
         self.capture_uri = self.base + "/capture"
+        self.signed_out_uri = self.base + "/signed-out"
         self.requests = {}    # state -> the authorization request's parameters
         self.sign_ins = []    # what the callback got: ID token claims, userinfo, tokens
         self.errors = []      # (error, description) the callback was sent or met
@@ -108,10 +115,27 @@ class RelyingParty:
                 return ('<h1 id="sign-in-failed">%s</h1><p id="description">%s</p>'
                         % (escape(error.error), escape(error.description or "")), 400)
             claims = dict(token["userinfo"])
+            session["id_token"] = token["id_token"]
             self.sign_ins.append({"state": request.args["state"], "claims": claims,
                                   "userinfo": dict(client.userinfo(token=token)),
                                   "token": token})
             return '<h1 id="signed-in">%s</h1>' % escape(claims.get("preferred_username", ""))
+
+        @app.get("/logout")
+        def logout():
+            # RP-initiated logout: identity ends the sign-in and sends the browser back here.
+            return self.oauth.create_client("identity").logout_redirect(
+                post_logout_redirect_uri=self.signed_out_uri,
+                id_token_hint=session.pop("id_token", None))
+
+        @app.get("/signed-out")
+        def signed_out():
+            try:
+                self.oauth.create_client("identity").validate_logout_response()
+            except OAuthError as error:
+                self.errors.append((error.error, error.description))
+                return '<h1 id="sign-out-failed">%s</h1>' % escape(error.description or ""), 400
+            return '<h1 id="signed-out">signed out</h1>'
 
         @app.get("/capture")
         def capture():
@@ -140,11 +164,12 @@ def platform(identity, tmp_path_factory):
     try:
         profile = ["--scope", "openid", "--scope", "profile"]
         teacher_id, teacher_secret = cli.oidc_client(
-            folder, "教师云 Teacher cloud", [teacher.redirect_uri], *profile)
+            folder, "教师云 Teacher cloud", [teacher.redirect_uri], *profile,
+            "--post-logout-uri", teacher.signed_out_uri)
         assert teacher_secret, "a confidential client gets a secret"
         parent_id, parent_secret = cli.oidc_client(
             folder, "家长云 Parent cloud", [parent.redirect_uri, parent.capture_uri], "--public",
-            *profile)
+            *profile, "--post-logout-uri", parent.signed_out_uri)
         assert parent_secret is None, "a public client has no secret"
         teacher.register(identity.issuer, teacher_id, teacher_secret)
         parent.register(identity.issuer, parent_id, None)
@@ -441,5 +466,155 @@ def test_a_disabled_app_signs_nobody_in(platform, browser):
         text = alert_text(browser)
         assert "该应用未注册或已停用" in text and "disabled" in text
         assert browser.current_url.startswith(platform.identity.issuer + "/authorize?")
+    finally:
+        app.stop()
+
+
+def test_logout_from_one_app_ends_the_sign_in_at_both(platform, browser):
+    teacher, parent = platform.teacher, platform.parent
+    assert platform.metadata["end_session_endpoint"] == platform.identity.issuer + "/logout"
+    sign_in_with_password(browser, platform, teacher, "教师云 Teacher cloud")
+    browser.get(parent.base + "/login")
+    at_parent = signed_in(browser, parent)
+    userinfo = platform.metadata["userinfo_endpoint"]
+    bearer = {"Authorization": "Bearer " + at_parent["token"]["access_token"]}
+    assert requests.get(userinfo, headers=bearer, timeout=TIMEOUT).status_code == 200
+    # The teacher app sends the browser to identity's end_session_endpoint with its ID token;
+    # identity ends the sign-in and returns to the registered URI with authlib's state.
+    browser.get(teacher.base + "/logout")
+    wait_for(browser, "signed-out", "back at the teacher app after logout")
+    assert browser.current_url.startswith(teacher.signed_out_uri + "?state=")
+    # The parent app's next sign-in asks for the password again ...
+    browser.get(parent.base + "/login")
+    on_login_page(browser, platform, "家长云 Parent cloud")
+    # ... and the tokens of the ended sign-in are refused.
+    answer = requests.get(userinfo, headers=bearer, timeout=TIMEOUT)
+    assert answer.status_code == 401 and "invalid_token" in answer.headers["WWW-Authenticate"]
+
+
+def test_logout_to_an_unregistered_uri_is_refused_and_ends_nothing(platform, browser):
+    first = sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    query = urlencode({"id_token_hint": first["token"]["id_token"],
+                       "post_logout_redirect_uri": platform.parent.signed_out_uri,
+                       "state": generate_token(16)})
+    browser.get(platform.metadata["end_session_endpoint"] + "?" + query)
+    text = alert_text(browser)
+    assert "post_logout_redirect_uri" in text and "not registered" in text
+    # Still signed in: the parent app gets in without a password.
+    browser.get(platform.parent.base + "/login")
+    assert signed_in(browser, platform.parent)["claims"]["sid"] == first["claims"]["sid"]
+
+
+def test_logout_without_an_id_token_asks_the_user_first(platform, browser):
+    first = sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    # A bare link to /logout (any site could embed one) only shows a confirmation form.
+    browser.get(platform.metadata["end_session_endpoint"])
+    WebDriverWait(browser, WAIT).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, "button[name=confirm]")))
+    browser.get(platform.parent.base + "/login")
+    assert signed_in(browser, platform.parent)["claims"]["sid"] == first["claims"]["sid"]
+    browser.get(platform.metadata["end_session_endpoint"])
+    confirm = WebDriverWait(browser, WAIT).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, "button[name=confirm]")))
+    confirm.click()
+    WebDriverWait(browser, WAIT).until(EC.title_contains("Signed out"))
+    browser.get(platform.parent.base + "/login")
+    on_login_page(browser, platform, "家长云 Parent cloud")
+
+
+@pytest.fixture(scope="module")
+def totp_platform(tmp_path_factory):
+    """An identity of its own whose admin has enrolled TOTP (with the CLI and pyotp), and an
+    app registered there."""
+    folder = tmp_path_factory.mktemp("identity-totp")
+    for identity in serve_identity(folder / "store", ADMIN_PASSWORD,
+                                   "--login-attempts-per-account", "0"):
+        cli = Cli(identity, folder)
+        cli.login("admin", ADMIN_PASSWORD)
+        app = RelyingParty("official")
+        try:
+            client_id, secret = cli.oidc_client(
+                folder, "督导平台 Inspection app", [app.redirect_uri], "--scope", "openid",
+                "--scope", "profile")
+            app.register(identity.issuer, client_id, secret)
+            enrol = cli.run("totp", "enrol")
+            totp = pyotp.parse_uri(re.search(r"uri:\s+(\S+)", enrol.stdout).group(1))
+            confirm = cli.run("totp", "confirm", "--code", totp.now())
+            recovery = re.findall(r"^\s+([A-Z0-9]{5}-[A-Z0-9]{5})$", confirm.stdout, re.M)
+            assert len(recovery) == 10
+            yield SimpleNamespace(identity=identity, app=app, totp=totp, recovery=recovery)
+        finally:
+            app.stop()
+
+
+def second_factor_page(driver):
+    wait_for(driver, "code", "the two-step verification page")
+    assert "两步验证" in driver.title and "Two-step verification" in driver.title
+
+
+def submit_code(driver, code):
+    field = driver.find_element(By.ID, "code")
+    field.clear()
+    field.send_keys(code)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def test_two_factor_sign_in_with_codes_from_pyotp(totp_platform, browser):
+    app = totp_platform.app
+    browser.get(app.base + "/login")
+    wait_for(browser, "password", "identity's login page")
+    submit_login(browser, "admin", ADMIN_PASSWORD)
+    second_factor_page(browser)
+    assert not browser.find_elements(By.ID, "totp-secret"), "enrolled: no new secret shown"
+    # The password alone signed nobody in: no SSO cookie yet.
+    assert browser.get_cookie("smartschool_sso") is None
+    submit_code(browser, pyotp.TOTP(pyotp.random_base32()).now())
+    text = alert_text(browser)
+    assert "验证码错误" in text and "wrong" in text
+    # The next step's code (identity allows one step of skew; the enrolment may have used the
+    # current one).
+    code = totp_platform.totp.at(time.time() + 30)
+    submit_code(browser, code)
+    done = signed_in(browser, app)
+    assert done["claims"]["preferred_username"] == "admin"
+    # Another browser: the same code again is refused (used once), a recovery code works.
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    browser.get(app.base + "/login")
+    wait_for(browser, "password", "identity's login page")
+    submit_login(browser, "admin", ADMIN_PASSWORD)
+    second_factor_page(browser)
+    submit_code(browser, code)
+    assert "已使用" in alert_text(browser)
+    submit_code(browser, totp_platform.recovery[0])
+    assert signed_in(browser, app)["claims"]["sub"] == done["claims"]["sub"]
+
+
+def test_an_official_covered_by_the_policy_enrols_two_factor_on_the_web(tmp_path, browser):
+    app = RelyingParty("county")
+    try:
+        # The app is registered first; then identity restarts with TOTP required for admins.
+        for identity in serve_identity(tmp_path / "store", ADMIN_PASSWORD):
+            cli = Cli(identity, tmp_path)
+            cli.login("admin", ADMIN_PASSWORD)
+            client_id, secret = cli.oidc_client(
+                tmp_path, "县教育局 County bureau", [app.redirect_uri], "--scope", "openid",
+                "--scope", "profile")
+        for identity in serve_identity(tmp_path / "store", ADMIN_PASSWORD,
+                                       "--require-totp-for", "system_admin"):
+            app.register(identity.issuer, client_id, secret)
+            browser.get(app.base + "/login")
+            wait_for(browser, "password", "identity's login page")
+            submit_login(browser, "admin", ADMIN_PASSWORD)
+            second_factor_page(browser)
+            # The page shows the new secret; pyotp computes the code an authenticator would.
+            secret_text = browser.find_element(By.ID, "totp-secret").text.replace(" ", "")
+            link = browser.find_element(By.CSS_SELECTOR, "a[href^='otpauth://']")
+            totp = pyotp.parse_uri(link.get_attribute("href"))
+            assert totp.secret == secret_text and totp.name == "admin"
+            submit_code(browser, totp.now())
+            codes = wait_for(browser, "recovery-codes", "the recovery codes page")
+            assert len(codes.find_elements(By.TAG_NAME, "li")) == 10
+            browser.find_element(By.ID, "continue").click()
+            assert signed_in(browser, app)["claims"]["preferred_username"] == "admin"
     finally:
         app.stop()

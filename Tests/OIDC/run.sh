@@ -23,6 +23,7 @@ PACKAGES=(
   flask==3.1.3
   requests==2.34.2
   selenium==4.51.0
+  pyotp==2.12.0
 )
 
 for exe in identity-service smartschool; do
