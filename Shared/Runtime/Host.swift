@@ -90,7 +90,8 @@ public final class ServiceHost: Sendable {
         CallInterceptor(
           logger: logger, metrics: metrics,
           authenticator: Authenticator(
-            verifier: definition.verifier, openMethods: definition.openMethods))
+            verifier: definition.verifier, openMethods: definition.openMethods,
+            audience: definition.name))
       ])
     if config.metricsPort >= 0 {
       self.metricsServer = MetricsHTTPServer(host: config.host, port: config.metricsPort) {

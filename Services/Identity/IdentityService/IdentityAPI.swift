@@ -99,9 +99,11 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
   }
 
   /// The tokens of a session that ends at `sessionEnds` (by default `refreshExpires`): no access
-  /// token outlives its session.
+  /// token outlives its session. A token for an OpenID Connect client carries its `client`
+  /// claims (audience, scope, client id).
   func tokenResponse(user: User, sessionID: String, refreshToken: String?,
-                             refreshExpires: Date?, sessionEnds: Date? = nil) async throws
+                             refreshExpires: Date?, sessionEnds: Date? = nil,
+                             client: ClientTokenClaims? = nil) async throws
     -> Smartschool_Identity_V1_TokenResponse
   {
     let bindings = try await store.bindings(userID: user.id)
@@ -116,6 +118,11 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       schoolIDs: bindings.filter { OrgPath($0.orgPath)?.ids.count == schoolDepth }.map(\.orgID))
     let c = claims(for: user, bindings: bindings, managed: managed, sessionID: sessionID)
     var signed = c
+    if let client {
+      signed.aud = client.audience
+      signed.scope = client.scope
+      signed.azp = client.clientID
+    }
     if let ends = sessionEnds ?? refreshExpires {
       signed.exp = min(c.exp, Self.sessionEnd(ends))
     }
@@ -955,9 +962,25 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       throw ServiceError.invalid("refresh_token", "must be 1-256 characters")
     }
     let hash = Secrets.digest(request.refreshToken)
-    guard let record = try await store.refreshRecord(hash: hash), !record.sessionRevoked,
-      record.expiresAt > Date()
-    else { throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked") }
+    guard let record = try await store.refreshRecord(hash: hash) else {
+      throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked")
+    }
+    let (user, newToken) = try await rotateRefresh(record, hash: hash)
+    return try await tokenResponse(
+      user: user, sessionID: record.sessionID, refreshToken: newToken,
+      refreshExpires: record.sessionExpiresAt)
+  }
+
+  /// Rotates the refresh token of `record` (whose hash is `hash`): the new token and the
+  /// session's user. The one rotation and reuse detection of Refresh and of the OpenID Connect
+  /// refresh_token grant: a token used before (a concurrent use included) revokes its whole
+  /// session. UNAUTHENTICATED, saying why, when the token may not be refreshed.
+  func rotateRefresh(_ record: RefreshRecord, hash: String) async throws
+    -> (user: User, token: String)
+  {
+    guard !record.sessionRevoked, record.expiresAt > Date() else {
+      throw ServiceError.unauthenticated("refresh token is invalid, expired or revoked")
+    }
     // The session's end was fixed at login; refreshing never moves it, and it ends at the
     // same whole second as its access tokens (which WhoAmI and Introspect go by).
     guard Self.sessionEnd(record.sessionExpiresAt) > Int64(Date().timeIntervalSince1970) else {
@@ -981,8 +1004,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     guard let user = try await store.user(id: record.userID), user.status == .active else {
       throw ServiceError.unauthenticated("the account is not active")
     }
-    return try await tokenResponse(
-      user: user, sessionID: record.sessionID, refreshToken: newToken, refreshExpires: expires)
+    return (user, newToken)
   }
 
   /// Refuses at once, here, the tokens of sessions revoked since `since`; the other services

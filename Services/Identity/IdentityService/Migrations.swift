@@ -119,5 +119,6 @@ enum IdentityMigrations {
     }
     OIDCMigrations.register(&migrator)
     TwoFactorMigrations.register(&migrator)
+    OIDCGrantMigrations.register(&migrator)
   }
 }

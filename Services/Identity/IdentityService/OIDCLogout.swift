@@ -6,11 +6,12 @@ import ServiceRuntime
 extension IdentityAPI {
   /// Ends one identity session for good, as gRPC Logout does: revoked in the store (on the
   /// change feed, so every service refuses its tokens), at once on this replica's verifier,
-  /// and audited.
+  /// and audited; the OpenID Connect grants made in it (all but offline ones) end with it.
   func endSession(id: String, userID: String, detail: String = "") async throws {
     try await store.revokeSession(id: id, reason: "logout")
     verifier.revokeSessions([id: Date()])
     await audit("logout", actor: userID, target: id, detail: detail)
+    try await endGrants(madeIn: id)
   }
 }
 

@@ -63,6 +63,7 @@ struct OIDCProvider: Sendable {
       return try await authorize(form, request, context, posted: true)
     }
     router.post("/token") { request, _ in try await token(request) }
+    registerTokenEndpoints(router)
     registerLogout(router)
     registerSecondFactor(router)
     router.get("/userinfo") { request, _ in try await userinfo(request) }
@@ -84,10 +85,18 @@ struct OIDCProvider: Sendable {
       "jwks_uri": issuer + "/.well-known/jwks.json",
       "response_types_supported": ["code"],
       "response_modes_supported": ["query"],
-      "grant_types_supported": ["authorization_code"],
+      "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+      "revocation_endpoint": issuer + "/revoke",
+      "revocation_endpoint_auth_methods_supported": [
+        "client_secret_basic", "client_secret_post", "none",
+      ],
+      "introspection_endpoint": issuer + "/introspect",
+      "introspection_endpoint_auth_methods_supported": [
+        "client_secret_basic", "client_secret_post",
+      ],
       "subject_types_supported": ["public"],
       "id_token_signing_alg_values_supported": ["RS256"],
-      "scopes_supported": ["openid", "profile"],
+      "scopes_supported": OIDCClientRules.standardScopes + OIDCClientRules.services,
       "claims_supported": [
         "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "name",
         "preferred_username",
@@ -411,45 +420,24 @@ struct OIDCProvider: Sendable {
   // MARK: Token
 
   private func token(_ request: Request) async throws -> Response {
-    guard let form = try await formBody(request) else {
-      return tokenError("invalid_request", "send application/x-www-form-urlencoded parameters")
+    let form: FormFields
+    let stored: StoredOIDCClient
+    switch try await clientRequest(request) {
+    case .client(let fields, let client): (form, stored) = (fields, client)
+    case .refused(let response): return response
     }
-    if let repeated = form.malformed.sorted().first {
-      return tokenError("invalid_request", "parameter '\(repeated)' is repeated or badly encoded")
-    }
-    // Client authentication: HTTP Basic or the form, never both (RFC 6749 §2.3).
-    var clientID = form["client_id"]
-    var secret = form["client_secret"]
-    let basic = request.headers[.authorization].flatMap { header -> (String, String)? in
-      guard header.lowercased().hasPrefix("basic "),
-        let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-        let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":"),
-        let id = FormFields.decode(text[..<colon]),
-        let password = FormFields.decode(text[text.index(after: colon)...])
-      else { return nil }
-      return (id, password)
-    }
-    if request.headers[.authorization] != nil {
-      guard let basic, secret == nil, clientID == nil || clientID == basic.0 else {
-        return tokenError("invalid_client", "use one client authentication method", basic: true)
-      }
-      (clientID, secret) = (basic.0, basic.1)
-    }
-    guard let clientID, clientID.count <= 64, let stored = try await clients.client(id: clientID),
-      !stored.client.disabled
-    else { return tokenError("invalid_client", "unknown or disabled client", basic: basic != nil) }
-    if let hash = stored.secretHash {
-      guard let secret, secret.utf8.count <= 256, Self.same(Secrets.digest(secret), hash) else {
-        return tokenError("invalid_client", "wrong client secret", basic: basic != nil)
-      }
-    } else if secret != nil {
-      return tokenError("invalid_client", "a public client has no secret", basic: basic != nil)
-    }
+    let clientID = stored.client.clientID
     guard let grant = form["grant_type"] else {
       return tokenError("invalid_request", "grant_type is missing")
     }
-    guard grant == "authorization_code" else {
-      return tokenError("unsupported_grant_type", "only authorization_code is supported")
+    switch grant {
+    case "authorization_code": break
+    case "refresh_token": return try await refreshGrant(form, client: stored.client)
+    case "client_credentials": return try await clientCredentialsGrant(form, client: stored)
+    default:
+      return tokenError(
+        "unsupported_grant_type",
+        "grant_type must be authorization_code, refresh_token or client_credentials")
     }
     guard let codeText = form["code"], codeText.utf8.count <= 128,
       let redirectURI = form["redirect_uri"]
@@ -472,39 +460,7 @@ struct OIDCProvider: Sendable {
     guard try await api.store.sessionActive(id: code.sessionID),
       let user = try await api.store.user(id: code.userID), user.status == .active
     else { return tokenError("invalid_grant", "the sign-in has ended") }
-    let now = Int64(Date().timeIntervalSince1970)
-    let expires = now + Int64(api.settings.accessTokenTTL)
-    let scopes = code.scope.split(separator: " ").map(String.init)
-    var access: [String: Any] = [
-      "iss": issuer, "sub": user.id, "aud": issuer + "/userinfo", "client_id": clientID,
-      "scope": code.scope, "sid": code.sessionID, "iat": now, "exp": expires,
-      "jti": EntityID.make(),
-    ]
-    access["auth_time"] = Int64(code.authTime.timeIntervalSince1970)
-    var id: [String: Any] = [
-      "iss": issuer, "sub": user.id, "aud": clientID, "azp": clientID, "iat": now,
-      "exp": expires, "auth_time": Int64(code.authTime.timeIntervalSince1970),
-      "sid": code.sessionID,
-    ]
-    if let nonce = code.nonce { id["nonce"] = nonce }
-    if scopes.contains("profile") {
-      id["name"] = user.displayName
-      id["preferred_username"] = user.username
-    }
-    let body: [String: Any] = [
-      "access_token": try await keys.sign(payload: try Self.json(access), type: "at+jwt"),
-      "token_type": "Bearer",
-      "expires_in": expires - now,
-      "id_token": try await keys.sign(payload: try Self.json(id)),
-      "scope": code.scope,
-    ]
-    try await api.store.audit(
-      AuditEntry(
-        actorID: user.id, action: "oidc.token", target: clientID, orgID: user.orgID,
-        orgPath: user.orgPath, detail: "scope \(code.scope)"))
-    var response = jsonResponse(try Self.json(body))
-    response.headers[HTTPField.Name("Pragma")!] = "no-cache"
-    return response
+    return try await codeTokens(code, user: user, client: stored.client)
   }
 
   func tokenError(_ error: String, _ description: String, basic: Bool = false)
@@ -525,15 +481,15 @@ struct OIDCProvider: Sendable {
     guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ")
     else { return bearerError(nil) }
     let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-    guard let claims = try await keys.verify(token, type: "at+jwt"),
-      claims["iss"] as? String == issuer,
-      let exp = (claims["exp"] as? NSNumber)?.int64Value,
-      exp > Int64(Date().timeIntervalSince1970), let sub = claims["sub"] as? String,
-      let sid = claims["sid"] as? String, try await api.store.sessionActive(id: sid),
-      let user = try await api.store.user(id: sub), user.status == .active
+    // A client's access token (identity's own, Ed25519) granted openid, while its grant stands.
+    guard let principal = try? await api.verifier.verify(token), principal.clientID != nil,
+      let scope = principal.scope, scope.split(separator: " ").contains("openid"),
+      let grant = try await grants.grant(sessionID: principal.sessionID),
+      grant.userID == principal.userID, try await grantActive(grant),
+      let user = try await api.store.user(id: principal.userID)
     else { return bearerError("invalid_token") }
     var body: [String: Any] = ["sub": user.id]
-    let scopes = (claims["scope"] as? String ?? "").split(separator: " ")
+    let scopes = scope.split(separator: " ")
     if scopes.contains("profile") {
       body["name"] = user.displayName
       body["preferred_username"] = user.username

@@ -135,5 +135,5 @@ extension IdentityMigrations {
         "ALTER TABLE users DROP CONSTRAINT users_client_id_key",
         "CREATE UNIQUE INDEX users_client_id ON users(client_id) WHERE client_id IS NOT NULL",
       ]),
-  ] + OIDCMigrations.postgres + TwoFactorMigrations.postgres
+  ] + OIDCMigrations.postgres + TwoFactorMigrations.postgres + OIDCGrantMigrations.postgres
 }

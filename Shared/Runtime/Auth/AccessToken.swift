@@ -44,11 +44,20 @@ public struct AccessTokenClaims: Codable, Hashable, Sendable {
   public var exp: Int64
   /// Role bindings.
   public var rol: [Binding]
+  /// Audience: the services (``smartSchoolServices``) the token may be used at. Absent in
+  /// first-party tokens (gRPC Login, service accounts), which every service accepts.
+  public var aud: [String]?
+  /// The OAuth scopes granted, space separated; absent in first-party tokens.
+  public var scope: String?
+  /// The OpenID Connect client the token was issued to (authorized party); absent in
+  /// first-party tokens.
+  public var azp: String?
 
-  /// Claims for a token.
+  /// Claims for a token; `aud`, `scope` and `azp` are set for tokens issued to an OpenID
+  /// Connect client.
   public init(
     iss: String, sub: String, usr: String, knd: String, sid: String, iat: Int64, exp: Int64,
-    rol: [Binding]
+    rol: [Binding], aud: [String]? = nil, scope: String? = nil, azp: String? = nil
   ) {
     self.iss = iss
     self.sub = sub
@@ -58,6 +67,9 @@ public struct AccessTokenClaims: Codable, Hashable, Sendable {
     self.iat = iat
     self.exp = exp
     self.rol = rol
+    self.aud = aud
+    self.scope = scope
+    self.azp = azp
   }
 
   /// The principal these claims describe; bindings with an unknown role or path are dropped.
@@ -74,12 +86,16 @@ public struct AccessTokenClaims: Codable, Hashable, Sendable {
       },
       sessionID: sid,
       issuedAt: Date(timeIntervalSince1970: TimeInterval(iat)),
-      expiresAt: Date(timeIntervalSince1970: TimeInterval(exp)))
+      expiresAt: Date(timeIntervalSince1970: TimeInterval(exp)),
+      audience: aud, scope: scope, clientID: azp)
   }
 }
 
 /// The issuer name identity writes into every token.
 public let smartSchoolTokenIssuer = "smartschool-identity"
+
+/// The services a token's audience (`aud`) may name: each service's ``ServiceDefinition/name``.
+public let smartSchoolServices = ["identity", "catalogue", "assessment", "supervision"]
 
 /// Base64url without padding (RFC 7515 §2).
 public enum Base64URL {

@@ -9,16 +9,20 @@ import GRPCCore
 public struct Authenticator: Sendable {
   private let verifier: TokenVerifier
   private let openMethods: Set<String>
+  private let audience: String?
   private static let alwaysOpenServices: Set<String> = [
     "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
   ]
 
   /// An authenticator verifying with `verifier`; `openMethods` are fully qualified method
-  /// names (`package.Service/Method`) callable without a token.
-  public init(verifier: TokenVerifier, openMethods: Set<String>) {
+  /// names (`package.Service/Method`) callable without a token. With `audience` (the
+  /// service's name, one of ``smartSchoolServices``), a token whose audience is present and
+  /// does not name it is refused.
+  public init(verifier: TokenVerifier, openMethods: Set<String>, audience: String? = nil) {
     self.verifier = verifier
     self.openMethods = openMethods
+    self.audience = audience
   }
 
   /// Extracts the token of an `authorization: Bearer <token>` header.
@@ -57,6 +61,13 @@ public struct Authenticator: Sendable {
       throw .unauthenticated(
         "missing access token: send 'authorization: Bearer <token>' (see identity Login)")
     }
-    return try await verifier.verify(token)
+    let principal = try await verifier.verify(token)
+    if let audience, !principal.mayBeUsed(at: audience) {
+      let named = principal.audience?.joined(separator: ", ") ?? ""
+      throw .unauthenticated(
+        "access token is not for \(audience): its audience is [\(named)]; ask identity for a "
+          + "token whose audience includes \(audience)")
+    }
+    return principal
   }
 }

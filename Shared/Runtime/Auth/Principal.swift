@@ -46,11 +46,18 @@ public struct Principal: Hashable, Sendable {
   public var issuedAt: Date
   /// When the token expires.
   public var expiresAt: Date
+  /// The services the token may be used at; `nil` (a first-party token) means every service.
+  public var audience: [String]?
+  /// The OAuth scopes of a token issued to an OpenID Connect client, space separated.
+  public var scope: String?
+  /// The OpenID Connect client the token was issued to; `nil` for first-party tokens.
+  public var clientID: String?
 
   /// A principal with the given claims.
   public init(
     userID: String, username: String, kind: String, bindings: [RoleGrant], sessionID: String,
-    issuedAt: Date, expiresAt: Date
+    issuedAt: Date, expiresAt: Date, audience: [String]? = nil, scope: String? = nil,
+    clientID: String? = nil
   ) {
     self.userID = userID
     self.username = username
@@ -59,6 +66,15 @@ public struct Principal: Hashable, Sendable {
     self.sessionID = sessionID
     self.issuedAt = issuedAt
     self.expiresAt = expiresAt
+    self.audience = audience
+    self.scope = scope
+    self.clientID = clientID
+  }
+
+  /// Whether the token may be used at `service`: a first-party token (no audience) may be
+  /// used everywhere, a client's token only at the services its audience names.
+  public func mayBeUsed(at service: String) -> Bool {
+    audience?.contains(service) ?? true
   }
 
   /// The principal of the RPC being served, set by ``CallInterceptor`` for the whole call
