@@ -235,7 +235,8 @@ struct Plain {
         .with { $0.examCode = "M-Z" }, metadata: w.auth("aK1"))
       #expect(stats.scope.count == 1 && stats.scope.mean == 7 && stats.scope.incompleteCount == 0)
       #expect(stats.incomplete.isEmpty)
-      let fetched = try await w.assessment.getExam(.with { $0.code = "M-Z" }, metadata: w.auth("aK1"))
+      let fetched = try await w.assessment.getExam(
+        .with { $0.code = "M-Z" }, metadata: w.auth("aK1"))
       #expect(fetched.missingItems == .zero)
     }
   }

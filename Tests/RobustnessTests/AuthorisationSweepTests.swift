@@ -58,12 +58,14 @@ let sweepTable: [String: SweepEntry] = {
       "GetComplianceReport", "GetWeeklyNotice", "GetTeacherTargets", "CreateTrainingRecord",
       "GetTrainingReport", "PutFacilityReport", "GetFacilityReport", "GetCoverageReport",
       "CreateInspection", "ListInspections", "GetInspectionSummary", "ListChanges",
+      "UpdateInspectionFollowUp",
     ],
     "smartschool.assessment.v1.AssessmentService": [
       "CreateExam", "GetExam", "ListExams", "UpdateExamItems", "ImportScores",
       "ImportScoreBatches", "ExportScores",
       "GetExamStatistics", "GetStudentReport", "GetClassDiagnosis", "RecordQualityEntry",
       "ImportQualityEntries", "GetQualityProfile", "ListChanges",
+      "ListExamRanks",
     ],
   ]
   for (service, methods) in all {
@@ -124,6 +126,7 @@ struct AimedRequests {
     case "parent_id": west["WEST9-PA1"]
     case "user_id", "student_id": west["WEST9-ST1"]
     case "resource_id": west["resource"]
+    case "inspection_id": west["inspection"]
     case "id":
       service.contains("catalogue")
         ? west["resource"]

@@ -155,16 +155,22 @@ public struct AssessmentAPI: Sendable {
     if exam.excellentFraction == 0 { exam.excellentFraction = 0.85 }
     if exam.lowFraction == 0 { exam.lowFraction = 0.40 }
     if exam.missingItems == .unspecified { exam.missingItems = .report }
+    if exam.goodFraction == 0 {
+      exam.goodFraction = Swift.min(Swift.max(0.70, exam.passFraction), exam.excellentFraction)
+    }
     for (value, field) in [
       (exam.passFraction, "exam.pass_fraction"),
       (exam.excellentFraction, "exam.excellent_fraction"),
-      (exam.lowFraction, "exam.low_fraction"),
+      (exam.lowFraction, "exam.low_fraction"), (exam.goodFraction, "exam.good_fraction"),
     ] {
       v.check(value > 0 && value <= 1, field, "must be a fraction in (0, 1]")
     }
     v.check(
       exam.lowFraction < exam.passFraction && exam.passFraction <= exam.excellentFraction,
       "exam.pass_fraction", "thresholds must satisfy low < pass <= excellent")
+    v.check(
+      exam.passFraction <= exam.goodFraction && exam.goodFraction <= exam.excellentFraction,
+      "exam.good_fraction", "must lie between pass_fraction and excellent_fraction")
     try v.throwIfInvalid()
     let org = try org(code: e.orgCode, field: "exam.org_code")
     guard [.province, .city, .county, .school].contains(org.kind) else {
@@ -468,6 +474,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       $0.passRate = f.passRate
       $0.excellentRate = f.excellentRate
       $0.lowRate = f.lowRate
+      $0.goodRate = f.goodRate
       $0.bins = f.bins.map { b in
         .with {
           $0.lower = b.lower
@@ -517,6 +524,20 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       }
   }
 
+  /// The scope of a report on `record`: the org named by `code` (under the exam's running
+  /// org), or nil with the exam's path when `code` is empty.
+  func scope(of record: ExamRecord, code: String) throws(ServiceError) -> (Org?, OrgPath) {
+    let examPath = try Self.path(record.orgPath)
+    if code.isEmpty { return (nil, examPath) }
+    let org = try org(code: code, field: "scope_org_code")
+    let path = try Self.path(org.path)
+    guard examPath.covers(path) else {
+      throw ServiceError.invalid(
+        "scope_org_code", "must name the org running the exam or an org under it")
+    }
+    return (org, path)
+  }
+
   public func getExamStatistics(
     request: Smartschool_Assessment_V1_GetExamStatisticsRequest, context: ServerContext
   ) async throws -> Smartschool_Assessment_V1_ExamStatistics {
@@ -524,23 +545,18 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     var v = Validator()
     v.check(
       (0...100).contains(request.binCount), "bin_count", "must be between 1 and 100 (0: 10)")
+    v.check(
+      [.unspecified, .school, .class].contains(request.childrenKind), "children_kind",
+      "must be SCHOOL, CLASS or unspecified")
     try v.throwIfInvalid()
     let bins = request.binCount == 0 ? 10 : Int(request.binCount)
     let record = try await exam(code: request.examCode, field: "exam_code")
-    let examPath = try Self.path(record.orgPath)
-    let scopeOrg: Org?
-    let scopePath: OrgPath
-    if request.scopeOrgCode.isEmpty {
-      scopeOrg = nil
-      scopePath = examPath
-    } else {
-      let org = try org(code: request.scopeOrgCode, field: "scope_org_code")
-      scopePath = try Self.path(org.path)
-      guard examPath.covers(scopePath) else {
-        throw ServiceError.invalid(
-          "scope_org_code", "must name the org running the exam or an org under it")
+    let (scopeOrg, scopePath) = try scope(of: record, code: request.scopeOrgCode)
+    if request.childrenKind != .unspecified {
+      let scopeKind = scopeOrg?.kind ?? directory.org(code: record.exam.orgCode)?.kind
+      guard let scopeKind, request.childrenKind.rawValue > scopeKind.rawValue else {
+        throw ServiceError.invalid("children_kind", "must be a kind below the scope's")
       }
-      scopeOrg = org
     }
     try principal.require(.resultsRead, at: scopePath)
     let everyone = try await store.results(
@@ -569,10 +585,16 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
     }
 
-    // Children of the scope, each student counted under the child on their class path.
-    let parentID = scopePath.leaf ?? ""
-    let children = directory.children(of: parentID)
-    let depth = scopePath.ids.count
+    // Children of the scope (or every school or class under it), each student counted under
+    // the child on their class path.
+    let children: [Org]
+    if request.childrenKind == .unspecified {
+      children = directory.children(of: scopePath.leaf ?? "")
+    } else {
+      children = directory.orgs(under: scopePath, kind: request.childrenKind)
+        .filter { $0.path != scopePath.description }
+    }
+    let childIDs = Set(children.map(\.id))
     var totalsByChild: [String: [Double]] = [:]
     var studentsByChild: [String: [StudentResult]] = [:]
     // A class's students share one path: each path is parsed once.
@@ -582,8 +604,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       if let known = childOfPath[s.orgPath] {
         child = known
       } else {
-        let p = OrgPath(s.orgPath)
-        child = p.flatMap { $0.ids.count > depth ? $0.ids[depth] : nil }
+        child = OrgPath(s.orgPath)?.ids.first { childIDs.contains($0) }
         childOfPath[s.orgPath] = .some(child)
       }
       guard let child else { continue }
@@ -600,6 +621,17 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let ranked = childStats.indices.filter { childStats[$0].count > 0 }
     let ranks = ranksByMean(ranked.map { childStats[$0].mean })
     for (i, rank) in zip(ranked, ranks) { childStats[i].rank = Int32(rank) }
+    let rateRanks = (
+      pass: competitionRanks(ranked.map { childStats[$0].passRate }),
+      good: competitionRanks(ranked.map { childStats[$0].goodRate }),
+      excellent: competitionRanks(ranked.map { childStats[$0].excellentRate }),
+      low: competitionRanks(ranked.map { childStats[$0].lowRate }, lowerIsBetter: true))
+    for (k, i) in ranked.enumerated() {
+      childStats[i].passRateRank = Int32(rateRanks.pass[k])
+      childStats[i].goodRateRank = Int32(rateRanks.good[k])
+      childStats[i].excellentRateRank = Int32(rateRanks.excellent[k])
+      childStats[i].lowRateRank = Int32(rateRanks.low[k])
+    }
     stats.children = childStats
 
     let analysis = ItemAnalysis.compute(
@@ -621,6 +653,99 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     if let alpha = analysis.alpha { stats.cronbachAlpha = .init(alpha) }
     if let sem = analysis.sem { stats.sem = .init(sem) }
     return stats
+  }
+
+  /// Competition ranks of `totals` within the groups named by `keys` (one key per total).
+  static func ranks(_ totals: [Double], groupedBy keys: [String]) -> [Int] {
+    var members: [String: [Int]] = [:]
+    for (i, key) in keys.enumerated() { members[key, default: []].append(i) }
+    var ranks = Array(repeating: 0, count: totals.count)
+    for indices in members.values {
+      for (i, rank) in zip(indices, competitionRanks(indices.map { totals[$0] })) {
+        ranks[i] = rank
+      }
+    }
+    return ranks
+  }
+
+  public func listExamRanks(
+    request: Smartschool_Assessment_V1_ListExamRanksRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_ListExamRanksResponse {
+    let principal = try Principal.require()
+    let size = try PageSize.resolve(request.pageSize)
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    let (scopeOrg, scopePath) = try scope(of: record, code: request.scopeOrgCode)
+    try principal.require(.resultsRead, at: scopePath)
+    let query = "ranks|\(record.exam.code)|\(request.scopeOrgCode)"
+    // The token holds the last student's total (its bits, exactly) and id.
+    var after: (total: Double, student: String)?
+    if let token = try PageToken.decode(request.pageToken, query: query) {
+      guard token.after.count == 2, let bits = UInt64(token.after[0]) else {
+        throw ServiceError.invalid("page_token", "is not a page token this service issued")
+      }
+      after = (Double(bitPattern: bits), token.after[1])
+    }
+    // Ranks in class, school, county and exam are among the whole exam's students who sat.
+    let students = try await store.results(exam: record, scopePath: nil).filter(\.sat)
+    let totals = students.map(\.total)
+    let examRanks = competitionRanks(totals)
+    let percentiles = percentileRanks(totals)
+    let classRanks = Self.ranks(totals, groupedBy: students.map(\.classCode))
+    let schoolRanks = Self.ranks(totals, groupedBy: students.map(\.schoolCode))
+    // A class's students share one path: its county and scope membership are found once.
+    var places: [String: (county: String, inScope: Bool)] = [:]
+    for s in students where places[s.orgPath] == nil {
+      let leaf = OrgPath(s.orgPath)?.leaf ?? ""
+      places[s.orgPath] = (
+        directory.ancestor(of: leaf, kind: .county)?.id ?? "",
+        scopeOrg == nil || scopePath.covers(s.orgPath)
+      )
+    }
+    let countyRanks = Self.ranks(totals, groupedBy: students.map { places[$0.orgPath]!.county })
+    let members = students.indices.filter { places[students[$0].orgPath]!.inScope }
+    let scopeRanks = competitionRanks(members.map { totals[$0] })
+    var order = Array(members.indices)
+    order.sort { a, b in
+      let (x, y) = (members[a], members[b])
+      return totals[x] != totals[y]
+        ? totals[x] > totals[y] : students[x].externalID < students[y].externalID
+    }
+    var start = 0
+    if let after {
+      start = order.firstIndex { k in
+        let i = members[k]
+        return totals[i] < after.total
+          || (totals[i] == after.total && students[i].externalID > after.student)
+      } ?? order.count
+    }
+    let page = order[start..<Swift.min(order.count, start + size)]
+    let numbers = record.itemNumbers
+    var response = Smartschool_Assessment_V1_ListExamRanksResponse()
+    response.totalCount = Int64(members.count)
+    response.students = page.map { k in
+      let i = members[k]
+      let s = students[i]
+      return .with {
+        $0.studentExternalID = s.externalID
+        $0.classCode = s.classCode
+        $0.schoolCode = s.schoolCode
+        $0.total = s.total
+        $0.scopeRank = Int32(scopeRanks[k])
+        $0.classRank = Int32(classRanks[i])
+        $0.schoolRank = Int32(schoolRanks[i])
+        $0.countyRank = Int32(countyRanks[i])
+        $0.examRank = Int32(examRanks[i])
+        $0.percentileRank = roundTo2(percentiles[i])
+        if record.reportsMissingItems { $0.missingItems = s.missing.map { numbers[$0] } }
+      }
+    }
+    if page.endIndex < order.count, let last = page.last {
+      let s = students[members[last]]
+      response.nextPageToken = PageToken(
+        after: [String(totals[members[last]].bitPattern), s.externalID]
+      ).encode(query: query)
+    }
+    return response
   }
 
   static func mastery(_ m: MasteryFigure) -> Smartschool_Assessment_V1_KnowledgePointMastery {

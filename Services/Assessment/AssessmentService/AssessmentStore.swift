@@ -19,7 +19,7 @@ public struct ExamRecord: Sendable {
   public var thresholds: Thresholds {
     Thresholds(
       fullMarks: exam.fullMarks, pass: exam.passFraction, excellent: exam.excellentFraction,
-      low: exam.lowFraction)
+      low: exam.lowFraction, good: exam.goodFraction)
   }
 
   /// Item numbers in ascending order (the column order of ``StudentResult/scores``).
@@ -437,13 +437,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         sql: """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time, missing_items)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            create_time, update_time, missing_items, good_fraction)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """,
         arguments: [
           record.id, e.code, e.name, e.schoolYear, e.term, e.subject.rawValue, e.stage.rawValue,
           e.grade, e.orgCode, record.orgPath, e.fullMarks, e.passFraction, e.excellentFraction,
-          e.lowFraction, time, time, e.missingItems.rawValue,
+          e.lowFraction, time, time, e.missingItems.rawValue, e.goodFraction,
         ])
       let number = db.lastInsertedRowID
       try Self.insertItems(db, exam: number, items: e.items)
@@ -471,7 +471,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
 
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
-    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items
+    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction
     """
 
   private static func decodeExam(_ db: Database, _ row: Row, counts: Bool) throws -> ExamRecord {
@@ -490,6 +490,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.excellentFraction = row["excellent_fraction"]
     exam.lowFraction = row["low_fraction"]
     exam.missingItems = .init(rawValue: row["missing_items"]) ?? .report
+    exam.goodFraction = row["good_fraction"]
     exam.items = try db.cachedStatement(
       sql: """
         SELECT number, max_score, objective, knowledge_points FROM asm_items

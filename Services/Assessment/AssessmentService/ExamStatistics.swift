@@ -20,14 +20,18 @@ public struct Thresholds: Equatable, Sendable {
   public var pass: Double
   public var excellent: Double
   public var low: Double
+  /// The 良好 line, between pass and excellent.
+  public var good: Double
 
   public init(
-    fullMarks: Double, pass: Double = 0.60, excellent: Double = 0.85, low: Double = 0.40
+    fullMarks: Double, pass: Double = 0.60, excellent: Double = 0.85, low: Double = 0.40,
+    good: Double = 0.70
   ) {
     self.fullMarks = fullMarks
     self.pass = pass
     self.excellent = excellent
     self.low = low
+    self.good = good
   }
 }
 
@@ -43,6 +47,8 @@ public struct SummaryFigures: Equatable, Sendable {
   public var excellentRate: Double
   public var lowRate: Double
   public var bins: [ScoreBinFigure]
+  /// 良好率: at or above the good line.
+  public var goodRate: Double = 0
 
   /// Computes the figures; `binCount` equal-width bins over [0, full marks].
   public static func compute(
@@ -71,9 +77,11 @@ public struct SummaryFigures: Equatable, Sendable {
     let passLine = thresholds.pass * thresholds.fullMarks
     let excellentLine = thresholds.excellent * thresholds.fullMarks
     let lowLine = thresholds.low * thresholds.fullMarks
-    var pass = 0, excellent = 0, low = 0
+    let goodLine = thresholds.good * thresholds.fullMarks
+    var pass = 0, excellent = 0, low = 0, good = 0
     for score in scores {
       if score >= passLine { pass += 1 }
+      if score >= goodLine { good += 1 }
       if score >= excellentLine { excellent += 1 }
       if score < lowLine { low += 1 }
       var index = width > 0 ? Int((score / width).rounded(.down)) : 0
@@ -88,7 +96,8 @@ public struct SummaryFigures: Equatable, Sendable {
       min: sorted[0], max: sorted[sorted.count - 1], median: median,
       passRate: roundTo2(Double(pass) / count * 100),
       excellentRate: roundTo2(Double(excellent) / count * 100),
-      lowRate: roundTo2(Double(low) / count * 100), bins: figures)
+      lowRate: roundTo2(Double(low) / count * 100), bins: figures,
+      goodRate: roundTo2(Double(good) / count * 100))
   }
 }
 
@@ -127,4 +136,37 @@ public func tScore(z: Double) -> Double { 50 + 10 * z }
 /// Ranks sibling groups by mean, best first, with competition ranking on equal means.
 public func ranksByMean(_ means: [Double]) -> [Int] {
   means.map { mean in 1 + means.reduce(0) { $0 + ($1 > mean ? 1 : 0) } }
+}
+
+/// Competition ranks of `values` (1 = best: the highest, or the lowest when `lowerIsBetter`),
+/// in the order given; O(n log n).
+public func competitionRanks(_ values: [Double], lowerIsBetter: Bool = false) -> [Int] {
+  let order = values.indices.sorted {
+    lowerIsBetter ? values[$0] < values[$1] : values[$0] > values[$1]
+  }
+  var ranks = Array(repeating: 0, count: values.count)
+  for (position, i) in order.enumerated() {
+    let previous = position > 0 ? order[position - 1] : nil
+    ranks[i] = previous.map { values[$0] == values[i] } == true ? ranks[previous!] : position + 1
+  }
+  return ranks
+}
+
+/// Percentile ranks of `values` within themselves, as ``percentileRank(of:in:)`` gives each;
+/// O(n log n).
+public func percentileRanks(_ values: [Double]) -> [Double] {
+  let sorted = values.sorted()
+  func bound(_ x: Double, strict: Bool) -> Int {
+    var lo = 0, hi = sorted.count
+    while lo < hi {
+      let mid = (lo + hi) / 2
+      if strict ? sorted[mid] < x : sorted[mid] <= x { lo = mid + 1 } else { hi = mid }
+    }
+    return lo
+  }
+  return values.map { x in
+    let cf = bound(x, strict: false)
+    let f = cf - bound(x, strict: true)
+    return (Double(cf) - 0.5 * Double(f)) / Double(sorted.count) * 100
+  }
 }

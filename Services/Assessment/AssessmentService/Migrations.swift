@@ -104,5 +104,14 @@ enum AssessmentMigrations {
             CHECK (missing_items IN (1, 2));
           """)
     }
+    // The 良好 line (良好率, the fourth of the 四率): 0.70 of full marks, kept within the exam's
+    // pass and excellent lines.
+    migrator.registerMigration("assessment.5.good-fraction") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE asm_exams ADD COLUMN good_fraction REAL NOT NULL DEFAULT 0.70;
+          UPDATE asm_exams SET good_fraction = MIN(MAX(0.70, pass_fraction), excellent_fraction);
+          """)
+    }
   }
 }

@@ -25,7 +25,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
 
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
-    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items
+    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction
     """
 
   private static func decodeExam(_ row: PostgresRandomAccessRow) throws -> ExamRecord {
@@ -43,6 +43,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
     exam.excellentFraction = try row["excellent_fraction"].decode(Double.self)
     exam.lowFraction = try row["low_fraction"].decode(Double.self)
     exam.missingItems = .init(rawValue: try row["missing_items"].decode(Int.self)) ?? .report
+    exam.goodFraction = try row["good_fraction"].decode(Double.self)
     return ExamRecord(
       number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
       exam: exam, orgPath: try row["org_path"].decode(String.self))
@@ -112,11 +113,12 @@ final class PostgresAssessmentStore: AssessmentStoring {
           """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time, missing_items)
+            create_time, update_time, missing_items, good_fraction)
           VALUES (\(record.id), \(e.code), \(e.name), \(e.schoolYear), \(Int(e.term)),
             \(e.subject.rawValue), \(e.stage.rawValue), \(Int(e.grade)), \(e.orgCode),
             \(record.orgPath), \(e.fullMarks), \(e.passFraction), \(e.excellentFraction),
-            \(e.lowFraction), \(time), \(time), \(e.missingItems.rawValue))
+            \(e.lowFraction), \(time), \(time), \(e.missingItems.rawValue),
+            \(e.goodFraction))
           RETURNING number
           """)
       else { throw ServiceError.internalError("exam insert returned nothing") }
@@ -231,7 +233,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
       // with it. A student that exists is only locked and read here (its stored mark and
       // whether it has scores decide what the batch may do); what changes is written below.
       let students = batch.students.filter { $0.lastAccepted != nil }.sorted { a, b in
-        a.exam != b.exam ? a.exam < b.exam : a.student.utf8.lexicographicallyPrecedes(b.student.utf8)
+        a.exam != b.exam
+          ? a.exam < b.exam : a.student.utf8.lexicographicallyPrecedes(b.student.utf8)
       }
       var position: [String: Int] = [:]
       position.reserveCapacity(students.count)

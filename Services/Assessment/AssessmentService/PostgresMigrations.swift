@@ -131,5 +131,16 @@ extension AssessmentMigrations {
           CHECK (missing_items IN (1, 2))
         """,
       ]),
+    // The 良好 line (良好率, the fourth of the 四率): 0.70 of full marks, kept within the exam's
+    // pass and excellent lines.
+    PostgresMigration(
+      "assessment.7.good-fraction",
+      [
+        "ALTER TABLE asm_exams ADD COLUMN good_fraction double precision NOT NULL DEFAULT 0.70",
+        """
+        UPDATE asm_exams
+        SET good_fraction = least(greatest(0.70, pass_fraction), excellent_fraction)
+        """,
+      ]),
   ]
 }

@@ -128,6 +128,19 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListExamRanks" metadata.
+        public enum ListExamRanks: Sendable {
+            /// Request type for "ListExamRanks".
+            public typealias Input = Smartschool_Assessment_V1_ListExamRanksRequest
+            /// Response type for "ListExamRanks".
+            public typealias Output = Smartschool_Assessment_V1_ListExamRanksResponse
+            /// Descriptor for "ListExamRanks".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "ListExamRanks",
+                type: .unary
+            )
+        }
         /// Namespace for "GetStudentReport" metadata.
         public enum GetStudentReport: Sendable {
             /// Request type for "GetStudentReport".
@@ -216,6 +229,7 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
             ImportScoreBatches.descriptor,
             ExportScores.descriptor,
             GetExamStatistics.descriptor,
+            ListExamRanks.descriptor,
             GetStudentReport.descriptor,
             GetClassDiagnosis.descriptor,
             RecordQualityEntry.descriptor,
@@ -433,6 +447,30 @@ extension Smartschool_Assessment_V1_AssessmentService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetExamStatisticsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ExamStatistics>
+
+        /// Handle the "ListExamRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+        /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+        /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+        /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_ListExamRanksRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_ListExamRanksResponse` messages.
+        func listExamRanks(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse>
 
         /// Handle the "GetStudentReport" method.
         ///
@@ -748,6 +786,30 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ExamStatistics>
 
+        /// Handle the "ListExamRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+        /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+        /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+        /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListExamRanksRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_ListExamRanksResponse` message.
+        func listExamRanks(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse>
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1061,6 +1123,30 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Assessment_V1_ExamStatistics
 
+        /// Handle the "ListExamRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+        /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+        /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+        /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_ListExamRanksRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_ListExamRanksResponse` to respond with.
+        func listExamRanks(
+            request: Smartschool_Assessment_V1_ListExamRanksRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_ListExamRanksResponse
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1275,6 +1361,17 @@ extension Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.ListExamRanks.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ListExamRanksRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListExamRanksResponse>(),
+            handler: { request, context in
+                try await self.listExamRanks(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetStudentReport.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetStudentReportRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_StudentReport>(),
@@ -1428,6 +1525,17 @@ extension Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ExamStatistics> {
         let response = try await self.getExamStatistics(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listExamRanks(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse> {
+        let response = try await self.listExamRanks(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1605,6 +1713,19 @@ extension Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ExamStatistics> {
         return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ExamStatistics>(
             message: try await self.getExamStatistics(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listExamRanks(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse>(
+            message: try await self.listExamRanks(
                 request: request.message,
                 context: context
             ),
@@ -1924,6 +2045,35 @@ extension Smartschool_Assessment_V1_AssessmentService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ExamStatistics>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ExamStatistics>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListExamRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+        /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+        /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+        /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListExamRanksRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ListExamRanksRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_ListExamRanksResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listExamRanks<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ListExamRanksRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ListExamRanksResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListExamRanksResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetStudentReport" method.
@@ -2397,6 +2547,46 @@ extension Smartschool_Assessment_V1_AssessmentService {
             try await self.client.unary(
                 request: request,
                 descriptor: Smartschool_Assessment_V1_AssessmentService.Method.GetExamStatistics.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListExamRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+        /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+        /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+        /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListExamRanksRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ListExamRanksRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_ListExamRanksResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listExamRanks<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ListExamRanksRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ListExamRanksResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListExamRanksResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.ListExamRanks.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2887,6 +3077,41 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
         )
     }
 
+    /// Call the "ListExamRanks" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+    /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+    /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+    /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+    /// > Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+    /// > PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_ListExamRanksRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listExamRanks<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListExamRanksResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listExamRanks(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListExamRanksRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ListExamRanksResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetStudentReport" method.
     ///
     /// > Source IDL Documentation:
@@ -3367,6 +3592,45 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getExamStatistics(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListExamRanks" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The rank list (成绩单) of a scope (whole exam, county, school or class): its students who
+    /// > sat, best total first (ties by student id), each with ranks in class, school, county and
+    /// > the whole exam (competition ranking among those who sat) and percentile rank in the exam;
+    /// > paged. Absent and exempt students are not listed (GetExamStatistics lists them).
+    /// > Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (exam, org),
+    /// > PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listExamRanks<Result>(
+        _ message: Smartschool_Assessment_V1_ListExamRanksRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListExamRanksResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListExamRanksRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listExamRanks(
             request: request,
             options: options,
             onResponse: handleResponse

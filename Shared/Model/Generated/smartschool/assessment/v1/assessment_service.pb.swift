@@ -248,59 +248,116 @@ public nonisolated struct Smartschool_Assessment_V1_ExamItem: Sendable {
   public init() {}
 }
 
-public nonisolated struct Smartschool_Assessment_V1_Exam: Sendable {
+public nonisolated struct Smartschool_Assessment_V1_Exam: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// natural key
-  public var code: String = String()
+  public var code: String {
+    get {_storage._code}
+    set {_uniqueStorage()._code = newValue}
+  }
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
   /// e.g. "2025-2026"
-  public var schoolYear: String = String()
+  public var schoolYear: String {
+    get {_storage._schoolYear}
+    set {_uniqueStorage()._schoolYear = newValue}
+  }
 
   /// 1 or 2
-  public var term: Int32 = 0
+  public var term: Int32 {
+    get {_storage._term}
+    set {_uniqueStorage()._term = newValue}
+  }
 
-  public var subject: Smartschool_Common_V1_Subject = .unspecified
+  public var subject: Smartschool_Common_V1_Subject {
+    get {_storage._subject}
+    set {_uniqueStorage()._subject = newValue}
+  }
 
-  public var stage: Smartschool_Common_V1_Stage = .unspecified
+  public var stage: Smartschool_Common_V1_Stage {
+    get {_storage._stage}
+    set {_uniqueStorage()._stage = newValue}
+  }
 
   /// 1–12
-  public var grade: Int32 = 0
+  public var grade: Int32 {
+    get {_storage._grade}
+    set {_uniqueStorage()._grade = newValue}
+  }
 
   /// running org: a province (统考), city, county or school
-  public var orgCode: String = String()
+  public var orgCode: String {
+    get {_storage._orgCode}
+    set {_uniqueStorage()._orgCode = newValue}
+  }
 
   /// sum of item max scores when items are given
-  public var fullMarks: Double = 0
+  public var fullMarks: Double {
+    get {_storage._fullMarks}
+    set {_uniqueStorage()._fullMarks = newValue}
+  }
 
   /// default 0.60
-  public var passFraction: Double = 0
+  public var passFraction: Double {
+    get {_storage._passFraction}
+    set {_uniqueStorage()._passFraction = newValue}
+  }
 
   /// default 0.85
-  public var excellentFraction: Double = 0
+  public var excellentFraction: Double {
+    get {_storage._excellentFraction}
+    set {_uniqueStorage()._excellentFraction = newValue}
+  }
 
-  /// default 0.40
-  public var lowFraction: Double = 0
+  /// default 0.40 (low < pass <= good <= excellent)
+  public var lowFraction: Double {
+    get {_storage._lowFraction}
+    set {_uniqueStorage()._lowFraction = newValue}
+  }
 
-  public var items: [Smartschool_Assessment_V1_ExamItem] = []
+  public var items: [Smartschool_Assessment_V1_ExamItem] {
+    get {_storage._items}
+    set {_uniqueStorage()._items = newValue}
+  }
 
   /// output only: scores exist
-  public var frozen: Bool = false
+  public var frozen: Bool {
+    get {_storage._frozen}
+    set {_uniqueStorage()._frozen = newValue}
+  }
 
   /// output only
-  public var scoreCount: Int64 = 0
+  public var scoreCount: Int64 {
+    get {_storage._scoreCount}
+    set {_uniqueStorage()._scoreCount = newValue}
+  }
 
   /// What a missing item score of a student who sat means; UNSPECIFIED on CreateExam is
   /// REPORT. Exams created before this field have ZERO (what they always did).
-  public var missingItems: Smartschool_Assessment_V1_MissingItemPolicy = .unspecified
+  public var missingItems: Smartschool_Assessment_V1_MissingItemPolicy {
+    get {_storage._missingItems}
+    set {_uniqueStorage()._missingItems = newValue}
+  }
+
+  /// 良好 line as a fraction of full marks; 0 on CreateExam: 0.70, kept within
+  /// [pass_fraction, excellent_fraction] (also for exams created before this field).
+  public var goodFraction: Double {
+    get {_storage._goodFraction}
+    set {_uniqueStorage()._goodFraction = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Smartschool_Assessment_V1_CreateExamRequest: Sendable {
@@ -450,6 +507,11 @@ public nonisolated struct Smartschool_Assessment_V1_GetExamStatisticsRequest: Se
   /// default 10 (tenths of full marks), max 100
   public var binCount: Int32 = 0
 
+  /// What `children` lists: UNSPECIFIED, the scope's direct children; SCHOOL or CLASS, every
+  /// school or class under the scope (e.g. all classes of a county across its schools), ranked
+  /// among themselves. A kind at or above the scope's own is INVALID_ARGUMENT.
+  public var childrenKind: Smartschool_Common_V1_OrgKind = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -581,11 +643,117 @@ public nonisolated struct Smartschool_Assessment_V1_ScopeStatistics: @unchecked 
     set {_uniqueStorage()._incompleteCount = newValue}
   }
 
+  /// 良好率: at or above the good line, percent, two decimals
+  public var goodRate: Double {
+    get {_storage._goodRate}
+    set {_uniqueStorage()._goodRate = newValue}
+  }
+
+  /// Ranks among siblings by each rate (1 = best: the highest pass, good and excellent rate,
+  /// the lowest low rate; competition ranking on equal rates); 0 for the scope itself and for
+  /// siblings without results, as `rank`.
+  public var passRateRank: Int32 {
+    get {_storage._passRateRank}
+    set {_uniqueStorage()._passRateRank = newValue}
+  }
+
+  public var goodRateRank: Int32 {
+    get {_storage._goodRateRank}
+    set {_uniqueStorage()._goodRateRank = newValue}
+  }
+
+  public var excellentRateRank: Int32 {
+    get {_storage._excellentRateRank}
+    set {_uniqueStorage()._excellentRateRank = newValue}
+  }
+
+  public var lowRateRank: Int32 {
+    get {_storage._lowRateRank}
+    set {_uniqueStorage()._lowRateRank = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ListExamRanksRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  /// empty: the whole exam
+  public var scopeOrgCode: String = String()
+
+  /// default 50, max 1000
+  public var pageSize: Int32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One student of a rank list.
+public nonisolated struct Smartschool_Assessment_V1_RankedStudent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var studentExternalID: String = String()
+
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  public var total: Double = 0
+
+  /// among the scope's students who sat
+  public var scopeRank: Int32 = 0
+
+  /// among the class's (by class code)
+  public var classRank: Int32 = 0
+
+  /// among the school's (by school code)
+  public var schoolRank: Int32 = 0
+
+  /// among the exam's students of the student's county
+  public var countyRank: Int32 = 0
+
+  /// among all the exam's students who sat
+  public var examRank: Int32 = 0
+
+  /// in the exam: (CF − 0.5·F)/N·100, two decimals
+  public var percentileRank: Double = 0
+
+  /// sat without these items' scores (REPORT exams)
+  public var missingItems: [Int32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ListExamRanksResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var students: [Smartschool_Assessment_V1_RankedStudent] = []
+
+  public var nextPageToken: String = String()
+
+  /// students of the scope who sat
+  public var totalCount: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A student of the scope who did not sit the paper.
@@ -1107,104 +1275,177 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
 
 nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Exam"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0\u{3}good_fraction\0")
+
+  fileprivate class _StorageClass {
+    var _code: String = String()
+    var _name: String = String()
+    var _schoolYear: String = String()
+    var _term: Int32 = 0
+    var _subject: Smartschool_Common_V1_Subject = .unspecified
+    var _stage: Smartschool_Common_V1_Stage = .unspecified
+    var _grade: Int32 = 0
+    var _orgCode: String = String()
+    var _fullMarks: Double = 0
+    var _passFraction: Double = 0
+    var _excellentFraction: Double = 0
+    var _lowFraction: Double = 0
+    var _items: [Smartschool_Assessment_V1_ExamItem] = []
+    var _frozen: Bool = false
+    var _scoreCount: Int64 = 0
+    var _missingItems: Smartschool_Assessment_V1_MissingItemPolicy = .unspecified
+    var _goodFraction: Double = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _code = source._code
+      _name = source._name
+      _schoolYear = source._schoolYear
+      _term = source._term
+      _subject = source._subject
+      _stage = source._stage
+      _grade = source._grade
+      _orgCode = source._orgCode
+      _fullMarks = source._fullMarks
+      _passFraction = source._passFraction
+      _excellentFraction = source._excellentFraction
+      _lowFraction = source._lowFraction
+      _items = source._items
+      _frozen = source._frozen
+      _scoreCount = source._scoreCount
+      _missingItems = source._missingItems
+      _goodFraction = source._goodFraction
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolYear) }()
-      case 4: try { try decoder.decodeSingularInt32Field(value: &self.term) }()
-      case 5: try { try decoder.decodeSingularEnumField(value: &self.subject) }()
-      case 6: try { try decoder.decodeSingularEnumField(value: &self.stage) }()
-      case 7: try { try decoder.decodeSingularInt32Field(value: &self.grade) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
-      case 9: try { try decoder.decodeSingularDoubleField(value: &self.fullMarks) }()
-      case 10: try { try decoder.decodeSingularDoubleField(value: &self.passFraction) }()
-      case 11: try { try decoder.decodeSingularDoubleField(value: &self.excellentFraction) }()
-      case 12: try { try decoder.decodeSingularDoubleField(value: &self.lowFraction) }()
-      case 13: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
-      case 14: try { try decoder.decodeSingularBoolField(value: &self.frozen) }()
-      case 15: try { try decoder.decodeSingularInt64Field(value: &self.scoreCount) }()
-      case 16: try { try decoder.decodeSingularEnumField(value: &self.missingItems) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._code) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._schoolYear) }()
+        case 4: try { try decoder.decodeSingularInt32Field(value: &_storage._term) }()
+        case 5: try { try decoder.decodeSingularEnumField(value: &_storage._subject) }()
+        case 6: try { try decoder.decodeSingularEnumField(value: &_storage._stage) }()
+        case 7: try { try decoder.decodeSingularInt32Field(value: &_storage._grade) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._orgCode) }()
+        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._fullMarks) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._passFraction) }()
+        case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._excellentFraction) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._lowFraction) }()
+        case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._items) }()
+        case 14: try { try decoder.decodeSingularBoolField(value: &_storage._frozen) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._scoreCount) }()
+        case 16: try { try decoder.decodeSingularEnumField(value: &_storage._missingItems) }()
+        case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._goodFraction) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.code.isEmpty {
-      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
-    }
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
-    }
-    if !self.schoolYear.isEmpty {
-      try visitor.visitSingularStringField(value: self.schoolYear, fieldNumber: 3)
-    }
-    if self.term != 0 {
-      try visitor.visitSingularInt32Field(value: self.term, fieldNumber: 4)
-    }
-    if self.subject != .unspecified {
-      try visitor.visitSingularEnumField(value: self.subject, fieldNumber: 5)
-    }
-    if self.stage != .unspecified {
-      try visitor.visitSingularEnumField(value: self.stage, fieldNumber: 6)
-    }
-    if self.grade != 0 {
-      try visitor.visitSingularInt32Field(value: self.grade, fieldNumber: 7)
-    }
-    if !self.orgCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 8)
-    }
-    if self.fullMarks.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.fullMarks, fieldNumber: 9)
-    }
-    if self.passFraction.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.passFraction, fieldNumber: 10)
-    }
-    if self.excellentFraction.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.excellentFraction, fieldNumber: 11)
-    }
-    if self.lowFraction.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.lowFraction, fieldNumber: 12)
-    }
-    if !self.items.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 13)
-    }
-    if self.frozen != false {
-      try visitor.visitSingularBoolField(value: self.frozen, fieldNumber: 14)
-    }
-    if self.scoreCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.scoreCount, fieldNumber: 15)
-    }
-    if self.missingItems != .unspecified {
-      try visitor.visitSingularEnumField(value: self.missingItems, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._code.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._code, fieldNumber: 1)
+      }
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 2)
+      }
+      if !_storage._schoolYear.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._schoolYear, fieldNumber: 3)
+      }
+      if _storage._term != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._term, fieldNumber: 4)
+      }
+      if _storage._subject != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._subject, fieldNumber: 5)
+      }
+      if _storage._stage != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._stage, fieldNumber: 6)
+      }
+      if _storage._grade != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._grade, fieldNumber: 7)
+      }
+      if !_storage._orgCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._orgCode, fieldNumber: 8)
+      }
+      if _storage._fullMarks.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._fullMarks, fieldNumber: 9)
+      }
+      if _storage._passFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._passFraction, fieldNumber: 10)
+      }
+      if _storage._excellentFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._excellentFraction, fieldNumber: 11)
+      }
+      if _storage._lowFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._lowFraction, fieldNumber: 12)
+      }
+      if !_storage._items.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._items, fieldNumber: 13)
+      }
+      if _storage._frozen != false {
+        try visitor.visitSingularBoolField(value: _storage._frozen, fieldNumber: 14)
+      }
+      if _storage._scoreCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._scoreCount, fieldNumber: 15)
+      }
+      if _storage._missingItems != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._missingItems, fieldNumber: 16)
+      }
+      if _storage._goodFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._goodFraction, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Assessment_V1_Exam, rhs: Smartschool_Assessment_V1_Exam) -> Bool {
-    if lhs.code != rhs.code {return false}
-    if lhs.name != rhs.name {return false}
-    if lhs.schoolYear != rhs.schoolYear {return false}
-    if lhs.term != rhs.term {return false}
-    if lhs.subject != rhs.subject {return false}
-    if lhs.stage != rhs.stage {return false}
-    if lhs.grade != rhs.grade {return false}
-    if lhs.orgCode != rhs.orgCode {return false}
-    if lhs.fullMarks != rhs.fullMarks {return false}
-    if lhs.passFraction != rhs.passFraction {return false}
-    if lhs.excellentFraction != rhs.excellentFraction {return false}
-    if lhs.lowFraction != rhs.lowFraction {return false}
-    if lhs.items != rhs.items {return false}
-    if lhs.frozen != rhs.frozen {return false}
-    if lhs.scoreCount != rhs.scoreCount {return false}
-    if lhs.missingItems != rhs.missingItems {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._code != rhs_storage._code {return false}
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._schoolYear != rhs_storage._schoolYear {return false}
+        if _storage._term != rhs_storage._term {return false}
+        if _storage._subject != rhs_storage._subject {return false}
+        if _storage._stage != rhs_storage._stage {return false}
+        if _storage._grade != rhs_storage._grade {return false}
+        if _storage._orgCode != rhs_storage._orgCode {return false}
+        if _storage._fullMarks != rhs_storage._fullMarks {return false}
+        if _storage._passFraction != rhs_storage._passFraction {return false}
+        if _storage._excellentFraction != rhs_storage._excellentFraction {return false}
+        if _storage._lowFraction != rhs_storage._lowFraction {return false}
+        if _storage._items != rhs_storage._items {return false}
+        if _storage._frozen != rhs_storage._frozen {return false}
+        if _storage._scoreCount != rhs_storage._scoreCount {return false}
+        if _storage._missingItems != rhs_storage._missingItems {return false}
+        if _storage._goodFraction != rhs_storage._goodFraction {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1511,7 +1752,7 @@ nonisolated extension Smartschool_Assessment_V1_ExportScoresRequest: SwiftProtob
 
 nonisolated extension Smartschool_Assessment_V1_GetExamStatisticsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetExamStatisticsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}scope_org_code\0\u{3}bin_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}scope_org_code\0\u{3}bin_count\0\u{3}children_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1522,6 +1763,7 @@ nonisolated extension Smartschool_Assessment_V1_GetExamStatisticsRequest: SwiftP
       case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.binCount) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.childrenKind) }()
       default: break
       }
     }
@@ -1537,6 +1779,9 @@ nonisolated extension Smartschool_Assessment_V1_GetExamStatisticsRequest: SwiftP
     if self.binCount != 0 {
       try visitor.visitSingularInt32Field(value: self.binCount, fieldNumber: 3)
     }
+    if self.childrenKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.childrenKind, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1544,6 +1789,7 @@ nonisolated extension Smartschool_Assessment_V1_GetExamStatisticsRequest: SwiftP
     if lhs.examCode != rhs.examCode {return false}
     if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
     if lhs.binCount != rhs.binCount {return false}
+    if lhs.childrenKind != rhs.childrenKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1596,7 +1842,7 @@ nonisolated extension Smartschool_Assessment_V1_ScoreBin: SwiftProtobuf.Message,
 
 nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScopeStatistics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}count\0\u{1}mean\0\u{3}standard_deviation\0\u{1}min\0\u{1}max\0\u{1}median\0\u{3}pass_rate\0\u{3}excellent_rate\0\u{3}low_rate\0\u{1}bins\0\u{1}rank\0\u{3}expected_count\0\u{3}sat_count\0\u{3}absent_count\0\u{3}exempt_count\0\u{3}incomplete_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}count\0\u{1}mean\0\u{3}standard_deviation\0\u{1}min\0\u{1}max\0\u{1}median\0\u{3}pass_rate\0\u{3}excellent_rate\0\u{3}low_rate\0\u{1}bins\0\u{1}rank\0\u{3}expected_count\0\u{3}sat_count\0\u{3}absent_count\0\u{3}exempt_count\0\u{3}incomplete_count\0\u{3}good_rate\0\u{3}pass_rate_rank\0\u{3}good_rate_rank\0\u{3}excellent_rate_rank\0\u{3}low_rate_rank\0")
 
   fileprivate class _StorageClass {
     var _orgCode: String = String()
@@ -1617,6 +1863,11 @@ nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.M
     var _absentCount: Int64 = 0
     var _exemptCount: Int64 = 0
     var _incompleteCount: Int64 = 0
+    var _goodRate: Double = 0
+    var _passRateRank: Int32 = 0
+    var _goodRateRank: Int32 = 0
+    var _excellentRateRank: Int32 = 0
+    var _lowRateRank: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1645,6 +1896,11 @@ nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.M
       _absentCount = source._absentCount
       _exemptCount = source._exemptCount
       _incompleteCount = source._incompleteCount
+      _goodRate = source._goodRate
+      _passRateRank = source._passRateRank
+      _goodRateRank = source._goodRateRank
+      _excellentRateRank = source._excellentRateRank
+      _lowRateRank = source._lowRateRank
     }
   }
 
@@ -1681,6 +1937,11 @@ nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.M
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._absentCount) }()
         case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._exemptCount) }()
         case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._incompleteCount) }()
+        case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._goodRate) }()
+        case 20: try { try decoder.decodeSingularInt32Field(value: &_storage._passRateRank) }()
+        case 21: try { try decoder.decodeSingularInt32Field(value: &_storage._goodRateRank) }()
+        case 22: try { try decoder.decodeSingularInt32Field(value: &_storage._excellentRateRank) }()
+        case 23: try { try decoder.decodeSingularInt32Field(value: &_storage._lowRateRank) }()
         default: break
         }
       }
@@ -1743,6 +2004,21 @@ nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.M
       if _storage._incompleteCount != 0 {
         try visitor.visitSingularInt64Field(value: _storage._incompleteCount, fieldNumber: 18)
       }
+      if _storage._goodRate.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._goodRate, fieldNumber: 19)
+      }
+      if _storage._passRateRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._passRateRank, fieldNumber: 20)
+      }
+      if _storage._goodRateRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._goodRateRank, fieldNumber: 21)
+      }
+      if _storage._excellentRateRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._excellentRateRank, fieldNumber: 22)
+      }
+      if _storage._lowRateRank != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._lowRateRank, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1770,10 +2046,180 @@ nonisolated extension Smartschool_Assessment_V1_ScopeStatistics: SwiftProtobuf.M
         if _storage._absentCount != rhs_storage._absentCount {return false}
         if _storage._exemptCount != rhs_storage._exemptCount {return false}
         if _storage._incompleteCount != rhs_storage._incompleteCount {return false}
+        if _storage._goodRate != rhs_storage._goodRate {return false}
+        if _storage._passRateRank != rhs_storage._passRateRank {return false}
+        if _storage._goodRateRank != rhs_storage._goodRateRank {return false}
+        if _storage._excellentRateRank != rhs_storage._excellentRateRank {return false}
+        if _storage._lowRateRank != rhs_storage._lowRateRank {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ListExamRanksRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListExamRanksRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}scope_org_code\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 2)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 3)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ListExamRanksRequest, rhs: Smartschool_Assessment_V1_ListExamRanksRequest) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_RankedStudent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RankedStudent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{1}total\0\u{3}scope_rank\0\u{3}class_rank\0\u{3}school_rank\0\u{3}county_rank\0\u{3}exam_rank\0\u{3}percentile_rank\0\u{3}missing_items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.total) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.scopeRank) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.classRank) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.schoolRank) }()
+      case 8: try { try decoder.decodeSingularInt32Field(value: &self.countyRank) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.examRank) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.percentileRank) }()
+      case 11: try { try decoder.decodeRepeatedInt32Field(value: &self.missingItems) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 1)
+    }
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 2)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 3)
+    }
+    if self.total.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.total, fieldNumber: 4)
+    }
+    if self.scopeRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.scopeRank, fieldNumber: 5)
+    }
+    if self.classRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.classRank, fieldNumber: 6)
+    }
+    if self.schoolRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.schoolRank, fieldNumber: 7)
+    }
+    if self.countyRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.countyRank, fieldNumber: 8)
+    }
+    if self.examRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.examRank, fieldNumber: 9)
+    }
+    if self.percentileRank.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.percentileRank, fieldNumber: 10)
+    }
+    if !self.missingItems.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.missingItems, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_RankedStudent, rhs: Smartschool_Assessment_V1_RankedStudent) -> Bool {
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.scopeRank != rhs.scopeRank {return false}
+    if lhs.classRank != rhs.classRank {return false}
+    if lhs.schoolRank != rhs.schoolRank {return false}
+    if lhs.countyRank != rhs.countyRank {return false}
+    if lhs.examRank != rhs.examRank {return false}
+    if lhs.percentileRank != rhs.percentileRank {return false}
+    if lhs.missingItems != rhs.missingItems {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ListExamRanksResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListExamRanksResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}students\0\u{3}next_page_token\0\u{3}total_count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.students) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.totalCount) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.students.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.students, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    if self.totalCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.totalCount, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ListExamRanksResponse, rhs: Smartschool_Assessment_V1_ListExamRanksResponse) -> Bool {
+    if lhs.students != rhs.students {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.totalCount != rhs.totalCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
