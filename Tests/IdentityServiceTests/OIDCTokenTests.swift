@@ -28,6 +28,9 @@ struct TokenWorld: Sendable {
   let alice: User
   /// Signs claims with identity's current key (to make an expired token without waiting).
   let sign: @Sendable (AccessTokenClaims) throws -> String
+  /// The sessions identity's store reports revoked since a moment (what replicas and a
+  /// restart read).
+  let revokedSessions: @Sendable (Date) async throws -> [String: Date]
 
   /// Registers a client; `(id, secret)` (the secret `nil` for a public client).
   func client(
@@ -117,7 +120,8 @@ func withTokenWorld(
   logger.logLevel = .critical
   let definition = try await buildIdentityService(
     config: config, settings: settings, logger: logger)
-  let keys = try #require(definition.services.first as? IdentityAPI).keys
+  let api = try #require(definition.services.first as? IdentityAPI)
+  let (keys, store) = (api.keys, api.store)
   try await withHost(definition, config: config) { port, _ in
     let server = try #require(definition.identityHTTPServer)
     let http = URL(string: "http://127.0.0.1:\(try await server.boundPort())")!
@@ -132,7 +136,8 @@ func withTokenWorld(
       try await body(
         TokenWorld(
           identity: identity, admin: admin, http: http, grpcPort: port, alice: alice,
-          sign: { try keys.signer.sign($0) }))
+          sign: { try keys.signer.sign($0) },
+          revokedSessions: { try await store.revokedSessions(since: $0) }))
     }
   }
 }
@@ -318,6 +323,26 @@ struct OIDCTokenTests {
       #expect(publicClient.json["error"] as? String == "unauthorized_client")
       let unknownGrant = try await w.post("token", [("grant_type", "password")], client: machine)
       #expect(unknownGrant.json["error"] as? String == "unsupported_grant_type")
+    }
+  }
+
+  @Test func aRevokedClientCredentialsTokenIsRefusedAndRememberedAsRevoked() async throws {
+    try await withTokenWorld { w in
+      let machine = try await w.client(
+        "数据中心", scopes: ["openid", "identity"], services: ["identity"])
+      let before = Date().addingTimeInterval(-1)
+      let reply = try await w.post("token", [("grant_type", "client_credentials")], client: machine)
+      let token = try #require(reply.json["access_token"] as? String)
+      let session = try #require(jwtClaims(token)["sid"] as? String)
+      // Authenticated at identity (a client is no account there: NOT_FOUND, not UNAUTHENTICATED).
+      #expect(await w.whoAmI(token) == .notFound)
+      #expect(try await w.revokedSessions(before)[session] == nil)
+      #expect(try await w.post("revoke", [("token", token)], client: machine).status == 200)
+      #expect(await w.whoAmI(token) == .unauthenticated)
+      let introspected = try await w.post("introspect", [("token", token)], client: machine)
+      #expect(introspected.json["active"] as? Bool == false)
+      // What other replicas and a restarted identity read.
+      #expect(try await w.revokedSessions(before)[session] != nil)
     }
   }
 

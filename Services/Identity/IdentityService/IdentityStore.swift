@@ -1057,8 +1057,14 @@ final class SQLiteIdentityStore: IdentityStore {
 
   func revokedSessions(since: Date) async throws -> [String: Date] {
     try await store.read { db in
+      // With the revoked OpenID Connect client_credentials grants, which are sessions to the
+      // token verifiers but have no user (OIDCTokenStore.swift).
       let rows = try Row.fetchAll(
-        db.cachedStatement(sql: "SELECT id, revoked_at FROM sessions WHERE revoked_at > ?"),
+        db.cachedStatement(
+          sql: """
+            SELECT id, revoked_at FROM sessions WHERE revoked_at > ?1
+            UNION ALL SELECT session_id, revoked_at FROM oidc_grants WHERE revoked_at > ?1
+            """),
         arguments: [since.timeIntervalSince1970])
       return Dictionary(
         rows.map { (row: Row) -> (String, Date) in

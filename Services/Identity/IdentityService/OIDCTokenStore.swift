@@ -201,6 +201,13 @@ enum OIDCGrantMigrations {
           CREATE INDEX oidc_grants_parent ON oidc_grants(parent_session_id);
           """)
     }
+    // Every replica asks for the grants revoked in the last seconds, every second.
+    migrator.registerMigration("identity.oidc_grants_revoked") { db in
+      try db.execute(
+        sql: """
+          CREATE INDEX oidc_grants_revoked ON oidc_grants(revoked_at) WHERE revoked_at IS NOT NULL
+          """)
+    }
   }
 
   static let postgres: [PostgresMigration] = [
@@ -221,5 +228,8 @@ enum OIDCGrantMigrations {
         "CREATE INDEX oidc_grants_expiry ON oidc_grants(expires_at)",
         "CREATE INDEX oidc_grants_parent ON oidc_grants(parent_session_id)",
       ]),
+    PostgresMigration(
+      "identity.oidc_grants_revoked",
+      ["CREATE INDEX oidc_grants_revoked ON oidc_grants(revoked_at) WHERE revoked_at IS NOT NULL"]),
   ]
 }

@@ -1007,8 +1007,14 @@ final class PostgresIdentityStore: IdentityStore {
 
   func revokedSessions(since: Date) async throws -> [String: Date] {
     try await store.read { tx in
+      // With the revoked OpenID Connect client_credentials grants, which are sessions to the
+      // token verifiers but have no user (OIDCTokenStore.swift).
       let rows = try await tx.query(
-        "SELECT id, revoked_at FROM sessions WHERE revoked_at > \(since.timeIntervalSince1970)")
+        """
+        SELECT id, revoked_at FROM sessions WHERE revoked_at > \(since.timeIntervalSince1970)
+        UNION ALL SELECT session_id, revoked_at FROM oidc_grants
+        WHERE revoked_at > \(since.timeIntervalSince1970)
+        """)
       var result: [String: Date] = [:]
       for row in rows {
         result[try row["id"].decode(String.self)] = try Self.date(row["revoked_at"])
