@@ -8,10 +8,14 @@ logout) ending the sign-in at both, the login page's messages (wrong password, a
 its CSRF cookie), prompt=login and prompt=none, two-factor sign-in with codes from pyotp (an
 enrolled admin, and one the policy makes enrol on the page), and the refusals: a public client
 without PKCE, a wrong code_verifier, a replayed code, an unregistered redirect URI, a disabled
-app, an unregistered post-logout URI. Everything binds to 127.0.0.1 on free ports. Run with
+app, an unregistered post-logout URI, and an app's access token at a service outside its
+audience (grpcio against a real catalogue-service: UNAUTHENTICATED; the CLI's first-party token
+works there). Refresh-token rotation, reuse detection, revocation and introspection through
+authlib's OAuth2Session. Everything binds to 127.0.0.1 on free ports. Run with
 `bash Tests/OIDC/run.sh`.
 """
 
+import json
 import logging
 import os
 import secrets
@@ -22,6 +26,7 @@ import time
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import grpc
 import pyotp
 import pytest
 import requests
@@ -39,7 +44,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
-from oidc_support import Cli, serve_identity
+from oidc_support import Cli, ServiceProcess, serve, serve_identity
 
 ADMIN_PASSWORD = "Browser-admin-42"
 CHROMIUM = os.environ.get("SMARTSCHOOL_CHROMIUM", "/usr/bin/chromium")
@@ -75,7 +80,7 @@ class RelyingParty:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def register(self, issuer, client_id, client_secret):
+    def register(self, issuer, client_id, client_secret, scope="openid profile"):
         """Points authlib at identity's discovery document. `client_secret` None: a public
         client, which authenticates with nothing but PKCE. The `nopkce` registration is the
         same client without PKCE, which identity must refuse for a public client."""
@@ -85,11 +90,11 @@ class RelyingParty:
                       server_metadata_url=issuer + "/.well-known/openid-configuration")
         self.oauth.register(
             "identity", **common,
-            client_kwargs=dict(scope="openid profile", code_challenge_method="S256",
+            client_kwargs=dict(scope=scope, code_challenge_method="S256",
                                default_timeout=TIMEOUT, **auth))
         self.oauth.register(
             "nopkce", **common,
-            client_kwargs=dict(scope="openid profile", default_timeout=TIMEOUT, **auth))
+            client_kwargs=dict(scope=scope, default_timeout=TIMEOUT, **auth))
 
     def _routes(self):
         app = self.flask
@@ -618,3 +623,101 @@ def test_an_official_covered_by_the_policy_enrols_two_factor_on_the_web(tmp_path
             assert signed_in(browser, app)["claims"]["preferred_username"] == "admin"
     finally:
         app.stop()
+
+
+@pytest.fixture(scope="module")
+def catalogue(platform, tmp_path_factory):
+    """catalogue-service verifying identity's tokens (keys fetched from identity)."""
+    yield from serve(ServiceProcess("catalogue", tmp_path_factory.mktemp("catalogue"),
+                                    "--identity-addr", platform.identity.address))
+
+
+def grpc_call(address, method, token):
+    """(status code, details) of a unary call with an empty request and the bearer token,
+    through grpcio (the status is what matters here, not the answer)."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            channel.unary_unary(method)(b"", metadata=[("authorization", "Bearer " + token)],
+                                        timeout=TIMEOUT)
+            return grpc.StatusCode.OK, ""
+        except grpc.RpcError as error:
+            return error.code(), error.details()
+
+
+LIST_RESOURCES = "/smartschool.catalogue.v1.CatalogueService/ListResources"
+WHO_AM_I = "/smartschool.identity.v1.IdentityService/WhoAmI"
+
+
+def test_a_token_is_refused_at_a_service_outside_its_audience(platform, catalogue, browser):
+    identity = platform.identity
+    app = RelyingParty("library")
+    try:
+        client_id, secret = platform.cli.oidc_client(
+            platform.folder, "资源库 Library", [app.redirect_uri], "--scope", "openid",
+            "--scope", "profile", "--scope", "catalogue", "--service", "catalogue")
+        app.register(identity.issuer, client_id, secret)
+        library = sign_in_with_password(browser, platform, app, "资源库 Library")["token"]
+    finally:
+        app.stop()
+    # The library app's token works at catalogue, the one service it may call, not at identity.
+    assert grpc_call(catalogue.address, LIST_RESOURCES, library["access_token"]) == \
+        (grpc.StatusCode.OK, "")
+    code, details = grpc_call(identity.address, WHO_AM_I, library["access_token"])
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "identity" in details, details
+    # The teacher app may call no service: its token (the same user's) is refused at catalogue.
+    browser.get(platform.teacher.base + "/login")
+    teacher = signed_in(browser, platform.teacher)["token"]
+    code, details = grpc_call(catalogue.address, LIST_RESOURCES, teacher["access_token"])
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "catalogue" in details, details
+    # A first-party token (the CLI's login) keeps working at both.
+    session = json.loads((platform.folder / "session.json").read_text())
+    first_party = session["tokens"]["accessToken"]
+    for address, method in ((catalogue.address, LIST_RESOURCES), (identity.address, WHO_AM_I)):
+        assert grpc_call(address, method, first_party) == (grpc.StatusCode.OK, ""), method
+
+
+def test_refresh_rotation_and_revocation_through_authlib(platform, browser):
+    app = RelyingParty("archive")
+    try:
+        client_id, secret = platform.cli.oidc_client(
+            platform.folder, "档案 Archive", [app.redirect_uri], "--scope", "openid",
+            "--scope", "profile", "--scope", "offline_access")
+        app.register(platform.identity.issuer, client_id, secret,
+                     scope="openid profile offline_access")
+        first = sign_in_with_password(browser, platform, app, "档案 Archive")["token"]
+    finally:
+        app.stop()
+    metadata = platform.metadata
+    assert first["refresh_token"], "offline_access was granted: a refresh token"
+    client = OAuth2Session(client_id, secret, token=first, default_timeout=TIMEOUT)
+    second = client.refresh_token(metadata["token_endpoint"])
+    # (The access token may come out the same: identity's tokens carry second-granular times.)
+    assert second["refresh_token"] != first["refresh_token"]
+    userinfo = metadata["userinfo_endpoint"]
+
+    def userinfo_status(token):
+        bearer = {"Authorization": "Bearer " + token["access_token"]}
+        return requests.get(userinfo, headers=bearer, timeout=TIMEOUT).status_code
+
+    assert userinfo_status(second) == 200
+    # The rotated-out refresh token used again: refused, and the whole grant ends with it.
+    with pytest.raises(OAuthError) as reused:
+        client.refresh_token(metadata["token_endpoint"], refresh_token=first["refresh_token"])
+    assert reused.value.error == "invalid_grant"
+    assert userinfo_status(second) == 401
+    introspected = client.introspect_token(metadata["introspection_endpoint"],
+                                           token=second["access_token"]).json()
+    assert introspected == {"active": False}
+    # A new sign-in (SSO, no password) gets a new grant; revoking its refresh token ends it.
+    browser.get(platform.teacher.base + "/login")
+    teacher = signed_in(browser, platform.teacher)["token"]
+    assert userinfo_status(teacher) == 200
+    active = OAuth2Session(platform.teacher.client_id, platform.teacher_secret,
+                           default_timeout=TIMEOUT)
+    answer = active.introspect_token(metadata["introspection_endpoint"],
+                                     token=teacher["access_token"]).json()
+    assert answer["active"] is True and answer["sub"] == platform.admin_id
+    assert answer["client_id"] == platform.teacher.client_id
+    revoked = active.revoke_token(metadata["revocation_endpoint"],
+                                  token=teacher["access_token"])
+    assert revoked.status_code == 200 and userinfo_status(teacher) == 401

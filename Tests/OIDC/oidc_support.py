@@ -1,5 +1,6 @@
 """What the OpenID Connect tests share: the built identity-service with its HTTP port on (ports
-and issuer read from its 'listening' log lines), and the built `smartschool` CLI against it.
+and issuer read from its 'listening' log lines), another service verifying identity's tokens,
+and the built `smartschool` CLI against identity.
 """
 
 import json
@@ -14,28 +15,29 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(os.environ.get("SMARTSCHOOL_ROOT", Path(__file__).resolve().parents[2]))
-EXECUTABLE = ROOT / ".build" / "debug" / "identity-service"
+BUILD = ROOT / ".build" / "debug"
+EXECUTABLE = BUILD / "identity-service"
 CLI = ROOT / ".build" / "debug" / "smartschool"
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 20
 
 
-class IdentityServer:
-    """identity-service on 127.0.0.1 with free gRPC and HTTP ports, its store in `data_dir`."""
+class ServiceProcess:
+    """A built `<name>-service` on 127.0.0.1 with a free gRPC port (and, with `http`, a free
+    HTTP port), its store in `data_dir`; ready once it logged every port it listens on."""
 
-    def __init__(self, data_dir, admin_password, *flags):
-        env = dict(os.environ, SMARTSCHOOL_ADMIN_PASSWORD=admin_password,
-                   SMARTSCHOOL_IDENTITY_HTTP_PORT="0")
+    def __init__(self, name, data_dir, *flags, env=None, http=False):
         self.data_dir = Path(data_dir)
         self.process = subprocess.Popen(
-            [str(EXECUTABLE), "--host", "127.0.0.1", "--port", "0", "--metrics-port=-1",
-             "--data-dir", str(data_dir), "--scrypt-log-n", "10", *flags],
+            [str(BUILD / ("%s-service" % name)), "--host", "127.0.0.1", "--port", "0",
+             "--metrics-port=-1", "--data-dir", str(data_dir), *flags],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=env, text=True)
+            env=dict(os.environ, **(env or {})), text=True)
         self.lines = []
         self.events = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.grpc_port = self.http_port = self.issuer = None
+        self.grpc_port = self.issuer = None
+        self.http_port = None if http else 0
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while self.grpc_port is None or self.http_port is None:
             try:
@@ -44,8 +46,8 @@ class IdentityServer:
                 self.process.kill()
                 raise AssertionError("no 'listening' lines:\n" + "".join(self.lines))
             if event is None:
-                raise AssertionError("identity-service exited (status %s):\n%s"
-                                     % (self.process.wait(timeout=5), "".join(self.lines)))
+                raise AssertionError("%s-service exited (status %s):\n%s"
+                                     % (name, self.process.wait(timeout=5), "".join(self.lines)))
             if "grpc_port" in event:
                 self.grpc_port = int(event["grpc_port"])
             if "http_port" in event:
@@ -63,6 +65,10 @@ class IdentityServer:
                 self.events.put(event)
         self.events.put(None)
 
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.grpc_port
+
     def stop(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -73,17 +79,30 @@ class IdentityServer:
             return None
 
 
-def serve_identity(data_dir, admin_password, *flags):
-    """A generator for a fixture: the running server, then its clean exit checked."""
-    for exe in (EXECUTABLE, CLI):
-        if not exe.exists():
-            pytest.fail("%s is missing: run 'swift build'" % exe)
-    server = IdentityServer(data_dir, admin_password, *flags)
+class IdentityServer(ServiceProcess):
+    """identity-service with its HTTP port on (scrypt made cheap for tests)."""
+
+    def __init__(self, data_dir, admin_password, *flags):
+        super().__init__("identity", data_dir, "--scrypt-log-n", "10", *flags, http=True,
+                         env={"SMARTSCHOOL_ADMIN_PASSWORD": admin_password,
+                              "SMARTSCHOOL_IDENTITY_HTTP_PORT": "0"})
+
+
+def serve(server):
+    """A generator for a fixture: the running `server`, then its clean exit checked."""
     try:
         yield server
     finally:
         status = server.stop()
     assert status == 0, "exit status %r:\n%s" % (status, "".join(server.lines[-20:]))
+
+
+def serve_identity(data_dir, admin_password, *flags):
+    """A generator for a fixture: the running server, then its clean exit checked."""
+    for exe in (EXECUTABLE, CLI):
+        if not exe.exists():
+            pytest.fail("%s is missing: run 'swift build'" % exe)
+    yield from serve(IdentityServer(data_dir, admin_password, *flags))
 
 
 class Cli:

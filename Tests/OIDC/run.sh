@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # OpenID Connect checks with maintained client libraries against the built identity-service
 # executable's HTTP port: PyJWT verifies the JWKS; headless Chromium driven by Selenium signs in
-# on identity's login page to two relying-party apps built on authlib (browser_test.py).
+# on identity's login page to relying-party apps built on authlib (browser_test.py; pyotp for
+# two-factor codes, grpcio for the audience check at a real catalogue-service).
 #
 #   bash Tests/OIDC/run.sh [pytest args…]
 #
 # Installs Debian's chromium and chromium-driver when missing; creates Tests/OIDC/.venv (pinned
-# packages, ignored by git). Needs .build/debug/identity-service and .build/debug/smartschool
-# (`swift build`).
+# packages, ignored by git). Needs .build/debug/identity-service, catalogue-service and
+# smartschool (`swift build`).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,9 +25,10 @@ PACKAGES=(
   requests==2.34.2
   selenium==4.51.0
   pyotp==2.12.0
+  grpcio==1.85.1
 )
 
-for exe in identity-service smartschool; do
+for exe in identity-service catalogue-service smartschool; do
   if [[ ! -x "$ROOT/.build/debug/$exe" ]]; then
     echo "oidc: $ROOT/.build/debug/$exe is missing; run 'swift build' first" >&2
     exit 1
