@@ -412,6 +412,31 @@ struct OIDCTokenTests {
     }
   }
 
+  @Test func disablingAClientEndsItsGrants() async throws {
+    try await withTokenWorld { w in
+      let app = try await w.client(
+        "教师云", scopes: ["openid", "offline_access", "identity"], services: ["identity"])
+      let other = try await w.client("家长云", scopes: ["openid"], services: ["identity"])
+      let user = try await w.tokens(client: app, scope: "openid offline_access")
+      let access = try #require(user.json["access_token"] as? String)
+      let refresh = try #require(user.json["refresh_token"] as? String)
+      let machine = try #require(
+        try await w.post("token", [("grant_type", "client_credentials")], client: app)
+          .json["access_token"] as? String)
+      let kept = try #require(
+        try await w.tokens(client: other, scope: "openid").json["access_token"] as? String)
+      #expect(await w.whoAmI(access) == nil)
+      #expect(await w.whoAmI(machine) == .notFound)
+      _ = try await w.identity.disableOIDCClient(
+        .with { $0.clientID = app.id }, metadata: bearer(w.admin))
+      #expect(await w.whoAmI(access) == .unauthenticated)
+      #expect(await w.whoAmI(machine) == .unauthenticated)
+      #expect(
+        try await w.refresh(refresh, client: app).json["error"] as? String == "invalid_client")
+      #expect(await w.whoAmI(kept) == nil)
+    }
+  }
+
   @Test func introspectionAnswersForActiveExpiredRevokedAndOtherAudienceTokens() async throws {
     try await withTokenWorld { w in
       let app = try await w.client(

@@ -140,6 +140,8 @@ extension IdentityAPI {
       throw ServiceError.notFound("OIDC client '\(current.clientID)' not found")
     }
     if !current.disabled { await clientAudit("oidc_client.disable", p, disabled) }
+    // Its tokens stop working too, at every service.
+    _ = try await endGrants(ofClient: disabled.clientID)
     return disabled
   }
 

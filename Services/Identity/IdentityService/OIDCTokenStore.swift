@@ -44,6 +44,9 @@ protocol OIDCGrantStore: Sendable {
   /// The sessions of the live grants made in the browser sign-in `parent` (offline grants
   /// have none).
   func grantSessions(madeIn parent: String) async throws -> [String]
+  /// The grants of a client that still stand: unexpired, not revoked (a user's grant: its
+  /// session live).
+  func liveGrants(clientID: String) async throws -> [OIDCGrant]
 }
 
 /// How long an expired grant is kept: longer than any access token lives.
@@ -68,19 +71,34 @@ extension SQLiteOIDCStore: OIDCGrantStore {
     }
   }
 
+  private static func grant(_ row: Row) -> OIDCGrant {
+    let revoked: Double? = row["revoked_at"]
+    return OIDCGrant(
+      sessionID: row["session_id"], clientID: row["client_id"], userID: row["user_id"],
+      scope: row["scope"], parentSessionID: row["parent_session_id"],
+      createdAt: Date(timeIntervalSince1970: row["created_at"]),
+      expiresAt: Date(timeIntervalSince1970: row["expires_at"]),
+      revokedAt: revoked.map { Date(timeIntervalSince1970: $0) })
+  }
+
   func grant(sessionID: String) async throws -> OIDCGrant? {
     try await store.read { db in
       try Row.fetchOne(
         db, sql: "SELECT * FROM oidc_grants WHERE session_id = ?", arguments: [sessionID]
-      ).map { row in
-        let revoked: Double? = row["revoked_at"]
-        return OIDCGrant(
-          sessionID: row["session_id"], clientID: row["client_id"], userID: row["user_id"],
-          scope: row["scope"], parentSessionID: row["parent_session_id"],
-          createdAt: Date(timeIntervalSince1970: row["created_at"]),
-          expiresAt: Date(timeIntervalSince1970: row["expires_at"]),
-          revokedAt: revoked.map { Date(timeIntervalSince1970: $0) })
-      }
+      ).map(Self.grant)
+    }
+  }
+
+  func liveGrants(clientID: String) async throws -> [OIDCGrant] {
+    try await store.read { db in
+      try Row.fetchAll(
+        db,
+        sql: """
+          SELECT g.* FROM oidc_grants g LEFT JOIN sessions s ON s.id = g.session_id
+          WHERE g.client_id = ? AND g.expires_at > ? AND g.revoked_at IS NULL
+            AND (g.user_id IS NULL OR s.revoked_at IS NULL)
+          """, arguments: [clientID, Date().timeIntervalSince1970]
+      ).map(Self.grant)
     }
   }
 
@@ -127,27 +145,46 @@ extension PostgresOIDCStore: OIDCGrantStore {
     }
   }
 
+  private static func grant(_ row: PostgresRandomAccessRow) throws -> OIDCGrant {
+    OIDCGrant(
+      sessionID: try row["session_id"].decode(String.self),
+      clientID: try row["client_id"].decode(String.self),
+      userID: try row["user_id"].decode(String?.self),
+      scope: try row["scope"].decode(String.self),
+      parentSessionID: try row["parent_session_id"].decode(String?.self),
+      createdAt: Date(timeIntervalSince1970: try row["created_at"].decode(Double.self)),
+      expiresAt: Date(timeIntervalSince1970: try row["expires_at"].decode(Double.self)),
+      revokedAt: try row["revoked_at"].decode(Double?.self).map {
+        Date(timeIntervalSince1970: $0)
+      })
+  }
+
+  private static let grantColumns = """
+    g.session_id, g.client_id, g.user_id, g.scope, g.parent_session_id, g.created_at,
+      g.expires_at, g.revoked_at
+    """
+
   func grant(sessionID: String) async throws -> OIDCGrant? {
     try await store.read { tx in
       try await tx.one(
         """
-        SELECT session_id, client_id, user_id, scope, parent_session_id, created_at, expires_at,
-          revoked_at
-        FROM oidc_grants WHERE session_id = \(sessionID)
+        SELECT \(unescaped: Self.grantColumns) FROM oidc_grants g
+        WHERE g.session_id = \(sessionID)
         """
-      ).map { row in
-        OIDCGrant(
-          sessionID: try row["session_id"].decode(String.self),
-          clientID: try row["client_id"].decode(String.self),
-          userID: try row["user_id"].decode(String?.self),
-          scope: try row["scope"].decode(String.self),
-          parentSessionID: try row["parent_session_id"].decode(String?.self),
-          createdAt: Date(timeIntervalSince1970: try row["created_at"].decode(Double.self)),
-          expiresAt: Date(timeIntervalSince1970: try row["expires_at"].decode(Double.self)),
-          revokedAt: try row["revoked_at"].decode(Double?.self).map {
-            Date(timeIntervalSince1970: $0)
-          })
-      }
+      ).map(Self.grant)
+    }
+  }
+
+  func liveGrants(clientID: String) async throws -> [OIDCGrant] {
+    try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT \(unescaped: Self.grantColumns)
+        FROM oidc_grants g LEFT JOIN sessions s ON s.id = g.session_id
+        WHERE g.client_id = \(clientID) AND g.expires_at > \(Date().timeIntervalSince1970)
+          AND g.revoked_at IS NULL AND (g.user_id IS NULL OR s.revoked_at IS NULL)
+        """
+      ).map(Self.grant)
     }
   }
 

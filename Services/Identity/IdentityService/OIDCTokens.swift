@@ -37,12 +37,7 @@ struct ClientTokenClaims: Sendable, Equatable {
 extension OIDCProvider {
   /// The grants beside identity's sessions.
   var grants: any OIDCGrantStore {
-    get throws {
-      guard let grants = clients as? any OIDCGrantStore else {
-        throw ServiceError.internalError("identity's OIDC store keeps no grants")
-      }
-      return grants
-    }
+    get throws { try api.grants }
   }
 
   /// The revocation and introspection endpoints.
@@ -272,19 +267,8 @@ extension OIDCProvider {
     return true
   }
 
-  /// Revokes a grant: its session, on the change feed, so every service refuses its tokens.
   func endGrant(_ grant: OIDCGrant, reason: String) async throws {
-    if grant.userID == nil {
-      guard let time = try await grants.revokeClientGrant(sessionID: grant.sessionID) else {
-        return
-      }
-      api.verifier.revokeSessions([grant.sessionID: time])
-    } else {
-      try await api.store.revokeSession(id: grant.sessionID, reason: reason)
-      api.verifier.revokeSessions([grant.sessionID: Date()])
-    }
-    await api.audit(
-      "oidc.revoke", actor: grant.clientID, target: grant.sessionID, detail: reason)
+    try await api.endGrant(grant, reason: reason)
   }
 
   /// The grant of an access token or refresh token, with what the token says: `nil` when the
@@ -386,15 +370,44 @@ extension OIDCProvider {
 }
 
 extension IdentityAPI {
+  /// The OpenID Connect grants beside the sessions.
+  var grants: any OIDCGrantStore {
+    get throws {
+      guard let grants = try oidcStore(store) as? any OIDCGrantStore else {
+        throw ServiceError.internalError("identity's OIDC store keeps no grants")
+      }
+      return grants
+    }
+  }
+
+  /// Revokes a grant: its session, on the change feed, so every service refuses its tokens.
+  func endGrant(_ grant: OIDCGrant, reason: String) async throws {
+    if grant.userID == nil {
+      guard let time = try await grants.revokeClientGrant(sessionID: grant.sessionID) else {
+        return
+      }
+      verifier.revokeSessions([grant.sessionID: time])
+    } else {
+      try await store.revokeSession(id: grant.sessionID, reason: reason)
+      verifier.revokeSessions([grant.sessionID: Date()])
+    }
+    await audit("oidc.revoke", actor: grant.clientID, target: grant.sessionID, detail: reason)
+  }
+
   /// Ends the OpenID Connect grants made in the browser sign-in `session` (all but offline
   /// ones), as its logout ends it: their tokens are refused everywhere from now on.
   func endGrants(madeIn session: String) async throws {
-    guard let grants = try oidcStore(store) as? any OIDCGrantStore else {
-      throw ServiceError.internalError("identity's OIDC store keeps no grants")
-    }
     for child in try await grants.grantSessions(madeIn: session) {
       try await store.revokeSession(id: child, reason: "sign-in ended")
       verifier.revokeSessions([child: Date()])
     }
+  }
+
+  /// Ends every live grant of a client (it has been disabled): its tokens are refused
+  /// everywhere from now on; returns how many ended.
+  func endGrants(ofClient clientID: String) async throws -> Int {
+    let live = try await grants.liveGrants(clientID: clientID)
+    for grant in live { try await endGrant(grant, reason: "client disabled") }
+    return live.count
   }
 }
