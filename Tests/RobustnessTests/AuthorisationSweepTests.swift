@@ -65,7 +65,7 @@ let sweepTable: [String: SweepEntry] = {
       "ImportScoreBatches", "ExportScores",
       "GetExamStatistics", "GetStudentReport", "GetClassDiagnosis", "RecordQualityEntry",
       "ImportQualityEntries", "GetQualityProfile", "ListChanges",
-      "ListExamRanks",
+      "ListExamRanks", "ListBorderlineStudents",
     ],
   ]
   for (service, methods) in all {

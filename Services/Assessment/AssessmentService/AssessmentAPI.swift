@@ -171,12 +171,60 @@ public struct AssessmentAPI: Sendable {
     v.check(
       exam.passFraction <= exam.goodFraction && exam.goodFraction <= exam.excellentFraction,
       "exam.good_fraction", "must lie between pass_fraction and excellent_fraction")
+    Self.validateCutLines(exam, &v)
     try v.throwIfInvalid()
     let org = try org(code: e.orgCode, field: "exam.org_code")
     guard [.province, .city, .county, .school].contains(org.kind) else {
       throw .invalid("exam.org_code", "must name a province, city, county or school")
     }
     return (exam, org)
+  }
+
+  /// Checks the exam's cut lines: scores within full marks, shares within (0, 1), none for
+  /// the low line, and the lines known without the scores in order.
+  static func validateCutLines(_ exam: Exam, _ v: inout Validator) {
+    let c = exam.cutLines
+    let full = exam.fullMarks
+    // Each rate's line where it does not depend on the scores (nil: a top share).
+    var known: [(name: String, line: Double?, cut: Bool)] = []
+    for (name, set, line, fraction) in [
+      ("low", c.hasLow, c.low, exam.lowFraction), ("pass", c.hasPass, c.pass, exam.passFraction),
+      ("good", c.hasGood, c.good, exam.goodFraction),
+      ("excellent", c.hasExcellent, c.excellent, exam.excellentFraction),
+    ] {
+      let field = "exam.cut_lines.\(name)"
+      guard set else {
+        known.append((name, fraction * full, false))
+        continue
+      }
+      switch line.line {
+      case .score(let s):
+        let valid = s.isFinite && s > 0 && s <= full
+        v.check(valid, field + ".score", "must be in (0, full marks]")
+        known.append((name, valid ? s : nil, true))
+      case .topShare(let share):
+        if name == "low" {
+          v.add(field + ".top_share", "the low line takes a score, not a share")
+        } else {
+          v.check(share > 0 && share < 1, field + ".top_share", "must be a fraction in (0, 1)")
+        }
+        known.append((name, nil, true))
+      case nil:
+        v.add(field, "must give a score or a top_share")
+        known.append((name, nil, true))
+      }
+    }
+    // Fractions were checked among themselves: a pair is compared when it holds a cut line.
+    let lines = known.compactMap { k in k.line.map { (k.name, $0, k.cut) } }
+    for (i, a) in lines.enumerated() {
+      for b in lines[(i + 1)...] where a.2 || b.2 {
+        let ordered = a.0 == "low" ? a.1 < b.1 : a.1 <= b.1
+        if !ordered {
+          v.add(
+            "exam.cut_lines", "the \(a.0) line (\(a.1)) must lie below the \(b.0) line (\(b.1))")
+        }
+      }
+    }
   }
 
   func timestamp() -> Double { now().timeIntervalSince1970 }
@@ -459,9 +507,9 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
   // MARK: statistics and reports
 
   static func scopeFigures(
-    _ totals: [Double], org: Org?, thresholds: Thresholds, bins: Int
+    _ totals: [Double], org: Org?, lines: ScoreLineFigures, fullMarks: Double, bins: Int
   ) -> Smartschool_Assessment_V1_ScopeStatistics {
-    let f = SummaryFigures.compute(totals, thresholds: thresholds, binCount: bins)
+    let f = SummaryFigures.compute(totals, lines: lines, fullMarks: fullMarks, binCount: bins)
     return .with {
       $0.orgCode = org?.code ?? ""
       $0.orgName = org?.name ?? ""
@@ -564,11 +612,19 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     // Absent and exempt students are counted and listed, in no figure.
     let students = everyone.filter(\.sat)
     let reportsMissing = record.reportsMissingItems
-    let thresholds = record.thresholds
+    let fullMarks = record.exam.fullMarks
+    // The scope's lines serve its children too (a top share is of the scope).
+    let lines = record.lineRules.lines(fullMarks: fullMarks, totals: students.map(\.total))
     var stats = Smartschool_Assessment_V1_ExamStatistics()
     stats.examCode = record.exam.code
+    stats.lines = .with {
+      $0.pass = lines.pass
+      $0.good = lines.good
+      $0.excellent = lines.excellent
+      $0.low = lines.low
+    }
     stats.scope = Self.scopeFigures(
-      students.map(\.total), org: scopeOrg, thresholds: thresholds, bins: bins)
+      students.map(\.total), org: scopeOrg, lines: lines, fullMarks: fullMarks, bins: bins)
     Self.countAttendance(&stats.scope, everyone, reportsMissing: reportsMissing)
     stats.notTested = Self.notTested(everyone)
     if reportsMissing {
@@ -613,7 +669,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     }
     var childStats = children.map {
       var figures = Self.scopeFigures(
-        totalsByChild[$0.id] ?? [], org: $0, thresholds: thresholds, bins: bins)
+        totalsByChild[$0.id] ?? [], org: $0, lines: lines, fullMarks: fullMarks, bins: bins)
       Self.countAttendance(&figures, studentsByChild[$0.id] ?? [], reportsMissing: reportsMissing)
       return figures
     }
@@ -748,6 +804,56 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     return response
   }
 
+  public func listBorderlineStudents(
+    request: Smartschool_Assessment_V1_ListBorderlineStudentsRequest, context: ServerContext
+  ) async throws -> Smartschool_Assessment_V1_BorderlineStudents {
+    let principal = try Principal.require()
+    var v = Validator()
+    v.check(
+      [.pass, .good, .excellent].contains(request.line), "line", "must be PASS, GOOD or EXCELLENT")
+    v.check(request.margin.isFinite && request.margin > 0, "margin", "must be above 0")
+    try v.throwIfInvalid()
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    if request.margin > record.exam.fullMarks {
+      throw ServiceError.invalid("margin", "must be at most the exam's full marks")
+    }
+    let (_, scopePath) = try scope(of: record, code: request.scopeOrgCode)
+    try principal.require(.resultsRead, at: scopePath)
+    let students = try await store.results(
+      exam: record, scopePath: request.scopeOrgCode.isEmpty ? nil : scopePath.description
+    ).filter(\.sat)
+    let rules = record.lineRules
+    let rule =
+      request.line == .pass ? rules.pass : request.line == .good ? rules.good : rules.excellent
+    let line = rule.line(fullMarks: record.exam.fullMarks, totals: students.map(\.total))
+    var byClass: [String: [StudentResult]] = [:]
+    if let line {
+      for s in students where s.total < line && line - s.total <= request.margin {
+        byClass[s.classCode, default: []].append(s)
+      }
+    }
+    return .with {
+      $0.examCode = record.exam.code
+      $0.line = line ?? 0
+      $0.classes = byClass.keys.sorted().map { code in
+        let members = byClass[code]!.sorted {
+          $0.total != $1.total ? $0.total > $1.total : $0.externalID < $1.externalID
+        }
+        return .with {
+          $0.classCode = code
+          $0.schoolCode = members[0].schoolCode
+          $0.students = members.map { s in
+            .with {
+              $0.studentExternalID = s.externalID
+              $0.total = s.total
+              $0.gap = (line ?? 0) - s.total
+            }
+          }
+        }
+      }
+    }
+  }
+
   static func mastery(_ m: MasteryFigure) -> Smartschool_Assessment_V1_KnowledgePointMastery {
     .with {
       $0.code = m.code
@@ -844,7 +950,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let everyone = try await store.results(exam: record, scopePath: org.path)
     let students = everyone.filter(\.sat)
     let totals = students.map(\.total)
-    let passLine = record.exam.passFraction * record.exam.fullMarks
+    let passLine = record.lineRules.pass.line(fullMarks: record.exam.fullMarks, totals: totals) ?? 0
     let points = classKnowledgePoints(
       students: students.map(\.scores), maxScores: record.exam.items.map(\.maxScore),
       itemPoints: record.exam.items.map(\.knowledgePoints),

@@ -22,6 +22,25 @@ public struct ExamRecord: Sendable {
       low: exam.lowFraction, good: exam.goodFraction)
   }
 
+  /// The rates' line rules: the exam's cut lines where given, else its fractions.
+  public var lineRules: LineRules {
+    func rule(_ set: Bool, _ line: Smartschool_Assessment_V1_CutLine, _ fraction: Double)
+      -> LineRule
+    {
+      switch set ? line.line : nil {
+      case .score(let s): .score(s)
+      case .topShare(let share): .topShare(share)
+      case nil: .fraction(fraction)
+      }
+    }
+    let c = exam.cutLines
+    return LineRules(
+      pass: rule(c.hasPass, c.pass, exam.passFraction),
+      good: rule(c.hasGood, c.good, exam.goodFraction),
+      excellent: rule(c.hasExcellent, c.excellent, exam.excellentFraction),
+      low: rule(c.hasLow, c.low, exam.lowFraction))
+  }
+
   /// Item numbers in ascending order (the column order of ``StudentResult/scores``).
   public var itemNumbers: [Int32] { exam.items.map(\.number) }
 }
@@ -437,13 +456,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         sql: """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time, missing_items, good_fraction)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            create_time, update_time, missing_items, good_fraction, cut_lines)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """,
         arguments: [
           record.id, e.code, e.name, e.schoolYear, e.term, e.subject.rawValue, e.stage.rawValue,
           e.grade, e.orgCode, record.orgPath, e.fullMarks, e.passFraction, e.excellentFraction,
           e.lowFraction, time, time, e.missingItems.rawValue, e.goodFraction,
+          try e.cutLines.serializedBytes() as Data,
         ])
       let number = db.lastInsertedRowID
       try Self.insertItems(db, exam: number, items: e.items)
@@ -471,7 +491,8 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
 
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
-    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction
+    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction,
+    cut_lines
     """
 
   private static func decodeExam(_ db: Database, _ row: Row, counts: Bool) throws -> ExamRecord {
@@ -491,6 +512,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.lowFraction = row["low_fraction"]
     exam.missingItems = .init(rawValue: row["missing_items"]) ?? .report
     exam.goodFraction = row["good_fraction"]
+    exam.cutLines = try .init(serializedBytes: row["cut_lines"] as Data)
     exam.items = try db.cachedStatement(
       sql: """
         SELECT number, max_score, objective, knowledge_points FROM asm_items

@@ -50,16 +50,26 @@ public struct SummaryFigures: Equatable, Sendable {
   /// 良好率: at or above the good line.
   public var goodRate: Double = 0
 
-  /// Computes the figures; `binCount` equal-width bins over [0, full marks].
+  /// Computes the figures with the thresholds' fractions of full marks as the lines.
   public static func compute(
     _ scores: [Double], thresholds: Thresholds, binCount: Int = 10
   ) -> SummaryFigures {
+    compute(
+      scores, lines: ScoreLineFigures(thresholds), fullMarks: thresholds.fullMarks,
+      binCount: binCount)
+  }
+
+  /// Computes the figures with the rates' `lines`; `binCount` equal-width bins over
+  /// [0, full marks].
+  public static func compute(
+    _ scores: [Double], lines: ScoreLineFigures, fullMarks: Double, binCount: Int = 10
+  ) -> SummaryFigures {
     let bins = Swift.max(1, binCount)
-    let width = thresholds.fullMarks / Double(bins)
+    let width = fullMarks / Double(bins)
     var figures: [ScoreBinFigure] = []
     for index in 0..<bins {
       let lower = Double(index) * width
-      let upper = index == bins - 1 ? thresholds.fullMarks : Double(index + 1) * width
+      let upper = index == bins - 1 ? fullMarks : Double(index + 1) * width
       figures.append(ScoreBinFigure(lower: lower, upper: upper, count: 0, percent: 0))
     }
     guard !scores.isEmpty else {
@@ -74,10 +84,10 @@ public struct SummaryFigures: Equatable, Sendable {
     let middle = sorted.count / 2
     let median = sorted.count % 2 == 1
       ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
-    let passLine = thresholds.pass * thresholds.fullMarks
-    let excellentLine = thresholds.excellent * thresholds.fullMarks
-    let lowLine = thresholds.low * thresholds.fullMarks
-    let goodLine = thresholds.good * thresholds.fullMarks
+    let passLine = lines.pass
+    let excellentLine = lines.excellent
+    let lowLine = lines.low
+    let goodLine = lines.good
     var pass = 0, excellent = 0, low = 0, good = 0
     for score in scores {
       if score >= passLine { pass += 1 }

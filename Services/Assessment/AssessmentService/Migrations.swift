@@ -113,5 +113,10 @@ enum AssessmentMigrations {
           UPDATE asm_exams SET good_fraction = MIN(MAX(0.70, pass_fraction), excellent_fraction);
           """)
     }
+    // Cut lines drawn by a score or a top share (the proto's CutLines, serialized; empty: the
+    // fractions draw every line).
+    migrator.registerMigration("assessment.6.cut-lines") { db in
+      try db.execute(sql: "ALTER TABLE asm_exams ADD COLUMN cut_lines BLOB NOT NULL DEFAULT x''")
+    }
   }
 }

@@ -3,6 +3,7 @@ import NIOCore
 import PostgresNIO
 import ServiceRuntime
 import SmartSchoolModel
+import SwiftProtobuf
 
 /// The PostgreSQL store of the assessment service, with the SQLite one's semantics; any number
 /// of replicas may share its database. What differs:
@@ -25,7 +26,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
 
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
-    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction
+    full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction,
+    cut_lines
     """
 
   private static func decodeExam(_ row: PostgresRandomAccessRow) throws -> ExamRecord {
@@ -44,6 +46,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
     exam.lowFraction = try row["low_fraction"].decode(Double.self)
     exam.missingItems = .init(rawValue: try row["missing_items"].decode(Int.self)) ?? .report
     exam.goodFraction = try row["good_fraction"].decode(Double.self)
+    exam.cutLines = try .init(
+      serializedBytes: Array(buffer: try row["cut_lines"].decode(ByteBuffer.self)))
     return ExamRecord(
       number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
       exam: exam, orgPath: try row["org_path"].decode(String.self))
@@ -107,18 +111,19 @@ final class PostgresAssessmentStore: AssessmentStoring {
 
   func createExam(_ record: ExamRecord, time: Double) async throws {
     let e = record.exam
+    let cutLines = ByteBuffer(bytes: try e.cutLines.serializedBytes() as [UInt8])
     try await store.write { tx in
       guard
         let row = try await tx.one(
           """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time, missing_items, good_fraction)
+            create_time, update_time, missing_items, good_fraction, cut_lines)
           VALUES (\(record.id), \(e.code), \(e.name), \(e.schoolYear), \(Int(e.term)),
             \(e.subject.rawValue), \(e.stage.rawValue), \(Int(e.grade)), \(e.orgCode),
             \(record.orgPath), \(e.fullMarks), \(e.passFraction), \(e.excellentFraction),
             \(e.lowFraction), \(time), \(time), \(e.missingItems.rawValue),
-            \(e.goodFraction))
+            \(e.goodFraction), \(cutLines))
           RETURNING number
           """)
       else { throw ServiceError.internalError("exam insert returned nothing") }

@@ -142,5 +142,10 @@ extension AssessmentMigrations {
         SET good_fraction = least(greatest(0.70, pass_fraction), excellent_fraction)
         """,
       ]),
+    // Cut lines drawn by a score or a top share (the proto's CutLines, serialized; empty: the
+    // fractions draw every line).
+    PostgresMigration(
+      "assessment.8.cut-lines",
+      ["ALTER TABLE asm_exams ADD COLUMN cut_lines bytea NOT NULL DEFAULT ''::bytea"]),
   ]
 }

@@ -141,6 +141,19 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListBorderlineStudents" metadata.
+        public enum ListBorderlineStudents: Sendable {
+            /// Request type for "ListBorderlineStudents".
+            public typealias Input = Smartschool_Assessment_V1_ListBorderlineStudentsRequest
+            /// Response type for "ListBorderlineStudents".
+            public typealias Output = Smartschool_Assessment_V1_BorderlineStudents
+            /// Descriptor for "ListBorderlineStudents".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "ListBorderlineStudents",
+                type: .unary
+            )
+        }
         /// Namespace for "GetStudentReport" metadata.
         public enum GetStudentReport: Sendable {
             /// Request type for "GetStudentReport".
@@ -230,6 +243,7 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
             ExportScores.descriptor,
             GetExamStatistics.descriptor,
             ListExamRanks.descriptor,
+            ListBorderlineStudents.descriptor,
             GetStudentReport.descriptor,
             GetClassDiagnosis.descriptor,
             RecordQualityEntry.descriptor,
@@ -471,6 +485,29 @@ extension Smartschool_Assessment_V1_AssessmentService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListExamRanksRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse>
+
+        /// Handle the "ListBorderlineStudents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+        /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+        /// > cut lines draw it for the scope (a top-share line from the scope's students).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_BorderlineStudents` messages.
+        func listBorderlineStudents(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_BorderlineStudents>
 
         /// Handle the "GetStudentReport" method.
         ///
@@ -810,6 +847,29 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse>
 
+        /// Handle the "ListBorderlineStudents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+        /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+        /// > cut lines draw it for the scope (a top-share line from the scope's students).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_BorderlineStudents` message.
+        func listBorderlineStudents(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_BorderlineStudents>
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1147,6 +1207,29 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Assessment_V1_ListExamRanksResponse
 
+        /// Handle the "ListBorderlineStudents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+        /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+        /// > cut lines draw it for the scope (a top-share line from the scope's students).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_BorderlineStudents` to respond with.
+        func listBorderlineStudents(
+            request: Smartschool_Assessment_V1_ListBorderlineStudentsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_BorderlineStudents
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1372,6 +1455,17 @@ extension Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.ListBorderlineStudents.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_BorderlineStudents>(),
+            handler: { request, context in
+                try await self.listBorderlineStudents(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetStudentReport.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetStudentReportRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_StudentReport>(),
@@ -1536,6 +1630,17 @@ extension Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse> {
         let response = try await self.listExamRanks(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listBorderlineStudents(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_BorderlineStudents> {
+        let response = try await self.listBorderlineStudents(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1726,6 +1831,19 @@ extension Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse> {
         return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListExamRanksResponse>(
             message: try await self.listExamRanks(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listBorderlineStudents(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_BorderlineStudents> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_BorderlineStudents>(
+            message: try await self.listBorderlineStudents(
                 request: request.message,
                 context: context
             ),
@@ -2074,6 +2192,34 @@ extension Smartschool_Assessment_V1_AssessmentService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ListExamRanksResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListExamRanksResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListBorderlineStudents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+        /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+        /// > cut lines draw it for the scope (a top-share line from the scope's students).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_BorderlineStudents` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listBorderlineStudents<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_BorderlineStudents>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_BorderlineStudents>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetStudentReport" method.
@@ -2587,6 +2733,45 @@ extension Smartschool_Assessment_V1_AssessmentService {
             try await self.client.unary(
                 request: request,
                 descriptor: Smartschool_Assessment_V1_AssessmentService.Method.ListExamRanks.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListBorderlineStudents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+        /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+        /// > cut lines draw it for the scope (a top-share line from the scope's students).
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_BorderlineStudents` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listBorderlineStudents<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_BorderlineStudents>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_BorderlineStudents>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.ListBorderlineStudents.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -3112,6 +3297,40 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
         )
     }
 
+    /// Call the "ListBorderlineStudents" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+    /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+    /// > cut lines draw it for the scope (a top-share line from the scope's students).
+    /// > Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_ListBorderlineStudentsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listBorderlineStudents<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_BorderlineStudents>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listBorderlineStudents(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_BorderlineStudents>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetStudentReport" method.
     ///
     /// > Source IDL Documentation:
@@ -3631,6 +3850,44 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listExamRanks(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListBorderlineStudents" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > 临界生: per class of the scope, the students who sat and whose total lies below a line
+    /// > by at most `margin` (line − margin ≤ total < line), closest first; the line as the exam's
+    /// > cut lines draw it for the scope (a top-share line from the scope's students).
+    /// > Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (line, margin, scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listBorderlineStudents<Result>(
+        _ message: Smartschool_Assessment_V1_ListBorderlineStudentsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_BorderlineStudents>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listBorderlineStudents(
             request: request,
             options: options,
             onResponse: handleResponse

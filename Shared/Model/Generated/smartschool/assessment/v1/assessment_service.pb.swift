@@ -119,6 +119,49 @@ public nonisolated enum Smartschool_Assessment_V1_Attendance: SwiftProtobuf.Enum
 
 }
 
+/// Which line a borderline list is about.
+public nonisolated enum Smartschool_Assessment_V1_RateLine: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case pass // = 1
+  case good // = 2
+  case excellent // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .pass
+    case 2: self = .good
+    case 3: self = .excellent
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .pass: return 1
+    case .good: return 2
+    case .excellent: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Assessment_V1_RateLine] = [
+    .unspecified,
+    .pass,
+    .good,
+    .excellent,
+  ]
+
+}
+
 public nonisolated enum Smartschool_Assessment_V1_QualityDimension: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -353,11 +396,118 @@ public nonisolated struct Smartschool_Assessment_V1_Exam: @unchecked Sendable {
     set {_uniqueStorage()._goodFraction = newValue}
   }
 
+  /// Lines drawn otherwise than by the fractions above: a fixed score or a top share, per
+  /// rate; a rate without one uses its fraction.
+  public var cutLines: Smartschool_Assessment_V1_CutLines {
+    get {_storage._cutLines ?? Smartschool_Assessment_V1_CutLines()}
+    set {_uniqueStorage()._cutLines = newValue}
+  }
+  /// Returns true if `cutLines` has been explicitly set.
+  public var hasCutLines: Bool {_storage._cutLines != nil}
+  /// Clears the value of `cutLines`. Subsequent reads from it will return its default value.
+  public mutating func clearCutLines() {_uniqueStorage()._cutLines = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How one rate's line is drawn, when not by the exam's fraction of full marks.
+public nonisolated struct Smartschool_Assessment_V1_CutLine: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var line: Smartschool_Assessment_V1_CutLine.OneOf_Line? = nil
+
+  /// A fixed score, in (0, full marks].
+  public var score: Double {
+    get {
+      if case .score(let v)? = line {return v}
+      return 0
+    }
+    set {line = .score(newValue)}
+  }
+
+  /// The best share of the scope, in (0, 1): the line is the total of the ⌈share·N⌉-th best
+  /// of the N students of the report's scope who sat, so ties at the line all count (优秀 =
+  /// top 20%: 0.2). Not for the low line. A scope with nobody who sat has no line (rate 0).
+  public var topShare: Double {
+    get {
+      if case .topShare(let v)? = line {return v}
+      return 0
+    }
+    set {line = .topShare(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Line: Equatable, Sendable {
+    /// A fixed score, in (0, full marks].
+    case score(Double)
+    /// The best share of the scope, in (0, 1): the line is the total of the ⌈share·N⌉-th best
+    /// of the N students of the report's scope who sat, so ties at the line all count (优秀 =
+    /// top 20%: 0.2). Not for the low line. A scope with nobody who sat has no line (rate 0).
+    case topShare(Double)
+
+  }
+
+  public init() {}
+}
+
+/// The exam's cut lines. A line given as a score keeps low < pass <= good <= excellent with
+/// the other lines given as scores or fractions; top-share lines are not compared.
+public nonisolated struct Smartschool_Assessment_V1_CutLines: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pass: Smartschool_Assessment_V1_CutLine {
+    get {_pass ?? Smartschool_Assessment_V1_CutLine()}
+    set {_pass = newValue}
+  }
+  /// Returns true if `pass` has been explicitly set.
+  public var hasPass: Bool {self._pass != nil}
+  /// Clears the value of `pass`. Subsequent reads from it will return its default value.
+  public mutating func clearPass() {self._pass = nil}
+
+  public var good: Smartschool_Assessment_V1_CutLine {
+    get {_good ?? Smartschool_Assessment_V1_CutLine()}
+    set {_good = newValue}
+  }
+  /// Returns true if `good` has been explicitly set.
+  public var hasGood: Bool {self._good != nil}
+  /// Clears the value of `good`. Subsequent reads from it will return its default value.
+  public mutating func clearGood() {self._good = nil}
+
+  public var excellent: Smartschool_Assessment_V1_CutLine {
+    get {_excellent ?? Smartschool_Assessment_V1_CutLine()}
+    set {_excellent = newValue}
+  }
+  /// Returns true if `excellent` has been explicitly set.
+  public var hasExcellent: Bool {self._excellent != nil}
+  /// Clears the value of `excellent`. Subsequent reads from it will return its default value.
+  public mutating func clearExcellent() {self._excellent = nil}
+
+  public var low: Smartschool_Assessment_V1_CutLine {
+    get {_low ?? Smartschool_Assessment_V1_CutLine()}
+    set {_low = newValue}
+  }
+  /// Returns true if `low` has been explicitly set.
+  public var hasLow: Bool {self._low != nil}
+  /// Clears the value of `low`. Subsequent reads from it will return its default value.
+  public mutating func clearLow() {self._low = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _pass: Smartschool_Assessment_V1_CutLine? = nil
+  fileprivate var _good: Smartschool_Assessment_V1_CutLine? = nil
+  fileprivate var _excellent: Smartschool_Assessment_V1_CutLine? = nil
+  fileprivate var _low: Smartschool_Assessment_V1_CutLine? = nil
 }
 
 public nonisolated struct Smartschool_Assessment_V1_CreateExamRequest: Sendable {
@@ -888,6 +1038,16 @@ public nonisolated struct Smartschool_Assessment_V1_ExamStatistics: Sendable {
   /// The scope's incomplete students, by class code then student.
   public var incomplete: [Smartschool_Assessment_V1_IncompleteStudent] = []
 
+  /// The score lines the rates used, for the scope and every child alike.
+  public var lines: Smartschool_Assessment_V1_ScoreLines {
+    get {_lines ?? Smartschool_Assessment_V1_ScoreLines()}
+    set {_lines = newValue}
+  }
+  /// Returns true if `lines` has been explicitly set.
+  public var hasLines: Bool {self._lines != nil}
+  /// Clears the value of `lines`. Subsequent reads from it will return its default value.
+  public mutating func clearLines() {self._lines = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -895,6 +1055,103 @@ public nonisolated struct Smartschool_Assessment_V1_ExamStatistics: Sendable {
   fileprivate var _scope: Smartschool_Assessment_V1_ScopeStatistics? = nil
   fileprivate var _cronbachAlpha: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
   fileprivate var _sem: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
+  fileprivate var _lines: Smartschool_Assessment_V1_ScoreLines? = nil
+}
+
+/// The score lines of the four rates in a report (a top-share line as drawn for its scope).
+public nonisolated struct Smartschool_Assessment_V1_ScoreLines: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// at or above
+  public var pass: Double = 0
+
+  /// at or above
+  public var good: Double = 0
+
+  /// at or above
+  public var excellent: Double = 0
+
+  /// strictly below
+  public var low: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ListBorderlineStudentsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  /// empty: the whole exam
+  public var scopeOrgCode: String = String()
+
+  /// required
+  public var line: Smartschool_Assessment_V1_RateLine = .unspecified
+
+  /// score points below the line, > 0 and at most full marks
+  public var margin: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A borderline student: below the line by `gap` (> 0, at most the margin).
+public nonisolated struct Smartschool_Assessment_V1_BorderlineStudent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var studentExternalID: String = String()
+
+  public var total: Double = 0
+
+  public var gap: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_BorderlineClass: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  /// smallest gap first, then by student
+  public var students: [Smartschool_Assessment_V1_BorderlineStudent] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_BorderlineStudents: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  /// the line's score for the scope
+  public var line: Double = 0
+
+  /// classes with a borderline student, by class code
+  public var classes: [Smartschool_Assessment_V1_BorderlineClass] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Smartschool_Assessment_V1_GetStudentReportRequest: Sendable {
@@ -1220,6 +1477,10 @@ nonisolated extension Smartschool_Assessment_V1_Attendance: SwiftProtobuf._Proto
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ATTENDANCE_UNSPECIFIED\0\u{1}ATTENDANCE_SAT\0\u{1}ATTENDANCE_ABSENT\0\u{1}ATTENDANCE_EXEMPT\0")
 }
 
+nonisolated extension Smartschool_Assessment_V1_RateLine: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RATE_LINE_UNSPECIFIED\0\u{1}RATE_LINE_PASS\0\u{1}RATE_LINE_GOOD\0\u{1}RATE_LINE_EXCELLENT\0")
+}
+
 nonisolated extension Smartschool_Assessment_V1_QualityDimension: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0QUALITY_DIMENSION_UNSPECIFIED\0\u{1}QUALITY_DIMENSION_MORAL_CHARACTER\0\u{1}QUALITY_DIMENSION_ACADEMIC_LEVEL\0\u{1}QUALITY_DIMENSION_PHYSICAL_MENTAL_HEALTH\0\u{1}QUALITY_DIMENSION_ARTISTIC_LITERACY\0\u{1}QUALITY_DIMENSION_SOCIAL_PRACTICE\0")
 }
@@ -1275,7 +1536,7 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
 
 nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Exam"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0\u{3}good_fraction\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0\u{3}good_fraction\0\u{3}cut_lines\0")
 
   fileprivate class _StorageClass {
     var _code: String = String()
@@ -1295,6 +1556,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
     var _scoreCount: Int64 = 0
     var _missingItems: Smartschool_Assessment_V1_MissingItemPolicy = .unspecified
     var _goodFraction: Double = 0
+    var _cutLines: Smartschool_Assessment_V1_CutLines? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1322,6 +1584,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
       _scoreCount = source._scoreCount
       _missingItems = source._missingItems
       _goodFraction = source._goodFraction
+      _cutLines = source._cutLines
     }
   }
 
@@ -1357,6 +1620,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._scoreCount) }()
         case 16: try { try decoder.decodeSingularEnumField(value: &_storage._missingItems) }()
         case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._goodFraction) }()
+        case 18: try { try decoder.decodeSingularMessageField(value: &_storage._cutLines) }()
         default: break
         }
       }
@@ -1365,6 +1629,10 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._code.isEmpty {
         try visitor.visitSingularStringField(value: _storage._code, fieldNumber: 1)
       }
@@ -1416,6 +1684,9 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
       if _storage._goodFraction.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._goodFraction, fieldNumber: 17)
       }
+      try { if let v = _storage._cutLines {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1442,10 +1713,117 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
         if _storage._scoreCount != rhs_storage._scoreCount {return false}
         if _storage._missingItems != rhs_storage._missingItems {return false}
         if _storage._goodFraction != rhs_storage._goodFraction {return false}
+        if _storage._cutLines != rhs_storage._cutLines {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_CutLine: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CutLine"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}score\0\u{3}top_share\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Double?
+        try decoder.decodeSingularDoubleField(value: &v)
+        if let v = v {
+          if self.line != nil {try decoder.handleConflictingOneOf()}
+          self.line = .score(v)
+        }
+      }()
+      case 2: try {
+        var v: Double?
+        try decoder.decodeSingularDoubleField(value: &v)
+        if let v = v {
+          if self.line != nil {try decoder.handleConflictingOneOf()}
+          self.line = .topShare(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.line {
+    case .score?: try {
+      guard case .score(let v)? = self.line else { preconditionFailure() }
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 1)
+    }()
+    case .topShare?: try {
+      guard case .topShare(let v)? = self.line else { preconditionFailure() }
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_CutLine, rhs: Smartschool_Assessment_V1_CutLine) -> Bool {
+    if lhs.line != rhs.line {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_CutLines: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CutLines"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pass\0\u{1}good\0\u{1}excellent\0\u{1}low\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._pass) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._good) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._excellent) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._low) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._pass {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._good {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._excellent {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._low {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_CutLines, rhs: Smartschool_Assessment_V1_CutLines) -> Bool {
+    if lhs._pass != rhs._pass {return false}
+    if lhs._good != rhs._good {return false}
+    if lhs._excellent != rhs._excellent {return false}
+    if lhs._low != rhs._low {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2396,7 +2774,7 @@ nonisolated extension Smartschool_Assessment_V1_ItemStatistics: SwiftProtobuf.Me
 
 nonisolated extension Smartschool_Assessment_V1_ExamStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExamStatistics"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}scope\0\u{1}children\0\u{1}items\0\u{3}cronbach_alpha\0\u{1}sem\0\u{3}not_tested\0\u{1}incomplete\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}scope\0\u{1}children\0\u{1}items\0\u{3}cronbach_alpha\0\u{1}sem\0\u{3}not_tested\0\u{1}incomplete\0\u{1}lines\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2412,6 +2790,7 @@ nonisolated extension Smartschool_Assessment_V1_ExamStatistics: SwiftProtobuf.Me
       case 6: try { try decoder.decodeSingularMessageField(value: &self._sem) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.notTested) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.incomplete) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._lines) }()
       default: break
       }
     }
@@ -2446,6 +2825,9 @@ nonisolated extension Smartschool_Assessment_V1_ExamStatistics: SwiftProtobuf.Me
     if !self.incomplete.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.incomplete, fieldNumber: 8)
     }
+    try { if let v = self._lines {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2458,6 +2840,217 @@ nonisolated extension Smartschool_Assessment_V1_ExamStatistics: SwiftProtobuf.Me
     if lhs._sem != rhs._sem {return false}
     if lhs.notTested != rhs.notTested {return false}
     if lhs.incomplete != rhs.incomplete {return false}
+    if lhs._lines != rhs._lines {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ScoreLines: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScoreLines"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pass\0\u{1}good\0\u{1}excellent\0\u{1}low\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.pass) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.good) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.excellent) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.low) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.pass.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.pass, fieldNumber: 1)
+    }
+    if self.good.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.good, fieldNumber: 2)
+    }
+    if self.excellent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.excellent, fieldNumber: 3)
+    }
+    if self.low.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.low, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ScoreLines, rhs: Smartschool_Assessment_V1_ScoreLines) -> Bool {
+    if lhs.pass != rhs.pass {return false}
+    if lhs.good != rhs.good {return false}
+    if lhs.excellent != rhs.excellent {return false}
+    if lhs.low != rhs.low {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ListBorderlineStudentsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListBorderlineStudentsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}scope_org_code\0\u{1}line\0\u{1}margin\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.line) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.margin) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 2)
+    }
+    if self.line != .unspecified {
+      try visitor.visitSingularEnumField(value: self.line, fieldNumber: 3)
+    }
+    if self.margin.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.margin, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ListBorderlineStudentsRequest, rhs: Smartschool_Assessment_V1_ListBorderlineStudentsRequest) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.line != rhs.line {return false}
+    if lhs.margin != rhs.margin {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_BorderlineStudent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BorderlineStudent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}student_external_id\0\u{1}total\0\u{1}gap\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.total) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.gap) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 1)
+    }
+    if self.total.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.total, fieldNumber: 2)
+    }
+    if self.gap.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.gap, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_BorderlineStudent, rhs: Smartschool_Assessment_V1_BorderlineStudent) -> Bool {
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.gap != rhs.gap {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_BorderlineClass: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BorderlineClass"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}class_code\0\u{3}school_code\0\u{1}students\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.students) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 1)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 2)
+    }
+    if !self.students.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.students, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_BorderlineClass, rhs: Smartschool_Assessment_V1_BorderlineClass) -> Bool {
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.students != rhs.students {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_BorderlineStudents: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BorderlineStudents"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}line\0\u{1}classes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.line) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.classes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if self.line.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.line, fieldNumber: 2)
+    }
+    if !self.classes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.classes, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_BorderlineStudents, rhs: Smartschool_Assessment_V1_BorderlineStudents) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.line != rhs.line {return false}
+    if lhs.classes != rhs.classes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
