@@ -178,7 +178,11 @@ func withCatalogue(
   }
 }
 
-@Suite("OpenID Connect: refresh, client credentials, revocation, introspection, audience")
+// One test at a time: each starts identity (and one a catalogue) on its own database, and the
+// whole bundle runs in parallel on a small machine.
+@Suite(
+  "OpenID Connect: refresh, client credentials, revocation, introspection, audience",
+  .serialized)
 struct OIDCTokenTests {
   @Test func aRefreshTokenRotatesNarrowsAndItsReuseRevokesTheFamily() async throws {
     try await withTokenWorld { w in
