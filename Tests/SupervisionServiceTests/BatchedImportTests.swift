@@ -143,7 +143,6 @@ final class Captured<Value: Sendable>: Sendable {
     try await h.run { client in
       try await seedClassrooms(client, h)
       let a = h.auth("county_admin", at: "CA")
-      let admin = h.auth("system_admin", at: nil)
       let start = CalendarDate("2020-09-07")!
       func rows(days: Range<Int>, periods: ClosedRange<Int32>, teacher: (Int, Int32) -> String)
         -> [Smartschool_Supervision_V1_Lesson]
@@ -159,18 +158,8 @@ final class Captured<Value: Sendable>: Sendable {
       func lessonChanges(after: Int64) async throws
         -> (changes: [Smartschool_Common_V1_Change], last: Int64)
       {
-        var out: [Smartschool_Common_V1_Change] = []
-        var cursor = after
-        while true {
-          let page = try await client.listChanges(
-            .with {
-              $0.afterSequence = cursor
-              $0.pageSize = 1000
-            }, metadata: admin)
-          out += page.changes.filter { $0.entity == "lesson" }
-          cursor = page.lastSequence
-          if !page.moreAvailable { return (out, cursor) }
-        }
+        let all = try await feedEvents(client, after: after, h)
+        return (all.filter { $0.entity == "lesson" }, all.last?.sequence ?? after)
       }
       let key = { (l: Smartschool_Supervision_V1_Lesson) in "R-A1/\(l.date)/\(l.period)" }
 

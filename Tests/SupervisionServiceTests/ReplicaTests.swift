@@ -199,22 +199,21 @@ struct SupervisionReplicaTests {
   @Test func inspectionsWrittenAtBothReplicasAreAllListedAtEach() async throws {
     try await withReplicas { c0, c1, h in
       let inspector = h.auth("inspector", at: "CA")
-      let visit = Smartschool_Supervision_V1_CreateInspectionRequest.with {
-        $0.inspection = .with {
-          $0.schoolCode = "A2"
-          $0.date = "2020-10-12"
-          $0.findings = "常态化使用"
-          $0.rating = .good
-          $0.subject = .mathematics
-        }
-      }
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        for i in 0..<20 {
+      // Twenty visits (one a day), each sent at both replicas at once: twenty inspections.
+      let ids = Captured<[String]>()
+      try await withThrowingTaskGroup(of: String.self) { group in
+        for i in 0..<40 {
           let client = i % 2 == 0 ? c0 : c1
-          group.addTask { _ = try await client.createInspection(visit, metadata: inspector) }
+          let date = CalendarDate("2020-10-01")!.adding(days: i / 2).description
+          group.addTask {
+            try await client.createInspection(visit("A2", date), metadata: inspector).id
+          }
         }
-        try await group.waitForAll()
+        var all: [String] = []
+        for try await id in group { all.append(id) }
+        ids.set(all)
       }
+      #expect(Set(ids.value ?? []).count == 20)
       for client in [c0, c1] {
         let listed = try await client.listInspections(
           .with {

@@ -793,19 +793,6 @@ func expectLessonsFollowAMoveDuringAnImport(
     try await h.run { client in
       try await seedClassrooms(client, h)
       let inspector = h.auth("inspector", at: "CA")
-      func visit(_ school: String, _ date: String)
-        -> Smartschool_Supervision_V1_CreateInspectionRequest
-      {
-        .with {
-          $0.inspection = .with {
-            $0.schoolCode = school
-            $0.date = date
-            $0.findings = "常态化使用"
-            $0.rating = .good
-            $0.subject = .mathematics
-          }
-        }
-      }
       let first = try await client.createInspection(visit("A1", "2020-10-12"), metadata: inspector)
       #expect(first.inspector == "inspector@CA")
       _ = try await client.createInspection(visit("A1", "2020-11-03"), metadata: inspector)

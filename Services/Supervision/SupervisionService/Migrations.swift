@@ -91,5 +91,16 @@ enum SupervisionMigrations {
             ON sup_lessons(org_path, day, verified, teacher);
           """)
     }
+    // A visit's natural key (Inspections.naturalKey): a re-sent visit is the same inspection.
+    // Visits recorded before have a key of their own id.
+    migrator.registerMigration("supervision.5.inspection-key") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE sup_inspections ADD COLUMN natural_key TEXT NOT NULL DEFAULT '';
+          UPDATE sup_inspections SET natural_key = 'id/' || id;
+          CREATE UNIQUE INDEX sup_inspections_key ON sup_inspections(natural_key);
+          CREATE INDEX sup_inspections_scope_day ON sup_inspections(org_path, day);
+          """)
+    }
   }
 }

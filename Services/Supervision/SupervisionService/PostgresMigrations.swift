@@ -124,5 +124,15 @@ extension SupervisionMigrations {
         ON sup_lessons(org_path, day, verified, teacher)
         """,
       ]),
+    PostgresMigration(
+      "supervision.5.inspection-key",
+      [
+        """
+        ALTER TABLE sup_inspections ADD COLUMN natural_key text COLLATE "C" NOT NULL DEFAULT ''
+        """,
+        "UPDATE sup_inspections SET natural_key = 'id/' || id",
+        "CREATE UNIQUE INDEX sup_inspections_key ON sup_inspections(natural_key)",
+        "CREATE INDEX sup_inspections_scope_day ON sup_inspections(org_path, day)",
+      ]),
   ]
 }

@@ -508,20 +508,75 @@ final class PostgresSupervisionStore: SupervisionStoring {
 
   // MARK: inspections
 
-  func createInspection(_ i: Smartschool_Supervision_V1_Inspection, day: CalendarDate)
-    async throws
-  {
+  func putInspection(
+    _ i: Smartschool_Supervision_V1_Inspection, key: String, day: CalendarDate
+  ) async throws -> Smartschool_Supervision_V1_Inspection {
     let payload: Data = try i.serializedBytes()
-    try await store.write { tx in
-      try await tx.execute(
+    return try await store.write { tx in
+      // Two replicas sending the same visit at once: one inserts, the other waits for it on
+      // the key and then merges into the stored row.
+      let inserted = try await tx.one(
         """
-        INSERT INTO sup_inspections (id, school_code, org_path, day, year, payload)
+        INSERT INTO sup_inspections (id, school_code, org_path, day, year, payload, natural_key)
         VALUES (\(i.id), \(i.schoolCode), \(i.orgPath), \(day.dayNumber),
-          \(day.components.year), \(payload))
+          \(day.components.year), \(payload), \(key))
+        ON CONFLICT (natural_key) DO NOTHING RETURNING id
         """)
-      try tx.recordChange(
-        entity: "inspection", id: i.id, naturalKey: i.id, op: .upsert, orgPath: i.orgPath,
-        payload: i)
+      if inserted != nil {
+        try tx.recordChange(
+          entity: "inspection", id: i.id, naturalKey: key, op: .upsert, orgPath: i.orgPath,
+          payload: i)
+        return i
+      }
+      guard
+        let row = try await tx.one(
+          "SELECT payload FROM sup_inspections WHERE natural_key = \(key) FOR UPDATE")
+      else { throw ServiceError.aborted("the inspection \(key) vanished; try again") }
+      let stored = try Smartschool_Supervision_V1_Inspection(
+        serializedBytes: try row[0].decode(Data.self))
+      guard let merged = Inspections.merge(i, into: stored) else { return stored }
+      try await Self.rewrite(tx, merged, key: key)
+      return merged
+    }
+  }
+
+  private static func rewrite(
+    _ tx: PostgresTransaction, _ i: Smartschool_Supervision_V1_Inspection, key: String
+  ) async throws {
+    let payload: Data = try i.serializedBytes()
+    try await tx.execute(
+      """
+      UPDATE sup_inspections SET org_path = \(i.orgPath), payload = \(payload)
+      WHERE id = \(i.id)
+      """)
+    try tx.recordChange(
+      entity: "inspection", id: i.id, naturalKey: key, op: .upsert, orgPath: i.orgPath,
+      payload: i)
+  }
+
+  func inspection(id: String) async throws -> Smartschool_Supervision_V1_Inspection? {
+    guard
+      let row = try await store.query("SELECT payload FROM sup_inspections WHERE id = \(id)")
+        .first
+    else { return nil }
+    return try Smartschool_Supervision_V1_Inspection(serializedBytes: try row[0].decode(Data.self))
+  }
+
+  func updateInspection(
+    id: String,
+    _ change: @escaping @Sendable (Smartschool_Supervision_V1_Inspection) throws
+      -> Smartschool_Supervision_V1_Inspection
+  ) async throws -> Smartschool_Supervision_V1_Inspection {
+    try await store.write { tx in
+      guard
+        let row = try await tx.one(
+          "SELECT payload, natural_key FROM sup_inspections WHERE id = \(id) FOR UPDATE")
+      else { throw ServiceError.notFound("no inspection has id \(id)") }
+      let stored = try Smartschool_Supervision_V1_Inspection(
+        serializedBytes: try row[0].decode(Data.self))
+      let changed = try change(stored)
+      try await Self.rewrite(tx, changed, key: try row[1].decode(String.self))
+      return changed
     }
   }
 
@@ -542,22 +597,20 @@ final class PostgresSupervisionStore: SupervisionStoring {
     }
   }
 
-  func inspectionCounts(under path: String, year: Int) async throws
-    -> [String: (count: Int, lastDay: Int)]
+  func inspections(under path: String, days: ClosedRange<Int>) async throws
+    -> [Smartschool_Supervision_V1_Inspection]
   {
     let (lo, hi) = Self.range(path)
     let rows = try await store.query(
       """
-      SELECT school_code, COUNT(*), MAX(day) FROM sup_inspections
-      WHERE org_path >= \(lo) AND org_path < \(hi) AND year = \(year) GROUP BY school_code
+      SELECT payload FROM sup_inspections
+      WHERE org_path >= \(lo) AND org_path < \(hi)
+        AND day BETWEEN \(days.lowerBound) AND \(days.upperBound)
+      ORDER BY day, id
       """)
-    var out: [String: (count: Int, lastDay: Int)] = [:]
-    for row in rows {
-      out[try row[0].decode(String.self)] = (
-        try row[1].decode(Int.self), try row[2].decode(Int.self)
-      )
+    return try rows.map {
+      try Smartschool_Supervision_V1_Inspection(serializedBytes: try $0[0].decode(Data.self))
     }
-    return out
   }
 
   // MARK: change feed

@@ -755,6 +755,13 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     v.check((0...16).contains(i.subject.rawValue), "inspection.subject", "must be a known subject")
     v.text(i.findings, "inspection.findings", maxLength: 4000)
     v.check((1...4).contains(i.rating.rawValue), "inspection.rating", "must be 优, 良, 中 or 差")
+    v.check((0...2).contains(i.kind.rawValue), "inspection.kind", "must be a known kind")
+    v.check(
+      [.unspecified, .open, .notNeeded].contains(i.followUp), "inspection.follow_up",
+      "must be OPEN or NOT_NEEDED on create (it moves by UpdateInspectionFollowUp)")
+    if let day, day > Inspections.today(now()) {
+      v.add("inspection.date", "must not be in the future")
+    }
     try v.throwIfInvalid()
     let school = try school(code: i.schoolCode, field: "inspection.school_code")
     try principal.require(.inspectionsWrite, at: try path(school))
@@ -767,10 +774,48 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     }
     i.id = EntityID.make()
     if i.inspector.isEmpty { i.inspector = principal.username }
+    i.kind = Inspections.kind(i)
+    if i.followUp == .unspecified { i.followUp = .open }
+    i.followUpNote = ""
+    i.followUpDate = ""
     i.orgPath = school.path
     i.createTime = Google_Protobuf_Timestamp(date: now())
-    try await store.createInspection(i, day: day!)
-    return i
+    return try await store.putInspection(i, key: Inspections.naturalKey(i), day: day!)
+  }
+
+  public func updateInspectionFollowUp(
+    request: Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Inspection {
+    let principal = try Principal.require()
+    var v = Validator()
+    v.text(request.inspectionID, "inspection_id", maxLength: 64)
+    v.check(
+      [.open, .rectified, .verified].contains(request.status), "status",
+      "must be RECTIFIED, VERIFIED or OPEN")
+    v.text(request.note, "note", maxLength: 2000)
+    try v.throwIfInvalid()
+    guard let stored = try await store.inspection(id: request.inspectionID) else {
+      throw ServiceError.notFound("no inspection has id \(request.inspectionID)")
+    }
+    let at = OrgPath(stored.orgPath) ?? .root
+    // The school reports its rectification; only an inspector verifies it (or reopens it).
+    let schoolReports =
+      request.status == .rectified && principal.allows(.supervisionWrite, atPath: stored.orgPath)
+    if !schoolReports { try principal.require(.inspectionsWrite, at: at) }
+    let status = request.status
+    let note = request.note
+    let today = Inspections.today(now()).description
+    return try await store.updateInspection(id: stored.id) { current in
+      guard Inspections.allowed(from: current.followUp, to: status) else {
+        throw ServiceError.failedPrecondition(
+          "the follow-up cannot move from \(current.followUp) to \(status)")
+      }
+      var changed = current
+      changed.followUp = status
+      changed.followUpNote = note
+      changed.followUpDate = today
+      return changed
+    }
   }
 
   public func listInspections(
@@ -811,27 +856,25 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     Self.year(request.year, "year", &v)
     try v.throwIfInvalid()
     let org = try scope(code: request.orgCode)
-    let counts = try await store.inspectionCounts(under: org.path, year: Int(request.year))
-    var summary = Smartschool_Supervision_V1_InspectionSummary()
-    summary.year = request.year
-    let schools = directory.orgs(under: try path(org), kind: .school)
-    summary.schools = Int64(schools.count)
-    for s in schools {
-      var row = Smartschool_Supervision_V1_SchoolInspections()
-      row.schoolCode = s.code
-      row.schoolName = s.name
-      if let c = counts[s.code] {
-        row.inspections = Int64(c.count)
-        row.lastDate = CalendarDate(dayNumber: c.lastDay).description
-        summary.inspected.append(row)
-      } else {
-        summary.notInspected.append(row)
-      }
+    let year = Int(request.year)
+    let yearDays =
+      CalendarDate(year: year, month: 1, day: 1)!.dayNumber
+      ... CalendarDate(year: year, month: 12, day: 31)!.dayNumber
+    let visits = try await store.inspections(under: org.path, days: yearDays)
+    var researchTerm: String? = nil
+    var researchVisits = visits
+    if !request.termCode.isEmpty {
+      let term = try await term(code: request.termCode)
+      researchTerm = term.code
+      researchVisits = try await store.inspections(
+        under: org.path, days: term.start.dayNumber...term.end.dayNumber)
     }
-    let share = Percent(numerator: summary.inspected.count, denominator: schools.count)
-    summary.inspectedSharePercent = share.value
-    summary.inspectedShareText = share.description
-    return summary
+    let schools = directory.orgs(under: try path(org), kind: .school).map {
+      Inspections.School(code: $0.code, name: $0.name)
+    }
+    return Inspections.summary(
+      year: year, schools: schools, visits: visits, researchTerm: researchTerm,
+      researchVisits: researchVisits)
   }
 
   // MARK: change feed

@@ -108,12 +108,25 @@ public protocol SupervisionStoring: Sendable {
   func facilities(under path: String, year: Int) async throws
     -> [String: Smartschool_Supervision_V1_FacilityReport]
 
-  func createInspection(_ inspection: Smartschool_Supervision_V1_Inspection, day: CalendarDate)
-    async throws
+  /// Stores a visit by its natural key `key`: a new key inserts it; a stored one is merged
+  /// (``Inspections/merge(_:into:)``) and rewritten only when it changed. Answers the record
+  /// as stored.
+  func putInspection(
+    _ inspection: Smartschool_Supervision_V1_Inspection, key: String, day: CalendarDate
+  ) async throws -> Smartschool_Supervision_V1_Inspection
+  func inspection(id: String) async throws -> Smartschool_Supervision_V1_Inspection?
+  /// Rewrites the inspection `id` as `change` makes it from the stored record, in one
+  /// transaction holding the row (`change` may throw to refuse); answers the new record.
+  func updateInspection(
+    id: String,
+    _ change: @escaping @Sendable (Smartschool_Supervision_V1_Inspection) throws
+      -> Smartschool_Supervision_V1_Inspection
+  ) async throws -> Smartschool_Supervision_V1_Inspection
   func inspections(under path: String, year: Int?, after: (Int, String)?, limit: Int)
     async throws -> [Smartschool_Supervision_V1_Inspection]
-  func inspectionCounts(under path: String, year: Int) async throws
-    -> [String: (count: Int, lastDay: Int)]
+  /// Every visit under `path` on the days of `days`.
+  func inspections(under path: String, days: ClosedRange<Int>) async throws
+    -> [Smartschool_Supervision_V1_Inspection]
 
   func changes(after: Int64, limit: Int, scopes: [OrgPath]) async throws
     -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
@@ -512,22 +525,70 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   // MARK: inspections
 
-  public func createInspection(_ i: Smartschool_Supervision_V1_Inspection, day: CalendarDate)
-    async throws
-  {
+  public func putInspection(
+    _ i: Smartschool_Supervision_V1_Inspection, key: String, day: CalendarDate
+  ) async throws -> Smartschool_Supervision_V1_Inspection {
     try await store.write { db in
+      if let data = try Data.fetchOne(
+        db, sql: "SELECT payload FROM sup_inspections WHERE natural_key = ?", arguments: [key])
+      {
+        let stored = try Smartschool_Supervision_V1_Inspection(serializedBytes: data)
+        guard let merged = Inspections.merge(i, into: stored) else { return stored }
+        try Self.writeInspection(db, merged, insert: false, key: key, day: day)
+        return merged
+      }
+      try Self.writeInspection(db, i, insert: true, key: key, day: day)
+      return i
+    }
+  }
+
+  private static func writeInspection(
+    _ db: Database, _ i: Smartschool_Supervision_V1_Inspection, insert: Bool, key: String,
+    day: CalendarDate
+  ) throws {
+    let payload = try i.serializedBytes() as Data
+    if insert {
       try db.execute(
         sql: """
-          INSERT INTO sup_inspections (id, school_code, org_path, day, year, payload)
-          VALUES (?, ?, ?, ?, ?, ?)
+          INSERT INTO sup_inspections (id, school_code, org_path, day, year, payload, natural_key)
+          VALUES (?, ?, ?, ?, ?, ?, ?)
           """,
         arguments: [
-          i.id, i.schoolCode, i.orgPath, day.dayNumber, day.components.year,
-          try i.serializedBytes() as Data,
+          i.id, i.schoolCode, i.orgPath, day.dayNumber, day.components.year, payload, key,
         ])
-      try ChangeFeed.record(
-        db, entity: "inspection", id: i.id, naturalKey: i.id, op: .upsert, orgPath: i.orgPath,
-        payload: i)
+    } else {
+      try db.execute(
+        sql: "UPDATE sup_inspections SET org_path = ?, payload = ? WHERE id = ?",
+        arguments: [i.orgPath, payload, i.id])
+    }
+    try ChangeFeed.record(
+      db, entity: "inspection", id: i.id, naturalKey: key, op: .upsert, orgPath: i.orgPath,
+      payload: i)
+  }
+
+  public func inspection(id: String) async throws -> Smartschool_Supervision_V1_Inspection? {
+    let data = try await store.read { db in
+      try Data.fetchOne(db, sql: "SELECT payload FROM sup_inspections WHERE id = ?", arguments: [id])
+    }
+    return try data.map { try Smartschool_Supervision_V1_Inspection(serializedBytes: $0) }
+  }
+
+  public func updateInspection(
+    id: String,
+    _ change: @escaping @Sendable (Smartschool_Supervision_V1_Inspection) throws
+      -> Smartschool_Supervision_V1_Inspection
+  ) async throws -> Smartschool_Supervision_V1_Inspection {
+    try await store.write { db in
+      guard
+        let row = try Row.fetchOne(
+          db, sql: "SELECT payload, natural_key, day FROM sup_inspections WHERE id = ?",
+          arguments: [id])
+      else { throw ServiceError.notFound("no inspection has id \(id)") }
+      let stored = try Smartschool_Supervision_V1_Inspection(serializedBytes: row[0] as Data)
+      let changed = try change(stored)
+      try Self.writeInspection(
+        db, changed, insert: false, key: row[1], day: CalendarDate(dayNumber: row[2]))
+      return changed
     }
   }
 
@@ -553,21 +614,19 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     return try rows.map { try Smartschool_Supervision_V1_Inspection(serializedBytes: $0) }
   }
 
-  public func inspectionCounts(under path: String, year: Int) async throws
-    -> [String: (count: Int, lastDay: Int)]
+  public func inspections(under path: String, days: ClosedRange<Int>) async throws
+    -> [Smartschool_Supervision_V1_Inspection]
   {
     let (lo, hi) = Self.range(path)
-    return try await store.scan { db in
-      let rows = try Row.fetchAll(
+    let rows = try await store.scan { db in
+      try Data.fetchAll(
         db.cachedStatement(
           sql: """
-            SELECT school_code, COUNT(*), MAX(day) FROM sup_inspections
-            WHERE org_path >= ? AND org_path < ? AND year = ? GROUP BY school_code
-            """), arguments: [lo, hi, year])
-      var out: [String: (count: Int, lastDay: Int)] = [:]
-      for row in rows { out[row[0]] = (row[1], row[2]) }
-      return out
+            SELECT payload FROM sup_inspections
+            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? ORDER BY day, id
+            """), arguments: [lo, hi, days.lowerBound, days.upperBound])
     }
+    return try rows.map { try Smartschool_Supervision_V1_Inspection(serializedBytes: $0) }
   }
 
   // MARK: change feed

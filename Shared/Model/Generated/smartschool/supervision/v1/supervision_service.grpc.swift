@@ -290,6 +290,19 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "UpdateInspectionFollowUp" metadata.
+        public enum UpdateInspectionFollowUp: Sendable {
+            /// Request type for "UpdateInspectionFollowUp".
+            public typealias Input = Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest
+            /// Response type for "UpdateInspectionFollowUp".
+            public typealias Output = Smartschool_Supervision_V1_Inspection
+            /// Descriptor for "UpdateInspectionFollowUp".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.supervision.v1.SupervisionService"),
+                method: "UpdateInspectionFollowUp",
+                type: .unary
+            )
+        }
         /// Namespace for "ListInspections" metadata.
         public enum ListInspections: Sendable {
             /// Request type for "ListInspections".
@@ -351,6 +364,7 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
             GetFacilityReport.descriptor,
             GetCoverageReport.descriptor,
             CreateInspection.descriptor,
+            UpdateInspectionFollowUp.descriptor,
             ListInspections.descriptor,
             GetInspectionSummary.descriptor,
             ListChanges.descriptor
@@ -775,7 +789,11 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+        /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+        /// > visit sent again returns the stored one and writes nothing; sent again with other
+        /// > findings or another rating it updates the stored one (same id and create time, follow-up
+        /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+        /// > Caller: supervision.inspections.write over the school.
         /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
         ///
         /// - Parameters:
@@ -787,6 +805,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// - Returns: A streaming response of `Smartschool_Supervision_V1_Inspection` messages.
         func createInspection(
             request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_CreateInspectionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Inspection>
+
+        /// Handle the "UpdateInspectionFollowUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+        /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+        /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+        /// > PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Supervision_V1_Inspection` messages.
+        func updateInspectionFollowUp(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Inspection>
 
@@ -813,9 +853,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The schools of an org inspected at least once in a year and those not yet inspected.
-        /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-        /// > PERMISSION_DENIED.
+        /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+        /// > rating distribution, research-unit visits per school in a term (or the year) and the
+        /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND (org, term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Supervision_V1_GetInspectionSummaryRequest` messages.
@@ -1254,7 +1295,11 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+        /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+        /// > visit sent again returns the stored one and writes nothing; sent again with other
+        /// > findings or another rating it updates the stored one (same id and create time, follow-up
+        /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+        /// > Caller: supervision.inspections.write over the school.
         /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
         ///
         /// - Parameters:
@@ -1266,6 +1311,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// - Returns: A response containing a single `Smartschool_Supervision_V1_Inspection` message.
         func createInspection(
             request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_CreateInspectionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Inspection>
+
+        /// Handle the "UpdateInspectionFollowUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+        /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+        /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+        /// > PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Supervision_V1_Inspection` message.
+        func updateInspectionFollowUp(
+            request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Inspection>
 
@@ -1292,9 +1359,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The schools of an org inspected at least once in a year and those not yet inspected.
-        /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-        /// > PERMISSION_DENIED.
+        /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+        /// > rating distribution, research-unit visits per school in a term (or the year) and the
+        /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND (org, term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_GetInspectionSummaryRequest` message.
@@ -1732,7 +1800,11 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+        /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+        /// > visit sent again returns the stored one and writes nothing; sent again with other
+        /// > findings or another rating it updates the stored one (same id and create time, follow-up
+        /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+        /// > Caller: supervision.inspections.write over the school.
         /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
         ///
         /// - Parameters:
@@ -1744,6 +1816,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
         /// - Returns: A `Smartschool_Supervision_V1_Inspection` to respond with.
         func createInspection(
             request: Smartschool_Supervision_V1_CreateInspectionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Supervision_V1_Inspection
+
+        /// Handle the "UpdateInspectionFollowUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+        /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+        /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+        /// > PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Supervision_V1_Inspection` to respond with.
+        func updateInspectionFollowUp(
+            request: Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Supervision_V1_Inspection
 
@@ -1770,9 +1864,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The schools of an org inspected at least once in a year and those not yet inspected.
-        /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-        /// > PERMISSION_DENIED.
+        /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+        /// > rating distribution, research-unit visits per school in a term (or the year) and the
+        /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND (org, term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Supervision_V1_GetInspectionSummaryRequest` message.
@@ -2034,6 +2129,17 @@ extension Smartschool_Supervision_V1_SupervisionService.StreamingServiceProtocol
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Supervision_V1_SupervisionService.Method.UpdateInspectionFollowUp.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_Inspection>(),
+            handler: { request, context in
+                try await self.updateInspectionFollowUp(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ListInspections.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_ListInspectionsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_ListInspectionsResponse>(),
@@ -2286,6 +2392,17 @@ extension Smartschool_Supervision_V1_SupervisionService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Inspection> {
         let response = try await self.createInspection(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func updateInspectionFollowUp(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Inspection> {
+        let response = try await self.updateInspectionFollowUp(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2586,6 +2703,19 @@ extension Smartschool_Supervision_V1_SupervisionService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Inspection> {
         return GRPCCore.ServerResponse<Smartschool_Supervision_V1_Inspection>(
             message: try await self.createInspection(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func updateInspectionFollowUp(
+        request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Inspection> {
+        return GRPCCore.ServerResponse<Smartschool_Supervision_V1_Inspection>(
+            message: try await self.updateInspectionFollowUp(
                 request: request.message,
                 context: context
             ),
@@ -3132,7 +3262,11 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+        /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+        /// > visit sent again returns the stored one and writes nothing; sent again with other
+        /// > findings or another rating it updates the stored one (same id and create time, follow-up
+        /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+        /// > Caller: supervision.inspections.write over the school.
         /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
         ///
         /// - Parameters:
@@ -3147,6 +3281,33 @@ extension Smartschool_Supervision_V1_SupervisionService {
         func createInspection<Result>(
             request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_CreateInspectionRequest>,
             serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_CreateInspectionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Inspection>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Inspection>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UpdateInspectionFollowUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+        /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+        /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+        /// > PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_Inspection` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func updateInspectionFollowUp<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Inspection>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Inspection>) async throws -> Result
@@ -3180,9 +3341,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The schools of an org inspected at least once in a year and those not yet inspected.
-        /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-        /// > PERMISSION_DENIED.
+        /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+        /// > rating distribution, research-unit visits per school in a term (or the year) and the
+        /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND (org, term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_GetInspectionSummaryRequest` message.
@@ -3941,7 +4103,11 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+        /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+        /// > visit sent again returns the stored one and writes nothing; sent again with other
+        /// > findings or another rating it updates the stored one (same id and create time, follow-up
+        /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+        /// > Caller: supervision.inspections.write over the school.
         /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
         ///
         /// - Parameters:
@@ -3965,6 +4131,44 @@ extension Smartschool_Supervision_V1_SupervisionService {
             try await self.client.unary(
                 request: request,
                 descriptor: Smartschool_Supervision_V1_SupervisionService.Method.CreateInspection.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UpdateInspectionFollowUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+        /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+        /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+        /// > PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_Inspection` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func updateInspectionFollowUp<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Inspection>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Inspection>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Supervision_V1_SupervisionService.Method.UpdateInspectionFollowUp.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -4011,9 +4215,10 @@ extension Smartschool_Supervision_V1_SupervisionService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The schools of an org inspected at least once in a year and those not yet inspected.
-        /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-        /// > PERMISSION_DENIED.
+        /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+        /// > rating distribution, research-unit visits per school in a term (or the year) and the
+        /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+        /// > NOT_FOUND (org, term), PERMISSION_DENIED.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Supervision_V1_GetInspectionSummaryRequest` message.
@@ -4677,7 +4882,11 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+    /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+    /// > visit sent again returns the stored one and writes nothing; sent again with other
+    /// > findings or another rating it updates the stored one (same id and create time, follow-up
+    /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+    /// > Caller: supervision.inspections.write over the school.
     /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
     ///
     /// - Parameters:
@@ -4697,6 +4906,39 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
         try await self.createInspection(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_CreateInspectionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_Inspection>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateInspectionFollowUp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+    /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+    /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+    /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+    /// > PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateInspectionFollowUp<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Inspection>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.updateInspectionFollowUp(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_Inspection>(),
             options: options,
             onResponse: handleResponse
@@ -4737,9 +4979,10 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The schools of an org inspected at least once in a year and those not yet inspected.
-    /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-    /// > PERMISSION_DENIED.
+    /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+    /// > rating distribution, research-unit visits per school in a term (or the year) and the
+    /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+    /// > NOT_FOUND (org, term), PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Supervision_V1_GetInspectionSummaryRequest` message.
@@ -5470,7 +5713,11 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Records an inspection visit. Caller: supervision.inspections.write over the school.
+    /// > Records an inspection visit, idempotent by its natural key (see Inspection): the same
+    /// > visit sent again returns the stored one and writes nothing; sent again with other
+    /// > findings or another rating it updates the stored one (same id and create time, follow-up
+    /// > kept). A date after today (China Standard Time) is INVALID_ARGUMENT.
+    /// > Caller: supervision.inspections.write over the school.
     /// > Codes: INVALID_ARGUMENT, NOT_FOUND (school), PERMISSION_DENIED.
     ///
     /// - Parameters:
@@ -5494,6 +5741,43 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             metadata: metadata
         )
         return try await self.createInspection(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UpdateInspectionFollowUp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Moves an inspection's follow-up (整改): OPEN → RECTIFIED by supervision.write over the
+    /// > school (the school reports) or supervision.inspections.write; RECTIFIED → VERIFIED or back
+    /// > to OPEN by supervision.inspections.write over the school. Codes: INVALID_ARGUMENT,
+    /// > NOT_FOUND, FAILED_PRECONDITION (not a transition from the current status),
+    /// > PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func updateInspectionFollowUp<Result>(
+        _ message: Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Inspection>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.updateInspectionFollowUp(
             request: request,
             options: options,
             onResponse: handleResponse
@@ -5538,9 +5822,10 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The schools of an org inspected at least once in a year and those not yet inspected.
-    /// > Caller: supervision.read over the org. Codes: INVALID_ARGUMENT, NOT_FOUND,
-    /// > PERMISSION_DENIED.
+    /// > The schools of an org inspected at least once in a year and those not yet inspected, the
+    /// > rating distribution, research-unit visits per school in a term (or the year) and the
+    /// > follow-up of findings. Caller: supervision.read over the org. Codes: INVALID_ARGUMENT,
+    /// > NOT_FOUND (org, term), PERMISSION_DENIED.
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -133,6 +133,106 @@ public nonisolated enum Smartschool_Supervision_V1_InspectionRating: SwiftProtob
 
 }
 
+/// What kind of visit an inspection is.
+public nonisolated enum Smartschool_Supervision_V1_InspectionKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Read as INSPECTION (inspections recorded before kinds existed).
+  case unspecified // = 0
+
+  /// The inspectorate's visit (督导检查): every school at least once a year.
+  case inspection // = 1
+
+  /// A teaching-research unit's visit (教研视导): every school at least once a term.
+  case researchVisit // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .inspection
+    case 2: self = .researchVisit
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .inspection: return 1
+    case .researchVisit: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Supervision_V1_InspectionKind] = [
+    .unspecified,
+    .inspection,
+    .researchVisit,
+  ]
+
+}
+
+/// Where the rectification of an inspection's findings stands (整改).
+public nonisolated enum Smartschool_Supervision_V1_FollowUpStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Findings to rectify; the school has not reported them rectified.
+  case `open` // = 1
+
+  /// The school reports the findings rectified; an inspector has not checked yet.
+  case rectified // = 2
+
+  /// An inspector has checked the rectification.
+  case verified // = 3
+
+  /// Nothing to rectify.
+  case notNeeded // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .open
+    case 2: self = .rectified
+    case 3: self = .verified
+    case 4: self = .notNeeded
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .open: return 1
+    case .rectified: return 2
+    case .verified: return 3
+    case .notNeeded: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Supervision_V1_FollowUpStatus] = [
+    .unspecified,
+    .open,
+    .rectified,
+    .verified,
+    .notNeeded,
+  ]
+
+}
+
 /// A school term (学期) and its teaching weeks.
 public nonisolated struct Smartschool_Supervision_V1_Term: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1119,7 +1219,9 @@ public nonisolated struct Smartschool_Supervision_V1_CoverageReport: Sendable {
   public init() {}
 }
 
-/// An inspection visit (推门听课) and its findings.
+/// An inspection visit (推门听课) and its findings. Natural key: (school_code, date, kind,
+/// inspector, classroom_code, teacher_external_id, subject) — the same visit sent again is the
+/// same inspection.
 public nonisolated struct Smartschool_Supervision_V1_Inspection: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1156,6 +1258,17 @@ public nonisolated struct Smartschool_Supervision_V1_Inspection: Sendable {
   public var hasCreateTime: Bool {self._createTime != nil}
   /// Clears the value of `createTime`. Subsequent reads from it will return its default value.
   public mutating func clearCreateTime() {self._createTime = nil}
+
+  public var kind: Smartschool_Supervision_V1_InspectionKind = .unspecified
+
+  /// On create: OPEN (the default when unspecified) or NOT_NEEDED; afterwards it moves only
+  /// through UpdateInspectionFollowUp, and a re-sent create keeps it.
+  public var followUp: Smartschool_Supervision_V1_FollowUpStatus = .unspecified
+
+  /// Output only: the note and day of the last follow-up change (empty before one).
+  public var followUpNote: String = String()
+
+  public var followUpDate: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1219,6 +1332,25 @@ public nonisolated struct Smartschool_Supervision_V1_ListInspectionsResponse: Se
   public init() {}
 }
 
+public nonisolated struct Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var inspectionID: String = String()
+
+  /// RECTIFIED (from OPEN), VERIFIED (from RECTIFIED) or OPEN (from RECTIFIED: the check found
+  /// the rectification wanting).
+  public var status: Smartschool_Supervision_V1_FollowUpStatus = .unspecified
+
+  /// What was done or found (required, up to 2,000 characters).
+  public var note: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Smartschool_Supervision_V1_GetInspectionSummaryRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1227,6 +1359,9 @@ public nonisolated struct Smartschool_Supervision_V1_GetInspectionSummaryRequest
   public var orgCode: String = String()
 
   public var year: Int32 = 0
+
+  /// Optional: count research-unit visits within this term (by code) instead of the year.
+  public var termCode: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1242,10 +1377,38 @@ public nonisolated struct Smartschool_Supervision_V1_SchoolInspections: Sendable
 
   public var schoolName: String = String()
 
+  /// Inspections (kind INSPECTION) in the year.
   public var inspections: Int64 = 0
 
   /// Empty when not inspected.
   public var lastDate: String = String()
+
+  /// Research-unit visits in the term (or the year), and the last one's day (empty for none).
+  public var researchVisits: Int64 = 0
+
+  public var lastResearchDate: String = String()
+
+  /// Findings of the year's visits still OPEN or RECTIFIED (not yet verified).
+  public var openFollowUps: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How many of a set of visits got one rating.
+public nonisolated struct Smartschool_Supervision_V1_RatingCount: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rating: Smartschool_Supervision_V1_InspectionRating = .unspecified
+
+  public var count: Int64 = 0
+
+  public var sharePercent: Double = 0
+
+  public var shareText: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1270,6 +1433,31 @@ public nonisolated struct Smartschool_Supervision_V1_InspectionSummary: Sendable
 
   public var inspectedShareText: String = String()
 
+  /// Rating distribution (优/良/中/差, in that order) of the year's visits of both kinds.
+  public var ratings: [Smartschool_Supervision_V1_RatingCount] = []
+
+  /// The term research visits were counted in (empty: the year).
+  public var researchTermCode: String = String()
+
+  /// Schools with at least one research-unit visit in the term (or year), their share, and the
+  /// schools without one, by code.
+  public var researchVisited: Int64 = 0
+
+  public var researchVisitedSharePercent: Double = 0
+
+  public var researchVisitedShareText: String = String()
+
+  public var schoolsWithoutResearchVisit: [String] = []
+
+  /// The year's visits by follow-up status.
+  public var followUpsOpen: Int64 = 0
+
+  public var followUpsRectified: Int64 = 0
+
+  public var followUpsVerified: Int64 = 0
+
+  public var followUpsNotNeeded: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1285,6 +1473,14 @@ nonisolated extension Smartschool_Supervision_V1_LessonSource: SwiftProtobuf._Pr
 
 nonisolated extension Smartschool_Supervision_V1_InspectionRating: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0INSPECTION_RATING_UNSPECIFIED\0\u{1}INSPECTION_RATING_EXCELLENT\0\u{1}INSPECTION_RATING_GOOD\0\u{1}INSPECTION_RATING_FAIR\0\u{1}INSPECTION_RATING_POOR\0")
+}
+
+nonisolated extension Smartschool_Supervision_V1_InspectionKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0INSPECTION_KIND_UNSPECIFIED\0\u{1}INSPECTION_KIND_INSPECTION\0\u{1}INSPECTION_KIND_RESEARCH_VISIT\0")
+}
+
+nonisolated extension Smartschool_Supervision_V1_FollowUpStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FOLLOW_UP_STATUS_UNSPECIFIED\0\u{1}FOLLOW_UP_STATUS_OPEN\0\u{1}FOLLOW_UP_STATUS_RECTIFIED\0\u{1}FOLLOW_UP_STATUS_VERIFIED\0\u{1}FOLLOW_UP_STATUS_NOT_NEEDED\0")
 }
 
 nonisolated extension Smartschool_Supervision_V1_Term: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -3204,7 +3400,7 @@ nonisolated extension Smartschool_Supervision_V1_CoverageReport: SwiftProtobuf.M
 
 nonisolated extension Smartschool_Supervision_V1_Inspection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Inspection"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}school_code\0\u{1}inspector\0\u{1}date\0\u{3}classroom_code\0\u{3}teacher_external_id\0\u{1}subject\0\u{1}findings\0\u{1}rating\0\u{3}org_path\0\u{3}create_time\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}school_code\0\u{1}inspector\0\u{1}date\0\u{3}classroom_code\0\u{3}teacher_external_id\0\u{1}subject\0\u{1}findings\0\u{1}rating\0\u{3}org_path\0\u{3}create_time\0\u{1}kind\0\u{3}follow_up\0\u{3}follow_up_note\0\u{3}follow_up_date\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3223,6 +3419,10 @@ nonisolated extension Smartschool_Supervision_V1_Inspection: SwiftProtobuf.Messa
       case 9: try { try decoder.decodeSingularEnumField(value: &self.rating) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.orgPath) }()
       case 11: try { try decoder.decodeSingularMessageField(value: &self._createTime) }()
+      case 12: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 13: try { try decoder.decodeSingularEnumField(value: &self.followUp) }()
+      case 14: try { try decoder.decodeSingularStringField(value: &self.followUpNote) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.followUpDate) }()
       default: break
       }
     }
@@ -3266,6 +3466,18 @@ nonisolated extension Smartschool_Supervision_V1_Inspection: SwiftProtobuf.Messa
     try { if let v = self._createTime {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
     } }()
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 12)
+    }
+    if self.followUp != .unspecified {
+      try visitor.visitSingularEnumField(value: self.followUp, fieldNumber: 13)
+    }
+    if !self.followUpNote.isEmpty {
+      try visitor.visitSingularStringField(value: self.followUpNote, fieldNumber: 14)
+    }
+    if !self.followUpDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.followUpDate, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3281,6 +3493,10 @@ nonisolated extension Smartschool_Supervision_V1_Inspection: SwiftProtobuf.Messa
     if lhs.rating != rhs.rating {return false}
     if lhs.orgPath != rhs.orgPath {return false}
     if lhs._createTime != rhs._createTime {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.followUp != rhs.followUp {return false}
+    if lhs.followUpNote != rhs.followUpNote {return false}
+    if lhs.followUpDate != rhs.followUpDate {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3400,9 +3616,49 @@ nonisolated extension Smartschool_Supervision_V1_ListInspectionsResponse: SwiftP
   }
 }
 
+nonisolated extension Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateInspectionFollowUpRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inspection_id\0\u{1}status\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.inspectionID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.inspectionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.inspectionID, fieldNumber: 1)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest, rhs: Smartschool_Supervision_V1_UpdateInspectionFollowUpRequest) -> Bool {
+    if lhs.inspectionID != rhs.inspectionID {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Smartschool_Supervision_V1_GetInspectionSummaryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetInspectionSummaryRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{1}year\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{1}year\0\u{3}term_code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3412,6 +3668,7 @@ nonisolated extension Smartschool_Supervision_V1_GetInspectionSummaryRequest: Sw
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.year) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.termCode) }()
       default: break
       }
     }
@@ -3424,12 +3681,16 @@ nonisolated extension Smartschool_Supervision_V1_GetInspectionSummaryRequest: Sw
     if self.year != 0 {
       try visitor.visitSingularInt32Field(value: self.year, fieldNumber: 2)
     }
+    if !self.termCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.termCode, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Supervision_V1_GetInspectionSummaryRequest, rhs: Smartschool_Supervision_V1_GetInspectionSummaryRequest) -> Bool {
     if lhs.orgCode != rhs.orgCode {return false}
     if lhs.year != rhs.year {return false}
+    if lhs.termCode != rhs.termCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3437,7 +3698,7 @@ nonisolated extension Smartschool_Supervision_V1_GetInspectionSummaryRequest: Sw
 
 nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SchoolInspections"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_code\0\u{3}school_name\0\u{1}inspections\0\u{3}last_date\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_code\0\u{3}school_name\0\u{1}inspections\0\u{3}last_date\0\u{3}research_visits\0\u{3}last_research_date\0\u{3}open_follow_ups\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3449,6 +3710,9 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
       case 2: try { try decoder.decodeSingularStringField(value: &self.schoolName) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.inspections) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.lastDate) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.researchVisits) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.lastResearchDate) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.openFollowUps) }()
       default: break
       }
     }
@@ -3467,6 +3731,15 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
     if !self.lastDate.isEmpty {
       try visitor.visitSingularStringField(value: self.lastDate, fieldNumber: 4)
     }
+    if self.researchVisits != 0 {
+      try visitor.visitSingularInt64Field(value: self.researchVisits, fieldNumber: 5)
+    }
+    if !self.lastResearchDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastResearchDate, fieldNumber: 6)
+    }
+    if self.openFollowUps != 0 {
+      try visitor.visitSingularInt64Field(value: self.openFollowUps, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3475,6 +3748,54 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
     if lhs.schoolName != rhs.schoolName {return false}
     if lhs.inspections != rhs.inspections {return false}
     if lhs.lastDate != rhs.lastDate {return false}
+    if lhs.researchVisits != rhs.researchVisits {return false}
+    if lhs.lastResearchDate != rhs.lastResearchDate {return false}
+    if lhs.openFollowUps != rhs.openFollowUps {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_RatingCount: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RatingCount"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rating\0\u{1}count\0\u{3}share_percent\0\u{3}share_text\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.rating) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.sharePercent) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.shareText) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.rating != .unspecified {
+      try visitor.visitSingularEnumField(value: self.rating, fieldNumber: 1)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularInt64Field(value: self.count, fieldNumber: 2)
+    }
+    if self.sharePercent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.sharePercent, fieldNumber: 3)
+    }
+    if !self.shareText.isEmpty {
+      try visitor.visitSingularStringField(value: self.shareText, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_RatingCount, rhs: Smartschool_Supervision_V1_RatingCount) -> Bool {
+    if lhs.rating != rhs.rating {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.sharePercent != rhs.sharePercent {return false}
+    if lhs.shareText != rhs.shareText {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3482,7 +3803,7 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
 
 nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InspectionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{1}schools\0\u{1}inspected\0\u{3}not_inspected\0\u{3}inspected_share_percent\0\u{3}inspected_share_text\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{1}schools\0\u{1}inspected\0\u{3}not_inspected\0\u{3}inspected_share_percent\0\u{3}inspected_share_text\0\u{1}ratings\0\u{3}research_term_code\0\u{3}research_visited\0\u{3}research_visited_share_percent\0\u{3}research_visited_share_text\0\u{3}schools_without_research_visit\0\u{3}follow_ups_open\0\u{3}follow_ups_rectified\0\u{3}follow_ups_verified\0\u{3}follow_ups_not_needed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3496,6 +3817,16 @@ nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobu
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.notInspected) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.inspectedSharePercent) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.inspectedShareText) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.ratings) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.researchTermCode) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.researchVisited) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.researchVisitedSharePercent) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.researchVisitedShareText) }()
+      case 12: try { try decoder.decodeRepeatedStringField(value: &self.schoolsWithoutResearchVisit) }()
+      case 13: try { try decoder.decodeSingularInt64Field(value: &self.followUpsOpen) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.followUpsRectified) }()
+      case 15: try { try decoder.decodeSingularInt64Field(value: &self.followUpsVerified) }()
+      case 16: try { try decoder.decodeSingularInt64Field(value: &self.followUpsNotNeeded) }()
       default: break
       }
     }
@@ -3520,6 +3851,36 @@ nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobu
     if !self.inspectedShareText.isEmpty {
       try visitor.visitSingularStringField(value: self.inspectedShareText, fieldNumber: 6)
     }
+    if !self.ratings.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.ratings, fieldNumber: 7)
+    }
+    if !self.researchTermCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.researchTermCode, fieldNumber: 8)
+    }
+    if self.researchVisited != 0 {
+      try visitor.visitSingularInt64Field(value: self.researchVisited, fieldNumber: 9)
+    }
+    if self.researchVisitedSharePercent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.researchVisitedSharePercent, fieldNumber: 10)
+    }
+    if !self.researchVisitedShareText.isEmpty {
+      try visitor.visitSingularStringField(value: self.researchVisitedShareText, fieldNumber: 11)
+    }
+    if !self.schoolsWithoutResearchVisit.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.schoolsWithoutResearchVisit, fieldNumber: 12)
+    }
+    if self.followUpsOpen != 0 {
+      try visitor.visitSingularInt64Field(value: self.followUpsOpen, fieldNumber: 13)
+    }
+    if self.followUpsRectified != 0 {
+      try visitor.visitSingularInt64Field(value: self.followUpsRectified, fieldNumber: 14)
+    }
+    if self.followUpsVerified != 0 {
+      try visitor.visitSingularInt64Field(value: self.followUpsVerified, fieldNumber: 15)
+    }
+    if self.followUpsNotNeeded != 0 {
+      try visitor.visitSingularInt64Field(value: self.followUpsNotNeeded, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3530,6 +3891,16 @@ nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobu
     if lhs.notInspected != rhs.notInspected {return false}
     if lhs.inspectedSharePercent != rhs.inspectedSharePercent {return false}
     if lhs.inspectedShareText != rhs.inspectedShareText {return false}
+    if lhs.ratings != rhs.ratings {return false}
+    if lhs.researchTermCode != rhs.researchTermCode {return false}
+    if lhs.researchVisited != rhs.researchVisited {return false}
+    if lhs.researchVisitedSharePercent != rhs.researchVisitedSharePercent {return false}
+    if lhs.researchVisitedShareText != rhs.researchVisitedShareText {return false}
+    if lhs.schoolsWithoutResearchVisit != rhs.schoolsWithoutResearchVisit {return false}
+    if lhs.followUpsOpen != rhs.followUpsOpen {return false}
+    if lhs.followUpsRectified != rhs.followUpsRectified {return false}
+    if lhs.followUpsVerified != rhs.followUpsVerified {return false}
+    if lhs.followUpsNotNeeded != rhs.followUpsNotNeeded {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
