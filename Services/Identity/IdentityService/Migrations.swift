@@ -120,5 +120,6 @@ enum IdentityMigrations {
     OIDCMigrations.register(&migrator)
     TwoFactorMigrations.register(&migrator)
     OIDCGrantMigrations.register(&migrator)
+    OIDCDeviceMigrations.register(&migrator)
   }
 }

@@ -13,18 +13,14 @@ enum OIDCPages {
     let fields = (hidden + [("csrf", csrf)]).map {
       "<input type=\"hidden\" name=\"\(HTML.escape($0.0))\" value=\"\(HTML.escape($0.1))\">"
     }.joined(separator: "\n")
-    let alert = message.map {
-      """
-      <p class="alert" role="alert">\(HTML.escape($0.zh))<br><span lang="en">\(HTML.escape($0.en))</span></p>
-      """
-    } ?? ""
+    let notice = message.map { alert($0.zh, $0.en) } ?? ""
     return page(
       title: "登录 Sign in",
       body: """
         <h1>统一身份认证<br><span lang="en">SmartSchool sign-in</span></h1>
         <p class="app">登录到 <strong>\(HTML.escape(clientName))</strong><br>
         <span lang="en">to continue to \(HTML.escape(clientName))</span></p>
-        \(alert)
+        \(notice)
         <form method="post" action="\(HTML.escape(action))">
         \(fields)
         <label for="username">用户名 <span lang="en">Username</span></label>
@@ -44,10 +40,18 @@ enum OIDCPages {
       title: "无法登录 Cannot sign in",
       body: """
         <h1>无法登录<br><span lang="en">Cannot sign in</span></h1>
-        <p class="alert" role="alert">\(HTML.escape(zh))<br><span lang="en">\(HTML.escape(en))</span></p>
+        \(alert(zh, en))
         <p>请返回应用重试，或联系应用的提供方。<br>
         <span lang="en">Go back to the app and try again, or contact its provider.</span></p>
         """)
+  }
+
+  /// Why the last attempt failed, in both languages.
+  static func alert(_ zh: String, _ en: String) -> String {
+    """
+    <p class="alert" role="alert">\(HTML.escape(zh))<br>
+    <span lang="en">\(HTML.escape(en))</span></p>
+    """
   }
 
   static func page(title: String, body: String) -> String {

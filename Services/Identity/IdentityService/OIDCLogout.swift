@@ -159,8 +159,7 @@ extension OIDCPages {
       title: "无法退出 Cannot sign out",
       body: """
         <h1>无法退出<br><span lang="en">Cannot sign out</span></h1>
-        <p class="alert" role="alert">\(HTML.escape(zh))<br>
-        <span lang="en">\(HTML.escape(en))</span></p>
+        \(alert(zh, en))
         """)
   }
 }

@@ -66,6 +66,7 @@ struct OIDCProvider: Sendable {
     registerTokenEndpoints(router)
     registerLogout(router)
     registerSecondFactor(router)
+    registerDevice(router)
     router.get("/userinfo") { request, _ in try await userinfo(request) }
     router.post("/userinfo") { request, _ in try await userinfo(request) }
   }
@@ -82,10 +83,13 @@ struct OIDCProvider: Sendable {
       "token_endpoint": issuer + "/token",
       "userinfo_endpoint": issuer + "/userinfo",
       "end_session_endpoint": issuer + "/logout",
+      "device_authorization_endpoint": issuer + "/device_authorization",
       "jwks_uri": issuer + "/.well-known/jwks.json",
       "response_types_supported": ["code"],
       "response_modes_supported": ["query"],
-      "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+      "grant_types_supported": [
+        "authorization_code", "refresh_token", "client_credentials", Self.deviceGrantType,
+      ],
       "revocation_endpoint": issuer + "/revoke",
       "revocation_endpoint_auth_methods_supported": [
         "client_secret_basic", "client_secret_post", "none",
@@ -127,6 +131,9 @@ struct OIDCProvider: Sendable {
     var maxAge: Int?
     /// The fields the sign-in form carries through.
     var hidden: [(String, String)]
+    /// Set when the sign-in is for approving a device (its user code): it returns to the
+    /// device page, not to the client (OIDCDevice.swift).
+    var deviceUserCode: String? = nil
   }
 
   /// Why an authorization request cannot go on: shown on a page (nothing trustworthy to
@@ -260,12 +267,13 @@ struct OIDCProvider: Sendable {
       page(
         status,
         OIDCPages.login(
-          clientName: checked.client.name, action: "authorize", hidden: checked.hidden,
+          clientName: checked.client.name,
+          action: checked.deviceUserCode == nil ? "authorize" : "device", hidden: checked.hidden,
           csrf: csrf, username: username, message: message)), csrf)
   }
 
   /// The POSTed sign-in form: CSRF, then gRPC Login's own path.
-  private func signIn(
+  func signIn(
     _ form: FormFields, _ checked: AuthorizationRequest, _ request: Request,
     _ context: OIDCRequestContext
   ) async throws -> Response {
@@ -308,9 +316,17 @@ struct OIDCProvider: Sendable {
         status: .ok)
     }
     let (sso, cookie) = try await openSSO(tokens)
-    var response = try await issueCode(checked, sso, status: .seeOther)
+    var response = try await signedIn(checked, sso)
     response.setCookie(cookie)
     return response
+  }
+
+  /// Where a completed sign-in goes: back to the client with a code, or to the device page.
+  func signedIn(_ checked: AuthorizationRequest, _ sso: SSOSession) async throws -> Response {
+    guard let userCode = checked.deviceUserCode else {
+      return try await issueCode(checked, sso, status: .seeOther)
+    }
+    return redirect("device", [("user_code", userCode)], status: .seeOther)
   }
 
   /// The SSO session of a completed sign-in (password, and the second step when one is
@@ -434,10 +450,12 @@ struct OIDCProvider: Sendable {
     case "authorization_code": break
     case "refresh_token": return try await refreshGrant(form, client: stored.client)
     case "client_credentials": return try await clientCredentialsGrant(form, client: stored)
+    case Self.deviceGrantType: return try await deviceGrant(form, client: stored.client)
     default:
       return tokenError(
         "unsupported_grant_type",
-        "grant_type must be authorization_code, refresh_token or client_credentials")
+        "grant_type must be authorization_code, refresh_token, client_credentials or "
+          + Self.deviceGrantType)
     }
     guard let codeText = form["code"], codeText.utf8.count <= 128,
       let redirectURI = form["redirect_uri"]

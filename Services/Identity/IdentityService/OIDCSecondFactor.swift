@@ -65,9 +65,17 @@ extension OIDCProvider {
     async throws -> Response
   {
     let checked: AuthorizationRequest
-    switch try await authorizationRequest(form) {
-    case .success(let request): checked = request
-    case .failure(let failure): return refusal(failure)
+    if form["user_code"] != nil {
+      // Signing in to approve a device.
+      switch try await deviceSignInRequest(form["user_code"] ?? "") {
+      case .found(let request, _): checked = request
+      case .refused(let response): return response
+      }
+    } else {
+      switch try await authorizationRequest(form) {
+      case .success(let request): checked = request
+      case .failure(let failure): return refusal(failure)
+      }
     }
     let challengeID = form[Self.challengeField] ?? ""
     guard csrfMatches(form, request) else {
@@ -92,14 +100,16 @@ extension OIDCProvider {
     let (sso, cookie) = try await openSSO(done.tokens)
     var response: Response
     if done.recoveryCodes.isEmpty {
-      response = try await issueCode(checked, sso, status: .seeOther)
+      response = try await signedIn(checked, sso)
     } else {
       // A new enrolment: the recovery codes are shown once, then the user goes on to the app
       // (the SSO cookie signs them in there without another password).
       response = page(
         .ok,
         OIDCPages.recoveryCodes(
-          done.recoveryCodes, continueTo: "authorize?" + FormFields.encode(checked.hidden)))
+          done.recoveryCodes,
+          continueTo: (checked.deviceUserCode == nil ? "authorize?" : "device?")
+            + FormFields.encode(checked.hidden)))
     }
     response.setCookie(cookie)
     return response
@@ -152,12 +162,7 @@ extension OIDCPages {
     let fields = (hidden + [("csrf", csrf)]).map {
       "<input type=\"hidden\" name=\"\(HTML.escape($0.0))\" value=\"\(HTML.escape($0.1))\">"
     }.joined(separator: "\n")
-    let alert = message.map {
-      """
-      <p class="alert" role="alert">\(HTML.escape($0.zh))<br>
-      <span lang="en">\(HTML.escape($0.en))</span></p>
-      """
-    } ?? ""
+    let notice = message.map { alert($0.zh, $0.en) } ?? ""
     var grouped = ""
     for (i, c) in (enrolment?.secret ?? "").enumerated() {
       if i > 0 && i % 4 == 0 { grouped += " " }
@@ -183,7 +188,7 @@ extension OIDCPages {
         <h1>两步验证<br><span lang="en">Two-step verification</span></h1>
         <p class="app">登录到 <strong>\(HTML.escape(clientName))</strong><br>
         <span lang="en">to continue to \(HTML.escape(clientName))</span></p>
-        \(alert)
+        \(notice)
         \(setup)
         <form method="post" action="second-factor">
         \(fields)

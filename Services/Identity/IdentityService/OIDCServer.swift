@@ -15,6 +15,10 @@ public struct IdentityHTTPSettings: Sendable {
   public var issuerURL: String?
   /// How long an authorization code may wait for its redemption (tests shorten it).
   public var codeTTL: TimeInterval = 60
+  /// How long a device authorization (RFC 8628) waits for its user (tests shorten it).
+  public var deviceCodeTTL: TimeInterval = 600
+  /// The least number of seconds between a device's polls, to begin with.
+  public var deviceInterval = 5
 
   public init() {}
 }

@@ -136,4 +136,5 @@ extension IdentityMigrations {
         "CREATE UNIQUE INDEX users_client_id ON users(client_id) WHERE client_id IS NOT NULL",
       ]),
   ] + OIDCMigrations.postgres + TwoFactorMigrations.postgres + OIDCGrantMigrations.postgres
+    + OIDCDeviceMigrations.postgres
 }

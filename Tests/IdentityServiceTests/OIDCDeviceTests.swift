@@ -1,0 +1,295 @@
+import Foundation
+import GRPCCore
+@testable import IdentityService
+import ServiceRuntime
+import SmartSchoolModel
+import Synchronization
+import Testing
+import TestSupport
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
+/// Starts a device authorization for `client` (a public client when `secret` is nil).
+func startDevice(
+  _ http: URL, client: String, secret: String? = nil, scope: String = "openid profile"
+) async throws -> HTTPReply {
+  var form = [("client_id", client), ("scope", scope)]
+  if let secret { form.append(("client_secret", secret)) }
+  return try await TestBrowser().post(
+    http.appendingPathComponent("device_authorization"), form: form)
+}
+
+/// One poll of the token endpoint for `deviceCode`.
+func pollDevice(_ http: URL, client: String, deviceCode: String) async throws -> HTTPReply {
+  try await TestBrowser().post(
+    http.appendingPathComponent("token"),
+    form: [
+      ("grant_type", OIDCProvider.deviceGrantType), ("device_code", deviceCode),
+      ("client_id", client),
+    ])
+}
+
+/// Posts the form of the device page `page` (its hidden fields) with `extra`.
+func postDevicePage(
+  _ browser: TestBrowser, _ http: URL, page: HTTPReply, _ extra: [(String, String)],
+  csrf: String? = nil
+) async throws -> HTTPReply {
+  var form: [(String, String)] = []
+  if let code = hiddenField("user_code", in: page.body) { form.append(("user_code", code)) }
+  if let token = csrf ?? hiddenField("csrf", in: page.body) { form.append(("csrf", token)) }
+  return try await browser.post(http.appendingPathComponent("device"), form: form + extra)
+}
+
+/// An identity with a public terminal client, for `body`.
+func withTerminal(
+  deviceTTL: TimeInterval = 600, interval: Int = 1,
+  _ body: (
+    _ identity: IdentityClient, _ admin: String, _ http: URL, _ terminal: String,
+    _ web: (id: String, secret: String), _ alice: User, _ issuer: String
+  ) async throws -> Void
+) async throws {
+  var settings = IdentitySettings.forTests()
+  settings.http.deviceInterval = interval
+  settings.http.deviceCodeTTL = deviceTTL
+  try await withProvider(settings: settings) { identity, admin, http, web, alice, server in
+    let terminal = try await identity.createOIDCClient(
+      oidcClient("智慧教室终端 Classroom terminal", redirect: [appRedirect], isPublic: true),
+      metadata: bearer(admin))
+    try await body(
+      identity, admin, http, terminal.client.clientID, web, alice, server.issuer ?? "")
+  }
+}
+
+@Suite("OpenID Connect: the device authorization grant (classroom terminals)")
+struct OIDCDeviceTests {
+  @Test func pollingTooFastAddsFiveSecondsToTheIntervalEachTime() {
+    let start = Date(timeIntervalSince1970: 1_000_000)
+    var record = DeviceAuthorization(
+      deviceHash: "d", userCodeHash: "u", clientID: "oc-t", scope: "openid", interval: 5,
+      expiresAt: start.addingTimeInterval(600), lastPoll: nil, status: .pending, userID: nil,
+      sessionID: nil, authTime: nil)
+    func poll(_ at: TimeInterval, client: String = "oc-t") -> DevicePoll {
+      let (outcome, changed) = DevicePoll.of(record, clientID: client, now: start + at)
+      if let changed { record = changed }
+      return outcome
+    }
+    #expect(poll(0) == .pending)
+    #expect(poll(5) == .pending)  // exactly the interval: not too fast
+    #expect(poll(6) == .slowDown)
+    #expect(record.interval == 10)
+    #expect(poll(15) == .slowDown)  // 9 s < 10 s
+    #expect(record.interval == 15)
+    #expect(poll(30) == .pending)
+    #expect(poll(31, client: "oc-other") == .unknown)
+    #expect(record.lastPoll == start + 30)
+    record.status = .approved
+    record.userID = "u-1"
+    guard case .approved(let approved) = poll(31) else {
+      Issue.record("an approved record is handed out")
+      return
+    }
+    #expect(approved.status == .used)
+    #expect(poll(32) == .used)
+    #expect(poll(700) == .expired)
+    record.status = .denied
+    #expect(poll(33) == .denied)
+  }
+
+  @Test func aTerminalPollsWhileATeacherApprovesOnAPhoneAndGetsTokensOnce() async throws {
+    // An interval no poll of the test can wait out: the second poll is surely too fast.
+    try await withTerminal(interval: 30) { identity, admin, http, terminal, _, alice, issuer in
+      let doc = try await TestBrowser().get(
+        http.appendingPathComponent(".well-known/openid-configuration")).json
+      #expect(doc["device_authorization_endpoint"] as? String == issuer + "/device_authorization")
+      #expect((doc["grant_types_supported"] as? [String])?.contains(OIDCProvider.deviceGrantType)
+        == true)
+
+      let started = try await startDevice(http, client: terminal)
+      #expect(started.status == 200, "\(started.body)")
+      #expect(started.headers["cache-control"] == "no-store")
+      let answer = started.json
+      let deviceCode = try #require(answer["device_code"] as? String)
+      let userCode = try #require(answer["user_code"] as? String)
+      #expect(
+        userCode.range(
+          of: "^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$",
+          options: .regularExpression) != nil)
+      #expect(answer["verification_uri"] as? String == issuer + "/device")
+      let complete = try #require(answer["verification_uri_complete"] as? String)
+      #expect(complete == issuer + "/device?user_code=" + userCode)
+      #expect((answer["expires_in"] as? NSNumber)?.intValue == 600)
+      #expect((answer["interval"] as? NSNumber)?.intValue == 30)
+
+      // Polling: pending, then too fast.
+      let pending = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(pending.status == 400)
+      #expect(pending.json["error"] as? String == "authorization_pending")
+      let fast = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(fast.json["error"] as? String == "slow_down")
+
+      // The phone opens the QR code's URL: the sign-in page first, then the approval page.
+      let phone = TestBrowser()
+      let login = try await phone.get(URL(string: complete)!)
+      #expect(login.status == 200)
+      #expect(login.body.contains("智慧教室终端 Classroom terminal"))
+      #expect(login.body.contains("name=\"password\""))
+      let signedIn = try await postDevicePage(
+        phone, http, page: login, [("username", "alice"), ("password", "Secret-pass-1")])
+      #expect(signedIn.status == 303, "\(signedIn.body)")
+      #expect(signedIn.headers["location"] == "device?user_code=" + userCode)
+      let approval = try await phone.get(
+        http.appendingPathComponent("device").appending(queryItems: [
+          URLQueryItem(name: "user_code", value: userCode.lowercased().replacingOccurrences(
+            of: "-", with: ""))
+        ]))
+      #expect(approval.status == 200)
+      #expect(approval.body.contains("设备 <strong>智慧教室终端 Classroom terminal</strong> 请求登录"))
+      #expect(approval.body.contains(userCode))
+      #expect(approval.body.contains("name=\"decision\" value=\"approve\""))
+      #expect(approval.body.contains("name=\"decision\" value=\"deny\""))
+      #expect(!approval.body.contains("<script"))
+      // A forged approval (no CSRF token of the page) decides nothing.
+      let forged = try await postDevicePage(
+        phone, http, page: approval, [("decision", "approve")], csrf: Secrets.random())
+      #expect(forged.status == 403)
+      let still = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(still.status == 400)
+      #expect(still.json["error"] as? String == "slow_down")
+
+      let approved = try await postDevicePage(
+        phone, http, page: approval, [("decision", "approve")])
+      #expect(approved.status == 200)
+      #expect(approved.body.contains("已允许") && approved.body.contains("Approved"))
+      // Another client cannot poll for it; the terminal gets its tokens once.
+      let web = try await pollDevice(http, client: "oc-nope", deviceCode: deviceCode)
+      #expect(web.status == 401)
+      let tokens = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(tokens.status == 200, "\(tokens.body)")
+      let claims = jwtClaims(tokens.json["id_token"] as? String ?? "")
+      #expect(claims["sub"] as? String == alice.id)
+      #expect(claims["aud"] as? String == terminal)
+      #expect(claims["preferred_username"] as? String == "alice")
+      let access = try #require(tokens.json["access_token"] as? String)
+      let info = try await TestBrowser().get(
+        http.appendingPathComponent("userinfo"), headers: ["Authorization": "Bearer \(access)"])
+      #expect(info.status == 200)
+      #expect(info.json["sub"] as? String == alice.id)
+      let again = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(again.status == 400)
+      #expect(again.json["error"] as? String == "invalid_grant")
+      // The used code's page says it is no good.
+      let reused = try await phone.get(URL(string: complete)!)
+      #expect(reused.status == 404)
+      let audit = try await identity.listAuditEvents(
+        .with { $0.action = "oidc.device_approve" }, metadata: bearer(admin))
+      #expect(audit.events.contains { $0.actorID == alice.id && $0.target == terminal })
+    }
+  }
+
+  @Test func deniedUnknownAndRefusedRequestsGetTheRFCsErrors() async throws {
+    try await withTerminal { identity, admin, http, terminal, web, _, _ in
+      // Bad starts: an unknown client, a wrong secret, a scope the client may not ask for.
+      let unknown = try await startDevice(http, client: "oc-nope")
+      #expect(unknown.status == 401)
+      #expect(unknown.json["error"] as? String == "invalid_client")
+      let wrongSecret = try await startDevice(http, client: web.id, secret: "ocs_wrong")
+      #expect(wrongSecret.json["error"] as? String == "invalid_client")
+      let badScope = try await startDevice(http, client: terminal, scope: "openid catalogue")
+      #expect(badScope.json["error"] as? String == "invalid_scope")
+      let noOpenID = try await startDevice(http, client: terminal, scope: "profile")
+      #expect(noOpenID.json["error"] as? String == "invalid_scope")
+      // A confidential client authenticates; its device code is not the terminal's to poll.
+      let confidential = try await startDevice(http, client: web.id, secret: web.secret)
+      #expect(confidential.status == 200, "\(confidential.body)")
+      let otherCode = try #require(confidential.json["device_code"] as? String)
+      let notYours = try await pollDevice(http, client: terminal, deviceCode: otherCode)
+      #expect(notYours.json["error"] as? String == "invalid_grant")
+      let made = try await pollDevice(http, client: terminal, deviceCode: Secrets.random())
+      #expect(made.json["error"] as? String == "invalid_grant")
+      // A code that is no code, on the page.
+      for typed in ["AAAA-AAAA", "BCDF", "<script>"] {
+        let page = try await TestBrowser().get(
+          http.appendingPathComponent("device").appending(queryItems: [
+            URLQueryItem(name: "user_code", value: typed)
+          ]))
+        #expect(page.status == 404, "\(typed)")
+        #expect(!page.body.contains("<script>"))
+      }
+      let entry = try await TestBrowser().get(http.appendingPathComponent("device"))
+      #expect(entry.status == 200)
+      #expect(entry.body.contains("name=\"user_code\""))
+
+      // The teacher, already signed in through an app, denies.
+      let phone = TestBrowser()
+      _ = try await signInAndRedeem(phone, http, client: web)
+      let started = try await startDevice(http, client: terminal)
+      let deviceCode = try #require(started.json["device_code"] as? String)
+      let complete = try #require(started.json["verification_uri_complete"] as? String)
+      let approval = try await phone.get(URL(string: complete)!)
+      #expect(approval.status == 200)
+      #expect(approval.body.contains("请求登录"))
+      let noChoice = try await postDevicePage(phone, http, page: approval, [("decision", "maybe")])
+      #expect(noChoice.status == 400)
+      let denied = try await postDevicePage(phone, http, page: approval, [("decision", "deny")])
+      #expect(denied.status == 200)
+      #expect(denied.body.contains("已拒绝"))
+      let refused = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(refused.json["error"] as? String == "access_denied")
+      // Decided once: approving afterwards changes nothing.
+      let late = try await postDevicePage(phone, http, page: approval, [("decision", "approve")])
+      #expect(late.status == 404)
+      let still = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(still.json["error"] as? String == "access_denied")
+      _ = identity
+      _ = admin
+    }
+  }
+
+  @Test func anExpiredDeviceCodeIsRefusedOnThePageAndAtTheTokenEndpoint() async throws {
+    try await withTerminal(deviceTTL: 3) { _, _, http, terminal, web, _, _ in
+      let phone = TestBrowser()
+      _ = try await signInAndRedeem(phone, http, client: web)
+      let start = Date()
+      let started = try await startDevice(http, client: terminal)
+      #expect((started.json["expires_in"] as? NSNumber)?.intValue == 3)
+      let deviceCode = try #require(started.json["device_code"] as? String)
+      let complete = try #require(started.json["verification_uri_complete"] as? String)
+      let approval = try await phone.get(URL(string: complete)!)
+      // (A loaded machine may take the whole lifetime to get here.)
+      if Date().timeIntervalSince(start) < 2.5 { #expect(approval.status == 200) }
+      let left = start.addingTimeInterval(3.5).timeIntervalSinceNow
+      if left > 0 { try await Task.sleep(for: .milliseconds(Int(left * 1000))) }
+      let late = try await postDevicePage(phone, http, page: approval, [("decision", "approve")])
+      #expect(late.status == 404)
+      let expired = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(expired.status == 400)
+      #expect(expired.json["error"] as? String == "expired_token")
+    }
+  }
+
+  @Test func tenPollsAtOnceAfterTheApprovalGetTokensExactlyOnce() async throws {
+    try await withTerminal { _, _, http, terminal, web, _, _ in
+      let phone = TestBrowser()
+      _ = try await signInAndRedeem(phone, http, client: web)
+      let started = try await startDevice(http, client: terminal)
+      let deviceCode = try #require(started.json["device_code"] as? String)
+      let approval = try await phone.get(
+        URL(string: try #require(started.json["verification_uri_complete"] as? String))!)
+      let approved = try await postDevicePage(
+        phone, http, page: approval, [("decision", "approve")])
+      #expect(approved.status == 200)
+      let answers = try await withThrowingTaskGroup(of: HTTPReply.self) { group in
+        for _ in 0..<10 {
+          group.addTask { try await pollDevice(http, client: terminal, deviceCode: deviceCode) }
+        }
+        var all: [HTTPReply] = []
+        for try await answer in group { all.append(answer) }
+        return all
+      }
+      #expect(answers.filter { $0.status == 200 }.count == 1)
+      #expect(answers.filter { $0.json["error"] as? String == "invalid_grant" }.count == 9)
+    }
+  }
+}
