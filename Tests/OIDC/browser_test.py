@@ -11,8 +11,10 @@ without PKCE, a wrong code_verifier, a replayed code, an unregistered redirect U
 app, an unregistered post-logout URI, and an app's access token at a service outside its
 audience (grpcio against a real catalogue-service: UNAUTHENTICATED; the CLI's first-party token
 works there). Refresh-token rotation, reuse detection, revocation and introspection through
-authlib's OAuth2Session. Everything binds to 127.0.0.1 on free ports. Run with
-`bash Tests/OIDC/run.sh`.
+authlib's OAuth2Session. The device flow (一码通): a terminal starts it with requests and polls
+with authlib while the browser opens verification_uri_complete, signs in and approves (or, typed
+by hand, denies); slow_down, access_denied, a code used once. Everything binds to 127.0.0.1 on
+free ports. Run with `bash Tests/OIDC/run.sh`.
 """
 
 import json
@@ -27,6 +29,7 @@ from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import grpc
+import jwt
 import pyotp
 import pytest
 import requests
@@ -721,3 +724,118 @@ def test_refresh_rotation_and_revocation_through_authlib(platform, browser):
     revoked = active.revoke_token(metadata["revocation_endpoint"],
                                   token=teacher["access_token"])
     assert revoked.status_code == 200 and userinfo_status(teacher) == 401
+
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+class Terminal:
+    """A classroom terminal (a public client, 一码通): it starts a device authorization with
+    requests and polls the token endpoint with authlib as RFC 8628 says, every `interval`
+    seconds (5 more after a slow_down), in a thread of its own, until an answer other than
+    authorization_pending or slow_down, or until its deadline."""
+
+    def __init__(self, platform, client_id):
+        self.metadata = platform.metadata
+        started = requests.post(platform.metadata["device_authorization_endpoint"],
+                                data={"client_id": client_id, "scope": "openid profile"},
+                                timeout=TIMEOUT)
+        assert started.status_code == 200, started.text
+        self.device = started.json()
+        self.client = OAuth2Session(client_id, token_endpoint_auth_method="none",
+                                    default_timeout=TIMEOUT)
+        self.answers = []   # the error of each poll, or the tokens
+
+    def poll(self):
+        try:
+            token = self.client.fetch_token(self.metadata["token_endpoint"],
+                                            grant_type=DEVICE_GRANT,
+                                            device_code=self.device["device_code"])
+        except OAuthError as error:
+            self.answers.append(error.error)
+            return error.error
+        self.answers.append(token)
+        return token
+
+    def poll_until_answered(self, seconds=WAIT + 10):
+        def run():
+            interval, deadline = self.device["interval"], time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                answer = self.poll()
+                if answer == "slow_down":
+                    interval += 5
+                elif answer != "authorization_pending":
+                    return
+                time.sleep(interval)
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        return self
+
+    def answer(self):
+        self.thread.join(timeout=WAIT + 20)
+        assert not self.thread.is_alive(), "the terminal was still polling: %s" % self.answers
+        return self.answers[-1]
+
+
+@pytest.fixture(scope="module")
+def terminal_client(platform):
+    client_id, secret = platform.cli.oidc_client(
+        platform.folder, "教室终端 Classroom terminal", ["http://127.0.0.1/terminal"],
+        "--public", "--scope", "openid", "--scope", "profile")
+    assert secret is None
+    return client_id
+
+
+def test_a_terminal_signs_in_when_a_teacher_approves_on_the_phone(platform, terminal_client,
+                                                                   browser):
+    terminal = Terminal(platform, terminal_client)
+    device = terminal.device
+    issuer = platform.identity.issuer
+    assert device["verification_uri"] == issuer + "/device"
+    assert device["verification_uri_complete"].startswith(issuer + "/device?user_code=")
+    assert re.fullmatch(r"[B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4}", device["user_code"])
+    assert device["expires_in"] > 0 and device["interval"] >= 1
+    terminal.poll_until_answered()
+    # The teacher scans the QR code (verification_uri_complete), signs in, checks the code.
+    browser.get(device["verification_uri_complete"])
+    wait_for(browser, "password", "the sign-in page for the device")
+    assert "教室终端 Classroom terminal" in browser.page_source
+    submit_login(browser, "admin", ADMIN_PASSWORD)
+    assert wait_for(browser, "user-code", "the approval page").text == device["user_code"]
+    browser.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+    WebDriverWait(browser, WAIT).until(EC.title_contains("Approved"))
+    token = terminal.answer()
+    assert isinstance(token, dict), terminal.answers
+    assert set(terminal.answers[:-1]) <= {"authorization_pending"}, terminal.answers
+    # The terminal's tokens: an ID token for it, signed with the JWKS, naming the teacher.
+    jwks = jwt.PyJWKClient(platform.metadata["jwks_uri"])
+    claims = jwt.decode(token["id_token"], jwks.get_signing_key_from_jwt(token["id_token"]).key,
+                        algorithms=["RS256"], audience=terminal_client, issuer=issuer)
+    assert claims["sub"] == platform.admin_id and claims["preferred_username"] == "admin"
+    bearer = {"Authorization": "Bearer " + token["access_token"]}
+    who = requests.get(platform.metadata["userinfo_endpoint"], headers=bearer, timeout=TIMEOUT)
+    assert who.json()["sub"] == platform.admin_id
+    # The device code gave its tokens once.
+    assert terminal.poll() == "invalid_grant"
+
+
+def test_a_terminal_polling_too_fast_is_slowed_and_a_denial_is_final(platform,
+                                                                     terminal_client, browser):
+    sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
+    terminal = Terminal(platform, terminal_client)
+    assert terminal.poll() == "authorization_pending"
+    assert terminal.poll() == "slow_down"
+    # Typed by hand on the verification page, as a user reads it: any case, no dash.
+    browser.get(terminal.device["verification_uri"])
+    field = wait_for(browser, "user_code", "the code entry page")
+    field.send_keys(terminal.device["user_code"].replace("-", "").lower())
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # Signed in already (SSO): straight to the approval page.
+    assert wait_for(browser, "user-code", "the approval page").text == \
+        terminal.device["user_code"]
+    browser.find_element(By.CSS_SELECTOR, "button[value=deny]").click()
+    WebDriverWait(browser, WAIT).until(EC.title_contains("Denied"))
+    assert terminal.poll() == "access_denied"
+    # The code cannot be approved afterwards.
+    browser.get(terminal.device["verification_uri_complete"])
+    assert "已使用" in alert_text(browser)
