@@ -7,7 +7,8 @@
 # county's reports compared between the two), a database failover under an import (a primary
 # and a synchronous standby behind HAProxy), three replicas of every service behind nginx killed
 # and restarted under load, identity's OpenID Connect keys checked with PyJWT and its sign-in
-# driven through headless Chromium into two authlib apps, and the deploy/ checks.
+# driven through headless Chromium into authlib apps (identity on SQLite, then on the cluster),
+# and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -138,6 +139,11 @@ fi
 if [[ $interop_status -eq 0 ]]; then
   echo "run-all: OpenID Connect through PyJWT, authlib and Chromium (Tests/OIDC/run.sh)"
   bash Tests/OIDC/run.sh
+  interop_status=$?
+fi
+if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
+  echo "run-all: OpenID Connect through PyJWT, authlib and Chromium, identity on PostgreSQL"
+  SMARTSCHOOL_OIDC_DATABASE_URL="$PG_URL" bash Tests/OIDC/run.sh
   interop_status=$?
 fi
 # Two-factor login: pyotp reads identity's otpauth URI and computes every code the CLI sends.

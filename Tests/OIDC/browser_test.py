@@ -14,15 +14,15 @@ works there). Refresh-token rotation, reuse detection, revocation and introspect
 authlib's OAuth2Session. The device flow (一码通): a terminal starts it with requests and polls
 with authlib while the browser opens verification_uri_complete, signs in and approves (or, typed
 by hand, denies); slow_down, access_denied, a code used once. Everything binds to 127.0.0.1 on
-free ports. Run with `bash Tests/OIDC/run.sh`.
+free ports. Run with `bash Tests/OIDC/run.sh` (identity on SQLite; on PostgreSQL with
+SMARTSCHOOL_OIDC_DATABASE_URL, see oidc_support.py).
 """
 
 import json
 import logging
 import os
-import secrets
-import sqlite3
 import re
+import secrets
 import threading
 import time
 from types import SimpleNamespace
@@ -181,12 +181,7 @@ def platform(identity, tmp_path_factory):
         assert parent_secret is None, "a public client has no secret"
         teacher.register(identity.issuer, teacher_id, teacher_secret)
         parent.register(identity.issuer, parent_id, None)
-        db = sqlite3.connect("file:%s?mode=ro" % (identity.data_dir / "identity.sqlite"),
-                             uri=True)
-        try:
-            (admin_id,), = db.execute("SELECT id FROM users WHERE username = 'admin'")
-        finally:
-            db.close()
+        admin_id = identity.store.admin_id()
         metadata = requests.get(identity.issuer + "/.well-known/openid-configuration",
                                 timeout=TIMEOUT).json()
         yield SimpleNamespace(identity=identity, cli=cli, folder=folder, teacher=teacher,

@@ -6,7 +6,6 @@ the stored key, fails here. Run with `bash Tests/OIDC/run.sh`.
 """
 
 import json
-import sqlite3
 import time
 import urllib.request
 
@@ -30,12 +29,8 @@ def jwks_url(server):
 
 def stored_keys(server):
     """(kid, private key) of every RSA key in identity's store."""
-    db = sqlite3.connect("file:%s?mode=ro" % (server.data_dir / "identity.sqlite"), uri=True)
-    try:
-        rows = db.execute("SELECT id, private_key FROM oidc_rsa_keys").fetchall()
-    finally:
-        db.close()
-    return [(kid, load_der_private_key(der, password=None)) for kid, der in rows]
+    return [(kid, load_der_private_key(der, password=None))
+            for kid, der in server.store.rsa_keys()]
 
 
 def test_issuer_is_logged_with_the_http_port(server):

@@ -1,16 +1,25 @@
 """What the OpenID Connect tests share: the built identity-service with its HTTP port on (ports
 and issuer read from its 'listening' log lines), another service verifying identity's tokens,
 and the built `smartschool` CLI against identity.
+
+Identity's store is a SQLite file under its data dir; with SMARTSCHOOL_OIDC_DATABASE_URL set to
+a PostgreSQL server's URL, a fresh database on that server for each data dir (dropped at exit).
 """
 
+import atexit
+import base64
+import hashlib
 import json
 import os
 import queue
+import shutil
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -20,6 +29,56 @@ EXECUTABLE = BUILD / "identity-service"
 CLI = ROOT / ".build" / "debug" / "smartschool"
 STARTUP_TIMEOUT = 60
 STOP_TIMEOUT = 20
+DATABASE_URL = os.environ.get("SMARTSCHOOL_OIDC_DATABASE_URL", "")
+
+
+def psql(url, sql):
+    """The rows `sql` answers at `url`, each a list of text fields."""
+    psql_bin = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    done = subprocess.run([psql_bin, "-X", "-q", "-A", "-t", "-F", "\t", "-v",
+                           "ON_ERROR_STOP=1", url, "-c", sql],
+                          check=True, capture_output=True, text=True, timeout=60)
+    return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+
+class Store:
+    """Identity's store for a data dir: its SQLite file, or (SMARTSCHOOL_OIDC_DATABASE_URL) a
+    PostgreSQL database named after the data dir, so that a restart finds the same data."""
+
+    def __init__(self, data_dir):
+        self.data_dir = Path(data_dir)
+        self.url = None
+        if DATABASE_URL:
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+            name = "oidc_%d_%s" % (os.getpid(), digest)
+            if not psql(DATABASE_URL, "SELECT 1 FROM pg_database WHERE datname = '%s'" % name):
+                psql(DATABASE_URL, 'CREATE DATABASE "%s"' % name)
+                atexit.register(psql, DATABASE_URL,
+                                'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+            self.url = urlunsplit(urlsplit(DATABASE_URL)._replace(path="/" + name))
+
+    def flags(self):
+        return ["--database-url", self.url] if self.url else []
+
+    def admin_id(self):
+        return self._rows("SELECT id FROM users WHERE username = 'admin'")[0][0]
+
+    def rsa_keys(self):
+        """(kid, DER private key) of every RSA key identity stored for ID tokens."""
+        if self.url:
+            rows = psql(self.url, "SELECT id, translate(encode(private_key, 'base64'), "
+                                  "E'\\n', '') FROM oidc_rsa_keys")
+            return [(kid, base64.b64decode(der)) for kid, der in rows]
+        return self._rows("SELECT id, private_key FROM oidc_rsa_keys")
+
+    def _rows(self, sql):
+        if self.url:
+            return psql(self.url, sql)
+        db = sqlite3.connect("file:%s?mode=ro" % (self.data_dir / "identity.sqlite"), uri=True)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
 
 
 class ServiceProcess:
@@ -83,7 +142,9 @@ class IdentityServer(ServiceProcess):
     """identity-service with its HTTP port on (scrypt made cheap for tests)."""
 
     def __init__(self, data_dir, admin_password, *flags):
-        super().__init__("identity", data_dir, "--scrypt-log-n", "10", *flags, http=True,
+        self.store = Store(data_dir)
+        super().__init__("identity", data_dir, "--scrypt-log-n", "10", *self.store.flags(),
+                         *flags, http=True,
                          env={"SMARTSCHOOL_ADMIN_PASSWORD": admin_password,
                               "SMARTSCHOOL_IDENTITY_HTTP_PORT": "0"})
 

@@ -5,6 +5,7 @@
 # two-factor codes, grpcio for the audience check at a real catalogue-service).
 #
 #   bash Tests/OIDC/run.sh [pytest args…]
+#   SMARTSCHOOL_OIDC_DATABASE_URL=postgres://… bash Tests/OIDC/run.sh   # identity on PostgreSQL
 #
 # Installs Debian's chromium and chromium-driver when missing; creates Tests/OIDC/.venv (pinned
 # packages, ignored by git). Needs .build/debug/identity-service, catalogue-service and
