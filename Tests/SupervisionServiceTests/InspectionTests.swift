@@ -82,7 +82,8 @@ func inspectionSummary(
         #expect(error.message.contains("inspection.date"))
       }
       let today = Inspections.today(Date()).description
-      #expect(try await client.createInspection(visit("A1", today), metadata: inspector).date == today)
+      let stored = try await client.createInspection(visit("A1", today), metadata: inspector)
+      #expect(stored.date == today)
       // Unknown kinds and a follow-up already past OPEN are refused on create.
       var kind = visit("A1", "2020-10-12")
       kind.inspection.kind = .init(rawValue: 7)!
@@ -159,7 +160,8 @@ func inspectionSummary(
         ("A1", "2020-03-02", Smartschool_Supervision_V1_InspectionRating.excellent),
         ("A1", "2020-10-12", .good), ("A2", "2020-11-02", .good), ("A3", "2019-12-30", .poor),
       ] {
-        _ = try await client.createInspection(visit(school, date, rating: rating), metadata: inspector)
+        _ = try await client.createInspection(
+          visit(school, date, rating: rating), metadata: inspector)
       }
       var done = visit("A2", "2020-09-15", rating: .excellent, kind: .researchVisit)
       done.inspection.followUp = .notNeeded

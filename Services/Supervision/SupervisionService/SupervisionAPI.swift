@@ -13,19 +13,22 @@ public struct SupervisionAPI: Sendable {
   let lessonBatch: Int
   /// Lessons by teachers identity does not know: held or rejected.
   let unknownTeachers: UnknownTeacherLessons
+  /// The default N of early warning's "below standard N teaching weeks running".
+  let warningWeeks: Int
 
   /// Handlers over `store`, resolving orgs and teachers through `directory`; a lesson import
   /// commits every `lessonBatch` accepted rows.
   public init(
     store: any SupervisionStoring, directory: OrgDirectory,
     now: @escaping @Sendable () -> Date = { Date() }, lessonBatch: Int = 2_000,
-    unknownTeachers: UnknownTeacherLessons = .hold
+    unknownTeachers: UnknownTeacherLessons = .hold, warningWeeks: Int = Warnings.defaultWeeks
   ) {
     self.store = store
     self.directory = directory
     self.now = now
     self.lessonBatch = max(1, lessonBatch)
     self.unknownTeachers = unknownTeachers
+    self.warningWeeks = min(20, max(1, warningWeeks))
   }
 
   /// True when `externalID` names an active teacher in identity's directory.
@@ -406,7 +409,8 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         if case .success(var lesson) = verdict {
           if let first = keys[lesson.packedKey] {
             checked = .failure(
-              RowRejection("period", "repeats the lesson (classroom, date, period) of row \(first)"))
+              RowRejection(
+                "period", "repeats the lesson (classroom, date, period) of row \(first)"))
           } else {
             var known = teachers[lesson.teacher]
             if known == nil {
@@ -875,6 +879,155 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     return Inspections.summary(
       year: year, schools: schools, visits: visits, researchTerm: researchTerm,
       researchVisits: researchVisits)
+  }
+
+  // MARK: early warning
+
+  public func listWarnings(
+    request: Smartschool_Supervision_V1_ListWarningsRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_WarningList {
+    var v = Validator()
+    let asOf = Self.date(request.asOf, "as_of", &v, required: false) ?? Inspections.today(now())
+    let since = Self.date(request.changedSince, "changed_since", &v, required: false)
+    v.check(
+      (0...20).contains(request.consecutiveWeeks), "consecutive_weeks", "must be 0-20 (0: default)")
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let term = try await term(code: request.termCode)
+    if asOf < term.start { throw ServiceError.invalid("as_of", "is before the term's start") }
+    let n = request.consecutiveWeeks == 0 ? warningWeeks : Int(request.consecutiveWeeks)
+    let allWeeks = term.calendar.teachingWeeks
+    // Only teaching weeks that ended before the day judged on.
+    let weeks = allWeeks.filter { $0.adding(days: 6) < asOf }
+    let scopePath = try path(org)
+    let schools = directory.orgs(under: scopePath, kind: .school)
+    let names = Dictionary(schools.map { ($0.code, $0.name) }, uniquingKeysWith: { a, _ in a })
+    var warnings: [Warnings.Warning] = []
+    func add(
+      _ kind: Smartschool_Supervision_V1_WarningKind, school: String, _ e: Warnings.Episode,
+      reason: String, _ fill: (inout Warnings.Warning) -> Void = { _ in }
+    ) {
+      var w = Warnings.Warning()
+      w.kind = kind
+      w.schoolCode = school
+      w.schoolName = names[school] ?? ""
+      w.triggeredDate = e.triggered.description
+      w.clearedDate = e.cleared?.description ?? ""
+      w.reason = reason
+      fill(&w)
+      warnings.append(w)
+    }
+
+    if let first = weeks.first, let last = weeks.last {
+      let classrooms = try await store.classrooms(
+        under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
+      let usage = try await store.lessonUsage(
+        under: org.path, weeks: first.dayNumber...last.dayNumber)
+      let zero = WeekUsage(lessons: 0, subjects: 0)
+      // Per school and week: classrooms in service, lessons, subjects (the notice's rule).
+      var bySchool: [String: [CalendarDate: WeekUsage]] = [:]
+      var roomCount: [String: [CalendarDate: Int]] = [:]
+      for c in classrooms {
+        let series = weeks.map { week -> (week: CalendarDate, below: Bool?) in
+          guard c.span.inService(weekOf: week) else { return (week, nil) }
+          let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
+          var s = bySchool[c.schoolCode, default: [:]][week] ?? zero
+          s.lessons += u.lessons
+          s.subjects += u.subjects
+          bySchool[c.schoolCode, default: [:]][week] = s
+          roomCount[c.schoolCode, default: [:]][week, default: 0] += 1
+          return (week, !u.compliant)
+        }
+        for e in Warnings.episodes(series, n: n) {
+          add(.classroomBelowStandard, school: c.schoolCode, e, reason: Warnings.reason(e)) {
+            $0.classroomCode = c.code
+            $0.weeksBelow = Int32(e.weeks)
+          }
+        }
+      }
+      for (school, perWeek) in bySchool {
+        let series = weeks.map { week -> (week: CalendarDate, below: Bool?) in
+          guard let u = perWeek[week], let rooms = roomCount[school]?[week] else {
+            return (week, nil)
+          }
+          return (
+            week,
+            u.lessons < Compliance.lessonStandard * rooms
+              || u.subjects < Compliance.subjectStandard * rooms
+          )
+        }
+        for e in Warnings.episodes(series, n: n) {
+          add(.schoolBelowStandard, school: school, e, reason: Warnings.reason(e)) {
+            $0.weeksBelow = Int32(e.weeks)
+          }
+        }
+      }
+
+      // Teachers: lessons week by week (teaching days only), against the term's target.
+      var weekly: [String: [Int]] = [:]
+      for (i, week) in weeks.enumerated() {
+        let days =
+          max(week.dayNumber, term.start.dayNumber)...min(week.dayNumber + 6, term.end.dayNumber)
+        for (teacher, count) in try await store.teacherLessonCounts(under: org.path, days: days)
+        {
+          weekly[teacher, default: Array(repeating: 0, count: weeks.count)][i] = count
+        }
+      }
+      let left = weeks.map { w in allWeeks.filter { $0 > w }.count }
+      for u in try await directory.users(under: scopePath, kind: .teacher) {
+        let required = TeacherRule.requiredLessons(birthYear: u.birthYear, termStart: term.start)
+        let counts = weekly[u.externalID] ?? Array(repeating: 0, count: weeks.count)
+        let school = directory.ancestor(of: u.orgID, kind: .school)?.code ?? ""
+        for (e, lessons) in Warnings.teacherEpisodes(
+          weekly: Array(zip(weeks, counts)).map { ($0.0, $0.1) }, left: left, required: required)
+        {
+          let weeksLeft = left[weeks.firstIndex(of: e.triggered)!]
+          add(
+            .teacherAtRisk, school: school, e,
+            reason: "\(lessons) of \(required) lessons with \(weeksLeft) teaching weeks left"
+          ) {
+            $0.teacherExternalID = u.externalID
+            $0.lessons = Int64(lessons)
+            $0.required = Int64(required)
+          }
+        }
+      }
+    }
+
+    // Inspections: the calendar year of the day judged on, from its last quarter.
+    let year = asOf.components.year
+    let lastQuarter = CalendarDate(year: year, month: 10, day: 1)!
+    if asOf >= lastQuarter {
+      let visits = try await store.inspections(
+        under: org.path,
+        days: CalendarDate(year: year, month: 1, day: 1)!.dayNumber...asOf.dayNumber)
+      var firstInspection: [String: CalendarDate] = [:]
+      for v in visits where Inspections.kind(v) == .inspection {
+        guard let d = CalendarDate(v.date) else { continue }
+        firstInspection[v.schoolCode] = min(firstInspection[v.schoolCode] ?? d, d)
+      }
+      for s in schools {
+        let inspected = firstInspection[s.code]
+        if let inspected, inspected < lastQuarter { continue }
+        let e = Warnings.Episode(
+          triggered: lastQuarter, cleared: inspected, from: lastQuarter, weeks: 0)
+        add(.schoolNotInspected, school: s.code, e, reason: "not inspected in \(year) by October 1")
+      }
+    }
+
+    var list = Smartschool_Supervision_V1_WarningList()
+    list.termCode = term.code
+    list.asOf = asOf.description
+    list.consecutiveWeeks = Int32(n)
+    list.warnings = Warnings.sorted(
+      warnings.filter { w in
+        (!request.activeOnly || w.clearedDate.isEmpty)
+          && (since.map { w.triggeredDate >= $0.description || w.clearedDate >= $0.description }
+            ?? true)
+      })
+    list.active = Int64(list.warnings.filter { $0.clearedDate.isEmpty }.count)
+    list.cleared = Int64(list.warnings.count) - list.active
+    return list
   }
 
   // MARK: change feed

@@ -18,6 +18,8 @@ public struct SupervisionSettings: Sendable {
   public var lessonBatch = 2_000
   /// What a lesson import does with a row whose teacher identity does not know.
   public var unknownTeacherLessons = UnknownTeacherLessons.hold
+  /// Early warning's default N of "below standard N teaching weeks running" (1–20).
+  public var warningWeeks = Warnings.defaultWeeks
 
   /// The defaults.
   public init() {}
@@ -65,7 +67,7 @@ public func buildSupervisionService(
   }
   let api = SupervisionAPI(
     store: store, directory: directory, now: settings.now, lessonBatch: settings.lessonBatch,
-    unknownTeachers: settings.unknownTeacherLessons)
+    unknownTeachers: settings.unknownTeacherLessons, warningWeeks: settings.warningWeeks)
   return ServiceDefinition(
     name: "supervision", grpcServiceName: supervisionGRPCServiceName, services: [api],
     verifier: verifier, store: storage, background: [directory])

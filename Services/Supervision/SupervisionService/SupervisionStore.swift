@@ -568,7 +568,8 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func inspection(id: String) async throws -> Smartschool_Supervision_V1_Inspection? {
     let data = try await store.read { db in
-      try Data.fetchOne(db, sql: "SELECT payload FROM sup_inspections WHERE id = ?", arguments: [id])
+      try Data.fetchOne(
+        db, sql: "SELECT payload FROM sup_inspections WHERE id = ?", arguments: [id])
     }
     return try data.map { try Smartschool_Supervision_V1_Inspection(serializedBytes: $0) }
   }

@@ -51,7 +51,14 @@ struct SupervisionOptions: ParsableArguments {
       """)
   var unknownTeacherLessons: String?
 
-  static var flags: [String] { ["unknown-teacher-lessons"] }
+  @Option(
+    help: """
+      Early warning's default N: a classroom or school below standard N teaching weeks \
+      running is warned of (1-20; default: 3).
+      """)
+  var warningWeeks: Int?
+
+  static var flags: [String] { ["unknown-teacher-lessons", "warning-weeks"] }
 
   /// Flags, then environment, then defaults.
   func resolve(config: HostConfig) throws -> SupervisionSettings {
@@ -62,6 +69,11 @@ struct SupervisionOptions: ParsableArguments {
       throw ValidationError("--unknown-teacher-lessons must be hold or reject")
     }
     settings.unknownTeacherLessons = value
+    let weeks = try warningWeeks ?? env.int("warning-weeks") ?? Warnings.defaultWeeks
+    guard (1...20).contains(weeks) else {
+      throw ValidationError("--warning-weeks must be 1-20")
+    }
+    settings.warningWeeks = weeks
     return settings
   }
 }

@@ -329,6 +329,19 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListWarnings" metadata.
+        public enum ListWarnings: Sendable {
+            /// Request type for "ListWarnings".
+            public typealias Input = Smartschool_Supervision_V1_ListWarningsRequest
+            /// Response type for "ListWarnings".
+            public typealias Output = Smartschool_Supervision_V1_WarningList
+            /// Descriptor for "ListWarnings".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.supervision.v1.SupervisionService"),
+                method: "ListWarnings",
+                type: .unary
+            )
+        }
         /// Namespace for "ListChanges" metadata.
         public enum ListChanges: Sendable {
             /// Request type for "ListChanges".
@@ -367,6 +380,7 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
             UpdateInspectionFollowUp.descriptor,
             ListInspections.descriptor,
             GetInspectionSummary.descriptor,
+            ListWarnings.descriptor,
             ListChanges.descriptor
         ]
     }
@@ -869,6 +883,29 @@ extension Smartschool_Supervision_V1_SupervisionService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetInspectionSummaryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_InspectionSummary>
+
+        /// Handle the "ListWarnings" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+        /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+        /// > weeks left, schools not inspected with the year running out; each with what triggered it
+        /// > and when it cleared. Computed from the stored data on every call, so the municipal
+        /// > platform polls it with changed_since. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Supervision_V1_ListWarningsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Supervision_V1_WarningList` messages.
+        func listWarnings(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_WarningList>
 
         /// Handle the "ListChanges" method.
         ///
@@ -1376,6 +1413,29 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_InspectionSummary>
 
+        /// Handle the "ListWarnings" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+        /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+        /// > weeks left, schools not inspected with the year running out; each with what triggered it
+        /// > and when it cleared. Computed from the stored data on every call, so the municipal
+        /// > platform polls it with changed_since. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_ListWarningsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Supervision_V1_WarningList` message.
+        func listWarnings(
+            request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_WarningList>
+
         /// Handle the "ListChanges" method.
         ///
         /// > Source IDL Documentation:
@@ -1881,6 +1941,29 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Supervision_V1_InspectionSummary
 
+        /// Handle the "ListWarnings" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+        /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+        /// > weeks left, schools not inspected with the year running out; each with what triggered it
+        /// > and when it cleared. Computed from the stored data on every call, so the municipal
+        /// > platform polls it with changed_since. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Supervision_V1_ListWarningsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Supervision_V1_WarningList` to respond with.
+        func listWarnings(
+            request: Smartschool_Supervision_V1_ListWarningsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Supervision_V1_WarningList
+
         /// Handle the "ListChanges" method.
         ///
         /// > Source IDL Documentation:
@@ -2162,6 +2245,17 @@ extension Smartschool_Supervision_V1_SupervisionService.StreamingServiceProtocol
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ListWarnings.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_ListWarningsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_WarningList>(),
+            handler: { request, context in
+                try await self.listWarnings(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ListChanges.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Common_V1_ListChangesRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Common_V1_ListChangesResponse>(),
@@ -2425,6 +2519,17 @@ extension Smartschool_Supervision_V1_SupervisionService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_InspectionSummary> {
         let response = try await self.getInspectionSummary(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listWarnings(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_WarningList> {
+        let response = try await self.listWarnings(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2742,6 +2847,19 @@ extension Smartschool_Supervision_V1_SupervisionService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_InspectionSummary> {
         return GRPCCore.ServerResponse<Smartschool_Supervision_V1_InspectionSummary>(
             message: try await self.getInspectionSummary(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listWarnings(
+        request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_WarningList> {
+        return GRPCCore.ServerResponse<Smartschool_Supervision_V1_WarningList>(
+            message: try await self.listWarnings(
                 request: request.message,
                 context: context
             ),
@@ -3361,6 +3479,34 @@ extension Smartschool_Supervision_V1_SupervisionService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_InspectionSummary>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_InspectionSummary>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListWarnings" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+        /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+        /// > weeks left, schools not inspected with the year running out; each with what triggered it
+        /// > and when it cleared. Computed from the stored data on every call, so the municipal
+        /// > platform polls it with changed_since. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_ListWarningsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_ListWarningsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_WarningList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listWarnings<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_ListWarningsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_WarningList>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_WarningList>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListChanges" method.
@@ -4248,6 +4394,45 @@ extension Smartschool_Supervision_V1_SupervisionService {
             )
         }
 
+        /// Call the "ListWarnings" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+        /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+        /// > weeks left, schools not inspected with the year running out; each with what triggered it
+        /// > and when it cleared. Computed from the stored data on every call, so the municipal
+        /// > platform polls it with changed_since. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_ListWarningsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_ListWarningsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_WarningList` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listWarnings<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_ListWarningsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_WarningList>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_WarningList>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Supervision_V1_SupervisionService.Method.ListWarnings.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListChanges" method.
         ///
         /// > Source IDL Documentation:
@@ -5002,6 +5187,40 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_GetInspectionSummaryRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_InspectionSummary>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListWarnings" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+    /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+    /// > weeks left, schools not inspected with the year running out; each with what triggered it
+    /// > and when it cleared. Computed from the stored data on every call, so the municipal
+    /// > platform polls it with changed_since. Caller: supervision.read over the org.
+    /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Supervision_V1_ListWarningsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listWarnings<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_ListWarningsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_WarningList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listWarnings(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_ListWarningsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_WarningList>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5848,6 +6067,44 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getInspectionSummary(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListWarnings" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Early warning (监测预警) for an org and a term: classrooms and schools below standard N
+    /// > teaching weeks running, teachers at risk of missing the term's lesson target given the
+    /// > weeks left, schools not inspected with the year running out; each with what triggered it
+    /// > and when it cleared. Computed from the stored data on every call, so the municipal
+    /// > platform polls it with changed_since. Caller: supervision.read over the org.
+    /// > Codes: INVALID_ARGUMENT, NOT_FOUND (org, term), PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listWarnings<Result>(
+        _ message: Smartschool_Supervision_V1_ListWarningsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_WarningList>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Supervision_V1_ListWarningsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listWarnings(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -233,6 +233,63 @@ public nonisolated enum Smartschool_Supervision_V1_FollowUpStatus: SwiftProtobuf
 
 }
 
+public nonisolated enum Smartschool_Supervision_V1_WarningKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// A smart classroom below the normal-use standard N teaching weeks running.
+  case classroomBelowStandard // = 1
+
+  /// A school whose classrooms together were below standard N teaching weeks running (as the
+  /// weekly notice judges a school).
+  case schoolBelowStandard // = 2
+
+  /// A teacher who, at one lesson every two teaching weeks from now on, would miss the term's
+  /// lesson target: fewer teaching weeks left than twice the lessons still owed.
+  case teacherAtRisk // = 3
+
+  /// A school not yet inspected (kind INSPECTION) in a calendar year whose last quarter has
+  /// begun (from October 1).
+  case schoolNotInspected // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .classroomBelowStandard
+    case 2: self = .schoolBelowStandard
+    case 3: self = .teacherAtRisk
+    case 4: self = .schoolNotInspected
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .classroomBelowStandard: return 1
+    case .schoolBelowStandard: return 2
+    case .teacherAtRisk: return 3
+    case .schoolNotInspected: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Supervision_V1_WarningKind] = [
+    .unspecified,
+    .classroomBelowStandard,
+    .schoolBelowStandard,
+    .teacherAtRisk,
+    .schoolNotInspected,
+  ]
+
+}
+
 /// A school term (学期) and its teaching weeks.
 public nonisolated struct Smartschool_Supervision_V1_Term: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1463,6 +1520,101 @@ public nonisolated struct Smartschool_Supervision_V1_InspectionSummary: Sendable
   public init() {}
 }
 
+/// One warning: what triggered it, when, and when it cleared.
+public nonisolated struct Smartschool_Supervision_V1_Warning: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Smartschool_Supervision_V1_WarningKind = .unspecified
+
+  public var schoolCode: String = String()
+
+  public var schoolName: String = String()
+
+  /// For classroom and teacher warnings.
+  public var classroomCode: String = String()
+
+  public var teacherExternalID: String = String()
+
+  /// The day it was raised: the Monday of the teaching week that completed the run (classroom,
+  /// school), of the week the teacher fell behind, or October 1 (not inspected).
+  public var triggeredDate: String = String()
+
+  /// The day it cleared (the Monday of the first week back at standard, of the week the
+  /// teacher caught up, or the inspection's day); empty while it stands.
+  public var clearedDate: String = String()
+
+  /// What triggered it, in words, e.g. "below standard 3 teaching weeks running (2025-09-08 …)".
+  public var reason: String = String()
+
+  /// Classroom and school warnings: consecutive teaching weeks below standard (so far).
+  public var weeksBelow: Int32 = 0
+
+  /// Teacher warnings: lessons counted when it was raised, and the term's requirement.
+  public var lessons: Int64 = 0
+
+  public var required: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Supervision_V1_ListWarningsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The scope (school, county, city, province) by code.
+  public var orgCode: String = String()
+
+  public var termCode: String = String()
+
+  /// N of "below standard N teaching weeks running", 1–20; 0 = the server's default
+  /// (--warning-weeks, 3).
+  public var consecutiveWeeks: Int32 = 0
+
+  /// The day the warnings are judged on (default: today, China Standard Time): only teaching
+  /// weeks that ended before it count. Must not be before the term's start.
+  public var asOf: String = String()
+
+  /// Polling: only warnings raised or cleared on or after this day (a follower passes the
+  /// previous answer's as_of). Empty = all.
+  public var changedSince: String = String()
+
+  /// Only warnings still standing.
+  public var activeOnly: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Supervision_V1_WarningList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var termCode: String = String()
+
+  public var asOf: String = String()
+
+  public var consecutiveWeeks: Int32 = 0
+
+  /// By triggered date, then kind, school, classroom, teacher.
+  public var warnings: [Smartschool_Supervision_V1_Warning] = []
+
+  /// Of the warnings listed: still standing, and cleared.
+  public var active: Int64 = 0
+
+  public var cleared: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "smartschool.supervision.v1"
@@ -1481,6 +1633,10 @@ nonisolated extension Smartschool_Supervision_V1_InspectionKind: SwiftProtobuf._
 
 nonisolated extension Smartschool_Supervision_V1_FollowUpStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FOLLOW_UP_STATUS_UNSPECIFIED\0\u{1}FOLLOW_UP_STATUS_OPEN\0\u{1}FOLLOW_UP_STATUS_RECTIFIED\0\u{1}FOLLOW_UP_STATUS_VERIFIED\0\u{1}FOLLOW_UP_STATUS_NOT_NEEDED\0")
+}
+
+nonisolated extension Smartschool_Supervision_V1_WarningKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0WARNING_KIND_UNSPECIFIED\0\u{1}WARNING_KIND_CLASSROOM_BELOW_STANDARD\0\u{1}WARNING_KIND_SCHOOL_BELOW_STANDARD\0\u{1}WARNING_KIND_TEACHER_AT_RISK\0\u{1}WARNING_KIND_SCHOOL_NOT_INSPECTED\0")
 }
 
 nonisolated extension Smartschool_Supervision_V1_Term: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -3901,6 +4057,196 @@ nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobu
     if lhs.followUpsRectified != rhs.followUpsRectified {return false}
     if lhs.followUpsVerified != rhs.followUpsVerified {return false}
     if lhs.followUpsNotNeeded != rhs.followUpsNotNeeded {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_Warning: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Warning"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}school_code\0\u{3}school_name\0\u{3}classroom_code\0\u{3}teacher_external_id\0\u{3}triggered_date\0\u{3}cleared_date\0\u{1}reason\0\u{3}weeks_below\0\u{1}lessons\0\u{1}required\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolName) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.classroomCode) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.teacherExternalID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.triggeredDate) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.clearedDate) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.weeksBelow) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.lessons) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.required) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 2)
+    }
+    if !self.schoolName.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolName, fieldNumber: 3)
+    }
+    if !self.classroomCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classroomCode, fieldNumber: 4)
+    }
+    if !self.teacherExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.teacherExternalID, fieldNumber: 5)
+    }
+    if !self.triggeredDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.triggeredDate, fieldNumber: 6)
+    }
+    if !self.clearedDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.clearedDate, fieldNumber: 7)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 8)
+    }
+    if self.weeksBelow != 0 {
+      try visitor.visitSingularInt32Field(value: self.weeksBelow, fieldNumber: 9)
+    }
+    if self.lessons != 0 {
+      try visitor.visitSingularInt64Field(value: self.lessons, fieldNumber: 10)
+    }
+    if self.required != 0 {
+      try visitor.visitSingularInt64Field(value: self.required, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_Warning, rhs: Smartschool_Supervision_V1_Warning) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.schoolName != rhs.schoolName {return false}
+    if lhs.classroomCode != rhs.classroomCode {return false}
+    if lhs.teacherExternalID != rhs.teacherExternalID {return false}
+    if lhs.triggeredDate != rhs.triggeredDate {return false}
+    if lhs.clearedDate != rhs.clearedDate {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.weeksBelow != rhs.weeksBelow {return false}
+    if lhs.lessons != rhs.lessons {return false}
+    if lhs.required != rhs.required {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_ListWarningsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListWarningsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}term_code\0\u{3}consecutive_weeks\0\u{3}as_of\0\u{3}changed_since\0\u{3}active_only\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.termCode) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.consecutiveWeeks) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.asOf) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.changedSince) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.activeOnly) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.orgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    }
+    if !self.termCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.termCode, fieldNumber: 2)
+    }
+    if self.consecutiveWeeks != 0 {
+      try visitor.visitSingularInt32Field(value: self.consecutiveWeeks, fieldNumber: 3)
+    }
+    if !self.asOf.isEmpty {
+      try visitor.visitSingularStringField(value: self.asOf, fieldNumber: 4)
+    }
+    if !self.changedSince.isEmpty {
+      try visitor.visitSingularStringField(value: self.changedSince, fieldNumber: 5)
+    }
+    if self.activeOnly != false {
+      try visitor.visitSingularBoolField(value: self.activeOnly, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_ListWarningsRequest, rhs: Smartschool_Supervision_V1_ListWarningsRequest) -> Bool {
+    if lhs.orgCode != rhs.orgCode {return false}
+    if lhs.termCode != rhs.termCode {return false}
+    if lhs.consecutiveWeeks != rhs.consecutiveWeeks {return false}
+    if lhs.asOf != rhs.asOf {return false}
+    if lhs.changedSince != rhs.changedSince {return false}
+    if lhs.activeOnly != rhs.activeOnly {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_WarningList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WarningList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{3}as_of\0\u{3}consecutive_weeks\0\u{1}warnings\0\u{1}active\0\u{1}cleared\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.termCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.asOf) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.consecutiveWeeks) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.warnings) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.active) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.cleared) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.termCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.termCode, fieldNumber: 1)
+    }
+    if !self.asOf.isEmpty {
+      try visitor.visitSingularStringField(value: self.asOf, fieldNumber: 2)
+    }
+    if self.consecutiveWeeks != 0 {
+      try visitor.visitSingularInt32Field(value: self.consecutiveWeeks, fieldNumber: 3)
+    }
+    if !self.warnings.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.warnings, fieldNumber: 4)
+    }
+    if self.active != 0 {
+      try visitor.visitSingularInt64Field(value: self.active, fieldNumber: 5)
+    }
+    if self.cleared != 0 {
+      try visitor.visitSingularInt64Field(value: self.cleared, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_WarningList, rhs: Smartschool_Supervision_V1_WarningList) -> Bool {
+    if lhs.termCode != rhs.termCode {return false}
+    if lhs.asOf != rhs.asOf {return false}
+    if lhs.consecutiveWeeks != rhs.consecutiveWeeks {return false}
+    if lhs.warnings != rhs.warnings {return false}
+    if lhs.active != rhs.active {return false}
+    if lhs.cleared != rhs.cleared {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
