@@ -247,6 +247,39 @@ struct OIDCDeviceTests {
     }
   }
 
+  @Test func aTeacherWithTOTPGivesTheCodeBeforeApproving() async throws {
+    try await withTerminal { identity, _, http, terminal, _, alice, _ in
+      let enrolled = try await enrolTOTP(identity, username: "alice")
+      let started = try await startDevice(http, client: terminal)
+      let deviceCode = try #require(started.json["device_code"] as? String)
+      let userCode = try #require(started.json["user_code"] as? String)
+      let phone = TestBrowser()
+      let login = try await phone.get(
+        URL(string: try #require(started.json["verification_uri_complete"] as? String))!)
+      let second = try await postDevicePage(
+        phone, http, page: login, [("username", "alice"), ("password", "Secret-pass-1")])
+      #expect(second.status == 200)
+      #expect(second.body.contains("两步验证"))
+      #expect(hiddenField("user_code", in: second.body) == userCode)
+      let done = try await submitCode(
+        phone, http, page: second,
+        code: ReferenceTOTP.code(secret: enrolled.secret, step: enrolled.step + 1))
+      #expect(done.status == 303, "\(done.body)")
+      #expect(done.headers["location"] == "device?user_code=" + userCode)
+      let approval = try await phone.get(
+        http.appendingPathComponent("device").appending(queryItems: [
+          URLQueryItem(name: "user_code", value: userCode)
+        ]))
+      #expect(approval.body.contains("请求登录"))
+      let approved = try await postDevicePage(
+        phone, http, page: approval, [("decision", "approve")])
+      #expect(approved.status == 200)
+      let tokens = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
+      #expect(tokens.status == 200, "\(tokens.body)")
+      #expect(jwtClaims(tokens.json["id_token"] as? String ?? "")["sub"] as? String == alice.id)
+    }
+  }
+
   @Test func anExpiredDeviceCodeIsRefusedOnThePageAndAtTheTokenEndpoint() async throws {
     try await withTerminal(deviceTTL: 3) { _, _, http, terminal, web, _, _ in
       let phone = TestBrowser()

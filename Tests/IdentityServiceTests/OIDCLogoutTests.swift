@@ -37,7 +37,8 @@ func logoutURL(_ http: URL, _ pairs: [(String, String)]) -> URL {
 struct OIDCLogoutTests {
   @Test func logoutFromOneAppEndsSSOAndTheSessionForEveryApp() async throws {
     try await withProvider { identity, admin, http, client, _, server in
-      var request = oidcClient("学生云 Student cloud", redirect: [appRedirect])
+      // Its tokens may call identity over gRPC: the logout must end them there too.
+      var request = oidcClient("学生云 Student cloud", redirect: [appRedirect], services: ["identity"])
       request.client.postLogoutRedirectUris = [appLogout]
       let app = try await identity.createOIDCClient(request, metadata: bearer(admin))
       let appClient = (app.client.clientID, app.clientSecret)
@@ -79,6 +80,8 @@ struct OIDCLogoutTests {
       let info = try await TestBrowser().get(
         http.appendingPathComponent("userinfo"), headers: ["Authorization": "Bearer \(access)"])
       #expect(info.status == 200)
+      let me = try await identity.whoAmI(.init(), metadata: bearer(access))
+      #expect(me.user.username == "alice")
 
       // The app logs out with its ID token: straight back to its page, with its state.
       let out = try await browser.get(
@@ -103,6 +106,8 @@ struct OIDCLogoutTests {
       let after = try await TestBrowser().get(
         http.appendingPathComponent("userinfo"), headers: ["Authorization": "Bearer \(access)"])
       #expect(after.status == 401)
+      #expect(await statusCode { _ = try await identity.whoAmI(.init(), metadata: bearer(access)) }
+        == .unauthenticated)
       // A second logout with the same hint (the session has ended) still lands on the page.
       let repeated = try await TestBrowser().get(logoutURL(http, [("id_token_hint", idToken)]))
       #expect(repeated.status == 200)

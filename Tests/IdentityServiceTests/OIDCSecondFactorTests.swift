@@ -16,7 +16,7 @@ func submitCode(
   _ browser: TestBrowser, _ http: URL, page: HTTPReply, code: String, csrf: String? = nil
 ) async throws -> HTTPReply {
   var form: [(String, String)] = []
-  for name in OIDCProvider.requestFields + [OIDCProvider.challengeField] {
+  for name in OIDCProvider.requestFields + [OIDCProvider.challengeField, "user_code"] {
     if let value = hiddenField(name, in: page.body) {
       form.append((name, value.replacingOccurrences(of: "&amp;", with: "&")))
     }
