@@ -293,6 +293,10 @@ def test_sign_in_through_the_login_page(platform, browser):
     # /userinfo with the access token names the same user.
     assert done["userinfo"]["sub"] == platform.admin_id
     assert done["userinfo"]["preferred_username"] == "admin"
+    # The SSO cookie: out of scripts' reach, not sent by other sites' subrequests (and, as
+    # identity serves plain HTTP here, not marked Secure).
+    sso = browser.get_cookie("smartschool_sso")
+    assert sso["httpOnly"] is True and sso["sameSite"] == "Lax" and sso["secure"] is False
 
 
 def test_a_second_app_signs_in_without_a_password(platform, browser):
