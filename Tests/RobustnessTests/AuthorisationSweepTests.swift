@@ -65,7 +65,7 @@ let sweepTable: [String: SweepEntry] = {
       "ImportScoreBatches", "ExportScores",
       "GetExamStatistics", "GetStudentReport", "GetClassDiagnosis", "RecordQualityEntry",
       "ImportQualityEntries", "GetQualityProfile", "ListChanges",
-      "ListExamRanks", "ListBorderlineStudents",
+      "ListExamRanks", "ListBorderlineStudents", "GetSessionReport", "ListSessionRanks",
     ],
   ]
   for (service, methods) in all {

@@ -145,6 +145,7 @@ public struct AssessmentAPI: Sendable {
       v.add("exam.grade", "must be a grade of the stage (\(e.stage.grades))")
     }
     v.code(e.orgCode, "exam.org_code")
+    if !e.sessionCode.isEmpty { v.code(e.sessionCode, "exam.session_code") }
     var exam = e
     exam.frozen = false
     exam.scoreCount = 0
@@ -245,11 +246,31 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let principal = try Principal.require()
     let (exam, org) = try validatedExam(request.exam)
     try principal.require(.examsWrite, at: try Self.path(org.path))
+    if !exam.sessionCode.isEmpty {
+      // A session is one sitting: same running org, year, term and grade; a paper a subject.
+      for paper in try await store.exams(session: exam.sessionCode).map(\.exam) {
+        let fits =
+          paper.orgCode == exam.orgCode && paper.schoolYear == exam.schoolYear
+          && paper.term == exam.term && paper.grade == exam.grade
+        if !fits {
+          throw ServiceError.invalid(
+            "exam.session_code",
+            "session \(exam.sessionCode) is run by \(paper.orgCode) for grade \(paper.grade), "
+              + "term \(paper.schoolYear)/\(paper.term): this exam does not fit it")
+        }
+        if paper.subject == exam.subject {
+          throw ServiceError.invalid(
+            "exam.session_code",
+            "session \(exam.sessionCode) already has a paper of this subject (\(paper.code))")
+        }
+      }
+    }
     let record = ExamRecord(number: 0, id: EntityID.make(), exam: exam, orgPath: org.path)
     do {
       try await store.createExam(record, time: timestamp())
     } catch ServiceError.alreadyExists {
-      throw ServiceError.alreadyExists("an exam with code \(exam.code) already exists")
+      throw ServiceError.alreadyExists(
+        "an exam with code \(exam.code) already exists, or its session a paper of its subject")
     }
     return exam
   }
@@ -586,26 +607,59 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     return (org, path)
   }
 
+  /// The children of a report's scope: its direct children, or every org of `kind` (SCHOOL or
+  /// CLASS) under it; a kind not below the scope's is INVALID_ARGUMENT.
+  func children(
+    of scopeOrg: Org?, path: OrgPath, exam: ExamRecord, kind: Smartschool_Common_V1_OrgKind
+  ) throws(ServiceError) -> [Org] {
+    if kind == .unspecified { return directory.children(of: path.leaf ?? "") }
+    let scopeKind = scopeOrg?.kind ?? directory.org(code: exam.exam.orgCode)?.kind
+    guard let scopeKind, kind.rawValue > scopeKind.rawValue else {
+      throw ServiceError.invalid("children_kind", "must be a kind below the scope's")
+    }
+    return directory.orgs(under: path, kind: kind).filter { $0.path != path.description }
+  }
+
+  /// Ranks sibling figures by mean and by each rate (the lowest low rate best); only those
+  /// with results take part, the others keep 0.
+  static func rankSiblings(_ figures: inout [Smartschool_Assessment_V1_ScopeStatistics]) {
+    let ranked = figures.indices.filter { figures[$0].count > 0 }
+    let means = ranksByMean(ranked.map { figures[$0].mean })
+    let pass = competitionRanks(ranked.map { figures[$0].passRate })
+    let good = competitionRanks(ranked.map { figures[$0].goodRate })
+    let excellent = competitionRanks(ranked.map { figures[$0].excellentRate })
+    let low = competitionRanks(ranked.map { figures[$0].lowRate }, lowerIsBetter: true)
+    for (k, i) in ranked.enumerated() {
+      figures[i].rank = Int32(means[k])
+      figures[i].passRateRank = Int32(pass[k])
+      figures[i].goodRateRank = Int32(good[k])
+      figures[i].excellentRateRank = Int32(excellent[k])
+      figures[i].lowRateRank = Int32(low[k])
+    }
+  }
+
+  /// A report's bin count (0: 10), after checking it and the children kind.
+  static func binCount(_ count: Int32, childrenKind: Smartschool_Common_V1_OrgKind)
+    throws(ServiceError) -> Int
+  {
+    var v = Validator()
+    v.check((0...100).contains(count), "bin_count", "must be between 1 and 100 (0: 10)")
+    v.check(
+      [.unspecified, .school, .class].contains(childrenKind), "children_kind",
+      "must be SCHOOL, CLASS or unspecified")
+    try v.throwIfInvalid()
+    return count == 0 ? 10 : Int(count)
+  }
+
   public func getExamStatistics(
     request: Smartschool_Assessment_V1_GetExamStatisticsRequest, context: ServerContext
   ) async throws -> Smartschool_Assessment_V1_ExamStatistics {
     let principal = try Principal.require()
-    var v = Validator()
-    v.check(
-      (0...100).contains(request.binCount), "bin_count", "must be between 1 and 100 (0: 10)")
-    v.check(
-      [.unspecified, .school, .class].contains(request.childrenKind), "children_kind",
-      "must be SCHOOL, CLASS or unspecified")
-    try v.throwIfInvalid()
-    let bins = request.binCount == 0 ? 10 : Int(request.binCount)
+    let bins = try Self.binCount(request.binCount, childrenKind: request.childrenKind)
     let record = try await exam(code: request.examCode, field: "exam_code")
     let (scopeOrg, scopePath) = try scope(of: record, code: request.scopeOrgCode)
-    if request.childrenKind != .unspecified {
-      let scopeKind = scopeOrg?.kind ?? directory.org(code: record.exam.orgCode)?.kind
-      guard let scopeKind, request.childrenKind.rawValue > scopeKind.rawValue else {
-        throw ServiceError.invalid("children_kind", "must be a kind below the scope's")
-      }
-    }
+    let children = try children(
+      of: scopeOrg, path: scopePath, exam: record, kind: request.childrenKind)
     try principal.require(.resultsRead, at: scopePath)
     let everyone = try await store.results(
       exam: record, scopePath: scopeOrg == nil ? nil : scopePath.description)
@@ -641,15 +695,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
     }
 
-    // Children of the scope (or every school or class under it), each student counted under
-    // the child on their class path.
-    let children: [Org]
-    if request.childrenKind == .unspecified {
-      children = directory.children(of: scopePath.leaf ?? "")
-    } else {
-      children = directory.orgs(under: scopePath, kind: request.childrenKind)
-        .filter { $0.path != scopePath.description }
-    }
+    // Each student counted under the child on their class path.
     let childIDs = Set(children.map(\.id))
     var totalsByChild: [String: [Double]] = [:]
     var studentsByChild: [String: [StudentResult]] = [:]
@@ -673,21 +719,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       Self.countAttendance(&figures, studentsByChild[$0.id] ?? [], reportsMissing: reportsMissing)
       return figures
     }
-    // Only children with results take part in the ranking; the others keep rank 0.
-    let ranked = childStats.indices.filter { childStats[$0].count > 0 }
-    let ranks = ranksByMean(ranked.map { childStats[$0].mean })
-    for (i, rank) in zip(ranked, ranks) { childStats[i].rank = Int32(rank) }
-    let rateRanks = (
-      pass: competitionRanks(ranked.map { childStats[$0].passRate }),
-      good: competitionRanks(ranked.map { childStats[$0].goodRate }),
-      excellent: competitionRanks(ranked.map { childStats[$0].excellentRate }),
-      low: competitionRanks(ranked.map { childStats[$0].lowRate }, lowerIsBetter: true))
-    for (k, i) in ranked.enumerated() {
-      childStats[i].passRateRank = Int32(rateRanks.pass[k])
-      childStats[i].goodRateRank = Int32(rateRanks.good[k])
-      childStats[i].excellentRateRank = Int32(rateRanks.excellent[k])
-      childStats[i].lowRateRank = Int32(rateRanks.low[k])
-    }
+    Self.rankSiblings(&childStats)
     stats.children = childStats
 
     let analysis = ItemAnalysis.compute(
@@ -711,19 +743,6 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     return stats
   }
 
-  /// Competition ranks of `totals` within the groups named by `keys` (one key per total).
-  static func ranks(_ totals: [Double], groupedBy keys: [String]) -> [Int] {
-    var members: [String: [Int]] = [:]
-    for (i, key) in keys.enumerated() { members[key, default: []].append(i) }
-    var ranks = Array(repeating: 0, count: totals.count)
-    for indices in members.values {
-      for (i, rank) in zip(indices, competitionRanks(indices.map { totals[$0] })) {
-        ranks[i] = rank
-      }
-    }
-    return ranks
-  }
-
   public func listExamRanks(
     request: Smartschool_Assessment_V1_ListExamRanksRequest, context: ServerContext
   ) async throws -> Smartschool_Assessment_V1_ListExamRanksResponse {
@@ -733,74 +752,38 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let (scopeOrg, scopePath) = try scope(of: record, code: request.scopeOrgCode)
     try principal.require(.resultsRead, at: scopePath)
     let query = "ranks|\(record.exam.code)|\(request.scopeOrgCode)"
-    // The token holds the last student's total (its bits, exactly) and id.
-    var after: (total: Double, student: String)?
-    if let token = try PageToken.decode(request.pageToken, query: query) {
-      guard token.after.count == 2, let bits = UInt64(token.after[0]) else {
-        throw ServiceError.invalid("page_token", "is not a page token this service issued")
-      }
-      after = (Double(bitPattern: bits), token.after[1])
-    }
+    let after = try Self.rankCursor(request.pageToken, query: query)
     // Ranks in class, school, county and exam are among the whole exam's students who sat.
     let students = try await store.results(exam: record, scopePath: nil).filter(\.sat)
     let totals = students.map(\.total)
-    let examRanks = competitionRanks(totals)
-    let percentiles = percentileRanks(totals)
-    let classRanks = Self.ranks(totals, groupedBy: students.map(\.classCode))
-    let schoolRanks = Self.ranks(totals, groupedBy: students.map(\.schoolCode))
-    // A class's students share one path: its county and scope membership are found once.
-    var places: [String: (county: String, inScope: Bool)] = [:]
-    for s in students where places[s.orgPath] == nil {
-      let leaf = OrgPath(s.orgPath)?.leaf ?? ""
-      places[s.orgPath] = (
-        directory.ancestor(of: leaf, kind: .county)?.id ?? "",
-        scopeOrg == nil || scopePath.covers(s.orgPath)
-      )
-    }
-    let countyRanks = Self.ranks(totals, groupedBy: students.map { places[$0.orgPath]!.county })
-    let members = students.indices.filter { places[students[$0].orgPath]!.inScope }
-    let scopeRanks = competitionRanks(members.map { totals[$0] })
-    var order = Array(members.indices)
-    order.sort { a, b in
-      let (x, y) = (members[a], members[b])
-      return totals[x] != totals[y]
-        ? totals[x] > totals[y] : students[x].externalID < students[y].externalID
-    }
-    var start = 0
-    if let after {
-      start = order.firstIndex { k in
-        let i = members[k]
-        return totals[i] < after.total
-          || (totals[i] == after.total && students[i].externalID > after.student)
-      } ?? order.count
-    }
-    let page = order[start..<Swift.min(order.count, start + size)]
+    let ids = students.map(\.externalID)
+    let table = rankTable(
+      totals: totals, ids: ids, classes: students.map(\.classCode),
+      schools: students.map(\.schoolCode), paths: students.map(\.orgPath),
+      scope: scopeOrg == nil ? nil : scopePath)
+    let (positions, more) = table.page(after: after, size: size, totals: totals, ids: ids)
     let numbers = record.itemNumbers
     var response = Smartschool_Assessment_V1_ListExamRanksResponse()
-    response.totalCount = Int64(members.count)
-    response.students = page.map { k in
-      let i = members[k]
+    response.totalCount = Int64(table.members.count)
+    response.students = positions.map { k in
+      let i = table.members[k]
       let s = students[i]
       return .with {
         $0.studentExternalID = s.externalID
         $0.classCode = s.classCode
         $0.schoolCode = s.schoolCode
         $0.total = s.total
-        $0.scopeRank = Int32(scopeRanks[k])
-        $0.classRank = Int32(classRanks[i])
-        $0.schoolRank = Int32(schoolRanks[i])
-        $0.countyRank = Int32(countyRanks[i])
-        $0.examRank = Int32(examRanks[i])
-        $0.percentileRank = roundTo2(percentiles[i])
+        $0.scopeRank = Int32(table.scopeRanks[k])
+        $0.classRank = Int32(table.classRanks[i])
+        $0.schoolRank = Int32(table.schoolRanks[i])
+        $0.countyRank = Int32(table.countyRanks[i])
+        $0.examRank = Int32(table.allRanks[i])
+        $0.percentileRank = roundTo2(table.percentiles[i])
         if record.reportsMissingItems { $0.missingItems = s.missing.map { numbers[$0] } }
       }
     }
-    if page.endIndex < order.count, let last = page.last {
-      let s = students[members[last]]
-      response.nextPageToken = PageToken(
-        after: [String(totals[members[last]].bitPattern), s.externalID]
-      ).encode(query: query)
-    }
+    response.nextPageToken = table.token(
+      after: positions, more: more, totals: totals, ids: ids, query: query)
     return response
   }
 

@@ -418,6 +418,8 @@ public protocol AssessmentStoring: Sendable {
   /// The exam with this code; `counts` fills `score_count` and `frozen` (a scan of its scores).
   func exam(code: String, counts: Bool) async throws -> ExamRecord?
   func exams(after code: String?, orgCode: String?, limit: Int) async throws -> [ExamRecord]
+  /// The exams of a joint exam session, by subject then code.
+  func exams(session: String) async throws -> [ExamRecord]
   func replaceItems(
     code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
   ) async throws -> ExamRecord
@@ -456,14 +458,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         sql: """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time, missing_items, good_fraction, cut_lines)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            create_time, update_time, missing_items, good_fraction, cut_lines, session_code)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """,
         arguments: [
           record.id, e.code, e.name, e.schoolYear, e.term, e.subject.rawValue, e.stage.rawValue,
           e.grade, e.orgCode, record.orgPath, e.fullMarks, e.passFraction, e.excellentFraction,
           e.lowFraction, time, time, e.missingItems.rawValue, e.goodFraction,
-          try e.cutLines.serializedBytes() as Data,
+          try e.cutLines.serializedBytes() as Data, e.sessionCode,
         ])
       let number = db.lastInsertedRowID
       try Self.insertItems(db, exam: number, items: e.items)
@@ -492,7 +494,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
     full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction,
-    cut_lines
+    cut_lines, session_code
     """
 
   private static func decodeExam(_ db: Database, _ row: Row, counts: Bool) throws -> ExamRecord {
@@ -513,6 +515,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.missingItems = .init(rawValue: row["missing_items"]) ?? .report
     exam.goodFraction = row["good_fraction"]
     exam.cutLines = try .init(serializedBytes: row["cut_lines"] as Data)
+    exam.sessionCode = row["session_code"]
     exam.items = try db.cachedStatement(
       sql: """
         SELECT number, max_score, objective, knowledge_points FROM asm_items
@@ -566,6 +569,17 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       return try db.cachedStatement(sql: sql).decodeAll(arguments: StatementArguments(args)) {
         try Self.decodeExam(db, $0, counts: true)
       }
+    }
+  }
+
+  public func exams(session: String) async throws -> [ExamRecord] {
+    try await store.read { db in
+      try db.cachedStatement(
+        sql: """
+          SELECT \(Self.examColumns) FROM asm_exams WHERE session_code = ?
+          ORDER BY subject, code
+          """
+      ).decodeAll(arguments: [session]) { try Self.decodeExam(db, $0, counts: false) }
     }
   }
 

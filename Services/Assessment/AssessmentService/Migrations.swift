@@ -118,5 +118,14 @@ enum AssessmentMigrations {
     migrator.registerMigration("assessment.6.cut-lines") { db in
       try db.execute(sql: "ALTER TABLE asm_exams ADD COLUMN cut_lines BLOB NOT NULL DEFAULT x''")
     }
+    // Joint exam sessions (联考): the session a paper belongs to, one paper per subject.
+    migrator.registerMigration("assessment.7.sessions") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE asm_exams ADD COLUMN session_code TEXT NOT NULL DEFAULT '';
+          CREATE UNIQUE INDEX asm_exams_session ON asm_exams(session_code, subject)
+            WHERE session_code <> '';
+          """)
+    }
   }
 }

@@ -27,7 +27,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
   private static let examColumns = """
     number, id, code, name, school_year, term, subject, stage, grade, org_code, org_path,
     full_marks, pass_fraction, excellent_fraction, low_fraction, missing_items, good_fraction,
-    cut_lines
+    cut_lines, session_code
     """
 
   private static func decodeExam(_ row: PostgresRandomAccessRow) throws -> ExamRecord {
@@ -48,6 +48,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
     exam.goodFraction = try row["good_fraction"].decode(Double.self)
     exam.cutLines = try .init(
       serializedBytes: Array(buffer: try row["cut_lines"].decode(ByteBuffer.self)))
+    exam.sessionCode = try row["session_code"].decode(String.self)
     return ExamRecord(
       number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
       exam: exam, orgPath: try row["org_path"].decode(String.self))
@@ -118,12 +119,12 @@ final class PostgresAssessmentStore: AssessmentStoring {
           """
           INSERT INTO asm_exams (id, code, name, school_year, term, subject, stage, grade,
             org_code, org_path, full_marks, pass_fraction, excellent_fraction, low_fraction,
-            create_time, update_time, missing_items, good_fraction, cut_lines)
+            create_time, update_time, missing_items, good_fraction, cut_lines, session_code)
           VALUES (\(record.id), \(e.code), \(e.name), \(e.schoolYear), \(Int(e.term)),
             \(e.subject.rawValue), \(e.stage.rawValue), \(Int(e.grade)), \(e.orgCode),
             \(record.orgPath), \(e.fullMarks), \(e.passFraction), \(e.excellentFraction),
             \(e.lowFraction), \(time), \(time), \(e.missingItems.rawValue),
-            \(e.goodFraction), \(cutLines))
+            \(e.goodFraction), \(cutLines), \(e.sessionCode))
           RETURNING number
           """)
       else { throw ServiceError.internalError("exam insert returned nothing") }
@@ -164,6 +165,19 @@ final class PostgresAssessmentStore: AssessmentStoring {
       }
       var records = try rows.map(Self.decodeExam)
       try await Self.complete(tx, &records, counts: true)
+      return records
+    }
+  }
+
+  func exams(session: String) async throws -> [ExamRecord] {
+    try await store.read { tx in
+      var records = try await tx.query(
+        """
+        SELECT \(unescaped: Self.examColumns) FROM asm_exams WHERE session_code = \(session)
+        ORDER BY subject, code
+        """
+      ).map(Self.decodeExam)
+      try await Self.complete(tx, &records, counts: false)
       return records
     }
   }

@@ -147,5 +147,15 @@ extension AssessmentMigrations {
     PostgresMigration(
       "assessment.8.cut-lines",
       ["ALTER TABLE asm_exams ADD COLUMN cut_lines bytea NOT NULL DEFAULT ''::bytea"]),
+    // Joint exam sessions (联考): the session a paper belongs to, one paper per subject.
+    PostgresMigration(
+      "assessment.9.sessions",
+      [
+        "ALTER TABLE asm_exams ADD COLUMN session_code text COLLATE \"C\" NOT NULL DEFAULT ''",
+        """
+        CREATE UNIQUE INDEX asm_exams_session ON asm_exams(session_code, subject)
+          WHERE session_code <> ''
+        """,
+      ]),
   ]
 }

@@ -154,6 +154,32 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetSessionReport" metadata.
+        public enum GetSessionReport: Sendable {
+            /// Request type for "GetSessionReport".
+            public typealias Input = Smartschool_Assessment_V1_GetSessionReportRequest
+            /// Response type for "GetSessionReport".
+            public typealias Output = Smartschool_Assessment_V1_SessionReport
+            /// Descriptor for "GetSessionReport".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "GetSessionReport",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListSessionRanks" metadata.
+        public enum ListSessionRanks: Sendable {
+            /// Request type for "ListSessionRanks".
+            public typealias Input = Smartschool_Assessment_V1_ListSessionRanksRequest
+            /// Response type for "ListSessionRanks".
+            public typealias Output = Smartschool_Assessment_V1_ListSessionRanksResponse
+            /// Descriptor for "ListSessionRanks".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "ListSessionRanks",
+                type: .unary
+            )
+        }
         /// Namespace for "GetStudentReport" metadata.
         public enum GetStudentReport: Sendable {
             /// Request type for "GetStudentReport".
@@ -244,6 +270,8 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
             GetExamStatistics.descriptor,
             ListExamRanks.descriptor,
             ListBorderlineStudents.descriptor,
+            GetSessionReport.descriptor,
+            ListSessionRanks.descriptor,
             GetStudentReport.descriptor,
             GetClassDiagnosis.descriptor,
             RecordQualityEntry.descriptor,
@@ -508,6 +536,55 @@ extension Smartschool_Assessment_V1_AssessmentService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_BorderlineStudents>
+
+        /// Handle the "GetSessionReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+        /// > session_code it is. Each student's total is over the papers they sat; the totals'
+        /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+        /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+        /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+        /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+        /// > each rate and per paper by mean; so is every child (or every school or class under the
+        /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+        /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_GetSessionReportRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_SessionReport` messages.
+        func getSessionReport(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_SessionReport>
+
+        /// Handle the "ListSessionRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A session's rank list: the scope's students with a total, best first (ties by student
+        /// > id), with ranks in class, school, county and the session, percentile rank in the session
+        /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_ListSessionRanksRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_ListSessionRanksResponse` messages.
+        func listSessionRanks(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>
 
         /// Handle the "GetStudentReport" method.
         ///
@@ -870,6 +947,55 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_BorderlineStudents>
 
+        /// Handle the "GetSessionReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+        /// > session_code it is. Each student's total is over the papers they sat; the totals'
+        /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+        /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+        /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+        /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+        /// > each rate and per paper by mean; so is every child (or every school or class under the
+        /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+        /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetSessionReportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_SessionReport` message.
+        func getSessionReport(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_SessionReport>
+
+        /// Handle the "ListSessionRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A session's rank list: the scope's students with a total, best first (ties by student
+        /// > id), with ranks in class, school, county and the session, percentile rank in the session
+        /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListSessionRanksRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_ListSessionRanksResponse` message.
+        func listSessionRanks(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1230,6 +1356,55 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Assessment_V1_BorderlineStudents
 
+        /// Handle the "GetSessionReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+        /// > session_code it is. Each student's total is over the papers they sat; the totals'
+        /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+        /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+        /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+        /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+        /// > each rate and per paper by mean; so is every child (or every school or class under the
+        /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+        /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_GetSessionReportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_SessionReport` to respond with.
+        func getSessionReport(
+            request: Smartschool_Assessment_V1_GetSessionReportRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_SessionReport
+
+        /// Handle the "ListSessionRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A session's rank list: the scope's students with a total, best first (ties by student
+        /// > id), with ranks in class, school, county and the session, percentile rank in the session
+        /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_ListSessionRanksRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_ListSessionRanksResponse` to respond with.
+        func listSessionRanks(
+            request: Smartschool_Assessment_V1_ListSessionRanksRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_ListSessionRanksResponse
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1466,6 +1641,28 @@ extension Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetSessionReport.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetSessionReportRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_SessionReport>(),
+            handler: { request, context in
+                try await self.getSessionReport(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.ListSessionRanks.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ListSessionRanksRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListSessionRanksResponse>(),
+            handler: { request, context in
+                try await self.listSessionRanks(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetStudentReport.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetStudentReportRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_StudentReport>(),
@@ -1641,6 +1838,28 @@ extension Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_BorderlineStudents> {
         let response = try await self.listBorderlineStudents(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getSessionReport(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_SessionReport> {
+        let response = try await self.getSessionReport(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listSessionRanks(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse> {
+        let response = try await self.listSessionRanks(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1844,6 +2063,32 @@ extension Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_BorderlineStudents> {
         return GRPCCore.ServerResponse<Smartschool_Assessment_V1_BorderlineStudents>(
             message: try await self.listBorderlineStudents(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getSessionReport(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_SessionReport> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_SessionReport>(
+            message: try await self.getSessionReport(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listSessionRanks(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>(
+            message: try await self.listSessionRanks(
                 request: request.message,
                 context: context
             ),
@@ -2220,6 +2465,65 @@ extension Smartschool_Assessment_V1_AssessmentService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_BorderlineStudents>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_BorderlineStudents>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetSessionReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+        /// > session_code it is. Each student's total is over the papers they sat; the totals'
+        /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+        /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+        /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+        /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+        /// > each rate and per paper by mean; so is every child (or every school or class under the
+        /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+        /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetSessionReportRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetSessionReportRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_SessionReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getSessionReport<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetSessionReportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_SessionReport>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_SessionReport>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListSessionRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A session's rank list: the scope's students with a total, best first (ties by student
+        /// > id), with ranks in class, school, county and the session, percentile rank in the session
+        /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListSessionRanksRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ListSessionRanksRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_ListSessionRanksResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listSessionRanks<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ListSessionRanksResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetStudentReport" method.
@@ -2779,6 +3083,87 @@ extension Smartschool_Assessment_V1_AssessmentService {
             )
         }
 
+        /// Call the "GetSessionReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+        /// > session_code it is. Each student's total is over the papers they sat; the totals'
+        /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+        /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+        /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+        /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+        /// > each rate and per paper by mean; so is every child (or every school or class under the
+        /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+        /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetSessionReportRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetSessionReportRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_SessionReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getSessionReport<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetSessionReportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_SessionReport>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_SessionReport>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.GetSessionReport.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListSessionRanks" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A session's rank list: the scope's students with a total, best first (ties by student
+        /// > id), with ranks in class, school, county and the session, percentile rank in the session
+        /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+        /// > PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_ListSessionRanksRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_ListSessionRanksRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_ListSessionRanksResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listSessionRanks<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ListSessionRanksResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.ListSessionRanks.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -3326,6 +3711,77 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListBorderlineStudentsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_BorderlineStudents>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetSessionReport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+    /// > session_code it is. Each student's total is over the papers they sat; the totals'
+    /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+    /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+    /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+    /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+    /// > each rate and per paper by mean; so is every child (or every school or class under the
+    /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+    /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_GetSessionReportRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getSessionReport<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetSessionReportRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_SessionReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getSessionReport(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_GetSessionReportRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_SessionReport>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListSessionRanks" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A session's rank list: the scope's students with a total, best first (ties by student
+    /// > id), with ranks in class, school, county and the session, percentile rank in the session
+    /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+    /// > PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_ListSessionRanksRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listSessionRanks<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listSessionRanks(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListSessionRanksRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ListSessionRanksResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3888,6 +4344,85 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listBorderlineStudents(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetSessionReport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A joint exam (联考) session's report for a scope. The session's papers are the exams whose
+    /// > session_code it is. Each student's total is over the papers they sat; the totals'
+    /// > statistics use lines of 0.60 (pass), 0.70 (good), 0.85 (excellent) and 0.40 (low) of the
+    /// > papers' summed full marks; a student who sat no paper is in no total (absent_count). Per
+    /// > paper (学科对比) the scope's figures as GetExamStatistics gives them. The scope is ranked
+    /// > among its siblings (the orgs sharing its parent, 0 for the running org), by mean total, by
+    /// > each rate and per paper by mean; so is every child (or every school or class under the
+    /// > scope, children_kind) among the others. Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (bins, scope, children_kind), NOT_FOUND (no exam of the session,
+    /// > org), PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getSessionReport<Result>(
+        _ message: Smartschool_Assessment_V1_GetSessionReportRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_SessionReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetSessionReportRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getSessionReport(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListSessionRanks" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A session's rank list: the scope's students with a total, best first (ties by student
+    /// > id), with ranks in class, school, county and the session, percentile rank in the session
+    /// > and each paper's total or its absence; paged. Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope, page_size, page_token), NOT_FOUND (session, org),
+    /// > PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listSessionRanks<Result>(
+        _ message: Smartschool_Assessment_V1_ListSessionRanksRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listSessionRanks(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -407,6 +407,14 @@ public nonisolated struct Smartschool_Assessment_V1_Exam: @unchecked Sendable {
   /// Clears the value of `cutLines`. Subsequent reads from it will return its default value.
   public mutating func clearCutLines() {_uniqueStorage()._cutLines = nil}
 
+  /// The joint exam (联考) session the paper belongs to (a code; empty: none). The papers of a
+  /// session share running org, school year, term and grade, one paper per subject;
+  /// CreateExam refuses a paper that does not fit (INVALID_ARGUMENT on exam.session_code).
+  public var sessionCode: String {
+    get {_storage._sessionCode}
+    set {_uniqueStorage()._sessionCode = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1465,6 +1473,203 @@ public nonisolated struct Smartschool_Assessment_V1_QualityProfile: Sendable {
   public init() {}
 }
 
+public nonisolated struct Smartschool_Assessment_V1_GetSessionReportRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sessionCode: String = String()
+
+  /// empty: the running org
+  public var scopeOrgCode: String = String()
+
+  /// as GetExamStatistics
+  public var binCount: Int32 = 0
+
+  /// as GetExamStatistics
+  public var childrenKind: Smartschool_Common_V1_OrgKind = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One paper's figures in a session report (学科对比).
+public nonisolated struct Smartschool_Assessment_V1_SubjectColumn: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  public var subject: Smartschool_Common_V1_Subject = .unspecified
+
+  public var fullMarks: Double = 0
+
+  /// rank: by mean among the siblings
+  public var figures: Smartschool_Assessment_V1_ScopeStatistics {
+    get {_figures ?? Smartschool_Assessment_V1_ScopeStatistics()}
+    set {_figures = newValue}
+  }
+  /// Returns true if `figures` has been explicitly set.
+  public var hasFigures: Bool {self._figures != nil}
+  /// Clears the value of `figures`. Subsequent reads from it will return its default value.
+  public mutating func clearFigures() {self._figures = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _figures: Smartschool_Assessment_V1_ScopeStatistics? = nil
+}
+
+/// A scope (or child) of a session report.
+public nonisolated struct Smartschool_Assessment_V1_SessionScope: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The students' totals: count and sat_count, students who sat a paper; absent_count, those
+  /// who sat none; expected_count, both.
+  public var totals: Smartschool_Assessment_V1_ScopeStatistics {
+    get {_totals ?? Smartschool_Assessment_V1_ScopeStatistics()}
+    set {_totals = newValue}
+  }
+  /// Returns true if `totals` has been explicitly set.
+  public var hasTotals: Bool {self._totals != nil}
+  /// Clears the value of `totals`. Subsequent reads from it will return its default value.
+  public mutating func clearTotals() {self._totals = nil}
+
+  /// in the session's paper order
+  public var subjects: [Smartschool_Assessment_V1_SubjectColumn] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _totals: Smartschool_Assessment_V1_ScopeStatistics? = nil
+}
+
+public nonisolated struct Smartschool_Assessment_V1_SessionReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sessionCode: String = String()
+
+  /// the papers' full marks summed
+  public var fullMarks: Double = 0
+
+  /// the papers, by subject then code
+  public var examCodes: [String] = []
+
+  public var scope: Smartschool_Assessment_V1_SessionScope {
+    get {_scope ?? Smartschool_Assessment_V1_SessionScope()}
+    set {_scope = newValue}
+  }
+  /// Returns true if `scope` has been explicitly set.
+  public var hasScope: Bool {self._scope != nil}
+  /// Clears the value of `scope`. Subsequent reads from it will return its default value.
+  public mutating func clearScope() {self._scope = nil}
+
+  public var children: [Smartschool_Assessment_V1_SessionScope] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scope: Smartschool_Assessment_V1_SessionScope? = nil
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ListSessionRanksRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sessionCode: String = String()
+
+  /// empty: the running org
+  public var scopeOrgCode: String = String()
+
+  /// default 50, max 1000
+  public var pageSize: Int32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A paper of a ranked student: its total when sat.
+public nonisolated struct Smartschool_Assessment_V1_PaperScore: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  public var sat: Bool = false
+
+  public var total: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_SessionRankedStudent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var studentExternalID: String = String()
+
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  public var total: Double = 0
+
+  public var papersSat: Int32 = 0
+
+  public var scopeRank: Int32 = 0
+
+  public var classRank: Int32 = 0
+
+  public var schoolRank: Int32 = 0
+
+  public var countyRank: Int32 = 0
+
+  public var sessionRank: Int32 = 0
+
+  /// in the session, two decimals
+  public var percentileRank: Double = 0
+
+  /// in the session's paper order
+  public var papers: [Smartschool_Assessment_V1_PaperScore] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ListSessionRanksResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var students: [Smartschool_Assessment_V1_SessionRankedStudent] = []
+
+  public var nextPageToken: String = String()
+
+  public var totalCount: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "smartschool.assessment.v1"
@@ -1536,7 +1741,7 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
 
 nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Exam"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0\u{3}good_fraction\0\u{3}cut_lines\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}school_year\0\u{1}term\0\u{1}subject\0\u{1}stage\0\u{1}grade\0\u{3}org_code\0\u{3}full_marks\0\u{3}pass_fraction\0\u{3}excellent_fraction\0\u{3}low_fraction\0\u{1}items\0\u{1}frozen\0\u{3}score_count\0\u{3}missing_items\0\u{3}good_fraction\0\u{3}cut_lines\0\u{3}session_code\0")
 
   fileprivate class _StorageClass {
     var _code: String = String()
@@ -1557,6 +1762,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
     var _missingItems: Smartschool_Assessment_V1_MissingItemPolicy = .unspecified
     var _goodFraction: Double = 0
     var _cutLines: Smartschool_Assessment_V1_CutLines? = nil
+    var _sessionCode: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1585,6 +1791,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
       _missingItems = source._missingItems
       _goodFraction = source._goodFraction
       _cutLines = source._cutLines
+      _sessionCode = source._sessionCode
     }
   }
 
@@ -1621,6 +1828,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
         case 16: try { try decoder.decodeSingularEnumField(value: &_storage._missingItems) }()
         case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._goodFraction) }()
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._cutLines) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._sessionCode) }()
         default: break
         }
       }
@@ -1687,6 +1895,9 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
       try { if let v = _storage._cutLines {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
       } }()
+      if !_storage._sessionCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._sessionCode, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1714,6 +1925,7 @@ nonisolated extension Smartschool_Assessment_V1_Exam: SwiftProtobuf.Message, Swi
         if _storage._missingItems != rhs_storage._missingItems {return false}
         if _storage._goodFraction != rhs_storage._goodFraction {return false}
         if _storage._cutLines != rhs_storage._cutLines {return false}
+        if _storage._sessionCode != rhs_storage._sessionCode {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3692,6 +3904,403 @@ nonisolated extension Smartschool_Assessment_V1_QualityProfile: SwiftProtobuf.Me
     if lhs.schoolYear != rhs.schoolYear {return false}
     if lhs.term != rhs.term {return false}
     if lhs.dimensions != rhs.dimensions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_GetSessionReportRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetSessionReportRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_code\0\u{3}scope_org_code\0\u{3}bin_count\0\u{3}children_kind\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sessionCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.binCount) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.childrenKind) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sessionCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionCode, fieldNumber: 1)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 2)
+    }
+    if self.binCount != 0 {
+      try visitor.visitSingularInt32Field(value: self.binCount, fieldNumber: 3)
+    }
+    if self.childrenKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.childrenKind, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_GetSessionReportRequest, rhs: Smartschool_Assessment_V1_GetSessionReportRequest) -> Bool {
+    if lhs.sessionCode != rhs.sessionCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.binCount != rhs.binCount {return false}
+    if lhs.childrenKind != rhs.childrenKind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_SubjectColumn: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubjectColumn"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}subject\0\u{3}full_marks\0\u{1}figures\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.fullMarks) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._figures) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if self.subject != .unspecified {
+      try visitor.visitSingularEnumField(value: self.subject, fieldNumber: 2)
+    }
+    if self.fullMarks.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.fullMarks, fieldNumber: 3)
+    }
+    try { if let v = self._figures {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_SubjectColumn, rhs: Smartschool_Assessment_V1_SubjectColumn) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.fullMarks != rhs.fullMarks {return false}
+    if lhs._figures != rhs._figures {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_SessionScope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SessionScope"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}totals\0\u{1}subjects\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._totals) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.subjects) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._totals {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.subjects.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.subjects, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_SessionScope, rhs: Smartschool_Assessment_V1_SessionScope) -> Bool {
+    if lhs._totals != rhs._totals {return false}
+    if lhs.subjects != rhs.subjects {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_SessionReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SessionReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_code\0\u{3}full_marks\0\u{3}exam_codes\0\u{1}scope\0\u{1}children\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sessionCode) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.fullMarks) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.examCodes) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.sessionCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionCode, fieldNumber: 1)
+    }
+    if self.fullMarks.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.fullMarks, fieldNumber: 2)
+    }
+    if !self.examCodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.examCodes, fieldNumber: 3)
+    }
+    try { if let v = self._scope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if !self.children.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.children, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_SessionReport, rhs: Smartschool_Assessment_V1_SessionReport) -> Bool {
+    if lhs.sessionCode != rhs.sessionCode {return false}
+    if lhs.fullMarks != rhs.fullMarks {return false}
+    if lhs.examCodes != rhs.examCodes {return false}
+    if lhs._scope != rhs._scope {return false}
+    if lhs.children != rhs.children {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ListSessionRanksRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSessionRanksRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_code\0\u{3}scope_org_code\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sessionCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sessionCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.sessionCode, fieldNumber: 1)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 2)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 3)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ListSessionRanksRequest, rhs: Smartschool_Assessment_V1_ListSessionRanksRequest) -> Bool {
+    if lhs.sessionCode != rhs.sessionCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_PaperScore: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PaperScore"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}sat\0\u{1}total\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.sat) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.total) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if self.sat != false {
+      try visitor.visitSingularBoolField(value: self.sat, fieldNumber: 2)
+    }
+    if self.total.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.total, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_PaperScore, rhs: Smartschool_Assessment_V1_PaperScore) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.sat != rhs.sat {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_SessionRankedStudent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SessionRankedStudent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{1}total\0\u{3}papers_sat\0\u{3}scope_rank\0\u{3}class_rank\0\u{3}school_rank\0\u{3}county_rank\0\u{3}session_rank\0\u{3}percentile_rank\0\u{1}papers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.total) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.papersSat) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.scopeRank) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.classRank) }()
+      case 8: try { try decoder.decodeSingularInt32Field(value: &self.schoolRank) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.countyRank) }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.sessionRank) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.percentileRank) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.papers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 1)
+    }
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 2)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 3)
+    }
+    if self.total.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.total, fieldNumber: 4)
+    }
+    if self.papersSat != 0 {
+      try visitor.visitSingularInt32Field(value: self.papersSat, fieldNumber: 5)
+    }
+    if self.scopeRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.scopeRank, fieldNumber: 6)
+    }
+    if self.classRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.classRank, fieldNumber: 7)
+    }
+    if self.schoolRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.schoolRank, fieldNumber: 8)
+    }
+    if self.countyRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.countyRank, fieldNumber: 9)
+    }
+    if self.sessionRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.sessionRank, fieldNumber: 10)
+    }
+    if self.percentileRank.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.percentileRank, fieldNumber: 11)
+    }
+    if !self.papers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.papers, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_SessionRankedStudent, rhs: Smartschool_Assessment_V1_SessionRankedStudent) -> Bool {
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.papersSat != rhs.papersSat {return false}
+    if lhs.scopeRank != rhs.scopeRank {return false}
+    if lhs.classRank != rhs.classRank {return false}
+    if lhs.schoolRank != rhs.schoolRank {return false}
+    if lhs.countyRank != rhs.countyRank {return false}
+    if lhs.sessionRank != rhs.sessionRank {return false}
+    if lhs.percentileRank != rhs.percentileRank {return false}
+    if lhs.papers != rhs.papers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ListSessionRanksResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListSessionRanksResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}students\0\u{3}next_page_token\0\u{3}total_count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.students) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.totalCount) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.students.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.students, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    if self.totalCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.totalCount, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ListSessionRanksResponse, rhs: Smartschool_Assessment_V1_ListSessionRanksResponse) -> Bool {
+    if lhs.students != rhs.students {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.totalCount != rhs.totalCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
