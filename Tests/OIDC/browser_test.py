@@ -4,8 +4,8 @@ use authlib's Flask client (discovery from server_metadata_url, authorization co
 S256, state and nonce, the ID token checked against the JWKS). The first app is confidential
 (a client secret), the second public (PKCE only). Asserted: the ID token's claims, the second
 app's sign-in without a password (SSO cookie), logout from one app (authlib's RP-initiated
-logout) ending the sign-in at both, the login page's messages (wrong password, a form without
-its CSRF cookie), prompt=login and prompt=none, two-factor sign-in with codes from pyotp (an
+logout) ending the sign-in at both, the login page's messages (wrong password, a locked
+account, a form without its CSRF cookie), prompt=login and prompt=none, two-factor sign-in with codes from pyotp (an
 enrolled admin, and one the policy makes enrol on the page), and the refusals: a public client
 without PKCE, a wrong code_verifier, a replayed code, an unregistered redirect URI, a disabled
 app, an unregistered post-logout URI, and an app's access token at a service outside its
@@ -237,12 +237,20 @@ def on_login_page(driver, platform, app_name):
     assert app_name in driver.find_element(By.CSS_SELECTOR, ".app").text
 
 
+def submit(driver):
+    """Submits the page's form and waits until the browser has left the page (so that what
+    is looked for next is on the answer, not on the page it was posted from)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, WAIT).until(EC.staleness_of(page))
+
+
 def submit_login(driver, username, password):
     field = driver.find_element(By.ID, "username")
     field.clear()
     field.send_keys(username)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(driver)
 
 
 def signed_in(driver, app):
@@ -349,7 +357,7 @@ def test_a_form_without_its_csrf_cookie_is_refused(platform, browser):
     assert len(platform.teacher.sign_ins) == before
     # The refusal set a new cookie: the same form now works.
     browser.find_element(By.ID, "password").send_keys(ADMIN_PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(browser)
     signed_in(browser, platform.teacher)
 
 
@@ -563,7 +571,7 @@ def submit_code(driver, code):
     field = driver.find_element(By.ID, "code")
     field.clear()
     field.send_keys(code)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(driver)
 
 
 def test_two_factor_sign_in_with_codes_from_pyotp(totp_platform, browser):
@@ -828,7 +836,7 @@ def test_a_terminal_polling_too_fast_is_slowed_and_a_denial_is_final(platform,
     browser.get(terminal.device["verification_uri"])
     field = wait_for(browser, "user_code", "the code entry page")
     field.send_keys(terminal.device["user_code"].replace("-", "").lower())
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(browser)
     # Signed in already (SSO): straight to the approval page.
     assert wait_for(browser, "user-code", "the approval page").text == \
         terminal.device["user_code"]
@@ -838,3 +846,33 @@ def test_a_terminal_polling_too_fast_is_slowed_and_a_denial_is_final(platform,
     # The code cannot be approved afterwards.
     browser.get(terminal.device["verification_uri_complete"])
     assert "已使用" in alert_text(browser)
+
+
+def test_a_locked_account_is_told_so_even_with_the_right_password(tmp_path, browser):
+    app = RelyingParty("locked")
+    try:
+        for identity in serve_identity(tmp_path / "store", ADMIN_PASSWORD,
+                                       "--lockout-threshold", "2", "--lockout-seconds", "120",
+                                       "--login-attempts-per-account", "0"):
+            cli = Cli(identity, tmp_path)
+            cli.login("admin", ADMIN_PASSWORD)
+            client_id, secret = cli.oidc_client(
+                tmp_path, "家校通 School app", [app.redirect_uri], "--scope", "openid",
+                "--scope", "profile")
+            app.register(identity.issuer, client_id, secret)
+            browser.get(app.base + "/login")
+            wait_for(browser, "password", "identity's login page")
+            submit_login(browser, "admin", "Not-the-password-1")
+            assert "用户名或密码错误" in alert_text(browser)
+            # The second wrong guess reaches the threshold (shared with gRPC Login).
+            submit_login(browser, "admin", "Not-the-password-2")
+            assert "锁定" in alert_text(browser)
+            submit_login(browser, "admin", ADMIN_PASSWORD)
+            text = alert_text(browser)
+            assert "账号已暂时锁定" in text and "locked" in text
+            assert not app.sign_ins
+            # gRPC Login (the CLI) is locked out the same.
+            assert cli.run("login", "--username", "admin", "--password-stdin",
+                           stdin=ADMIN_PASSWORD + "\n", check=False).returncode != 0
+    finally:
+        app.stop()
