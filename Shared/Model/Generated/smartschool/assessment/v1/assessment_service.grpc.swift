@@ -180,6 +180,19 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetProgress" metadata.
+        public enum GetProgress: Sendable {
+            /// Request type for "GetProgress".
+            public typealias Input = Smartschool_Assessment_V1_GetProgressRequest
+            /// Response type for "GetProgress".
+            public typealias Output = Smartschool_Assessment_V1_ProgressReport
+            /// Descriptor for "GetProgress".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "GetProgress",
+                type: .unary
+            )
+        }
         /// Namespace for "GetStudentReport" metadata.
         public enum GetStudentReport: Sendable {
             /// Request type for "GetStudentReport".
@@ -272,6 +285,7 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
             ListBorderlineStudents.descriptor,
             GetSessionReport.descriptor,
             ListSessionRanks.descriptor,
+            GetProgress.descriptor,
             GetStudentReport.descriptor,
             GetClassDiagnosis.descriptor,
             RecordQualityEntry.descriptor,
@@ -585,6 +599,36 @@ extension Smartschool_Assessment_V1_AssessmentService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_ListSessionRanksRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>
+
+        /// Handle the "GetProgress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+        /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+        /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+        /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+        /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+        /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+        /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+        /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+        /// > students' mean residual. Groups: the scope and each child (or every school or class under
+        /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+        /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_GetProgressRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_ProgressReport` messages.
+        func getProgress(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ProgressReport>
 
         /// Handle the "GetStudentReport" method.
         ///
@@ -996,6 +1040,36 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>
 
+        /// Handle the "GetProgress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+        /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+        /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+        /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+        /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+        /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+        /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+        /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+        /// > students' mean residual. Groups: the scope and each child (or every school or class under
+        /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+        /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetProgressRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_ProgressReport` message.
+        func getProgress(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ProgressReport>
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1405,6 +1479,36 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Assessment_V1_ListSessionRanksResponse
 
+        /// Handle the "GetProgress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+        /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+        /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+        /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+        /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+        /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+        /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+        /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+        /// > students' mean residual. Groups: the scope and each child (or every school or class under
+        /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+        /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_GetProgressRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_ProgressReport` to respond with.
+        func getProgress(
+            request: Smartschool_Assessment_V1_GetProgressRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_ProgressReport
+
         /// Handle the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -1663,6 +1767,17 @@ extension Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetProgress.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetProgressRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ProgressReport>(),
+            handler: { request, context in
+                try await self.getProgress(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetStudentReport.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetStudentReportRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_StudentReport>(),
@@ -1860,6 +1975,17 @@ extension Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse> {
         let response = try await self.listSessionRanks(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getProgress(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ProgressReport> {
+        let response = try await self.getProgress(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2089,6 +2215,19 @@ extension Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse> {
         return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>(
             message: try await self.listSessionRanks(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getProgress(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ProgressReport> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ProgressReport>(
+            message: try await self.getProgress(
                 request: request.message,
                 context: context
             ),
@@ -2524,6 +2663,41 @@ extension Smartschool_Assessment_V1_AssessmentService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ListSessionRanksResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ListSessionRanksResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetProgress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+        /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+        /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+        /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+        /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+        /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+        /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+        /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+        /// > students' mean residual. Groups: the scope and each child (or every school or class under
+        /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+        /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetProgressRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetProgressRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_ProgressReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getProgress<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetProgressRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ProgressReport>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ProgressReport>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetStudentReport" method.
@@ -3164,6 +3338,52 @@ extension Smartschool_Assessment_V1_AssessmentService {
             )
         }
 
+        /// Call the "GetProgress" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+        /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+        /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+        /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+        /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+        /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+        /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+        /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+        /// > students' mean residual. Groups: the scope and each child (or every school or class under
+        /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+        /// > Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+        /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetProgressRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetProgressRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_ProgressReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getProgress<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetProgressRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_ProgressReport>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ProgressReport>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.GetProgress.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "GetStudentReport" method.
         ///
         /// > Source IDL Documentation:
@@ -3782,6 +4002,47 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ListSessionRanksRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ListSessionRanksResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetProgress" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+    /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+    /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+    /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+    /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+    /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+    /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+    /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+    /// > students' mean residual. Groups: the scope and each child (or every school or class under
+    /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+    /// > Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+    /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_GetProgressRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getProgress<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetProgressRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ProgressReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getProgress(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_GetProgressRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_ProgressReport>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4423,6 +4684,51 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listSessionRanks(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetProgress" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Progress between two exams of one cohort (进退步, 增值评价), over the scope's students who
+    /// > sat both (matched by external id). Method: each exam's standardised score z = (total −
+    /// > mean)/σ over all that exam's students who sat (population σ; z = 0 when σ = 0); a
+    /// > student's z change is later z − earlier z and rank change earlier rank − later rank (exam
+    /// > ranks, competition ranking; positive: moved up). Value-added: later z is regressed on
+    /// > earlier z by least squares over the scope's matched students (later ≈ intercept + slope ×
+    /// > earlier; slope 0 and intercept the mean later z when every earlier z is equal); a student's
+    /// > residual is later z − (intercept + slope × earlier z), and a group's value-added is its
+    /// > students' mean residual. Groups: the scope and each child (or every school or class under
+    /// > it), ranked by value-added; rates by each exam's lines drawn for the scope.
+    /// > Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (same exam twice, scope not under both exams' running orgs,
+    /// > children_kind, movers), NOT_FOUND (exam, org), PERMISSION_DENIED, UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getProgress<Result>(
+        _ message: Smartschool_Assessment_V1_GetProgressRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ProgressReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetProgressRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getProgress(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1670,6 +1670,176 @@ public nonisolated struct Smartschool_Assessment_V1_ListSessionRanksResponse: Se
   public init() {}
 }
 
+public nonisolated struct Smartschool_Assessment_V1_GetProgressRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var earlierExamCode: String = String()
+
+  public var laterExamCode: String = String()
+
+  /// empty: the later exam's running org
+  public var scopeOrgCode: String = String()
+
+  /// as GetExamStatistics
+  public var childrenKind: Smartschool_Common_V1_OrgKind = .unspecified
+
+  /// students in each movers list: 0: 10, max 100
+  public var movers: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One matched student's progress.
+public nonisolated struct Smartschool_Assessment_V1_StudentProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var studentExternalID: String = String()
+
+  /// in the later exam
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  public var earlierTotal: Double = 0
+
+  public var laterTotal: Double = 0
+
+  public var earlierZ: Double = 0
+
+  public var laterZ: Double = 0
+
+  /// later − earlier
+  public var zChange: Double = 0
+
+  public var earlierRank: Int32 = 0
+
+  public var laterRank: Int32 = 0
+
+  /// earlier − later: positive moved up
+  public var rankChange: Int32 = 0
+
+  /// later z − (intercept + slope × earlier z)
+  public var residual: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A group's progress (the scope or a child).
+public nonisolated struct Smartschool_Assessment_V1_GroupProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// empty for the whole running org
+  public var orgCode: String = String()
+
+  public var orgName: String = String()
+
+  /// students who sat both
+  public var matched: Int64 = 0
+
+  public var earlierMeanZ: Double = 0
+
+  public var laterMeanZ: Double = 0
+
+  /// later − earlier mean z
+  public var zChange: Double = 0
+
+  public var earlierMean: Double = 0
+
+  public var laterMean: Double = 0
+
+  /// percent, two decimals, over the matched students
+  public var earlierPassRate: Double = 0
+
+  public var laterPassRate: Double = 0
+
+  public var earlierExcellentRate: Double = 0
+
+  public var laterExcellentRate: Double = 0
+
+  /// mean residual
+  public var valueAdded: Double = 0
+
+  /// among siblings (1 = best); 0 for the scope, or unmatched
+  public var valueAddedRank: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ProgressReport: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var earlierExamCode: String {
+    get {_storage._earlierExamCode}
+    set {_uniqueStorage()._earlierExamCode = newValue}
+  }
+
+  public var laterExamCode: String {
+    get {_storage._laterExamCode}
+    set {_uniqueStorage()._laterExamCode = newValue}
+  }
+
+  public var matched: Int64 {
+    get {_storage._matched}
+    set {_uniqueStorage()._matched = newValue}
+  }
+
+  public var slope: Double {
+    get {_storage._slope}
+    set {_uniqueStorage()._slope = newValue}
+  }
+
+  public var intercept: Double {
+    get {_storage._intercept}
+    set {_uniqueStorage()._intercept = newValue}
+  }
+
+  public var scope: Smartschool_Assessment_V1_GroupProgress {
+    get {_storage._scope ?? Smartschool_Assessment_V1_GroupProgress()}
+    set {_uniqueStorage()._scope = newValue}
+  }
+  /// Returns true if `scope` has been explicitly set.
+  public var hasScope: Bool {_storage._scope != nil}
+  /// Clears the value of `scope`. Subsequent reads from it will return its default value.
+  public mutating func clearScope() {_uniqueStorage()._scope = nil}
+
+  public var children: [Smartschool_Assessment_V1_GroupProgress] {
+    get {_storage._children}
+    set {_uniqueStorage()._children = newValue}
+  }
+
+  /// largest z change first, then by student
+  public var mostImproved: [Smartschool_Assessment_V1_StudentProgress] {
+    get {_storage._mostImproved}
+    set {_uniqueStorage()._mostImproved = newValue}
+  }
+
+  /// smallest z change first, then by student
+  public var mostDeclined: [Smartschool_Assessment_V1_StudentProgress] {
+    get {_storage._mostDeclined}
+    set {_uniqueStorage()._mostDeclined = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "smartschool.assessment.v1"
@@ -4301,6 +4471,362 @@ nonisolated extension Smartschool_Assessment_V1_ListSessionRanksResponse: SwiftP
     if lhs.students != rhs.students {return false}
     if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.totalCount != rhs.totalCount {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_GetProgressRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetProgressRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}earlier_exam_code\0\u{3}later_exam_code\0\u{3}scope_org_code\0\u{3}children_kind\0\u{1}movers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.earlierExamCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.laterExamCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.childrenKind) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.movers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.earlierExamCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.earlierExamCode, fieldNumber: 1)
+    }
+    if !self.laterExamCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.laterExamCode, fieldNumber: 2)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 3)
+    }
+    if self.childrenKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.childrenKind, fieldNumber: 4)
+    }
+    if self.movers != 0 {
+      try visitor.visitSingularInt32Field(value: self.movers, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_GetProgressRequest, rhs: Smartschool_Assessment_V1_GetProgressRequest) -> Bool {
+    if lhs.earlierExamCode != rhs.earlierExamCode {return false}
+    if lhs.laterExamCode != rhs.laterExamCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.childrenKind != rhs.childrenKind {return false}
+    if lhs.movers != rhs.movers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_StudentProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StudentProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{3}earlier_total\0\u{3}later_total\0\u{3}earlier_z\0\u{3}later_z\0\u{3}z_change\0\u{3}earlier_rank\0\u{3}later_rank\0\u{3}rank_change\0\u{1}residual\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.earlierTotal) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.laterTotal) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.earlierZ) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.laterZ) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.zChange) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.earlierRank) }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.laterRank) }()
+      case 11: try { try decoder.decodeSingularInt32Field(value: &self.rankChange) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.residual) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 1)
+    }
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 2)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 3)
+    }
+    if self.earlierTotal.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earlierTotal, fieldNumber: 4)
+    }
+    if self.laterTotal.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.laterTotal, fieldNumber: 5)
+    }
+    if self.earlierZ.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earlierZ, fieldNumber: 6)
+    }
+    if self.laterZ.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.laterZ, fieldNumber: 7)
+    }
+    if self.zChange.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.zChange, fieldNumber: 8)
+    }
+    if self.earlierRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.earlierRank, fieldNumber: 9)
+    }
+    if self.laterRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.laterRank, fieldNumber: 10)
+    }
+    if self.rankChange != 0 {
+      try visitor.visitSingularInt32Field(value: self.rankChange, fieldNumber: 11)
+    }
+    if self.residual.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.residual, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_StudentProgress, rhs: Smartschool_Assessment_V1_StudentProgress) -> Bool {
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.earlierTotal != rhs.earlierTotal {return false}
+    if lhs.laterTotal != rhs.laterTotal {return false}
+    if lhs.earlierZ != rhs.earlierZ {return false}
+    if lhs.laterZ != rhs.laterZ {return false}
+    if lhs.zChange != rhs.zChange {return false}
+    if lhs.earlierRank != rhs.earlierRank {return false}
+    if lhs.laterRank != rhs.laterRank {return false}
+    if lhs.rankChange != rhs.rankChange {return false}
+    if lhs.residual != rhs.residual {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_GroupProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GroupProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}matched\0\u{3}earlier_mean_z\0\u{3}later_mean_z\0\u{3}z_change\0\u{3}earlier_mean\0\u{3}later_mean\0\u{3}earlier_pass_rate\0\u{3}later_pass_rate\0\u{3}earlier_excellent_rate\0\u{3}later_excellent_rate\0\u{3}value_added\0\u{3}value_added_rank\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.orgName) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.matched) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.earlierMeanZ) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.laterMeanZ) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.zChange) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.earlierMean) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.laterMean) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.earlierPassRate) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.laterPassRate) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.earlierExcellentRate) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.laterExcellentRate) }()
+      case 13: try { try decoder.decodeSingularDoubleField(value: &self.valueAdded) }()
+      case 14: try { try decoder.decodeSingularInt32Field(value: &self.valueAddedRank) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.orgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    }
+    if !self.orgName.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgName, fieldNumber: 2)
+    }
+    if self.matched != 0 {
+      try visitor.visitSingularInt64Field(value: self.matched, fieldNumber: 3)
+    }
+    if self.earlierMeanZ.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earlierMeanZ, fieldNumber: 4)
+    }
+    if self.laterMeanZ.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.laterMeanZ, fieldNumber: 5)
+    }
+    if self.zChange.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.zChange, fieldNumber: 6)
+    }
+    if self.earlierMean.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earlierMean, fieldNumber: 7)
+    }
+    if self.laterMean.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.laterMean, fieldNumber: 8)
+    }
+    if self.earlierPassRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earlierPassRate, fieldNumber: 9)
+    }
+    if self.laterPassRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.laterPassRate, fieldNumber: 10)
+    }
+    if self.earlierExcellentRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earlierExcellentRate, fieldNumber: 11)
+    }
+    if self.laterExcellentRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.laterExcellentRate, fieldNumber: 12)
+    }
+    if self.valueAdded.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.valueAdded, fieldNumber: 13)
+    }
+    if self.valueAddedRank != 0 {
+      try visitor.visitSingularInt32Field(value: self.valueAddedRank, fieldNumber: 14)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_GroupProgress, rhs: Smartschool_Assessment_V1_GroupProgress) -> Bool {
+    if lhs.orgCode != rhs.orgCode {return false}
+    if lhs.orgName != rhs.orgName {return false}
+    if lhs.matched != rhs.matched {return false}
+    if lhs.earlierMeanZ != rhs.earlierMeanZ {return false}
+    if lhs.laterMeanZ != rhs.laterMeanZ {return false}
+    if lhs.zChange != rhs.zChange {return false}
+    if lhs.earlierMean != rhs.earlierMean {return false}
+    if lhs.laterMean != rhs.laterMean {return false}
+    if lhs.earlierPassRate != rhs.earlierPassRate {return false}
+    if lhs.laterPassRate != rhs.laterPassRate {return false}
+    if lhs.earlierExcellentRate != rhs.earlierExcellentRate {return false}
+    if lhs.laterExcellentRate != rhs.laterExcellentRate {return false}
+    if lhs.valueAdded != rhs.valueAdded {return false}
+    if lhs.valueAddedRank != rhs.valueAddedRank {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ProgressReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProgressReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}earlier_exam_code\0\u{3}later_exam_code\0\u{1}matched\0\u{1}slope\0\u{1}intercept\0\u{1}scope\0\u{1}children\0\u{3}most_improved\0\u{3}most_declined\0")
+
+  fileprivate class _StorageClass {
+    var _earlierExamCode: String = String()
+    var _laterExamCode: String = String()
+    var _matched: Int64 = 0
+    var _slope: Double = 0
+    var _intercept: Double = 0
+    var _scope: Smartschool_Assessment_V1_GroupProgress? = nil
+    var _children: [Smartschool_Assessment_V1_GroupProgress] = []
+    var _mostImproved: [Smartschool_Assessment_V1_StudentProgress] = []
+    var _mostDeclined: [Smartschool_Assessment_V1_StudentProgress] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _earlierExamCode = source._earlierExamCode
+      _laterExamCode = source._laterExamCode
+      _matched = source._matched
+      _slope = source._slope
+      _intercept = source._intercept
+      _scope = source._scope
+      _children = source._children
+      _mostImproved = source._mostImproved
+      _mostDeclined = source._mostDeclined
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._earlierExamCode) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._laterExamCode) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._matched) }()
+        case 4: try { try decoder.decodeSingularDoubleField(value: &_storage._slope) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._intercept) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._scope) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._children) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._mostImproved) }()
+        case 9: try { try decoder.decodeRepeatedMessageField(value: &_storage._mostDeclined) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._earlierExamCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._earlierExamCode, fieldNumber: 1)
+      }
+      if !_storage._laterExamCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._laterExamCode, fieldNumber: 2)
+      }
+      if _storage._matched != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._matched, fieldNumber: 3)
+      }
+      if _storage._slope.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._slope, fieldNumber: 4)
+      }
+      if _storage._intercept.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._intercept, fieldNumber: 5)
+      }
+      try { if let v = _storage._scope {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      if !_storage._children.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._children, fieldNumber: 7)
+      }
+      if !_storage._mostImproved.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._mostImproved, fieldNumber: 8)
+      }
+      if !_storage._mostDeclined.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._mostDeclined, fieldNumber: 9)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ProgressReport, rhs: Smartschool_Assessment_V1_ProgressReport) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._earlierExamCode != rhs_storage._earlierExamCode {return false}
+        if _storage._laterExamCode != rhs_storage._laterExamCode {return false}
+        if _storage._matched != rhs_storage._matched {return false}
+        if _storage._slope != rhs_storage._slope {return false}
+        if _storage._intercept != rhs_storage._intercept {return false}
+        if _storage._scope != rhs_storage._scope {return false}
+        if _storage._children != rhs_storage._children {return false}
+        if _storage._mostImproved != rhs_storage._mostImproved {return false}
+        if _storage._mostDeclined != rhs_storage._mostDeclined {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
