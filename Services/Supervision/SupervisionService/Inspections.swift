@@ -84,6 +84,7 @@ public enum Inspections {
       row.researchVisits = Int64(research.count)
       row.lastResearchDate = research.map(\.date).max() ?? ""
       row.openFollowUps = Int64(own.filter { [.open, .rectified].contains($0.followUp) }.count)
+      row.schoolKind = s.kind
       if inspections.isEmpty {
         out.notInspected.append(row)
       } else {
@@ -98,6 +99,8 @@ public enum Inspections {
     let inspected = Percent(numerator: out.inspected.count, denominator: schools.count)
     out.inspectedSharePercent = inspected.value
     out.inspectedShareText = inspected.description
+    out.bySchoolKind = KindSplit.shares(
+      out.inspected.map { ($0.schoolKind, true) } + out.notInspected.map { ($0.schoolKind, false) })
     let research = Percent(numerator: Int(out.researchVisited), denominator: schools.count)
     out.researchVisitedSharePercent = research.value
     out.researchVisitedShareText = research.description

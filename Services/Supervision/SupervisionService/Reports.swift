@@ -32,15 +32,57 @@ extension ComplianceTally {
   }
 }
 
+/// Every usage indicator is split by school kind (教学点 / 乡村 / 城镇) beside the totals.
+public enum KindSplit {
+  /// The kinds reports list, in order: teaching point, rural, urban.
+  public static var kinds: [Smartschool_Common_V1_SchoolKind] {
+    Smartschool_Common_V1_SchoolKind.known
+  }
+
+  /// How many of `items` there are of each kind and how many of them are met.
+  public static func shares(_ items: [(kind: Smartschool_Common_V1_SchoolKind, met: Bool)])
+    -> [Smartschool_Supervision_V1_KindShare]
+  {
+    kinds.map { kind in
+      let ofKind = items.filter { $0.kind == kind }
+      let met = ofKind.filter(\.met).count
+      let share = Percent(numerator: met, denominator: ofKind.count)
+      return .with {
+        $0.schoolKind = kind
+        $0.label = kind.chineseName
+        $0.total = Int64(ofKind.count)
+        $0.met = Int64(met)
+        $0.sharePercent = share.value
+        $0.shareText = share.description
+      }
+    }
+  }
+
+  /// One figures row per kind from tallies keyed by kind.
+  public static func figures(_ tallies: [Smartschool_Common_V1_SchoolKind: ComplianceTally])
+    -> [Smartschool_Supervision_V1_ComplianceFigures]
+  {
+    kinds.map { kind in
+      var f = (tallies[kind] ?? ComplianceTally()).figures(name: kind.chineseName)
+      f.schoolKind = kind
+      return f
+    }
+  }
+}
+
 /// The weekly notice (每周通报) of a scope's schools.
 public enum WeeklyNoticeBuilder {
   /// A school of the scope.
   public struct School: Sendable {
     public var code: String
     public var name: String
-    public init(code: String, name: String) {
+    public var kind: Smartschool_Common_V1_SchoolKind
+    public init(
+      code: String, name: String, kind: Smartschool_Common_V1_SchoolKind = .unspecified
+    ) {
       self.code = code
       self.name = name
+      self.kind = kind
     }
   }
 
@@ -63,10 +105,15 @@ public enum WeeklyNoticeBuilder {
     var thisTally = ComplianceTally()
     var prevTally = ComplianceTally()
     var below: [Smartschool_Supervision_V1_NoticeClassroom] = []
+    let kinds = Dictionary(schools.map { ($0.code, $0.kind) }, uniquingKeysWith: { a, _ in a })
+    var byKind: [Smartschool_Common_V1_SchoolKind: ComplianceTally] = [:]
     for c in classrooms {
       if c.span.inService(weekOf: week) {
         let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
         thisTally.add(classroom: c.number, usage: u)
+        if let kind = kinds[c.schoolCode] {
+          byKind[kind, default: ComplianceTally()].add(classroom: c.number, usage: u)
+        }
         now[c.schoolCode, default: Week()].classrooms += 1
         now[c.schoolCode]!.lessons += u.lessons
         now[c.schoolCode]!.subjects += u.subjects
@@ -127,6 +174,7 @@ public enum WeeklyNoticeBuilder {
           $0.change = Decimal2.rounded(current - prior)
           $0.compliantClassrooms = Int64(w.compliant)
           $0.belowStandard = isBelow
+          $0.schoolKind = s.kind
         })
       if isBelow { notice.schoolsBelowStandard.append(s.code) }
     }
@@ -137,6 +185,7 @@ public enum WeeklyNoticeBuilder {
     notice.previous = prevTally.figures(week: previous?.description ?? "")
     notice.lessonsPerClassroomChange = Decimal2.rounded(
       thisTally.averageLessons - prevTally.averageLessons)
+    notice.bySchoolKind = KindSplit.figures(byKind)
     return notice
   }
 }

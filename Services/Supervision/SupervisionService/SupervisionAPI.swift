@@ -553,6 +553,19 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     report.byWeek = weeks.map { w in
       (result.byWeek[w] ?? ComplianceTally()).figures(week: w.description)
     }
+    var kindOf: [String: Smartschool_Common_V1_SchoolKind] = [:]
+    for c in classrooms where kindOf[c.schoolID] == nil {
+      kindOf[c.schoolID] = directory.org(id: c.schoolID)?.schoolKind ?? .unspecified
+    }
+    let schoolOf = Dictionary(
+      classrooms.map { ($0.number, $0.schoolID) }, uniquingKeysWith: { a, _ in a })
+    let byKind = Compliance.evaluate(
+      classrooms: classrooms.map(\.span), weeks: weeks, usage: usage
+    ) { c in schoolOf[c.number].flatMap { kindOf[$0] }.map { String($0.rawValue) } }
+    report.bySchoolKind = KindSplit.figures(
+      Dictionary(
+        KindSplit.kinds.map { k in (k, byKind.groups[String(k.rawValue)] ?? ComplianceTally()) },
+        uniquingKeysWith: { a, _ in a }))
     return report
   }
 
@@ -576,7 +589,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let usage = try await store.lessonUsage(
       under: org.path, weeks: (previous ?? week).dayNumber...week.dayNumber)
     let schools = directory.orgs(under: try path(org), kind: .school).map {
-      WeeklyNoticeBuilder.School(code: $0.code, name: $0.name)
+      WeeklyNoticeBuilder.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
     }
     return WeeklyNoticeBuilder.build(
       termCode: term.code, week: week, previous: previous, schools: schools,
@@ -603,11 +616,13 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       let lessons = counts[u.externalID] ?? 0
       let required = TeacherRule.requiredLessons(birthYear: u.birthYear, termStart: term.start)
       let met = lessons >= required
+      let school = directory.ancestor(of: u.orgID, kind: .school)
       report.teachers.append(
         .with {
           $0.teacherExternalID = u.externalID
           $0.displayName = u.displayName
-          $0.schoolCode = directory.ancestor(of: u.orgID, kind: .school)?.code ?? ""
+          $0.schoolCode = school?.code ?? ""
+          $0.schoolKind = school?.schoolKind ?? .unspecified
           $0.birthYear = Int32(u.birthYear)
           $0.ageAtTermStart = Int32(
             TeacherRule.age(birthYear: u.birthYear, termStart: term.start) ?? -1)
@@ -621,6 +636,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let share = Percent(numerator: Int(report.metCount), denominator: report.teachers.count)
     report.metSharePercent = share.value
     report.metShareText = share.description
+    report.bySchoolKind = KindSplit.shares(report.teachers.map { ($0.schoolKind, $0.met) })
     return report
   }
 
@@ -669,6 +685,8 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
           $0.displayName = u.displayName
           $0.hours = Double(h) / 2
           $0.met = met
+          $0.schoolKind =
+            directory.ancestor(of: u.orgID, kind: .school)?.schoolKind ?? .unspecified
         })
       if met { report.metCount += 1 }
     }
@@ -676,6 +694,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let share = Percent(numerator: Int(report.metCount), denominator: report.teachers.count)
     report.metSharePercent = share.value
     report.metShareText = share.description
+    report.bySchoolKind = KindSplit.shares(report.teachers.map { ($0.schoolKind, $0.met) })
     return report
   }
 
@@ -692,6 +711,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       (r.multimediaClassrooms, "multimedia_classrooms"), (r.studentComputers, "student_computers"),
       (r.teacherComputers, "teacher_computers"), (r.students, "students"),
       (r.teachers, "teachers"), (r.broadbandMbps, "broadband_mbps"),
+      (r.classrooms, "classrooms"),
     ]
     for (value, name) in counts {
       v.check((0...10_000_000).contains(value), "report.\(name)", "must be 0-10000000")
@@ -874,7 +894,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         under: org.path, days: term.start.dayNumber...term.end.dayNumber)
     }
     let schools = directory.orgs(under: try path(org), kind: .school).map {
-      Inspections.School(code: $0.code, name: $0.name)
+      Inspections.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
     }
     return Inspections.summary(
       year: year, schools: schools, visits: visits, researchTerm: researchTerm,

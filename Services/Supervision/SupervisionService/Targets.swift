@@ -37,6 +37,7 @@ public struct FacilityFacts: Hashable, Sendable {
   public var broadbandMbps = 0
   public var campusNetwork = false
   public var wirelessCoverage = false
+  public var classrooms = 0
 
   public init() {}
 
@@ -51,6 +52,7 @@ public struct FacilityFacts: Hashable, Sendable {
     broadbandMbps = Int(r.broadbandMbps)
     campusNetwork = r.campusNetwork
     wirelessCoverage = r.wirelessCoverage
+    classrooms = Int(r.classrooms)
   }
 }
 
@@ -73,6 +75,11 @@ public enum Coverage {
   /// smart-school standard.
   public static func built(_ kind: Smartschool_Common_V1_SchoolKind, _ f: FacilityFacts) -> Bool {
     kind == .teachingPoint ? f.smartClassroomPresent : f.standardMet
+  }
+
+  /// What a kind's coverage measures, as the plans name it.
+  public static func label(_ kind: Smartschool_Common_V1_SchoolKind) -> String {
+    kind == .teachingPoint ? "教学点智慧课堂覆盖率" : kind.chineseName + "智慧学校覆盖率"
   }
 
   /// The coverage report of `schools` with the reports found for the year (by school code).
@@ -99,9 +106,12 @@ public enum Coverage {
           $0.built = Int64(built)
           $0.coveragePercent = rate.value
           $0.coverageText = rate.description
+          $0.label = label(kind)
         })
     }
     var broadband = 0
+    var classrooms = 0
+    var multimediaCounted = 0
     for s in schools {
       guard let f = reports[s.code] else { continue }
       out.reported += 1
@@ -113,7 +123,15 @@ public enum Coverage {
       if f.broadbandMbps >= broadbandTarget { broadband += 1 }
       if f.campusNetwork { out.campusNetworkSchools += 1 }
       if f.wirelessCoverage { out.wirelessSchools += 1 }
+      if f.classrooms > 0 {
+        classrooms += f.classrooms
+        multimediaCounted += f.multimediaClassrooms
+      }
     }
+    let multimedia = Percent(numerator: multimediaCounted, denominator: classrooms)
+    out.classrooms = Int64(classrooms)
+    out.multimediaCoveragePercent = multimedia.value
+    out.multimediaCoverageText = classrooms > 0 ? multimedia.description : "n/a"
     out.students = Int64(students)
     out.teachers = Int64(teachers)
     out.studentComputers = Int64(studentPCs)

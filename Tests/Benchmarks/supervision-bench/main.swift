@@ -61,14 +61,21 @@ struct World {
       $0.schoolKind = schoolKind
       $0.active = true
     }
+    append("org", code, path: path, org)
+  }
+
+  /// An upsert of `payload` on the feed.
+  mutating func append(
+    _ entity: String, _ key: String, path: String, _ payload: any SwiftProtobuf.Message
+  ) {
     var c = Smartschool_Common_V1_Change()
     c.sequence = Int64(changes.count + 1)
-    c.entity = "org"
-    c.id = code
-    c.naturalKey = code
+    c.entity = entity
+    c.id = key
+    c.naturalKey = key
     c.op = .upsert
     c.orgPath = path
-    c.payload = try! Google_Protobuf_Any(message: org)
+    c.payload = try! Google_Protobuf_Any(message: payload)
     changes.append(c)
   }
 
@@ -88,7 +95,26 @@ struct World {
         org(code, .school, parent: county, schoolKind: kind)
         schoolsByCounty[county, default: []].append(code)
       }
+      // The teachers the lessons name: lessons by teachers identity does not know count in
+      // no report, so without them the reports would read nothing.
+      for t in 0..<400 { teacher("\(county)-T\(t)", at: "\(county)-S\(t % 62)") }
     }
+  }
+
+  mutating func teacher(_ externalID: String, at school: String) {
+    let user = Smartschool_Identity_V1_User.with {
+      $0.id = externalID
+      $0.externalID = externalID
+      $0.username = externalID.lowercased()
+      $0.displayName = externalID
+      $0.kind = .teacher
+      $0.orgID = school
+      $0.orgCode = school
+      $0.orgPath = paths[school]!
+      $0.birthYear = 1980
+      $0.status = .active
+    }
+    append("user", externalID, path: paths[school]!, user)
   }
 }
 

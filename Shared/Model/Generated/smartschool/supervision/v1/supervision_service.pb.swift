@@ -749,11 +749,41 @@ public nonisolated struct Smartschool_Supervision_V1_ComplianceFigures: @uncheck
     set {_uniqueStorage()._manualShareText = newValue}
   }
 
+  /// For rows by school kind: the kind (org_name then holds its Chinese name, e.g. 教学点).
+  public var schoolKind: Smartschool_Common_V1_SchoolKind {
+    get {_storage._schoolKind}
+    set {_uniqueStorage()._schoolKind = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A count of a set split by school kind: how many there are and how many meet a standard.
+public nonisolated struct Smartschool_Supervision_V1_KindShare: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
+
+  /// 教学点, 乡村学校, 城镇学校.
+  public var label: String = String()
+
+  public var total: Int64 = 0
+
+  public var met: Int64 = 0
+
+  public var sharePercent: Double = 0
+
+  public var shareText: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Smartschool_Supervision_V1_GetComplianceReportRequest: Sendable {
@@ -801,6 +831,10 @@ public nonisolated struct Smartschool_Supervision_V1_ComplianceReport: Sendable 
 
   /// Week-by-week series over the scope.
   public var byWeek: [Smartschool_Supervision_V1_ComplianceFigures] = []
+
+  /// The scope's figures by school kind: teaching point, rural, urban (every kind listed, with
+  /// zeros when the scope has none of it).
+  public var bySchoolKind: [Smartschool_Supervision_V1_ComplianceFigures] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -852,6 +886,8 @@ public nonisolated struct Smartschool_Supervision_V1_NoticeSchool: Sendable {
 
   /// True when its average lessons per classroom are below 6 or average subjects below 3.
   public var belowStandard: Bool = false
+
+  public var schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -920,6 +956,9 @@ public nonisolated struct Smartschool_Supervision_V1_WeeklyNotice: Sendable {
   /// Change in average lessons per classroom-week.
   public var lessonsPerClassroomChange: Double = 0
 
+  /// This week's figures by school kind (teaching point, rural, urban).
+  public var bySchoolKind: [Smartschool_Supervision_V1_ComplianceFigures] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -966,6 +1005,9 @@ public nonisolated struct Smartschool_Supervision_V1_TeacherTarget: Sendable {
 
   public var met: Bool = false
 
+  /// Kind of the teacher's school (unspecified when the home org is no school).
+  public var schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -988,6 +1030,9 @@ public nonisolated struct Smartschool_Supervision_V1_TeacherTargetsReport: Senda
   public var metSharePercent: Double = 0
 
   public var metShareText: String = String()
+
+  /// Teachers and those meeting the target by school kind.
+  public var bySchoolKind: [Smartschool_Supervision_V1_KindShare] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1078,6 +1123,8 @@ public nonisolated struct Smartschool_Supervision_V1_TeacherTraining: Sendable {
 
   public var met: Bool = false
 
+  public var schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1102,6 +1149,9 @@ public nonisolated struct Smartschool_Supervision_V1_TrainingReport: Sendable {
   public var metSharePercent: Double = 0
 
   public var metShareText: String = String()
+
+  /// Teachers and those with 60 hours by school kind.
+  public var bySchoolKind: [Smartschool_Supervision_V1_KindShare] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1148,6 +1198,10 @@ public nonisolated struct Smartschool_Supervision_V1_FacilityReport: Sendable {
   public var hasUpdateTime: Bool {self._updateTime != nil}
   /// Clears the value of `updateTime`. Subsequent reads from it will return its default value.
   public mutating func clearUpdateTime() {self._updateTime = nil}
+
+  /// All classrooms of the school (the denominator of multimedia-classroom coverage); 0 when
+  /// not reported.
+  public var classrooms: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1225,55 +1279,126 @@ public nonisolated struct Smartschool_Supervision_V1_KindCoverage: Sendable {
 
   public var coverageText: String = String()
 
+  /// What the coverage measures: 教学点智慧课堂覆盖率 for teaching points, 智慧学校覆盖率 for rural
+  /// and urban schools (with the kind: 乡村学校智慧学校覆盖率, 城镇学校智慧学校覆盖率).
+  public var label: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-public nonisolated struct Smartschool_Supervision_V1_CoverageReport: Sendable {
+public nonisolated struct Smartschool_Supervision_V1_CoverageReport: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var year: Int32 = 0
+  public var year: Int32 {
+    get {_storage._year}
+    set {_uniqueStorage()._year = newValue}
+  }
 
   /// Teaching point, rural, urban (schools without a kind are counted in none of them).
-  public var kinds: [Smartschool_Supervision_V1_KindCoverage] = []
+  public var kinds: [Smartschool_Supervision_V1_KindCoverage] {
+    get {_storage._kinds}
+    set {_uniqueStorage()._kinds = newValue}
+  }
 
-  public var schools: Int64 = 0
+  public var schools: Int64 {
+    get {_storage._schools}
+    set {_uniqueStorage()._schools = newValue}
+  }
 
-  public var reported: Int64 = 0
+  public var reported: Int64 {
+    get {_storage._reported}
+    set {_uniqueStorage()._reported = newValue}
+  }
 
   /// Totals over the reports.
-  public var students: Int64 = 0
+  public var students: Int64 {
+    get {_storage._students}
+    set {_uniqueStorage()._students = newValue}
+  }
 
-  public var teachers: Int64 = 0
+  public var teachers: Int64 {
+    get {_storage._teachers}
+    set {_uniqueStorage()._teachers = newValue}
+  }
 
-  public var studentComputers: Int64 = 0
+  public var studentComputers: Int64 {
+    get {_storage._studentComputers}
+    set {_uniqueStorage()._studentComputers = newValue}
+  }
 
-  public var teacherComputers: Int64 = 0
+  public var teacherComputers: Int64 {
+    get {_storage._teacherComputers}
+    set {_uniqueStorage()._teacherComputers = newValue}
+  }
 
-  public var multimediaClassrooms: Int64 = 0
+  public var multimediaClassrooms: Int64 {
+    get {_storage._multimediaClassrooms}
+    set {_uniqueStorage()._multimediaClassrooms = newValue}
+  }
 
   /// 生机比 and 师机比, e.g. "8.25:1"; "n/a" when there are no computers.
-  public var studentsPerComputer: String = String()
+  public var studentsPerComputer: String {
+    get {_storage._studentsPerComputer}
+    set {_uniqueStorage()._studentsPerComputer = newValue}
+  }
 
-  public var teachersPerComputer: String = String()
+  public var teachersPerComputer: String {
+    get {_storage._teachersPerComputer}
+    set {_uniqueStorage()._teachersPerComputer = newValue}
+  }
 
   /// Schools at ≥ 200 Mbps over all schools in the scope (unreported schools do not meet it).
-  public var broadbandMet: Int64 = 0
+  public var broadbandMet: Int64 {
+    get {_storage._broadbandMet}
+    set {_uniqueStorage()._broadbandMet = newValue}
+  }
 
-  public var broadbandSharePercent: Double = 0
+  public var broadbandSharePercent: Double {
+    get {_storage._broadbandSharePercent}
+    set {_uniqueStorage()._broadbandSharePercent = newValue}
+  }
 
-  public var broadbandShareText: String = String()
+  public var broadbandShareText: String {
+    get {_storage._broadbandShareText}
+    set {_uniqueStorage()._broadbandShareText = newValue}
+  }
 
-  public var campusNetworkSchools: Int64 = 0
+  public var campusNetworkSchools: Int64 {
+    get {_storage._campusNetworkSchools}
+    set {_uniqueStorage()._campusNetworkSchools = newValue}
+  }
 
-  public var wirelessSchools: Int64 = 0
+  public var wirelessSchools: Int64 {
+    get {_storage._wirelessSchools}
+    set {_uniqueStorage()._wirelessSchools = newValue}
+  }
+
+  /// Multimedia-classroom coverage: multimedia classrooms ÷ classrooms over the reports that
+  /// give a classroom count; text "n/a" when none does.
+  public var classrooms: Int64 {
+    get {_storage._classrooms}
+    set {_uniqueStorage()._classrooms = newValue}
+  }
+
+  public var multimediaCoveragePercent: Double {
+    get {_storage._multimediaCoveragePercent}
+    set {_uniqueStorage()._multimediaCoveragePercent = newValue}
+  }
+
+  public var multimediaCoverageText: String {
+    get {_storage._multimediaCoverageText}
+    set {_uniqueStorage()._multimediaCoverageText = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// An inspection visit (推门听课) and its findings. Natural key: (school_code, date, kind,
@@ -1448,6 +1573,8 @@ public nonisolated struct Smartschool_Supervision_V1_SchoolInspections: Sendable
   /// Findings of the year's visits still OPEN or RECTIFIED (not yet verified).
   public var openFollowUps: Int64 = 0
 
+  public var schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1472,52 +1599,108 @@ public nonisolated struct Smartschool_Supervision_V1_RatingCount: Sendable {
   public init() {}
 }
 
-public nonisolated struct Smartschool_Supervision_V1_InspectionSummary: Sendable {
+public nonisolated struct Smartschool_Supervision_V1_InspectionSummary: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var year: Int32 = 0
+  public var year: Int32 {
+    get {_storage._year}
+    set {_uniqueStorage()._year = newValue}
+  }
 
-  public var schools: Int64 = 0
+  public var schools: Int64 {
+    get {_storage._schools}
+    set {_uniqueStorage()._schools = newValue}
+  }
 
   /// Schools inspected at least once in the year, and those not yet inspected, by code.
-  public var inspected: [Smartschool_Supervision_V1_SchoolInspections] = []
+  public var inspected: [Smartschool_Supervision_V1_SchoolInspections] {
+    get {_storage._inspected}
+    set {_uniqueStorage()._inspected = newValue}
+  }
 
-  public var notInspected: [Smartschool_Supervision_V1_SchoolInspections] = []
+  public var notInspected: [Smartschool_Supervision_V1_SchoolInspections] {
+    get {_storage._notInspected}
+    set {_uniqueStorage()._notInspected = newValue}
+  }
 
-  public var inspectedSharePercent: Double = 0
+  public var inspectedSharePercent: Double {
+    get {_storage._inspectedSharePercent}
+    set {_uniqueStorage()._inspectedSharePercent = newValue}
+  }
 
-  public var inspectedShareText: String = String()
+  public var inspectedShareText: String {
+    get {_storage._inspectedShareText}
+    set {_uniqueStorage()._inspectedShareText = newValue}
+  }
 
   /// Rating distribution (优/良/中/差, in that order) of the year's visits of both kinds.
-  public var ratings: [Smartschool_Supervision_V1_RatingCount] = []
+  public var ratings: [Smartschool_Supervision_V1_RatingCount] {
+    get {_storage._ratings}
+    set {_uniqueStorage()._ratings = newValue}
+  }
 
   /// The term research visits were counted in (empty: the year).
-  public var researchTermCode: String = String()
+  public var researchTermCode: String {
+    get {_storage._researchTermCode}
+    set {_uniqueStorage()._researchTermCode = newValue}
+  }
 
   /// Schools with at least one research-unit visit in the term (or year), their share, and the
   /// schools without one, by code.
-  public var researchVisited: Int64 = 0
+  public var researchVisited: Int64 {
+    get {_storage._researchVisited}
+    set {_uniqueStorage()._researchVisited = newValue}
+  }
 
-  public var researchVisitedSharePercent: Double = 0
+  public var researchVisitedSharePercent: Double {
+    get {_storage._researchVisitedSharePercent}
+    set {_uniqueStorage()._researchVisitedSharePercent = newValue}
+  }
 
-  public var researchVisitedShareText: String = String()
+  public var researchVisitedShareText: String {
+    get {_storage._researchVisitedShareText}
+    set {_uniqueStorage()._researchVisitedShareText = newValue}
+  }
 
-  public var schoolsWithoutResearchVisit: [String] = []
+  public var schoolsWithoutResearchVisit: [String] {
+    get {_storage._schoolsWithoutResearchVisit}
+    set {_uniqueStorage()._schoolsWithoutResearchVisit = newValue}
+  }
 
   /// The year's visits by follow-up status.
-  public var followUpsOpen: Int64 = 0
+  public var followUpsOpen: Int64 {
+    get {_storage._followUpsOpen}
+    set {_uniqueStorage()._followUpsOpen = newValue}
+  }
 
-  public var followUpsRectified: Int64 = 0
+  public var followUpsRectified: Int64 {
+    get {_storage._followUpsRectified}
+    set {_uniqueStorage()._followUpsRectified = newValue}
+  }
 
-  public var followUpsVerified: Int64 = 0
+  public var followUpsVerified: Int64 {
+    get {_storage._followUpsVerified}
+    set {_uniqueStorage()._followUpsVerified = newValue}
+  }
 
-  public var followUpsNotNeeded: Int64 = 0
+  public var followUpsNotNeeded: Int64 {
+    get {_storage._followUpsNotNeeded}
+    set {_uniqueStorage()._followUpsNotNeeded = newValue}
+  }
+
+  /// Schools and those inspected in the year by school kind.
+  public var bySchoolKind: [Smartschool_Supervision_V1_KindShare] {
+    get {_storage._bySchoolKind}
+    set {_uniqueStorage()._bySchoolKind = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// One warning: what triggered it, when, and when it cleared.
@@ -2280,7 +2463,7 @@ nonisolated extension Smartschool_Supervision_V1_ListLessonsRequest: SwiftProtob
 
 nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ComplianceFigures"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}week\0\u{1}classrooms\0\u{3}classroom_weeks\0\u{3}subject_count\0\u{3}lesson_count\0\u{3}compliant_classroom_weeks\0\u{3}average_subjects\0\u{3}average_lessons\0\u{3}subject_rate_percent\0\u{3}lesson_rate_percent\0\u{3}compliant_share_percent\0\u{3}subject_rate_text\0\u{3}lesson_rate_text\0\u{3}compliant_share_text\0\u{3}manual_lessons\0\u{3}manual_share_percent\0\u{3}manual_share_text\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}week\0\u{1}classrooms\0\u{3}classroom_weeks\0\u{3}subject_count\0\u{3}lesson_count\0\u{3}compliant_classroom_weeks\0\u{3}average_subjects\0\u{3}average_lessons\0\u{3}subject_rate_percent\0\u{3}lesson_rate_percent\0\u{3}compliant_share_percent\0\u{3}subject_rate_text\0\u{3}lesson_rate_text\0\u{3}compliant_share_text\0\u{3}manual_lessons\0\u{3}manual_share_percent\0\u{3}manual_share_text\0\u{3}school_kind\0")
 
   fileprivate class _StorageClass {
     var _orgCode: String = String()
@@ -2302,6 +2485,7 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobu
     var _manualLessons: Int64 = 0
     var _manualSharePercent: Double = 0
     var _manualShareText: String = String()
+    var _schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2331,6 +2515,7 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobu
       _manualLessons = source._manualLessons
       _manualSharePercent = source._manualSharePercent
       _manualShareText = source._manualShareText
+      _schoolKind = source._schoolKind
     }
   }
 
@@ -2368,6 +2553,7 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobu
         case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._manualLessons) }()
         case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._manualSharePercent) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._manualShareText) }()
+        case 20: try { try decoder.decodeSingularEnumField(value: &_storage._schoolKind) }()
         default: break
         }
       }
@@ -2433,6 +2619,9 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobu
       if !_storage._manualShareText.isEmpty {
         try visitor.visitSingularStringField(value: _storage._manualShareText, fieldNumber: 19)
       }
+      if _storage._schoolKind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._schoolKind, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2461,10 +2650,66 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceFigures: SwiftProtobu
         if _storage._manualLessons != rhs_storage._manualLessons {return false}
         if _storage._manualSharePercent != rhs_storage._manualSharePercent {return false}
         if _storage._manualShareText != rhs_storage._manualShareText {return false}
+        if _storage._schoolKind != rhs_storage._schoolKind {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_KindShare: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KindShare"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_kind\0\u{1}label\0\u{1}total\0\u{1}met\0\u{3}share_percent\0\u{3}share_text\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.schoolKind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.label) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.total) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.met) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.sharePercent) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.shareText) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.schoolKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.schoolKind, fieldNumber: 1)
+    }
+    if !self.label.isEmpty {
+      try visitor.visitSingularStringField(value: self.label, fieldNumber: 2)
+    }
+    if self.total != 0 {
+      try visitor.visitSingularInt64Field(value: self.total, fieldNumber: 3)
+    }
+    if self.met != 0 {
+      try visitor.visitSingularInt64Field(value: self.met, fieldNumber: 4)
+    }
+    if self.sharePercent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.sharePercent, fieldNumber: 5)
+    }
+    if !self.shareText.isEmpty {
+      try visitor.visitSingularStringField(value: self.shareText, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_KindShare, rhs: Smartschool_Supervision_V1_KindShare) -> Bool {
+    if lhs.schoolKind != rhs.schoolKind {return false}
+    if lhs.label != rhs.label {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.met != rhs.met {return false}
+    if lhs.sharePercent != rhs.sharePercent {return false}
+    if lhs.shareText != rhs.shareText {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2517,7 +2762,7 @@ nonisolated extension Smartschool_Supervision_V1_GetComplianceReportRequest: Swi
 
 nonisolated extension Smartschool_Supervision_V1_ComplianceReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ComplianceReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}weeks\0\u{1}scope\0\u{1}children\0\u{3}by_week\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}weeks\0\u{1}scope\0\u{1}children\0\u{3}by_week\0\u{3}by_school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2530,6 +2775,7 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceReport: SwiftProtobuf
       case 3: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.byWeek) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.bySchoolKind) }()
       default: break
       }
     }
@@ -2555,6 +2801,9 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceReport: SwiftProtobuf
     if !self.byWeek.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.byWeek, fieldNumber: 5)
     }
+    if !self.bySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bySchoolKind, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2564,6 +2813,7 @@ nonisolated extension Smartschool_Supervision_V1_ComplianceReport: SwiftProtobuf
     if lhs._scope != rhs._scope {return false}
     if lhs.children != rhs.children {return false}
     if lhs.byWeek != rhs.byWeek {return false}
+    if lhs.bySchoolKind != rhs.bySchoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2606,7 +2856,7 @@ nonisolated extension Smartschool_Supervision_V1_GetWeeklyNoticeRequest: SwiftPr
 
 nonisolated extension Smartschool_Supervision_V1_NoticeSchool: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NoticeSchool"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rank\0\u{3}school_code\0\u{3}school_name\0\u{1}classrooms\0\u{1}lessons\0\u{3}lessons_per_classroom\0\u{3}previous_lessons_per_classroom\0\u{1}change\0\u{3}compliant_classrooms\0\u{3}below_standard\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rank\0\u{3}school_code\0\u{3}school_name\0\u{1}classrooms\0\u{1}lessons\0\u{3}lessons_per_classroom\0\u{3}previous_lessons_per_classroom\0\u{1}change\0\u{3}compliant_classrooms\0\u{3}below_standard\0\u{3}school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2624,6 +2874,7 @@ nonisolated extension Smartschool_Supervision_V1_NoticeSchool: SwiftProtobuf.Mes
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.change) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.compliantClassrooms) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.belowStandard) }()
+      case 11: try { try decoder.decodeSingularEnumField(value: &self.schoolKind) }()
       default: break
       }
     }
@@ -2660,6 +2911,9 @@ nonisolated extension Smartschool_Supervision_V1_NoticeSchool: SwiftProtobuf.Mes
     if self.belowStandard != false {
       try visitor.visitSingularBoolField(value: self.belowStandard, fieldNumber: 10)
     }
+    if self.schoolKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.schoolKind, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2674,6 +2928,7 @@ nonisolated extension Smartschool_Supervision_V1_NoticeSchool: SwiftProtobuf.Mes
     if lhs.change != rhs.change {return false}
     if lhs.compliantClassrooms != rhs.compliantClassrooms {return false}
     if lhs.belowStandard != rhs.belowStandard {return false}
+    if lhs.schoolKind != rhs.schoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2731,7 +2986,7 @@ nonisolated extension Smartschool_Supervision_V1_NoticeClassroom: SwiftProtobuf.
 
 nonisolated extension Smartschool_Supervision_V1_WeeklyNotice: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WeeklyNotice"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}week\0\u{3}previous_week\0\u{1}schools\0\u{3}schools_below_standard\0\u{3}classrooms_below_standard\0\u{3}this_week\0\u{1}previous\0\u{3}lessons_per_classroom_change\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}week\0\u{3}previous_week\0\u{1}schools\0\u{3}schools_below_standard\0\u{3}classrooms_below_standard\0\u{3}this_week\0\u{1}previous\0\u{3}lessons_per_classroom_change\0\u{3}by_school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2748,6 +3003,7 @@ nonisolated extension Smartschool_Supervision_V1_WeeklyNotice: SwiftProtobuf.Mes
       case 7: try { try decoder.decodeSingularMessageField(value: &self._thisWeek) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._previous) }()
       case 9: try { try decoder.decodeSingularDoubleField(value: &self.lessonsPerClassroomChange) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.bySchoolKind) }()
       default: break
       }
     }
@@ -2785,6 +3041,9 @@ nonisolated extension Smartschool_Supervision_V1_WeeklyNotice: SwiftProtobuf.Mes
     if self.lessonsPerClassroomChange.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.lessonsPerClassroomChange, fieldNumber: 9)
     }
+    if !self.bySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bySchoolKind, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2798,6 +3057,7 @@ nonisolated extension Smartschool_Supervision_V1_WeeklyNotice: SwiftProtobuf.Mes
     if lhs._thisWeek != rhs._thisWeek {return false}
     if lhs._previous != rhs._previous {return false}
     if lhs.lessonsPerClassroomChange != rhs.lessonsPerClassroomChange {return false}
+    if lhs.bySchoolKind != rhs.bySchoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2840,7 +3100,7 @@ nonisolated extension Smartschool_Supervision_V1_GetTeacherTargetsRequest: Swift
 
 nonisolated extension Smartschool_Supervision_V1_TeacherTarget: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TeacherTarget"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}teacher_external_id\0\u{3}display_name\0\u{3}school_code\0\u{3}birth_year\0\u{3}age_at_term_start\0\u{1}lessons\0\u{1}required\0\u{1}met\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}teacher_external_id\0\u{3}display_name\0\u{3}school_code\0\u{3}birth_year\0\u{3}age_at_term_start\0\u{1}lessons\0\u{1}required\0\u{1}met\0\u{3}school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2856,6 +3116,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTarget: SwiftProtobuf.Me
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.lessons) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.required) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.met) }()
+      case 9: try { try decoder.decodeSingularEnumField(value: &self.schoolKind) }()
       default: break
       }
     }
@@ -2886,6 +3147,9 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTarget: SwiftProtobuf.Me
     if self.met != false {
       try visitor.visitSingularBoolField(value: self.met, fieldNumber: 8)
     }
+    if self.schoolKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.schoolKind, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2898,6 +3162,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTarget: SwiftProtobuf.Me
     if lhs.lessons != rhs.lessons {return false}
     if lhs.required != rhs.required {return false}
     if lhs.met != rhs.met {return false}
+    if lhs.schoolKind != rhs.schoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2905,7 +3170,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTarget: SwiftProtobuf.Me
 
 nonisolated extension Smartschool_Supervision_V1_TeacherTargetsReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TeacherTargetsReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}teachers\0\u{3}teacher_count\0\u{3}met_count\0\u{3}met_share_percent\0\u{3}met_share_text\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}term_code\0\u{1}teachers\0\u{3}teacher_count\0\u{3}met_count\0\u{3}met_share_percent\0\u{3}met_share_text\0\u{3}by_school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2919,6 +3184,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTargetsReport: SwiftProt
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.metCount) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.metSharePercent) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.metShareText) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.bySchoolKind) }()
       default: break
       }
     }
@@ -2943,6 +3209,9 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTargetsReport: SwiftProt
     if !self.metShareText.isEmpty {
       try visitor.visitSingularStringField(value: self.metShareText, fieldNumber: 6)
     }
+    if !self.bySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bySchoolKind, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2953,6 +3222,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTargetsReport: SwiftProt
     if lhs.metCount != rhs.metCount {return false}
     if lhs.metSharePercent != rhs.metSharePercent {return false}
     if lhs.metShareText != rhs.metShareText {return false}
+    if lhs.bySchoolKind != rhs.bySchoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3093,7 +3363,7 @@ nonisolated extension Smartschool_Supervision_V1_GetTrainingReportRequest: Swift
 
 nonisolated extension Smartschool_Supervision_V1_TeacherTraining: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TeacherTraining"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}teacher_external_id\0\u{3}display_name\0\u{1}hours\0\u{1}met\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}teacher_external_id\0\u{3}display_name\0\u{1}hours\0\u{1}met\0\u{3}school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3105,6 +3375,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTraining: SwiftProtobuf.
       case 2: try { try decoder.decodeSingularStringField(value: &self.displayName) }()
       case 3: try { try decoder.decodeSingularDoubleField(value: &self.hours) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.met) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.schoolKind) }()
       default: break
       }
     }
@@ -3123,6 +3394,9 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTraining: SwiftProtobuf.
     if self.met != false {
       try visitor.visitSingularBoolField(value: self.met, fieldNumber: 4)
     }
+    if self.schoolKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.schoolKind, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3131,6 +3405,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTraining: SwiftProtobuf.
     if lhs.displayName != rhs.displayName {return false}
     if lhs.hours != rhs.hours {return false}
     if lhs.met != rhs.met {return false}
+    if lhs.schoolKind != rhs.schoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3138,7 +3413,7 @@ nonisolated extension Smartschool_Supervision_V1_TeacherTraining: SwiftProtobuf.
 
 nonisolated extension Smartschool_Supervision_V1_TrainingReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainingReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{3}required_hours\0\u{1}teachers\0\u{3}teacher_count\0\u{3}met_count\0\u{3}met_share_percent\0\u{3}met_share_text\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{3}required_hours\0\u{1}teachers\0\u{3}teacher_count\0\u{3}met_count\0\u{3}met_share_percent\0\u{3}met_share_text\0\u{3}by_school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3153,6 +3428,7 @@ nonisolated extension Smartschool_Supervision_V1_TrainingReport: SwiftProtobuf.M
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.metCount) }()
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.metSharePercent) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.metShareText) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.bySchoolKind) }()
       default: break
       }
     }
@@ -3180,6 +3456,9 @@ nonisolated extension Smartschool_Supervision_V1_TrainingReport: SwiftProtobuf.M
     if !self.metShareText.isEmpty {
       try visitor.visitSingularStringField(value: self.metShareText, fieldNumber: 7)
     }
+    if !self.bySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bySchoolKind, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3191,6 +3470,7 @@ nonisolated extension Smartschool_Supervision_V1_TrainingReport: SwiftProtobuf.M
     if lhs.metCount != rhs.metCount {return false}
     if lhs.metSharePercent != rhs.metSharePercent {return false}
     if lhs.metShareText != rhs.metShareText {return false}
+    if lhs.bySchoolKind != rhs.bySchoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3198,7 +3478,7 @@ nonisolated extension Smartschool_Supervision_V1_TrainingReport: SwiftProtobuf.M
 
 nonisolated extension Smartschool_Supervision_V1_FacilityReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FacilityReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_code\0\u{1}year\0\u{3}standard_met\0\u{3}smart_classroom_present\0\u{3}multimedia_classrooms\0\u{3}student_computers\0\u{3}teacher_computers\0\u{1}students\0\u{1}teachers\0\u{3}broadband_mbps\0\u{3}campus_network\0\u{3}wireless_coverage\0\u{3}update_time\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_code\0\u{1}year\0\u{3}standard_met\0\u{3}smart_classroom_present\0\u{3}multimedia_classrooms\0\u{3}student_computers\0\u{3}teacher_computers\0\u{1}students\0\u{1}teachers\0\u{3}broadband_mbps\0\u{3}campus_network\0\u{3}wireless_coverage\0\u{3}update_time\0\u{1}classrooms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3219,6 +3499,7 @@ nonisolated extension Smartschool_Supervision_V1_FacilityReport: SwiftProtobuf.M
       case 11: try { try decoder.decodeSingularBoolField(value: &self.campusNetwork) }()
       case 12: try { try decoder.decodeSingularBoolField(value: &self.wirelessCoverage) }()
       case 13: try { try decoder.decodeSingularMessageField(value: &self._updateTime) }()
+      case 14: try { try decoder.decodeSingularInt32Field(value: &self.classrooms) }()
       default: break
       }
     }
@@ -3268,6 +3549,9 @@ nonisolated extension Smartschool_Supervision_V1_FacilityReport: SwiftProtobuf.M
     try { if let v = self._updateTime {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     } }()
+    if self.classrooms != 0 {
+      try visitor.visitSingularInt32Field(value: self.classrooms, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3285,6 +3569,7 @@ nonisolated extension Smartschool_Supervision_V1_FacilityReport: SwiftProtobuf.M
     if lhs.campusNetwork != rhs.campusNetwork {return false}
     if lhs.wirelessCoverage != rhs.wirelessCoverage {return false}
     if lhs._updateTime != rhs._updateTime {return false}
+    if lhs.classrooms != rhs.classrooms {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3396,7 +3681,7 @@ nonisolated extension Smartschool_Supervision_V1_GetCoverageReportRequest: Swift
 
 nonisolated extension Smartschool_Supervision_V1_KindCoverage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KindCoverage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_kind\0\u{1}schools\0\u{1}reported\0\u{1}built\0\u{3}coverage_percent\0\u{3}coverage_text\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_kind\0\u{1}schools\0\u{1}reported\0\u{1}built\0\u{3}coverage_percent\0\u{3}coverage_text\0\u{1}label\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3410,6 +3695,7 @@ nonisolated extension Smartschool_Supervision_V1_KindCoverage: SwiftProtobuf.Mes
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.built) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.coveragePercent) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.coverageText) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.label) }()
       default: break
       }
     }
@@ -3434,6 +3720,9 @@ nonisolated extension Smartschool_Supervision_V1_KindCoverage: SwiftProtobuf.Mes
     if !self.coverageText.isEmpty {
       try visitor.visitSingularStringField(value: self.coverageText, fieldNumber: 6)
     }
+    if !self.label.isEmpty {
+      try visitor.visitSingularStringField(value: self.label, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3444,6 +3733,7 @@ nonisolated extension Smartschool_Supervision_V1_KindCoverage: SwiftProtobuf.Mes
     if lhs.built != rhs.built {return false}
     if lhs.coveragePercent != rhs.coveragePercent {return false}
     if lhs.coverageText != rhs.coverageText {return false}
+    if lhs.label != rhs.label {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3451,104 +3741,191 @@ nonisolated extension Smartschool_Supervision_V1_KindCoverage: SwiftProtobuf.Mes
 
 nonisolated extension Smartschool_Supervision_V1_CoverageReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CoverageReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{1}kinds\0\u{1}schools\0\u{1}reported\0\u{1}students\0\u{1}teachers\0\u{3}student_computers\0\u{3}teacher_computers\0\u{3}multimedia_classrooms\0\u{3}students_per_computer\0\u{3}teachers_per_computer\0\u{3}broadband_met\0\u{3}broadband_share_percent\0\u{3}broadband_share_text\0\u{3}campus_network_schools\0\u{3}wireless_schools\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{1}kinds\0\u{1}schools\0\u{1}reported\0\u{1}students\0\u{1}teachers\0\u{3}student_computers\0\u{3}teacher_computers\0\u{3}multimedia_classrooms\0\u{3}students_per_computer\0\u{3}teachers_per_computer\0\u{3}broadband_met\0\u{3}broadband_share_percent\0\u{3}broadband_share_text\0\u{3}campus_network_schools\0\u{3}wireless_schools\0\u{1}classrooms\0\u{3}multimedia_coverage_percent\0\u{3}multimedia_coverage_text\0")
+
+  fileprivate class _StorageClass {
+    var _year: Int32 = 0
+    var _kinds: [Smartschool_Supervision_V1_KindCoverage] = []
+    var _schools: Int64 = 0
+    var _reported: Int64 = 0
+    var _students: Int64 = 0
+    var _teachers: Int64 = 0
+    var _studentComputers: Int64 = 0
+    var _teacherComputers: Int64 = 0
+    var _multimediaClassrooms: Int64 = 0
+    var _studentsPerComputer: String = String()
+    var _teachersPerComputer: String = String()
+    var _broadbandMet: Int64 = 0
+    var _broadbandSharePercent: Double = 0
+    var _broadbandShareText: String = String()
+    var _campusNetworkSchools: Int64 = 0
+    var _wirelessSchools: Int64 = 0
+    var _classrooms: Int64 = 0
+    var _multimediaCoveragePercent: Double = 0
+    var _multimediaCoverageText: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _year = source._year
+      _kinds = source._kinds
+      _schools = source._schools
+      _reported = source._reported
+      _students = source._students
+      _teachers = source._teachers
+      _studentComputers = source._studentComputers
+      _teacherComputers = source._teacherComputers
+      _multimediaClassrooms = source._multimediaClassrooms
+      _studentsPerComputer = source._studentsPerComputer
+      _teachersPerComputer = source._teachersPerComputer
+      _broadbandMet = source._broadbandMet
+      _broadbandSharePercent = source._broadbandSharePercent
+      _broadbandShareText = source._broadbandShareText
+      _campusNetworkSchools = source._campusNetworkSchools
+      _wirelessSchools = source._wirelessSchools
+      _classrooms = source._classrooms
+      _multimediaCoveragePercent = source._multimediaCoveragePercent
+      _multimediaCoverageText = source._multimediaCoverageText
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt32Field(value: &self.year) }()
-      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.kinds) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.schools) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.reported) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.students) }()
-      case 6: try { try decoder.decodeSingularInt64Field(value: &self.teachers) }()
-      case 7: try { try decoder.decodeSingularInt64Field(value: &self.studentComputers) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.teacherComputers) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.multimediaClassrooms) }()
-      case 10: try { try decoder.decodeSingularStringField(value: &self.studentsPerComputer) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.teachersPerComputer) }()
-      case 12: try { try decoder.decodeSingularInt64Field(value: &self.broadbandMet) }()
-      case 13: try { try decoder.decodeSingularDoubleField(value: &self.broadbandSharePercent) }()
-      case 14: try { try decoder.decodeSingularStringField(value: &self.broadbandShareText) }()
-      case 15: try { try decoder.decodeSingularInt64Field(value: &self.campusNetworkSchools) }()
-      case 16: try { try decoder.decodeSingularInt64Field(value: &self.wirelessSchools) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt32Field(value: &_storage._year) }()
+        case 2: try { try decoder.decodeRepeatedMessageField(value: &_storage._kinds) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._schools) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._reported) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._students) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._teachers) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._studentComputers) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._teacherComputers) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._multimediaClassrooms) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._studentsPerComputer) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._teachersPerComputer) }()
+        case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._broadbandMet) }()
+        case 13: try { try decoder.decodeSingularDoubleField(value: &_storage._broadbandSharePercent) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._broadbandShareText) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._campusNetworkSchools) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._wirelessSchools) }()
+        case 17: try { try decoder.decodeSingularInt64Field(value: &_storage._classrooms) }()
+        case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._multimediaCoveragePercent) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._multimediaCoverageText) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.year != 0 {
-      try visitor.visitSingularInt32Field(value: self.year, fieldNumber: 1)
-    }
-    if !self.kinds.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.kinds, fieldNumber: 2)
-    }
-    if self.schools != 0 {
-      try visitor.visitSingularInt64Field(value: self.schools, fieldNumber: 3)
-    }
-    if self.reported != 0 {
-      try visitor.visitSingularInt64Field(value: self.reported, fieldNumber: 4)
-    }
-    if self.students != 0 {
-      try visitor.visitSingularInt64Field(value: self.students, fieldNumber: 5)
-    }
-    if self.teachers != 0 {
-      try visitor.visitSingularInt64Field(value: self.teachers, fieldNumber: 6)
-    }
-    if self.studentComputers != 0 {
-      try visitor.visitSingularInt64Field(value: self.studentComputers, fieldNumber: 7)
-    }
-    if self.teacherComputers != 0 {
-      try visitor.visitSingularInt64Field(value: self.teacherComputers, fieldNumber: 8)
-    }
-    if self.multimediaClassrooms != 0 {
-      try visitor.visitSingularInt64Field(value: self.multimediaClassrooms, fieldNumber: 9)
-    }
-    if !self.studentsPerComputer.isEmpty {
-      try visitor.visitSingularStringField(value: self.studentsPerComputer, fieldNumber: 10)
-    }
-    if !self.teachersPerComputer.isEmpty {
-      try visitor.visitSingularStringField(value: self.teachersPerComputer, fieldNumber: 11)
-    }
-    if self.broadbandMet != 0 {
-      try visitor.visitSingularInt64Field(value: self.broadbandMet, fieldNumber: 12)
-    }
-    if self.broadbandSharePercent.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.broadbandSharePercent, fieldNumber: 13)
-    }
-    if !self.broadbandShareText.isEmpty {
-      try visitor.visitSingularStringField(value: self.broadbandShareText, fieldNumber: 14)
-    }
-    if self.campusNetworkSchools != 0 {
-      try visitor.visitSingularInt64Field(value: self.campusNetworkSchools, fieldNumber: 15)
-    }
-    if self.wirelessSchools != 0 {
-      try visitor.visitSingularInt64Field(value: self.wirelessSchools, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._year != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._year, fieldNumber: 1)
+      }
+      if !_storage._kinds.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._kinds, fieldNumber: 2)
+      }
+      if _storage._schools != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._schools, fieldNumber: 3)
+      }
+      if _storage._reported != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._reported, fieldNumber: 4)
+      }
+      if _storage._students != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._students, fieldNumber: 5)
+      }
+      if _storage._teachers != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._teachers, fieldNumber: 6)
+      }
+      if _storage._studentComputers != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._studentComputers, fieldNumber: 7)
+      }
+      if _storage._teacherComputers != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._teacherComputers, fieldNumber: 8)
+      }
+      if _storage._multimediaClassrooms != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._multimediaClassrooms, fieldNumber: 9)
+      }
+      if !_storage._studentsPerComputer.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._studentsPerComputer, fieldNumber: 10)
+      }
+      if !_storage._teachersPerComputer.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._teachersPerComputer, fieldNumber: 11)
+      }
+      if _storage._broadbandMet != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._broadbandMet, fieldNumber: 12)
+      }
+      if _storage._broadbandSharePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._broadbandSharePercent, fieldNumber: 13)
+      }
+      if !_storage._broadbandShareText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._broadbandShareText, fieldNumber: 14)
+      }
+      if _storage._campusNetworkSchools != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._campusNetworkSchools, fieldNumber: 15)
+      }
+      if _storage._wirelessSchools != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._wirelessSchools, fieldNumber: 16)
+      }
+      if _storage._classrooms != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._classrooms, fieldNumber: 17)
+      }
+      if _storage._multimediaCoveragePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._multimediaCoveragePercent, fieldNumber: 18)
+      }
+      if !_storage._multimediaCoverageText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._multimediaCoverageText, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Supervision_V1_CoverageReport, rhs: Smartschool_Supervision_V1_CoverageReport) -> Bool {
-    if lhs.year != rhs.year {return false}
-    if lhs.kinds != rhs.kinds {return false}
-    if lhs.schools != rhs.schools {return false}
-    if lhs.reported != rhs.reported {return false}
-    if lhs.students != rhs.students {return false}
-    if lhs.teachers != rhs.teachers {return false}
-    if lhs.studentComputers != rhs.studentComputers {return false}
-    if lhs.teacherComputers != rhs.teacherComputers {return false}
-    if lhs.multimediaClassrooms != rhs.multimediaClassrooms {return false}
-    if lhs.studentsPerComputer != rhs.studentsPerComputer {return false}
-    if lhs.teachersPerComputer != rhs.teachersPerComputer {return false}
-    if lhs.broadbandMet != rhs.broadbandMet {return false}
-    if lhs.broadbandSharePercent != rhs.broadbandSharePercent {return false}
-    if lhs.broadbandShareText != rhs.broadbandShareText {return false}
-    if lhs.campusNetworkSchools != rhs.campusNetworkSchools {return false}
-    if lhs.wirelessSchools != rhs.wirelessSchools {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._year != rhs_storage._year {return false}
+        if _storage._kinds != rhs_storage._kinds {return false}
+        if _storage._schools != rhs_storage._schools {return false}
+        if _storage._reported != rhs_storage._reported {return false}
+        if _storage._students != rhs_storage._students {return false}
+        if _storage._teachers != rhs_storage._teachers {return false}
+        if _storage._studentComputers != rhs_storage._studentComputers {return false}
+        if _storage._teacherComputers != rhs_storage._teacherComputers {return false}
+        if _storage._multimediaClassrooms != rhs_storage._multimediaClassrooms {return false}
+        if _storage._studentsPerComputer != rhs_storage._studentsPerComputer {return false}
+        if _storage._teachersPerComputer != rhs_storage._teachersPerComputer {return false}
+        if _storage._broadbandMet != rhs_storage._broadbandMet {return false}
+        if _storage._broadbandSharePercent != rhs_storage._broadbandSharePercent {return false}
+        if _storage._broadbandShareText != rhs_storage._broadbandShareText {return false}
+        if _storage._campusNetworkSchools != rhs_storage._campusNetworkSchools {return false}
+        if _storage._wirelessSchools != rhs_storage._wirelessSchools {return false}
+        if _storage._classrooms != rhs_storage._classrooms {return false}
+        if _storage._multimediaCoveragePercent != rhs_storage._multimediaCoveragePercent {return false}
+        if _storage._multimediaCoverageText != rhs_storage._multimediaCoverageText {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3854,7 +4231,7 @@ nonisolated extension Smartschool_Supervision_V1_GetInspectionSummaryRequest: Sw
 
 nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SchoolInspections"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_code\0\u{3}school_name\0\u{1}inspections\0\u{3}last_date\0\u{3}research_visits\0\u{3}last_research_date\0\u{3}open_follow_ups\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}school_code\0\u{3}school_name\0\u{1}inspections\0\u{3}last_date\0\u{3}research_visits\0\u{3}last_research_date\0\u{3}open_follow_ups\0\u{3}school_kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3869,6 +4246,7 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.researchVisits) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.lastResearchDate) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.openFollowUps) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.schoolKind) }()
       default: break
       }
     }
@@ -3896,6 +4274,9 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
     if self.openFollowUps != 0 {
       try visitor.visitSingularInt64Field(value: self.openFollowUps, fieldNumber: 7)
     }
+    if self.schoolKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.schoolKind, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3907,6 +4288,7 @@ nonisolated extension Smartschool_Supervision_V1_SchoolInspections: SwiftProtobu
     if lhs.researchVisits != rhs.researchVisits {return false}
     if lhs.lastResearchDate != rhs.lastResearchDate {return false}
     if lhs.openFollowUps != rhs.openFollowUps {return false}
+    if lhs.schoolKind != rhs.schoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3959,104 +4341,177 @@ nonisolated extension Smartschool_Supervision_V1_RatingCount: SwiftProtobuf.Mess
 
 nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InspectionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{1}schools\0\u{1}inspected\0\u{3}not_inspected\0\u{3}inspected_share_percent\0\u{3}inspected_share_text\0\u{1}ratings\0\u{3}research_term_code\0\u{3}research_visited\0\u{3}research_visited_share_percent\0\u{3}research_visited_share_text\0\u{3}schools_without_research_visit\0\u{3}follow_ups_open\0\u{3}follow_ups_rectified\0\u{3}follow_ups_verified\0\u{3}follow_ups_not_needed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}year\0\u{1}schools\0\u{1}inspected\0\u{3}not_inspected\0\u{3}inspected_share_percent\0\u{3}inspected_share_text\0\u{1}ratings\0\u{3}research_term_code\0\u{3}research_visited\0\u{3}research_visited_share_percent\0\u{3}research_visited_share_text\0\u{3}schools_without_research_visit\0\u{3}follow_ups_open\0\u{3}follow_ups_rectified\0\u{3}follow_ups_verified\0\u{3}follow_ups_not_needed\0\u{3}by_school_kind\0")
+
+  fileprivate class _StorageClass {
+    var _year: Int32 = 0
+    var _schools: Int64 = 0
+    var _inspected: [Smartschool_Supervision_V1_SchoolInspections] = []
+    var _notInspected: [Smartschool_Supervision_V1_SchoolInspections] = []
+    var _inspectedSharePercent: Double = 0
+    var _inspectedShareText: String = String()
+    var _ratings: [Smartschool_Supervision_V1_RatingCount] = []
+    var _researchTermCode: String = String()
+    var _researchVisited: Int64 = 0
+    var _researchVisitedSharePercent: Double = 0
+    var _researchVisitedShareText: String = String()
+    var _schoolsWithoutResearchVisit: [String] = []
+    var _followUpsOpen: Int64 = 0
+    var _followUpsRectified: Int64 = 0
+    var _followUpsVerified: Int64 = 0
+    var _followUpsNotNeeded: Int64 = 0
+    var _bySchoolKind: [Smartschool_Supervision_V1_KindShare] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _year = source._year
+      _schools = source._schools
+      _inspected = source._inspected
+      _notInspected = source._notInspected
+      _inspectedSharePercent = source._inspectedSharePercent
+      _inspectedShareText = source._inspectedShareText
+      _ratings = source._ratings
+      _researchTermCode = source._researchTermCode
+      _researchVisited = source._researchVisited
+      _researchVisitedSharePercent = source._researchVisitedSharePercent
+      _researchVisitedShareText = source._researchVisitedShareText
+      _schoolsWithoutResearchVisit = source._schoolsWithoutResearchVisit
+      _followUpsOpen = source._followUpsOpen
+      _followUpsRectified = source._followUpsRectified
+      _followUpsVerified = source._followUpsVerified
+      _followUpsNotNeeded = source._followUpsNotNeeded
+      _bySchoolKind = source._bySchoolKind
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularInt32Field(value: &self.year) }()
-      case 2: try { try decoder.decodeSingularInt64Field(value: &self.schools) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.inspected) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.notInspected) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.inspectedSharePercent) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.inspectedShareText) }()
-      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.ratings) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.researchTermCode) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.researchVisited) }()
-      case 10: try { try decoder.decodeSingularDoubleField(value: &self.researchVisitedSharePercent) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.researchVisitedShareText) }()
-      case 12: try { try decoder.decodeRepeatedStringField(value: &self.schoolsWithoutResearchVisit) }()
-      case 13: try { try decoder.decodeSingularInt64Field(value: &self.followUpsOpen) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.followUpsRectified) }()
-      case 15: try { try decoder.decodeSingularInt64Field(value: &self.followUpsVerified) }()
-      case 16: try { try decoder.decodeSingularInt64Field(value: &self.followUpsNotNeeded) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularInt32Field(value: &_storage._year) }()
+        case 2: try { try decoder.decodeSingularInt64Field(value: &_storage._schools) }()
+        case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._inspected) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._notInspected) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._inspectedSharePercent) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._inspectedShareText) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._ratings) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._researchTermCode) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._researchVisited) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._researchVisitedSharePercent) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._researchVisitedShareText) }()
+        case 12: try { try decoder.decodeRepeatedStringField(value: &_storage._schoolsWithoutResearchVisit) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._followUpsOpen) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._followUpsRectified) }()
+        case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._followUpsVerified) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._followUpsNotNeeded) }()
+        case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._bySchoolKind) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.year != 0 {
-      try visitor.visitSingularInt32Field(value: self.year, fieldNumber: 1)
-    }
-    if self.schools != 0 {
-      try visitor.visitSingularInt64Field(value: self.schools, fieldNumber: 2)
-    }
-    if !self.inspected.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.inspected, fieldNumber: 3)
-    }
-    if !self.notInspected.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.notInspected, fieldNumber: 4)
-    }
-    if self.inspectedSharePercent.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.inspectedSharePercent, fieldNumber: 5)
-    }
-    if !self.inspectedShareText.isEmpty {
-      try visitor.visitSingularStringField(value: self.inspectedShareText, fieldNumber: 6)
-    }
-    if !self.ratings.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.ratings, fieldNumber: 7)
-    }
-    if !self.researchTermCode.isEmpty {
-      try visitor.visitSingularStringField(value: self.researchTermCode, fieldNumber: 8)
-    }
-    if self.researchVisited != 0 {
-      try visitor.visitSingularInt64Field(value: self.researchVisited, fieldNumber: 9)
-    }
-    if self.researchVisitedSharePercent.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.researchVisitedSharePercent, fieldNumber: 10)
-    }
-    if !self.researchVisitedShareText.isEmpty {
-      try visitor.visitSingularStringField(value: self.researchVisitedShareText, fieldNumber: 11)
-    }
-    if !self.schoolsWithoutResearchVisit.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.schoolsWithoutResearchVisit, fieldNumber: 12)
-    }
-    if self.followUpsOpen != 0 {
-      try visitor.visitSingularInt64Field(value: self.followUpsOpen, fieldNumber: 13)
-    }
-    if self.followUpsRectified != 0 {
-      try visitor.visitSingularInt64Field(value: self.followUpsRectified, fieldNumber: 14)
-    }
-    if self.followUpsVerified != 0 {
-      try visitor.visitSingularInt64Field(value: self.followUpsVerified, fieldNumber: 15)
-    }
-    if self.followUpsNotNeeded != 0 {
-      try visitor.visitSingularInt64Field(value: self.followUpsNotNeeded, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._year != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._year, fieldNumber: 1)
+      }
+      if _storage._schools != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._schools, fieldNumber: 2)
+      }
+      if !_storage._inspected.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._inspected, fieldNumber: 3)
+      }
+      if !_storage._notInspected.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._notInspected, fieldNumber: 4)
+      }
+      if _storage._inspectedSharePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._inspectedSharePercent, fieldNumber: 5)
+      }
+      if !_storage._inspectedShareText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._inspectedShareText, fieldNumber: 6)
+      }
+      if !_storage._ratings.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._ratings, fieldNumber: 7)
+      }
+      if !_storage._researchTermCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._researchTermCode, fieldNumber: 8)
+      }
+      if _storage._researchVisited != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._researchVisited, fieldNumber: 9)
+      }
+      if _storage._researchVisitedSharePercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._researchVisitedSharePercent, fieldNumber: 10)
+      }
+      if !_storage._researchVisitedShareText.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._researchVisitedShareText, fieldNumber: 11)
+      }
+      if !_storage._schoolsWithoutResearchVisit.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._schoolsWithoutResearchVisit, fieldNumber: 12)
+      }
+      if _storage._followUpsOpen != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._followUpsOpen, fieldNumber: 13)
+      }
+      if _storage._followUpsRectified != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._followUpsRectified, fieldNumber: 14)
+      }
+      if _storage._followUpsVerified != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._followUpsVerified, fieldNumber: 15)
+      }
+      if _storage._followUpsNotNeeded != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._followUpsNotNeeded, fieldNumber: 16)
+      }
+      if !_storage._bySchoolKind.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._bySchoolKind, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Smartschool_Supervision_V1_InspectionSummary, rhs: Smartschool_Supervision_V1_InspectionSummary) -> Bool {
-    if lhs.year != rhs.year {return false}
-    if lhs.schools != rhs.schools {return false}
-    if lhs.inspected != rhs.inspected {return false}
-    if lhs.notInspected != rhs.notInspected {return false}
-    if lhs.inspectedSharePercent != rhs.inspectedSharePercent {return false}
-    if lhs.inspectedShareText != rhs.inspectedShareText {return false}
-    if lhs.ratings != rhs.ratings {return false}
-    if lhs.researchTermCode != rhs.researchTermCode {return false}
-    if lhs.researchVisited != rhs.researchVisited {return false}
-    if lhs.researchVisitedSharePercent != rhs.researchVisitedSharePercent {return false}
-    if lhs.researchVisitedShareText != rhs.researchVisitedShareText {return false}
-    if lhs.schoolsWithoutResearchVisit != rhs.schoolsWithoutResearchVisit {return false}
-    if lhs.followUpsOpen != rhs.followUpsOpen {return false}
-    if lhs.followUpsRectified != rhs.followUpsRectified {return false}
-    if lhs.followUpsVerified != rhs.followUpsVerified {return false}
-    if lhs.followUpsNotNeeded != rhs.followUpsNotNeeded {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._year != rhs_storage._year {return false}
+        if _storage._schools != rhs_storage._schools {return false}
+        if _storage._inspected != rhs_storage._inspected {return false}
+        if _storage._notInspected != rhs_storage._notInspected {return false}
+        if _storage._inspectedSharePercent != rhs_storage._inspectedSharePercent {return false}
+        if _storage._inspectedShareText != rhs_storage._inspectedShareText {return false}
+        if _storage._ratings != rhs_storage._ratings {return false}
+        if _storage._researchTermCode != rhs_storage._researchTermCode {return false}
+        if _storage._researchVisited != rhs_storage._researchVisited {return false}
+        if _storage._researchVisitedSharePercent != rhs_storage._researchVisitedSharePercent {return false}
+        if _storage._researchVisitedShareText != rhs_storage._researchVisitedShareText {return false}
+        if _storage._schoolsWithoutResearchVisit != rhs_storage._schoolsWithoutResearchVisit {return false}
+        if _storage._followUpsOpen != rhs_storage._followUpsOpen {return false}
+        if _storage._followUpsRectified != rhs_storage._followUpsRectified {return false}
+        if _storage._followUpsVerified != rhs_storage._followUpsVerified {return false}
+        if _storage._followUpsNotNeeded != rhs_storage._followUpsNotNeeded {return false}
+        if _storage._bySchoolKind != rhs_storage._bySchoolKind {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
