@@ -957,6 +957,11 @@ public nonisolated struct Smartschool_Assessment_V1_IncompleteStudent: Sendable 
   public init() {}
 }
 
+/// One item's analysis over the scope's students who sat (absentees are in none of it).
+/// The 27% groups: the students ordered by total, highest first, ties on the total broken by
+/// student external id ascending (so equal totals at a group's edge split by id); each group
+/// has max(1, round(0.27·N)) students (round half away from zero), the upper group the first
+/// ones, the lower the last; P(group) = the group's mean score on the item / its max score.
 public nonisolated struct Smartschool_Assessment_V1_ItemStatistics: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -974,7 +979,8 @@ public nonisolated struct Smartschool_Assessment_V1_ItemStatistics: Sendable {
   /// D = P(upper 27%) − P(lower 27%)
   public var discrimination: Double = 0
 
-  /// absent when undefined (σ = 0)
+  /// The corrected (item–rest) point-biserial: Pearson's r between the item's score and the
+  /// rest score (the total less this item) over the students; absent when either has σ = 0.
   public var pointBiserial: SwiftProtobuf.Google_Protobuf_DoubleValue {
     get {_pointBiserial ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
     set {_pointBiserial = newValue}
@@ -1020,7 +1026,8 @@ public nonisolated struct Smartschool_Assessment_V1_ExamStatistics: Sendable {
 
   public var items: [Smartschool_Assessment_V1_ItemStatistics] = []
 
-  /// absent when undefined
+  /// Cronbach's α = k/(k−1)·(1 − Σσᵢ²/σₜ²), population variances of the k items and of the
+  /// total; absent when k < 2 or σₜ = 0.
   public var cronbachAlpha: SwiftProtobuf.Google_Protobuf_DoubleValue {
     get {_cronbachAlpha ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
     set {_cronbachAlpha = newValue}
@@ -1030,7 +1037,7 @@ public nonisolated struct Smartschool_Assessment_V1_ExamStatistics: Sendable {
   /// Clears the value of `cronbachAlpha`. Subsequent reads from it will return its default value.
   public mutating func clearCronbachAlpha() {self._cronbachAlpha = nil}
 
-  /// absent when α is
+  /// σₜ·√max(0, 1 − α); absent when α is
   public var sem: SwiftProtobuf.Google_Protobuf_DoubleValue {
     get {_sem ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
     set {_sem = newValue}
