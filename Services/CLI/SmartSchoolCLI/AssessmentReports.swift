@@ -112,9 +112,10 @@ extension ReportCommand {
   struct Session: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "联考 学科对比: a joint exam session's totals and subjects side by side.",
-      discussion: "Example: smartschool report session --session K340121-2025-G8 --org K340121")
+      discussion: "Example: smartschool report session --exam-session K1-2025-G8 --org K340121")
     @OptionGroup var common: Common
-    @Option(help: "Session code.") var session: String
+    @Option(name: .customLong("exam-session"), help: "The joint exam session's code.")
+    var session: String
     @Option(help: "Scope org code (default: the running org).") var org: String?
     @Flag(help: "List every class under the scope instead of its direct children.")
     var classes = false
@@ -135,9 +136,10 @@ extension ReportCommand {
     static let configuration = CommandConfiguration(
       commandName: "session-ranks",
       abstract: "成绩单: a session's students by total, with ranks and each paper.",
-      discussion: "Example: smartschool report session-ranks --session K340121-2025-G8 --org S1")
+      discussion: "Example: smartschool report session-ranks --exam-session K1-2025-G8 --org S1")
     @OptionGroup var common: Common
-    @Option(help: "Session code.") var session: String
+    @Option(name: .customLong("exam-session"), help: "The joint exam session's code.")
+    var session: String
     @Option(help: "Scope org code (default: the running org).") var org: String?
     func run() async throws {
       try await common.print { client in
