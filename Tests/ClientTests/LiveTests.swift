@@ -217,6 +217,21 @@ let adminCredentials = Credentials.password(username: "admin", password: testAdm
         let csv = report.render(.csv)
         #expect(csv.hasPrefix("Code,Name,Classrooms"))
         #expect(report.render(.json).contains("\"subjectRatePercent\""))
+
+        // The weekly notice, inspections and early warning as people read them.
+        let notice = try await Reports.notice(client, org: "K8", week: "2025-09-10")
+          .render(.text)
+        #expect(notice.contains("每周通报 Weekly notice — K8, 2025-1, 周 week of 2025-09-08"))
+        #expect(notice.contains("▼") && notice.contains("-3.00") && notice.contains("合计"))
+        #expect(notice.contains("城镇学校"), "\(notice)")
+        let inspections = try await Reports.inspections(client, org: "K8", year: 2025, term: nil)
+        #expect(inspections.render(.text).contains("本年无督导记录 no visits this year"))
+        #expect(inspections.render(.csv).contains("S8,一中,城镇学校,0,,0,0,▼"))
+        let warnings = try await Reports.warnings(
+          client, org: "K8", term: "2025-1", asOf: "2025-09-15", weeks: 1
+        ).render(.text)
+        #expect(warnings.contains("N = 1: 2 未解除 standing"), "\(warnings)")
+        #expect(warnings.contains("▼ 教室连续未达标") && warnings.contains("2025-09-08"))
       }
     }
   }

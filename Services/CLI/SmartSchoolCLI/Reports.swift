@@ -329,8 +329,8 @@ struct ReportCommand: AsyncParsableCommand {
       """,
     subcommands: [
       Compliance.self, Coverage.self, Teachers.self, Training.self, Exam.self, Items.self,
-      Student.self, ClassReport.self, CaseCoverage.self, Session.self, SessionRanks.self,
-      Progress.self,
+      Student.self, ClassReport.self, CaseCoverage.self, Notice.self, Inspections.self,
+      Warnings.self, Session.self, SessionRanks.self, Progress.self,
     ])
 
   struct Common: ParsableArguments {
