@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import SmartSchoolCLI
 import SmartSchoolModel
 import Testing
@@ -113,5 +114,55 @@ import Testing
     #expect(lines.contains("(全部 all),,34,25.00,27.50,0.1250,0.00%,0.00%,-0.0000,"))
     #expect(lines.contains { $0.hasPrefix("S1,,22,") && $0.hasSuffix(",0.0500,1") })
     #expect(lines.contains("ext-9,,0.00,0.00,1.5000,30,3,27"))
+  }
+}
+
+/// The exams and scores CSV columns for sessions, cut lines and attendance.
+@Suite struct AssessmentCSVTests {
+  func table(_ text: String, _ kind: ImportKind) throws -> [Result<CSVRow, RowProblem>] {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let path = try writeFile(dir, "f.csv", text)
+    let table = try CSVTable(
+      reader: CSVReader(path: path), expected: kind.headers, optional: kind.optionalHeaders)
+    var rows: [Result<CSVRow, RowProblem>] = []
+    while let (_, row) = try table.next() { rows.append(row) }
+    return rows
+  }
+
+  @Test func examLinesAndSession() throws {
+    let head = "code,name,school_year,term,subject,stage,grade,org_code,full_marks,"
+      + "session_code,pass_line,excellent_line,low_line\n"
+    let rows = try table(
+      head + "E1,期末,2025-2026,1,mathematics,junior,8,K1,100,S-K1,55%,top 20%,30\n"
+        + "E2,期末,2025-2026,1,mathematics,junior,8,K1,100,,,,\n"
+        + "E3,期末,2025-2026,1,mathematics,junior,8,K1,100,,top,,\n", .exams)
+    let exam = try RowConversion.exam(try rows[0].get())
+    #expect(exam.sessionCode == "S-K1" && exam.passFraction == 0.55 && !exam.cutLines.hasPass)
+    #expect(exam.cutLines.excellent.topShare == 0.2 && exam.cutLines.low.score == 30)
+    let plain = try RowConversion.exam(try rows[1].get())
+    #expect(plain.sessionCode.isEmpty && plain.passFraction == 0)
+    #expect(plain.cutLines == Smartschool_Assessment_V1_CutLines())
+    #expect(throws: RowProblem.self) { try RowConversion.exam(try rows[2].get()) }
+    // Old files without the new columns still load.
+    let old = try table(
+      "code,name,school_year,term,subject,stage,grade,org_code,full_marks\n"
+        + "E4,期末,2025-2026,1,mathematics,junior,8,K1,100\n", .exams)
+    #expect(try RowConversion.exam(try old[0].get()).code == "E4")
+  }
+
+  @Test func scoreMarks() throws {
+    let rows = try table(
+      "exam_code,student_external_id,class_code,school_code,item_no,score,attendance,"
+        + "reason_not_tested\n"
+        + "E1,s1,CL1,S1,3,7.5,,\n" + "E1,s2,CL1,S1,0,0,缺考,\n" + "E1,s3,CL1,S1,0,0,exempt,ill\n"
+        + "E1,s4,CL1,S1,2,0,absent,\n" + "E1,s5,CL1,S1,0,0,late,\n", .scores)
+    let score = try RowConversion.score(try rows[0].get())
+    #expect(score.itemNumber == 3 && score.score == 7.5 && score.attendance == .unspecified)
+    #expect(try RowConversion.score(try rows[1].get()).attendance == .absent)
+    let exempt = try RowConversion.score(try rows[2].get())
+    #expect(exempt.attendance == .exempt && exempt.reasonNotTested == "ill")
+    #expect(throws: RowProblem.self) { try RowConversion.score(try rows[3].get()) }
+    #expect(throws: RowProblem.self) { try RowConversion.score(try rows[4].get()) }
   }
 }

@@ -169,8 +169,8 @@ public struct CSVTable {
   public let reader: CSVReader
 
   /// Opens `reader` and checks its header against `expected`: a missing, unknown (extra) or
-  /// repeated column is an error.
-  public init(reader: CSVReader, expected: [String]) throws {
+  /// repeated column is an error; the `optional` columns may be there or not.
+  public init(reader: CSVReader, expected: [String], optional: [String] = []) throws {
     guard let header = try reader.next() else {
       throw CSVError(
         line: 1, message: "empty file: expected the header \(expected.joined(separator: ","))")
@@ -184,7 +184,7 @@ public struct CSVTable {
       columns[name] = index
     }
     let extra = header.fields.map { $0.trimmingCharacters(in: .whitespaces) }
-      .filter { !expected.contains($0) }
+      .filter { !expected.contains($0) && !optional.contains($0) }
     if !extra.isEmpty {
       throw CSVError(
         line: header.line,

@@ -46,7 +46,10 @@ struct ExportCommand: AsyncParsableCommand {
     default: break
     }
     try await withCLIClient(connection) { client in
-      let headers = ImportKind(rawValue: kind.rawValue)!.headers
+      let importKind = ImportKind(rawValue: kind.rawValue)!
+      // Scores carry the marks of absent and exempt students (item 0) in their own columns.
+      let headers =
+        importKind.headers + (importKind == .scores ? importKind.optionalHeaders : [])
       writeOut(csvLine(headers))
       switch kind {
       case .orgs:
@@ -139,7 +142,8 @@ struct ExportCommand: AsyncParsableCommand {
             writeOut(
               csvLine([
                 s.examCode, s.studentExternalID, s.classCode, s.schoolCode, "\(s.itemNumber)",
-                "\(s.score)",
+                "\(s.score)", s.attendance == .unspecified ? "" : "\(s.attendance)",
+                s.reasonNotTested,
               ]))
           }
         }

@@ -50,6 +50,16 @@ public enum ImportKind: String, CaseIterable, Sendable {
     }
   }
 
+  /// Columns a file may add to the header: an exam's session and cut lines, a score row's
+  /// attendance (缺考/免考, item_no 0).
+  public var optionalHeaders: [String] {
+    switch self {
+    case .exams: ["session_code", "pass_line", "good_line", "excellent_line", "low_line"]
+    case .scores: ["attendance", "reason_not_tested"]
+    default: []
+    }
+  }
+
   /// The order in which the demo loads the kinds (parents before what refers to them).
   public static let loadOrder: [ImportKind] = [
     .orgs, .users, .guardians, .terms, .classrooms, .lessons, .facilities, .training,
@@ -243,6 +253,31 @@ public enum RowConversion {
     exam.grade = Int32(try r.int("grade", 1...12))
     exam.orgCode = try r.required("org_code")
     exam.fullMarks = try r.decimal("full_marks")
+    exam.sessionCode = r.text("session_code")
+    // A line: "60%" of full marks, a score "72", or "top 20%" of the scope; empty: default.
+    func line(_ column: String, _ fraction: (inout Smartschool_Assessment_V1_Exam, Double) -> Void)
+      throws(RowProblem) -> Smartschool_Assessment_V1_CutLine?
+    {
+      let text = r.text(column).replacingOccurrences(of: " ", with: "").lowercased()
+      if text.isEmpty { return nil }
+      let share = text.hasPrefix("top")
+      let body = share ? String(text.dropFirst(3)) : text
+      if body.hasSuffix("%"), let p = Double(body.dropLast()), p.isFinite, p > 0, p <= 100 {
+        if share { return .with { $0.topShare = p / 100 } }
+        fraction(&exam, p / 100)
+        return nil
+      }
+      if !share, let score = Double(body), score.isFinite, score > 0 {
+        return .with { $0.score = score }
+      }
+      throw RowProblem(column, "\"\(r.text(column))\" is not a line: 60%, 72 or top 20%")
+    }
+    if let l = try line("pass_line", { $0.passFraction = $1 }) { exam.cutLines.pass = l }
+    if let l = try line("good_line", { $0.goodFraction = $1 }) { exam.cutLines.good = l }
+    if let l = try line("excellent_line", { $0.excellentFraction = $1 }) {
+      exam.cutLines.excellent = l
+    }
+    if let l = try line("low_line", { $0.lowFraction = $1 }) { exam.cutLines.low = l }
     return exam
   }
 
@@ -267,8 +302,18 @@ public enum RowConversion {
     row.studentExternalID = try r.required("student_external_id")
     row.classCode = r.text("class_code")
     row.schoolCode = r.text("school_code")
-    row.itemNumber = Int32(try r.int("item_no", 1...1000))
-    row.score = try r.decimal("score")
+    let marks: [String: Smartschool_Assessment_V1_Attendance] = [
+      "": .unspecified, "sat": .sat, "实考": .sat, "absent": .absent, "缺考": .absent,
+      "exempt": .exempt, "免考": .exempt,
+    ]
+    guard let attendance = marks[r.text("attendance").lowercased()] else {
+      throw RowProblem("attendance", "must be sat, absent or exempt (实考, 缺考, 免考) or empty")
+    }
+    row.attendance = attendance
+    row.reasonNotTested = r.text("reason_not_tested")
+    // A mark names no item (0) and no score.
+    row.itemNumber = Int32(try r.int("item_no", attendance == .unspecified ? 1...1000 : 0...0))
+    row.score = attendance == .unspecified ? try r.decimal("score") : 0
     return row
   }
 

@@ -139,7 +139,8 @@ public struct Importer: Sendable {
   /// for a failed connection; row problems are in the outcome.
   public func run(_ kind: ImportKind, path: String) async throws -> ImportOutcome {
     // Header problems stop the import before anything is sent.
-    _ = try CSVTable(reader: CSVReader(path: path), expected: kind.headers)
+    _ = try CSVTable(
+      reader: CSVReader(path: path), expected: kind.headers, optional: kind.optionalHeaders)
     console.started()
     let c = client
     switch kind {
@@ -318,7 +319,8 @@ public struct Importer: Sendable {
     let console = self.console
     let file = (path as NSString).lastPathComponent
     let summary = try await call { writer in
-      let table = try CSVTable(reader: CSVReader(path: path), expected: kind.headers)
+      let table = try CSVTable(
+      reader: CSVReader(path: path), expected: kind.headers, optional: kind.optionalHeaders)
       var index = 0
       var batch: [Row] = []
       while let (line, row) = try table.next() {
@@ -380,7 +382,8 @@ public struct Importer: Sendable {
   ) async throws -> ImportOutcome {
     var outcome = ImportOutcome(kind: kind)
     let file = (path as NSString).lastPathComponent
-    let table = try CSVTable(reader: CSVReader(path: path), expected: kind.headers)
+    let table = try CSVTable(
+      reader: CSVReader(path: path), expected: kind.headers, optional: kind.optionalHeaders)
     while let (line, row) = try table.next() {
       outcome.rows += 1
       do {
