@@ -102,6 +102,16 @@ public struct ComplianceTally: Hashable, Sendable {
     classrooms.insert(classroom)
   }
 
+  /// Adds the counts of `other` (classroom sets united).
+  public mutating func merge(_ other: ComplianceTally) {
+    classroomWeeks += other.classroomWeeks
+    subjectCount += other.subjectCount
+    lessonCount += other.lessonCount
+    compliantWeeks += other.compliantWeeks
+    manualLessons += other.manualLessons
+    classrooms.formUnion(other.classrooms)
+  }
+
   /// Average distinct subjects per classroom-week (0 without classroom-weeks).
   public var averageSubjects: Double {
     classroomWeeks == 0 ? 0 : Double(subjectCount) / Double(classroomWeeks)

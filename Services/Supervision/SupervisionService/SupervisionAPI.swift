@@ -901,6 +901,60 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       researchVisits: researchVisits)
   }
 
+  // MARK: rankings
+
+  public func getRanking(
+    request: Smartschool_Supervision_V1_GetRankingRequest, context: ServerContext
+  ) async throws -> Smartschool_Supervision_V1_Ranking {
+    var v = Validator()
+    let day = Self.date(request.date, "date", &v)
+    v.check(
+      (1...3).contains(request.period.rawValue), "period", "must be MONTH, HALF_YEAR or YEAR")
+    try v.throwIfInvalid()
+    let org = try scope(code: request.orgCode)
+    let (from, to) = Rankings.bounds(request.period, day!)
+    let (previousFrom, previousTo) = Rankings.bounds(request.period, from.adding(days: -1))
+    let terms = try await store.terms().map(\.calendar)
+    let weeks = Rankings.weeks(terms, from: from, to: to)
+    let previousWeeks = Rankings.weeks(terms, from: previousFrom, to: previousTo)
+    let classrooms = try await store.classrooms(
+      under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
+    let schoolOf = Dictionary(
+      classrooms.map { ($0.number, $0.schoolCode) }, uniquingKeysWith: { a, _ in a })
+    func evaluate(_ weeks: [CalendarDate]) async throws -> ComplianceResult {
+      guard let first = weeks.first, let last = weeks.last else {
+        return ComplianceResult(weeks: [])
+      }
+      let usage = try await store.lessonUsage(
+        under: org.path, weeks: first.dayNumber...last.dayNumber)
+      return Compliance.evaluate(classrooms: classrooms.map(\.span), weeks: weeks, usage: usage)
+      { schoolOf[$0.number] }
+    }
+    let current = try await evaluate(weeks)
+    let previous = try await evaluate(previousWeeks)
+    let schools = directory.orgs(under: try path(org), kind: .school).map {
+      WeeklyNoticeBuilder.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
+    }
+    var ranking = Smartschool_Supervision_V1_Ranking()
+    ranking.period = request.period
+    ranking.fromDate = from.description
+    ranking.toDate = to.description
+    ranking.previousFromDate = previousFrom.description
+    ranking.previousToDate = previousTo.description
+    ranking.weeks = weeks.map(\.description)
+    ranking.schools = Rankings.rank(schools, current: current.groups, previous: previous.groups)
+    ranking.schoolsBelowStandard = ranking.schools.filter(\.belowStandard).map(\.schoolCode)
+    ranking.scope = current.scope.figures(code: org.code, name: org.name)
+    ranking.previousScope = previous.scope.figures(code: org.code, name: org.name)
+    var byKind: [Smartschool_Common_V1_SchoolKind: ComplianceTally] = [:]
+    for s in schools {
+      guard let t = current.groups[s.code] else { continue }
+      byKind[s.kind, default: ComplianceTally()].merge(t)
+    }
+    ranking.bySchoolKind = KindSplit.figures(byKind)
+    return ranking
+  }
+
   // MARK: early warning
 
   public func listWarnings(

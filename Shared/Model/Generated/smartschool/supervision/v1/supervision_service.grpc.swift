@@ -329,6 +329,19 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetRanking" metadata.
+        public enum GetRanking: Sendable {
+            /// Request type for "GetRanking".
+            public typealias Input = Smartschool_Supervision_V1_GetRankingRequest
+            /// Response type for "GetRanking".
+            public typealias Output = Smartschool_Supervision_V1_Ranking
+            /// Descriptor for "GetRanking".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.supervision.v1.SupervisionService"),
+                method: "GetRanking",
+                type: .unary
+            )
+        }
         /// Namespace for "ListWarnings" metadata.
         public enum ListWarnings: Sendable {
             /// Request type for "ListWarnings".
@@ -380,6 +393,7 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
             UpdateInspectionFollowUp.descriptor,
             ListInspections.descriptor,
             GetInspectionSummary.descriptor,
+            GetRanking.descriptor,
             ListWarnings.descriptor,
             ListChanges.descriptor
         ]
@@ -883,6 +897,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetInspectionSummaryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_InspectionSummary>
+
+        /// Handle the "GetRanking" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+        /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+        /// > flagged, and each school's change since the previous period. A period without teaching
+        /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Supervision_V1_GetRankingRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Supervision_V1_Ranking` messages.
+        func getRanking(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Ranking>
 
         /// Handle the "ListWarnings" method.
         ///
@@ -1413,6 +1449,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_InspectionSummary>
 
+        /// Handle the "GetRanking" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+        /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+        /// > flagged, and each school's change since the previous period. A period without teaching
+        /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_GetRankingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Supervision_V1_Ranking` message.
+        func getRanking(
+            request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Ranking>
+
         /// Handle the "ListWarnings" method.
         ///
         /// > Source IDL Documentation:
@@ -1941,6 +1999,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Supervision_V1_InspectionSummary
 
+        /// Handle the "GetRanking" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+        /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+        /// > flagged, and each school's change since the previous period. A period without teaching
+        /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Supervision_V1_GetRankingRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Supervision_V1_Ranking` to respond with.
+        func getRanking(
+            request: Smartschool_Supervision_V1_GetRankingRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Supervision_V1_Ranking
+
         /// Handle the "ListWarnings" method.
         ///
         /// > Source IDL Documentation:
@@ -2245,6 +2325,17 @@ extension Smartschool_Supervision_V1_SupervisionService.StreamingServiceProtocol
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Supervision_V1_SupervisionService.Method.GetRanking.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_GetRankingRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_Ranking>(),
+            handler: { request, context in
+                try await self.getRanking(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ListWarnings.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_ListWarningsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_WarningList>(),
@@ -2519,6 +2610,17 @@ extension Smartschool_Supervision_V1_SupervisionService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_InspectionSummary> {
         let response = try await self.getInspectionSummary(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getRanking(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Ranking> {
+        let response = try await self.getRanking(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2847,6 +2949,19 @@ extension Smartschool_Supervision_V1_SupervisionService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_InspectionSummary> {
         return GRPCCore.ServerResponse<Smartschool_Supervision_V1_InspectionSummary>(
             message: try await self.getInspectionSummary(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getRanking(
+        request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Ranking> {
+        return GRPCCore.ServerResponse<Smartschool_Supervision_V1_Ranking>(
+            message: try await self.getRanking(
                 request: request.message,
                 context: context
             ),
@@ -3479,6 +3594,33 @@ extension Smartschool_Supervision_V1_SupervisionService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_InspectionSummary>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_InspectionSummary>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetRanking" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+        /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+        /// > flagged, and each school's change since the previous period. A period without teaching
+        /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_GetRankingRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_GetRankingRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_Ranking` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getRanking<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_GetRankingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Ranking>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Ranking>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListWarnings" method.
@@ -4394,6 +4536,44 @@ extension Smartschool_Supervision_V1_SupervisionService {
             )
         }
 
+        /// Call the "GetRanking" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+        /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+        /// > flagged, and each school's change since the previous period. A period without teaching
+        /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_GetRankingRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_GetRankingRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_Ranking` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getRanking<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_GetRankingRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Ranking>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Ranking>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Supervision_V1_SupervisionService.Method.GetRanking.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListWarnings" method.
         ///
         /// > Source IDL Documentation:
@@ -5187,6 +5367,39 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_GetInspectionSummaryRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_InspectionSummary>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRanking" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+    /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+    /// > flagged, and each school's change since the previous period. A period without teaching
+    /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+    /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Supervision_V1_GetRankingRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRanking<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetRankingRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Ranking>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getRanking(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_GetRankingRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_Ranking>(),
             options: options,
             onResponse: handleResponse
         )
@@ -6067,6 +6280,43 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getInspectionSummary(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRanking" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The monthly notice, the half-year assessment or the yearly ranking of an org's schools:
+    /// > each school's compliance over the period's teaching weeks, ranked, below-standard schools
+    /// > flagged, and each school's change since the previous period. A period without teaching
+    /// > weeks answers empty rows (weeks empty). Caller: supervision.read over the org.
+    /// > Codes: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRanking<Result>(
+        _ message: Smartschool_Supervision_V1_GetRankingRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Ranking>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetRankingRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getRanking(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -233,6 +233,54 @@ public nonisolated enum Smartschool_Supervision_V1_FollowUpStatus: SwiftProtobuf
 
 }
 
+public nonisolated enum Smartschool_Supervision_V1_RankingPeriod: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// A calendar month (月通报).
+  case month // = 1
+
+  /// January–June or July–December (半年考核).
+  case halfYear // = 2
+
+  /// A calendar year (全年评比).
+  case year // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .month
+    case 2: self = .halfYear
+    case 3: self = .year
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .month: return 1
+    case .halfYear: return 2
+    case .year: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Smartschool_Supervision_V1_RankingPeriod] = [
+    .unspecified,
+    .month,
+    .halfYear,
+    .year,
+  ]
+
+}
+
 public nonisolated enum Smartschool_Supervision_V1_WarningKind: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -1703,6 +1751,114 @@ public nonisolated struct Smartschool_Supervision_V1_InspectionSummary: @uncheck
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+public nonisolated struct Smartschool_Supervision_V1_GetRankingRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var orgCode: String = String()
+
+  public var period: Smartschool_Supervision_V1_RankingPeriod = .unspecified
+
+  /// Any day of the period.
+  public var date: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Supervision_V1_RankedSchool: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rank: Int32 = 0
+
+  public var schoolCode: String = String()
+
+  public var schoolName: String = String()
+
+  public var schoolKind: Smartschool_Common_V1_SchoolKind = .unspecified
+
+  /// The school's figures over the period's teaching weeks.
+  public var figures: Smartschool_Supervision_V1_ComplianceFigures {
+    get {_figures ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_figures = newValue}
+  }
+  /// Returns true if `figures` has been explicitly set.
+  public var hasFigures: Bool {self._figures != nil}
+  /// Clears the value of `figures`. Subsequent reads from it will return its default value.
+  public mutating func clearFigures() {self._figures = nil}
+
+  /// 课时达标率 in the previous period (0 without classroom-weeks there), and the change.
+  public var previousLessonRatePercent: Double = 0
+
+  public var lessonRateChange: Double = 0
+
+  /// Its classroom-weeks average below 6 lessons or 3 subjects.
+  public var belowStandard: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _figures: Smartschool_Supervision_V1_ComplianceFigures? = nil
+}
+
+public nonisolated struct Smartschool_Supervision_V1_Ranking: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var period: Smartschool_Supervision_V1_RankingPeriod = .unspecified
+
+  /// First and last day of the period and of the previous one.
+  public var fromDate: String = String()
+
+  public var toDate: String = String()
+
+  public var previousFromDate: String = String()
+
+  public var previousToDate: String = String()
+
+  /// The teaching weeks (of any term) whose Mondays fall in the period.
+  public var weeks: [String] = []
+
+  /// Schools by 课时达标率, best first (exact, ties by code); schools without smart classrooms
+  /// last.
+  public var schools: [Smartschool_Supervision_V1_RankedSchool] = []
+
+  public var schoolsBelowStandard: [String] = []
+
+  public var scope: Smartschool_Supervision_V1_ComplianceFigures {
+    get {_scope ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_scope = newValue}
+  }
+  /// Returns true if `scope` has been explicitly set.
+  public var hasScope: Bool {self._scope != nil}
+  /// Clears the value of `scope`. Subsequent reads from it will return its default value.
+  public mutating func clearScope() {self._scope = nil}
+
+  public var previousScope: Smartschool_Supervision_V1_ComplianceFigures {
+    get {_previousScope ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_previousScope = newValue}
+  }
+  /// Returns true if `previousScope` has been explicitly set.
+  public var hasPreviousScope: Bool {self._previousScope != nil}
+  /// Clears the value of `previousScope`. Subsequent reads from it will return its default value.
+  public mutating func clearPreviousScope() {self._previousScope = nil}
+
+  public var bySchoolKind: [Smartschool_Supervision_V1_ComplianceFigures] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scope: Smartschool_Supervision_V1_ComplianceFigures? = nil
+  fileprivate var _previousScope: Smartschool_Supervision_V1_ComplianceFigures? = nil
+}
+
 /// One warning: what triggered it, when, and when it cleared.
 public nonisolated struct Smartschool_Supervision_V1_Warning: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1816,6 +1972,10 @@ nonisolated extension Smartschool_Supervision_V1_InspectionKind: SwiftProtobuf._
 
 nonisolated extension Smartschool_Supervision_V1_FollowUpStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FOLLOW_UP_STATUS_UNSPECIFIED\0\u{1}FOLLOW_UP_STATUS_OPEN\0\u{1}FOLLOW_UP_STATUS_RECTIFIED\0\u{1}FOLLOW_UP_STATUS_VERIFIED\0\u{1}FOLLOW_UP_STATUS_NOT_NEEDED\0")
+}
+
+nonisolated extension Smartschool_Supervision_V1_RankingPeriod: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RANKING_PERIOD_UNSPECIFIED\0\u{1}RANKING_PERIOD_MONTH\0\u{1}RANKING_PERIOD_HALF_YEAR\0\u{1}RANKING_PERIOD_YEAR\0")
 }
 
 nonisolated extension Smartschool_Supervision_V1_WarningKind: SwiftProtobuf._ProtoNameProviding {
@@ -4512,6 +4672,199 @@ nonisolated extension Smartschool_Supervision_V1_InspectionSummary: SwiftProtobu
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_GetRankingRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetRankingRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{1}period\0\u{1}date\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.period) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.date) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.orgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    }
+    if self.period != .unspecified {
+      try visitor.visitSingularEnumField(value: self.period, fieldNumber: 2)
+    }
+    if !self.date.isEmpty {
+      try visitor.visitSingularStringField(value: self.date, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_GetRankingRequest, rhs: Smartschool_Supervision_V1_GetRankingRequest) -> Bool {
+    if lhs.orgCode != rhs.orgCode {return false}
+    if lhs.period != rhs.period {return false}
+    if lhs.date != rhs.date {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_RankedSchool: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RankedSchool"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rank\0\u{3}school_code\0\u{3}school_name\0\u{3}school_kind\0\u{1}figures\0\u{3}previous_lesson_rate_percent\0\u{3}lesson_rate_change\0\u{3}below_standard\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.rank) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.schoolName) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.schoolKind) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._figures) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.previousLessonRatePercent) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.lessonRateChange) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.belowStandard) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.rank != 0 {
+      try visitor.visitSingularInt32Field(value: self.rank, fieldNumber: 1)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 2)
+    }
+    if !self.schoolName.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolName, fieldNumber: 3)
+    }
+    if self.schoolKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.schoolKind, fieldNumber: 4)
+    }
+    try { if let v = self._figures {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if self.previousLessonRatePercent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.previousLessonRatePercent, fieldNumber: 6)
+    }
+    if self.lessonRateChange.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.lessonRateChange, fieldNumber: 7)
+    }
+    if self.belowStandard != false {
+      try visitor.visitSingularBoolField(value: self.belowStandard, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_RankedSchool, rhs: Smartschool_Supervision_V1_RankedSchool) -> Bool {
+    if lhs.rank != rhs.rank {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.schoolName != rhs.schoolName {return false}
+    if lhs.schoolKind != rhs.schoolKind {return false}
+    if lhs._figures != rhs._figures {return false}
+    if lhs.previousLessonRatePercent != rhs.previousLessonRatePercent {return false}
+    if lhs.lessonRateChange != rhs.lessonRateChange {return false}
+    if lhs.belowStandard != rhs.belowStandard {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_Ranking: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Ranking"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}period\0\u{3}from_date\0\u{3}to_date\0\u{3}previous_from_date\0\u{3}previous_to_date\0\u{1}weeks\0\u{1}schools\0\u{3}schools_below_standard\0\u{1}scope\0\u{3}previous_scope\0\u{3}by_school_kind\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.period) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fromDate) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.toDate) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.previousFromDate) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.previousToDate) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.weeks) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.schools) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.schoolsBelowStandard) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._previousScope) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.bySchoolKind) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.period != .unspecified {
+      try visitor.visitSingularEnumField(value: self.period, fieldNumber: 1)
+    }
+    if !self.fromDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromDate, fieldNumber: 2)
+    }
+    if !self.toDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.toDate, fieldNumber: 3)
+    }
+    if !self.previousFromDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.previousFromDate, fieldNumber: 4)
+    }
+    if !self.previousToDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.previousToDate, fieldNumber: 5)
+    }
+    if !self.weeks.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.weeks, fieldNumber: 6)
+    }
+    if !self.schools.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.schools, fieldNumber: 7)
+    }
+    if !self.schoolsBelowStandard.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.schoolsBelowStandard, fieldNumber: 8)
+    }
+    try { if let v = self._scope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    try { if let v = self._previousScope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
+    if !self.bySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bySchoolKind, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_Ranking, rhs: Smartschool_Supervision_V1_Ranking) -> Bool {
+    if lhs.period != rhs.period {return false}
+    if lhs.fromDate != rhs.fromDate {return false}
+    if lhs.toDate != rhs.toDate {return false}
+    if lhs.previousFromDate != rhs.previousFromDate {return false}
+    if lhs.previousToDate != rhs.previousToDate {return false}
+    if lhs.weeks != rhs.weeks {return false}
+    if lhs.schools != rhs.schools {return false}
+    if lhs.schoolsBelowStandard != rhs.schoolsBelowStandard {return false}
+    if lhs._scope != rhs._scope {return false}
+    if lhs._previousScope != rhs._previousScope {return false}
+    if lhs.bySchoolKind != rhs.bySchoolKind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
