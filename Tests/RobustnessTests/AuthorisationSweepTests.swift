@@ -58,7 +58,7 @@ let sweepTable: [String: SweepEntry] = {
       "GetComplianceReport", "GetWeeklyNotice", "GetTeacherTargets", "CreateTrainingRecord",
       "GetTrainingReport", "PutFacilityReport", "GetFacilityReport", "GetCoverageReport",
       "CreateInspection", "ListInspections", "GetInspectionSummary", "ListChanges",
-      "UpdateInspectionFollowUp", "ListWarnings",
+      "UpdateInspectionFollowUp", "ListWarnings", "GetRanking",
     ],
     "smartschool.assessment.v1.AssessmentService": [
       "CreateExam", "GetExam", "ListExams", "UpdateExamItems", "ImportScores",
