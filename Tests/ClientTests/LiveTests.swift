@@ -232,6 +232,14 @@ let adminCredentials = Credentials.password(username: "admin", password: testAdm
         ).render(.text)
         #expect(warnings.contains("N = 1: 2 未解除 standing"), "\(warnings)")
         #expect(warnings.contains("▼ 教室连续未达标") && warnings.contains("2025-09-08"))
+        let month = try await Reports.ranking(client, org: "K8", period: .month, date: "2025-09-20")
+          .render(.text)
+        #expect(month.contains("月通报 Monthly notice — K8, 2025-09-01 … 2025-09-30, 2 周 weeks"))
+        // 9 lessons in 2 classroom-weeks: 75.00%, below standard, up 75 from an empty August.
+        #expect(month.contains("75.00%") && month.contains("▼") && month.contains("75.00 "))
+        let august = try await Reports.ranking(
+          client, org: "K8", period: .month, date: "2025-08-20")
+        #expect(august.render(.text).contains("本期无教学周 no teaching weeks"))
       }
     }
   }

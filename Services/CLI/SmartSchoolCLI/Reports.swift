@@ -330,7 +330,7 @@ struct ReportCommand: AsyncParsableCommand {
     subcommands: [
       Compliance.self, Coverage.self, Teachers.self, Training.self, Exam.self, Items.self,
       Student.self, ClassReport.self, CaseCoverage.self, Notice.self, Inspections.self,
-      Warnings.self, Session.self, SessionRanks.self, Progress.self,
+      Warnings.self, Ranking.self, Session.self, SessionRanks.self, Progress.self,
     ])
 
   struct Common: ParsableArguments {

@@ -122,6 +122,53 @@ extension Reports {
     return Report(tables: [schools, ratings, kinds, followUp], json: json(r))
   }
 
+  /// 月通报 / 半年考核 / 全年评比: schools ranked over a period, below-standard rows ▼.
+  public static func ranking(
+    _ client: SmartSchoolClient, org: String, period: Smartschool_Supervision_V1_RankingPeriod,
+    date: String
+  ) async throws -> Report {
+    let r = try await client.supervision.getRanking(
+      .with {
+        $0.orgCode = org
+        $0.period = period
+        $0.date = date
+      })
+    let name =
+      switch period {
+      case .month: "月通报 Monthly notice"
+      case .halfYear: "半年考核 Half-year assessment"
+      default: "全年评比 Yearly ranking"
+      }
+    let none = r.weeks.isEmpty ? " — 本期无教学周 no teaching weeks in this period" : ""
+    let schools = ReportTable(
+      title: "\(name) — \(org), \(r.fromDate) … \(r.toDate), \(r.weeks.count) 周 weeks\(none)",
+      columns: [
+        ("名次", "Rank"), ("代码", "Code"), ("学校", "School"), ("类别", "Kind"),
+        ("课室周", "Room-weeks"), ("课时", "Lessons"), ("课时达标率", "Lesson rate"),
+        ("学科达标率", "Subject rate"), ("上期", "Before"), ("变化", "Change"), ("达标", "Below"),
+      ],
+      rows: r.schools.map {
+        [
+          "\($0.rank)", $0.schoolCode, $0.schoolName, $0.schoolKind.chineseName,
+          "\($0.figures.classroomWeeks)", "\($0.figures.lessonCount)",
+          $0.figures.lessonRateText, $0.figures.subjectRateText,
+          percent($0.previousLessonRatePercent), decimal2($0.lessonRateChange),
+          $0.belowStandard ? "▼" : "",
+        ]
+      } + [
+        [
+          "", "合计", "Total", "", "\(r.scope.classroomWeeks)", "\(r.scope.lessonCount)",
+          r.scope.lessonRateText, r.scope.subjectRateText,
+          percent(r.previousScope.lessonRatePercent),
+          decimal2(r.scope.lessonRatePercent - r.previousScope.lessonRatePercent), "",
+        ]
+      ])
+    let kinds = ReportTable(
+      title: "按学校类别 By school kind", columns: kindColumns,
+      rows: r.bySchoolKind.map { kindRow($0) } + [kindRow(r.scope, label: "合计 Total")])
+    return Report(tables: [schools, kinds], json: json(r))
+  }
+
   static func ratingName(_ r: Smartschool_Supervision_V1_InspectionRating) -> String {
     switch r {
     case .excellent: "优 Excellent"
@@ -201,6 +248,26 @@ extension ReportCommand {
         try await Reports.inspections(
           $0, org: org, year: year ?? ReportCommand.thisYear, term: term)
       }
+    }
+  }
+
+  struct Ranking: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "月通报/半年考核/全年评比: schools ranked over a month, half-year or year.",
+      discussion:
+        "Example: smartschool report ranking --org K340121 --period month --date 2025-09-01")
+    @OptionGroup var common: Common
+    @Option(help: "Org code.") var org: String
+    @Option(help: "month, half-year or year.") var period: String = "month"
+    @Option(help: "Any day of the period (YYYY-MM-DD).") var date: String
+    func run() async throws {
+      let periods: [String: Smartschool_Supervision_V1_RankingPeriod] = [
+        "month": .month, "half-year": .halfYear, "year": .year,
+      ]
+      guard let p = periods[period] else {
+        throw ValidationError("--period must be month, half-year or year")
+      }
+      try await common.print { try await Reports.ranking($0, org: org, period: p, date: date) }
     }
   }
 
