@@ -81,6 +81,8 @@ public final class IdentityLink: Sendable {
   public func makeVerifier() -> TokenVerifier { verifier }
 
   /// A valid service-account access token, fetched anew a minute before the cached one expires.
+  /// The exchange checks the secret with scrypt, which takes seconds on a loaded identity host,
+  /// so its deadline is longer than a read's.
   public func serviceToken() async throws -> String {
     if let cached = cachedToken.withLock({ $0 }), cached.expires.timeIntervalSinceNow > 60 {
       return cached.token
@@ -93,7 +95,7 @@ public final class IdentityLink: Sendable {
         .with {
           $0.clientID = credentials.clientID
           $0.clientSecret = credentials.clientSecret
-        }, options: IdentityLink.callOptions(seconds: 5))
+        }, options: IdentityLink.callOptions(seconds: 15))
     }
     let expires = response.accessTokenExpireTime.date
     cachedToken.withLock { $0 = (response.accessToken, expires) }
