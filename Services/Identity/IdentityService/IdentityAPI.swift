@@ -1236,6 +1236,12 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     guard request.afterSequence >= 0 else {
       throw ServiceError.invalid("after_sequence", "must not be negative")
     }
+    // Filters reach the store as query parameters; PostgreSQL refuses NUL in text.
+    var v = Validator()
+    v.text(request.actorID, "actor_id", required: false, maxLength: 64)
+    v.text(request.action, "action", required: false, maxLength: 64)
+    v.text(request.orgID, "org_id", required: false, maxLength: 64)
+    try v.throwIfInvalid()
     let scopes = p.scopes(for: .auditRead)
     if scopes.isEmpty { throw ServiceError.permissionDenied("you may not read the audit log") }
     var under: OrgPath? = nil

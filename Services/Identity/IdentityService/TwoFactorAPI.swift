@@ -301,7 +301,8 @@ extension IdentityAPI {
     var v = Validator()
     v.check(request.userID.isEmpty != request.username.isEmpty, "user_id",
             "name the user by user_id or username (exactly one)")
-    v.check(request.username.count <= 64, "username", "must have at most 64 characters")
+    v.text(request.username, "username", required: false, maxLength: 64)
+    v.text(request.userID, "user_id", required: false, maxLength: 64)
     try v.throwIfInvalid()
     let user = try await resolveUser(
       id: request.userID, username: request.username, field: "user_id")
