@@ -40,7 +40,8 @@ from authlib.integrations.requests_client import OAuth2Session
 from flask import Flask, request, session
 from markupsafe import escape
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                        TimeoutException, WebDriverException)
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -224,11 +225,22 @@ def browser(chromium):
 def wait_for(driver, element_id, what):
     """The element once the page shows it; failing, the page the browser is on."""
     try:
-        return WebDriverWait(driver, WAIT).until(
-            EC.presence_of_element_located((By.ID, element_id)))
+        return WebDriverWait(driver, WAIT).until(lambda d: present(d, element_id))
     except TimeoutException:
         raise AssertionError("%s: no #%s at %s:\n%s"
                              % (what, element_id, driver.current_url, driver.page_source[:3000]))
+
+
+def present(driver, element_id):
+    """The element with `element_id`, or False while the page does not have it (or is being
+    replaced under ChromeDriver's feet)."""
+    try:
+        return driver.find_element(By.ID, element_id)
+    except WebDriverException as error:
+        if isinstance(error, (NoSuchElementException, StaleElementReferenceException)) or \
+                "does not belong to the document" in str(error):
+            return False
+        raise
 
 
 def on_login_page(driver, platform, app_name):
@@ -242,7 +254,22 @@ def submit(driver):
     is looked for next is on the answer, not on the page it was posted from)."""
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(driver, WAIT).until(EC.staleness_of(page))
+    WebDriverWait(driver, WAIT).until(lambda _: gone(page))
+
+
+def gone(element):
+    """True once `element`'s page has been replaced. ChromeDriver reports an element of a page
+    being torn down either as stale or, caught mid-navigation, as an inspector error that its
+    node "does not belong to the document"; both mean the browser has left the page."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
 
 
 def submit_login(driver, username, password):
