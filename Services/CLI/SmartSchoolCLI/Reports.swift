@@ -4,26 +4,92 @@ import SmartSchoolClient
 import SmartSchoolModel
 import SwiftProtobuf
 
-/// A report as tables (text, CSV) and as the services' own JSON (machine output).
+/// A report as tables (text, CSV), charts (HTML) and the services' own JSON (machine output).
 public struct Report: Sendable {
   /// The tables, in order.
   public var tables: [ReportTable]
   /// The JSON of the underlying answers.
   public var json: String
+  /// Charts drawn from the same answers as the tables (HTML only).
+  public var charts: [ReportChart]
+  /// What the reader must know, e.g. a part left out because a service was unreachable:
+  /// written to stderr and shown in the HTML page.
+  public var notes: [String]
 
-  /// Renders in `format`: text, json or csv.
+  /// A report.
+  public init(
+    tables: [ReportTable], json: String, charts: [ReportChart] = [], notes: [String] = []
+  ) {
+    self.tables = tables
+    self.json = json
+    self.charts = charts
+    self.notes = notes
+  }
+
+  /// Renders in `format`: text, json, html, or csv (the tables' CSV one after another, for
+  /// reading in a test; the CLI writes a report of several tables one file per table).
   public func render(_ format: OutputFormat) -> String {
     switch format {
     case .text: tables.map { $0.text() }.joined(separator: "\n")
     case .json: json + "\n"
-    case .csv: tables.map { $0.csv() }.joined(separator: "\n")
+    case .csv: csvFiles().map(\.text).joined(separator: "\n")
+    case .html: html()
+    }
+  }
+
+  /// One CSV file per table, named by its place and its title's English words, e.g.
+  /// "2-by-child-org.csv".
+  public func csvFiles() -> [(name: String, text: String)] {
+    tables.enumerated().map { index, table in
+      ("\(index + 1)-\(table.slug).csv", table.csv())
+    }
+  }
+
+  /// Writes the report in `format`: to stdout without `out`; else to the file `out`, or for
+  /// CSV of several tables into the directory `out` (made when missing), one file per table.
+  /// CSV of several tables needs `out`, and `out` naming a .csv file needs one table.
+  /// Answers the paths written.
+  @discardableResult
+  public func write(_ format: OutputFormat, to out: String?) throws -> [String] {
+    let oneFile = out.map { !$0.hasSuffix("/") && !isDirectory($0) } ?? true
+    guard format == .csv, tables.count != 1 || !oneFile else {
+      guard let out else {
+        writeOut(render(format))
+        return []
+      }
+      try Data(render(format).utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+      return [out]
+    }
+    guard let out else {
+      throw ValidationError(
+        "this report has \(tables.count) tables and CSV is one table per file: "
+          + "add --out DIR to write \(csvFiles().map(\.name).joined(separator: ", "))")
+    }
+    if out.lowercased().hasSuffix(".csv") {
+      throw ValidationError(
+        "--out \(out) names one CSV file but this report has \(tables.count) tables: "
+          + "give a directory")
+    }
+    try FileManager.default.createDirectory(
+      atPath: out, withIntermediateDirectories: true)
+    let directory = URL(fileURLWithPath: out, isDirectory: true)
+    return try csvFiles().map { file in
+      let url = directory.appendingPathComponent(file.name)
+      try Data(file.text.utf8).write(to: url, options: .atomic)
+      return url.path
     }
   }
 }
 
+private func isDirectory(_ path: String) -> Bool {
+  var directory: ObjCBool = false
+  return FileManager.default.fileExists(atPath: path, isDirectory: &directory)
+    && directory.boolValue
+}
+
 /// `--format`.
 public enum OutputFormat: String, CaseIterable, ExpressibleByArgument, Sendable {
-  case text, json, csv
+  case text, json, csv, html
 }
 
 /// Builds the reports from the services' answers.
@@ -321,11 +387,13 @@ public enum Reports {
 struct ReportCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "report",
-    abstract: "Print a report as a table (Chinese labels, English beside them), JSON or CSV.",
+    abstract:
+      "Print a report as tables (Chinese labels, English beside them), JSON, CSV or HTML.",
     discussion: """
       Example:
         smartschool report compliance --org K340121 --term 2025-2026-1
-        smartschool report exam --exam K340121-2025-MATH --format csv > exam.csv
+        smartschool report compliance --org K340121 --term 2025-2026-1 --format html --out c.html
+        smartschool report exam --exam K340121-2025-MATH --format csv --out exam-csv/
       """,
     subcommands: [
       Compliance.self, Coverage.self, Teachers.self, Training.self, Exam.self, Items.self,
@@ -335,12 +403,21 @@ struct ReportCommand: AsyncParsableCommand {
 
   struct Common: ParsableArguments {
     @OptionGroup var connection: ConnectionOptions
-    @Option(help: "Output: text, json or csv.")
+    @Option(help: "Output: text, json, csv or html (one page with charts, no external file).")
     var format: OutputFormat = .text
+    @Option(
+      help: ArgumentHelp(
+        "Write to this file instead of stdout; CSV of several tables: a directory.",
+        discussion: "CSV is one table per file: a report of several tables needs --out DIR "
+          + "(files 1-<table>.csv, 2-<table>.csv, …); a report of one table goes to stdout "
+          + "or to --out FILE.csv."))
+    var out: String?
 
     func print(_ make: (SmartSchoolClient) async throws -> Report) async throws {
       try await withCLIClient(connection) { client in
-        writeOut(try await make(client).render(format))
+        let report = try await make(client)
+        for note in report.notes { writeErr("note: \(note)\n") }
+        for path in try report.write(format, to: out) { writeErr("wrote \(path)\n") }
       }
     }
   }

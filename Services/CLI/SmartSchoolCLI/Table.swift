@@ -36,6 +36,15 @@ public struct ReportTable: Sendable {
     return out
   }
 
+  /// A file name from the title's English words before any " — ", ":" or " (", lower case and
+  /// hyphenated, e.g. "by-child-org" for "下级单位 By child org"; "table" when there are none.
+  public var slug: String {
+    let head = title.components(separatedBy: " — ")[0].components(separatedBy: ":")[0]
+      .components(separatedBy: " (")[0]
+    let words = head.split { !($0.isASCII && ($0.isLetter || $0.isNumber)) }
+    return words.isEmpty ? "table" : words.joined(separator: "-").lowercased()
+  }
+
   /// CSV with the English labels as the header.
   public func csv() -> String {
     csvLine(columns.map(\.en)) + rows.map(csvLine).joined()
