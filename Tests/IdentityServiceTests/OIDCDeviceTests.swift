@@ -45,6 +45,7 @@ func postDevicePage(
 /// An identity with a public terminal client, for `body`.
 func withTerminal(
   deviceTTL: TimeInterval = 600, interval: Int = 1,
+  configure: (inout IdentitySettings) -> Void = { _ in },
   _ body: (
     _ identity: IdentityClient, _ admin: String, _ http: URL, _ terminal: String,
     _ web: (id: String, secret: String), _ alice: User, _ issuer: String
@@ -53,6 +54,7 @@ func withTerminal(
   var settings = IdentitySettings.forTests()
   settings.http.deviceInterval = interval
   settings.http.deviceCodeTTL = deviceTTL
+  configure(&settings)
   try await withProvider(settings: settings) { identity, admin, http, web, alice, server in
     let terminal = try await identity.createOIDCClient(
       oidcClient("智慧教室终端 Classroom terminal", redirect: [appRedirect], isPublic: true),
@@ -299,6 +301,65 @@ struct OIDCDeviceTests {
       let expired = try await pollDevice(http, client: terminal, deviceCode: deviceCode)
       #expect(expired.status == 400)
       #expect(expired.json["error"] as? String == "expired_token")
+    }
+  }
+
+  @Test func wrongUserCodesAndDeviceStartsAreLimitedPerAddress() async throws {
+    try await withTerminal(configure: {
+      $0.deviceCodeGuessesPerAddress = 5
+      $0.loginAttemptsPerAddress = 6
+      $0.trustedProxies = [IPRange("127.0.0.1")!]
+    }) { _, _, http, terminal, web, _, _ in
+      let guesser = ["X-Forwarded-For": "203.0.113.7"]
+      let school = ["X-Forwarded-For": "198.51.100.20"]
+      let started = try await startDevice(http, client: terminal)
+      let complete = try #require(started.json["verification_uri_complete"] as? String)
+      // 40 wrong codes at once from one address, eight times its allowance: each is taken
+      // before the lookup, so at most the allowance (and a refill) are looked up.
+      let seen = try await withThrowingTaskGroup(of: Int.self) { group in
+        for i in 0..<40 {
+          group.addTask {
+            let wrong = String(OIDCProvider.userCodeAlphabet.shuffled().prefix(8))
+            return try await TestBrowser().get(
+              http.appendingPathComponent("device").appending(queryItems: [
+                URLQueryItem(name: "user_code", value: i == 0 ? "BCDF-GHJK" : wrong)
+              ]), headers: guesser
+            ).status
+          }
+        }
+        var all: [Int] = []
+        for try await status in group { all.append(status) }
+        return all
+      }
+      #expect(seen.count == 40)
+      #expect(seen.allSatisfy { $0 == 404 || $0 == 429 }, "\(seen)")
+      #expect((5...6).contains(seen.filter { $0 == 404 }.count), "\(seen)")
+      // Out of guesses, even the right code is not looked up from that address ...
+      let refused = try await TestBrowser().get(URL(string: complete)!, headers: guesser)
+      #expect(refused.status == 429)
+      #expect(refused.body.contains("验证码输入错误次数过多"))
+      // ... while a teacher at a school elsewhere opens it, again and again (a right code
+      // costs nothing), and approves.
+      let phone = TestBrowser()
+      _ = try await signInAndRedeem(phone, http, client: web)
+      for _ in 0..<8 {
+        #expect(try await phone.get(URL(string: complete)!, headers: school).status == 200)
+      }
+      // Starting authorizations shares the address's login limit (6 a minute): a terminal
+      // flooding the endpoint is told to slow down, with Retry-After.
+      var answers: [Int] = []
+      for _ in 0..<10 {
+        let reply = try await TestBrowser().post(
+          http.appendingPathComponent("device_authorization"),
+          form: [("client_id", terminal), ("scope", "openid")], headers: guesser)
+        answers.append(reply.status)
+        if reply.status == 429 {
+          #expect(reply.json["error"] as? String == "slow_down")
+          #expect(reply.headers["retry-after"] == "60")
+        }
+      }
+      #expect(answers.prefix(5).allSatisfy { $0 == 200 }, "\(answers)")
+      #expect(answers.suffix(3).allSatisfy { $0 == 429 }, "\(answers)")
     }
   }
 

@@ -26,7 +26,7 @@ func withOpenIDIdentity(
   let config = try await TestStore.config(service: "identity", directory: dir)
   var settings = base
   settings.http.port = 0
-  settings.http.issuerURL = issuer
+  settings.http.issuerURL = issuer ?? base.http.issuerURL
   var logger = Logger(label: "identity")
   logger.logLevel = .critical
   let definition = try await buildIdentityService(

@@ -476,6 +476,52 @@ def test_a_replayed_code_is_refused(platform, browser):
     assert stolen.value.error == "invalid_grant"
 
 
+def test_an_expired_code_is_refused(tmp_path, browser):
+    """A code left unredeemed past --authorization-code-ttl is refused; one redeemed in time,
+    from the same signed-in browser and client, works."""
+    app = RelyingParty("slow")
+    try:
+        for identity in serve_identity(tmp_path / "store", ADMIN_PASSWORD,
+                                       "--authorization-code-ttl", "5"):
+            cli = Cli(identity, tmp_path)
+            cli.login("admin", ADMIN_PASSWORD)
+            client_id, _ = cli.oidc_client(
+                tmp_path, "慢应用 Slow app", [app.capture_uri], "--public", "--scope", "openid",
+                "--scope", "profile")
+            metadata = requests.get(identity.issuer + "/.well-known/openid-configuration",
+                                    timeout=TIMEOUT).json()
+            client = OAuth2Session(client_id, scope="openid profile",
+                                   redirect_uri=app.capture_uri,
+                                   token_endpoint_auth_method="none",
+                                   code_challenge_method="S256", default_timeout=TIMEOUT)
+
+            def code_for(verifier, sign_in):
+                url, state = client.create_authorization_url(
+                    metadata["authorization_endpoint"], code_verifier=verifier,
+                    nonce=generate_token(20))
+                browser.get(url)
+                if sign_in:
+                    wait_for(browser, "password", "identity's login page")
+                    submit_login(browser, "admin", ADMIN_PASSWORD)
+                wait_for(browser, "captured", "the code sent to /capture")
+                (got,) = [c for c in app.captured if c.get("state") == state]
+                return got["code"], time.monotonic()
+
+            verifier = generate_token(48)
+            code, issued = code_for(verifier, sign_in=True)
+            time.sleep(max(0.0, issued + 6.5 - time.monotonic()))
+            with pytest.raises(OAuthError) as expired:
+                client.fetch_token(metadata["token_endpoint"], code=code,
+                                   code_verifier=verifier)
+            assert expired.value.error == "invalid_grant"
+            fresh = generate_token(48)
+            code, _ = code_for(fresh, sign_in=False)
+            token = client.fetch_token(metadata["token_endpoint"], code=code, code_verifier=fresh)
+            assert token["id_token"] and token["access_token"]
+    finally:
+        app.stop()
+
+
 def test_an_unregistered_redirect_uri_gets_an_error_page_not_a_redirect(platform, browser):
     sign_in_with_password(browser, platform, platform.teacher, "教师云 Teacher cloud")
     before = len(platform.parent.captured)

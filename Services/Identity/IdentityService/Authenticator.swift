@@ -23,6 +23,9 @@ public struct IdentitySettings: Sendable {
   public var loginAttemptsPerAccount: Int = 10
   /// Login attempts a minute from one client address; 0 turns this off.
   public var loginAttemptsPerAddress: Int = 300
+  /// Wrong device user codes (RFC 8628) a minute from one client address before its next
+  /// code is refused unread; 0 turns this off.
+  public var deviceCodeGuessesPerAddress: Int = 20
   /// Password hashes one client address may have computed at once (nil: half of
   /// ``maxConcurrentHashes``, at least 1), so one address never takes every slot; 0 = off.
   public var loginHashesPerAddress: Int?

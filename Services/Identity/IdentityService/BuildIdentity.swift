@@ -59,7 +59,8 @@ public func buildIdentityService(
     throttle: LoginThrottle(
       perAccount: settings.loginAttemptsPerAccount, perAddress: settings.loginAttemptsPerAddress,
       hashesPerAddress: settings.loginHashesPerAddress
-        ?? max(1, settings.maxConcurrentHashes / 2)),
+        ?? max(1, settings.maxConcurrentHashes / 2),
+      guessesPerAddress: settings.deviceCodeGuessesPerAddress),
     logger: logger)
   return ServiceDefinition(
     name: "identity", grpcServiceName: identityGRPCServiceName, services: [api],

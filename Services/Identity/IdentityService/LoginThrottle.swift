@@ -124,22 +124,76 @@ final class LoginThrottle: Sendable {
   private struct State {
     var accounts: [String: Bucket] = [:]
     var addresses: [String: Bucket] = [:]
+    var guesses: [String: Bucket] = [:]
   }
 
   private let perAccount: Int
   private let perAddress: Int
   private let hashesPerAddress: Int
+  private let guessesPerAddress: Int
   private let capacity: Int
   private let state = Mutex(State())
 
-  /// Limits of `perAccount` and `perAddress` attempts a minute and `hashesPerAddress`
-  /// concurrent hashes per address (each 0 = off), remembering up to `capacity` keys of each
-  /// kind (idle ones are forgotten first).
-  init(perAccount: Int, perAddress: Int, hashesPerAddress: Int, capacity: Int = 100_000) {
+  /// Limits of `perAccount` and `perAddress` attempts a minute, `hashesPerAddress`
+  /// concurrent hashes per address and `guessesPerAddress` wrong codes a minute per address
+  /// (each 0 = off), remembering up to `capacity` keys of each kind (idle ones are forgotten
+  /// first).
+  init(
+    perAccount: Int, perAddress: Int, hashesPerAddress: Int, guessesPerAddress: Int = 0,
+    capacity: Int = 100_000
+  ) {
     self.perAccount = perAccount
     self.perAddress = perAddress
     self.hashesPerAddress = hashesPerAddress
+    self.guessesPerAddress = guessesPerAddress
     self.capacity = capacity
+  }
+
+  /// Takes one attempt from `address`'s bucket alone, for a request that names no account
+  /// but makes the server keep something (a device authorization), or throws
+  /// RESOURCE_EXHAUSTED.
+  func admit(address: String) throws(ServiceError) {
+    try take(address, from: \.addresses, limit: perAddress,
+      refusal: "too many requests from your address; retry in a minute")
+  }
+
+  /// Takes one guess of a short code (a device's user code) from `address`'s wrong-guess
+  /// allowance, or throws RESOURCE_EXHAUSTED when it is used up. The guess is taken before
+  /// the code is looked up, so a burst of guesses at once cannot pass together; a right guess
+  /// gives it back (``refundGuess(from:)``), so only wrong codes count and a school's teachers
+  /// behind one address are not held up by each other.
+  func admitGuess(from address: String) throws(ServiceError) {
+    try take(address, from: \.guesses, limit: guessesPerAddress,
+      refusal: "too many wrong codes from your address; retry in a minute")
+  }
+
+  /// Takes a token from `key`'s bucket among `buckets` (a limit of `limit` a minute; 0 = no
+  /// limit), or throws RESOURCE_EXHAUSTED with `refusal`.
+  private func take(
+    _ key: String, from buckets: WritableKeyPath<State, [String: Bucket]>, limit: Int,
+    refusal: String
+  ) throws(ServiceError) {
+    guard limit > 0 else { return }
+    let now = ContinuousClock.now
+    let capacity = capacity
+    let admitted = state.withLock { s -> Bool in
+      var bucket = Self.refill(s[keyPath: buckets][key], limit: limit, now: now)
+      guard bucket.tokens >= 1 else { return false }
+      bucket.tokens -= 1
+      Self.store(bucket, at: key, in: &s[keyPath: buckets], capacity: capacity)
+      return true
+    }
+    if !admitted { throw ServiceError.resourceExhausted(refusal) }
+  }
+
+  /// Gives back the guess ``admitGuess(from:)`` took, the code having been right.
+  func refundGuess(from address: String) {
+    guard guessesPerAddress > 0 else { return }
+    state.withLock { s in
+      guard var bucket = s.guesses[address] else { return }
+      bucket.tokens = min(Double(guessesPerAddress), bucket.tokens + 1)
+      s.guesses[address] = bucket
+    }
   }
 
   /// Takes one attempt for `account` from `address`, or throws RESOURCE_EXHAUSTED.

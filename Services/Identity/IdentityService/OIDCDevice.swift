@@ -31,9 +31,11 @@ extension OIDCProvider {
   }
 
   func registerDevice(_ router: Router<OIDCRequestContext>) {
-    router.post("/device_authorization") { request, _ in try await startDevice(request) }
-    router.get("/device") { request, _ in
-      try await devicePage(FormFields(Substring(request.uri.query ?? "")), request)
+    router.post("/device_authorization") { request, context in
+      try await startDevice(request, context)
+    }
+    router.get("/device") { request, context in
+      try await devicePage(FormFields(Substring(request.uri.query ?? "")), request, context)
     }
     router.post("/device") { request, context in
       guard let form = try await formBody(request) else {
@@ -64,12 +66,24 @@ extension OIDCProvider {
 
   // MARK: The device's side
 
-  private func startDevice(_ request: Request) async throws -> Response {
+  private func startDevice(_ request: Request, _ context: OIDCRequestContext) async throws
+    -> Response
+  {
     let form: FormFields
     let client: OIDCClient
     switch try await clientRequest(request) {
     case .client(let fields, let stored): (form, client) = (fields, stored.client)
     case .refused(let response): return response
+    }
+    // Each authorization is a row kept for its lifetime: one address may start as many a
+    // minute as it may try logins (the same per-address limit), no more.
+    do {
+      try api.throttle.admit(address: clientAddress(request, context))
+    } catch {
+      var response = tokenError("slow_down", error.message)
+      response.status = .tooManyRequests
+      response.headers[.retryAfter] = "60"
+      return response
     }
     let scope = (form["scope"] ?? "openid").split(separator: " ").map(String.init)
     guard scope.contains("openid") else {
@@ -150,7 +164,24 @@ extension OIDCProvider {
     case refused(Response)
   }
 
-  func deviceSignInRequest(_ typed: String) async throws -> DeviceLookup {
+  func deviceSignInRequest(
+    _ typed: String, _ request: Request, _ context: OIDCRequestContext
+  ) async throws -> DeviceLookup {
+    // RFC 8628 §5.1: user codes are short, so wrong ones are limited per address; once an
+    // address is out of guesses its codes are not even looked up.
+    let address = clientAddress(request, context)
+    do {
+      try api.throttle.admitGuess(from: address)
+    } catch {
+      return .refused(
+        page(
+          .tooManyRequests,
+          OIDCPages.deviceEntry(
+            message: (
+              "验证码输入错误次数过多，请一分钟后再试。",
+              "Too many wrong codes from your network: try again in a minute."
+            ))))
+    }
     guard let code = Self.normalizeUserCode(typed),
       let device = try await devices.deviceAuthorization(userCodeHash: Secrets.digest(code)),
       device.status == .pending, device.expiresAt > Date(),
@@ -166,6 +197,7 @@ extension OIDCProvider {
                 + "device."
             ))))
     }
+    api.throttle.refundGuess(from: address)
     let shown = Self.formatUserCode(code)
     return .found(
       AuthorizationRequest(
@@ -174,11 +206,13 @@ extension OIDCProvider {
         hidden: [("user_code", shown)], deviceUserCode: shown), device)
   }
 
-  private func devicePage(_ form: FormFields, _ request: Request) async throws -> Response {
+  private func devicePage(
+    _ form: FormFields, _ request: Request, _ context: OIDCRequestContext
+  ) async throws -> Response {
     guard let typed = form["user_code"] else {
       return page(.ok, OIDCPages.deviceEntry(message: nil))
     }
-    switch try await deviceSignInRequest(typed) {
+    switch try await deviceSignInRequest(typed, request, context) {
     case .refused(let response): return response
     case .found(let checked, _):
       guard let sso = try await ssoSession(request) else {
@@ -209,7 +243,7 @@ extension OIDCProvider {
   ) async throws -> Response {
     let checked: AuthorizationRequest
     let device: DeviceAuthorization
-    switch try await deviceSignInRequest(form["user_code"] ?? "") {
+    switch try await deviceSignInRequest(form["user_code"] ?? "", request, context) {
     case .refused(let response): return response
     case .found(let found, let record): (checked, device) = (found, record)
     }

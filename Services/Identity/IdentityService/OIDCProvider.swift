@@ -481,6 +481,15 @@ struct OIDCProvider: Sendable {
     return try await codeTokens(code, user: user, client: stored.client)
   }
 
+  /// The address a request came from, resolved as gRPC `Login` resolves it (the header
+  /// `X-Forwarded-For` counts only from a trusted proxy).
+  func clientAddress(_ request: Request, _ context: OIDCRequestContext) -> String {
+    ClientAddress.resolve(
+      peer: context.peer,
+      forwardedFor: request.headers[values: HTTPField.Name("X-Forwarded-For")!],
+      trusted: api.settings.trustedProxies)
+  }
+
   func tokenError(_ error: String, _ description: String, basic: Bool = false)
     -> Response
   {

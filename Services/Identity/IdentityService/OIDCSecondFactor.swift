@@ -67,8 +67,8 @@ extension OIDCProvider {
     let checked: AuthorizationRequest
     if form["user_code"] != nil {
       // Signing in to approve a device.
-      switch try await deviceSignInRequest(form["user_code"] ?? "") {
-      case .found(let request, _): checked = request
+      switch try await deviceSignInRequest(form["user_code"] ?? "", request, context) {
+      case .found(let found, _): checked = found
       case .refused(let response): return response
       }
     } else {
@@ -86,10 +86,7 @@ extension OIDCProvider {
           "This form has expired or did not come from this page; enter the code again."
         ), status: .forbidden)
     }
-    let client = ClientAddress.resolve(
-      peer: context.peer,
-      forwardedFor: request.headers[values: HTTPField.Name("X-Forwarded-For")!],
-      trusted: api.settings.trustedProxies)
+    let client = clientAddress(request, context)
     let done: Smartschool_Identity_V1_LoginSecondFactorResponse
     do {
       done = try await api.completeSecondFactor(

@@ -157,7 +157,9 @@ func openIDServices(
   guard settings.http.port != nil else { return [] }
   let store = try oidcStore(api.store)
   let oidcKeys = OIDCKeys(store: store, keys: keys, shared: api.store is PostgresIdentityStore)
-  let tls = config.tls != nil
+  // Behind a proxy that terminates TLS the port itself speaks plain HTTP, but browsers reach
+  // the https issuer URL: its cookies must be Secure all the same.
+  let tls = config.tls != nil || settings.http.issuerURL?.hasPrefix("https://") == true
   return [
     try IdentityHTTPServer(
       config: config, settings: settings.http, keys: oidcKeys, logger: logger

@@ -112,6 +112,13 @@ struct IdentityServiceCommand: ServiceCommand {
 
   @Option(
     help: """
+      Seconds an OpenID Connect authorization code waits for its app to redeem it (1-600). \
+      [default: 60]
+      """)
+  var authorizationCodeTtl: Int?
+
+  @Option(
+    help: """
       Roles that must log in with TOTP (two-factor), comma-separated ROLE or ROLE@LEVEL (held \
       at that level or above: province, city, county, school, class), e.g. \
       system_admin,province_admin,city_admin,county_admin. A covered user without TOTP \
@@ -175,6 +182,12 @@ struct IdentityServiceCommand: ServiceCommand {
     settings.http.issuerURL = issuerUrl ?? env["issuer-url"]
     if settings.http.issuerURL != nil, settings.http.port == nil {
       throw ValidationError("--issuer-url needs --http-port")
+    }
+    if let ttl = try authorizationCodeTtl ?? env.int("authorization-code-ttl") {
+      guard (1...600).contains(ttl) else {
+        throw ValidationError("--authorization-code-ttl must be 1-600 seconds")
+      }
+      settings.http.codeTTL = TimeInterval(ttl)
     }
     if let list = requireTotpFor ?? env["require-totp-for"] {
       do {

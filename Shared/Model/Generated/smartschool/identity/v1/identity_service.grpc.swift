@@ -1589,8 +1589,11 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+        /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+        /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+        /// > outside the caller's scope.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Smartschool_Identity_V1_DisableOIDCClientRequest` messages.
@@ -2551,8 +2554,11 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+        /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+        /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+        /// > outside the caller's scope.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
@@ -3511,8 +3517,11 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+        /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+        /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+        /// > outside the caller's scope.
         ///
         /// - Parameters:
         ///   - request: A `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
@@ -6350,8 +6359,11 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+        /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+        /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+        /// > outside the caller's scope.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
@@ -8028,8 +8040,11 @@ extension Smartschool_Identity_V1_IdentityService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-        /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+        /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+        /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+        /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+        /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+        /// > outside the caller's scope.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
@@ -9512,8 +9527,11 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-    /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+    /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+    /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+    /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+    /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+    /// > outside the caller's scope.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Smartschool_Identity_V1_DisableOIDCClientRequest` message.
@@ -11150,8 +11168,11 @@ extension Smartschool_Identity_V1_IdentityService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Disables a client for good: it signs nobody in and its secret is refused. Disabling a
-    /// > disabled client returns it unchanged. NOT_FOUND; PERMISSION_DENIED.
+    /// > Disables a client for good: it signs nobody in, its secret is refused, and every grant
+    /// > it holds ends: its users' and its own access tokens are refused (UNAUTHENTICATED, as a
+    /// > logout is) and its refresh tokens get invalid_client. Callers as above. Disabling a
+    /// > disabled client returns it unchanged. NOT_FOUND for an unknown client; PERMISSION_DENIED
+    /// > outside the caller's scope.
     ///
     /// - Parameters:
     ///   - message: request message to send.
