@@ -31,13 +31,32 @@ extension Reports {
       }
       return cells
     }
-    let title = "学科对比 Subject comparison — \(r.sessionCode), 满分 full marks "
+    let title =
+      "学科对比 Subject comparison — \(r.sessionCode), 满分 full marks "
       + decimal2(r.fullMarks)
+    let subjects = r.scope.subjects
+    // Means as a share of each paper's full marks, so that subjects of 150 and 100 compare.
+    let comparison = ReportChart(
+      kind: .groupedBars, title: "学科对比 Subject comparison",
+      labels: subjects.map { "\($0.subject.chineseName) \($0.subject.englishName)" },
+      series: [
+        .init(
+          name: "得分率 Mean ÷ full marks",
+          values: subjects.map { $0.fullMarks > 0 ? 100 * $0.figures.mean / $0.fullMarks : 0 }),
+        .init(name: "及格率 Pass rate", values: subjects.map(\.figures.passRate)),
+        .init(name: "优秀率 Excellent rate", values: subjects.map(\.figures.excellentRate)),
+      ], unit: "%")
     return Report(
       tables: [
         ReportTable(title: title, columns: columns, rows: [row(r.scope)]),
         ReportTable(title: "下级单位 By child org", columns: columns, rows: r.children.map(row)),
-      ], json: json(r))
+      ], json: json(r),
+      charts: [
+        distribution("总分分布 Distribution of totals", r.scope.totals.bins), comparison,
+        .bars(
+          "下级单位总分均分 Mean total by child org", labels: r.children.map(\.totals.orgName),
+          values: r.children.map(\.totals.mean)),
+      ])
   }
 
   /// The rank list (成绩单) of a session from its students, best first.
@@ -93,8 +112,18 @@ extension Reports {
         decimal4(s.zChange), "\(s.earlierRank)", "\(s.laterRank)", "\(s.rankChange)",
       ]
     }
-    let title = "进退步 Progress — \(r.earlierExamCode) → \(r.laterExamCode), 斜率 slope "
+    let title =
+      "进退步 Progress — \(r.earlierExamCode) → \(r.laterExamCode), 斜率 slope "
       + decimal4(r.slope)
+    let names = r.children.map { $0.orgName.isEmpty ? $0.orgCode : $0.orgName }
+    let charts = [
+      ReportChart.bars(
+        "标准分均值变化 Change in mean standardised score", labels: names,
+        values: r.children.map(\.zChange), marked: indexes(r.children) { $0.zChange < 0 }),
+      ReportChart.bars(
+        "增值 Value-added", labels: names, values: r.children.map(\.valueAdded),
+        marked: indexes(r.children) { $0.valueAdded < 0 }),
+    ]
     return Report(
       tables: [
         ReportTable(title: title, columns: columns, rows: [row(r.scope)] + r.children.map(row)),
@@ -102,7 +131,12 @@ extension Reports {
           title: "进步最大 Most improved", columns: moverColumns, rows: r.mostImproved.map(mover)),
         ReportTable(
           title: "退步最大 Most declined", columns: moverColumns, rows: r.mostDeclined.map(mover)),
-      ], json: json(r))
+      ], json: json(r), charts: charts)
+  }
+
+  /// The positions of the elements that `test` holds for, e.g. the rows to mark in a chart.
+  static func indexes<T>(_ items: [T], where test: (T) -> Bool) -> Set<Int> {
+    Set(items.indices.filter { test(items[$0]) })
   }
 
   static func decimal4(_ value: Double) -> String { String(format: "%.4f", value) }

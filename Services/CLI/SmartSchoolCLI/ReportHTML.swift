@@ -151,7 +151,8 @@ enum ReportHTML {
     var out = "<section class=\"table\" id=\"\(id)\">\n<h2>\(escapeHTML(table.title))</h2>\n"
     out += "<table>\n<thead><tr>"
     for column in table.columns {
-      out += "<th><span class=\"zh\">\(escapeHTML(column.zh))</span>"
+      out +=
+        "<th><span class=\"zh\">\(escapeHTML(column.zh))</span>"
         + " <span class=\"en\" lang=\"en\">\(escapeHTML(column.en))</span></th>"
     }
     out += "</tr></thead>\n<tbody>\n"
@@ -167,7 +168,8 @@ enum ReportHTML {
       out += "</tr>\n"
     }
     if table.rows.isEmpty {
-      out += "<tr class=\"empty\"><td colspan=\"\(max(1, table.columns.count))\">"
+      out +=
+        "<tr class=\"empty\"><td colspan=\"\(max(1, table.columns.count))\">"
         + "无数据 No rows</td></tr>\n"
     }
     return out + "</tbody>\n</table>\n</section>\n"
@@ -223,26 +225,30 @@ enum ReportHTML {
     for (i, label) in chart.labels.enumerated() {
       let y = top + groupHeight * Double(i)
       let mark = chart.marked.contains(i) ? "▼ " : ""
-      out += "<text class=\"label\" x=\"\(f(labelWidth - 6))\" y=\"\(f(y + groupHeight / 2))\""
+      out +=
+        "<text class=\"label\" x=\"\(f(labelWidth - 6))\" y=\"\(f(y + groupHeight / 2))\""
         + " text-anchor=\"end\" dominant-baseline=\"middle\">\(escapeHTML(mark + label))</text>\n"
       for (k, s) in series.enumerated() {
         let v = value(s, i)
         let x = v < 0 ? zero + v * scale : zero
         let by = y + 4 + barHeight * Double(k)
         let below = chart.marked.contains(i) && !grouped ? " below" : ""
-        out += "<rect class=\"bar\(below)\" data-label=\"\(escapeHTML(label))\""
+        out +=
+          "<rect class=\"bar\(below)\" data-label=\"\(escapeHTML(label))\""
           + " data-series=\"\(escapeHTML(s.name))\" data-value=\"\(number(v))\""
           + " x=\"\(f(x))\" y=\"\(f(by))\" width=\"\(f(max(abs(v) * scale, 0.5)))\""
           + " height=\"\(f(barHeight - 2))\" fill=\"\(colours[k % colours.count])\">"
           + "<title>\(escapeHTML("\(label) · \(s.name): \(shown(v, chart))"))</title></rect>\n"
         let vx = v < 0 ? x - 4 : zero + abs(v) * scale + 4
-        out += "<text class=\"value\" x=\"\(f(vx))\" y=\"\(f(by + barHeight / 2 - 1))\""
+        out +=
+          "<text class=\"value\" x=\"\(f(vx))\" y=\"\(f(by + barHeight / 2 - 1))\""
           + " text-anchor=\"\(v < 0 ? "end" : "start")\" dominant-baseline=\"middle\">"
           + "\(escapeHTML(shown(v, chart)))</text>\n"
       }
     }
     let axisBottom = top + groupHeight * Double(chart.labels.count)
-    out += "<line class=\"axis\" x1=\"\(f(zero))\" y1=\"\(f(top))\" x2=\"\(f(zero))\""
+    out +=
+      "<line class=\"axis\" x1=\"\(f(zero))\" y1=\"\(f(top))\" x2=\"\(f(zero))\""
       + " y2=\"\(f(axisBottom))\"/>\n"
     return out + "</svg>\n"
   }
@@ -264,29 +270,34 @@ enum ReportHTML {
     var out = svgOpen(chart, height: height) + legend(chart.series)
     for step in 0...4 {
       let v = low + (high - low) * Double(step) / 4
-      out += "<line class=\"grid\" x1=\"\(f(left))\" y1=\"\(f(y(v)))\" x2=\"\(f(right))\""
+      out +=
+        "<line class=\"grid\" x1=\"\(f(left))\" y1=\"\(f(y(v)))\" x2=\"\(f(right))\""
         + " y2=\"\(f(y(v)))\"/><text x=\"\(f(left - 4))\" y=\"\(f(y(v)))\" text-anchor=\"end\""
         + " dominant-baseline=\"middle\">\(escapeHTML(shown(v, chart)))</text>\n"
     }
     let every = max(1, Int((Double(n) / 12).rounded(.up)))
     for (i, label) in chart.labels.enumerated() where i % every == 0 || i == n - 1 {
-      out += "<text class=\"label\" x=\"\(f(x(i)))\" y=\"\(f(bottom + 16))\""
+      out +=
+        "<text class=\"label\" x=\"\(f(x(i)))\" y=\"\(f(bottom + 16))\""
         + " text-anchor=\"middle\">\(escapeHTML(label))</text>\n"
     }
     for (k, s) in chart.series.enumerated() {
       let colour = colours[k % colours.count]
       let points = chart.labels.indices.map { "\(f(x($0))),\(f(y(value(s, $0))))" }
-      out += "<polyline class=\"series\" data-series=\"\(escapeHTML(s.name))\" fill=\"none\""
+      out +=
+        "<polyline class=\"series\" data-series=\"\(escapeHTML(s.name))\" fill=\"none\""
         + " stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(points.joined(separator: " "))\"/>\n"
       for (i, label) in chart.labels.enumerated() {
         let v = value(s, i)
-        out += "<circle class=\"point\" data-label=\"\(escapeHTML(label))\""
+        out +=
+          "<circle class=\"point\" data-label=\"\(escapeHTML(label))\""
           + " data-value=\"\(number(v))\" cx=\"\(f(x(i)))\" cy=\"\(f(y(v)))\" r=\"3\""
           + " fill=\"\(colour)\"><title>\(escapeHTML("\(label) · \(s.name): \(shown(v, chart))"))"
           + "</title></circle>\n"
       }
     }
-    out += "<line class=\"axis\" x1=\"\(f(left))\" y1=\"\(f(bottom))\" x2=\"\(f(right))\""
+    out +=
+      "<line class=\"axis\" x1=\"\(f(left))\" y1=\"\(f(bottom))\" x2=\"\(f(right))\""
       + " y2=\"\(f(bottom))\"/>\n"
     return out + "</svg>\n"
   }
@@ -301,7 +312,8 @@ enum ReportHTML {
     var out = "<g class=\"legend\">"
     for (k, s) in series.enumerated() {
       let x = 10.0 + 170 * Double(k)
-      out += "<rect x=\"\(f(x))\" y=\"6\" width=\"10\" height=\"10\""
+      out +=
+        "<rect x=\"\(f(x))\" y=\"6\" width=\"10\" height=\"10\""
         + " fill=\"\(colours[k % colours.count])\"/><text x=\"\(f(x + 14))\" y=\"15\">"
         + "\(escapeHTML(s.name))</text>"
     }

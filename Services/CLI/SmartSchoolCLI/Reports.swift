@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GRPCCore
 import SmartSchoolClient
 import SmartSchoolModel
 import SwiftProtobuf
@@ -30,7 +31,9 @@ public struct Report: Sendable {
   /// reading in a test; the CLI writes a report of several tables one file per table).
   public func render(_ format: OutputFormat) -> String {
     switch format {
-    case .text: tables.map { $0.text() }.joined(separator: "\n")
+    case .text:
+      tables.map { $0.text() }.joined(separator: "\n")
+        + notes.map { "\n注意 Note: \($0)\n" }.joined()
     case .json: json + "\n"
     case .csv: csvFiles().map(\.text).joined(separator: "\n")
     case .html: html()
@@ -131,7 +134,37 @@ public enum Reports {
       columns: columns, rows: [complianceRow(r.scope)])
     let children = ReportTable(
       title: "下级单位 By child org", columns: columns, rows: r.children.map(complianceRow))
-    return Report(tables: [scope, children], json: json(r))
+    let kinds = ReportTable(
+      title: "按学校类别 By school kind", columns: kindColumns,
+      rows: r.bySchoolKind.map { kindRow($0) } + [kindRow(r.scope, label: "合计 Total")])
+    let weeks = ReportTable(
+      title: "逐周 Week by week", columns: [("周", "Week")] + columns.dropFirst(2),
+      rows: r.byWeek.map { [$0.week] + complianceRow($0).dropFirst(2) })
+    let charts = [
+      kindChart(r.bySchoolKind),
+      ReportChart(
+        kind: .line, title: "逐周趋势 Weekly trend", labels: r.byWeek.map(\.week),
+        series: [
+          .init(name: "学科达标率 Subject rate", values: r.byWeek.map(\.subjectRatePercent)),
+          .init(name: "课时达标率 Lesson rate", values: r.byWeek.map(\.lessonRatePercent)),
+          .init(name: "达标占比 Compliant share", values: r.byWeek.map(\.compliantSharePercent)),
+        ], unit: "%"),
+      .bars(
+        "下级单位课时达标率 Lesson rate by child org", labels: r.children.map(\.orgName),
+        values: r.children.map(\.lessonRatePercent), unit: "%"),
+    ]
+    return Report(tables: [scope, children, kinds, weeks], json: json(r), charts: charts)
+  }
+
+  /// Subject rate, lesson rate and compliant share side by side for each school kind.
+  static func kindChart(_ kinds: [Smartschool_Supervision_V1_ComplianceFigures]) -> ReportChart {
+    ReportChart(
+      kind: .groupedBars, title: "按学校类别 By school kind", labels: kinds.map(\.orgName),
+      series: [
+        .init(name: "学科达标率 Subject rate", values: kinds.map(\.subjectRatePercent)),
+        .init(name: "课时达标率 Lesson rate", values: kinds.map(\.lessonRatePercent)),
+        .init(name: "达标占比 Compliant share", values: kinds.map(\.compliantSharePercent)),
+      ], unit: "%")
   }
 
   /// 建设覆盖率 and infrastructure.
@@ -169,7 +202,11 @@ public enum Reports {
         ["校园网 Campus network", "\(r.campusNetworkSchools)"],
         ["无线覆盖 Wireless", "\(r.wirelessSchools)"],
       ])
-    return Report(tables: [kinds, infrastructure], json: json(r))
+    let chart = ReportChart.bars(
+      "覆盖率 Coverage by school kind",
+      labels: r.kinds.map { "\($0.schoolKind.chineseName) \($0.schoolKind.englishName)" },
+      values: r.kinds.map(\.coveragePercent), unit: "%")
+    return Report(tables: [kinds, infrastructure], json: json(r), charts: [chart])
   }
 
   /// Teachers' smart-classroom lessons against their targets.
@@ -249,7 +286,20 @@ public enum Reports {
           title: "考试统计 Exam statistics — \(exam)", columns: columns, rows: [scopeRow(r.scope)]),
         ReportTable(
           title: "下级单位 By child org", columns: columns, rows: r.children.map(scopeRow)),
-      ], json: json(r))
+      ], json: json(r),
+      charts: [
+        distribution("分数分布 Score distribution", r.scope.bins),
+        .bars(
+          "下级单位平均分 Mean by child org", labels: r.children.map(\.orgName),
+          values: r.children.map(\.mean)),
+      ])
+  }
+
+  /// A histogram of a scope's score bins.
+  static func distribution(_ title: String, _ bins: [Smartschool_Assessment_V1_ScoreBin])
+    -> ReportChart
+  {
+    .distribution(title, bins: bins.map { ($0.lower, $0.upper, $0.count) })
   }
 
   /// Item analysis: difficulty, discrimination, flags, Cronbach's alpha.
@@ -304,16 +354,33 @@ public enum Reports {
         [$0.code, decimal2($0.earned), decimal2($0.possible), percent($0.mastery * 100)]
       })
     var tables = [summary, mastery]
+    let chart = ReportChart.bars(
+      "知识点掌握度 Mastery", labels: r.mastery.map(\.code),
+      values: r.mastery.map { $0.mastery * 100 }, unit: "%")
     var recommendationsJSON = "[]"
     if !r.weakPoints.isEmpty {
       let examInfo = try await client.assessment.getExam(.with { $0.code = exam })
-      let recs = try await client.catalogue.recommendResources(
-        .with {
-          $0.knowledgePointCodes = Array(r.weakPoints.prefix(50).map(\.code))
-          $0.stage = examInfo.stage
-          $0.subject = examInfo.subject
-          $0.pageSize = 10
-        })
+      let recs: Smartschool_Catalogue_V1_RecommendResourcesResponse
+      do {
+        recs = try await client.catalogue.recommendResources(
+          .with {
+            $0.knowledgePointCodes = Array(r.weakPoints.prefix(50).map(\.code))
+            $0.stage = examInfo.stage
+            $0.subject = examInfo.subject
+            $0.pageSize = 10
+          })
+      } catch let error as RPCError
+        where error.code == .unavailable || error.code == .deadlineExceeded
+      {
+        // The report is the assessment's; without the catalogue it still prints, without
+        // recommendations, and says so.
+        let note =
+          "资源目录不可用，未列推荐资源 Catalogue unreachable: recommendations omitted "
+          + "(\(error.code): \(error.message))"
+        return Report(
+          tables: tables, json: "{\"report\":\(json(r)),\"recommendations\":null}",
+          charts: [chart], notes: [note])
+      }
       recommendationsJSON = json(recs)
       tables.append(
         ReportTable(
@@ -331,7 +398,8 @@ public enum Reports {
     }
     return Report(
       tables: tables,
-      json: "{\"report\":\(json(r)),\"recommendations\":\(recommendationsJSON)}")
+      json: "{\"report\":\(json(r)),\"recommendations\":\(recommendationsJSON)}",
+      charts: [chart])
   }
 
   /// Class diagnosis.
@@ -356,7 +424,10 @@ public enum Reports {
     let students = ReportTable(
       title: "未及格学生 Students below pass", columns: [("学号", "Student"), ("总分", "Total")],
       rows: r.studentsBelowPass.map { [$0.studentExternalID, decimal2($0.total)] })
-    return Report(tables: [points, students], json: json(r))
+    let chart = ReportChart.bars(
+      "知识点掌握度 Mastery", labels: r.knowledgePoints.map(\.code),
+      values: r.knowledgePoints.map { $0.mastery * 100 }, unit: "%")
+    return Report(tables: [points, students], json: json(r), charts: [chart])
   }
 
   /// Teaching-case coverage of chapters.
@@ -416,7 +487,9 @@ struct ReportCommand: AsyncParsableCommand {
     func print(_ make: (SmartSchoolClient) async throws -> Report) async throws {
       try await withCLIClient(connection) { client in
         let report = try await make(client)
-        for note in report.notes { writeErr("note: \(note)\n") }
+        if format != .text {
+          for note in report.notes { writeErr("note: \(note)\n") }
+        }
         for path in try report.write(format, to: out) { writeErr("wrote \(path)\n") }
       }
     }

@@ -49,7 +49,13 @@ extension Reports {
           "\($0.subjects)",
         ]
       })
-    return Report(tables: [schools, kinds, rooms], json: json(r))
+    let ranking = ReportChart.bars(
+      "室均课时排名 Lessons per classroom, ranked", labels: r.schools.map(\.schoolName),
+      values: r.schools.map(\.lessonsPerClassroom),
+      marked: indexes(r.schools) { $0.belowStandard })
+    return Report(
+      tables: [schools, kinds, rooms], json: json(r),
+      charts: [ranking, kindChart(r.bySchoolKind)])
   }
 
   static let kindColumns: [(zh: String, en: String)] = [
@@ -119,7 +125,16 @@ extension Reports {
         ["已复核 Verified", "\(r.followUpsVerified)"],
         ["无需整改 Not needed", "\(r.followUpsNotNeeded)"],
       ])
-    return Report(tables: [schools, ratings, kinds, followUp], json: json(r))
+    let charts = [
+      ReportChart.bars(
+        "评级分布 Ratings", labels: r.ratings.map { ratingName($0.rating) },
+        values: r.ratings.map { Double($0.count) }),
+      ReportChart.bars(
+        "已督导学校占比 Share of schools inspected", labels: r.bySchoolKind.map(\.label),
+        values: r.bySchoolKind.map(\.sharePercent),
+        unit: "%"),
+    ]
+    return Report(tables: [schools, ratings, kinds, followUp], json: json(r), charts: charts)
   }
 
   /// 月通报 / 半年考核 / 全年评比: schools ranked over a period, below-standard rows ▼.
@@ -166,7 +181,12 @@ extension Reports {
     let kinds = ReportTable(
       title: "按学校类别 By school kind", columns: kindColumns,
       rows: r.bySchoolKind.map { kindRow($0) } + [kindRow(r.scope, label: "合计 Total")])
-    return Report(tables: [schools, kinds], json: json(r))
+    let ranking = ReportChart.bars(
+      "课时达标率排名 Lesson rate, ranked", labels: r.schools.map(\.schoolName),
+      values: r.schools.map(\.figures.lessonRatePercent), unit: "%",
+      marked: indexes(r.schools) { $0.belowStandard })
+    return Report(
+      tables: [schools, kinds], json: json(r), charts: [ranking, kindChart(r.bySchoolKind)])
   }
 
   static func ratingName(_ r: Smartschool_Supervision_V1_InspectionRating) -> String {
