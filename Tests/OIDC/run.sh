@@ -6,6 +6,7 @@
 #
 #   bash Tests/OIDC/run.sh [pytest args…]
 #   SMARTSCHOOL_OIDC_DATABASE_URL=postgres://… bash Tests/OIDC/run.sh   # identity on PostgreSQL
+#   bash Tests/OIDC/run.sh --setup-only   # only install the browser and the venv (Tests/Reports)
 #
 # Installs Debian's chromium and chromium-driver when missing; creates Tests/OIDC/.venv (pinned
 # packages, ignored by git). Needs .build/debug/identity-service, catalogue-service and
@@ -59,6 +60,8 @@ if [[ ! -x "$PY" || ! -f "$STAMP" || "$(cat "$STAMP")" != "${PACKAGES[*]}" ]]; t
   "$PY" -m pip install --quiet --disable-pip-version-check "${PACKAGES[@]}"
   echo "${PACKAGES[*]}" >"$STAMP"
 fi
+
+[[ "${1:-}" == "--setup-only" ]] && exit 0
 
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONDONTWRITEBYTECODE=1 \
