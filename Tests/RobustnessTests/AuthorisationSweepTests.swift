@@ -58,7 +58,7 @@ let sweepTable: [String: SweepEntry] = {
       "GetComplianceReport", "GetWeeklyNotice", "GetTeacherTargets", "CreateTrainingRecord",
       "GetTrainingReport", "PutFacilityReport", "GetFacilityReport", "GetCoverageReport",
       "CreateInspection", "ListInspections", "GetInspectionSummary", "ListChanges",
-      "UpdateInspectionFollowUp", "ListWarnings", "GetRanking",
+      "UpdateInspectionFollowUp", "ListWarnings", "GetRanking", "GetTrends",
     ],
     "smartschool.assessment.v1.AssessmentService": [
       "CreateExam", "GetExam", "ListExams", "UpdateExamItems", "ImportScores",
@@ -136,7 +136,7 @@ struct AimedRequests {
       service.contains("supervision")
         ? "WEST9-R1" : service.contains("assessment") ? "WEST9-E" : "WEST9-S"
     case "exam_code": "WEST9-E"
-    case "term_code": "T1"
+    case "term_code", "from_term_code", "to_term_code": "T1"
     case "from_date", "start_date", "from_week", "week", "date": "2025-09-01"
     case "to_date", "end_date", "to_week": "2026-01-30"
     case "school_year": "2025-2026"

@@ -553,6 +553,15 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     report.byWeek = weeks.map { w in
       (result.byWeek[w] ?? ComplianceTally()).figures(week: w.description)
     }
+    report.bySchoolKind = KindSplit.figures(
+      kindTallies(classrooms, weeks: weeks, usage: usage))
+    return report
+  }
+
+  /// The tallies of `classrooms` over `weeks` by the kind of each classroom's school.
+  func kindTallies(
+    _ classrooms: [ClassroomRecord], weeks: [CalendarDate], usage: [ClassroomWeek: WeekUsage]
+  ) -> [Smartschool_Common_V1_SchoolKind: ComplianceTally] {
     var kindOf: [String: Smartschool_Common_V1_SchoolKind] = [:]
     for c in classrooms where kindOf[c.schoolID] == nil {
       kindOf[c.schoolID] = directory.org(id: c.schoolID)?.schoolKind ?? .unspecified
@@ -562,11 +571,9 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let byKind = Compliance.evaluate(
       classrooms: classrooms.map(\.span), weeks: weeks, usage: usage
     ) { c in schoolOf[c.number].flatMap { kindOf[$0] }.map { String($0.rawValue) } }
-    report.bySchoolKind = KindSplit.figures(
-      Dictionary(
-        KindSplit.kinds.map { k in (k, byKind.groups[String(k.rawValue)] ?? ComplianceTally()) },
-        uniquingKeysWith: { a, _ in a }))
-    return report
+    return Dictionary(
+      KindSplit.kinds.map { k in (k, byKind.groups[String(k.rawValue)] ?? ComplianceTally()) },
+      uniquingKeysWith: { a, _ in a })
   }
 
   public func getWeeklyNotice(
@@ -602,7 +609,13 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     request: Smartschool_Supervision_V1_GetTeacherTargetsRequest, context: ServerContext
   ) async throws -> Smartschool_Supervision_V1_TeacherTargetsReport {
     let org = try scope(code: request.orgCode)
-    let term = try await term(code: request.termCode)
+    return try await teacherTargets(org: org, term: try await term(code: request.termCode))
+  }
+
+  /// Every active teacher of `org`'s subtree against `term`'s lesson target.
+  func teacherTargets(org: Smartschool_Identity_V1_Org, term: TermRecord) async throws
+    -> Smartschool_Supervision_V1_TeacherTargetsReport
+  {
     // Lessons in holiday weeks count for nothing: only the term's teaching days are counted.
     var counts: [String: Int] = [:]
     for days in term.calendar.teachingDayRanges {

@@ -342,6 +342,19 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetTrends" metadata.
+        public enum GetTrends: Sendable {
+            /// Request type for "GetTrends".
+            public typealias Input = Smartschool_Supervision_V1_GetTrendsRequest
+            /// Response type for "GetTrends".
+            public typealias Output = Smartschool_Supervision_V1_Trends
+            /// Descriptor for "GetTrends".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.supervision.v1.SupervisionService"),
+                method: "GetTrends",
+                type: .unary
+            )
+        }
         /// Namespace for "ListWarnings" metadata.
         public enum ListWarnings: Sendable {
             /// Request type for "ListWarnings".
@@ -394,6 +407,7 @@ public enum Smartschool_Supervision_V1_SupervisionService: Sendable {
             ListInspections.descriptor,
             GetInspectionSummary.descriptor,
             GetRanking.descriptor,
+            GetTrends.descriptor,
             ListWarnings.descriptor,
             ListChanges.descriptor
         ]
@@ -919,6 +933,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
             request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetRankingRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Ranking>
+
+        /// Handle the "GetTrends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Trends across terms and school years for an org: per term and per school year, the
+        /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+        /// > target, in order, for a line chart. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+        /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Supervision_V1_GetTrendsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Supervision_V1_Trends` messages.
+        func getTrends(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Trends>
 
         /// Handle the "ListWarnings" method.
         ///
@@ -1471,6 +1507,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Ranking>
 
+        /// Handle the "GetTrends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Trends across terms and school years for an org: per term and per school year, the
+        /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+        /// > target, in order, for a line chart. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+        /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_GetTrendsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Supervision_V1_Trends` message.
+        func getTrends(
+            request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Trends>
+
         /// Handle the "ListWarnings" method.
         ///
         /// > Source IDL Documentation:
@@ -2021,6 +2079,28 @@ extension Smartschool_Supervision_V1_SupervisionService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Supervision_V1_Ranking
 
+        /// Handle the "GetTrends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Trends across terms and school years for an org: per term and per school year, the
+        /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+        /// > target, in order, for a line chart. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+        /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Supervision_V1_GetTrendsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Supervision_V1_Trends` to respond with.
+        func getTrends(
+            request: Smartschool_Supervision_V1_GetTrendsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Supervision_V1_Trends
+
         /// Handle the "ListWarnings" method.
         ///
         /// > Source IDL Documentation:
@@ -2336,6 +2416,17 @@ extension Smartschool_Supervision_V1_SupervisionService.StreamingServiceProtocol
             }
         )
         router.registerHandler(
+            forMethod: Smartschool_Supervision_V1_SupervisionService.Method.GetTrends.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_GetTrendsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_Trends>(),
+            handler: { request, context in
+                try await self.getTrends(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Smartschool_Supervision_V1_SupervisionService.Method.ListWarnings.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_ListWarningsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_WarningList>(),
@@ -2621,6 +2712,17 @@ extension Smartschool_Supervision_V1_SupervisionService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Ranking> {
         let response = try await self.getRanking(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getTrends(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Supervision_V1_Trends> {
+        let response = try await self.getTrends(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2962,6 +3064,19 @@ extension Smartschool_Supervision_V1_SupervisionService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Ranking> {
         return GRPCCore.ServerResponse<Smartschool_Supervision_V1_Ranking>(
             message: try await self.getRanking(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getTrends(
+        request: GRPCCore.ServerRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Supervision_V1_Trends> {
+        return GRPCCore.ServerResponse<Smartschool_Supervision_V1_Trends>(
+            message: try await self.getTrends(
                 request: request.message,
                 context: context
             ),
@@ -3621,6 +3736,33 @@ extension Smartschool_Supervision_V1_SupervisionService {
             deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Ranking>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Ranking>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetTrends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Trends across terms and school years for an org: per term and per school year, the
+        /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+        /// > target, in order, for a line chart. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+        /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_GetTrendsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_GetTrendsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_Trends` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getTrends<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_GetTrendsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Trends>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Trends>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListWarnings" method.
@@ -4574,6 +4716,44 @@ extension Smartschool_Supervision_V1_SupervisionService {
             )
         }
 
+        /// Call the "GetTrends" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Trends across terms and school years for an org: per term and per school year, the
+        /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+        /// > target, in order, for a line chart. Caller: supervision.read over the org.
+        /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+        /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Supervision_V1_GetTrendsRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Supervision_V1_GetTrendsRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Supervision_V1_Trends` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getTrends<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Supervision_V1_GetTrendsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Supervision_V1_Trends>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Trends>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Supervision_V1_SupervisionService.Method.GetTrends.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListWarnings" method.
         ///
         /// > Source IDL Documentation:
@@ -5400,6 +5580,39 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_GetRankingRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_Ranking>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetTrends" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Trends across terms and school years for an org: per term and per school year, the
+    /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+    /// > target, in order, for a line chart. Caller: supervision.read over the org.
+    /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+    /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Supervision_V1_GetTrendsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getTrends<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetTrendsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Trends>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getTrends(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Supervision_V1_GetTrendsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Supervision_V1_Trends>(),
             options: options,
             onResponse: handleResponse
         )
@@ -6317,6 +6530,43 @@ extension Smartschool_Supervision_V1_SupervisionService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getRanking(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetTrends" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Trends across terms and school years for an org: per term and per school year, the
+    /// > compliance figures (scope and by school kind) and the teachers meeting their lesson
+    /// > target, in order, for a line chart. Caller: supervision.read over the org.
+    /// > Codes: INVALID_ARGUMENT (malformed codes, from_term_code starting after to_term_code, over
+    /// > 40 terms), NOT_FOUND (org, either term), PERMISSION_DENIED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getTrends<Result>(
+        _ message: Smartschool_Supervision_V1_GetTrendsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Supervision_V1_Trends>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Supervision_V1_GetTrendsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getTrends(
             request: request,
             options: options,
             onResponse: handleResponse

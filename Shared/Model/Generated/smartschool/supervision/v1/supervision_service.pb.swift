@@ -1859,6 +1859,105 @@ public nonisolated struct Smartschool_Supervision_V1_Ranking: Sendable {
   fileprivate var _previousScope: Smartschool_Supervision_V1_ComplianceFigures? = nil
 }
 
+public nonisolated struct Smartschool_Supervision_V1_GetTrendsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The scope (province, city, county, school) by code.
+  public var orgCode: String = String()
+
+  /// The first and the last term of the series, by code: every term whose start date lies
+  /// between their start dates (inclusive) is a point. Empty: open at that end (both empty:
+  /// every term). At most 40 terms.
+  public var fromTermCode: String = String()
+
+  public var toTermCode: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One point of a trend: a term, or a school year (学年) of the series' terms.
+public nonisolated struct Smartschool_Supervision_V1_TrendPoint: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Term points: the term's code and name (e.g. 2025—2026学年第一学期). Year points: the
+  /// school year, e.g. "2025-2026", and its name "2025—2026学年". A term starting August to
+  /// December belongs to the school year starting that calendar year, one starting January to
+  /// July to the school year before.
+  public var code: String = String()
+
+  public var name: String = String()
+
+  /// First and last day (a year: of its first and last term in the series).
+  public var startDate: String = String()
+
+  public var endDate: String = String()
+
+  /// The terms it covers (a term point: itself), in order.
+  public var termCodes: [String] = []
+
+  /// Teaching weeks counted (holiday weeks are not).
+  public var teachingWeeks: Int32 = 0
+
+  /// Compliance over those weeks (学科/课时达标率, compliant share, lessons, manual share) for
+  /// the scope, and by school kind (teaching point, rural, urban; every kind listed). A year's
+  /// figures are the sums of its terms' counts (classrooms: distinct over the year).
+  public var scope: Smartschool_Supervision_V1_ComplianceFigures {
+    get {_scope ?? Smartschool_Supervision_V1_ComplianceFigures()}
+    set {_scope = newValue}
+  }
+  /// Returns true if `scope` has been explicitly set.
+  public var hasScope: Bool {self._scope != nil}
+  /// Clears the value of `scope`. Subsequent reads from it will return its default value.
+  public mutating func clearScope() {self._scope = nil}
+
+  public var bySchoolKind: [Smartschool_Supervision_V1_ComplianceFigures] = []
+
+  /// Teacher targets as GetTeacherTargets reports them for each term (today's active teachers
+  /// of the scope against that term's requirement). A year counts teacher-terms: a teacher in
+  /// both terms counts twice, once per term's target.
+  public var teachers: Int64 = 0
+
+  public var teachersMet: Int64 = 0
+
+  public var teachersMetSharePercent: Double = 0
+
+  public var teachersMetShareText: String = String()
+
+  public var teachersBySchoolKind: [Smartschool_Supervision_V1_KindShare] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scope: Smartschool_Supervision_V1_ComplianceFigures? = nil
+}
+
+public nonisolated struct Smartschool_Supervision_V1_Trends: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var orgCode: String = String()
+
+  public var orgName: String = String()
+
+  /// One point per term, by start date.
+  public var terms: [Smartschool_Supervision_V1_TrendPoint] = []
+
+  /// One point per school year of those terms, in order.
+  public var years: [Smartschool_Supervision_V1_TrendPoint] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// One warning: what triggered it, when, and when it cleared.
 public nonisolated struct Smartschool_Supervision_V1_Warning: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -4865,6 +4964,185 @@ nonisolated extension Smartschool_Supervision_V1_Ranking: SwiftProtobuf.Message,
     if lhs._scope != rhs._scope {return false}
     if lhs._previousScope != rhs._previousScope {return false}
     if lhs.bySchoolKind != rhs.bySchoolKind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_GetTrendsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetTrendsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}from_term_code\0\u{3}to_term_code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fromTermCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.toTermCode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.orgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    }
+    if !self.fromTermCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromTermCode, fieldNumber: 2)
+    }
+    if !self.toTermCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.toTermCode, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_GetTrendsRequest, rhs: Smartschool_Supervision_V1_GetTrendsRequest) -> Bool {
+    if lhs.orgCode != rhs.orgCode {return false}
+    if lhs.fromTermCode != rhs.fromTermCode {return false}
+    if lhs.toTermCode != rhs.toTermCode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_TrendPoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TrendPoint"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}name\0\u{3}start_date\0\u{3}end_date\0\u{3}term_codes\0\u{3}teaching_weeks\0\u{1}scope\0\u{3}by_school_kind\0\u{1}teachers\0\u{3}teachers_met\0\u{3}teachers_met_share_percent\0\u{3}teachers_met_share_text\0\u{3}teachers_by_school_kind\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.startDate) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.endDate) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.termCodes) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.teachingWeeks) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.bySchoolKind) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.teachers) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.teachersMet) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.teachersMetSharePercent) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.teachersMetShareText) }()
+      case 13: try { try decoder.decodeRepeatedMessageField(value: &self.teachersBySchoolKind) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if !self.startDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.startDate, fieldNumber: 3)
+    }
+    if !self.endDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.endDate, fieldNumber: 4)
+    }
+    if !self.termCodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.termCodes, fieldNumber: 5)
+    }
+    if self.teachingWeeks != 0 {
+      try visitor.visitSingularInt32Field(value: self.teachingWeeks, fieldNumber: 6)
+    }
+    try { if let v = self._scope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    if !self.bySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.bySchoolKind, fieldNumber: 8)
+    }
+    if self.teachers != 0 {
+      try visitor.visitSingularInt64Field(value: self.teachers, fieldNumber: 9)
+    }
+    if self.teachersMet != 0 {
+      try visitor.visitSingularInt64Field(value: self.teachersMet, fieldNumber: 10)
+    }
+    if self.teachersMetSharePercent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.teachersMetSharePercent, fieldNumber: 11)
+    }
+    if !self.teachersMetShareText.isEmpty {
+      try visitor.visitSingularStringField(value: self.teachersMetShareText, fieldNumber: 12)
+    }
+    if !self.teachersBySchoolKind.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.teachersBySchoolKind, fieldNumber: 13)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_TrendPoint, rhs: Smartschool_Supervision_V1_TrendPoint) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.startDate != rhs.startDate {return false}
+    if lhs.endDate != rhs.endDate {return false}
+    if lhs.termCodes != rhs.termCodes {return false}
+    if lhs.teachingWeeks != rhs.teachingWeeks {return false}
+    if lhs._scope != rhs._scope {return false}
+    if lhs.bySchoolKind != rhs.bySchoolKind {return false}
+    if lhs.teachers != rhs.teachers {return false}
+    if lhs.teachersMet != rhs.teachersMet {return false}
+    if lhs.teachersMetSharePercent != rhs.teachersMetSharePercent {return false}
+    if lhs.teachersMetShareText != rhs.teachersMetShareText {return false}
+    if lhs.teachersBySchoolKind != rhs.teachersBySchoolKind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Supervision_V1_Trends: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Trends"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}terms\0\u{1}years\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.orgName) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.terms) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.years) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.orgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    }
+    if !self.orgName.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgName, fieldNumber: 2)
+    }
+    if !self.terms.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.terms, fieldNumber: 3)
+    }
+    if !self.years.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.years, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Supervision_V1_Trends, rhs: Smartschool_Supervision_V1_Trends) -> Bool {
+    if lhs.orgCode != rhs.orgCode {return false}
+    if lhs.orgName != rhs.orgName {return false}
+    if lhs.terms != rhs.terms {return false}
+    if lhs.years != rhs.years {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
