@@ -141,14 +141,7 @@ public enum Reports {
       title: "逐周 Week by week", columns: [("周", "Week")] + columns.dropFirst(2),
       rows: r.byWeek.map { [$0.week] + complianceRow($0).dropFirst(2) })
     let charts = [
-      kindChart(r.bySchoolKind),
-      ReportChart(
-        kind: .line, title: "逐周趋势 Weekly trend", labels: r.byWeek.map(\.week),
-        series: [
-          .init(name: "学科达标率 Subject rate", values: r.byWeek.map(\.subjectRatePercent)),
-          .init(name: "课时达标率 Lesson rate", values: r.byWeek.map(\.lessonRatePercent)),
-          .init(name: "达标占比 Compliant share", values: r.byWeek.map(\.compliantSharePercent)),
-        ], unit: "%"),
+      kindChart(r.bySchoolKind), weeklyTrend(r.byWeek),
       .bars(
         "下级单位课时达标率 Lesson rate by child org", labels: r.children.map(\.orgName),
         values: r.children.map(\.lessonRatePercent), unit: "%"),
@@ -156,15 +149,28 @@ public enum Reports {
     return Report(tables: [scope, children, kinds, weeks], json: json(r), charts: charts)
   }
 
+  /// Subject rate, lesson rate and compliant share week by week.
+  static func weeklyTrend(_ weeks: [Smartschool_Supervision_V1_ComplianceFigures]) -> ReportChart {
+    ReportChart(
+      kind: .line, title: "逐周趋势 Weekly trend", labels: weeks.map(\.week),
+      series: rates(weeks), unit: "%")
+  }
+
+  static func rates(_ figures: [Smartschool_Supervision_V1_ComplianceFigures])
+    -> [ReportChart.Series]
+  {
+    [
+      .init(name: "学科达标率 Subject rate", values: figures.map(\.subjectRatePercent)),
+      .init(name: "课时达标率 Lesson rate", values: figures.map(\.lessonRatePercent)),
+      .init(name: "达标占比 Compliant share", values: figures.map(\.compliantSharePercent)),
+    ]
+  }
+
   /// Subject rate, lesson rate and compliant share side by side for each school kind.
   static func kindChart(_ kinds: [Smartschool_Supervision_V1_ComplianceFigures]) -> ReportChart {
     ReportChart(
       kind: .groupedBars, title: "按学校类别 By school kind", labels: kinds.map(\.orgName),
-      series: [
-        .init(name: "学科达标率 Subject rate", values: kinds.map(\.subjectRatePercent)),
-        .init(name: "课时达标率 Lesson rate", values: kinds.map(\.lessonRatePercent)),
-        .init(name: "达标占比 Compliant share", values: kinds.map(\.compliantSharePercent)),
-      ], unit: "%")
+      series: rates(kinds), unit: "%")
   }
 
   /// 建设覆盖率 and infrastructure.
@@ -469,7 +475,7 @@ struct ReportCommand: AsyncParsableCommand {
     subcommands: [
       Compliance.self, Coverage.self, Teachers.self, Training.self, Exam.self, Items.self,
       Student.self, ClassReport.self, CaseCoverage.self, Notice.self, Inspections.self,
-      Warnings.self, Ranking.self, Session.self, SessionRanks.self, Progress.self,
+      Warnings.self, Ranking.self, Session.self, SessionRanks.self, Progress.self, Trends.self,
     ])
 
   struct Common: ParsableArguments {
