@@ -197,6 +197,18 @@ import Testing
           $0.classCode = "CL1a"
         }, metadata: w.auth("tS1"))
       #expect(d.count == 2 && d.mean == 29)
+      // Beside each point, the rate of the class's school, its county and the exam (here the
+      // county's), computed by hand from the standard table.
+      let school = plainRates(standardResults.filter { $0.2 == "S1" })
+      let all = plainRates(standardResults)
+      #expect(d.knowledgePoints.count == 3)
+      for p in d.knowledgePoints {
+        let s = school[p.code]!
+        let a = all[p.code]!
+        #expect(near(p.schoolMastery, round4(s.earned / s.possible)), "\(p)")
+        #expect(near(p.countyMastery.value, round4(a.earned / a.possible)) && p.hasCountyMastery)
+        #expect(near(p.examMastery, round4(a.earned / a.possible)))
+      }
       // Weakest first: KP-C 7/20, KP-B 35/60, KP-A 28/40.
       #expect(d.knowledgePoints.map(\.code) == ["KP-C", "KP-B", "KP-A"])
       #expect(d.knowledgePoints.map(\.mastery) == [0.35, 0.5833, 0.7])

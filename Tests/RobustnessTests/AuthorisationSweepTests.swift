@@ -66,7 +66,7 @@ let sweepTable: [String: SweepEntry] = {
       "GetExamStatistics", "GetStudentReport", "GetClassDiagnosis", "RecordQualityEntry",
       "ImportQualityEntries", "GetQualityProfile", "ListChanges",
       "ListExamRanks", "ListBorderlineStudents", "GetSessionReport", "ListSessionRanks",
-      "GetProgress",
+      "GetProgress", "GetKnowledgePointReport", "GetOptionAnalysis",
     ],
   ]
   for (service, methods) in all {

@@ -110,7 +110,39 @@ public struct AssessmentAPI: Sendable {
       for (j, code) in item.knowledgePoints.enumerated() {
         v.code(code, f + ".knowledge_points[\(j)]")
       }
+      validateOptions(item, f, &v)
     }
+  }
+
+  /// An item's options: objective only, 2–10 distinct labels of 1–8 letters or digits, and an
+  /// answer key among them.
+  static func validateOptions(_ item: ExamItem, _ field: String, _ v: inout Validator) {
+    if item.options.isEmpty {
+      v.check(item.answerKey.isEmpty, field + ".answer_key", "needs the item's options")
+      return
+    }
+    v.check(item.objective, field + ".options", "only an objective item has options")
+    v.check(
+      (2...10).contains(item.options.count), field + ".options", "must list 2 to 10 options")
+    var seen = Set<String>()
+    for (j, label) in item.options.enumerated() {
+      let f = field + ".options[\(j)]"
+      if !isOptionLabel(label) {
+        v.add(f, "must be 1-8 ASCII letters or digits")
+      } else if !seen.insert(label).inserted {
+        v.add(f, "duplicates option \(label)")
+      }
+    }
+    v.check(
+      item.answerKey.isEmpty || item.options.contains(item.answerKey), field + ".answer_key",
+      "must be one of the item's options")
+  }
+
+  /// Whether `label` may name an option (and so a chosen option): 1–8 ASCII letters or digits.
+  static func isOptionLabel(_ label: String) -> Bool {
+    (1...8).contains(label.utf8.count)
+      && label.utf8.allSatisfy { (48...57).contains($0) || (65...90).contains($0)
+        || (97...122).contains($0) }
   }
 
   static func fullMarks(
@@ -429,7 +461,13 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
           if !row.reasonNotTested.isEmpty {
             return reject("reason_not_tested", "only an EXEMPT row has a reason")
           }
+          if !row.chosenOption.isEmpty && !Self.isOptionLabel(row.chosenOption) {
+            return reject("chosen_option", "must be 1-8 ASCII letters or digits")
+          }
         case .sat, .absent, .exempt:
+          if !row.chosenOption.isEmpty {
+            return reject("chosen_option", "must be empty on a row that marks attendance")
+          }
           if row.itemNumber != 0 {
             return reject("item_number", "must be 0 on a row that marks attendance")
           }
@@ -457,7 +495,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
               index: index, examCode: row.examCode, student: row.studentExternalID,
               classCode: row.classCode, schoolCode: row.schoolCode, classPath: path,
               item: row.itemNumber, score: row.score, attendance: Int32(row.attendance.rawValue),
-              reason: row.reasonNotTested))
+              reason: row.reasonNotTested, choice: row.chosenOption))
         }
       },
       commit: { batch in
@@ -514,6 +552,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
             $0.schoolCode = s.schoolCode
             $0.itemNumber = s.item
             $0.score = s.score
+            $0.chosenOption = s.choice
             if s.attendance != 0 {
               $0.attendance = .init(rawValue: Int(s.attendance)) ?? .unspecified
               $0.reasonNotTested = s.reason
@@ -620,6 +659,42 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     return directory.orgs(under: path, kind: kind).filter { $0.path != path.description }
   }
 
+  /// `students` grouped by the child (of `children`, by id) on their class path; a student
+  /// under none is left out.
+  static func byChild(_ students: [StudentResult], children: [Org]) -> [String: [StudentResult]] {
+    let childIDs = Set(children.map(\.id))
+    var grouped: [String: [StudentResult]] = [:]
+    // A class's students share one path: each path is parsed once.
+    var childOfPath: [String: String?] = [:]
+    for s in students {
+      let child: String?
+      if let known = childOfPath[s.orgPath] {
+        child = known
+      } else {
+        child = OrgPath(s.orgPath)?.ids.first { childIDs.contains($0) }
+        childOfPath[s.orgPath] = .some(child)
+      }
+      guard let child else { continue }
+      grouped[child, default: []].append(s)
+    }
+    return grouped
+  }
+
+  /// What a report on a scope and its children reads: the exam, the scope's org (nil: the
+  /// whole exam) after checking the caller's resultsRead there, its children (`kind` as
+  /// ``children(of:path:exam:kind:)``) and the scope's students, sat or not.
+  func scopedResults(
+    _ principal: Principal, exam code: String, scope: String, kind: Smartschool_Common_V1_OrgKind
+  ) async throws -> (ExamRecord, Org?, [Org], [StudentResult]) {
+    let record = try await exam(code: code, field: "exam_code")
+    let (scopeOrg, scopePath) = try self.scope(of: record, code: scope)
+    let children = try children(of: scopeOrg, path: scopePath, exam: record, kind: kind)
+    try principal.require(.resultsRead, at: scopePath)
+    let students = try await store.results(
+      exam: record, scopePath: scopeOrg == nil ? nil : scopePath.description)
+    return (record, scopeOrg, children, students)
+  }
+
   /// Ranks sibling figures by mean and by each rate (the lowest low rate best); only those
   /// with results take part, the others keep 0.
   static func rankSiblings(_ figures: inout [Smartschool_Assessment_V1_ScopeStatistics]) {
@@ -656,13 +731,8 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
   ) async throws -> Smartschool_Assessment_V1_ExamStatistics {
     let principal = try Principal.require()
     let bins = try Self.binCount(request.binCount, childrenKind: request.childrenKind)
-    let record = try await exam(code: request.examCode, field: "exam_code")
-    let (scopeOrg, scopePath) = try scope(of: record, code: request.scopeOrgCode)
-    let children = try children(
-      of: scopeOrg, path: scopePath, exam: record, kind: request.childrenKind)
-    try principal.require(.resultsRead, at: scopePath)
-    let everyone = try await store.results(
-      exam: record, scopePath: scopeOrg == nil ? nil : scopePath.description)
+    let (record, scopeOrg, children, everyone) = try await scopedResults(
+      principal, exam: request.examCode, scope: request.scopeOrgCode, kind: request.childrenKind)
     // Absent and exempt students are counted and listed, in no figure.
     let students = everyone.filter(\.sat)
     let reportsMissing = record.reportsMissingItems
@@ -695,27 +765,11 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
     }
 
-    // Each student counted under the child on their class path.
-    let childIDs = Set(children.map(\.id))
-    var totalsByChild: [String: [Double]] = [:]
-    var studentsByChild: [String: [StudentResult]] = [:]
-    // A class's students share one path: each path is parsed once.
-    var childOfPath: [String: String?] = [:]
-    for s in everyone {
-      let child: String?
-      if let known = childOfPath[s.orgPath] {
-        child = known
-      } else {
-        child = OrgPath(s.orgPath)?.ids.first { childIDs.contains($0) }
-        childOfPath[s.orgPath] = .some(child)
-      }
-      guard let child else { continue }
-      studentsByChild[child, default: []].append(s)
-      if s.sat { totalsByChild[child, default: []].append(s.total) }
-    }
+    let studentsByChild = Self.byChild(everyone, children: children)
     var childStats = children.map {
       var figures = Self.scopeFigures(
-        totalsByChild[$0.id] ?? [], org: $0, lines: lines, fullMarks: fullMarks, bins: bins)
+        (studentsByChild[$0.id] ?? []).filter(\.sat).map(\.total), org: $0, lines: lines,
+        fullMarks: fullMarks, bins: bins)
       Self.countAttendance(&figures, studentsByChild[$0.id] ?? [], reportsMissing: reportsMissing)
       return figures
     }
@@ -938,6 +992,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       students: students.map(\.scores), maxScores: record.exam.items.map(\.maxScore),
       itemPoints: record.exam.items.map(\.knowledgePoints),
       passFraction: record.exam.passFraction)
+    let above = try await ratesAbove(class: org, exam: record)
     return .with {
       $0.examCode = record.exam.code
       $0.classCode = org.code
@@ -948,6 +1003,9 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
           $0.code = p.code
           $0.mastery = roundTo4(p.mastery)
           $0.shareBelowPass = p.shareBelowPass
+          $0.schoolMastery = roundTo4(above.school[p.code] ?? 0)
+          if let county = above.county { $0.countyMastery = .init(roundTo4(county[p.code] ?? 0)) }
+          $0.examMastery = roundTo4(above.exam[p.code] ?? 0)
         }
       }
       $0.studentsBelowPass = students.filter { $0.total < passLine }

@@ -41,6 +41,11 @@ public struct ExamRecord: Sendable {
       low: rule(c.hasLow, c.low, exam.lowFraction))
   }
 
+  /// A list the stores keep joined by commas (codes and option labels have none).
+  static func list(_ joined: String) -> [String] {
+    joined.isEmpty ? [] : joined.split(separator: ",").map(String.init)
+  }
+
   /// Item numbers in ascending order (the column order of ``StudentResult/scores``).
   public var itemNumbers: [Int32] { exam.items.map(\.number) }
 }
@@ -60,6 +65,8 @@ public struct PendingScore: Sendable {
   public var attendance: Int32 = 0
   /// EXEMPT's reason.
   public var reason: String = ""
+  /// The option chosen on an item with options ("" none).
+  public var choice: String = ""
 
   /// Whether the row marks attendance instead of giving an item's score.
   public var isMark: Bool { attendance != 0 }
@@ -100,6 +107,8 @@ struct ScoreTarget {
   /// The path text; a class lies under it when its path text starts with it.
   var orgPath: String
   var maxScores: [Int32: Double] = [:]
+  /// The declared options of the items that have them.
+  var options: [Int32: [String]] = [:]
 
   /// Why `row` may not be written to `target` (nil: the exam does not exist), or nil when
   /// it may. Both stores check rows alike.
@@ -125,8 +134,87 @@ struct ScoreTarget {
       return reject(
         "class_code", "class \(row.classCode) is outside the org running exam \(row.examCode)")
     }
+    if !row.choice.isEmpty {
+      guard let options = target.options[row.item], !options.isEmpty else {
+        return reject(
+          "chosen_option", "item \(row.item) of exam \(row.examCode) declares no options")
+      }
+      if !options.contains(row.choice) {
+        return reject(
+          "chosen_option",
+          "must be one of item \(row.item)'s options (\(options.joined(separator: ", ")))")
+      }
+    }
     return nil
   }
+}
+
+/// One student's results on one paper as stored, what the change feed's "score_sheet" event
+/// carries (the proto's ScoreSheet); both stores build it alike to compare before and after.
+struct SheetState: Equatable {
+  var classCode: String
+  var schoolCode: String
+  var orgPath: String
+  var attendance: Int32
+  var reason: String
+  /// Item numbers ascending, with their scores and chosen options.
+  var items: [Int32] = []
+  var scores: [Double] = []
+  var choices: [String] = []
+
+  /// A student who sat without any score has nothing a follower keeps.
+  var isEmpty: Bool {
+    attendance != AttendanceCode.absent && attendance != AttendanceCode.exempt && items.isEmpty
+  }
+
+  /// The feed's payload for the student on the exam.
+  func payload(exam: String, student: String) -> Smartschool_Assessment_V1_ScoreSheet {
+    .with {
+      $0.examCode = exam
+      $0.studentExternalID = student
+      $0.classCode = classCode
+      $0.schoolCode = schoolCode
+      $0.attendance = .init(rawValue: Int(attendance)) ?? .sat
+      $0.reasonNotTested = reason
+      $0.scores = items.indices.map { i in
+        .with {
+          $0.itemNumber = items[i]
+          $0.score = scores[i]
+          $0.chosenOption = choices[i]
+        }
+      }
+    }
+  }
+
+  /// One change-feed event of a sheet.
+  struct Event {
+    var op: Smartschool_Common_V1_ChangeOp
+    var orgPath: String
+    var payload: Smartschool_Assessment_V1_ScoreSheet?
+  }
+
+  /// The events that take a follower from `old` to `new` (nil or empty: nothing stored):
+  /// none when nothing changed; a delete when the sheet emptied, or at the old path before
+  /// the upsert when the student moved to another path; else an upsert.
+  static func events(exam: String, student: String, old: SheetState?, new: SheetState?)
+    -> [Event]
+  {
+    let before = old.flatMap { $0.isEmpty ? nil : $0 }
+    let after = new.flatMap { $0.isEmpty ? nil : $0 }
+    if before == after { return [] }
+    var events: [Event] = []
+    if let before, before.orgPath != after?.orgPath {
+      events.append(Event(op: .delete, orgPath: before.orgPath, payload: nil))
+    }
+    if let after {
+      let payload = after.payload(exam: exam, student: student)
+      events.append(Event(op: .upsert, orgPath: after.orgPath, payload: payload))
+    }
+    return events
+  }
+
+  /// The natural key (and id) of a sheet's events.
+  static func key(exam: String, student: String) -> String { "\(exam)/\(student)" }
 }
 
 /// One student's accepted rows of a score batch, as both stores write them: the student once,
@@ -137,6 +225,8 @@ struct StudentScores {
   var student: String
   var last: PendingScore
   var scores: [(item: Int32, score: Double)]
+  /// The chosen option of each item given ("" none), the last row's for an item given twice.
+  var choices: [Int32: String] = [:]
   /// The student's score rows of the batch (for rejecting them together).
   var scoreRows: [PendingScore] = []
   /// The student's attendance rows of the batch, in row order; the last one is its mark.
@@ -190,6 +280,7 @@ struct StudentScores {
         students[current].markRows.append(row)
       } else {
         students[current].scores.append((row.item, row.score))
+        students[current].choices[row.item] = row.choice
         students[current].scoreRows.append(row)
       }
     }
@@ -214,6 +305,15 @@ struct StudentScores {
     }
     rejections.sort { $0.index < $1.index }
     return (students, accepted, rejections)
+  }
+
+  /// The sheet of a student this batch creates, with `mark` as its attendance.
+  func createdSheet(mark: (code: Int32, reason: String)) -> SheetState? {
+    guard let row = lastAccepted else { return nil }
+    return SheetState(
+      classCode: row.classCode, schoolCode: row.schoolCode, orgPath: row.classPath,
+      attendance: mark.code, reason: mark.reason, items: scores.map(\.item),
+      scores: scores.map(\.score), choices: scores.map { choices[$0.item] ?? "" })
   }
 
   /// What a batch does to one student, given the student's stored state (nil: not stored).
@@ -395,6 +495,8 @@ public struct ExportedScore: Sendable {
   /// 0 for a score; ABSENT or EXEMPT for a mark.
   public var attendance: Int32 = 0
   public var reason: String = ""
+  /// The chosen option ("" none).
+  public var choice: String = ""
 }
 
 /// A quality entry with the path of its school.
@@ -431,6 +533,9 @@ public protocol AssessmentStoring: Sendable {
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding?
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
+  /// The chosen options recorded on the exam (under `scopePath` when given), by student then
+  /// item number.
+  func choices(exam: ExamRecord, scopePath: String?) async throws -> [String: [Int32: String]]
   func upsertQuality(_ records: [QualityRecord], time: Double) async throws -> [Bool]
   func qualityEntries(student: String, schoolYear: String, term: Int32) async throws
     -> [QualityRecord]
@@ -481,12 +586,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     for item in items {
       try db.execute(
         sql: """
-          INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points)
-          VALUES (?, ?, ?, ?, ?)
+          INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points, options,
+            answer_key)
+          VALUES (?, ?, ?, ?, ?, ?, ?)
           """,
         arguments: [
           exam, item.number, item.maxScore, item.objective,
-          item.knowledgePoints.joined(separator: ","),
+          item.knowledgePoints.joined(separator: ","), item.options.joined(separator: ","),
+          item.answerKey,
         ])
     }
   }
@@ -518,16 +625,17 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     exam.sessionCode = row["session_code"]
     exam.items = try db.cachedStatement(
       sql: """
-        SELECT number, max_score, objective, knowledge_points FROM asm_items
-        WHERE exam = ? ORDER BY number
+        SELECT number, max_score, objective, knowledge_points, options, answer_key
+        FROM asm_items WHERE exam = ? ORDER BY number
         """
     ).decodeAll(arguments: [number]) { r in
       Smartschool_Assessment_V1_ExamItem.with {
         $0.number = r["number"]
         $0.maxScore = r["max_score"]
         $0.objective = r["objective"]
-        let points: String = r["knowledge_points"]
-        $0.knowledgePoints = points.isEmpty ? [] : points.split(separator: ",").map(String.init)
+        $0.knowledgePoints = ExamRecord.list(r["knowledge_points"])
+        $0.options = ExamRecord.list(r["options"])
+        $0.answerKey = r["answer_key"]
       }
     }
     if counts {
@@ -631,10 +739,12 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         let number: Int64 = row["number"]
         var target = ScoreTarget(number: number, orgPath: row["org_path"])
         for r in try Row.fetchAll(
-          db.cachedStatement(sql: "SELECT number, max_score FROM asm_items WHERE exam = ?"),
+          db.cachedStatement(
+            sql: "SELECT number, max_score, options FROM asm_items WHERE exam = ?"),
           arguments: [number])
         {
           target.maxScores[r["number"]] = r["max_score"]
+          target.options[r["number"]] = ExamRecord.list(r["options"])
         }
         targets[code] = target
       }
@@ -660,13 +770,15 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       let markStudent = try db.cachedStatement(
         sql: "UPDATE asm_students SET attendance = ?, reason = ? WHERE sid = ?")
       let insertScore = try db.cachedStatement(
-        sql: "INSERT OR IGNORE INTO asm_scores (sid, item, score) VALUES (?, ?, ?)")
+        sql: "INSERT OR IGNORE INTO asm_scores (sid, item, score, choice) VALUES (?, ?, ?, ?)")
       let updateScore = try db.cachedStatement(
-        sql: "UPDATE asm_scores SET score = ? WHERE sid = ? AND item = ?")
-      var fresh: [(sid: Int64, item: Int32, score: Double)] = []
+        sql: "UPDATE asm_scores SET score = ?, choice = ? WHERE sid = ? AND item = ?")
+      var fresh: [(sid: Int64, item: Int32, score: Double, choice: String)] = []
       var created = 0
       var refused = 0
       var touched: [Int64] = []
+      // The feed's sheets: of the students that existed, before and (below) after the batch.
+      var sheets: [(s: StudentScores, sid: Int64, old: SheetState?, new: SheetState?)] = []
       for s in batch.students {
         guard let row = s.lastAccepted else { continue }
         let stored = try Row.fetchOne(find, arguments: [s.exam, s.student])
@@ -677,17 +789,19 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         guard decision.writes else { continue }
         if let stored {
           let sid: Int64 = stored[0]
+          sheets.append((s, sid, try Self.sheet(db, sid: sid), nil))
           try moveStudent.execute(arguments: [row.classCode, row.schoolCode, row.classPath, sid])
           if let mark = decision.attendance {
             try markStudent.execute(arguments: [mark.code, mark.reason, sid])
           }
           guard decision.writesScores else { continue }
           for (item, score) in s.scores {
-            try insertScore.execute(arguments: [sid, item, score])
+            let choice = s.choices[item] ?? ""
+            try insertScore.execute(arguments: [sid, item, score, choice])
             if db.changesCount > 0 {
               created += 1
             } else {
-              try updateScore.execute(arguments: [score, sid, item])
+              try updateScore.execute(arguments: [score, choice, sid, item])
             }
           }
           touched.append(sid)
@@ -701,8 +815,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           ])
         let sid = db.lastInsertedRowID
         for (item, score) in s.scores {
-          fresh.append((sid, item, score))
+          fresh.append((sid, item, score, s.choices[item] ?? ""))
         }
+        sheets.append((s, sid, nil, s.createdSheet(mark: mark)))
         // A new student's mark creates it; its scores are new rows.
         created += s.scores.isEmpty ? 1 : s.scores.count
       }
@@ -722,6 +837,16 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           try Row.fetchAll(scoresOf, arguments: [sid]).map { (item: $0[0], score: $0[1]) })
         try keep.execute(arguments: [packed, sid])
       }
+      for (s, sid, old, new) in sheets {
+        let code = s.lastAccepted!.examCode
+        let after = old == nil ? new : try Self.sheet(db, sid: sid)
+        let key = SheetState.key(exam: code, student: s.student)
+        for event in SheetState.events(exam: code, student: s.student, old: old, new: after) {
+          try ChangeFeed.record(
+            db, entity: "score_sheet", id: key, naturalKey: key, op: event.op,
+            orgPath: event.orgPath, payload: event.payload)
+        }
+      }
       result.rejections.sort { $0.index < $1.index }
       result.created = created
       result.updated = batch.accepted - refused - created
@@ -729,24 +854,48 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// Score rows per multi-row INSERT (three values each, far below SQLite's variable limit).
+  /// The stored sheet of student row `sid`.
+  private static func sheet(_ db: Database, sid: Int64) throws -> SheetState? {
+    guard
+      let row = try Row.fetchOne(
+        db.cachedStatement(
+          sql: """
+            SELECT class_code, school_code, org_path, attendance, reason FROM asm_students
+            WHERE sid = ?
+            """), arguments: [sid])
+    else { return nil }
+    var sheet = SheetState(
+      classCode: row[0], schoolCode: row[1], orgPath: row[2], attendance: row[3], reason: row[4])
+    for r in try Row.fetchAll(
+      db.cachedStatement(
+        sql: "SELECT item, score, choice FROM asm_scores WHERE sid = ? ORDER BY item"),
+      arguments: [sid])
+    {
+      sheet.items.append(r[0])
+      sheet.scores.append(r[1])
+      sheet.choices.append(r[2])
+    }
+    return sheet
+  }
+
+  /// Score rows per multi-row INSERT (four values each, far below SQLite's variable limit).
   private static let scoreChunk = 200
 
   /// Inserts `rows`, scores that cannot exist yet, a chunk of rows per statement (the full
   /// chunk's statement cached, a shorter last one prepared once).
   private static func insertScores(
-    _ db: Database, _ rows: [(sid: Int64, item: Int32, score: Double)]
+    _ db: Database, _ rows: [(sid: Int64, item: Int32, score: Double, choice: String)]
   ) throws {
     var start = 0
     while start < rows.count {
       let end = min(rows.count, start + scoreChunk)
       let sql =
-        "INSERT INTO asm_scores (sid, item, score) VALUES "
-        + repeatElement("(?, ?, ?)", count: end - start).joined(separator: ", ")
+        "INSERT INTO asm_scores (sid, item, score, choice) VALUES "
+        + repeatElement("(?, ?, ?, ?)", count: end - start).joined(separator: ", ")
       let insert =
         try end - start == scoreChunk ? db.cachedStatement(sql: sql) : db.makeStatement(sql: sql)
       var arguments = StatementArguments()
-      for row in rows[start..<end] { arguments += [row.sid, row.item, row.score] }
+      for row in rows[start..<end] { arguments += [row.sid, row.item, row.score, row.choice] }
       try insert.execute(arguments: arguments)
       start = end
     }
@@ -859,11 +1008,11 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         sql: """
           SELECT * FROM (
             SELECT st.student, st.class_code, st.school_code, sc.item, sc.score,
-              0 AS attendance, '' AS reason
+              0 AS attendance, '' AS reason, sc.choice
             FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
             WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
             UNION ALL
-            SELECT student, class_code, school_code, 0, 0.0, attendance, reason
+            SELECT student, class_code, school_code, 0, 0.0, attendance, reason, ''
             FROM asm_students WHERE exam = ? AND attendance <> ? AND student > ?)
           ORDER BY 1, 4 LIMIT ?
           """
@@ -874,8 +1023,33 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       ) {
         ExportedScore(
           student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4],
-          attendance: $0[5], reason: $0[6])
+          attendance: $0[5], reason: $0[6], choice: $0[7])
       }
+    }
+  }
+
+  public func choices(exam: ExamRecord, scopePath: String?) async throws
+    -> [String: [Int32: String]]
+  {
+    try await store.read { db in
+      var filter = ""
+      var args: [any DatabaseValueConvertible] = [exam.number]
+      if let scopePath {
+        filter = " AND substr(st.org_path, 1, ?) = ?"
+        args += [scopePath.count, scopePath]
+      }
+      var choices: [String: [Int32: String]] = [:]
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT st.student, sc.item, sc.choice
+            FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
+            WHERE st.exam = ? AND sc.choice <> ''\(filter)
+            """), arguments: StatementArguments(args))
+      while let row = try rows.next() {
+        choices[row[0], default: [:]][row[1]] = row[2]
+      }
+      return choices
     }
   }
 

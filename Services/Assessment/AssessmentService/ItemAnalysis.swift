@@ -37,6 +37,19 @@ public struct ItemAnalysis: Equatable, Sendable {
     max(1, Int((0.27 * Double(count)).rounded()))
   }
 
+  /// The upper and lower 27% groups of the students with these totals and ids (indices): the
+  /// students ordered by total, highest first, ties by id ascending; each group the first or
+  /// last ``groupSize(_:)``. No student: two empty groups.
+  public static func groups(totals: [Double], ids: [String]) -> (upper: [Int], lower: [Int]) {
+    let n = totals.count
+    guard n > 0 else { return ([], []) }
+    let order = totals.indices.sorted { a, b in
+      totals[a] != totals[b] ? totals[a] > totals[b] : ids[a] < ids[b]
+    }
+    let g = min(groupSize(n), n)
+    return (Array(order.prefix(g)), Array(order.suffix(g)))
+  }
+
   /// Analyses `students` on items with the given max scores.
   public static func compute(_ students: [StudentItemScores], maxScores: [Double]) -> ItemAnalysis {
     let k = maxScores.count
@@ -48,14 +61,8 @@ public struct ItemAnalysis: Equatable, Sendable {
         }, alpha: nil, sem: nil)
     }
     let totals = students.map(\.total)
-    // Order by total descending, ties by external id ascending.
-    let order = students.indices.sorted { a, b in
-      totals[a] != totals[b]
-        ? totals[a] > totals[b] : students[a].externalID < students[b].externalID
-    }
-    let g = min(groupSize(n), n)
-    let upper = order.prefix(g)
-    let lower = order.suffix(g)
+    let (upper, lower) = groups(totals: totals, ids: students.map(\.externalID))
+    let g = upper.count
     let totalSD = populationSD(totals)
     var items: [ItemFigures] = []
     var varianceSum = 0.0

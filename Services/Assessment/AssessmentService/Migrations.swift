@@ -127,5 +127,15 @@ enum AssessmentMigrations {
             WHERE session_code <> '';
           """)
     }
+    // Objective items' options and answer key (comma-joined labels; '' none), and the option
+    // each student chose on such an item ('' none recorded).
+    migrator.registerMigration("assessment.8.options") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE asm_items ADD COLUMN options TEXT NOT NULL DEFAULT '';
+          ALTER TABLE asm_items ADD COLUMN answer_key TEXT NOT NULL DEFAULT '';
+          ALTER TABLE asm_scores ADD COLUMN choice TEXT NOT NULL DEFAULT '';
+          """)
+    }
   }
 }

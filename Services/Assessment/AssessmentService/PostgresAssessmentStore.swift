@@ -63,16 +63,17 @@ final class PostgresAssessmentStore: AssessmentStoring {
     var items: [Int64: [Smartschool_Assessment_V1_ExamItem]] = [:]
     for r in try await tx.query(
       """
-      SELECT exam, number, max_score, objective, knowledge_points FROM asm_items
-      WHERE exam = ANY(\(numbers)) ORDER BY exam, number
+      SELECT exam, number, max_score, objective, knowledge_points, options, answer_key
+      FROM asm_items WHERE exam = ANY(\(numbers)) ORDER BY exam, number
       """)
     {
-      let points = try r["knowledge_points"].decode(String.self)
       var item = Smartschool_Assessment_V1_ExamItem()
       item.number = Int32(try r["number"].decode(Int.self))
       item.maxScore = try r["max_score"].decode(Double.self)
       item.objective = try r["objective"].decode(Int.self) != 0
-      item.knowledgePoints = points.isEmpty ? [] : points.split(separator: ",").map(String.init)
+      item.knowledgePoints = ExamRecord.list(try r["knowledge_points"].decode(String.self))
+      item.options = ExamRecord.list(try r["options"].decode(String.self))
+      item.answerKey = try r["answer_key"].decode(String.self)
       items[try r["exam"].decode(Int64.self), default: []].append(item)
     }
     var scored: [Int64: Int64] = [:]
@@ -102,11 +103,14 @@ final class PostgresAssessmentStore: AssessmentStoring {
     let maxScores = items.map(\.maxScore)
     let objective = items.map { $0.objective ? Int32(1) : 0 }
     let points = items.map { $0.knowledgePoints.joined(separator: ",") }
+    let options = items.map { $0.options.joined(separator: ",") }
+    let keys = items.map(\.answerKey)
     try await tx.execute(
       """
-      INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points)
+      INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points, options,
+        answer_key)
       SELECT \(exam), * FROM unnest(\(numbers)::int4[], \(maxScores)::float8[],
-        \(objective)::int4[], \(points)::text[])
+        \(objective)::int4[], \(points)::text[], \(options)::text[], \(keys)::text[])
       """)
   }
 
@@ -235,11 +239,15 @@ final class PostgresAssessmentStore: AssessmentStoring {
       }
       if !byNumber.isEmpty {
         for r in try await tx.query(
-          "SELECT exam, number, max_score FROM asm_items WHERE exam = ANY(\(Array(byNumber.keys)))")
+          """
+          SELECT exam, number, max_score, options FROM asm_items
+          WHERE exam = ANY(\(Array(byNumber.keys)))
+          """)
         {
           let code = byNumber[try r["exam"].decode(Int64.self)]!
-          exams[code]!.maxScores[Int32(try r["number"].decode(Int.self))] =
-            try r["max_score"].decode(Double.self)
+          let number = Int32(try r["number"].decode(Int.self))
+          exams[code]!.maxScores[number] = try r["max_score"].decode(Double.self)
+          exams[code]!.options[number] = ExamRecord.list(try r["options"].decode(String.self))
         }
       }
       let batch = StudentScores.group(rows, targets: exams)
@@ -267,6 +275,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
       let last = students.map { $0.lastAccepted! }
       var written:
         [(sid: Int64, student: Int, inserted: Bool, attendance: Int32, hasScores: Bool)] = []
+      // The stored sheets of the students that existed (their scores are read below).
+      var before: [Int64: SheetState] = [:]
       written.reserveCapacity(students.count)
       for r in try await tx.query(
         """
@@ -279,12 +289,15 @@ final class PostgresAssessmentStore: AssessmentStoring {
           \(newMarks.map(\.0))::int4[], \(newMarks.map(\.1))::text[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = asm_students.class_code
         RETURNING sid, exam, student, xmax = 0 AS inserted, attendance,
-          octet_length(scores) > 0 AS has_scores
+          octet_length(scores) > 0 AS has_scores, class_code, school_code, org_path, reason
         """)
       {
         let key = "\(try r["exam"].decode(Int64.self))/\(try r["student"].decode(String.self))"
         guard let i = position[key] else {
           throw ServiceError.internalError("student \(key) was written but not sent")
+        }
+        if try !r["inserted"].decode(Bool.self) {
+          before[try r["sid"].decode(Int64.self)] = try Self.sheetRow(r)
         }
         written.append(
           (
@@ -314,6 +327,10 @@ final class PostgresAssessmentStore: AssessmentStoring {
       if !dropped.isEmpty {
         try await tx.execute("DELETE FROM asm_students WHERE sid = ANY(\(dropped))")
       }
+      // The scores (and chosen options) of the students that existed and take rows, before.
+      let changing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }.map(\.0)
+      try await Self.fillScores(
+        tx, &before, exams: changing.map { students[$0.student].exam }, sids: changing.map(\.sid))
 
       // Scores of created students cannot conflict with any row: they go in by COPY, the bulk
       // path (an INSERT of the same rows from arrays cost the batch twice the time).
@@ -323,12 +340,16 @@ final class PostgresAssessmentStore: AssessmentStoring {
       for (w, d) in zip(written, decisions) where w.inserted && d.writes {
         let s = students[w.student]
         for (item, score) in s.scores {
-          fresh.append([.int(Int(s.exam)), .int(Int(w.sid)), .int(Int(item)), .double(score)])
+          fresh.append([
+            .int(Int(s.exam)), .int(Int(w.sid)), .int(Int(item)), .double(score),
+            .text(s.choices[item] ?? ""),
+          ])
         }
         // A new student's mark creates it; its scores are new rows.
         created += s.scores.isEmpty ? 1 : s.scores.count
       }
-      try await tx.copy(into: "asm_scores", columns: ["exam", "sid", "item", "score"], rows: fresh)
+      try await tx.copy(
+        into: "asm_scores", columns: ["exam", "sid", "item", "score", "choice"], rows: fresh)
 
       // Students that existed and take rows: class, school, path and any new mark first.
       let moved = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }
@@ -362,22 +383,25 @@ final class PostgresAssessmentStore: AssessmentStoring {
         var sid: [Int64] = []
         var item: [Int32] = []
         var score: [Double] = []
+        var choice: [String] = []
         for w in existing {
           for (i, x) in students[w.student].scores {
             exam.append(students[w.student].exam)
             sid.append(w.sid)
             item.append(i)
             score.append(x)
+            choice.append(students[w.student].choices[i] ?? "")
           }
         }
         created +=
           try await tx.one(
             """
             WITH written AS (
-              INSERT INTO asm_scores (exam, sid, item, score)
+              INSERT INTO asm_scores (exam, sid, item, score, choice)
               SELECT * FROM unnest(\(exam)::int8[], \(sid)::int8[], \(item)::int4[],
-                \(score)::float8[])
-              ON CONFLICT (exam, sid, item) DO UPDATE SET score = excluded.score
+                \(score)::float8[], \(choice)::text[])
+              ON CONFLICT (exam, sid, item) DO UPDATE SET score = excluded.score,
+                choice = excluded.choice
               RETURNING xmax = 0 AS inserted)
             SELECT count(*) FILTER (WHERE inserted) AS created FROM written
             """)?["created"].decode(Int.self) ?? 0
@@ -394,10 +418,72 @@ final class PostgresAssessmentStore: AssessmentStoring {
           WHERE st.sid = t.sid
           """)
       }
+
+      // Feed events of the sheets that changed: created students from the batch, those that
+      // existed from their rows as now stored.
+      var after: [Int64: SheetState] = [:]
+      if !changing.isEmpty {
+        for r in try await tx.query(
+          """
+          SELECT sid, class_code, school_code, org_path, attendance, reason FROM asm_students
+          WHERE sid = ANY(\(changing.map(\.sid)))
+          """)
+        {
+          after[try r["sid"].decode(Int64.self)] = try Self.sheetRow(r)
+        }
+        try await Self.fillScores(
+          tx, &after, exams: changing.map { students[$0.student].exam },
+          sids: changing.map(\.sid))
+      }
+      for (w, d) in zip(written, decisions) where d.writes {
+        let s = students[w.student]
+        let code = s.lastAccepted!.examCode
+        let key = SheetState.key(exam: code, student: s.student)
+        let new =
+          w.inserted ? s.createdSheet(mark: d.attendance ?? (AttendanceCode.sat, "")) : after[w.sid]
+        for event in SheetState.events(
+          exam: code, student: s.student, old: w.inserted ? nil : before[w.sid], new: new)
+        {
+          try tx.recordChange(
+            entity: "score_sheet", id: key, naturalKey: key, op: event.op, orgPath: event.orgPath,
+            payload: event.payload)
+        }
+      }
       result.rejections.sort { $0.index < $1.index }
       result.created = created
       result.updated = batch.accepted - refused - created
       return result
+    }
+  }
+
+  /// A sheet without its scores from a student row's class, school, path, mark and reason.
+  private static func sheetRow(_ r: PostgresRandomAccessRow) throws -> SheetState {
+    SheetState(
+      classCode: try r["class_code"].decode(String.self),
+      schoolCode: try r["school_code"].decode(String.self),
+      orgPath: try r["org_path"].decode(String.self),
+      attendance: Int32(try r["attendance"].decode(Int.self)),
+      reason: try r["reason"].decode(String.self))
+  }
+
+  /// Fills the scores and chosen options of `sheets` (by sid) from the stored scores of the
+  /// students `sids` of `exams` (pairwise).
+  private static func fillScores(
+    _ tx: PostgresTransaction, _ sheets: inout [Int64: SheetState], exams: [Int64], sids: [Int64]
+  ) async throws {
+    guard !sids.isEmpty else { return }
+    for r in try await tx.query(
+      """
+      SELECT sc.sid, sc.item, sc.score, sc.choice
+      FROM unnest(\(exams)::int8[], \(sids)::int8[]) AS u(exam, sid)
+      JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
+      ORDER BY sc.sid, sc.item
+      """)
+    {
+      let sid = try r["sid"].decode(Int64.self)
+      sheets[sid]?.items.append(Int32(try r["item"].decode(Int.self)))
+      sheets[sid]?.scores.append(try r["score"].decode(Double.self))
+      sheets[sid]?.choices.append(try r["choice"].decode(String.self))
     }
   }
 
@@ -626,13 +712,13 @@ final class PostgresAssessmentStore: AssessmentStoring {
       try await tx.query(
         """
         (SELECT st.student, st.class_code, st.school_code, sc.item, sc.score,
-           0 AS attendance, ''::text AS reason
+           0 AS attendance, ''::text AS reason, sc.choice
          FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
          WHERE st.exam = \(exam.number) AND st.student >= \(student)
            AND (st.student, sc.item) > (\(student), \(item))
          ORDER BY st.student, sc.item LIMIT \(limit))
         UNION ALL
-        (SELECT student, class_code, school_code, 0, 0::float8, attendance, reason
+        (SELECT student, class_code, school_code, 0, 0::float8, attendance, reason, ''::text
          FROM asm_students
          WHERE exam = \(exam.number) AND student > \(student)
            AND attendance <> \(Int(AttendanceCode.sat))
@@ -648,8 +734,27 @@ final class PostgresAssessmentStore: AssessmentStoring {
         schoolCode: try r["school_code"].decode(String.self),
         item: Int32(try r["item"].decode(Int.self)), score: try r["score"].decode(Double.self),
         attendance: Int32(try r["attendance"].decode(Int.self)),
-        reason: try r["reason"].decode(String.self))
+        reason: try r["reason"].decode(String.self), choice: try r["choice"].decode(String.self))
     }
+  }
+
+  func choices(exam: ExamRecord, scopePath: String?) async throws -> [String: [Int32: String]] {
+    let scope = Self.scopeFilter(exam, scopePath)
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT st.student, sc.item, sc.choice
+        FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
+        WHERE st.exam = \(exam.number) AND sc.choice <> ''
+          AND (\(scope)::text IS NULL OR starts_with(st.org_path, \(scope)))
+        """)
+    }
+    var choices: [String: [Int32: String]] = [:]
+    for r in rows {
+      choices[try r["student"].decode(String.self), default: [:]][
+        Int32(try r["item"].decode(Int.self))] = try r["choice"].decode(String.self)
+    }
+    return choices
   }
 
   /// Upserts on the natural key, one statement per round; a key given twice in one batch goes

@@ -157,5 +157,14 @@ extension AssessmentMigrations {
           WHERE session_code <> ''
         """,
       ]),
+    // Objective items' options and answer key (comma-joined labels; '' none), and the option
+    // each student chose on such an item ('' none recorded).
+    PostgresMigration(
+      "assessment.10.options",
+      [
+        "ALTER TABLE asm_items ADD COLUMN options text COLLATE \"C\" NOT NULL DEFAULT ''",
+        "ALTER TABLE asm_items ADD COLUMN answer_key text COLLATE \"C\" NOT NULL DEFAULT ''",
+        "ALTER TABLE asm_scores ADD COLUMN choice text COLLATE \"C\" NOT NULL DEFAULT ''",
+      ]),
   ]
 }

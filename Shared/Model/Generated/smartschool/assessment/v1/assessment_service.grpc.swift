@@ -219,6 +219,32 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetKnowledgePointReport" metadata.
+        public enum GetKnowledgePointReport: Sendable {
+            /// Request type for "GetKnowledgePointReport".
+            public typealias Input = Smartschool_Assessment_V1_GetKnowledgePointReportRequest
+            /// Response type for "GetKnowledgePointReport".
+            public typealias Output = Smartschool_Assessment_V1_KnowledgePointReport
+            /// Descriptor for "GetKnowledgePointReport".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "GetKnowledgePointReport",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetOptionAnalysis" metadata.
+        public enum GetOptionAnalysis: Sendable {
+            /// Request type for "GetOptionAnalysis".
+            public typealias Input = Smartschool_Assessment_V1_GetOptionAnalysisRequest
+            /// Response type for "GetOptionAnalysis".
+            public typealias Output = Smartschool_Assessment_V1_OptionAnalysis
+            /// Descriptor for "GetOptionAnalysis".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "smartschool.assessment.v1.AssessmentService"),
+                method: "GetOptionAnalysis",
+                type: .unary
+            )
+        }
         /// Namespace for "RecordQualityEntry" metadata.
         public enum RecordQualityEntry: Sendable {
             /// Request type for "RecordQualityEntry".
@@ -288,6 +314,8 @@ public enum Smartschool_Assessment_V1_AssessmentService: Sendable {
             GetProgress.descriptor,
             GetStudentReport.descriptor,
             GetClassDiagnosis.descriptor,
+            GetKnowledgePointReport.descriptor,
+            GetOptionAnalysis.descriptor,
             RecordQualityEntry.descriptor,
             ImportQualityEntries.descriptor,
             GetQualityProfile.descriptor,
@@ -672,6 +700,52 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ClassDiagnosis>
 
+        /// Handle the "GetKnowledgePointReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+        /// > the share of students below the pass fraction, over the students who sat, for a scope
+        /// > (whole exam, county, school or class) and each of its children (or every school or class
+        /// > under it, children_kind). Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_KnowledgePointReport` messages.
+        func getKnowledgePointReport(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_KnowledgePointReport>
+
+        /// Handle the "GetOptionAnalysis" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+        /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+        /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+        /// > recorded. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Smartschool_Assessment_V1_GetOptionAnalysisRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Smartschool_Assessment_V1_OptionAnalysis` messages.
+        func getOptionAnalysis(
+            request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_OptionAnalysis>
+
         /// Handle the "RecordQualityEntry" method.
         ///
         /// > Source IDL Documentation:
@@ -734,7 +808,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+        /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+        /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+        /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+        /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+        /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+        /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+        /// > cleared with no score); a student moved to a class under another path gets a delete at
+        /// > the old path before the upsert at the new one. An import writes a sheet's event only
+        /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+        /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
         /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1112,6 +1195,52 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ClassDiagnosis>
 
+        /// Handle the "GetKnowledgePointReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+        /// > the share of students below the pass fraction, over the students who sat, for a scope
+        /// > (whole exam, county, school or class) and each of its children (or every school or class
+        /// > under it, children_kind). Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_KnowledgePointReport` message.
+        func getKnowledgePointReport(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_KnowledgePointReport>
+
+        /// Handle the "GetOptionAnalysis" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+        /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+        /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+        /// > recorded. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetOptionAnalysisRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Smartschool_Assessment_V1_OptionAnalysis` message.
+        func getOptionAnalysis(
+            request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_OptionAnalysis>
+
         /// Handle the "RecordQualityEntry" method.
         ///
         /// > Source IDL Documentation:
@@ -1174,7 +1303,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+        /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+        /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+        /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+        /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+        /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+        /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+        /// > cleared with no score); a student moved to a class under another path gets a delete at
+        /// > the old path before the upsert at the new one. An import writes a sheet's event only
+        /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+        /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
         /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1551,6 +1689,52 @@ extension Smartschool_Assessment_V1_AssessmentService {
             context: GRPCCore.ServerContext
         ) async throws -> Smartschool_Assessment_V1_ClassDiagnosis
 
+        /// Handle the "GetKnowledgePointReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+        /// > the share of students below the pass fraction, over the students who sat, for a scope
+        /// > (whole exam, county, school or class) and each of its children (or every school or class
+        /// > under it, children_kind). Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_KnowledgePointReport` to respond with.
+        func getKnowledgePointReport(
+            request: Smartschool_Assessment_V1_GetKnowledgePointReportRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_KnowledgePointReport
+
+        /// Handle the "GetOptionAnalysis" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+        /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+        /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+        /// > recorded. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A `Smartschool_Assessment_V1_GetOptionAnalysisRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Smartschool_Assessment_V1_OptionAnalysis` to respond with.
+        func getOptionAnalysis(
+            request: Smartschool_Assessment_V1_GetOptionAnalysisRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Smartschool_Assessment_V1_OptionAnalysis
+
         /// Handle the "RecordQualityEntry" method.
         ///
         /// > Source IDL Documentation:
@@ -1613,7 +1797,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+        /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+        /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+        /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+        /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+        /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+        /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+        /// > cleared with no score); a student moved to a class under another path gets a delete at
+        /// > the old path before the upsert at the new one. An import writes a sheet's event only
+        /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+        /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
         /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -1794,6 +1987,28 @@ extension Smartschool_Assessment_V1_AssessmentService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_ClassDiagnosis>(),
             handler: { request, context in
                 try await self.getClassDiagnosis(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetKnowledgePointReport.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_KnowledgePointReport>(),
+            handler: { request, context in
+                try await self.getKnowledgePointReport(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Smartschool_Assessment_V1_AssessmentService.Method.GetOptionAnalysis.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_GetOptionAnalysisRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_OptionAnalysis>(),
+            handler: { request, context in
+                try await self.getOptionAnalysis(
                     request: request,
                     context: context
                 )
@@ -2008,6 +2223,28 @@ extension Smartschool_Assessment_V1_AssessmentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_ClassDiagnosis> {
         let response = try await self.getClassDiagnosis(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getKnowledgePointReport(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_KnowledgePointReport> {
+        let response = try await self.getKnowledgePointReport(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getOptionAnalysis(
+        request: GRPCCore.StreamingServerRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Smartschool_Assessment_V1_OptionAnalysis> {
+        let response = try await self.getOptionAnalysis(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2254,6 +2491,32 @@ extension Smartschool_Assessment_V1_AssessmentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_ClassDiagnosis> {
         return GRPCCore.ServerResponse<Smartschool_Assessment_V1_ClassDiagnosis>(
             message: try await self.getClassDiagnosis(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getKnowledgePointReport(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_KnowledgePointReport> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_KnowledgePointReport>(
+            message: try await self.getKnowledgePointReport(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getOptionAnalysis(
+        request: GRPCCore.ServerRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Smartschool_Assessment_V1_OptionAnalysis> {
+        return GRPCCore.ServerResponse<Smartschool_Assessment_V1_OptionAnalysis>(
+            message: try await self.getOptionAnalysis(
                 request: request.message,
                 context: context
             ),
@@ -2752,6 +3015,62 @@ extension Smartschool_Assessment_V1_AssessmentService {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_ClassDiagnosis>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "GetKnowledgePointReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+        /// > the share of students below the pass fraction, over the students who sat, for a scope
+        /// > (whole exam, county, school or class) and each of its children (or every school or class
+        /// > under it, children_kind). Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_KnowledgePointReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getKnowledgePointReport<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_KnowledgePointReport>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_KnowledgePointReport>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetOptionAnalysis" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+        /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+        /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+        /// > recorded. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetOptionAnalysisRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetOptionAnalysisRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_OptionAnalysis` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getOptionAnalysis<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_OptionAnalysis>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_OptionAnalysis>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "RecordQualityEntry" method.
         ///
         /// > Source IDL Documentation:
@@ -2829,7 +3148,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+        /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+        /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+        /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+        /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+        /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+        /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+        /// > cleared with no score); a student moved to a class under another path gets a delete at
+        /// > the old path before the upsert at the new one. An import writes a sheet's event only
+        /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+        /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
         /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -3458,6 +3786,84 @@ extension Smartschool_Assessment_V1_AssessmentService {
             )
         }
 
+        /// Call the "GetKnowledgePointReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+        /// > the share of students below the pass fraction, over the students who sat, for a scope
+        /// > (whole exam, county, school or class) and each of its children (or every school or class
+        /// > under it, children_kind). Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_KnowledgePointReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getKnowledgePointReport<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_KnowledgePointReport>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_KnowledgePointReport>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.GetKnowledgePointReport.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetOptionAnalysis" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+        /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+        /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+        /// > recorded. Caller: resultsRead at the scope.
+        /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+        /// > UNAUTHENTICATED.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Smartschool_Assessment_V1_GetOptionAnalysisRequest` message.
+        ///   - serializer: A serializer for `Smartschool_Assessment_V1_GetOptionAnalysisRequest` messages.
+        ///   - deserializer: A deserializer for `Smartschool_Assessment_V1_OptionAnalysis` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getOptionAnalysis<Result>(
+            request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+            serializer: some GRPCCore.MessageSerializer<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Smartschool_Assessment_V1_OptionAnalysis>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_OptionAnalysis>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Smartschool_Assessment_V1_AssessmentService.Method.GetOptionAnalysis.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "RecordQualityEntry" method.
         ///
         /// > Source IDL Documentation:
@@ -3568,7 +3974,16 @@ extension Smartschool_Assessment_V1_AssessmentService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+        /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+        /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+        /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+        /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+        /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+        /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+        /// > cleared with no score); a student moved to a class under another path gets a delete at
+        /// > the old path before the upsert at the new one. An import writes a sheet's event only
+        /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+        /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
         /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
         ///
         /// - Parameters:
@@ -4112,6 +4527,74 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
         )
     }
 
+    /// Call the "GetKnowledgePointReport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+    /// > the share of students below the pass fraction, over the students who sat, for a scope
+    /// > (whole exam, county, school or class) and each of its children (or every school or class
+    /// > under it, children_kind). Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_GetKnowledgePointReportRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getKnowledgePointReport<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_KnowledgePointReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getKnowledgePointReport(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_KnowledgePointReport>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetOptionAnalysis" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+    /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+    /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+    /// > recorded. Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Smartschool_Assessment_V1_GetOptionAnalysisRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getOptionAnalysis<Result>(
+        request: GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_OptionAnalysis>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getOptionAnalysis(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Smartschool_Assessment_V1_GetOptionAnalysisRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Smartschool_Assessment_V1_OptionAnalysis>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "RecordQualityEntry" method.
     ///
     /// > Source IDL Documentation:
@@ -4207,7 +4690,16 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+    /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+    /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+    /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+    /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+    /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+    /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+    /// > cleared with no score); a student moved to a class under another path gets a delete at
+    /// > the old path before the upsert at the new one. An import writes a sheet's event only
+    /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+    /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
     /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:
@@ -4807,6 +5299,82 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
         )
     }
 
+    /// Call the "GetKnowledgePointReport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > 知识点得分率 above the class: per knowledge point, the score rate (earned / possible) and
+    /// > the share of students below the pass fraction, over the students who sat, for a scope
+    /// > (whole exam, county, school or class) and each of its children (or every school or class
+    /// > under it, children_kind). Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope, children_kind), NOT_FOUND (exam, org), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getKnowledgePointReport<Result>(
+        _ message: Smartschool_Assessment_V1_GetKnowledgePointReportRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_KnowledgePointReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetKnowledgePointReportRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getKnowledgePointReport(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetOptionAnalysis" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Option analysis (选项分析) of the exam's items that declare options, over the scope's
+    /// > students who sat: the share choosing each option, overall and in the upper and lower 27%
+    /// > groups (the groups of item analysis, ItemStatistics), and the share with no option
+    /// > recorded. Caller: resultsRead at the scope.
+    /// > Codes: INVALID_ARGUMENT (scope), NOT_FOUND (exam, org), PERMISSION_DENIED,
+    /// > UNAUTHENTICATED.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getOptionAnalysis<Result>(
+        _ message: Smartschool_Assessment_V1_GetOptionAnalysisRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Smartschool_Assessment_V1_OptionAnalysis>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Smartschool_Assessment_V1_GetOptionAnalysisRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getOptionAnalysis(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "RecordQualityEntry" method.
     ///
     /// > Source IDL Documentation:
@@ -4915,7 +5483,16 @@ extension Smartschool_Assessment_V1_AssessmentService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Pages through the change feed (exams, quality entries). Caller: changesRead.
+    /// > Pages through the change feed. Caller: changesRead (events under the caller's scopes).
+    /// > Entities: "exam" (upsert, payload Exam, natural key the code); "quality_entry" (upsert,
+    /// > payload QualityEntry); "score_sheet": one student's results on one paper, natural key and
+    /// > id "<exam code>/<student external id>", org path the student's class. An upsert's payload
+    /// > is the whole ScoreSheet as it now is (a follower replaces what it holds under the key); a
+    /// > delete (no payload) means the student has nothing on the paper any more (an absence mark
+    /// > cleared with no score); a student moved to a class under another path gets a delete at
+    /// > the old path before the upsert at the new one. An import writes a sheet's event only
+    /// > when the sheet changed: re-sending unchanged rows writes none. Applying the feed from
+    /// > sequence 0 rebuilds each exam's ExportScores rows exactly.
     /// > Codes: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
     ///
     /// - Parameters:

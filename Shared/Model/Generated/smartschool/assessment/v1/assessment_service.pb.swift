@@ -286,6 +286,13 @@ public nonisolated struct Smartschool_Assessment_V1_ExamItem: Sendable {
   /// knowledge-point codes tested
   public var knowledgePoints: [String] = []
 
+  /// An objective item's options (选项), e.g. A, B, C, D: 2–10 distinct labels of 1–8
+  /// letters or digits. Empty: no chosen option is recorded for the item. Objective items only.
+  public var options: [String] = []
+
+  /// The correct option (标准答案), one of `options`; empty: not declared.
+  public var answerKey: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -621,6 +628,54 @@ public nonisolated struct Smartschool_Assessment_V1_ScoreRow: Sendable {
 
   /// EXEMPT only, required there (at most 200 characters)
   public var reasonNotTested: String = String()
+
+  /// The option the student chose on an item that declares options: one of them; empty: none
+  /// recorded (unanswered). Score rows only; on an item without options INVALID per row.
+  public var chosenOption: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One item's score in a ScoreSheet.
+public nonisolated struct Smartschool_Assessment_V1_SheetScore: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var itemNumber: Int32 = 0
+
+  public var score: Double = 0
+
+  public var chosenOption: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The change feed's "score_sheet" payload: one student's results on one paper as stored.
+public nonisolated struct Smartschool_Assessment_V1_ScoreSheet: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  public var studentExternalID: String = String()
+
+  public var classCode: String = String()
+
+  public var schoolCode: String = String()
+
+  /// SAT (with scores), ABSENT or EXEMPT (without).
+  public var attendance: Smartschool_Assessment_V1_Attendance = .unspecified
+
+  public var reasonNotTested: String = String()
+
+  /// by item number
+  public var scores: [Smartschool_Assessment_V1_SheetScore] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1352,9 +1407,26 @@ public nonisolated struct Smartschool_Assessment_V1_KnowledgePointDiagnosis: Sen
   /// percent of students whose mastery < pass fraction
   public var shareBelowPass: Double = 0
 
+  /// The same point's score rate above the class, four decimals, over those who sat: the
+  /// class's school, its county (absent when the exam is run by a school), the whole exam.
+  public var schoolMastery: Double = 0
+
+  public var countyMastery: SwiftProtobuf.Google_Protobuf_DoubleValue {
+    get {_countyMastery ?? SwiftProtobuf.Google_Protobuf_DoubleValue()}
+    set {_countyMastery = newValue}
+  }
+  /// Returns true if `countyMastery` has been explicitly set.
+  public var hasCountyMastery: Bool {self._countyMastery != nil}
+  /// Clears the value of `countyMastery`. Subsequent reads from it will return its default value.
+  public mutating func clearCountyMastery() {self._countyMastery = nil}
+
+  public var examMastery: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _countyMastery: SwiftProtobuf.Google_Protobuf_DoubleValue? = nil
 }
 
 public nonisolated struct Smartschool_Assessment_V1_StudentBelowPass: Sendable {
@@ -1847,6 +1919,186 @@ public nonisolated struct Smartschool_Assessment_V1_ProgressReport: @unchecked S
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+public nonisolated struct Smartschool_Assessment_V1_GetKnowledgePointReportRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  /// empty: the whole exam
+  public var scopeOrgCode: String = String()
+
+  /// as GetExamStatistics
+  public var childrenKind: Smartschool_Common_V1_OrgKind = .unspecified
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One knowledge point's figures in a group.
+public nonisolated struct Smartschool_Assessment_V1_KnowledgePointRate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var code: String = String()
+
+  /// summed over the group's students who sat
+  public var earned: Double = 0
+
+  public var possible: Double = 0
+
+  /// 得分率: earned / possible, 0–1, four decimals
+  public var scoreRate: Double = 0
+
+  /// percent of the students whose own rate < pass fraction
+  public var shareBelowPass: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A scope (or child) of a knowledge-point report.
+public nonisolated struct Smartschool_Assessment_V1_KnowledgePointGroup: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// empty for the whole exam
+  public var orgCode: String = String()
+
+  public var orgName: String = String()
+
+  /// students who sat
+  public var count: Int64 = 0
+
+  /// every point of the exam, by code (none: count 0)
+  public var points: [Smartschool_Assessment_V1_KnowledgePointRate] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_KnowledgePointReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  public var scope: Smartschool_Assessment_V1_KnowledgePointGroup {
+    get {_scope ?? Smartschool_Assessment_V1_KnowledgePointGroup()}
+    set {_scope = newValue}
+  }
+  /// Returns true if `scope` has been explicitly set.
+  public var hasScope: Bool {self._scope != nil}
+  /// Clears the value of `scope`. Subsequent reads from it will return its default value.
+  public mutating func clearScope() {self._scope = nil}
+
+  public var children: [Smartschool_Assessment_V1_KnowledgePointGroup] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scope: Smartschool_Assessment_V1_KnowledgePointGroup? = nil
+}
+
+public nonisolated struct Smartschool_Assessment_V1_GetOptionAnalysisRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  /// empty: the whole exam
+  public var scopeOrgCode: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How many chose one option (or none). Shares are percent, two decimals, of the students who
+/// sat (of the upper or lower group's students).
+public nonisolated struct Smartschool_Assessment_V1_OptionShare: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// empty: no option recorded
+  public var option: String = String()
+
+  /// the item's answer key
+  public var correct: Bool = false
+
+  public var count: Int64 = 0
+
+  public var share: Double = 0
+
+  public var upperShare: Double = 0
+
+  public var lowerShare: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Smartschool_Assessment_V1_ItemOptionAnalysis: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var number: Int32 = 0
+
+  public var answerKey: String = String()
+
+  /// in the item's declared order
+  public var options: [Smartschool_Assessment_V1_OptionShare] = []
+
+  /// no option recorded (option empty)
+  public var unrecorded: Smartschool_Assessment_V1_OptionShare {
+    get {_unrecorded ?? Smartschool_Assessment_V1_OptionShare()}
+    set {_unrecorded = newValue}
+  }
+  /// Returns true if `unrecorded` has been explicitly set.
+  public var hasUnrecorded: Bool {self._unrecorded != nil}
+  /// Clears the value of `unrecorded`. Subsequent reads from it will return its default value.
+  public mutating func clearUnrecorded() {self._unrecorded = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _unrecorded: Smartschool_Assessment_V1_OptionShare? = nil
+}
+
+public nonisolated struct Smartschool_Assessment_V1_OptionAnalysis: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var examCode: String = String()
+
+  /// students who sat
+  public var count: Int64 = 0
+
+  /// students in each 27% group (0 when nobody sat)
+  public var groupSize: Int32 = 0
+
+  /// items with options, by number
+  public var items: [Smartschool_Assessment_V1_ItemOptionAnalysis] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "smartschool.assessment.v1"
@@ -1873,7 +2125,7 @@ nonisolated extension Smartschool_Assessment_V1_QualityGrade: SwiftProtobuf._Pro
 
 nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExamItem"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}number\0\u{3}max_score\0\u{1}objective\0\u{3}knowledge_points\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}number\0\u{3}max_score\0\u{1}objective\0\u{3}knowledge_points\0\u{1}options\0\u{3}answer_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1885,6 +2137,8 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.maxScore) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.objective) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.knowledgePoints) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.options) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.answerKey) }()
       default: break
       }
     }
@@ -1903,6 +2157,12 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
     if !self.knowledgePoints.isEmpty {
       try visitor.visitRepeatedStringField(value: self.knowledgePoints, fieldNumber: 4)
     }
+    if !self.options.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.options, fieldNumber: 5)
+    }
+    if !self.answerKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.answerKey, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1911,6 +2171,8 @@ nonisolated extension Smartschool_Assessment_V1_ExamItem: SwiftProtobuf.Message,
     if lhs.maxScore != rhs.maxScore {return false}
     if lhs.objective != rhs.objective {return false}
     if lhs.knowledgePoints != rhs.knowledgePoints {return false}
+    if lhs.options != rhs.options {return false}
+    if lhs.answerKey != rhs.answerKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2394,7 +2656,7 @@ nonisolated extension Smartschool_Assessment_V1_UpdateExamItemsRequest: SwiftPro
 
 nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreRow"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{3}item_number\0\u{1}score\0\u{1}attendance\0\u{3}reason_not_tested\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{3}item_number\0\u{1}score\0\u{1}attendance\0\u{3}reason_not_tested\0\u{3}chosen_option\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2410,6 +2672,7 @@ nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message,
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.attendance) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.reasonNotTested) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.chosenOption) }()
       default: break
       }
     }
@@ -2440,6 +2703,9 @@ nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message,
     if !self.reasonNotTested.isEmpty {
       try visitor.visitSingularStringField(value: self.reasonNotTested, fieldNumber: 8)
     }
+    if !self.chosenOption.isEmpty {
+      try visitor.visitSingularStringField(value: self.chosenOption, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2452,6 +2718,107 @@ nonisolated extension Smartschool_Assessment_V1_ScoreRow: SwiftProtobuf.Message,
     if lhs.score != rhs.score {return false}
     if lhs.attendance != rhs.attendance {return false}
     if lhs.reasonNotTested != rhs.reasonNotTested {return false}
+    if lhs.chosenOption != rhs.chosenOption {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_SheetScore: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SheetScore"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}item_number\0\u{1}score\0\u{3}chosen_option\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.itemNumber) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.chosenOption) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.itemNumber != 0 {
+      try visitor.visitSingularInt32Field(value: self.itemNumber, fieldNumber: 1)
+    }
+    if self.score.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.score, fieldNumber: 2)
+    }
+    if !self.chosenOption.isEmpty {
+      try visitor.visitSingularStringField(value: self.chosenOption, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_SheetScore, rhs: Smartschool_Assessment_V1_SheetScore) -> Bool {
+    if lhs.itemNumber != rhs.itemNumber {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.chosenOption != rhs.chosenOption {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ScoreSheet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScoreSheet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}student_external_id\0\u{3}class_code\0\u{3}school_code\0\u{1}attendance\0\u{3}reason_not_tested\0\u{1}scores\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.studentExternalID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.classCode) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.schoolCode) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.attendance) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reasonNotTested) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.scores) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if !self.studentExternalID.isEmpty {
+      try visitor.visitSingularStringField(value: self.studentExternalID, fieldNumber: 2)
+    }
+    if !self.classCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.classCode, fieldNumber: 3)
+    }
+    if !self.schoolCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.schoolCode, fieldNumber: 4)
+    }
+    if self.attendance != .unspecified {
+      try visitor.visitSingularEnumField(value: self.attendance, fieldNumber: 5)
+    }
+    if !self.reasonNotTested.isEmpty {
+      try visitor.visitSingularStringField(value: self.reasonNotTested, fieldNumber: 6)
+    }
+    if !self.scores.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.scores, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ScoreSheet, rhs: Smartschool_Assessment_V1_ScoreSheet) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.studentExternalID != rhs.studentExternalID {return false}
+    if lhs.classCode != rhs.classCode {return false}
+    if lhs.schoolCode != rhs.schoolCode {return false}
+    if lhs.attendance != rhs.attendance {return false}
+    if lhs.reasonNotTested != rhs.reasonNotTested {return false}
+    if lhs.scores != rhs.scores {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3758,7 +4125,7 @@ nonisolated extension Smartschool_Assessment_V1_GetClassDiagnosisRequest: SwiftP
 
 nonisolated extension Smartschool_Assessment_V1_KnowledgePointDiagnosis: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KnowledgePointDiagnosis"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}mastery\0\u{3}share_below_pass\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}mastery\0\u{3}share_below_pass\0\u{3}school_mastery\0\u{3}county_mastery\0\u{3}exam_mastery\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3769,12 +4136,19 @@ nonisolated extension Smartschool_Assessment_V1_KnowledgePointDiagnosis: SwiftPr
       case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.mastery) }()
       case 3: try { try decoder.decodeSingularDoubleField(value: &self.shareBelowPass) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.schoolMastery) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._countyMastery) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.examMastery) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.code.isEmpty {
       try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
     }
@@ -3784,6 +4158,15 @@ nonisolated extension Smartschool_Assessment_V1_KnowledgePointDiagnosis: SwiftPr
     if self.shareBelowPass.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.shareBelowPass, fieldNumber: 3)
     }
+    if self.schoolMastery.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.schoolMastery, fieldNumber: 4)
+    }
+    try { if let v = self._countyMastery {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if self.examMastery.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.examMastery, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3791,6 +4174,9 @@ nonisolated extension Smartschool_Assessment_V1_KnowledgePointDiagnosis: SwiftPr
     if lhs.code != rhs.code {return false}
     if lhs.mastery != rhs.mastery {return false}
     if lhs.shareBelowPass != rhs.shareBelowPass {return false}
+    if lhs.schoolMastery != rhs.schoolMastery {return false}
+    if lhs._countyMastery != rhs._countyMastery {return false}
+    if lhs.examMastery != rhs.examMastery {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4834,6 +5220,369 @@ nonisolated extension Smartschool_Assessment_V1_ProgressReport: SwiftProtobuf.Me
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_GetKnowledgePointReportRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetKnowledgePointReportRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}scope_org_code\0\u{3}children_kind\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.childrenKind) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 2)
+    }
+    if self.childrenKind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.childrenKind, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_GetKnowledgePointReportRequest, rhs: Smartschool_Assessment_V1_GetKnowledgePointReportRequest) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.childrenKind != rhs.childrenKind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_KnowledgePointRate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KnowledgePointRate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}earned\0\u{1}possible\0\u{3}score_rate\0\u{3}share_below_pass\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.earned) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.possible) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.scoreRate) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.shareBelowPass) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    if self.earned.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.earned, fieldNumber: 2)
+    }
+    if self.possible.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.possible, fieldNumber: 3)
+    }
+    if self.scoreRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.scoreRate, fieldNumber: 4)
+    }
+    if self.shareBelowPass.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.shareBelowPass, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_KnowledgePointRate, rhs: Smartschool_Assessment_V1_KnowledgePointRate) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.earned != rhs.earned {return false}
+    if lhs.possible != rhs.possible {return false}
+    if lhs.scoreRate != rhs.scoreRate {return false}
+    if lhs.shareBelowPass != rhs.shareBelowPass {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_KnowledgePointGroup: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KnowledgePointGroup"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}org_code\0\u{3}org_name\0\u{1}count\0\u{1}points\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.orgCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.orgName) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.points) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.orgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgCode, fieldNumber: 1)
+    }
+    if !self.orgName.isEmpty {
+      try visitor.visitSingularStringField(value: self.orgName, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularInt64Field(value: self.count, fieldNumber: 3)
+    }
+    if !self.points.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.points, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_KnowledgePointGroup, rhs: Smartschool_Assessment_V1_KnowledgePointGroup) -> Bool {
+    if lhs.orgCode != rhs.orgCode {return false}
+    if lhs.orgName != rhs.orgName {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.points != rhs.points {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_KnowledgePointReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KnowledgePointReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}scope\0\u{1}children\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._scope) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.children) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    try { if let v = self._scope {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if !self.children.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.children, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_KnowledgePointReport, rhs: Smartschool_Assessment_V1_KnowledgePointReport) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs._scope != rhs._scope {return false}
+    if lhs.children != rhs.children {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_GetOptionAnalysisRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetOptionAnalysisRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{3}scope_org_code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scopeOrgCode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if !self.scopeOrgCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.scopeOrgCode, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_GetOptionAnalysisRequest, rhs: Smartschool_Assessment_V1_GetOptionAnalysisRequest) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.scopeOrgCode != rhs.scopeOrgCode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_OptionShare: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OptionShare"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}option\0\u{1}correct\0\u{1}count\0\u{1}share\0\u{3}upper_share\0\u{3}lower_share\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.option) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.correct) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.share) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.upperShare) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.lowerShare) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.option.isEmpty {
+      try visitor.visitSingularStringField(value: self.option, fieldNumber: 1)
+    }
+    if self.correct != false {
+      try visitor.visitSingularBoolField(value: self.correct, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularInt64Field(value: self.count, fieldNumber: 3)
+    }
+    if self.share.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.share, fieldNumber: 4)
+    }
+    if self.upperShare.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.upperShare, fieldNumber: 5)
+    }
+    if self.lowerShare.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.lowerShare, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_OptionShare, rhs: Smartschool_Assessment_V1_OptionShare) -> Bool {
+    if lhs.option != rhs.option {return false}
+    if lhs.correct != rhs.correct {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.share != rhs.share {return false}
+    if lhs.upperShare != rhs.upperShare {return false}
+    if lhs.lowerShare != rhs.lowerShare {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_ItemOptionAnalysis: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ItemOptionAnalysis"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}number\0\u{3}answer_key\0\u{1}options\0\u{1}unrecorded\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.number) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.answerKey) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.options) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._unrecorded) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.number != 0 {
+      try visitor.visitSingularInt32Field(value: self.number, fieldNumber: 1)
+    }
+    if !self.answerKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.answerKey, fieldNumber: 2)
+    }
+    if !self.options.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.options, fieldNumber: 3)
+    }
+    try { if let v = self._unrecorded {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_ItemOptionAnalysis, rhs: Smartschool_Assessment_V1_ItemOptionAnalysis) -> Bool {
+    if lhs.number != rhs.number {return false}
+    if lhs.answerKey != rhs.answerKey {return false}
+    if lhs.options != rhs.options {return false}
+    if lhs._unrecorded != rhs._unrecorded {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Smartschool_Assessment_V1_OptionAnalysis: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OptionAnalysis"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}exam_code\0\u{1}count\0\u{3}group_size\0\u{1}items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.examCode) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.count) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.groupSize) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.examCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.examCode, fieldNumber: 1)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularInt64Field(value: self.count, fieldNumber: 2)
+    }
+    if self.groupSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.groupSize, fieldNumber: 3)
+    }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Smartschool_Assessment_V1_OptionAnalysis, rhs: Smartschool_Assessment_V1_OptionAnalysis) -> Bool {
+    if lhs.examCode != rhs.examCode {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.groupSize != rhs.groupSize {return false}
+    if lhs.items != rhs.items {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
