@@ -185,8 +185,12 @@ enum ReportHTML {
     v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : decimal2(v)
   }
 
-  /// A value as shown beside its bar or point.
-  static func shown(_ v: Double, _ chart: ReportChart) -> String { number(v) + chart.unit }
+  /// A value as shown beside its bar or point: whole numbers when every value of the chart is
+  /// one (counts), else two decimals throughout.
+  static func shown(_ v: Double, _ chart: ReportChart) -> String {
+    let whole = chart.series.allSatisfy { $0.values.allSatisfy { $0 == $0.rounded() } }
+    return (whole ? number(v) : decimal2(v)) + chart.unit
+  }
 
   static func figure(_ chart: ReportChart, id: String) -> String {
     let svg =
@@ -257,7 +261,7 @@ enum ReportHTML {
   /// twelve x labels.
   static func lineSVG(_ chart: ReportChart) -> String {
     let height = 280.0
-    let (left, right, top, bottom) = (60.0, width - 20, 30.0, height - 50)
+    let (left, right, top, bottom) = (60.0, width - 40, 30.0, height - 50)
     let all = chart.series.flatMap { s in chart.labels.indices.map { value(s, $0) } }
     let low = min(0, all.min() ?? 0)
     var high = max(0, all.max() ?? 0)

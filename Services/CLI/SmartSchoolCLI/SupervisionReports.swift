@@ -49,13 +49,20 @@ extension Reports {
           "\($0.subjects)",
         ]
       })
+    // The notice answers two weeks; the trend up to this week is the compliance report's.
+    let term = try await client.supervision.getComplianceReport(
+      .with {
+        $0.orgCode = org
+        $0.termCode = r.termCode
+        $0.toWeek = r.week
+      })
     let ranking = ReportChart.bars(
       "室均课时排名 Lessons per classroom, ranked", labels: r.schools.map(\.schoolName),
       values: r.schools.map(\.lessonsPerClassroom),
       marked: indexes(r.schools) { $0.belowStandard })
     return Report(
       tables: [schools, kinds, rooms], json: json(r),
-      charts: [ranking, kindChart(r.bySchoolKind)])
+      charts: [ranking, kindChart(r.bySchoolKind), weeklyTrend(term.byWeek)])
   }
 
   static let kindColumns: [(zh: String, en: String)] = [
