@@ -146,6 +146,17 @@ if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
   SMARTSCHOOL_OIDC_DATABASE_URL="$PG_URL" bash Tests/OIDC/run.sh
   interop_status=$?
 fi
+# The CLI's HTML reports opened in headless Chromium (Selenium): their tables and charts.
+if [[ $interop_status -eq 0 ]]; then
+  echo "run-all: HTML reports in Chromium (Tests/Reports/run.sh)"
+  bash Tests/Reports/run.sh
+  interop_status=$?
+fi
+if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
+  echo "run-all: HTML reports in Chromium, the services on PostgreSQL"
+  SMARTSCHOOL_REPORTS_DATABASE_URL="$PG_URL" bash Tests/Reports/run.sh
+  interop_status=$?
+fi
 # Two-factor login: pyotp reads identity's otpauth URI and computes every code the CLI sends.
 if [[ $interop_status -eq 0 ]]; then
   echo "run-all: two-factor login with pyotp (Tests/TOTP/run.sh)"
