@@ -50,12 +50,14 @@ public enum ImportKind: String, CaseIterable, Sendable {
     }
   }
 
-  /// Columns a file may add to the header: an exam's session and cut lines, a score row's
-  /// attendance (缺考/免考, item_no 0).
+  /// Columns a file may add to the header: an exam's session and cut lines, an objective
+  /// item's options (A;B;C;D) and answer key, a score row's attendance (缺考/免考, item_no 0)
+  /// and the option the student chose.
   public var optionalHeaders: [String] {
     switch self {
     case .exams: ["session_code", "pass_line", "good_line", "excellent_line", "low_line"]
-    case .scores: ["attendance", "reason_not_tested"]
+    case .items: ["options", "answer_key"]
+    case .scores: ["attendance", "reason_not_tested", "chosen_option"]
     default: []
     }
   }
@@ -292,6 +294,8 @@ public enum RowConversion {
     if item.maxScore <= 0 { throw RowProblem("max_score", "must be above 0") }
     item.objective = try choice(r, "kind", itemKinds)
     item.knowledgePoints = r.list("knowledge_points")
+    item.options = r.list("options")
+    item.answerKey = r.text("answer_key")
     return (exam, item)
   }
 
@@ -314,6 +318,7 @@ public enum RowConversion {
     // A mark names no item (0) and no score.
     row.itemNumber = Int32(try r.int("item_no", attendance == .unspecified ? 1...1000 : 0...0))
     row.score = attendance == .unspecified ? try r.decimal("score") : 0
+    row.chosenOption = r.text("chosen_option")
     return row
   }
 

@@ -60,6 +60,9 @@ public struct Report: Sendable {
         writeOut(render(format))
         return []
       }
+      if !oneFile {
+        throw ValidationError("--out \(out) is a directory: \(format) is written to one file")
+      }
       try Data(render(format).utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
       return [out]
     }
@@ -468,14 +471,15 @@ struct ReportCommand: AsyncParsableCommand {
       "Print a report as tables (Chinese labels, English beside them), JSON, CSV or HTML.",
     discussion: """
       Example:
-        smartschool report compliance --org K340121 --term 2025-2026-1
-        smartschool report compliance --org K340121 --term 2025-2026-1 --format html --out c.html
-        smartschool report exam --exam K340121-2025-MATH --format csv --out exam-csv/
+        smartschool report compliance --org K341523 --term 2025-2026-1
+        smartschool report compliance --org K341523 --term 2025-2026-1 --format html --out c.html
+        smartschool report exam --exam K341523-2025-1-MATH7 --format csv --out exam-csv/
       """,
     subcommands: [
       Compliance.self, Coverage.self, Teachers.self, Training.self, Exam.self, Items.self,
       Student.self, ClassReport.self, CaseCoverage.self, Notice.self, Inspections.self,
       Warnings.self, Ranking.self, Session.self, SessionRanks.self, Progress.self, Trends.self,
+      OptionAnalysis.self,
     ])
 
   struct Common: ParsableArguments {
