@@ -47,7 +47,8 @@ struct ExportCommand: AsyncParsableCommand {
     }
     try await withCLIClient(connection) { client in
       let importKind = ImportKind(rawValue: kind.rawValue)!
-      // Scores carry the marks of absent and exempt students (item 0) in their own columns.
+      // Scores carry the marks of absent and exempt students (item 0) and the options chosen
+      // in their own columns.
       let headers =
         importKind.headers + (importKind == .scores ? importKind.optionalHeaders : [])
       writeOut(csvLine(headers))
@@ -143,7 +144,7 @@ struct ExportCommand: AsyncParsableCommand {
               csvLine([
                 s.examCode, s.studentExternalID, s.classCode, s.schoolCode, "\(s.itemNumber)",
                 "\(s.score)", s.attendance == .unspecified ? "" : "\(s.attendance)",
-                s.reasonNotTested,
+                s.reasonNotTested, s.chosenOption,
               ]))
           }
         }
