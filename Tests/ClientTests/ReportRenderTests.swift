@@ -112,6 +112,7 @@ import Testing
     #expect(try report.write(.html, to: dir.path + "/r.html") == [dir.path + "/r.html"])
     let page = try String(contentsOfFile: dir.path + "/r.html", encoding: .utf8)
     #expect(page == report.html())
+    #expect(throws: ValidationError.self) { try report.write(.html, to: dir.path) }
   }
 
   @Test func tableSlugsNameFiles() {
