@@ -303,8 +303,8 @@ package.targets.append(contentsOf: [
     name: "ClientTests",
     dependencies: [
       "SmartSchoolClient", "SmartSchoolCLI", "SmartSchoolModel", "ServiceRuntime", "TestSupport",
-      "IdentityService", "SupervisionService", "CatalogueService", grpcCore, grpcHTTP2,
-      swiftProtobuf,
+      "IdentityService", "SupervisionService", "CatalogueService", "AssessmentService",
+      grpcCore, grpcHTTP2, swiftProtobuf,
     ],
     path: "Tests/ClientTests"
   ),

@@ -206,9 +206,22 @@ struct DemoCommand: AsyncParsableCommand {
           _ = oneLine(error)
         }
       }
+      writeOut(county.closingMessage(skipping: skipped))
       if outcomes.contains(where: { $0.rejectedCount > 0 }) || !skipped.isEmpty {
         throw ExitCode(1)
       }
     }
+  }
+}
+
+extension DemoCounty {
+  /// What the demo prints last: the county's codes and report commands to try with them (those
+  /// of services that were skipped left out).
+  public func closingMessage(skipping skipped: Set<SmartSchoolService> = []) -> String {
+    let commands = exampleCommands.filter { !skipped.contains($0.service) }.map {
+      "  smartschool " + $0.arguments.joined(separator: " ") + "\n"
+    }
+    return "\nThe demo county is loaded: 舒城县 \(countyCode), term \(termCode), "
+      + "exam \(examCode), school \(schoolCode), year \(year). Try:\n" + commands.joined()
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SmartSchoolClient
 import SmartSchoolModel
 
 /// The size of a generated county.
@@ -34,6 +35,31 @@ public struct DemoCounty: Sendable {
   public private(set) var counts: [String: Int] = [:]
   /// Files the CSV files refer to (each resource's content), by path relative to them.
   public private(set) var attachments: [String: String] = [:]
+  /// The county's first urban school (every size has one).
+  public var schoolCode: String { "S\(countyCode)U01" }
+
+  /// The report commands the demo's closing message suggests, with this county's codes, and
+  /// the service each needs.
+  public var exampleCommands: [(service: SmartSchoolService, arguments: [String])] {
+    let term = termCode
+    return [
+      (.supervision, ["report", "compliance", "--org", countyCode, "--term", term]),
+      (.supervision, ["report", "notice", "--org", countyCode, "--week", "2025-09-08"]),
+      (
+        .supervision,
+        ["report", "ranking", "--org", countyCode, "--period", "month", "--date", "2025-09-01"]
+      ),
+      (.supervision, ["report", "warnings", "--org", countyCode, "--term", term]),
+      (
+        .supervision,
+        ["report", "trends", "--org", countyCode, "--from-term", term, "--to-term", term]
+      ),
+      (.supervision, ["report", "teachers", "--org", schoolCode, "--term", term]),
+      (.supervision, ["report", "inspections", "--org", countyCode, "--year", "\(year)"]),
+      (.assessment, ["report", "exam", "--exam", examCode, "--org", countyCode]),
+      (.assessment, ["report", "items", "--exam", examCode]),
+    ]
+  }
 
   static let surnames = Array(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程魏苏吕丁任"

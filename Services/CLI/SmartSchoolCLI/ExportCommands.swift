@@ -13,8 +13,8 @@ struct ExportCommand: AsyncParsableCommand {
       --from, --to), scores (--exam).
 
       Example:
-        smartschool export users --org K340121 > users.csv
-        smartschool export scores --exam K340121-2025-MATH > scores.csv
+        smartschool export users --org K341523 > users.csv
+        smartschool export scores --exam K341523-2025-1-MATH7 > scores.csv
       """)
 
   enum Kind: String, ExpressibleByArgument, CaseIterable {

@@ -20,7 +20,7 @@ public struct SmartSchoolCommand: AsyncParsableCommand {
       Example:
         smartschool login --username admin --password-stdin < admin-password
         smartschool import orgs orgs.csv
-        smartschool report compliance --org K340121 --term 2025-2026-1
+        smartschool report compliance --org K341523 --term 2025-2026-1
       """,
     subcommands: [
       LoginCommand.self, ImportCommand.self, ReportCommand.self, ExportCommand.self,
