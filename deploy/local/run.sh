@@ -166,6 +166,10 @@ echo
 echo "loading the demo county through the CLI (idempotent; the first load takes a few minutes)…"
 "$CLI" demo --out "$DATA/demo" || echo "(some demo rows were rejected; see above)" >&2
 
+# The demo county's codes, for the examples below (the demo printed more of them).
+COUNTY="$(awk -F, 'NR > 1 && $3 == "county" { print $1; exit }' "$DATA/demo/orgs.csv")"
+TERM="$(awk -F, 'NR == 2 { print $1 }' "$DATA/demo/terms.csv")"
+EXAM="$(awk -F, 'NR == 2 { print $1 }' "$DATA/demo/exams.csv")"
 STORES="on SQLite"
 if ((POSTGRES)); then
   STORES="with every service on PostgreSQL
@@ -176,8 +180,10 @@ cat <<MSG
 The suite is running $STORES, with the demo county loaded. Log in as 'admin'
 (password: \$SMARTSCHOOL_ADMIN_PASSWORD, or ${DATA#"$ROOT"/}/admin-password). With the CLI:
   export SMARTSCHOOL_USERNAME=admin SMARTSCHOOL_PASSWORD="\$(cat ${DATA#"$ROOT"/}/admin-password)"
-  $CLI report exam --exam <code from ${DATA#"$ROOT"/}/demo/exams.csv>
-  $CLI report compliance --org <county code> --term <term code>
+  $CLI report exam --exam $EXAM --org $COUNTY
+  $CLI report compliance --org $COUNTY --term $TERM
+  $CLI report trends --org $COUNTY --from-term $TERM --to-term $TERM
+  $CLI report warnings --org $COUNTY --term $TERM
 Call it with any gRPC client; reflection is on, e.g. with grpcurl:
   grpcurl -plaintext 127.0.0.1:50051 list
   grpcurl -plaintext -d '{"username":"admin","password":"…"}' 127.0.0.1:50051 smartschool.identity.v1.IdentityService/Login
