@@ -420,7 +420,9 @@ public struct Importer: Sendable {
   func importItems(_ path: String) async throws -> ImportOutcome {
     var outcome = ImportOutcome(kind: .items)
     let file = (path as NSString).lastPathComponent
-    let table = try CSVTable(reader: CSVReader(path: path), expected: ImportKind.items.headers)
+    let table = try CSVTable(
+      reader: CSVReader(path: path), expected: ImportKind.items.headers,
+      optional: ImportKind.items.optionalHeaders)
     var exams: [String: [(line: Int, item: Smartschool_Assessment_V1_ExamItem)]] = [:]
     var order: [String] = []
     while let (line, row) = try table.next() {
