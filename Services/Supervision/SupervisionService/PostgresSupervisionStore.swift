@@ -421,6 +421,25 @@ final class PostgresSupervisionStore: SupervisionStoring {
     return try Self.counts(rows)
   }
 
+  func teacherWeeklyLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT teacher, week, COUNT(*) FROM sup_lessons
+      WHERE org_path >= \(lo) AND org_path < \(hi)
+        AND day BETWEEN \(days.lowerBound) AND \(days.upperBound) AND verified = 1
+      GROUP BY teacher, week
+      """)
+    var out: [String: [Int: Int]] = [:]
+    for row in rows {
+      out[try row[0].decode(String.self), default: [:]][try row[1].decode(Int.self)] =
+        try row[2].decode(Int.self)
+    }
+    return out
+  }
+
   private static func counts(_ rows: [PostgresRandomAccessRow]) throws -> [String: Int] {
     var out: [String: Int] = [:]
     out.reserveCapacity(rows.count)

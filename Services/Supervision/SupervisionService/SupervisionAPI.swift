@@ -1051,12 +1051,17 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       }
 
       // Teachers: lessons week by week (teaching days only), against the term's target.
+      // One pass over the term's days; weeks that are no teaching weeks are left out.
+      let index = Dictionary(
+        weeks.enumerated().map { ($1.dayNumber, $0) }, uniquingKeysWith: { a, _ in a })
       var weekly: [String: [Int]] = [:]
-      for (i, week) in weeks.enumerated() {
-        let days =
-          max(week.dayNumber, term.start.dayNumber)...min(week.dayNumber + 6, term.end.dayNumber)
-        for (teacher, count) in try await store.teacherLessonCounts(under: org.path, days: days)
-        {
+      let days =
+        max(first.dayNumber, term.start.dayNumber)...min(last.dayNumber + 6, term.end.dayNumber)
+      for (teacher, counts) in try await store.teacherWeeklyLessonCounts(
+        under: org.path, days: days)
+      {
+        for (week, count) in counts {
+          guard let i = index[week] else { continue }
           weekly[teacher, default: Array(repeating: 0, count: weeks.count)][i] = count
         }
       }

@@ -95,6 +95,10 @@ public protocol SupervisionStoring: Sendable {
   ) async throws -> [LessonRecord]
   func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
     -> [String: Int]
+  /// Verified lessons on `days` under `path` per teacher and week (its Monday's day number):
+  /// one pass over the lessons, for series of many weeks.
+  func teacherWeeklyLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
 
   func createTraining(
     _ record: Smartschool_Supervision_V1_TrainingRecord, halfHours: Int, year: Int)
@@ -419,6 +423,24 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           orgPath: row["org_path"], teacher: row["teacher"], subject: row["subject"],
           minutes: row["minutes"], source: row["source"], verified: row["verified"] as Int != 0)
       }
+    }
+  }
+
+  public func teacherWeeklyLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
+  {
+    let (lo, hi) = Self.range(path)
+    return try await store.scan { db in
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT teacher, week, COUNT(*) FROM sup_lessons
+            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? AND verified = 1
+            GROUP BY teacher, week
+            """), arguments: [lo, hi, days.lowerBound, days.upperBound])
+      var out: [String: [Int: Int]] = [:]
+      while let row = try rows.next() { out[row[0] as String, default: [:]][row[1]] = row[2] }
+      return out
     }
   }
 
