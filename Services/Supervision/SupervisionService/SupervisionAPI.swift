@@ -943,8 +943,10 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       return Compliance.evaluate(classrooms: classrooms.map(\.span), weeks: weeks, usage: usage)
       { schoolOf[$0.number] }
     }
-    let current = try await evaluate(weeks)
-    let previous = try await evaluate(previousWeeks)
+    // The two periods are read side by side.
+    async let currentResult = evaluate(weeks)
+    async let previousResult = evaluate(previousWeeks)
+    let (current, previous) = try await (currentResult, previousResult)
     let schools = directory.orgs(under: try path(org), kind: .school).map {
       WeeklyNoticeBuilder.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
     }
@@ -1006,6 +1008,11 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     }
 
     if let first = weeks.first, let last = weeks.last {
+      // The teachers' lessons are read while the classrooms' are evaluated; weeks that are no
+      // teaching weeks are left out of them below.
+      let days =
+        max(first.dayNumber, term.start.dayNumber)...min(last.dayNumber + 6, term.end.dayNumber)
+      async let teacherCounts = store.teacherWeeklyLessonCounts(under: org.path, days: days)
       let classrooms = try await store.classrooms(
         under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
       let usage = try await store.lessonUsage(
@@ -1051,15 +1058,10 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       }
 
       // Teachers: lessons week by week (teaching days only), against the term's target.
-      // One pass over the term's days; weeks that are no teaching weeks are left out.
       let index = Dictionary(
         weeks.enumerated().map { ($1.dayNumber, $0) }, uniquingKeysWith: { a, _ in a })
       var weekly: [String: [Int]] = [:]
-      let days =
-        max(first.dayNumber, term.start.dayNumber)...min(last.dayNumber + 6, term.end.dayNumber)
-      for (teacher, counts) in try await store.teacherWeeklyLessonCounts(
-        under: org.path, days: days)
-      {
+      for (teacher, counts) in try await teacherCounts {
         for (week, count) in counts {
           guard let i = index[week] else { continue }
           weekly[teacher, default: Array(repeating: 0, count: weeks.count)][i] = count
