@@ -16,6 +16,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -33,6 +34,9 @@ CHROMEDRIVER = os.environ.get("SMARTSCHOOL_CHROMEDRIVER", "/usr/bin/chromedriver
 SESSION = "RPT-G7"
 PAPERS = [("RPT-G7-MATH", "数学", [25, 25, 25, 25]), ("RPT-G7-CHN", "语文", [30, 30, 30, 30])]
 WEEK = "2025-09-08"
+# A school whose name is markup: the pages must show it as text.
+HOSTILE_CODE = "SK341523X99"
+HOSTILE_NAME = '<script>alert("x")</script> & <b>学校</b>'
 DATABASE_URL = os.environ.get("SMARTSCHOOL_REPORTS_DATABASE_URL", "")
 
 
@@ -78,6 +82,13 @@ class County:
         self.scores = [r for r in rows_of(self.demo / "scores.csv")
                        if r["exam_code"] == self.exam]
         self._joint_exam()
+        hostile = self.folder / "hostile-orgs.csv"
+        with open(hostile, "w", encoding="utf-8", newline="") as f:
+            f.write("code,name,kind,school_kind,parent_code,managing_school_code,grade,"
+                    "school_year\n")
+            csv.writer(f, lineterminator="\n").writerow(
+                [HOSTILE_CODE, HOSTILE_NAME, "school", "urban", self.county, "", "", ""])
+        self.cli("import", "orgs", str(hostile))
         # Reports run on one saved login: a login per command would meet identity's throttle.
         self.env["SMARTSCHOOL_SESSION"] = str(self.folder / "session.json")
         done = subprocess.run([str(CLI), "login", "--username", "admin", "--password-stdin"],
@@ -281,8 +292,21 @@ def test_exam_report_tables_and_score_distribution(county, browser):
 
 
 def test_compliance_by_school_kind_and_weekly_trend(county, browser):
-    page_path, answer = county.report("compliance", "--org", county.county, "--term", county.term)
+    # Supervision learns the hostile school from identity's change feed within seconds.
+    deadline = time.monotonic() + 30
+    while True:
+        page_path, answer = county.report("compliance", "--org", county.county, "--term",
+                                          county.term)
+        codes = [c.get("orgCode") for c in answer.get("children", [])]
+        if HOSTILE_CODE in codes or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert HOSTILE_CODE in codes
     page = Page(browser, page_path)
+    # Its name is text in the table and on its bar, never markup.
+    assert [HOSTILE_CODE, HOSTILE_NAME] in [row[:2] for row in page.rows(1)]
+    assert HOSTILE_NAME in [b[0] for b in page.bars(2)]
+    assert browser.find_elements(By.CSS_SELECTOR, "section.table b, figure b") == []
     assert len(page.tables) == 4
     assert len(page.rows(1)) == len(answer.get("children", []))
     weeks = answer["byWeek"]
