@@ -84,6 +84,18 @@ import Testing
     #expect(html.contains("<line class=\"axis\" x1=\"520\""))
   }
 
+  @Test func tablesOfManyColumnsPrintSmaller() {
+    let columns = (1...13).map { (zh: "列\($0)", en: "C\($0)") }
+    let html = Report(
+      tables: [
+        ReportTable(title: "宽 Wide", columns: columns),
+        ReportTable(title: "窄 Narrow", columns: Array(columns.prefix(12))),
+      ], json: "{}"
+    ).html()
+    #expect(html.components(separatedBy: "<table class=\"wide\">").count - 1 == 1)
+    #expect(html.components(separatedBy: "<table>").count - 1 == 1)
+  }
+
   @Test func csvIsOneFilePerTable() throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }

@@ -129,7 +129,7 @@ enum ReportHTML {
     .note{background:#fff6d6;border-left:4px solid #e0a800;padding:.4em .8em}
     .charts{display:flex;flex-wrap:wrap;gap:1em}
     figure.chart{margin:0;border:1px solid #ddd;padding:.5em;break-inside:avoid}
-    figcaption{font-weight:bold;margin-bottom:.3em}
+    figcaption{font-weight:bold;margin-bottom:.3em}svg{max-width:100%;height:auto}
     svg text{font-size:11px;fill:#333}svg .axis{stroke:#999;stroke-width:1}
     svg .grid{stroke:#e4e4e4;stroke-width:1}svg .bar.below{fill:#d9534f}
     svg .legend text{font-size:11px}
@@ -141,7 +141,8 @@ enum ReportHTML {
     .empty{color:#777;font-style:italic}
     @page{size:A4;margin:12mm}
     @media print{body{margin:0;font-size:9pt}thead{display:table-header-group}
-    tr{break-inside:avoid}section.table{break-inside:auto}h2{break-after:avoid}}
+    tr{break-inside:avoid}section.table{break-inside:auto}h2{break-after:avoid}
+    table.wide{font-size:7pt}table.wide th,table.wide td{padding:.1em .25em}}
     """
 
   /// Fill colours of the series, in order.
@@ -149,7 +150,10 @@ enum ReportHTML {
 
   static func table(_ table: ReportTable, id: String) -> String {
     var out = "<section class=\"table\" id=\"\(id)\">\n<h2>\(escapeHTML(table.title))</h2>\n"
-    out += "<table>\n<thead><tr>"
+    // A table of many columns (a session's subjects side by side) gets a smaller print font
+    // so that it fits an A4 page's width.
+    let wide = table.columns.count > 12 ? " class=\"wide\"" : ""
+    out += "<table\(wide)>\n<thead><tr>"
     for column in table.columns {
       out +=
         "<th><span class=\"zh\">\(escapeHTML(column.zh))</span>"
