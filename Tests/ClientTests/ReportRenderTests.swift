@@ -96,6 +96,22 @@ import Testing
     #expect(html.components(separatedBy: "<table>").count - 1 == 1)
   }
 
+  @Test func aCountyRankListRendersInLinearTime() {
+    // A county's 成绩单: 13,000 students × 20 columns, one table; rendering is one pass.
+    let columns = (1...20).map { (zh: "列\($0)", en: "C\($0)") }
+    let rows = (0..<13_000).map { i in (0..<20).map { "S\(i)-\($0) & <x>" } }
+    let clock = ContinuousClock()
+    var html = ""
+    let took = clock.measure {
+      html = Report(
+        tables: [ReportTable(title: "成绩单 Rank list", columns: columns, rows: rows)],
+        json: "{}"
+      ).html()
+    }
+    #expect(html.components(separatedBy: "<tr>").count - 1 == 13_001)
+    #expect(took < .seconds(20), "\(took)")
+  }
+
   @Test func csvIsOneFilePerTable() throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }

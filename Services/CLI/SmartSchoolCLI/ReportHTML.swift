@@ -114,11 +114,13 @@ extension Report {
 
 /// `text` with `& < > " '` as HTML character references, safe in text and quoted attributes.
 func escapeHTML(_ text: String) -> String {
-  let references: [Character: String] = [
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;",
-  ]
-  return text.reduce(into: "") { out, c in out += references[c] ?? String(c) }
+  guard text.contains(where: { htmlReferences[$0] != nil }) else { return text }
+  return text.reduce(into: "") { out, c in out += htmlReferences[c] ?? String(c) }
 }
+
+private let htmlReferences: [Character: String] = [
+  "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;",
+]
 
 /// The pieces of a report's HTML page.
 enum ReportHTML {
