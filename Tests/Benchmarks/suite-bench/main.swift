@@ -580,7 +580,7 @@ let (token, clientID, clientSecret) = try await withGRPCClient(
         $0.users = (0..<lessonTeachers).map { t in
           .with {
             $0.externalID = "T\(t)"
-            $0.username = "t\(t)"
+            $0.username = "teacher\(t)"
             $0.displayName = "教师\(t)"
             $0.kind = .teacher
             $0.orgCode = "S"
