@@ -78,10 +78,13 @@ import Testing
       tables: [], json: "{}",
       charts: [.bars("z", labels: ["up", "down"], values: [1, -3], marked: [1])]
     ).html()
-    // low −3, high 1: 100 px per unit, zero at 220 + 300 = 520.
-    #expect(html.contains("data-value=\"1\" x=\"520\" y=\"8\" width=\"100\""))
-    #expect(html.contains("data-value=\"-3\" x=\"220\" y=\"32\" width=\"300\""))
-    #expect(html.contains("<line class=\"axis\" x1=\"520\""))
+    // low −3, high 1 over 350 px (50 kept for the negative values' text): 87.5 px per unit,
+    // zero at 220 + 50 + 262.5 = 532.5.
+    #expect(html.contains("data-value=\"1\" x=\"532.5\" y=\"8\" width=\"87.5\""))
+    #expect(html.contains("data-value=\"-3\" x=\"270\" y=\"32\" width=\"262.5\""))
+    #expect(html.contains("<line class=\"axis\" x1=\"532.5\""))
+    // The negative value's text ends left of its bar, clear of the labels (which end at 214).
+    #expect(html.contains("<text class=\"value\" x=\"266\" y=\"39\" text-anchor=\"end\""))
   }
 
   @Test func tablesOfManyColumnsPrintSmaller() {

@@ -228,8 +228,10 @@ enum ReportHTML {
     let all = series.flatMap { s in chart.labels.indices.map { value(s, $0) } }
     let low = min(0, all.min() ?? 0)
     let high = max(0, all.max() ?? 0)
-    let scale = high > low ? plotWidth / (high - low) : 0
-    let zero = labelWidth + (-low) * scale
+    // Negative values are written left of their bars: keep room for them beside the labels.
+    let gutter = low < 0 ? 50.0 : 0
+    let scale = high > low ? (plotWidth - gutter) / (high - low) : 0
+    let zero = labelWidth + gutter + (-low) * scale
     var out = svgOpen(chart, height: height)
     if grouped { out += legend(series) }
     for (i, label) in chart.labels.enumerated() {
