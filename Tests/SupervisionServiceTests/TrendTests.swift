@@ -294,6 +294,26 @@ import Testing
       // A range of one term.
       let one = try await Self.trends(client, "CA", from: "Y20-1", to: "Y20-1", a)
       #expect(one.terms.map(\.code) == ["Y20-1"] && one.years.map(\.code) == ["2020-2021"])
+      // At most 40 terms: 36 one-week terms more make 40, a 41st is refused.
+      func addTerm(_ i: Int) async throws {
+        let start = CalendarDate("2030-01-07")!.adding(days: 14 * i)
+        _ = try await client.createTerm(
+          .with {
+            $0.term = .with {
+              $0.code = "W\(i)"
+              $0.name = "W\(i)"
+              $0.startDate = start.description
+              $0.endDate = start.adding(days: 4).description
+            }
+          }, metadata: h.auth("province_admin", at: "P"))
+      }
+      for i in 0..<36 { try await addTerm(i) }
+      let forty = try await Self.trends(client, "CA", from: "", to: "", a)
+      #expect(forty.terms.count == 40 && forty.terms.last?.code == "W35")
+      try await addTerm(36)
+      await expectCode(.invalidArgument) { try await Self.trends(client, "CA", from: "", to: "", a) }
+      let last = try await Self.trends(client, "CA", from: "W0", to: "W36", a)
+      #expect(last.terms.count == 37 && last.years.map(\.code) == ["2029-2030", "2030-2031"])
     }
   }
 
