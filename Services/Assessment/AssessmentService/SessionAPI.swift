@@ -35,6 +35,20 @@ extension AssessmentAPI {
     }
   }
 
+  /// Every paper's whole results, in the papers' order, read side by side (on PostgreSQL the
+  /// server aggregates one paper while the service decodes another; one after the other, a
+  /// county's nine papers took 1.75 s of a 1 s report).
+  func paperResults(_ papers: [ExamRecord]) async throws -> [[StudentResult]] {
+    try await withThrowingTaskGroup(of: (Int, [StudentResult]).self) { group in
+      for (p, paper) in papers.enumerated() {
+        group.addTask { (p, try await self.store.results(exam: paper, scopePath: nil)) }
+      }
+      var results = Array(repeating: [StudentResult](), count: papers.count)
+      for try await (p, paper) in group { results[p] = paper }
+      return results
+    }
+  }
+
   /// The session figures of each org of `orgs` (its students are those under it), ranked
   /// among `orgs` by the mean total, by each rate of the totals, and per paper by mean.
   static func sessionColumns(
@@ -100,8 +114,7 @@ extension AssessmentAPI {
       of: scopeOrg, path: scopePath, exam: papers[0], kind: request.childrenKind)
     try principal.require(.resultsRead, at: scopePath)
     // Every paper's whole results: the scope's siblings are ranked too.
-    var results: [[StudentResult]] = []
-    for paper in papers { results.append(try await store.results(exam: paper, scopePath: nil)) }
+    let results = try await paperResults(papers)
     let students = sessionStudents(results)
     var report = Smartschool_Assessment_V1_SessionReport()
     report.sessionCode = request.sessionCode
@@ -153,8 +166,7 @@ extension AssessmentAPI {
     try principal.require(.resultsRead, at: scopePath)
     let query = "session-ranks|\(request.sessionCode)|\(request.scopeOrgCode)"
     let after = try Self.rankCursor(request.pageToken, query: query)
-    var results: [[StudentResult]] = []
-    for paper in papers { results.append(try await store.results(exam: paper, scopePath: nil)) }
+    let results = try await paperResults(papers)
     let students = sessionStudents(results).filter { $0.sat > 0 }
     let totals = students.map(\.total)
     let ids = students.map(\.externalID)
