@@ -156,6 +156,18 @@ struct OptionAnalysisTests {
           "A 1 33.33 100.0 0.0", "B 0 0.0 0.0 0.0", "C* 2 66.67 0.0 100.0",
         ])
 
+      // An exam without scores, and one whose items declare no options.
+      try await w.createStandardExam(optionExam(code: "M-EMPTY"))
+      let empty = try await w.assessment.getOptionAnalysis(
+        .with { $0.examCode = "M-EMPTY" }, metadata: w.auth("aK1"))
+      #expect(empty.count == 0 && empty.groupSize == 0 && empty.items.count == 2)
+      #expect(empty.items.allSatisfy { $0.options.allSatisfy { $0.count == 0 && $0.share == 0 } })
+      try await w.createStandardExam(standardExam(code: "M-PLAIN"))
+      _ = try await w.importScores(rows(exam: "M-PLAIN"))
+      let plain = try await w.assessment.getOptionAnalysis(
+        .with { $0.examCode = "M-PLAIN" }, metadata: w.auth("aK1"))
+      #expect(plain.count == 5 && plain.groupSize == 1 && plain.items.isEmpty)
+
       await expectCode(.permissionDenied) {
         try await w.assessment.getOptionAnalysis(
           .with {
