@@ -196,7 +196,8 @@ func records(_ text: String) throws -> [CSVRecord] {
     // Every row of every file parses.
     for kind in ImportKind.allCases {
       let table = try CSVTable(
-        reader: CSVReader(data: Data(county.files[kind]!.utf8)), expected: kind.headers)
+        reader: CSVReader(data: Data(county.files[kind]!.utf8)), expected: kind.headers,
+        optional: kind.optionalHeaders)
       var rows = 0
       while let (_, row) = try table.next() {
         _ = try row.get()

@@ -146,7 +146,8 @@ extension ReportCommand {
   struct Session: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "联考 学科对比: a joint exam session's totals and subjects side by side.",
-      discussion: "Example: smartschool report session --exam-session K1-2025-G8 --org K340121")
+      discussion:
+        "Example: smartschool report session --exam-session K341523-2025-1-G7 --org K341523")
     @OptionGroup var common: Common
     @Option(name: .customLong("exam-session"), help: "The joint exam session's code.")
     var session: String
@@ -170,7 +171,10 @@ extension ReportCommand {
     static let configuration = CommandConfiguration(
       commandName: "session-ranks",
       abstract: "成绩单: a session's students by total, with ranks and each paper.",
-      discussion: "Example: smartschool report session-ranks --exam-session K1-2025-G8 --org S1")
+      discussion: """
+        Example: smartschool report session-ranks --exam-session K341523-2025-1-G7 \
+          --org SK341523U01
+        """)
     @OptionGroup var common: Common
     @Option(name: .customLong("exam-session"), help: "The joint exam session's code.")
     var session: String

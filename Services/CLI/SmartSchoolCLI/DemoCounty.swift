@@ -29,6 +29,8 @@ public struct DemoCounty: Sendable {
   public let termCode = "2025-2026-1"
   /// The county unified maths exam.
   public let examCode = "K341523-2025-1-MATH7"
+  /// The joint exam (联考) session the maths paper belongs to.
+  public let sessionCode = "K341523-2025-1-G7"
   /// The year of facility reports and training.
   public let year = 2025
   /// Counts of what was generated, by name (schools, teachers, students, …).
@@ -58,6 +60,7 @@ public struct DemoCounty: Sendable {
       (.supervision, ["report", "inspections", "--org", countyCode, "--year", "\(year)"]),
       (.assessment, ["report", "exam", "--exam", examCode, "--org", countyCode]),
       (.assessment, ["report", "items", "--exam", examCode]),
+      (.assessment, ["report", "session", "--exam-session", sessionCode, "--org", countyCode]),
     ]
   }
 
@@ -362,10 +365,10 @@ public struct DemoCounty: Sendable {
 
     // The county unified maths exam, its items and every student's item scores.
     files[.exams] =
-      csvLine(ImportKind.exams.headers)
+      csvLine(ImportKind.exams.headers + ["session_code"])
       + csvLine([
         examCode, "舒城县2025-2026学年第一学期七年级数学统一检测", "2025-2026", "1", "数学", "初中", "7", countyCode,
-        "100",
+        "100", sessionCode,
       ])
     var items = csvLine(ImportKind.items.headers)
     var maxima: [Double] = []

@@ -510,7 +510,7 @@ struct ReportCommand: AsyncParsableCommand {
   struct Compliance: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "常态化应用: subject and lesson compliance rates of an org's smart classrooms.",
-      discussion: "Example: smartschool report compliance --org K340121 --term 2025-2026-1")
+      discussion: "Example: smartschool report compliance --org K341523 --term 2025-2026-1")
     @OptionGroup var common: Common
     @Option(help: "Org code (province, city, county or school).") var org: String
     @Option(help: "Term code.") var term: String
@@ -523,7 +523,7 @@ struct ReportCommand: AsyncParsableCommand {
   struct Coverage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "建设覆盖率: construction coverage by school kind and infrastructure indicators.",
-      discussion: "Example: smartschool report coverage --org K340121 --year 2025")
+      discussion: "Example: smartschool report coverage --org K341523 --year 2025")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "Year (default: this year).") var year: Int?
@@ -537,7 +537,7 @@ struct ReportCommand: AsyncParsableCommand {
   struct Teachers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Teachers' smart-classroom lessons in a term against 2 (4 under 45).",
-      discussion: "Example: smartschool report teachers --org S34012101 --term 2025-2026-1")
+      discussion: "Example: smartschool report teachers --org SK341523U01 --term 2025-2026-1")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "Term code.") var term: String
@@ -549,7 +549,7 @@ struct ReportCommand: AsyncParsableCommand {
   struct Training: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "信息化素养培训: each teacher's training hours in a year against 60.",
-      discussion: "Example: smartschool report training --org K340121 --year 2025")
+      discussion: "Example: smartschool report training --org K341523 --year 2025")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "Year.") var year: Int
@@ -561,7 +561,7 @@ struct ReportCommand: AsyncParsableCommand {
   struct Exam: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Exam statistics: mean, SD, pass/excellent/low rates, by child org.",
-      discussion: "Example: smartschool report exam --exam K340121-2025-MATH --org K340121")
+      discussion: "Example: smartschool report exam --exam K341523-2025-1-MATH7 --org K341523")
     @OptionGroup var common: Common
     @Option(help: "Exam code.") var exam: String
     @Option(help: "Scope org code (default: the whole exam).") var org: String?
@@ -573,7 +573,7 @@ struct ReportCommand: AsyncParsableCommand {
   struct Items: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Item analysis: difficulty, discrimination, flags and Cronbach's alpha.",
-      discussion: "Example: smartschool report items --exam K340121-2025-MATH")
+      discussion: "Example: smartschool report items --exam K341523-2025-1-MATH7")
     @OptionGroup var common: Common
     @Option(help: "Exam code.") var exam: String
     func run() async throws {
@@ -585,7 +585,7 @@ struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "A student's exam report, mastery, and resources for the weak points.",
       discussion:
-        "Example: smartschool report student --exam K340121-2025-MATH --student STU0000001")
+        "Example: smartschool report student --exam K341523-2025-1-MATH7 --student S0000001")
     @OptionGroup var common: Common
     @Option(help: "Exam code.") var exam: String
     @Option(help: "Student external id.") var student: String
@@ -598,7 +598,7 @@ struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       commandName: "class",
       abstract: "学情报告: a class's knowledge-point mastery and students below pass.",
-      discussion: "Example: smartschool report class --exam K340121-2025-MATH --class S01-C07-1")
+      discussion: "Example: smartschool report class --exam K341523-2025-1-MATH7 --class SK341523U01-G7-1")
     @OptionGroup var common: Common
     @Option(help: "Exam code.") var exam: String
     @Option(name: .customLong("class"), help: "Class org code.") var classCode: String
@@ -613,7 +613,7 @@ struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       commandName: "case-coverage",
       abstract: "Share of curriculum chapters with a published smart-classroom teaching case.",
-      discussion: "Example: smartschool report case-coverage --org K340121")
+      discussion: "Example: smartschool report case-coverage --org K341523")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     func run() async throws {

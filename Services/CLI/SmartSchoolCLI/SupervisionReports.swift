@@ -252,7 +252,7 @@ extension ReportCommand {
   struct Notice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "每周通报: a week's schools ranked by lessons per smart classroom.",
-      discussion: "Example: smartschool report notice --org K340121 --week 2025-09-08")
+      discussion: "Example: smartschool report notice --org K341523 --week 2025-09-08")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "Any date of the week (YYYY-MM-DD).") var week: String
@@ -264,7 +264,7 @@ extension ReportCommand {
   struct Inspections: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "督导: schools inspected in a year, ratings, research visits, follow-up.",
-      discussion: "Example: smartschool report inspections --org K340121 --year 2025")
+      discussion: "Example: smartschool report inspections --org K341523 --year 2025")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "Year (default: this year).") var year: Int?
@@ -282,7 +282,7 @@ extension ReportCommand {
     static let configuration = CommandConfiguration(
       abstract: "月通报/半年考核/全年评比: schools ranked over a month, half-year or year.",
       discussion:
-        "Example: smartschool report ranking --org K340121 --period month --date 2025-09-01")
+        "Example: smartschool report ranking --org K341523 --period month --date 2025-09-01")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "month, half-year or year.") var period: String = "month"
@@ -301,7 +301,7 @@ extension ReportCommand {
   struct Warnings: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "监测预警: classrooms, schools and teachers falling behind; schools not inspected.",
-      discussion: "Example: smartschool report warnings --org K340121 --term 2025-2026-1")
+      discussion: "Example: smartschool report warnings --org K341523 --term 2025-2026-1")
     @OptionGroup var common: Common
     @Option(help: "Org code.") var org: String
     @Option(help: "Term code.") var term: String
