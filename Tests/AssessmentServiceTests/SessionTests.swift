@@ -223,6 +223,9 @@ extension World {
       physics.subject = .physics
       physics.sessionCode = "S-K1"
       #expect(try await w.createStandardExam(physics).sessionCode == "S-K1")
+      // A paper re-sent (an import run again) is the same exam, not a second paper of its
+      // subject: ALREADY_EXISTS, as for any re-sent exam.
+      await expectCode(.alreadyExists) { _ = try await w.createStandardExam(physics) }
     }
   }
 }

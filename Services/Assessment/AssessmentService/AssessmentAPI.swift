@@ -280,7 +280,10 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     try principal.require(.examsWrite, at: try Self.path(org.path))
     if !exam.sessionCode.isEmpty {
       // A session is one sitting: same running org, year, term and grade; a paper a subject.
-      for paper in try await store.exams(session: exam.sessionCode).map(\.exam) {
+      // The exam itself, re-sent, is not another paper: the store answers ALREADY_EXISTS as
+      // for any re-sent exam, which an idempotent import takes as done.
+      for paper in try await store.exams(session: exam.sessionCode).map(\.exam)
+      where paper.code != exam.code {
         let fits =
           paper.orgCode == exam.orgCode && paper.schoolYear == exam.schoolYear
           && paper.term == exam.term && paper.grade == exam.grade
