@@ -72,7 +72,7 @@ final class TestBrowser: Sendable {
 
   private func send(_ request: URLRequest) async throws -> HTTPReply {
     var request = request
-    request.timeoutInterval = 10
+    request.timeoutInterval = 60  // the whole identity bundle on PostgreSQL loads a 2-core machine
     let jar = cookies.withLock { $0 }
     if !jar.isEmpty {
       request.setValue(
