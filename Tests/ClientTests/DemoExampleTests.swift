@@ -117,11 +117,45 @@ import Testing
             let shown = example.arguments.joined(separator: " ")
             #expect(!text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(shown)")
             #expect(text.contains(county.countyCode) || text.contains(county.examCode), "\(shown)")
+            if example.arguments[1] == "progress" {
+              // Students matched across the two exams: the movers are listed.
+              #expect(text.contains("S0"), "\(shown): \(text)")
+            }
             // None of them is the empty report of a week, period or range without data.
-            for empty in ["无智慧课堂数据", "本期无教学周", "范围内无学期", "本年无督导记录"] {
+            for empty in [
+              "无智慧课堂数据", "本期无教学周", "范围内无学期", "本年无督导记录", "无带选项的客观题",
+            ] {
               #expect(!text.contains(empty), "\(shown): \(text)")
             }
           }
+          // `export scores` writes what `import scores` reads, the chosen options included;
+          // importing the export back changes nothing and rejects nothing.
+          let exported = files.path + "/scores-export.csv"
+          let exportCommand = try SmartSchoolCommand.parseAsRoot(
+            ["export", "scores", "--exam", county.examCode, "--out", exported] + connection)
+          var export = try #require(exportCommand as? any AsyncParsableCommand)
+          try await export.run()
+          let lines = try String(contentsOfFile: exported, encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+          let header = try CSVTable(
+            reader: CSVReader(data: Data(((lines.first ?? "") + "\n").utf8)),
+            expected: ImportKind.scores.headers, optional: ImportKind.scores.optionalHeaders)
+          #expect(header.columns["chosen_option"] == 8)
+          let sheets = county.counts["students"]! * county.counts["items"]!
+          #expect(lines.count == 1 + sheets)
+          // Objective items (1–12) carry the choice the demo generated for the row.
+          let generated = Set(
+            county.files[.scores]!.split(separator: "\n").dropFirst()
+              .filter { $0.hasPrefix(county.examCode + ",") && !$0.hasSuffix(",") }
+              .map { $0.split(separator: ",").map(String.init) }
+              .map { [$0[1], $0[4], $0[6]].joined(separator: "/") })
+          let chosen = Set(
+            lines.dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+              .filter { !$0[8].isEmpty }.map { [$0[1], $0[4], $0[8]].joined(separator: "/") })
+          #expect(!generated.isEmpty && chosen == generated)
+          let reimport = try await Importer(client: client, console: ImportConsole(quiet: true))
+            .run(.scores, path: exported)
+          #expect(reimport.rows == sheets && reimport.rejectedCount == 0)
         }
       }
     }

@@ -202,7 +202,10 @@ extension ReportCommand {
   struct Progress: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "进退步: progress and value-added between two exams of a cohort.",
-      discussion: "Example: smartschool report progress --earlier K1-MATH-1 --later K1-MATH-2")
+      discussion: """
+        Example: smartschool report progress --earlier K341523-2025-1-MATH7-MID \\
+                   --later K341523-2025-1-MATH7 --org K341523
+        """)
     @OptionGroup var common: Common
     @Option(help: "The earlier exam's code.") var earlier: String
     @Option(help: "The later exam's code.") var later: String

@@ -135,7 +135,8 @@ struct DemoCommand: AsyncParsableCommand {
     discussion: """
       The county (62 schools: 28 teaching points, 19 rural, 15 urban; 1,017 teachers; 13,047
       students with parents; a term of smart-classroom lessons; facilities, training,
-      inspections; a county maths exam with 20 items and every student's scores; a maths
+      inspections; a county maths exam with 20 items, 12 of them four-option choice items, and
+      every student's scores and choices, and the same cohort's 10-item midterm; a maths
       curriculum and its resources) is generated from a fixed seed, written as CSV files to
       --out, and loaded with the same code as `smartschool import`. Loading again changes
       nothing: every import is idempotent by natural key.

@@ -31,6 +31,10 @@ public struct DemoCounty: Sendable {
   public let examCode = "K341523-2025-1-MATH7"
   /// The joint exam (联考) session the maths paper belongs to.
   public let sessionCode = "K341523-2025-1-G7"
+  /// The same cohort's earlier maths exam (期中), for progress between exams (进退步).
+  public let midtermExamCode = "K341523-2025-1-MATH7-MID"
+  /// A student of the demo county (every size has one).
+  public let studentCode = "S0000001"
   /// The year of facility reports and training.
   public let year = 2025
   /// Counts of what was generated, by name (schools, teachers, students, …).
@@ -60,6 +64,12 @@ public struct DemoCounty: Sendable {
       (.supervision, ["report", "inspections", "--org", countyCode, "--year", "\(year)"]),
       (.assessment, ["report", "exam", "--exam", examCode, "--org", countyCode]),
       (.assessment, ["report", "items", "--exam", examCode]),
+      (.assessment, ["report", "options", "--exam", examCode, "--scope", countyCode]),
+      (.assessment, ["report", "student", "--exam", examCode, "--student", studentCode]),
+      (
+        .assessment,
+        ["report", "progress", "--earlier", midtermExamCode, "--later", examCode, "--org", countyCode]
+      ),
       (.assessment, ["report", "session", "--exam-session", sessionCode, "--org", countyCode]),
     ]
   }
@@ -370,7 +380,15 @@ public struct DemoCounty: Sendable {
         examCode, "舒城县2025-2026学年第一学期七年级数学统一检测", "2025-2026", "1", "数学", "初中", "7", countyCode,
         "100", sessionCode,
       ])
-    var items = csvLine(ImportKind.items.headers)
+      + csvLine([
+        midtermExamCode, "舒城县2025-2026学年第一学期七年级数学期中检测", "2025-2026", "1", "数学", "初中", "7",
+        countyCode, "100", "",
+      ])
+    // Objective items are four-option choice items: the options, the key, and each student's
+    // choice (the key when scored, another option or none when not) feed the option analysis.
+    let optionLabels = ["A", "B", "C", "D"]
+    func key(_ item: Int) -> String { optionLabels[(item * 7 + 1) % optionLabels.count] }
+    var items = csvLine(ImportKind.items.headers + ["options", "answer_key"])
     var maxima: [Double] = []
     let objectiveCount = size.items * 3 / 5
     for i in 1...size.items {
@@ -384,12 +402,22 @@ public struct DemoCounty: Sendable {
         + (i % 3 == 0 ? [Self.knowledgePoints[(i + 2) % Self.knowledgePoints.count]] : [])
       items += csvLine([
         examCode, "\(i)", decimal2(maxScore), objective ? "objective" : "subjective",
-        points.joined(separator: ";"),
+        points.joined(separator: ";"), objective ? optionLabels.joined(separator: ";") : "",
+        objective ? key(i) : "",
       ])
     }
-    files[.items] = items
-    var scores = csvLine(ImportKind.scores.headers)
+    var scores = csvLine(ImportKind.scores.headers + ["chosen_option"])
     let difficulty = (0..<size.items).map { _ in rng.unit() * 0.5 - 0.25 }
+    // Choices and the midterm draw from their own generator, so that the term exam's scores are
+    // those of a given seed whatever else the demo adds.
+    var extra = SeededGenerator(seed: seed ^ 0x6D69_6474_6572_6D00)
+    func choice(item: Int, scored: Bool) -> String {
+      if scored { return key(item) }
+      if extra.chance(0.08) { return "" }
+      // A common wrong answer (the distractor) draws most of the wrong choices.
+      let wrong = optionLabels.filter { $0 != key(item) }
+      return extra.chance(0.6) ? wrong[item % wrong.count] : extra.pick(wrong)
+    }
     for pupil in pupils {
       for i in 0..<size.items {
         let p = min(0.99, max(0.01, pupil.ability - difficulty[i]))
@@ -400,9 +428,34 @@ public struct DemoCounty: Sendable {
         scores += csvLine([
           examCode, pupil.id, pupil.classCode, pupil.school, "\(i + 1)",
           score == score.rounded() ? "\(Int(score))" : "\(score)",
+          i < objectiveCount ? choice(item: i + 1, scored: score > 0) : "",
         ])
       }
     }
+
+    // The midterm: 10 items, each student's ability a little lower and noisier than at term end.
+    let midtermItems = 10
+    for i in 1...midtermItems {
+      items += csvLine([
+        midtermExamCode, "\(i)", i <= 6 ? "5" : "17.5", i <= 6 ? "objective" : "subjective",
+        Self.knowledgePoints[(i - 1) % Self.knowledgePoints.count], "", "",
+      ])
+    }
+    for pupil in pupils {
+      let ability = pupil.ability - 0.05 + extra.unit() * 0.2 - 0.1
+      for i in 1...midtermItems {
+        let p = min(0.99, max(0.01, ability))
+        let score: Double =
+          i <= 6
+          ? (extra.chance(p) ? 5 : 0)
+          : (min(17.5, max(0, (p + extra.unit() * 0.3 - 0.15) * 17.5)) * 2).rounded() / 2
+        scores += csvLine([
+          midtermExamCode, pupil.id, pupil.classCode, pupil.school, "\(i)",
+          score == score.rounded() ? "\(Int(score))" : "\(score)", "",
+        ])
+      }
+    }
+    files[.items] = items
     files[.scores] = scores
 
     counts = [
@@ -414,6 +467,7 @@ public struct DemoCounty: Sendable {
       "classrooms": roomsBySchool.values.reduce(0) { $0 + $1.count }, "lessons": lessonCount,
       "training": trainingCount, "chapters": chapters, "resources": resourceCount,
       "items": size.items, "scores": pupils.count * size.items,
+      "midterm_scores": pupils.count * midtermItems,
     ]
   }
 

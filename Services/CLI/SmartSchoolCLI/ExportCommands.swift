@@ -14,7 +14,7 @@ struct ExportCommand: AsyncParsableCommand {
 
       Example:
         smartschool export users --org K341523 > users.csv
-        smartschool export scores --exam K341523-2025-1-MATH7 > scores.csv
+        smartschool export scores --exam K341523-2025-1-MATH7 --out scores.csv
       """)
 
   enum Kind: String, ExpressibleByArgument, CaseIterable {
@@ -27,6 +27,7 @@ struct ExportCommand: AsyncParsableCommand {
   @Option(help: "Exam code (scores).") var exam: String?
   @Option(help: "First date (lessons).") var from: String?
   @Option(help: "Last date (lessons).") var to: String?
+  @Option(help: "Write the CSV to this file instead of standard output.") var out: String?
 
   func require(_ value: String?, _ flag: String) throws -> String {
     guard let value, !value.isEmpty else {
@@ -45,13 +46,24 @@ struct ExportCommand: AsyncParsableCommand {
     case .scores: _ = try require(exam, "--exam")
     default: break
     }
+    let sink: FileHandle
+    if let out {
+      guard FileManager.default.createFile(atPath: out, contents: nil),
+        let file = FileHandle(forWritingAtPath: out)
+      else { throw oneLine(CLIError("cannot write --out \(out)")) }
+      sink = file
+    } else {
+      sink = .standardOutput
+    }
+    defer { if out != nil { try? sink.close() } }
+    @Sendable func emit(_ text: String) { sink.write(Data(text.utf8)) }
     try await withCLIClient(connection) { client in
       let importKind = ImportKind(rawValue: kind.rawValue)!
       // Scores carry the marks of absent and exempt students (item 0) and the options chosen
       // in their own columns.
       let headers =
         importKind.headers + (importKind == .scores ? importKind.optionalHeaders : [])
-      writeOut(csvLine(headers))
+      emit(csvLine(headers))
       switch kind {
       case .orgs:
         try await eachPage { token in
@@ -62,7 +74,7 @@ struct ExportCommand: AsyncParsableCommand {
               $0.pageSize = 1000
               $0.pageToken = token
             })
-          writeOut(
+          emit(
             page.orgs.map {
               csvLine([
                 $0.code, $0.name, $0.kind.englishName,
@@ -80,7 +92,7 @@ struct ExportCommand: AsyncParsableCommand {
               $0.pageSize = 1000
               $0.pageToken = token
             })
-          writeOut(
+          emit(
             page.users.filter { $0.kind != .serviceAccount }.map {
               csvLine([
                 $0.externalID, $0.username, $0.displayName,
@@ -97,7 +109,7 @@ struct ExportCommand: AsyncParsableCommand {
               $0.pageSize = 1000
               $0.pageToken = token
             })
-          writeOut(
+          emit(
             page.terms.map {
               csvLine([
                 $0.code, $0.name, $0.startDate, $0.endDate,
@@ -114,7 +126,7 @@ struct ExportCommand: AsyncParsableCommand {
               $0.pageSize = 1000
               $0.pageToken = token
             })
-          writeOut(
+          emit(
             page.classrooms.map {
               csvLine([$0.code, $0.schoolCode, $0.classCode, $0.equippedDate, $0.retiredDate])
             }.joined())
@@ -129,7 +141,7 @@ struct ExportCommand: AsyncParsableCommand {
           }
         ) { response in
           for try await l in response.messages {
-            writeOut(
+            emit(
               csvLine([
                 l.classroomCode, l.teacherExternalID, l.subject.englishName, l.date,
                 "\(l.period)", "\(l.durationMinutes)",
@@ -140,7 +152,7 @@ struct ExportCommand: AsyncParsableCommand {
         try await client.assessment.exportScores(.with { $0.examCode = exam ?? "" }) {
           response in
           for try await s in response.messages {
-            writeOut(
+            emit(
               csvLine([
                 s.examCode, s.studentExternalID, s.classCode, s.schoolCode, "\(s.itemNumber)",
                 "\(s.score)", s.attendance == .unspecified ? "" : "\(s.attendance)",
