@@ -128,11 +128,20 @@ import Testing
     let out = dir.path + "/notice"
     let written = try report.write(.csv, to: out)
     #expect(written == [out + "/1-weekly-notice.csv", out + "/2-by-school-kind.csv"])
-    let first = try String(contentsOfFile: written[0], encoding: .utf8)
+    // Files start with a UTF-8 byte order mark, for Excel; the CLI's own reader takes it.
+    func file(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(filePath: path))) }
+    let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
     #expect(
-      first == "Rank,School <b>,Per room,Below\n1,一中 <script>alert('x')</script>,6.50,\n"
-        + "2,\"A&B \"\"小学\"\"\",2.00,▼\n,合计,4.25,\n")
-    #expect(try String(contentsOfFile: written[1], encoding: .utf8) == "Kind\n")
+      try file(written[0])
+        == bom
+        + Array(
+          ("Rank,School <b>,Per room,Below\n1,一中 <script>alert('x')</script>,6.50,\n"
+            + "2,\"A&B \"\"小学\"\"\",2.00,▼\n,合计,4.25,\n").utf8))
+    #expect(try file(written[1]) == bom + Array("Kind\n".utf8))
+    let read = try CSVTable(
+      reader: CSVReader(data: Data(try file(written[0]))),
+      expected: ["Rank", "School <b>", "Per room", "Below"])
+    #expect(read.columns["Rank"] == 0)
 
     // One table: a named .csv file, or a file of its own in an existing directory.
     let single = Report(tables: [report.tables[1]], json: "{}")
@@ -140,6 +149,7 @@ import Testing
     #expect(try single.write(.csv, to: out) == [out + "/1-by-school-kind.csv"])
 
     // HTML and text go to the one file named.
+    #expect(try file(dir.path + "/kinds.csv").starts(with: bom))
     #expect(try report.write(.html, to: dir.path + "/r.html") == [dir.path + "/r.html"])
     let page = try String(contentsOfFile: dir.path + "/r.html", encoding: .utf8)
     #expect(page == report.html())

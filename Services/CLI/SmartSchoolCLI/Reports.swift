@@ -63,7 +63,8 @@ public struct Report: Sendable {
       if !oneFile {
         throw ValidationError("--out \(out) is a directory: \(format) is written to one file")
       }
-      try Data(render(format).utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+      try Self.fileData(render(format), format).write(
+        to: URL(fileURLWithPath: out), options: .atomic)
       return [out]
     }
     guard let out else {
@@ -81,9 +82,17 @@ public struct Report: Sendable {
     let directory = URL(fileURLWithPath: out, isDirectory: true)
     return try csvFiles().map { file in
       let url = directory.appendingPathComponent(file.name)
-      try Data(file.text.utf8).write(to: url, options: .atomic)
+      try Self.fileData(file.text, .csv).write(to: url, options: .atomic)
       return url.path
     }
+  }
+}
+
+extension Report {
+  /// A report's file bytes: a CSV file starts with a UTF-8 byte order mark, without which Excel
+  /// on Windows reads the Chinese as the local code page; standard output stays without one.
+  static func fileData(_ text: String, _ format: OutputFormat) -> Data {
+    Data(((format == .csv ? "\u{FEFF}" : "") + text).utf8)
   }
 }
 
