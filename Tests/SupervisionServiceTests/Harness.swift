@@ -126,11 +126,12 @@ final class Harness: Sendable {
   /// Giving `data` (the `dataDirectory`) of another harness serves its data (a replica, on
   /// PostgreSQL), and giving its `key` makes both accept the same tokens. `lessonBatch` sets
   /// the lessons per import transaction (nil: the default); `unknownTeachers` what an import
-  /// does with lessons by teachers the tree does not hold.
+  /// does with lessons by teachers the tree does not hold; `usageReads` lets a test switch
+  /// the reports to counting the lessons.
   init(
     tree: TreeBuilder = standardTree(), data: TemporaryDirectory? = nil,
     key: Curve25519.Signing.PrivateKey = .init(), lessonBatch: Int? = nil,
-    unknownTeachers: UnknownTeacherLessons = .hold
+    unknownTeachers: UnknownTeacherLessons = .hold, usageReads: UsageReads = UsageReads()
   ) async throws {
     self.tree = tree
     signer = TokenSigner(keyID: "k1", key: key)
@@ -144,6 +145,7 @@ final class Harness: Sendable {
     settings.directoryPollInterval = .seconds(3600)
     if let lessonBatch { settings.lessonBatch = lessonBatch }
     settings.unknownTeacherLessons = unknownTeachers
+    settings.usageReads = usageReads
     var logger = Logger(label: "supervision-test")
     logger.logLevel = .critical
     let definition = try await buildSupervisionService(

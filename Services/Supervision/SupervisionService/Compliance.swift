@@ -258,21 +258,3 @@ public enum Ratio {
     return Decimal2.text(Decimal2.hundredths(count, per)) + ":1"
   }
 }
-
-extension TermCalendar {
-  /// The term's teaching days as day-number ranges: each run of consecutive teaching weeks,
-  /// clipped to the term's dates. Lessons outside them (holiday weeks) count for nothing.
-  public var teachingDayRanges: [ClosedRange<Int>] {
-    var out: [ClosedRange<Int>] = []
-    for week in teachingWeeks {
-      let first = max(week.dayNumber, start.dayNumber)
-      let last = min(week.dayNumber + 6, end.dayNumber)
-      if let prev = out.last, prev.upperBound + 1 == first {
-        out[out.count - 1] = prev.lowerBound...last
-      } else {
-        out.append(first...last)
-      }
-    }
-    return out
-  }
-}

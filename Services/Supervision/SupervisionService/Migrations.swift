@@ -102,5 +102,33 @@ enum SupervisionMigrations {
           CREATE INDEX sup_inspections_scope_day ON sup_inspections(org_path, day);
           """)
     }
+    // Usage counts kept beside the lessons (UsageCountsSQL): the reports read a row per
+    // classroom-week instead of every lesson, and no longer need the usage index over the
+    // lessons, which each imported lesson no longer writes.
+    migrator.registerMigration("supervision.6.usage-counts") { db in
+      let subjects = UsageCountsSQL.subjectColumnDefinitions("INTEGER")
+      try db.execute(
+        sql: """
+          CREATE TABLE sup_classroom_weeks (
+            classroom INTEGER NOT NULL,
+            week INTEGER NOT NULL,
+            lessons INTEGER NOT NULL,
+            manual INTEGER NOT NULL,
+            \(subjects),
+            PRIMARY KEY (classroom, week)
+          ) WITHOUT ROWID;
+          CREATE TABLE sup_teacher_weeks (
+            classroom INTEGER NOT NULL,
+            week INTEGER NOT NULL,
+            teacher TEXT NOT NULL,
+            lessons INTEGER NOT NULL,
+            PRIMARY KEY (classroom, week, teacher)
+          ) WITHOUT ROWID;
+          DROP INDEX sup_lessons_usage;
+          """)
+      for sql in UsageCountsSQL.backfill(postgres: false) + UsageCountsSQL.sqliteTriggers {
+        try db.execute(sql: sql)
+      }
+    }
   }
 }

@@ -134,5 +134,29 @@ extension SupervisionMigrations {
         "CREATE UNIQUE INDEX sup_inspections_key ON sup_inspections(natural_key)",
         "CREATE INDEX sup_inspections_scope_day ON sup_inspections(org_path, day)",
       ]),
+    // See the SQLite migration of the same name. The counts rows are rewritten by every batch
+    // that touches them: room left on each page keeps those updates in place (HOT).
+    PostgresMigration(
+      "supervision.6.usage-counts",
+      [
+        """
+        CREATE TABLE sup_classroom_weeks (
+          classroom bigint NOT NULL,
+          week integer NOT NULL,
+          lessons integer NOT NULL,
+          manual integer NOT NULL,
+          \(UsageCountsSQL.subjectColumnDefinitions("integer")),
+          PRIMARY KEY (classroom, week)) WITH (fillfactor = 70)
+        """,
+        """
+        CREATE TABLE sup_teacher_weeks (
+          classroom bigint NOT NULL,
+          week integer NOT NULL,
+          teacher text COLLATE "C" NOT NULL,
+          lessons integer NOT NULL,
+          PRIMARY KEY (classroom, week, teacher)) WITH (fillfactor = 70)
+        """,
+        "DROP INDEX sup_lessons_usage",
+      ] + UsageCountsSQL.backfill(postgres: true) + UsageCountsSQL.postgresFunctions),
   ]
 }

@@ -376,6 +376,52 @@ final class PostgresSupervisionStore: SupervisionStoring {
     return out
   }
 
+  func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    let (lo, hi) = Self.range(path)
+    let rows = try await store.query(
+      """
+      SELECT u.classroom, u.week, u.lessons, \(unescaped: UsageCountsSQL.subjectsPostgres),
+        u.manual
+      FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
+      WHERE c.org_path >= \(lo) AND c.org_path < \(hi)
+        AND u.week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND u.lessons > 0
+      """)
+    var out: [ClassroomWeek: WeekUsage] = [:]
+    out.reserveCapacity(rows.count)
+    for row in rows {
+      out[
+        ClassroomWeek(
+          classroom: try row[0].decode(Int64.self),
+          week: CalendarDate(dayNumber: try row[1].decode(Int.self)))] = WeekUsage(
+          lessons: try row[2].decode(Int.self), subjects: try row[3].decode(Int.self),
+          manual: try row[4].decode(Int.self))
+    }
+    return out
+  }
+
+  func teacherWeekCounts(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
+  {
+    let (lo, hi) = Self.range(path)
+    // Summed over the scope's classrooms here: one row per teacher and week comes back.
+    let rows = try await store.query(
+      """
+      SELECT t.teacher, t.week, sum(t.lessons)::int4
+      FROM sup_classrooms c JOIN sup_teacher_weeks t ON t.classroom = c.number
+      WHERE c.org_path >= \(lo) AND c.org_path < \(hi)
+        AND t.week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND t.lessons > 0
+      GROUP BY t.teacher, t.week
+      """)
+    var out: [String: [Int: Int]] = [:]
+    for row in rows {
+      out[try row[0].decode(String.self), default: [:]][try row[1].decode(Int.self)] =
+        try row[2].decode(Int.self)
+    }
+    return out
+  }
+
   func lessons(
     classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
     limit: Int
@@ -405,20 +451,6 @@ final class PostgresSupervisionStore: SupervisionStoring {
         source: try row["source"].decode(Int.self),
         verified: try row["verified"].decode(Int.self) != 0)
     }
-  }
-
-  func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
-    -> [String: Int]
-  {
-    let (lo, hi) = Self.range(path)
-    let rows = try await store.query(
-      """
-      SELECT teacher, COUNT(*) FROM sup_lessons
-      WHERE org_path >= \(lo) AND org_path < \(hi)
-        AND day BETWEEN \(days.lowerBound) AND \(days.upperBound) AND verified = 1
-      GROUP BY teacher
-      """)
-    return try Self.counts(rows)
   }
 
   func teacherWeeklyLessonCounts(under path: String, days: ClosedRange<Int>) async throws

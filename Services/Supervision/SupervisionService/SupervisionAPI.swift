@@ -15,13 +15,16 @@ public struct SupervisionAPI: Sendable {
   let unknownTeachers: UnknownTeacherLessons
   /// The default N of early warning's "below standard N teaching weeks running".
   let warningWeeks: Int
+  /// Whether the reports read the kept usage counts (always, in service) or the lessons.
+  let usageReads: UsageReads
 
   /// Handlers over `store`, resolving orgs and teachers through `directory`; a lesson import
   /// commits every `lessonBatch` accepted rows.
   public init(
     store: any SupervisionStoring, directory: OrgDirectory,
     now: @escaping @Sendable () -> Date = { Date() }, lessonBatch: Int = 2_000,
-    unknownTeachers: UnknownTeacherLessons = .hold, warningWeeks: Int = Warnings.defaultWeeks
+    unknownTeachers: UnknownTeacherLessons = .hold, warningWeeks: Int = Warnings.defaultWeeks,
+    usageReads: UsageReads = UsageReads()
   ) {
     self.store = store
     self.directory = directory
@@ -29,6 +32,60 @@ public struct SupervisionAPI: Sendable {
     self.lessonBatch = max(1, lessonBatch)
     self.unknownTeachers = unknownTeachers
     self.warningWeeks = min(20, max(1, warningWeeks))
+    self.usageReads = usageReads
+  }
+
+  /// The usage of each classroom under `path` in the weeks whose Mondays are in `weeks`.
+  func usage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    usageReads.fromLessons
+      ? try await store.lessonUsage(under: path, weeks: weeks)
+      : try await store.weekUsage(under: path, weeks: weeks)
+  }
+
+  /// Verified lessons under `path` per teacher and week of `weeks` (Mondays, in order),
+  /// counting only lessons on `days` (a term's dates): whole weeks from the kept counts, a
+  /// week that `days` cuts (a term starting or ending mid-week) from its lessons on those days.
+  func teacherLessons(under path: String, weeks: [CalendarDate], days: ClosedRange<Int>)
+    async throws -> [String: [Int: Int]]
+  {
+    guard let first = weeks.first, let last = weeks.last else { return [:] }
+    var out: [String: [Int: Int]] = [:]
+    func add(_ counts: [String: [Int: Int]], weeks wanted: Set<Int>) {
+      for (teacher, perWeek) in counts {
+        for (week, n) in perWeek where n > 0 && wanted.contains(week) {
+          out[teacher, default: [:]][week, default: 0] += n
+        }
+      }
+    }
+    if usageReads.fromLessons {
+      let clipped =
+        max(first.dayNumber, days.lowerBound)...min(last.dayNumber + 6, days.upperBound)
+      guard clipped.lowerBound <= clipped.upperBound else { return [:] }
+      add(
+        try await store.teacherWeeklyLessonCounts(under: path, days: clipped),
+        weeks: Set(weeks.map(\.dayNumber)))
+      return out
+    }
+    let whole = weeks.filter {
+      $0.dayNumber >= days.lowerBound && $0.dayNumber + 6 <= days.upperBound
+    }
+    if let a = whole.first, let b = whole.last {
+      add(
+        try await store.teacherWeekCounts(under: path, weeks: a.dayNumber...b.dayNumber),
+        weeks: Set(whole.map(\.dayNumber)))
+    }
+    for week in weeks {
+      let lo = max(week.dayNumber, days.lowerBound)
+      let hi = min(week.dayNumber + 6, days.upperBound)
+      // Whole weeks were read above; a week wholly outside `days` counts nothing.
+      guard lo <= hi, lo != week.dayNumber || hi != week.dayNumber + 6 else { continue }
+      add(
+        try await store.teacherWeeklyLessonCounts(under: path, days: lo...hi),
+        weeks: [week.dayNumber])
+    }
+    return out
   }
 
   /// True when `externalID` names an active teacher in identity's directory.
@@ -531,8 +588,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
     var usage: [ClassroomWeek: WeekUsage] = [:]
     if let first = weeks.first, let last = weeks.last {
-      usage = try await store.lessonUsage(
-        under: org.path, weeks: first.dayNumber...last.dayNumber)
+      usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
     }
     let scopePath = try path(org)
     let depth = scopePath.ids.count
@@ -593,7 +649,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let previous = i > 0 ? weeks[i - 1] : nil
     let classrooms = try await store.classrooms(
       under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
-    let usage = try await store.lessonUsage(
+    let usage = try await self.usage(
       under: org.path, weeks: (previous ?? week).dayNumber...week.dayNumber)
     let schools = directory.orgs(under: try path(org), kind: .school).map {
       WeeklyNoticeBuilder.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
@@ -618,10 +674,11 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
   {
     // Lessons in holiday weeks count for nothing: only the term's teaching days are counted.
     var counts: [String: Int] = [:]
-    for days in term.calendar.teachingDayRanges {
-      for (teacher, n) in try await store.teacherLessonCounts(under: org.path, days: days) {
-        counts[teacher, default: 0] += n
-      }
+    for (teacher, perWeek) in try await teacherLessons(
+      under: org.path, weeks: term.calendar.teachingWeeks,
+      days: term.start.dayNumber...term.end.dayNumber)
+    {
+      counts[teacher] = perWeek.values.reduce(0, +)
     }
     var report = Smartschool_Supervision_V1_TeacherTargetsReport()
     report.termCode = term.code
@@ -938,8 +995,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       guard let first = weeks.first, let last = weeks.last else {
         return ComplianceResult(weeks: [])
       }
-      let usage = try await store.lessonUsage(
-        under: org.path, weeks: first.dayNumber...last.dayNumber)
+      let usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
       return Compliance.evaluate(classrooms: classrooms.map(\.span), weeks: weeks, usage: usage)
       { schoolOf[$0.number] }
     }
@@ -1008,15 +1064,12 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     }
 
     if let first = weeks.first, let last = weeks.last {
-      // The teachers' lessons are read while the classrooms' are evaluated; weeks that are no
-      // teaching weeks are left out of them below.
-      let days =
-        max(first.dayNumber, term.start.dayNumber)...min(last.dayNumber + 6, term.end.dayNumber)
-      async let teacherCounts = store.teacherWeeklyLessonCounts(under: org.path, days: days)
+      // The teachers' lessons are read while the classrooms' are evaluated.
+      async let teacherCounts = teacherLessons(
+        under: org.path, weeks: weeks, days: term.start.dayNumber...term.end.dayNumber)
       let classrooms = try await store.classrooms(
         under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
-      let usage = try await store.lessonUsage(
-        under: org.path, weeks: first.dayNumber...last.dayNumber)
+      let usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
       let zero = WeekUsage(lessons: 0, subjects: 0)
       // Per school and week: classrooms in service, lessons, subjects (the notice's rule).
       var bySchool: [String: [CalendarDate: WeekUsage]] = [:]

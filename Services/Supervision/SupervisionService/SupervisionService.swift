@@ -20,6 +20,9 @@ public struct SupervisionSettings: Sendable {
   public var unknownTeacherLessons = UnknownTeacherLessons.hold
   /// Early warning's default N of "below standard N teaching weeks running" (1–20).
   public var warningWeeks = Warnings.defaultWeeks
+  /// Where the reports read usage from: the kept counts, unless a test switches it to the
+  /// lessons to check the counts (``UsageReads``).
+  public var usageReads = UsageReads()
 
   /// The defaults.
   public init() {}
@@ -67,7 +70,8 @@ public func buildSupervisionService(
   }
   let api = SupervisionAPI(
     store: store, directory: directory, now: settings.now, lessonBatch: settings.lessonBatch,
-    unknownTeachers: settings.unknownTeacherLessons, warningWeeks: settings.warningWeeks)
+    unknownTeachers: settings.unknownTeacherLessons, warningWeeks: settings.warningWeeks,
+    usageReads: settings.usageReads)
   return ServiceDefinition(
     name: "supervision", grpcServiceName: supervisionGRPCServiceName, services: [api],
     verifier: verifier, store: storage, background: [directory])

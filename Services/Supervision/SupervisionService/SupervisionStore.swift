@@ -86,18 +86,28 @@ public protocol SupervisionStoring: Sendable {
   func classrooms(under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?)
     async throws -> [ClassroomRecord]
 
+  /// Writes a batch of lessons (one transaction); the usage counts follow in it.
   func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts
+  /// The usage of each classroom under `path` in each week whose Monday's day number is in
+  /// `weeks`, counted from the verified lessons themselves (the check of ``weekUsage``).
   func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  /// ``lessonUsage`` read from the counts kept per classroom-week: one row per classroom-week
+  /// instead of one per lesson.
+  func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
     -> [ClassroomWeek: WeekUsage]
   func lessons(
     classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
     limit: Int
   ) async throws -> [LessonRecord]
-  func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
-    -> [String: Int]
-  /// Verified lessons on `days` under `path` per teacher and week (its Monday's day number):
-  /// one pass over the lessons, for series of many weeks.
+  /// Verified lessons on `days` under `path` per teacher and week (its Monday's day number),
+  /// counted from the lessons.
   func teacherWeeklyLessonCounts(under path: String, days: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
+  /// Verified lessons in the weeks whose Monday's day number is in `weeks` (whole weeks) of
+  /// the classrooms under `path`, per teacher and week, from the counts kept per classroom,
+  /// teacher and week.
+  func teacherWeekCounts(under path: String, weeks: ClosedRange<Int>) async throws
     -> [String: [Int: Int]]
 
   func createTraining(
@@ -393,6 +403,49 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     }
   }
 
+  public func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    let (lo, hi) = Self.range(path)
+    return try await store.scan { db in
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT u.classroom, u.week, u.lessons, \(UsageCountsSQL.subjectsSQLite), u.manual
+            FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
+            WHERE c.org_path >= ? AND c.org_path < ? AND u.week BETWEEN ? AND ?
+              AND u.lessons > 0
+            """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
+      var out: [ClassroomWeek: WeekUsage] = [:]
+      while let row = try rows.next() {
+        out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
+          WeekUsage(lessons: row[2], subjects: row[3], manual: row[4])
+      }
+      return out
+    }
+  }
+
+  public func teacherWeekCounts(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
+  {
+    let (lo, hi) = Self.range(path)
+    return try await store.scan { db in
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT t.teacher, t.week, t.lessons
+            FROM sup_classrooms c JOIN sup_teacher_weeks t ON t.classroom = c.number
+            WHERE c.org_path >= ? AND c.org_path < ? AND t.week BETWEEN ? AND ?
+              AND t.lessons > 0
+            """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
+      var out: [String: [Int: Int]] = [:]
+      while let row = try rows.next() {
+        out[row[0] as String, default: [:]][row[1], default: 0] += row[2] as Int
+      }
+      return out
+    }
+  }
+
   public func lessons(
     classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
     limit: Int
@@ -441,22 +494,6 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       var out: [String: [Int: Int]] = [:]
       while let row = try rows.next() { out[row[0] as String, default: [:]][row[1]] = row[2] }
       return out
-    }
-  }
-
-  public func teacherLessonCounts(under path: String, days: ClosedRange<Int>) async throws
-    -> [String: Int]
-  {
-    let (lo, hi) = Self.range(path)
-    return try await store.scan { db in
-      let rows = try Row.fetchAll(
-        db.cachedStatement(
-          sql: """
-            SELECT teacher, COUNT(*) FROM sup_lessons
-            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? AND verified = 1
-            GROUP BY teacher
-            """), arguments: [lo, hi, days.lowerBound, days.upperBound])
-      return Dictionary(uniqueKeysWithValues: rows.map { ($0[0] as String, $0[1] as Int) })
     }
   }
 

@@ -97,8 +97,7 @@ extension SupervisionAPI {
       let weeks = term.calendar.teachingWeeks
       var usage: [ClassroomWeek: WeekUsage] = [:]
       if let first = weeks.first, let last = weeks.last {
-        usage = try await store.lessonUsage(
-          under: org.path, weeks: first.dayNumber...last.dayNumber)
+        usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
       }
       var counts = TrendSeries.Counts()
       counts.weeks = weeks.count

@@ -1,0 +1,203 @@
+import Synchronization
+
+/// Where the reports read smart-classroom use from. In service: the counts per classroom-week
+/// (`sup_classroom_weeks`) and per classroom, teacher and week (`sup_teacher_weeks`) that the
+/// database keeps beside the lessons, written by triggers in the transaction that writes the
+/// lessons. Switched to `fromLessons`, the reports count the lessons themselves as they did
+/// before the counts existed: slower, and kept only so that a test can check that every report
+/// reads the same from both.
+public final class UsageReads: Sendable {
+  private let raw = Atomic<Bool>(false)
+
+  /// Reads from the counts.
+  public init() {}
+
+  /// True when the reports count the lessons instead of reading the kept counts.
+  public var fromLessons: Bool {
+    get { raw.load(ordering: .relaxed) }
+    set { raw.store(newValue, ordering: .relaxed) }
+  }
+}
+
+/// The SQL of the usage counts, the same columns on both stores: per classroom-week the
+/// verified lessons, the manual ones among them and one count per subject (`s1`…`s16`, so that
+/// a lesson changing subject moves one count and the distinct subjects stay exact); per
+/// classroom, week and teacher the verified lessons. A count may fall to 0 (a lesson held
+/// again, or moved to another teacher); readers skip such rows.
+enum UsageCountsSQL {
+  /// The subject count columns.
+  static let subjectColumns = (1...16).map { "s\($0)" }
+
+  /// The distinct subjects of the counts row `u`, on SQLite (booleans are integers).
+  static var subjectsSQLite: String {
+    subjectColumns.map { "(u.\($0) > 0)" }.joined(separator: " + ")
+  }
+
+  /// The distinct subjects of the counts row `u`, on PostgreSQL.
+  static var subjectsPostgres: String {
+    subjectColumns.map { "(u.\($0) > 0)::int" }.joined(separator: " + ")
+  }
+
+  /// `s1 integer NOT NULL DEFAULT 0, …` in `type`.
+  static func subjectColumnDefinitions(_ type: String) -> String {
+    subjectColumns.map { "\($0) \(type) NOT NULL DEFAULT 0" }.joined(separator: ", ")
+  }
+
+  /// `SUM(subject = 1), …` on SQLite, `count(*) FILTER (WHERE subject = 1), …` on PostgreSQL:
+  /// the per-subject counts of a group of lesson rows.
+  static func subjectSums(postgres: Bool, sign: String = "") -> String {
+    (1...16).map { k in
+      postgres
+        ? "sum(CASE WHEN subject = \(k) THEN \(sign.isEmpty ? "1" : sign) ELSE 0 END)"
+        : "SUM(subject = \(k))"
+    }.joined(separator: ", ")
+  }
+
+  /// `s1 = t.s1 + excluded.s1, …` (`t` the counts table's alias, empty on SQLite).
+  static func subjectIncrements(alias: String) -> String {
+    let prefix = alias.isEmpty ? "" : alias + "."
+    return subjectColumns.map { "\($0) = \(prefix)\($0) + excluded.\($0)" }
+      .joined(separator: ", ")
+  }
+
+  /// The SQLite triggers: a verified lesson inserted counts; a lesson updated moves its counts
+  /// when its subject, source, teacher or verification changed (its classroom and week are its
+  /// key and never change).
+  static var sqliteTriggers: [String] {
+    let newSubjects = (1...16).map { "NEW.subject = \($0)" }.joined(separator: ", ")
+    let oldDecrements = subjectColumns.enumerated().map { i, c in
+      "\(c) = \(c) - (OLD.subject = \(i + 1))"
+    }.joined(separator: ", ")
+    let columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
+    let upsertClassroomWeek = """
+      INSERT INTO sup_classroom_weeks (\(columns))
+        SELECT NEW.classroom, NEW.week, 1, NEW.source = 3, \(newSubjects) WHERE NEW.verified = 1
+        ON CONFLICT (classroom, week) DO UPDATE SET lessons = lessons + 1,
+          manual = manual + excluded.manual, \(subjectIncrements(alias: ""));
+      """
+    let upsertTeacherWeek = """
+      INSERT INTO sup_teacher_weeks (classroom, week, teacher, lessons)
+        SELECT NEW.classroom, NEW.week, NEW.teacher, 1 WHERE NEW.verified = 1
+        ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = lessons + 1;
+      """
+    return [
+      """
+      CREATE TRIGGER sup_lessons_count_insert AFTER INSERT ON sup_lessons
+      WHEN NEW.verified = 1 BEGIN
+        \(upsertClassroomWeek)
+        \(upsertTeacherWeek)
+      END
+      """,
+      """
+      CREATE TRIGGER sup_lessons_count_classroom_week
+      AFTER UPDATE OF subject, source, verified ON sup_lessons
+      WHEN OLD.subject <> NEW.subject OR OLD.source <> NEW.source
+        OR OLD.verified <> NEW.verified BEGIN
+        UPDATE sup_classroom_weeks SET lessons = lessons - 1, manual = manual - (OLD.source = 3),
+          \(oldDecrements)
+        WHERE classroom = OLD.classroom AND week = OLD.week AND OLD.verified = 1;
+        \(upsertClassroomWeek)
+      END
+      """,
+      """
+      CREATE TRIGGER sup_lessons_count_teacher_week AFTER UPDATE OF teacher, verified ON sup_lessons
+      WHEN OLD.teacher <> NEW.teacher OR OLD.verified <> NEW.verified BEGIN
+        UPDATE sup_teacher_weeks SET lessons = lessons - 1
+        WHERE classroom = OLD.classroom AND week = OLD.week AND teacher = OLD.teacher
+          AND OLD.verified = 1;
+        \(upsertTeacherWeek)
+      END
+      """,
+    ]
+  }
+
+  /// The PostgreSQL trigger functions (statement-level, over the transition tables, so that a
+  /// batch of lessons — one upsert statement or one COPY — adds its counts in two statements,
+  /// in key order so that replicas writing the same counts lock them in one order).
+  static var postgresFunctions: [String] {
+    let columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
+    let classroomWeekConflict = """
+      ON CONFLICT (classroom, week) DO UPDATE SET lessons = t.lessons + excluded.lessons,
+        manual = t.manual + excluded.manual, \(subjectIncrements(alias: "t"))
+      """
+    let teacherWeekConflict = """
+      ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = t.lessons + excluded.lessons
+      """
+    // A changed row as (sign, old or new values): -1 for what it was, +1 for what it is.
+    func changed(_ differs: String) -> String {
+      """
+      SELECT -1 AS n, o.classroom, o.week, o.teacher, o.subject, o.source, o.verified
+        FROM old_lessons o JOIN new_lessons x USING (classroom, day, period) WHERE \(differs)
+      UNION ALL
+      SELECT 1, x.classroom, x.week, x.teacher, x.subject, x.source, x.verified
+        FROM old_lessons o JOIN new_lessons x USING (classroom, day, period) WHERE \(differs)
+      """
+    }
+    let classroomWeekDiffers =
+      "(o.subject, o.source, o.verified) IS DISTINCT FROM (x.subject, x.source, x.verified)"
+    let teacherWeekDiffers = "(o.teacher, o.verified) IS DISTINCT FROM (x.teacher, x.verified)"
+    return [
+      """
+      CREATE FUNCTION sup_lessons_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO sup_classroom_weeks AS t (\(columns))
+        SELECT classroom, week, count(*), count(*) FILTER (WHERE source = 3),
+          \(subjectSums(postgres: true))
+        FROM new_lessons WHERE verified = 1 GROUP BY classroom, week ORDER BY classroom, week
+        \(classroomWeekConflict);
+        INSERT INTO sup_teacher_weeks AS t (classroom, week, teacher, lessons)
+        SELECT classroom, week, teacher, count(*) FROM new_lessons WHERE verified = 1
+        GROUP BY classroom, week, teacher ORDER BY classroom, week, teacher
+        \(teacherWeekConflict);
+        RETURN NULL;
+      END $$
+      """,
+      """
+      CREATE FUNCTION sup_lessons_count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO sup_classroom_weeks AS t (\(columns))
+        SELECT classroom, week, sum(n), sum(CASE WHEN source = 3 THEN n ELSE 0 END),
+          \(subjectSums(postgres: true, sign: "n"))
+        FROM (\(changed(classroomWeekDiffers))) d
+        WHERE verified = 1 GROUP BY classroom, week ORDER BY classroom, week
+        \(classroomWeekConflict);
+        INSERT INTO sup_teacher_weeks AS t (classroom, week, teacher, lessons)
+        SELECT classroom, week, teacher, sum(n)
+        FROM (\(changed(teacherWeekDiffers))) d
+        WHERE verified = 1 GROUP BY classroom, week, teacher ORDER BY classroom, week, teacher
+        \(teacherWeekConflict);
+        RETURN NULL;
+      END $$
+      """,
+      """
+      CREATE TRIGGER sup_lessons_count_insert AFTER INSERT ON sup_lessons
+      REFERENCING NEW TABLE AS new_lessons
+      FOR EACH STATEMENT EXECUTE FUNCTION sup_lessons_count_insert()
+      """,
+      """
+      CREATE TRIGGER sup_lessons_count_update AFTER UPDATE ON sup_lessons
+      REFERENCING OLD TABLE AS old_lessons NEW TABLE AS new_lessons
+      FOR EACH STATEMENT EXECUTE FUNCTION sup_lessons_count_update()
+      """,
+    ]
+  }
+
+  /// Fills the counts from the lessons stored before they existed (same SQL on both stores
+  /// but for the per-subject sums).
+  static func backfill(postgres: Bool) -> [String] {
+    let columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
+    let manual = postgres ? "count(*) FILTER (WHERE source = 3)" : "SUM(source = 3)"
+    return [
+      """
+      INSERT INTO sup_classroom_weeks (\(columns))
+      SELECT classroom, week, count(*), \(manual), \(subjectSums(postgres: postgres))
+      FROM sup_lessons WHERE verified = 1 GROUP BY classroom, week
+      """,
+      """
+      INSERT INTO sup_teacher_weeks (classroom, week, teacher, lessons)
+      SELECT classroom, week, teacher, count(*) FROM sup_lessons WHERE verified = 1
+      GROUP BY classroom, week, teacher
+      """,
+    ]
+  }
+}
