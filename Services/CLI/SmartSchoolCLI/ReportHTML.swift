@@ -1,4 +1,5 @@
 import Foundation
+import ServiceRuntime
 
 /// A chart of a report, drawn as inline SVG in its HTML file: bars (one series), grouped bars
 /// (several series side by side per label) or a line chart (one line per series).
@@ -111,16 +112,6 @@ extension Report {
     return out + "</body>\n</html>\n"
   }
 }
-
-/// `text` with `& < > " '` as HTML character references, safe in text and quoted attributes.
-func escapeHTML(_ text: String) -> String {
-  guard text.contains(where: { htmlReferences[$0] != nil }) else { return text }
-  return text.reduce(into: "") { out, c in out += htmlReferences[c] ?? String(c) }
-}
-
-private let htmlReferences: [Character: String] = [
-  "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;",
-]
 
 /// The pieces of a report's HTML page.
 enum ReportHTML {

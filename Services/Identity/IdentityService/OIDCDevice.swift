@@ -316,18 +316,18 @@ extension OIDCPages {
     return page(
       title: "设备请求登录 Device sign-in",
       body: """
-        <h1>设备 <strong>\(HTML.escape(clientName))</strong> 请求登录<br>
-        <span lang="en">The device \(HTML.escape(clientName)) asks to sign in</span></h1>
+        <h1>设备 <strong>\(escapeHTML(clientName))</strong> 请求登录<br>
+        <span lang="en">The device \(escapeHTML(clientName)) asks to sign in</span></h1>
         \(notice)
         <p>验证码 <span lang="en">Code</span>:
-        <strong id="user-code">\(HTML.escape(userCode))</strong></p>
-        <p>请确认设备上显示的是同一个验证码。允许后，该设备将以 <strong>\(HTML.escape(user))</strong>
-        的身份登录（权限：\(HTML.escape(scope.joined(separator: " "))))。<br>
+        <strong id="user-code">\(escapeHTML(userCode))</strong></p>
+        <p>请确认设备上显示的是同一个验证码。允许后，该设备将以 <strong>\(escapeHTML(user))</strong>
+        的身份登录（权限：\(escapeHTML(scope.joined(separator: " "))))。<br>
         <span lang="en">Check that the device shows the same code. If you approve, it signs in as
-        \(HTML.escape(user)) (scope: \(HTML.escape(scope.joined(separator: " ")))).</span></p>
+        \(escapeHTML(user)) (scope: \(escapeHTML(scope.joined(separator: " ")))).</span></p>
         <form method="post" action="device">
-        <input type="hidden" name="user_code" value="\(HTML.escape(userCode))">
-        <input type="hidden" name="csrf" value="\(HTML.escape(csrf))">
+        <input type="hidden" name="user_code" value="\(escapeHTML(userCode))">
+        <input type="hidden" name="csrf" value="\(escapeHTML(csrf))">
         <button type="submit" name="decision" value="approve">允许
         <span lang="en">Approve</span></button>
         <button type="submit" name="decision" value="deny" class="secondary">拒绝
@@ -338,7 +338,7 @@ extension OIDCPages {
 
   /// The end of a decision.
   static func deviceDone(clientName: String, approved: Bool) -> String {
-    let name = HTML.escape(clientName)
+    let name = escapeHTML(clientName)
     return page(
       title: approved ? "已允许 Approved" : "已拒绝 Denied",
       body: approved

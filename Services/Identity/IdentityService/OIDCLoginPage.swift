@@ -1,4 +1,5 @@
 import Foundation
+import ServiceRuntime
 
 /// The pages a browser sees at identity: the sign-in form and the error page. Chinese first
 /// with English beside it; no script and no external asset (styles inline), so they work
@@ -11,20 +12,20 @@ enum OIDCPages {
     username: String, message: (zh: String, en: String)?
   ) -> String {
     let fields = (hidden + [("csrf", csrf)]).map {
-      "<input type=\"hidden\" name=\"\(HTML.escape($0.0))\" value=\"\(HTML.escape($0.1))\">"
+      "<input type=\"hidden\" name=\"\(escapeHTML($0.0))\" value=\"\(escapeHTML($0.1))\">"
     }.joined(separator: "\n")
     let notice = message.map { alert($0.zh, $0.en) } ?? ""
     return page(
       title: "登录 Sign in",
       body: """
         <h1>统一身份认证<br><span lang="en">SmartSchool sign-in</span></h1>
-        <p class="app">登录到 <strong>\(HTML.escape(clientName))</strong><br>
-        <span lang="en">to continue to \(HTML.escape(clientName))</span></p>
+        <p class="app">登录到 <strong>\(escapeHTML(clientName))</strong><br>
+        <span lang="en">to continue to \(escapeHTML(clientName))</span></p>
         \(notice)
-        <form method="post" action="\(HTML.escape(action))">
+        <form method="post" action="\(escapeHTML(action))">
         \(fields)
         <label for="username">用户名 <span lang="en">Username</span></label>
-        <input id="username" name="username" value="\(HTML.escape(username))" required
+        <input id="username" name="username" value="\(escapeHTML(username))" required
           autocomplete="username" autocapitalize="none" spellcheck="false" maxlength="64">
         <label for="password">密码 <span lang="en">Password</span></label>
         <input id="password" name="password" type="password" required
@@ -49,8 +50,8 @@ enum OIDCPages {
   /// Why the last attempt failed, in both languages.
   static func alert(_ zh: String, _ en: String) -> String {
     """
-    <p class="alert" role="alert">\(HTML.escape(zh))<br>
-    <span lang="en">\(HTML.escape(en))</span></p>
+    <p class="alert" role="alert">\(escapeHTML(zh))<br>
+    <span lang="en">\(escapeHTML(en))</span></p>
     """
   }
 
@@ -61,7 +62,7 @@ enum OIDCPages {
     <head>
     <meta charset="utf-8">
     <meta name="viewport" content="width=device-width, initial-scale=1">
-    <title>\(HTML.escape(title))</title>
+    <title>\(escapeHTML(title))</title>
     <style>
     body{margin:0;font-family:system-ui,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",sans-serif;background:#f3f5f8;color:#1c2430}
     main{max-width:24rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:.5rem;box-shadow:0 1px 4px rgba(0,0,0,.12)}

@@ -125,7 +125,7 @@ extension OIDCPages {
   /// Asks the user to confirm a logout that no app's ID token vouches for.
   static func logoutConfirm(hidden: [(String, String)], csrf: String) -> String {
     let fields = (hidden + [("csrf", csrf)]).map {
-      "<input type=\"hidden\" name=\"\(HTML.escape($0.0))\" value=\"\(HTML.escape($0.1))\">"
+      "<input type=\"hidden\" name=\"\(escapeHTML($0.0))\" value=\"\(escapeHTML($0.1))\">"
     }.joined(separator: "\n")
     return page(
       title: "退出登录 Sign out",

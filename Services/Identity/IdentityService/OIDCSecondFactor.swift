@@ -157,7 +157,7 @@ extension OIDCPages {
     enrolment: Smartschool_Identity_V1_TotpEnrolment?, message: (zh: String, en: String)?
   ) -> String {
     let fields = (hidden + [("csrf", csrf)]).map {
-      "<input type=\"hidden\" name=\"\(HTML.escape($0.0))\" value=\"\(HTML.escape($0.1))\">"
+      "<input type=\"hidden\" name=\"\(escapeHTML($0.0))\" value=\"\(escapeHTML($0.1))\">"
     }.joined(separator: "\n")
     let notice = message.map { alert($0.zh, $0.en) } ?? ""
     var grouped = ""
@@ -170,8 +170,8 @@ extension OIDCPages {
       <p>您的账号需要两步验证。请在验证器应用中添加以下密钥，然后输入应用显示的 6 位数字。<br>
       <span lang="en">Your account needs two-step verification. Add this key to an authenticator
       app, then enter the 6-digit code it shows.</span></p>
-      <p><code id="totp-secret">\(HTML.escape(grouped))</code></p>
-      <p><a href="\(HTML.escape($0.otpauthUri))">在本机验证器应用中打开
+      <p><code id="totp-secret">\(escapeHTML(grouped))</code></p>
+      <p><a href="\(escapeHTML($0.otpauthUri))">在本机验证器应用中打开
       <span lang="en">Open in an authenticator app on this device</span></a></p>
       """
     } ?? """
@@ -183,8 +183,8 @@ extension OIDCPages {
       title: "两步验证 Two-step verification",
       body: """
         <h1>两步验证<br><span lang="en">Two-step verification</span></h1>
-        <p class="app">登录到 <strong>\(HTML.escape(clientName))</strong><br>
-        <span lang="en">to continue to \(HTML.escape(clientName))</span></p>
+        <p class="app">登录到 <strong>\(escapeHTML(clientName))</strong><br>
+        <span lang="en">to continue to \(escapeHTML(clientName))</span></p>
         \(notice)
         \(setup)
         <form method="post" action="second-factor">
@@ -199,7 +199,7 @@ extension OIDCPages {
 
   /// The recovery codes of a new enrolment, shown once, and the way on to the app.
   static func recoveryCodes(_ codes: [String], continueTo link: String) -> String {
-    let items = codes.map { "<li><code>\(HTML.escape($0))</code></li>" }.joined(separator: "\n")
+    let items = codes.map { "<li><code>\(escapeHTML($0))</code></li>" }.joined(separator: "\n")
     return page(
       title: "恢复码 Recovery codes",
       body: """
@@ -210,7 +210,7 @@ extension OIDCPages {
         <ul id="recovery-codes">
         \(items)
         </ul>
-        <p><a id="continue" href="\(HTML.escape(link))">继续 <span lang="en">Continue</span></a></p>
+        <p><a id="continue" href="\(escapeHTML(link))">继续 <span lang="en">Continue</span></a></p>
         """)
   }
 }
