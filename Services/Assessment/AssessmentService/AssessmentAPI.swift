@@ -597,6 +597,18 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     }
   }
 
+  /// Sets the attendance counts (应考/实考/缺考) of `figures` from the scope's tallies.
+  static func countAttendance(
+    _ figures: inout Smartschool_Assessment_V1_ScopeStatistics, _ tally: ScopeTally,
+    reportsMissing: Bool
+  ) {
+    figures.expectedCount = Int64(tally.sat + tally.absent)
+    figures.satCount = Int64(tally.sat)
+    figures.absentCount = Int64(tally.absent)
+    figures.exemptCount = Int64(tally.exempt)
+    figures.incompleteCount = Int64(reportsMissing ? tally.incomplete : 0)
+  }
+
   /// Sets the attendance counts (应考/实考/缺考) of `figures` from the scope's students.
   static func countAttendance(
     _ figures: inout Smartschool_Assessment_V1_ScopeStatistics, _ students: [StudentResult],
@@ -734,14 +746,19 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
   ) async throws -> Smartschool_Assessment_V1_ExamStatistics {
     let principal = try Principal.require()
     let bins = try Self.binCount(request.binCount, childrenKind: request.childrenKind)
-    let (record, scopeOrg, children, everyone) = try await scopedResults(
-      principal, exam: request.examCode, scope: request.scopeOrgCode, kind: request.childrenKind)
-    // Absent and exempt students are counted and listed, in no figure.
-    let students = everyone.filter(\.sat)
+    let record = try await exam(code: request.examCode, field: "exam_code")
+    let (scopeOrg, scopePath) = try scope(of: record, code: request.scopeOrgCode)
+    let children = try children(
+      of: scopeOrg, path: scopePath, exam: record, kind: request.childrenKind)
+    try principal.require(.resultsRead, at: scopePath)
+    // The exam's tallies (kept by the score batches), not its students' scores.
+    let path = scopeOrg == nil ? record.orgPath : scopePath.description
+    let tallies = try await store.scopeTallies(exam: record, scopePath: path)
+    let scope = ScopeTally.of(tallies.rows, path: path)
     let reportsMissing = record.reportsMissingItems
     let fullMarks = record.exam.fullMarks
     // The scope's lines serve its children too (a top share is of the scope).
-    let lines = record.lineRules.lines(fullMarks: fullMarks, totals: students.map(\.total))
+    let lines = record.lineRules.lines(fullMarks: fullMarks, totals: scope.totals)
     var stats = Smartschool_Assessment_V1_ExamStatistics()
     stats.examCode = record.exam.code
     stats.lines = .with {
@@ -751,12 +768,13 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       $0.low = lines.low
     }
     stats.scope = Self.scopeFigures(
-      students.map(\.total), org: scopeOrg, lines: lines, fullMarks: fullMarks, bins: bins)
-    Self.countAttendance(&stats.scope, everyone, reportsMissing: reportsMissing)
-    stats.notTested = Self.notTested(everyone)
+      scope.totals, org: scopeOrg, lines: lines, fullMarks: fullMarks, bins: bins)
+    Self.countAttendance(&stats.scope, scope, reportsMissing: reportsMissing)
+    // Absent and exempt students are counted and listed, in no figure.
+    stats.notTested = Self.notTested(tallies.marked)
     if reportsMissing {
       let numbers = record.itemNumbers
-      stats.incomplete = students.filter { !$0.missing.isEmpty }
+      stats.incomplete = tallies.incomplete
         .sorted { ($0.classCode, $0.externalID) < ($1.classCode, $1.externalID) }
         .map { s in
           .with {
@@ -768,20 +786,31 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
     }
 
-    let studentsByChild = Self.byChild(everyone, children: children)
+    let byChild = ScopeTally.byChild(tallies.rows, childIDs: Set(children.map(\.id)))
     var childStats = children.map {
+      let tally = byChild[$0.id] ?? ScopeTally()
       var figures = Self.scopeFigures(
-        (studentsByChild[$0.id] ?? []).filter(\.sat).map(\.total), org: $0, lines: lines,
-        fullMarks: fullMarks, bins: bins)
-      Self.countAttendance(&figures, studentsByChild[$0.id] ?? [], reportsMissing: reportsMissing)
+        tally.totals, org: $0, lines: lines, fullMarks: fullMarks, bins: bins)
+      Self.countAttendance(&figures, tally, reportsMissing: reportsMissing)
       return figures
     }
     Self.rankSiblings(&childStats)
     stats.children = childStats
 
-    let analysis = ItemAnalysis.compute(
-      students.map { StudentItemScores(externalID: $0.externalID, scores: $0.scores) },
-      maxScores: record.exam.items.map(\.maxScore))
+    let maxScores = record.exam.items.map(\.maxScore)
+    let analysis: ItemAnalysis
+    if path == record.orgPath {
+      analysis = ItemAnalysis.compute(
+        levels: tallies.rows.filter { $0.path == path && $0.kind == TallyKind.sat },
+        maxScores: maxScores, boundary: tallies.boundary)
+    } else {
+      // A scope below the exam's org: its own students' scores (the tallies keep item sums
+      // for the exam's org only).
+      let students = try await store.results(exam: record, scopePath: path).filter(\.sat)
+      analysis = ItemAnalysis.compute(
+        students.map { StudentItemScores(externalID: $0.externalID, scores: $0.scores) },
+        maxScores: maxScores)
+    }
     stats.items = zip(record.exam.items, analysis.items).map { item, f in
       .with {
         $0.number = item.number

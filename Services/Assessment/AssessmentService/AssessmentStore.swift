@@ -110,6 +110,9 @@ struct ScoreTarget {
   /// The declared options of the items that have them.
   var options: [Int32: [String]] = [:]
 
+  /// The item numbers ascending (the tallies' column order).
+  var itemNumbers: [Int32] { maxScores.keys.sorted() }
+
   /// Why `row` may not be written to `target` (nil: the exam does not exist), or nil when
   /// it may. Both stores check rows alike.
   static func rejection(_ row: PendingScore, _ target: ScoreTarget?) -> ScoreRejection? {
@@ -434,7 +437,7 @@ public struct StudentStanding: Sendable {
   public var result: StudentResult
   /// The student's stored total: the same sum as everyone else's, so equal totals compare equal.
   public var total: Double
-  /// Every total on the exam of a student who sat, in student-row order.
+  /// Every total on the exam of a student who sat, ascending (from the exam's tallies).
   public var totals: [Double]
   public var classSize: Int
   /// Students of the class with a higher total.
@@ -531,6 +534,9 @@ public protocol AssessmentStoring: Sendable {
   func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult]
   /// The student's results and standing; nil when the student has no scores on the exam.
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding?
+  /// The tallies of `scopePath` (nil: the exam's org) and every path under it, with what a
+  /// statistics report reads beside them (``ScopeTallies``), in one read.
+  func scopeTallies(exam: ExamRecord, scopePath: String?) async throws -> ScopeTallies
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   /// The chosen options recorded on the exam (under `scopePath` when given), by student then
@@ -753,7 +759,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       result.rejections = batch.rejections
       let find = try db.cachedStatement(
         sql: """
-          SELECT sid, attendance, length(scores) > 0 FROM asm_students
+          SELECT sid, attendance, length(scores) > 0, total FROM asm_students
           WHERE exam = ? AND student = ?
           """)
       // A student not yet written has no scores but this batch's: it goes in with its total
@@ -778,7 +784,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       var refused = 0
       var touched: [Int64] = []
       // The feed's sheets: of the students that existed, before and (below) after the batch.
-      var sheets: [(s: StudentScores, sid: Int64, old: SheetState?, new: SheetState?)] = []
+      var sheets:
+        [(s: StudentScores, sid: Int64, old: SheetState?, new: SheetState?, oldTotal: Double)] =
+          []
       for s in batch.students {
         guard let row = s.lastAccepted else { continue }
         let stored = try Row.fetchOne(find, arguments: [s.exam, s.student])
@@ -789,7 +797,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         guard decision.writes else { continue }
         if let stored {
           let sid: Int64 = stored[0]
-          sheets.append((s, sid, try Self.sheet(db, sid: sid), nil))
+          sheets.append((s, sid, try Self.sheet(db, sid: sid), nil, stored[3]))
           try moveStudent.execute(arguments: [row.classCode, row.schoolCode, row.classPath, sid])
           if let mark = decision.attendance {
             try markStudent.execute(arguments: [mark.code, mark.reason, sid])
@@ -817,7 +825,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         for (item, score) in s.scores {
           fresh.append((sid, item, score, s.choices[item] ?? ""))
         }
-        sheets.append((s, sid, nil, s.createdSheet(mark: mark)))
+        sheets.append((s, sid, nil, s.createdSheet(mark: mark), 0))
         // A new student's mark creates it; its scores are new rows.
         created += s.scores.isEmpty ? 1 : s.scores.count
       }
@@ -837,9 +845,21 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           try Row.fetchAll(scoresOf, arguments: [sid]).map { (item: $0[0], score: $0[1]) })
         try keep.execute(arguments: [packed, sid])
       }
-      for (s, sid, old, new) in sheets {
+      // Each changed student's old state leaves the exam's tallies and its new state enters.
+      var tallies: [Int64: TallyChanges] = [:]
+      let totalOf = try db.cachedStatement(sql: "SELECT total FROM asm_students WHERE sid = ?")
+      for (s, sid, old, new, oldTotal) in sheets {
         let code = s.lastAccepted!.examCode
         let after = old == nil ? new : try Self.sheet(db, sid: sid)
+        let target = targets[code]!
+        let items = target.itemNumbers
+        var changes = tallies[s.exam] ?? TallyChanges(examPath: target.orgPath)
+        if let old { changes.add(TallyState(sheet: old, total: oldTotal, items: items), sign: -1) }
+        if let after {
+          let total = old == nil ? s.total : try Double.fetchOne(totalOf, arguments: [sid]) ?? 0
+          changes.add(TallyState(sheet: after, total: total, items: items), sign: 1)
+        }
+        tallies[s.exam] = changes
         let key = SheetState.key(exam: code, student: s.student)
         for event in SheetState.events(exam: code, student: s.student, old: old, new: after) {
           try ChangeFeed.record(
@@ -847,10 +867,85 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
             orgPath: event.orgPath, payload: event.payload)
         }
       }
+      for (exam, changes) in tallies.sorted(by: { $0.key < $1.key }) {
+        try Self.writeTallies(db, exam: exam, changes)
+      }
       result.rejections.sort { $0.index < $1.index }
       result.created = created
       result.updated = batch.accepted - refused - created
       return result
+    }
+  }
+
+  /// Applies `changes` to the tallies of exam `exam` (row by row: the single writer makes the
+  /// read and the write one step).
+  static func writeTallies(_ db: Database, exam: Int64, _ changes: TallyChanges) throws {
+    let read = try db.cachedStatement(
+      sql: """
+        SELECT count, sums, squares FROM asm_tallies
+        WHERE exam = ? AND path = ? AND kind = ? AND total = ?
+        """)
+    let insert = try db.cachedStatement(
+      sql: """
+        INSERT INTO asm_tallies (exam, path, kind, total, count, sums, squares)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        """)
+    let update = try db.cachedStatement(
+      sql: """
+        UPDATE asm_tallies SET count = ?, sums = ?, squares = ?
+        WHERE exam = ? AND path = ? AND kind = ? AND total = ?
+        """)
+    let delete = try db.cachedStatement(
+      sql: "DELETE FROM asm_tallies WHERE exam = ? AND path = ? AND kind = ? AND total = ?")
+    for (key, delta) in changes.ordered {
+      let keyArguments: StatementArguments = [exam, key.path, key.kind, key.total]
+      let stored = try Row.fetchOne(read, arguments: keyArguments).map {
+        TallyRow(
+          path: key.path, kind: key.kind, total: key.total, count: $0[0],
+          sums: PackedDoubles.unpack($0[1]), squares: PackedDoubles.unpack($0[2]))
+      }
+      guard let row = TallyChanges.apply(delta, to: stored, key: key) else {
+        if stored != nil { try delete.execute(arguments: keyArguments) }
+        continue
+      }
+      let values: StatementArguments = [
+        row.count, PackedDoubles.pack(row.sums), PackedDoubles.pack(row.squares),
+      ]
+      if stored == nil {
+        try insert.execute(arguments: [exam, key.path, key.kind, key.total] + values)
+      } else {
+        try update.execute(arguments: values + keyArguments)
+      }
+    }
+  }
+
+  /// Makes every exam's tallies again from its student rows (the migration that adds them).
+  static func rebuildTallies(_ db: Database) throws {
+    try db.execute(sql: "DELETE FROM asm_tallies")
+    for exam in try Row.fetchAll(db, sql: "SELECT number, org_path FROM asm_exams") {
+      let number: Int64 = exam[0]
+      let items = try Int32.fetchAll(
+        db, sql: "SELECT number FROM asm_items WHERE exam = ? ORDER BY number",
+        arguments: [number])
+      var column = Array(repeating: -1, count: Int(items.max() ?? 0) + 1)
+      for (c, n) in items.enumerated() { column[Int(n)] = c }
+      var changes = TallyChanges(examPath: exam[1])
+      let students = try Row.fetchCursor(
+        db, sql: "SELECT org_path, attendance, total, scores FROM asm_students WHERE exam = ?",
+        arguments: [number])
+      while let row = try students.next() {
+        var result = StudentResult(
+          externalID: "", classCode: "", schoolCode: "", orgPath: row[0],
+          scores: Array(repeating: 0, count: items.count), attendance: row[1])
+        try row.withUnsafeData(atIndex: 3) { data in
+          (data ?? Data()).withUnsafeBytes { result.fill($0, column: column) }
+        }
+        changes.add(
+          TallyState(
+            orgPath: result.orgPath, attendance: result.attendance, total: row[2],
+            scores: result.scores, incomplete: !result.missing.isEmpty), sign: 1)
+      }
+      try writeTallies(db, exam: number, changes)
     }
   }
 
@@ -933,23 +1028,26 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   }
 
   public func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult] {
+    try await store.read { db in try Self.incomplete(db, exam: exam) }
+  }
+
+  /// The students of the exam who sat without a stored score for every item.
+  private static func incomplete(_ db: Database, exam: ExamRecord) throws -> [StudentResult] {
     let column = PackedScores.columns(exam)
     let width = exam.itemNumbers.count
-    return try await store.read { db in
-      try db.cachedStatement(
-        sql: """
-          SELECT student, class_code, school_code, org_path, scores FROM asm_students
-          WHERE exam = ? AND attendance = ? AND length(scores) < ? ORDER BY sid
-          """
-      ).decodeAll(arguments: [exam.number, AttendanceCode.sat, 12 * width]) { row in
-        var student = StudentResult(
-          externalID: row[0], classCode: row[1], schoolCode: row[2], orgPath: row[3],
-          scores: Array(repeating: 0, count: width))
-        try row.withUnsafeData(atIndex: 4) { data in
-          (data ?? Data()).withUnsafeBytes { student.fill($0, column: column) }
-        }
-        return student
+    return try db.cachedStatement(
+      sql: """
+        SELECT student, class_code, school_code, org_path, scores FROM asm_students
+        WHERE exam = ? AND attendance = ? AND length(scores) < ? ORDER BY sid
+        """
+    ).decodeAll(arguments: [exam.number, AttendanceCode.sat, 12 * width]) { row in
+      var student = StudentResult(
+        externalID: row[0], classCode: row[1], schoolCode: row[2], orgPath: row[3],
+        scores: Array(repeating: 0, count: width))
+      try row.withUnsafeData(atIndex: 4) { data in
+        (data ?? Data()).withUnsafeBytes { student.fill($0, column: column) }
       }
+      return student
     }
   }
 
@@ -972,29 +1070,95 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       try row.withUnsafeData(atIndex: 7) { data in
         (data ?? Data()).withUnsafeBytes { result.fill($0, column: column) }
       }
-      var standing = StudentStanding(
-        result: result, total: total, totals: [], classSize: 0, classAbove: 0, schoolSize: 0,
-        schoolAbove: 0)
+      // Class and school: a counted range of their (exam, code, attendance, total) index.
+      func count(_ column: String, _ code: String) throws -> (size: Int, above: Int) {
+        let r = try Row.fetchOne(
+          db.cachedStatement(
+            sql: """
+              SELECT COUNT(*), COUNT(*) FILTER (WHERE total > ?) FROM asm_students
+              WHERE exam = ? AND \(column) = ? AND attendance = ?
+              """), arguments: [total, exam.number, code, AttendanceCode.sat])
+        return (r?[0] ?? 0, r?[1] ?? 0)
+      }
+      let inClass = try count("class_code", result.classCode)
+      let inSchool = try count("school_code", result.schoolCode)
+      // The exam: its tallies, one row per distinct total.
+      var totals: [Double] = []
+      let levels = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT total, count FROM asm_tallies WHERE exam = ? AND path = ? AND kind = ?
+            ORDER BY total
+            """), arguments: [exam.number, exam.orgPath, TallyKind.sat])
+      while let level = try levels.next() {
+        totals.append(contentsOf: repeatElement(level[0] as Double, count: level[1]))
+      }
+      return StudentStanding(
+        result: result, total: total, totals: totals, classSize: inClass.size,
+        classAbove: inClass.above, schoolSize: inSchool.size, schoolAbove: inSchool.above)
+    }
+  }
+
+  public func scopeTallies(exam: ExamRecord, scopePath: String?) async throws -> ScopeTallies {
+    let path = scopePath ?? exam.orgPath
+    let column = PackedScores.columns(exam)
+    let width = exam.itemNumbers.count
+    return try await store.read { db in
+      var tallies = ScopeTallies()
+      // Every path under the scope's (which ends in "/") sorts before it with "0" for "/".
       let rows = try Row.fetchCursor(
         db.cachedStatement(
           sql: """
-            SELECT total, class_code = ?, school_code = ? FROM asm_students
-            WHERE exam = ? AND attendance = ? ORDER BY sid
-            """),
-        arguments: [result.classCode, result.schoolCode, exam.number, AttendanceCode.sat])
-      while let r = try rows.next() {
-        let other: Double = r[0]
-        standing.totals.append(other)
-        if r[1] as Bool {
-          standing.classSize += 1
-          if other > total { standing.classAbove += 1 }
-        }
-        if r[2] as Bool {
-          standing.schoolSize += 1
-          if other > total { standing.schoolAbove += 1 }
+            SELECT path, kind, total, count, sums, squares FROM asm_tallies
+            WHERE exam = ? AND path >= ? AND path < ? ORDER BY path, kind, total
+            """), arguments: [exam.number, path, String(path.dropLast()) + "0"])
+      while let row = try rows.next() {
+        tallies.rows.append(
+          TallyRow(
+            path: row[0], kind: row[1], total: row[2], count: row[3],
+            sums: PackedDoubles.unpack(row[4]), squares: PackedDoubles.unpack(row[5])))
+      }
+      let scope = ScopeTally.of(tallies.rows, path: path)
+      if path == exam.orgPath {
+        let levels = tallies.rows.filter { $0.path == path && $0.kind == TallyKind.sat }
+        for total in ScopeTallies.boundaryTotals(levels) {
+          var students: [(String, [Double])] = []
+          let found = try Row.fetchCursor(
+            db.cachedStatement(
+              sql: """
+                SELECT student, scores FROM asm_students
+                WHERE exam = ? AND attendance = ? AND total = ?
+                """), arguments: [exam.number, AttendanceCode.sat, total])
+          while let row = try found.next() {
+            var student = StudentResult(
+              externalID: row[0], classCode: "", schoolCode: "", orgPath: "",
+              scores: Array(repeating: 0, count: width))
+            try row.withUnsafeData(atIndex: 1) { data in
+              (data ?? Data()).withUnsafeBytes { student.fill($0, column: column) }
+            }
+            students.append((student.externalID, student.scores))
+          }
+          tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map(\.1)
         }
       }
-      return standing
+      if scope.absent + scope.exempt > 0 {
+        tallies.marked = try db.cachedStatement(
+          sql: """
+            SELECT student, class_code, school_code, org_path, attendance, reason
+            FROM asm_students WHERE exam = ? AND attendance IN (?, ?) ORDER BY sid
+            """
+        ).decodeAll(arguments: [exam.number, AttendanceCode.absent, AttendanceCode.exempt]) {
+          StudentResult(
+            externalID: $0[0], classCode: $0[1], schoolCode: $0[2], orgPath: $0[3],
+            scores: Array(repeating: 0, count: width), attendance: $0[4], reason: $0[5])
+        }.filter { $0.orgPath.hasPrefix(path) }
+      }
+      if scope.incomplete > 0 {
+        tallies.incomplete = try Self.incomplete(db, exam: exam).filter {
+          $0.orgPath.hasPrefix(path)
+        }
+      }
+      return tallies
     }
   }
 

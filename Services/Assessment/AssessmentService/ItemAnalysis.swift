@@ -80,6 +80,15 @@ public struct ItemAnalysis: Equatable, Sendable {
           mean: mean, difficulty: mean / maxScore, discrimination: pUpper - pLower,
           pointBiserial: pearson(column, rest)))
     }
+    return ItemAnalysis(items: items, varianceSum: varianceSum, totalSD: totalSD)
+  }
+}
+
+extension ItemAnalysis {
+  /// The analysis of `items` with Cronbach's α and the SEM from the items' summed variances
+  /// and the total's σ (both nil for fewer than two items or σ = 0).
+  init(items: [ItemFigures], varianceSum: Double, totalSD: Double) {
+    let k = items.count
     var alpha: Double?
     var sem: Double?
     if k >= 2, totalSD > 0 {
@@ -87,7 +96,7 @@ public struct ItemAnalysis: Equatable, Sendable {
       alpha = a
       sem = totalSD * max(0, 1 - a).squareRoot()
     }
-    return ItemAnalysis(items: items, alpha: alpha, sem: sem)
+    self.init(items: items, alpha: alpha, sem: sem)
   }
 }
 

@@ -137,5 +137,29 @@ enum AssessmentMigrations {
           ALTER TABLE asm_scores ADD COLUMN choice TEXT NOT NULL DEFAULT '';
           """)
     }
+    // Each exam's tallies (ExamTallies.swift), kept by the score batches: a report reads a few
+    // hundred tally rows instead of every student's scores. Student rows are indexed by
+    // class, school and total, so a rank in a class or school is a counted index range, and
+    // the students of one total are found without a scan.
+    migrator.registerMigration("assessment.9.tallies") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE asm_tallies (
+            exam INTEGER NOT NULL REFERENCES asm_exams(number),
+            path TEXT NOT NULL,
+            kind INTEGER NOT NULL CHECK (kind BETWEEN 0 AND 3),
+            total REAL NOT NULL,
+            count INTEGER NOT NULL CHECK (count > 0),
+            sums BLOB NOT NULL,
+            squares BLOB NOT NULL,
+            PRIMARY KEY (exam, path, kind, total)
+          ) WITHOUT ROWID;
+          CREATE INDEX asm_students_class_rank ON asm_students(exam, class_code, attendance, total);
+          CREATE INDEX asm_students_school_rank
+            ON asm_students(exam, school_code, attendance, total);
+          CREATE INDEX asm_students_total ON asm_students(exam, attendance, total);
+          """)
+      try SQLiteAssessmentStore.rebuildTallies(db)
+    }
   }
 }

@@ -275,8 +275,11 @@ final class PostgresAssessmentStore: AssessmentStoring {
       let last = students.map { $0.lastAccepted! }
       var written:
         [(sid: Int64, student: Int, inserted: Bool, attendance: Int32, hasScores: Bool)] = []
-      // The stored sheets of the students that existed (their scores are read below).
+      // The stored sheets of the students that existed (their scores are read below), and
+      // their stored totals, before and after the batch.
       var before: [Int64: SheetState] = [:]
+      var totalBefore: [Int64: Double] = [:]
+      var totalAfter: [Int64: Double] = [:]
       written.reserveCapacity(students.count)
       for r in try await tx.query(
         """
@@ -289,7 +292,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
           \(newMarks.map(\.0))::int4[], \(newMarks.map(\.1))::text[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = asm_students.class_code
         RETURNING sid, exam, student, xmax = 0 AS inserted, attendance,
-          octet_length(scores) > 0 AS has_scores, class_code, school_code, org_path, reason
+          octet_length(scores) > 0 AS has_scores, class_code, school_code, org_path, reason,
+          total
         """)
       {
         let key = "\(try r["exam"].decode(Int64.self))/\(try r["student"].decode(String.self))"
@@ -298,6 +302,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
         }
         if try !r["inserted"].decode(Bool.self) {
           before[try r["sid"].decode(Int64.self)] = try Self.sheetRow(r)
+          totalBefore[try r["sid"].decode(Int64.self)] = try r["total"].decode(Double.self)
         }
         written.append(
           (
@@ -425,22 +430,35 @@ final class PostgresAssessmentStore: AssessmentStoring {
       if !changing.isEmpty {
         for r in try await tx.query(
           """
-          SELECT sid, class_code, school_code, org_path, attendance, reason FROM asm_students
-          WHERE sid = ANY(\(changing.map(\.sid)))
+          SELECT sid, class_code, school_code, org_path, attendance, reason, total
+          FROM asm_students WHERE sid = ANY(\(changing.map(\.sid)))
           """)
         {
           after[try r["sid"].decode(Int64.self)] = try Self.sheetRow(r)
+          totalAfter[try r["sid"].decode(Int64.self)] = try r["total"].decode(Double.self)
         }
         try await Self.fillScores(
           tx, &after, exams: changing.map { students[$0.student].exam },
           sids: changing.map(\.sid))
       }
+      // Each changed student's old state leaves the exam's tallies and its new state enters.
+      var tallies: [Int64: TallyChanges] = [:]
       for (w, d) in zip(written, decisions) where d.writes {
         let s = students[w.student]
         let code = s.lastAccepted!.examCode
         let key = SheetState.key(exam: code, student: s.student)
         let new =
           w.inserted ? s.createdSheet(mark: d.attendance ?? (AttendanceCode.sat, "")) : after[w.sid]
+        let target = exams[code]!
+        let items = target.itemNumbers
+        var changes = tallies[s.exam] ?? TallyChanges(examPath: target.orgPath)
+        if !w.inserted, let old = before[w.sid], let total = totalBefore[w.sid] {
+          changes.add(TallyState(sheet: old, total: total, items: items), sign: -1)
+        }
+        if let new, let total = w.inserted ? s.total : totalAfter[w.sid] {
+          changes.add(TallyState(sheet: new, total: total, items: items), sign: 1)
+        }
+        tallies[s.exam] = changes
         for event in SheetState.events(
           exam: code, student: s.student, old: w.inserted ? nil : before[w.sid], new: new)
         {
@@ -449,10 +467,67 @@ final class PostgresAssessmentStore: AssessmentStoring {
             payload: event.payload)
         }
       }
+      try await Self.writeTallies(tx, tallies)
       result.rejections.sort { $0.index < $1.index }
       result.created = created
       result.updated = batch.accepted - refused - created
       return result
+    }
+  }
+
+  /// Applies a batch's tally changes (by exam) as increments in one upsert, in key order so
+  /// that replicas importing into one exam at once lock shared rows alike; rows a decrease
+  /// emptied go after it. The rows stay locked to the batch's commit.
+  private static func writeTallies(_ tx: PostgresTransaction, _ tallies: [Int64: TallyChanges])
+    async throws
+  {
+    var exam: [Int64] = [], path: [String] = [], kind: [Int32] = [], total: [Double] = []
+    var count: [Int64] = [], start: [Int32] = [], width: [Int32] = []
+    var sums: [Double] = [], squares: [Double] = []
+    var emptied: [Int] = []
+    for (number, changes) in tallies.sorted(by: { $0.key < $1.key }) {
+      for (key, delta) in changes.ordered {
+        if delta.mayEmpty { emptied.append(exam.count) }
+        exam.append(number)
+        path.append(key.path)
+        kind.append(key.kind)
+        total.append(key.total)
+        count.append(Int64(delta.count))
+        start.append(Int32(sums.count + 1))
+        width.append(Int32(delta.sums.count))
+        sums += delta.sums
+        squares += delta.squares
+      }
+    }
+    guard !exam.isEmpty else { return }
+    try await tx.execute(
+      """
+      INSERT INTO asm_tallies AS t (exam, path, kind, total, count, sums, squares)
+      SELECT u.exam, u.path, u.kind, u.total, u.count,
+        COALESCE((\(sums)::float8[])[u.start:u.start + u.width - 1], '{}'),
+        COALESCE((\(squares)::float8[])[u.start:u.start + u.width - 1], '{}')
+      FROM unnest(\(exam)::int8[], \(path)::text[], \(kind)::int4[], \(total)::float8[],
+        \(count)::int8[], \(start)::int4[], \(width)::int4[])
+        AS u(exam, path, kind, total, count, start, width)
+      ORDER BY u.exam, u.path, u.kind, u.total
+      ON CONFLICT (exam, path, kind, total) DO UPDATE SET count = t.count + excluded.count,
+        sums = CASE WHEN cardinality(excluded.sums) = 0 THEN t.sums
+          WHEN cardinality(t.sums) = 0 THEN excluded.sums
+          ELSE ARRAY(SELECT a + b FROM unnest(t.sums, excluded.sums) AS x(a, b)) END,
+        squares = CASE WHEN cardinality(excluded.squares) = 0 THEN t.squares
+          WHEN cardinality(t.squares) = 0 THEN excluded.squares
+          ELSE ARRAY(SELECT a + b FROM unnest(t.squares, excluded.squares) AS x(a, b)) END
+      """)
+    if !emptied.isEmpty {
+      try await tx.execute(
+        """
+        DELETE FROM asm_tallies t
+        USING unnest(\(emptied.map { exam[$0] })::int8[], \(emptied.map { path[$0] })::text[],
+          \(emptied.map { kind[$0] })::int4[], \(emptied.map { total[$0] })::float8[])
+          AS u(exam, path, kind, total)
+        WHERE t.exam = u.exam AND t.path = u.path AND t.kind = u.kind AND t.total = u.total
+          AND t.count <= 0
+        """)
     }
   }
 
@@ -634,17 +709,22 @@ final class PostgresAssessmentStore: AssessmentStoring {
   }
 
   func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult] {
+    try await store.read { tx in try await Self.incomplete(tx, exam: exam) }
+  }
+
+  /// The students of the exam who sat without a stored score for every item.
+  private static func incomplete(_ tx: PostgresTransaction, exam: ExamRecord) async throws
+    -> [StudentResult]
+  {
     let column = PackedScores.columns(exam)
     let width = exam.itemNumbers.count
-    let rows = try await store.read { tx in
-      try await tx.query(
-        """
-        SELECT student, class_code, school_code, org_path, scores FROM asm_students
-        WHERE exam = \(exam.number) AND attendance = \(Int(AttendanceCode.sat))
-          AND octet_length(scores) < \(12 * width)
-        ORDER BY sid
-        """)
-    }
+    let rows = try await tx.query(
+      """
+      SELECT student, class_code, school_code, org_path, scores FROM asm_students
+      WHERE exam = \(exam.number) AND attendance = \(Int(AttendanceCode.sat))
+        AND octet_length(scores) < \(12 * width)
+      ORDER BY sid
+      """)
     return try rows.map { r in
       var student = StudentResult(
         externalID: try r["student"].decode(String.self),
@@ -658,10 +738,12 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// The student's row, scores and standing in one statement: every student's stored total
-  /// (in sid order) and the class and school counts, from the exam's student rows alone.
+  /// The student's row, scores and standing in one statement: class and school counts from
+  /// counted ranges of their (exam, code, attendance, total) indexes, the exam's totals from
+  /// its tallies (one row per distinct total).
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding? {
     let column = PackedScores.columns(exam)
+    let sat = Int(AttendanceCode.sat)
     guard
       let row = try await store.read({ tx in
         try await tx.one(
@@ -670,17 +752,19 @@ final class PostgresAssessmentStore: AssessmentStoring {
             SELECT sid, class_code, school_code, org_path, total, attendance, reason, scores
             FROM asm_students WHERE exam = \(exam.number) AND student = \(student))
           SELECT me.class_code, me.school_code, me.org_path, me.total, me.attendance, me.reason,
-            me.scores, ev.totals, ev.class_size, ev.class_above, ev.school_size, ev.school_above
-          FROM me, LATERAL (
-            SELECT array_agg(total ORDER BY sid) AS totals,
-              count(*) FILTER (WHERE class_code = me.class_code) AS class_size,
-              count(*) FILTER (WHERE class_code = me.class_code AND total > me.total)
-                AS class_above,
-              count(*) FILTER (WHERE school_code = me.school_code) AS school_size,
-              count(*) FILTER (WHERE school_code = me.school_code AND total > me.total)
-                AS school_above
-            FROM asm_students
-            WHERE exam = \(exam.number) AND attendance = \(Int(AttendanceCode.sat))) ev
+            me.scores, c.size AS class_size, c.above AS class_above, s.size AS school_size,
+            s.above AS school_above, ev.totals, ev.counts
+          FROM me,
+            LATERAL (SELECT count(*) AS size, count(*) FILTER (WHERE total > me.total) AS above
+              FROM asm_students WHERE exam = \(exam.number) AND class_code = me.class_code
+                AND attendance = \(sat)) c,
+            LATERAL (SELECT count(*) AS size, count(*) FILTER (WHERE total > me.total) AS above
+              FROM asm_students WHERE exam = \(exam.number) AND school_code = me.school_code
+                AND attendance = \(sat)) s,
+            LATERAL (SELECT array_agg(total ORDER BY total) AS totals,
+                array_agg(count ORDER BY total) AS counts
+              FROM asm_tallies WHERE exam = \(exam.number) AND path = \(exam.orgPath)
+                AND kind = \(Int(TallyKind.sat))) ev
           """)
       })
     else { return nil }
@@ -693,13 +777,126 @@ final class PostgresAssessmentStore: AssessmentStoring {
       reason: try row["reason"].decode(String.self))
     let packed = try row["scores"].decode(ByteBuffer.self)
     packed.withUnsafeReadableBytes { result.fill($0, column: column) }
+    let levels = try Self.doubles(row["totals"])
+    let counts = try Self.int64s(row["counts"])
+    guard levels.count == counts.count else {
+      throw ServiceError.internalError("malformed tallies of exam \(exam.exam.code)")
+    }
+    var totals: [Double] = []
+    for (total, count) in zip(levels, counts) {
+      totals.append(contentsOf: repeatElement(total, count: Int(count)))
+    }
     return StudentStanding(
-      result: result, total: try row["total"].decode(Double.self),
-      totals: try Self.doubles(row["totals"]),
+      result: result, total: try row["total"].decode(Double.self), totals: totals,
       classSize: try row["class_size"].decode(Int.self),
       classAbove: try row["class_above"].decode(Int.self),
       schoolSize: try row["school_size"].decode(Int.self),
       schoolAbove: try row["school_above"].decode(Int.self))
+  }
+
+  /// The scope's tally rows in one statement (arrays), then, in the same read, the students a
+  /// statistics report lists or needs at a 27% group's boundary.
+  func scopeTallies(exam: ExamRecord, scopePath: String?) async throws -> ScopeTallies {
+    let path = scopePath ?? exam.orgPath
+    let column = PackedScores.columns(exam)
+    let width = exam.itemNumbers.count
+    return try await store.read { tx in
+      var tallies = ScopeTallies()
+      if let row = try await tx.one(
+        """
+        SELECT array_agg(path ORDER BY path, kind, total) AS paths,
+          array_agg(kind ORDER BY path, kind, total) AS kinds,
+          array_agg(total ORDER BY path, kind, total) AS totals,
+          array_agg(count ORDER BY path, kind, total) AS counts,
+          array_agg(cardinality(sums) ORDER BY path, kind, total) AS widths,
+          array_agg(x ORDER BY path, kind, total, n) FILTER (WHERE x IS NOT NULL) AS sums,
+          array_agg(y ORDER BY path, kind, total, n) FILTER (WHERE y IS NOT NULL) AS squares
+        FROM (
+          SELECT t.path, t.kind, t.total, t.count, t.sums, u.x, u.y, u.n
+          FROM asm_tallies t
+          LEFT JOIN LATERAL unnest(t.sums, t.squares) WITH ORDINALITY AS u(x, y, n) ON true
+          WHERE t.exam = \(exam.number) AND t.path >= \(path)
+            AND t.path < \(String(path.dropLast()) + "0")) r
+        """)
+      {
+        let paths = try Self.strings(row["paths"])
+        let kinds = try Self.ints(row["kinds"])
+        let totals = try Self.doubles(row["totals"])
+        let counts = try Self.int64s(row["counts"])
+        let widths = try Self.ints(row["widths"])
+        let sums = try Self.doubles(row["sums"])
+        let squares = try Self.doubles(row["squares"])
+        // A row with sums appears once per item in the join: its path, kind and total repeat.
+        var offset = 0
+        var i = 0
+        while i < paths.count {
+          let w = max(widths[i], 1)
+          guard offset + widths[i] <= sums.count, sums.count == squares.count,
+            kinds.count == paths.count, totals.count == paths.count, counts.count == paths.count
+          else { throw ServiceError.internalError("malformed tallies of \(exam.exam.code)") }
+          tallies.rows.append(
+            TallyRow(
+              path: paths[i], kind: Int32(kinds[i]), total: totals[i], count: Int(counts[i]),
+              sums: Array(sums[offset..<offset + widths[i]]),
+              squares: Array(squares[offset..<offset + widths[i]])))
+          offset += widths[i]
+          i += w
+        }
+      }
+      let scope = ScopeTally.of(tallies.rows, path: path)
+      if path == exam.orgPath {
+        let levels = tallies.rows.filter { $0.path == path && $0.kind == TallyKind.sat }
+        let boundary = ScopeTallies.boundaryTotals(levels)
+        if !boundary.isEmpty {
+          var found: [Double: [(String, [Double])]] = [:]
+          for r in try await tx.query(
+            """
+            SELECT student, total, scores FROM asm_students
+            WHERE exam = \(exam.number) AND attendance = \(Int(AttendanceCode.sat))
+              AND total = ANY(\(boundary)::float8[])
+            """)
+          {
+            var student = StudentResult(
+              externalID: try r["student"].decode(String.self), classCode: "", schoolCode: "",
+              orgPath: "", scores: Array(repeating: 0, count: width))
+            let packed = try r["scores"].decode(ByteBuffer.self)
+            packed.withUnsafeReadableBytes { student.fill($0, column: column) }
+            found[try r["total"].decode(Double.self), default: []].append(
+              (student.externalID, student.scores))
+          }
+          for (total, students) in found {
+            tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map(\.1)
+          }
+        }
+      }
+      if scope.absent + scope.exempt > 0 {
+        for r in try await tx.query(
+          """
+          SELECT student, class_code, school_code, org_path, attendance, reason
+          FROM asm_students
+          WHERE exam = \(exam.number) AND attendance IN (\(Int(AttendanceCode.absent)),
+            \(Int(AttendanceCode.exempt))) AND starts_with(org_path, \(path))
+          ORDER BY sid
+          """)
+        {
+          tallies.marked.append(
+            StudentResult(
+              externalID: try r["student"].decode(String.self),
+              classCode: try r["class_code"].decode(String.self),
+              schoolCode: try r["school_code"].decode(String.self),
+              orgPath: try r["org_path"].decode(String.self),
+              scores: Array(repeating: 0, count: width),
+              attendance: Int32(try r["attendance"].decode(Int.self)),
+              reason: try r["reason"].decode(String.self)))
+        }
+      }
+      if scope.incomplete > 0 {
+        tallies.incomplete = try await Self.incomplete(tx, exam: exam).filter {
+          $0.orgPath.hasPrefix(path)
+        }
+      }
+      return tallies
+    }
   }
 
   /// `student >= after` repeats the row comparison in a form the (exam, student) index can

@@ -166,5 +166,74 @@ extension AssessmentMigrations {
         "ALTER TABLE asm_items ADD COLUMN answer_key text COLLATE \"C\" NOT NULL DEFAULT ''",
         "ALTER TABLE asm_scores ADD COLUMN choice text COLLATE \"C\" NOT NULL DEFAULT ''",
       ]),
+    // Each exam's tallies (ExamTallies.swift), kept by the score batches with increments
+    // (replicas importing into one exam at once add to the same rows under their row locks):
+    // a report reads a few hundred tally rows instead of every student's scores. Student rows
+    // are indexed by class, school and total, so a rank in a class or school is a counted
+    // index range, and the students of one total are found without a scan. The statements
+    // after the indexes make the tallies of the exams that existed from their student rows.
+    PostgresMigration(
+      "assessment.11.tallies",
+      [
+        """
+        CREATE TABLE asm_tallies (
+          exam bigint NOT NULL REFERENCES asm_exams(number),
+          path text COLLATE "C" NOT NULL,
+          kind integer NOT NULL CHECK (kind BETWEEN 0 AND 3),
+          total double precision NOT NULL,
+          count bigint NOT NULL,
+          sums double precision[] NOT NULL,
+          squares double precision[] NOT NULL,
+          PRIMARY KEY (exam, path, kind, total))
+        """,
+        "CREATE INDEX asm_students_class_rank ON asm_students(exam, class_code, attendance, total)",
+        """
+        CREATE INDEX asm_students_school_rank ON asm_students(exam, school_code, attendance, total)
+        """,
+        "CREATE INDEX asm_students_total ON asm_students(exam, attendance, total)",
+        // Every student in each scope from the exam's org down to its class: sat by total,
+        // absent and exempt by kind, and (kind 3) sat without every item's score.
+        """
+        INSERT INTO asm_tallies (exam, path, kind, total, count, sums, squares)
+        SELECT s.exam, s.path, s.kind, s.total, count(*), '{}', '{}'
+        FROM (
+          SELECT st.exam, left(st.org_path, p.pos) AS path,
+            CASE st.attendance WHEN 2 THEN 1 WHEN 3 THEN 2 ELSE 0 END AS kind,
+            CASE WHEN st.attendance IN (2, 3) THEN 0 ELSE st.total END AS total
+          FROM asm_students st JOIN asm_exams e ON e.number = st.exam
+          CROSS JOIN LATERAL (
+            SELECT i AS pos FROM generate_series(length(e.org_path), length(st.org_path)) i
+            WHERE substr(st.org_path, i, 1) = '/') p
+          WHERE starts_with(st.org_path, e.org_path)
+          UNION ALL
+          SELECT st.exam, left(st.org_path, p.pos), 3, 0
+          FROM asm_students st JOIN asm_exams e ON e.number = st.exam
+          CROSS JOIN LATERAL (
+            SELECT i AS pos FROM generate_series(length(e.org_path), length(st.org_path)) i
+            WHERE substr(st.org_path, i, 1) = '/') p
+          WHERE starts_with(st.org_path, e.org_path) AND st.attendance NOT IN (2, 3)
+            AND octet_length(st.scores) < 12 * (SELECT count(*) FROM asm_items i
+              WHERE i.exam = st.exam)) s
+        GROUP BY s.exam, s.path, s.kind, s.total
+        """,
+        // The item sums and sums of squares per total on the exam's own path.
+        """
+        UPDATE asm_tallies t SET sums = a.sums, squares = a.squares
+        FROM (
+          SELECT x.exam, x.total, array_agg(x.s ORDER BY x.number) AS sums,
+            array_agg(x.q ORDER BY x.number) AS squares
+          FROM (
+            SELECT st.exam, st.total, i.number, COALESCE(sum(sc.score), 0) AS s,
+              COALESCE(sum(sc.score * sc.score), 0) AS q
+            FROM asm_students st JOIN asm_items i ON i.exam = st.exam
+            LEFT JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
+              AND sc.item = i.number
+            WHERE st.attendance NOT IN (2, 3)
+            GROUP BY st.exam, st.total, i.number) x
+          GROUP BY x.exam, x.total) a, asm_exams e
+        WHERE t.exam = a.exam AND t.total = a.total AND t.kind = 0 AND e.number = t.exam
+          AND t.path = e.org_path
+        """,
+      ]),
   ]
 }
