@@ -143,12 +143,14 @@ public struct ComplianceTally: Hashable, Sendable {
   }
 }
 
-/// The result of a compliance evaluation: the whole scope, each group and each week.
+/// The result of a compliance evaluation: the whole scope, each group, each week and each
+/// classroom with a week in service.
 public struct ComplianceResult: Sendable {
   public var weeks: [CalendarDate]
   public var scope = ComplianceTally()
   public var groups: [String: ComplianceTally] = [:]
   public var byWeek: [CalendarDate: ComplianceTally] = [:]
+  public var byClassroom: [Int64: ComplianceTally] = [:]
 }
 
 /// Normal-use compliance (常态化应用).
@@ -193,18 +195,22 @@ public enum Compliance {
   ) -> ComplianceResult {
     var result = ComplianceResult(weeks: weeks)
     let zero = WeekUsage(lessons: 0, subjects: 0)
-    for week in weeks { result.byWeek[week] = ComplianceTally() }
+    var byWeek = Array(repeating: ComplianceTally(), count: weeks.count)
+    // Each classroom is tallied once, then merged into the scope and its group: a city's
+    // report adds tens of thousands of classroom-weeks.
     for c in classrooms {
-      let name = group(c)
-      for week in weeks where c.inService(weekOf: week) {
+      var own = ComplianceTally()
+      for (i, week) in weeks.enumerated() where c.inService(weekOf: week) {
         let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
-        result.scope.add(classroom: c.number, usage: u)
-        result.byWeek[week]!.add(classroom: c.number, usage: u)
-        if let name {
-          result.groups[name, default: ComplianceTally()].add(classroom: c.number, usage: u)
-        }
+        own.add(classroom: c.number, usage: u)
+        byWeek[i].add(classroom: c.number, usage: u)
       }
+      guard own.classroomWeeks > 0 else { continue }
+      result.byClassroom[c.number] = own
+      result.scope.merge(own)
+      if let name = group(c) { result.groups[name, default: ComplianceTally()].merge(own) }
     }
+    for (i, week) in weeks.enumerated() { result.byWeek[week] = byWeek[i] }
     return result
   }
 }

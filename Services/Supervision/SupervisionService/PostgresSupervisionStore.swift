@@ -363,6 +363,13 @@ final class PostgresSupervisionStore: SupervisionStoring {
         AND week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND verified = 1
       GROUP BY org_path, week, classroom
       """)
+    return try Self.usage(rows)
+  }
+
+  /// Rows (classroom, week, lessons, subjects, manual) as usage per classroom-week.
+  private static func usage(_ rows: [PostgresRandomAccessRow]) throws
+    -> [ClassroomWeek: WeekUsage]
+  {
     var out: [ClassroomWeek: WeekUsage] = [:]
     out.reserveCapacity(rows.count)
     for row in rows {
@@ -376,27 +383,35 @@ final class PostgresSupervisionStore: SupervisionStoring {
     return out
   }
 
+  // The two reads of the kept counts come back one row per classroom (or teacher) with its
+  // weeks packed into an int8 array: a city's tens of thousands of classroom-weeks decoded as
+  // rows cost more than the query itself.
+
   func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
     -> [ClassroomWeek: WeekUsage]
   {
     let (lo, hi) = Self.range(path)
+    // Per week: day number << 40 | lessons << 24 | manual << 8 | subjects (a classroom-week
+    // holds at most 7 × 20 lessons; day numbers stay below 2^16 until 2149).
     let rows = try await store.query(
       """
-      SELECT u.classroom, u.week, u.lessons, \(unescaped: UsageCountsSQL.subjectsPostgres),
-        u.manual
+      SELECT u.classroom, array_agg((u.week::int8 << 40) | (u.lessons::int8 << 24)
+        | (u.manual::int8 << 8) | (\(unescaped: UsageCountsSQL.subjectsPostgres))::int8)
       FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
       WHERE c.org_path >= \(lo) AND c.org_path < \(hi)
         AND u.week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND u.lessons > 0
+      GROUP BY u.classroom
       """)
     var out: [ClassroomWeek: WeekUsage] = [:]
-    out.reserveCapacity(rows.count)
+    out.reserveCapacity(rows.count * max(1, (weeks.count + 6) / 7))
     for row in rows {
-      out[
-        ClassroomWeek(
-          classroom: try row[0].decode(Int64.self),
-          week: CalendarDate(dayNumber: try row[1].decode(Int.self)))] = WeekUsage(
-          lessons: try row[2].decode(Int.self), subjects: try row[3].decode(Int.self),
-          manual: try row[4].decode(Int.self))
+      let classroom = try row[0].decode(Int64.self)
+      for v in try row[1].decode([Int64].self) {
+        out[ClassroomWeek(classroom: classroom, week: CalendarDate(dayNumber: Int(v >> 40)))] =
+          WeekUsage(
+            lessons: Int((v >> 24) & 0xFFFF), subjects: Int(v & 0xFF),
+            manual: Int((v >> 8) & 0xFFFF))
+      }
     }
     return out
   }
@@ -405,19 +420,23 @@ final class PostgresSupervisionStore: SupervisionStoring {
     -> [String: [Int: Int]]
   {
     let (lo, hi) = Self.range(path)
-    // Summed over the scope's classrooms here: one row per teacher and week comes back.
+    // Per classroom-week of the teacher: day number << 32 | lessons, summed per week here.
     let rows = try await store.query(
       """
-      SELECT t.teacher, t.week, sum(t.lessons)::int4
+      SELECT t.teacher, array_agg((t.week::int8 << 32) | t.lessons::int8)
       FROM sup_classrooms c JOIN sup_teacher_weeks t ON t.classroom = c.number
       WHERE c.org_path >= \(lo) AND c.org_path < \(hi)
         AND t.week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND t.lessons > 0
-      GROUP BY t.teacher, t.week
+      GROUP BY t.teacher
       """)
     var out: [String: [Int: Int]] = [:]
+    out.reserveCapacity(rows.count)
     for row in rows {
-      out[try row[0].decode(String.self), default: [:]][try row[1].decode(Int.self)] =
-        try row[2].decode(Int.self)
+      var perWeek: [Int: Int] = [:]
+      for v in try row[1].decode([Int64].self) {
+        perWeek[Int(v >> 32), default: 0] += Int(v & 0xFFFF_FFFF)
+      }
+      out[try row[0].decode(String.self)] = perWeek
     }
     return out
   }

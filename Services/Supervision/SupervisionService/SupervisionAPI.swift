@@ -609,26 +609,26 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     report.byWeek = weeks.map { w in
       (result.byWeek[w] ?? ComplianceTally()).figures(week: w.description)
     }
-    report.bySchoolKind = KindSplit.figures(
-      kindTallies(classrooms, weeks: weeks, usage: usage))
+    report.bySchoolKind = KindSplit.figures(kindTallies(classrooms, result))
     return report
   }
 
-  /// The tallies of `classrooms` over `weeks` by the kind of each classroom's school.
-  func kindTallies(
-    _ classrooms: [ClassroomRecord], weeks: [CalendarDate], usage: [ClassroomWeek: WeekUsage]
-  ) -> [Smartschool_Common_V1_SchoolKind: ComplianceTally] {
+  /// The tallies of `classrooms` in `result` (an evaluation of them) by the kind of each
+  /// classroom's school.
+  func kindTallies(_ classrooms: [ClassroomRecord], _ result: ComplianceResult)
+    -> [Smartschool_Common_V1_SchoolKind: ComplianceTally]
+  {
     var kindOf: [String: Smartschool_Common_V1_SchoolKind] = [:]
-    for c in classrooms where kindOf[c.schoolID] == nil {
-      kindOf[c.schoolID] = directory.org(id: c.schoolID)?.schoolKind ?? .unspecified
+    var byKind: [Smartschool_Common_V1_SchoolKind: ComplianceTally] = [:]
+    for c in classrooms {
+      guard let tally = result.byClassroom[c.number] else { continue }
+      if kindOf[c.schoolID] == nil {
+        kindOf[c.schoolID] = directory.org(id: c.schoolID)?.schoolKind ?? .unspecified
+      }
+      byKind[kindOf[c.schoolID]!, default: ComplianceTally()].merge(tally)
     }
-    let schoolOf = Dictionary(
-      classrooms.map { ($0.number, $0.schoolID) }, uniquingKeysWith: { a, _ in a })
-    let byKind = Compliance.evaluate(
-      classrooms: classrooms.map(\.span), weeks: weeks, usage: usage
-    ) { c in schoolOf[c.number].flatMap { kindOf[$0] }.map { String($0.rawValue) } }
     return Dictionary(
-      KindSplit.kinds.map { k in (k, byKind.groups[String(k.rawValue)] ?? ComplianceTally()) },
+      KindSplit.kinds.map { k in (k, byKind[k] ?? ComplianceTally()) },
       uniquingKeysWith: { a, _ in a })
   }
 

@@ -380,20 +380,15 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     }
   }
 
-  public func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
+  /// Rows (classroom, week, lessons, subjects, manual) of `sql` over the scope range and a
+  /// range of days or weeks, as usage per classroom-week.
+  private func usage(_ sql: String, under path: String, _ range: ClosedRange<Int>) async throws
     -> [ClassroomWeek: WeekUsage]
   {
     let (lo, hi) = Self.range(path)
     return try await store.scan { db in
       let rows = try Row.fetchCursor(
-        db.cachedStatement(
-          sql: """
-            SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects,
-              SUM(source = 3) AS manual
-            FROM sup_lessons WHERE org_path >= ? AND org_path < ? AND week BETWEEN ? AND ?
-              AND verified = 1
-            GROUP BY classroom, week
-            """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
+        db.cachedStatement(sql: sql), arguments: [lo, hi, range.lowerBound, range.upperBound])
       var out: [ClassroomWeek: WeekUsage] = [:]
       while let row = try rows.next() {
         out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
@@ -403,47 +398,56 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     }
   }
 
-  public func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
+  /// Rows (teacher, week, lessons) of `sql` over the scope range and a range of days or weeks,
+  /// summed per teacher and week.
+  private func teacherWeeks(_ sql: String, under path: String, _ range: ClosedRange<Int>)
+    async throws -> [String: [Int: Int]]
   {
     let (lo, hi) = Self.range(path)
     return try await store.scan { db in
       let rows = try Row.fetchCursor(
-        db.cachedStatement(
-          sql: """
-            SELECT u.classroom, u.week, u.lessons, \(UsageCountsSQL.subjectsSQLite), u.manual
-            FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
-            WHERE c.org_path >= ? AND c.org_path < ? AND u.week BETWEEN ? AND ?
-              AND u.lessons > 0
-            """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
-      var out: [ClassroomWeek: WeekUsage] = [:]
-      while let row = try rows.next() {
-        out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
-          WeekUsage(lessons: row[2], subjects: row[3], manual: row[4])
-      }
-      return out
-    }
-  }
-
-  public func teacherWeekCounts(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [String: [Int: Int]]
-  {
-    let (lo, hi) = Self.range(path)
-    return try await store.scan { db in
-      let rows = try Row.fetchCursor(
-        db.cachedStatement(
-          sql: """
-            SELECT t.teacher, t.week, t.lessons
-            FROM sup_classrooms c JOIN sup_teacher_weeks t ON t.classroom = c.number
-            WHERE c.org_path >= ? AND c.org_path < ? AND t.week BETWEEN ? AND ?
-              AND t.lessons > 0
-            """), arguments: [lo, hi, weeks.lowerBound, weeks.upperBound])
+        db.cachedStatement(sql: sql), arguments: [lo, hi, range.lowerBound, range.upperBound])
       var out: [String: [Int: Int]] = [:]
       while let row = try rows.next() {
         out[row[0] as String, default: [:]][row[1], default: 0] += row[2] as Int
       }
       return out
     }
+  }
+
+  public func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    try await usage(
+      """
+      SELECT classroom, week, COUNT(*) AS lessons, COUNT(DISTINCT subject) AS subjects,
+        SUM(source = 3) AS manual
+      FROM sup_lessons WHERE org_path >= ? AND org_path < ? AND week BETWEEN ? AND ?
+        AND verified = 1
+      GROUP BY classroom, week
+      """, under: path, weeks)
+  }
+
+  public func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [ClassroomWeek: WeekUsage]
+  {
+    try await usage(
+      """
+      SELECT u.classroom, u.week, u.lessons, \(UsageCountsSQL.subjectsSQLite), u.manual
+      FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
+      WHERE c.org_path >= ? AND c.org_path < ? AND u.week BETWEEN ? AND ? AND u.lessons > 0
+      """, under: path, weeks)
+  }
+
+  public func teacherWeekCounts(under path: String, weeks: ClosedRange<Int>) async throws
+    -> [String: [Int: Int]]
+  {
+    try await teacherWeeks(
+      """
+      SELECT t.teacher, t.week, t.lessons
+      FROM sup_classrooms c JOIN sup_teacher_weeks t ON t.classroom = c.number
+      WHERE c.org_path >= ? AND c.org_path < ? AND t.week BETWEEN ? AND ? AND t.lessons > 0
+      """, under: path, weeks)
   }
 
   public func lessons(
@@ -482,19 +486,12 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   public func teacherWeeklyLessonCounts(under path: String, days: ClosedRange<Int>) async throws
     -> [String: [Int: Int]]
   {
-    let (lo, hi) = Self.range(path)
-    return try await store.scan { db in
-      let rows = try Row.fetchCursor(
-        db.cachedStatement(
-          sql: """
-            SELECT teacher, week, COUNT(*) FROM sup_lessons
-            WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? AND verified = 1
-            GROUP BY teacher, week
-            """), arguments: [lo, hi, days.lowerBound, days.upperBound])
-      var out: [String: [Int: Int]] = [:]
-      while let row = try rows.next() { out[row[0] as String, default: [:]][row[1]] = row[2] }
-      return out
-    }
+    try await teacherWeeks(
+      """
+      SELECT teacher, week, COUNT(*) FROM sup_lessons
+      WHERE org_path >= ? AND org_path < ? AND day BETWEEN ? AND ? AND verified = 1
+      GROUP BY teacher, week
+      """, under: path, days)
   }
 
   // MARK: training

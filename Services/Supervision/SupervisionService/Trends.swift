@@ -101,11 +101,11 @@ extension SupervisionAPI {
       }
       var counts = TrendSeries.Counts()
       counts.weeks = weeks.count
-      counts.scope =
-        Compliance.evaluate(classrooms: classrooms.map(\.span), weeks: weeks, usage: usage) {
-          _ in nil
-        }.scope
-      counts.kinds = kindTallies(classrooms, weeks: weeks, usage: usage)
+      let result = Compliance.evaluate(
+        classrooms: classrooms.map(\.span), weeks: weeks, usage: usage
+      ) { _ in nil }
+      counts.scope = result.scope
+      counts.kinds = kindTallies(classrooms, result)
       counts.teachers = try await teacherTargets(org: org, term: term).teachers.map {
         ($0.schoolKind, $0.met)
       }
