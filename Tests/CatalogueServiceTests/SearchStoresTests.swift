@@ -13,24 +13,30 @@ import Testing
 struct SearchStoresTests {
   static let school = OrgPath(ids: ["p", "c", "k", "s"])
 
+  /// A corpus item as a school-shared resource of "author".
+  static func resource(_ item: SearchCorpus.Item, id: String) -> Resource {
+    var r = Resource()
+    r.id = id
+    r.title = item.title
+    r.description_p = item.description
+    r.keywords = item.keywords
+    r.type = item.type
+    r.stage = .of(grade: item.topic.grade)!
+    r.grade = Int32(item.topic.grade)
+    r.subject = item.topic.subject
+    r.authorID = "author"
+    r.authorName = "author"
+    r.ownerOrgPath = school.description
+    r.sharingScope = .school
+    r.licence = "CC-BY"
+    return r
+  }
+
   /// Writes the corpus, then edits, deletes and uses a few resources, identically.
   static func fill(_ store: any CatalogueStore) async throws -> [String: Int64] {
     var seqs: [String: Int64] = [:]
     for (index, item) in SearchCorpus.items.enumerated() {
-      var r = Resource()
-      r.id = "r-\(item.key)"
-      r.title = item.title
-      r.description_p = item.description
-      r.keywords = item.keywords
-      r.type = item.type
-      r.stage = .of(grade: item.topic.grade)!
-      r.grade = Int32(item.topic.grade)
-      r.subject = item.topic.subject
-      r.authorID = "author"
-      r.authorName = "author"
-      r.ownerOrgPath = school.description
-      r.sharingScope = .school
-      r.licence = "CC-BY"
+      var r = resource(item, id: "r-\(item.key)")
       let stored = try await store.insertResource(r, reach: school, topChapter: nil)
       seqs[item.key] = stored.seq
       if index % 7 == 3 {

@@ -136,9 +136,12 @@ protocol CatalogueStore: Sendable {
 final class SQLiteCatalogueStore: CatalogueStore {
   let store: Store
   var storage: any ServiceStorage { store }
+  /// Creates committed together (``WriteBatcher``).
+  let creates: WriteBatcher<StoredResource>
 
   init(store: Store) {
     self.store = store
+    self.creates = WriteBatcher(store: store)
   }
 
   /// Opens `<directory>/catalogue.sqlite`.
@@ -698,12 +701,6 @@ final class SQLiteCatalogueStore: CatalogueStore {
       orgPath: s.resource.ownerOrgPath, payload: op == .upsert ? s.resource : nil)
   }
 
-  static func writeSearchIndex(_ db: Database, seq: Int64, _ r: Resource) throws {
-    try indexResource(
-      db, seq: seq, title: r.title, keywords: r.keywords, description: r.description_p,
-      editionCode: r.editionCode)
-  }
-
   static func writeKnowledgePoints(_ db: Database, seq: Int64, _ codes: [String]) throws {
     try db.execute(
       sql: "DELETE FROM resource_knowledge_points WHERE resource_seq = ?", arguments: [seq])
@@ -717,7 +714,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
   func insertResource(_ r: Resource, reach: OrgPath, topChapter: String?) async throws
     -> StoredResource
   {
-    try await store.write { db in
+    let analysed = try await analyse(r)
+    return try await creates.write { db in
       let now = Date().timeIntervalSince1970
       try db.execute(
         sql: """
@@ -739,7 +737,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
             now, now,
           ] as [(any DatabaseValueConvertible)?]))
       let seq = db.lastInsertedRowID
-      try Self.writeSearchIndex(db, seq: seq, r)
+      try Self.indexResource(db, seq: seq, analysed)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes)
       let stored = try Self.fetch(db, seq: seq)!
       try Self.recordChange(db, stored, op: .upsert)
@@ -769,7 +767,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
   func updateResource(seq: Int64, _ r: Resource, reach: OrgPath, topChapter: String?)
     async throws -> StoredResource
   {
-    try await store.write { db in
+    let analysed = try await analyse(r)
+    return try await store.write { db in
       try db.execute(
         sql: """
           UPDATE resources SET title = ?, description = ?, keywords = ?, type = ?, stage = ?,
@@ -790,7 +789,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
         throw ServiceError.failedPrecondition(
           "the resource changed status meanwhile; only drafts and rejected resources can be edited")
       }
-      try Self.writeSearchIndex(db, seq: seq, r)
+      try Self.indexResource(db, seq: seq, analysed)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes)
       let stored = try Self.fetch(db, seq: seq)!
       try Self.recordChange(db, stored, op: .upsert)

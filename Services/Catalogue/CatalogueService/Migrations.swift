@@ -230,5 +230,23 @@ enum CatalogueMigrations {
             (status, reach_path, type, subject, grade, stage, popularity, deleted_at)
           """)
     }
+    migrator.registerMigration("catalogue.6.search-positions") { db in
+      // A document's positions move into its search_documents row as one text
+      // (SearchIndex.encodePositions): a create writes one row there instead of one per token.
+      // Stores indexed by catalogue.4 are converted in SQL; a store whose index the earlier
+      // migrations left empty (their rebuild waits for this one) is indexed here.
+      try db.execute(
+        sql: """
+          ALTER TABLE search_documents ADD COLUMN positions TEXT NOT NULL DEFAULT '';
+          UPDATE search_documents SET positions = coalesce((
+            SELECT group_concat(
+              p.token || char(9) || p.title_pos || char(9) || p.keywords_pos || char(9)
+                || p.description_pos, char(10))
+            FROM search_positions p WHERE p.resource_seq = search_documents.resource_seq), '');
+          DROP TABLE search_positions;
+          """)
+      let indexed = try Int.fetchOne(db, sql: "SELECT count(*) FROM search_documents") ?? 0
+      if indexed == 0 { try SQLiteCatalogueStore.rebuildSearchIndex(db) }
+    }
   }
 }

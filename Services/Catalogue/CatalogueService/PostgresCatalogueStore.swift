@@ -459,13 +459,6 @@ final class PostgresCatalogueStore: CatalogueStore {
       """)
   }
 
-  static func writeSearchIndex(_ tx: PostgresTransaction, seq: Int64, _ r: Resource) async throws
-  {
-    try await indexResource(
-      tx, seq: seq, title: r.title, keywords: r.keywords, description: r.description_p,
-      editionCode: r.editionCode)
-  }
-
   /// A finished statement: an existing resource, or FAILED_PRECONDITION with `reason`.
   static func fetched(_ tx: PostgresTransaction, seq: Int64) async throws -> StoredResource {
     guard let stored = try await fetch(tx, seq: seq) else {
@@ -477,7 +470,8 @@ final class PostgresCatalogueStore: CatalogueStore {
   func insertResource(_ r: Resource, reach: OrgPath, topChapter: String?) async throws
     -> StoredResource
   {
-    try await store.write { tx in
+    let analysed = try await analyse(r)
+    return try await store.write { tx in
       let now = Date().timeIntervalSince1970
       let externalID: String? = r.externalID.isEmpty ? nil : r.externalID
       let edition: String? = r.editionCode.isEmpty ? nil : r.editionCode
@@ -501,7 +495,7 @@ final class PostgresCatalogueStore: CatalogueStore {
       else { throw ServiceError.internalError("resource insert returned nothing") }
       let seq = try row["seq"].decode(Int64.self)
       try await Self.writeKnowledgePoints(tx, seq: seq, r.knowledgePointCodes)
-      try await Self.writeSearchIndex(tx, seq: seq, r)
+      try await Self.indexResource(tx, seq: seq, analysed)
       let stored = try await Self.fetched(tx, seq: seq)
       try Self.recordChange(tx, stored, op: .upsert)
       return stored
@@ -529,7 +523,8 @@ final class PostgresCatalogueStore: CatalogueStore {
   func updateResource(seq: Int64, _ r: Resource, reach: OrgPath, topChapter: String?)
     async throws -> StoredResource
   {
-    try await store.write { tx in
+    let analysed = try await analyse(r)
+    return try await store.write { tx in
       let edition: String? = r.editionCode.isEmpty ? nil : r.editionCode
       let chapter: String? = r.chapterCode.isEmpty ? nil : r.chapterCode
       let updated = try await tx.one(
@@ -549,7 +544,7 @@ final class PostgresCatalogueStore: CatalogueStore {
           "the resource changed status meanwhile; only drafts and rejected resources can be edited")
       }
       try await Self.writeKnowledgePoints(tx, seq: seq, r.knowledgePointCodes)
-      try await Self.writeSearchIndex(tx, seq: seq, r)
+      try await Self.indexResource(tx, seq: seq, analysed)
       let stored = try await Self.fetched(tx, seq: seq)
       try Self.recordChange(tx, stored, op: .upsert)
       return stored

@@ -283,5 +283,22 @@ extension CatalogueMigrations {
           (status, reach_path, type, subject, grade, stage, popularity, deleted_at) INCLUDE (seq)
         """,
       ]),
+    // A document's positions move into its search_documents row as one text
+    // (SearchIndex.encodePositions): a create writes one row there instead of one per token.
+    PostgresMigration(
+      "catalogue.6.search-positions",
+      [
+        "ALTER TABLE search_documents ADD COLUMN positions text NOT NULL DEFAULT ''",
+        """
+        UPDATE search_documents d SET positions = p.text
+        FROM (
+          SELECT resource_seq, string_agg(
+              token || E'\\t' || title_pos || E'\\t' || keywords_pos || E'\\t'
+                || description_pos, E'\\n' ORDER BY token) AS text
+          FROM search_positions GROUP BY resource_seq) AS p
+        WHERE p.resource_seq = d.resource_seq
+        """,
+        "DROP TABLE search_positions",
+      ]),
   ]
 }

@@ -10,41 +10,54 @@ import ServiceRuntime
 // packed bytea (fixed-size binary records): decoding a row costs postgres-nio far more than
 // the query spends on it, and a common word matches thousands.
 extension PostgresCatalogueStore {
-  /// Writes a resource's index rows (replacing any), in the caller's write transaction.
-  static func indexResource(
-    _ tx: PostgresTransaction, seq: Int64, title: String, keywords: [String],
-    description: String, editionCode: String?
-  ) async throws {
-    let old = try await removePostings(tx, seq: seq)
-    var editionName: String? = nil
-    if let editionCode, !editionCode.isEmpty {
-      editionName = try await tx.one(
-        "SELECT name FROM curriculum_nodes WHERE code = \(editionCode)"
-      )?[0].decode(String.self)
+  /// The name of an edition node, as the index reads it.
+  static func editionName(_ tx: PostgresTransaction, code: String) async throws -> String? {
+    try await tx.one("SELECT name FROM curriculum_nodes WHERE code = \(code)")?[0].decode(
+      String.self)
+  }
+
+  /// A resource analysed for the index before its write transaction: the edition's name is
+  /// read first, and ``indexResource(_:seq:_:)`` analyses again only if it changed meanwhile.
+  func analyse(_ r: Resource) async throws -> AnalysedResource {
+    var name: String? = nil
+    if !r.editionCode.isEmpty {
+      name = try await store.query(
+        "SELECT name FROM curriculum_nodes WHERE code = \(r.editionCode)"
+      ).first?[0].decode(String.self)
     }
-    let doc = SearchIndex.document(
-      title: title, keywords: keywords, description: description, editionName: editionName)
-    // The document, its postings and its positions in one statement (one round trip).
+    return AnalysedResource(
+      resource: r, editionName: name,
+      document: SearchIndex.document(
+        title: r.title, keywords: r.keywords, description: r.description_p, editionName: name))
+  }
+
+  /// Writes a resource's index rows (replacing any), in the caller's write transaction.
+  static func indexResource(_ tx: PostgresTransaction, seq: Int64, _ analysed: AnalysedResource)
+    async throws
+  {
+    let r = analysed.resource
+    var doc = analysed.document
+    let name = r.editionCode.isEmpty ? nil : try await editionName(tx, code: r.editionCode)
+    if name != analysed.editionName {
+      doc = SearchIndex.document(
+        title: r.title, keywords: r.keywords, description: r.description_p, editionName: name)
+    }
+    let old = try await removePostings(tx, seq: seq)
+    // The document (with its positions) and its postings in one statement (one round trip).
     let postings = doc.postings.sorted(by: { $0.key < $1.key })
     let tokens = postings.map(\.key)
     let counts = postings.map { SearchIndex.counts($0.value) }
     let lengths = SearchIndex.packLengths(doc.lengths)
-    let titles = postings.map { SearchIndex.encode($0.value.positions[0]) }
-    let keywords = postings.map { SearchIndex.encode($0.value.positions[1]) }
-    let descriptions = postings.map { SearchIndex.encode($0.value.positions[2]) }
+    let positions = SearchIndex.encodePositions(postings)
     try await tx.execute(
       """
       WITH document AS (
-        INSERT INTO search_documents (resource_seq, title_len, keywords_len, description_len)
-        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]))),
-      postings AS (
-        INSERT INTO search_postings (token, resource_seq, counts, lengths)
-        SELECT t, \(seq), c, \(lengths)
-        FROM unnest(\(tokens)::text[], \(counts)::bigint[]) AS u(t, c))
-      INSERT INTO search_positions (resource_seq, token, title_pos, keywords_pos, description_pos)
-      SELECT \(seq), t, a, b, c
-      FROM unnest(\(tokens)::text[], \(titles)::text[], \(keywords)::text[],
-        \(descriptions)::text[]) AS u(t, a, b, c)
+        INSERT INTO search_documents
+          (resource_seq, title_len, keywords_len, description_len, positions)
+        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]), \(positions)))
+      INSERT INTO search_postings (token, resource_seq, counts, lengths)
+      SELECT t, \(seq), c, \(lengths)
+      FROM unnest(\(tokens)::text[], \(counts)::bigint[]) AS u(t, c)
       """)
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try await updateStats(
@@ -63,15 +76,13 @@ extension PostgresCatalogueStore {
       let row = try await tx.one(
         """
         DELETE FROM search_documents WHERE resource_seq = \(seq)
-        RETURNING title_len, keywords_len, description_len
+        RETURNING title_len, keywords_len, description_len, positions
         """)
     else { return nil }
+    // The document's tokens name its postings (by their key).
+    let tokens = SearchIndex.positionTokens(try row["positions"].decode(String.self))
     try await tx.execute(
-      """
-      DELETE FROM search_postings WHERE resource_seq = \(seq)
-        AND token IN (SELECT token FROM search_positions WHERE resource_seq = \(seq))
-      """)
-    try await tx.execute("DELETE FROM search_positions WHERE resource_seq = \(seq)")
+      "DELETE FROM search_postings WHERE token = ANY(\(tokens)) AND resource_seq = \(seq)")
     return [
       try row["title_len"].decode(Int.self), try row["keywords_len"].decode(Int.self),
       try row["description_len"].decode(Int.self),
@@ -124,24 +135,16 @@ extension PostgresCatalogueStore {
       viewer: viewer, lookupLimit: lookupLimit)
 
     var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
-    let pairTokens = top.pairTokens.map { tokens[$0] }
     let pairIndex = Dictionary(uniqueKeysWithValues: top.pairTokens.map { (tokens[$0], $0) })
     while let batch = top.nextBatch() {
       var positions: [Int64: [Int: SearchIndex.Posting]] = [:]
       for row in try await tx.query(
         """
-        SELECT resource_seq, token, title_pos, keywords_pos, description_pos
-        FROM search_positions WHERE resource_seq = ANY(\(batch)) AND token = ANY(\(pairTokens))
+        SELECT resource_seq, positions FROM search_documents WHERE resource_seq = ANY(\(batch))
         """)
       {
-        guard let token = pairIndex[try row["token"].decode(String.self)] else { continue }
-        positions[try row["resource_seq"].decode(Int64.self), default: [:]][token] =
-          SearchIndex.Posting(
-            positions: [
-              SearchIndex.decode(try row["title_pos"].decode(String.self)),
-              SearchIndex.decode(try row["keywords_pos"].decode(String.self)),
-              SearchIndex.decode(try row["description_pos"].decode(String.self)),
-            ])
+        positions[try row["resource_seq"].decode(Int64.self)] = SearchIndex.decodePositions(
+          try row["positions"].decode(String.self), wanted: pairIndex)
       }
       top.refine(positions)
     }

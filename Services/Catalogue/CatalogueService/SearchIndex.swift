@@ -7,13 +7,13 @@ import SmartSchoolModel
 ///   occurrences inside a dictionary word and those straddling two, and whether the title
 ///   starts with the token; ``packLengths(_:)``: the document's field lengths). A search reads
 ///   these for all its matches, with no text to parse.
-/// - `search_positions (resource_seq, token, title_pos, keywords_pos, description_pos)`: the
-///   same rows in document order with each field's positions as comma-separated offsets (an
-///   occurrence that straddles two dictionary words is written `-(offset + 1)`). Only
-///   proximity needs them, so a search reads them for its few best candidates; facet tokens
-///   (``editionToken(_:)``) have no positions.
-/// - `search_documents (resource_seq, title_len, keywords_len, description_len)`: field lengths
-///   in tokens (bigrams and words; the characters of longer runs do not count).
+/// - `search_documents (resource_seq, title_len, keywords_len, description_len, positions)`:
+///   field lengths in tokens (bigrams and words; the characters of longer runs do not count)
+///   and every token's positions as one text (``encodePositions(_:)``: per token, each field's
+///   positions as comma-separated offsets, an occurrence that straddles two dictionary words
+///   written `-(offset + 1)`; facet tokens, ``editionToken(_:)``, with none). Only proximity
+///   needs positions, so a search reads them for its few best candidates; one row per
+///   document instead of one per token keeps a create's writes to its postings.
 /// - `search_stats (documents, title_len, keywords_len, description_len)`: collection totals.
 ///
 /// Every live (not deleted) resource is indexed whatever its status; visibility is applied
@@ -125,7 +125,41 @@ enum SearchIndex {
   }
 
   /// Positions as stored, decoded.
-  static func decode(_ text: String) -> [Int] {
+  static func decode(_ text: some StringProtocol) -> [Int] {
     text.isEmpty ? [] : text.split(separator: ",").compactMap { Int($0) }
+  }
+
+  /// A document's postings as one text: a line per token in token order,
+  /// `token TAB title TAB keywords TAB description` (``encode(_:)``; tokens hold no tab or line
+  /// break, since they are made of letters and digits, or are facet tokens).
+  static func encodePositions(_ postings: [(key: String, value: Posting)]) -> String {
+    var text = ""
+    for (token, posting) in postings {
+      if !text.isEmpty { text += "\n" }
+      text += token
+      for field in 0..<fieldCount { text += "\t" + encode(posting.positions[field]) }
+    }
+    return text
+  }
+
+  /// The tokens of ``encodePositions(_:)``'s text.
+  static func positionTokens(_ text: String) -> [String] {
+    text.split(separator: "\n").map { line in
+      String(line.prefix { $0 != "\t" })
+    }
+  }
+
+  /// The postings in ``encodePositions(_:)``'s text of the tokens `wanted` names (token →
+  /// index), by index.
+  static func decodePositions(_ text: String, wanted: [String: Int]) -> [Int: Posting] {
+    var found: [Int: Posting] = [:]
+    for line in text.split(separator: "\n") {
+      let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+      guard fields.count == 1 + fieldCount, let index = wanted[String(fields[0])] else {
+        continue
+      }
+      found[index] = Posting(positions: fields.dropFirst().map { decode($0) })
+    }
+    return found
   }
 }

@@ -6,62 +6,71 @@ import ServiceRuntime
 // scores are computed in Swift (``Ranking/Scorer``) from the rows, whatever order they come
 // in, so both stores rank the same rows identically.
 //
-// A resource's rows go in as multi-row INSERTs (one statement per 100 rows). A search reads
-// the packed counts of every posting of its tokens joined with the visible resources (no
-// text), then positions only for the candidates ``Ranking/TopResults`` asks for.
+// A resource's rows go in as multi-row INSERTs (one statement per 100 rows), analysed before
+// its write transaction (``SearchIndex/document``, by ``analyse``) so that the single writer
+// does not tokenize. A search reads the packed counts of every posting of its tokens joined
+// with the visible resources (no text), then positions only for the candidates
+// ``Ranking/TopResults`` asks for.
 
 extension SQLiteCatalogueStore {
   /// Rows per multi-row INSERT of index rows.
   static let indexInsertRows = 100
 
+  /// The name of an edition node, as the index reads it.
+  static func editionName(_ db: Database, code: String) throws -> String? {
+    try String.fetchOne(
+      db.cachedStatement(sql: "SELECT name FROM curriculum_nodes WHERE code = ?"),
+      arguments: [code])
+  }
+
+  /// A resource analysed for the index outside a write transaction: the edition's name is
+  /// read first, and ``indexResource(_:seq:_:)`` analyses again only if it changed meanwhile.
+  func analyse(_ r: Resource) async throws -> AnalysedResource {
+    let code = r.editionCode
+    let name =
+      code.isEmpty ? nil : try await store.read { db in try Self.editionName(db, code: code) }
+    return AnalysedResource(
+      resource: r, editionName: name,
+      document: SearchIndex.document(
+        title: r.title, keywords: r.keywords, description: r.description_p, editionName: name))
+  }
+
   /// Writes a resource's index rows (replacing any), in the caller's write transaction.
-  static func indexResource(
-    _ db: Database, seq: Int64, title: String, keywords: [String], description: String,
-    editionCode: String?
-  ) throws {
-    let old = try removePostings(db, seq: seq)
-    var editionName: String? = nil
-    if let editionCode, !editionCode.isEmpty {
-      editionName = try String.fetchOne(
-        db.cachedStatement(sql: "SELECT name FROM curriculum_nodes WHERE code = ?"),
-        arguments: [editionCode])
+  static func indexResource(_ db: Database, seq: Int64, _ analysed: AnalysedResource) throws {
+    let r = analysed.resource
+    var doc = analysed.document
+    let name = r.editionCode.isEmpty ? nil : try editionName(db, code: r.editionCode)
+    if name != analysed.editionName {
+      doc = SearchIndex.document(
+        title: r.title, keywords: r.keywords, description: r.description_p, editionName: name)
     }
-    let doc = SearchIndex.document(
-      title: title, keywords: keywords, description: description, editionName: editionName)
+    let old = try removePostings(db, seq: seq)
+    let postings = doc.postings.sorted(by: { $0.key < $1.key })
     try db.cachedStatement(
       sql: """
-        INSERT INTO search_documents (resource_seq, title_len, keywords_len, description_len)
-        VALUES (?, ?, ?, ?)
+        INSERT INTO search_documents
+          (resource_seq, title_len, keywords_len, description_len, positions)
+        VALUES (?, ?, ?, ?, ?)
         """
-    ).execute(arguments: [seq, doc.lengths[0], doc.lengths[1], doc.lengths[2]])
-    let postings = doc.postings.sorted(by: { $0.key < $1.key })
+    ).execute(
+      arguments: [
+        seq, doc.lengths[0], doc.lengths[1], doc.lengths[2],
+        SearchIndex.encodePositions(postings),
+      ])
     let lengths = SearchIndex.packLengths(doc.lengths)
     var start = 0
     while start < postings.count {
       let chunk = postings[start..<min(start + indexInsertRows, postings.count)]
       start += chunk.count
       var counts: [any DatabaseValueConvertible] = []
-      var positions: [any DatabaseValueConvertible] = []
       counts.reserveCapacity(chunk.count * 4)
-      positions.reserveCapacity(chunk.count * 5)
       for (token, posting) in chunk {
         counts += [token, seq, SearchIndex.counts(posting), lengths]
-        positions += [
-          seq, token, SearchIndex.encode(posting.positions[0]),
-          SearchIndex.encode(posting.positions[1]), SearchIndex.encode(posting.positions[2]),
-        ]
       }
       try db.cachedStatement(
         sql: "INSERT INTO search_postings (token, resource_seq, counts, lengths) VALUES "
           + Array(repeating: "(?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
       ).execute(arguments: StatementArguments(counts))
-      try db.cachedStatement(
-        sql: """
-          INSERT INTO search_positions
-            (resource_seq, token, title_pos, keywords_pos, description_pos) VALUES
-          """
-          + Array(repeating: "(?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
-      ).execute(arguments: StatementArguments(positions))
     }
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try updateStats(
@@ -80,18 +89,16 @@ extension SQLiteCatalogueStore {
       let row = try Row.fetchOne(
         db.cachedStatement(
           sql: """
-            SELECT title_len, keywords_len, description_len FROM search_documents
+            SELECT title_len, keywords_len, description_len, positions FROM search_documents
             WHERE resource_seq = ?
             """), arguments: [seq])
     else { return nil }
-    try db.cachedStatement(
-      sql: """
-        DELETE FROM search_postings WHERE resource_seq = ?
-          AND token IN (SELECT token FROM search_positions WHERE resource_seq = ?)
-        """
-    ).execute(arguments: [seq, seq])
-    try db.cachedStatement(sql: "DELETE FROM search_positions WHERE resource_seq = ?")
-      .execute(arguments: [seq])
+    // The document's tokens name its postings (by their key).
+    let delete = try db.cachedStatement(
+      sql: "DELETE FROM search_postings WHERE token = ? AND resource_seq = ?")
+    for token in SearchIndex.positionTokens(row["positions"]) {
+      try delete.execute(arguments: [token, seq])
+    }
     try db.cachedStatement(sql: "DELETE FROM search_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
     return [row["title_len"], row["keywords_len"], row["description_len"]]
@@ -107,11 +114,12 @@ extension SQLiteCatalogueStore {
     ).execute(arguments: [documents, lengths[0], lengths[1], lengths[2]])
   }
 
-  /// Indexes every live resource (the migration that adds the index's current tables; the
-  /// earlier migration that made the first tables calls it too, and then it does nothing,
-  /// since the later one rebuilds).
+  /// Indexes every live resource (the migration that gives the index its current tables; the
+  /// earlier migrations that made older tables call it too, and then it does nothing, since
+  /// the later one rebuilds).
   static func rebuildSearchIndex(_ db: Database) throws {
-    guard try db.tableExists("search_positions") else { return }
+    guard try db.columns(in: "search_documents").contains(where: { $0.name == "positions" })
+    else { return }
     let rows = try Row.fetchAll(
       db,
       sql: """
@@ -119,9 +127,21 @@ extension SQLiteCatalogueStore {
         WHERE deleted_at IS NULL ORDER BY seq
         """)
     for row in rows {
+      let resource = Resource.with {
+        $0.title = row["title"]
+        $0.keywords = split(row["keywords"])
+        $0.description_p = row["description"]
+        $0.editionCode = row["edition_code"] ?? ""
+      }
+      let name = resource.editionCode.isEmpty
+        ? nil : try editionName(db, code: resource.editionCode)
       try indexResource(
-        db, seq: row["seq"], title: row["title"], keywords: split(row["keywords"]),
-        description: row["description"], editionCode: row["edition_code"])
+        db, seq: row["seq"],
+        AnalysedResource(
+          resource: resource, editionName: name,
+          document: SearchIndex.document(
+            title: resource.title, keywords: resource.keywords,
+            description: resource.description_p, editionName: name)))
     }
   }
 
@@ -220,24 +240,17 @@ extension SQLiteCatalogueStore {
     }
 
     var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
-    let pairTokens = top.pairTokens.map { tokens[$0] }
     let pairIndex = Dictionary(uniqueKeysWithValues: top.pairTokens.map { (tokens[$0], $0) })
     while let batch = top.nextBatch() {
       var positions: [Int64: [Int: SearchIndex.Posting]] = [:]
       for row in try Row.fetchAll(
         db,
         sql: """
-          SELECT resource_seq, token, title_pos, keywords_pos, description_pos
-          FROM search_positions
+          SELECT resource_seq, positions FROM search_documents
           WHERE resource_seq IN (\(placeholders(batch.count)))
-            AND token IN (\(placeholders(pairTokens.count)))
-          """, arguments: StatementArguments(batch) + StatementArguments(pairTokens))
+          """, arguments: StatementArguments(batch))
       {
-        guard let token = pairIndex[row[1]] else { continue }
-        positions[row[0], default: [:]][token] = SearchIndex.Posting(
-          positions: [
-            SearchIndex.decode(row[2]), SearchIndex.decode(row[3]), SearchIndex.decode(row[4]),
-          ])
+        positions[row[0]] = SearchIndex.decodePositions(row[1], wanted: pairIndex)
       }
       top.refine(positions)
     }
@@ -254,6 +267,14 @@ extension SQLiteCatalogueStore {
     }
     return SearchPage(hits: hits, total: top.total, groups: top.groups)
   }
+}
+
+/// A resource with its analysis for the search index (``SearchIndex/document``), made before
+/// the write transaction that stores it, and the edition name the analysis used.
+struct AnalysedResource: Sendable {
+  var resource: Resource
+  var editionName: String?
+  var document: SearchIndex.Document
 }
 
 /// A facet group of search results.

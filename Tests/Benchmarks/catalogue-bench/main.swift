@@ -95,7 +95,7 @@ struct Figures {
   var floorP50 = 0.0
   var createRate = 0.0
   var getRate = 0.0
-  var search: [(name: String, hits: Int, p50: Double, p99: Double)] = []
+  var search: [(name: String, hits: Int, p50: Double, p95: Double, p99: Double)] = []
   var load = ""
 }
 
@@ -543,7 +543,7 @@ func run(on store: BenchStore) async throws -> Figures {
         String(
           format:
             "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
-            + "ratio %.2f   (%.1f s for the first %d)",
+            + "ratio %.2f   (%.1f s for the first %d)   target ratio >= 0.5",
           createRate, getRate, createRate / getRate, createSeconds, measured))
       let (uploadSeconds, _) = try await spread(ids.indices, callers: workers) {
         try await upload(ids[$0].id, ids[$0].school)
@@ -606,6 +606,9 @@ func run(on store: BenchStore) async throws -> Figures {
         $0.grade = grade
       }
     }
+    // The targets of issue 27 (on SQLite; PostgreSQL within 2x): the 2-character query without
+    // filters by p95, the others by p50.
+    let p95Target = "search 2-char, no filters"
     let sets: [(String, [Probe])] = [
       (
         "search 1-char + filters",
@@ -660,6 +663,8 @@ func run(on store: BenchStore) async throws -> Figures {
     ]
     for (name, probes) in sets {
       var samples: [Double] = []
+      var perProbe = Array(repeating: [Double](), count: probes.count)
+      var probeHits = Array(repeating: 0, count: probes.count)
       var hits = 0
       for i in 0..<(probes.count * 60 + 20) {
         let p = probes[i % probes.count]
@@ -671,16 +676,33 @@ func run(on store: BenchStore) async throws -> Figures {
             $0.pageSize = 20
           }, metadata: searcher)
         if i >= 20 {
-          samples.append(Double(now() - t0) / 1e6)
+          let ms = Double(now() - t0) / 1e6
+          samples.append(ms)
+          perProbe[i % probes.count].append(ms)
+          probeHits[i % probes.count] = Int(response.totalSize)
           hits += Int(response.totalSize)
         }
       }
       latencyRow(
         name + " (avg \(hits / samples.count) hits)", samples, baseline: floorP95,
-        target: "target p50 < 20 ms")
+        target: name == p95Target ? "target p95 < 25 ms" : "target p50 < 20 ms")
+      if name == p95Target {
+        // Each query of the target row apart: where the p95 comes from.
+        for (j, probe) in probes.enumerated() {
+          let s = perProbe[j].sorted()
+          line(
+            "    \(probe.query) (\(probeHits[j]) hits)".padding(
+              toLength: 44, withPad: " ", startingAt: 0)
+              + String(
+                format: "p50 %6.2f ms  p95 %6.2f ms", percentile(s, 0.5), percentile(s, 0.95)))
+        }
+      }
       let sorted = samples.sorted()
       figures.search.append(
-        (name, hits / samples.count, percentile(sorted, 0.5), percentile(sorted, 0.99)))
+        (
+          name, hits / samples.count, percentile(sorted, 0.5), percentile(sorted, 0.95),
+          percentile(sorted, 0.99)
+        ))
     }
 
     // List by filter, first pages and a deep page.
@@ -851,7 +873,7 @@ line(
       + results.map { cell($0).padding(toLength: 36, withPad: " ", startingAt: 0) }.joined())
 }
 summaryRow("RPC floor p50 (GetResource)") { String(format: "%.2f ms", $0.floorP50) }
-summaryRow("create rate (8 callers)") {
+summaryRow("create rate (8 callers), >= 0.5") {
   $0.getRate == 0
     ? "not measured (seeded store)"
     : String(
@@ -859,9 +881,10 @@ summaryRow("create rate (8 callers)") {
       $0.createRate / $0.getRate)
 }
 for (i, row) in (results.first?.search ?? []).enumerated() {
-  summaryRow(row.name) {
+  let target = row.name == "search 2-char, no filters" ? ", p95 < 25" : ", p50 < 20"
+  summaryRow(row.name + target) {
     let r = $0.search[i]
-    return String(format: "p50 %.1f p99 %.1f ms (%d hits)", r.p50, r.p99, r.hits)
+    return String(format: "p50 %.1f p95 %.1f p99 %.1f (%d)", r.p50, r.p95, r.p99, r.hits)
   }
 }
 summaryRow("load average at the end") { $0.load }

@@ -1,0 +1,191 @@
+import Foundation
+import GRDB
+import PostgresNIO
+import ServiceRuntime
+import SmartSchoolModel
+import TestSupport
+import Testing
+
+@testable import CatalogueService
+
+/// The search index as stored equals the analysis of the live resources, after writes that
+/// race each other: creates at once (committed together on SQLite), edits and deletes among
+/// them, and a create that fails (a taken external id) in the middle of the others. On the
+/// store `TestStore` chooses.
+@Suite("Search index under concurrent writes")
+struct SearchIndexWriteTests {
+  static let school = SearchStoresTests.school
+
+  static func resource(_ i: Int, externalID: String = "") -> Resource {
+    var r = SearchStoresTests.resource(
+      SearchCorpus.items[i % SearchCorpus.items.count], id: "w-\(i)")
+    r.externalID = externalID
+    return r
+  }
+
+  /// What the index holds: postings as "token seq counts lengths", documents as "seq lengths
+  /// positions", and the statistics row.
+  struct Index: Equatable {
+    var postings: Set<String> = []
+    var documents: Set<String> = []
+    var stats: [Int] = []
+  }
+
+  /// The index as stored.
+  static func stored(_ store: any CatalogueStore) async throws -> Index {
+    let postings = "SELECT token, resource_seq, counts, lengths FROM search_postings"
+    let documents = """
+      SELECT resource_seq, title_len, keywords_len, description_len, positions
+      FROM search_documents
+      """
+    let stats = "SELECT documents, title_len, keywords_len, description_len FROM search_stats"
+    var index = Index()
+    if let sqlite = store as? SQLiteCatalogueStore {
+      return try await sqlite.store.read { db in
+        var index = Index()
+        for row in try Row.fetchAll(db, sql: postings) {
+          index.postings.insert(
+            "\(row[0] as String) \(row[1] as Int64) \(row[2] as Int64) \(row[3] as Int64)")
+        }
+        for row in try Row.fetchAll(db, sql: documents) {
+          index.documents.insert(
+            "\(row[0] as Int64) \(row[1] as Int) \(row[2] as Int) \(row[3] as Int) "
+              + (row[4] as String))
+        }
+        let s = try Row.fetchOne(db, sql: stats)!
+        index.stats = [s[0], s[1], s[2], s[3]]
+        return index
+      }
+    }
+    let postgres = try #require(store as? PostgresCatalogueStore)
+    for row in try await postgres.store.query(PostgresQuery(unsafeSQL: postings)) {
+      index.postings.insert(
+        "\(try row[0].decode(String.self)) \(try row[1].decode(Int64.self)) "
+          + "\(try row[2].decode(Int64.self)) \(try row[3].decode(Int64.self))")
+    }
+    for row in try await postgres.store.query(PostgresQuery(unsafeSQL: documents)) {
+      index.documents.insert(
+        "\(try row[0].decode(Int64.self)) \(try row[1].decode(Int.self)) "
+          + "\(try row[2].decode(Int.self)) \(try row[3].decode(Int.self)) "
+          + (try row[4].decode(String.self)))
+    }
+    let s = try #require(try await postgres.store.query(PostgresQuery(unsafeSQL: stats)).first)
+    index.stats = try (0..<4).map { try s[$0].decode(Int.self) }
+    return index
+  }
+
+  /// The index recomputed from the live resources.
+  static func recomputed(_ live: [(seq: Int64, resource: Resource)]) -> Index {
+    var index = Index()
+    var stats = [0, 0, 0, 0]
+    for (seq, r) in live {
+      let doc = SearchIndex.document(
+        title: r.title, keywords: r.keywords, description: r.description_p, editionName: nil)
+      let lengths = SearchIndex.packLengths(doc.lengths)
+      let postings = doc.postings.sorted(by: { $0.key < $1.key })
+      for (token, posting) in postings {
+        index.postings.insert("\(token) \(seq) \(SearchIndex.counts(posting)) \(lengths)")
+      }
+      index.documents.insert(
+        "\(seq) \(doc.lengths[0]) \(doc.lengths[1]) \(doc.lengths[2]) "
+          + SearchIndex.encodePositions(postings))
+      stats[0] += 1
+      for f in 0..<3 { stats[f + 1] += doc.lengths[f] }
+    }
+    index.stats = stats
+    return index
+  }
+
+  /// Runs `operations` eight at a time (a PostgreSQL pool has few connections), each wave's
+  /// racing each other; what they return.
+  static func race<T: Sendable>(_ operations: [@Sendable () async throws -> T]) async throws
+    -> [T]
+  {
+    var results: [T] = []
+    for start in stride(from: 0, to: operations.count, by: 8) {
+      let wave = operations[start..<min(start + 8, operations.count)]
+      results += try await withThrowingTaskGroup(of: T.self) { group in
+        for operation in wave { group.addTask { try await operation() } }
+        var made: [T] = []
+        for try await item in group { made.append(item) }
+        return made
+      }
+    }
+    return results
+  }
+
+  @Test func theIndexEqualsARecomputationAfterRacingWrites() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try await openCatalogueStore(dir)
+    var rng = SystemRandomNumberGenerator()
+    // Round 1: 40 creates, two of them (racing each other) with the same external id.
+    let creates = (0..<40).map { i -> @Sendable () async throws -> (Int, StoredResource?) in
+      let r = Self.resource(i, externalID: i == 3 || i == 5 ? "same-key" : "")
+      return {
+        do {
+          return (i, try await store.insertResource(r, reach: Self.school, topChapter: nil))
+        } catch let error as ServiceError {
+          guard case .alreadyExists = error else { throw error }
+          return (i, nil)
+        }
+      }
+    }
+    var created: [Int: StoredResource] = [:]
+    var refused: [Int] = []
+    for (i, stored) in try await Self.race(creates) {
+      if let stored { created[i] = stored } else { refused.append(i) }
+    }
+    #expect(refused.count == 1 && [3, 5].contains(refused.first ?? -1), "\(refused)")
+    #expect(created.count == 39)
+    var live: [Int64: Resource] = [:]
+    for (i, stored) in created {
+      live[stored.seq] = Self.resource(i, externalID: stored.resource.externalID)
+    }
+    #expect(try await Self.stored(store) == Self.recomputed(live.map { ($0.key, $0.value) }))
+
+    // Round 2: creates, edits (another corpus item's text) and deletes racing each other.
+    let seqs = live.keys.sorted()
+    var edits: [(Int64, Resource)] = []
+    var deletes: [Int64] = []
+    for seq in seqs {
+      switch Int.random(in: 0..<3, using: &rng) {
+      case 0:
+        var r = Self.resource(Int.random(in: 0..<SearchCorpus.items.count, using: &rng))
+        r.id = live[seq]!.id
+        edits.append((seq, r))
+      case 1: deletes.append(seq)
+      default: break
+      }
+    }
+    var writes: [@Sendable () async throws -> (Int64, Resource)?] = []
+    for i in 40..<70 {
+      writes.append {
+        let r = Self.resource(i)
+        return (try await store.insertResource(r, reach: Self.school, topChapter: nil).seq, r)
+      }
+    }
+    for (seq, r) in edits {
+      writes.append {
+        _ = try await store.updateResource(seq: seq, r, reach: Self.school, topChapter: nil)
+        return nil
+      }
+    }
+    for seq in deletes {
+      writes.append {
+        try await store.deleteResource(seq: seq)
+        return nil
+      }
+    }
+    writes.shuffle(using: &rng)
+    let more = try await Self.race(writes).compactMap { $0 }
+    for (seq, r) in edits { live[seq] = r }
+    for seq in deletes { live[seq] = nil }
+    for (seq, r) in more { live[seq] = r }
+    #expect(more.count == 30 && !deletes.isEmpty && !edits.isEmpty)
+    let index = try await Self.stored(store)
+    #expect(index == Self.recomputed(live.map { ($0.key, $0.value) }))
+    #expect(index.stats[0] == live.count && index.postings.count > 10 * live.count)
+    if let postgres = store as? PostgresCatalogueStore { await postgres.storage.close() }
+  }
+}
