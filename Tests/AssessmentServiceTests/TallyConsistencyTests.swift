@@ -66,13 +66,36 @@ import Testing
     try await withWorld { w in
       try await Self.createExam(w)
       var rng = SeededGenerator(seed: 27)
+      // What the rounds went through, so that the comparison cannot pass on tame data.
+      var updated = 0, moved = 0, cleared = 0, marked = 0, incomplete = 0
+      var previous: [String: Raw] = [:]
       for round in 0..<10 {
         var rows = Self.batch("T-C", &rng)
         // Some rounds send two batches' worth in one stream.
         if round % 3 == 2 { rows += Self.batch("T-C", &rng) }
-        _ = try await w.importScores(rows, as: "admin")
-        try await Self.verify(w, exam: "T-C", round: "round \(round)")
+        // A marked student is cleared (SAT), every other time with scores after the clear.
+        if let m = previous.values.filter({ $0.attendance != .sat }).min(by: { $0.id < $1.id }) {
+          rows.append(markRow("T-C", m.id, m.classCode, m.schoolCode, .sat))
+          if round % 2 == 0 {
+            rows.append(row("T-C", m.id, m.classCode, m.schoolCode, 1, Double(round % 10)))
+          }
+        }
+        updated += Int(try await w.importScores(rows, as: "admin").updated)
+        let raw = try await Self.verify(w, exam: "T-C", round: "round \(round)")
+        for s in raw.values {
+          guard let before = previous[s.id] else { continue }
+          if before.classCode != s.classCode { moved += 1 }
+          if before.attendance != .sat && s.attendance == .sat { cleared += 1 }
+        }
+        marked = max(marked, raw.values.filter { $0.attendance != .sat }.count)
+        incomplete = max(
+          incomplete, raw.values.filter { $0.attendance == .sat && $0.scores.count < 6 }.count)
+        previous = raw
       }
+      let seen = "updated \(updated), moved \(moved), cleared \(cleared), marked \(marked)"
+      #expect(
+        updated > 0 && moved > 0 && cleared > 0 && marked > 0 && incomplete > 0,
+        "\(seen), incomplete \(incomplete)")
     }
   }
 
@@ -254,7 +277,8 @@ import Testing
   }
 
   /// Every figure the exam reports against a recomputation from its raw rows.
-  static func verify(_ w: World, exam code: String, round: String) async throws {
+  @discardableResult
+  static func verify(_ w: World, exam code: String, round: String) async throws -> [String: Raw] {
     let exam = try await w.assessment.getExam(.with { $0.code = code }, metadata: w.auth("admin"))
     let raw = try await raw(w, exam: code)
     let counties: [String: (Raw) -> Bool] = [
@@ -322,6 +346,7 @@ import Testing
           && ranked.percentileRank == report.percentileRank, "\(label) rank list")
     }
     #expect(listed.count == sat.count, "\(round) rank list size")
+    return raw
   }
 }
 
