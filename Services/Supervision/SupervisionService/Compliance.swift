@@ -94,12 +94,17 @@ public struct ComplianceTally: Hashable, Sendable {
   public init() {}
 
   public mutating func add(classroom: Int64, usage: WeekUsage) {
+    add(usage)
+    classrooms.insert(classroom)
+  }
+
+  /// Adds one classroom-week of a classroom already counted in ``classrooms``.
+  mutating func add(_ usage: WeekUsage) {
     classroomWeeks += 1
     subjectCount += usage.subjects
     lessonCount += usage.lessons
     manualLessons += usage.manual
     if usage.compliant { compliantWeeks += 1 }
-    classrooms.insert(classroom)
   }
 
   /// Adds the counts of `other` (classroom sets united).
@@ -202,10 +207,11 @@ public enum Compliance {
       var own = ComplianceTally()
       for (i, week) in weeks.enumerated() where c.inService(weekOf: week) {
         let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
-        own.add(classroom: c.number, usage: u)
+        own.add(u)
         byWeek[i].add(classroom: c.number, usage: u)
       }
       guard own.classroomWeeks > 0 else { continue }
+      own.classrooms = [c.number]
       result.byClassroom[c.number] = own
       result.scope.merge(own)
       if let name = group(c) { result.groups[name, default: ComplianceTally()].merge(own) }

@@ -1064,43 +1064,43 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     }
 
     if let first = weeks.first, let last = weeks.last {
-      // The teachers' lessons are read while the classrooms' are evaluated.
+      // The teachers' lessons and the teachers are read while the classrooms' lessons are
+      // evaluated.
       async let teacherCounts = teacherLessons(
         under: org.path, weeks: weeks, days: term.start.dayNumber...term.end.dayNumber)
+      async let teachers = directory.users(under: scopePath, kind: .teacher)
       let classrooms = try await store.classrooms(
         under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
       let usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
       let zero = WeekUsage(lessons: 0, subjects: 0)
-      // Per school and week: classrooms in service, lessons, subjects (the notice's rule).
-      var bySchool: [String: [CalendarDate: WeekUsage]] = [:]
-      var roomCount: [String: [CalendarDate: Int]] = [:]
-      for c in classrooms {
-        let series = weeks.map { week -> (week: CalendarDate, below: Bool?) in
-          guard c.span.inService(weekOf: week) else { return (week, nil) }
-          let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
-          var s = bySchool[c.schoolCode, default: [:]][week] ?? zero
-          s.lessons += u.lessons
-          s.subjects += u.subjects
-          bySchool[c.schoolCode, default: [:]][week] = s
-          roomCount[c.schoolCode, default: [:]][week, default: 0] += 1
-          return (week, !u.compliant)
-        }
-        for e in Warnings.episodes(series, n: n) {
-          add(.classroomBelowStandard, school: c.schoolCode, e, reason: Warnings.reason(e)) {
-            $0.classroomCode = c.code
-            $0.weeksBelow = Int32(e.weeks)
+      for (school, rooms) in Dictionary(grouping: classrooms, by: \.schoolCode) {
+        // Per week: the school's classrooms in service, their lessons and subjects (the
+        // notice's rule).
+        var sums = Array(repeating: zero, count: weeks.count)
+        var inService = Array(repeating: 0, count: weeks.count)
+        for c in rooms {
+          let series = weeks.enumerated().map { i, week -> (week: CalendarDate, below: Bool?) in
+            guard c.span.inService(weekOf: week) else { return (week, nil) }
+            let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
+            sums[i].lessons += u.lessons
+            sums[i].subjects += u.subjects
+            inService[i] += 1
+            return (week, !u.compliant)
+          }
+          for e in Warnings.episodes(series, n: n) {
+            add(.classroomBelowStandard, school: school, e, reason: Warnings.reason(e)) {
+              $0.classroomCode = c.code
+              $0.weeksBelow = Int32(e.weeks)
+            }
           }
         }
-      }
-      for (school, perWeek) in bySchool {
-        let series = weeks.map { week -> (week: CalendarDate, below: Bool?) in
-          guard let u = perWeek[week], let rooms = roomCount[school]?[week] else {
-            return (week, nil)
-          }
+        let series = weeks.enumerated().map { i, week -> (week: CalendarDate, below: Bool?) in
+          let rooms = inService[i]
+          guard rooms > 0 else { return (week, nil) }
           return (
             week,
-            u.lessons < Compliance.lessonStandard * rooms
-              || u.subjects < Compliance.subjectStandard * rooms
+            sums[i].lessons < Compliance.lessonStandard * rooms
+              || sums[i].subjects < Compliance.subjectStandard * rooms
           )
         }
         for e in Warnings.episodes(series, n: n) {
@@ -1121,7 +1121,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         }
       }
       let left = weeks.map { w in allWeeks.filter { $0 > w }.count }
-      for u in try await directory.users(under: scopePath, kind: .teacher) {
+      for u in try await teachers {
         let required = TeacherRule.requiredLessons(birthYear: u.birthYear, termStart: term.start)
         let counts = weekly[u.externalID] ?? Array(repeating: 0, count: weeks.count)
         let school = directory.ancestor(of: u.orgID, kind: .school)?.code ?? ""
