@@ -897,8 +897,19 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         """)
     let delete = try db.cachedStatement(
       sql: "DELETE FROM asm_tallies WHERE exam = ? AND path = ? AND kind = ? AND total = ?")
+    // A count that only grows is one statement.
+    let add = try db.cachedStatement(
+      sql: """
+        INSERT INTO asm_tallies (exam, path, kind, total, count, sums, squares)
+        VALUES (?, ?, ?, ?, ?, x'', x'')
+        ON CONFLICT (exam, path, kind, total) DO UPDATE SET count = count + excluded.count
+        """)
     for (key, delta) in changes.ordered {
       let keyArguments: StatementArguments = [exam, key.path, key.kind, key.total]
+      if delta.sums.isEmpty && delta.count > 0 {
+        try add.execute(arguments: keyArguments + [delta.count])
+        continue
+      }
       let stored = try Row.fetchOne(read, arguments: keyArguments).map {
         TallyRow(
           path: key.path, kind: key.kind, total: key.total, count: $0[0],
@@ -1145,9 +1156,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         tallies.marked = try db.cachedStatement(
           sql: """
             SELECT student, class_code, school_code, org_path, attendance, reason
-            FROM asm_students WHERE exam = ? AND attendance IN (?, ?) ORDER BY sid
+            FROM asm_students WHERE exam = ? AND attendance <> 1 ORDER BY sid
             """
-        ).decodeAll(arguments: [exam.number, AttendanceCode.absent, AttendanceCode.exempt]) {
+        ).decodeAll(arguments: [exam.number]) {
           StudentResult(
             externalID: $0[0], classCode: $0[1], schoolCode: $0[2], orgPath: $0[3],
             scores: Array(repeating: 0, count: width), attendance: $0[4], reason: $0[5])

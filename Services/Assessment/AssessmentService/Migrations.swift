@@ -161,5 +161,16 @@ enum AssessmentMigrations {
           """)
       try SQLiteAssessmentStore.rebuildTallies(db)
     }
+    // A count in a class or school must use its own index: (exam, attendance, total) matched
+    // as many columns and PostgreSQL, without statistics yet, scanned the exam with it. The
+    // students of one total come from (exam, total), absent and exempt ones from a partial index.
+    migrator.registerMigration("assessment.10.tally-indexes") { db in
+      try db.execute(
+        sql: """
+          DROP INDEX asm_students_total;
+          CREATE INDEX asm_students_level ON asm_students(exam, total);
+          CREATE INDEX asm_students_marked ON asm_students(exam) WHERE attendance <> 1;
+          """)
+    }
   }
 }

@@ -802,45 +802,48 @@ final class PostgresAssessmentStore: AssessmentStoring {
     let width = exam.itemNumbers.count
     return try await store.read { tx in
       var tallies = ScopeTallies()
+      // The rows in key order (the primary key's: no sort), as arrays.
       if let row = try await tx.one(
         """
-        SELECT array_agg(path ORDER BY path, kind, total) AS paths,
-          array_agg(kind ORDER BY path, kind, total) AS kinds,
-          array_agg(total ORDER BY path, kind, total) AS totals,
-          array_agg(count ORDER BY path, kind, total) AS counts,
-          array_agg(cardinality(sums) ORDER BY path, kind, total) AS widths,
-          array_agg(x ORDER BY path, kind, total, n) FILTER (WHERE x IS NOT NULL) AS sums,
-          array_agg(y ORDER BY path, kind, total, n) FILTER (WHERE y IS NOT NULL) AS squares
-        FROM (
-          SELECT t.path, t.kind, t.total, t.count, t.sums, u.x, u.y, u.n
-          FROM asm_tallies t
-          LEFT JOIN LATERAL unnest(t.sums, t.squares) WITH ORDINALITY AS u(x, y, n) ON true
-          WHERE t.exam = \(exam.number) AND t.path >= \(path)
-            AND t.path < \(String(path.dropLast()) + "0")) r
+        SELECT array_agg(path) AS paths, array_agg(kind) AS kinds, array_agg(total) AS totals,
+          array_agg(count) AS counts
+        FROM (SELECT path, kind, total, count FROM asm_tallies
+          WHERE exam = \(exam.number) AND path >= \(path)
+            AND path < \(String(path.dropLast()) + "0")
+          ORDER BY path, kind, total) r
         """)
       {
         let paths = try Self.strings(row["paths"])
         let kinds = try Self.ints(row["kinds"])
         let totals = try Self.doubles(row["totals"])
         let counts = try Self.int64s(row["counts"])
-        let widths = try Self.ints(row["widths"])
-        let sums = try Self.doubles(row["sums"])
-        let squares = try Self.doubles(row["squares"])
-        // A row with sums appears once per item in the join: its path, kind and total repeat.
-        var offset = 0
-        var i = 0
-        while i < paths.count {
-          let w = max(widths[i], 1)
-          guard offset + widths[i] <= sums.count, sums.count == squares.count,
-            kinds.count == paths.count, totals.count == paths.count, counts.count == paths.count
-          else { throw ServiceError.internalError("malformed tallies of \(exam.exam.code)") }
+        guard kinds.count == paths.count, totals.count == paths.count,
+          counts.count == paths.count
+        else { throw ServiceError.internalError("malformed tallies of \(exam.exam.code)") }
+        for i in paths.indices {
           tallies.rows.append(
             TallyRow(
-              path: paths[i], kind: Int32(kinds[i]), total: totals[i], count: Int(counts[i]),
-              sums: Array(sums[offset..<offset + widths[i]]),
-              squares: Array(squares[offset..<offset + widths[i]])))
-          offset += widths[i]
-          i += w
+              path: paths[i], kind: Int32(kinds[i]), total: totals[i], count: Int(counts[i])))
+        }
+      }
+      // The item sums of the exam's own path (a row per distinct total).
+      if path == exam.orgPath {
+        var sums: [Double: (sums: [Double], squares: [Double])] = [:]
+        for r in try await tx.query(
+          """
+          SELECT total, sums, squares FROM asm_tallies
+          WHERE exam = \(exam.number) AND path = \(path) AND kind = \(Int(TallyKind.sat))
+          """)
+        {
+          sums[try r["total"].decode(Double.self)] = (
+            try Self.doubles(r["sums"]), try Self.doubles(r["squares"])
+          )
+        }
+        for i in tallies.rows.indices
+        where tallies.rows[i].path == path && tallies.rows[i].kind == TallyKind.sat {
+          guard let s = sums[tallies.rows[i].total] else { continue }
+          tallies.rows[i].sums = s.sums
+          tallies.rows[i].squares = s.squares
         }
       }
       let scope = ScopeTally.of(tallies.rows, path: path)
@@ -874,8 +877,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
           """
           SELECT student, class_code, school_code, org_path, attendance, reason
           FROM asm_students
-          WHERE exam = \(exam.number) AND attendance IN (\(Int(AttendanceCode.absent)),
-            \(Int(AttendanceCode.exempt))) AND starts_with(org_path, \(path))
+          WHERE exam = \(exam.number) AND attendance <> 1 AND starts_with(org_path, \(path))
           ORDER BY sid
           """)
         {
