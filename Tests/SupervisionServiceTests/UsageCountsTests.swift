@@ -152,7 +152,8 @@ struct UsageCountsTests {
     -> [any SwiftProtobuf.Message]
   {
     var out: [any SwiftProtobuf.Message] = []
-    let orgs = ["P", "C", "CA", "CB", "A1", "A1-1", "A2", "A3", "B1"]
+    // The root, a county, a school and a class: every level a scope can sit at.
+    let orgs = ["P", "CA", "A1", "A1-1"]
     for org in orgs {
       for t in terms {
         let term = try await client.getTerm(.with { $0.code = t.code }, metadata: admin)
@@ -286,7 +287,9 @@ struct UsageCountsTests {
   static func changes(
     _ count: Int, stored: [String: Stored], spans: Spans, rng: inout SeededRandom
   ) -> [Stored] {
-    let keys = stored.keys.sorted().filter { spans.inService(stored[$0]!.room, on: stored[$0]!.date) }
+    let keys = stored.keys.sorted().filter {
+      spans.inService(stored[$0]!.room, on: stored[$0]!.date)
+    }
     var picked: [String: Stored] = [:]
     for _ in 0..<count {
       guard let key = keys.randomElement(using: &rng) else { break }
@@ -396,7 +399,7 @@ struct UsageCountsTests {
           let spans = try await Self.setUp(c0, admin)
           var rng = SeededRandom(state: 2027)
           var stored: [String: Stored] = [:]
-          for _ in 0..<3 {
+          for _ in 0..<2 {
             // Both replicas get the same new rows, in opposite orders.
             let fresh = Self.newLessons(150, stored: stored, spans: spans, rng: &rng)
             async let a = Self.send(c0, fresh, admin)

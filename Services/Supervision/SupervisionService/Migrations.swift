@@ -126,9 +126,23 @@ enum SupervisionMigrations {
           ) WITHOUT ROWID;
           DROP INDEX sup_lessons_usage;
           """)
-      for sql in UsageCountsSQL.backfill(postgres: false) + UsageCountsSQL.sqliteTriggers {
+      for sql in UsageCountsSQL.backfill(postgres: false)
+        + UsageCountsSQL.sqliteTriggers(subjects: false)
+      {
         try db.execute(sql: sql)
       }
+    }
+    // The classroom-weeks keep their distinct subjects too: a city's report read sixteen
+    // columns of each classroom-week to count them.
+    migrator.registerMigration("supervision.7.distinct-subjects") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE sup_classroom_weeks ADD COLUMN subjects INTEGER NOT NULL DEFAULT 0;
+          UPDATE sup_classroom_weeks SET subjects = \(UsageCountsSQL.distinctSubjects { $0 });
+          DROP TRIGGER sup_lessons_count_insert;
+          DROP TRIGGER sup_lessons_count_classroom_week;
+          """)
+      for sql in UsageCountsSQL.sqliteTriggers(subjects: true) { try db.execute(sql: sql) }
     }
   }
 }

@@ -157,6 +157,17 @@ extension SupervisionMigrations {
           PRIMARY KEY (classroom, week, teacher)) WITH (fillfactor = 70)
         """,
         "DROP INDEX sup_lessons_usage",
-      ] + UsageCountsSQL.backfill(postgres: true) + UsageCountsSQL.postgresFunctions),
+      ] + UsageCountsSQL.backfill(postgres: true)
+        + UsageCountsSQL.postgresFunctions(subjects: false)),
+    // See the SQLite migration of the same name.
+    PostgresMigration(
+      "supervision.7.distinct-subjects",
+      [
+        "ALTER TABLE sup_classroom_weeks ADD COLUMN subjects integer NOT NULL DEFAULT 0",
+        """
+        UPDATE sup_classroom_weeks
+        SET subjects = \(UsageCountsSQL.distinctSubjects({ $0 }, int: "::int"))
+        """,
+      ] + UsageCountsSQL.postgresFunctions(subjects: true)),
   ]
 }

@@ -396,7 +396,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
     let rows = try await store.query(
       """
       SELECT u.classroom, array_agg((u.week::int8 << 40) | (u.lessons::int8 << 24)
-        | (u.manual::int8 << 8) | (\(unescaped: UsageCountsSQL.subjectsPostgres))::int8)
+        | (u.manual::int8 << 8) | u.subjects::int8)
       FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
       WHERE c.org_path >= \(lo) AND c.org_path < \(hi)
         AND u.week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND u.lessons > 0

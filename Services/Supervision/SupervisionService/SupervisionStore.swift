@@ -433,7 +433,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   {
     try await usage(
       """
-      SELECT u.classroom, u.week, u.lessons, \(UsageCountsSQL.subjectsSQLite), u.manual
+      SELECT u.classroom, u.week, u.lessons, u.subjects, u.manual
       FROM sup_classrooms c JOIN sup_classroom_weeks u ON u.classroom = c.number
       WHERE c.org_path >= ? AND c.org_path < ? AND u.week BETWEEN ? AND ? AND u.lessons > 0
       """, under: path, weeks)

@@ -28,14 +28,10 @@ enum UsageCountsSQL {
   /// The subject count columns.
   static let subjectColumns = (1...16).map { "s\($0)" }
 
-  /// The distinct subjects of the counts row `u`, on SQLite (booleans are integers).
-  static var subjectsSQLite: String {
-    subjectColumns.map { "(u.\($0) > 0)" }.joined(separator: " + ")
-  }
-
-  /// The distinct subjects of the counts row `u`, on PostgreSQL.
-  static var subjectsPostgres: String {
-    subjectColumns.map { "(u.\($0) > 0)::int" }.joined(separator: " + ")
+  /// The distinct subjects of a counts row whose subject counts are `count(column)`: the
+  /// number of them above 0 (`int` casts each comparison on PostgreSQL).
+  static func distinctSubjects(_ count: (String) -> String, int: String = "") -> String {
+    subjectColumns.map { "(\(count($0)) > 0)\(int)" }.joined(separator: " + ")
   }
 
   /// `s1 integer NOT NULL DEFAULT 0, …` in `type`.
@@ -62,23 +58,44 @@ enum UsageCountsSQL {
 
   /// The SQLite triggers: a verified lesson inserted counts; a lesson updated moves its counts
   /// when its subject, source, teacher or verification changed (its classroom and week are its
-  /// key and never change).
-  static var sqliteTriggers: [String] {
+  /// key and never change). Every expression of an upsert's or update's SET reads the row as it
+  /// was. With `subjects` (migration 7) the classroom-weeks also keep their distinct subjects
+  /// (a report reads one column instead of sixteen), and only the two triggers that write them
+  /// are given (to replace migration 6's).
+  static func sqliteTriggers(subjects: Bool) -> [String] {
     let newSubjects = (1...16).map { "NEW.subject = \($0)" }.joined(separator: ", ")
-    let oldDecrements = subjectColumns.enumerated().map { i, c in
+    var decrements = subjectColumns.enumerated().map { i, c in
       "\(c) = \(c) - (OLD.subject = \(i + 1))"
     }.joined(separator: ", ")
-    let columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
+    var columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
+    var values = "NEW.classroom, NEW.week, 1, NEW.source = 3, \(newSubjects)"
+    var increments = subjectIncrements(alias: "")
+    if subjects {
+      columns += ", subjects"
+      values += ", 1"
+      increments += ", subjects = \(distinctSubjects { "\($0) + excluded.\($0)" })"
+      let left = distinctSubjects { "\($0) - (OLD.subject = \($0.dropFirst()))" }
+      decrements += ", subjects = \(left)"
+    }
     let upsertClassroomWeek = """
       INSERT INTO sup_classroom_weeks (\(columns))
-        SELECT NEW.classroom, NEW.week, 1, NEW.source = 3, \(newSubjects) WHERE NEW.verified = 1
+        SELECT \(values) WHERE NEW.verified = 1
         ON CONFLICT (classroom, week) DO UPDATE SET lessons = lessons + 1,
-          manual = manual + excluded.manual, \(subjectIncrements(alias: ""));
+          manual = manual + excluded.manual, \(increments);
       """
     let upsertTeacherWeek = """
       INSERT INTO sup_teacher_weeks (classroom, week, teacher, lessons)
         SELECT NEW.classroom, NEW.week, NEW.teacher, 1 WHERE NEW.verified = 1
         ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = lessons + 1;
+      """
+    let teacherWeekTrigger = """
+      CREATE TRIGGER sup_lessons_count_teacher_week AFTER UPDATE OF teacher, verified ON sup_lessons
+      WHEN OLD.teacher <> NEW.teacher OR OLD.verified <> NEW.verified BEGIN
+        UPDATE sup_teacher_weeks SET lessons = lessons - 1
+        WHERE classroom = OLD.classroom AND week = OLD.week AND teacher = OLD.teacher
+          AND OLD.verified = 1;
+        \(upsertTeacherWeek)
+      END
       """
     return [
       """
@@ -94,81 +111,92 @@ enum UsageCountsSQL {
       WHEN OLD.subject <> NEW.subject OR OLD.source <> NEW.source
         OR OLD.verified <> NEW.verified BEGIN
         UPDATE sup_classroom_weeks SET lessons = lessons - 1, manual = manual - (OLD.source = 3),
-          \(oldDecrements)
+          \(decrements)
         WHERE classroom = OLD.classroom AND week = OLD.week AND OLD.verified = 1;
         \(upsertClassroomWeek)
       END
       """,
-      """
-      CREATE TRIGGER sup_lessons_count_teacher_week AFTER UPDATE OF teacher, verified ON sup_lessons
-      WHEN OLD.teacher <> NEW.teacher OR OLD.verified <> NEW.verified BEGIN
-        UPDATE sup_teacher_weeks SET lessons = lessons - 1
-        WHERE classroom = OLD.classroom AND week = OLD.week AND teacher = OLD.teacher
-          AND OLD.verified = 1;
-        \(upsertTeacherWeek)
-      END
-      """,
-    ]
+    ] + (subjects ? [] : [teacherWeekTrigger])
   }
 
   /// The PostgreSQL trigger functions (statement-level, over the transition tables, so that a
   /// batch of lessons — one upsert statement or one COPY — adds its counts in two statements,
-  /// in key order so that replicas writing the same counts lock them in one order).
-  static var postgresFunctions: [String] {
-    let columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
-    let classroomWeekConflict = """
+  /// in key order so that replicas writing the same counts lock them in one order), and the
+  /// triggers. With `subjects` (migration 7) the classroom-weeks also keep their distinct
+  /// subjects, and only the functions are given (replacing migration 6's; the triggers stay).
+  static func postgresFunctions(subjects: Bool) -> [String] {
+    var columns = "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ")
+    var distinct = ""
+    var increments = subjectIncrements(alias: "t")
+    if subjects {
+      columns += ", subjects"
+      distinct = ", " + distinctSubjects({ "g.\($0)" }, int: "::int")
+      increments +=
+        ", subjects = " + distinctSubjects({ "(t.\($0) + excluded.\($0))" }, int: "::int")
+    }
+    // The counts of `source`'s verified rows grouped per classroom-week (`g`), added.
+    func classroomWeeks(_ sums: String, from source: String) -> String {
+      """
+      INSERT INTO sup_classroom_weeks AS t (\(columns))
+      SELECT g.*\(distinct)
+      FROM (SELECT classroom, week, \(sums) FROM \(source) WHERE verified = 1
+        GROUP BY classroom, week) g
+      ORDER BY classroom, week
       ON CONFLICT (classroom, week) DO UPDATE SET lessons = t.lessons + excluded.lessons,
-        manual = t.manual + excluded.manual, \(subjectIncrements(alias: "t"))
+        manual = t.manual + excluded.manual, \(increments);
       """
-    let teacherWeekConflict = """
-      ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = t.lessons + excluded.lessons
+    }
+    func teacherWeeks(_ count: String, from source: String) -> String {
       """
+      INSERT INTO sup_teacher_weeks AS t (classroom, week, teacher, lessons)
+      SELECT classroom, week, teacher, \(count) FROM \(source) WHERE verified = 1
+      GROUP BY classroom, week, teacher ORDER BY classroom, week, teacher
+      ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = t.lessons + excluded.lessons;
+      """
+    }
+    let subjectSums = { (sign: String) in
+      (1...16).map { "sum(CASE WHEN subject = \($0) THEN \(sign) ELSE 0 END) AS s\($0)" }
+        .joined(separator: ", ")
+    }
     // A changed row as (sign, old or new values): -1 for what it was, +1 for what it is.
     func changed(_ differs: String) -> String {
       """
-      SELECT -1 AS n, o.classroom, o.week, o.teacher, o.subject, o.source, o.verified
+      (SELECT -1 AS n, o.classroom, o.week, o.teacher, o.subject, o.source, o.verified
         FROM old_lessons o JOIN new_lessons x USING (classroom, day, period) WHERE \(differs)
       UNION ALL
       SELECT 1, x.classroom, x.week, x.teacher, x.subject, x.source, x.verified
-        FROM old_lessons o JOIN new_lessons x USING (classroom, day, period) WHERE \(differs)
+        FROM old_lessons o JOIN new_lessons x USING (classroom, day, period) WHERE \(differs)) d
       """
     }
-    let classroomWeekDiffers =
-      "(o.subject, o.source, o.verified) IS DISTINCT FROM (x.subject, x.source, x.verified)"
-    let teacherWeekDiffers = "(o.teacher, o.verified) IS DISTINCT FROM (x.teacher, x.verified)"
-    return [
+    let create = subjects ? "CREATE OR REPLACE FUNCTION" : "CREATE FUNCTION"
+    let functions = [
       """
-      CREATE FUNCTION sup_lessons_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+      \(create) sup_lessons_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
-        INSERT INTO sup_classroom_weeks AS t (\(columns))
-        SELECT classroom, week, count(*), count(*) FILTER (WHERE source = 3),
-          \(subjectSums(postgres: true))
-        FROM new_lessons WHERE verified = 1 GROUP BY classroom, week ORDER BY classroom, week
-        \(classroomWeekConflict);
-        INSERT INTO sup_teacher_weeks AS t (classroom, week, teacher, lessons)
-        SELECT classroom, week, teacher, count(*) FROM new_lessons WHERE verified = 1
-        GROUP BY classroom, week, teacher ORDER BY classroom, week, teacher
-        \(teacherWeekConflict);
+        \(classroomWeeks(
+          "count(*) AS lessons, count(*) FILTER (WHERE source = 3) AS manual, "
+            + subjectSums("1"), from: "new_lessons"))
+        \(teacherWeeks("count(*)", from: "new_lessons"))
         RETURN NULL;
       END $$
       """,
       """
-      CREATE FUNCTION sup_lessons_count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+      \(create) sup_lessons_count_update() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
-        INSERT INTO sup_classroom_weeks AS t (\(columns))
-        SELECT classroom, week, sum(n), sum(CASE WHEN source = 3 THEN n ELSE 0 END),
-          \(subjectSums(postgres: true, sign: "n"))
-        FROM (\(changed(classroomWeekDiffers))) d
-        WHERE verified = 1 GROUP BY classroom, week ORDER BY classroom, week
-        \(classroomWeekConflict);
-        INSERT INTO sup_teacher_weeks AS t (classroom, week, teacher, lessons)
-        SELECT classroom, week, teacher, sum(n)
-        FROM (\(changed(teacherWeekDiffers))) d
-        WHERE verified = 1 GROUP BY classroom, week, teacher ORDER BY classroom, week, teacher
-        \(teacherWeekConflict);
+        \(classroomWeeks(
+          "sum(n) AS lessons, sum(CASE WHEN source = 3 THEN n ELSE 0 END) AS manual, "
+            + subjectSums("n"),
+          from: changed(
+            "(o.subject, o.source, o.verified) IS DISTINCT FROM (x.subject, x.source, x.verified)"
+          )))
+        \(teacherWeeks(
+          "sum(n)",
+          from: changed("(o.teacher, o.verified) IS DISTINCT FROM (x.teacher, x.verified)")))
         RETURN NULL;
       END $$
       """,
+    ]
+    return functions + (subjects ? [] : [
       """
       CREATE TRIGGER sup_lessons_count_insert AFTER INSERT ON sup_lessons
       REFERENCING NEW TABLE AS new_lessons
@@ -179,7 +207,7 @@ enum UsageCountsSQL {
       REFERENCING OLD TABLE AS old_lessons NEW TABLE AS new_lessons
       FOR EACH STATEMENT EXECUTE FUNCTION sup_lessons_count_update()
       """,
-    ]
+    ])
   }
 
   /// Fills the counts from the lessons stored before they existed (same SQL on both stores
