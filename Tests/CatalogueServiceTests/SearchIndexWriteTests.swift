@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import PostgresNIO
 import ServiceRuntime
 import SmartSchoolModel
@@ -187,5 +188,102 @@ struct SearchIndexWriteTests {
     #expect(index == Self.recomputed(live.map { ($0.key, $0.value) }))
     #expect(index.stats[0] == live.count && index.postings.count > 10 * live.count)
     if let postgres = store as? PostgresCatalogueStore { await postgres.storage.close() }
+  }
+
+  /// A store indexed with a row per token in search_positions (migrations up to catalogue.5)
+  /// is converted by catalogue.6: the documents' positions, postings and statistics equal a
+  /// recomputation, and a phrase query still ranks by proximity.
+  @Test func positionsStoredPerTokenAreConvertedByTheMigration() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    // Resources 1…12 (seq given by the store in insertion order, on a new store).
+    let items = (0..<12).map { Self.resource($0) }
+    var statements: [String] = []
+    var stats = [0, 0, 0, 0]
+    func quoted(_ text: String) -> String {
+      "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+    for (i, r) in items.enumerated() {
+      let seq = i + 1
+      statements.append(
+        """
+        INSERT INTO resources (id, title, description, keywords, type, stage, grade,
+          subject, knowledge_points, author_id, author_name, owner_org_id, owner_org_code,
+          owner_path, reach_path, sharing_scope, licence, status, created_at, updated_at)
+        VALUES (\(quoted(r.id)), \(quoted(r.title)), \(quoted(r.description_p)),
+          \(quoted(r.keywords.joined(separator: "\n"))), \(r.type.rawValue), \(r.stage.rawValue),
+          \(r.grade), \(r.subject.rawValue), '', 'author', 'author', 'o', 'S',
+          \(quoted(Self.school.description)), \(quoted(Self.school.description)), 1, '', 1, 0, 0)
+        """)
+      let doc = SearchIndex.document(
+        title: r.title, keywords: r.keywords, description: r.description_p, editionName: nil)
+      statements.append(
+        """
+        INSERT INTO search_documents (resource_seq, title_len, keywords_len, description_len)
+        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]))
+        """)
+      for (token, posting) in doc.postings {
+        statements.append(
+          """
+          INSERT INTO search_postings (token, resource_seq, counts, lengths)
+          VALUES (\(quoted(token)), \(seq), \(SearchIndex.counts(posting)),
+            \(SearchIndex.packLengths(doc.lengths)))
+          """)
+        statements.append(
+          """
+          INSERT INTO search_positions
+            (resource_seq, token, title_pos, keywords_pos, description_pos)
+          VALUES (\(seq), \(quoted(token)), \(quoted(SearchIndex.encode(posting.positions[0]))),
+            \(quoted(SearchIndex.encode(posting.positions[1]))),
+            \(quoted(SearchIndex.encode(posting.positions[2]))))
+          """)
+      }
+      stats[0] += 1
+      for f in 0..<3 { stats[f + 1] += doc.lengths[f] }
+    }
+    statements.append(
+      """
+      UPDATE search_stats SET documents = \(stats[0]), title_len = \(stats[1]),
+        keywords_len = \(stats[2]), description_len = \(stats[3])
+      """)
+    let all = statements
+    let store: any CatalogueStore
+    if let database = try await TestStore.database(named: "catalogue_" + dir.path) {
+      var quiet = Logger(label: "catalogue")
+      quiet.logLevel = .critical
+      let before = CatalogueMigrations.postgres.prefix { $0.id != "catalogue.6.search-positions" }
+      let old = try await PostgresStore(
+        settings: database, migrations: Array(before), logger: quiet)
+      try await old.write { tx in
+        for sql in all { try await tx.execute(PostgresQuery(unsafeSQL: sql)) }
+      }
+      await old.close()
+      store = try await openCatalogueStore(dir)
+    } else {
+      let queue = try DatabaseQueue(path: dir.path + "/catalogue.sqlite")
+      var migrator = DatabaseMigrator()
+      CatalogueMigrations.register(&migrator)
+      try migrator.migrate(queue, upTo: "catalogue.5.visible-index")
+      try await queue.write { db in for sql in all { try db.execute(sql: sql) } }
+      try queue.close()
+      store = try SQLiteCatalogueStore(directory: dir.path)
+    }
+    let live = items.enumerated().map { (Int64($0.offset + 1), $0.element) }
+    let index = try await Self.stored(store)
+    #expect(index == Self.recomputed(live))
+    #expect(index.documents.allSatisfy { $0.contains("\t") })
+    // Proximity reads the converted positions: a phrase query ranks as on the same resources
+    // written by today's code, relevance for relevance.
+    let freshDirectory = try TemporaryDirectory()
+    defer { freshDirectory.remove() }
+    let fresh = try await openCatalogueStore(freshDirectory)
+    for r in items { _ = try await fresh.insertResource(r, reach: Self.school, topChapter: nil) }
+    for text in [items[2].title, items[4].title, items[7].title, items[9].title] {
+      let converted = try await SearchStoresTests.answer(store, text)
+      let written = try await SearchStoresTests.answer(fresh, text)
+      #expect(converted == written && converted.total > 0, "\(text)")
+    }
+    if let postgres = store as? PostgresCatalogueStore { await postgres.storage.close() }
+    if let postgres = fresh as? PostgresCatalogueStore { await postgres.storage.close() }
   }
 }
