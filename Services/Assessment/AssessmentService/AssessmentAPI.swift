@@ -753,8 +753,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     try principal.require(.resultsRead, at: scopePath)
     // The exam's tallies (kept by the score batches), not its students' scores.
     let path = scopeOrg == nil ? record.orgPath : scopePath.description
-    let childIDs = Set(children.map(\.id))
-    let tallies = try await store.scopeTallies(exam: record, scopePath: path, childIDs: childIDs)
+    let tallies = try await store.scopeTallies(exam: record, scopePath: path)
     let scope = ScopeTally.of(tallies.rows, path: path)
     let reportsMissing = record.reportsMissingItems
     let fullMarks = record.exam.fullMarks
@@ -787,7 +786,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
     }
 
-    let byChild = ScopeTally.byChild(tallies.rows, childIDs: childIDs)
+    let byChild = ScopeTally.byChild(tallies.rows, childIDs: Set(children.map(\.id)))
     var childStats = children.map {
       let tally = byChild[$0.id] ?? ScopeTally()
       var figures = Self.scopeFigures(

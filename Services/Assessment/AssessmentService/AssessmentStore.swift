@@ -534,11 +534,9 @@ public protocol AssessmentStoring: Sendable {
   func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult]
   /// The student's results and standing; nil when the student has no scores on the exam.
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding?
-  /// The tallies of `scopePath` (nil: the exam's org) and of the paths under it that end in
-  /// one of `childIDs`, with what a statistics report reads beside them (``ScopeTallies``), in
-  /// one read.
-  func scopeTallies(exam: ExamRecord, scopePath: String?, childIDs: Set<String>) async throws
-    -> ScopeTallies
+  /// The tallies of `scopePath` (nil: the exam's org) and every path under it, with what a
+  /// statistics report reads beside them (``ScopeTallies``), in one read.
+  func scopeTallies(exam: ExamRecord, scopePath: String?) async throws -> ScopeTallies
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   /// The chosen options recorded on the exam (under `scopePath` when given), by student then
@@ -1112,9 +1110,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     }
   }
 
-  public func scopeTallies(exam: ExamRecord, scopePath: String?, childIDs: Set<String>)
-    async throws -> ScopeTallies
-  {
+  public func scopeTallies(exam: ExamRecord, scopePath: String?) async throws -> ScopeTallies {
     let path = scopePath ?? exam.orgPath
     let column = PackedScores.columns(exam)
     let width = exam.itemNumbers.count
@@ -1128,8 +1124,6 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
             WHERE exam = ? AND path >= ? AND path < ? ORDER BY path, kind, total
             """), arguments: [exam.number, path, String(path.dropLast()) + "0"])
       while let row = try rows.next() {
-        let rowPath: String = row[0]
-        guard rowPath == path || childIDs.contains(OrgPathIDs.leaf(rowPath)) else { continue }
         tallies.rows.append(
           TallyRow(
             path: row[0], kind: row[1], total: row[2], count: row[3],

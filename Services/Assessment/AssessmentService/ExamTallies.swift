@@ -264,11 +264,6 @@ enum OrgPathIDs {
   static func ids(_ path: String) -> [String] {
     path.split(separator: "/").map(String.init)
   }
-
-  /// The last id of a path's text ("" for the root).
-  static func leaf(_ path: String) -> String {
-    path.split(separator: "/").last.map(String.init) ?? ""
-  }
 }
 
 /// What a statistics report reads of a scope, in one read transaction.

@@ -796,9 +796,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
 
   /// The scope's tally rows in one statement (arrays), then, in the same read, the students a
   /// statistics report lists or needs at a 27% group's boundary.
-  func scopeTallies(exam: ExamRecord, scopePath: String?, childIDs: Set<String>) async throws
-    -> ScopeTallies
-  {
+  func scopeTallies(exam: ExamRecord, scopePath: String?) async throws -> ScopeTallies {
     let path = scopePath ?? exam.orgPath
     let column = PackedScores.columns(exam)
     let width = exam.itemNumbers.count
@@ -812,7 +810,6 @@ final class PostgresAssessmentStore: AssessmentStoring {
         FROM (SELECT path, kind, total, count FROM asm_tallies
           WHERE exam = \(exam.number) AND path >= \(path)
             AND path < \(String(path.dropLast()) + "0")
-            AND (path = \(path) OR substring(path FROM '([^/]+)/$') = ANY(\(childIDs.sorted())))
           ORDER BY path, kind, total) r
         """)
       {
