@@ -54,14 +54,16 @@ struct LoginHardeningTests {
       let user = try await newUser(
         identity, admin: admin, externalID: "T1", username: "teacher1", kind: .teacher,
         org: "S-A1")
-      let codes = await parallel(30) { _ in
+      // Sixteen at once: on PostgreSQL the test pool has four connections, and thirty
+      // guesses queued on them could outwait the 10 s lease limit on a loaded CI machine.
+      let codes = await parallel(16) { _ in
         _ = try await TestSupport.login(identity, "teacher1", "Wrong-pass-1")
       }
-      #expect(codes.allSatisfy { $0 == .unauthenticated })
+      #expect(codes.allSatisfy { $0 == .unauthenticated }, "\(codes)")
       // A refusal's audit event is written as the call ends: on a busy machine the last ones
-      // may land just after the 30 answers.
+      // may land just after the 16 answers.
       var failures = try await events(identity, admin, action: "login.failure", actor: user.id)
-      for _ in 0..<50 where failures.count < 30 {
+      for _ in 0..<50 where failures.count < 16 {
         try await Task.sleep(for: .milliseconds(100))
         failures = try await events(identity, admin, action: "login.failure", actor: user.id)
       }
@@ -70,7 +72,7 @@ struct LoginHardeningTests {
       // unchecked because the account was locked.
       #expect(evaluated.count == 5)
       #expect(Set(evaluated.map(\.detail)) == Set((1...5).map { "wrong password (\($0))" }))
-      #expect(failures.count - evaluated.count == 25)
+      #expect(failures.count - evaluated.count == 11)
       #expect(try await events(identity, admin, action: "login.lockout").count == 1)
       // The right password is refused while locked, and that leaves an audit event.
       let before = failures.count
