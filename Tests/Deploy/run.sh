@@ -268,7 +268,9 @@ make_certs() {
       cp "$TLS/svc.crt" "$TLS/$s.crt" && cp "$TLS/svc.key" "$TLS/$s.key"
     done
 }
-BASE=$((20000 + RANDOM % 20000))
+# Below Linux's ephemeral range (32768–60999): a port there can be taken by any outgoing
+# connection between the choice and the bind ("Address already in use").
+BASE=$((20000 + RANDOM % 12000))
 port_of() { # SERVICE KIND(grpc|metrics) [INSTANCE]
   local i
   case $1 in identity) i=0 ;; catalogue) i=1 ;; assessment) i=2 ;; supervision) i=3 ;; esac
