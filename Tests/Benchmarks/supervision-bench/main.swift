@@ -364,7 +364,8 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
     config.database = database
   }
   defer {
-    if let database {
+    // SMARTSCHOOL_BENCH_KEEP=1 keeps the database, for EXPLAIN afterwards.
+    if let database, ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_KEEP"] != "1" {
       _ = try? psql(
         database.with(database: "postgres"),
         "DROP DATABASE IF EXISTS \(database.database) WITH (FORCE)")
