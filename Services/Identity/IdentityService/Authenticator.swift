@@ -60,6 +60,9 @@ final class KeyRing: Sendable {
     var published: [PublishedKey]
     var stored: [StoredKey]
     var currentCreatedAt: Date
+    /// Bumped by every install, so that a reload whose read began before a rotation (or
+    /// another reload) was installed does not put its older keys back.
+    var generation = 0
   }
   private let state: Mutex<State>
   private let store: any IdentityStore
@@ -127,13 +130,19 @@ final class KeyRing: Sendable {
   /// returns whether anything changed.
   @discardableResult
   func reload() async throws -> Bool {
+    let seen = state.withLock { $0.generation }
     let keys = try await store.signingKeys()
     let fingerprint = { (keys: [StoredKey]) in
       keys.map { "\($0.id)/\($0.current)/\($0.retireAt?.timeIntervalSince1970 ?? 0)" }
     }
-    let newState = try KeyRing.state(from: keys)
+    var newState = try KeyRing.state(from: keys)
     let changed = state.withLock { s -> Bool in
-      guard fingerprint(s.stored) != fingerprint(keys) else { return false }
+      // Keys installed while these were read may be newer (this replica rotated): keep them;
+      // the next reload reads again.
+      guard s.generation == seen, fingerprint(s.stored) != fingerprint(keys) else {
+        return false
+      }
+      newState.generation = seen + 1
       s = newState
       return true
     }
@@ -152,16 +161,22 @@ final class KeyRing: Sendable {
     let now = Date()
     let current = signer.keyID
     return state.withLock { s in
-      s.stored.filter { $0.retireAt.map { $0 > now } ?? true }.map { k in
-        .with {
-          $0.keyID = k.id
-          $0.algorithm = "EdDSA"
-          $0.publicKey = k.publicKey
-          $0.createTime = .init(date: k.createdAt)
-          if let r = k.retireAt { $0.retireTime = .init(date: r) }
-          $0.current = k.id == current
-        }
+      s.stored.filter { $0.retireAt.map { $0 > now } ?? true }.map {
+        Self.message($0, current: $0.id == current)
       }
+    }
+  }
+
+  private static func message(_ k: StoredKey, current: Bool)
+    -> Smartschool_Identity_V1_SigningKey
+  {
+    .with {
+      $0.keyID = k.id
+      $0.algorithm = "EdDSA"
+      $0.publicKey = k.publicKey
+      $0.createTime = .init(date: k.createdAt)
+      if let r = k.retireAt { $0.retireTime = .init(date: r) }
+      $0.current = current
     }
   }
 
@@ -171,10 +186,14 @@ final class KeyRing: Sendable {
     // Old tokens live at most one access-token lifetime (plus verifier leeway).
     try await store.addSigningKey(key, retireOthersAt: Date().addingTimeInterval(accessTokenTTL + 60))
     let keys = try await store.signingKeys()
-    let newState = try KeyRing.state(from: keys)
-    state.withLock { $0 = newState }
+    var newState = try KeyRing.state(from: keys)
+    state.withLock { s in
+      newState.generation = s.generation + 1
+      s = newState
+    }
     onChange?(newState.currentCreatedAt)
-    return publishedMessages.first { $0.keyID == key.id }!
+    // Not read back from the ring: a rotation at the same moment may already have replaced it.
+    return Self.message(key, current: true)
   }
 }
 
