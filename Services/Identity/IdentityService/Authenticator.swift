@@ -65,12 +65,12 @@ final class KeyRing: Sendable {
     var generation = 0
   }
   private let state: Mutex<State>
-  private let store: any IdentityStore
+  private let store: any SigningKeyStore
   private let accessTokenTTL: TimeInterval
   private let onChange: (@Sendable (Date) -> Void)?
 
   private init(
-    store: any IdentityStore, keys: [StoredKey], accessTokenTTL: TimeInterval,
+    store: any SigningKeyStore, keys: [StoredKey], accessTokenTTL: TimeInterval,
     onChange: (@Sendable (Date) -> Void)?
   ) throws {
     self.store = store
@@ -85,7 +85,7 @@ final class KeyRing: Sendable {
   /// key's creation time now and after each rotation. The first key is made under a lock
   /// across replicas, so replicas starting at once on an empty database make one.
   static func load(
-    store: any IdentityStore, storage: any ServiceStorage, accessTokenTTL: TimeInterval,
+    store: any SigningKeyStore, storage: any ServiceStorage, accessTokenTTL: TimeInterval,
     onChange: (@Sendable (Date) -> Void)? = nil
   ) async throws -> KeyRing {
     var keys = try await store.signingKeys()

@@ -51,7 +51,13 @@ struct AuditEntry: Sendable {
 
 /// Every SQL statement of identity, behind a protocol so a PostgreSQL store can stand beside
 /// the SQLite one.
-protocol IdentityStore: Sendable {
+/// Where the signing keys are kept: all a ``KeyRing`` needs of the store.
+protocol SigningKeyStore: Sendable {
+  func signingKeys() async throws -> [StoredKey]
+  func addSigningKey(_ key: StoredKey, retireOthersAt: Date?) async throws
+}
+
+protocol IdentityStore: SigningKeyStore {
   // Orgs
   func org(id: String) async throws -> Org?
   func org(code: String) async throws -> Org?
@@ -156,9 +162,7 @@ protocol IdentityStore: Sendable {
     limit: Int
   ) async throws -> [Binding]
 
-  // Keys
-  func signingKeys() async throws -> [StoredKey]
-  func addSigningKey(_ key: StoredKey, retireOthersAt: Date?) async throws
+  // Keys: see SigningKeyStore
 
   // Audit and changes
   func audit(_ entry: AuditEntry) async throws
