@@ -17,6 +17,8 @@ public final class Store: ServiceStorage {
   public let path: String
   /// The read-only connections ``read(_:)`` runs on.
   private let readers: ReadConnections
+  /// Writes waiting for the next group transaction (see ``write(_:)``).
+  private let writes = WriteQueue()
 
   /// Opens (creating if needed) `<directory>/<name>.sqlite` and runs the Runtime's own
   /// migrations followed by the service's.
@@ -112,15 +114,83 @@ public final class Store: ServiceStorage {
     }
   }
 
-  /// Runs a write transaction, mapping database errors to ``ServiceError``.
+  /// Runs `body` in a write transaction, mapping database errors to ``ServiceError``.
+  ///
+  /// Writes that arrive while another is running share the next transaction (group commit):
+  /// SQLite has one writer, and a commit writes every page its transaction dirtied to the WAL,
+  /// so eight small writes committed together write the pages they share (the rightmost leaf
+  /// of each table and index, the change feed's) once instead of eight times. Each write of a
+  /// group runs in a savepoint of its own: one that throws is rolled back alone and gets its
+  /// error, the others commit; every caller is answered after the commit, so what a caller
+  /// sees afterwards is durable exactly as before. A write that runs alone has no savepoint.
   public func write<T: Sendable>(_ body: @Sendable @escaping (Database) throws -> T) async throws
     -> T
   {
-    do {
-      return try await pool.write(body)
-    } catch let error as DatabaseError {
-      throw Store.map(error)
+    try Task.checkCancellation()
+    let result = WriteSlot<T>()
+    return try await withCheckedThrowingContinuation { continuation in
+      let job = GroupedWrite(
+        run: { db, alone in
+          do {
+            if alone {
+              let value = try body(db)
+              result.value.withLock { $0 = .success(value) }
+            } else {
+              try db.inSavepoint {
+                let value = try body(db)
+                result.value.withLock { $0 = .success(value) }
+                return .commit
+              }
+            }
+            return nil
+          } catch {
+            return error
+          }
+        },
+        finish: { error in
+          if let error {
+            continuation.resume(throwing: Store.mapAny(error))
+          } else if case .success(let value)? = result.value.withLock({ $0 }) {
+            continuation.resume(returning: value)
+          } else {
+            continuation.resume(throwing: ServiceError.internalError("a write lost its result"))
+          }
+        })
+      if writes.enqueue(job) {
+        Task { await self.drainWrites() }
+      }
     }
+  }
+
+  /// Runs the queued writes, a group per transaction, until the queue is empty. Exactly one
+  /// drain runs at a time (the write that found the queue idle starts it).
+  private func drainWrites() async {
+    while let jobs = writes.next() {
+      do {
+        let errors = try await pool.write { db -> [(any Error)?] in
+          var errors: [(any Error)?] = []
+          errors.reserveCapacity(jobs.count)
+          for job in jobs {
+            let error = job.run(db, jobs.count == 1)
+            // A full disk or an I/O error can make SQLite roll the whole transaction back:
+            // the writes before this one are gone too, and the rest must not run outside it.
+            if let error, !db.isInsideTransaction { throw error }
+            errors.append(error)
+          }
+          if jobs.count == 1, let error = errors[0] { throw error }
+          return errors
+        }
+        for (job, error) in zip(jobs, errors) { job.finish(error) }
+      } catch {
+        for job in jobs { job.finish(error) }
+      }
+    }
+  }
+
+  /// ``map(_:)`` for any error: database errors mapped, others (the service's own) unchanged.
+  static func mapAny(_ error: any Error) -> any Error {
+    if let error = error as? DatabaseError { return map(error) }
+    return error
   }
 
   /// Maps SQLite failures the caller did not cause to clear statuses: a full disk is
@@ -574,5 +644,52 @@ final class ReadConnections: Sendable {
   /// Returns a connection taken with ``checkOut()``.
   func checkIn(_ reader: DatabaseQueue) {
     state.withLock { $0.idle.append(reader) }
+  }
+}
+
+/// One caller's write waiting in a ``WriteQueue``.
+struct GroupedWrite: Sendable {
+  /// Runs the caller's body on the writer connection inside the group's transaction (in a
+  /// savepoint unless the group has this write alone, the Bool), keeping its value; returns
+  /// the body's error, if any.
+  let run: @Sendable (Database, Bool) -> (any Error)?
+  /// Answers the caller after the transaction ended: with its value, or with `error`.
+  let finish: @Sendable ((any Error)?) -> Void
+}
+
+/// Where a grouped write's body leaves its value until the transaction commits.
+final class WriteSlot<T: Sendable>: Sendable {
+  let value = Mutex<Result<T, any Error>?>(nil)
+}
+
+/// The writes waiting for the next transaction of a ``Store`` (group commit).
+final class WriteQueue: Sendable {
+  /// The most writes in one transaction: a bound on how long the first waits for the last.
+  static let groupLimit = 64
+
+  private let state = Mutex<(jobs: [GroupedWrite], draining: Bool)>(([], false))
+
+  /// Queues `job`; true when no drain is running, so the caller must start one.
+  func enqueue(_ job: GroupedWrite) -> Bool {
+    state.withLock { state in
+      state.jobs.append(job)
+      if state.draining { return false }
+      state.draining = true
+      return true
+    }
+  }
+
+  /// The next group (oldest first), or nil when the queue is empty, which ends the drain.
+  func next() -> [GroupedWrite]? {
+    state.withLock { state in
+      if state.jobs.isEmpty {
+        state.draining = false
+        return nil
+      }
+      let count = min(state.jobs.count, Self.groupLimit)
+      let group = Array(state.jobs.prefix(count))
+      state.jobs.removeFirst(count)
+      return group
+    }
   }
 }

@@ -51,6 +51,69 @@ struct StorageTests {
     }
   }
 
+  /// Writes that queue behind a running one share its successor's transaction (group commit),
+  /// yet each still succeeds or fails alone: a write that breaks a constraint or throws after
+  /// writing is rolled back by itself and gets its own error, and the rest commit.
+  @Test func queuedWritesCommitTogetherButFailAlone() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(1, in: dir)
+    let version = try store.watch(["things"])
+    let before = version.current
+    struct Refused: Error, Equatable { let writer: Int }
+    // The first write holds the writer while the others queue behind it.
+    let holding = Task {
+      try await store.write { db in
+        try db.execute(sql: "INSERT INTO things VALUES ('hold', 'hold')")
+        usleep(800_000)
+      }
+    }
+    try await Task.sleep(for: .milliseconds(100))
+    let outcomes = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+      for writer in 0..<63 {
+        group.addTask {
+          do {
+            let id: Int64 = try await store.write { db in
+              try db.execute(
+                sql: "INSERT INTO things VALUES (?, ?)", arguments: ["w\(writer)", "m\(writer)"])
+              let id = db.lastInsertedRowID
+              switch writer % 3 {
+              case 1:
+                // Name n0 is taken: the row above must go too.
+                try db.execute(sql: "INSERT INTO things VALUES (?, 'n0')", arguments: ["x\(writer)"])
+              case 2: throw Refused(writer: writer)
+              default: break
+              }
+              return id
+            }
+            return (writer, id > 0 ? "ok" : "no id")
+          } catch let error as ServiceError {
+            return (writer, error.code == .alreadyExists ? "exists" : "\(error)")
+          } catch let error as Refused {
+            return (writer, error.writer == writer ? "refused" : "someone else's error")
+          }
+        }
+      }
+      var outcomes: [Int: String] = [:]
+      for try await (writer, outcome) in group { outcomes[writer] = outcome }
+      return outcomes
+    }
+    try await holding.value
+    for writer in 0..<63 {
+      #expect(outcomes[writer] == ["ok", "exists", "refused"][writer % 3], "writer \(writer)")
+    }
+    let stored = try await store.read { db in
+      try String.fetchAll(db, sql: "SELECT id FROM things WHERE id LIKE 'w%' OR id LIKE 'x%'")
+    }
+    #expect(Set(stored) == Set((0..<63).filter { $0 % 3 == 0 }.map { "w\($0)" }))
+    #expect(try await store.read { db in
+      try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM things WHERE id = 'hold'")
+    } == 1)
+    // 64 writes that changed the table, in far fewer transactions.
+    let transactions = version.current - before
+    #expect(transactions >= 2 && transactions <= 8, "\(transactions) transactions")
+  }
+
   /// `Store.read` runs on its own read-only connections, reused across calls: each read must
   /// still see every write committed before it, from any task, and must not write.
   @Test func readsSeeEveryEarlierWriteAndCannotWrite() async throws {

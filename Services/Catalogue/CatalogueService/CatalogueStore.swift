@@ -136,12 +136,9 @@ protocol CatalogueStore: Sendable {
 final class SQLiteCatalogueStore: CatalogueStore {
   let store: Store
   var storage: any ServiceStorage { store }
-  /// Creates committed together (``WriteBatcher``).
-  let creates: WriteBatcher<StoredResource>
 
   init(store: Store) {
     self.store = store
-    self.creates = WriteBatcher(store: store)
     // The writer's connection: a create dirties pages all over the postings B-tree, which
     // outgrows SQLite's default 2 MB cache at district size, and every checkpoint writes each
     // page it finds in the WAL back to the file and syncs both; a checkpoint every 8,000
@@ -722,7 +719,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
     -> StoredResource
   {
     let analysed = try await analyse(r)
-    return try await creates.write { db in
+    // Concurrent creates share a transaction (the store's group commit).
+    return try await store.write { db in
       let now = Date().timeIntervalSince1970
       try db.execute(
         sql: """
