@@ -108,21 +108,26 @@ extension World {
   @Test func aMessageOverTheCapFailsTheStreamAndKeepsCommittedBatches() async throws {
     try await withWorld { w in
       try await w.createStandardExam()
-      let good = Array(batchedImportRows().filter { $0.examCode == "M-K1" && $0.score < 99 }
-        .filter { $0.classCode != "NOPE" }.prefix(2500))
+      // A batch and a quarter of good rows (4 items a student), in messages of 5,000.
+      let batch = AssessmentAPI.importBatch
+      var students: [(String, String, String, [Double])] = []
+      for i in 0..<((batch + batch / 4) / 4) {
+        students.append((String(format: "ext-c%05d", i), "CL1a", "S1", [1, 2, 3, 4]))
+      }
+      let good = rows(students)
       // 100,000 rows in one message (about 800 KB: under the 4 MiB message limit).
       let over = ScoreRowBatch.with {
         $0.rows = Array(repeating: .with { $0.examCode = "M-K1" }, count: 100_000)
       }
       let error = await rpcError {
-        _ = try await w.importScoreBatches([.with { $0.rows = good }, over])
+        _ = try await w.importScoreBatches(batches(good, sizes: [5000]) + [over])
       }
       #expect(error?.code == .invalidArgument)
       #expect(error?.message.contains("100000 rows") == true)
       #expect(error?.message.contains("at most 5000") == true)
-      // The first 2,000 rows were a whole commit before the bad message; the rest was not.
+      // The first batch was a whole commit before the bad message; the rest was not.
       let exam = try await w.assessment.getExam(.with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
-      #expect(exam.scoreCount == 2000)
+      #expect(exam.scoreCount == batch)
       // One row over the cap is refused the same way.
       let justOver = await rpcError {
         _ = try await w.importScoreBatches([

@@ -131,9 +131,10 @@ import Testing
   @Test func importKilledMidStreamThenResentEndsWithExactlyTheRows() async throws {
     try await withWorld { w in
       try await w.createStandardExam()
-      // 1,500 students × 4 items = 6,000 rows; the server commits every 2,000.
+      // Three batches' worth of rows (4 items a student); the server commits a batch at once.
+      let batch = AssessmentAPI.importBatch
       var students: [(String, String, String, [Double])] = []
-      for i in 0..<1500 {
+      for i in 0..<(3 * batch / 4) {
         let even = i % 2 == 0
         let scores: [Double] = [Double(i % 11), Double(i % 7), Double(i % 21), Double(i % 5)]
         students.append(
@@ -145,14 +146,14 @@ import Testing
         _ = try await w.assessment.importScores(
           metadata: w.auth("aK1"),
           requestProducer: { writer in
-            try await writer.write(contentsOf: Array(all.prefix(4500)))
+            try await writer.write(contentsOf: Array(all.prefix(2 * batch + batch / 4)))
             // Let the server commit its two whole batches (waiting for them, up to 30 s on a
-            // loaded machine), then die mid-stream with 500 rows unacknowledged.
+            // loaded machine), then die mid-stream with a quarter batch unacknowledged.
             let deadline = ContinuousClock.now + .seconds(30)
             while ContinuousClock.now < deadline {
               let exam = try await w.assessment.getExam(
                 .with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
-              if exam.scoreCount >= 4000 { break }
+              if exam.scoreCount >= 2 * batch { break }
               try await Task.sleep(for: .milliseconds(100))
             }
             try await Task.sleep(for: .milliseconds(200))
@@ -163,10 +164,10 @@ import Testing
       let partial = try await w.assessment.getExam(
         .with { $0.code = "M-K1" }, metadata: w.auth("aK1"))
       // Whole batches only: nothing half-written, and the acknowledged batches stayed.
-      #expect(partial.scoreCount == 4000)
+      #expect(partial.scoreCount == 2 * batch)
       let summary = try await w.importScores(all)
-      #expect(summary.accepted == 6000 && summary.rejected == 0)
-      #expect(summary.created == 2000 && summary.updated == 4000)
+      #expect(summary.accepted == 3 * batch && summary.rejected == 0)
+      #expect(summary.created == batch && summary.updated == 2 * batch)
       let exported = try await w.exported("M-K1")
       var expected: [String] = []
       for (student, classCode, _, scores) in students {

@@ -136,12 +136,13 @@ import Testing
       var scores: [String: [Double]] = [:]
       var classOf: [String: (String, String)] = [:]
       var imports: [[ScoreRow]] = [[], [], []]
-      for n in 0..<1200 {
+      // 3 × 4,800 rows in the second import: a batch boundary falls inside a student.
+      for n in 0..<4800 {
         let student = String(format: "ext-p%04d", n)
         let (classCode, school) = classes[n % 3]
         classOf[student] = (classCode, school)
         var mine = [Double(n % 11), Double(n % 7), Double((n * 3) % 21), Double(n % 5)]
-        // Item 1 first; items 2–4 in a second import (2,000-row batches split students);
+        // Item 1 first; items 2–4 in a second import (its batches split a student);
         // a third import sends item 3 again, changed, for every fourth student.
         imports[0].append(row("M-K1", student, classCode, school, 1, mine[0]))
         for item in 2...4 {
@@ -177,14 +178,14 @@ import Testing
         #expect(r.examRank == Int32(competitionRank(of: total, in: totals)))
         #expect(r.classRank == Int32(competitionRank(of: total, in: classTotals)))
         #expect(r.schoolRank == Int32(competitionRank(of: total, in: schoolTotals)))
-        #expect(r.examSize == 1200 && r.classSize == 400)
+        #expect(r.examSize == 4800 && r.classSize == 1600)
         #expect(r.schoolSize == Int32(schoolTotals.count))
         #expect(r.percentileRank == roundTo2(percentileRank(of: total, in: totals)))
         #expect(near(r.zScore.value, (total - mean) / sd))
       }
       let stats = try await w.assessment.getExamStatistics(
         .with { $0.examCode = "M-K1" }, metadata: w.auth("aK1"))
-      #expect(stats.scope.count == 1200 && near(stats.scope.mean, mean))
+      #expect(stats.scope.count == 4800 && near(stats.scope.mean, mean))
     }
   }
 

@@ -31,7 +31,7 @@ from suite_interop_test import ADMIN_PASSWORD, Process, auth, eventually, org
 
 TIMEOUT = 15
 BATCH = 500  # rows per committed batch of a lesson import (SupervisionAPI.importBatch)
-SCORE_BATCH = 2000  # rows per committed batch of a score import (AssessmentAPI.importBatch)
+SCORE_BATCH = 10000  # rows per committed batch of a score import (AssessmentAPI.importBatch)
 ROOMS = 40
 DAYS = 100
 PERIODS = 8  # ROOMS × DAYS × PERIODS = 32,000 lessons

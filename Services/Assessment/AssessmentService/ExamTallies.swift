@@ -41,9 +41,27 @@ struct TallyKey: Hashable, Comparable {
 
   /// Byte order of the path (as both stores compare it), then kind, then total.
   static func < (a: TallyKey, b: TallyKey) -> Bool {
-    if a.path != b.path { return a.path.utf8.lexicographicallyPrecedes(b.path.utf8) }
+    if a.path != b.path { return bytesPrecede(a.path, b.path) }
     if a.kind != b.kind { return a.kind < b.kind }
     return a.total < b.total
+  }
+}
+
+/// Whether `a`'s UTF-8 bytes sort before `b`'s (memcmp on the contiguous bytes: comparing
+/// through `utf8.lexicographicallyPrecedes` cost a batch's sort of its tally keys a fortieth of
+/// the import).
+func bytesPrecede(_ a: String, _ b: String) -> Bool {
+  var a = a
+  var b = b
+  return a.withUTF8 { x in
+    b.withUTF8 { y in
+      let n = min(x.count, y.count)
+      if n > 0, let p = x.baseAddress, let q = y.baseAddress {
+        let c = memcmp(p, q, n)
+        if c != 0 { return c < 0 }
+      }
+      return x.count < y.count
+    }
   }
 }
 
@@ -124,21 +142,9 @@ struct TallyChanges {
   /// Adds (`sign` 1) or takes out (`sign` -1) a student's state.
   mutating func add(_ state: TallyState, sign: Int) {
     let scopes = Self.scopes(of: state.orgPath, examPath: examPath)
+    // The delta is changed where it lies: taken out and put back, its sums were copied.
     func bump(_ key: TallyKey, scores: [Double]? = nil) {
-      var d = deltas[key] ?? TallyDelta()
-      d.count += sign
-      if let scores {
-        if d.sums.isEmpty {
-          d.sums = Array(repeating: 0, count: scores.count)
-          d.squares = d.sums
-        }
-        let s = Double(sign)
-        for c in scores.indices {
-          d.sums[c] += s * scores[c]
-          d.squares[c] += s * scores[c] * scores[c]
-        }
-      }
-      deltas[key] = d
+      Self.bump(&deltas[key, default: TallyDelta()], sign: sign, scores: scores)
     }
     switch state.attendance {
     case AttendanceCode.absent, AttendanceCode.exempt:
@@ -151,6 +157,20 @@ struct TallyChanges {
           scores: path == examPath ? state.scores : nil)
         if state.incomplete { bump(TallyKey(path: path, kind: TallyKind.incomplete, total: 0)) }
       }
+    }
+  }
+
+  private static func bump(_ d: inout TallyDelta, sign: Int, scores: [Double]?) {
+    d.count += sign
+    guard let scores else { return }
+    if d.sums.isEmpty {
+      d.sums = Array(repeating: 0, count: scores.count)
+      d.squares = Array(repeating: 0, count: scores.count)
+    }
+    let s = Double(sign)
+    for c in scores.indices {
+      d.sums[c] += s * scores[c]
+      d.squares[c] += s * scores[c] * scores[c]
     }
   }
 

@@ -451,14 +451,15 @@ final class PostgresAssessmentStore: AssessmentStoring {
           w.inserted ? s.createdSheet(mark: d.attendance ?? (AttendanceCode.sat, "")) : after[w.sid]
         let target = exams[code]!
         let items = target.itemNumbers
-        var changes = tallies[s.exam] ?? TallyChanges(examPath: target.orgPath)
+        // Changed in place (a copy taken out and put back copied every delta per student).
         if !w.inserted, let old = before[w.sid], let total = totalBefore[w.sid] {
-          changes.add(TallyState(sheet: old, total: total, items: items), sign: -1)
+          tallies[s.exam, default: TallyChanges(examPath: target.orgPath)].add(
+            TallyState(sheet: old, total: total, items: items), sign: -1)
         }
         if let new, let total = w.inserted ? s.total : totalAfter[w.sid] {
-          changes.add(TallyState(sheet: new, total: total, items: items), sign: 1)
+          tallies[s.exam, default: TallyChanges(examPath: target.orgPath)].add(
+            TallyState(sheet: new, total: total, items: items), sign: 1)
         }
-        tallies[s.exam] = changes
         for event in SheetState.events(
           exam: code, student: s.student, old: w.inserted ? nil : before[w.sid], new: new)
         {
