@@ -47,7 +47,7 @@ public struct ExamRecord: Sendable {
   }
 
   /// Item numbers in ascending order (the column order of ``StudentResult/scores``).
-  public var itemNumbers: [Int32] { exam.items.map(\.number) }
+  public var itemNumbers: [Int32] { exam.items.map { $0.number } }
 }
 
 /// One validated score row waiting to be written.
@@ -315,8 +315,8 @@ struct StudentScores {
     guard let row = lastAccepted else { return nil }
     return SheetState(
       classCode: row.classCode, schoolCode: row.schoolCode, orgPath: row.classPath,
-      attendance: mark.code, reason: mark.reason, items: scores.map(\.item),
-      scores: scores.map(\.score), choices: scores.map { choices[$0.item] ?? "" })
+      attendance: mark.code, reason: mark.reason, items: scores.map { $0.item },
+      scores: scores.map { $0.score }, choices: scores.map { choices[$0.item] ?? "" })
   }
 
   /// What a batch does to one student, given the student's stored state (nil: not stored).
@@ -736,7 +736,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     try await store.write { db in
       // Items are read inside the write transaction, so they cannot change under the batch.
       var targets: [String: ScoreTarget] = [:]
-      for code in Set(rows.map(\.examCode)) {
+      for code in Set(rows.map { $0.examCode }) {
         guard
           let row = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT number, org_path FROM asm_exams WHERE code = ?"),
@@ -847,12 +847,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       }
       // Each changed student's old state leaves the exam's tallies and its new state enters.
       var tallies: [Int64: TallyChanges] = [:]
+      let itemNumbers = targets.mapValues { $0.itemNumbers }
       let totalOf = try db.cachedStatement(sql: "SELECT total FROM asm_students WHERE sid = ?")
       for (s, sid, old, new, oldTotal) in sheets {
         let code = s.lastAccepted!.examCode
         let after = old == nil ? new : try Self.sheet(db, sid: sid)
         let target = targets[code]!
-        let items = target.itemNumbers
+        let items = itemNumbers[code]!
         // Changed in place: a copy taken out of the dictionary and put back copied every
         // delta of the batch once per student.
         if let old {
@@ -1167,7 +1168,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
             }
             students.append((student.externalID, student.scores))
           }
-          tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map(\.1)
+          tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map { $0.1 }
         }
       }
       if scope.absent + scope.exempt > 0 {

@@ -372,9 +372,10 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           }
           counts.updated += 1
         }
+        let key = l.naturalKey
         try ChangeFeed.record(
-          db, entity: "lesson", id: l.naturalKey, naturalKey: l.naturalKey, op: .upsert,
-          orgPath: l.orgPath, payload: l.proto, time: now)
+          db, entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
+          payload: l.proto, time: now)
       }
       return counts
     }
