@@ -151,7 +151,8 @@ public final class PostgresStore: ServiceStorage {
   /// Runs `body` in a read-only REPEATABLE READ transaction: every statement sees one
   /// snapshot (PostgreSQL's default, READ COMMITTED, takes a new one per statement).
   public func read<T>(_ body: (PostgresTransaction) async throws -> T) async throws -> T {
-    try await run(begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", retries: 0, body)
+    try await run(
+      begin: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", retries: 0, readOnly: true, body)
   }
 
   /// Runs `body` in a READ COMMITTED write transaction, then records its feed events and
@@ -159,7 +160,7 @@ public final class PostgresStore: ServiceStorage {
   /// start, up to 4 times with a short random pause; then the call fails ABORTED. `body`
   /// must therefore have no effects outside the transaction.
   public func write<T>(_ body: (PostgresTransaction) async throws -> T) async throws -> T {
-    try await run(begin: "BEGIN", retries: 4, body)
+    try await run(begin: "BEGIN", retries: 4, readOnly: false, body)
   }
 
   /// One statement in its own transaction; returns every row.
@@ -182,8 +183,10 @@ public final class PostgresStore: ServiceStorage {
     return try await body(lease.connection)
   }
 
+  /// `readOnly`: the transaction cannot write, so there are no changed tables to ask the
+  /// server for (a round trip saved on every read).
   private func run<T>(
-    begin: String, retries: Int, _ body: (PostgresTransaction) async throws -> T
+    begin: String, retries: Int, readOnly: Bool, _ body: (PostgresTransaction) async throws -> T
   ) async throws -> T {
     var attempt = 0
     while true {
@@ -196,7 +199,7 @@ public final class PostgresStore: ServiceStorage {
             try await tx.execute(PostgresQuery(unsafeSQL: begin))
             let value = try await body(tx)
             try await tx.flushChanges()
-            let changed = try await tx.changedTables()
+            let changed = readOnly ? [] : try await tx.changedTables()
             try await tx.execute("COMMIT")
             return (value, changed)
           } catch {
