@@ -346,6 +346,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       let pathOf = try db.cachedStatement(
         sql: "SELECT org_path FROM sup_classrooms WHERE number = ?")
       var paths: [Int64: String] = [:]
+      var dates: [Int: String] = [:]
       let now = Date()
       for var l in lessons {
         if let path = paths[l.classroom] {
@@ -372,10 +373,14 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           }
           counts.updated += 1
         }
-        let key = l.naturalKey
+        // Each distinct date formatted once per batch, not twice per lesson.
+        let day = l.date.dayNumber
+        let dateText = dates[day] ?? l.date.description
+        dates[day] = dateText
+        let key = l.naturalKey(dateText: dateText)
         try ChangeFeed.record(
           db, entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
-          payload: l.proto, time: now)
+          payload: l.proto(dateText: dateText), time: now)
       }
       return counts
     }
