@@ -134,11 +134,11 @@ public final class Store: ServiceStorage {
           do {
             if alone {
               let value = try body(db)
-              result.value.withLock { $0 = .success(value) }
+              result.value.withLock { $0 = value }
             } else {
               try db.inSavepoint {
                 let value = try body(db)
-                result.value.withLock { $0 = .success(value) }
+                result.value.withLock { $0 = value }
                 return .commit
               }
             }
@@ -150,7 +150,7 @@ public final class Store: ServiceStorage {
         finish: { error in
           if let error {
             continuation.resume(throwing: Store.mapAny(error))
-          } else if case .success(let value)? = result.value.withLock({ $0 }) {
+          } else if let value = result.value.withLock({ $0 }) {
             continuation.resume(returning: value)
           } else {
             continuation.resume(throwing: ServiceError.internalError("a write lost its result"))
@@ -659,7 +659,7 @@ struct GroupedWrite: Sendable {
 
 /// Where a grouped write's body leaves its value until the transaction commits.
 final class WriteSlot<T: Sendable>: Sendable {
-  let value = Mutex<Result<T, any Error>?>(nil)
+  let value = Mutex<T?>(nil)
 }
 
 /// The writes waiting for the next transaction of a ``Store`` (group commit).

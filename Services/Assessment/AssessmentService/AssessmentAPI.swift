@@ -285,7 +285,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       // A session is one sitting: same running org, year, term and grade; a paper a subject.
       // The exam itself, re-sent, is not another paper: the store answers ALREADY_EXISTS as
       // for any re-sent exam, which an idempotent import takes as done.
-      for paper in try await store.exams(session: exam.sessionCode).map { $0.exam }
+      for paper in try await store.exams(session: exam.sessionCode).map(\.exam)
       where paper.code != exam.code {
         let fits =
           paper.orgCode == exam.orgCode && paper.schoolYear == exam.schoolYear
@@ -505,7 +505,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
       },
       commit: { batch in
-        let result = try await store.writeScores(batch.map { $0.row })
+        let result = try await store.writeScores(batch.map(\.row))
         var outcome = BatchOutcome()
         outcome.created = result.created
         outcome.updated = result.updated
@@ -680,7 +680,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
   /// `students` grouped by the child (of `children`, by id) on their class path; a student
   /// under none is left out.
   static func byChild(_ students: [StudentResult], children: [Org]) -> [String: [StudentResult]] {
-    let childIDs = Set(children.map { $0.id })
+    let childIDs = Set(children.map(\.id))
     var grouped: [String: [StudentResult]] = [:]
     // A class's students share one path: each path is parsed once.
     var childOfPath: [String: String?] = [:]
@@ -789,7 +789,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
     }
 
-    let byChild = ScopeTally.byChild(tallies.rows, childIDs: Set(children.map { $0.id }))
+    let byChild = ScopeTally.byChild(tallies.rows, childIDs: Set(children.map(\.id)))
     var childStats = children.map {
       let tally = byChild[$0.id] ?? ScopeTally()
       var figures = Self.scopeFigures(
@@ -800,7 +800,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     Self.rankSiblings(&childStats)
     stats.children = childStats
 
-    let maxScores = record.exam.items.map { $0.maxScore }
+    let maxScores = record.exam.items.map(\.maxScore)
     let analysis: ItemAnalysis
     if path == record.orgPath {
       analysis = ItemAnalysis.compute(
@@ -844,11 +844,11 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let after = try Self.rankCursor(request.pageToken, query: query)
     // Ranks in class, school, county and exam are among the whole exam's students who sat.
     let students = try await store.results(exam: record, scopePath: nil).filter(\.sat)
-    let totals = students.map { $0.total }
-    let ids = students.map { $0.externalID }
+    let totals = students.map(\.total)
+    let ids = students.map(\.externalID)
     let table = rankTable(
-      totals: totals, ids: ids, classes: students.map { $0.classCode },
-      schools: students.map { $0.schoolCode }, paths: students.map { $0.orgPath },
+      totals: totals, ids: ids, classes: students.map(\.classCode),
+      schools: students.map(\.schoolCode), paths: students.map(\.orgPath),
       scope: scopeOrg == nil ? nil : scopePath)
     let (positions, more) = table.page(after: after, size: size, totals: totals, ids: ids)
     let numbers = record.itemNumbers
@@ -897,7 +897,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let rules = record.lineRules
     let rule =
       request.line == .pass ? rules.pass : request.line == .good ? rules.good : rules.excellent
-    let line = rule.line(fullMarks: record.exam.fullMarks, totals: students.map { $0.total })
+    let line = rule.line(fullMarks: record.exam.fullMarks, totals: students.map(\.total))
     var byClass: [String: [StudentResult]] = [:]
     if let line {
       for s in students where s.total < line && line - s.total <= request.margin {
@@ -979,8 +979,8 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     let mean = totals.reduce(0, +) / Double(totals.count)
     let sd = populationSD(totals, mean: mean)
     let figures = knowledgePointMastery(
-      scores: me.scores, maxScores: record.exam.items.map { $0.maxScore },
-      itemPoints: record.exam.items.map { $0.knowledgePoints })
+      scores: me.scores, maxScores: record.exam.items.map(\.maxScore),
+      itemPoints: record.exam.items.map(\.knowledgePoints))
     return .with {
       $0.examCode = record.exam.code
       $0.studentExternalID = me.externalID
@@ -1021,11 +1021,11 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     try principal.require(.resultsRead, at: try Self.path(org.path))
     let everyone = try await store.results(exam: record, scopePath: org.path)
     let students = everyone.filter(\.sat)
-    let totals = students.map { $0.total }
+    let totals = students.map(\.total)
     let passLine = record.lineRules.pass.line(fullMarks: record.exam.fullMarks, totals: totals) ?? 0
     let points = classKnowledgePoints(
-      students: students.map { $0.scores }, maxScores: record.exam.items.map { $0.maxScore },
-      itemPoints: record.exam.items.map { $0.knowledgePoints },
+      students: students.map(\.scores), maxScores: record.exam.items.map(\.maxScore),
+      itemPoints: record.exam.items.map(\.knowledgePoints),
       passFraction: record.exam.passFraction)
     let above = try await ratesAbove(class: org, exam: record)
     return .with {
@@ -1128,7 +1128,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
       },
       commit: { batch in
-        let created = try await store.upsertQuality(batch.map { $0.row }, time: timestamp())
+        let created = try await store.upsertQuality(batch.map(\.row), time: timestamp())
         var outcome = BatchOutcome()
         outcome.created = created.filter { $0 }.count
         outcome.updated = created.count - outcome.created
@@ -1169,7 +1169,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
       $0.term = request.term
       $0.dimensions = (1...5).map { raw in
         let dimension = Smartschool_Assessment_V1_QualityDimension(rawValue: raw) ?? .unspecified
-        let mine = entries.filter { $0.entry.dimension == dimension }.map { $0.entry }
+        let mine = entries.filter { $0.entry.dimension == dimension }.map(\.entry)
         return .with {
           $0.dimension = dimension
           $0.entries = mine

@@ -47,7 +47,7 @@ public struct ExamRecord: Sendable {
   }
 
   /// Item numbers in ascending order (the column order of ``StudentResult/scores``).
-  public var itemNumbers: [Int32] { exam.items.map { $0.number } }
+  public var itemNumbers: [Int32] { exam.items.map(\.number) }
 }
 
 /// One validated score row waiting to be written.
@@ -1168,7 +1168,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
             }
             students.append((student.externalID, student.scores))
           }
-          tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map { $0.1 }
+          tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map(\.1)
         }
       }
       if scope.absent + scope.exempt > 0 {

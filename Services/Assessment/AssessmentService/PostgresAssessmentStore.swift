@@ -59,7 +59,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
     _ tx: PostgresTransaction, _ records: inout [ExamRecord], counts: Bool
   ) async throws {
     guard !records.isEmpty else { return }
-    let numbers = records.map { $0.number }
+    let numbers = records.map(\.number)
     var items: [Int64: [Smartschool_Assessment_V1_ExamItem]] = [:]
     for r in try await tx.query(
       """
@@ -99,12 +99,12 @@ final class PostgresAssessmentStore: AssessmentStoring {
     _ tx: PostgresTransaction, exam: Int64, items: [Smartschool_Assessment_V1_ExamItem]
   ) async throws {
     guard !items.isEmpty else { return }
-    let numbers = items.map { $0.number }
-    let maxScores = items.map { $0.maxScore }
+    let numbers = items.map(\.number)
+    let maxScores = items.map(\.maxScore)
     let objective = items.map { $0.objective ? Int32(1) : 0 }
     let points = items.map { $0.knowledgePoints.joined(separator: ",") }
     let options = items.map { $0.options.joined(separator: ",") }
-    let keys = items.map { $0.answerKey }
+    let keys = items.map(\.answerKey)
     try await tx.execute(
       """
       INSERT INTO asm_items (exam, number, max_score, objective, knowledge_points, options,
@@ -286,10 +286,10 @@ final class PostgresAssessmentStore: AssessmentStoring {
         INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
           scores, attendance, reason)
         SELECT * FROM unnest(\(students.map(\.exam))::int8[], \(students.map(\.student))::text[],
-          \(last.map { $0.classCode })::text[], \(last.map { $0.schoolCode })::text[],
-          \(last.map { $0.classPath })::text[], \(students.map { $0.total })::float8[],
+          \(last.map(\.classCode))::text[], \(last.map(\.schoolCode))::text[],
+          \(last.map(\.classPath))::text[], \(students.map(\.total))::float8[],
           \(students.map { ByteBuffer(bytes: PackedScores.pack($0.scores)) })::bytea[],
-          \(newMarks.map { $0.0 })::int4[], \(newMarks.map { $0.1 })::text[])
+          \(newMarks.map(\.0))::int4[], \(newMarks.map(\.1))::text[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = asm_students.class_code
         RETURNING sid, exam, student, xmax = 0 AS inserted, attendance,
           octet_length(scores) > 0 AS has_scores, class_code, school_code, org_path, reason,
@@ -333,7 +333,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
         try await tx.execute("DELETE FROM asm_students WHERE sid = ANY(\(dropped))")
       }
       // The scores (and chosen options) of the students that existed and take rows, before.
-      let changing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }.map { $0.0 }
+      let changing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }.map(\.0)
       try await Self.fillScores(
         tx, &before, exams: changing.map { students[$0.student].exam }, sids: changing.map(\.sid))
 
@@ -370,8 +370,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
             org_path = u.org_path,
             attendance = CASE WHEN u.mark < 0 THEN st.attendance ELSE u.mark END,
             reason = CASE WHEN u.mark < 0 THEN st.reason ELSE u.reason END
-          FROM unnest(\(sids)::int8[], \(rows.map { $0.classCode })::text[],
-            \(rows.map { $0.schoolCode })::text[], \(rows.map { $0.classPath })::text[],
+          FROM unnest(\(sids)::int8[], \(rows.map(\.classCode))::text[],
+            \(rows.map(\.schoolCode))::text[], \(rows.map(\.classPath))::text[],
             \(marks)::int4[], \(reasons)::text[])
             AS u(sid, class_code, school_code, org_path, mark, reason)
           WHERE st.sid = u.sid
@@ -382,7 +382,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
       // and packed scores made again from all their scores (this batch holds their rows since
       // its upsert, so no other batch changes their scores meanwhile).
       let existing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writesScores }
-        .map { $0.0 }
+        .map(\.0)
       if !existing.isEmpty {
         var exam: [Int64] = []
         var sid: [Int64] = []
@@ -417,7 +417,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
               string_agg(int4send(sc.item) || float8send(sc.score), ''::bytea ORDER BY sc.item)
                 AS scores
             FROM unnest(\(existing.map { students[$0.student].exam })::int8[],
-              \(existing.map { $0.sid })::int8[]) AS u(exam, sid)
+              \(existing.map(\.sid))::int8[]) AS u(exam, sid)
             JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
             GROUP BY sc.sid) t
           WHERE st.sid = t.sid
@@ -431,7 +431,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
         for r in try await tx.query(
           """
           SELECT sid, class_code, school_code, org_path, attendance, reason, total
-          FROM asm_students WHERE sid = ANY(\(changing.map { $0.sid }))
+          FROM asm_students WHERE sid = ANY(\(changing.map(\.sid)))
           """)
         {
           after[try r["sid"].decode(Int64.self)] = try Self.sheetRow(r)
@@ -439,7 +439,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
         }
         try await Self.fillScores(
           tx, &after, exams: changing.map { students[$0.student].exam },
-          sids: changing.map { $0.sid })
+          sids: changing.map(\.sid))
       }
       // Each changed student's old state leaves the exam's tallies and its new state enters.
       var tallies: [Int64: TallyChanges] = [:]
@@ -870,7 +870,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
               (student.externalID, student.scores))
           }
           for (total, students) in found {
-            tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map { $0.1 }
+            tallies.boundary[total] = students.sorted { $0.0 < $1.0 }.map(\.1)
           }
         }
       }
@@ -981,10 +981,10 @@ final class PostgresAssessmentStore: AssessmentStoring {
       var ids = Array(repeating: "", count: records.count)
       for round in rounds {
         let entries = round.map { records[$0] }
-        let id = entries.map { $0.id }
+        let id = entries.map(\.id)
         let student = entries.map(\.entry.studentExternalID)
         let school = entries.map(\.entry.schoolCode)
-        let path = entries.map { $0.orgPath }
+        let path = entries.map(\.orgPath)
         let year = entries.map(\.entry.schoolYear)
         let term = entries.map(\.entry.term)
         let dimension = entries.map { Int32($0.entry.dimension.rawValue) }
