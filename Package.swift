@@ -179,7 +179,7 @@ let package = Package(
       name: "AssessmentServiceTests",
       dependencies: [
         "AssessmentService", "ServiceRuntime", "SmartSchoolModel", "TestSupport", "IdentityService",
-        grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging,
+        grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging, grdb, postgres,
       ],
       path: "Tests/AssessmentServiceTests"
     ),

@@ -446,11 +446,98 @@ public struct StudentStanding: Sendable {
   public var schoolAbove: Int
 }
 
-/// A student's item scores as kept beside its row (`asm_students.scores`): (item int32, score
+/// A student's item scores as stored in its row (`asm_students.scores`): (item int32, score
 /// float64) pairs in item order, big-endian, 12 bytes a pair (PostgreSQL's `int4send(item) ||
-/// float8send(score)`). The score batches keep it with the total, so a report reads an exam's
-/// scores from its student rows alone instead of one row per score.
+/// float8send(score)`); and its chosen options (`asm_students.choices`): (item int32, length
+/// int16, UTF-8 bytes) in item order, only the items with a choice. A student's scores live
+/// there alone: one row a student instead of one a score (a score row, with its key and index
+/// entry, was a third of an import's writing), and a report reads an exam's scores from its
+/// student rows.
 enum PackedScores {
+  /// The bytes of one packed score.
+  static let width = 12
+
+  /// The (item, score) pairs of a packed column.
+  static func pairs(_ data: Data) -> [(item: Int32, score: Double)] {
+    data.withUnsafeBytes { raw in
+      var pairs: [(item: Int32, score: Double)] = []
+      pairs.reserveCapacity(raw.count / width)
+      var offset = 0
+      while offset + width <= raw.count {
+        let item = Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self))
+        let bits = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt64.self))
+        pairs.append((item, Double(bitPattern: bits)))
+        offset += width
+      }
+      return pairs
+    }
+  }
+
+  /// Packs the non-empty `choices` (item, chosen option), which must be in item order.
+  static func packChoices(_ choices: some Sequence<(item: Int32, choice: String)>) -> Data {
+    var data = Data()
+    for (item, choice) in choices where !choice.isEmpty {
+      let bytes = Array(choice.utf8.prefix(Int(Int16.max)))
+      withUnsafeBytes(of: item.bigEndian) { data.append(contentsOf: $0) }
+      withUnsafeBytes(of: Int16(bytes.count).bigEndian) { data.append(contentsOf: $0) }
+      data.append(contentsOf: bytes)
+    }
+    return data
+  }
+
+  /// The chosen options of a packed column, by item.
+  static func choices(_ data: Data) -> [Int32: String] {
+    data.withUnsafeBytes { raw in
+      var choices: [Int32: String] = [:]
+      var offset = 0
+      while offset + 6 <= raw.count {
+        let item = Int32(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self))
+        let length = Int(
+          Int16(bigEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: Int16.self)))
+        let end = min(offset + 6 + max(length, 0), raw.count)
+        choices[item] = String(decoding: raw[(offset + 6)..<end], as: UTF8.self)
+        offset = end
+      }
+      return choices
+    }
+  }
+
+  /// A stored student's scores and choices with a batch's `scores` and `choices` written over
+  /// them, as upserting each score row would leave them: an item the batch gives takes its
+  /// score and choice ("" none), the others stay. Also the total (summed in item order, as
+  /// for a new student) and how many items the batch added.
+  static func merge(
+    stored: SheetState, scores: [(item: Int32, score: Double)], choices: [Int32: String]
+  ) -> (scores: Data, choices: Data, total: Double, added: Int) {
+    var score: [Int32: Double] = [:]
+    var choice: [Int32: String] = [:]
+    for i in stored.items.indices {
+      score[stored.items[i]] = stored.scores[i]
+      choice[stored.items[i]] = stored.choices[i]
+    }
+    var added = 0
+    for (item, value) in scores {
+      if score.updateValue(value, forKey: item) == nil { added += 1 }
+      choice[item] = choices[item] ?? ""
+    }
+    let items = score.keys.sorted()
+    let pairs = items.map { (item: $0, score: score[$0]!) }
+    return (
+      pack(pairs), packChoices(items.map { (item: $0, choice: choice[$0] ?? "") }),
+      pairs.reduce(0) { $0 + $1.score }, added
+    )
+  }
+
+  /// Fills `sheet`'s items, scores and choices from a student row's packed columns.
+  static func fill(_ sheet: inout SheetState, scores: Data, choices: Data) {
+    let chosen = self.choices(choices)
+    for (item, score) in pairs(scores) {
+      sheet.items.append(item)
+      sheet.scores.append(score)
+      sheet.choices.append(chosen[item] ?? "")
+    }
+  }
+
   /// Packs `scores`, which must be in item order.
   static func pack(_ scores: some Collection<(item: Int32, score: Double)>) -> Data {
     var data = Data(count: scores.count * 12)
@@ -500,6 +587,33 @@ public struct ExportedScore: Sendable {
   public var reason: String = ""
   /// The chosen option ("" none).
   public var choice: String = ""
+}
+
+extension ExportedScore {
+  /// Appends to `page`, up to `limit` rows, the export rows of one stored student that come
+  /// after `after` (student, item): its mark as item 0 when it did not sit, then its scores
+  /// in item order. A page that ended inside the student goes on with its next item.
+  static func append(
+    to page: inout [ExportedScore], limit: Int, after: (student: String, item: Int32),
+    student: String, classCode: String, schoolCode: String, attendance: Int32, reason: String,
+    scores: Data, choices: Data
+  ) {
+    let started = student == after.student
+    if !started && attendance != AttendanceCode.sat && page.count < limit {
+      page.append(
+        ExportedScore(
+          student: student, classCode: classCode, schoolCode: schoolCode, item: 0, score: 0,
+          attendance: attendance, reason: reason))
+    }
+    let chosen = PackedScores.choices(choices)
+    for (number, score) in PackedScores.pairs(scores) where !started || number > after.item {
+      guard page.count < limit else { return }
+      page.append(
+        ExportedScore(
+          student: student, classCode: classCode, schoolCode: schoolCode, item: number,
+          score: score, choice: chosen[number] ?? ""))
+    }
+  }
 }
 
 /// A quality entry with the path of its school.
@@ -649,8 +763,8 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         try Int64.fetchOne(
           db.cachedStatement(
             sql: """
-              SELECT COUNT(*) FROM asm_scores
-              WHERE sid IN (SELECT sid FROM asm_students WHERE exam = ?)
+              SELECT COALESCE(SUM(length(scores)), 0) / \(PackedScores.width) FROM asm_students
+              WHERE exam = ?
               """), arguments: [number]) ?? 0
       exam.frozen = exam.scoreCount > 0
     }
@@ -762,27 +876,22 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           SELECT sid, attendance, length(scores) > 0, total FROM asm_students
           WHERE exam = ? AND student = ?
           """)
-      // A student not yet written has no scores but this batch's: it goes in with its total
-      // and packed scores, and its scores in multi-row statements (one statement per score
-      // row cost the batch a third of its time).
+      // A student not yet written has no scores but this batch's: it goes in with its total,
+      // packed scores and choices.
       let insertStudent = try db.cachedStatement(
         sql: """
           INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
-            scores, attendance, reason)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            scores, choices, attendance, reason)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           """)
       let moveStudent = try db.cachedStatement(
         sql: "UPDATE asm_students SET class_code = ?, school_code = ?, org_path = ? WHERE sid = ?")
       let markStudent = try db.cachedStatement(
         sql: "UPDATE asm_students SET attendance = ?, reason = ? WHERE sid = ?")
-      let insertScore = try db.cachedStatement(
-        sql: "INSERT OR IGNORE INTO asm_scores (sid, item, score, choice) VALUES (?, ?, ?, ?)")
-      let updateScore = try db.cachedStatement(
-        sql: "UPDATE asm_scores SET score = ?, choice = ? WHERE sid = ? AND item = ?")
-      var fresh: [(sid: Int64, item: Int32, score: Double, choice: String)] = []
+      let keep = try db.cachedStatement(
+        sql: "UPDATE asm_students SET scores = ?, choices = ?, total = ? WHERE sid = ?")
       var created = 0
       var refused = 0
-      var touched: [Int64] = []
       // The feed's sheets: of the students that existed, before and (below) after the batch.
       var sheets:
         [(s: StudentScores, sid: Int64, old: SheetState?, new: SheetState?, oldTotal: Double)] =
@@ -797,53 +906,30 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         guard decision.writes else { continue }
         if let stored {
           let sid: Int64 = stored[0]
-          sheets.append((s, sid, try Self.sheet(db, sid: sid), nil, stored[3]))
+          let old = try Self.sheet(db, sid: sid)
+          sheets.append((s, sid, old, nil, stored[3]))
           try moveStudent.execute(arguments: [row.classCode, row.schoolCode, row.classPath, sid])
           if let mark = decision.attendance {
             try markStudent.execute(arguments: [mark.code, mark.reason, sid])
           }
-          guard decision.writesScores else { continue }
-          for (item, score) in s.scores {
-            let choice = s.choices[item] ?? ""
-            try insertScore.execute(arguments: [sid, item, score, choice])
-            if db.changesCount > 0 {
-              created += 1
-            } else {
-              try updateScore.execute(arguments: [score, choice, sid, item])
-            }
-          }
-          touched.append(sid)
+          guard decision.writesScores, let old else { continue }
+          let merged = PackedScores.merge(stored: old, scores: s.scores, choices: s.choices)
+          try keep.execute(arguments: [merged.scores, merged.choices, merged.total, sid])
+          created += merged.added
           continue
         }
         let mark = decision.attendance ?? (AttendanceCode.sat, "")
         try insertStudent.execute(
           arguments: [
             s.exam, s.student, row.classCode, row.schoolCode, row.classPath, s.total,
-            PackedScores.pack(s.scores), mark.code, mark.reason,
+            PackedScores.pack(s.scores),
+            PackedScores.packChoices(s.scores.map { ($0.item, s.choices[$0.item] ?? "") }),
+            mark.code, mark.reason,
           ])
         let sid = db.lastInsertedRowID
-        for (item, score) in s.scores {
-          fresh.append((sid, item, score, s.choices[item] ?? ""))
-        }
         sheets.append((s, sid, nil, s.createdSheet(mark: mark), 0))
         // A new student's mark creates it; its scores are new rows.
         created += s.scores.isEmpty ? 1 : s.scores.count
-      }
-      try Self.insertScores(db, fresh)
-      // Each student that existed: its total and packed scores, from all its scores (reports
-      // read both from the student rows).
-      let scoresOf = try db.cachedStatement(
-        sql: "SELECT item, score FROM asm_scores WHERE sid = ? ORDER BY item")
-      let keep = try db.cachedStatement(
-        sql: """
-          UPDATE asm_students SET scores = ?, total =
-            (SELECT COALESCE(SUM(score), 0) FROM asm_scores sc WHERE sc.sid = asm_students.sid)
-          WHERE sid = ?
-          """)
-      for sid in touched.sorted() {
-        let packed = PackedScores.pack(
-          try Row.fetchAll(scoresOf, arguments: [sid]).map { (item: $0[0], score: $0[1]) })
-        try keep.execute(arguments: [packed, sid])
       }
       // Each changed student's old state leaves the exam's tallies and its new state enters.
       var tallies: [Int64: TallyChanges] = [:]
@@ -971,59 +1057,14 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       let row = try Row.fetchOne(
         db.cachedStatement(
           sql: """
-            SELECT class_code, school_code, org_path, attendance, reason FROM asm_students
-            WHERE sid = ?
+            SELECT class_code, school_code, org_path, attendance, reason, scores, choices
+            FROM asm_students WHERE sid = ?
             """), arguments: [sid])
     else { return nil }
     var sheet = SheetState(
       classCode: row[0], schoolCode: row[1], orgPath: row[2], attendance: row[3], reason: row[4])
-    for r in try Row.fetchAll(
-      db.cachedStatement(
-        sql: "SELECT item, score, choice FROM asm_scores WHERE sid = ? ORDER BY item"),
-      arguments: [sid])
-    {
-      sheet.items.append(r[0])
-      sheet.scores.append(r[1])
-      sheet.choices.append(r[2])
-    }
+    PackedScores.fill(&sheet, scores: row[5], choices: row[6])
     return sheet
-  }
-
-  /// Score rows per multi-row INSERT (four values each, far below SQLite's variable limit).
-  private static let scoreChunk = 200
-  /// The INSERT of `rows` score rows (the full chunk's made once: joining 200 placeholders per
-  /// statement cost more than binding them).
-  private static func insertScoresSQL(_ rows: Int) -> String {
-    "INSERT INTO asm_scores (sid, item, score, choice) VALUES "
-      + repeatElement("(?, ?, ?, ?)", count: rows).joined(separator: ", ")
-  }
-  private static let fullChunkSQL = insertScoresSQL(scoreChunk)
-
-  /// Inserts `rows`, scores that cannot exist yet, a chunk of rows per statement (the full
-  /// chunk's statement cached, a shorter last one prepared once).
-  private static func insertScores(
-    _ db: Database, _ rows: [(sid: Int64, item: Int32, score: Double, choice: String)]
-  ) throws {
-    var start = 0
-    while start < rows.count {
-      let end = min(rows.count, start + scoreChunk)
-      let insert =
-        try end - start == scoreChunk
-        ? db.cachedStatement(sql: fullChunkSQL)
-        : db.makeStatement(sql: insertScoresSQL(end - start))
-      // Values, not an array literal of existentials per row (a tenth of the batch's time).
-      var values: [DatabaseValue] = []
-      values.reserveCapacity((end - start) * 4)
-      for row in rows[start..<end] {
-        values.append(row.sid.databaseValue)
-        values.append(Int64(row.item).databaseValue)
-        values.append(row.score.databaseValue)
-        values.append(row.choice.databaseValue)
-      }
-      insert.setUncheckedArguments(StatementArguments(values))
-      try insert.execute()
-      start = end
-    }
   }
 
   public func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
@@ -1197,28 +1238,21 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
   {
     try await store.read { db in
       let (student, item) = after ?? ("", 0)
-      // A marked student's row is its mark, as item 0 (it has no scores).
-      return try db.cachedStatement(
-        sql: """
-          SELECT * FROM (
-            SELECT st.student, st.class_code, st.school_code, sc.item, sc.score,
-              0 AS attendance, '' AS reason, sc.choice
-            FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
-            WHERE st.exam = ? AND (st.student > ? OR (st.student = ? AND sc.item > ?))
-            UNION ALL
-            SELECT student, class_code, school_code, 0, 0.0, attendance, reason, ''
-            FROM asm_students WHERE exam = ? AND attendance <> ? AND student > ?)
-          ORDER BY 1, 4 LIMIT ?
-          """
-      ).decodeAll(
-        arguments: [
-          exam.number, student, student, item, exam.number, AttendanceCode.sat, student, limit,
-        ]
-      ) {
-        ExportedScore(
-          student: $0[0], classCode: $0[1], schoolCode: $0[2], item: $0[3], score: $0[4],
-          attendance: $0[5], reason: $0[6], choice: $0[7])
+      // A page starts in the student the last one ended in.
+      let rows = try Row.fetchCursor(
+        db.cachedStatement(
+          sql: """
+            SELECT student, class_code, school_code, attendance, reason, scores, choices
+            FROM asm_students WHERE exam = ? AND student >= ? ORDER BY student
+            """), arguments: [exam.number, student])
+      var scores: [ExportedScore] = []
+      while scores.count < limit, let row = try rows.next() {
+        ExportedScore.append(
+          to: &scores, limit: limit, after: (student, item), student: row[0], classCode: row[1],
+          schoolCode: row[2], attendance: row[3], reason: row[4], scores: row[5],
+          choices: row[6])
       }
+      return scores
     }
   }
 
@@ -1229,19 +1263,18 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       var filter = ""
       var args: [any DatabaseValueConvertible] = [exam.number]
       if let scopePath {
-        filter = " AND substr(st.org_path, 1, ?) = ?"
+        filter = " AND substr(org_path, 1, ?) = ?"
         args += [scopePath.count, scopePath]
       }
       var choices: [String: [Int32: String]] = [:]
       let rows = try Row.fetchCursor(
         db.cachedStatement(
           sql: """
-            SELECT st.student, sc.item, sc.choice
-            FROM asm_students st JOIN asm_scores sc ON sc.sid = st.sid
-            WHERE st.exam = ? AND sc.choice <> ''\(filter)
+            SELECT student, choices FROM asm_students
+            WHERE exam = ? AND length(choices) > 0\(filter)
             """), arguments: StatementArguments(args))
       while let row = try rows.next() {
-        choices[row[0], default: [:]][row[1]] = row[2]
+        choices[row[0]] = PackedScores.choices(row[1])
       }
       return choices
     }

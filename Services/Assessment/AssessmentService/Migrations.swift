@@ -172,5 +172,30 @@ enum AssessmentMigrations {
           CREATE INDEX asm_students_marked ON asm_students(exam) WHERE attendance <> 1;
           """)
     }
+    // A student's scores live in its row alone (PackedScores): the chosen options join the
+    // packed scores there, and the table of one row per score goes (it was a third of an
+    // import's writing and most of an exam's size).
+    migrator.registerMigration("assessment.11.scores-in-students") { db in
+      try db.execute(sql: "ALTER TABLE asm_students ADD COLUMN choices BLOB NOT NULL DEFAULT x''")
+      let keep = try db.makeStatement(sql: "UPDATE asm_students SET choices = ? WHERE sid = ?")
+      var sid: Int64? = nil
+      var chosen: [(item: Int32, choice: String)] = []
+      func flush() throws {
+        if let sid { try keep.execute(arguments: [PackedScores.packChoices(chosen), sid]) }
+        chosen = []
+      }
+      let rows = try Row.fetchCursor(
+        db, sql: "SELECT sid, item, choice FROM asm_scores WHERE choice <> '' ORDER BY sid, item")
+      while let row = try rows.next() {
+        let next: Int64 = row[0]
+        if next != sid {
+          try flush()
+          sid = next
+        }
+        chosen.append((row[1], row[2]))
+      }
+      try flush()
+      try db.execute(sql: "DROP TABLE asm_scores")
+    }
   }
 }

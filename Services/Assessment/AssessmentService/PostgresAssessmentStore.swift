@@ -80,7 +80,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
     if counts {
       for r in try await tx.query(
         """
-        SELECT exam, count(*) AS n FROM asm_scores WHERE exam = ANY(\(numbers)) GROUP BY exam
+        SELECT exam, sum(octet_length(scores)) / \(PackedScores.width) AS n FROM asm_students
+        WHERE exam = ANY(\(numbers)) GROUP BY exam
         """)
       {
         scored[try r["exam"].decode(Int64.self)] = try r["n"].decode(Int64.self)
@@ -284,11 +285,15 @@ final class PostgresAssessmentStore: AssessmentStoring {
       for r in try await tx.query(
         """
         INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
-          scores, attendance, reason)
+          scores, choices, attendance, reason)
         SELECT * FROM unnest(\(students.map(\.exam))::int8[], \(students.map(\.student))::text[],
           \(last.map(\.classCode))::text[], \(last.map(\.schoolCode))::text[],
           \(last.map(\.classPath))::text[], \(students.map(\.total))::float8[],
           \(students.map { ByteBuffer(bytes: PackedScores.pack($0.scores)) })::bytea[],
+          \(students.map { s in
+            ByteBuffer(bytes: PackedScores.packChoices(
+              s.scores.map { ($0.item, s.choices[$0.item] ?? "") }))
+          })::bytea[],
           \(newMarks.map(\.0))::int4[], \(newMarks.map(\.1))::text[])
         ON CONFLICT (exam, student) DO UPDATE SET class_code = asm_students.class_code
         RETURNING sid, exam, student, xmax = 0 AS inserted, attendance,
@@ -334,27 +339,14 @@ final class PostgresAssessmentStore: AssessmentStoring {
       }
       // The scores (and chosen options) of the students that existed and take rows, before.
       let changing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }.map(\.0)
-      try await Self.fillScores(
-        tx, &before, exams: changing.map { students[$0.student].exam }, sids: changing.map(\.sid))
+      try await Self.fillScores(tx, &before, sids: changing.map(\.sid))
 
-      // Scores of created students cannot conflict with any row: they go in by COPY, the bulk
-      // path (an INSERT of the same rows from arrays cost the batch twice the time).
-      var fresh: [[PostgresCopyValue]] = []
-      fresh.reserveCapacity(batch.accepted)
       var created = 0
       for (w, d) in zip(written, decisions) where w.inserted && d.writes {
-        let s = students[w.student]
-        for (item, score) in s.scores {
-          fresh.append([
-            .int(Int(s.exam)), .int(Int(w.sid)), .int(Int(item)), .double(score),
-            .text(s.choices[item] ?? ""),
-          ])
-        }
-        // A new student's mark creates it; its scores are new rows.
-        created += s.scores.isEmpty ? 1 : s.scores.count
+        // A new student's mark creates it; its scores are new.
+        let count = students[w.student].scores.count
+        created += count == 0 ? 1 : count
       }
-      try await tx.copy(
-        into: "asm_scores", columns: ["exam", "sid", "item", "score", "choice"], rows: fresh)
 
       // Students that existed and take rows: class, school, path and any new mark first.
       let moved = zip(written, decisions).filter { !$0.0.inserted && $0.1.writes }
@@ -378,49 +370,28 @@ final class PostgresAssessmentStore: AssessmentStoring {
           """)
       }
 
-      // Scores of students that existed are upserted in key order, and the students' totals
-      // and packed scores made again from all their scores (this batch holds their rows since
-      // its upsert, so no other batch changes their scores meanwhile).
+      // Students that existed and take scores: the batch's written over their stored scores
+      // and choices, with the new total (this batch holds their rows since its upsert, so no
+      // other batch changes their scores meanwhile).
       let existing = zip(written, decisions).filter { !$0.0.inserted && $0.1.writesScores }
         .map(\.0)
       if !existing.isEmpty {
-        var exam: [Int64] = []
-        var sid: [Int64] = []
-        var item: [Int32] = []
-        var score: [Double] = []
-        var choice: [String] = []
-        for w in existing {
-          for (i, x) in students[w.student].scores {
-            exam.append(students[w.student].exam)
-            sid.append(w.sid)
-            item.append(i)
-            score.append(x)
-            choice.append(students[w.student].choices[i] ?? "")
-          }
+        let merged = existing.map { w in
+          let s = students[w.student]
+          return PackedScores.merge(
+            stored: before[w.sid] ?? SheetState(
+              classCode: "", schoolCode: "", orgPath: "", attendance: 0, reason: ""),
+            scores: s.scores, choices: s.choices)
         }
-        created +=
-          try await tx.one(
-            """
-            WITH written AS (
-              INSERT INTO asm_scores (exam, sid, item, score, choice)
-              SELECT * FROM unnest(\(exam)::int8[], \(sid)::int8[], \(item)::int4[],
-                \(score)::float8[], \(choice)::text[])
-              ON CONFLICT (exam, sid, item) DO UPDATE SET score = excluded.score,
-                choice = excluded.choice
-              RETURNING xmax = 0 AS inserted)
-            SELECT count(*) FILTER (WHERE inserted) AS created FROM written
-            """)?["created"].decode(Int.self) ?? 0
+        created += merged.reduce(0) { $0 + $1.added }
         try await tx.execute(
           """
-          UPDATE asm_students st SET total = t.total, scores = t.scores
-          FROM (SELECT sc.sid, sum(sc.score) AS total,
-              string_agg(int4send(sc.item) || float8send(sc.score), ''::bytea ORDER BY sc.item)
-                AS scores
-            FROM unnest(\(existing.map { students[$0.student].exam })::int8[],
-              \(existing.map(\.sid))::int8[]) AS u(exam, sid)
-            JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
-            GROUP BY sc.sid) t
-          WHERE st.sid = t.sid
+          UPDATE asm_students st SET total = u.total, scores = u.scores, choices = u.choices
+          FROM unnest(\(existing.map(\.sid))::int8[], \(merged.map(\.total))::float8[],
+            \(merged.map { ByteBuffer(bytes: $0.scores) })::bytea[],
+            \(merged.map { ByteBuffer(bytes: $0.choices) })::bytea[])
+            AS u(sid, total, scores, choices)
+          WHERE st.sid = u.sid
           """)
       }
 
@@ -437,9 +408,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
           after[try r["sid"].decode(Int64.self)] = try Self.sheetRow(r)
           totalAfter[try r["sid"].decode(Int64.self)] = try r["total"].decode(Double.self)
         }
-        try await Self.fillScores(
-          tx, &after, exams: changing.map { students[$0.student].exam },
-          sids: changing.map(\.sid))
+        try await Self.fillScores(tx, &after, sids: changing.map(\.sid))
       }
       // Each changed student's old state leaves the exam's tallies and its new state enters.
       var tallies: [Int64: TallyChanges] = [:]
@@ -543,26 +512,21 @@ final class PostgresAssessmentStore: AssessmentStoring {
       reason: try r["reason"].decode(String.self))
   }
 
-  /// Fills the scores and chosen options of `sheets` (by sid) from the stored scores of the
-  /// students `sids` of `exams` (pairwise).
+  /// Fills the scores and chosen options of `sheets` (by sid) from the students' rows.
   private static func fillScores(
-    _ tx: PostgresTransaction, _ sheets: inout [Int64: SheetState], exams: [Int64], sids: [Int64]
+    _ tx: PostgresTransaction, _ sheets: inout [Int64: SheetState], sids: [Int64]
   ) async throws {
     guard !sids.isEmpty else { return }
     for r in try await tx.query(
-      """
-      SELECT sc.sid, sc.item, sc.score, sc.choice
-      FROM unnest(\(exams)::int8[], \(sids)::int8[]) AS u(exam, sid)
-      JOIN asm_scores sc ON sc.exam = u.exam AND sc.sid = u.sid
-      ORDER BY sc.sid, sc.item
-      """)
+      "SELECT sid, scores, choices FROM asm_students WHERE sid = ANY(\(sids))")
     {
       let sid = try r["sid"].decode(Int64.self)
-      sheets[sid]?.items.append(Int32(try r["item"].decode(Int.self)))
-      sheets[sid]?.scores.append(try r["score"].decode(Double.self))
-      sheets[sid]?.choices.append(try r["choice"].decode(String.self))
+      guard sheets[sid] != nil else { continue }
+      PackedScores.fill(
+        &sheets[sid]!, scores: try Self.bytes(r["scores"]), choices: try Self.bytes(r["choices"]))
     }
   }
+
 
   /// A scope's filter on `asm_students`: a range of the (exam, org_path) index (paths are ASCII
   /// and compare bytewise, so every path under the scope sorts below it followed by the highest
@@ -903,40 +867,43 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// `student >= after` repeats the row comparison in a form the (exam, student) index can
-  /// start a page at; without it every page would walk the exam's students from the first.
+  /// A bytea cell's bytes.
+  private static func bytes(_ cell: PostgresCell) throws -> Data {
+    Data(try cell.decode(ByteBuffer.self).readableBytesView)
+  }
+
+  /// Reads the exam's students from the one the page starts in, in the (exam, student)
+  /// index's order, a page's worth at a time (a student without scores adds no row).
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   {
-    let (student, item) = after ?? ("", 0)
-    let rows = try await store.read { tx in
-      try await tx.query(
-        """
-        (SELECT st.student, st.class_code, st.school_code, sc.item, sc.score,
-           0 AS attendance, ''::text AS reason, sc.choice
-         FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
-         WHERE st.exam = \(exam.number) AND st.student >= \(student)
-           AND (st.student, sc.item) > (\(student), \(item))
-         ORDER BY st.student, sc.item LIMIT \(limit))
-        UNION ALL
-        (SELECT student, class_code, school_code, 0, 0::float8, attendance, reason, ''::text
-         FROM asm_students
-         WHERE exam = \(exam.number) AND student > \(student)
-           AND attendance <> \(Int(AttendanceCode.sat))
-         ORDER BY student LIMIT \(limit))
-        ORDER BY 1, 4 LIMIT \(limit)
-        """)
+    var (student, item) = after ?? ("", 0)
+    var scores: [ExportedScore] = []
+    while scores.count < limit {
+      let rows = try await store.read { tx in
+        try await tx.query(
+          """
+          SELECT student, class_code, school_code, attendance, reason, scores, choices
+          FROM asm_students WHERE exam = \(exam.number) AND student >= \(student)
+          ORDER BY student LIMIT \(limit + 1)
+          """)
+      }
+      for r in rows where scores.count < limit {
+        ExportedScore.append(
+          to: &scores, limit: limit, after: (student, item),
+          student: try r["student"].decode(String.self),
+          classCode: try r["class_code"].decode(String.self),
+          schoolCode: try r["school_code"].decode(String.self),
+          attendance: Int32(try r["attendance"].decode(Int.self)),
+          reason: try r["reason"].decode(String.self), scores: try Self.bytes(r["scores"]),
+          choices: try Self.bytes(r["choices"]))
+      }
+      guard rows.count == limit + 1, let last = rows.last else { break }
+      // Every row read was used: go on after the last student, whole.
+      student = try last["student"].decode(String.self)
+      item = .max
     }
-    // A marked student's row is its mark, as item 0 (it has no scores).
-    return try rows.map { r in
-      ExportedScore(
-        student: try r["student"].decode(String.self),
-        classCode: try r["class_code"].decode(String.self),
-        schoolCode: try r["school_code"].decode(String.self),
-        item: Int32(try r["item"].decode(Int.self)), score: try r["score"].decode(Double.self),
-        attendance: Int32(try r["attendance"].decode(Int.self)),
-        reason: try r["reason"].decode(String.self), choice: try r["choice"].decode(String.self))
-    }
+    return scores
   }
 
   func choices(exam: ExamRecord, scopePath: String?) async throws -> [String: [Int32: String]] {
@@ -944,16 +911,15 @@ final class PostgresAssessmentStore: AssessmentStoring {
     let rows = try await store.read { tx in
       try await tx.query(
         """
-        SELECT st.student, sc.item, sc.choice
-        FROM asm_students st JOIN asm_scores sc ON sc.exam = st.exam AND sc.sid = st.sid
-        WHERE st.exam = \(exam.number) AND sc.choice <> ''
-          AND (\(scope)::text IS NULL OR starts_with(st.org_path, \(scope)))
+        SELECT student, choices FROM asm_students
+        WHERE exam = \(exam.number) AND octet_length(choices) > 0
+          AND (\(scope)::text IS NULL OR starts_with(org_path, \(scope)))
         """)
     }
     var choices: [String: [Int32: String]] = [:]
     for r in rows {
-      choices[try r["student"].decode(String.self), default: [:]][
-        Int32(try r["item"].decode(Int.self))] = try r["choice"].decode(String.self)
+      choices[try r["student"].decode(String.self)] = PackedScores.choices(
+        try Self.bytes(r["choices"]))
     }
     return choices
   }

@@ -245,5 +245,22 @@ extension AssessmentMigrations {
         "CREATE INDEX asm_students_level ON asm_students(exam, total)",
         "CREATE INDEX asm_students_marked ON asm_students(exam) WHERE attendance <> 1",
       ]),
+    // A student's scores live in its row alone (PackedScores): the chosen options join the
+    // packed scores there, and the table of one row per score goes (it was a third of an
+    // import's writing and most of an exam's size).
+    PostgresMigration(
+      "assessment.13.scores-in-students",
+      [
+        "ALTER TABLE asm_students ADD COLUMN choices bytea NOT NULL DEFAULT ''::bytea",
+        """
+        UPDATE asm_students st SET choices = t.choices
+        FROM (SELECT sid, string_agg(int4send(item)
+            || int2send(octet_length(convert_to(choice, 'UTF8'))::int2)
+            || convert_to(choice, 'UTF8'), ''::bytea ORDER BY item) AS choices
+          FROM asm_scores WHERE choice <> '' GROUP BY sid) t
+        WHERE st.sid = t.sid
+        """,
+        "DROP TABLE asm_scores",
+      ]),
   ]
 }

@@ -4,7 +4,7 @@
 //
 //   swift build -c release --product identity-bench && .build/release/identity-bench \
 //     [--database-url postgres://user@host:port/db] [--users 20000] [--logins-per-core 8] \
-//     [--whoami-seconds 3]
+//     [--whoami-seconds 3] [--only sqlite|postgresql]
 //
 // The PostgreSQL server also comes from SMARTSCHOOL_BENCH_DATABASE_URL; the bench makes a fresh
 // database on it (its role needs CREATEDB) and drops it at the end. Needs `sqlite3` and `psql`.
@@ -102,6 +102,8 @@ struct Options: Sendable {
   var users = 20_000
   var loginsPerCore = 8
   var whoAmISeconds = 3.0
+  /// The one store to run (`--only`), or nil for every store given.
+  var only: String?
 
   static func parse(_ arguments: [String]) throws -> Options {
     var options = Options()
@@ -122,6 +124,11 @@ struct Options: Sendable {
           throw BenchError("\(flag): seconds, more than 0 and at most 600")
         }
         options.whoAmISeconds = s
+      case "--only":
+        guard value == "sqlite" || value == "postgresql" else {
+          throw BenchError("--only: sqlite or postgresql")
+        }
+        options.only = value
       default: throw BenchError("unknown flag \(flag)")
       }
     }
@@ -131,6 +138,9 @@ struct Options: Sendable {
       } catch let error as DatabaseSettings.Invalid {
         throw BenchError("--database-url: \(error.message)")
       }
+    }
+    if options.only == "postgresql" && options.server == nil {
+      throw BenchError("--only postgresql needs --database-url")
     }
     return options
   }
@@ -574,8 +584,11 @@ let options = parseOptions()
 print("identity-bench (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
 try await tokenBenchmark()
 let bare = try await bareStreamBenchmark(options)
-var results = [try await serverBenchmarks(on: .sqlite, options)]
-if let server = options.server {
+var results: [Figures] = []
+if options.only != "postgresql" {
+  results.append(try await serverBenchmarks(on: .sqlite, options))
+}
+if let server = options.server, options.only != "sqlite" {
   results.append(try await serverBenchmarks(on: .postgresql(server: server), options))
 }
 print("\n== summary (\(options.users) users imported over one stream)")
@@ -596,6 +609,6 @@ for f in results {
                bare.single / f.loaderRows, bare.chunked / f.loaderRows,
                bare.batched / f.loaderRows, f.loader))
 }
-if options.server == nil {
+if options.server == nil && options.only != "sqlite" {
   print("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
 }
