@@ -94,13 +94,29 @@ extension BulkImport {
     prepare: (Message, Int) async throws -> PreparedRow<Row>,
     commit: @escaping @Sendable ([(index: Int, row: Row)]) async throws -> BatchOutcome
   ) async throws -> Smartschool_Common_V1_ImportSummary {
+    try await runOverlapped(
+      stream, batchSize: batchSize, prepare: prepare, stage: { $0 }, commit: commit)
+  }
+
+  /// ``runOverlapped(_:batchSize:prepare:commit:)`` with each full batch first passed to
+  /// `stage` while the batch before it still commits (e.g. grouping its rows, reading what
+  /// it refers to), and what `stage` returns committed: the work `stage` does leaves the
+  /// commit's path. Whatever `stage` read must be checked again by `commit`, inside its
+  /// transaction.
+  public static func runOverlapped<Message: Sendable, Row: Sendable, Staged: Sendable>(
+    _ stream: some AsyncSequence<Message, any Error>, batchSize: Int = 1000,
+    prepare: (Message, Int) async throws -> PreparedRow<Row>,
+    stage: ([(index: Int, row: Row)]) async throws -> Staged,
+    commit: @escaping @Sendable (Staged) async throws -> BatchOutcome
+  ) async throws -> Smartschool_Common_V1_ImportSummary {
     var committing: Task<BatchOutcome, any Error>? = nil
     do {
       return try await run(
         stream, batchSize: batchSize, prepare: prepare,
         commit: { batch in
+          let staged = try await stage(batch)
           let previous = try await committing?.value ?? BatchOutcome()
-          committing = Task { try await commit(batch) }
+          committing = Task { try await commit(staged) }
           return previous
         },
         finish: {

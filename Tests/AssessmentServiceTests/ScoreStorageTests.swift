@@ -159,6 +159,29 @@ import Testing
     await store.storage.close()
   }
 
+  /// A batch is grouped against its exam's items before its write (while the batch before it
+  /// commits); items replaced in between are the ones the write checks the rows against.
+  @Test func aBatchStagedBeforeItsItemsChangedIsCheckedAgainstTheNewItems() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try await Self.open(dir)
+    try await Self.createExam(store)
+    let staged = try await store.stageScores([
+      Self.score(0, "stu01", 4, 9), Self.score(1, "stu01", 1, 10),
+      Self.score(2, "stu02", 2, 3),
+    ])
+    // Meanwhile item 4 goes and item 1's maximum falls to 5.
+    _ = try await store.replaceItems(
+      code: Self.exam, items: [item(1, 5, ["KP-A"]), item(2, 10, ["KP-B"])], fullMarks: 15,
+      time: 2)
+    let result = try await store.writeScores(staged)
+    #expect(result.rejections.map(\.index) == [0, 1])
+    #expect(result.rejections.map(\.field) == ["item_number", "score"])
+    #expect(result.created == 1)
+    #expect(Self.lines(try await Self.export(store, limit: 100)) == ["stu02 2 3.0 0  "])
+    await store.storage.close()
+  }
+
   /// The store is taken back to the layout before the move (a table of one row per score,
   /// holding the chosen options; no `choices` column; the move's migration not applied),
   /// then opened again: the migration moves every choice back into the student rows.

@@ -445,7 +445,7 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     // The last row index of each student given a score, by exam: after the stream, those
     // still missing items are told (bounded by the students of the stream, not its rows).
     var scored: [String: [String: Int]] = [:]
-    // A batch is written while the next one is read and validated.
+    // A batch is written while the next one is read, validated and grouped by student.
     let store = self.store
     var summary = try await BulkImport.runOverlapped(
       request, batchSize: Self.importBatch,
@@ -504,8 +504,9 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
               reason: row.reasonNotTested, choice: row.chosenOption))
         }
       },
-      commit: { batch in
-        let result = try await store.writeScores(batch.map(\.row))
+      stage: { batch in try await store.stageScores(batch.map(\.row)) },
+      commit: { staged in
+        let result = try await store.writeScores(staged)
         var outcome = BatchOutcome()
         outcome.created = result.created
         outcome.updated = result.updated

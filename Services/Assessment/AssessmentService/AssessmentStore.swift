@@ -101,8 +101,39 @@ public struct ScoreBatchResult: Sendable {
   public var rejections: [ScoreRejection] = []
 }
 
+/// A score batch grouped by student ahead of its write (``AssessmentStoring/stageScores(_:)``),
+/// against the exams as they were read then. The write reads them again in its transaction
+/// and groups the rows anew only if they changed meanwhile, so a batch is grouped while the
+/// one before it commits.
+public struct StagedScores: Sendable {
+  let rows: [PendingScore]
+  /// The exam codes the rows name.
+  let codes: Set<String>
+  let targets: [String: ScoreTarget]
+  let batch: (students: [StudentScores], accepted: Int, rejections: [ScoreRejection])
+
+  /// The exam codes `rows` name.
+  static func codes(_ rows: [PendingScore]) -> Set<String> { Set(rows.map { $0.examCode }) }
+
+  /// Groups `rows`, which name `codes`, against `targets` (the exams by code, as read now).
+  init(_ rows: [PendingScore], codes: Set<String>, targets: [String: ScoreTarget]) {
+    self.rows = rows
+    self.codes = codes
+    self.targets = targets
+    batch = StudentScores.group(rows, targets: targets)
+  }
+
+  /// The grouping against `current`, the exams as the write transaction reads them: this
+  /// one's when they are unchanged.
+  func grouped(against current: [String: ScoreTarget])
+    -> (students: [StudentScores], accepted: Int, rejections: [ScoreRejection])
+  {
+    current == targets ? batch : StudentScores.group(rows, targets: current)
+  }
+}
+
 /// An exam as a score batch sees it, read inside the batch's write transaction.
-struct ScoreTarget {
+struct ScoreTarget: Equatable {
   var number: Int64
   /// The path text; a class lies under it when its path text starts with it.
   var orgPath: String
@@ -628,6 +659,13 @@ public struct QualityRecord: Sendable {
   }
 }
 
+extension AssessmentStoring {
+  /// Stages and writes a score batch.
+  public func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult {
+    try await writeScores(try await stageScores(rows))
+  }
+}
+
 /// Every SQL statement of the assessment service, behind a protocol so that another store
 /// (e.g. PostgreSQL) can stand beside the SQLite one.
 public protocol AssessmentStoring: Sendable {
@@ -642,7 +680,11 @@ public protocol AssessmentStoring: Sendable {
   func replaceItems(
     code: String, items: [Smartschool_Assessment_V1_ExamItem], fullMarks: Double, time: Double
   ) async throws -> ExamRecord
-  func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult
+  /// Reads the exams `rows` name and groups the rows by student, outside any write: the
+  /// write of ``writeScores(_:)`` then only checks the exams.
+  func stageScores(_ rows: [PendingScore]) async throws -> StagedScores
+  /// Writes a staged score batch in one transaction.
+  func writeScores(_ staged: StagedScores) async throws -> ScoreBatchResult
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult]
   /// The students of the exam who sat without a stored score for every item.
   func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult]
@@ -846,29 +888,43 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     }
   }
 
-  public func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult {
-    try await store.write { db in
-      // Items are read inside the write transaction, so they cannot change under the batch.
-      var targets: [String: ScoreTarget] = [:]
-      for code in Set(rows.map { $0.examCode }) {
-        guard
-          let row = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT number, org_path FROM asm_exams WHERE code = ?"),
-            arguments: [code])
-        else { continue }
-        let number: Int64 = row["number"]
-        var target = ScoreTarget(number: number, orgPath: row["org_path"])
-        for r in try Row.fetchAll(
-          db.cachedStatement(
-            sql: "SELECT number, max_score, options FROM asm_items WHERE exam = ?"),
-          arguments: [number])
-        {
-          target.maxScores[r["number"]] = r["max_score"]
-          target.options[r["number"]] = ExamRecord.list(r["options"])
-        }
-        targets[code] = target
+  /// The exams (with their items) of `codes` that exist.
+  private static func scoreTargets(_ db: Database, codes: Set<String>) throws
+    -> [String: ScoreTarget]
+  {
+    var targets: [String: ScoreTarget] = [:]
+    for code in codes {
+      guard
+        let row = try Row.fetchOne(
+          db.cachedStatement(sql: "SELECT number, org_path FROM asm_exams WHERE code = ?"),
+          arguments: [code])
+      else { continue }
+      let number: Int64 = row["number"]
+      var target = ScoreTarget(number: number, orgPath: row["org_path"])
+      for r in try Row.fetchAll(
+        db.cachedStatement(sql: "SELECT number, max_score, options FROM asm_items WHERE exam = ?"),
+        arguments: [number])
+      {
+        target.maxScores[r["number"]] = r["max_score"]
+        target.options[r["number"]] = ExamRecord.list(r["options"])
       }
-      let batch = StudentScores.group(rows, targets: targets)
+      targets[code] = target
+    }
+    return targets
+  }
+
+  public func stageScores(_ rows: [PendingScore]) async throws -> StagedScores {
+    let codes = StagedScores.codes(rows)
+    let targets = try await store.read { db in try Self.scoreTargets(db, codes: codes) }
+    return StagedScores(rows, codes: codes, targets: targets)
+  }
+
+  public func writeScores(_ staged: StagedScores) async throws -> ScoreBatchResult {
+    try await store.write { db in
+      // Items are read again inside the write transaction, so they cannot change under the
+      // batch.
+      let targets = try Self.scoreTargets(db, codes: staged.codes)
+      let batch = staged.grouped(against: targets)
       var result = ScoreBatchResult()
       result.rejections = batch.rejections
       let find = try db.cachedStatement(

@@ -220,38 +220,53 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  func writeScores(_ rows: [PendingScore]) async throws -> ScoreBatchResult {
-    let codes = Set(rows.map { $0.examCode }).sorted()
-    return try await store.write { tx in
-      // FOR SHARE: score batches of one exam run side by side; UpdateExamItems (FOR UPDATE)
-      // waits for them, and they for it, so the items read next cannot change under the batch.
-      var exams: [String: ScoreTarget] = [:]
-      var byNumber: [Int64: String] = [:]
+  /// The exams (with their items) of `codes` that exist; `share` locks them FOR SHARE.
+  private static func scoreTargets(_ tx: PostgresTransaction, codes: Set<String>, share: Bool)
+    async throws -> [String: ScoreTarget]
+  {
+    var exams: [String: ScoreTarget] = [:]
+    var byNumber: [Int64: String] = [:]
+    for r in try await tx.query(
+      PostgresQuery(
+        unsafeSQL: "SELECT number, code, org_path FROM asm_exams WHERE code = ANY($1)"
+          + " ORDER BY number" + (share ? " FOR SHARE" : ""),
+        binds: { var b = PostgresBindings(); b.append(codes.sorted()); return b }()))
+    {
+      let code = try r["code"].decode(String.self)
+      let number = try r["number"].decode(Int64.self)
+      exams[code] = ScoreTarget(number: number, orgPath: try r["org_path"].decode(String.self))
+      byNumber[number] = code
+    }
+    if !byNumber.isEmpty {
       for r in try await tx.query(
         """
-        SELECT number, code, org_path FROM asm_exams WHERE code = ANY(\(codes))
-        ORDER BY number FOR SHARE
+        SELECT exam, number, max_score, options FROM asm_items
+        WHERE exam = ANY(\(Array(byNumber.keys)))
         """)
       {
-        let code = try r["code"].decode(String.self)
-        let number = try r["number"].decode(Int64.self)
-        exams[code] = ScoreTarget(number: number, orgPath: try r["org_path"].decode(String.self))
-        byNumber[number] = code
+        let code = byNumber[try r["exam"].decode(Int64.self)]!
+        let number = Int32(try r["number"].decode(Int.self))
+        exams[code]!.maxScores[number] = try r["max_score"].decode(Double.self)
+        exams[code]!.options[number] = ExamRecord.list(try r["options"].decode(String.self))
       }
-      if !byNumber.isEmpty {
-        for r in try await tx.query(
-          """
-          SELECT exam, number, max_score, options FROM asm_items
-          WHERE exam = ANY(\(Array(byNumber.keys)))
-          """)
-        {
-          let code = byNumber[try r["exam"].decode(Int64.self)]!
-          let number = Int32(try r["number"].decode(Int.self))
-          exams[code]!.maxScores[number] = try r["max_score"].decode(Double.self)
-          exams[code]!.options[number] = ExamRecord.list(try r["options"].decode(String.self))
-        }
-      }
-      let batch = StudentScores.group(rows, targets: exams)
+    }
+    return exams
+  }
+
+  func stageScores(_ rows: [PendingScore]) async throws -> StagedScores {
+    let codes = StagedScores.codes(rows)
+    let targets = try await store.read { tx in
+      try await Self.scoreTargets(tx, codes: codes, share: false)
+    }
+    return StagedScores(rows, codes: codes, targets: targets)
+  }
+
+  func writeScores(_ staged: StagedScores) async throws -> ScoreBatchResult {
+    try await store.write { tx in
+      // FOR SHARE: score batches of one exam run side by side; UpdateExamItems (FOR UPDATE)
+      // waits for them, and they for it, so the items read next cannot change under the batch.
+      let exams = try await Self.scoreTargets(tx, codes: staged.codes, share: true)
+      let batch = staged.grouped(against: exams)
       var result = ScoreBatchResult()
       result.rejections = batch.rejections
       guard batch.accepted > 0 else { return result }
