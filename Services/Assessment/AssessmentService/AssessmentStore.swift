@@ -939,6 +939,7 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           INSERT INTO asm_students (exam, student, class_code, school_code, org_path, total,
             scores, choices, attendance, reason)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+          ON CONFLICT (exam, student) DO NOTHING
           """)
       let moveStudent = try db.cachedStatement(
         sql: "UPDATE asm_students SET class_code = ?, school_code = ?, org_path = ? WHERE sid = ?")
@@ -954,38 +955,45 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
           []
       for s in batch.students {
         guard let row = s.lastAccepted else { continue }
+        // A student the batch would create is inserted at once; only when it is stored already
+        // (the insert does nothing) is it read, and decided on as stored. A first import reads
+        // nothing.
+        let fresh = s.decide(stored: nil)
+        if fresh.writes {
+          let mark = fresh.attendance ?? (AttendanceCode.sat, "")
+          try insertStudent.execute(
+            arguments: [
+              s.exam, s.student, row.classCode, row.schoolCode, row.classPath, s.total,
+              PackedScores.pack(s.scores),
+              PackedScores.packChoices(s.scores.map { ($0.item, s.choices[$0.item] ?? "") }),
+              mark.code, mark.reason,
+            ])
+          if db.changesCount > 0 {
+            result.rejections += fresh.rejections
+            refused += fresh.rejections.count
+            sheets.append((s, db.lastInsertedRowID, nil, s.createdSheet(mark: mark), 0))
+            // A new student's mark creates it; its scores are new rows.
+            created += s.scores.isEmpty ? 1 : s.scores.count
+            continue
+          }
+        }
         let stored = try Row.fetchOne(find, arguments: [s.exam, s.student])
-        let decision = s.decide(
-          stored: stored.map { (attendance: $0[1], hasScores: $0[2]) })
+        let decision = stored.map { s.decide(stored: (attendance: $0[1], hasScores: $0[2])) }
+          ?? fresh
         result.rejections += decision.rejections
         refused += decision.rejections.count
-        guard decision.writes else { continue }
-        if let stored {
-          let sid: Int64 = stored[0]
-          let old = try Self.sheet(db, sid: sid)
-          sheets.append((s, sid, old, nil, stored[3]))
-          try moveStudent.execute(arguments: [row.classCode, row.schoolCode, row.classPath, sid])
-          if let mark = decision.attendance {
-            try markStudent.execute(arguments: [mark.code, mark.reason, sid])
-          }
-          guard decision.writesScores, let old else { continue }
-          let merged = PackedScores.merge(stored: old, scores: s.scores, choices: s.choices)
-          try keep.execute(arguments: [merged.scores, merged.choices, merged.total, sid])
-          created += merged.added
-          continue
+        guard decision.writes, let stored else { continue }
+        let sid: Int64 = stored[0]
+        let old = try Self.sheet(db, sid: sid)
+        sheets.append((s, sid, old, nil, stored[3]))
+        try moveStudent.execute(arguments: [row.classCode, row.schoolCode, row.classPath, sid])
+        if let mark = decision.attendance {
+          try markStudent.execute(arguments: [mark.code, mark.reason, sid])
         }
-        let mark = decision.attendance ?? (AttendanceCode.sat, "")
-        try insertStudent.execute(
-          arguments: [
-            s.exam, s.student, row.classCode, row.schoolCode, row.classPath, s.total,
-            PackedScores.pack(s.scores),
-            PackedScores.packChoices(s.scores.map { ($0.item, s.choices[$0.item] ?? "") }),
-            mark.code, mark.reason,
-          ])
-        let sid = db.lastInsertedRowID
-        sheets.append((s, sid, nil, s.createdSheet(mark: mark), 0))
-        // A new student's mark creates it; its scores are new rows.
-        created += s.scores.isEmpty ? 1 : s.scores.count
+        guard decision.writesScores, let old else { continue }
+        let merged = PackedScores.merge(stored: old, scores: s.scores, choices: s.choices)
+        try keep.execute(arguments: [merged.scores, merged.choices, merged.total, sid])
+        created += merged.added
       }
       // Each changed student's old state leaves the exam's tallies and its new state enters.
       var tallies: [Int64: TallyChanges] = [:]

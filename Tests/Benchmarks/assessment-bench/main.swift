@@ -395,6 +395,23 @@ func measureSession(
       report.fullMarks))
 }
 
+/// The store's size on disk: its SQLite files (database, WAL) under `directory`, or the
+/// PostgreSQL database's `pg_database_size`.
+func storeSize(_ store: BenchStore, directory: String) throws -> Int {
+  switch store {
+  case .sqlite:
+    let files = FileManager.default
+    return try files.contentsOfDirectory(atPath: directory).filter {
+      $0.hasPrefix("assessment.sqlite")
+    }.reduce(0) { sum, name in
+      sum + ((try files.attributesOfItem(atPath: directory + "/" + name)[.size] as? Int) ?? 0)
+    }
+  case .postgresql(_, let settings):
+    let size = try psql(settings, "SELECT pg_database_size(current_database())").output
+    return Int(size.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+  }
+}
+
 /// One store's run: the service on `store`, the exam created, imported and reported on.
 func measure(
   _ store: BenchStore, identityPort: Int, admin: Metadata, account: (String, String),
@@ -480,6 +497,7 @@ func measure(
     }
     figures.importRate = Double(studentCount * itemCount) / (importMs / 1000)
     figures.peakMB = Double(max(sampledPeak, hwm)) / 1024
+    let storeBytes = try storeSize(store, directory: directory + "/service")
 
     let csv = directory + "/scores.csv"
     try writeCSV(exam: exam.code, to: csv)
@@ -500,6 +518,10 @@ func measure(
       String(
         format: "import rate / loader rate     %8.2f                      target ≥ %.2f",
         figures.importRate / loader.rate, Targets.importRatio))
+    line(
+      String(
+        format: "store size after the import  %8.1f MB  (%.0f bytes a score, all tables)",
+        Double(storeBytes) / 1_048_576, Double(storeBytes) / Double(studentCount * itemCount)))
     line(
       String(
         format:
