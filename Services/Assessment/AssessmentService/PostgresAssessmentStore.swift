@@ -882,13 +882,17 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
+  /// Students read per query of an export page.
+  private static let exportStudents = 256
+
   /// A bytea cell's bytes.
   private static func bytes(_ cell: PostgresCell) throws -> Data {
     Data(try cell.decode(ByteBuffer.self).readableBytesView)
   }
 
   /// Reads the exam's students from the one the page starts in, in the (exam, student)
-  /// index's order, a page's worth at a time (a student without scores adds no row).
+  /// index's order, 256 at a time (a page of 2,000 rows is about a hundred students of 20
+  /// items; a student without scores adds no row) until the page is full.
   func exportScores(exam: ExamRecord, after: (String, Int32)?, limit: Int) async throws
     -> [ExportedScore]
   {
@@ -900,7 +904,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
           """
           SELECT student, class_code, school_code, attendance, reason, scores, choices
           FROM asm_students WHERE exam = \(exam.number) AND student >= \(student)
-          ORDER BY student LIMIT \(limit + 1)
+          ORDER BY student LIMIT \(Self.exportStudents)
           """)
       }
       for r in rows where scores.count < limit {
@@ -913,7 +917,7 @@ final class PostgresAssessmentStore: AssessmentStoring {
           reason: try r["reason"].decode(String.self), scores: try Self.bytes(r["scores"]),
           choices: try Self.bytes(r["choices"]))
       }
-      guard rows.count == limit + 1, let last = rows.last else { break }
+      guard rows.count == Self.exportStudents, let last = rows.last else { break }
       // Every row read was used: go on after the last student, whole.
       student = try last["student"].decode(String.self)
       item = .max
