@@ -31,7 +31,7 @@ from suite_interop_test import ADMIN_PASSWORD, Process, auth, eventually, org
 
 TIMEOUT = 15
 BATCH = 500  # rows per committed batch of a lesson import (SupervisionAPI.importBatch)
-SCORE_BATCH = 10000  # rows per committed batch of a score import (AssessmentAPI.importBatch)
+SCORE_BATCH = 20000  # rows per committed batch of a score import (AssessmentAPI.importBatch)
 ROOMS = 40
 DAYS = 100
 PERIODS = 8  # ROOMS × DAYS × PERIODS = 32,000 lessons
@@ -49,8 +49,8 @@ def school_days():
 
 DAYS_LIST = school_days()
 CLASSES = 4
-STUDENTS = 1500
-ITEMS = 20  # STUDENTS × ITEMS = 30,000 score rows
+STUDENTS = 3000
+ITEMS = 20  # STUDENTS × ITEMS = 60,000 score rows: three batches of a score import
 
 
 def score_rows(exam):
