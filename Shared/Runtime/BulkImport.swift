@@ -98,8 +98,8 @@ extension BulkImport {
       stream, batchSize: batchSize, prepare: prepare, stage: { $0 }, commit: commit)
   }
 
-  /// ``runOverlapped(_:batchSize:prepare:commit:)`` with each full batch first passed to
-  /// `stage` while the batch before it still commits (e.g. grouping its rows, reading what
+  /// ``runOverlapped(_:batchSize:prepare:commit:)`` with each batch (the last one too) first
+  /// passed to `stage` while the batch before it still commits (e.g. grouping its rows, reading what
   /// it refers to), and what `stage` returns committed: the work `stage` does leaves the
   /// commit's path. Whatever `stage` read must be checked again by `commit`, inside its
   /// transaction.
