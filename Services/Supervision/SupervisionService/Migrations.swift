@@ -144,5 +144,10 @@ enum SupervisionMigrations {
           """)
       for sql in UsageCountsSQL.sqliteTriggers(subjects: true) { try db.execute(sql: sql) }
     }
+    // A lesson inserted is counted by its import, per batch (InsertedUsage), instead of by a
+    // trigger's two upserts per lesson; the update triggers stay.
+    migrator.registerMigration("supervision.8.inserts-counted-per-batch") { db in
+      try db.execute(sql: "DROP TRIGGER sup_lessons_count_insert")
+    }
   }
 }

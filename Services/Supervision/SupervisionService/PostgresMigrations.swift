@@ -169,5 +169,12 @@ extension SupervisionMigrations {
         SET subjects = \(UsageCountsSQL.distinctSubjects({ $0 }, int: "::int"))
         """,
       ] + UsageCountsSQL.postgresFunctions(subjects: true)),
+    // See the SQLite migration of the same name.
+    PostgresMigration(
+      "supervision.8.inserts-counted-per-batch",
+      [
+        "DROP TRIGGER sup_lessons_count_insert ON sup_lessons",
+        "DROP FUNCTION sup_lessons_count_insert()",
+      ]),
   ]
 }

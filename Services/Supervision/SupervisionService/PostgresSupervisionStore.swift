@@ -263,9 +263,11 @@ final class PostgresSupervisionStore: SupervisionStoring {
     }
     // Each distinct date written once for the batch's keys and payloads.
     var dates: [Int: String] = [:]
+    var usage = InsertedUsage()
     for var l in lessons {
       guard let path = paths[l.classroom] else { continue }
       l.orgPath = path
+      usage.add(l)
       let day = l.date.dayNumber
       let text: String
       if let known = dates[day] {
@@ -279,6 +281,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
         entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: path,
         payload: l.proto(dateText: text), time: now)
     }
+    try await Self.add(usage, tx: tx)
     return UpsertCounts(created: rows.count, updated: 0, unchanged: lessons.count - rows.count)
   }
 
@@ -327,6 +330,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
       return
     }
     var byKey: [LessonKey: LessonRecord] = [:]
+    var usage = InsertedUsage()
     byKey.reserveCapacity(lessons.count)
     for l in lessons {
       byKey[LessonKey(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] = l
@@ -339,6 +343,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
       l.orgPath = try row["org_path"].decode(String.self)
       if try row["inserted"].decode(Bool.self) {
         counts.created += 1
+        usage.add(l)
       } else {
         counts.updated += 1
       }
@@ -347,6 +352,25 @@ final class PostgresSupervisionStore: SupervisionStoring {
         orgPath: l.orgPath, payload: l.proto, time: now)
     }
     counts.unchanged += lessons.count - rows.count
+    try await Self.add(usage, tx: tx)
+  }
+
+  /// Adds the counts of lessons just inserted: one statement per counts table.
+  private static func add(_ usage: InsertedUsage, tx: PostgresTransaction) async throws {
+    guard !usage.isEmpty else { return }
+    let weeks = usage.classroomWeekRows
+    var binds = PostgresBindings()
+    for column in 0..<21 { binds.append(weeks.map { $0[column] }) }
+    try await tx.execute(PostgresQuery(unsafeSQL: UsageCountsSQL.postgresAddClassroomWeeks,
+      binds: binds))
+    let teachers = usage.teacherWeekRows
+    binds = PostgresBindings()
+    binds.append(teachers.map(\.classroom))
+    binds.append(teachers.map(\.week))
+    binds.append(teachers.map(\.teacher))
+    binds.append(teachers.map(\.lessons))
+    try await tx.execute(PostgresQuery(unsafeSQL: UsageCountsSQL.postgresAddTeacherWeeks,
+      binds: binds))
   }
 
   func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws

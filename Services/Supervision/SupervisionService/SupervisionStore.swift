@@ -347,6 +347,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         sql: "SELECT org_path FROM sup_classrooms WHERE number = ?")
       var paths: [Int64: String] = [:]
       var dates: [Int: String] = [:]
+      var usage = InsertedUsage()
       let now = Date()
       for var l in lessons {
         if let path = paths[l.classroom] {
@@ -361,6 +362,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         ])
         if db.changesCount > 0 {
           counts.created += 1
+          usage.add(l)
         } else {
           let verified = l.verified ? 1 : 0
           try update.execute(arguments: [
@@ -382,7 +384,21 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           db, entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
           payload: l.proto(dateText: dateText), time: now)
       }
+      try Self.add(usage, db)
       return counts
+    }
+  }
+
+  /// Adds the counts of lessons just inserted, one upsert per count changed.
+  private static func add(_ usage: InsertedUsage, _ db: Database) throws {
+    guard !usage.isEmpty else { return }
+    let weeks = try db.cachedStatement(sql: UsageCountsSQL.sqliteAddClassroomWeek)
+    for row in usage.classroomWeekRows {
+      try weeks.execute(arguments: StatementArguments(row))
+    }
+    let teachers = try db.cachedStatement(sql: UsageCountsSQL.sqliteAddTeacherWeek)
+    for row in usage.teacherWeekRows {
+      try teachers.execute(arguments: [row.classroom, row.week, row.teacher, row.lessons])
     }
   }
 

@@ -2,10 +2,11 @@ import Synchronization
 
 /// Where the reports read smart-classroom use from. In service: the counts per classroom-week
 /// (`sup_classroom_weeks`) and per classroom, teacher and week (`sup_teacher_weeks`) that the
-/// database keeps beside the lessons, written by triggers in the transaction that writes the
-/// lessons. Switched to `fromLessons`, the reports count the lessons themselves as they did
-/// before the counts existed: slower, and kept only so that a test can check that every report
-/// reads the same from both.
+/// database keeps beside the lessons, written in the transaction that writes the lessons (by
+/// the import for lessons it inserts, by triggers for lessons it changes). Switched to
+/// `fromLessons`, the reports count the lessons themselves as they did before the counts
+/// existed: slower, and kept only so that a test can check that every report reads the same
+/// from both.
 public final class UsageReads: Sendable {
   private let raw = Atomic<Bool>(false)
 
@@ -16,6 +17,58 @@ public final class UsageReads: Sendable {
   public var fromLessons: Bool {
     get { raw.load(ordering: .relaxed) }
     set { raw.store(newValue, ordering: .relaxed) }
+  }
+}
+
+/// The counts a batch's newly inserted lessons add, summed per classroom-week and per
+/// classroom, week and teacher, so that the batch writes one row per count it changes, not two
+/// per lesson (an insert trigger's work was most of a SQLite lesson write). Both stores add
+/// them in the transaction that inserts the lessons; a lesson changed later moves its counts
+/// by the update triggers.
+struct InsertedUsage {
+  private struct Week: Hashable {
+    var classroom: Int64
+    var week: Int
+  }
+  private struct TeacherWeek: Hashable {
+    var classroom: Int64
+    var week: Int
+    var teacher: String
+  }
+  /// Per classroom-week: lessons, manual, then the sixteen subject counts.
+  private var weeks: [Week: [Int]] = [:]
+  private var teachers: [TeacherWeek: Int] = [:]
+
+  /// True when no verified lesson was added.
+  var isEmpty: Bool { weeks.isEmpty }
+
+  /// Counts `lesson`, just inserted, if it is verified (a held lesson counts nowhere).
+  mutating func add(_ lesson: LessonRecord) {
+    guard lesson.verified else { return }
+    let week = lesson.date.monday.dayNumber
+    let key = Week(classroom: lesson.classroom, week: week)
+    // Changed in place: the default subscript's array is never copied out and back.
+    weeks[key, default: Array(repeating: 0, count: 18)][0] += 1
+    if lesson.source == 3 { weeks[key]![1] += 1 }
+    if (1...16).contains(lesson.subject) { weeks[key]![1 + lesson.subject] += 1 }
+    teachers[TeacherWeek(classroom: lesson.classroom, week: week, teacher: lesson.teacher),
+      default: 0] += 1
+  }
+
+  /// The classroom-week rows in key order: classroom, week, lessons, manual, `s1`…`s16` and
+  /// the distinct subjects among them (what a row new to the table holds).
+  var classroomWeekRows: [[Int]] {
+    weeks.sorted { ($0.key.classroom, $0.key.week) < ($1.key.classroom, $1.key.week) }.map {
+      [Int($0.key.classroom), $0.key.week] + $0.value + [$0.value[2...].filter { $0 > 0 }.count]
+    }
+  }
+
+  /// The teacher-week rows in key order.
+  var teacherWeekRows: [(classroom: Int64, week: Int, teacher: String, lessons: Int)] {
+    teachers.sorted {
+      ($0.key.classroom, $0.key.week, $0.key.teacher) < ($1.key.classroom, $1.key.week,
+        $1.key.teacher)
+    }.map { ($0.key.classroom, $0.key.week, $0.key.teacher, $0.value) }
   }
 }
 
@@ -55,6 +108,55 @@ enum UsageCountsSQL {
     return subjectColumns.map { "\($0) = \(prefix)\($0) + excluded.\($0)" }
       .joined(separator: ", ")
   }
+
+  /// The columns of a classroom-week row as ``InsertedUsage/classroomWeekRows`` gives it.
+  static let classroomWeekColumns =
+    "classroom, week, lessons, manual, " + subjectColumns.joined(separator: ", ") + ", subjects"
+
+  /// What a classroom-week row added to a stored one sets (`t` the table's alias, empty on
+  /// SQLite; `int` casts each comparison on PostgreSQL).
+  static func classroomWeekAdditions(alias: String, int: String = "") -> String {
+    let prefix = alias.isEmpty ? "" : alias + "."
+    return "lessons = \(prefix)lessons + excluded.lessons, "
+      + "manual = \(prefix)manual + excluded.manual, \(subjectIncrements(alias: alias)), "
+      + "subjects = \(distinctSubjects({ "(\(prefix)\($0) + excluded.\($0))" }, int: int))"
+  }
+
+  /// SQLite: adds one classroom-week row (``InsertedUsage/classroomWeekRows``).
+  static let sqliteAddClassroomWeek = """
+    INSERT INTO sup_classroom_weeks (\(classroomWeekColumns))
+    VALUES (\(Array(repeating: "?", count: 21).joined(separator: ", ")))
+    ON CONFLICT (classroom, week) DO UPDATE SET \(classroomWeekAdditions(alias: ""))
+    """
+
+  /// SQLite: adds one teacher-week row.
+  static let sqliteAddTeacherWeek = """
+    INSERT INTO sup_teacher_weeks (classroom, week, teacher, lessons) VALUES (?, ?, ?, ?)
+    ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = lessons + excluded.lessons
+    """
+
+  /// PostgreSQL: adds the classroom-week rows, one array parameter per column (`$1`…`$21`
+  /// in ``classroomWeekColumns``' order), in key order so that replicas lock them in one order.
+  static let postgresAddClassroomWeeks: String = {
+    let columns = classroomWeekColumns.components(separatedBy: ", ")
+    let arrays = columns.indices.map { "$\($0 + 1)::int8[]" }.joined(separator: ", ")
+    return """
+      INSERT INTO sup_classroom_weeks AS t (\(classroomWeekColumns))
+      SELECT * FROM unnest(\(arrays)) AS u(\(classroomWeekColumns))
+      ORDER BY classroom, week
+      ON CONFLICT (classroom, week)
+        DO UPDATE SET \(classroomWeekAdditions(alias: "t", int: "::int"))
+      """
+  }()
+
+  /// PostgreSQL: adds the teacher-week rows (classroom, week, teacher, lessons arrays).
+  static let postgresAddTeacherWeeks = """
+    INSERT INTO sup_teacher_weeks AS t (classroom, week, teacher, lessons)
+    SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[])
+      AS u(classroom, week, teacher, lessons)
+    ORDER BY classroom, week, teacher
+    ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = t.lessons + excluded.lessons
+    """
 
   /// The SQLite triggers: a verified lesson inserted counts; a lesson updated moves its counts
   /// when its subject, source, teacher or verification changed (its classroom and week are its
