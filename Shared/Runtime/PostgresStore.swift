@@ -918,19 +918,8 @@ public final class PostgresTransaction: @unchecked Sendable {
   /// The connection the transaction runs on; use it only inside the transaction's closure.
   public let connection: PostgresConnection
   let logger: Logger
-  private var pending: [PendingChange] = []
+  private var pending: [ChangeEvent] = []
   private var savepoints = 0
-
-  private struct PendingChange {
-    var entity: String
-    var id: String
-    var naturalKey: String
-    var op: Int
-    var time: Double
-    var orgPath: String
-    var payloadType: String?
-    var payload: Data?
-  }
 
   /// The connection, watched: a statement in flight when it closes fails at once.
   let guarded: GuardedConnection
@@ -1003,17 +992,10 @@ public final class PostgresTransaction: @unchecked Sendable {
     entity: String, id: String, naturalKey: String, op: Smartschool_Common_V1_ChangeOp,
     orgPath: String, payload: (any SwiftProtobuf.Message)? = nil, time: Date = Date()
   ) throws {
-    var typeURL: String? = nil
-    var bytes: Data? = nil
-    if let payload {
-      typeURL = "type.googleapis.com/" + type(of: payload).protoMessageName
-      bytes = try payload.serializedData()
-    }
     pending.append(
-      PendingChange(
-        entity: entity, id: id, naturalKey: naturalKey, op: op.rawValue,
-        time: time.timeIntervalSince1970, orgPath: orgPath, payloadType: typeURL,
-        payload: bytes))
+      try ChangeEvent(
+        entity: entity, id: id, naturalKey: naturalKey, op: op, orgPath: orgPath,
+        payload: payload, time: time))
   }
 
   /// Writes the buffered feed events, numbered from the counter: each column goes as one

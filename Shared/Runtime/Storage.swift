@@ -486,6 +486,93 @@ public enum StoreOpenError: Error, CustomStringConvertible {
   }
 }
 
+/// A SQLite statement over many rows at once: `head VALUES (?, …), (?, …) … tail`, up to 64
+/// rows a statement. A bulk write's rows go through it instead of one statement a row:
+/// binding, stepping and resetting a statement cost more than the row it writes.
+public struct MultiRowStatement: Sendable {
+  /// Rows a full statement carries.
+  public let rowsPerStatement: Int
+  /// The SQL of a statement of `n` rows, at index `n`.
+  private let sql: [String]
+  private let columns: Int
+
+  /// `head` is the statement before `VALUES` (`INSERT INTO t (a, b)`), `tail` what follows
+  /// the rows (`ON CONFLICT … DO …`, `RETURNING …`).
+  public init(_ head: String, columns: Int, _ tail: String = "", rowsPerStatement: Int = 64) {
+    let row = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+    self.rowsPerStatement = rowsPerStatement
+    self.columns = columns
+    sql = (0...rowsPerStatement).map { n in
+      head + " VALUES " + Array(repeating: row, count: n).joined(separator: ", ") + " " + tail
+    }
+  }
+
+  /// Runs the statement over rows `0..<count` in order: `bind(i, &values)` appends row `i`'s
+  /// values (as many as the columns), and `returned`, if given, gets each row the statements
+  /// return.
+  public func run(
+    _ db: Database, count: Int,
+    bind: (Int, inout [(any DatabaseValueConvertible)?]) throws -> Void,
+    returned: ((Row) throws -> Void)? = nil
+  ) throws {
+    var values: [(any DatabaseValueConvertible)?] = []
+    values.reserveCapacity(columns * min(count, rowsPerStatement))
+    var start = 0
+    while start < count {
+      let end = min(start + rowsPerStatement, count)
+      values.removeAll(keepingCapacity: true)
+      for i in start..<end { try bind(i, &values) }
+      let statement = try db.cachedStatement(sql: sql[end - start])
+      if let returned {
+        let rows = try Row.fetchCursor(statement, arguments: StatementArguments(values))
+        while let row = try rows.next() { try returned(row) }
+      } else {
+        try statement.execute(arguments: StatementArguments(values))
+      }
+      start = end
+    }
+  }
+}
+
+/// One change-feed event as a store writes it: the entity's kind, id and natural key, the
+/// operation, when, where in the org tree, and for an upsert the entity as it now is
+/// (serialized, with its type URL).
+public struct ChangeEvent: Sendable {
+  /// The entity kind, for example "lesson".
+  public var entity: String
+  /// The entity's id.
+  public var id: String
+  /// The entity's natural key.
+  public var naturalKey: String
+  /// The operation's raw value (``Smartschool_Common_V1_ChangeOp``).
+  public var op: Int
+  /// Seconds since 1970.
+  public var time: Double
+  /// The entity's org path (the feed's scope filter).
+  public var orgPath: String
+  /// The payload's type URL, nil without a payload.
+  public var payloadType: String?
+  /// The serialized payload, nil without one.
+  public var payload: Data?
+
+  /// Serializes `payload` (nil for a delete, which carries its natural key only).
+  public init(
+    entity: String, id: String, naturalKey: String, op: Smartschool_Common_V1_ChangeOp,
+    orgPath: String, payload: (any SwiftProtobuf.Message)? = nil, time: Date = Date()
+  ) throws {
+    self.entity = entity
+    self.id = id
+    self.naturalKey = naturalKey
+    self.op = op.rawValue
+    self.time = time.timeIntervalSince1970
+    self.orgPath = orgPath
+    if let payload {
+      payloadType = "type.googleapis.com/" + type(of: payload).protoMessageName
+      self.payload = try payload.serializedData()
+    }
+  }
+}
+
 /// The change feed every service keeps: a monotonic sequence of upsert/delete events written
 /// in the same transaction as the change itself, so the feed never misses or invents one.
 public enum ChangeFeed {
@@ -496,22 +583,34 @@ public enum ChangeFeed {
     op: Smartschool_Common_V1_ChangeOp, orgPath: String,
     payload: (any SwiftProtobuf.Message)? = nil, time: Date = Date()
   ) throws {
-    var typeURL: String? = nil
-    var bytes: Data? = nil
-    if let payload {
-      typeURL = "type.googleapis.com/" + type(of: payload).protoMessageName
-      bytes = try payload.serializedData()
+    try record(
+      db,
+      events: [
+        ChangeEvent(
+          entity: entity, id: id, naturalKey: naturalKey, op: op, orgPath: orgPath,
+          payload: payload, time: time)
+      ])
+  }
+
+  /// The feed's multi-row INSERT.
+  private static let insert = MultiRowStatement(
+    "INSERT INTO runtime_changes "
+      + "(entity, entity_id, natural_key, op, time, org_path, payload_type, payload)",
+    columns: 8)
+
+  /// Records `events` in order inside the current write transaction.
+  public static func record(_ db: Database, events: [ChangeEvent]) throws {
+    try insert.run(db, count: events.count) { i, values in
+      let e = events[i]
+      values.append(e.entity)
+      values.append(e.id)
+      values.append(e.naturalKey)
+      values.append(e.op)
+      values.append(e.time)
+      values.append(e.orgPath)
+      values.append(e.payloadType)
+      values.append(e.payload)
     }
-    // A cached statement: bulk imports record one event per row.
-    let statement = try db.cachedStatement(
-      sql: """
-        INSERT INTO runtime_changes
-          (entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        """)
-    try statement.execute(arguments: [
-      entity, id, naturalKey, op.rawValue, time.timeIntervalSince1970, orgPath, typeURL, bytes,
-    ])
   }
 
   /// The events after `after`, at most `limit`, limited to entities under one of `scopes`

@@ -326,14 +326,52 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   public func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
     try await store.write { db in
       var counts = UpsertCounts()
-      // Insert first; only a row already there is updated, and only when it differs, so a
-      // re-sent import neither rewrites rows nor puts unchanged lessons on the feed.
-      let insert = try db.cachedStatement(
-        sql: """
-          INSERT INTO sup_lessons (classroom, day, period, week, org_path, teacher, subject,
-            minutes, source, verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-          ON CONFLICT (classroom, day, period) DO NOTHING
-          """)
+      // A lesson takes its classroom's path as it is now, not as it was when the import
+      // stream read the classroom (it may have moved meanwhile).
+      let pathOf = try db.cachedStatement(
+        sql: "SELECT org_path FROM sup_classrooms WHERE number = ?")
+      var paths: [Int64: String] = [:]
+      var lessons = lessons
+      for i in lessons.indices {
+        let classroom = lessons[i].classroom
+        if let path = paths[classroom] {
+          lessons[i].orgPath = path
+        } else {
+          let path = try String.fetchOne(pathOf, arguments: [classroom]) ?? lessons[i].orgPath
+          paths[classroom] = path
+          lessons[i].orgPath = path
+        }
+      }
+      // Every row is inserted first, many a statement; the keys that went in come back. Only
+      // a row already there is then updated, and only when it differs, so a re-sent import
+      // neither rewrites rows nor puts unchanged lessons on the feed. The counts of the rows
+      // inserted are added before any update moves counts (a key twice in the batch is
+      // inserted, then updated).
+      var inserted = Set<LessonKey>()
+      try Self.insertLessons.run(db, count: lessons.count) { i, values in
+        let l = lessons[i]
+        values.append(l.classroom)
+        values.append(l.date.dayNumber)
+        values.append(l.period)
+        values.append(l.date.monday.dayNumber)
+        values.append(l.orgPath)
+        values.append(l.teacher)
+        values.append(l.subject)
+        values.append(l.minutes)
+        values.append(l.source)
+        values.append(l.verified ? 1 : 0)
+      } returned: { row in
+        inserted.insert(LessonKey(classroom: row[0], day: row[1], period: row[2]))
+      }
+      var usage = InsertedUsage()
+      var fresh = [Bool](repeating: false, count: lessons.count)
+      for (i, l) in lessons.enumerated()
+      where inserted.remove(LessonKey(classroom: l.classroom, day: l.date.dayNumber,
+        period: l.period)) != nil {
+        fresh[i] = true
+        usage.add(l)
+      }
+      try Self.add(usage, db)
       let update = try db.cachedStatement(
         sql: """
           UPDATE sup_lessons SET teacher = ?, subject = ?, minutes = ?, source = ?, org_path = ?,
@@ -341,28 +379,12 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           WHERE classroom = ? AND day = ? AND period = ?
             AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ? OR verified <> ?)
           """)
-      // A lesson takes its classroom's path as it is now, not as it was when the import
-      // stream read the classroom (it may have moved meanwhile).
-      let pathOf = try db.cachedStatement(
-        sql: "SELECT org_path FROM sup_classrooms WHERE number = ?")
-      var paths: [Int64: String] = [:]
       var dates: [Int: String] = [:]
-      var usage = InsertedUsage()
+      var events: [ChangeEvent] = []
       let now = Date()
-      for var l in lessons {
-        if let path = paths[l.classroom] {
-          l.orgPath = path
-        } else {
-          l.orgPath = try String.fetchOne(pathOf, arguments: [l.classroom]) ?? l.orgPath
-          paths[l.classroom] = l.orgPath
-        }
-        try insert.execute(arguments: [
-          l.classroom, l.date.dayNumber, l.period, l.date.monday.dayNumber, l.orgPath, l.teacher,
-          l.subject, l.minutes, l.source, l.verified ? 1 : 0,
-        ])
-        if db.changesCount > 0 {
+      for (i, l) in lessons.enumerated() {
+        if fresh[i] {
           counts.created += 1
-          usage.add(l)
         } else {
           let verified = l.verified ? 1 : 0
           try update.execute(arguments: [
@@ -380,25 +402,43 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
         let dateText = dates[day] ?? l.date.description
         dates[day] = dateText
         let key = l.naturalKey(dateText: dateText)
-        try ChangeFeed.record(
-          db, entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
-          payload: l.proto(dateText: dateText), time: now)
+        events.append(
+          try ChangeEvent(
+            entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
+            payload: l.proto(dateText: dateText), time: now))
       }
-      try Self.add(usage, db)
+      try ChangeFeed.record(db, events: events)
       return counts
     }
   }
 
-  /// Adds the counts of lessons just inserted, one upsert per count changed.
+  private struct LessonKey: Hashable {
+    var classroom: Int64
+    var day: Int
+    var period: Int
+  }
+
+  private static let insertLessons = MultiRowStatement(
+    """
+    INSERT INTO sup_lessons (classroom, day, period, week, org_path, teacher, subject, minutes,
+      source, verified)
+    """, columns: 10,
+    "ON CONFLICT (classroom, day, period) DO NOTHING RETURNING classroom, day, period")
+
+  /// Adds the counts of lessons just inserted, many rows a statement.
   private static func add(_ usage: InsertedUsage, _ db: Database) throws {
     guard !usage.isEmpty else { return }
-    let weeks = try db.cachedStatement(sql: UsageCountsSQL.sqliteAddClassroomWeek)
-    for row in usage.classroomWeekRows {
-      try weeks.execute(arguments: StatementArguments(row))
+    let weeks = usage.classroomWeekRows
+    try UsageCountsSQL.sqliteAddClassroomWeeks.run(db, count: weeks.count) { i, values in
+      for v in weeks[i] { values.append(v) }
     }
-    let teachers = try db.cachedStatement(sql: UsageCountsSQL.sqliteAddTeacherWeek)
-    for row in usage.teacherWeekRows {
-      try teachers.execute(arguments: [row.classroom, row.week, row.teacher, row.lessons])
+    let teachers = usage.teacherWeekRows
+    try UsageCountsSQL.sqliteAddTeacherWeeks.run(db, count: teachers.count) { i, values in
+      let t = teachers[i]
+      values.append(t.classroom)
+      values.append(t.week)
+      values.append(t.teacher)
+      values.append(t.lessons)
     }
   }
 

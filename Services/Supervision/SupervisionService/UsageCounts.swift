@@ -1,3 +1,4 @@
+import ServiceRuntime
 import Synchronization
 
 /// Where the reports read smart-classroom use from. In service: the counts per classroom-week
@@ -122,18 +123,15 @@ enum UsageCountsSQL {
       + "subjects = \(distinctSubjects({ "(\(prefix)\($0) + excluded.\($0))" }, int: int))"
   }
 
-  /// SQLite: adds one classroom-week row (``InsertedUsage/classroomWeekRows``).
-  static let sqliteAddClassroomWeek = """
-    INSERT INTO sup_classroom_weeks (\(classroomWeekColumns))
-    VALUES (\(Array(repeating: "?", count: 21).joined(separator: ", ")))
-    ON CONFLICT (classroom, week) DO UPDATE SET \(classroomWeekAdditions(alias: ""))
-    """
+  /// SQLite: adds classroom-week rows (``InsertedUsage/classroomWeekRows``).
+  static let sqliteAddClassroomWeeks = MultiRowStatement(
+    "INSERT INTO sup_classroom_weeks (\(classroomWeekColumns))", columns: 21,
+    "ON CONFLICT (classroom, week) DO UPDATE SET \(classroomWeekAdditions(alias: ""))")
 
-  /// SQLite: adds one teacher-week row.
-  static let sqliteAddTeacherWeek = """
-    INSERT INTO sup_teacher_weeks (classroom, week, teacher, lessons) VALUES (?, ?, ?, ?)
-    ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = lessons + excluded.lessons
-    """
+  /// SQLite: adds teacher-week rows.
+  static let sqliteAddTeacherWeeks = MultiRowStatement(
+    "INSERT INTO sup_teacher_weeks (classroom, week, teacher, lessons)", columns: 4,
+    "ON CONFLICT (classroom, week, teacher) DO UPDATE SET lessons = lessons + excluded.lessons")
 
   /// PostgreSQL: adds the classroom-week rows, one array parameter per column (`$1`…`$21`
   /// in ``classroomWeekColumns``' order), in key order so that replicas lock them in one order.
