@@ -63,7 +63,7 @@ let package = Package(
       dependencies: [
         "SmartSchoolModel", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, grdb, crypto,
         argumentParser, logging, prometheus, lifecycle, nioCore, nioPosix, nioHTTP1, nioHTTP2,
-        nioHPACK, postgres,
+        nioHPACK, postgres, .product(name: "GRDBSQLite", package: "GRDB.swift"),
       ],
       path: "Shared/Runtime"
     ),

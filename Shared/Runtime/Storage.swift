@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import SmartSchoolModel
 import SwiftProtobuf
 import Synchronization
@@ -488,7 +489,11 @@ public enum StoreOpenError: Error, CustomStringConvertible {
 
 /// A SQLite statement over many rows at once: `head VALUES (?, …), (?, …) … tail`, up to 64
 /// rows a statement. A bulk write's rows go through it instead of one statement a row:
-/// binding, stepping and resetting a statement cost more than the row it writes.
+/// binding, stepping and resetting a statement cost more than the row it writes. The values
+/// are bound with SQLite's C API (``SQLiteRowBinder``): GRDB's `StatementArguments` turn each
+/// value into a `DatabaseValue` through generic code first, which took as long as SQLite's
+/// own work on the rows. The statements still run through GRDB, so its transaction observers
+/// (``TableVersion``) see them.
 public struct MultiRowStatement: Sendable {
   /// Rows a full statement carries.
   public let rowsPerStatement: Int
@@ -507,30 +512,112 @@ public struct MultiRowStatement: Sendable {
     }
   }
 
-  /// Runs the statement over rows `0..<count` in order: `bind(i, &values)` appends row `i`'s
-  /// values (as many as the columns), and `returned`, if given, gets each row the statements
-  /// return.
+  /// Runs the statement over rows `0..<count` in order: `bind(i, &binder)` binds row `i`'s
+  /// values (one per column, in order), and `returned`, if given, gets each row the
+  /// statements return.
   public func run(
     _ db: Database, count: Int,
-    bind: (Int, inout [(any DatabaseValueConvertible)?]) throws -> Void,
+    bind: (Int, inout SQLiteRowBinder) throws -> Void,
     returned: ((Row) throws -> Void)? = nil
   ) throws {
-    var values: [(any DatabaseValueConvertible)?] = []
-    values.reserveCapacity(columns * min(count, rowsPerStatement))
     var start = 0
     while start < count {
       let end = min(start + rowsPerStatement, count)
-      values.removeAll(keepingCapacity: true)
-      for i in start..<end { try bind(i, &values) }
       let statement = try db.cachedStatement(sql: sql[end - start])
+      // Resets the statement, clears its bindings and marks its (empty) arguments as bound,
+      // so that GRDB runs it with the values bound below.
+      statement.setUncheckedArguments(StatementArguments())
+      var binder = SQLiteRowBinder(statement.sqliteStatement)
+      for i in start..<end { try bind(i, &binder) }
+      guard binder.failure == SQLITE_OK, binder.index == Int32((end - start) * columns) else {
+        throw ServiceError.internalError(
+          "a multi-row statement was bound \(binder.index) values (code \(binder.failure))")
+      }
       if let returned {
-        let rows = try Row.fetchCursor(statement, arguments: StatementArguments(values))
+        let rows = try Row.fetchCursor(statement)
         while let row = try rows.next() { try returned(row) }
       } else {
-        try statement.execute(arguments: StatementArguments(values))
+        try statement.execute()
       }
       start = end
     }
+  }
+}
+
+/// Binds values to the next parameters of a statement of a ``MultiRowStatement``, in order,
+/// with SQLite's C API (text and blobs copied by SQLite).
+public struct SQLiteRowBinder {
+  private let statement: OpaquePointer
+  /// The parameters bound so far.
+  public private(set) var index: Int32 = 0
+  /// The first failed bind's result code (`SQLITE_OK` while none failed).
+  public private(set) var failure: Int32 = SQLITE_OK
+
+  /// SQLite's `SQLITE_TRANSIENT`: the value is copied before the call returns.
+  private static let transient = unsafeBitCast(
+    OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
+
+  init(_ statement: OpaquePointer) { self.statement = statement }
+
+  private mutating func done(_ code: Int32) {
+    if code != SQLITE_OK && failure == SQLITE_OK { failure = code }
+  }
+
+  /// Binds an integer.
+  public mutating func bind(_ value: Int) {
+    index += 1
+    done(sqlite3_bind_int64(statement, index, Int64(value)))
+  }
+
+  /// Binds an integer.
+  public mutating func bind(_ value: Int64) {
+    index += 1
+    done(sqlite3_bind_int64(statement, index, value))
+  }
+
+  /// Binds a real.
+  public mutating func bind(_ value: Double) {
+    index += 1
+    done(sqlite3_bind_double(statement, index, value))
+  }
+
+  /// Binds a text (UTF-8).
+  public mutating func bind(_ value: String) {
+    index += 1
+    // "" needs a pointer of its own: NULL would bind NULL.
+    if value.isEmpty { return done(sqlite3_bind_text(statement, index, "", 0, Self.transient)) }
+    var text = value
+    let code = text.withUTF8 { bytes in
+      bytes.withMemoryRebound(to: CChar.self) { chars in
+        sqlite3_bind_text(statement, index, chars.baseAddress, Int32(chars.count), Self.transient)
+      }
+    }
+    done(code)
+  }
+
+  /// Binds a text, or NULL.
+  public mutating func bind(_ value: String?) {
+    if let value { bind(value) } else { bindNull() }
+  }
+
+  /// Binds a blob, or NULL.
+  public mutating func bind(_ value: Data?) {
+    guard let value else { return bindNull() }
+    index += 1
+    if value.isEmpty {
+      done(sqlite3_bind_zeroblob(statement, index, 0))
+      return
+    }
+    let code = value.withUnsafeBytes { bytes in
+      sqlite3_bind_blob(statement, index, bytes.baseAddress, Int32(bytes.count), Self.transient)
+    }
+    done(code)
+  }
+
+  /// Binds NULL.
+  public mutating func bindNull() {
+    index += 1
+    done(sqlite3_bind_null(statement, index))
   }
 }
 
@@ -600,16 +687,16 @@ public enum ChangeFeed {
 
   /// Records `events` in order inside the current write transaction.
   public static func record(_ db: Database, events: [ChangeEvent]) throws {
-    try insert.run(db, count: events.count) { i, values in
+    try insert.run(db, count: events.count) { i, row in
       let e = events[i]
-      values.append(e.entity)
-      values.append(e.id)
-      values.append(e.naturalKey)
-      values.append(e.op)
-      values.append(e.time)
-      values.append(e.orgPath)
-      values.append(e.payloadType)
-      values.append(e.payload)
+      row.bind(e.entity)
+      row.bind(e.id)
+      row.bind(e.naturalKey)
+      row.bind(e.op)
+      row.bind(e.time)
+      row.bind(e.orgPath)
+      row.bind(e.payloadType)
+      row.bind(e.payload)
     }
   }
 

@@ -348,18 +348,18 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
       // inserted are added before any update moves counts (a key twice in the batch is
       // inserted, then updated).
       var inserted = Set<LessonKey>()
-      try Self.insertLessons.run(db, count: lessons.count) { i, values in
+      try Self.insertLessons.run(db, count: lessons.count) { i, row in
         let l = lessons[i]
-        values.append(l.classroom)
-        values.append(l.date.dayNumber)
-        values.append(l.period)
-        values.append(l.date.monday.dayNumber)
-        values.append(l.orgPath)
-        values.append(l.teacher)
-        values.append(l.subject)
-        values.append(l.minutes)
-        values.append(l.source)
-        values.append(l.verified ? 1 : 0)
+        row.bind(l.classroom)
+        row.bind(l.date.dayNumber)
+        row.bind(l.period)
+        row.bind(l.date.monday.dayNumber)
+        row.bind(l.orgPath)
+        row.bind(l.teacher)
+        row.bind(l.subject)
+        row.bind(l.minutes)
+        row.bind(l.source)
+        row.bind(l.verified ? 1 : 0)
       } returned: { row in
         inserted.insert(LessonKey(classroom: row[0], day: row[1], period: row[2]))
       }
@@ -429,16 +429,16 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   private static func add(_ usage: InsertedUsage, _ db: Database) throws {
     guard !usage.isEmpty else { return }
     let weeks = usage.classroomWeekRows
-    try UsageCountsSQL.sqliteAddClassroomWeeks.run(db, count: weeks.count) { i, values in
-      for v in weeks[i] { values.append(v) }
+    try UsageCountsSQL.sqliteAddClassroomWeeks.run(db, count: weeks.count) { i, row in
+      for v in weeks[i] { row.bind(v) }
     }
     let teachers = usage.teacherWeekRows
-    try UsageCountsSQL.sqliteAddTeacherWeeks.run(db, count: teachers.count) { i, values in
+    try UsageCountsSQL.sqliteAddTeacherWeeks.run(db, count: teachers.count) { i, row in
       let t = teachers[i]
-      values.append(t.classroom)
-      values.append(t.week)
-      values.append(t.teacher)
-      values.append(t.lessons)
+      row.bind(t.classroom)
+      row.bind(t.week)
+      row.bind(t.teacher)
+      row.bind(t.lessons)
     }
   }
 
