@@ -13,8 +13,10 @@ import ServiceRuntime
 // ``Ranking/TopResults`` asks for.
 
 extension SQLiteCatalogueStore {
-  /// Rows per multi-row INSERT of index rows.
-  static let indexInsertRows = 100
+  /// The index rows of a document, many a statement.
+  static let insertPostings = MultiRowStatement(
+    "INSERT INTO search_postings (token, resource_seq, counts, lengths)", columns: 4,
+    rowsPerStatement: 100)
 
   /// The name of an edition node, as the index reads it.
   static func editionName(_ db: Database, code: String) throws -> String? {
@@ -58,19 +60,11 @@ extension SQLiteCatalogueStore {
         SearchIndex.encodePositions(postings),
       ])
     let lengths = SearchIndex.packLengths(doc.lengths)
-    var start = 0
-    while start < postings.count {
-      let chunk = postings[start..<min(start + indexInsertRows, postings.count)]
-      start += chunk.count
-      var counts: [any DatabaseValueConvertible] = []
-      counts.reserveCapacity(chunk.count * 4)
-      for (token, posting) in chunk {
-        counts += [token, seq, SearchIndex.counts(posting), lengths]
-      }
-      try db.cachedStatement(
-        sql: "INSERT INTO search_postings (token, resource_seq, counts, lengths) VALUES "
-          + Array(repeating: "(?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
-      ).execute(arguments: StatementArguments(counts))
+    try insertPostings.run(db, count: postings.count) { i, row in
+      row.bind(postings[i].key)
+      row.bind(seq)
+      row.bind(SearchIndex.counts(postings[i].value))
+      row.bind(lengths)
     }
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try updateStats(
