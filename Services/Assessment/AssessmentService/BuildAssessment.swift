@@ -30,7 +30,8 @@ public func buildAssessmentService(
   if let database = config.database {
     store = PostgresAssessmentStore(
       store: try await PostgresStore(
-        settings: database, migrations: AssessmentMigrations.postgres, logger: logger))
+        settings: database, migrations: AssessmentMigrations.postgres, logger: logger),
+      logger: logger)
   } else {
     store = try SQLiteAssessmentStore(directory: config.dataDirectory)
   }

@@ -98,7 +98,7 @@ extension SupervisionMigrations {
     // report's index-only scan needs, and the statistics its plan needs) looks at the table
     // after a fixed number of written rows rather than a fifth of the table's size, so a
     // county's import into a province's table is not left unvacuumed. The store also
-    // vacuums after its own imports (LessonUpkeep); this covers writes it does not see.
+    // vacuums after its own imports (PostgresUpkeep); this covers writes it does not see.
     PostgresMigration(
       "supervision.3.lessons-autovacuum",
       [

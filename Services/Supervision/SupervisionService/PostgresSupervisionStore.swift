@@ -16,11 +16,14 @@ import Synchronization
 /// path.
 final class PostgresSupervisionStore: SupervisionStoring {
   let store: PostgresStore
-  private let upkeep: LessonUpkeep
+  /// Vacuums and analyses the lessons and their counts once a bulk import goes quiet.
+  private let upkeep: PostgresUpkeep
 
   init(store: PostgresStore, logger: Logger) {
     self.store = store
-    upkeep = LessonUpkeep(store: store, logger: logger)
+    upkeep = PostgresUpkeep(
+      store: store, tables: ["sup_lessons", "sup_classroom_weeks", "sup_teacher_weeks"],
+      logger: logger)
   }
 
   // MARK: terms
@@ -713,62 +716,5 @@ final class PostgresSupervisionStore: SupervisionStoring {
     -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
   {
     try await store.listChanges(after: after, limit: limit, scopes: scopes, unscoped: [])
-  }
-}
-
-/// Vacuums and analyses `sup_lessons` and the usage counts its triggers keep
-/// (`sup_classroom_weeks`, `sup_teacher_weeks`) once a bulk lesson import goes quiet. Until a
-/// vacuum marks the new pages all-visible, an index-only scan fetches every row's heap page (a
-/// city term: 150 ms against 115 ms); until an analyse, the planner takes the count tables for
-/// near empty (early warning over a city: a nested loop into a sort spilled to disk, 260 ms
-/// against 115 ms); and autovacuum looks at a table only once a minute at best. The statement
-/// runs outside the import's transactions, after `quiet` without a lesson write at this
-/// replica; a failure (e.g. a role that does not own the tables) is logged and the tables left
-/// to autovacuum.
-final class LessonUpkeep: Sendable {
-  private struct State {
-    var pending = 0
-    var generation = 0
-  }
-  private let state = Mutex(State())
-  private let store: PostgresStore
-  private let logger: Logger
-  /// Rows written since the last vacuum that make one worth running.
-  let threshold: Int
-  let quiet: Duration
-
-  init(
-    store: PostgresStore, logger: Logger, threshold: Int = 5_000,
-    quiet: Duration = .milliseconds(500)
-  ) {
-    self.store = store
-    self.logger = logger
-    self.threshold = threshold
-    self.quiet = quiet
-  }
-
-  func wrote(_ rows: Int) {
-    guard rows > 0 else { return }
-    let (due, generation) = state.withLock { s in
-      s.pending += rows
-      s.generation += 1
-      return (s.pending >= threshold, s.generation)
-    }
-    guard due else { return }
-    Task { [self] in
-      try? await Task.sleep(for: quiet)
-      let still = state.withLock { s in
-        guard s.generation == generation else { return false }
-        s.pending = 0
-        return true
-      }
-      guard still else { return }
-      do {
-        _ = try await store.query(
-          "VACUUM (ANALYZE) sup_lessons, sup_classroom_weeks, sup_teacher_weeks")
-      } catch {
-        logger.warning("VACUUM (ANALYZE) of the lesson tables failed: \(error)")
-      }
-    }
   }
 }
