@@ -18,13 +18,11 @@ import Testing
 
   /// The store at `directory` on the run's backend (the same directory reopens the same data).
   static func open(_ directory: TemporaryDirectory) async throws -> any AssessmentStoring {
-    guard let database = try await TestStore.database(named: "assessment_" + directory.path)
+    guard
+      let (store, logger) = try await TestStore.postgres(
+        named: "assessment_" + directory.path, migrations: AssessmentMigrations.postgres)
     else { return try SQLiteAssessmentStore(directory: directory.path) }
-    var logger = Logger(label: "assessment")
-    logger.logLevel = .critical
-    return PostgresAssessmentStore(
-      store: try await PostgresStore(
-        settings: database, migrations: AssessmentMigrations.postgres, logger: logger))
+    return PostgresAssessmentStore(store: store, logger: logger)
   }
 
   static func createExam(_ store: any AssessmentStoring) async throws {

@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import ServiceRuntime
 import SmartSchoolModel
 import Testing
@@ -13,14 +12,11 @@ import TestSupport
 /// (An import stream refuses a key twice, so only a store's other callers can send one.)
 struct LessonBatchTests {
   static func open(_ directory: TemporaryDirectory) async throws -> any SupervisionStoring {
-    guard let database = try await TestStore.database(named: "supervision_" + directory.path)
+    guard
+      let (store, logger) = try await TestStore.postgres(
+        named: "supervision_" + directory.path, migrations: SupervisionMigrations.postgres)
     else { return try SQLiteSupervisionStore(directory: directory.path) }
-    var logger = Logger(label: "supervision")
-    logger.logLevel = .critical
-    return PostgresSupervisionStore(
-      store: try await PostgresStore(
-        settings: database, migrations: SupervisionMigrations.postgres, logger: logger),
-      logger: logger)
+    return PostgresSupervisionStore(store: store, logger: logger)
   }
 
   @Test func aKeyTwiceInOneBatchIsInsertedThenChangedAndCountedOnce() async throws {

@@ -69,6 +69,19 @@ public enum TestStore {
     return try await PostgresStore(settings: database, migrations: [], logger: quiet)
   }
 
+  /// A PostgreSQL store on the database for `key` with `migrations` applied and a logger that
+  /// logs only critical messages (for a service store made in the test), or nil on SQLite.
+  public static func postgres(named key: String, migrations: [PostgresMigration]) async throws
+    -> (store: PostgresStore, logger: Logger)?
+  {
+    guard let database = try await database(named: key) else { return nil }
+    var quiet = Logger(label: key)
+    quiet.logLevel = .critical
+    return (
+      try await PostgresStore(settings: database, migrations: migrations, logger: quiet), quiet
+    )
+  }
+
   /// The database for `key` on this run's server (created on first use), or nil on SQLite.
   public static func database(named key: String) async throws -> DatabaseSettings? {
     guard let server = postgresServer else { return nil }
