@@ -36,6 +36,10 @@ public struct DatabaseSettings: Sendable, Hashable {
   public var tls: TLSMode
   /// Most connections this process opens.
   public var poolSize: Int
+  /// How long a call waits for one of them before it fails UNAVAILABLE (see
+  /// ``PostgresLease``): long enough for a busy pool to turn over, short enough that a call
+  /// behind a stuck pool gives up before its client does.
+  public var leaseTimeout: Duration = .seconds(10)
 
   /// Parses `url`; `password`, when given, wins over one in the URL.
   public init(url: String, password: String? = nil, poolSize: Int = 10) throws {

@@ -68,11 +68,14 @@ public final class IdentityLink: Sendable {
     try await onAnyReplica { try await IdentityLink.publishedKeys(identity) }
   }
 
+  // A caller waits on this fetch when a token names a key not cached yet (the first call after
+  // a start or a rotation); a loaded identity host answers slowly, not never, and failing the
+  // fetch fails that call, so its deadline is a write's, not a read's.
   private static func publishedKeys(
     _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>
   ) async throws -> [PublishedKey] {
     let response = try await identity.listSigningKeys(
-      .init(), options: IdentityLink.callOptions(seconds: 5))
+      .init(), options: IdentityLink.callOptions(seconds: 15))
     return try response.keys.map(PublishedKey.init(proto:))
   }
 

@@ -65,13 +65,13 @@ public final class PostgresStore: ServiceStorage {
   ///
   /// Throws ``StoreOpenError/newerSchema(_:)`` when the database carries migrations this
   /// binary does not know, and ``ServiceError/unavailable(_:)`` when the server cannot be
-  /// reached.
+  /// reached. `leaseTimeout`, when given, replaces `settings.leaseTimeout`.
   public init(
     settings: DatabaseSettings, migrations: [PostgresMigration], logger: Logger,
-    connectTimeout: Duration = .seconds(20), leaseTimeout: Duration = .seconds(10)
+    connectTimeout: Duration = .seconds(20), leaseTimeout: Duration? = nil
   ) async throws {
     self.settings = settings
-    self.leaseTimeout = leaseTimeout
+    self.leaseTimeout = leaseTimeout ?? settings.leaseTimeout
     self.logger = logger
     var config = PostgresClient.Configuration(
       host: settings.host, port: settings.port, username: settings.username,

@@ -126,6 +126,25 @@ struct AccessTokenTests {
     #expect(fetches.withLock { $0 } == 2)
   }
 
+  @Test func aFailedKeyFetchIsUnavailableNotUnauthenticated() async throws {
+    // Identity unreachable for the first fetch, back for the next: the token was valid all
+    // along, so the first call is told to retry (UNAVAILABLE), and the retry verifies it.
+    let fetches = Mutex(0)
+    let v = TokenVerifier(
+      keySource: {
+        let n = fetches.withLock { $0 += 1; return $0 }
+        guard n > 1 else { throw RPCError(code: .deadlineExceeded, message: "too slow") }
+        return [PublishedKey(keyID: "k1", publicKey: key.publicKey, retireTime: nil)]
+      }, refetchInterval: .seconds(60))
+    let token = try TokenSigner(keyID: "k1", key: key).sign(claims())
+    let unavailable = ServiceError.unavailable(
+      "identity's signing keys could not be fetched; retry shortly")
+    await #expect(throws: unavailable) { _ = try await v.verify(token) }
+    // A failed fetch does not mark the key id as missing for the refetch interval.
+    #expect(try await v.verify(token).username == "teacher1")
+    #expect(fetches.withLock { $0 } == 2)
+  }
+
   @Test func retiredKeysStopVerifying() async throws {
     let token = try TokenSigner(keyID: "k1", key: key).sign(claims())
     let v = verifier([

@@ -274,13 +274,14 @@ public final class TokenVerifier: Sendable {
   /// The number of revoked sessions remembered.
   public var revokedSessionCount: Int { state.withLock { $0.revokedSessions.count } }
 
-  /// Verifies `token` and returns its principal, or throws UNAUTHENTICATED saying why.
+  /// Verifies `token` and returns its principal, or throws UNAUTHENTICATED saying why
+  /// (UNAVAILABLE when it names a key not cached and identity's keys could not be fetched).
   public func verify(_ token: String) async throws(ServiceError) -> Principal {
     if let principal = try verifiedBefore(token) { return principal }
     let parsed = try parse(token)
     var key = state.withLock { $0.keys[parsed.keyID] }
     if key == nil {
-      key = await refetch(for: parsed.keyID)
+      key = try await refetch(for: parsed.keyID)
     }
     guard let key else { throw .unauthenticated("access token signed by an unknown key") }
     return try check(parsed, with: key)
@@ -392,7 +393,10 @@ public final class TokenVerifier: Sendable {
     }
   }
 
-  private func refetch(for keyID: String) async -> PublishedKey? {
+  /// The key `keyID` after fetching the published keys, or nil when identity does not
+  /// publish it. UNAVAILABLE when the fetch itself failed (identity unreachable or too slow):
+  /// the token may well be valid, so the caller is told to retry, not that it is not signed in.
+  private func refetch(for keyID: String) async throws(ServiceError) -> PublishedKey? {
     // A new key id (after a rotation) is fetched at once, but at most once per interval per
     // key id and a few times a second overall, so forged key ids cannot hammer identity. A
     // call that arrives just after another fetch waits for the next slot instead of failing.
@@ -415,7 +419,12 @@ public final class TokenVerifier: Sendable {
         continue
       }
       guard decision.due else { return nil }
-      guard let keys = try? await keySource() else { return nil }
+      let keys: [PublishedKey]
+      do {
+        keys = try await keySource()
+      } catch {
+        throw .unavailable("identity's signing keys could not be fetched; retry shortly")
+      }
       return state.withLock {
         for k in keys { $0.keys[k.keyID] = k }
         if $0.keys[keyID] == nil {

@@ -48,7 +48,7 @@ public struct Authenticator: Sendable {
   }
 
   /// The verified caller of `method`, or nil when the method is open; UNAUTHENTICATED, saying
-  /// why, when the token is missing or not valid.
+  /// why, when the token is missing or not valid; UNAVAILABLE when its key could not be fetched.
   public func principal(for method: MethodDescriptor, metadata: Metadata)
     async throws(ServiceError) -> Principal?
   {
