@@ -6,6 +6,7 @@ import GRDB
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import SmartSchoolModel
+import TestSupport
 import Testing
 
 // End-to-end: the built `identity-service` executable as an operator runs it — a separate
@@ -173,7 +174,7 @@ private struct E2EDirectory {
 
 /// One run of the identity-service executable; its stderr (JSON log lines) goes to a file.
 private struct ServiceProcess {
-  let process: Process
+  let process: ChildProcess
   let logPath: String
 
   /// Starts the executable on 127.0.0.1 with ports 0 and a cheap scrypt cost.
@@ -182,27 +183,18 @@ private struct ServiceProcess {
   ) throws -> ServiceProcess {
     // The log sits beside the data dir, both inside the test's temp directory.
     let logPath = (dataDir as NSString).deletingLastPathComponent + "/" + logName
-    guard FileManager.default.createFile(atPath: logPath, contents: nil),
-      let logHandle = FileHandle(forWritingAtPath: logPath)
-    else { throw E2EError(description: "cannot create \(logPath)") }
-    defer { try? logHandle.close() }
-
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: Built.identity)
-    process.arguments = [
-      "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir", dataDir,
-      "--scrypt-log-n", "10", "--log-level", "info",
-    ]
     // Only this test's settings: no SMARTSCHOOL_* leaking in from the caller's environment.
     var environment = ProcessInfo.processInfo.environment.filter {
       !$0.key.hasPrefix("SMARTSCHOOL_")
     }
     environment["SMARTSCHOOL_ADMIN_PASSWORD"] = adminPassword
-    process.environment = environment
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = logHandle
-    try process.run()
+    let process = try ChildProcess(
+      executable: Built.identity,
+      arguments: [
+        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--data-dir", dataDir,
+        "--scrypt-log-n", "10", "--log-level", "info",
+      ],
+      environment: environment, standardError: logPath)
     return ServiceProcess(process: process, logPath: logPath)
   }
 
@@ -241,7 +233,7 @@ private struct ServiceProcess {
 
   /// Sends SIGTERM and waits up to 20 s for the exit.
   func terminate() async throws -> (reason: Process.TerminationReason, status: Int32) {
-    if process.isRunning { Foundation.kill(process.processIdentifier, SIGTERM) }
+    process.send(SIGTERM)
     return try await exit(within: .seconds(20))
   }
 
@@ -257,13 +249,12 @@ private struct ServiceProcess {
       kill()
       throw E2EError(description: "identity-service still running after \(limit):\n\(log())")
     }
-    return (process.terminationReason, process.terminationStatus)
+    return (process.exitedNormally ? .exit : .uncaughtSignal, process.terminationStatus)
   }
 
   /// Last-resort cleanup: SIGKILL if still running (a no-op after a clean exit).
   func kill() {
-    guard process.isRunning else { return }
-    Foundation.kill(process.processIdentifier, SIGKILL)
+    process.send(SIGKILL)
     process.waitUntilExit()
   }
 }

@@ -47,34 +47,19 @@ private struct StartupTestError: Error, CustomStringConvertible {
 private func run(_ service: String, _ arguments: [String], in directory: String) async throws
   -> Outcome
 {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: Executables.path(service))
-  process.arguments = ["--host", "127.0.0.1", "--port", "0", "--metrics-port=-1"] + arguments
-  process.currentDirectoryURL = URL(fileURLWithPath: directory)
-  process.environment = ProcessInfo.processInfo.environment.filter {
-    !$0.key.hasPrefix("SMARTSCHOOL_")
-  }
   let out = directory + "/\(service).out"
   let err = directory + "/\(service).err"
-  for file in [out, err] where !FileManager.default.createFile(atPath: file, contents: nil) {
-    throw StartupTestError(description: "cannot create \(file)")
-  }
-  let outHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-  let errHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-  defer {
-    try? outHandle.close()
-    try? errHandle.close()
-  }
-  process.standardInput = FileHandle.nullDevice
-  process.standardOutput = outHandle
-  process.standardError = errHandle
-  try process.run()
+  let process = try ChildProcess(
+    executable: Executables.path(service),
+    arguments: ["--host", "127.0.0.1", "--port", "0", "--metrics-port=-1"] + arguments,
+    environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SMARTSCHOOL_") },
+    directory: directory, standardOutput: out, standardError: err)
   let deadline = ContinuousClock.now + .seconds(60)
   while process.isRunning && ContinuousClock.now < deadline {
     try await Task.sleep(for: .milliseconds(20))
   }
   if process.isRunning {
-    kill(process.processIdentifier, SIGKILL)
+    process.send(SIGKILL)
     process.waitUntilExit()
     throw StartupTestError(
       description: "\(service)-service \(arguments) still running after 60 s:\n"

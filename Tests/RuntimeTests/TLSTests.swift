@@ -35,14 +35,10 @@ struct TestPKI {
   }
 
   static func openssl(_ args: [String]) throws {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    p.arguments = args
-    p.standardOutput = FileHandle.nullDevice
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
+    let p = try ChildProcess(
+      executable: "/usr/bin/openssl", arguments: args,
+      environment: ProcessInfo.processInfo.environment)
+    guard p.exitedNormally, p.terminationStatus == 0 else {
       throw ServiceError.internalError("openssl \(args.first ?? "") failed")
     }
   }
