@@ -156,7 +156,8 @@ struct LoggingTests {
       for _ in 0..<total { sink.write(line) }
     }
     #expect(took < .seconds(5))
-    #expect(sink.droppedCount > 0)
+    // Not `droppedCount > 0` here: the writer thread may take the count into a notice line
+    // between the loop's end and the check (seen on a loaded run); the notices below count it.
     // Once the output moves again, everything kept arrives, then a line counting the rest.
     // The reader is a thread of its own, not a task: `flush` blocks its caller, and on a busy
     // test run every thread of the task pool may be taken, so a reading task might never run.
@@ -180,7 +181,7 @@ struct LoggingTests {
       #expect(count > 0)
       dropped += count
     }
-    #expect(kept + dropped == total)
+    #expect(kept < total && kept + dropped == total)
     #expect(lines.count == kept + notices.count)
   }
 
