@@ -63,4 +63,4 @@ case "${1:-}" in
 esac
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONPATH="$GEN" PYTHONDONTWRITEBYTECODE=1 \
-  "$PY" -m pytest -p no:cacheprovider -q "${TESTS[@]}" "$@"
+  "$PY" -m pytest -p no:cacheprovider -q --durations=5 "${TESTS[@]}" "$@"

@@ -110,7 +110,7 @@ struct PeerAddressTests {
           let identity = Smartschool_Identity_V1_IdentityService.Client(
             wrapping: connection.client)
           var options = CallOptions.defaults
-          options.timeout = .seconds(10)
+          options.timeout = .seconds(30)
           // Round robin uses the replicas whose connection is ready: on a loaded machine the
           // second TLS handshake may finish after the first calls went out, so calls go on
           // (briefly paced, at most 15 s) until both replicas have served.
