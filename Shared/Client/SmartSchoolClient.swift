@@ -59,7 +59,7 @@ public final class SmartSchoolClient: Sendable {
     ]
     // A login repeated after its reply was lost leaves one unused session behind, no more; a
     // refresh is never repeated (a refresh token used twice ends the session as stolen).
-    if let retry = Self.retryPolicy(settings) {
+    if let retry = Self.retryPolicy(settings, timeout: settings.callTimeout) {
       authConfigs.append(
         MethodConfig(
           names: ["Login", "ExchangeClientCredentials"].map {
@@ -142,14 +142,19 @@ public final class SmartSchoolClient: Sendable {
     }
   }
 
-  /// gRPC's retry of an attempt answered UNAVAILABLE (``ClientSettings/readAttempts``
-  /// attempts, at most 5), or nil for one attempt.
-  static func retryPolicy(_ settings: ClientSettings) -> RPCExecutionPolicy? {
+  /// The repeat of an attempt answered UNAVAILABLE (``ClientSettings/readAttempts``
+  /// attempts, at most 5), or nil for one attempt. It is gRPC's hedging policy with a delay
+  /// as long as the call's deadline, so attempts never overlap: each follows the previous
+  /// one's UNAVAILABLE at once, on the replica the balancer picks next. Not gRPC's retry
+  /// policy: in grpc-swift 2.x its executor, when no connection can be made at all, waits for
+  /// the call's whole deadline before it fails (a CLI command against a service that is down
+  /// took 30 s to say so); the hedging executor fails such a call at once.
+  static func retryPolicy(_ settings: ClientSettings, timeout: Duration) -> RPCExecutionPolicy? {
     guard settings.readAttempts > 1 else { return nil }
-    return .retry(
-      RetryPolicy(
-        maxAttempts: min(settings.readAttempts, 5), initialBackoff: .milliseconds(100),
-        maxBackoff: .seconds(2), backoffMultiplier: 2, retryableStatusCodes: [.unavailable]))
+    return .hedge(
+      HedgingPolicy(
+        maxAttempts: min(settings.readAttempts, 5), hedgingDelay: timeout,
+        nonFatalStatusCodes: [.unavailable]))
   }
 
   /// Deadlines for every method and fail-fast (no waiting for a connection that cannot be
@@ -166,7 +171,6 @@ public final class SmartSchoolClient: Sendable {
         MethodConfig.Name(service: $0.service.fullyQualifiedService, method: $0.method)
       }
     }
-    let retry = retryPolicy(settings)
     func repeatable(_ method: MethodDescriptor) -> Bool {
       isSafeToRepeat(method) && !method.method.hasPrefix("Import")
     }
@@ -185,14 +189,14 @@ public final class SmartSchoolClient: Sendable {
       configs.append(
         MethodConfig(
           names: bulkReads, waitForReady: false, timeout: settings.bulkTimeout,
-          executionPolicy: retry))
+          executionPolicy: retryPolicy(settings, timeout: settings.bulkTimeout)))
     }
     let reads = names { !isBulk($0) && repeatable($0) }
     if !reads.isEmpty {
       configs.append(
         MethodConfig(
           names: reads, waitForReady: false, timeout: settings.callTimeout,
-          executionPolicy: retry))
+          executionPolicy: retryPolicy(settings, timeout: settings.callTimeout)))
     }
     return ServiceConfig(methodConfig: configs)
   }
