@@ -158,10 +158,11 @@ public final class SmartSchoolClient: Sendable {
   }
 
   /// Deadlines for every method and fail-fast (no waiting for a connection that cannot be
-  /// made), and gRPC's retry policy for the calls that are safe to repeat (not client
-  /// streams): an attempt the service answered UNAVAILABLE before any response (a replica
-  /// going away, its connection reset) is made again on a new stream, which the balancer
-  /// places on a replica that is up. A service that cannot be reached at all fails at once.
+  /// made), and the repeat policy (``retryPolicy(_:timeout:)``) for the calls that are safe
+  /// to repeat (not client streams): an attempt the service answered UNAVAILABLE before any
+  /// response (a replica going away, its connection reset) is made again on a new stream,
+  /// which the balancer places on a replica that is up. A service that cannot be reached at
+  /// all fails at once.
   static func serviceConfig(for service: SmartSchoolService, settings: ClientSettings)
     -> ServiceConfig
   {
@@ -204,7 +205,7 @@ public final class SmartSchoolClient: Sendable {
 
 /// Attaches the session's bearer token (if any) to every call but the open ones, and turns a
 /// failure to reach the service into an UNAVAILABLE error that names the service and its
-/// address. It sees one attempt: repeats are the retry policy's (``SmartSchoolClient``), since
+/// address. It sees one attempt: repeats are the repeat policy's (``SmartSchoolClient``), since
 /// an interceptor cannot open a second stream.
 struct BearerInterceptor: ClientInterceptor {
   let session: TokenSession?
