@@ -32,8 +32,8 @@ swift build --build-tests
 # The test runner itself (what `swift test --skip-build` runs), so that at most
 # SMARTSCHOOL_TEST_WIDTH tests (default 8) run at once: unbounded, every test of the suite starts
 # at the same moment, and on a loaded 2-core machine calls with honest deadlines (a TLS
-# handshake, a token exchange, a challenge's lifetime) time out. The run takes no longer: the
-# machine is busy either way.
+# handshake, a token exchange, a challenge's lifetime) time out. The SQLite pass takes no
+# longer bounded (the two cores are busy either way).
 TEST_BIN="$(swift build --show-bin-path)/SmartSchoolPackageTests.xctest"
 run_tests() {
   "$TEST_BIN" --testing-library swift-testing \

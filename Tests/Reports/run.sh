@@ -25,4 +25,5 @@ bash "$ROOT/Tests/OIDC/run.sh" --setup-only
 
 cd "$ROOT"
 SMARTSCHOOL_ROOT="$ROOT" PYTHONDONTWRITEBYTECODE=1 \
-  "$ROOT/Tests/OIDC/.venv/bin/python" -m pytest -p no:cacheprovider -q --durations=5 "$HERE" "$@"
+  "$ROOT/Tests/OIDC/.venv/bin/python" -m pytest -p no:cacheprovider -q --durations=5 \
+  "$HERE" "$@"
