@@ -7,23 +7,70 @@ import SwiftProtobuf
 /// The symbol index behind server reflection, built from the descriptor set that the
 /// generation script embeds (``smartSchoolDescriptorSetBase64``).
 public struct ReflectionIndex: Sendable {
-  /// Each file's imports. The decoded descriptors are not kept: every service holds the whole
-  /// suite's descriptor set, and the trees of small objects were idle memory for nothing.
-  private var dependencies: [String: [String]] = [:]
-  private var serialized: [String: Data] = [:]
-  private var symbols: [String: String] = [:]
-  private var extensions: [String: [Int32: String]] = [:]
+  /// The embedded descriptor set's symbols, decoded and indexed once per process: every host a
+  /// process builds shares them (a test process builds hundreds of hosts, and decoding the set
+  /// was a seventh of all its work).
+  private static let embedded = Result { try DescriptorIndex() }
+  private let descriptors: DescriptorIndex
   /// The fully qualified service names the server lists.
   public let services: [String]
 
   /// Indexes the embedded descriptor set, listing `services`.
   public init(services: [String]) throws {
+    descriptors = try Self.embedded.get()
+    self.services = services.sorted()
+  }
+
+  /// The named file and its transitive imports, serialized, the file first.
+  public func fileWithDependencies(_ name: String) -> [Data]? {
+    let dependencies = descriptors.dependencies
+    guard dependencies[name] != nil else { return nil }
+    var order: [String] = []
+    var seen: Set<String> = []
+    func visit(_ n: String) {
+      guard !seen.contains(n), let imports = dependencies[n] else { return }
+      seen.insert(n)
+      order.append(n)
+      for dep in imports { visit(dep) }
+    }
+    visit(name)
+    return order.compactMap { descriptors.serialized[$0] }
+  }
+
+  /// The file defining a fully qualified symbol (message, enum, service, method, field).
+  public func file(containingSymbol symbol: String) -> String? {
+    let s = symbol.hasPrefix(".") ? String(symbol.dropFirst()) : symbol
+    return descriptors.symbols[s]
+  }
+
+  /// The file defining extension `number` of `type`.
+  public func file(containingExtension type: String, number: Int32) -> String? {
+    descriptors.extensions[type]?[number]
+  }
+
+  /// The extension numbers known for `type`; `nil` when the type is unknown.
+  public func extensionNumbers(of type: String) -> [Int32]? {
+    guard descriptors.symbols[type] != nil else { return nil }
+    return (descriptors.extensions[type].map { Array($0.keys) } ?? []).sorted()
+  }
+}
+
+/// Each file of the embedded descriptor set (``smartSchoolDescriptorSetBase64``) serialized, with
+/// its imports, and where each symbol and extension is defined. The decoded descriptors are not
+/// kept: every service holds the whole suite's set, and the trees of small objects were idle
+/// memory for nothing.
+private struct DescriptorIndex: Sendable {
+  var dependencies: [String: [String]] = [:]
+  var serialized: [String: Data] = [:]
+  var symbols: [String: String] = [:]
+  var extensions: [String: [Int32: String]] = [:]
+
+  init() throws {
     guard
       let data = Data(
         base64Encoded: smartSchoolDescriptorSetBase64, options: .ignoreUnknownCharacters)
     else { throw ServiceError.internalError("embedded descriptor set is not base64") }
     let set = try Google_Protobuf_FileDescriptorSet(serializedBytes: data)
-    self.services = services.sorted()
     for file in set.file {
       dependencies[file.name] = file.dependency
       serialized[file.name] = try file.serializedData()
@@ -49,38 +96,6 @@ public struct ReflectionIndex: Sendable {
     for nested in message.nestedType { index(nested, prefix: name + ".", file: file) }
     for e in message.enumType { symbols[name + "." + e.name] = file }
     for field in message.field { symbols[name + "." + field.name] = file }
-  }
-
-  /// The named file and its transitive imports, serialized, the file first.
-  public func fileWithDependencies(_ name: String) -> [Data]? {
-    guard dependencies[name] != nil else { return nil }
-    var order: [String] = []
-    var seen: Set<String> = []
-    func visit(_ n: String) {
-      guard !seen.contains(n), let imports = dependencies[n] else { return }
-      seen.insert(n)
-      order.append(n)
-      for dep in imports { visit(dep) }
-    }
-    visit(name)
-    return order.compactMap { serialized[$0] }
-  }
-
-  /// The file defining a fully qualified symbol (message, enum, service, method, field).
-  public func file(containingSymbol symbol: String) -> String? {
-    let s = symbol.hasPrefix(".") ? String(symbol.dropFirst()) : symbol
-    return symbols[s]
-  }
-
-  /// The file defining extension `number` of `type`.
-  public func file(containingExtension type: String, number: Int32) -> String? {
-    extensions[type]?[number]
-  }
-
-  /// The extension numbers known for `type`; `nil` when the type is unknown.
-  public func extensionNumbers(of type: String) -> [Int32]? {
-    guard symbols[type] != nil else { return nil }
-    return (extensions[type].map { Array($0.keys) } ?? []).sorted()
   }
 }
 
@@ -162,7 +177,9 @@ public struct ReflectionServiceV1: Grpc_Reflection_V1_ServerReflection.SimpleSer
       switch answer {
       case .files(let files): out.fileDescriptorResponse = .with { $0.fileDescriptorProto = files }
       case .services(let names):
-        out.listServicesResponse = .with { r in r.service = names.map { n in .with { $0.name = n } } }
+        out.listServicesResponse = .with { r in
+          r.service = names.map { n in .with { $0.name = n } }
+        }
       case .extensionNumbers(let type, let numbers):
         out.allExtensionNumbersResponse = .with {
           $0.baseTypeName = type

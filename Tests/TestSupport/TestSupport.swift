@@ -144,17 +144,20 @@ public func withIdentity<T: Sendable>(
   let config = try await TestStore.config(service: "identity", directory: dir)
   var logger = Logger(label: "identity")
   logger.logLevel = .critical
-  let definition = try await buildIdentityService(config: config, settings: settings, logger: logger)
+  let definition = try await buildIdentityService(
+    config: config, settings: settings, logger: logger)
   return try await withHost(definition, config: config, body)
 }
 
 extension IdentitySettings {
-  /// Settings for tests: cheap scrypt, the test admin password, hash slots for tests that log
-  /// in several times at once on a small machine, and no per-account or per-address login
-  /// limits (every test client logs in from 127.0.0.1; the tests of those limits turn them on).
+  /// Settings for tests: cheap scrypt (N = 16; with N = 1024 hashing in the debug build's
+  /// unoptimised BoringSSL was a sixth of the whole suite's work, and the tests of hashing under
+  /// load set their own), the test admin password, hash slots for tests that log in several
+  /// times at once on a small machine, and no per-account or per-address login limits (every
+  /// test client logs in from 127.0.0.1; the tests of those limits turn them on).
   public static func forTests() -> IdentitySettings {
     var s = IdentitySettings()
-    s.scrypt = ScryptParameters(logN: 10, r: 8, p: 1)
+    s.scrypt = ScryptParameters(logN: 4, r: 8, p: 1)
     s.adminPassword = testAdminPassword
     s.maxConcurrentHashes = 16
     s.loginAttemptsPerAccount = 0
