@@ -2,13 +2,14 @@
 # THE test command (README, CI): installs what a fresh Debian machine lacks, builds, and runs
 # every test — Swift unit, in-process server and end-to-end tests on SQLite; then the suites
 # ported to PostgreSQL again against a throwaway PostgreSQL 15 cluster (Tests/postgres-cluster.sh,
-# SMARTSCHOOL_TEST_DATABASE_URL; a run that cannot start it fails); then the Python grpcio
-# interop tests against the built executables, on SQLite and again on that cluster (the demo
-# county's reports compared between the two), a database failover under an import (a primary
-# and a synchronous standby behind HAProxy), three replicas of every service behind nginx killed
-# and restarted under load, identity's OpenID Connect keys checked with PyJWT and its sign-in
-# driven through headless Chromium into authlib apps (identity on SQLite, then on the cluster),
-# and the deploy/ checks.
+# SMARTSCHOOL_TEST_DATABASE_URL; a run that cannot start it fails); then, in two lanes at once,
+# the Python grpcio interop tests against the built executables, on SQLite and again on that
+# cluster (the demo county's reports compared between the two), beside identity's OpenID
+# Connect keys checked with PyJWT and its sign-in driven through headless Chromium into authlib
+# apps, the CLI's HTML reports in Chromium (each on SQLite, then on the cluster) and TOTP; then
+# alone a database failover under an import (a primary and a synchronous standby behind
+# HAProxy), three replicas of every service behind nginx killed and restarted under load, the
+# CLI over three identity replicas; and the deploy/ checks.
 #
 #   bash Tests/run-all.sh
 set -euo pipefail
@@ -101,29 +102,76 @@ else
   echo "run-all: PostgreSQL did not start; the PostgreSQL pass cannot run"
 fi
 rm -f "$LOG"
-# The four executables through a stock grpcio client: on SQLite, then again with every service
-# that has a PostgreSQL store on the cluster above; the demo county's reports (exam, compliance,
-# teachers) must come out the same, figure for figure, on both.
-FIGURES="$(mktemp -d -t smartschool-figures.XXXXXX)"
-echo "run-all: interop (Python grpcio)"
-SMARTSCHOOL_INTEROP_FIGURES="$FIGURES" bash Tests/Interop/run.sh
-interop_status=$?
-if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
-  echo "run-all: interop on PostgreSQL"
-  SMARTSCHOOL_INTEROP_FIGURES="$FIGURES" SMARTSCHOOL_INTEROP_DATABASE_URL="$PG_URL" \
-    bash Tests/Interop/run.sh
-  interop_status=$?
-  if [[ $interop_status -eq 0 ]] &&
-    ! cmp -s "$FIGURES/figures-sqlite.json" "$FIGURES/figures-postgres.json"; then
-    echo "run-all: the demo county's reports differ between SQLite and PostgreSQL:"
-    diff "$FIGURES/figures-sqlite.json" "$FIGURES/figures-postgres.json" | head -40
-    interop_status=1
-  elif [[ $interop_status -eq 0 ]]; then
-    echo "run-all: the demo county's reports are the same on SQLite and PostgreSQL" \
-      "($(wc -c <"$FIGURES/figures-sqlite.json") bytes of JSON)"
+# The Python suites in two lanes at once (each a few minutes of waiting on executables and a
+# browser, a third of the machine idle when run alone), each lane's output shown when both are
+# done; the fault and replica tests, whose load and timing are their point, run alone after.
+# Lane one: the four executables through a stock grpcio client, on SQLite, then again with
+# every service on the cluster above; the demo county's reports (exam, compliance, teachers)
+# must come out the same, figure for figure, on both.
+interop_lane() {
+  local figures status
+  figures="$(mktemp -d -t smartschool-figures.XXXXXX)"
+  echo "run-all: interop (Python grpcio)"
+  SMARTSCHOOL_INTEROP_FIGURES="$figures" bash Tests/Interop/run.sh
+  status=$?
+  if [[ $status -eq 0 && $pg_status -eq 0 ]]; then
+    echo "run-all: interop on PostgreSQL"
+    SMARTSCHOOL_INTEROP_FIGURES="$figures" SMARTSCHOOL_INTEROP_DATABASE_URL="$PG_URL" \
+      bash Tests/Interop/run.sh
+    status=$?
+    if [[ $status -eq 0 ]] &&
+      ! cmp -s "$figures/figures-sqlite.json" "$figures/figures-postgres.json"; then
+      echo "run-all: the demo county's reports differ between SQLite and PostgreSQL:"
+      diff "$figures/figures-sqlite.json" "$figures/figures-postgres.json" | head -40
+      status=1
+    elif [[ $status -eq 0 ]]; then
+      echo "run-all: the demo county's reports are the same on SQLite and PostgreSQL" \
+        "($(wc -c <"$figures/figures-sqlite.json") bytes of JSON)"
+    fi
   fi
-fi
-rm -rf "$FIGURES"
+  rm -rf "$figures"
+  return "$status"
+}
+# Lane two: identity's OpenID Connect provider through maintained libraries (its JWKS through
+# PyJWT, sign-ins in headless Chromium through Selenium to two relying-party apps built on
+# authlib), the CLI's HTML reports opened in Chromium (their tables and charts), each with
+# the services on SQLite and then on the cluster; and two-factor login, where pyotp reads
+# identity's otpauth URI and computes every code the CLI sends.
+browser_lane() {
+  echo "run-all: OpenID Connect through PyJWT, authlib and Chromium (Tests/OIDC/run.sh)"
+  bash Tests/OIDC/run.sh || return 1
+  if [[ $pg_status -eq 0 ]]; then
+    echo "run-all: OpenID Connect through PyJWT, authlib and Chromium, identity on PostgreSQL"
+    SMARTSCHOOL_OIDC_DATABASE_URL="$PG_URL" bash Tests/OIDC/run.sh || return 1
+  fi
+  echo "run-all: HTML reports in Chromium (Tests/Reports/run.sh)"
+  bash Tests/Reports/run.sh || return 1
+  if [[ $pg_status -eq 0 ]]; then
+    echo "run-all: HTML reports in Chromium, the services on PostgreSQL"
+    SMARTSCHOOL_REPORTS_DATABASE_URL="$PG_URL" bash Tests/Reports/run.sh || return 1
+  fi
+  echo "run-all: two-factor login with pyotp (Tests/TOTP/run.sh)"
+  bash Tests/TOTP/run.sh
+}
+LANES="$(mktemp -d -t smartschool-lanes.XXXXXX)"
+lanes_started=$SECONDS
+echo "run-all: two lanes at once: interop; OpenID Connect, HTML reports and TOTP"
+interop_lane >"$LANES/interop.log" 2>&1 &
+interop_pid=$!
+browser_lane >"$LANES/browser.log" 2>&1 &
+browser_pid=$!
+wait "$interop_pid"
+interop_status=$?
+wait "$browser_pid"
+browser_status=$?
+for lane in interop browser; do
+  echo "run-all: ---- lane $lane ----"
+  cat "$LANES/$lane.log"
+done
+echo "run-all: lanes done in $((SECONDS - lanes_started)) s (interop: exit status" \
+  "$interop_status, OpenID Connect, reports and TOTP: exit status $browser_status)"
+rm -rf "$LANES"
+[[ $browser_status -eq 0 ]] || interop_status=1
 # A PostgreSQL primary killed during an import, its synchronous standby promoted behind
 # HAProxy: the services ride through without a restart and lose no acknowledged row.
 if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
@@ -142,35 +190,6 @@ fi
 if [[ $interop_status -eq 0 ]]; then
   echo "run-all: the CLI over three identity replicas (Tests/Replicas/run.sh)"
   bash Tests/Replicas/run.sh
-  interop_status=$?
-fi
-# Identity's OpenID Connect provider through maintained libraries: its JWKS through PyJWT, and
-# sign-ins in headless Chromium (Selenium) to two relying-party apps built on authlib.
-if [[ $interop_status -eq 0 ]]; then
-  echo "run-all: OpenID Connect through PyJWT, authlib and Chromium (Tests/OIDC/run.sh)"
-  bash Tests/OIDC/run.sh
-  interop_status=$?
-fi
-if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
-  echo "run-all: OpenID Connect through PyJWT, authlib and Chromium, identity on PostgreSQL"
-  SMARTSCHOOL_OIDC_DATABASE_URL="$PG_URL" bash Tests/OIDC/run.sh
-  interop_status=$?
-fi
-# The CLI's HTML reports opened in headless Chromium (Selenium): their tables and charts.
-if [[ $interop_status -eq 0 ]]; then
-  echo "run-all: HTML reports in Chromium (Tests/Reports/run.sh)"
-  bash Tests/Reports/run.sh
-  interop_status=$?
-fi
-if [[ $interop_status -eq 0 && $pg_status -eq 0 ]]; then
-  echo "run-all: HTML reports in Chromium, the services on PostgreSQL"
-  SMARTSCHOOL_REPORTS_DATABASE_URL="$PG_URL" bash Tests/Reports/run.sh
-  interop_status=$?
-fi
-# Two-factor login: pyotp reads identity's otpauth URI and computes every code the CLI sends.
-if [[ $interop_status -eq 0 ]]; then
-  echo "run-all: two-factor login with pyotp (Tests/TOTP/run.sh)"
-  bash Tests/TOTP/run.sh
   interop_status=$?
 fi
 set -e
