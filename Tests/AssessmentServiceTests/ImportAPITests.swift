@@ -5,7 +5,7 @@ import SmartSchoolModel
 import TestSupport
 import Testing
 
-@Suite(.serialized) struct ImportAPITests {
+@Suite struct ImportAPITests {
   @Test func badRowsAreRejectedPerRowAndTheRestLands() async throws {
     try await withWorld { w in
       try await w.createStandardExam()

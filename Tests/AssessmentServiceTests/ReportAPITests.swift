@@ -4,7 +4,7 @@ import SmartSchoolModel
 import TestSupport
 import Testing
 
-@Suite(.serialized) struct ReportAPITests {
+@Suite struct ReportAPITests {
   @Test func statisticsAtEveryScopeWithRankedChildren() async throws {
     try await withWorld { w in
       try await w.scoredExam()
