@@ -21,6 +21,10 @@ public final class Store: ServiceStorage {
   /// Writes waiting for the next group transaction (see ``write(_:)``).
   private let writes = WriteQueue()
 
+  /// How much of the database file each connection reads through a memory map (SQLite's
+  /// `mmap_size`) instead of `pread` into its own page cache.
+  static let mmapBytes = 1 << 30
+
   /// Opens (creating if needed) `<directory>/<name>.sqlite` and runs the Runtime's own
   /// migrations followed by the service's.
   ///
@@ -37,11 +41,15 @@ public final class Store: ServiceStorage {
     config.busyMode = .timeout(5)
     config.prepareDatabase { db in
       try db.execute(sql: "PRAGMA synchronous = NORMAL")
+      try db.execute(sql: "PRAGMA mmap_size = \(Store.mmapBytes)")
     }
     self.pool = try DatabasePool(path: path, configuration: config)
     var readerConfig = Configuration()
     readerConfig.readonly = true
     readerConfig.busyMode = config.busyMode
+    readerConfig.prepareDatabase { db in
+      try db.execute(sql: "PRAGMA mmap_size = \(Store.mmapBytes)")
+    }
     readerConfig.label = "\(name).inline-reader"
     self.readers = ReadConnections(
       path: path, configuration: readerConfig,
