@@ -19,6 +19,15 @@ public struct PostgresMigration: Sendable {
   }
 }
 
+/// A prepared statement whose rows come back as they are, for ``PostgresStore/query(prepared:)``
+/// and ``PostgresTransaction/query(prepared:)``.
+public protocol PostgresRowStatement: PostgresPreparedStatement where Row == PostgresRow {}
+
+extension PostgresRowStatement {
+  /// The row itself.
+  public func decodeRow(_ row: PostgresRow) -> PostgresRow { row }
+}
+
 /// A service's PostgreSQL store: a pool of connections to the database `--database-url`
 /// names, migrated on open, with the change feed and table versions of ``ServiceStorage``.
 /// Any number of replicas may share one database.
@@ -170,6 +179,26 @@ public final class PostgresStore: ServiceStorage {
         let guarded = GuardedConnection(connection, logger: logger)
         defer { guarded.stop() }
         return try await guarded.rows(query).map { $0.makeRandomAccess() }
+      }
+    } catch {
+      throw PostgresStore.map(error)
+    }
+  }
+
+  /// One prepared statement in its own transaction; returns every row. The server parses and
+  /// plans `statement` once per pooled connection, not on every call: for short statements
+  /// that hot calls repeat, where parsing and planning cost more than running them. Give
+  /// each statement type an explicit `name`, unique in the service and under 64 bytes: the
+  /// default (the type's reflected name) is long, and PostgreSQL cuts names to 63 bytes, so
+  /// two statements could end up under one name.
+  public func query(prepared statement: some PostgresRowStatement) async throws
+    -> [PostgresRandomAccessRow]
+  {
+    do {
+      return try await leased { connection in
+        let guarded = GuardedConnection(connection, logger: logger)
+        defer { guarded.stop() }
+        return try await guarded.rows(prepared: statement).map { $0.makeRandomAccess() }
       }
     } catch {
       throw PostgresStore.map(error)
@@ -860,6 +889,25 @@ final class GuardedConnection: Sendable {
 
   /// Every row of `query`; UNAVAILABLE when the connection closes first.
   func rows(_ query: PostgresQuery) async throws -> [PostgresRow] {
+    try await rows { connection, logger in
+      try await connection.query(query, logger: logger).collect()
+    }
+  }
+
+  /// Every row of `statement`, prepared on this connection the first time it runs there.
+  func rows(prepared statement: some PostgresRowStatement) async throws -> [PostgresRow] {
+    try await rows { connection, logger in
+      var rows: [PostgresRow] = []
+      for try await row in try await connection.execute(statement, logger: logger) {
+        rows.append(row)
+      }
+      return rows
+    }
+  }
+
+  private func rows(
+    _ run: @escaping @Sendable (PostgresConnection, Logger) async throws -> [PostgresRow]
+  ) async throws -> [PostgresRow] {
     if connection.isClosed { throw GuardedConnection.lost }
     startWatching()
     let (connection, logger) = (self.connection, self.logger)
@@ -871,7 +919,7 @@ final class GuardedConnection: Sendable {
       }
       Task {
         do {
-          let rows = try await connection.query(query, logger: logger).collect()
+          let rows = try await run(connection, logger)
           self.finish(id, .success(rows))
         } catch {
           self.finish(id, .failure(error))
@@ -933,6 +981,14 @@ public final class PostgresTransaction: @unchecked Sendable {
   /// Runs `query` and returns every row (for bounded results: a page, one entity).
   public func query(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
     try await guarded.rows(query).map { $0.makeRandomAccess() }
+  }
+
+  /// Runs `statement`, prepared on this connection the first time it runs there, and returns
+  /// every row (see ``PostgresStore/query(prepared:)``).
+  public func query(prepared statement: some PostgresRowStatement) async throws
+    -> [PostgresRandomAccessRow]
+  {
+    try await guarded.rows(prepared: statement).map { $0.makeRandomAccess() }
   }
 
   /// The first row of `query`, if any.

@@ -160,6 +160,38 @@ import Testing
     }
   }
 
+  /// Reports read their exam through a cache (AssessmentAPI.exams) that replacing the items
+  /// must move: statistics computed before and after UpdateExamItems use each time the items
+  /// the exam has then, and a student report lists the new items' knowledge points.
+  @Test func reportsUseTheItemsAfterAReplacement() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      let before = try await w.assessment.getExamStatistics(
+        .with { $0.examCode = "M-K1" }, metadata: w.auth("aK1"))
+      #expect(before.items.map(\.number) == [1, 2, 3, 4])
+      _ = try await w.assessment.updateExamItems(
+        .with {
+          $0.code = "M-K1"
+          $0.items = [item(7, 30, ["KP-Y"]), item(8, 20, ["KP-Z"])]
+        }, metadata: w.auth("aK1"))
+      let summary = try await w.importScores([
+        row("M-K1", "ext-stu1", "CL1a", "S1", 7, 12), row("M-K1", "ext-stu1", "CL1a", "S1", 8, 9),
+      ])
+      #expect(summary.accepted == 2 && summary.rejected == 0)
+      let after = try await w.assessment.getExamStatistics(
+        .with { $0.examCode = "M-K1" }, metadata: w.auth("aK1"))
+      #expect(after.items.map(\.number) == [7, 8])
+      #expect(after.scope.count == 1 && after.scope.mean == 21)
+      let report = try await w.assessment.getStudentReport(
+        .with {
+          $0.examCode = "M-K1"
+          $0.studentExternalID = "ext-stu1"
+        }, metadata: w.auth("aK1"))
+      #expect(report.total == 21)
+      #expect(report.mastery.map(\.code).sorted() == ["KP-Y", "KP-Z"])
+    }
+  }
+
   @Test func changeFeedCarriesExamsAndQualityEntries() async throws {
     try await withWorld { w in
       try await w.createStandardExam()

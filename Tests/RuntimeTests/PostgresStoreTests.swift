@@ -312,6 +312,89 @@ struct PostgresStoreTests {
     for error in failures.all { #expect(error.code == .unavailable, "\(error)") }
   }
 
+  /// A thing's value by id.
+  struct ThingValue: PostgresRowStatement {
+    static let name = "test_thing_value"
+    static let sql = "SELECT value FROM things WHERE id = $1"
+    var id: String
+    func makeBindings() -> PostgresBindings {
+      var bindings = PostgresBindings()
+      bindings.append(id)
+      return bindings
+    }
+  }
+
+  /// The things whose value is at least `$1`, by id.
+  struct ThingsFrom: PostgresRowStatement {
+    static let name = "test_things_from"
+    static let sql = "SELECT id FROM things WHERE value >= $1 ORDER BY id"
+    var value: Int
+    func makeBindings() -> PostgresBindings {
+      var bindings = PostgresBindings()
+      bindings.append(value)
+      return bindings
+    }
+  }
+
+  /// Prepared statements, many at once over the whole pool (each connection prepares them on
+  /// first use), read what is committed, including writes made after they were prepared;
+  /// after every connection was dropped they are prepared again on the new ones.
+  @Test func preparedStatementsRunOnEveryConnectionAndSurviveDroppedConnections() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    try await store.write { tx in
+      for i in 0..<20 {
+        try await tx.execute("INSERT INTO things (id, value) VALUES (\("t\(i)"), \(i))")
+      }
+    }
+    func check(_ round: Int) async throws {
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for k in 0..<48 {
+          group.addTask {
+            let i = (k * 7 + round) % 20
+            let value = try await store.query(prepared: ThingValue(id: "t\(i)"))
+            #expect(try value.map { try $0[0].decode(Int.self) } == [i])
+            let ids = try await store.query(prepared: ThingsFrom(value: 18))
+            #expect(try ids.map { try $0[0].decode(String.self) } == ["t18", "t19"])
+          }
+        }
+        try await group.waitForAll()
+      }
+      #expect(try await store.query(prepared: ThingValue(id: "missing")).isEmpty)
+    }
+    try await check(0)
+    try await store.write { tx in try await tx.execute("UPDATE things SET value = value + 100") }
+    let moved = try await store.query(prepared: ThingValue(id: "t3"))
+    #expect(try moved.map { try $0[0].decode(Int.self) } == [103])
+    try await store.write { tx in try await tx.execute("UPDATE things SET value = value - 100") }
+    let server = TestStore.postgresServer!
+    let admin = try await PostgresConnection.connect(
+      configuration: PostgresConnection.Configuration(
+        host: server.host, port: server.port, username: server.username,
+        password: server.password, database: server.database, tls: .disable),
+      id: 98, logger: Self.logger)
+    defer { Task { try? await admin.close() } }
+    _ = try await admin.query(
+      """
+      SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE datname = \(db.settings.database)
+      """, logger: Self.logger
+    ).collect()
+    // Calls on a dropped connection fail UNAVAILABLE; the pool then connects afresh.
+    var recovered = false
+    for _ in 0..<50 where !recovered {
+      do {
+        try await check(1)
+        recovered = true
+      } catch let error as ServiceError {
+        #expect(error.code == .unavailable, "\(error)")
+        try await Task.sleep(for: .milliseconds(100))
+      }
+    }
+    #expect(recovered)
+  }
+
   /// The server refusing connections (a failover, a restart): calls fail UNAVAILABLE within
   /// the lease timeout instead of hanging until the pool's circuit breaker trips (a minute),
   /// and work again, without a restart, once the server takes connections.

@@ -13,14 +13,22 @@ public struct AssessmentAPI: Sendable {
   let store: any AssessmentStoring
   let directory: OrgDirectory
   let now: @Sendable () -> Date
+  /// Exams by code as reports read them (no score count), kept until a write to `asm_exams`:
+  /// every report reads its exam first, and on PostgreSQL that read was a round trip of its
+  /// own. Items change only together with their exam's row (a creation inserts it, a
+  /// replacement updates its full marks in the same transaction), so that table's version
+  /// covers them; SQLite cannot watch `asm_items` itself (WITHOUT ROWID).
+  let exams: StoreCache<String, ExamRecord>
 
-  /// Handlers over `store`, resolving orgs, students and guardians through `directory`.
+  /// Handlers over `store`, resolving orgs, students and guardians through `directory`;
+  /// `examVersion` moves on every write to `asm_exams` (``ServiceStorage/watch(_:)``).
   public init(
-    store: any AssessmentStoring, directory: OrgDirectory,
+    store: any AssessmentStoring, directory: OrgDirectory, examVersion: TableVersion,
     now: @escaping @Sendable () -> Date = { Date() }
   ) {
     self.store = store
     self.directory = directory
+    self.exams = StoreCache(version: examVersion, capacity: 1024)
     self.now = now
   }
 
@@ -57,7 +65,11 @@ public struct AssessmentAPI: Sendable {
     var v = Validator()
     v.code(code, field)
     try v.throwIfInvalid()
-    guard let record = try await store.exam(code: code, counts: counts) else {
+    let found =
+      try await counts
+      ? store.exam(code: code, counts: true)
+      : exams.value(for: code) { try await store.exam(code: code, counts: false) }
+    guard let record = found else {
       throw ServiceError.notFound("no exam has code \(code)")
     }
     return record

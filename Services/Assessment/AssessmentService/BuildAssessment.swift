@@ -36,7 +36,9 @@ public func buildAssessmentService(
     store = try SQLiteAssessmentStore(directory: config.dataDirectory)
   }
   let directory: OrgDirectory
+  let examVersion: TableVersion
   do {
+    examVersion = try await store.storage.watch(["asm_exams"])
     directory = try await OrgDirectory(
       source: identity, store: store.storage, trackUsers: true,
       pollInterval: settings.directoryPollInterval)
@@ -44,7 +46,8 @@ public func buildAssessmentService(
     await store.storage.close()
     throw error
   }
-  let api = AssessmentAPI(store: store, directory: directory, now: settings.now)
+  let api = AssessmentAPI(
+    store: store, directory: directory, examVersion: examVersion, now: settings.now)
   return ServiceDefinition(
     name: "assessment", grpcServiceName: assessmentGRPCServiceName, services: [api],
     verifier: verifier, store: store.storage, background: [directory])

@@ -145,29 +145,54 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
+  /// An exam and its items (and its score count when `counts`) by code, `$1`. Two statements,
+  /// not a `CASE` over a parameter: the server would plan that one anew on every call.
+  private static func examSQL(counts: Bool) -> String {
+    let scored =
+      counts
+      ? "(SELECT COALESCE(sum(octet_length(scores)), 0) / \(PackedScores.width)"
+        + " FROM asm_students WHERE exam = e.number)"
+      : "NULL::bigint"
+    return """
+    SELECT \(examColumns), i.numbers, i.max_scores, i.objectives,
+      i.knowledge_points, i.options, i.answer_keys, \(scored) AS scored
+    FROM asm_exams e LEFT JOIN LATERAL (
+      SELECT array_agg(number ORDER BY number) AS numbers,
+        array_agg(max_score ORDER BY number) AS max_scores,
+        array_agg(objective ORDER BY number) AS objectives,
+        array_agg(knowledge_points ORDER BY number) AS knowledge_points,
+        array_agg(options ORDER BY number) AS options,
+        array_agg(answer_key ORDER BY number) AS answer_keys
+      FROM asm_items WHERE exam = e.number) i ON true
+    WHERE e.code = $1
+    """
+  }
+
+  fileprivate protocol ExamByCode: PostgresRowStatement {
+    var code: String { get }
+  }
+
+  private struct ExamStatement: ExamByCode {
+    static let name = "asm_exam"
+    static let sql = examSQL(counts: false)
+    var code: String
+  }
+
+  private struct CountedExamStatement: ExamByCode {
+    static let name = "asm_exam_counted"
+    static let sql = examSQL(counts: true)
+    var code: String
+  }
+
   func exam(code: String, counts: Bool) async throws -> ExamRecord? {
-    // The exam, its items and (asked for) its score count in one statement outside a
-    // transaction: one round trip, where a read transaction took four (every report reads its
-    // exam first).
+    // The exam, its items and (asked for) its score count in one prepared statement outside a
+    // transaction: one round trip, where a read transaction took four, and no parsing or
+    // planning after a connection's first call (every report reads its exam first).
     guard
-      let row = try await store.query(
-        """
-        SELECT \(unescaped: Self.examColumns), i.numbers, i.max_scores, i.objectives,
-          i.knowledge_points, i.options, i.answer_keys,
-          CASE WHEN \(counts) THEN (
-            SELECT COALESCE(sum(octet_length(scores)), 0) / \(PackedScores.width)
-            FROM asm_students WHERE exam = e.number) END AS scored
-        FROM asm_exams e LEFT JOIN LATERAL (
-          SELECT array_agg(number ORDER BY number) AS numbers,
-            array_agg(max_score ORDER BY number) AS max_scores,
-            array_agg(objective ORDER BY number) AS objectives,
-            array_agg(knowledge_points ORDER BY number) AS knowledge_points,
-            array_agg(options ORDER BY number) AS options,
-            array_agg(answer_key ORDER BY number) AS answer_keys
-          FROM asm_items WHERE exam = e.number) i ON true
-        WHERE e.code = \(code)
-        """
-      ).first
+      let row =
+        try await counts
+        ? store.query(prepared: CountedExamStatement(code: code)).first
+        : store.query(prepared: ExamStatement(code: code)).first
     else { return nil }
     var record = try Self.decodeExam(row)
     let numbers = try Self.ints(row["numbers"])
@@ -770,34 +795,50 @@ final class PostgresAssessmentStore: AssessmentStoring {
     }
   }
 
-  /// The student's row, scores and standing in one statement: class and school counts from
-  /// counted ranges of their (exam, code, attendance, total) indexes, the exam's totals from
-  /// its tallies (one row per distinct total).
+  /// The student's row, scores and standing; `$1` the exam's number, `$2` the student, `$3`
+  /// the exam's org path.
+  private struct StandingStatement: PostgresRowStatement {
+    static let name = "asm_standing"
+    static let sql = """
+      WITH me AS (
+        SELECT sid, class_code, school_code, org_path, total, attendance, reason, scores
+        FROM asm_students WHERE exam = $1 AND student = $2)
+      SELECT me.class_code, me.school_code, me.org_path, me.total, me.attendance, me.reason,
+        me.scores, c.size AS class_size, c.above AS class_above, s.size AS school_size,
+        s.above AS school_above, ev.totals, ev.counts
+      FROM me,
+        LATERAL (SELECT count(*) AS size, count(*) FILTER (WHERE total > me.total) AS above
+          FROM asm_students WHERE exam = $1 AND class_code = me.class_code
+            AND attendance = \(AttendanceCode.sat)) c,
+        LATERAL (SELECT count(*) AS size, count(*) FILTER (WHERE total > me.total) AS above
+          FROM asm_students WHERE exam = $1 AND school_code = me.school_code
+            AND attendance = \(AttendanceCode.sat)) s,
+        LATERAL (SELECT array_agg(total ORDER BY total) AS totals,
+            array_agg(count ORDER BY total) AS counts
+          FROM asm_tallies WHERE exam = $1 AND path = $3 AND kind = \(TallyKind.sat)) ev
+      """
+    var exam: Int64
+    var student: String
+    var path: String
+
+    func makeBindings() -> PostgresBindings {
+      var bindings = PostgresBindings()
+      bindings.append(exam)
+      bindings.append(student)
+      bindings.append(path)
+      return bindings
+    }
+  }
+
+  /// The student's row, scores and standing in one prepared statement outside a transaction
+  /// (one round trip instead of three): class and school counts from counted ranges of their
+  /// (exam, code, attendance, total) indexes, the exam's totals from its tallies (one row per
+  /// distinct total).
   func standing(exam: ExamRecord, student: String) async throws -> StudentStanding? {
     let column = PackedScores.columns(exam)
-    let sat = Int(AttendanceCode.sat)
-    // One statement outside a transaction: one round trip instead of three.
     guard
       let row = try await store.query(
-          """
-          WITH me AS (
-            SELECT sid, class_code, school_code, org_path, total, attendance, reason, scores
-            FROM asm_students WHERE exam = \(exam.number) AND student = \(student))
-          SELECT me.class_code, me.school_code, me.org_path, me.total, me.attendance, me.reason,
-            me.scores, c.size AS class_size, c.above AS class_above, s.size AS school_size,
-            s.above AS school_above, ev.totals, ev.counts
-          FROM me,
-            LATERAL (SELECT count(*) AS size, count(*) FILTER (WHERE total > me.total) AS above
-              FROM asm_students WHERE exam = \(exam.number) AND class_code = me.class_code
-                AND attendance = \(sat)) c,
-            LATERAL (SELECT count(*) AS size, count(*) FILTER (WHERE total > me.total) AS above
-              FROM asm_students WHERE exam = \(exam.number) AND school_code = me.school_code
-                AND attendance = \(sat)) s,
-            LATERAL (SELECT array_agg(total ORDER BY total) AS totals,
-                array_agg(count ORDER BY total) AS counts
-              FROM asm_tallies WHERE exam = \(exam.number) AND path = \(exam.orgPath)
-                AND kind = \(Int(TallyKind.sat))) ev
-          """
+        prepared: StandingStatement(exam: exam.number, student: student, path: exam.orgPath)
       ).first
     else { return nil }
     var result = StudentResult(
@@ -834,33 +875,35 @@ final class PostgresAssessmentStore: AssessmentStoring {
     let width = exam.itemNumbers.count
     return try await store.read { tx in
       var tallies = ScopeTallies()
-      // The rows in key order (the primary key's: no sort), as arrays. Once the table is
-      // analysed the planner, costing random reads for pages that are in memory, prefers a
-      // sequential scan and a sort of every row on the path text: a county's 11,530 rows in
-      // 17 ms against 6 ms through the key.
+      // The rows in key order (the primary key's: no sort, and an index-only scan since the
+      // count is in it), as arrays per path: a path's text once, not once per total. Once
+      // the table is analysed the planner, costing random reads for pages that are in memory,
+      // prefers a sequential scan and a sort of every row on the path text: a county's 11,530
+      // rows in 17 ms against 6 ms through the key.
       try await tx.execute("SET LOCAL enable_seqscan = off")
       try await tx.execute("SET LOCAL enable_bitmapscan = off")
-      if let row = try await tx.one(
+      for row in try await tx.query(
         """
-        SELECT array_agg(path) AS paths, array_agg(kind) AS kinds, array_agg(total) AS totals,
+        SELECT path, array_agg(kind) AS kinds, array_agg(total) AS totals,
           array_agg(count) AS counts
         FROM (SELECT path, kind, total, count FROM asm_tallies
           WHERE exam = \(exam.number) AND path >= \(path)
             AND path < \(String(path.dropLast()) + "0")
           ORDER BY path, kind, total) r
+        GROUP BY path ORDER BY path
         """)
       {
-        let paths = try Self.strings(row["paths"])
+        let rowPath = try row["path"].decode(String.self)
         let kinds = try Self.ints(row["kinds"])
         let totals = try Self.doubles(row["totals"])
         let counts = try Self.int64s(row["counts"])
-        guard kinds.count == paths.count, totals.count == paths.count,
-          counts.count == paths.count
-        else { throw ServiceError.internalError("malformed tallies of \(exam.exam.code)") }
-        for i in paths.indices {
+        guard totals.count == kinds.count, counts.count == kinds.count else {
+          throw ServiceError.internalError("malformed tallies of \(exam.exam.code)")
+        }
+        for i in kinds.indices {
           tallies.rows.append(
             TallyRow(
-              path: paths[i], kind: Int32(kinds[i]), total: totals[i], count: Int(counts[i])))
+              path: rowPath, kind: Int32(kinds[i]), total: totals[i], count: Int(counts[i])))
         }
       }
       // The item sums of the exam's own path (a row per distinct total).
@@ -1109,5 +1152,13 @@ final class PostgresAssessmentStore: AssessmentStoring {
     -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
   {
     try await store.listChanges(after: after, limit: limit, scopes: scopes, unscoped: [])
+  }
+}
+
+extension PostgresAssessmentStore.ExamByCode {
+  func makeBindings() -> PostgresBindings {
+    var bindings = PostgresBindings()
+    bindings.append(code)
+    return bindings
   }
 }
