@@ -684,85 +684,67 @@ final class PostgresAssessmentStore: AssessmentStoring {
   }
 
   /// The students of the exam (under `scopePath` when given) with their scores, in one
-  /// statement returning one row of arrays: the students in sid order with their packed
-  /// scores (kept in the student rows by the score batches) and the number of their class
-  /// (class code, school code and path, which a class's students share, come once per
-  /// class). A row per student or per score costs the client far more than the query
-  /// (postgres-nio hands rows over one by one), and so does text to split; reading the
-  /// scores' own rows cost the server a range of the exam's whole score table.
+  /// statement returning a row of arrays per class: its students' sids, ids, packed scores
+  /// (kept in the student rows by the score batches), attendance and reasons, with the class
+  /// code, school code and path once; the client puts the students in sid order. A row per
+  /// student or per score costs the client far more than the query (postgres-nio hands rows
+  /// over one by one), and so does text to split. One grouping of the exam's rows replaces a
+  /// window over them sorted by class, a sort by sid and a distinct: 103-123 ms of server
+  /// time for a paper of 13,047 students against 41 ms.
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult] {
     let column = PackedScores.columns(exam)
     let width = exam.itemNumbers.count
     let scope = Self.scopeFilter(exam, scopePath)
-    guard
-      let row = try await store.read({ tx in
-        try await tx.one(
-          """
-          WITH st AS (
-            SELECT sid, student, class_code, school_code, org_path, scores, attendance, reason,
-              (dense_rank() OVER (ORDER BY class_code, school_code, org_path) - 1)::int4 AS n
-            FROM asm_students
-            WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
-              OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
-                AND starts_with(org_path, \(scope)))))
-          SELECT s.students, s.classes, s.scores, s.marks, s.reasons, c.class_codes,
-            c.school_codes, c.paths
-          FROM
-            (SELECT array_agg(student) AS students, array_agg(n) AS classes,
-               array_agg(scores) AS scores, array_agg(attendance) AS marks,
-               array_agg(reason) FILTER (WHERE attendance <> \(Int(AttendanceCode.sat)))
-                 AS reasons
-             FROM (SELECT * FROM st ORDER BY sid) o) s,
-            (SELECT array_agg(class_code ORDER BY n) AS class_codes,
-               array_agg(school_code ORDER BY n) AS school_codes,
-               array_agg(org_path ORDER BY n) AS paths
-             FROM (SELECT DISTINCT n, class_code, school_code, org_path FROM st) d) c
-          """)
-      })
-    else { return [] }
-    let ids = try Self.strings(row["students"])
-    let classOf = try Self.ints(row["classes"])
-    let classCodes = try Self.strings(row["class_codes"])
-    let schoolCodes = try Self.strings(row["school_codes"])
-    let paths = try Self.strings(row["paths"])
-    var students: [StudentResult] = []
-    students.reserveCapacity(ids.count)
-    // The packed scores go straight from the array's bytes into each student's columns.
-    let marks = try Self.ints(row["marks"])
-    let reasons = try Self.strings(row["reasons"])
-    guard marks.count == ids.count,
-      reasons.count == marks.lazy.filter({ $0 != Int(AttendanceCode.sat) }).count
-    else { throw ServiceError.internalError("malformed students of an exam's results") }
-    var s = 0
-    var marked = 0
-    let packed = try Self.elements(row["scores"], width: nil) { raw, at, length in
-      var student = StudentResult(
-        externalID: "", classCode: "", schoolCode: "", orgPath: "",
-        scores: Array(repeating: 0.0, count: width),
-        attendance: s < marks.count ? Int32(marks[s]) : AttendanceCode.sat)
-      if s < marks.count, marks[s] != Int(AttendanceCode.sat) {
-        student.reason = reasons[marked]
-        marked += 1
-      }
-      student.fill(UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), column: column)
-      s += 1
-      return student
+    let rows = try await store.read { tx in
+      try await tx.query(
+        """
+        SELECT class_code, school_code, org_path, array_agg(sid) AS sids,
+          array_agg(student) AS students, array_agg(scores) AS scores,
+          array_agg(attendance) AS marks,
+          array_agg(reason) FILTER (WHERE attendance <> \(Int(AttendanceCode.sat))) AS reasons
+        FROM asm_students
+        WHERE exam = \(exam.number) AND (\(scope)::text IS NULL
+          OR (org_path >= \(scope) AND org_path < \(scope) || chr(1114111)
+            AND starts_with(org_path, \(scope))))
+        GROUP BY class_code, school_code, org_path
+        """)
     }
-    guard classOf.count == ids.count, packed.count == ids.count,
-      schoolCodes.count == classCodes.count, paths.count == classCodes.count,
-      classOf.allSatisfy({ classCodes.indices.contains($0) })
-    else { throw ServiceError.internalError("malformed students of an exam's results") }
-    for (s, id) in ids.enumerated() {
+    var ordered: [(sid: Int64, student: StudentResult)] = []
+    for row in rows {
       // A class's students share its three strings (one buffer each, retained).
-      let c = classOf[s]
-      var student = packed[s]
-      student.externalID = id
-      student.classCode = classCodes[c]
-      student.schoolCode = schoolCodes[c]
-      student.orgPath = paths[c]
-      students.append(student)
+      let classCode = try row["class_code"].decode(String.self)
+      let schoolCode = try row["school_code"].decode(String.self)
+      let path = try row["org_path"].decode(String.self)
+      let sids = try Self.int64s(row["sids"])
+      let ids = try Self.strings(row["students"])
+      let marks = try Self.ints(row["marks"])
+      let reasons = try Self.strings(row["reasons"])
+      guard ids.count == sids.count, marks.count == sids.count,
+        reasons.count == marks.lazy.filter({ $0 != Int(AttendanceCode.sat) }).count
+      else { throw ServiceError.internalError("malformed students of an exam's results") }
+      var s = 0
+      var marked = 0
+      // The packed scores go straight from the array's bytes into each student's columns.
+      let packed = try Self.elements(row["scores"], width: nil) { raw, at, length in
+        var student = StudentResult(
+          externalID: s < ids.count ? ids[s] : "", classCode: classCode, schoolCode: schoolCode,
+          orgPath: path, scores: Array(repeating: 0.0, count: width),
+          attendance: s < marks.count ? Int32(marks[s]) : AttendanceCode.sat)
+        if s < marks.count, marks[s] != Int(AttendanceCode.sat) {
+          student.reason = reasons[marked]
+          marked += 1
+        }
+        student.fill(UnsafeRawBufferPointer(rebasing: raw[at..<at + length]), column: column)
+        s += 1
+        return student
+      }
+      guard packed.count == sids.count else {
+        throw ServiceError.internalError("malformed students of an exam's results")
+      }
+      for (k, student) in packed.enumerated() { ordered.append((sids[k], student)) }
     }
-    return students
+    ordered.sort { $0.sid < $1.sid }
+    return ordered.map(\.student)
   }
 
   func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult] {
