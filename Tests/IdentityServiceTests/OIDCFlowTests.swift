@@ -372,7 +372,9 @@ struct OIDCFlowTests {
 
   @Test func badRequestsAreRefusedAndABadRedirectURIIsNeverFollowed() async throws {
     var settings = IdentitySettings.forTests()
-    settings.http.codeTTL = 1
+    // Short enough to wait out, long enough that a code got under load (the PostgreSQL pass,
+    // every suite at once: a sign-in and its redemption took over a second) is still valid.
+    settings.http.codeTTL = 5
     try await withProvider(settings: settings) { identity, admin, http, client, _, _ in
       let browser = TestBrowser()
       // Unknown client, wrong redirect URI: a page, no redirect.
@@ -449,7 +451,7 @@ struct OIDCFlowTests {
       #expect(badSecret.status == 401)
       #expect(badSecret.json["error"] as? String == "invalid_client")
       let expiring = try await freshCode()
-      try await Task.sleep(for: .milliseconds(1500))
+      try await Task.sleep(for: .milliseconds(5500))
       let expired = try await redeem(
         browser, http, code: expiring, client: client, verifier: verifier)
       #expect(expired.json["error"] as? String == "invalid_grant")
