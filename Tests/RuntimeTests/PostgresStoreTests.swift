@@ -364,6 +364,11 @@ struct PostgresStoreTests {
       #expect(try await store.query(prepared: ThingValue(id: "missing")).isEmpty)
     }
     try await check(0)
+    // Inside a transaction too, on the transaction's own connection.
+    let inside = try await store.read { tx in
+      try await tx.query(prepared: ThingValue(id: "t5")).map { try $0[0].decode(Int.self) }
+    }
+    #expect(inside == [5])
     try await store.write { tx in try await tx.execute("UPDATE things SET value = value + 100") }
     let moved = try await store.query(prepared: ThingValue(id: "t3"))
     #expect(try moved.map { try $0[0].decode(Int.self) } == [103])
