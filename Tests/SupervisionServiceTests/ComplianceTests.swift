@@ -73,9 +73,9 @@ private let term = TermCalendar(
 
   @Test func scopeFiguresFromExactCounts() {
     let usage = Compliance.tally(lessons(), term: term)
-    let r = Compliance.evaluate(classrooms: classrooms, weeks: term.teachingWeeks, usage: usage) {
-      $0.orgPath
-    }
+    let r = Compliance.evaluate(
+      classrooms: classrooms, weeks: term.teachingWeeks, usage: UsageTable(usage)
+    ) { $0.orgPath }
     // R1: 3 weeks; R2 equipped mid-term: weeks 2 and 3 only.
     #expect(r.scope.classroomWeeks == 5)
     #expect(r.scope.subjectCount == 3 + 2 + 0 + 3 + 4)
@@ -94,9 +94,9 @@ private let term = TermCalendar(
 
   @Test func groupsAndWeeks() {
     let usage = Compliance.tally(lessons(), term: term)
-    let r = Compliance.evaluate(classrooms: classrooms, weeks: term.teachingWeeks, usage: usage) {
-      $0.orgPath
-    }
+    let r = Compliance.evaluate(
+      classrooms: classrooms, weeks: term.teachingWeeks, usage: UsageTable(usage)
+    ) { $0.orgPath }
     #expect(r.groups["/p/c/S1/"]?.classroomWeeks == 3)
     #expect(r.groups["/p/c/S1/"]?.lessonCount == 13)
     #expect(r.groups["/p/c/S2/"]?.classroomWeeks == 2)
@@ -111,14 +111,55 @@ private let term = TermCalendar(
     #expect(w3.lessonRate.description == "50.00%")
   }
 
+  @Test func aUsageTableHoldsExactlyWhatWasSet() {
+    // Random classroom-weeks on Mondays of the range, off them, before and after it, set in a
+    // random order through both ways a table is filled; every one reads back, nothing else does.
+    var generator = SystemRandomNumberGenerator()
+    let first = d("2020-09-07").dayNumber
+    for _ in 0..<20 {
+      var entries: [ClassroomWeek: WeekUsage] = [:]
+      for _ in 0..<Int.random(in: 0...200, using: &generator) {
+        let day = first + Int.random(in: -30...150, using: &generator)
+        let week = Bool.random(using: &generator) ? day - (day - first) % 7 : day
+        entries[ClassroomWeek(
+          classroom: Int64.random(in: 1...12, using: &generator),
+          week: CalendarDate(dayNumber: week))] = WeekUsage(
+            lessons: Int.random(in: 1...40, using: &generator),
+            subjects: Int.random(in: 1...9, using: &generator),
+            manual: Int.random(in: 0...3, using: &generator))
+      }
+      var filled = UsageTable(weeks: first...(first + 7 * 16))
+      for (key, u) in entries.shuffled(using: &generator) {
+        let row = filled.makeRow(key.classroom)
+        filled.set(u, row: row, classroom: key.classroom, week: key.week.dayNumber)
+      }
+      let converted = UsageTable(entries)
+      #expect(filled.entries == entries)
+      #expect(converted.entries == entries)
+      #expect(filled == converted)
+      for classroom in Int64(0)...13 {
+        for day in (first - 35)...(first + 160) {
+          let week = CalendarDate(dayNumber: day)
+          let want = entries[ClassroomWeek(classroom: classroom, week: week)]
+          #expect(filled[ClassroomWeek(classroom: classroom, week: week)] == want)
+          #expect(
+            filled.usage(row: filled.row(of: classroom), classroom: classroom, week: week) == want)
+        }
+      }
+    }
+    let empty: UsageTable = [:]
+    #expect(empty.entries.isEmpty)
+    #expect(empty[1, first] == nil)
+  }
+
   @Test func rateAbove100WhenUseBeatsTheStandard() {
     let span = ClassroomSpan(number: 1, code: "R", orgPath: "/x/", equipped: d("2020-01-01"))
     let usage = [
       ClassroomWeek(classroom: 1, week: d("2020-09-07")): WeekUsage(lessons: 10, subjects: 5)
     ]
-    let r = Compliance.evaluate(classrooms: [span], weeks: [d("2020-09-07")], usage: usage) { _ in
-      nil
-    }
+    let r = Compliance.evaluate(
+      classrooms: [span], weeks: [d("2020-09-07")], usage: UsageTable(usage)
+    ) { _ in nil }
     #expect(r.scope.lessonRate.description == "166.67%")
     #expect(r.scope.subjectRate.description == "166.67%")
     #expect(r.groups.isEmpty)

@@ -67,6 +67,111 @@ public struct WeekUsage: Hashable, Sendable {
   }
 }
 
+/// Usage per classroom-week as the reports read it: a row of weeks per classroom, so that a
+/// city's tens of thousands of classroom-weeks cost one hash per classroom instead of one per
+/// classroom-week, both when the store fills it and when a report looks them up. Weeks are
+/// Mondays' day numbers in `weeks`, 7 apart; a classroom-week without usage reads nil.
+public struct UsageTable: Sendable, Equatable, ExpressibleByDictionaryLiteral {
+  /// Day number of the first Monday of the range, and the number of weeks in it.
+  public let firstWeek: Int
+  public let weekCount: Int
+  /// Classroom → index of its first cell in `cells`.
+  private var rows: [Int64: Int] = [:]
+  private var cells: [WeekUsage?] = []
+  /// Classroom-weeks outside the range or off its Mondays (none from the stores' reads).
+  private var stray: [ClassroomWeek: WeekUsage] = [:]
+
+  /// An empty table over the Mondays in `weeks` (day numbers).
+  public init(weeks: ClosedRange<Int>) {
+    firstWeek = weeks.lowerBound
+    weekCount = (weeks.upperBound - weeks.lowerBound) / 7 + 1
+  }
+
+  public init(_ entries: [ClassroomWeek: WeekUsage]) {
+    let days = entries.keys.map(\.week.dayNumber)
+    self.init(weeks: (days.min() ?? 0)...(days.max() ?? 0))
+    for (key, u) in entries { self[key.classroom, key.week.dayNumber] = u }
+  }
+
+  public init(dictionaryLiteral elements: (ClassroomWeek, WeekUsage)...) {
+    self.init(Dictionary(elements, uniquingKeysWith: { _, last in last }))
+  }
+
+  /// The column of the week of Monday `day`, nil outside the range or off its Mondays.
+  private func column(_ day: Int) -> Int? {
+    let offset = day - firstWeek
+    guard offset >= 0, offset % 7 == 0, offset / 7 < weekCount else { return nil }
+    return offset / 7
+  }
+
+  /// The usage of `classroom` in the week of Monday `week` (a day number).
+  public subscript(classroom: Int64, week: Int) -> WeekUsage? {
+    get {
+      guard let column = column(week) else {
+        return stray[ClassroomWeek(classroom: classroom, week: CalendarDate(dayNumber: week))]
+      }
+      return rows[classroom].flatMap { cells[$0 + column] }
+    }
+    set {
+      guard let column = column(week) else {
+        stray[ClassroomWeek(classroom: classroom, week: CalendarDate(dayNumber: week))] = newValue
+        return
+      }
+      guard newValue != nil || rows[classroom] != nil else { return }
+      cells[makeRow(classroom) + column] = newValue
+    }
+  }
+
+  public subscript(key: ClassroomWeek) -> WeekUsage? {
+    self[key.classroom, key.week.dayNumber]
+  }
+
+  /// The row of `classroom`, made empty if it has none: for a store filling the table one
+  /// classroom at a time (``set(_:row:classroom:week:)``).
+  public mutating func makeRow(_ classroom: Int64) -> Int {
+    if let known = rows[classroom] { return known }
+    let start = cells.count
+    rows[classroom] = start
+    cells.append(contentsOf: repeatElement(nil, count: weekCount))
+    return start
+  }
+
+  /// Sets the usage of `classroom`, whose row ``makeRow(_:)`` gave, in the week of Monday
+  /// `week` (a day number).
+  public mutating func set(_ usage: WeekUsage, row: Int, classroom: Int64, week: Int) {
+    if let column = column(week) {
+      cells[row + column] = usage
+    } else {
+      stray[ClassroomWeek(classroom: classroom, week: CalendarDate(dayNumber: week))] = usage
+    }
+  }
+
+  /// The row of `classroom`, for ``usage(row:classroom:week:)``; nil when it has no usage.
+  public func row(of classroom: Int64) -> Int? { rows[classroom] }
+
+  /// The usage of `classroom`, whose row ``row(of:)`` gave, in the week of Monday `week`: the
+  /// subscript without hashing the classroom again for each of its weeks.
+  public func usage(row: Int?, classroom: Int64, week: CalendarDate) -> WeekUsage? {
+    if let column = column(week.dayNumber) { return row.flatMap { cells[$0 + column] } }
+    return stray.isEmpty ? nil : stray[ClassroomWeek(classroom: classroom, week: week)]
+  }
+
+  /// Every classroom-week with usage.
+  public var entries: [ClassroomWeek: WeekUsage] {
+    var out = stray
+    for (classroom, start) in rows {
+      for column in 0..<weekCount {
+        guard let u = cells[start + column] else { continue }
+        let week = CalendarDate(dayNumber: firstWeek + 7 * column)
+        out[ClassroomWeek(classroom: classroom, week: week)] = u
+      }
+    }
+    return out
+  }
+
+  public static func == (a: UsageTable, b: UsageTable) -> Bool { a.entries == b.entries }
+}
+
 /// A lesson reduced to what compliance counts.
 public struct LessonFact: Hashable, Sendable {
   public var classroom: Int64
@@ -195,7 +300,7 @@ public enum Compliance {
   /// classroom was in service is one unit, with the usage found (or zero). `group` names the
   /// group (child org) of a classroom, `nil` for none.
   public static func evaluate(
-    classrooms: [ClassroomSpan], weeks: [CalendarDate], usage: [ClassroomWeek: WeekUsage],
+    classrooms: [ClassroomSpan], weeks: [CalendarDate], usage: UsageTable,
     group: (ClassroomSpan) -> String?
   ) -> ComplianceResult {
     var result = ComplianceResult(weeks: weeks)
@@ -205,8 +310,9 @@ public enum Compliance {
     // report adds tens of thousands of classroom-weeks.
     for c in classrooms {
       var own = ComplianceTally()
+      let row = usage.row(of: c.number)
       for (i, week) in weeks.enumerated() where c.inService(weekOf: week) {
-        let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
+        let u = usage.usage(row: row, classroom: c.number, week: week) ?? zero
         own.add(u)
         byWeek[i].add(classroom: c.number, usage: u)
       }

@@ -99,18 +99,21 @@ final class PostgresSupervisionStore: SupervisionStoring {
 
   // MARK: classrooms
 
+  /// The columns ``classroom(_:)`` reads, by position (a city's report reads thousands).
+  private static let classroomColumns = """
+    number, id, code, name, school_id, school_code, class_code, org_path, equipped_day,
+    retired_day, create_time, update_time
+    """
+
   private static func classroom(_ row: PostgresRandomAccessRow) throws -> ClassroomRecord {
     ClassroomRecord(
-      number: try row["number"].decode(Int64.self), id: try row["id"].decode(String.self),
-      code: try row["code"].decode(String.self), name: try row["name"].decode(String.self),
-      schoolID: try row["school_id"].decode(String.self),
-      schoolCode: try row["school_code"].decode(String.self),
-      classCode: try row["class_code"].decode(String.self),
-      orgPath: try row["org_path"].decode(String.self),
-      equipped: CalendarDate(dayNumber: try row["equipped_day"].decode(Int.self)),
-      retired: try row["retired_day"].decode(Int?.self).map(CalendarDate.init(dayNumber:)),
-      createTime: try row["create_time"].decode(Double.self),
-      updateTime: try row["update_time"].decode(Double.self))
+      number: try row[0].decode(Int64.self), id: try row[1].decode(String.self),
+      code: try row[2].decode(String.self), name: try row[3].decode(String.self),
+      schoolID: try row[4].decode(String.self), schoolCode: try row[5].decode(String.self),
+      classCode: try row[6].decode(String.self), orgPath: try row[7].decode(String.self),
+      equipped: CalendarDate(dayNumber: try row[8].decode(Int.self)),
+      retired: try row[9].decode(Int?.self).map(CalendarDate.init(dayNumber:)),
+      createTime: try row[10].decode(Double.self), updateTime: try row[11].decode(Double.self))
   }
 
   func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord {
@@ -156,8 +159,9 @@ final class PostgresSupervisionStore: SupervisionStoring {
   }
 
   func classroom(code: String) async throws -> ClassroomRecord? {
-    try await store.query("SELECT * FROM sup_classrooms WHERE code = \(code)").first.map(
-      Self.classroom)
+    try await store.query(
+      "SELECT \(unescaped: Self.classroomColumns) FROM sup_classrooms WHERE code = \(code)"
+    ).first.map(Self.classroom)
   }
 
   func classrooms(
@@ -166,7 +170,8 @@ final class PostgresSupervisionStore: SupervisionStoring {
     let (lo, hi) = Self.range(path)
     return try await store.query(
       """
-      SELECT * FROM sup_classrooms WHERE org_path >= \(lo) AND org_path < \(hi)
+      SELECT \(unescaped: Self.classroomColumns) FROM sup_classrooms
+      WHERE org_path >= \(lo) AND org_path < \(hi)
         AND (\(afterCode)::text IS NULL OR code > \(afterCode))
         AND (\(inServiceOn?.dayNumber)::int8 IS NULL OR retired_day IS NULL
           OR retired_day > \(inServiceOn?.dayNumber))
@@ -376,9 +381,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
       binds: binds))
   }
 
-  func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
-  {
+  func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws -> UsageTable {
     let (lo, hi) = Self.range(path)
     // Grouped in the scope index's order (a classroom's lessons share its path), so the
     // rows stream out of the index without a sort.
@@ -390,22 +393,21 @@ final class PostgresSupervisionStore: SupervisionStoring {
         AND week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND verified = 1
       GROUP BY org_path, week, classroom
       """)
-    return try Self.usage(rows)
+    return try Self.usage(rows, weeks: weeks)
   }
 
   /// Rows (classroom, week, lessons, subjects, manual) as usage per classroom-week.
-  private static func usage(_ rows: [PostgresRandomAccessRow]) throws
-    -> [ClassroomWeek: WeekUsage]
+  private static func usage(_ rows: [PostgresRandomAccessRow], weeks: ClosedRange<Int>) throws
+    -> UsageTable
   {
-    var out: [ClassroomWeek: WeekUsage] = [:]
-    out.reserveCapacity(rows.count)
+    var out = UsageTable(weeks: weeks)
     for row in rows {
-      out[
-        ClassroomWeek(
-          classroom: try row[0].decode(Int64.self),
-          week: CalendarDate(dayNumber: try row[1].decode(Int.self)))] = WeekUsage(
+      let classroom = try row[0].decode(Int64.self)
+      out.set(
+        WeekUsage(
           lessons: try row[2].decode(Int.self), subjects: try row[3].decode(Int.self),
-          manual: try row[4].decode(Int.self))
+          manual: try row[4].decode(Int.self)),
+        row: out.makeRow(classroom), classroom: classroom, week: try row[1].decode(Int.self))
     }
     return out
   }
@@ -414,9 +416,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
   // weeks packed into an int8 array: a city's tens of thousands of classroom-weeks decoded as
   // rows cost more than the query itself.
 
-  func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
-  {
+  func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws -> UsageTable {
     let (lo, hi) = Self.range(path)
     // Per week: day number << 40 | lessons << 24 | manual << 8 | subjects (a classroom-week
     // holds at most 7 × 20 lessons; day numbers stay below 2^16 until 2149).
@@ -429,15 +429,16 @@ final class PostgresSupervisionStore: SupervisionStoring {
         AND u.week BETWEEN \(weeks.lowerBound) AND \(weeks.upperBound) AND u.lessons > 0
       GROUP BY u.classroom
       """)
-    var out: [ClassroomWeek: WeekUsage] = [:]
-    out.reserveCapacity(rows.count * max(1, (weeks.count + 6) / 7))
+    var out = UsageTable(weeks: weeks)
     for row in rows {
       let classroom = try row[0].decode(Int64.self)
+      let start = out.makeRow(classroom)
       for v in try row[1].decode([Int64].self) {
-        out[ClassroomWeek(classroom: classroom, week: CalendarDate(dayNumber: Int(v >> 40)))] =
+        out.set(
           WeekUsage(
             lessons: Int((v >> 24) & 0xFFFF), subjects: Int(v & 0xFF),
-            manual: Int((v >> 8) & 0xFFFF))
+            manual: Int((v >> 8) & 0xFFFF)),
+          row: start, classroom: classroom, week: Int(v >> 40))
       }
     }
     return out

@@ -97,7 +97,7 @@ public enum WeeklyNoticeBuilder {
   /// scope's schools, classrooms and the usage of both weeks.
   public static func build(
     termCode: String, week: CalendarDate, previous: CalendarDate?, schools: [School],
-    classrooms: [ClassroomRecord], usage: [ClassroomWeek: WeekUsage]
+    classrooms: [ClassroomRecord], usage: UsageTable
   ) -> Smartschool_Supervision_V1_WeeklyNotice {
     let zero = WeekUsage(lessons: 0, subjects: 0)
     var now: [String: Week] = [:]

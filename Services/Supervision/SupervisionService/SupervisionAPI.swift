@@ -36,9 +36,7 @@ public struct SupervisionAPI: Sendable {
   }
 
   /// The usage of each classroom under `path` in the weeks whose Mondays are in `weeks`.
-  func usage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
-  {
+  func usage(under path: String, weeks: ClosedRange<Int>) async throws -> UsageTable {
     usageReads.fromLessons
       ? try await store.lessonUsage(under: path, weeks: weeks)
       : try await store.weekUsage(under: path, weeks: weeks)
@@ -586,7 +584,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     }
     let classrooms = try await store.classrooms(
       under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
-    var usage: [ClassroomWeek: WeekUsage] = [:]
+    var usage: UsageTable = [:]
     if let first = weeks.first, let last = weeks.last {
       usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
     }
@@ -1079,9 +1077,10 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         var sums = Array(repeating: zero, count: weeks.count)
         var inService = Array(repeating: 0, count: weeks.count)
         for c in rooms {
+          let row = usage.row(of: c.number)
           let series = weeks.enumerated().map { i, week -> (week: CalendarDate, below: Bool?) in
             guard c.span.inService(weekOf: week) else { return (week, nil) }
-            let u = usage[ClassroomWeek(classroom: c.number, week: week)] ?? zero
+            let u = usage.usage(row: row, classroom: c.number, week: week) ?? zero
             sums[i].lessons += u.lessons
             sums[i].subjects += u.subjects
             inService[i] += 1

@@ -90,12 +90,10 @@ public protocol SupervisionStoring: Sendable {
   func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts
   /// The usage of each classroom under `path` in each week whose Monday's day number is in
   /// `weeks`, counted from the verified lessons themselves (the check of ``weekUsage``).
-  func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
+  func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws -> UsageTable
   /// ``lessonUsage`` read from the counts kept per classroom-week: one row per classroom-week
   /// instead of one per lesson.
-  func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
+  func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws -> UsageTable
   func lessons(
     classroom: Int64?, under path: String, days: ClosedRange<Int>, after: (Int, Int64, Int)?,
     limit: Int
@@ -237,14 +235,20 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   // MARK: classrooms
 
+  /// The columns ``classroom(_:)`` reads, by position: a city's compliance report reads
+  /// thousands of classrooms, and a column found by name costs a search per value.
+  private static let classroomColumns = """
+    SELECT number, id, code, name, school_id, school_code, class_code, org_path, equipped_day,
+      retired_day, create_time, update_time FROM sup_classrooms
+    """
+
   private static func classroom(_ row: Row) -> ClassroomRecord {
-    let retired: Int? = row["retired_day"]
+    let retired: Int? = row[9]
     return ClassroomRecord(
-      number: row["number"], id: row["id"], code: row["code"], name: row["name"],
-      schoolID: row["school_id"], schoolCode: row["school_code"], classCode: row["class_code"],
-      orgPath: row["org_path"], equipped: CalendarDate(dayNumber: row["equipped_day"]),
-      retired: retired.map(CalendarDate.init(dayNumber:)), createTime: row["create_time"],
-      updateTime: row["update_time"])
+      number: row[0], id: row[1], code: row[2], name: row[3], schoolID: row[4],
+      schoolCode: row[5], classCode: row[6], orgPath: row[7],
+      equipped: CalendarDate(dayNumber: row[8]), retired: retired.map(CalendarDate.init(dayNumber:)),
+      createTime: row[10], updateTime: row[11])
   }
 
   public func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord {
@@ -291,7 +295,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   public func classroom(code: String) async throws -> ClassroomRecord? {
     try await store.read { db in
-      try db.cachedStatement(sql: "SELECT * FROM sup_classrooms WHERE code = ?").decodeFirst(
+      try db.cachedStatement(sql: Self.classroomColumns + " WHERE code = ?").decodeFirst(
         arguments: [code], Self.classroom)
     }
   }
@@ -301,7 +305,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   ) async throws -> [ClassroomRecord] {
     let (lo, hi) = Self.range(path)
     return try await store.read { db in
-      var sql = "SELECT * FROM sup_classrooms WHERE org_path >= ? AND org_path < ?"
+      var sql = Self.classroomColumns + " WHERE org_path >= ? AND org_path < ?"
       var args: [any DatabaseValueConvertible] = [lo, hi]
       if let afterCode {
         sql += " AND code > ?"
@@ -445,16 +449,22 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   /// Rows (classroom, week, lessons, subjects, manual) of `sql` over the scope range and a
   /// range of days or weeks, as usage per classroom-week.
   private func usage(_ sql: String, under path: String, _ range: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
+    -> UsageTable
   {
     let (lo, hi) = Self.range(path)
     return try await store.scan { db in
       let rows = try Row.fetchCursor(
         db.cachedStatement(sql: sql), arguments: [lo, hi, range.lowerBound, range.upperBound])
-      var out: [ClassroomWeek: WeekUsage] = [:]
+      var out = UsageTable(weeks: range)
+      // A classroom's weeks come together (both queries group or join per classroom), so its
+      // row is hashed once; one seen again is found by its hash all the same.
+      var current: (classroom: Int64, row: Int)? = nil
       while let row = try rows.next() {
-        out[ClassroomWeek(classroom: row[0], week: CalendarDate(dayNumber: row[1]))] =
-          WeekUsage(lessons: row[2], subjects: row[3], manual: row[4])
+        let classroom: Int64 = row[0]
+        if current?.classroom != classroom { current = (classroom, out.makeRow(classroom)) }
+        out.set(
+          WeekUsage(lessons: row[2], subjects: row[3], manual: row[4]), row: current!.row,
+          classroom: classroom, week: row[1])
       }
       return out
     }
@@ -478,7 +488,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   }
 
   public func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
+    -> UsageTable
   {
     try await usage(
       """
@@ -491,7 +501,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
   }
 
   public func weekUsage(under path: String, weeks: ClosedRange<Int>) async throws
-    -> [ClassroomWeek: WeekUsage]
+    -> UsageTable
   {
     try await usage(
       """

@@ -95,7 +95,7 @@ extension SupervisionAPI {
       []
     for term in terms {
       let weeks = term.calendar.teachingWeeks
-      var usage: [ClassroomWeek: WeekUsage] = [:]
+      var usage: UsageTable = [:]
       if let first = weeks.first, let last = weeks.last {
         usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
       }

@@ -353,7 +353,16 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
   let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sup-bench-\(UUID())")
     .path
   try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-  defer { try? FileManager.default.removeItem(atPath: dir) }
+  let keep = ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_KEEP"] == "1"
+  defer {
+    // SMARTSCHOOL_BENCH_KEEP=1 keeps the stores (the SQLite folder, the PostgreSQL database),
+    // for EXPLAIN afterwards.
+    if keep {
+      writeLine("kept: \(dir)")
+    } else {
+      try? FileManager.default.removeItem(atPath: dir)
+    }
+  }
   var config = HostConfig.ephemeral(service: "supervision", dataDirectory: dir)
   config.metricsPort = -1
   var database: DatabaseSettings? = nil
@@ -364,8 +373,9 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
     config.database = database
   }
   defer {
-    // SMARTSCHOOL_BENCH_KEEP=1 keeps the database, for EXPLAIN afterwards.
-    if let database, ProcessInfo.processInfo.environment["SMARTSCHOOL_BENCH_KEEP"] != "1" {
+    if let database, keep {
+      writeLine("kept: database \(database.database)")
+    } else if let database {
       _ = try? psql(
         database.with(database: "postgres"),
         "DROP DATABASE IF EXISTS \(database.database) WITH (FORCE)")
