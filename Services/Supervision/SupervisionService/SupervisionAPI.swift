@@ -51,6 +51,15 @@ public struct SupervisionAPI: Sendable {
     guard let first = weeks.first, let last = weeks.last else { return [:] }
     var out: [String: [Int: Int]] = [:]
     func add(_ counts: [String: [Int: Int]], weeks wanted: Set<Int>) {
+      // The common case, a term of whole weeks read at once: taken as it is, not copied.
+      if out.isEmpty,
+        counts.values.allSatisfy({
+          !$0.isEmpty && $0.allSatisfy { $0.value > 0 && wanted.contains($0.key) }
+        })
+      {
+        out = counts
+        return
+      }
       for (teacher, perWeek) in counts {
         for (week, n) in perWeek where n > 0 && wanted.contains(week) {
           out[teacher, default: [:]][week, default: 0] += n
