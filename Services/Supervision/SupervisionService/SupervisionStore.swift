@@ -247,8 +247,9 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     return ClassroomRecord(
       number: row[0], id: row[1], code: row[2], name: row[3], schoolID: row[4],
       schoolCode: row[5], classCode: row[6], orgPath: row[7],
-      equipped: CalendarDate(dayNumber: row[8]), retired: retired.map(CalendarDate.init(dayNumber:)),
-      createTime: row[10], updateTime: row[11])
+      equipped: CalendarDate(dayNumber: row[8]),
+      retired: retired.map(CalendarDate.init(dayNumber:)), createTime: row[10],
+      updateTime: row[11])
   }
 
   public func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord {
