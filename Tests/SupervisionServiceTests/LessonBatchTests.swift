@@ -68,4 +68,65 @@ struct LessonBatchTests {
         "T3": [monday.dayNumber: 1],
       ])
   }
+
+  /// Batches of new lessons whose teacher-week counts are partly stored (a week an earlier
+  /// batch began) and partly new, written one after another and then four at once adding to
+  /// the same new teacher-weeks (on PostgreSQL the new counts go in by COPY after a probe for
+  /// the stored ones; racing batches must not lose a count to a unique violation nor count
+  /// twice): the counts kept per teacher and week equal a count of the lessons after every
+  /// round.
+  @Test func teacherWeekCountsStayExactUnderBatchesThatMeetStoredAndRacingKeys() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try await Self.open(dir)
+    let monday = CalendarDate("2020-09-14")!
+    let path = "/P/C/K/S/"
+    var rooms: [Int64] = []
+    for r in 0..<3 {
+      rooms.append(
+        try await store.createClassroom(
+          ClassroomRecord(
+            number: 0, id: "room\(r)", code: "R\(r)", name: "R\(r)", schoolID: "S",
+            schoolCode: "S", classCode: "", orgPath: path, equipped: CalendarDate("2020-08-01")!,
+            retired: nil, createTime: 0, updateTime: 0)
+        ).number)
+    }
+    // Lesson `n` of a round: its own (classroom, day, period) and one of a few teachers, so
+    // that every batch adds to teacher-weeks other batches of the round add to. The second
+    // round brings two new teachers beside the first round's four (its batches meet stored and
+    // new keys); each later round has four teachers of its own (every batch of it races the
+    // others to add the same new keys).
+    func lesson(_ round: Int, _ n: Int) -> LessonRecord {
+      let slot = round * 64 + n
+      let teacher = round < 2 ? "T\(slot % (4 + 2 * round))" : "T\(round)-\(slot % 4)"
+      return LessonRecord(
+        classroom: rooms[slot % 3], classroomCode: "R\(slot % 3)",
+        date: monday.adding(days: (slot / 3) % 5 + 7 * ((slot / 15) % 3)),
+        period: 1 + (slot / 45) % 20, orgPath: path, teacher: teacher,
+        subject: 1 + slot % 5, minutes: 40, source: 1)
+    }
+    let weeks = monday.dayNumber...monday.adding(days: 14).dayNumber
+    let days = monday.dayNumber...monday.adding(days: 20).dayNumber
+    for round in 0..<6 {
+      if round < 2 {
+        // One batch at a time: the second round's batches find some of their keys stored.
+        for b in 0..<4 {
+          _ = try await store.upsertLessons((0..<16).map { lesson(round, b * 16 + $0) })
+        }
+      } else {
+        // Four batches at once, each adding to the same teacher-weeks.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for b in 0..<4 {
+            let batch = (0..<16).map { lesson(round, b * 16 + $0) }
+            group.addTask { _ = try await store.upsertLessons(batch) }
+          }
+          try await group.waitForAll()
+        }
+      }
+      let kept = try await store.teacherWeekCounts(under: path, weeks: weeks)
+      let counted = try await store.teacherWeeklyLessonCounts(under: path, days: days)
+      #expect(kept == counted, "round \(round)")
+      #expect(kept.values.reduce(0) { $0 + $1.values.reduce(0, +) } == 64 * (round + 1))
+    }
+  }
 }

@@ -363,7 +363,9 @@ final class PostgresSupervisionStore: SupervisionStoring {
     try await Self.add(usage, tx: tx)
   }
 
-  /// Adds the counts of lessons just inserted: one statement per counts table.
+  /// Adds the counts of lessons just inserted: one statement per counts table, but for the
+  /// teacher-week rows not stored yet (a first import's are nearly all new, about one per
+  /// lesson), which go in by `COPY`: 4 µs a row on the server against 10 for the upsert.
   private static func add(_ usage: InsertedUsage, tx: PostgresTransaction) async throws {
     guard !usage.isEmpty else { return }
     let weeks = usage.classroomWeekRows
@@ -371,7 +373,50 @@ final class PostgresSupervisionStore: SupervisionStoring {
     for column in 0..<21 { binds.append(weeks.map { $0[column] }) }
     try await tx.execute(PostgresQuery(unsafeSQL: UsageCountsSQL.postgresAddClassroomWeeks,
       binds: binds))
-    let teachers = usage.teacherWeekRows
+    var teachers = usage.teacherWeekRows
+    // The stored keys among the batch's, read by classroom and week range (a first import
+    // finds none, or the few of a week that an earlier batch began).
+    let rooms = Array(Set(teachers.map(\.classroom))).sorted()
+    let first = teachers.map(\.week).min() ?? 0
+    let last = teachers.map(\.week).max() ?? 0
+    struct Key: Hashable {
+      var classroom: Int64
+      var week: Int
+      var teacher: String
+    }
+    var stored = Set<Key>()
+    for row in try await tx.query(
+      """
+      SELECT classroom, week, teacher FROM sup_teacher_weeks
+      WHERE classroom = ANY(\(rooms)::int8[]) AND week BETWEEN \(first) AND \(last)
+      """)
+    {
+      stored.insert(
+        Key(
+          classroom: try row[0].decode(Int64.self), week: try row[1].decode(Int.self),
+          teacher: try row[2].decode(String.self)))
+    }
+    let fresh = stored.isEmpty ? teachers : teachers.filter {
+      !stored.contains(Key(classroom: $0.classroom, week: $0.week, teacher: $0.teacher))
+    }
+    if !fresh.isEmpty {
+      do {
+        // A batch adding to the same teacher-week waits above, on the classroom-week row this
+        // one holds; a lesson moved to another teacher meanwhile (its update trigger) may
+        // still add one of these keys after the probe: the copy then fails, is undone, and
+        // every row goes through the upsert.
+        try await tx.savepoint {
+          try await tx.copy(
+            into: "sup_teacher_weeks", columns: ["classroom", "week", "teacher", "lessons"],
+            rows: fresh.map { [.int(Int($0.classroom)), .int($0.week), .text($0.teacher),
+              .int($0.lessons)] })
+        }
+        teachers = stored.isEmpty ? [] : teachers.filter {
+          stored.contains(Key(classroom: $0.classroom, week: $0.week, teacher: $0.teacher))
+        }
+      } catch ServiceError.alreadyExists {}
+    }
+    guard !teachers.isEmpty else { return }
     binds = PostgresBindings()
     binds.append(teachers.map(\.classroom))
     binds.append(teachers.map(\.week))
