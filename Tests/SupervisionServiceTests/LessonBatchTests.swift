@@ -19,17 +19,24 @@ struct LessonBatchTests {
     return PostgresSupervisionStore(store: store, logger: logger)
   }
 
+  /// Registers the classroom `code` (id `room<code>`) of school S at `path`.
+  static func room(_ code: String, at path: String, in store: any SupervisionStoring)
+    async throws -> ClassroomRecord
+  {
+    try await store.createClassroom(
+      ClassroomRecord(
+        number: 0, id: "room" + code, code: code, name: code, schoolID: "S", schoolCode: "S",
+        classCode: "", orgPath: path, equipped: CalendarDate("2020-08-01")!, retired: nil,
+        createTime: 0, updateTime: 0))
+  }
+
   @Test func aKeyTwiceInOneBatchIsInsertedThenChangedAndCountedOnce() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
     let store = try await Self.open(dir)
     let monday = CalendarDate("2020-09-14")!
     let path = "/P/C/K/S/"
-    let room = try await store.createClassroom(
-      ClassroomRecord(
-        number: 0, id: "room", code: "R1", name: "R1", schoolID: "S", schoolCode: "S",
-        classCode: "", orgPath: path, equipped: CalendarDate("2020-08-01")!, retired: nil,
-        createTime: 0, updateTime: 0))
+    let room = try await Self.room("R1", at: path, in: store)
     func lesson(_ day: Int, _ period: Int, _ teacher: String, _ subject: Int, _ source: Int = 1)
       -> LessonRecord
     {
@@ -82,15 +89,7 @@ struct LessonBatchTests {
     let monday = CalendarDate("2020-09-14")!
     let path = "/P/C/K/S/"
     var rooms: [Int64] = []
-    for r in 0..<3 {
-      rooms.append(
-        try await store.createClassroom(
-          ClassroomRecord(
-            number: 0, id: "room\(r)", code: "R\(r)", name: "R\(r)", schoolID: "S",
-            schoolCode: "S", classCode: "", orgPath: path, equipped: CalendarDate("2020-08-01")!,
-            retired: nil, createTime: 0, updateTime: 0)
-        ).number)
-    }
+    for r in 0..<3 { rooms.append(try await Self.room("R\(r)", at: path, in: store).number) }
     // Lesson `n` of a round: its own (classroom, day, period) and one of a few teachers, so
     // that every batch adds to teacher-weeks other batches of the round add to. The second
     // round brings two new teachers beside the first round's four (its batches meet stored and

@@ -396,8 +396,14 @@ final class PostgresSupervisionStore: SupervisionStoring {
           classroom: try row[0].decode(Int64.self), week: try row[1].decode(Int.self),
           teacher: try row[2].decode(String.self)))
     }
-    let fresh = stored.isEmpty ? teachers : teachers.filter {
-      !stored.contains(Key(classroom: $0.classroom, week: $0.week, teacher: $0.teacher))
+    var fresh: [(classroom: Int64, week: Int, teacher: String, lessons: Int)] = []
+    var known: [(classroom: Int64, week: Int, teacher: String, lessons: Int)] = []
+    for t in teachers {
+      if stored.contains(Key(classroom: t.classroom, week: t.week, teacher: t.teacher)) {
+        known.append(t)
+      } else {
+        fresh.append(t)
+      }
     }
     if !fresh.isEmpty {
       do {
@@ -411,9 +417,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
             rows: fresh.map { [.int(Int($0.classroom)), .int($0.week), .text($0.teacher),
               .int($0.lessons)] })
         }
-        teachers = stored.isEmpty ? [] : teachers.filter {
-          stored.contains(Key(classroom: $0.classroom, week: $0.week, teacher: $0.teacher))
-        }
+        teachers = known
       } catch ServiceError.alreadyExists {}
     }
     guard !teachers.isEmpty else { return }
