@@ -227,10 +227,11 @@ public final class PostgresStore: ServiceStorage {
           do {
             try await tx.execute(PostgresQuery(unsafeSQL: begin))
             let value = try await body(tx)
-            try await tx.flushChanges()
-            let changed = readOnly ? [] : try await tx.changedTables()
+            // Read with the feed's insert when there is one.
+            var changed = try await tx.flushChanges()
+            if changed == nil { changed = readOnly ? [] : try await tx.changedTables() }
             try await tx.execute("COMMIT")
-            return (value, changed)
+            return (value, changed ?? [])
           } catch {
             await rollback(connection, after: error)
             throw error
@@ -1054,46 +1055,92 @@ public final class PostgresTransaction: @unchecked Sendable {
         payload: payload, time: time))
   }
 
-  /// Writes the buffered feed events, numbered from the counter: each column goes as one
-  /// array parameter and the rows come out of `unnest`, so a batch of any size is one short
-  /// statement (a VALUES list with nine parameters a row is several times slower to parse and
-  /// bind for the same rows).
-  func flushChanges() async throws {
-    guard !pending.isEmpty else { return }
-    let first = try await takeSequence("changes", count: pending.count)
+  /// Writes the buffered feed events, numbered from the counter, and returns the watched tables
+  /// this transaction changed (``changedTables()``); nil, having written and read nothing,
+  /// when no event is buffered. Each column goes as one array parameter and the rows come out
+  /// of `unnest`, so a batch of any size is one short statement (a VALUES list with nine
+  /// parameters a row is several times slower to parse and bind for the same rows).
+  ///
+  /// The counter row stays locked from its update until the commit, and every writing
+  /// transaction of the service queues there: the update, the first rows and the read of the
+  /// changed tables are one statement, so the lock is held for that statement's end and the
+  /// commit only. The feed table itself is never watched, so reading the changed tables
+  /// alongside its insert misses nothing.
+  func flushChanges() async throws -> Set<String>? {
+    guard !pending.isEmpty else { return nil }
+    let count = pending.count
+    var first: Int64? = nil
+    var changed: Set<String> = []
     // 20,000 rows a statement keeps one statement's arrays to a few megabytes.
-    for chunk in stride(from: 0, to: pending.count, by: 20_000) {
-      let rows = pending[chunk..<min(chunk + 20_000, pending.count)]
-      let entities = rows.map(\.entity)
-      let ids = rows.map(\.id)
-      let keys = rows.map(\.naturalKey)
-      let ops = rows.map(\.op)
-      let times = rows.map(\.time)
-      let paths = rows.map(\.orgPath)
-      // Arrays carry no NULLs here: an event without a payload has an empty type, and its
-      // payload (then empty too) is stored as NULL.
-      let types = rows.map { $0.payloadType ?? "" }
-      let payloads = rows.map { ByteBuffer(bytes: $0.payload ?? Data()) }
-      let start = first + Int64(chunk)
-      try await execute(
-        """
-        INSERT INTO runtime_changes
-          (sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
-        SELECT \(start)::bigint + r.n - 1, r.entity, r.id, r.key, r.op, r.time, r.path,
-          NULLIF(r.type, ''), CASE WHEN r.type = '' THEN NULL ELSE r.payload END
-        FROM unnest(\(entities)::text[], \(ids)::text[], \(keys)::text[], \(ops)::integer[],
-          \(times)::float8[], \(paths)::text[], \(types)::text[], \(payloads)::bytea[])
-          WITH ORDINALITY AS r(entity, id, key, op, time, path, type, payload, n)
-        """)
+    for chunk in stride(from: 0, to: count, by: 20_000) {
+      let rows = pending[chunk..<min(chunk + 20_000, count)]
+      if let first {
+        try await execute(Self.insertChanges(rows, first: first + Int64(chunk)))
+      } else if let row = try await one(Self.insertChanges(rows, numbering: count)) {
+        first = try row[0].decode(Int64.self)
+        changed = Self.tables(try row[1].decode(String?.self))
+      } else {
+        // No counter row, so nothing went in: takeSequence makes it at 0.
+        let start = try await takeSequence("changes", count: count)
+        first = start
+        changed = try await changedTables()
+        try await execute(Self.insertChanges(rows, first: start))
+      }
     }
     pending.removeAll()
+    return changed
+  }
+
+  /// The INSERT of `rows` into the feed, numbered from `first`; or, given `numbering`, the
+  /// statement that first takes that many numbers from the counter and returns the first one
+  /// and the changed tables (no row when the counter has no row yet).
+  private static func insertChanges(
+    _ rows: ArraySlice<ChangeEvent>, first: Int64? = nil, numbering: Int = 0
+  ) -> PostgresQuery {
+    let entities = rows.map(\.entity)
+    let ids = rows.map(\.id)
+    let keys = rows.map(\.naturalKey)
+    let ops = rows.map(\.op)
+    let times = rows.map(\.time)
+    let paths = rows.map(\.orgPath)
+    // Arrays carry no NULLs here: an event without a payload has an empty type, and its
+    // payload (then empty too) is stored as NULL.
+    let types = rows.map { $0.payloadType ?? "" }
+    let payloads = rows.map { ByteBuffer(bytes: $0.payload ?? Data()) }
+    var (head, start, from, tail) = ("", "\(first ?? 0)::bigint", "", "")
+    if first == nil {
+      head = """
+        WITH c AS (
+          UPDATE runtime_counters SET value = value + \(numbering) WHERE name = 'changes'
+          RETURNING value - \(numbering) + 1 AS first),
+        i AS (
+        """
+      (start, from) = ("c.first", "c, ")
+      tail = ") SELECT first, current_setting('runtime.changed', true) FROM c"
+    }
+    return """
+      \(unescaped: head)INSERT INTO runtime_changes
+        (sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
+      SELECT \(unescaped: start) + r.n - 1, r.entity, r.id, r.key, r.op, r.time, r.path,
+        NULLIF(r.type, ''), CASE WHEN r.type = '' THEN NULL ELSE r.payload END
+      FROM \(unescaped: from)unnest(\(entities)::text[], \(ids)::text[], \(keys)::text[],
+        \(ops)::integer[], \(times)::float8[], \(paths)::text[], \(types)::text[],
+        \(payloads)::bytea[])
+        WITH ORDINALITY AS r(entity, id, key, op, time, path, type, payload, n)\(unescaped: tail)
+      """
   }
 
   /// The watched tables this transaction changed (collected by their triggers).
   func changedTables() async throws -> Set<String> {
-    guard let row = try await one("SELECT current_setting('runtime.changed', true)"),
-      let text = try row[0].decode(String?.self)
-    else { return [] }
+    guard let row = try await one("SELECT current_setting('runtime.changed', true)") else {
+      return []
+    }
+    return Self.tables(try row[0].decode(String?.self))
+  }
+
+  /// The table names the triggers collected (a comma-separated list, or nothing).
+  private static func tables(_ text: String?) -> Set<String> {
+    guard let text else { return [] }
     return Set(text.split(separator: ",").map(String.init))
   }
 }

@@ -248,5 +248,26 @@ enum CatalogueMigrations {
       let indexed = try Int.fetchOne(db, sql: "SELECT count(*) FROM search_documents") ?? 0
       if indexed == 0 { try SQLiteCatalogueStore.rebuildSearchIndex(db) }
     }
+    migrator.registerMigration("catalogue.7.stats-stripes") { db in
+      // The statistics become stripes summed when read (SearchIndex.statsTotals), as on
+      // PostgreSQL; the single writer here always moves the first.
+      try db.execute(
+        sql: """
+          CREATE TABLE search_stats_striped (
+            id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND \(SearchIndex.statsStripes)),
+            documents INTEGER NOT NULL,
+            title_len INTEGER NOT NULL,
+            keywords_len INTEGER NOT NULL,
+            description_len INTEGER NOT NULL
+          );
+          INSERT INTO search_stats_striped
+            SELECT id, documents, title_len, keywords_len, description_len FROM search_stats;
+          WITH RECURSIVE n(id) AS (SELECT 2 UNION ALL SELECT id + 1 FROM n
+            WHERE id < \(SearchIndex.statsStripes))
+          INSERT INTO search_stats_striped SELECT id, 0, 0, 0, 0 FROM n;
+          DROP TABLE search_stats;
+          ALTER TABLE search_stats_striped RENAME TO search_stats;
+          """)
+    }
   }
 }

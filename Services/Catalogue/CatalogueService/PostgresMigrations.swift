@@ -300,5 +300,21 @@ extension CatalogueMigrations {
         """,
         "DROP TABLE search_positions",
       ]),
+    // The statistics row becomes stripes summed when read (SearchIndex.statsTotals): each
+    // indexing transaction holds the row it moves until it commits, so with one row every
+    // concurrent create queued there behind the others' commits.
+    PostgresMigration(
+      "catalogue.7.stats-stripes",
+      [
+        "ALTER TABLE search_stats DROP CONSTRAINT search_stats_id_check",
+        """
+        ALTER TABLE search_stats ADD CONSTRAINT search_stats_stripe
+          CHECK (id BETWEEN 1 AND \(SearchIndex.statsStripes))
+        """,
+        """
+        INSERT INTO search_stats (id, documents, title_len, keywords_len, description_len)
+        SELECT g, 0, 0, 0, 0 FROM generate_series(2, \(SearchIndex.statsStripes)) AS g
+        """,
+      ]),
   ]
 }

@@ -89,8 +89,9 @@ extension PostgresCatalogueStore {
     ]
   }
 
-  /// Moves the single statistics row; writers queue on its lock until they commit, so it is
-  /// the last statement of an indexing write.
+  /// Moves the statistics stripe of this connection (one a transaction, so two transactions
+  /// never lock two stripes in opposite orders); a writer holds it until it commits, and
+  /// concurrent writers on other connections move other stripes.
   static func updateStats(_ tx: PostgresTransaction, documents: Int, lengths: [Int]) async throws
   {
     try await tx.execute(
@@ -98,7 +99,7 @@ extension PostgresCatalogueStore {
       UPDATE search_stats SET documents = documents + \(documents),
         title_len = title_len + \(lengths[0]), keywords_len = keywords_len + \(lengths[1]),
         description_len = description_len + \(lengths[2])
-      WHERE id = 1
+      WHERE id = pg_backend_pid() % \(SearchIndex.statsStripes) + 1
       """)
   }
 
@@ -114,10 +115,10 @@ extension PostgresCatalogueStore {
     var frequencies: [String: Int] = [:]
     if let row = try await tx.one(
       """
-      SELECT documents, title_len, keywords_len, description_len,
+      SELECT s.*,
         ARRAY(SELECT (SELECT count(*) FROM search_postings p WHERE p.token = u.t)
           FROM unnest(\(queryTokens)::text[]) WITH ORDINALITY AS u(t, o) ORDER BY u.o)
-      FROM search_stats WHERE id = 1
+      FROM (\(unescaped: SearchIndex.statsTotals)) AS s
       """)
     {
       stats.documents = try row[0].decode(Int.self)

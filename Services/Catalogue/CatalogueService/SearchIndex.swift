@@ -14,13 +14,26 @@ import SmartSchoolModel
 ///   written `-(offset + 1)`; facet tokens, ``editionToken(_:)``, with none). Only proximity
 ///   needs positions, so a search reads them for its few best candidates; one row per
 ///   document instead of one per token keeps a create's writes to its postings.
-/// - `search_stats (documents, title_len, keywords_len, description_len)`: collection totals.
+/// - `search_stats (id, documents, title_len, keywords_len, description_len)`: collection
+///   totals, kept as ``statsStripes`` rows whose sums are the totals (``statsTotals``). A
+///   writer moves one row, which it holds until it commits: PostgreSQL's concurrent writers
+///   each move the row of their own connection instead of queueing on a single one.
 ///
 /// Every live (not deleted) resource is indexed whatever its status; visibility is applied
 /// when searching, as for listing. Document frequencies are counted from the postings.
 enum SearchIndex {
   /// Title, keywords, description.
   static let fieldCount = 3
+
+  /// The rows of `search_stats` (ids 1 through this).
+  static let statsStripes = 16
+
+  /// The collection totals: one row, the sums of the stripes (the same SQL on both stores).
+  static let statsTotals = """
+    SELECT CAST(sum(documents) AS BIGINT), CAST(sum(title_len) AS BIGINT),
+      CAST(sum(keywords_len) AS BIGINT), CAST(sum(description_len) AS BIGINT)
+    FROM search_stats
+    """
 
   /// One token's positions in a document, per field.
   struct Posting: Equatable, Sendable {

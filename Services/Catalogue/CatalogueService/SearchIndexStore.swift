@@ -166,11 +166,7 @@ extension SQLiteCatalogueStore {
   {
     var stats = SearchIndex.Stats()
     if let row = try Row.fetchOne(
-      db.cachedStatement(
-        sql: """
-          SELECT documents, title_len, keywords_len, description_len FROM search_stats
-          WHERE id = 1
-          """))
+      db.cachedStatement(sql: SearchIndex.statsTotals))
     {
       stats.documents = row[0]
       stats.lengths = [row[1], row[2], row[3]]
