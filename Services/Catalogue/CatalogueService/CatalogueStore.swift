@@ -705,9 +705,15 @@ final class SQLiteCatalogueStore: CatalogueStore {
       orgPath: s.resource.ownerOrgPath, payload: op == .upsert ? s.resource : nil)
   }
 
-  static func writeKnowledgePoints(_ db: Database, seq: Int64, _ codes: [String]) throws {
-    try db.execute(
-      sql: "DELETE FROM resource_knowledge_points WHERE resource_seq = ?", arguments: [seq])
+  /// Replaces a resource's knowledge points (`fresh`: a resource inserted in this
+  /// transaction, which has none to remove).
+  static func writeKnowledgePoints(
+    _ db: Database, seq: Int64, _ codes: [String], fresh: Bool = false
+  ) throws {
+    if !fresh {
+      try db.execute(
+        sql: "DELETE FROM resource_knowledge_points WHERE resource_seq = ?", arguments: [seq])
+    }
     for code in Set(codes) {
       try db.execute(
         sql: "INSERT INTO resource_knowledge_points (code, resource_seq) VALUES (?, ?)",
@@ -742,8 +748,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
             now, now,
           ] as [(any DatabaseValueConvertible)?]))
       let seq = db.lastInsertedRowID
-      try Self.indexResource(db, seq: seq, analysed)
-      try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes)
+      try Self.indexResource(db, seq: seq, analysed, fresh: true)
+      try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes, fresh: true)
       let stored = try Self.fetch(db, seq: seq)!
       try Self.recordChange(db, stored, op: .upsert)
       return stored

@@ -446,10 +446,14 @@ final class PostgresCatalogueStore: CatalogueStore {
       orgPath: s.resource.ownerOrgPath, payload: op == .upsert ? s.resource : nil)
   }
 
-  static func writeKnowledgePoints(_ tx: PostgresTransaction, seq: Int64, _ codes: [String])
-    async throws
-  {
-    try await tx.execute("DELETE FROM resource_knowledge_points WHERE resource_seq = \(seq)")
+  /// Replaces a resource's knowledge points (`fresh`: a resource inserted in this
+  /// transaction, which has none to remove).
+  static func writeKnowledgePoints(
+    _ tx: PostgresTransaction, seq: Int64, _ codes: [String], fresh: Bool = false
+  ) async throws {
+    if !fresh {
+      try await tx.execute("DELETE FROM resource_knowledge_points WHERE resource_seq = \(seq)")
+    }
     let unique = Set(codes).sorted()
     if unique.isEmpty { return }
     try await tx.execute(
@@ -476,10 +480,11 @@ final class PostgresCatalogueStore: CatalogueStore {
       let externalID: String? = r.externalID.isEmpty ? nil : r.externalID
       let edition: String? = r.editionCode.isEmpty ? nil : r.editionCode
       let chapter: String? = r.chapterCode.isEmpty ? nil : r.chapterCode
+      // The row comes back as a read of it would (one statement fewer).
       guard
         let row = try await tx.one(
           """
-          INSERT INTO resources
+          INSERT INTO resources AS r
             (id, external_id, title, description, keywords, type, stage, grade, subject,
              edition_code, chapter_code, top_chapter_code, knowledge_points, author_id,
              author_name, owner_org_id, owner_org_code, owner_path, reach_path, sharing_scope,
@@ -490,13 +495,13 @@ final class PostgresCatalogueStore: CatalogueStore {
             \(r.knowledgePointCodes.joined(separator: "\n")), \(r.authorID), \(r.authorName),
             \(r.ownerOrgID), \(r.ownerOrgCode), \(r.ownerOrgPath), \(reach.description),
             \(r.sharingScope.rawValue), \(r.licence), 1, \(now), \(now))
-          RETURNING seq
+          RETURNING \(unescaped: Self.columns)
           """)
       else { throw ServiceError.internalError("resource insert returned nothing") }
-      let seq = try row["seq"].decode(Int64.self)
-      try await Self.writeKnowledgePoints(tx, seq: seq, r.knowledgePointCodes)
-      try await Self.indexResource(tx, seq: seq, analysed)
-      let stored = try await Self.fetched(tx, seq: seq)
+      let stored = try Self.decode(row)
+      let seq = stored.seq
+      try await Self.writeKnowledgePoints(tx, seq: seq, r.knowledgePointCodes, fresh: true)
+      try await Self.indexResource(tx, seq: seq, analysed, fresh: true)
       try Self.recordChange(tx, stored, op: .upsert)
       return stored
     }

@@ -17,7 +17,7 @@ extension PostgresCatalogueStore {
   }
 
   /// A resource analysed for the index before its write transaction: the edition's name is
-  /// read first, and ``indexResource(_:seq:_:)`` analyses again only if it changed meanwhile.
+  /// read first, and ``indexResource(_:seq:_:fresh:)`` analyses again only if it changed meanwhile.
   func analyse(_ r: Resource) async throws -> AnalysedResource {
     var name: String? = nil
     if !r.editionCode.isEmpty {
@@ -31,10 +31,12 @@ extension PostgresCatalogueStore {
         title: r.title, keywords: r.keywords, description: r.description_p, editionName: name))
   }
 
-  /// Writes a resource's index rows (replacing any), in the caller's write transaction.
-  static func indexResource(_ tx: PostgresTransaction, seq: Int64, _ analysed: AnalysedResource)
-    async throws
-  {
+  /// Writes a resource's index rows (replacing any; `fresh`: a resource inserted in this
+  /// transaction, which has none), in the caller's write transaction: the document, its
+  /// postings and the statistics in one statement.
+  static func indexResource(
+    _ tx: PostgresTransaction, seq: Int64, _ analysed: AnalysedResource, fresh: Bool = false
+  ) async throws {
     let r = analysed.resource
     var doc = analysed.document
     let name = r.editionCode.isEmpty ? nil : try await editionName(tx, code: r.editionCode)
@@ -42,26 +44,26 @@ extension PostgresCatalogueStore {
       doc = SearchIndex.document(
         title: r.title, keywords: r.keywords, description: r.description_p, editionName: name)
     }
-    let old = try await removePostings(tx, seq: seq)
-    // The document (with its positions) and its postings in one statement (one round trip).
+    let old = fresh ? nil : try await removePostings(tx, seq: seq)
     let postings = doc.postings.sorted(by: { $0.key < $1.key })
     let tokens = postings.map(\.key)
     let counts = postings.map { SearchIndex.counts($0.value) }
     let lengths = SearchIndex.packLengths(doc.lengths)
     let positions = SearchIndex.encodePositions(postings)
+    let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
+    let moved = zip(doc.lengths, before).map { $0 - $1 }
     try await tx.execute(
       """
       WITH document AS (
         INSERT INTO search_documents
           (resource_seq, title_len, keywords_len, description_len, positions)
-        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]), \(positions)))
+        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]), \(positions))),
+      stats AS (
+        \(unescaped: statsUpdate(documents: old == nil ? 1 : 0, lengths: moved)))
       INSERT INTO search_postings (token, resource_seq, counts, lengths)
       SELECT t, \(seq), c, \(lengths)
       FROM unnest(\(tokens)::text[], \(counts)::bigint[]) AS u(t, c)
       """)
-    let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
-    try await updateStats(
-      tx, documents: old == nil ? 1 : 0, lengths: zip(doc.lengths, before).map { $0 - $1 })
   }
 
   /// Removes a resource's index rows, if any.
@@ -95,12 +97,17 @@ extension PostgresCatalogueStore {
   static func updateStats(_ tx: PostgresTransaction, documents: Int, lengths: [Int]) async throws
   {
     try await tx.execute(
-      """
-      UPDATE search_stats SET documents = documents + \(documents),
-        title_len = title_len + \(lengths[0]), keywords_len = keywords_len + \(lengths[1]),
-        description_len = description_len + \(lengths[2])
-      WHERE id = pg_backend_pid() % \(SearchIndex.statsStripes) + 1
-      """)
+      PostgresQuery(unsafeSQL: statsUpdate(documents: documents, lengths: lengths)))
+  }
+
+  /// The UPDATE of ``updateStats(_:documents:lengths:)`` (integers only, so written inline).
+  static func statsUpdate(documents: Int, lengths: [Int]) -> String {
+    """
+    UPDATE search_stats SET documents = documents + \(documents),
+      title_len = title_len + \(lengths[0]), keywords_len = keywords_len + \(lengths[1]),
+      description_len = description_len + \(lengths[2])
+    WHERE id = pg_backend_pid() % \(SearchIndex.statsStripes) + 1
+    """
   }
 
   /// One page of results for a query with words, among the resources `viewer` sees that

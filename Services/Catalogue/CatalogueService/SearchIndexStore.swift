@@ -26,7 +26,7 @@ extension SQLiteCatalogueStore {
   }
 
   /// A resource analysed for the index outside a write transaction: the edition's name is
-  /// read first, and ``indexResource(_:seq:_:)`` analyses again only if it changed meanwhile.
+  /// read first, and ``indexResource(_:seq:_:fresh:)`` analyses again only if it changed meanwhile.
   func analyse(_ r: Resource) async throws -> AnalysedResource {
     let code = r.editionCode
     let name =
@@ -37,8 +37,11 @@ extension SQLiteCatalogueStore {
         title: r.title, keywords: r.keywords, description: r.description_p, editionName: name))
   }
 
-  /// Writes a resource's index rows (replacing any), in the caller's write transaction.
-  static func indexResource(_ db: Database, seq: Int64, _ analysed: AnalysedResource) throws {
+  /// Writes a resource's index rows (replacing any; `fresh`: a resource inserted in this
+  /// transaction, which has none), in the caller's write transaction.
+  static func indexResource(
+    _ db: Database, seq: Int64, _ analysed: AnalysedResource, fresh: Bool = false
+  ) throws {
     let r = analysed.resource
     var doc = analysed.document
     let name = r.editionCode.isEmpty ? nil : try editionName(db, code: r.editionCode)
@@ -46,7 +49,7 @@ extension SQLiteCatalogueStore {
       doc = SearchIndex.document(
         title: r.title, keywords: r.keywords, description: r.description_p, editionName: name)
     }
-    let old = try removePostings(db, seq: seq)
+    let old = fresh ? nil : try removePostings(db, seq: seq)
     let postings = doc.postings.sorted(by: { $0.key < $1.key })
     try db.cachedStatement(
       sql: """
