@@ -1076,7 +1076,7 @@ public final class PostgresTransaction: @unchecked Sendable {
       let rows = pending[chunk..<min(chunk + 20_000, count)]
       if let first {
         try await execute(Self.insertChanges(rows, first: first + Int64(chunk)))
-      } else if let row = try await one(Self.insertChanges(rows, numbering: count)) {
+      } else if let row = try await query(prepared: NumberedChanges(rows, count: count)).first {
         first = try row[0].decode(Int64.self)
         changed = Self.tables(try row[1].decode(String?.self))
       } else {
@@ -1091,42 +1091,20 @@ public final class PostgresTransaction: @unchecked Sendable {
     return changed
   }
 
-  /// The INSERT of `rows` into the feed, numbered from `first`; or, given `numbering`, the
-  /// statement that first takes that many numbers from the counter and returns the first one
-  /// and the changed tables (no row when the counter has no row yet).
-  private static func insertChanges(
-    _ rows: ArraySlice<ChangeEvent>, first: Int64? = nil, numbering: Int = 0
-  ) -> PostgresQuery {
-    let entities = rows.map(\.entity)
-    let ids = rows.map(\.id)
-    let keys = rows.map(\.naturalKey)
-    let ops = rows.map(\.op)
-    let times = rows.map(\.time)
-    let paths = rows.map(\.orgPath)
-    // Arrays carry no NULLs here: an event without a payload has an empty type, and its
-    // payload (then empty too) is stored as NULL.
-    let types = rows.map { $0.payloadType ?? "" }
-    let payloads = rows.map { ByteBuffer(bytes: $0.payload ?? Data()) }
-    var (head, start, from, tail) = ("", "\(first ?? 0)::bigint", "", "")
-    if first == nil {
-      head = """
-        WITH c AS (
-          UPDATE runtime_counters SET value = value + \(numbering) WHERE name = 'changes'
-          RETURNING value - \(numbering) + 1 AS first),
-        i AS (
-        """
-      (start, from) = ("c.first", "c, ")
-      tail = ") SELECT first, current_setting('runtime.changed', true) FROM c"
-    }
+  /// The INSERT of `rows` into the feed, numbered from `first`.
+  private static func insertChanges(_ rows: ArraySlice<ChangeEvent>, first: Int64)
+    -> PostgresQuery
+  {
+    let columns = FeedColumns(rows)
     return """
-      \(unescaped: head)INSERT INTO runtime_changes
+      INSERT INTO runtime_changes
         (sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
-      SELECT \(unescaped: start) + r.n - 1, r.entity, r.id, r.key, r.op, r.time, r.path,
+      SELECT \(first)::bigint + r.n - 1, r.entity, r.id, r.key, r.op, r.time, r.path,
         NULLIF(r.type, ''), CASE WHEN r.type = '' THEN NULL ELSE r.payload END
-      FROM \(unescaped: from)unnest(\(entities)::text[], \(ids)::text[], \(keys)::text[],
-        \(ops)::integer[], \(times)::float8[], \(paths)::text[], \(types)::text[],
-        \(payloads)::bytea[])
-        WITH ORDINALITY AS r(entity, id, key, op, time, path, type, payload, n)\(unescaped: tail)
+      FROM unnest(\(columns.entities)::text[], \(columns.ids)::text[], \(columns.keys)::text[],
+        \(columns.ops)::integer[], \(columns.times)::float8[], \(columns.paths)::text[],
+        \(columns.types)::text[], \(columns.payloads)::bytea[])
+        WITH ORDINALITY AS r(entity, id, key, op, time, path, type, payload, n)
       """
   }
 
@@ -1175,5 +1153,71 @@ extension PostgresStore {
         // Made meanwhile by another caller.
       }
     }
+  }
+}
+
+/// Feed events as the column arrays their INSERT unnests. Arrays carry no NULLs: an event
+/// without a payload has an empty type, and its payload (then empty too) is stored as NULL.
+private struct FeedColumns {
+  var entities: [String]
+  var ids: [String]
+  var keys: [String]
+  var ops: [Int32]
+  var times: [Double]
+  var paths: [String]
+  var types: [String]
+  var payloads: [ByteBuffer]
+
+  init(_ rows: ArraySlice<ChangeEvent>) {
+    entities = rows.map(\.entity)
+    ids = rows.map(\.id)
+    keys = rows.map(\.naturalKey)
+    ops = rows.map { Int32($0.op) }
+    times = rows.map(\.time)
+    paths = rows.map(\.orgPath)
+    types = rows.map { $0.payloadType ?? "" }
+    payloads = rows.map { ByteBuffer(bytes: $0.payload ?? Data()) }
+  }
+}
+
+/// Takes `count` numbers from the feed's counter and inserts `rows` numbered from the first,
+/// returning it and the changed tables (no row when the counter has no row: nothing went in).
+/// Prepared: every writing transaction of every service runs it.
+private struct NumberedChanges: PostgresRowStatement {
+  static let name = "runtime_numbered_changes"
+  static let sql = """
+    WITH c AS (
+      UPDATE runtime_counters SET value = value + $1 WHERE name = 'changes'
+      RETURNING value - $1 + 1 AS first),
+    i AS (
+      INSERT INTO runtime_changes
+        (sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload)
+      SELECT c.first + r.n - 1, r.entity, r.id, r.key, r.op, r.time, r.path,
+        NULLIF(r.type, ''), CASE WHEN r.type = '' THEN NULL ELSE r.payload END
+      FROM c, unnest($2::text[], $3::text[], $4::text[], $5::integer[], $6::float8[],
+        $7::text[], $8::text[], $9::bytea[])
+        WITH ORDINALITY AS r(entity, id, key, op, time, path, type, payload, n))
+    SELECT first, current_setting('runtime.changed', true) FROM c
+    """
+  let columns: FeedColumns
+  let count: Int64
+
+  init(_ rows: ArraySlice<ChangeEvent>, count: Int) {
+    columns = FeedColumns(rows)
+    self.count = Int64(count)
+  }
+
+  func makeBindings() -> PostgresBindings {
+    var bindings = PostgresBindings()
+    bindings.append(count)
+    bindings.append(columns.entities)
+    bindings.append(columns.ids)
+    bindings.append(columns.keys)
+    bindings.append(columns.ops)
+    bindings.append(columns.times)
+    bindings.append(columns.paths)
+    bindings.append(columns.types)
+    bindings.append(columns.payloads)
+    return bindings
   }
 }
