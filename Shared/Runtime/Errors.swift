@@ -194,15 +194,32 @@ public struct Validator: Sendable {
     }
   }
 
-  /// Checks that a text field holds no control characters and fits `maxLength`.
+  /// Checks that a text field holds no control characters and fits `maxLength`; when
+  /// `required`, that it is not blank (empty, or only spaces and tabs).
+  ///
+  /// One pass over the scalars, ASCII decided without Unicode tables: imports run it on every
+  /// row (Foundation's `trimmingCharacters` was a tenth of a user import's CPU).
   public mutating func text(
     _ value: String, _ field: String, required: Bool = true, maxLength: Int = 200
   ) {
-    if required && value.trimmingCharacters(in: .whitespaces).isEmpty {
+    var blank = true
+    var control = false
+    for scalar in value.unicodeScalars {
+      if scalar.isASCII {
+        let byte = scalar.value
+        control = control || byte < 0x20 || byte == 0x7F
+        blank = blank && (byte == 0x20 || byte == 0x09)
+      } else {
+        let category = scalar.properties.generalCategory
+        control = control || category == .control
+        blank = blank && category == .spaceSeparator
+      }
+    }
+    if required && blank {
       add(field, "must not be empty")
-    } else if value.count > maxLength {
+    } else if value.utf8.count > maxLength && value.count > maxLength {
       add(field, "must have at most \(maxLength) characters")
-    } else if value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+    } else if control {
       add(field, "must not contain control characters")
     }
   }

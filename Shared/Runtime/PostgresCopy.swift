@@ -32,8 +32,9 @@ extension PostgresTransaction {
             Self.writeCopyText(value, to: &buffer)
           }
           buffer.writeInteger(UInt8(ascii: "\n"))
-          // Sent in pieces of about 256 KiB, so a large batch is not one huge message.
-          if buffer.readableBytes >= 256 * 1024 {
+          // Sent in pieces of about 32 KiB: a large batch is not one huge message, and the
+          // server parses and inserts the first rows while the later ones are still encoded.
+          if buffer.readableBytes >= 32 * 1024 {
             try await writer.write(buffer)
             buffer.clear()
           }

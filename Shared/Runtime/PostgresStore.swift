@@ -1055,6 +1055,13 @@ public final class PostgresTransaction: @unchecked Sendable {
         payload: payload, time: time))
   }
 
+  /// Records events made beforehand, as ``recordChange(entity:id:naturalKey:op:orgPath:payload:time:)``
+  /// does one: a bulk writer can make them (serializing each payload) on another task while
+  /// its statements run, rather than between them.
+  public func recordChanges(_ events: [ChangeEvent]) {
+    pending.append(contentsOf: events)
+  }
+
   /// Writes the buffered feed events, numbered from the counter, and returns the watched tables
   /// this transaction changed (``changedTables()``); nil, having written and read nothing,
   /// when no event is buffered. Each column goes as one array parameter and the rows come out

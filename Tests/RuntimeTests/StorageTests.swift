@@ -449,4 +449,31 @@ struct StorageTests {
     #expect(!TextRules.isCode("学校"))
     #expect(!TextRules.isCode("'; DROP TABLE orgs; --"))
   }
+
+  /// The text check decides blank, too long and control characters as Foundation and the
+  /// Unicode tables do, for ASCII and for everything else.
+  @Test func validatorTextChecksBlankLengthAndControlCharacters() {
+    func verdict(_ value: String, required: Bool = true, max: Int = 5) -> String {
+      var v = Validator()
+      v.text(value, "f", required: required, maxLength: max)
+      return v.violations.first?.description ?? "ok"
+    }
+    let empty = "must not be empty", long = "must have at most 5 characters"
+    let control = "must not contain control characters"
+    for blank in ["", " ", "\t", " \t ", "\u{3000}", "\u{A0}\u{2003}"] {
+      #expect(verdict(blank) == empty, "\(Array(blank.unicodeScalars))")
+      #expect(verdict(blank, required: false) == (blank.contains("\t") ? control : "ok"))
+    }
+    for text in ["a", " a ", "学生", "五个汉字们", "e\u{301}e\u{301}e\u{301}e\u{301}e\u{301}", "👩‍👩‍👧"] {
+      #expect(verdict(text) == "ok", "\(text)")
+    }
+    #expect(verdict("六个汉字们啊") == long)
+    #expect(verdict("abcdef") == long)
+    #expect(verdict(String(repeating: "长", count: 10_000)) == long)
+    for bad in ["a\tb", "a\nb", "\u{0}", "x\u{7F}", "x\u{85}", "\u{9F}", "a\u{1B}[0m"] {
+      #expect(verdict(bad, max: 10) == control, "\(Array(bad.unicodeScalars))")
+    }
+    // Format characters (Cf) are not control characters.
+    #expect(verdict("a\u{200B}b") == "ok")
+  }
 }

@@ -40,6 +40,23 @@ final class PostgresIdentityStore: IdentityStore {
     FROM users u LEFT JOIN orgs o ON o.id = u.org_id
     """
 
+  /// The users an import batch names by external id ($1) or lower-cased username ($2), a
+  /// user named both ways coming twice: one index probe a key. `external_id = ANY($1) OR
+  /// lower(username) = ANY($2)` of a batch's thousands of keys made the planner scan the whole
+  /// table every batch, ever slower as the table grows; a LATERAL subquery with LIMIT 1 is
+  /// never flattened into a join, so each key is looked up on its own.
+  private static let importUserSelect = """
+    SELECT u.id, u.external_id, u.username, u.display_name, u.kind, u.org_id, u.birth_year,
+      u.status, u.locked_until, u.created_at, u.updated_at, o.code AS org_code, o.path AS org_path
+    FROM (
+      SELECT x.* FROM unnest($1::text[]) AS k(key),
+        LATERAL (SELECT * FROM users WHERE external_id = k.key LIMIT 1) x
+      UNION ALL
+      SELECT x.* FROM unnest($2::text[]) AS k(key),
+        LATERAL (SELECT * FROM users WHERE lower(username) = k.key LIMIT 1) x) u
+    LEFT JOIN orgs o ON o.id = u.org_id
+    """
+
   private static let bindingSelect = """
     SELECT b.id, b.user_id, b.role, b.org_id, b.granted_by, b.created_at, o.code AS org_code,
       o.path AS org_path
@@ -467,7 +484,12 @@ final class PostgresIdentityStore: IdentityStore {
   }
 
   private func recordUserChange(_ tx: PostgresTransaction, _ user: User) throws {
-    try tx.recordChange(
+    tx.recordChanges([try Self.userChange(user)])
+  }
+
+  /// The feed event of a user as it now is.
+  private static func userChange(_ user: User) throws -> ChangeEvent {
+    try ChangeEvent(
       entity: "user", id: user.id, naturalKey: user.externalID, op: .upsert,
       orgPath: user.orgPath.isEmpty ? "/" : user.orgPath, payload: user)
   }
@@ -623,19 +645,24 @@ final class PostgresIdentityStore: IdentityStore {
       binds.append(keys.externalIDs)
       binds.append(keys.usernames)
       for user in try await tx.query(
-        PostgresQuery(
-          unsafeSQL: Self.userSelect
-            + " WHERE u.external_id = ANY($1) OR lower(u.username) = ANY($2)", binds: binds)
+        PostgresQuery(unsafeSQL: Self.importUserSelect, binds: binds)
       ).map(Self.user) {
         state.users[user.externalID] = user
       }
       var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+      // The feed events (a payload serialized each) are made on another core while the
+      // users are written, not on the transaction's path between its statements.
+      let planned = plan.events
+      let events = Task { try planned.map { try Self.userChange($0.user) } }
       // Updates first: one may free a username that a new user of the batch takes.
       plan.dropUpdates(try await self.writeUpdates(tx, plan.updates))
       plan.dropInserts(try await self.copyOrInsertUsers(tx, plan.inserts)) {
         "username '\($0.username)' or external id '\($0.externalID)' was taken meanwhile"
       }
-      for (_, user) in plan.events { try self.recordUserChange(tx, user) }
+      // Rows the store refused dropped their events (only ever the rare race): made anew.
+      tx.recordChanges(
+        plan.events.count == planned.count
+          ? try await events.value : try plan.events.map { try Self.userChange($0.user) })
       return plan.outcome
     }
   }
