@@ -1055,8 +1055,8 @@ public final class PostgresTransaction: @unchecked Sendable {
         payload: payload, time: time))
   }
 
-  /// Records events made beforehand, as ``recordChange(entity:id:naturalKey:op:orgPath:payload:time:)``
-  /// does one: a bulk writer can make them (serializing each payload) on another task while
+  /// Records events made beforehand, as
+  /// ``recordChange(entity:id:naturalKey:op:orgPath:payload:time:)`` does one: a bulk writer can make them (serializing each payload) on another task while
   /// its statements run, rather than between them.
   public func recordChanges(_ events: [ChangeEvent]) {
     pending.append(contentsOf: events)
