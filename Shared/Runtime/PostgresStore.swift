@@ -1056,8 +1056,9 @@ public final class PostgresTransaction: @unchecked Sendable {
   }
 
   /// Records events made beforehand, as
-  /// ``recordChange(entity:id:naturalKey:op:orgPath:payload:time:)`` does one: a bulk writer can make them (serializing each payload) on another task while
-  /// its statements run, rather than between them.
+  /// ``recordChange(entity:id:naturalKey:op:orgPath:payload:time:)`` does one: a bulk writer
+  /// can make them (serializing each payload) on another task while its statements run,
+  /// rather than between them.
   public func recordChanges(_ events: [ChangeEvent]) {
     pending.append(contentsOf: events)
   }
