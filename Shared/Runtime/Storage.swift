@@ -767,10 +767,11 @@ public enum ChangeFeed {
 
 /// Random identifiers for entities: 20 lower-case hex characters (80 bits).
 public enum EntityID {
+  private static let digits = Array("0123456789abcdef".utf8)
+
   /// A new random id.
   public static func make() -> String {
     var generator = SystemRandomNumberGenerator()
-    let digits = Array("0123456789abcdef".utf8)
     let (high, low) = (generator.next() as UInt64, generator.next() as UInt16)
     return String(unsafeUninitializedCapacity: 20) { buffer in
       for i in 0..<16 { buffer[i] = digits[Int(truncatingIfNeeded: high >> (60 - 4 * i)) & 15] }

@@ -503,6 +503,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
       }
       // Each changed student's old state leaves the exam's tallies and its new state enters.
       var tallies: [Int64: TallyChanges] = [:]
+      var sheets: [SheetChange] = []
+      sheets.reserveCapacity(written.count)
       let itemNumbers = exams.mapValues { $0.itemNumbers }
       for (w, d) in zip(written, decisions) where d.writes {
         let s = students[w.student]
@@ -521,19 +523,38 @@ final class PostgresAssessmentStore: AssessmentStoring {
           tallies[s.exam, default: TallyChanges(examPath: target.orgPath)].add(
             TallyState(sheet: new, total: total, items: items), sign: 1)
         }
-        for event in SheetState.events(
-          exam: code, student: s.student, old: w.inserted ? nil : before[w.sid], new: new)
-        {
-          try tx.recordChange(
-            entity: "score_sheet", id: key, naturalKey: key, op: event.op, orgPath: event.orgPath,
-            payload: event.payload)
-        }
+        sheets.append(
+          SheetChange(
+            key: key, exam: code, student: s.student, old: w.inserted ? nil : before[w.sid],
+            new: new))
       }
+      // The feed events (a sheet's payload built and serialized each) are made on another
+      // core while the tallies are written, not between the transaction's statements.
+      let events = Task { try sheets.flatMap { try $0.events() } }
       try await Self.writeTallies(tx, tallies)
+      tx.recordChanges(try await events.value)
       result.rejections.sort { $0.index < $1.index }
       result.created = created
       result.updated = batch.accepted - refused - created
       return result
+    }
+  }
+
+  /// A score sheet a batch changed: its key, its state before (nil when new) and after.
+  private struct SheetChange: Sendable {
+    var key: String
+    var exam: String
+    var student: String
+    var old: SheetState?
+    var new: SheetState?
+
+    /// Its feed events.
+    func events() throws -> [ChangeEvent] {
+      try SheetState.events(exam: exam, student: student, old: old, new: new).map {
+        try ChangeEvent(
+          entity: "score_sheet", id: key, naturalKey: key, op: $0.op, orgPath: $0.orgPath,
+          payload: $0.payload)
+      }
     }
   }
 

@@ -130,14 +130,23 @@ struct UserImportPlan {
     authorize: (OrgPath) -> Bool, now: Date = Date()
   ) -> UserImportPlan {
     var plan = UserImportPlan()
+    plan.inserts.reserveCapacity(rows.count)
+    plan.events.reserveCapacity(rows.count)
     var users = state.users
+    users.reserveCapacity(users.count + rows.count)
     // Lower-cased username → external id of its holder, as the rows leave them.
     var holders: [String: String] = [:]
+    holders.reserveCapacity(users.count + rows.count)
     for user in users.values { holders[user.username.lowercased()] = user.externalID }
     // External id → position in `inserts` of a user this batch creates.
     var inserted: [String: Int] = [:]
+    inserted.reserveCapacity(rows.count)
     // The decisions that depend only on an org (and kind) or a path, made once each.
-    var homeRefusals: [String: OrgRules.Refusal?] = [:]
+    struct Home: Hashable {
+      var kind: Int
+      var org: String
+    }
+    var homeRefusals: [Home: OrgRules.Refusal?] = [:]
     var allowedPaths: [String: Bool] = [:]
     for (index, row) in rows {
       func reject(_ field: String, _ reason: String) {
@@ -147,7 +156,7 @@ struct UserImportPlan {
         reject("user.org_code", "unknown org '\(row.orgCode)'")
         continue
       }
-      let homeKey = "\(row.kind.rawValue) \(org.code)"
+      let homeKey = Home(kind: row.kind.rawValue, org: org.code)
       let refusal: OrgRules.Refusal?
       if let known = homeRefusals[homeKey] {
         refusal = known

@@ -257,6 +257,10 @@ final class PostgresSupervisionStore: SupervisionStoring {
         .int(l.minutes), .int(l.source), .int(l.verified ? 1 : 0),
       ])
     }
+    // The feed events (a payload serialized each) are made on another core while the rows
+    // are copied, not between the transaction's statements; a refused copy drops them.
+    let located = paths
+    let events = Task { try Self.lessonEvents(lessons, paths: located, now: now) }
     do {
       try await tx.savepoint {
         try await tx.copy(
@@ -267,15 +271,33 @@ final class PostgresSupervisionStore: SupervisionStoring {
           ], rows: rows)
       }
     } catch ServiceError.alreadyExists {
+      events.cancel()
       return nil
     }
-    // Each distinct date written once for the batch's keys and payloads.
-    var dates: [Int: String] = [:]
     var usage = InsertedUsage()
     for var l in lessons {
       guard let path = paths[l.classroom] else { continue }
       l.orgPath = path
       usage.add(l)
+    }
+    try await Self.add(usage, tx: tx)
+    tx.recordChanges(try await events.value)
+    return UpsertCounts(created: rows.count, updated: 0, unchanged: lessons.count - rows.count)
+  }
+
+  /// The feed events of `lessons` just inserted, each at its classroom's path (a lesson whose
+  /// classroom `paths` lacks has none). Each distinct date is written once for the keys and
+  /// payloads. Stops early, with what it has, once its task is cancelled.
+  private static func lessonEvents(
+    _ lessons: [LessonRecord], paths: [Int64: String], now: Date
+  ) throws -> [ChangeEvent] {
+    var dates: [Int: String] = [:]
+    var events: [ChangeEvent] = []
+    events.reserveCapacity(lessons.count)
+    for (i, var l) in lessons.enumerated() {
+      if i % 512 == 0 && Task.isCancelled { break }
+      guard let path = paths[l.classroom] else { continue }
+      l.orgPath = path
       let day = l.date.dayNumber
       let text: String
       if let known = dates[day] {
@@ -285,12 +307,12 @@ final class PostgresSupervisionStore: SupervisionStoring {
         dates[day] = text
       }
       let key = l.naturalKey(dateText: text)
-      try tx.recordChange(
-        entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: path,
-        payload: l.proto(dateText: text), time: now)
+      events.append(
+        try ChangeEvent(
+          entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: path,
+          payload: l.proto(dateText: text), time: now))
     }
-    try await Self.add(usage, tx: tx)
-    return UpsertCounts(created: rows.count, updated: 0, unchanged: lessons.count - rows.count)
+    return events
   }
 
   /// One statement for `lessons` (distinct keys): inserts the new rows, updates those that
