@@ -195,7 +195,8 @@ public struct Validator: Sendable {
   }
 
   /// Checks that a text field holds no control characters and fits `maxLength`; when
-  /// `required`, that it is not blank (empty, or only spaces and tabs).
+  /// `required`, that it is not blank (empty, or only tabs and spaces: U+0020, U+3000 and the
+  /// other Unicode space separators), as Foundation's `.whitespaces` would trim it.
   ///
   /// One pass over the scalars, ASCII decided without Unicode tables: imports run it on every
   /// row (Foundation's `trimmingCharacters` was a tenth of a user import's CPU).
