@@ -591,12 +591,14 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let weeks = calendar.teachingWeeks.filter { w in
       (from.map { w >= $0.monday } ?? true) && (to.map { w <= $0.monday } ?? true)
     }
-    let classrooms = try await store.classrooms(
+    // The classrooms and their usage are read side by side.
+    async let rooms = store.classrooms(
       under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
     var usage: UsageTable = [:]
     if let first = weeks.first, let last = weeks.last {
       usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
     }
+    let classrooms = try await rooms
     let scopePath = try path(org)
     let depth = scopePath.ids.count
     let children = directory.children(of: org.id)
@@ -654,10 +656,12 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let weeks = term.calendar.teachingWeeks
     let i = weeks.firstIndex(of: week)!
     let previous = i > 0 ? weeks[i - 1] : nil
-    let classrooms = try await store.classrooms(
+    // The classrooms and their usage are read side by side.
+    async let rooms = store.classrooms(
       under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
     let usage = try await self.usage(
       under: org.path, weeks: (previous ?? week).dayNumber...week.dayNumber)
+    let classrooms = try await rooms
     let schools = directory.orgs(under: try path(org), kind: .school).map {
       WeeklyNoticeBuilder.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
     }
@@ -994,22 +998,28 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     let terms = try await store.terms().map(\.calendar)
     let weeks = Rankings.weeks(terms, from: from, to: to)
     let previousWeeks = Rankings.weeks(terms, from: previousFrom, to: previousTo)
-    let classrooms = try await store.classrooms(
+    func usage(_ weeks: [CalendarDate]) async throws -> UsageTable? {
+      guard let first = weeks.first, let last = weeks.last else { return nil }
+      return try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
+    }
+    // The classrooms and the two periods' usage are read side by side.
+    async let rooms = store.classrooms(
       under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
+    async let currentUsage = usage(weeks)
+    async let previousUsage = usage(previousWeeks)
+    let classrooms = try await rooms
     let schoolOf = Dictionary(
       classrooms.map { ($0.number, $0.schoolCode) }, uniquingKeysWith: { a, _ in a })
-    func evaluate(_ weeks: [CalendarDate]) async throws -> ComplianceResult {
-      guard let first = weeks.first, let last = weeks.last else {
-        return ComplianceResult(weeks: [])
-      }
-      let usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
+    func evaluate(_ weeks: [CalendarDate], _ usage: UsageTable?) -> ComplianceResult {
+      guard let usage else { return ComplianceResult(weeks: []) }
       return Compliance.evaluate(classrooms: classrooms.map(\.span), weeks: weeks, usage: usage)
       { schoolOf[$0.number] }
     }
-    // The two periods are read side by side.
-    async let currentResult = evaluate(weeks)
-    async let previousResult = evaluate(previousWeeks)
-    let (current, previous) = try await (currentResult, previousResult)
+    let (thisUsage, lastUsage) = try await (currentUsage, previousUsage)
+    // The two periods are evaluated side by side.
+    async let currentResult = evaluate(weeks, thisUsage)
+    async let previousResult = evaluate(previousWeeks, lastUsage)
+    let (current, previous) = await (currentResult, previousResult)
     let schools = directory.orgs(under: try path(org), kind: .school).map {
       WeeklyNoticeBuilder.School(code: $0.code, name: $0.name, kind: $0.schoolKind)
     }
@@ -1076,9 +1086,10 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       async let teacherCounts = teacherLessons(
         under: org.path, weeks: weeks, days: term.start.dayNumber...term.end.dayNumber)
       async let teachers = directory.users(under: scopePath, kind: .teacher)
-      let classrooms = try await store.classrooms(
+      async let rooms = store.classrooms(
         under: org.path, afterCode: nil, limit: nil, inServiceOn: nil)
       let usage = try await self.usage(under: org.path, weeks: first.dayNumber...last.dayNumber)
+      let classrooms = try await rooms
       let zero = WeekUsage(lessons: 0, subjects: 0)
       for (school, rooms) in Dictionary(grouping: classrooms, by: \.schoolCode) {
         // Per week: the school's classrooms in service, their lessons and subjects (the
