@@ -134,6 +134,92 @@ struct PostgresIdentityStoreTests {
     }
   }
 
+  /// A staged batch (read and decided while the batch before it commits) whose reads went
+  /// stale before its turn is decided again under the import lock: a user moved out of the
+  /// caller's scope meanwhile is refused, not updated from the stale read; a username taken
+  /// meanwhile refuses only its row; a batch nobody touched is written as staged (the user
+  /// ids it chose).
+  @Test func aStagedImportWhoseReadsWentStaleIsDecidedAgain() async throws {
+    try await withStores(replicas: 2) { _, identities in
+      let (identity, other) = (identities[0], identities[1])
+      func org(_ code: String, _ kind: Smartschool_Common_V1_OrgKind) -> Org {
+        var o = Org()
+        o.code = code
+        o.name = code
+        o.kind = kind
+        return o
+      }
+      let county = try await identity.insertOrg(
+        org("k", .county), parent: nil, managingSchool: nil)
+      let s = try await identity.insertOrg(org("s", .school), parent: county, managingSchool: nil)
+      let t = try await identity.insertOrg(org("t", .school), parent: county, managingSchool: nil)
+      func teacher(_ external: String, _ username: String, _ name: String) -> User {
+        var u = User()
+        u.externalID = external
+        u.username = username
+        u.displayName = name
+        u.kind = .teacher
+        u.orgCode = "s"
+        return u
+      }
+      func rows(_ users: [User]) -> [(index: Int, row: User)] {
+        users.enumerated().map { ($0.offset, $0.element) }
+      }
+      // Only school s is the importer's.
+      let home = try #require(OrgPath(s.path))
+      let authorize: @Sendable (OrgPath) -> Bool = { home.covers($0) }
+      _ = try await identity.importUsers(
+        rows([teacher("e1", "ann", "Ann")]), authorize: { _ in true })
+
+      // Meanwhile, on another replica, e1 moves to school t.
+      let moved = try await identity.stageUserImport(
+        rows([teacher("e1", "ann", "Ann Moved"), teacher("e2", "carl", "Carl")]),
+        authorize: authorize)
+      #expect(moved.guess?.plan.updates.count == 1)
+      #expect(moved.guess?.plan.inserts.count == 1)
+      var e1 = try #require(try await other.user(externalID: "e1"))
+      e1.displayName = "Ann at t"
+      _ = try await other.updateUser(e1, org: t)
+      let outcome = try await identity.importUsers(moved, authorize: authorize)
+      #expect(outcome.created == 1)
+      #expect(outcome.updated == 0)
+      #expect(outcome.errors.map(\.index) == [0])
+      #expect(outcome.errors.first?.reason.contains("scope") == true)
+      #expect(try await identity.user(externalID: "e1")?.displayName == "Ann at t")
+      #expect(try await identity.user(externalID: "e1")?.orgCode == "t")
+      #expect(try await identity.user(externalID: "e2")?.displayName == "Carl")
+
+      // Meanwhile, "dora" is taken.
+      let taken = try await identity.stageUserImport(
+        rows([teacher("e3", "dora", "Dora"), teacher("e4", "eve", "Eve")]),
+        authorize: authorize)
+      _ = try await other.importUsers(
+        rows([teacher("x9", "Dora", "Another Dora")]), authorize: { _ in true })
+      let second = try await identity.importUsers(taken, authorize: authorize)
+      #expect(second.created == 1)
+      #expect(second.errors.map(\.index) == [0])
+      #expect(try await identity.user(externalID: "e3") == nil)
+      #expect(try await identity.user(username: "dora")?.externalID == "x9")
+      #expect(try await identity.user(externalID: "e4")?.displayName == "Eve")
+
+      // Untouched between stage and commit: written as staged, with its events.
+      let fresh = try await identity.stageUserImport(
+        rows([teacher("e4", "eve", "Eve Renamed"), teacher("e5", "fay", "Fay")]),
+        authorize: authorize)
+      let written = try await identity.importUsers(fresh, authorize: authorize)
+      #expect(written.created == 1)
+      #expect(written.updated == 1)
+      #expect(written.errors.isEmpty)
+      let e5 = try #require(try await identity.user(externalID: "e5"))
+      #expect(e5.id == fresh.guess?.plan.inserts.first?.id)
+      #expect(try await identity.user(externalID: "e4")?.displayName == "Eve Renamed")
+      let feed = try await identity.changes(after: 0, limit: 100, scopes: [.root]).changes
+      #expect(
+        feed.filter { $0.entity == "user" }.map(\.naturalKey)
+          == ["e1", "e1", "e2", "x9", "e4", "e4", "e5"])
+    }
+  }
+
   @Test func twoCurrentSigningKeysAreImpossible() async throws {
     try await withStores(replicas: 3) { stores, identities in
       func key(_ id: String) -> StoredKey {

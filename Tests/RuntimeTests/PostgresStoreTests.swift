@@ -184,6 +184,47 @@ struct PostgresStoreTests {
     #expect(try await store.changeFeedHead() == 3)
   }
 
+  /// One transaction with more events than one feed statement takes (20,000): every event
+  /// lands, numbered in the order recorded with no gap, each with its payload or without one
+  /// as it was recorded; the next transaction's numbers follow on.
+  @Test func aTransactionWithMoreEventsThanOneStatementTakesNumbersThemAll() async throws {
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    let count = 20_123
+    try await store.write { tx in
+      for n in 0..<count {
+        var row = Smartschool_Common_V1_RowError()
+        row.index = Int64(n)
+        try tx.recordChange(
+          entity: "thing", id: "t\(n)", naturalKey: "k\(n)", op: .upsert, orgPath: "/p/",
+          payload: n % 3 == 0 ? nil : row)
+      }
+    }
+    try await store.write { tx in try await Self.insert(tx, "after") }
+    var changes: [Smartschool_Common_V1_Change] = []
+    var cursor: Int64 = 0
+    while true {
+      let page = try await store.listChanges(
+        after: cursor, limit: 5000, scopes: nil, unscoped: [])
+      changes += page.changes
+      guard let last = page.changes.last, page.hasMore else { break }
+      cursor = last.sequence
+    }
+    #expect(changes.count == count + 1)
+    #expect(changes.map(\.sequence) == Array(1...Int64(count + 1)))
+    #expect(changes.map(\.id) == (0..<count).map { "t\($0)" } + ["after"])
+    #expect(changes.prefix(count).allSatisfy { $0.naturalKey == "k" + $0.id.dropFirst() })
+    for (n, change) in changes.prefix(count).enumerated() {
+      guard n % 3 != 0 else {
+        #expect(!change.hasPayload, "event \(n)")
+        continue
+      }
+      let row = try Smartschool_Common_V1_RowError(unpackingAny: change.payload)
+      #expect(row.index == Int64(n))
+    }
+  }
+
   /// A write on one replica moves the table version another replica watches (its caches
   /// drop the old value) within seconds; the writer's own version has moved when its write
   /// returns.

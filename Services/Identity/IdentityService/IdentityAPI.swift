@@ -526,7 +526,9 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       message.users.isEmpty ? [message.user] : message.hasUser ? [message.user] + message.users
         : message.users
     }
-    // A batch commits while the next one is read and validated.
+    // A batch commits while the next one is read, validated and staged (read and decided
+    // ahead, checked again under the import lock).
+    var previousKeys = Set<String>()
     let summary = try await BulkImport.runOverlapped(
       rows, batchSize: 2000,
       prepare: { (user, index) -> PreparedRow<User> in
@@ -536,7 +538,15 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
           index, key: user.externalID, field: first.field,
           violations.map { "\($0.field): \($0.description)" }.joined(separator: "; ")))
       },
-      commit: { batch in try await store.importUsers(batch, authorize: authorize) })
+      stage: { batch in
+        var staged = try await store.stageUserImport(batch, authorize: authorize)
+        // The batch before may commit after this stage read: a batch sharing a key with it
+        // is decided at its commit.
+        if !staged.keys.isDisjoint(with: previousKeys) { staged.guess = nil }
+        previousKeys = staged.keys
+        return staged
+      },
+      commit: { staged in try await store.importUsers(staged, authorize: authorize) })
     await audit("user.import", actor: p.userID, target: "",
                 detail: "received=\(summary.received) accepted=\(summary.accepted)")
     return summary

@@ -98,6 +98,17 @@ protocol IdentityStore: SigningKeyStore {
   func importUsers(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome
+  /// Reads and decides a batch of ``importUsers(_:authorize:)`` ahead of its turn (while the
+  /// batch before it commits), where the store's commit can check the guess cheaply; else
+  /// stages the rows only.
+  func stageUserImport(
+    _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> StagedUserImport
+  /// Imports a staged batch: writes its guess when what the guess read still holds under the
+  /// import lock, else reads and decides as ``importUsers(_:authorize:)``. Same outcome.
+  func importUsers(
+    _ staged: StagedUserImport, authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome
   /// Stores a new activation code and removes the password, which stops working at once.
   func setActivation(userID: String, codeHash: String, expires: Date) async throws
   func activate(username: String, codeHash: String, passwordHash: String) async throws -> User?
@@ -744,6 +755,20 @@ final class SQLiteIdentityStore: IdentityStore {
       ).map(decode)
     }
     return result
+  }
+
+  /// Stages the rows only: on SQLite the reads are in-process and the writer is the one
+  /// connection, so a guess would save little and need its own check.
+  func stageUserImport(
+    _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> StagedUserImport {
+    StagedUserImport(rows)
+  }
+
+  func importUsers(
+    _ staged: StagedUserImport, authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
+    try await importUsers(staged.rows, authorize: authorize)
   }
 
   /// Imports a batch through ``UserImportPlan``: the orgs and users the rows name read in a

@@ -77,7 +77,7 @@ extension OrgRules {
 
 /// What a batch of imported users finds in the store, read in bulk before anything is decided
 /// (one or two queries, not one per row).
-struct UserImportState {
+struct UserImportState: Equatable {
   /// Orgs by code, for every `org_code` of the batch (inactive ones too).
   var orgs: [String: Org] = [:]
   /// Users by external id: those of the batch's external ids and those holding one of its
@@ -97,6 +97,42 @@ struct UserImportState {
       usernames.insert(row.username.lowercased())
     }
     return (Array(codes), Array(externals), Array(usernames))
+  }
+}
+
+/// A batch of imported users read and decided ahead of its turn: an import stages each batch
+/// while the one before it commits (``IdentityStoring/stageUserImport(_:authorize:)``), so the
+/// reads and the plan leave the commit's path. The commit (under the import lock) checks that
+/// what the stage read still holds, and reads and decides again when it does not.
+struct StagedUserImport: Sendable {
+  /// What the stage read, what it decided, and the feed events of the decision.
+  struct Guess: Sendable {
+    var state: UserImportState
+    var plan: UserImportPlan
+    var events: [ChangeEvent]
+  }
+
+  var rows: [(index: Int, row: User)]
+  /// The external ids and lower-cased usernames the batch reads or may write: its rows' and
+  /// those of the users its read found.
+  var keys: Set<String>
+  /// Nil when the commit must read and decide itself (a store that decides in its commit, or a
+  /// batch whose keys the batch before it writes: that one may commit after the stage read).
+  var guess: Guess?
+
+  init(_ rows: [(index: Int, row: User)], guess: Guess? = nil) {
+    self.rows = rows
+    self.guess = guess
+    var keys = Set<String>(minimumCapacity: rows.count * 2)
+    for (_, row) in rows {
+      keys.insert(row.externalID)
+      keys.insert(row.username.lowercased())
+    }
+    for user in guess.map({ Array($0.state.users.values) }) ?? [] {
+      keys.insert(user.externalID)
+      keys.insert(user.username.lowercased())
+    }
+    self.keys = keys
   }
 }
 

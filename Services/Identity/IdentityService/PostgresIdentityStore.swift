@@ -630,41 +630,105 @@ final class PostgresIdentityStore: IdentityStore {
   func importUsers(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
-    let keys = UserImportState.keys(rows)
-    return try await store.write { tx in
-      try await tx.lock("identity.import.users")
-      var state = UserImportState()
-      var binds = PostgresBindings()
-      binds.append(keys.orgCodes)
-      for org in try await tx.query(
-        PostgresQuery(unsafeSQL: Self.orgSelect + " WHERE o.code = ANY($1)", binds: binds)
-      ).map(Self.org) {
-        state.orgs[org.code] = org
-      }
-      binds = PostgresBindings()
-      binds.append(keys.externalIDs)
-      binds.append(keys.usernames)
-      for user in try await tx.query(
-        PostgresQuery(unsafeSQL: Self.importUserSelect, binds: binds)
-      ).map(Self.user) {
-        state.users[user.externalID] = user
-      }
-      var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
-      // The feed events (a payload serialized each) are made on another core while the
-      // users are written, not on the transaction's path between its statements.
-      let planned = plan.events
-      let events = Task { try planned.map { try Self.userChange($0.user) } }
-      // Updates first: one may free a username that a new user of the batch takes.
-      plan.dropUpdates(try await self.writeUpdates(tx, plan.updates))
-      plan.dropInserts(try await self.copyOrInsertUsers(tx, plan.inserts)) {
-        "username '\($0.username)' or external id '\($0.externalID)' was taken meanwhile"
-      }
-      // Rows the store refused dropped their events (only ever the rare race): made anew.
-      tx.recordChanges(
-        plan.events.count == planned.count
-          ? try await events.value : try plan.events.map { try Self.userChange($0.user) })
-      return plan.outcome
+    try await store.write { tx in
+      try await tx.lock(Self.importLock)
+      return try await self.importUsers(tx, rows, authorize: authorize)
     }
+  }
+
+  /// Reads the batch's state in a read-only snapshot and plans it, with its feed events, while
+  /// the batch before it commits.
+  func stageUserImport(
+    _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> StagedUserImport {
+    let keys = UserImportState.keys(rows)
+    let state = try await store.read { tx in
+      try await self.importState(tx, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
+    }
+    let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+    let events = try plan.events.map { try Self.userChange($0.user) }
+    return StagedUserImport(rows, guess: .init(state: state, plan: plan, events: events))
+  }
+
+  /// Under the import lock, reads again the orgs and the users the stage found (not the keys
+  /// it found free: a user made meanwhile under one of those fails the copy by its unique
+  /// index). All unchanged, the guess is written as planned; a changed one, an update or the
+  /// copy refused, and the batch is read and decided again, as if never staged.
+  func importUsers(
+    _ staged: StagedUserImport, authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
+    guard let guess = staged.guess else {
+      return try await importUsers(staged.rows, authorize: authorize)
+    }
+    return try await store.write { tx in
+      try await tx.lock(Self.importLock)
+      let now = try await self.importState(
+        tx, orgCodes: Array(guess.state.orgs.keys), Array(guess.state.users.keys), [])
+      if now == guess.state {
+        do {
+          return try await tx.savepoint {
+            guard try await self.writeUpdates(tx, guess.plan.updates).isEmpty else {
+              throw ServiceError.aborted("an update of the staged import was refused")
+            }
+            try await self.copyUsers(tx, guess.plan.inserts)
+            tx.recordChanges(guess.events)
+            return guess.plan.outcome
+          }
+        } catch is ServiceError {}
+      }
+      return try await self.importUsers(tx, staged.rows, authorize: authorize)
+    }
+  }
+
+  private static let importLock = "identity.import.users"
+
+  /// The orgs of `orgCodes` and the users of `externalIDs` and of the lower-cased `usernames`.
+  private func importState(
+    _ tx: PostgresTransaction, orgCodes: [String], _ externalIDs: [String], _ usernames: [String]
+  ) async throws -> UserImportState {
+    var state = UserImportState()
+    var binds = PostgresBindings()
+    binds.append(orgCodes)
+    for org in try await tx.query(
+      PostgresQuery(unsafeSQL: Self.orgSelect + " WHERE o.code = ANY($1)", binds: binds)
+    ).map(Self.org) {
+      state.orgs[org.code] = org
+    }
+    guard !externalIDs.isEmpty || !usernames.isEmpty else { return state }
+    binds = PostgresBindings()
+    binds.append(externalIDs)
+    binds.append(usernames)
+    for user in try await tx.query(
+      PostgresQuery(unsafeSQL: Self.importUserSelect, binds: binds)
+    ).map(Self.user) {
+      state.users[user.externalID] = user
+    }
+    return state
+  }
+
+  /// The import of `rows` inside `tx`, which holds the import lock: read, plan, write.
+  private func importUsers(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, row: User)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
+    let keys = UserImportState.keys(rows)
+    let state = try await importState(
+      tx, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
+    var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+    // The feed events (a payload serialized each) are made on another core while the
+    // users are written, not on the transaction's path between its statements.
+    let planned = plan.events
+    let events = Task { try planned.map { try Self.userChange($0.user) } }
+    // Updates first: one may free a username that a new user of the batch takes.
+    plan.dropUpdates(try await writeUpdates(tx, plan.updates))
+    plan.dropInserts(try await copyOrInsertUsers(tx, plan.inserts)) {
+      "username '\($0.username)' or external id '\($0.externalID)' was taken meanwhile"
+    }
+    // Rows the store refused dropped their events (only ever the rare race): made anew.
+    tx.recordChanges(
+      plan.events.count == planned.count
+        ? try await events.value : try plan.events.map { try Self.userChange($0.user) })
+    return plan.outcome
   }
 
   /// Writes the users' last states in one statement; should it fail (a username passed from
@@ -711,6 +775,17 @@ final class PostgresIdentityStore: IdentityStore {
     -> Set<String>
   {
     guard !users.isEmpty else { return [] }
+    do {
+      try await tx.savepoint { try await copyUsers(tx, users) }
+      return []
+    } catch is ServiceError {
+      return try await insertUsers(tx, users)
+    }
+  }
+
+  /// Loads new users with COPY; fails whole should one of them be taken.
+  private func copyUsers(_ tx: PostgresTransaction, _ users: [User]) async throws {
+    guard !users.isEmpty else { return }
     let rows = users.map { user -> [PostgresCopyValue] in
       [
         .text(user.id), .text(user.externalID), .text(user.username), .text(user.displayName),
@@ -719,19 +794,12 @@ final class PostgresIdentityStore: IdentityStore {
         .double(user.updateTime.date.timeIntervalSince1970),
       ]
     }
-    do {
-      try await tx.savepoint {
-        try await tx.copy(
-          into: "users",
-          columns: [
-            "id", "external_id", "username", "display_name", "kind", "org_id", "birth_year",
-            "status", "created_at", "updated_at",
-          ], rows: rows)
-      }
-      return []
-    } catch is ServiceError {
-      return try await insertUsers(tx, users)
-    }
+    try await tx.copy(
+      into: "users",
+      columns: [
+        "id", "external_id", "username", "display_name", "kind", "org_id", "birth_year",
+        "status", "created_at", "updated_at",
+      ], rows: rows)
   }
 
   /// Inserts new users in one statement, skipping those whose username or external id is
