@@ -138,7 +138,8 @@ struct PostgresIdentityStoreTests {
   /// stale before its turn is decided again under the import lock: a user moved out of the
   /// caller's scope meanwhile is refused, not updated from the stale read; a username taken
   /// meanwhile refuses only its row; a batch nobody touched is written as staged (the user
-  /// ids it chose).
+  /// ids it chose); a batch taken for new users from a sample of its keys, but holding a
+  /// stored user, updates that user.
   @Test func aStagedImportWhoseReadsWentStaleIsDecidedAgain() async throws {
     try await withStores(replicas: 2) { _, identities in
       let (identity, other) = (identities[0], identities[1])
@@ -207,6 +208,7 @@ struct PostgresIdentityStoreTests {
         rows([teacher("e4", "eve", "Eve Renamed"), teacher("e5", "fay", "Fay")]),
         authorize: authorize)
       let written = try await identity.importUsers(fresh, authorize: authorize)
+      let e4Before = try #require(try await identity.user(externalID: "e4"))
       #expect(written.created == 1)
       #expect(written.updated == 1)
       #expect(written.errors.isEmpty)
@@ -217,6 +219,25 @@ struct PostgresIdentityStoreTests {
       #expect(
         feed.filter { $0.entity == "user" }.map(\.naturalKey)
           == ["e1", "e1", "e2", "x9", "e4", "e4", "e5"])
+
+      // First, middle and last rows new: taken for new users, the rest unread. A stored user
+      // among the rest (e4) and a stored username (fay) are found by the copy's refusal: e4
+      // is updated, not made twice, and the row naming fay is refused.
+      var mixed = (0..<9).map { teacher("n\($0)", "new\($0)", "New \($0)") }
+      mixed[2] = teacher("e4", "eve", "Eve Again")
+      mixed[6] = teacher("n6", "FAY", "Not Fay")
+      let unread = try await identity.stageUserImport(rows(mixed), authorize: authorize)
+      #expect(unread.guess?.state.users.isEmpty == true)
+      #expect(unread.guess?.plan.inserts.count == 9)
+      let third = try await identity.importUsers(unread, authorize: authorize)
+      #expect(third.created == 7)
+      #expect(third.updated == 1)
+      #expect(third.errors.map(\.index) == [6])
+      #expect(try await identity.user(externalID: "e4")?.displayName == "Eve Again")
+      #expect(try await identity.user(externalID: "e4")?.id == e4Before.id)
+      #expect(try await identity.user(username: "fay")?.externalID == "e5")
+      #expect(try await identity.user(externalID: "n6") == nil)
+      #expect(try await identity.user(externalID: "n8")?.displayName == "New 8")
     }
   }
 
