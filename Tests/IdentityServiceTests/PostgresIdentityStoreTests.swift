@@ -92,6 +92,17 @@ struct PostgresIdentityStoreTests {
   /// Users are inserted a run at a time; rows still see the rows before them as one by one:
   /// a username taken earlier in the batch (in other letter case) is refused, a second row
   /// of a new external id updates the user the first one made.
+  /// An imported teacher row homed at school "s".
+  private static func teacher(_ external: String, _ username: String, _ name: String) -> User {
+    var u = User()
+    u.externalID = external
+    u.username = username
+    u.displayName = name
+    u.kind = .teacher
+    u.orgCode = "s"
+    return u
+  }
+
   @Test func aUserImportBatchReadsLikeRowByRow() async throws {
     try await withStores { _, identities in
       let identity = identities[0]
@@ -108,18 +119,9 @@ struct PostgresIdentityStoreTests {
           return o
         }(), parent: nil, managingSchool: nil)
       _ = try await identity.insertOrg(school, parent: county, managingSchool: nil)
-      func teacher(_ external: String, _ username: String, _ name: String) -> User {
-        var u = User()
-        u.externalID = external
-        u.username = username
-        u.displayName = name
-        u.kind = .teacher
-        u.orgCode = "s"
-        return u
-      }
       let rows = [
-        teacher("e1", "Ann", "Ann One"), teacher("e2", "ANN", "Ann Two"),
-        teacher("e3", "bob", "Bob"), teacher("e1", "ann", "Ann Renamed"),
+        Self.teacher("e1", "Ann", "Ann One"), Self.teacher("e2", "ANN", "Ann Two"),
+        Self.teacher("e3", "bob", "Bob"), Self.teacher("e1", "ann", "Ann Renamed"),
       ].enumerated().map { ($0.offset, $0.element) }
       let outcome = try await identity.importUsers(rows, authorize: { _ in true })
       #expect(outcome.created == 2)
@@ -154,15 +156,6 @@ struct PostgresIdentityStoreTests {
         org("k", .county), parent: nil, managingSchool: nil)
       let s = try await identity.insertOrg(org("s", .school), parent: county, managingSchool: nil)
       let t = try await identity.insertOrg(org("t", .school), parent: county, managingSchool: nil)
-      func teacher(_ external: String, _ username: String, _ name: String) -> User {
-        var u = User()
-        u.externalID = external
-        u.username = username
-        u.displayName = name
-        u.kind = .teacher
-        u.orgCode = "s"
-        return u
-      }
       func rows(_ users: [User]) -> [(index: Int, row: User)] {
         users.enumerated().map { ($0.offset, $0.element) }
       }
@@ -170,11 +163,11 @@ struct PostgresIdentityStoreTests {
       let home = try #require(OrgPath(s.path))
       let authorize: @Sendable (OrgPath) -> Bool = { home.covers($0) }
       _ = try await identity.importUsers(
-        rows([teacher("e1", "ann", "Ann")]), authorize: { _ in true })
+        rows([Self.teacher("e1", "ann", "Ann")]), authorize: { _ in true })
 
       // Meanwhile, on another replica, e1 moves to school t.
       let moved = try await identity.stageUserImport(
-        rows([teacher("e1", "ann", "Ann Moved"), teacher("e2", "carl", "Carl")]),
+        rows([Self.teacher("e1", "ann", "Ann Moved"), Self.teacher("e2", "carl", "Carl")]),
         authorize: authorize)
       #expect(moved.guess?.plan.updates.count == 1)
       #expect(moved.guess?.plan.inserts.count == 1)
@@ -192,10 +185,10 @@ struct PostgresIdentityStoreTests {
 
       // Meanwhile, "dora" is taken.
       let taken = try await identity.stageUserImport(
-        rows([teacher("e3", "dora", "Dora"), teacher("e4", "eve", "Eve")]),
+        rows([Self.teacher("e3", "dora", "Dora"), Self.teacher("e4", "eve", "Eve")]),
         authorize: authorize)
       _ = try await other.importUsers(
-        rows([teacher("x9", "Dora", "Another Dora")]), authorize: { _ in true })
+        rows([Self.teacher("x9", "Dora", "Another Dora")]), authorize: { _ in true })
       let second = try await identity.importUsers(taken, authorize: authorize)
       #expect(second.created == 1)
       #expect(second.errors.map(\.index) == [0])
@@ -205,7 +198,7 @@ struct PostgresIdentityStoreTests {
 
       // Untouched between stage and commit: written as staged, with its events.
       let fresh = try await identity.stageUserImport(
-        rows([teacher("e4", "eve", "Eve Renamed"), teacher("e5", "fay", "Fay")]),
+        rows([Self.teacher("e4", "eve", "Eve Renamed"), Self.teacher("e5", "fay", "Fay")]),
         authorize: authorize)
       let written = try await identity.importUsers(fresh, authorize: authorize)
       let e4Before = try #require(try await identity.user(externalID: "e4"))
@@ -223,9 +216,9 @@ struct PostgresIdentityStoreTests {
       // First, middle and last rows new: taken for new users, the rest unread. A stored user
       // among the rest (e4) and a stored username (fay) are found by the copy's refusal: e4
       // is updated, not made twice, and the row naming fay is refused.
-      var mixed = (0..<9).map { teacher("n\($0)", "new\($0)", "New \($0)") }
-      mixed[2] = teacher("e4", "eve", "Eve Again")
-      mixed[6] = teacher("n6", "FAY", "Not Fay")
+      var mixed = (0..<9).map { Self.teacher("n\($0)", "new\($0)", "New \($0)") }
+      mixed[2] = Self.teacher("e4", "eve", "Eve Again")
+      mixed[6] = Self.teacher("n6", "FAY", "Not Fay")
       let unread = try await identity.stageUserImport(rows(mixed), authorize: authorize)
       #expect(unread.guess?.state.users.isEmpty == true)
       #expect(unread.guess?.plan.inserts.count == 9)
