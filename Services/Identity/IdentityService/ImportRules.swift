@@ -114,7 +114,7 @@ struct StagedUserImport: Sendable {
 
   var rows: [(index: Int, row: User)]
   /// The external ids and lower-cased usernames the batch reads or may write: its rows' and
-  /// those of the users its read found.
+  /// those of the users its read found. Empty without a guess (nothing to check them for).
   var keys: Set<String>
   /// Nil when the commit must read and decide itself (a store that decides in its commit, or a
   /// batch whose keys the batch before it writes: that one may commit after the stage read).
@@ -123,12 +123,16 @@ struct StagedUserImport: Sendable {
   init(_ rows: [(index: Int, row: User)], guess: Guess? = nil) {
     self.rows = rows
     self.guess = guess
+    guard let guess else {
+      keys = []
+      return
+    }
     var keys = Set<String>(minimumCapacity: rows.count * 2)
     for (_, row) in rows {
       keys.insert(row.externalID)
       keys.insert(row.username.lowercased())
     }
-    for user in guess.map({ Array($0.state.users.values) }) ?? [] {
+    for user in guess.state.users.values {
       keys.insert(user.externalID)
       keys.insert(user.username.lowercased())
     }
