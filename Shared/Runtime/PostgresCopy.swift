@@ -11,39 +11,45 @@ public enum PostgresCopyValue: Sendable {
   case null
 }
 
-extension PostgresTransaction {
-  /// Loads `rows` (each a value per column of `columns`) into `table` with one
-  /// `COPY … FROM STDIN` inside this transaction: PostgreSQL's bulk path, several times cheaper
-  /// per row than an INSERT of the same rows. All or nothing: a row that breaks a constraint
-  /// fails the whole copy (run it under ``savepoint(_:)`` to go on after that), and there is no
-  /// `ON CONFLICT`. `table` and `columns` are pasted as SQL identifiers: pass only constants.
-  public func copy(into table: String, columns: [String], rows: [[PostgresCopyValue]])
-    async throws
-  {
-    guard !rows.isEmpty else { return }
+/// Rows encoded beforehand in `COPY`'s text format, for
+/// ``PostgresTransaction/copy(into:columns:encoded:)``: a bulk writer can encode them on
+/// another task (ahead of its transaction, say), and the copy then only sends them.
+public struct PostgresCopyRows: Sendable {
+  /// The encoded rows, in pieces of about 32 KiB.
+  let pieces: [ByteBuffer]
+  /// How many rows the pieces hold.
+  public let count: Int
+
+  /// Encodes `rows`, each a value per column of a copy of `columns` columns.
+  public init(columns: Int, rows: [[PostgresCopyValue]]) {
+    var pieces: [ByteBuffer] = []
     var buffer = ByteBuffer()
-    buffer.reserveCapacity(rows.count * columns.count * 16)
-    do {
-      try await connection.copyFrom(table: table, columns: columns, logger: logger) { writer in
-        for row in rows {
-          precondition(row.count == columns.count, "a COPY row needs one value per column")
-          for (i, value) in row.enumerated() {
-            if i > 0 { buffer.writeInteger(UInt8(ascii: "\t")) }
-            Self.writeCopyText(value, to: &buffer)
-          }
-          buffer.writeInteger(UInt8(ascii: "\n"))
-          // Sent in pieces of about 32 KiB: a large batch is not one huge message, and the
-          // server parses and inserts the first rows while the later ones are still encoded.
-          if buffer.readableBytes >= 32 * 1024 {
-            try await writer.write(buffer)
-            buffer.clear()
-          }
-        }
-        if buffer.readableBytes > 0 { try await writer.write(buffer) }
+    buffer.reserveCapacity(Self.piece + 1024)
+    for row in rows {
+      Self.encode(row, columns: columns, to: &buffer)
+      if buffer.readableBytes >= Self.piece {
+        pieces.append(buffer)
+        buffer = ByteBuffer()
+        buffer.reserveCapacity(Self.piece + 1024)
       }
-    } catch {
-      throw PostgresStore.map(error)
     }
+    if buffer.readableBytes > 0 { pieces.append(buffer) }
+    self.pieces = pieces
+    count = rows.count
+  }
+
+  /// Rows are sent in pieces of about 32 KiB: a large batch is not one huge message, and the
+  /// server parses and inserts the first rows while the later ones are still encoded or sent.
+  static let piece = 32 * 1024
+
+  /// Appends `row` to `buffer`: its values tab-separated, then a newline.
+  static func encode(_ row: [PostgresCopyValue], columns: Int, to buffer: inout ByteBuffer) {
+    precondition(row.count == columns, "a COPY row needs one value per column")
+    for (i, value) in row.enumerated() {
+      if i > 0 { buffer.writeInteger(UInt8(ascii: "\t")) }
+      writeCopyText(value, to: &buffer)
+    }
+    buffer.writeInteger(UInt8(ascii: "\n"))
   }
 
   /// `value` in `COPY`'s text format: `\N` for NULL; in text, the backslash and the
@@ -76,6 +82,55 @@ extension PostgresTransaction {
         default: buffer.writeInteger(byte)
         }
       }
+    }
+  }
+}
+
+extension PostgresTransaction {
+  /// Loads `rows` (each a value per column of `columns`) into `table` with one
+  /// `COPY … FROM STDIN` inside this transaction: PostgreSQL's bulk path, several times cheaper
+  /// per row than an INSERT of the same rows. All or nothing: a row that breaks a constraint
+  /// fails the whole copy (run it under ``savepoint(_:)`` to go on after that), and there is no
+  /// `ON CONFLICT`. `table` and `columns` are pasted as SQL identifiers: pass only constants.
+  public func copy(into table: String, columns: [String], rows: [[PostgresCopyValue]])
+    async throws
+  {
+    guard !rows.isEmpty else { return }
+    try await copy(into: table, columns: columns) { writer in
+      var buffer = ByteBuffer()
+      buffer.reserveCapacity(PostgresCopyRows.piece + 1024)
+      for row in rows {
+        PostgresCopyRows.encode(row, columns: columns.count, to: &buffer)
+        if buffer.readableBytes >= PostgresCopyRows.piece {
+          try await writer.write(buffer)
+          buffer.clear()
+        }
+      }
+      if buffer.readableBytes > 0 { try await writer.write(buffer) }
+    }
+  }
+
+  /// ``copy(into:columns:rows:)`` of rows encoded beforehand: the transaction only sends them.
+  public func copy(into table: String, columns: [String], encoded: PostgresCopyRows)
+    async throws
+  {
+    guard encoded.count > 0 else { return }
+    try await copy(into: table, columns: columns) { writer in
+      for piece in encoded.pieces { try await writer.write(piece) }
+    }
+  }
+
+  /// The one COPY both forms run: `send` writes the data, and errors map as every
+  /// statement's do.
+  private func copy(
+    into table: String, columns: [String],
+    send: (PostgresCopyFromWriter) async throws -> Void
+  ) async throws {
+    do {
+      try await connection.copyFrom(
+        table: table, columns: columns, logger: logger, writeData: send)
+    } catch {
+      throw PostgresStore.map(error)
     }
   }
 }

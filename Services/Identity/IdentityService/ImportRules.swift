@@ -110,6 +110,8 @@ struct StagedUserImport: Sendable {
     var state: UserImportState
     var plan: UserImportPlan
     var events: [ChangeEvent]
+    /// The plan's new users encoded for a COPY, where the store loads them so.
+    var copyRows: PostgresCopyRows?
   }
 
   var rows: [(index: Int, row: User)]

@@ -657,7 +657,10 @@ final class PostgresIdentityStore: IdentityStore {
     }
     let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
     let events = try plan.events.map { try Self.userChange($0.user) }
-    return StagedUserImport(rows, guess: .init(state: state, plan: plan, events: events))
+    let copyRows = PostgresCopyRows(
+      columns: Self.userCopyColumns.count, rows: plan.inserts.map(Self.copyValues))
+    return StagedUserImport(
+      rows, guess: .init(state: state, plan: plan, events: events, copyRows: copyRows))
   }
 
   /// Under the import lock, reads again the orgs and the users the stage found (not the keys
@@ -680,7 +683,11 @@ final class PostgresIdentityStore: IdentityStore {
             guard try await self.writeUpdates(tx, guess.plan.updates).isEmpty else {
               throw ServiceError.aborted("an update of the staged import was refused")
             }
-            try await self.copyUsers(tx, guess.plan.inserts)
+            if let encoded = guess.copyRows {
+              try await tx.copy(into: "users", columns: Self.userCopyColumns, encoded: encoded)
+            } else {
+              try await self.copyUsers(tx, guess.plan.inserts)
+            }
             tx.recordChanges(guess.events)
             return guess.plan.outcome
           }
@@ -795,21 +802,24 @@ final class PostgresIdentityStore: IdentityStore {
 
   /// Loads new users with COPY; fails whole should one of them be taken.
   private func copyUsers(_ tx: PostgresTransaction, _ users: [User]) async throws {
-    guard !users.isEmpty else { return }
-    let rows = users.map { user -> [PostgresCopyValue] in
-      [
-        .text(user.id), .text(user.externalID), .text(user.username), .text(user.displayName),
-        .int(user.kind.rawValue), .text(user.orgID), .int(Int(user.birthYear)),
-        .int(user.status.rawValue), .double(user.createTime.date.timeIntervalSince1970),
-        .double(user.updateTime.date.timeIntervalSince1970),
-      ]
-    }
     try await tx.copy(
-      into: "users",
-      columns: [
-        "id", "external_id", "username", "display_name", "kind", "org_id", "birth_year",
-        "status", "created_at", "updated_at",
-      ], rows: rows)
+      into: "users", columns: Self.userCopyColumns, rows: users.map(Self.copyValues))
+  }
+
+  /// The columns of a new user's row in a COPY, in the order of ``copyValues(_:)``.
+  private static let userCopyColumns = [
+    "id", "external_id", "username", "display_name", "kind", "org_id", "birth_year", "status",
+    "created_at", "updated_at",
+  ]
+
+  /// A new user's row in a COPY.
+  private static func copyValues(_ user: User) -> [PostgresCopyValue] {
+    [
+      .text(user.id), .text(user.externalID), .text(user.username), .text(user.displayName),
+      .int(user.kind.rawValue), .text(user.orgID), .int(Int(user.birthYear)),
+      .int(user.status.rawValue), .double(user.createTime.date.timeIntervalSince1970),
+      .double(user.updateTime.date.timeIntervalSince1970),
+    ]
   }
 
   /// Inserts new users in one statement, skipping those whose username or external id is
