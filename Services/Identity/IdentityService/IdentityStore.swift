@@ -596,9 +596,7 @@ final class SQLiteIdentityStore: IdentityStore {
   }
 
   private func recordUserChange(_ db: Database, _ user: User) throws {
-    try ChangeFeed.record(
-      db, entity: "user", id: user.id, naturalKey: user.externalID, op: .upsert,
-      orgPath: user.orgPath.isEmpty ? "/" : user.orgPath, payload: user)
+    try ChangeFeed.record(db, events: [UserImportPlan.change(user)])
   }
 
   private func insertUser(
@@ -757,18 +755,48 @@ final class SQLiteIdentityStore: IdentityStore {
     return result
   }
 
-  /// Stages the rows only: on SQLite the reads are in-process and the writer is the one
-  /// connection, so a guess would save little and need its own check.
+  /// Reads the batch's orgs and users on a reader (a snapshot) and plans it, with its feed
+  /// events, while the batch before it commits: the writer, which every write of the service
+  /// queues for, then only checks and writes.
   func stageUserImport(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> StagedUserImport {
-    StagedUserImport(rows)
+    let keys = UserImportState.keys(rows)
+    let state = try await store.read { db in
+      try self.importState(db, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
+    }
+    let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+    let events = try plan.events.map { try UserImportPlan.change($0.user) }
+    return StagedUserImport(rows, guess: .init(state: state, plan: plan, events: events))
   }
 
+  /// In the writer, reads again the orgs and the users the stage found (a user made meanwhile
+  /// under a key the stage found free fails its insert by the unique index). All unchanged,
+  /// the guess is written as planned; a changed one or a refused row, and the guess's writes
+  /// are rolled back and the batch read and decided again, as if never staged.
   func importUsers(
     _ staged: StagedUserImport, authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
-    try await importUsers(staged.rows, authorize: authorize)
+    guard let guess = staged.guess else {
+      return try await importUsers(staged.rows, authorize: authorize)
+    }
+    return try await store.write { db in
+      let now = try self.importState(
+        db, orgCodes: Array(guess.state.orgs.keys), Array(guess.state.users.keys), [])
+      if now == guess.state {
+        var written = false
+        try db.inSavepoint {
+          let refused = try self.write(db, guess.plan)
+          written = refused.updates.isEmpty && refused.inserts.isEmpty
+          return written ? .commit : .rollback
+        }
+        if written {
+          try ChangeFeed.record(db, events: guess.events)
+          return guess.plan.outcome
+        }
+      }
+      return try self.importUsers(db, staged.rows, authorize: authorize)
+    }
   }
 
   /// Imports a batch through ``UserImportPlan``: the orgs and users the rows name read in a
@@ -776,60 +804,83 @@ final class SQLiteIdentityStore: IdentityStore {
   func importUsers(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
-    try await store.write { db in
-      let keys = UserImportState.keys(rows)
-      var state = UserImportState()
-      for org in try self.fetchAll(db, Self.orgSelect + " WHERE o.code", in: keys.orgCodes, Self.org) {
-        state.orgs[org.code] = org
-      }
-      for user in try self.fetchAll(
-        db, Self.userSelect + " WHERE u.external_id", in: keys.externalIDs, Self.user)
-        + self.fetchAll(db, Self.userSelect + " WHERE u.username", in: keys.usernames, Self.user)
-      {
-        state.users[user.externalID] = user
-      }
-      var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
-      // Updates first: one may free a username that a new user of the batch takes.
-      let update = try db.cachedStatement(
-        sql: """
-          UPDATE users SET username = ?, display_name = ?, org_id = ?, birth_year = ?, kind = ?,
-            updated_at = ? WHERE id = ?
-          """)
-      var failed: [Int: String] = [:]
-      for step in plan.updates {
-        let u = step.user
-        do {
-          try update.execute(arguments: [
-            u.username, u.displayName, u.orgID, u.birthYear, u.kind.rawValue,
-            u.updateTime.date.timeIntervalSince1970, u.id,
-          ])
-        } catch let error as DatabaseError {
-          failed[step.index] = Store.map(error).message
-        }
-      }
-      let insert = try db.cachedStatement(
-        sql: """
-          INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
-            status, created_at, updated_at)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-          """)
-      var refused = Set<String>()
-      for u in plan.inserts {
-        let time = u.createTime.date.timeIntervalSince1970
-        do {
-          try insert.execute(arguments: [
-            u.id, u.externalID, u.username, u.displayName, u.kind.rawValue, u.orgID,
-            u.birthYear, u.status.rawValue, time, time,
-          ])
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-          refused.insert(u.id)
-        }
-      }
-      plan.dropInserts(refused) { "username '\($0.username)' is taken" }
-      plan.dropUpdates(failed)
-      for (_, user) in plan.events { try self.recordUserChange(db, user) }
-      return plan.outcome
+    try await store.write { db in try self.importUsers(db, rows, authorize: authorize) }
+  }
+
+  /// The import of `rows` in the writer: read, plan, write.
+  private func importUsers(
+    _ db: Database, _ rows: [(index: Int, row: User)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) throws -> BatchOutcome {
+    let keys = UserImportState.keys(rows)
+    let state = try importState(db, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
+    var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
+    let refused = try write(db, plan)
+    plan.dropInserts(refused.inserts) { "username '\($0.username)' is taken" }
+    plan.dropUpdates(refused.updates)
+    for (_, user) in plan.events { try recordUserChange(db, user) }
+    return plan.outcome
+  }
+
+  /// The orgs of `orgCodes` and the users of `externalIDs` and of the lower-cased `usernames`.
+  private func importState(
+    _ db: Database, orgCodes: [String], _ externalIDs: [String], _ usernames: [String]
+  ) throws -> UserImportState {
+    var state = UserImportState()
+    for org in try fetchAll(db, Self.orgSelect + " WHERE o.code", in: orgCodes, Self.org) {
+      state.orgs[org.code] = org
     }
+    for user
+      in try fetchAll(db, Self.userSelect + " WHERE u.external_id", in: externalIDs, Self.user)
+      + fetchAll(db, Self.userSelect + " WHERE u.username", in: usernames, Self.user)
+    {
+      state.users[user.externalID] = user
+    }
+    return state
+  }
+
+  /// Writes `plan`'s updates, then its inserts, each through a cached statement; returns the
+  /// updates that failed (row index → reason) and the ids of the users not inserted.
+  private func write(_ db: Database, _ plan: UserImportPlan) throws
+    -> (updates: [Int: String], inserts: Set<String>)
+  {
+    // Updates first: one may free a username that a new user of the batch takes.
+    let update = try db.cachedStatement(
+      sql: """
+        UPDATE users SET username = ?, display_name = ?, org_id = ?, birth_year = ?, kind = ?,
+          updated_at = ? WHERE id = ?
+        """)
+    var failed: [Int: String] = [:]
+    for step in plan.updates {
+      let u = step.user
+      do {
+        try update.execute(arguments: [
+          u.username, u.displayName, u.orgID, u.birthYear, u.kind.rawValue,
+          u.updateTime.date.timeIntervalSince1970, u.id,
+        ])
+      } catch let error as DatabaseError {
+        failed[step.index] = Store.map(error).message
+      }
+    }
+    let insert = try db.cachedStatement(
+      sql: """
+        INSERT INTO users (id, external_id, username, display_name, kind, org_id, birth_year,
+          status, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """)
+    var refused = Set<String>()
+    for u in plan.inserts {
+      let time = u.createTime.date.timeIntervalSince1970
+      do {
+        try insert.execute(arguments: [
+          u.id, u.externalID, u.username, u.displayName, u.kind.rawValue, u.orgID,
+          u.birthYear, u.status.rawValue, time, time,
+        ])
+      } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+        refused.insert(u.id)
+      }
+    }
+    return (failed, refused)
   }
 
   func setActivation(userID: String, codeHash: String, expires: Date) async throws {

@@ -273,6 +273,13 @@ struct UserImportPlan {
     return plan
   }
 
+  /// The feed event of a user as a write leaves it (an upsert at the user's org path).
+  static func change(_ user: User) throws -> ChangeEvent {
+    try ChangeEvent(
+      entity: "user", id: user.id, naturalKey: user.externalID, op: .upsert,
+      orgPath: user.orgPath.isEmpty ? "/" : user.orgPath, payload: user)
+  }
+
   /// Takes back the rows of new users the store could not insert (`ids`: a user written
   /// meanwhile by another caller took the external id or the username): each becomes a
   /// refusal of its first row, and its events go.

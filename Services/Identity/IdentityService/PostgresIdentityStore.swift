@@ -484,15 +484,10 @@ final class PostgresIdentityStore: IdentityStore {
   }
 
   private func recordUserChange(_ tx: PostgresTransaction, _ user: User) throws {
-    tx.recordChanges([try Self.userChange(user)])
+    tx.recordChanges([try UserImportPlan.change(user)])
   }
 
   /// The feed event of a user as it now is.
-  private static func userChange(_ user: User) throws -> ChangeEvent {
-    try ChangeEvent(
-      entity: "user", id: user.id, naturalKey: user.externalID, op: .upsert,
-      orgPath: user.orgPath.isEmpty ? "/" : user.orgPath, payload: user)
-  }
 
   private func insertUser(
     _ tx: PostgresTransaction, _ user: User, org: Org?, passwordHash: String?,
@@ -656,7 +651,7 @@ final class PostgresIdentityStore: IdentityStore {
         tx, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
     }
     let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
-    let events = try plan.events.map { try Self.userChange($0.user) }
+    let events = try plan.events.map { try UserImportPlan.change($0.user) }
     let copyRows = PostgresCopyRows(
       columns: Self.userCopyColumns.count, rows: plan.inserts.map(Self.copyValues))
     return StagedUserImport(
@@ -735,7 +730,7 @@ final class PostgresIdentityStore: IdentityStore {
     // The feed events (a payload serialized each) are made on another core while the
     // users are written, not on the transaction's path between its statements.
     let planned = plan.events
-    let events = Task { try planned.map { try Self.userChange($0.user) } }
+    let events = Task { try planned.map { try UserImportPlan.change($0.user) } }
     // Updates first: one may free a username that a new user of the batch takes.
     plan.dropUpdates(try await writeUpdates(tx, plan.updates))
     plan.dropInserts(try await copyOrInsertUsers(tx, plan.inserts)) {
@@ -744,7 +739,7 @@ final class PostgresIdentityStore: IdentityStore {
     // Rows the store refused dropped their events (only ever the rare race): made anew.
     tx.recordChanges(
       plan.events.count == planned.count
-        ? try await events.value : try plan.events.map { try Self.userChange($0.user) })
+        ? try await events.value : try plan.events.map { try UserImportPlan.change($0.user) })
     return plan.outcome
   }
 
