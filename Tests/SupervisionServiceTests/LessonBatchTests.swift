@@ -128,4 +128,77 @@ struct LessonBatchTests {
       #expect(kept.values.reduce(0) { $0 + $1.values.reduce(0, +) } == 64 * (round + 1))
     }
   }
+
+  /// The import stages a batch (its feed events made at the classroom's path as the stream
+  /// read it) while the batch before is written; the classroom may move before the staged
+  /// batch is written. Its lessons and their feed events must then carry the new path, on the
+  /// bulk path (a batch of new keys) and on the upsert (changed keys among stored ones), and an
+  /// unchanged lesson must make no event.
+  @Test func aBatchStagedBeforeItsClassroomMovedIsStoredAndFedAtTheNewPath() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try await Self.open(dir)
+    let monday = CalendarDate("2020-09-14")!
+    let (first, second) = ("/P/C/K/S/", "/P/C/K/T/")
+    var room = try await Self.room("R1", at: first, in: store)
+    func lesson(_ day: Int, _ period: Int, _ teacher: String, at path: String) -> LessonRecord {
+      LessonRecord(
+        classroom: room.number, classroomCode: "R1", date: monday.adding(days: day),
+        period: period, orgPath: path, teacher: teacher, subject: 2, minutes: 40, source: 1)
+    }
+    func move(to path: String) async throws {
+      room.orgPath = path
+      try await store.updateClassroom(room)
+    }
+    var after: Int64 = 0
+    func lessonEvents() async throws -> [Smartschool_Common_V1_Change] {
+      let page = try await store.changes(after: after, limit: 1000, scopes: [.root])
+      after = page.changes.last?.sequence ?? after
+      return page.changes.filter { $0.entity == "lesson" }
+    }
+    let weeks = monday.dayNumber...monday.dayNumber
+
+    let fresh = try StagedLessons((1...4).map { lesson($0, 1, "T1", at: first) })
+    try await move(to: second)
+    let made = try await store.upsertLessons(fresh)
+    #expect(made.created == 4)
+    let madeEvents = try await lessonEvents()
+    #expect(madeEvents.count == 4)
+    #expect(madeEvents.allSatisfy { $0.orgPath == second })
+    #expect(
+      Set(madeEvents.map(\.naturalKey)) == Set(fresh.lessons.map(\.naturalKey)))
+    for event in madeEvents {
+      let payload = try Smartschool_Supervision_V1_Lesson(unpackingAny: event.payload)
+      #expect(payload.teacherExternalID == "T1")
+      #expect(payload.classroomCode == "R1")
+    }
+    #expect(try await store.weekUsage(under: first, weeks: weeks) == [:])
+    #expect(
+      try await store.weekUsage(under: second, weeks: weeks)
+        == [
+          ClassroomWeek(classroom: room.number, week: monday): WeekUsage(lessons: 4, subjects: 1)
+        ])
+
+    // Stored keys, one changed and one not, and a new key; the classroom moves back.
+    let mixed = try StagedLessons([
+      lesson(1, 1, "T2", at: second), lesson(2, 1, "T1", at: second),
+      lesson(5, 1, "T1", at: second),
+    ])
+    try await move(to: first)
+    let written = try await store.upsertLessons(mixed)
+    #expect((written.created, written.updated, written.unchanged) == (1, 1, 1))
+    let mixedEvents = try await lessonEvents()
+    #expect(mixedEvents.count == 2)
+    #expect(mixedEvents.allSatisfy { $0.orgPath == first })
+    #expect(
+      Set(mixedEvents.map(\.naturalKey))
+        == [mixed.lessons[0].naturalKey, mixed.lessons[2].naturalKey])
+    let stored = try await store.lessons(
+      classroom: room.number, under: first, days: monday.dayNumber...monday.dayNumber + 6,
+      after: nil, limit: 100)
+    #expect(stored.count == 5)
+    #expect(stored.allSatisfy { $0.orgPath == first })
+    #expect(try await store.weekUsage(under: first, weeks: weeks)
+      == store.lessonUsage(under: first, weeks: weeks))
+  }
 }

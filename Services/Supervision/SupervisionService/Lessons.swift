@@ -1,3 +1,4 @@
+import Foundation
 import ServiceRuntime
 import SmartSchoolModel
 
@@ -97,6 +98,45 @@ public struct LessonRecord: Hashable, Sendable {
       $0.source = Smartschool_Supervision_V1_LessonSource(rawValue: source) ?? .unspecified
       $0.unverified = !verified
     }
+  }
+}
+
+/// A batch of lessons with each one's feed event made ahead (its key and serialized payload),
+/// so that the store's write only sets the org path the lesson is stored under: the import
+/// stages a batch while the batch before it is written.
+public struct StagedLessons: Sendable {
+  public var lessons: [LessonRecord]
+  /// `events[i]` is the event of `lessons[i]`, at the org path the import resolved.
+  public var events: [ChangeEvent]
+
+  public init(_ lessons: [LessonRecord], time: Date = Date()) throws {
+    self.lessons = lessons
+    events = []
+    events.reserveCapacity(lessons.count)
+    // Each distinct date is formatted once, for the keys and the payloads.
+    var dates: [Int: String] = [:]
+    for l in lessons {
+      let day = l.date.dayNumber
+      let text: String
+      if let known = dates[day] {
+        text = known
+      } else {
+        text = l.date.description
+        dates[day] = text
+      }
+      let key = l.naturalKey(dateText: text)
+      events.append(
+        try ChangeEvent(
+          entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
+          payload: l.proto(dateText: text), time: time))
+    }
+  }
+
+  /// The event of `lessons[i]` stored under `path` (the classroom's path when written).
+  public func event(_ i: Int, at path: String) -> ChangeEvent {
+    var event = events[i]
+    event.orgPath = path
+    return event
   }
 }
 

@@ -182,35 +182,35 @@ final class PostgresSupervisionStore: SupervisionStoring {
 
   // MARK: lessons
 
-  func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
+  func upsertLessons(_ staged: StagedLessons) async throws -> UpsertCounts {
+    let lessons = staged.lessons
     // A key twice in one batch would make ON CONFLICT DO UPDATE touch a row twice (refused):
     // the n-th occurrence of a key goes in round n, rounds run in order, as the SQLite store
-    // applies the rows one after another.
-    var rounds: [[LessonRecord]] = []
+    // applies the rows one after another. A round holds indexes into the staged batch.
+    var rounds: [[Int]] = []
     var seen: [LessonKey: Int] = [:]
     seen.reserveCapacity(lessons.count)
-    for l in lessons {
+    for (i, l) in lessons.enumerated() {
       let key = LessonKey(classroom: l.classroom, day: l.date.dayNumber, period: l.period)
       let round = seen[key, default: 0]
       seen[key] = round + 1
       if round == rounds.count { rounds.append([]) }
-      rounds[round].append(l)
+      rounds[round].append(i)
     }
     // One order for every batch, so two replicas' overlapping batches lock rows in the same
     // order instead of deadlocking.
-    for i in rounds.indices {
-      rounds[i].sort {
-        ($0.classroom, $0.date.dayNumber, $0.period)
-          < ($1.classroom, $1.date.dayNumber, $1.period)
+    for r in rounds.indices {
+      rounds[r].sort {
+        (lessons[$0].classroom, lessons[$0].date.dayNumber, lessons[$0].period)
+          < (lessons[$1].classroom, lessons[$1].date.dayNumber, lessons[$1].period)
       }
     }
     let counts = try await store.write { tx in
-      let now = Date()
-      if rounds.count == 1, let copied = try await copyNew(rounds[0], tx: tx, now: now) {
+      if rounds.count == 1, let copied = try await copyNew(staged, rounds[0], tx: tx) {
         return copied
       }
       var counts = UpsertCounts()
-      for round in rounds { try await upsert(round, tx: tx, counts: &counts, now: now) }
+      for round in rounds { try await upsert(staged, round, tx: tx, counts: &counts) }
       return counts
     }
     upkeep.wrote(counts.created + counts.updated)
@@ -232,9 +232,10 @@ final class PostgresSupervisionStore: SupervisionStoring {
   /// the caller runs the upsert. The price falls on re-sent batches (a copy refused at its
   /// first stored row) and on batches mixing stored and new rows (the copy's work until the
   /// first stored key is undone).
-  private func copyNew(_ lessons: [LessonRecord], tx: PostgresTransaction, now: Date)
+  private func copyNew(_ staged: StagedLessons, _ round: [Int], tx: PostgresTransaction)
     async throws -> UpsertCounts?
   {
+    let lessons = round.map { staged.lessons[$0] }
     let rooms = Array(Set(lessons.map(\.classroom))).sorted()
     var paths: [Int64: String] = [:]
     for row in try await tx.query(
@@ -247,7 +248,10 @@ final class PostgresSupervisionStore: SupervisionStoring {
     }
     var rows: [[PostgresCopyValue]] = []
     rows.reserveCapacity(lessons.count)
-    for l in lessons {
+    var events: [ChangeEvent] = []
+    events.reserveCapacity(lessons.count)
+    var usage = InsertedUsage()
+    for (n, var l) in lessons.enumerated() {
       // A classroom gone from the register (never, today) drops its rows, as the upsert's
       // join does.
       guard let path = paths[l.classroom] else { continue }
@@ -256,11 +260,10 @@ final class PostgresSupervisionStore: SupervisionStoring {
         .int(l.date.monday.dayNumber), .text(path), .text(l.teacher), .int(l.subject),
         .int(l.minutes), .int(l.source), .int(l.verified ? 1 : 0),
       ])
+      events.append(staged.event(round[n], at: path))
+      l.orgPath = path
+      usage.add(l)
     }
-    // The feed events (a payload serialized each) are made on another core while the rows
-    // are copied, not between the transaction's statements; a refused copy drops them.
-    let located = paths
-    let events = Task { try Self.lessonEvents(lessons, paths: located, now: now) }
     do {
       try await tx.savepoint {
         try await tx.copy(
@@ -271,55 +274,20 @@ final class PostgresSupervisionStore: SupervisionStoring {
           ], rows: rows)
       }
     } catch ServiceError.alreadyExists {
-      events.cancel()
       return nil
     }
-    var usage = InsertedUsage()
-    for var l in lessons {
-      guard let path = paths[l.classroom] else { continue }
-      l.orgPath = path
-      usage.add(l)
-    }
     try await Self.add(usage, tx: tx)
-    tx.recordChanges(try await events.value)
+    tx.recordChanges(events)
     return UpsertCounts(created: rows.count, updated: 0, unchanged: lessons.count - rows.count)
-  }
-
-  /// The feed events of `lessons` just inserted, each at its classroom's path (a lesson whose
-  /// classroom `paths` lacks has none). Each distinct date is written once for the keys and
-  /// payloads. Stops early, with what it has, once its task is cancelled.
-  private static func lessonEvents(
-    _ lessons: [LessonRecord], paths: [Int64: String], now: Date
-  ) throws -> [ChangeEvent] {
-    var dates: [Int: String] = [:]
-    var events: [ChangeEvent] = []
-    events.reserveCapacity(lessons.count)
-    for (i, var l) in lessons.enumerated() {
-      if i % 512 == 0 && Task.isCancelled { break }
-      guard let path = paths[l.classroom] else { continue }
-      l.orgPath = path
-      let day = l.date.dayNumber
-      let text: String
-      if let known = dates[day] {
-        text = known
-      } else {
-        text = l.date.description
-        dates[day] = text
-      }
-      let key = l.naturalKey(dateText: text)
-      events.append(
-        try ChangeEvent(
-          entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: path,
-          payload: l.proto(dateText: text), time: now))
-    }
-    return events
   }
 
   /// One statement for `lessons` (distinct keys): inserts the new rows, updates those that
   /// differ, leaves the rest; the rows it wrote come back and go on the feed.
   private func upsert(
-    _ lessons: [LessonRecord], tx: PostgresTransaction, counts: inout UpsertCounts, now: Date
+    _ staged: StagedLessons, _ round: [Int], tx: PostgresTransaction,
+    counts: inout UpsertCounts
   ) async throws {
+    let lessons = round.map { staged.lessons[$0] }
     let classrooms = lessons.map(\.classroom)
     let days = lessons.map(\.date.dayNumber)
     let periods = lessons.map(\.period)
@@ -359,17 +327,22 @@ final class PostgresSupervisionStore: SupervisionStoring {
       counts.unchanged += lessons.count
       return
     }
-    var byKey: [LessonKey: LessonRecord] = [:]
+    // Each key's place in the staged batch (keys are distinct within a round).
+    var byKey: [LessonKey: Int] = [:]
     var usage = InsertedUsage()
     byKey.reserveCapacity(lessons.count)
-    for l in lessons {
-      byKey[LessonKey(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] = l
+    for (n, l) in lessons.enumerated() {
+      byKey[LessonKey(classroom: l.classroom, day: l.date.dayNumber, period: l.period)] =
+        round[n]
     }
+    var events: [ChangeEvent] = []
+    events.reserveCapacity(rows.count)
     for row in rows {
       let key = LessonKey(
         classroom: try row["classroom"].decode(Int64.self), day: try row["day"].decode(Int.self),
         period: try row["period"].decode(Int.self))
-      guard var l = byKey[key] else { continue }
+      guard let i = byKey[key] else { continue }
+      var l = staged.lessons[i]
       l.orgPath = try row["org_path"].decode(String.self)
       if try row["inserted"].decode(Bool.self) {
         counts.created += 1
@@ -377,10 +350,9 @@ final class PostgresSupervisionStore: SupervisionStoring {
       } else {
         counts.updated += 1
       }
-      try tx.recordChange(
-        entity: "lesson", id: l.naturalKey, naturalKey: l.naturalKey, op: .upsert,
-        orgPath: l.orgPath, payload: l.proto, time: now)
+      events.append(staged.event(i, at: l.orgPath))
     }
+    tx.recordChanges(events)
     counts.unchanged += lessons.count - rows.count
     try await Self.add(usage, tx: tx)
   }

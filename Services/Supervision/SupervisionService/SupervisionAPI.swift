@@ -448,10 +448,11 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     }
     func flush() async throws {
       guard !batch.isEmpty else { return }
-      try await settle()
-      let rows = batch
+      // The batch's feed events are made here, while the batch before is still written.
+      let staged = try StagedLessons(batch)
       batch.removeAll(keepingCapacity: true)
-      writing = Task { [store] in try await store.upsertLessons(rows) }
+      try await settle()
+      writing = Task { [store] in try await store.upsertLessons(staged) }
     }
     do {
       for try await row in request {

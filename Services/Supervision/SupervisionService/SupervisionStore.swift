@@ -86,8 +86,9 @@ public protocol SupervisionStoring: Sendable {
   func classrooms(under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?)
     async throws -> [ClassroomRecord]
 
-  /// Writes a batch of lessons (one transaction); the usage counts follow in it.
-  func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts
+  /// Writes a staged batch of lessons (one transaction); the usage counts and the feed events
+  /// of the lessons it inserted or changed follow in it.
+  func upsertLessons(_ staged: StagedLessons) async throws -> UpsertCounts
   /// The usage of each classroom under `path` in each week whose Monday's day number is in
   /// `weeks`, counted from the verified lessons themselves (the check of ``weekUsage``).
   func lessonUsage(under path: String, weeks: ClosedRange<Int>) async throws -> UsageTable
@@ -145,6 +146,11 @@ public protocol SupervisionStoring: Sendable {
 }
 
 extension SupervisionStoring {
+  /// Stages and writes a batch of lessons.
+  func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
+    try await upsertLessons(try StagedLessons(lessons))
+  }
+
   /// The [lower, upper) bounds of every path under `path` ('/' + 1 is '0'): byte order, so
   /// PostgreSQL's path columns are `COLLATE "C"`.
   static func range(_ path: String) -> (String, String) {
@@ -328,15 +334,15 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
 
   // MARK: lessons
 
-  public func upsertLessons(_ lessons: [LessonRecord]) async throws -> UpsertCounts {
+  public func upsertLessons(_ staged: StagedLessons) async throws -> UpsertCounts {
     try await store.write { db in
       var counts = UpsertCounts()
+      var lessons = staged.lessons
       // A lesson takes its classroom's path as it is now, not as it was when the import
       // stream read the classroom (it may have moved meanwhile).
       let pathOf = try db.cachedStatement(
         sql: "SELECT org_path FROM sup_classrooms WHERE number = ?")
       var paths: [Int64: String] = [:]
-      var lessons = lessons
       for i in lessons.indices {
         let classroom = lessons[i].classroom
         if let path = paths[classroom] {
@@ -384,9 +390,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           WHERE classroom = ? AND day = ? AND period = ?
             AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ? OR verified <> ?)
           """)
-      var dates: [Int: String] = [:]
       var events: [ChangeEvent] = []
-      let now = Date()
       for (i, l) in lessons.enumerated() {
         if fresh[i] {
           counts.created += 1
@@ -402,15 +406,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           }
           counts.updated += 1
         }
-        // Each distinct date formatted once per batch, not twice per lesson.
-        let day = l.date.dayNumber
-        let dateText = dates[day] ?? l.date.description
-        dates[day] = dateText
-        let key = l.naturalKey(dateText: dateText)
-        events.append(
-          try ChangeEvent(
-            entity: "lesson", id: key, naturalKey: key, op: .upsert, orgPath: l.orgPath,
-            payload: l.proto(dateText: dateText), time: now))
+        events.append(staged.event(i, at: l.orgPath))
       }
       try ChangeFeed.record(db, events: events)
       return counts
