@@ -133,7 +133,7 @@ struct LessonBatchTests {
   /// read it) while the batch before is written; the classroom may move before the staged
   /// batch is written. Its lessons and their feed events must then carry the new path, on the
   /// bulk path (a batch of new keys) and on the upsert (changed keys among stored ones), and an
-  /// unchanged lesson must make no event.
+  /// unchanged lesson must make no event. The events are timed by the write, not the stage.
   @Test func aBatchStagedBeforeItsClassroomMovedIsStoredAndFedAtTheNewPath() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
@@ -158,13 +158,22 @@ struct LessonBatchTests {
     }
     let weeks = monday.dayNumber...monday.dayNumber
 
+    // Events not timed before `since` (less a millisecond for the timestamp's rounding) were
+    // timed by the write: each batch is staged 50 ms before it.
+    var since = Date()
+    func timedByTheWrite(_ events: [Smartschool_Common_V1_Change]) -> Bool {
+      events.allSatisfy { $0.time.date.timeIntervalSince(since) > -0.001 }
+    }
     let fresh = try StagedLessons((1...4).map { lesson($0, 1, "T1", at: first) })
+    try await Task.sleep(for: .milliseconds(50))
     try await move(to: second)
+    since = Date()
     let made = try await store.upsertLessons(fresh)
     #expect(made.created == 4)
     let madeEvents = try await lessonEvents()
     #expect(madeEvents.count == 4)
     #expect(madeEvents.allSatisfy { $0.orgPath == second })
+    #expect(timedByTheWrite(madeEvents))
     #expect(
       Set(madeEvents.map(\.naturalKey)) == Set(fresh.lessons.map(\.naturalKey)))
     for event in madeEvents {
@@ -184,12 +193,15 @@ struct LessonBatchTests {
       lesson(1, 1, "T2", at: second), lesson(2, 1, "T1", at: second),
       lesson(5, 1, "T1", at: second),
     ])
+    try await Task.sleep(for: .milliseconds(50))
     try await move(to: first)
+    since = Date()
     let written = try await store.upsertLessons(mixed)
     #expect((written.created, written.updated, written.unchanged) == (1, 1, 1))
     let mixedEvents = try await lessonEvents()
     #expect(mixedEvents.count == 2)
     #expect(mixedEvents.allSatisfy { $0.orgPath == first })
+    #expect(timedByTheWrite(mixedEvents))
     #expect(
       Set(mixedEvents.map(\.naturalKey))
         == [mixed.lessons[0].naturalKey, mixed.lessons[2].naturalKey])

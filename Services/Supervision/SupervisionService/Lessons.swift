@@ -102,14 +102,15 @@ public struct LessonRecord: Hashable, Sendable {
 }
 
 /// A batch of lessons with each one's feed event made ahead (its key and serialized payload),
-/// so that the store's write only sets the org path the lesson is stored under: the import
-/// stages a batch while the batch before it is written.
+/// so that the store's write only sets the org path the lesson is stored under and the time of
+/// the write: the import stages a batch while the batch before it is written.
 public struct StagedLessons: Sendable {
   public var lessons: [LessonRecord]
   /// `events[i]` is the event of `lessons[i]`, at the org path the import resolved.
   public var events: [ChangeEvent]
 
-  public init(_ lessons: [LessonRecord], time: Date = Date()) throws {
+  public init(_ lessons: [LessonRecord]) throws {
+    let time = Date()
     self.lessons = lessons
     events = []
     events.reserveCapacity(lessons.count)
@@ -132,10 +133,12 @@ public struct StagedLessons: Sendable {
     }
   }
 
-  /// The event of `lessons[i]` stored under `path` (the classroom's path when written).
-  public func event(_ i: Int, at path: String) -> ChangeEvent {
+  /// The event of `lessons[i]` stored under `path` (the classroom's path when written) by a
+  /// write at `time` (not when the batch was staged: it may wait behind a slow commit).
+  public func event(_ i: Int, at path: String, time: Date) -> ChangeEvent {
     var event = events[i]
     event.orgPath = path
+    event.time = time.timeIntervalSince1970
     return event
   }
 }

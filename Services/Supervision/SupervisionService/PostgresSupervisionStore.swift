@@ -206,11 +206,14 @@ final class PostgresSupervisionStore: SupervisionStoring {
       }
     }
     let counts = try await store.write { tx in
-      if rounds.count == 1, let copied = try await copyNew(staged, rounds[0], tx: tx) {
+      let now = Date()
+      if rounds.count == 1, let copied = try await copyNew(staged, rounds[0], tx: tx, now: now) {
         return copied
       }
       var counts = UpsertCounts()
-      for round in rounds { try await upsert(staged, round, tx: tx, counts: &counts) }
+      for round in rounds {
+        try await upsert(staged, round, tx: tx, counts: &counts, now: now)
+      }
       return counts
     }
     upkeep.wrote(counts.created + counts.updated)
@@ -232,9 +235,9 @@ final class PostgresSupervisionStore: SupervisionStoring {
   /// the caller runs the upsert. The price falls on re-sent batches (a copy refused at its
   /// first stored row) and on batches mixing stored and new rows (the copy's work until the
   /// first stored key is undone).
-  private func copyNew(_ staged: StagedLessons, _ round: [Int], tx: PostgresTransaction)
-    async throws -> UpsertCounts?
-  {
+  private func copyNew(
+    _ staged: StagedLessons, _ round: [Int], tx: PostgresTransaction, now: Date
+  ) async throws -> UpsertCounts? {
     let lessons = round.map { staged.lessons[$0] }
     let rooms = Array(Set(lessons.map(\.classroom))).sorted()
     var paths: [Int64: String] = [:]
@@ -260,7 +263,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
         .int(l.date.monday.dayNumber), .text(path), .text(l.teacher), .int(l.subject),
         .int(l.minutes), .int(l.source), .int(l.verified ? 1 : 0),
       ])
-      events.append(staged.event(round[n], at: path))
+      events.append(staged.event(round[n], at: path, time: now))
       l.orgPath = path
       usage.add(l)
     }
@@ -285,7 +288,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
   /// differ, leaves the rest; the rows it wrote come back and go on the feed.
   private func upsert(
     _ staged: StagedLessons, _ round: [Int], tx: PostgresTransaction,
-    counts: inout UpsertCounts
+    counts: inout UpsertCounts, now: Date
   ) async throws {
     let lessons = round.map { staged.lessons[$0] }
     let classrooms = lessons.map(\.classroom)
@@ -350,7 +353,7 @@ final class PostgresSupervisionStore: SupervisionStoring {
       } else {
         counts.updated += 1
       }
-      events.append(staged.event(i, at: l.orgPath))
+      events.append(staged.event(i, at: l.orgPath, time: now))
     }
     tx.recordChanges(events)
     counts.unchanged += lessons.count - rows.count

@@ -391,6 +391,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
             AND (teacher <> ? OR subject <> ? OR minutes <> ? OR source <> ? OR verified <> ?)
           """)
       var events: [ChangeEvent] = []
+      let now = Date()
       for (i, l) in lessons.enumerated() {
         if fresh[i] {
           counts.created += 1
@@ -406,7 +407,7 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
           }
           counts.updated += 1
         }
-        events.append(staged.event(i, at: l.orgPath))
+        events.append(staged.event(i, at: l.orgPath, time: now))
       }
       try ChangeFeed.record(db, events: events)
       return counts
