@@ -425,10 +425,13 @@ func fieldViolations(_ body: () async throws -> Void) async -> [String] {
 }
 
 /// The catalogue store of this run (SQLite under `directory`, or a PostgreSQL database named
-/// after it), opened directly for store-level tests.
-func openCatalogueStore(_ directory: TemporaryDirectory) async throws -> any CatalogueStore {
+/// after it), opened directly for store-level tests; `recentLimit` is SQLite's (documents whose
+/// postings wait in `search_recent`).
+func openCatalogueStore(
+  _ directory: TemporaryDirectory, recentLimit: Int = SQLiteCatalogueStore.defaultRecentLimit
+) async throws -> any CatalogueStore {
   guard let database = try await TestStore.database(named: "catalogue_" + directory.path) else {
-    return try SQLiteCatalogueStore(directory: directory.path)
+    return try SQLiteCatalogueStore(directory: directory.path, recentLimit: recentLimit)
   }
   var quiet = Logger(label: "catalogue")
   quiet.logLevel = .critical

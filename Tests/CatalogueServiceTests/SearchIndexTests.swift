@@ -20,7 +20,8 @@ struct SearchIndexTests {
   func postings(_ store: SQLiteCatalogueStore) async throws -> (Int, Int, Int) {
     try await store.store.read { db in
       (
-        try Int.fetchOne(db, sql: "SELECT count(*) FROM search_postings")!,
+        try Int.fetchOne(db, sql: "SELECT count(*) FROM search_postings")!
+          + Int.fetchOne(db, sql: "SELECT count(*) FROM search_recent")!,
         try Int.fetchOne(db, sql: "SELECT count(*) FROM search_documents")!,
         try Int.fetchOne(db, sql: SearchIndex.statsTotals)!
       )
@@ -78,11 +79,12 @@ struct SearchIndexTests {
   }
 
   /// Create, update and delete keep the index and its statistics in step, in their own
-  /// transaction.
-  @Test func everyWriteMaintainsTheIndex() async throws {
+  /// transaction: with the postings merged at every write, and waiting in `search_recent`.
+  @Test(arguments: [1, SQLiteCatalogueStore.defaultRecentLimit])
+  func everyWriteMaintainsTheIndex(recentLimit: Int) async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
-    let store = try SQLiteCatalogueStore(directory: dir.path)
+    let store = try SQLiteCatalogueStore(directory: dir.path, recentLimit: recentLimit)
     func resource(_ id: String, _ title: String, keywords: [String] = []) -> Resource {
       .with {
         $0.id = id

@@ -153,3 +153,53 @@ struct SearchPageTests {
     if let postgres = store as? PostgresCatalogueStore { await postgres.storage.close() }
   }
 }
+
+/// On SQLite a document's postings wait in `search_recent` until a write moves every waiting
+/// document into `search_postings`: wherever a document's postings are, every query answers
+/// the same. The corpus is written into three stores whose writes merge always (every posting
+/// in the main table), every ninth document (both tables), or never (every posting waiting).
+@Suite("Search on SQLite, postings waiting or merged")
+struct SearchRecentPostingsTests {
+  @Test func everyQueryAnswersTheSameWhereverThePostingsAre() async throws {
+    var dirs: [TemporaryDirectory] = []
+    defer { for dir in dirs { dir.remove() } }
+    var stores: [SQLiteCatalogueStore] = []
+    var waiting: [Int] = []
+    for limit in [1, 9, 1_000_000] {
+      let dir = try TemporaryDirectory()
+      dirs.append(dir)
+      let store = try SQLiteCatalogueStore(directory: dir.path, recentLimit: limit)
+      _ = try await SearchStoresTests.fill(store)
+      stores.append(store)
+      waiting.append(
+        try await store.store.read { db in
+          try Int.fetchOne(db, sql: "SELECT count(DISTINCT resource_seq) FROM search_recent")!
+        })
+    }
+    #expect(
+      waiting[0] == 0 && (1..<9).contains(waiting[1]) && waiting[2] > 250, "\(waiting)")
+    var math = ResolvedFilter()
+    math.subject = Smartschool_Common_V1_Subject.mathematics.rawValue
+    var asked: [(String, ResolvedFilter, Int, Int)] = SearchCorpus.queries.map {
+      ($0.query, ResolvedFilter(), 0, 1000)
+    }
+    asked += [
+      ("函数", math, 0, 7), ("函数", ResolvedFilter(), 3, 7), ("人教版 函数", ResolvedFilter(), 0, 50),
+      ("北师大版", ResolvedFilter(), 0, 50), ("八年级 数学", ResolvedFilter(), 0, 7),
+      ("教案", ResolvedFilter(), 5, 7), ("", math, 0, 7),
+    ]
+    var nonEmpty = 0
+    for (text, filter, offset, limit) in asked {
+      var answers: [SearchStoresTests.Answer] = []
+      for store in stores {
+        answers.append(
+          try await SearchStoresTests.answer(
+            store, text, filter: filter, offset: offset, limit: limit))
+      }
+      #expect(answers[1] == answers[0], "'\(text)': merged \(answers[0]), mixed \(answers[1])")
+      #expect(answers[2] == answers[0], "'\(text)': merged \(answers[0]), waiting \(answers[2])")
+      if answers[0].total > 0 { nonEmpty += 1 }
+    }
+    #expect(nonEmpty >= 40)
+  }
+}

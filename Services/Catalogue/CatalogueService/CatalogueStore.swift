@@ -136,9 +136,13 @@ protocol CatalogueStore: Sendable {
 final class SQLiteCatalogueStore: CatalogueStore {
   let store: Store
   var storage: any ServiceStorage { store }
+  /// Documents the search index keeps in `search_recent` before moving them into
+  /// `search_postings` (see SearchIndexStore.swift).
+  let recentLimit: Int
 
-  init(store: Store) {
+  init(store: Store, recentLimit: Int = SQLiteCatalogueStore.defaultRecentLimit) {
     self.store = store
+    self.recentLimit = max(1, recentLimit)
     // The writer's connection: a create dirties pages all over the postings B-tree, which
     // outgrows SQLite's default 2 MB cache at district size, and every checkpoint writes each
     // page it finds in the WAL back to the file and syncs both; a checkpoint every 8,000
@@ -149,10 +153,13 @@ final class SQLiteCatalogueStore: CatalogueStore {
   }
 
   /// Opens `<directory>/catalogue.sqlite`.
-  convenience init(directory: String) throws {
+  convenience init(
+    directory: String, recentLimit: Int = SQLiteCatalogueStore.defaultRecentLimit
+  ) throws {
     self.init(
       store: try Store(
-        directory: directory, name: "catalogue", migrations: CatalogueMigrations.register))
+        directory: directory, name: "catalogue", migrations: CatalogueMigrations.register),
+      recentLimit: recentLimit)
   }
 
   // MARK: Row mapping
@@ -748,7 +755,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
             now, now,
           ] as [(any DatabaseValueConvertible)?]))
       let seq = db.lastInsertedRowID
-      try Self.indexResource(db, seq: seq, analysed, fresh: true)
+      try Self.indexResource(db, seq: seq, analysed, fresh: true, recentLimit: self.recentLimit)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes, fresh: true)
       let stored = try Self.fetch(db, seq: seq)!
       try Self.recordChange(db, stored, op: .upsert)
@@ -800,7 +807,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
         throw ServiceError.failedPrecondition(
           "the resource changed status meanwhile; only drafts and rejected resources can be edited")
       }
-      try Self.indexResource(db, seq: seq, analysed)
+      try Self.indexResource(db, seq: seq, analysed, recentLimit: self.recentLimit)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes)
       let stored = try Self.fetch(db, seq: seq)!
       try Self.recordChange(db, stored, op: .upsert)

@@ -6,7 +6,9 @@ import SmartSchoolModel
 ///   in token order, holding only what scoring every match needs (``counts(_:)``: per field the
 ///   occurrences inside a dictionary word and those straddling two, and whether the title
 ///   starts with the token; ``packLengths(_:)``: the document's field lengths). A search reads
-///   these for all its matches, with no text to parse.
+///   these for all its matches, with no text to parse. SQLite keeps the latest documents'
+///   postings in `search_recent` (the same columns, in document order) until a write merges
+///   them here (SearchIndexStore.swift).
 /// - `search_documents (resource_seq, title_len, keywords_len, description_len, positions)`:
 ///   field lengths in tokens (bigrams and words; the characters of longer runs do not count)
 ///   and every token's positions as one text (``encodePositions(_:)``: per token, each field's

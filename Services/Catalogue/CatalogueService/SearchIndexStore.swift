@@ -8,8 +8,15 @@ import ServiceRuntime
 //
 // A resource's rows go in as multi-row INSERTs (one statement per 100 rows), analysed before
 // its write transaction (``SearchIndex/document``, by ``analyse``) so that the single writer
-// does not tokenize. A search reads the packed counts of every posting of its tokens joined
-// with the visible resources (no text), then positions only for the candidates
+// does not tokenize. A write puts them in `search_recent`, keyed by document: in token order a
+// create's hundred-odd postings dirty a page each all over `search_postings`, and every commit
+// writes each dirty page whole to the WAL (a megabyte a create, measured); in document order
+// they fill a page or two. Once `recentLimit` documents are there, the write that adds the
+// last moves them all into `search_postings` in token order (``mergeRecent``), where
+// neighbouring postings of the many documents share pages. A document's postings are in one
+// table or the other, never both; a search reads both (the recent one by a scan, which
+// `recentLimit` keeps short). A search reads the packed counts of every posting of its tokens
+// joined with the visible resources (no text), then positions only for the candidates
 // ``Ranking/TopResults`` asks for.
 
 extension SQLiteCatalogueStore {
@@ -17,6 +24,28 @@ extension SQLiteCatalogueStore {
   static let insertPostings = MultiRowStatement(
     "INSERT INTO search_postings (token, resource_seq, counts, lengths)", columns: 4,
     rowsPerStatement: 100)
+
+  /// The index rows of a recently written document, many a statement.
+  static let insertRecent = MultiRowStatement(
+    "INSERT INTO search_recent (resource_seq, token, counts, lengths)", columns: 4,
+    rowsPerStatement: 100)
+
+  /// Documents whose postings stay in `search_recent` until a write moves them all into
+  /// `search_postings` (the store's default; see the comment at the top of this file).
+  static let defaultRecentLimit = 128
+
+  /// The postings a search reads of `tokens` (`p` columns token, resource_seq, counts,
+  /// lengths): both tables' rows, each with the `IN` list of its own; the arguments are the
+  /// tokens twice.
+  static func postings(of count: Int) -> String {
+    """
+    (SELECT token, resource_seq, counts, lengths FROM search_postings
+      WHERE token IN (\(placeholders(count)))
+    UNION ALL
+    SELECT token, resource_seq, counts, lengths FROM search_recent
+      WHERE token IN (\(placeholders(count))))
+    """
+  }
 
   /// The name of an edition node, as the index reads it.
   static func editionName(_ db: Database, code: String) throws -> String? {
@@ -38,9 +67,12 @@ extension SQLiteCatalogueStore {
   }
 
   /// Writes a resource's index rows (replacing any; `fresh`: a resource inserted in this
-  /// transaction, which has none), in the caller's write transaction.
+  /// transaction, which has none), in the caller's write transaction: into `search_recent`,
+  /// merged once it holds `recentLimit` documents, or straight into `search_postings` when
+  /// `recentLimit` is nil (the migrations' rebuild, which writes every document at once).
   static func indexResource(
-    _ db: Database, seq: Int64, _ analysed: AnalysedResource, fresh: Bool = false
+    _ db: Database, seq: Int64, _ analysed: AnalysedResource, fresh: Bool = false,
+    recentLimit: Int?
   ) throws {
     let r = analysed.resource
     var doc = analysed.document
@@ -63,11 +95,21 @@ extension SQLiteCatalogueStore {
         SearchIndex.encodePositions(postings),
       ])
     let lengths = SearchIndex.packLengths(doc.lengths)
-    try insertPostings.run(db, count: postings.count) { i, row in
-      row.bind(postings[i].key)
-      row.bind(seq)
-      row.bind(SearchIndex.counts(postings[i].value))
-      row.bind(lengths)
+    if let recentLimit {
+      try insertRecent.run(db, count: postings.count) { i, row in
+        row.bind(seq)
+        row.bind(postings[i].key)
+        row.bind(SearchIndex.counts(postings[i].value))
+        row.bind(lengths)
+      }
+      if try countRecent(db, by: 1) >= recentLimit { try mergeRecent(db) }
+    } else {
+      try insertPostings.run(db, count: postings.count) { i, row in
+        row.bind(postings[i].key)
+        row.bind(seq)
+        row.bind(SearchIndex.counts(postings[i].value))
+        row.bind(lengths)
+      }
     }
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try updateStats(
@@ -90,15 +132,42 @@ extension SQLiteCatalogueStore {
             WHERE resource_seq = ?
             """), arguments: [seq])
     else { return nil }
-    // The document's tokens name its postings (by their key).
-    let delete = try db.cachedStatement(
-      sql: "DELETE FROM search_postings WHERE token = ? AND resource_seq = ?")
-    for token in SearchIndex.positionTokens(row["positions"]) {
-      try delete.execute(arguments: [token, seq])
+    try db.cachedStatement(sql: "DELETE FROM search_recent WHERE resource_seq = ?")
+      .execute(arguments: [seq])
+    if db.changesCount > 0 {
+      _ = try countRecent(db, by: -1)
+    } else {
+      // Merged: the document's tokens name its postings (by their key).
+      let delete = try db.cachedStatement(
+        sql: "DELETE FROM search_postings WHERE token = ? AND resource_seq = ?")
+      for token in SearchIndex.positionTokens(row["positions"]) {
+        try delete.execute(arguments: [token, seq])
+      }
     }
     try db.cachedStatement(sql: "DELETE FROM search_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
     return [row["title_len"], row["keywords_len"], row["description_len"]]
+  }
+
+  /// Adds `change` to the count of documents in `search_recent`; the new count.
+  static func countRecent(_ db: Database, by change: Int) throws -> Int {
+    try db.cachedStatement(
+      sql: "UPDATE search_recent_size SET documents = documents + ? WHERE id = 1"
+    ).execute(arguments: [change])
+    return try Int.fetchOne(
+      db.cachedStatement(sql: "SELECT documents FROM search_recent_size WHERE id = 1")) ?? 0
+  }
+
+  /// Moves every posting of `search_recent` into `search_postings`, in token order.
+  static func mergeRecent(_ db: Database) throws {
+    try db.execute(
+      sql: """
+        INSERT INTO search_postings (token, resource_seq, counts, lengths)
+        SELECT token, resource_seq, counts, lengths FROM search_recent
+        ORDER BY token, resource_seq;
+        DELETE FROM search_recent;
+        UPDATE search_recent_size SET documents = 0 WHERE id = 1;
+        """)
   }
 
   static func updateStats(_ db: Database, documents: Int, lengths: [Int]) throws {
@@ -138,7 +207,8 @@ extension SQLiteCatalogueStore {
           resource: resource, editionName: name,
           document: SearchIndex.document(
             title: resource.title, keywords: resource.keywords,
-            description: resource.description_p, editionName: name)))
+            description: resource.description_p, editionName: name)),
+        recentLimit: nil)
     }
   }
 
@@ -155,11 +225,14 @@ extension SQLiteCatalogueStore {
     if !f.editions.isEmpty {
       // Looked up per candidate (the other conditions usually leave few): a list of every
       // resource of an edition would be built for each query.
+      let tokens = f.editions.sorted().map(SearchIndex.editionToken)
       c.add(
         """
-        EXISTS (SELECT 1 FROM search_postings e
-          WHERE e.token IN (\(placeholders(f.editions.count))) AND e.resource_seq = r.seq)
-        """, f.editions.sorted().map(SearchIndex.editionToken))
+        (EXISTS (SELECT 1 FROM search_postings e
+          WHERE e.token IN (\(placeholders(tokens.count))) AND e.resource_seq = r.seq)
+        OR EXISTS (SELECT 1 FROM search_recent e
+          WHERE e.resource_seq = r.seq AND e.token IN (\(placeholders(tokens.count)))))
+        """, tokens + tokens)
     }
   }
 
@@ -180,9 +253,13 @@ extension SQLiteCatalogueStore {
       sql: """
         SELECT token, count(*) AS n FROM search_postings
         WHERE token IN (\(placeholders(tokens.count))) GROUP BY token
-        """, arguments: StatementArguments(tokens))
+        UNION ALL
+        SELECT token, count(*) AS n FROM search_recent
+        WHERE token IN (\(placeholders(tokens.count))) GROUP BY token
+        """, arguments: StatementArguments(tokens + tokens))
     {
-      frequencies[row[0]] = row[1]
+      // Counted per table: a count over both tables' rows would gather and sort them all.
+      frequencies[row[0], default: 0] += row[1] as Int
     }
     return (stats, frequencies)
   }
@@ -199,8 +276,10 @@ extension SQLiteCatalogueStore {
       editions.isEmpty
       ? "0"
       : """
-      (SELECT count(*) FROM search_postings e
+      ((SELECT count(*) FROM search_postings e
         WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count))))
+      + (SELECT count(*) FROM search_recent e
+        WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count)))))
       """
     // The token's index in `tokens` rather than its text.
     let tokenIndex =
@@ -212,10 +291,11 @@ extension SQLiteCatalogueStore {
       sql: """
         SELECT p.resource_seq, \(tokenIndex), p.counts, p.lengths, r.stage, r.grade, r.subject,
           r.type, r.popularity, \(editionColumn)
-        FROM search_postings p CROSS JOIN resources r
-        WHERE p.token IN (\(placeholders(tokens.count))) AND r.seq = p.resource_seq AND \(c.sql)
+        FROM \(postings(of: tokens.count)) p CROSS JOIN resources r
+        WHERE r.seq = p.resource_seq AND \(c.sql)
         """,
-      arguments: StatementArguments(tokens + editions + tokens + c.arguments))
+      arguments: StatementArguments(
+        tokens + editions + editions + tokens + tokens + c.arguments))
     while let row = try rows.next() {
       let seq: Int64 = row[0]
       let token: Int = row[1]
