@@ -34,6 +34,30 @@ struct SearchTextTests {
     let circle = SearchText.occurrences("圆的面积").first { $0.token == "圆" }
     #expect(circle?.aligned == true)
   }
+
+  /// Tokens made from their bytes equal the scalars' own string, for any width of scalar
+  /// (three-byte Han, four-byte extension B, mixed), and a dictionary word four wide.
+  @Test func tokensAreTheirScalarsStrings() {
+    for text in ["勾股定理", "𠀀𠀁𠀂𠀃", "a𠀀ü中", "人民教育出版社"] {
+      let scalars = Array(text.unicodeScalars)
+      for width in 1...4 where width <= scalars.count {
+        for start in 0...(scalars.count - width) {
+          let slice = scalars[start..<(start + width)]
+          #expect(SearchText.string(slice) == String(String.UnicodeScalarView(slice)))
+        }
+      }
+    }
+    #expect(SearchText.occurrences("𠀀𠀁").map(\.token).first == "𠀀𠀁")
+  }
+
+  /// An edition is named by its name or an alias anywhere in the text, and only then.
+  @Test func editionsNamedInText() {
+    let found = { (text: String) in SearchVocabulary.editions(in: SearchText.normalized(text)) }
+    #expect(found("人民教育出版社八年级数学") == ["人教版"])
+    #expect(found("部编语文与北师大版数学") == ["统编版", "北师大版"])
+    #expect(found("华师大版") == ["华师大版"])
+    #expect(found("北师数学 人民教育") == [])
+  }
 }
 
 @Suite("Search query parsing")

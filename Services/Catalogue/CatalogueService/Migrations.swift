@@ -272,7 +272,7 @@ enum CatalogueMigrations {
     migrator.registerMigration("catalogue.8.recent-postings") { db in
       // A create's postings go to a table in document order, a page or two per create instead
       // of a page per token all over search_postings; a merge moves them there in token order
-      // once search_recent_size counts `recentLimit` documents (SQLiteCatalogueStore).
+      // once search_recent_documents lists `recentLimit` documents (SearchIndexStore.swift).
       try db.execute(
         sql: """
           CREATE TABLE search_recent (
@@ -282,11 +282,7 @@ enum CatalogueMigrations {
             lengths INTEGER NOT NULL,
             PRIMARY KEY (resource_seq, token)
           ) WITHOUT ROWID;
-          CREATE TABLE search_recent_size (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            documents INTEGER NOT NULL
-          );
-          INSERT INTO search_recent_size (id, documents) VALUES (1, 0);
+          CREATE TABLE search_recent_documents (resource_seq INTEGER PRIMARY KEY);
           """)
     }
   }

@@ -25,10 +25,7 @@ extension PostgresCatalogueStore {
         "SELECT name FROM curriculum_nodes WHERE code = \(r.editionCode)"
       ).first?[0].decode(String.self)
     }
-    return AnalysedResource(
-      resource: r, editionName: name,
-      document: SearchIndex.document(
-        title: r.title, keywords: r.keywords, description: r.description_p, editionName: name))
+    return AnalysedResource(resource: r, editionName: name)
   }
 
   /// Writes a resource's index rows (replacing any; `fresh`: a resource inserted in this
@@ -37,19 +34,19 @@ extension PostgresCatalogueStore {
   static func indexResource(
     _ tx: PostgresTransaction, seq: Int64, _ analysed: AnalysedResource, fresh: Bool = false
   ) async throws {
+    var analysed = analysed
     let r = analysed.resource
-    var doc = analysed.document
     let name = r.editionCode.isEmpty ? nil : try await editionName(tx, code: r.editionCode)
     if name != analysed.editionName {
-      doc = SearchIndex.document(
-        title: r.title, keywords: r.keywords, description: r.description_p, editionName: name)
+      analysed = AnalysedResource(resource: r, editionName: name)
     }
+    let doc = analysed.document
     let old = fresh ? nil : try await removePostings(tx, seq: seq)
-    let postings = doc.postings.sorted(by: { $0.key < $1.key })
+    let postings = analysed.postings
     let tokens = postings.map(\.key)
     let counts = postings.map { SearchIndex.counts($0.value) }
     let lengths = SearchIndex.packLengths(doc.lengths)
-    let positions = SearchIndex.encodePositions(postings)
+    let positions = analysed.positions
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     let moved = zip(doc.lengths, before).map { $0 - $1 }
     try await tx.execute(

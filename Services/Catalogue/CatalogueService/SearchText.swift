@@ -56,6 +56,26 @@ enum SearchText {
     }
   }
 
+  /// The string of a few scalars (a bigram, a dictionary word tried), made from their UTF-8
+  /// in a stack buffer: up to 15 bytes it is a small string, with no array or heap storage
+  /// (the analysis makes several per character of every indexed field).
+  static func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
+    var buffer: (UInt64, UInt64) = (0, 0)
+    return withUnsafeMutableBytes(of: &buffer) { bytes in
+      var count = 0
+      for scalar in scalars {
+        guard count + 4 <= bytes.count else {
+          return String(String.UnicodeScalarView(scalars))
+        }
+        UTF8.encode(scalar) { byte in
+          bytes[count] = byte
+          count += 1
+        }
+      }
+      return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<count]), as: UTF8.self)
+    }
+  }
+
   /// Normalised text as a string.
   static func normalized(_ text: String) -> String {
     String(String.UnicodeScalarView(normalize(text)))
@@ -104,7 +124,7 @@ enum SearchText {
     while end > 0 {
       var length = 1
       for l in stride(from: min(maxDictionaryWordLength, end), through: 2, by: -1) {
-        let word = String(String.UnicodeScalarView(run[(end - l)..<end]))
+        let word = string(run[(end - l)..<end])
         if dictionary.contains(word) {
           length = l
           break
@@ -135,7 +155,7 @@ enum SearchText {
     for i in 0..<(chars.count - 1) {
       result.append(
         Occurrence(
-          token: String(String.UnicodeScalarView([chars[i], chars[i + 1]])),
+          token: string(chars[i...(i + 1)]),
           position: run.start + i, aligned: segment[i] == segment[i + 1], isCharacter: false))
     }
     for i in 0..<chars.count {

@@ -90,13 +90,23 @@ enum SearchVocabulary {
   /// The editions named anywhere in normalised text (an edition's name or alias contained in
   /// it): what an indexed resource carries as its edition facet.
   static func editions(in text: String) -> Set<String> {
+    // Compared as UTF-8 bytes (a byte match is a match of whole scalars: no scalar's encoding
+    // starts inside another's; the text and the names are both normalised): Foundation's
+    // `contains`, locale-aware, took a tenth of a create's analysis.
     var found: Set<String> = []
-    for edition in editions where !found.contains(edition.name) {
-      if ([edition.name] + edition.aliases).contains(where: { text.contains($0) }) {
+    var text = text
+    text.withUTF8 { bytes in
+      for edition in editionNames
+      where edition.names.contains(where: { bytes.firstRange(of: $0) != nil }) {
         found.insert(edition.name)
       }
     }
     return found
+  }
+
+  /// Each edition's canonical name and its names (canonical first, then aliases) as UTF-8.
+  static let editionNames: [(name: String, names: [[UInt8]])] = editions.map { edition in
+    (edition.name, ([edition.name] + edition.aliases).map { Array($0.utf8) })
   }
 
   /// Splits a Han run into the vocabulary words it starts and ends with and what lies between:
