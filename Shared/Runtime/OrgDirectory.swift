@@ -367,6 +367,29 @@ public final class OrgDirectory: Service, Sendable {
     }
   }
 
+  /// The users with the given external ids, by external id (those the directory has; with
+  /// `trackUsers`, otherwise none): each as ``user(externalID:)`` gives it, the ones not
+  /// cached read in one go.
+  public func users(externalIDs: some Sequence<String>) async throws -> [String: DirectoryUser]
+  {
+    guard let cache, let store else { return [:] }
+    let found = try await cache.values(for: externalIDs.map { CacheKey.externalID($0) }) {
+      keys in
+      let ids = keys.compactMap { key -> String? in
+        if case .externalID(let id) = key { return id }
+        return nil
+      }
+      var out: [CacheKey: Cached] = [:]
+      for (id, user) in try await store.directoryUsers(externalIDs: ids) {
+        out[.externalID(id)] = .user(user)
+      }
+      return out
+    }
+    var out: [String: DirectoryUser] = [:]
+    for case (.externalID(let id), .user(let user)) in found { out[id] = user }
+    return out
+  }
+
   private func cachedUser(
     _ key: CacheKey, _ read: (any ServiceStorage) async throws -> DirectoryUser?
   ) async throws -> DirectoryUser? {

@@ -790,6 +790,20 @@ public final class PostgresStore: ServiceStorage {
     ).first.map(PostgresStore.user)
   }
 
+  /// See ``ServiceStorage/directoryUsers(externalIDs:)``: one statement for all the ids.
+  public func directoryUsers(externalIDs: [String]) async throws -> [String: DirectoryUser] {
+    guard !externalIDs.isEmpty else { return [:] }
+    // DISTINCT ON keeps each id's first row in the order, as the single lookup's LIMIT 1.
+    let users = try await query(
+      """
+      SELECT DISTINCT ON (external_id) \(unescaped: PostgresStore.userColumns)
+      FROM runtime_directory_users WHERE external_id = ANY(\(externalIDs)::text[])
+      ORDER BY external_id, active DESC
+      """
+    ).map(PostgresStore.user)
+    return Dictionary(users.map { ($0.externalID, $0) }, uniquingKeysWith: { a, _ in a })
+  }
+
   /// See ``ServiceStorage/directoryUsers(under:kind:)``.
   public func directoryUsers(under path: OrgPath, kind: Smartschool_Identity_V1_UserKind)
     async throws -> [DirectoryUser]

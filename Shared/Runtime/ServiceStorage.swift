@@ -178,6 +178,9 @@ public protocol ServiceStorage: AnyObject, Sendable {
   func directoryUser(id: String) async throws -> DirectoryUser?
   /// The directory's user with external id `externalID`.
   func directoryUser(externalID: String) async throws -> DirectoryUser?
+  /// The directory's users with the given external ids, by external id (those it has): for
+  /// each, the user ``directoryUser(externalID:)`` gives, all in one read.
+  func directoryUsers(externalIDs: [String]) async throws -> [String: DirectoryUser]
   /// The directory's active users of `kind` whose home org's path lies under `path`, by
   /// external id.
   func directoryUsers(under path: OrgPath, kind: Smartschool_Identity_V1_UserKind)

@@ -411,16 +411,32 @@ extension Store {
 
   /// See ``ServiceStorage/directoryUser(externalID:)``.
   public func directoryUser(externalID: String) async throws -> DirectoryUser? {
+    try await read { db in try Store.directoryUser(db, externalID: externalID) }
+  }
+
+  /// See ``ServiceStorage/directoryUsers(externalIDs:)``: one lookup of the index per id, in
+  /// one read transaction.
+  public func directoryUsers(externalIDs: [String]) async throws -> [String: DirectoryUser] {
     try await read { db in
-      try Row.fetchOne(
-        db.cachedStatement(
-          sql: """
-            SELECT \(Store.userColumns) FROM runtime_directory_users WHERE external_id = ?
-            ORDER BY active DESC LIMIT 1
-            """),
-        arguments: [externalID]
-      ).map(Store.user)
+      var out: [String: DirectoryUser] = [:]
+      for id in externalIDs {
+        if let user = try Store.directoryUser(db, externalID: id) { out[id] = user }
+      }
+      return out
     }
+  }
+
+  private static func directoryUser(_ db: Database, externalID: String) throws
+    -> DirectoryUser?
+  {
+    try Row.fetchOne(
+      db.cachedStatement(
+        sql: """
+          SELECT \(Store.userColumns) FROM runtime_directory_users WHERE external_id = ?
+          ORDER BY active DESC LIMIT 1
+          """),
+      arguments: [externalID]
+    ).map(Store.user)
   }
 
   /// See ``ServiceStorage/directoryUsers(under:kind:)``.

@@ -130,6 +130,42 @@ public final class StoreCache<Key: Hashable & Sendable, Value: Sendable>: Sendab
     return value
   }
 
+  /// The values for `keys` (those that exist): each from memory when it was read at the
+  /// current version, the rest from one call of `read` with the keys missing, whose results
+  /// are kept as ``value(for:read:)`` keeps one. For a bulk path (an import naming thousands
+  /// of keys) that would otherwise read them one round trip at a time.
+  public func values(
+    for keys: some Sequence<Key>, read: ([Key]) async throws -> [Key: Value]
+  ) async throws -> [Key: Value] {
+    let wanted = Set(keys)
+    guard capacity > 0 else { return try await read(Array(wanted)) }
+    let readAt = version.current
+    var found: [Key: Value] = [:]
+    var missing: [Key] = []
+    entries.withLock { entries in
+      for key in wanted {
+        if let hit = entries[key], hit.version == readAt {
+          found[key] = hit.value
+        } else {
+          missing.append(key)
+        }
+      }
+    }
+    guard !missing.isEmpty else { return found }
+    let read = try await read(missing)
+    entries.withLock { entries in
+      guard version.current == readAt else { return }
+      for (key, value) in read {
+        if entries.count >= capacity, entries[key] == nil {
+          entries.remove(at: entries.startIndex)
+        }
+        entries[key] = Entry(version: readAt, value: value)
+      }
+    }
+    found.merge(read) { _, new in new }
+    return found
+  }
+
   /// The number of values held (current or not), for tests and metrics.
   public var count: Int { entries.withLock { $0.count } }
 }

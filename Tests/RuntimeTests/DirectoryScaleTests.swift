@@ -163,6 +163,47 @@ struct DirectoryScaleTests {
     await reopened.close()
   }
 
+  /// Users read together by external id are those read one by one: cached, uncached and
+  /// unknown ids in one call, an id shared by a deactivated user and its active successor,
+  /// and after a sync the changed users, not the cached ones.
+  @Test func usersReadTogetherAreTheUsersReadOneByOne() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let feed = FakeFeed()
+    addTree(feed)
+    for i in 0..<60 {
+      feed.add(testUser("u\(i)", "U\(i)", .teacher, org: i % 2 == 0 ? "s1" : "s2",
+        path: paths[i % 2 == 0 ? "s1" : "s2"]!, active: i % 7 != 3))
+    }
+    feed.add(testUser("old", "SHARED", .teacher, org: "s1", path: paths["s1"]!, active: false))
+    feed.add(testUser("new", "SHARED", .teacher, org: "s2", path: paths["s2"]!))
+    let store = try await TestStore.open(name: "dir", directory: dir)
+    let directory = try await OrgDirectory(
+      source: feed, store: store, trackUsers: true, userCacheCapacity: 16)
+    try await directory.sync()
+    let ids = (0..<60).map { "U\($0)" } + ["SHARED", "NOBODY", "U5", "U5"]
+    // Some are cached first, more than the cache holds.
+    for i in stride(from: 0, to: 60, by: 3) { _ = try await directory.user(externalID: "U\(i)") }
+    func oneByOne() async throws -> [String: DirectoryUser] {
+      var out: [String: DirectoryUser] = [:]
+      for id in ids { out[id] = try await directory.user(externalID: id) }
+      return out
+    }
+    let together = try await directory.users(externalIDs: ids)
+    #expect(together.count == 61)
+    #expect(together["SHARED"]?.id == "new" && together["NOBODY"] == nil)
+    #expect(together["U3"]?.active == false && together["U4"]?.orgID == "s1")
+    #expect(together == (try await oneByOne()))
+    #expect(directory.cachedUserCount <= 16)
+    feed.add(testUser("u4", "U4", .teacher, org: "s2", path: paths["s2"]!, active: false))
+    try await directory.sync()
+    let after = try await directory.users(externalIDs: ["U4", "U6"])
+    #expect(after["U4"]?.orgID == "s2" && after["U4"]?.active == false)
+    #expect(after["U6"]?.orgID == "s1")
+    #expect(try await directory.users(externalIDs: []).isEmpty)
+    await store.close()
+  }
+
   @Test func theUserCacheStaysWithinItsBound() async throws {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }

@@ -242,6 +242,56 @@ struct StorageTests {
     #expect(cache.count == 1)
   }
 
+  /// Values read together come from memory where current and from one read of the keys
+  /// missing; a write to a watched table makes them all read again, a write during the read
+  /// keeps none, keys with no row are never kept, and the capacity still bounds what is held.
+  @Test func cachedValuesReadTogetherReadOnlyTheMissingKeys() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(5, in: dir)
+    let version = try store.watch(["things"])
+    let cache = StoreCache<String, String>(version: version, capacity: 4)
+    var asked: [[String]] = []
+    func names(_ ids: [String]) async throws -> [String: String] {
+      try await cache.values(for: ids) { keys in
+        asked.append(keys.sorted())
+        return try await store.read { db in
+          var out: [String: String] = [:]
+          for id in keys {
+            out[id] = try String.fetchOne(
+              db, sql: "SELECT name FROM things WHERE id = ?", arguments: [id])
+          }
+          return out
+        }
+      }
+    }
+    #expect(try await names(["0", "1", "0"]) == ["0": "n0", "1": "n1"])
+    #expect(try await names(["1", "2", "missing"]) == ["1": "n1", "2": "n2"])
+    #expect(asked == [["0", "1"], ["2", "missing"]])
+    #expect(try await names(["0", "1", "2"]) == ["0": "n0", "1": "n1", "2": "n2"])
+    #expect(asked.count == 2)
+    #expect(try await names(["missing"]).isEmpty)
+    #expect(asked.last == ["missing"] && asked.count == 3)
+    // The one-by-one reads see what the bulk read kept, and the other way round.
+    #expect(try await cache.value(for: "2") { "not read" } == "n2")
+    try await store.write { db in
+      try db.execute(sql: "UPDATE things SET name = 'renamed' WHERE id = '1'")
+    }
+    #expect(try await names(["0", "1"]) == ["0": "n0", "1": "renamed"])
+    #expect(asked.last == ["0", "1"])
+    // A write while reading: the values are returned, not kept.
+    let during = try await cache.values(for: ["3"]) { keys in
+      try await store.write { db in
+        try db.execute(sql: "UPDATE things SET name = 'newer' WHERE id = '3'")
+      }
+      return ["3": "n3"]
+    }
+    #expect(during == ["3": "n3"])
+    #expect(try await names(["3"]) == ["3": "newer"])
+    _ = try await names(["0", "1", "2", "3", "4"])
+    #expect(cache.count == 4)
+  }
+
   /// Only tables whose row changes SQLite reports can be watched: not WITHOUT ROWID, not
   /// virtual (full-text search), not missing.
   @Test func watchingAWithoutRowidOrMissingTableIsRefused() async throws {

@@ -116,6 +116,50 @@ func teacherTargets(_ client: SupervisionClient, _ org: String, _ metadata: Meta
     }
   }
 
+  /// The classrooms and teachers of a stream are looked up a batch's worth of rows at a time:
+  /// with three rows a commit, rows whose verdicts depend on rows of earlier lookups (a key
+  /// claimed or not, a classroom or teacher met before) and names first met late in the
+  /// stream get the summary and the lessons of one commit for the whole stream.
+  @Test func rowsCheckedInBatchesGetTheVerdictsOfOneBatch() async throws {
+    let rows = [
+      lesson("R-A1", "2020-09-07", 1, subject: .chinese),
+      lesson("R-A1", "2020-09-07", 2, subject: .chinese, teacher: "T9"),  // unknown teacher
+      lesson("NOPE", "2020-09-07", 1, subject: .chinese),  // unknown classroom
+      lesson("R-A1", "2020-09-07", 2, subject: .english, teacher: "T2"),  // key free again
+      lesson("R-B1", "2020-09-07", 1, subject: .chinese, teacher: "T3"),  // out of scope
+      lesson("R-A1", "2020-09-07", 1, subject: .music, teacher: "T2"),  // repeats row 0
+      lesson("R-A2", "2020-09-17", 1, subject: .chinese, teacher: "T9"),  // T9 again
+      lesson("NOPE", "2020-09-08", 1, subject: .chinese),
+      lesson("R-A2", "2020-09-17", 1, subject: .english, teacher: "T1"),  // key free again
+      lesson("R-A3", "2020-09-08", 3, subject: .chinese, teacher: "NOBODY"),
+      lesson("R-A3", "2020-09-08", 4, subject: .chinese, teacher: "T2"),
+      lesson("R-A2", "2020-09-17", 1, subject: .english, teacher: "T1"),  // repeats row 8
+    ]
+    let results = Captured<[(Smartschool_Common_V1_ImportSummary, Int)]>()
+    for batch in [3, 2_000] {
+      let h = try await Harness(lessonBatch: batch, unknownTeachers: .reject)
+      try await h.run { client in
+        try await seedClassrooms(client, h)
+        let a = h.auth("county_admin", at: "CA")
+        let summary = try await importLessons(client, rows, a)
+        let stored = try await termLessons(client, under: "CA", a)
+        results.set((results.value ?? []) + [(summary, stored.count)])
+      }
+    }
+    let all = try #require(results.value)
+    #expect(all.count == 2)
+    let (summary, stored) = all[0]
+    #expect(summary == all[1].0 && stored == all[1].1)
+    #expect(summary.received == 12 && summary.accepted == 4 && summary.created == 4)
+    #expect(summary.errors.map(\.index) == [1, 2, 4, 5, 6, 7, 9, 11])
+    #expect(
+      summary.errors.map(\.field) == [
+        "teacher_external_id", "classroom_code", "classroom_code", "period",
+        "teacher_external_id", "classroom_code", "teacher_external_id", "period",
+      ])
+    #expect(stored == 4)
+  }
+
   @Test func holidayWeekLessonsCountNowhere() async throws {
     let h = try await Harness()
     try await h.run { client in

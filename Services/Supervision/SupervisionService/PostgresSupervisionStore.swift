@@ -164,6 +164,17 @@ final class PostgresSupervisionStore: SupervisionStoring {
     ).first.map(Self.classroom)
   }
 
+  func classrooms(codes: [String]) async throws -> [String: ClassroomRecord] {
+    guard !codes.isEmpty else { return [:] }
+    let rooms = try await store.query(
+      """
+      SELECT \(unescaped: Self.classroomColumns) FROM sup_classrooms
+      WHERE code = ANY(\(codes)::text[])
+      """
+    ).map(Self.classroom)
+    return Dictionary(rooms.map { ($0.code, $0) }, uniquingKeysWith: { a, _ in a })
+  }
+
   func classrooms(
     under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?
   ) async throws -> [ClassroomRecord] {

@@ -95,10 +95,15 @@ public struct SupervisionAPI: Sendable {
     return out
   }
 
-  /// True when `externalID` names an active teacher in identity's directory.
-  func knownTeacher(_ externalID: String) async throws -> Bool {
-    guard let u = try await directory.user(externalID: externalID) else { return false }
-    return u.active && u.kind == .teacher
+  /// For each of `externalIDs`, whether it names an active teacher in identity's directory
+  /// (all read together).
+  func knownTeachers(_ externalIDs: some Collection<String>) async throws -> [String: Bool] {
+    let users = try await directory.users(externalIDs: externalIDs)
+    var out: [String: Bool] = [:]
+    for id in externalIDs {
+      out[id] = users[id].map { $0.active && $0.kind == .teacher } ?? false
+    }
+    return out
   }
 
   /// Row errors listed in an import summary (the counts stay exact beyond it).
@@ -454,13 +459,22 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       try await settle()
       writing = Task { [store] in try await store.upsertLessons(staged) }
     }
-    do {
-      for try await row in request {
-        index += 1
-        summary.received += 1
+    // Rows wait here until a batch's worth has come; then the classrooms and teachers they
+    // name that this stream has not met are read together (one read each, where a lookup per
+    // new code cost a round trip each on PostgreSQL) and the rows are checked in stream order.
+    var pending: [Smartschool_Supervision_V1_Lesson] = []
+    pending.reserveCapacity(lessonBatch)
+    func check() async throws {
+      guard !pending.isEmpty else { return }
+      let codes = Set(
+        pending.lazy.map(\.classroomCode).filter {
+          classrooms[$0] == nil && TextRules.isCode($0)
+        })
+      let found = codes.isEmpty ? [:] : try await store.classrooms(codes: Array(codes))
+      let verdicts = pending.map { row in
         let code = row.classroomCode
         if classrooms[code] == nil {
-          let record = TextRules.isCode(code) ? try await store.classroom(code: code) : nil
+          let record = found[code]
           let inScope =
             record.map {
               principal.allows(.lessonsImport, atPath: $0.orgPath)
@@ -468,8 +482,26 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
           classrooms[code] = (record, inScope)
         }
         let known = classrooms[code]!
-        let verdict = LessonRows.validate(
+        return LessonRows.validate(
           row, classroom: known.record, inScope: known.inScope, terms: terms)
+      }
+      var unseen = Set<String>()
+      for case .success(let lesson) in verdicts where teachers[lesson.teacher] == nil {
+        unseen.insert(lesson.teacher)
+      }
+      if !unseen.isEmpty {
+        var known = try await knownTeachers(unseen)
+        let unknown = known.filter { !$0.value }.map(\.key)
+        if !unknown.isEmpty && !synced {
+          // The directory may lag identity by a poll: catch up once per stream.
+          synced = true
+          try? await directory.sync()
+          known.merge(try await knownTeachers(unknown)) { _, new in new }
+        }
+        teachers.merge(known) { _, new in new }
+      }
+      for (row, verdict) in zip(pending, verdicts) {
+        index += 1
         var checked = verdict
         if case .success(var lesson) = verdict {
           if let first = keys[lesson.packedKey] {
@@ -477,18 +509,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
               RowRejection(
                 "period", "repeats the lesson (classroom, date, period) of row \(first)"))
           } else {
-            var known = teachers[lesson.teacher]
-            if known == nil {
-              known = try await knownTeacher(lesson.teacher)
-              if known == false && !synced {
-                // The directory may lag identity by a poll: catch up once per stream.
-                synced = true
-                try? await directory.sync()
-                known = try await knownTeacher(lesson.teacher)
-              }
-              teachers[lesson.teacher] = known
-            }
-            if known == false {
+            if teachers[lesson.teacher] == false {
               if unknownTeachers == .reject {
                 checked = .failure(
                   RowRejection(
@@ -513,12 +534,20 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
             summary.errors.append(
               .with {
                 $0.index = index
-                $0.key = "\(code)/\(row.date)/\(row.period)"
+                $0.key = "\(row.classroomCode)/\(row.date)/\(row.period)"
                 $0.field = rejection.field
                 $0.reason = rejection.reason
               })
           }
         }
+      }
+      pending.removeAll(keepingCapacity: true)
+    }
+    do {
+      for try await row in request {
+        summary.received += 1
+        pending.append(row)
+        if pending.count >= lessonBatch { try await check() }
       }
     } catch {
       // A broken stream keeps every whole batch it sent, as before: the one being written
@@ -526,6 +555,7 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
       _ = try? await settle()
       throw error
     }
+    try await check()
     try await flush()
     try await settle()
     return summary

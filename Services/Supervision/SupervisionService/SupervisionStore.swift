@@ -83,6 +83,8 @@ public protocol SupervisionStoring: Sendable {
   func createClassroom(_ c: ClassroomRecord) async throws -> ClassroomRecord
   func updateClassroom(_ c: ClassroomRecord) async throws
   func classroom(code: String) async throws -> ClassroomRecord?
+  /// The classrooms with the given codes, by code (those that exist), in one read.
+  func classrooms(codes: [String]) async throws -> [String: ClassroomRecord]
   func classrooms(under path: String, afterCode: String?, limit: Int?, inServiceOn: CalendarDate?)
     async throws -> [ClassroomRecord]
 
@@ -304,6 +306,17 @@ public final class SQLiteSupervisionStore: SupervisionStoring {
     try await store.read { db in
       try db.cachedStatement(sql: Self.classroomColumns + " WHERE code = ?").decodeFirst(
         arguments: [code], Self.classroom)
+    }
+  }
+
+  public func classrooms(codes: [String]) async throws -> [String: ClassroomRecord] {
+    try await store.read { db in
+      let statement = try db.cachedStatement(sql: Self.classroomColumns + " WHERE code = ?")
+      var out: [String: ClassroomRecord] = [:]
+      for code in codes {
+        if let c = try statement.decodeFirst(arguments: [code], Self.classroom) { out[code] = c }
+      }
+      return out
     }
   }
 
