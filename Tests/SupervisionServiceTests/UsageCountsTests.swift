@@ -307,7 +307,9 @@ struct UsageCountsTests {
 
   @Test func everyReportReadsFromTheCountsWhatTheLessonsGive() async throws {
     let reads = UsageReads()
-    let h = try await Harness(tree: Self.tree(), usageReads: reads)
+    // Seven lessons a commit: each import is many batches, written two at a time, whose
+    // lessons share classroom-weeks and teacher-weeks.
+    let h = try await Harness(tree: Self.tree(), lessonBatch: 7, usageReads: reads)
     try await h.run { client in
       let admin = h.auth("system_admin", at: nil)
       var spans = try await Self.setUp(client, admin)

@@ -106,6 +106,9 @@ public struct SupervisionAPI: Sendable {
     return out
   }
 
+  /// Lesson batches of one import stream written at once.
+  static let lessonWritesInFlight = 2
+
   /// Row errors listed in an import summary (the counts stay exact beyond it).
   static let maxRowErrors = 1000
 
@@ -440,24 +443,32 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
     var synced = false
     var keys: [UInt64: Int64] = [:]
 
-    // One batch is written while the next is read and validated, so the database's work and
-    // this process's overlap; at most one write is in flight (memory stays two batches), and
-    // each batch is still one transaction, committed in stream order.
-    var writing: Task<UpsertCounts, any Error>? = nil
-    func settle() async throws {
-      guard let task = writing else { return }
-      writing = nil
-      let counts = try await task.value
-      summary.created += Int64(counts.created)
-      summary.updated += Int64(counts.updated)
+    // Batches are written while the next is read and checked, so the database's work and
+    // this process's overlap; up to two writes are in flight (on PostgreSQL two connections,
+    // each batch one transaction; memory stays three batches). Two batches of one stream hold
+    // no key in common (a repeated key is a row error), so the order they commit in changes
+    // nothing stored; a failed write fails the call once the others in flight have ended.
+    var writing: [Task<UpsertCounts, any Error>] = []
+    func settle(keeping inFlight: Int = 0) async throws {
+      var failure: (any Error)? = nil
+      while writing.count > inFlight || (failure != nil && !writing.isEmpty) {
+        do {
+          let counts = try await writing.removeFirst().value
+          summary.created += Int64(counts.created)
+          summary.updated += Int64(counts.updated)
+        } catch {
+          if failure == nil { failure = error }
+        }
+      }
+      if let failure { throw failure }
     }
     func flush() async throws {
       guard !batch.isEmpty else { return }
-      // The batch's feed events are made here, while the batch before is still written.
+      // The batch's feed events are made here, while the batches before are still written.
       let staged = try StagedLessons(batch)
       batch.removeAll(keepingCapacity: true)
-      try await settle()
-      writing = Task { [store] in try await store.upsertLessons(staged) }
+      try await settle(keeping: Self.lessonWritesInFlight - 1)
+      writing.append(Task { [store] in try await store.upsertLessons(staged) })
     }
     // Rows wait here until a batch's worth has come; then the classrooms and teachers they
     // name that this stream has not met are read together (one read each, where a lookup per
@@ -550,8 +561,8 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
         if pending.count >= lessonBatch { try await check() }
       }
     } catch {
-      // A broken stream keeps every whole batch it sent, as before: the one being written
-      // commits before the call fails.
+      // A broken stream keeps every whole batch it sent, as before: those being written
+      // commit before the call fails.
       _ = try? await settle()
       throw error
     }
