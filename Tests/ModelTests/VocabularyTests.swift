@@ -54,6 +54,28 @@ struct CalendarTests {
     #expect(CalendarDate("2021-01-01")!.adding(days: -1).description == "2020-12-31")
   }
 
+  /// Only `YYYY-MM-DD` in ASCII digits parses, to the date of a day-by-day count: every day
+  /// of 1899-2101 round-trips; signs, spaces, other digits, other separators, other lengths
+  /// and impossible dates do not parse.
+  @Test func onlyTenDigitAndDashDatesParse() {
+    let first = CalendarDate(year: 1899, month: 1, day: 1)!
+    let last = CalendarDate(year: 2101, month: 12, day: 31)!
+    for n in first.dayNumber...last.dayNumber {
+      let date = CalendarDate(dayNumber: n)
+      #expect(CalendarDate(date.description) == date)
+    }
+    #expect(CalendarDate("0000-01-01") == CalendarDate(year: 0, month: 1, day: 1))
+    #expect(CalendarDate("9999-12-31") == CalendarDate(year: 9999, month: 12, day: 31))
+    for bad in [
+      "", "2020-09-0", "2020-09-011", "2020-09-01 ", " 2020-09-01", "+202-09-01", "2020-+9-01",
+      "2020-09-+1", "-020-09-01", "2020/09/01", "2020-09_01", "20200901--", "2020-0a-01",
+      "２０２０-09-01", "2020-09-1٣", "2020-13-01", "2020-00-10", "2020-04-31", "2020-02-30",
+      "2020-09-00", "2020-9-01x", "2020-09-01\u{0}",
+    ] {
+      #expect(CalendarDate(bad) == nil, "\(bad)")
+    }
+  }
+
   @Test func teachingWeeksSkipExcludedWeeks() {
     let term = TermCalendar(
       start: CalendarDate("2020-09-01")!, end: CalendarDate("2020-10-16")!,

@@ -24,12 +24,29 @@ public struct CalendarDate: Hashable, Comparable, Sendable, CustomStringConverti
     self.dayNumber = era * 146097 + doe - 719468
   }
 
-  /// Parses `YYYY-MM-DD`; `nil` for anything else or an impossible date.
+  /// Parses `YYYY-MM-DD` (ASCII digits, no sign or space); `nil` for anything else or an
+  /// impossible date. Reads the UTF-8 bytes in place: imports parse a date per row.
   public init?(_ text: String) {
-    let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-    guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
-      let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2])
-    else { return nil }
+    var text = text
+    let parsed = text.withUTF8 { b -> (Int, Int, Int)? in
+      guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-") else {
+        return nil
+      }
+      func number(_ range: Range<Int>) -> Int? {
+        var n = 0
+        for i in range {
+          let digit = Int(b[i]) - 48
+          guard (0...9).contains(digit) else { return nil }
+          n = n * 10 + digit
+        }
+        return n
+      }
+      guard let y = number(0..<4), let m = number(5..<7), let d = number(8..<10) else {
+        return nil
+      }
+      return (y, m, d)
+    }
+    guard let (y, m, d) = parsed else { return nil }
     self.init(year: y, month: m, day: d)
   }
 
