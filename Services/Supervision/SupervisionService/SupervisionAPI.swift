@@ -445,9 +445,10 @@ extension SupervisionAPI: Smartschool_Supervision_V1_SupervisionService.SimpleSe
 
     // Batches are written while the next is read and checked, so the database's work and
     // this process's overlap; up to two writes are in flight (on PostgreSQL two connections,
-    // each batch one transaction; memory stays three batches). Two batches of one stream hold
-    // no key in common (a repeated key is a row error), so the order they commit in changes
-    // nothing stored; a failed write fails the call once the others in flight have ended.
+    // each batch one transaction; with the rows waiting to be checked and the batch being
+    // filled, memory stays within four batches). Two batches of one stream hold no key in
+    // common (a repeated key is a row error), so the order they commit in changes nothing
+    // stored; a failed write fails the call once the others in flight have ended.
     var writing: [Task<UpsertCounts, any Error>] = []
     func settle(keeping inFlight: Int = 0) async throws {
       var failure: (any Error)? = nil
