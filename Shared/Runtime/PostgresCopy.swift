@@ -8,6 +8,8 @@ public enum PostgresCopyValue: Sendable {
   case text(String)
   case int(Int)
   case double(Double)
+  /// Bytes for a `bytea` column, written as hex (`\\x…`).
+  case bytes(Data)
   case null
 }
 
@@ -19,6 +21,12 @@ public struct PostgresCopyRows: Sendable {
   let pieces: [ByteBuffer]
   /// How many rows the pieces hold.
   public let count: Int
+
+  /// Pieces encoded elsewhere (see ``piece``) holding `count` rows.
+  init(pieces: [ByteBuffer], count: Int) {
+    self.pieces = pieces
+    self.count = count
+  }
 
   /// Encodes `rows`, each a value per column of a copy of `columns` columns.
   public init(columns: Int, rows: [[PostgresCopyValue]]) {
@@ -66,6 +74,21 @@ public struct PostgresCopyRows: Sendable {
         buffer.writeString("\(x)")
       } else {
         buffer.writeString(x.isNaN ? "NaN" : (x > 0 ? "Infinity" : "-Infinity"))
+      }
+    case .bytes(let bytes):
+      // `\x` then two hex digits a byte; the backslash doubled, as COPY's text wants.
+      let digits: StaticString = "0123456789abcdef"
+      buffer.writeStaticString("\\\\x")
+      buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bytes.count * 2) { out in
+        digits.withUTF8Buffer { hex in
+          var i = 0
+          for byte in bytes {
+            out[i] = hex[Int(byte >> 4)]
+            out[i + 1] = hex[Int(byte & 0x0F)]
+            i += 2
+          }
+        }
+        return bytes.count * 2
       }
     case .text(let text):
       let special: (UInt8) -> Bool = { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
