@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GRDB
 import GRDBSQLite
@@ -785,10 +786,30 @@ public enum ChangeFeed {
 public enum EntityID {
   private static let digits = Array("0123456789abcdef".utf8)
 
+  /// Random bytes from BoringSSL's generator (seeded by the system's), drawn 4 KiB at a time:
+  /// an id takes ten. Two system random numbers an id (two getrandom calls) were a quarter of
+  /// a bulk user import's planning.
+  private static let pool = Mutex(Pool())
+
+  private struct Pool {
+    var bytes: [UInt8] = []
+    var next = 0
+  }
+
   /// A new random id.
   public static func make() -> String {
-    var generator = SystemRandomNumberGenerator()
-    let (high, low) = (generator.next() as UInt64, generator.next() as UInt16)
+    let (high, low): (UInt64, UInt16) = pool.withLock { pool in
+      if pool.next + 10 > pool.bytes.count {
+        pool.bytes = SymmetricKey(size: SymmetricKeySize(bitCount: 4096 * 8)).withUnsafeBytes {
+          Array($0)
+        }
+        pool.next = 0
+      }
+      defer { pool.next += 10 }
+      var high: UInt64 = 0
+      for i in 0..<8 { high = high << 8 | UInt64(pool.bytes[pool.next + i]) }
+      return (high, UInt16(pool.bytes[pool.next + 8]) << 8 | UInt16(pool.bytes[pool.next + 9]))
+    }
     return String(unsafeUninitializedCapacity: 20) { buffer in
       for i in 0..<16 { buffer[i] = digits[Int(truncatingIfNeeded: high >> (60 - 4 * i)) & 15] }
       for i in 0..<4 { buffer[16 + i] = digits[Int(truncatingIfNeeded: low >> (12 - 4 * i)) & 15] }

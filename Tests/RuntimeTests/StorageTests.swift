@@ -453,6 +453,25 @@ struct StorageTests {
     #expect(count == 100)
   }
 
+  /// Ids drawn from the shared pool of random bytes by many tasks at once, across about a
+  /// hundred refills of it: each is 20 lower-case hex digits, none repeats, and the digits are
+  /// spread evenly (a byte handed out twice or a pool left zeroed would show).
+  @Test func entityIDsAreDistinctRandomHexWhoeverDrawsThem() async {
+    let ids = await withTaskGroup(of: [String].self) { group in
+      for _ in 0..<8 { group.addTask { (0..<5_000).map { _ in EntityID.make() } } }
+      return await group.reduce(into: []) { $0 += $1 }
+    }
+    #expect(ids.count == 40_000)
+    #expect(Set(ids).count == 40_000)
+    let hex = Set("0123456789abcdef")
+    #expect(ids.allSatisfy { $0.count == 20 && $0.allSatisfy(hex.contains) })
+    // 800,000 digits, each of the 16 expected 50,000 times (standard deviation about 220).
+    var counts: [Character: Int] = [:]
+    for id in ids { for c in id { counts[c, default: 0] += 1 } }
+    #expect(counts.count == 16)
+    #expect(counts.values.allSatisfy { abs($0 - 50_000) < 2_000 }, "\(counts)")
+  }
+
   @Test func pageSizesAndTokens() throws {
     #expect(try PageSize.resolve(0) == 50)
     #expect(try PageSize.resolve(1000) == 1000)
