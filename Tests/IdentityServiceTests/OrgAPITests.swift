@@ -195,4 +195,86 @@ struct OrgAPITests {
       #expect(all.orgs.filter { $0.code == "S-N" }.count == 1)
     }
   }
+
+  /// One stream mixing every kind of org row, as a county's yearly import does: a new county,
+  /// its schools and their classes (each naming a parent planned rows before), a teaching
+  /// point managed by a school of the same stream, an existing school moved into the new
+  /// county mid-stream with a new class under it after the move, a class whose school comes
+  /// later, a row refused. Every org ends under its parent's path, the moved school's old
+  /// class moved with it, and each org's last feed event is the org as stored.
+  @Test func aMixedOrgImportPlacesEveryOrgAndFeedsItAsStored() async throws {
+    try await withTree { identity, admin, tree in
+      var stream: [Org] = [
+        org("K-X", "新区", .county, parent: "C3401"),
+        org("CL-LATE", "一年级9班", .`class`, parent: "S-LATE", grade: 1, year: "2020-2021"),
+      ]
+      for s in 0..<4 {
+        stream.append(org("S-X\(s)", "新区学校\(s)", .school, parent: "K-X", schoolKind: .rural))
+        for c in 0..<3 {
+          stream.append(
+            org("CL-X\(s)-\(c)", "\(c + 1)年级", .`class`, parent: "S-X\(s)", grade: Int32(c + 1),
+              year: "2020-2021"))
+        }
+      }
+      var point = org("TP-X", "新区教学点", .school, parent: "K-X", schoolKind: .teachingPoint)
+      point.managingSchoolCode = "S-X0"
+      stream.append(point)
+      var moved = tree.schoolA1
+      moved.parentCode = "K-X"
+      moved.clearCreateTime()
+      moved.clearUpdateTime()
+      moved.id = ""
+      moved.path = ""
+      moved.parentID = ""
+      stream.append(moved)
+      stream.append(
+        org("CL-A1-NEW", "一年级2班", .`class`, parent: "S-A1", grade: 1, year: "2020-2021"))
+      stream.append(org("S-WRONG", "错层学校", .school, parent: "C3401", schoolKind: .rural))
+      stream.append(org("S-LATE", "后到学校", .school, parent: "K-X", schoolKind: .urban))
+      let rows = stream
+      let summary = try await identity.importOrgs(
+        metadata: bearer(admin),
+        requestProducer: { writer in
+          for o in rows { try await writer.write(.with { $0.org = o }) }
+        })
+      #expect(summary.received == Int64(stream.count))
+      #expect(summary.created == Int64(stream.count - 2))
+      #expect(summary.updated == 1)
+      #expect(summary.errors.map(\.key) == ["S-WRONG"])
+      let all = try await identity.listOrgs(
+        .with {
+          $0.parentCode = "P34"
+          $0.subtree = true
+          $0.pageSize = 1000
+        }, metadata: bearer(admin)
+      ).orgs
+      let byCode = Dictionary(uniqueKeysWithValues: all.map { ($0.code, $0) })
+      for o in stream where o.code != "S-WRONG" {
+        let stored = try #require(byCode[o.code], "\(o.code)")
+        let parent = try #require(byCode[o.parentCode], "parent of \(o.code)")
+        #expect(stored.parentID == parent.id, "\(o.code)")
+        #expect(stored.path == parent.path + stored.id + "/", "\(o.code)")
+      }
+      let kx = try #require(byCode["K-X"])
+      #expect(byCode["S-A1"]!.path.hasPrefix(kx.path))
+      #expect(byCode["CL-A1-3-1"]!.path == byCode["S-A1"]!.path + tree.classA1.id + "/")
+      #expect(byCode["CL-A1-NEW"]!.path.hasPrefix(byCode["S-A1"]!.path))
+      #expect(byCode["TP-X"]!.managingSchoolCode == "S-X0")
+      var last: [String: Org] = [:]
+      var after: Int64 = 0
+      while true {
+        let page = try await identity.listChanges(
+          .with {
+            $0.afterSequence = after
+            $0.pageSize = 1000
+          }, metadata: bearer(admin))
+        for c in page.changes where c.entity == "org" {
+          last[c.naturalKey] = try Org(serializedBytes: c.payload.value)
+        }
+        after = max(after, page.lastSequence)
+        if !page.moreAvailable { break }
+      }
+      for o in all { #expect(last[o.code] == o, "feed of \(o.code)") }
+    }
+  }
 }

@@ -407,51 +407,196 @@ final class PostgresIdentityStore: IdentityStore {
     return try await store.read { tx in try await tx.query(query).map(Self.org) }
   }
 
+  /// Imports a batch of org rows, decided in order as ``OrgImportStep`` says, row by row as
+  /// SQLite does, in a handful of statements: one read of every org the batch names (by code,
+  /// as a row, a parent or a managing school), then each row decided against what was read
+  /// and what the rows before it planned. New orgs are written together (one INSERT from
+  /// arrays, read back in one statement for their feed events) before any other write and at
+  /// the end, so a class finds the school planned rows before it. A teaching point (its managing
+  /// school's count is checked in the store) and a changed org go alone as before, and the
+  /// names are read again after a change (a move rewrites the paths below it). Should the
+  /// batch's writes fail (a code taken meanwhile by another writer), they are undone and the
+  /// batch imported one statement after another, which refuses such rows alone.
   func importOrgs(
     _ rows: [(index: Int, row: Org)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> (result: BatchOutcome, deferred: [(index: Int, row: Org)]) {
     try await store.write { tx in
-      var result = BatchOutcome()
-      var deferred: [(index: Int, row: Org)] = []
-      for (index, row) in rows {
-        func reject(_ field: String, _ reason: String) {
-          result.errors.append(.row(index, key: row.code, field: field, reason))
+      do {
+        return try await tx.savepoint {
+          try await self.importOrgsTogether(tx, rows, authorize: authorize)
         }
-        func fetch(_ code: String) async throws -> Org? {
-          code.isEmpty ? nil : try await self.fetchOrg(tx, code: code)
-        }
-        let parent = try await fetch(row.parentCode)
-        let managing = try await fetch(row.managingSchoolCode)
-        do {
-          // A failed statement would end the transaction: each write under a savepoint.
-          switch OrgImportStep.decide(
-            row, parent: parent, managing: managing, existing: try await fetch(row.code),
-            authorize: authorize)
-          {
-          case .defer: deferred.append((index, row))
-          case .reject(let field, let reason): reject(field, reason)
-          case .update(let update, let changes):
-            if changes {
-              _ = try await tx.savepoint {
-                try await self.updateOrg(
-                  tx, update, newParent: parent, managingSchool: .some(managing))
-              }
-            }
-            result.updated += 1
-          case .insert:
-            _ = try await tx.savepoint {
-              try await self.insertOrg(tx, row, parent: parent, managingSchool: managing)
-            }
-            result.created += 1
-          }
-        } catch ServiceError.invalidArgument(let violations) where !violations.isEmpty {
-          reject(violations[0].field, violations[0].description)
-        } catch let error as ServiceError {
-          reject("org", error.message)
-        }
+      } catch is ServiceError {
+        return try await self.importOrgsOneByOne(tx, rows, authorize: authorize)
       }
-      return (result, deferred)
     }
+  }
+
+  private func importOrgsTogether(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, row: Org)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> (result: BatchOutcome, deferred: [(index: Int, row: Org)]) {
+    var result = BatchOutcome()
+    var deferred: [(index: Int, row: Org)] = []
+    let codes = Array(
+      Set(rows.flatMap { [$0.row.code, $0.row.parentCode, $0.row.managingSchoolCode] })
+        .subtracting([""]))
+    var known = try await orgs(tx, codes: codes)
+    var planned: [Org] = []
+    func write() async throws {
+      guard !planned.isEmpty else { return }
+      let now = Date().timeIntervalSince1970
+      try await tx.execute(
+        """
+        INSERT INTO orgs (id, code, name, kind, parent_id, path, school_kind, stages,
+          managing_school_id, grade, school_year, active, created_at, updated_at)
+        SELECT u.id, u.code, u.name, u.kind, NULLIF(u.parent_id, ''), u.path, u.school_kind,
+          u.stages, NULL, u.grade, u.school_year, 1, \(now), \(now)
+        FROM unnest(\(planned.map(\.id))::text[], \(planned.map(\.code))::text[],
+          \(planned.map(\.name))::text[], \(planned.map { $0.kind.rawValue })::int8[],
+          \(planned.map(\.parentID))::text[], \(planned.map(\.path))::text[],
+          \(planned.map { $0.schoolKind.rawValue })::int8[], \(planned.map(Self.stages))::text[],
+          \(planned.map { Int($0.grade) })::int8[], \(planned.map(\.schoolYear))::text[])
+          AS u(id, code, name, kind, parent_id, path, school_kind, stages, grade, school_year)
+        """)
+      var binds = PostgresBindings()
+      binds.append(planned.map(\.id))
+      var stored: [String: Org] = [:]
+      for org in try await tx.query(
+        PostgresQuery(unsafeSQL: Self.orgSelect + " WHERE o.id = ANY($1)", binds: binds)
+      ).map(Self.org) {
+        stored[org.id] = org
+      }
+      for org in planned {
+        guard let created = stored[org.id] else {
+          throw ServiceError.aborted("org '\(org.code)' was not written")
+        }
+        known[created.code] = created
+        try recordOrgChange(tx, created)
+      }
+      planned = []
+    }
+    for (index, row) in rows {
+      func reject(_ field: String, _ reason: String) {
+        result.errors.append(.row(index, key: row.code, field: field, reason))
+      }
+      func named(_ code: String) -> Org? { code.isEmpty ? nil : known[code] }
+      let step = OrgImportStep.decide(
+        row, parent: named(row.parentCode), managing: named(row.managingSchoolCode),
+        existing: named(row.code), authorize: authorize)
+      if case .insert = step, row.managingSchoolCode.isEmpty {
+        let parent = named(row.parentCode)
+        var org = row
+        org.id = EntityID.make()
+        org.path = (parent.flatMap { OrgPath($0.path) } ?? .root).appending(org.id).description
+        org.parentID = parent?.id ?? ""
+        org.active = true
+        planned.append(org)
+        known[org.code] = org
+        result.created += 1
+        continue
+      }
+      if case .defer = step {
+        deferred.append((index, row))
+        continue
+      }
+      if case .reject(let field, let reason) = step {
+        reject(field, reason)
+        continue
+      }
+      // A teaching point or a changed org: alone, after the planned ones are written (it may
+      // name them), with its parent and managing school as stored.
+      try await write()
+      let (parent, managing) = (named(row.parentCode), named(row.managingSchoolCode))
+      var changed = false
+      do {
+        switch step {
+        case .update(let update, let changes):
+          if changes {
+            _ = try await tx.savepoint {
+              try await self.updateOrg(
+                tx, update, newParent: parent, managingSchool: .some(managing))
+            }
+            changed = true
+          }
+          result.updated += 1
+        default:
+          let created = try await tx.savepoint {
+            try await self.insertOrg(tx, row, parent: parent, managingSchool: managing)
+          }
+          known[created.code] = created
+          result.created += 1
+        }
+      } catch ServiceError.invalidArgument(let violations) where !violations.isEmpty {
+        reject(violations[0].field, violations[0].description)
+      } catch let error as ServiceError {
+        reject("org", error.message)
+      }
+      if changed { known = try await orgs(tx, codes: codes) }
+    }
+    try await write()
+    return (result, deferred)
+  }
+
+  /// The orgs of `codes`, by code.
+  private func orgs(_ tx: PostgresTransaction, codes: [String]) async throws -> [String: Org] {
+    guard !codes.isEmpty else { return [:] }
+    var binds = PostgresBindings()
+    binds.append(codes)
+    var found: [String: Org] = [:]
+    for org in try await tx.query(
+      PostgresQuery(unsafeSQL: Self.orgSelect + " WHERE o.code = ANY($1)", binds: binds)
+    ).map(Self.org) {
+      found[org.code] = org
+    }
+    return found
+  }
+
+  /// The import of `rows` a statement at a time: three reads, then the write under its own
+  /// savepoint, a row.
+  private func importOrgsOneByOne(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, row: Org)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> (result: BatchOutcome, deferred: [(index: Int, row: Org)]) {
+    var result = BatchOutcome()
+    var deferred: [(index: Int, row: Org)] = []
+    for (index, row) in rows {
+      func reject(_ field: String, _ reason: String) {
+        result.errors.append(.row(index, key: row.code, field: field, reason))
+      }
+      func fetch(_ code: String) async throws -> Org? {
+        code.isEmpty ? nil : try await self.fetchOrg(tx, code: code)
+      }
+      let parent = try await fetch(row.parentCode)
+      let managing = try await fetch(row.managingSchoolCode)
+      do {
+        // A failed statement would end the transaction: each write under a savepoint.
+        switch OrgImportStep.decide(
+          row, parent: parent, managing: managing, existing: try await fetch(row.code),
+          authorize: authorize)
+        {
+        case .defer: deferred.append((index, row))
+        case .reject(let field, let reason): reject(field, reason)
+        case .update(let update, let changes):
+          if changes {
+            _ = try await tx.savepoint {
+              try await self.updateOrg(
+                tx, update, newParent: parent, managingSchool: .some(managing))
+            }
+          }
+          result.updated += 1
+        case .insert:
+          _ = try await tx.savepoint {
+            try await self.insertOrg(tx, row, parent: parent, managingSchool: managing)
+          }
+          result.created += 1
+        }
+      } catch ServiceError.invalidArgument(let violations) where !violations.isEmpty {
+        reject(violations[0].field, violations[0].description)
+      } catch let error as ServiceError {
+        reject("org", error.message)
+      }
+    }
+    return (result, deferred)
   }
 
   // MARK: Users

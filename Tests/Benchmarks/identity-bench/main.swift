@@ -331,6 +331,8 @@ struct Figures {
   var batchedImportRows = 0.0
   var loaderRows = 0.0
   var loader = ""
+  var orgImportRows = 0.0
+  var orgReimportRows = 0.0
 }
 
 /// Identity on `store` for one run: on PostgreSQL a fresh database on the server, dropped after.
@@ -457,15 +459,44 @@ func measure(_ store: BenchStore, config: HostConfig, _ options: Options, direct
     _ = try await identity.createOrg(.with { $0.org = .with { $0.code = "C"; $0.name = "市"; $0.kind = .city; $0.parentCode = "P" } }, metadata: auth)
     _ = try await identity.createOrg(.with { $0.org = .with { $0.code = "K"; $0.name = "县"; $0.kind = .county; $0.parentCode = "C" } }, metadata: auth)
     let schools = 62
-    let summaryOrgs = try await identity.importOrgs(metadata: auth) { w in
-      for s in 0..<schools {
-        try await w.write(.with { $0.org = .with { $0.code = "S\(s)"; $0.name = "学校\(s)"; $0.kind = .school; $0.parentCode = "K"; $0.schoolKind = .rural } })
-        for c in 0..<6 {
-          try await w.write(.with { $0.org = .with { $0.code = "S\(s)-C\(c)"; $0.name = "\(c + 1)年级"; $0.kind = .`class`; $0.parentCode = "S\(s)"; $0.grade = Int32(c + 1); $0.schoolYear = "2020-2021" } })
+    // The tree's rows: each school, then its six classes (which name it as their parent).
+    func importTree() async throws -> Smartschool_Common_V1_ImportSummary {
+      try await identity.importOrgs(metadata: auth) { w in
+        for s in 0..<schools {
+          try await w.write(.with {
+            $0.org = .with {
+              $0.code = "S\(s)"
+              $0.name = "学校\(s)"
+              $0.kind = .school
+              $0.parentCode = "K"
+              $0.schoolKind = .rural
+            }
+          })
+          for c in 0..<6 {
+            try await w.write(.with {
+              $0.org = .with {
+                $0.code = "S\(s)-C\(c)"
+                $0.name = "\(c + 1)年级"
+                $0.kind = .`class`
+                $0.parentCode = "S\(s)"
+                $0.grade = Int32(c + 1)
+                $0.schoolYear = "2020-2021"
+              }
+            })
+          }
         }
       }
     }
-    precondition(summaryOrgs.rejected == 0)
+    var summaryOrgs = Smartschool_Common_V1_ImportSummary()
+    let orgTime = try await secondsAsync { summaryOrgs = try await importTree() }
+    precondition(summaryOrgs.rejected == 0 && summaryOrgs.created == Int64(schools * 7))
+    let orgAgainTime = try await secondsAsync { summaryOrgs = try await importTree() }
+    precondition(summaryOrgs.rejected == 0 && summaryOrgs.created == 0)
+    figures.orgImportRows = Double(schools * 7) / orgTime
+    figures.orgReimportRows = Double(schools * 7) / orgAgainTime
+    figure("org import rows/s", figures.orgImportRows, "/s",
+           "(\(schools) schools and \(schools * 6) classes over one stream)")
+    figure("  the same tree again (unchanged)", figures.orgReimportRows, "/s", "")
     // The users over one stream, one message per row: written one at a time as before, then
     // (other users) handed to the client in chunks of 500 messages (`write(contentsOf:)`), as
     // an import tool reading a file would; the wire carries the same messages either way.
@@ -608,6 +639,10 @@ for f in results {
   print(String(format: "  %@ %.2f (chunked %.2f, batched %.2f) of %@", f.store,
                bare.single / f.loaderRows, bare.chunked / f.loaderRows,
                bare.batched / f.loaderRows, f.loader))
+}
+for f in results {
+  print(String(format: "  %@ org import %.0f rows/s, the same tree again %.0f rows/s", f.store,
+               f.orgImportRows, f.orgReimportRows))
 }
 if options.server == nil && options.only != "sqlite" {
   print("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
