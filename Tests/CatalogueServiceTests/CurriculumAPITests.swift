@@ -18,6 +18,24 @@ struct CurriculumAPITests {
         .with { $0.pageSize = 1000 }, metadata: w.auth("admin"))
       // Unchanged rows write no change events.
       #expect(feedAfterFirst.changes.count == rows.count)
+      // Each node's event carries the node as stored (its edition, stage and grade filled in).
+      var stored: [String: Smartschool_Catalogue_V1_CurriculumNode] = [:]
+      let roots = try await w.catalogue.listCurriculum(.init(), metadata: w.auth("admin"))
+      for edition in roots.nodes {
+        stored[edition.code] = edition
+        let below = try await w.catalogue.listCurriculum(
+          .with {
+            $0.editionCode = edition.code
+            $0.pageSize = 1000
+          }, metadata: w.auth("admin"))
+        for n in below.nodes { stored[n.code] = n }
+      }
+      let fed = feedAfterFirst.changes.filter { $0.entity == "curriculum_node" }
+      #expect(fed.count == stored.count && !fed.isEmpty)
+      for c in fed {
+        let node = try Smartschool_Catalogue_V1_CurriculumNode(unpackingAny: c.payload)
+        #expect(node == stored[c.naturalKey], "\(c.naturalKey)")
+      }
 
       func node(
         _ code: String, _ parent: String, _ kind: Smartschool_Catalogue_V1_CurriculumNodeKind,

@@ -263,33 +263,193 @@ final class PostgresCatalogueStore: CatalogueStore {
     }
   }
 
+  /// Imports a batch of curriculum rows with the SQLite store's verdicts, row after row, in a
+  /// handful of statements: one read of every node and knowledge point the batch names, then
+  /// each row checked against what was read and what the rows before it planned. New rows are
+  /// written together (the nodes, then the knowledge points, each one INSERT from arrays)
+  /// before any other write and at the end, so a section finds the chapter planned rows before
+  /// it; a changed row goes alone as before. Should the batch's writes fail (a code taken
+  /// meanwhile by another replica, a value the table's checks refuse), they are undone and the
+  /// batch imported row by row, which refuses such rows alone.
   func importCurriculum(_ rows: [(index: Int, row: CurriculumRow)], orgPath: String)
     async throws -> BatchResult
   {
     try await store.write { tx in
-      var result = BatchResult()
       let now = Date()
-      for (index, row) in rows {
-        do {
-          // A savepoint per row: a row the database refuses leaves the batch usable.
-          let created = try await tx.savepoint {
-            switch row {
-            case .node(let node):
-              try await Self.upsert(node, tx: tx, now: now, orgPath: orgPath)
-            case .knowledgePoint(let kp):
-              try await Self.upsert(kp, tx: tx, now: now, orgPath: orgPath)
-            }
-          }
-          if created { result.created += 1 } else { result.updated += 1 }
-        } catch let error as SQLiteCatalogueStore.RowProblem {
-          result.errors.append(.row(index, key: row.code, field: error.field, error.reason))
-        } catch let error as ServiceError {
-          result.errors.append(
-            .row(index, key: row.code, field: "row", "refused by the store: \(error)"))
+      do {
+        return try await tx.savepoint {
+          try await Self.importTogether(tx, rows, orgPath: orgPath, now: now)
+        }
+      } catch is ServiceError {
+        return try await Self.importOneByOne(tx, rows, orgPath: orgPath, now: now)
+      }
+    }
+  }
+
+  private static func importTogether(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, row: CurriculumRow)], orgPath: String,
+    now: Date
+  ) async throws -> BatchResult {
+    var result = BatchResult()
+    var nodeCodes: Set<String> = []
+    var pointCodes: [String] = []
+    for (_, row) in rows {
+      switch row {
+      case .node(let n): nodeCodes.formUnion([n.code, n.parentCode])
+      case .knowledgePoint(let k):
+        nodeCodes.insert(k.chapterCode)
+        pointCodes.append(k.code)
+      }
+    }
+    nodeCodes.remove("")
+    var nodes: [String: CurriculumNode] = [:]
+    for node in try await tx.query(
+      "SELECT * FROM curriculum_nodes WHERE code = ANY(\(Array(nodeCodes)))"
+    ).map(decodeNode) {
+      nodes[node.code] = node
+    }
+    var points: [String: KnowledgePoint] = [:]
+    if !pointCodes.isEmpty {
+      for point in try await tx.query(
+        "SELECT * FROM knowledge_points WHERE code = ANY(\(pointCodes))"
+      ).map(decodeKnowledgePoint) {
+        points[point.code] = point
+      }
+    }
+    // The new rows in row order, a node with its chapter code.
+    var planned: [(row: CurriculumRow, chapter: String)] = []
+    func write() async throws {
+      guard !planned.isEmpty else { return }
+      let time = now.timeIntervalSince1970
+      let new = planned.compactMap { p -> (CurriculumNode, String)? in
+        if case .node(let n) = p.row { (n, p.chapter) } else { nil }
+      }
+      if !new.isEmpty {
+        try await tx.execute(
+          """
+          INSERT INTO curriculum_nodes (code, parent_code, kind, name, stage, grade, subject,
+            ordinal, edition_code, chapter_code, updated_at)
+          SELECT u.code, NULLIF(u.parent_code, ''), u.kind, u.name, u.stage, u.grade, u.subject,
+            u.ordinal, u.edition_code, NULLIF(u.chapter_code, ''), \(time)
+          FROM unnest(\(new.map(\.0.code))::text[], \(new.map(\.0.parentCode))::text[],
+            \(new.map { $0.0.kind.rawValue })::int8[], \(new.map(\.0.name))::text[],
+            \(new.map { $0.0.stage.rawValue })::int8[], \(new.map { Int($0.0.grade) })::int8[],
+            \(new.map { $0.0.subject.rawValue })::int8[], \(new.map { Int($0.0.ordinal) })::int8[],
+            \(new.map(\.0.editionCode))::text[], \(new.map(\.1))::text[])
+            AS u(code, parent_code, kind, name, stage, grade, subject, ordinal, edition_code,
+              chapter_code)
+          """)
+      }
+      let newPoints = planned.compactMap { p -> KnowledgePoint? in
+        if case .knowledgePoint(let k) = p.row { k } else { nil }
+      }
+      if !newPoints.isEmpty {
+        try await tx.execute(
+          """
+          INSERT INTO knowledge_points (code, name, stage, subject, chapter_code, updated_at)
+          SELECT u.code, u.name, u.stage, u.subject, NULLIF(u.chapter_code, ''), \(time)
+          FROM unnest(\(newPoints.map(\.code))::text[], \(newPoints.map(\.name))::text[],
+            \(newPoints.map { $0.stage.rawValue })::int8[],
+            \(newPoints.map { $0.subject.rawValue })::int8[],
+            \(newPoints.map(\.chapterCode))::text[])
+            AS u(code, name, stage, subject, chapter_code)
+          """)
+      }
+      for p in planned {
+        switch p.row {
+        case .node(let n):
+          try tx.recordChange(
+            entity: "curriculum_node", id: n.code, naturalKey: n.code, op: .upsert,
+            orgPath: orgPath, payload: n, time: now)
+        case .knowledgePoint(let k):
+          try tx.recordChange(
+            entity: "knowledge_point", id: k.code, naturalKey: k.code, op: .upsert,
+            orgPath: orgPath, payload: k, time: now)
         }
       }
-      return result
+      planned = []
     }
+    for (index, row) in rows {
+      do {
+        switch row {
+        case .node(let node):
+          let parent = node.kind == .edition ? nil : nodes[node.parentCode]
+          let place = try SQLiteCatalogueStore.NodePlacement(node, parent: parent)
+          if let existing = nodes[node.code] {
+            if try place.changes(existing, to: node) {
+              try await write()
+              _ = try await tx.savepoint {
+                try await upsert(node, tx: tx, now: now, orgPath: orgPath)
+              }
+              nodes[node.code] = try await Self.node(tx, code: node.code)
+            }
+            result.updated += 1
+          } else {
+            // As the table will give it back.
+            var stored = CurriculumNode()
+            (stored.code, stored.parentCode, stored.kind, stored.name, stored.ordinal) =
+              (node.code, node.parentCode, node.kind, node.name, node.ordinal)
+            (stored.stage, stored.grade, stored.subject, stored.editionCode) =
+              (place.stage, Int32(place.grade), place.subject, place.edition)
+            planned.append((.node(stored), place.chapter ?? ""))
+            nodes[node.code] = stored
+            result.created += 1
+          }
+        case .knowledgePoint(let point):
+          try SQLiteCatalogueStore.check(
+            point, chapter: point.chapterCode.isEmpty ? nil : nodes[point.chapterCode])
+          if let existing = points[point.code] {
+            if existing != point {
+              try await write()
+              _ = try await tx.savepoint {
+                try await upsert(point, tx: tx, now: now, orgPath: orgPath)
+              }
+              points[point.code] = point
+            }
+            result.updated += 1
+          } else {
+            planned.append((.knowledgePoint(point), ""))
+            points[point.code] = point
+            result.created += 1
+          }
+        }
+      } catch let error as SQLiteCatalogueStore.RowProblem {
+        result.errors.append(.row(index, key: row.code, field: error.field, error.reason))
+      } catch let error as ServiceError {
+        result.errors.append(
+          .row(index, key: row.code, field: "row", "refused by the store: \(error)"))
+      }
+    }
+    try await write()
+    return result
+  }
+
+  /// The import of `rows` a row at a time, each under its own savepoint.
+  private static func importOneByOne(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, row: CurriculumRow)], orgPath: String,
+    now: Date
+  ) async throws -> BatchResult {
+    var result = BatchResult()
+    for (index, row) in rows {
+      do {
+        // A savepoint per row: a row the database refuses leaves the batch usable.
+        let created = try await tx.savepoint {
+          switch row {
+          case .node(let node):
+            try await Self.upsert(node, tx: tx, now: now, orgPath: orgPath)
+          case .knowledgePoint(let kp):
+            try await Self.upsert(kp, tx: tx, now: now, orgPath: orgPath)
+          }
+        }
+        if created { result.created += 1 } else { result.updated += 1 }
+      } catch let error as SQLiteCatalogueStore.RowProblem {
+        result.errors.append(.row(index, key: row.code, field: error.field, error.reason))
+      } catch let error as ServiceError {
+        result.errors.append(
+          .row(index, key: row.code, field: "row", "refused by the store: \(error)"))
+      }
+    }
+    return result
   }
 
   /// Inserts or updates a node; true when created, false when it existed (here or through

@@ -93,6 +93,8 @@ enum BenchStore {
 struct Figures {
   var store = ""
   var floorP50 = 0.0
+  var curriculumRate = 0.0
+  var curriculumAgainRate = 0.0
   var createRate = 0.0
   var getRate = 0.0
   var search: [(name: String, hits: Int, p50: Double, p95: Double, p99: Double)] = []
@@ -455,6 +457,72 @@ func run(on store: BenchStore) async throws -> Figures {
       String(
         format: "RPC floor (GetResource, sequential)          p50 %6.2f ms  p95 %6.2f ms",
         floorP50, floorP95))
+
+    // The curriculum over one stream: 4 editions × 6 volumes × 12 chapters × 5 sections and a
+    // knowledge point a chapter (1,900 rows), then the same rows again (all unchanged). Codes
+    // new to every run, so that a seeded store imports them anew too.
+    let tag = UUID().uuidString.prefix(8)
+    var curriculum: [Smartschool_Catalogue_V1_ImportCurriculumRequest] = []
+    func node(
+      _ code: String, _ parent: String, _ kind: Smartschool_Catalogue_V1_CurriculumNodeKind,
+      _ ordinal: Int, grade: Int32 = 0
+    ) {
+      curriculum.append(
+        .with {
+          $0.node = .with {
+            $0.code = "\(tag)-\(code)"
+            $0.parentCode = parent.isEmpty ? "" : "\(tag)-\(parent)"
+            $0.kind = kind
+            $0.name = "\(code) 第\(ordinal)"
+            $0.ordinal = Int32(ordinal)
+            $0.grade = grade
+            if kind == .edition {
+              $0.stage = .junior
+              $0.subject = .mathematics
+            }
+          }
+        })
+    }
+    for e in 0..<4 {
+      node("E\(e)", "", .edition, e)
+      for v in 0..<6 {
+        node("E\(e)V\(v)", "E\(e)", .volume, v, grade: Int32(7 + v / 2))
+        for c in 0..<12 {
+          node("E\(e)V\(v)C\(c)", "E\(e)V\(v)", .chapter, c)
+          for x in 0..<5 { node("E\(e)V\(v)C\(c)S\(x)", "E\(e)V\(v)C\(c)", .section, x) }
+          curriculum.append(
+            .with {
+              $0.knowledgePoint = .with {
+                $0.code = "\(tag)-K\(e)-\(v)-\(c)"
+                $0.name = "知识点 \(e)-\(v)-\(c)"
+                $0.stage = .junior
+                $0.subject = .mathematics
+                $0.chapterCode = "\(tag)-E\(e)V\(v)C\(c)"
+              }
+            })
+        }
+      }
+    }
+    let curator = token("curator", "province_admin", at: "P")
+    let rows = curriculum
+    var curriculumSeconds: [Double] = []
+    for round in 0..<2 {
+      let t0 = now()
+      let summary = try await client.importCurriculum(metadata: curator) { writer in
+        try await writer.write(contentsOf: rows)
+      }
+      curriculumSeconds.append(Double(now() - t0) / 1e9)
+      guard summary.rejected == 0, summary.created == (round == 0 ? Int64(rows.count) : 0) else {
+        throw BenchError(
+          message: "curriculum import: \(summary.created) created, \(summary.errors.prefix(3))")
+      }
+    }
+    figures.curriculumRate = Double(rows.count) / curriculumSeconds[0]
+    figures.curriculumAgainRate = Double(rows.count) / curriculumSeconds[1]
+    line(
+      String(
+        format: "curriculum import (%d rows, one stream)   %6.0f rows/s; again (unchanged) %.0f/s",
+        rows.count, figures.curriculumRate, figures.curriculumAgainRate))
 
     // Only a resource with content is submitted: every author uploads a small lesson plan
     // (one blob: the catalogue stores content by its hash).
@@ -873,6 +941,9 @@ line(
       + results.map { cell($0).padding(toLength: 36, withPad: " ", startingAt: 0) }.joined())
 }
 summaryRow("RPC floor p50 (GetResource)") { String(format: "%.2f ms", $0.floorP50) }
+summaryRow("curriculum import rows/s (again)") {
+  String(format: "%.0f (%.0f)", $0.curriculumRate, $0.curriculumAgainRate)
+}
 summaryRow("create rate (8 callers), >= 0.5") {
   $0.getRate == 0
     ? "not measured (seeded store)"
