@@ -188,4 +188,71 @@ struct ImportTests {
       #expect(Set(keys).count == 4500)
     }
   }
+
+  /// A guardian import with the verdicts of linking row by row: each pair linked once however
+  /// often it is named (its first row makes it, later ones count as updates), a link made
+  /// before left as it is, unknown, wrong-kind and out-of-scope rows refused; one feed event
+  /// per link made, in row order, keyed by the external ids.
+  @Test func guardianImportLinksEachPairOnceAndFeedsItInRowOrder() async throws {
+    try await withTree { identity, admin, _ in
+      var users = (0..<30).flatMap { n in
+        [
+          Self.row("P\(n)", "parent\(n)", "家长\(n)", org: "S-A1", kind: .parent),
+          Self.row("K\(n)", "kid\(n)", "学生\(n)"),
+        ]
+      }
+      users.append(Self.row("KB", "kidb", "外县学生", org: "CL-B1-3-1"))
+      #expect(try await Self.importUsers(identity, token: admin, users).created == 61)
+      let official = try await newUser(
+        identity, admin: admin, externalID: "OA", username: "official.a", kind: .staff,
+        org: "K340121")
+      _ = try await grant(
+        identity, token: admin, user: official.id, role: .countyAdmin, org: "K340121")
+      let token = try await login(identity, "official.a", "Secret-pass-1")
+      func link(_ pairs: [(String, String)], as caller: String) async throws
+        -> Smartschool_Common_V1_ImportSummary
+      {
+        try await identity.importGuardians(
+          metadata: bearer(caller),
+          requestProducer: { w in
+            for (p, k) in pairs {
+              try await w.write(.with {
+                $0.parentExternalID = p
+                $0.studentExternalID = k
+              })
+            }
+          })
+      }
+      #expect(try await link([("P0", "K0")], as: admin).created == 1)
+      let (_, before) = try await Self.userEvents(identity, token: admin)
+      let pairs = (0..<30).map { ("P\($0)", "K\($0)") } + [
+        ("P1", "K2"), ("P1", "K2"), ("K3", "K4"), ("P5", "NOPE"), ("P6", "KB"),
+      ]
+      let summary = try await link(pairs, as: token)
+      #expect(summary.created == 30 && summary.updated == 2 && summary.rejected == 3)
+      #expect(summary.errors.map(\.index) == [32, 33, 34])
+      #expect(
+        summary.errors.map(\.field)
+          == ["parent_external_id", "student_external_id", "student_external_id"])
+      var keys: [String] = []
+      var after = before
+      while true {
+        let page = try await identity.listChanges(
+          .with {
+            $0.afterSequence = after
+            $0.pageSize = 1000
+          }, metadata: bearer(admin))
+        keys += page.changes.filter { $0.entity == "guardian_link" }.map(\.naturalKey)
+        after = max(after, page.lastSequence)
+        if !page.moreAvailable { break }
+      }
+      #expect(keys == (1..<30).map { "P\($0):K\($0)" } + ["P1:K2"])
+      let k2 = try #require(
+        try await identity.listUsers(.with { $0.namePrefix = "kid2" }, metadata: bearer(admin))
+          .users.first { $0.externalID == "K2" })
+      let guardians = try await identity.listGuardians(
+        .with { $0.studentID = k2.id }, metadata: bearer(admin))
+      #expect(guardians.guardians.map(\.externalID).sorted() == ["P1", "P2"])
+    }
+  }
 }

@@ -1365,42 +1365,126 @@ final class PostgresIdentityStore: IdentityStore {
     }
   }
 
+  /// Imports a batch of guardian links with the SQLite store's verdicts in three statements:
+  /// one read of every user the rows name, then each row checked in order, then one INSERT of
+  /// the accepted links (in key order, so that two imports of overlapping links lock them in
+  /// the same order) that skips those already linked. A link named twice is made by its first
+  /// row. Should the insert fail, it is undone and the batch linked row by row.
   func importGuardians(
     _ rows: [(index: Int, parent: String, student: String)],
     authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
     try await store.write { tx in
-      var result = BatchOutcome()
-      for (index, parentKey, studentKey) in rows {
-        func reject(_ field: String, _ reason: String) {
-          result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
+      do {
+        return try await tx.savepoint {
+          try await self.importGuardiansTogether(tx, rows, authorize: authorize)
         }
-        guard let parent = try await self.fetchUser(tx, where: Self.byExternalID, parentKey),
-          parent.kind == .parent
-        else {
-          reject("parent_external_id", "no parent with external id '\(parentKey)'")
-          continue
-        }
-        guard let student = try await self.fetchUser(tx, where: Self.byExternalID, studentKey),
-          student.kind == .student
-        else {
-          reject("student_external_id", "no student with external id '\(studentKey)'")
-          continue
-        }
-        guard let path = OrgPath(student.orgPath), authorize(path) else {
-          reject("student_external_id", "outside the caller's scope")
-          continue
-        }
-        if try await self.link(
-          tx, parentID: parent.id, studentID: student.id, parent: parent, student: student)
-        {
-          result.created += 1
-        } else {
-          result.updated += 1
-        }
+      } catch is ServiceError {
+        return try await self.importGuardiansOneByOne(tx, rows, authorize: authorize)
       }
-      return result
     }
+  }
+
+  private func importGuardiansTogether(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, parent: String, student: String)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
+    var result = BatchOutcome()
+    var binds = PostgresBindings()
+    binds.append(Array(Set(rows.flatMap { [$0.parent, $0.student] })))
+    binds.append([String]())
+    var users: [String: User] = [:]
+    for user in try await tx.query(PostgresQuery(unsafeSQL: Self.importUserSelect, binds: binds))
+      .map(Self.user)
+    {
+      users[user.externalID] = user
+    }
+    var links: [(parent: User, student: User)] = []
+    for (index, parentKey, studentKey) in rows {
+      func reject(_ field: String, _ reason: String) {
+        result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
+      }
+      guard let parent = users[parentKey], parent.kind == .parent else {
+        reject("parent_external_id", "no parent with external id '\(parentKey)'")
+        continue
+      }
+      guard let student = users[studentKey], student.kind == .student else {
+        reject("student_external_id", "no student with external id '\(studentKey)'")
+        continue
+      }
+      guard let path = OrgPath(student.orgPath), authorize(path) else {
+        reject("student_external_id", "outside the caller's scope")
+        continue
+      }
+      links.append((parent, student))
+    }
+    guard !links.isEmpty else { return result }
+    struct Link: Hashable {
+      var parent: String
+      var student: String
+    }
+    var made = Set<Link>()
+    for row in try await tx.query(
+      """
+      INSERT INTO guardian_links (parent_id, student_id, created_at)
+      SELECT u.parent_id, u.student_id, \(Date().timeIntervalSince1970)
+      FROM unnest(\(links.map(\.parent.id))::text[], \(links.map(\.student.id))::text[])
+        AS u(parent_id, student_id)
+      ORDER BY u.parent_id, u.student_id
+      ON CONFLICT DO NOTHING RETURNING parent_id, student_id
+      """)
+    {
+      made.insert(
+        Link(parent: try row[0].decode(String.self), student: try row[1].decode(String.self)))
+    }
+    for (parent, student) in links {
+      guard made.remove(Link(parent: parent.id, student: student.id)) != nil else {
+        result.updated += 1
+        continue
+      }
+      result.created += 1
+      try await recordLink(
+        tx, parentID: parent.id, studentID: student.id, op: .upsert, parent: parent,
+        student: student)
+    }
+    return result
+  }
+
+  /// The import of `rows` a statement after another: two reads and the link, a row.
+  private func importGuardiansOneByOne(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, parent: String, student: String)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
+    var result = BatchOutcome()
+    for (index, parentKey, studentKey) in rows {
+      func reject(_ field: String, _ reason: String) {
+        result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
+      }
+      guard let parent = try await self.fetchUser(tx, where: Self.byExternalID, parentKey),
+        parent.kind == .parent
+      else {
+        reject("parent_external_id", "no parent with external id '\(parentKey)'")
+        continue
+      }
+      guard let student = try await self.fetchUser(tx, where: Self.byExternalID, studentKey),
+        student.kind == .student
+      else {
+        reject("student_external_id", "no student with external id '\(studentKey)'")
+        continue
+      }
+      guard let path = OrgPath(student.orgPath), authorize(path) else {
+        reject("student_external_id", "outside the caller's scope")
+        continue
+      }
+      if try await self.link(
+        tx, parentID: parent.id, studentID: student.id, parent: parent, student: student)
+      {
+        result.created += 1
+      } else {
+        result.updated += 1
+      }
+    }
+    return result
   }
 
   // MARK: Roles

@@ -200,15 +200,17 @@ func figure(_ name: String, _ value: Double, _ unit: String, _ note: String) {
 /// `write(contentsOf:)`.
 func streamUsers(
   _ identity: Smartschool_Identity_V1_IdentityService.Client<HTTP2ClientTransport.Posix>,
-  metadata: Metadata, users: Int, prefix: String, chunk: Int, batch: Int = 0, schools: Int
+  metadata: Metadata, users: Int, prefix: String, chunk: Int, batch: Int = 0, schools: Int,
+  kind: Smartschool_Identity_V1_UserKind = .student
 ) async throws -> Double {
   @Sendable func user(_ i: Int) -> Smartschool_Identity_V1_User {
     .with {
       $0.externalID = "\(prefix.uppercased())\(i)"
       $0.username = "\(prefix)\(i)"
-      $0.displayName = "学生\(i)"
-      $0.kind = .student
-      $0.orgCode = "S\(i % schools)-C\(i % 6)"
+      $0.displayName = kind == .student ? "学生\(i)" : "家长\(i)"
+      $0.kind = kind
+      // Students in a class, parents at its school.
+      $0.orgCode = kind == .student ? "S\(i % schools)-C\(i % 6)" : "S\(i % schools)"
     }
   }
   @Sendable func message(_ i: Int) -> Smartschool_Identity_V1_ImportUsersRequest {
@@ -333,6 +335,8 @@ struct Figures {
   var loader = ""
   var orgImportRows = 0.0
   var orgReimportRows = 0.0
+  var guardianRows = 0.0
+  var guardianAgainRows = 0.0
 }
 
 /// Identity on `store` for one run: on PostgreSQL a fresh database on the server, dropped after.
@@ -510,6 +514,40 @@ func measure(_ store: BenchStore, config: HostConfig, _ options: Options, direct
     figures.chunkedImportRows = try await streamUsers(
       identity, metadata: auth, users: users, prefix: "chk", chunk: 500, schools: schools)
 
+    // Guardian links: a parent for each of the first 20,000 students (parents imported first,
+    // batched), linked over one stream, then the same links again (all there already).
+    let links = min(users, 20_000)
+    _ = try await streamUsers(
+      identity, metadata: auth, users: links, prefix: "par", chunk: 1, batch: 1000,
+      schools: schools, kind: .parent)
+    for round in 0..<2 {
+      var summary = Smartschool_Common_V1_ImportSummary()
+      let time = try await secondsAsync {
+        summary = try await identity.importGuardians(metadata: auth) { w in
+          for start in stride(from: 0, to: links, by: 500) {
+            try await w.write(
+              contentsOf: (start..<min(start + 500, links)).map { i in
+                .with {
+                  $0.parentExternalID = "PAR\(i)"
+                  $0.studentExternalID = "STU\(i)"
+                }
+              })
+          }
+        }
+      }
+      precondition(
+        summary.rejected == 0 && summary.created == (round == 0 ? Int64(links) : 0),
+        "\(summary.errors.prefix(3))")
+      if round == 0 {
+        figures.guardianRows = Double(links) / time
+      } else {
+        figures.guardianAgainRows = Double(links) / time
+      }
+    }
+    figure("guardian link import rows/s", figures.guardianRows, "/s",
+           "(\(links) parent-student links over one stream)")
+    figure("  the same links again", figures.guardianAgainRows, "/s", "")
+
     // Baseline: the same rows loaded by the database's own bulk loader into an equivalent
     // table (the same keys and unique indexes; no gRPC, validation, audit or change feed).
     let csv = dir + "/users.csv"
@@ -643,6 +681,8 @@ for f in results {
 for f in results {
   print(String(format: "  %@ org import %.0f rows/s, the same tree again %.0f rows/s", f.store,
                f.orgImportRows, f.orgReimportRows))
+  print(String(format: "  %@ guardian links %.0f rows/s, the same links again %.0f rows/s",
+               f.store, f.guardianRows, f.guardianAgainRows))
 }
 if options.server == nil && options.only != "sqlite" {
   print("PostgreSQL: skipped (no --database-url or SMARTSCHOOL_BENCH_DATABASE_URL)")
