@@ -495,6 +495,10 @@ final class PostgresIdentityStore: IdentityStore {
         result.created += 1
         continue
       }
+      if case .update(_, changes: false) = step {
+        result.updated += 1
+        continue
+      }
       if case .defer = step {
         deferred.append((index, row))
         continue
