@@ -370,20 +370,26 @@ final class PostgresCatalogueStore: CatalogueStore {
       planned = []
     }
     for (index, row) in rows {
+      func refuse(_ error: any Error) throws {
+        if let problem = error as? SQLiteCatalogueStore.RowProblem {
+          result.errors.append(.row(index, key: row.code, field: problem.field, problem.reason))
+        } else if let error = error as? ServiceError {
+          result.errors.append(
+            .row(index, key: row.code, field: "row", "refused by the store: \(error)"))
+        } else {
+          throw error
+        }
+      }
+      // The row's verdict first; a changed row is then written alone, after the planned ones
+      // (whose failure is the batch's, not the row's).
+      var changed = false
       do {
         switch row {
         case .node(let node):
           let parent = node.kind == .edition ? nil : nodes[node.parentCode]
           let place = try SQLiteCatalogueStore.NodePlacement(node, parent: parent)
           if let existing = nodes[node.code] {
-            if try place.changes(existing, to: node) {
-              try await write()
-              _ = try await tx.savepoint {
-                try await upsert(node, tx: tx, now: now, orgPath: orgPath)
-              }
-              nodes[node.code] = try await Self.node(tx, code: node.code)
-            }
-            result.updated += 1
+            changed = try place.changes(existing, to: node)
           } else {
             // As the table will give it back.
             var stored = CurriculumNode()
@@ -394,30 +400,46 @@ final class PostgresCatalogueStore: CatalogueStore {
             planned.append((.node(stored), place.chapter ?? ""))
             nodes[node.code] = stored
             result.created += 1
+            continue
           }
         case .knowledgePoint(let point):
           try SQLiteCatalogueStore.check(
             point, chapter: point.chapterCode.isEmpty ? nil : nodes[point.chapterCode])
           if let existing = points[point.code] {
-            if existing != point {
-              try await write()
-              _ = try await tx.savepoint {
-                try await upsert(point, tx: tx, now: now, orgPath: orgPath)
-              }
-              points[point.code] = point
-            }
-            result.updated += 1
+            changed = existing != point
           } else {
             planned.append((.knowledgePoint(point), ""))
             points[point.code] = point
             result.created += 1
+            continue
           }
         }
-      } catch let error as SQLiteCatalogueStore.RowProblem {
-        result.errors.append(.row(index, key: row.code, field: error.field, error.reason))
-      } catch let error as ServiceError {
-        result.errors.append(
-          .row(index, key: row.code, field: "row", "refused by the store: \(error)"))
+      } catch {
+        try refuse(error)
+        continue
+      }
+      guard changed else {
+        result.updated += 1
+        continue
+      }
+      try await write()
+      do {
+        switch row {
+        case .node(let node):
+          _ = try await tx.savepoint { try await upsert(node, tx: tx, now: now, orgPath: orgPath) }
+        case .knowledgePoint(let point):
+          _ = try await tx.savepoint {
+            try await upsert(point, tx: tx, now: now, orgPath: orgPath)
+          }
+        }
+      } catch {
+        try refuse(error)
+        continue
+      }
+      result.updated += 1
+      switch row {
+      case .node(let node): nodes[node.code] = try await Self.node(tx, code: node.code)
+      case .knowledgePoint(let point): points[point.code] = point
       }
     }
     try await write()
