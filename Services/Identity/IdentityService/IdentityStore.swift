@@ -1229,22 +1229,16 @@ final class SQLiteIdentityStore: IdentityStore {
         func reject(_ field: String, _ reason: String) {
           result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
         }
-        guard let parent = try self.fetchUser(db, where: "u.external_id = ?", parentKey),
-          parent.kind == .parent
-        else {
-          reject("parent_external_id", "no parent with external id '\(parentKey)'")
+        let parent = try self.fetchUser(db, where: "u.external_id = ?", parentKey)
+        let student = try self.fetchUser(db, where: "u.external_id = ?", studentKey)
+        if let refusal = OrgRules.guardianRefusal(
+          parent: parent, parentKey: parentKey, student: student, studentKey: studentKey,
+          authorize: authorize)
+        {
+          reject(refusal.field, refusal.reason)
           continue
         }
-        guard let student = try self.fetchUser(db, where: "u.external_id = ?", studentKey),
-          student.kind == .student
-        else {
-          reject("student_external_id", "no student with external id '\(studentKey)'")
-          continue
-        }
-        guard let path = OrgPath(student.orgPath), authorize(path) else {
-          reject("student_external_id", "outside the caller's scope")
-          continue
-        }
+        guard let parent, let student else { continue }
         if try self.link(db, parentID: parent.id, studentID: student.id) {
           result.created += 1
         } else {

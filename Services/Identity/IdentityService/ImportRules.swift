@@ -56,6 +56,24 @@ extension OrgRules {
       && existing.managingSchoolCode == row.managingSchoolCode)
   }
 
+  /// Why a guardian-link row may not link the users its external ids name (`parent` and
+  /// `student` as found, nil for none), or nil.
+  static func guardianRefusal(
+    parent: User?, parentKey: String, student: User?, studentKey: String,
+    authorize: (OrgPath) -> Bool
+  ) -> Refusal? {
+    guard let parent, parent.kind == .parent else {
+      return ("parent_external_id", "no parent with external id '\(parentKey)'")
+    }
+    guard let student, student.kind == .student else {
+      return ("student_external_id", "no student with external id '\(studentKey)'")
+    }
+    guard let path = OrgPath(student.orgPath), authorize(path) else {
+      return ("student_external_id", "outside the caller's scope")
+    }
+    return nil
+  }
+
   /// Why an imported user row may not have `org` (the active org of its code) as home, or nil.
   static func importHomeRefusal(_ row: User, org: Org, authorize: (OrgPath) -> Bool)
     -> Refusal?

@@ -1408,19 +1408,15 @@ final class PostgresIdentityStore: IdentityStore {
       func reject(_ field: String, _ reason: String) {
         result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
       }
-      guard let parent = users[parentKey], parent.kind == .parent else {
-        reject("parent_external_id", "no parent with external id '\(parentKey)'")
+      let (parent, student) = (users[parentKey], users[studentKey])
+      if let refusal = OrgRules.guardianRefusal(
+        parent: parent, parentKey: parentKey, student: student, studentKey: studentKey,
+        authorize: authorize)
+      {
+        reject(refusal.field, refusal.reason)
         continue
       }
-      guard let student = users[studentKey], student.kind == .student else {
-        reject("student_external_id", "no student with external id '\(studentKey)'")
-        continue
-      }
-      guard let path = OrgPath(student.orgPath), authorize(path) else {
-        reject("student_external_id", "outside the caller's scope")
-        continue
-      }
-      links.append((parent, student))
+      links.append((parent!, student!))
     }
     guard !links.isEmpty else { return result }
     struct Link: Hashable {
@@ -1464,22 +1460,16 @@ final class PostgresIdentityStore: IdentityStore {
       func reject(_ field: String, _ reason: String) {
         result.errors.append(.row(index, key: "\(parentKey):\(studentKey)", field: field, reason))
       }
-      guard let parent = try await self.fetchUser(tx, where: Self.byExternalID, parentKey),
-        parent.kind == .parent
-      else {
-        reject("parent_external_id", "no parent with external id '\(parentKey)'")
+      let parent = try await self.fetchUser(tx, where: Self.byExternalID, parentKey)
+      let student = try await self.fetchUser(tx, where: Self.byExternalID, studentKey)
+      if let refusal = OrgRules.guardianRefusal(
+        parent: parent, parentKey: parentKey, student: student, studentKey: studentKey,
+        authorize: authorize)
+      {
+        reject(refusal.field, refusal.reason)
         continue
       }
-      guard let student = try await self.fetchUser(tx, where: Self.byExternalID, studentKey),
-        student.kind == .student
-      else {
-        reject("student_external_id", "no student with external id '\(studentKey)'")
-        continue
-      }
-      guard let path = OrgPath(student.orgPath), authorize(path) else {
-        reject("student_external_id", "outside the caller's scope")
-        continue
-      }
+      guard let parent, let student else { continue }
       if try await self.link(
         tx, parentID: parent.id, studentID: student.id, parent: parent, student: student)
       {
