@@ -67,48 +67,93 @@ public struct PostgresCopyRows: Sendable {
     case .null:
       buffer.writeStaticString("\\N")
     case .int(let n):
-      buffer.writeString(String(n))
+      writeDecimal(n, to: &buffer)
     case .double(let x):
-      // Swift prints the shortest text that reads back as the same double.
-      if x.isFinite {
-        buffer.writeString("\(x)")
-      } else {
-        buffer.writeString(x.isNaN ? "NaN" : (x > 0 ? "Infinity" : "-Infinity"))
-      }
+      writeDouble(x, to: &buffer)
     case .bytes(let bytes):
-      // `\x` then two hex digits a byte; the backslash doubled, as COPY's text wants.
-      let digits: StaticString = "0123456789abcdef"
-      buffer.writeStaticString("\\\\x")
-      // Through raw pointers: `Data`'s own iterator costs more than the hex digits.
-      buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bytes.count * 2) { out in
-        digits.withUTF8Buffer { hex in
-          bytes.withUnsafeBytes { input in
-            var i = 0
-            for byte in input {
-              out[i] = hex[Int(byte >> 4)]
-              out[i + 1] = hex[Int(byte & 0x0F)]
-              i += 2
-            }
-          }
+      writeHex(bytes, to: &buffer)
+    case .text(let text):
+      writeText(text, to: &buffer)
+    }
+  }
+
+  /// `n` in decimal, written straight into `buffer` (a `String` a number cost an allocation
+  /// check and a copy per value, and a lesson row has nine).
+  static func writeDecimal(_ n: Int, to buffer: inout ByteBuffer) {
+    var magnitude = n.magnitude
+    if n >= 0 && magnitude < 10 {
+      buffer.writeInteger(UInt8(truncatingIfNeeded: 0x30 + magnitude))
+      return
+    }
+    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 20) { out in
+      // Digits from the right end of a 20-byte scratch, then moved to the front.
+      var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
+      return withUnsafeMutableBytes(of: &scratch) { digits in
+        var start = 24
+        repeat {
+          start -= 1
+          digits[start] = UInt8(truncatingIfNeeded: 0x30 + magnitude % 10)
+          magnitude /= 10
+        } while magnitude > 0
+        if n < 0 {
+          start -= 1
+          digits[start] = UInt8(ascii: "-")
         }
-        return bytes.count * 2
+        let count = 24 - start
+        out.baseAddress!.copyMemory(from: digits.baseAddress! + start, byteCount: count)
+        return count
       }
-    case .text(var text):
-      // Scanned as contiguous bytes: the UTF-8 view's iterator costs several times more.
-      text.withUTF8 { utf8 in
-        guard utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D })
-        else {
-          buffer.writeBytes(utf8)
-          return
-        }
-        for byte in utf8 {
-          switch byte {
-          case 0x5C: buffer.writeStaticString("\\\\")
-          case 0x09: buffer.writeStaticString("\\t")
-          case 0x0A: buffer.writeStaticString("\\n")
-          case 0x0D: buffer.writeStaticString("\\r")
-          default: buffer.writeInteger(byte)
+    }
+  }
+
+  /// `x` as the shortest text that reads back as the same double (Swift's own printing), or
+  /// `NaN` / `Infinity` / `-Infinity`.
+  static func writeDouble(_ x: Double, to buffer: inout ByteBuffer) {
+    if x.isFinite {
+      buffer.writeString(x.description)
+    } else {
+      buffer.writeString(x.isNaN ? "NaN" : (x > 0 ? "Infinity" : "-Infinity"))
+    }
+  }
+
+  /// `bytes` for a `bytea` column: `\x` then two hex digits a byte, the backslash doubled
+  /// as COPY's text wants.
+  static func writeHex(_ bytes: Data, to buffer: inout ByteBuffer) {
+    let digits: StaticString = "0123456789abcdef"
+    buffer.writeStaticString("\\\\x")
+    // Through raw pointers: `Data`'s own iterator costs more than the hex digits.
+    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bytes.count * 2) { out in
+      digits.withUTF8Buffer { hex in
+        bytes.withUnsafeBytes { input in
+          var i = 0
+          for byte in input {
+            out[i] = hex[Int(byte >> 4)]
+            out[i + 1] = hex[Int(byte & 0x0F)]
+            i += 2
           }
+        }
+      }
+      return bytes.count * 2
+    }
+  }
+
+  /// `text` with the backslash and the characters that end a field or row escaped.
+  static func writeText(_ text: String, to buffer: inout ByteBuffer) {
+    var text = text
+    // Scanned as contiguous bytes: the UTF-8 view's iterator costs several times more.
+    text.withUTF8 { utf8 in
+      guard utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D })
+      else {
+        buffer.writeBytes(utf8)
+        return
+      }
+      for byte in utf8 {
+        switch byte {
+        case 0x5C: buffer.writeStaticString("\\\\")
+        case 0x09: buffer.writeStaticString("\\t")
+        case 0x0A: buffer.writeStaticString("\\n")
+        case 0x0D: buffer.writeStaticString("\\r")
+        default: buffer.writeInteger(byte)
         }
       }
     }

@@ -983,6 +983,9 @@ public final class PostgresTransaction: @unchecked Sendable {
   public let connection: PostgresConnection
   let logger: Logger
   private var pending: [ChangeEvent] = []
+  /// The first `encodedCount` pending events, encoded beforehand for the feed's `COPY`.
+  private var encodedRows = FeedCopy([ChangeEvent]())
+  private var encodedCount = 0
   private var savepoints = 0
 
   /// The connection, watched: a statement in flight when it closes fails at once.
@@ -1032,6 +1035,10 @@ public final class PostgresTransaction: @unchecked Sendable {
     } catch {
       try await execute(PostgresQuery(unsafeSQL: "ROLLBACK TO SAVEPOINT \(name)"))
       pending.removeSubrange(pendingBefore...)
+      if encodedCount > pendingBefore {
+        encodedRows.keepFirst(pendingBefore)
+        encodedCount = pendingBefore
+      }
       throw PostgresStore.map(error)
     }
   }
@@ -1078,6 +1085,21 @@ public final class PostgresTransaction: @unchecked Sendable {
     pending.append(contentsOf: events)
   }
 
+  /// Records events encoded beforehand for the feed's `COPY`
+  /// (``PostgresEncodedChanges``): a large batch's feed rows are then only numbered and sent
+  /// at the commit, not encoded between its statements.
+  public func recordChanges(_ encoded: PostgresEncodedChanges) {
+    if let copy = encoded.copy, encodedCount == pending.count {
+      if encodedCount == 0 {
+        encodedRows = copy
+      } else {
+        encodedRows.append(copy)
+      }
+      encodedCount += encoded.events.count
+    }
+    pending.append(contentsOf: encoded.events)
+  }
+
   /// Writes the buffered feed events, numbered from the counter, and returns the watched tables
   /// this transaction changed (``changedTables()``); nil, having written and read nothing,
   /// when no event is buffered. Each column goes as one array parameter and the rows come out
@@ -1114,6 +1136,8 @@ public final class PostgresTransaction: @unchecked Sendable {
       }
     }
     pending.removeAll()
+    encodedRows = FeedCopy([ChangeEvent]())
+    encodedCount = 0
     return changed
   }
 
@@ -1126,7 +1150,11 @@ public final class PostgresTransaction: @unchecked Sendable {
   /// numbers before the counter is taken (its lock is not held while they are made), the
   /// counter moves with the changed tables read alongside, and the numbered rows are copied.
   private func copyChanges() async throws -> Set<String> {
-    let rows = FeedCopy(pending)
+    var rows = encodedRows
+    if encodedCount < pending.count {
+      let rest = FeedCopy(pending[encodedCount...])
+      if encodedCount == 0 { rows = rest } else { rows.append(rest) }
+    }
     let first: Int64
     let changed: Set<String>
     if let row = try await query(prepared: TakeChanges(count: pending.count)).first {
@@ -1140,6 +1168,8 @@ public final class PostgresTransaction: @unchecked Sendable {
     try await copy(
       into: "runtime_changes", columns: FeedCopy.columns, encoded: rows.numbered(from: first))
     pending.removeAll()
+    encodedRows = FeedCopy([ChangeEvent]())
+    encodedCount = 0
     return changed
   }
 
@@ -1234,10 +1264,26 @@ private struct FeedColumns {
   }
 }
 
+/// Feed events made and encoded for the feed's `COPY` ahead of their transaction, for
+/// ``PostgresTransaction/recordChanges(_:)-(PostgresEncodedChanges)``: a bulk writer encodes a
+/// batch's events while the batch before it is written, and its own transaction then only
+/// numbers and sends them. Fewer events than a transaction copies are kept unencoded (they go
+/// in by the `INSERT`, which encodes its own arrays).
+public struct PostgresEncodedChanges: Sendable {
+  let events: [ChangeEvent]
+  let copy: FeedCopy?
+
+  /// Encodes `events`, when there are enough of them to go in by `COPY`.
+  public init(_ events: [ChangeEvent]) {
+    self.events = events
+    copy = events.count >= PostgresTransaction.copiedChanges ? FeedCopy(events) : nil
+  }
+}
+
 /// Feed events in `COPY`'s text format but for their sequence numbers, which are known only
 /// once the counter is taken: each row's other columns are encoded ahead, and
 /// ``numbered(from:)`` then only writes a number before each.
-private struct FeedCopy {
+struct FeedCopy: Sendable {
   /// The copy's columns: the sequence, then those of each encoded row.
   static let columns = [
     "sequence", "entity", "entity_id", "natural_key", "op", "time", "org_path", "payload_type",
@@ -1249,19 +1295,60 @@ private struct FeedCopy {
   /// Where each row ends in `rows`.
   private var ends: [Int] = []
 
-  init(_ events: [ChangeEvent]) {
+  init(_ events: some Collection<ChangeEvent>) {
     rows.reserveCapacity(events.count * 160)
     ends.reserveCapacity(events.count)
+    // Written field by field (no array of values an event), and a time written once for the
+    // run of events that share it (a batch's events are made at one moment).
+    let tab = UInt8(ascii: "\t")
+    var lastTime: (value: Double, text: ByteBuffer)? = nil
     for e in events {
-      rows.writeInteger(UInt8(ascii: "\t"))
-      PostgresCopyRows.encode(
-        [
-          .text(e.entity), .text(e.id), .text(e.naturalKey), .int(e.op), .double(e.time),
-          .text(e.orgPath), e.payloadType.map { .text($0) } ?? .null,
-          e.payload.map { .bytes($0) } ?? .null,
-        ], columns: 8, to: &rows)
+      rows.writeInteger(tab)
+      PostgresCopyRows.writeText(e.entity, to: &rows)
+      rows.writeInteger(tab)
+      PostgresCopyRows.writeText(e.id, to: &rows)
+      rows.writeInteger(tab)
+      PostgresCopyRows.writeText(e.naturalKey, to: &rows)
+      rows.writeInteger(tab)
+      PostgresCopyRows.writeDecimal(e.op, to: &rows)
+      rows.writeInteger(tab)
+      if let lastTime, lastTime.value.bitPattern == e.time.bitPattern {
+        rows.writeImmutableBuffer(lastTime.text)
+      } else {
+        let start = rows.writerIndex
+        PostgresCopyRows.writeDouble(e.time, to: &rows)
+        lastTime = (e.time, rows.getSlice(at: start, length: rows.writerIndex - start)!)
+      }
+      rows.writeInteger(tab)
+      PostgresCopyRows.writeText(e.orgPath, to: &rows)
+      rows.writeInteger(tab)
+      if let type = e.payloadType {
+        PostgresCopyRows.writeText(type, to: &rows)
+      } else {
+        rows.writeStaticString("\\N")
+      }
+      rows.writeInteger(tab)
+      if let payload = e.payload {
+        PostgresCopyRows.writeHex(payload, to: &rows)
+      } else {
+        rows.writeStaticString("\\N")
+      }
+      rows.writeInteger(UInt8(ascii: "\n"))
       ends.append(rows.writerIndex)
     }
+  }
+
+  /// Appends `other`'s rows after these.
+  mutating func append(_ other: FeedCopy) {
+    let shift = rows.writerIndex - other.rows.readerIndex
+    rows.writeImmutableBuffer(other.rows)
+    ends.append(contentsOf: other.ends.lazy.map { $0 + shift })
+  }
+
+  /// Keeps the first `count` rows only.
+  mutating func keepFirst(_ count: Int) {
+    ends.removeSubrange(count...)
+    rows.moveWriterIndex(to: ends.last ?? rows.readerIndex)
   }
 
   /// The rows numbered from `first`, in pieces of about ``PostgresCopyRows/piece``.
@@ -1271,7 +1358,7 @@ private struct FeedCopy {
     buffer.reserveCapacity(PostgresCopyRows.piece + 1024)
     var start = rows.readerIndex
     for (n, end) in ends.enumerated() {
-      buffer.writeString(String(first + Int64(n)))
+      PostgresCopyRows.writeDecimal(Int(first) + n, to: &buffer)
       buffer.writeImmutableBuffer(rows.getSlice(at: start, length: end - start)!)
       start = end
       if buffer.readableBytes >= PostgresCopyRows.piece {

@@ -306,6 +306,83 @@ struct PostgresStoreTests {
     #expect(try await empty.changeFeedHead() == 1_000)
   }
 
+  /// Events encoded ahead of their transaction (`PostgresEncodedChanges`, a bulk writer's
+  /// stage) are stored exactly as recorded ones: numbered on from the counter across a change
+  /// in the numbers' width, times shared by runs of events written once and read back to the
+  /// last bit, encoded events undone with their savepoint, and unencoded events recorded
+  /// between encoded ones kept in order. Integers of every width go through `COPY` intact.
+  @Test func encodedEventsAreStoredAsRecordedOnes() async throws {
+    func events(_ tag: String, _ count: Int, start: Int) throws -> [ChangeEvent] {
+      try (0..<count).map { n in
+        var e = try ChangeEvent(
+          entity: "thing", id: "\(tag)\(n)", naturalKey: "k\t\(tag)\(n)",
+          op: n % 7 == 0 ? .delete : .upsert, orgPath: "/p/\(n % 3)/",
+          // Runs of five events share a time, as a batch's do.
+          time: Date(timeIntervalSince1970: 1_733_526_000.1 + Double((start + n) / 5) / 7))
+        if n % 7 != 0 {
+          e.payloadType = "type.googleapis.com/smartschool.common.v1.RowError"
+          e.payload = Data((0..<(n % 90)).map { UInt8(($0 * 31 + n) % 256) })
+        }
+        return e
+      }
+    }
+    let a = try events("a", 300, start: 0)
+    let b = try events("b", 300, start: 300)
+    let c = try events("c", 10, start: 600)
+    let d = try events("d", 300, start: 610)
+    let db = try await Database()
+    let store = try await db.open()
+    defer { Task { await store.close() } }
+    try await store.write { tx in
+      try await tx.execute("UPDATE runtime_counters SET value = 9999999990 WHERE name = 'changes'")
+    }
+    try await store.write { tx in
+      tx.recordChanges(PostgresEncodedChanges(a))
+      do {
+        try await tx.savepoint {
+          tx.recordChanges(PostgresEncodedChanges(b))
+          throw ServiceError.aborted("undo b")
+        }
+      } catch ServiceError.aborted {}
+      tx.recordChanges(c)
+      tx.recordChanges(PostgresEncodedChanges(d))
+    }
+    // Fewer events than are copied: encoded nothing, inserted.
+    try await store.write { tx in tx.recordChanges(PostgresEncodedChanges(Array(c.prefix(3)))) }
+    let expected = a + c + d + c.prefix(3)
+    let page = try await store.listChanges(
+      after: 9_999_999_990, limit: 1_000, scopes: nil, unscoped: [])
+    #expect(page.changes.map(\.sequence) == Array(9_999_999_991...9_999_999_990 + 613))
+    let rows = try await store.query(
+      """
+      SELECT entity_id, natural_key, op, time, org_path, payload_type, payload
+      FROM runtime_changes WHERE sequence > 9999999990 ORDER BY sequence
+      """)
+    #expect(rows.count == expected.count)
+    for (row, e) in zip(rows, expected) {
+      #expect(try row[0].decode(String.self) == e.id)
+      #expect(try row[1].decode(String.self) == e.naturalKey)
+      #expect(try row[2].decode(Int.self) == e.op)
+      #expect(try row[3].decode(Double.self).bitPattern == e.time.bitPattern, "\(e.id)")
+      #expect(try row[4].decode(String.self) == e.orgPath)
+      #expect(try row[5].decode(String?.self) == e.payloadType)
+      #expect(try row[6].decode(Data?.self) == e.payload)
+    }
+
+    let numbers = [Int.min, -1_000_000_007, -10, -9, -1, 0, 1, 9, 10, 99, 100, 1 << 40, Int.max]
+    let back = try await store.write { tx in
+      try await tx.execute("CREATE TEMP TABLE numbers (n bigint, x double precision)")
+      try await tx.copy(
+        into: "numbers", columns: ["n", "x"],
+        rows: numbers.map { [.int($0), .double(Double($0) / 3)] })
+      return try await tx.query("SELECT n, x FROM numbers").map {
+        (try $0[0].decode(Int.self), try $0[1].decode(Double.self))
+      }
+    }
+    #expect(back.map(\.0) == numbers)
+    #expect(back.map(\.1.bitPattern) == numbers.map { (Double($0) / 3).bitPattern })
+  }
+
   /// A write on one replica moves the table version another replica watches (its caches
   /// drop the old value) within seconds; the writer's own version has moved when its write
   /// returns.

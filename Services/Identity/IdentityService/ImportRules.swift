@@ -130,6 +130,8 @@ struct StagedUserImport: Sendable {
     var events: [ChangeEvent]
     /// The plan's new users encoded for a COPY, where the store loads them so.
     var copyRows: PostgresCopyRows?
+    /// `events` encoded for the feed's COPY, where the store writes them so.
+    var encodedEvents: PostgresEncodedChanges?
   }
 
   var rows: [(index: Int, row: User)]

@@ -804,7 +804,10 @@ final class PostgresIdentityStore: IdentityStore {
     let copyRows = PostgresCopyRows(
       columns: Self.userCopyColumns.count, rows: plan.inserts.map(Self.copyValues))
     return StagedUserImport(
-      rows, guess: .init(state: state, plan: plan, events: events, copyRows: copyRows))
+      rows,
+      guess: .init(
+        state: state, plan: plan, events: events, copyRows: copyRows,
+        encodedEvents: PostgresEncodedChanges(events)))
   }
 
   /// Under the import lock, reads again the orgs and the users the stage found (not the keys
@@ -832,7 +835,11 @@ final class PostgresIdentityStore: IdentityStore {
             } else {
               try await self.copyUsers(tx, guess.plan.inserts)
             }
-            tx.recordChanges(guess.events)
+            if let encoded = guess.encodedEvents {
+              tx.recordChanges(encoded)
+            } else {
+              tx.recordChanges(guess.events)
+            }
             return guess.plan.outcome
           }
         } catch is ServiceError {}
