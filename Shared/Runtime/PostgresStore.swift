@@ -1301,7 +1301,7 @@ struct FeedCopy: Sendable {
     // Written field by field (no array of values an event), and a time written once for the
     // run of events that share it (a batch's events are made at one moment).
     let tab = UInt8(ascii: "\t")
-    var lastTime: (value: Double, text: ByteBuffer)? = nil
+    var lastTime: (value: Double, text: String)? = nil
     for e in events {
       rows.writeInteger(tab)
       PostgresCopyRows.writeText(e.entity, to: &rows)
@@ -1313,11 +1313,14 @@ struct FeedCopy: Sendable {
       PostgresCopyRows.writeDecimal(e.op, to: &rows)
       rows.writeInteger(tab)
       if let lastTime, lastTime.value.bitPattern == e.time.bitPattern {
-        rows.writeImmutableBuffer(lastTime.text)
+        rows.writeString(lastTime.text)
       } else {
-        let start = rows.writerIndex
-        PostgresCopyRows.writeDouble(e.time, to: &rows)
-        lastTime = (e.time, rows.getSlice(at: start, length: rows.writerIndex - start)!)
+        // Kept as a string: a slice of `rows` would share its storage, and every later write
+        // would copy the whole buffer.
+        var text = ByteBuffer()
+        PostgresCopyRows.writeDouble(e.time, to: &text)
+        lastTime = (e.time, String(buffer: text))
+        rows.writeBuffer(&text)
       }
       rows.writeInteger(tab)
       PostgresCopyRows.writeText(e.orgPath, to: &rows)
