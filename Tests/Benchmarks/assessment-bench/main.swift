@@ -2,7 +2,8 @@
 // over one stream into the real assessment-service executable, spawned as its own process and
 // following an in-process identity, on SQLite and, given a server, on PostgreSQL in the same
 // run. Prints scores/s against the database's own bulk loader of the same rows (sqlite3
-// `.import` of a CSV, PostgreSQL `COPY` through `psql \copy`), the service's peak RSS, and
+// `.import` of a CSV, PostgreSQL `COPY` through `psql \copy`; the mean of one load before the
+// import and one after, as this machine's speed drifts within a run), the service's peak RSS, and
 // statistics and report latency; then the done-when figure, a county joint exam session
 // (联考: the same students × 9 papers × 20 items, 2.35 million item scores) imported over one
 // stream and its session report computed at county scope; then a summary table of both stores.
@@ -241,8 +242,9 @@ func writeCSV(exam: String, to path: String) throws {
 }
 
 /// The database's own bulk loader on the same rows into an equivalent flat table: rows/s,
-/// the loader's name and the rows it counted.
-func baseline(_ store: BenchStore, csv: String, directory: String) throws
+/// the loader's name and the rows it counted. Each `round` loads a table (or SQLite file) of
+/// its own.
+func baseline(_ store: BenchStore, csv: String, directory: String, round: Int) throws
   -> (rate: Double, loader: String, rows: String)
 {
   let rows = Double(Bench.studentCount * Bench.itemCount)
@@ -258,21 +260,23 @@ func baseline(_ store: BenchStore, csv: String, directory: String) throws
       .import --csv \(csv) scores
       SELECT COUNT(*) FROM scores;
       """
-    let run = try runTool("sqlite3", ["-bail", directory + "/baseline.sqlite"], input: script)
+    let run = try runTool(
+      "sqlite3", ["-bail", directory + "/baseline\(round).sqlite"], input: script)
     let counted = run.output.split(separator: "\n").last.map(String.init) ?? "?"
     return (rows / (run.ms / 1000), "sqlite3 .import", counted)
   case .postgresql(_, let database):
     _ = try psql(
       database,
       """
-      CREATE TABLE bench_copy_scores (exam_code text COLLATE "C" NOT NULL,
+      CREATE TABLE bench_copy_scores\(round) (exam_code text COLLATE "C" NOT NULL,
         student text COLLATE "C" NOT NULL, class_code text COLLATE "C" NOT NULL,
         school_code text COLLATE "C" NOT NULL, item integer NOT NULL,
         score double precision NOT NULL CHECK (score >= 0),
         PRIMARY KEY (exam_code, student, item))
       """)
-    let copy = try psql(database, "\\copy bench_copy_scores FROM '\(csv)' WITH (FORMAT csv)")
-    let counted = try psql(database, "SELECT count(*) FROM bench_copy_scores").output
+    let copy = try psql(
+      database, "\\copy bench_copy_scores\(round) FROM '\(csv)' WITH (FORMAT csv)")
+    let counted = try psql(database, "SELECT count(*) FROM bench_copy_scores\(round)").output
     return (
       rows / (copy.ms / 1000), "psql \\copy (COPY)",
       counted.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -476,6 +480,13 @@ func measure(
     }
     let rssBefore = statusKB(pid, "VmRSS")
 
+    // Baseline: the database's own bulk loader fed the same rows, once before the import and
+    // once after. This machine's speed drifts within a run; the import is set against the
+    // mean of the two.
+    let csv = directory + "/scores.csv"
+    try writeCSV(exam: exam.code, to: csv)
+    let loadedBefore = try baseline(store, csv: csv, directory: directory, round: 0)
+
     // Import over one stream, sampling the service's RSS as it goes.
     let sampling = Task {
       var peak = 0
@@ -499,9 +510,10 @@ func measure(
     figures.peakMB = Double(max(sampledPeak, hwm)) / 1024
     let storeBytes = try storeSize(store, directory: directory + "/service")
 
-    let csv = directory + "/scores.csv"
-    try writeCSV(exam: exam.code, to: csv)
-    let loader = try baseline(store, csv: csv, directory: directory)
+    let loadedAfter = try baseline(store, csv: csv, directory: directory, round: 1)
+    let loader = (
+      rate: (loadedBefore.rate + loadedAfter.rate) / 2, loader: loadedBefore.loader,
+      rows: loadedAfter.rows)
     figures.loaderRate = loader.rate
     figures.loader = loader.loader
 
@@ -511,9 +523,9 @@ func measure(
         studentCount * itemCount, importMs, figures.importRate))
     line(
       String(
-        format: "%@ baseline  %9.0f rows/s     (rows: %@)",
+        format: "%@ baseline  %9.0f rows/s     (rows: %@; mean of %.0f before and %.0f after)",
         loader.loader.padding(toLength: 18, withPad: " ", startingAt: 0), loader.rate,
-        loader.rows))
+        loader.rows, loadedBefore.rate, loadedAfter.rate))
     line(
       String(
         format: "import rate / loader rate     %8.2f                      target ≥ %.2f",
