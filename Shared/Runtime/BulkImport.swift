@@ -103,28 +103,54 @@ extension BulkImport {
   /// it refers to), and what `stage` returns committed: the work `stage` does leaves the
   /// commit's path. Whatever `stage` read must be checked again by `commit`, inside its
   /// transaction.
+  ///
+  /// With `inFlight` 2, two commits may run at once (on PostgreSQL, each on a pooled connection
+  /// of its own), so two batches' statements and this process's work on them overlap;
+  /// outcomes are still counted in stream order, and memory holds three batches. Commits
+  /// running at once may finish, and take their locks, in either order, so only batches that
+  /// share no row may overlap: `followsPrevious` says of each staged batch, in stream order,
+  /// whether it shares one with the batch before it (a key whose later row must win), and such
+  /// a batch commits only once the commit before it has ended.
   public static func runOverlapped<Message: Sendable, Row: Sendable, Staged: Sendable>(
     _ stream: some AsyncSequence<Message, any Error>, batchSize: Int = 1000,
+    inFlight: Int = 1, followsPrevious: (Staged) -> Bool = { _ in true },
     prepare: (Message, Int) async throws -> PreparedRow<Row>,
     stage: ([(index: Int, row: Row)]) async throws -> Staged,
     commit: @escaping @Sendable (Staged) async throws -> BatchOutcome
   ) async throws -> Smartschool_Common_V1_ImportSummary {
-    var committing: Task<BatchOutcome, any Error>? = nil
+    precondition(inFlight == 1 || inFlight == 2, "one or two commits in flight")
+    var committing: [Task<BatchOutcome, any Error>] = []
+    // Waits for the oldest commits until at most `keeping` remain; their outcomes, in order.
+    // A failure fails the import once every commit in flight has ended.
+    func settle(keeping: Int) async throws -> BatchOutcome {
+      var outcome = BatchOutcome()
+      var failure: (any Error)? = nil
+      while committing.count > keeping || (failure != nil && !committing.isEmpty) {
+        do {
+          let done = try await committing.removeFirst().value
+          outcome.created += done.created
+          outcome.updated += done.updated
+          outcome.errors += done.errors
+        } catch {
+          if failure == nil { failure = error }
+        }
+      }
+      if let failure { throw failure }
+      return outcome
+    }
     do {
       return try await run(
         stream, batchSize: batchSize, prepare: prepare,
         commit: { batch in
           let staged = try await stage(batch)
-          let previous = try await committing?.value ?? BatchOutcome()
-          committing = Task { try await commit(staged) }
+          let previous = try await settle(
+            keeping: inFlight > 1 && !followsPrevious(staged) ? inFlight - 1 : 0)
+          committing.append(Task { try await commit(staged) })
           return previous
         },
-        finish: {
-          defer { committing = nil }
-          return try await committing?.value ?? BatchOutcome()
-        })
+        finish: { try await settle(keeping: 0) })
     } catch {
-      _ = try? await committing?.value
+      for task in committing { _ = try? await task.value }
       throw error
     }
   }

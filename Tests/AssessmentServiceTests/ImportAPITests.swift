@@ -128,6 +128,54 @@ import Testing
     }
   }
 
+  /// A stream scoring the same students three times over, its batches straddling the rounds,
+  /// so consecutive batches share most of their students while both are written at once: every
+  /// score ends as the last round's, each row counts once as created or updated, and the
+  /// exam's statistics (kept as tallies by each batch) equal those of the final scores.
+  @Test func batchesWrittenTogetherEndAsTheStreamsLastRows() async throws {
+    try await withWorld { w in
+      try await w.createStandardExam()
+      let batch = AssessmentAPI.importBatch
+      let count = batch / 4
+      func round(_ r: Int) -> [(String, String, String, [Double])] {
+        (0..<count).map { i in
+          let even = i % 2 == 0
+          // Each round's scores differ from the round before on every item.
+          let scores = (0..<4).map { k in Double((i + 3 * r + k) % 5) }
+          return (
+            String(format: "ext-r%05d", i), even ? "CL1a" : "CL2", even ? "S1" : "S2", scores
+          )
+        }
+      }
+      // A quarter batch of other students first: each batch then ends inside a round.
+      let others = (0..<(batch / 16)).map { i in
+        (String(format: "ext-o%05d", i), "CL2", "S2", [1.0, 2, 3, 4])
+      }
+      let all = rows(others) + rows(round(0)) + rows(round(1)) + rows(round(2))
+      let summary = try await w.importScores(all)
+      #expect(summary.accepted == Int64(all.count) && summary.rejected == 0)
+      #expect(summary.created == Int64(batch / 4 + batch))
+      #expect(summary.updated == Int64(2 * batch))
+      var expected: [String] = []
+      var totals: [Double] = []
+      for (student, classCode, _, scores) in others + round(2) {
+        for (k, v) in scores.enumerated() {
+          expected.append("\(student)/\(classCode)/\(k + 1)=\(v)")
+        }
+        totals.append(scores.reduce(0, +))
+      }
+      #expect(try await w.exported("M-K1").sorted() == expected.sorted())
+      let statistics = try await w.assessment.getExamStatistics(
+        .with {
+          $0.examCode = "M-K1"
+          $0.scopeOrgCode = "K1"
+        }, metadata: w.auth("aK1"))
+      #expect(statistics.scope.count == Int64(totals.count))
+      let mean = totals.reduce(0, +) / Double(totals.count)
+      #expect(abs(statistics.scope.mean - mean) < 1e-9)
+    }
+  }
+
   @Test func importKilledMidStreamThenResentEndsWithExactlyTheRows() async throws {
     try await withWorld { w in
       try await w.createStandardExam()
