@@ -39,8 +39,6 @@ public struct AssessmentAPI: Sendable {
   /// 10,000 (the exam's own tally rows are rewritten once a batch); the service then peaks at
   /// about 90 MB during the import.
   public static let importBatch = 20_000
-  /// Score batches of one stream written at once.
-  public static let importWritesInFlight = 2
   /// Rows per store read while exporting.
   static let exportPage = 2000
   /// The most items an exam may have.
@@ -461,15 +459,15 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
     // The last row index of each student given a score, by exam: after the stream, those
     // still missing items are told (bounded by the students of the stream, not its rows).
     var scored: [String: [String: Int]] = [:]
-    // Batches are written while the next one is read, validated and grouped by student, two
-    // at a time (on PostgreSQL each on a connection of its own) when they share no student:
-    // the two may take their locks in either order, and a student's later rows must win. A
-    // batch holding a student of the one before it (a student's rows split by the batch
-    // boundary, or sent again) waits for it to commit.
+    // Batches are written while the next one is read, validated and grouped by student; on
+    // PostgreSQL two at a time when they share no student (see scoreWritesInFlight): the two
+    // may take their locks in either order, and a student's later rows must win, so a batch
+    // holding a student of the one before it (a student's rows split by the batch boundary,
+    // or sent again) waits for it to commit.
     let store = self.store
     var previousStudents = Set<String>()
     var summary = try await BulkImport.runOverlapped(
-      request, batchSize: Self.importBatch, inFlight: Self.importWritesInFlight,
+      request, batchSize: Self.importBatch, inFlight: store.scoreWritesInFlight,
       followsPrevious: { (staged: (rows: StagedScores, students: Set<String>)) in
         defer { previousStudents = staged.students }
         return !staged.students.isDisjoint(with: previousStudents)
@@ -530,10 +528,14 @@ extension AssessmentAPI: Smartschool_Assessment_V1_AssessmentService.SimpleServi
         }
       },
       stage: { batch in
-        (
-          try await store.stageScores(batch.map(\.row)),
-          Set(batch.lazy.map { $0.row.examCode + "/" + $0.row.student })
-        )
+        // A student's rows mostly come together: a key made once per run of them.
+        var students = Set<String>()
+        var last: (exam: String, student: String)? = nil
+        for (_, row) in batch where last?.student != row.student || last?.exam != row.examCode {
+          students.insert(row.examCode + "/" + row.student)
+          last = (row.examCode, row.student)
+        }
+        return (try await store.stageScores(batch.map(\.row)), students)
       },
       commit: { staged in
         let result = try await store.writeScores(staged.rows)

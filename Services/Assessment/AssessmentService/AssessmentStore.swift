@@ -685,6 +685,10 @@ public protocol AssessmentStoring: Sendable {
   func stageScores(_ rows: [PendingScore]) async throws -> StagedScores
   /// Writes a staged score batch in one transaction.
   func writeScores(_ staged: StagedScores) async throws -> ScoreBatchResult
+  /// Score batches of one stream this store writes at once when they share no student: 2 on
+  /// PostgreSQL (each on a connection of its own, where one batch's statements left a core
+  /// idle about a third of the import), 1 on SQLite (its one writer runs them in turn anyway).
+  var scoreWritesInFlight: Int { get }
   func results(exam: ExamRecord, scopePath: String?) async throws -> [StudentResult]
   /// The students of the exam who sat without a stored score for every item.
   func incompleteStudents(exam: ExamRecord) async throws -> [StudentResult]
@@ -912,6 +916,8 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
     }
     return targets
   }
+
+  public var scoreWritesInFlight: Int { 1 }
 
   public func stageScores(_ rows: [PendingScore]) async throws -> StagedScores {
     let codes = StagedScores.codes(rows)

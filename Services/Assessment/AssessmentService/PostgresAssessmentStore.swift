@@ -323,6 +323,8 @@ final class PostgresAssessmentStore: AssessmentStoring {
     return exams
   }
 
+  var scoreWritesInFlight: Int { 2 }
+
   func stageScores(_ rows: [PendingScore]) async throws -> StagedScores {
     let codes = StagedScores.codes(rows)
     let targets = try await store.read { tx in
