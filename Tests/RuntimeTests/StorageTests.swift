@@ -187,6 +187,67 @@ struct StorageTests {
     } == writers * each)
   }
 
+  /// A reader holding an old snapshot keeps every checkpoint from emptying the log; past
+  /// 16,000 pages the writer then checkpoints itself, and once the reader is gone the log starts
+  /// over by that size instead of growing: rows written afterwards reuse the log file.
+  @Test func theLogStaysBoundedPastItsLimit() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(1, in: dir)
+    try await store.write { db in
+      try db.execute(sql: "CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    }
+    let log = store.location + "-wal"
+    func logSize() throws -> Int {
+      try FileManager.default.attributesOfItem(atPath: log)[.size] as? Int ?? 0
+    }
+    func write(_ rows: Int, from: Int) async throws {
+      for first in stride(from: from, to: from + rows, by: 50) {
+        try await store.write { db in
+          for i in first..<(first + 50) {
+            try db.execute(
+              sql: "INSERT INTO blobs (id, data) VALUES (?, ?)",
+              arguments: [i, Data(repeating: UInt8(truncatingIfNeeded: i), count: 6_000)])
+          }
+        }
+      }
+    }
+    // The reader's snapshot: taken before any row, held while 12,000 rows (18,000 pages) go in.
+    var readerConfig = Configuration()
+    readerConfig.readonly = true
+    readerConfig.allowsUnsafeTransactions = true  // the snapshot outlives one access
+    let reader = try DatabaseQueue(path: store.location, configuration: readerConfig)
+    try reader.inDatabase { db in
+      try db.execute(sql: "BEGIN")
+      #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM blobs") == 0)
+    }
+    try await write(12_000, from: 0)
+    #expect(store.walCheckpoints.byWriter >= 1, "\(store.walCheckpoints)")
+    let grown = try logSize()
+    #expect(grown > 16_000 * 4_096, "log \(grown) bytes")
+    // The snapshot is still whole: it sees no row.
+    try reader.inDatabase { db in
+      #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM blobs") == 0)
+      try db.execute(sql: "COMMIT")
+    }
+    // Without the reader, as many rows again: by 16,000 pages the log is emptied and reused
+    // (with SQLite's checkpoint left to commits it would be too; without either it would double).
+    try await write(12_000, from: 12_000)
+    // (Its first write still appends, 50 rows: the reader's last snapshot was not copied yet.)
+    let after = try logSize()
+    #expect(after <= grown + 1_000_000, "log \(after) bytes after, \(grown) before")
+    let (count, bytes, firsts) = try await store.read { db in
+      let row = try Row.fetchOne(
+        db,
+        sql: """
+          SELECT COUNT(*), SUM(length(data)), COUNT(DISTINCT substr(data, 1, 1)) FROM blobs
+          WHERE substr(data, 1, 1) = substr(data, 6000, 1)
+          """)!
+      return (row[0] as Int, row[1] as Int, row[2] as Int)
+    }
+    #expect(count == 24_000 && bytes == 24_000 * 6_000 && firsts == 256)
+  }
+
   /// `Store.read` runs on its own read-only connections, reused across calls: each read must
   /// still see every write committed before it, from any task, and must not write.
   @Test func readsSeeEveryEarlierWriteAndCannotWrite() async throws {
