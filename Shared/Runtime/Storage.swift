@@ -905,7 +905,7 @@ final class ReadConnections: Sendable {
 /// queued behind it waits too. Here the writer's commit hook only asks for a checkpoint each
 /// 1,000 pages the log grows; a passive one (never blocking the writer or a reader) copies what
 /// it can and syncs on another thread, alongside the writes: a county's score import over one
-/// stream went from 0.60-0.68 of `sqlite3 .import` to 0.77-1.03 (assessment-bench, A/B).
+/// stream went from 0.60-0.68 of `sqlite3 .import` to 0.71-1.03 (assessment-bench, A/B).
 /// The log starts over once a checkpoint has copied all of it and a write begins; under
 /// sustained writes that rarely happens, so at ``inlinePages`` the committing writer runs one
 /// itself, as SQLite would (it copies only what the background ones have not). Durability is
