@@ -22,12 +22,6 @@ public struct PostgresCopyRows: Sendable {
   /// How many rows the pieces hold.
   public let count: Int
 
-  /// Pieces encoded elsewhere (see ``piece``) holding `count` rows.
-  init(pieces: [ByteBuffer], count: Int) {
-    self.pieces = pieces
-    self.count = count
-  }
-
   /// Encodes `rows`, each a value per column of a copy of `columns` columns.
   public init(columns: Int, rows: [[PostgresCopyValue]]) {
     var pieces: [ByteBuffer] = []

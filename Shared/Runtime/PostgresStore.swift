@@ -41,8 +41,8 @@ extension PostgresRowStatement {
 /// cost is that feed-writing transactions commit one at a time (the lock is held for one
 /// statement and the commit, not the whole transaction); pgbench on a 2-core machine gives
 /// about 530 such commits/s against 2,800 without the shared row. Bulk imports buffer their
-/// events and take all their sequences in one statement; from 256 events they then go in by
-/// `COPY` (``PostgresTransaction/copiedChanges``).
+/// events and take all their sequences in one statement; from 256 events they then go in
+/// packed, 256 a row (``ChangeBlock``), numbered as they would have been one a row.
 ///
 /// **Table versions** (``watch(_:)``): a statement trigger on each watched table appends the
 /// table to a transaction-local setting and sends `NOTIFY runtime_tables, '<table>'`. The
@@ -458,6 +458,15 @@ public final class PostgresStore: ServiceStorage {
           id text PRIMARY KEY, revoked_at double precision NOT NULL)
         """,
       ]),
+    // A feed row may hold a block of events (ChangeBlocks.swift); its payload is stored out of
+    // line uncompressed: compressing a bulk import's blocks cost the server more than the
+    // rows they replace.
+    PostgresMigration(
+      "runtime.5.change-blocks",
+      [
+        "ALTER TABLE runtime_changes ADD COLUMN first_sequence bigint",
+        "ALTER TABLE runtime_changes ALTER COLUMN payload SET STORAGE EXTERNAL",
+      ]),
   ]
 
   // MARK: ServiceStorage
@@ -480,51 +489,82 @@ public final class PostgresStore: ServiceStorage {
   public func listChanges(after: Int64, limit: Int, scopes: [OrgPath]?, unscoped: [String] = [])
     async throws -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool)
   {
+    guard let filter = FeedFilter(scopes: scopes, unscoped: unscoped) else { return ([], false) }
     var sql = """
-      SELECT sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload
+      SELECT sequence, first_sequence, entity, entity_id, natural_key, op, time, org_path,
+        payload_type, payload
       FROM runtime_changes WHERE sequence > $1
       """
-    var binds = PostgresBindings()
-    binds.append(after)
-    if let scopes {
-      if scopes.isEmpty { return ([], false) }
-      if !scopes.contains(.root) {
-        var terms: [String] = []
-        for e in unscoped {
-          binds.append(e)
-          terms.append("entity = $\(binds.count)")
-        }
-        for s in scopes {
-          binds.append(s.description)
-          terms.append("starts_with(org_path, $\(binds.count))")
-        }
-        sql += " AND (" + terms.joined(separator: " OR ") + ")"
+    // The parameters after the first (the cursor), each once.
+    var values: [String] = []
+    if let scopes = filter.scopes {
+      // An event's own row as before; a block's row when it may hold an admitted event: one
+      // of the kinds, or its events' common path under a scope or a scope under it.
+      var single: [String] = []
+      var block: [String] = []
+      for e in filter.unscoped.sorted() {
+        values.append(e)
+        single.append("entity = $\(values.count + 1)")
+        values.append("," + e + ",")
+        block.append("strpos(entity, $\(values.count + 1)) > 0")
       }
-    }
-    binds.append(limit + 1)
-    sql += " ORDER BY sequence LIMIT $\(binds.count)"
-    let rows = try await query(PostgresQuery(unsafeSQL: sql, binds: binds))
-    var changes: [Smartschool_Common_V1_Change] = []
-    for row in rows.prefix(limit) {
-      var c = Smartschool_Common_V1_Change()
-      c.sequence = try row["sequence"].decode(Int64.self)
-      c.entity = try row["entity"].decode(String.self)
-      c.id = try row["entity_id"].decode(String.self)
-      c.naturalKey = try row["natural_key"].decode(String.self)
-      c.op = Smartschool_Common_V1_ChangeOp(rawValue: try row["op"].decode(Int.self)) ?? .unspecified
-      c.time = Google_Protobuf_Timestamp(
-        date: Date(timeIntervalSince1970: try row["time"].decode(Double.self)))
-      c.orgPath = try row["org_path"].decode(String.self)
-      if let type = try row["payload_type"].decode(String?.self),
-        let bytes = try row["payload"].decode(Data?.self)
-      {
-        c.payload = Google_Protobuf_Any()
-        c.payload.typeURL = type
-        c.payload.value = bytes
+      for s in scopes {
+        values.append(s)
+        single.append("starts_with(org_path, $\(values.count + 1))")
+        block.append("starts_with(org_path, $\(values.count + 1))")
+        block.append("starts_with($\(values.count + 1), org_path)")
       }
-      changes.append(c)
+      sql += " AND ((first_sequence IS NULL AND (" + single.joined(separator: " OR ")
+        + ")) OR (first_sequence IS NOT NULL AND (" + block.joined(separator: " OR ") + ")))"
     }
-    return (changes, rows.count > limit)
+    sql += " ORDER BY sequence LIMIT $\(values.count + 2)"
+    var listing = FeedListing(after: after, limit: limit, filter: filter)
+    var cursor = after
+    // Rows until the page has one event more than it holds, or the feed ends: a block's row
+    // may give fewer events than one (or none the caller may see).
+    while true {
+      var binds = PostgresBindings()
+      binds.append(cursor)
+      for v in values { binds.append(v) }
+      binds.append(limit + 1)
+      let rows = try await query(PostgresQuery(unsafeSQL: sql, binds: binds))
+      for row in rows {
+        if let first = try row["first_sequence"].decode(Int64?.self) {
+          let body = try row["payload"].decode(ByteBuffer?.self) ?? ByteBuffer()
+          try listing.addBlock(
+            body.readableBytesView, first: first, last: try row["sequence"].decode(Int64.self))
+        } else {
+          listing.add(try Self.change(row))
+        }
+        if listing.full { break }
+      }
+      guard !listing.full, rows.count == limit + 1, let last = rows.last else { break }
+      cursor = try last["sequence"].decode(Int64.self)
+    }
+    return listing.result
+  }
+
+  /// The event of its own feed row.
+  private static func change(_ row: PostgresRandomAccessRow) throws
+    -> Smartschool_Common_V1_Change
+  {
+    var c = Smartschool_Common_V1_Change()
+    c.sequence = try row["sequence"].decode(Int64.self)
+    c.entity = try row["entity"].decode(String.self)
+    c.id = try row["entity_id"].decode(String.self)
+    c.naturalKey = try row["natural_key"].decode(String.self)
+    c.op = Smartschool_Common_V1_ChangeOp(rawValue: try row["op"].decode(Int.self)) ?? .unspecified
+    c.time = Google_Protobuf_Timestamp(
+      date: Date(timeIntervalSince1970: try row["time"].decode(Double.self)))
+    c.orgPath = try row["org_path"].decode(String.self)
+    if let type = try row["payload_type"].decode(String?.self),
+      let bytes = try row["payload"].decode(Data?.self)
+    {
+      c.payload = Google_Protobuf_Any()
+      c.payload.typeURL = type
+      c.payload.value = bytes
+    }
+    return c
   }
 
   /// See ``ServiceStorage/watch(_:)``: installs the notifying trigger on each table (once,
@@ -983,9 +1023,9 @@ public final class PostgresTransaction: @unchecked Sendable {
   public let connection: PostgresConnection
   let logger: Logger
   private var pending: [ChangeEvent] = []
-  /// The first `encodedCount` pending events, encoded beforehand for the feed's `COPY`.
-  private var encodedRows = FeedCopy([ChangeEvent]())
-  private var encodedCount = 0
+  /// The first `packedCount` pending events, packed beforehand (``PostgresEncodedChanges``).
+  private var packed: [ChangeBlock.Packed] = []
+  private var packedCount = 0
   private var savepoints = 0
 
   /// The connection, watched: a statement in flight when it closes fails at once.
@@ -1035,9 +1075,9 @@ public final class PostgresTransaction: @unchecked Sendable {
     } catch {
       try await execute(PostgresQuery(unsafeSQL: "ROLLBACK TO SAVEPOINT \(name)"))
       pending.removeSubrange(pendingBefore...)
-      if encodedCount > pendingBefore {
-        encodedRows.keepFirst(pendingBefore)
-        encodedCount = pendingBefore
+      // Blocks reaching past the undone events go; their events left are packed at the end.
+      while packedCount > pendingBefore, let last = packed.popLast() {
+        packedCount -= last.count
       }
       throw PostgresStore.map(error)
     }
@@ -1085,17 +1125,12 @@ public final class PostgresTransaction: @unchecked Sendable {
     pending.append(contentsOf: events)
   }
 
-  /// Records events encoded beforehand for the feed's `COPY`
-  /// (``PostgresEncodedChanges``): a large batch's feed rows are then only numbered and sent
-  /// at the commit, not encoded between its statements.
+  /// Records events packed beforehand (``PostgresEncodedChanges``): a large batch's blocks are
+  /// then only numbered and sent at the commit, not made between its statements.
   public func recordChanges(_ encoded: PostgresEncodedChanges) {
-    if let copy = encoded.copy, encodedCount == pending.count {
-      if encodedCount == 0 {
-        encodedRows = copy
-      } else {
-        encodedRows.append(copy)
-      }
-      encodedCount += encoded.events.count
+    if let blocks = encoded.blocks, packedCount == pending.count {
+      packed += blocks
+      packedCount += encoded.events.count
     }
     pending.append(contentsOf: encoded.events)
   }
@@ -1115,7 +1150,7 @@ public final class PostgresTransaction: @unchecked Sendable {
   /// alongside its insert misses nothing.
   func flushChanges() async throws -> Set<String>? {
     guard !pending.isEmpty else { return nil }
-    if pending.count >= Self.copiedChanges { return try await copyChanges() }
+    if pending.count >= ChangeBlock.threshold { return try await insertBlocks() }
     let count = pending.count
     var first: Int64? = nil
     var changed: Set<String> = []
@@ -1136,25 +1171,16 @@ public final class PostgresTransaction: @unchecked Sendable {
       }
     }
     pending.removeAll()
-    encodedRows = FeedCopy([ChangeEvent]())
-    encodedCount = 0
     return changed
   }
 
-  /// From this many events a transaction's feed goes in by `COPY`: about a third less of the
-  /// server's time a row than the `unnest` insert (2.2 µs of 6.5 measured on lesson events),
-  /// for one more round trip under the counter's lock, which a few events would not repay.
-  static let copiedChanges = 256
-
-  /// ``flushChanges()`` for a large batch: the events are encoded for `COPY` but for their
-  /// numbers before the counter is taken (its lock is not held while they are made), the
-  /// counter moves with the changed tables read alongside, and the numbered rows are copied.
-  private func copyChanges() async throws -> Set<String> {
-    var rows = encodedRows
-    if encodedCount < pending.count {
-      let rest = FeedCopy(pending[encodedCount...])
-      if encodedCount == 0 { rows = rest } else { rows.append(rest) }
-    }
+  /// ``flushChanges()`` for a bulk transaction: its events in blocks (ChangeBlocks.swift),
+  /// packed but for those not packed beforehand before the counter is taken (its lock is not
+  /// held while they are made); the counter moves with the changed tables read alongside, and
+  /// the blocks go in numbered from it, as arrays, a few megabytes a statement.
+  private func insertBlocks() async throws -> Set<String> {
+    var blocks = packed
+    if packedCount < pending.count { blocks += ChangeBlock.pack(pending[packedCount...]) }
     let first: Int64
     let changed: Set<String>
     if let row = try await query(prepared: TakeChanges(count: pending.count)).first {
@@ -1165,11 +1191,33 @@ public final class PostgresTransaction: @unchecked Sendable {
       first = try await takeSequence("changes", count: pending.count)
       changed = try await changedTables()
     }
-    try await copy(
-      into: "runtime_changes", columns: FeedCopy.columns, encoded: rows.numbered(from: first))
+    var next = first
+    for chunk in stride(from: 0, to: blocks.count, by: 128) {
+      let part = blocks[chunk..<min(chunk + 128, blocks.count)]
+      var lasts: [Int64] = []
+      var firsts: [Int64] = []
+      for b in part {
+        firsts.append(next)
+        next += Int64(b.count)
+        lasts.append(next - 1)
+      }
+      let entities = part.map(\.entities)
+      let times = part.map(\.time)
+      let scopes = part.map(\.scope)
+      let bodies = part.map { ByteBuffer(bytes: $0.body) }
+      try await execute(
+        """
+        INSERT INTO runtime_changes (sequence, first_sequence, entity, entity_id, natural_key, op,
+          time, org_path, payload_type, payload)
+        SELECT u.last, u.first, u.entities, '', '', 0, u.time, u.scope, NULL, u.body
+        FROM unnest(\(lasts)::int8[], \(firsts)::int8[], \(entities)::text[],
+          \(times)::float8[], \(scopes)::text[], \(bodies)::bytea[])
+          AS u(last, first, entities, time, scope, body)
+        """)
+    }
     pending.removeAll()
-    encodedRows = FeedCopy([ChangeEvent]())
-    encodedCount = 0
+    packed.removeAll()
+    packedCount = 0
     return changed
   }
 
@@ -1264,114 +1312,19 @@ private struct FeedColumns {
   }
 }
 
-/// Feed events made and encoded for the feed's `COPY` ahead of their transaction, for
-/// ``PostgresTransaction/recordChanges(_:)-(PostgresEncodedChanges)``: a bulk writer encodes a
+/// Feed events made and packed ahead of their transaction, for
+/// ``PostgresTransaction/recordChanges(_:)-(PostgresEncodedChanges)``: a bulk writer packs a
 /// batch's events while the batch before it is written, and its own transaction then only
-/// numbers and sends them. Fewer events than a transaction copies are kept unencoded (they go
-/// in by the `INSERT`, which encodes its own arrays).
+/// numbers and sends them. Fewer events than a transaction packs are kept as they are (they go
+/// in as rows of their own).
 public struct PostgresEncodedChanges: Sendable {
   let events: [ChangeEvent]
-  let copy: FeedCopy?
+  let blocks: [ChangeBlock.Packed]?
 
-  /// Encodes `events`, when there are enough of them to go in by `COPY`.
+  /// Packs `events`, when there are enough of them to go in blocks.
   public init(_ events: [ChangeEvent]) {
     self.events = events
-    copy = events.count >= PostgresTransaction.copiedChanges ? FeedCopy(events) : nil
-  }
-}
-
-/// Feed events in `COPY`'s text format but for their sequence numbers, which are known only
-/// once the counter is taken: each row's other columns are encoded ahead, and
-/// ``numbered(from:)`` then only writes a number before each.
-struct FeedCopy: Sendable {
-  /// The copy's columns: the sequence, then those of each encoded row.
-  static let columns = [
-    "sequence", "entity", "entity_id", "natural_key", "op", "time", "org_path", "payload_type",
-    "payload",
-  ]
-  /// Every row's columns after the sequence, each row starting with a tab and ending with a
-  /// newline.
-  private var rows = ByteBuffer()
-  /// Where each row ends in `rows`.
-  private var ends: [Int] = []
-
-  init(_ events: some Collection<ChangeEvent>) {
-    rows.reserveCapacity(events.count * 160)
-    ends.reserveCapacity(events.count)
-    // Written field by field (no array of values an event), and a time written once for the
-    // run of events that share it (a batch's events are made at one moment).
-    let tab = UInt8(ascii: "\t")
-    var lastTime: (value: Double, text: String)? = nil
-    for e in events {
-      rows.writeInteger(tab)
-      PostgresCopyRows.writeText(e.entity, to: &rows)
-      rows.writeInteger(tab)
-      PostgresCopyRows.writeText(e.id, to: &rows)
-      rows.writeInteger(tab)
-      PostgresCopyRows.writeText(e.naturalKey, to: &rows)
-      rows.writeInteger(tab)
-      PostgresCopyRows.writeDecimal(e.op, to: &rows)
-      rows.writeInteger(tab)
-      if let lastTime, lastTime.value.bitPattern == e.time.bitPattern {
-        rows.writeString(lastTime.text)
-      } else {
-        // Kept as a string: a slice of `rows` would share its storage, and every later write
-        // would copy the whole buffer.
-        var text = ByteBuffer()
-        PostgresCopyRows.writeDouble(e.time, to: &text)
-        lastTime = (e.time, String(buffer: text))
-        rows.writeBuffer(&text)
-      }
-      rows.writeInteger(tab)
-      PostgresCopyRows.writeText(e.orgPath, to: &rows)
-      rows.writeInteger(tab)
-      if let type = e.payloadType {
-        PostgresCopyRows.writeText(type, to: &rows)
-      } else {
-        rows.writeStaticString("\\N")
-      }
-      rows.writeInteger(tab)
-      if let payload = e.payload {
-        PostgresCopyRows.writeHex(payload, to: &rows)
-      } else {
-        rows.writeStaticString("\\N")
-      }
-      rows.writeInteger(UInt8(ascii: "\n"))
-      ends.append(rows.writerIndex)
-    }
-  }
-
-  /// Appends `other`'s rows after these.
-  mutating func append(_ other: FeedCopy) {
-    let shift = rows.writerIndex - other.rows.readerIndex
-    rows.writeImmutableBuffer(other.rows)
-    ends.append(contentsOf: other.ends.lazy.map { $0 + shift })
-  }
-
-  /// Keeps the first `count` rows only.
-  mutating func keepFirst(_ count: Int) {
-    ends.removeSubrange(count...)
-    rows.moveWriterIndex(to: ends.last ?? rows.readerIndex)
-  }
-
-  /// The rows numbered from `first`, in pieces of about ``PostgresCopyRows/piece``.
-  func numbered(from first: Int64) -> PostgresCopyRows {
-    var pieces: [ByteBuffer] = []
-    var buffer = ByteBuffer()
-    buffer.reserveCapacity(PostgresCopyRows.piece + 1024)
-    var start = rows.readerIndex
-    for (n, end) in ends.enumerated() {
-      PostgresCopyRows.writeDecimal(Int(first) + n, to: &buffer)
-      buffer.writeImmutableBuffer(rows.getSlice(at: start, length: end - start)!)
-      start = end
-      if buffer.readableBytes >= PostgresCopyRows.piece {
-        pieces.append(buffer)
-        buffer = ByteBuffer()
-        buffer.reserveCapacity(PostgresCopyRows.piece + 1024)
-      }
-    }
-    if buffer.readableBytes > 0 { pieces.append(buffer) }
-    return PostgresCopyRows(pieces: pieces, count: ends.count)
+    blocks = events.count >= ChangeBlock.threshold ? ChangeBlock.pack(events) : nil
   }
 }
 

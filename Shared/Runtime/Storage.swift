@@ -69,6 +69,7 @@ public final class Store: ServiceStorage {
     var migrator = DatabaseMigrator()
     Store.registerRuntimeMigrations(&migrator)
     Store.registerDirectoryMigrations(&migrator)
+    Store.registerChangeBlockMigrations(&migrator)
     migrations(&migrator)
     let known = Set(migrator.migrations)
     let applied = try pool.read { db in try migrator.appliedIdentifiers(db) }
@@ -263,6 +264,13 @@ public final class Store: ServiceStorage {
 }
 
 extension Store {
+  /// The column that marks a feed row holding a block of events (ChangeBlocks.swift).
+  static func registerChangeBlockMigrations(_ migrator: inout DatabaseMigrator) {
+    migrator.registerMigration("runtime.5.change-blocks") { db in
+      try db.execute(sql: "ALTER TABLE runtime_changes ADD COLUMN first_sequence INTEGER")
+    }
+  }
+
   /// SQLite.
   public var backend: StorageBackend { .sqlite }
 
@@ -727,8 +735,13 @@ public enum ChangeFeed {
       + "(entity, entity_id, natural_key, op, time, org_path, payload_type, payload)",
     columns: 8)
 
-  /// Records `events` in order inside the current write transaction.
+  /// Records `events` in order inside the current write transaction: packed in blocks from
+  /// ``ChangeBlock/threshold`` of them (see ChangeBlocks.swift).
   public static func record(_ db: Database, events: [ChangeEvent]) throws {
+    if events.count >= ChangeBlock.threshold {
+      try record(db, blocks: ChangeBlock.pack(events))
+      return
+    }
     try insert.run(db, count: events.count) { i, row in
       let e = events[i]
       row.bind(e.entity)
@@ -742,6 +755,26 @@ public enum ChangeFeed {
     }
   }
 
+  /// Records blocks of events in order inside the current write transaction, numbered on from
+  /// the newest event (SQLite has one writer: nothing else takes a number meanwhile).
+  static func record(_ db: Database, blocks: [ChangeBlock.Packed]) throws {
+    // AUTOINCREMENT's high-water mark, should it ever pass the newest row.
+    let mark = try Int64.fetchOne(
+      db.cachedStatement(sql: "SELECT seq FROM sqlite_sequence WHERE name = 'runtime_changes'"))
+    var next = max(try head(db), mark ?? 0) + 1
+    let statement = try db.cachedStatement(
+      sql: """
+        INSERT INTO runtime_changes (sequence, first_sequence, entity, entity_id, natural_key,
+          op, time, org_path, payload_type, payload)
+        VALUES (?, ?, ?, '', '', 0, ?, ?, NULL, ?)
+        """)
+    for b in blocks {
+      let last = next + Int64(b.count) - 1
+      try statement.execute(arguments: [last, next, b.entities, b.time, b.scope, b.body])
+      next = last + 1
+    }
+  }
+
   /// The events after `after`, at most `limit`, limited to entities under one of `scopes`
   /// (`nil` means no limit, an empty list means nothing). Events of the entity kinds in
   /// `unscoped` are listed whatever the scope (for example identity's session revocations,
@@ -749,47 +782,80 @@ public enum ChangeFeed {
   public static func list(
     _ db: Database, after: Int64, limit: Int, scopes: [OrgPath]?, unscoped: [String] = []
   ) throws -> (changes: [Smartschool_Common_V1_Change], hasMore: Bool) {
+    guard let filter = FeedFilter(scopes: scopes, unscoped: unscoped) else { return ([], false) }
     var sql = """
-      SELECT sequence, entity, entity_id, natural_key, op, time, org_path, payload_type, payload
+      SELECT sequence, first_sequence, entity, entity_id, natural_key, op, time, org_path,
+        payload_type, payload
       FROM runtime_changes WHERE sequence > ?
       """
-    var args: [any DatabaseValueConvertible] = [after]
-    if let scopes {
-      if scopes.isEmpty { return ([], false) }
-      if !scopes.contains(.root) {
-        let byEntity = unscoped.map { _ in "entity = ?" }
-        let byScope = scopes.map { _ in "substr(org_path, 1, ?) = ?" }
-        sql += " AND (" + (byEntity + byScope).joined(separator: " OR ") + ")"
-        for e in unscoped { args.append(e) }
-        for s in scopes {
-          args.append(s.description.count)
-          args.append(s.description)
-        }
+    var args: [any DatabaseValueConvertible] = []
+    if let scopes = filter.scopes {
+      // An event's own row as before; a block's row when it may hold an admitted event: one
+      // of the kinds, or its events' common path under a scope or a scope under it.
+      let unscoped = filter.unscoped.sorted()
+      let byEntity = unscoped.map { _ in "entity = ?" }
+      let byScope = scopes.map { _ in "substr(org_path, 1, ?) = ?" }
+      let blockByEntity = unscoped.map { _ in "instr(entity, ?) > 0" }
+      let blockByScope = scopes.map { _ in "substr(?, 1, length(org_path)) = org_path" }
+      sql += " AND ((first_sequence IS NULL AND ("
+        + (byEntity + byScope).joined(separator: " OR ") + ")) OR (first_sequence IS NOT NULL AND ("
+        + (blockByEntity + byScope + blockByScope).joined(separator: " OR ") + ")))"
+      for e in unscoped { args.append(e) }
+      for s in scopes {
+        args.append(s.unicodeScalars.count)
+        args.append(s)
       }
+      for e in unscoped { args.append("," + e + ",") }
+      for s in scopes {
+        args.append(s.unicodeScalars.count)
+        args.append(s)
+      }
+      for s in scopes { args.append(s) }
     }
     sql += " ORDER BY sequence LIMIT ?"
-    args.append(limit + 1)
     // Cached: the feed is polled all the time, and the SQL varies only with the number of the
     // caller's scopes (one statement per count, a handful at most).
-    let changes = try db.cachedStatement(sql: sql).decodeAll(
-      arguments: StatementArguments(args)
-    ) { row -> Smartschool_Common_V1_Change in
-      var c = Smartschool_Common_V1_Change()
-      c.sequence = row["sequence"]
-      c.entity = row["entity"]
-      c.id = row["entity_id"]
-      c.naturalKey = row["natural_key"]
-      c.op = Smartschool_Common_V1_ChangeOp(rawValue: row["op"]) ?? .unspecified
-      c.time = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row["time"]))
-      c.orgPath = row["org_path"]
-      if let type: String = row["payload_type"], let bytes: Data = row["payload"] {
-        c.payload = Google_Protobuf_Any()
-        c.payload.typeURL = type
-        c.payload.value = bytes
+    let statement = try db.cachedStatement(sql: sql)
+    var listing = FeedListing(after: after, limit: limit, filter: filter)
+    var cursor = after
+    // Rows until the page has one event more than it holds, or the feed ends: a block's row
+    // may give fewer events than one (or none the caller may see).
+    while true {
+      var arguments: [any DatabaseValueConvertible] = [cursor]
+      arguments += args
+      arguments.append(limit + 1)
+      let rows = try Row.fetchAll(statement, arguments: StatementArguments(arguments))
+      for row in rows {
+        if let first: Int64 = row["first_sequence"] {
+          let body: Data = row["payload"] ?? Data()
+          try listing.addBlock(body, first: first, last: row["sequence"])
+        } else {
+          listing.add(change(row))
+        }
+        if listing.full { break }
       }
-      return c
+      guard !listing.full, rows.count == limit + 1, let last = rows.last else { break }
+      cursor = last["sequence"]
     }
-    return (Array(changes.prefix(limit)), changes.count > limit)
+    return listing.result
+  }
+
+  /// The event of its own feed row.
+  private static func change(_ row: Row) -> Smartschool_Common_V1_Change {
+    var c = Smartschool_Common_V1_Change()
+    c.sequence = row["sequence"]
+    c.entity = row["entity"]
+    c.id = row["entity_id"]
+    c.naturalKey = row["natural_key"]
+    c.op = Smartschool_Common_V1_ChangeOp(rawValue: row["op"]) ?? .unspecified
+    c.time = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: row["time"]))
+    c.orgPath = row["org_path"]
+    if let type: String = row["payload_type"], let bytes: Data = row["payload"] {
+      c.payload = Google_Protobuf_Any()
+      c.payload.typeURL = type
+      c.payload.value = bytes
+    }
+    return c
   }
 
   /// The sequence of the newest event (0 for an empty feed).

@@ -107,7 +107,8 @@ struct BackupTests {
       let files = try FileManager.default.contentsOfDirectory(atPath: target)
       #expect(files == ["bank.sqlite"], "a self-contained copy, no WAL or partial file")
       #expect(report.changeFeedHead >= 50)
-      #expect(report.migrations == 3 + 1)  // runtime changes + directory + users + bank.1
+      // Runtime changes + directory + users + change blocks + bank.1.
+      #expect(report.migrations == 4 + 1)
       // Restore = the service opens the copy as its data directory.
       let restored = try Store(directory: target, name: "bank", migrations: Self.migrations)
       let (total, transfers, maxSeq, head) = try await restored.read { db in

@@ -149,7 +149,7 @@ struct PostgresStoreTests {
     #expect(stores.count == 3)
     let counts = try await stores[0].query(
       "SELECT id, count(*) FROM runtime_migrations GROUP BY id")
-    #expect(counts.count == 5)  // runtime.1 to runtime.4 and the test's own
+    #expect(counts.count == 6)  // runtime.1 to runtime.5 and the test's own
     for row in counts { #expect(try row[1].decode(Int64.self) == 1) }
     for s in stores { await s.close() }
     let newer = try await db.open(
@@ -225,11 +225,11 @@ struct PostgresStoreTests {
     }
   }
 
-  /// A large batch's events go in by `COPY` (from 256 events), a small one's by an insert:
-  /// the same events come back the same either way, whatever bytes their text and payloads
-  /// hold (tabs, newlines, backslashes, `\N`, CJK; every byte value), with their times to the
-  /// last bit, numbered on from the events before them; without a counter row, from 1.
-  @Test func copiedEventsComeBackAsInsertedOnes() async throws {
+  /// A large batch's events go in packed (from 256 events), a small one's a row each: the
+  /// same events come back the same either way, whatever bytes their text and payloads hold
+  /// (tabs, newlines, backslashes, `\N`, CJK; every byte value), with their times to the last
+  /// bit, numbered on from the events before them; without a counter row, from 1.
+  @Test func packedEventsComeBackAsInsertedOnes() async throws {
     let odd = ["tab\there", "new\nline", "back\\slash", "\\N", "cr\rx", "智慧学校", "", "end\\"]
     let events = try (0..<1_000).map { n in
       var e = try ChangeEvent(
@@ -243,31 +243,8 @@ struct PostgresStoreTests {
       }
       return e
     }
-    typealias Stored = (
-      sequence: Int64, entity: String, id: String, key: String, op: Int, time: Double,
-      path: String, type: String?, payload: Data?
-    )
-    func stored(_ store: PostgresStore) async throws -> [Stored] {
-      try await store.query(
-        """
-        SELECT sequence, entity, entity_id, natural_key, op, time, org_path, payload_type,
-          payload
-        FROM runtime_changes ORDER BY sequence
-        """
-      ).map {
-        (
-          try $0[0].decode(Int64.self), try $0[1].decode(String.self),
-          try $0[2].decode(String.self), try $0[3].decode(String.self),
-          try $0[4].decode(Int.self), try $0[5].decode(Double.self),
-          try $0[6].decode(String.self), try $0[7].decode(String?.self),
-          try $0[8].decode(Data?.self)
-        )
-      }
-    }
-    func same(_ row: Stored, _ e: ChangeEvent) -> Bool {
-      row.entity == e.entity && row.id == e.id && row.key == e.naturalKey && row.op == e.op
-        && row.time == e.time && row.path == e.orgPath && row.type == e.payloadType
-        && row.payload == e.payload
+    func all(_ store: PostgresStore) async throws -> [Smartschool_Common_V1_Change] {
+      try await ChangeBlockTests.follow(store, after: 0, limit: 1_000, scopes: nil, unscoped: [])
     }
     let db = try await Database()
     let store = try await db.open()
@@ -277,22 +254,15 @@ struct PostgresStoreTests {
     for chunk in stride(from: 0, to: events.count, by: 50) {
       try await store.write { tx in tx.recordChanges(Array(events[chunk..<chunk + 50])) }
     }
-    let rows = try await stored(store)
-    #expect(rows.map(\.sequence) == Array(1...2_001))
+    let changes = try await all(store)
+    #expect(changes.map(\.sequence) == Array(1...2_001))
     #expect(try await store.changeFeedHead() == 2_001)
     for (n, e) in events.enumerated() {
-      #expect(same(rows[1 + n], e), "copied event \(n)")
-      #expect(same(rows[1_001 + n], e), "inserted event \(n)")
+      #expect(changes[1 + n] == ChangeBlockTests.expected(e, Int64(2 + n)), "packed \(n)")
+      #expect(changes[1_001 + n] == ChangeBlockTests.expected(e, Int64(1_002 + n)), "row \(n)")
     }
-    // The feed's own reader gives both halves alike.
-    let page = try await store.listChanges(after: 0, limit: 1_000, scopes: nil, unscoped: [])
-    let next = try await store.listChanges(after: 1_000, limit: 1_000, scopes: nil, unscoped: [])
-    for n in 0..<999 {
-      var (a, b) = (page.changes[n + 1], next.changes[n + 1])
-      a.sequence = 0
-      b.sequence = 0
-      #expect(a == b, "event \(n)")
-    }
+    // One row a block, one an event.
+    #expect(try await ChangeBlockTests.rowCount(store) == 1 + 4 + 1_000)
 
     let empty = try await Database().open()
     defer { Task { await empty.close() } }
@@ -300,17 +270,16 @@ struct PostgresStoreTests {
       try await tx.execute("DELETE FROM runtime_counters WHERE name = 'changes'")
     }
     try await empty.write { tx in tx.recordChanges(events) }
-    let fresh = try await stored(empty)
-    #expect(fresh.map(\.sequence) == Array(1...1_000))
-    #expect(zip(fresh, events).allSatisfy(same))
+    let fresh = try await all(empty)
+    #expect(fresh == events.enumerated().map { ChangeBlockTests.expected($1, Int64($0 + 1)) })
     #expect(try await empty.changeFeedHead() == 1_000)
   }
 
-  /// Events encoded ahead of their transaction (`PostgresEncodedChanges`, a bulk writer's
+  /// Events packed ahead of their transaction (`PostgresEncodedChanges`, a bulk writer's
   /// stage) are stored exactly as recorded ones: numbered on from the counter across a change
-  /// in the numbers' width, times shared by runs of events written once and read back to the
-  /// last bit, encoded events undone with their savepoint, and unencoded events recorded
-  /// between encoded ones kept in order. Integers of every width go through `COPY` intact.
+  /// in the numbers' width, times shared by runs of events read back to the last bit, packed
+  /// events undone with their savepoint, and unpacked events recorded between packed ones kept
+  /// in order. Integers of every width go through `COPY` intact.
   @Test func encodedEventsAreStoredAsRecordedOnes() async throws {
     func events(_ tag: String, _ count: Int, start: Int) throws -> [ChangeEvent] {
       try (0..<count).map { n in
@@ -347,27 +316,26 @@ struct PostgresStoreTests {
       tx.recordChanges(c)
       tx.recordChanges(PostgresEncodedChanges(d))
     }
-    // Fewer events than are copied: encoded nothing, inserted.
-    try await store.write { tx in tx.recordChanges(PostgresEncodedChanges(Array(c.prefix(3)))) }
-    let expected = a + c + d + c.prefix(3)
-    let page = try await store.listChanges(
-      after: 9_999_999_990, limit: 1_000, scopes: nil, unscoped: [])
-    #expect(page.changes.map(\.sequence) == Array(9_999_999_991...9_999_999_990 + 613))
-    let rows = try await store.query(
-      """
-      SELECT entity_id, natural_key, op, time, org_path, payload_type, payload
-      FROM runtime_changes WHERE sequence > 9999999990 ORDER BY sequence
-      """)
-    #expect(rows.count == expected.count)
-    for (row, e) in zip(rows, expected) {
-      #expect(try row[0].decode(String.self) == e.id)
-      #expect(try row[1].decode(String.self) == e.naturalKey)
-      #expect(try row[2].decode(Int.self) == e.op)
-      #expect(try row[3].decode(Double.self).bitPattern == e.time.bitPattern, "\(e.id)")
-      #expect(try row[4].decode(String.self) == e.orgPath)
-      #expect(try row[5].decode(String?.self) == e.payloadType)
-      #expect(try row[6].decode(Data?.self) == e.payload)
+    // A savepoint undoing part of a packed batch: its blocks go, the rest is packed anew.
+    let e = try events("e", 600, start: 910)
+    try await store.write { tx in
+      try await tx.savepoint { tx.recordChanges(PostgresEncodedChanges(Array(e.prefix(400)))) }
+      do {
+        try await tx.savepoint {
+          tx.recordChanges(PostgresEncodedChanges(Array(e.suffix(200))))
+          throw ServiceError.aborted("undo the tail")
+        }
+      } catch ServiceError.aborted {}
     }
+    // Fewer events than are packed: kept as they are, a row each.
+    try await store.write { tx in tx.recordChanges(PostgresEncodedChanges(Array(c.prefix(3)))) }
+    let expected = a + c + d + e.prefix(400) + c.prefix(3)
+    let first: Int64 = 9_999_999_991
+    let changes = try await ChangeBlockTests.follow(
+      store, after: first - 1, limit: 1_000, scopes: nil, unscoped: [])
+    #expect(changes.map(\.sequence) == Array(first..<first + Int64(expected.count)))
+    #expect(
+      changes == expected.enumerated().map { ChangeBlockTests.expected($1, first + Int64($0)) })
 
     let numbers = [Int.min, -1_000_000_007, -10, -9, -1, 0, 1, 9, 10, 99, 100, 1 << 40, Int.max]
     let back = try await store.write { tx in

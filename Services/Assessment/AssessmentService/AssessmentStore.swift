@@ -1005,6 +1005,9 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
       var tallies: [Int64: TallyChanges] = [:]
       let itemNumbers = targets.mapValues { $0.itemNumbers }
       let totalOf = try db.cachedStatement(sql: "SELECT total FROM asm_students WHERE sid = ?")
+      // Recorded together at the end: a batch's sheets go on the feed in blocks.
+      var events: [ChangeEvent] = []
+      events.reserveCapacity(sheets.count)
       for (s, sid, old, new, oldTotal) in sheets {
         let code = s.lastAccepted!.examCode
         let after = old == nil ? new : try Self.sheet(db, sid: sid)
@@ -1023,11 +1026,13 @@ public final class SQLiteAssessmentStore: AssessmentStoring {
         }
         let key = SheetState.key(exam: code, student: s.student)
         for event in SheetState.events(exam: code, student: s.student, old: old, new: after) {
-          try ChangeFeed.record(
-            db, entity: "score_sheet", id: key, naturalKey: key, op: event.op,
-            orgPath: event.orgPath, payload: event.payload)
+          events.append(
+            try ChangeEvent(
+              entity: "score_sheet", id: key, naturalKey: key, op: event.op,
+              orgPath: event.orgPath, payload: event.payload))
         }
       }
+      try ChangeFeed.record(db, events: events)
       for (exam, changes) in tallies.sorted(by: { $0.key < $1.key }) {
         try Self.writeTallies(db, exam: exam, changes)
       }
