@@ -12,8 +12,10 @@ import SwiftProtobuf
 // prefix of their paths, and `payload` holds the events in the compact form below (each
 // distinct kind, type and path once). The numbering is unchanged: a block takes its numbers
 // where its events would have, so the feed stays commit-ordered on both stores, and a reader
-// sees the same events, numbers and pages as from single rows (``FeedListing``). What it
-// costs: a follower reads a whole block to start inside it (at most 255 events too many).
+// sees the same events, numbers and pages as from single rows (``FeedListing``). A listing's
+// statement leaves blocks' bodies out and reads those the page reaches by key, a few at a
+// time. What it costs: a follower decodes a whole block to start inside it (at most 255 events
+// too many).
 
 /// The packed form of a run of change-feed events: see the comment at the top of this file.
 public enum ChangeBlock {
@@ -308,6 +310,13 @@ struct FeedListing {
 
   /// One event more than the page holds: the page is done and more follow.
   var full: Bool { changes.count > limit }
+
+  /// How many blocks the page may still take events from (at least one): a listing reads
+  /// the bodies of that many of the blocks ahead together, not every block its statement
+  /// found (a page of 1,000 over blocks would otherwise fetch a thousand bodies to use four).
+  var blocksWanted: Int {
+    max(1, (limit + 1 - changes.count + ChangeBlock.size - 1) / ChangeBlock.size)
+  }
 
   /// A row of one event, which the statement's filter already admitted.
   mutating func add(_ change: Smartschool_Common_V1_Change) {

@@ -492,7 +492,7 @@ public final class PostgresStore: ServiceStorage {
     guard let filter = FeedFilter(scopes: scopes, unscoped: unscoped) else { return ([], false) }
     var sql = """
       SELECT sequence, first_sequence, entity, entity_id, natural_key, op, time, org_path,
-        payload_type, payload
+        payload_type, CASE WHEN first_sequence IS NULL THEN payload END AS payload
       FROM runtime_changes WHERE sequence > $1
       """
     // The parameters after the first (the cursor), each once.
@@ -528,11 +528,30 @@ public final class PostgresStore: ServiceStorage {
       for v in values { binds.append(v) }
       binds.append(limit + 1)
       let rows = try await query(PostgresQuery(unsafeSQL: sql, binds: binds))
-      for row in rows {
+      var bodies: [Int64: ByteBuffer] = [:]
+      for (i, row) in rows.enumerated() {
         if let first = try row["first_sequence"].decode(Int64?.self) {
-          let body = try row["payload"].decode(ByteBuffer?.self) ?? ByteBuffer()
+          let last = try row["sequence"].decode(Int64.self)
+          if bodies[last] == nil {
+            // This block's body and those of the next blocks the page may reach, in one read.
+            var through = last
+            var blocks = 0
+            for r in rows[i...] where try r["first_sequence"].decode(Int64?.self) != nil {
+              through = try r["sequence"].decode(Int64.self)
+              blocks += 1
+              if blocks == listing.blocksWanted { break }
+            }
+            for b in try await query(
+              """
+              SELECT sequence, payload FROM runtime_changes
+              WHERE sequence BETWEEN \(last) AND \(through) AND first_sequence IS NOT NULL
+              """)
+            {
+              bodies[try b[0].decode(Int64.self)] = try b[1].decode(ByteBuffer.self)
+            }
+          }
           try listing.addBlock(
-            body.readableBytesView, first: first, last: try row["sequence"].decode(Int64.self))
+            (bodies[last] ?? ByteBuffer()).readableBytesView, first: first, last: last)
         } else {
           listing.add(try Self.change(row))
         }

@@ -785,7 +785,7 @@ public enum ChangeFeed {
     guard let filter = FeedFilter(scopes: scopes, unscoped: unscoped) else { return ([], false) }
     var sql = """
       SELECT sequence, first_sequence, entity, entity_id, natural_key, op, time, org_path,
-        payload_type, payload
+        payload_type, CASE WHEN first_sequence IS NULL THEN payload END AS payload
       FROM runtime_changes WHERE sequence > ?
       """
     var args: [any DatabaseValueConvertible] = []
@@ -825,10 +825,24 @@ public enum ChangeFeed {
       arguments += args
       arguments.append(limit + 1)
       let rows = try Row.fetchAll(statement, arguments: StatementArguments(arguments))
-      for row in rows {
+      var bodies: [Int64: Data] = [:]
+      for (i, row) in rows.enumerated() {
         if let first: Int64 = row["first_sequence"] {
-          let body: Data = row["payload"] ?? Data()
-          try listing.addBlock(body, first: first, last: row["sequence"])
+          let last: Int64 = row["sequence"]
+          if bodies[last] == nil {
+            // This block's body and those of the next blocks the page may reach, in one read.
+            let ahead = rows[i...].lazy.filter { $0["first_sequence"] != nil }
+              .prefix(listing.blocksWanted).map { $0["sequence"] as Int64 }
+            let bodyRows = try Row.fetchAll(
+              db.cachedStatement(
+                sql: """
+                  SELECT sequence, payload FROM runtime_changes
+                  WHERE sequence BETWEEN ? AND ? AND first_sequence IS NOT NULL
+                  """),
+              arguments: [last, ahead.last ?? last])
+            for b in bodyRows { bodies[b["sequence"]] = b["payload"] }
+          }
+          try listing.addBlock(bodies[last] ?? Data(), first: first, last: last)
         } else {
           listing.add(change(row))
         }
