@@ -15,7 +15,8 @@
 // reports against a trivial unary RPC (GetTerm) measured in the same run. The import lines
 // also give the CPU time it took per lesson: this process (client and server) and, when the
 // PostgreSQL server runs on this machine, its backends (read from /proc), to tell which side
-// bounds the rate on a loaded machine.
+// bounds the rate on a loaded machine. Then the whole change feed is read from the start
+// through ListChanges, as the data centre's follower does (events/s).
 import Crypto
 import Foundation
 import GRPCCore
@@ -231,6 +232,9 @@ struct Figures {
   /// Re-sending the first county's lessons: one message a lesson, and batched.
   var resentSingleRate = 0.0
   var resentBatchedRate = 0.0
+  /// The whole change feed read from the start through ListChanges, 1,000 events a page.
+  var feedRate = 0.0
+  var feedEvents = 0
   var loader = ""
   /// The mean of `loaderRates`, the loader's rate before and after the import.
   var loaderRate = 0.0
@@ -508,6 +512,25 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
     figures.resentSingleRate = Double(again.count) / (ms(resent.single) / 1000)
     figures.resentBatchedRate = Double(again.count) / (ms(resent.batched) / 1000)
 
+    // The data centre's follower: the whole feed (the imports' lessons, blocks of 256 a row
+    // where a batch wrote many) read from the start, 1,000 events a page.
+    var followed = 0
+    let feedTime = try await clock.measure {
+      var after: Int64 = 0
+      while true {
+        let page = try await client.listChanges(
+          .with {
+            $0.afterSequence = after
+            $0.pageSize = 1000
+          }, metadata: auth)
+        followed += page.changes.count
+        after = page.lastSequence
+        if !page.moreAvailable { break }
+      }
+    }
+    figures.feedRate = Double(followed) / (ms(feedTime) / 1000)
+    figures.feedEvents = followed
+
     precondition(csvRows == total)
     let loadedAfter = try loaderRate(
       loaderStore, csv: csv, rows: total, directory: dir, round: 1)
@@ -639,6 +662,9 @@ func run(counties n: Int, label: String, on store: BenchStore) async throws -> F
       "re-send of 1 county (\(again.count)), batched",
       String(format: "%.0f lessons/s", figures.resentBatchedRate),
       String(format: "%.2fx of the loader", figures.resentBatchedRate / figures.loaderRate))
+    line(
+      "change feed read from the start (\(figures.feedEvents) events)",
+      String(format: "%.0f events/s", figures.feedRate), "1,000 a page")
     line(
       "compliance, 1 county, \(rows) school rows (median)",
       String(format: "%.2f ms", figures.countyMs),
