@@ -94,6 +94,79 @@ struct ReplicaTests {
     }
   }
 
+  /// Two replicas importing the same 3,000 new users at once, one in row order and the other
+  /// in reverse: both copy without the import lock, meet on each other's uncommitted users
+  /// (where PostgreSQL may end one of them as a deadlock) and decide those batches again.
+  /// Every row is accepted, each user made once (3,000 created, 3,000 confirmed), one event
+  /// each on the feed.
+  @Test func twoReplicasImportingTheSameNewUsersInOppositeOrdersMakeEachOnce() async throws {
+    try await withReplicas { r in
+      let admin = try await login(r[0], "admin", testAdminPassword)
+      _ = try await buildTree(r[0], admin: admin)
+      let rows = (0..<3000).map { i in ImportTests.row("O\(i)", "opp\(i)", "学生\(i)") }
+      async let first = ImportTests.importUsers(r[1], token: admin, rows)
+      async let second = ImportTests.importUsers(r[2], token: admin, rows.reversed())
+      let (a, b) = try await (first, second)
+      #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
+      #expect(a.created + b.created == 3000)
+      #expect(a.updated + b.updated == 3000)
+      #expect(try await ImportTests.listed(r[0], token: admin, prefix: "opp").count == 3000)
+      let keys = try await ImportTests.userEvents(r[0], token: admin).events.map(\.key)
+        .filter { $0.hasPrefix("O") }
+      #expect(keys.count == 3000)
+      #expect(Set(keys).count == 3000)
+    }
+  }
+
+  /// While another replica's import holds the import lock (here a transaction on the database
+  /// holding it), an import of new users lands without waiting for it, and an import that
+  /// changes stored users waits its turn, then lands.
+  @Test func newUsersLandWhileAnotherImportHoldsTheImportLock() async throws {
+    try await withReplicas { r, database in
+      let admin = try await login(r[0], "admin", testAdminPassword)
+      _ = try await buildTree(r[0], admin: admin)
+      var quiet = Logger(label: "side")
+      quiet.logLevel = .critical
+      let side = try await PostgresStore(
+        settings: database, migrations: IdentityMigrations.postgres, logger: quiet)
+      let stored = (0..<500).map { i in ImportTests.row("L\(i)", "lock\(i)", "学生\(i)") }
+      #expect(try await ImportTests.importUsers(r[0], token: admin, stored).created == 500)
+      let renamed = (0..<500).map { i in ImportTests.row("L\(i)", "lock\(i)", "学生改\(i)") }
+      let fresh = (0..<2500).map { i in ImportTests.row("F\(i)", "free\(i)", "学生\(i)") }
+      let client = r[1]
+      typealias Importing = Task<Smartschool_Common_V1_ImportSummary, any Error>
+      let (importing, freshDone, changing, waited) = try await side.write {
+        tx -> (Importing, Bool, Importing, Bool) in
+        try await tx.lock("identity.import.users")
+        let importing = Task { try await ImportTests.importUsers(client, token: admin, fresh) }
+        let changing = Task { try await ImportTests.importUsers(client, token: admin, renamed) }
+        let freshDone = try await Self.eventually(30) {
+          let rows = try await side.query(
+            "SELECT count(*) FROM users WHERE username LIKE 'free%'")
+          return try rows[0][0].decode(Int64.self) == 2500
+        }
+        let waited = try await Self.eventually(10) {
+          let rows = try await side.query(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'advisory'")
+          return try rows[0][0].decode(Int64.self) > 0
+        }
+        // The lock goes with this transaction either way, so a failure cannot hang the test.
+        return (importing, freshDone, changing, waited)
+      }
+      await side.close()
+      let landed = try await importing.value
+      #expect(landed.created == 2500 && landed.errors.isEmpty)
+      #expect(freshDone, "new users waited for the import lock")
+      #expect(waited, "an import changing stored users did not wait for the import lock")
+      let changed = try await changing.value
+      #expect(changed.updated == 500 && changed.errors.isEmpty)
+      #expect(try await ImportTests.listed(r[0], token: admin, prefix: "free").count == 2500)
+      let names = try await ImportTests.listed(r[0], token: admin, prefix: "lock")
+        .map(\.displayName)
+      #expect(names.count == 500 && names.allSatisfy { $0.hasPrefix("学生改") })
+    }
+  }
+
   /// Whether some statement on `store`'s database waits for another transaction to end.
   static func someoneWaitsForATransaction(_ store: PostgresStore) async throws -> Bool {
     let rows = try await store.query(

@@ -527,10 +527,13 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
         : message.users
     }
     // A batch commits while the next one is read, validated and staged (read and decided
-    // ahead, checked again under the import lock).
+    // ahead, checked again at its commit); on PostgreSQL two commit at once when they share
+    // no key (see userWritesInFlight). A batch sharing a key with the one before it is staged
+    // without a guess, and so waits for that one's commit: a user's later row must win.
     var previousKeys = Set<String>()
     let summary = try await BulkImport.runOverlapped(
-      rows, batchSize: 2000,
+      rows, batchSize: 2000, inFlight: store.userWritesInFlight,
+      followsPrevious: { $0.guess == nil },
       prepare: { (user, index) -> PreparedRow<User> in
         let violations = OrgRules.validate(user)
         guard let first = violations.first else { return .accept(user) }

@@ -109,6 +109,10 @@ protocol IdentityStore: SigningKeyStore {
   func importUsers(
     _ staged: StagedUserImport, authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome
+  /// User batches of one stream this store writes at once when they share no key: 2 on
+  /// PostgreSQL (a batch of new users copies without the import lock, so two batches' copies
+  /// run on two backends), 1 on SQLite (its one writer runs them in turn anyway).
+  var userWritesInFlight: Int { get }
   /// Stores a new activation code and removes the password, which stops working at once.
   func setActivation(userID: String, codeHash: String, expires: Date) async throws
   func activate(username: String, codeHash: String, passwordHash: String) async throws -> User?
@@ -758,6 +762,8 @@ final class SQLiteIdentityStore: IdentityStore {
   /// Reads the batch's orgs and users on a reader (a snapshot) and plans it, with its feed
   /// events, while the batch before it commits: the writer, which every write of the service
   /// queues for, then only checks and writes.
+  var userWritesInFlight: Int { 1 }
+
   func stageUserImport(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> StagedUserImport {

@@ -810,18 +810,27 @@ final class PostgresIdentityStore: IdentityStore {
         encodedEvents: PostgresEncodedChanges(events)))
   }
 
+  var userWritesInFlight: Int { 2 }
+
   /// Under the import lock, reads again the orgs and the users the stage found (not the keys
   /// it found free: a user made meanwhile under one of those fails the copy by its unique
   /// index). All unchanged, the guess is written as planned; a changed one, an update or the
   /// copy refused, and the batch is read and decided again, as if never staged.
+  ///
+  /// A batch the stage took for new users only (it found none of its keys) is copied without
+  /// the lock: it reads no user, so the users' unique indexes are all its check. A user of its
+  /// keys made by another writer, committed or not, fails the copy (once that writer ends),
+  /// and the batch is then decided again under the lock. So the batches of a first import
+  /// copy two at a time, on two backends, instead of queueing for one lock.
   func importUsers(
     _ staged: StagedUserImport, authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> BatchOutcome {
     guard let guess = staged.guess else {
       return try await importUsers(staged.rows, authorize: authorize)
     }
+    let newOnly = guess.state.users.isEmpty && guess.plan.updates.isEmpty
     return try await store.write { tx in
-      try await tx.lock(Self.importLock)
+      if !newOnly { try await tx.lock(Self.importLock) }
       let now = try await self.importState(
         tx, orgCodes: Array(guess.state.orgs.keys), Array(guess.state.users.keys), [])
       if now == guess.state {
@@ -844,6 +853,7 @@ final class PostgresIdentityStore: IdentityStore {
           }
         } catch is ServiceError {}
       }
+      if newOnly { try await tx.lock(Self.importLock) }
       return try await self.importUsers(tx, staged.rows, authorize: authorize)
     }
   }
@@ -874,10 +884,35 @@ final class PostgresIdentityStore: IdentityStore {
     return state
   }
 
-  /// The import of `rows` inside `tx`, which holds the import lock: read, plan, write.
+  /// The import of `rows` inside `tx`, which holds the import lock: read, plan, write. A
+  /// write refused for a user the read did not see (another writer's, uncommitted then: a
+  /// batch of new users copies without the lock) waited for that writer to end; the batch's
+  /// writes are undone and it is read and decided again, seeing that user now. The third try
+  /// reports what is still refused as taken meanwhile.
   private func importUsers(
     _ tx: PostgresTransaction, _ rows: [(index: Int, row: User)],
     authorize: @escaping @Sendable (OrgPath) -> Bool
+  ) async throws -> BatchOutcome {
+    var attempt = 1
+    while true {
+      do {
+        return try await tx.savepoint {
+          try await self.decideUsers(tx, rows, authorize: authorize, final: attempt == 3)
+        }
+      } catch is ImportRaced {
+        attempt += 1
+      }
+    }
+  }
+
+  /// A write of a batch refused for a user its read did not see: read and decide again.
+  private struct ImportRaced: Error {}
+
+  /// Reads, plans and writes `rows`; unless `final`, throws ``ImportRaced`` where a write is
+  /// refused rather than dropping the refused rows.
+  private func decideUsers(
+    _ tx: PostgresTransaction, _ rows: [(index: Int, row: User)],
+    authorize: @escaping @Sendable (OrgPath) -> Bool, final: Bool
   ) async throws -> BatchOutcome {
     let keys = UserImportState.keys(rows)
     let state = try await importState(
@@ -888,8 +923,12 @@ final class PostgresIdentityStore: IdentityStore {
     let planned = plan.events
     let events = Task { try planned.map { try UserImportPlan.change($0.user) } }
     // Updates first: one may free a username that a new user of the batch takes.
-    plan.dropUpdates(try await writeUpdates(tx, plan.updates))
-    plan.dropInserts(try await copyOrInsertUsers(tx, plan.inserts)) {
+    let refused = try await writeUpdates(tx, plan.updates)
+    if !final && !refused.isEmpty { throw ImportRaced() }
+    plan.dropUpdates(refused)
+    let missing = try await copyOrInsertUsers(tx, plan.inserts)
+    if !final && !missing.isEmpty { throw ImportRaced() }
+    plan.dropInserts(missing) {
       "username '\($0.username)' or external id '\($0.externalID)' was taken meanwhile"
     }
     // Rows the store refused dropped their events (only ever the rare race): made anew.
