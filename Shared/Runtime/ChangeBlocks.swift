@@ -62,17 +62,36 @@ public enum ChangeBlock {
       table.append(s)
       return table.count - 1
     }
+    // A block's events mostly share their kind and type, and a few paths: the last of each is
+    // kept so that most events hash no string, and the common prefix takes each path once.
+    var paths: [String: Int] = [:]
+    var entity = (name: "", at: -1, type: String?.none, typeAt: UInt64(0))
+    var path = (name: "", at: -1)
     var kinds: [String] = []
     var scope: [UInt8]? = nil
     var records = Writer()
     records.bytes.reserveCapacity(events.count * 96)
     var lastTime: Double? = nil
     for e in events {
-      let entity = index(e.entity)
-      if !kinds.contains(e.entity) { kinds.append(e.entity) }
-      records.varint(UInt64(entity))
-      records.varint(UInt64(index(e.orgPath)))
-      records.varint(e.payloadType.map { UInt64(index($0)) + 1 } ?? 0)
+      if entity.at < 0 || entity.name != e.entity || entity.type != e.payloadType {
+        if !kinds.contains(e.entity) { kinds.append(e.entity) }
+        entity = (
+          e.entity, index(e.entity), e.payloadType,
+          e.payloadType.map { UInt64(index($0)) + 1 } ?? 0
+        )
+      }
+      if path.at < 0 || path.name != e.orgPath {
+        if let at = paths[e.orgPath] {
+          path = (e.orgPath, at)
+        } else {
+          path = (e.orgPath, index(e.orgPath))
+          paths[e.orgPath] = path.at
+          scope = commonPrefix(scope, e.orgPath)
+        }
+      }
+      records.varint(UInt64(entity.at))
+      records.varint(UInt64(path.at))
+      records.varint(entity.typeAt)
       records.varint(UInt64(UInt32(truncatingIfNeeded: e.op)))
       var flags: UInt8 = 0
       if let lastTime, lastTime.bitPattern == e.time.bitPattern { flags |= 1 }
@@ -84,7 +103,6 @@ public enum ChangeBlock {
       records.string(e.id)
       if flags & 2 == 0 { records.string(e.naturalKey) }
       if let payload = e.payload { records.data(payload) }
-      scope = commonPrefix(scope, e.orgPath)
     }
     var body = Writer()
     body.bytes.reserveCapacity(records.bytes.count + table.count * 40 + 16)

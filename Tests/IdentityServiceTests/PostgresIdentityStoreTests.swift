@@ -95,13 +95,15 @@ struct PostgresIdentityStoreTests {
   /// a username taken earlier in the batch (in other letter case) is refused, a second row
   /// of a new external id updates the user the first one made.
   /// An imported teacher row homed at school "s".
-  static func teacher(_ external: String, _ username: String, _ name: String) -> User {
+  static func teacher(
+    _ external: String, _ username: String, _ name: String, org: String = "s"
+  ) -> User {
     var u = User()
     u.externalID = external
     u.username = username
     u.displayName = name
     u.kind = .teacher
-    u.orgCode = "s"
+    u.orgCode = org
     return u
   }
 
@@ -244,6 +246,19 @@ struct PostgresIdentityStoreTests {
     #expect(try await identity.user(username: "fay")?.externalID == "e5")
     #expect(try await identity.user(externalID: "n6") == nil)
     #expect(try await identity.user(externalID: "n8")?.displayName == "New 8")
+
+    // Meanwhile, the home school of a batch of new users is closed: none of them is made.
+    let u = try await identity.insertOrg(org("u", .school), parent: county, managingSchool: nil)
+    let closing = try await identity.stageUserImport(
+      rows((0..<5).map { Self.teacher("u\($0)", "uteach\($0)", "U \($0)", org: "u") }),
+      authorize: { _ in true })
+    #expect(closing.guess?.plan.inserts.count == 5)
+    _ = try await other.deactivateOrg(id: u.id)
+    let closed = try await identity.importUsers(closing, authorize: { _ in true })
+    #expect(closed.created == 0)
+    #expect(closed.errors.count == 5)
+    #expect(closed.errors.allSatisfy { $0.reason.contains("unknown org") })
+    #expect(try await identity.user(externalID: "u0") == nil)
   }
 
   @Test func twoCurrentSigningKeysAreImpossible() async throws {

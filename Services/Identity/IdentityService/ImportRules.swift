@@ -102,6 +102,17 @@ struct UserImportState: Equatable {
   /// usernames.
   var users: [String: User] = [:]
 
+  /// The org codes of a batch, each once.
+  static func orgCodes(_ rows: [(index: Int, row: User)]) -> [String] {
+    var codes = Set<String>()
+    var last = ""
+    for (_, row) in rows where row.orgCode != last {
+      codes.insert(row.orgCode)
+      last = row.orgCode
+    }
+    return Array(codes)
+  }
+
   /// The lookups a batch needs: its org codes, external ids and lower-cased usernames.
   static func keys(_ rows: [(index: Int, row: User)])
     -> (orgCodes: [String], externalIDs: [String], usernames: [String])
@@ -132,6 +143,8 @@ struct StagedUserImport: Sendable {
     var copyRows: PostgresCopyRows?
     /// `events` encoded for the feed's COPY, where the store writes them so.
     var encodedEvents: PostgresEncodedChanges?
+    /// The row versions of `state`'s orgs by code, where the store checks them so.
+    var orgVersions: [String: String]?
   }
 
   var rows: [(index: Int, row: User)]

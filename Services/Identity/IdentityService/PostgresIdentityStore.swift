@@ -789,15 +789,15 @@ final class PostgresIdentityStore: IdentityStore {
   func stageUserImport(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> StagedUserImport {
-    let keys = UserImportState.keys(rows)
+    let orgCodes = UserImportState.orgCodes(rows)
     let sample = rows.count <= 3 ? rows : [rows[0], rows[rows.count / 2], rows[rows.count - 1]]
-    let state = try await store.read { tx in
+    let (state, versions) = try await store.read { tx in
       let sampled = try await self.importState(
-        tx, orgCodes: keys.orgCodes, sample.map(\.row.externalID),
+        tx, orgCodes: orgCodes, sample.map(\.row.externalID),
         sample.map { $0.row.username.lowercased() })
-      guard !sampled.users.isEmpty else { return sampled }
-      return try await self.importState(
-        tx, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
+      guard !sampled.state.users.isEmpty else { return sampled }
+      let keys = UserImportState.keys(rows)
+      return try await self.importState(tx, orgCodes: orgCodes, keys.externalIDs, keys.usernames)
     }
     let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
     let events = try plan.events.map { try UserImportPlan.change($0.user) }
@@ -807,7 +807,7 @@ final class PostgresIdentityStore: IdentityStore {
       rows,
       guess: .init(
         state: state, plan: plan, events: events, copyRows: copyRows,
-        encodedEvents: PostgresEncodedChanges(events)))
+        encodedEvents: PostgresEncodedChanges(events), orgVersions: versions))
   }
 
   var userWritesInFlight: Int { 2 }
@@ -831,9 +831,7 @@ final class PostgresIdentityStore: IdentityStore {
     let newOnly = guess.state.users.isEmpty && guess.plan.updates.isEmpty
     return try await store.write { tx in
       if !newOnly { try await tx.lock(Self.importLock) }
-      let now = try await self.importState(
-        tx, orgCodes: Array(guess.state.orgs.keys), Array(guess.state.users.keys), [])
-      if now == guess.state {
+      if try await self.stillHolds(tx, guess) {
         do {
           return try await tx.savepoint {
             guard try await self.writeUpdates(tx, guess.plan.updates).isEmpty else {
@@ -860,20 +858,54 @@ final class PostgresIdentityStore: IdentityStore {
 
   private static let importLock = "identity.import.users"
 
-  /// The orgs of `orgCodes` and the users of `externalIDs` and of the lower-cased `usernames`.
+  /// Whether what `guess`'s stage read still holds in `tx`: the same users it found, and its
+  /// orgs the same row versions (`xmin`: any write of an org makes a new one), which is all a
+  /// stage's plan reads of them; two columns an org, not the whole org again.
+  private func stillHolds(_ tx: PostgresTransaction, _ guess: StagedUserImport.Guess)
+    async throws -> Bool
+  {
+    guard let versions = guess.orgVersions else {
+      let (now, _) = try await importState(
+        tx, orgCodes: Array(guess.state.orgs.keys), Array(guess.state.users.keys), [])
+      return now == guess.state
+    }
+    var binds = PostgresBindings()
+    binds.append(Array(versions.keys))
+    var current: [String: String] = [:]
+    current.reserveCapacity(versions.count)
+    for row in try await tx.query(
+      PostgresQuery(
+        unsafeSQL: "SELECT code, xmin::text FROM orgs WHERE code = ANY($1)", binds: binds))
+    {
+      current[try row[0].decode(String.self)] = try row[1].decode(String.self)
+    }
+    guard current == versions else { return false }
+    guard !guess.state.users.isEmpty else { return true }
+    let (now, _) = try await importState(
+      tx, orgCodes: [], Array(guess.state.users.keys), [])
+    return now.users == guess.state.users
+  }
+
+  /// The orgs of `orgCodes` and the users of `externalIDs` and of the lower-cased `usernames`;
+  /// with the orgs' row versions (`xmin`) by code.
   private func importState(
     _ tx: PostgresTransaction, orgCodes: [String], _ externalIDs: [String], _ usernames: [String]
-  ) async throws -> UserImportState {
+  ) async throws -> (state: UserImportState, versions: [String: String]) {
     var state = UserImportState()
-    var binds = PostgresBindings()
-    binds.append(orgCodes)
-    for org in try await tx.query(
-      PostgresQuery(unsafeSQL: Self.orgSelect + " WHERE o.code = ANY($1)", binds: binds)
-    ).map(Self.org) {
-      state.orgs[org.code] = org
+    var versions: [String: String] = [:]
+    if !orgCodes.isEmpty {
+      var binds = PostgresBindings()
+      binds.append(orgCodes)
+      for row in try await tx.query(
+        PostgresQuery(unsafeSQL: Self.importOrgSelect, binds: binds))
+      {
+        let org = try Self.org(row)
+        state.orgs[org.code] = org
+        versions[org.code] = try row["version"].decode(String.self)
+      }
     }
-    guard !externalIDs.isEmpty || !usernames.isEmpty else { return state }
-    binds = PostgresBindings()
+    guard !externalIDs.isEmpty || !usernames.isEmpty else { return (state, versions) }
+    var binds = PostgresBindings()
     binds.append(externalIDs)
     binds.append(usernames)
     for user in try await tx.query(
@@ -881,8 +913,13 @@ final class PostgresIdentityStore: IdentityStore {
     ).map(Self.user) {
       state.users[user.externalID] = user
     }
-    return state
+    return (state, versions)
   }
+
+  /// The orgs of the codes `$1` with their row versions.
+  private static let importOrgSelect =
+    orgSelect.replacingOccurrences(of: "SELECT ", with: "SELECT o.xmin::text AS version, ")
+    + " WHERE o.code = ANY($1)"
 
   /// The import of `rows` inside `tx`, which holds the import lock: read, plan, write. A
   /// write refused for a user the read did not see (another writer's, uncommitted then: a
@@ -915,7 +952,7 @@ final class PostgresIdentityStore: IdentityStore {
     authorize: @escaping @Sendable (OrgPath) -> Bool, final: Bool
   ) async throws -> BatchOutcome {
     let keys = UserImportState.keys(rows)
-    let state = try await importState(
+    let (state, _) = try await importState(
       tx, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
     var plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
     // The feed events (a payload serialized each) are made on another core while the
