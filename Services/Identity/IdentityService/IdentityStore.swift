@@ -772,8 +772,11 @@ final class SQLiteIdentityStore: IdentityStore {
       try self.importState(db, orgCodes: keys.orgCodes, keys.externalIDs, keys.usernames)
     }
     let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
-    let events = try plan.events.map { try UserImportPlan.change($0.user) }
-    return StagedUserImport(rows, guess: .init(state: state, plan: plan, events: events))
+    let planned = plan.events
+    let encoded = Task {
+      StagedUserImport.Encoded(events: try planned.map { try UserImportPlan.change($0.user) })
+    }
+    return StagedUserImport(rows, guess: .init(state: state, plan: plan, encoded: encoded))
   }
 
   /// In the writer, reads again the orgs and the users the stage found (a user made meanwhile
@@ -786,6 +789,7 @@ final class SQLiteIdentityStore: IdentityStore {
     guard let guess = staged.guess else {
       return try await importUsers(staged.rows, authorize: authorize)
     }
+    let events = try await guess.encoded.value.events
     return try await store.write { db in
       let now = try self.importState(
         db, orgCodes: Array(guess.state.orgs.keys), Array(guess.state.users.keys), [])
@@ -797,7 +801,7 @@ final class SQLiteIdentityStore: IdentityStore {
           return written ? .commit : .rollback
         }
         if written {
-          try ChangeFeed.record(db, events: guess.events)
+          try ChangeFeed.record(db, events: events)
           return guess.plan.outcome
         }
       }

@@ -134,17 +134,25 @@ struct UserImportState: Equatable {
 /// reads and the plan leave the commit's path. The commit (under the import lock) checks that
 /// what the stage read still holds, and reads and decides again when it does not.
 struct StagedUserImport: Sendable {
-  /// What the stage read, what it decided, and the feed events of the decision.
+  /// What the stage read, what it decided, and the encodings of the decision.
   struct Guess: Sendable {
     var state: UserImportState
     var plan: UserImportPlan
+    /// The plan's feed events and encodings, made on a task of their own: the import reads,
+    /// checks and plans its next batch meanwhile (serializing the events' payloads and encoding
+    /// the rows was half of a stage's work, all of it on the import's one task).
+    var encoded: Task<Encoded, any Error>
+    /// The row versions of `state`'s orgs by code, where the store checks them so.
+    var orgVersions: [String: String]?
+  }
+
+  /// A plan's feed events and, where the store writes them so, their encodings.
+  struct Encoded: Sendable {
     var events: [ChangeEvent]
     /// The plan's new users encoded for a COPY, where the store loads them so.
     var copyRows: PostgresCopyRows?
-    /// `events` encoded for the feed's COPY, where the store writes them so.
+    /// `events` packed for the feed, where the store writes them so.
     var encodedEvents: PostgresEncodedChanges?
-    /// The row versions of `state`'s orgs by code, where the store checks them so.
-    var orgVersions: [String: String]?
   }
 
   var rows: [(index: Int, row: User)]

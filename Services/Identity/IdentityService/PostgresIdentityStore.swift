@@ -800,14 +800,17 @@ final class PostgresIdentityStore: IdentityStore {
       return try await self.importState(tx, orgCodes: orgCodes, keys.externalIDs, keys.usernames)
     }
     let plan = UserImportPlan.plan(rows, state: state, authorize: authorize)
-    let events = try plan.events.map { try UserImportPlan.change($0.user) }
-    let copyRows = PostgresCopyRows(
-      columns: Self.userCopyColumns.count, rows: plan.inserts.map(Self.copyValues))
+    let (planned, inserts) = (plan.events, plan.inserts)
+    let encoded = Task {
+      let events = try planned.map { try UserImportPlan.change($0.user) }
+      return StagedUserImport.Encoded(
+        events: events,
+        copyRows: PostgresCopyRows(
+          columns: Self.userCopyColumns.count, rows: inserts.map(Self.copyValues)),
+        encodedEvents: PostgresEncodedChanges(events))
+    }
     return StagedUserImport(
-      rows,
-      guess: .init(
-        state: state, plan: plan, events: events, copyRows: copyRows,
-        encodedEvents: PostgresEncodedChanges(events), orgVersions: versions))
+      rows, guess: .init(state: state, plan: plan, encoded: encoded, orgVersions: versions))
   }
 
   var userWritesInFlight: Int { 2 }
@@ -829,6 +832,7 @@ final class PostgresIdentityStore: IdentityStore {
       return try await importUsers(staged.rows, authorize: authorize)
     }
     let newOnly = guess.state.users.isEmpty && guess.plan.updates.isEmpty
+    let encoded = try await guess.encoded.value
     return try await store.write { tx in
       if !newOnly { try await tx.lock(Self.importLock) }
       if try await self.stillHolds(tx, guess) {
@@ -837,15 +841,15 @@ final class PostgresIdentityStore: IdentityStore {
             guard try await self.writeUpdates(tx, guess.plan.updates).isEmpty else {
               throw ServiceError.aborted("an update of the staged import was refused")
             }
-            if let encoded = guess.copyRows {
-              try await tx.copy(into: "users", columns: Self.userCopyColumns, encoded: encoded)
+            if let rows = encoded.copyRows {
+              try await tx.copy(into: "users", columns: Self.userCopyColumns, encoded: rows)
             } else {
               try await self.copyUsers(tx, guess.plan.inserts)
             }
-            if let encoded = guess.encodedEvents {
-              tx.recordChanges(encoded)
+            if let events = encoded.encodedEvents {
+              tx.recordChanges(events)
             } else {
-              tx.recordChanges(guess.events)
+              tx.recordChanges(encoded.events)
             }
             return guess.plan.outcome
           }
