@@ -122,10 +122,15 @@ public enum ChangeBlock {
   /// character so that it is valid UTF-8 and SQL's `substr` and `starts_with` agree with it.
   static func commonPrefix(_ prefix: [UInt8]?, _ path: String) -> [UInt8] {
     guard var prefix else { return Array(path.utf8) }
-    var n = 0
-    for (a, b) in zip(prefix, path.utf8) {
-      if a != b { break }
-      n += 1
+    var path = path
+    // Over contiguous bytes: the UTF-8 view's iterator cost more than the rest of a block.
+    var n = path.withUTF8 { utf8 in
+      prefix.withUnsafeBufferPointer { bytes in
+        let common = min(bytes.count, utf8.count)
+        var n = 0
+        while n < common && bytes[n] == utf8[n] { n += 1 }
+        return n
+      }
     }
     // Back to the first byte of the character the prefix ends inside, if any.
     if n < prefix.count {
