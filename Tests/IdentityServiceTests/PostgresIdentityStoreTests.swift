@@ -109,35 +109,47 @@ struct PostgresIdentityStoreTests {
 
   @Test func aUserImportBatchReadsLikeRowByRow() async throws {
     try await withStores { _, identities in
-      let identity = identities[0]
-      var school = Org()
-      school.code = "s"
-      school.name = "School"
-      school.kind = .school
-      let county = try await identity.insertOrg(
-        {
-          var o = Org()
-          o.code = "k"
-          o.name = "County"
-          o.kind = .county
-          return o
-        }(), parent: nil, managingSchool: nil)
-      _ = try await identity.insertOrg(school, parent: county, managingSchool: nil)
-      let rows = [
-        Self.teacher("e1", "Ann", "Ann One"), Self.teacher("e2", "ANN", "Ann Two"),
-        Self.teacher("e3", "bob", "Bob"), Self.teacher("e1", "ann", "Ann Renamed"),
-      ].enumerated().map { ($0.offset, $0.element) }
-      let outcome = try await identity.importUsers(rows, authorize: { _ in true })
-      #expect(outcome.created == 2)
-      #expect(outcome.updated == 1)
+      try await Self.batchReadsLikeRowByRow(identities[0])
+    }
+  }
+
+  /// A batch naming a username twice and a new user twice: the second holder of the username
+  /// is refused, and the new user is made once, as its last row leaves it, with an event a row.
+  static func batchReadsLikeRowByRow(_ identity: some IdentityStore) async throws {
+    var school = Org()
+    school.code = "s"
+    school.name = "School"
+    school.kind = .school
+    let county = try await identity.insertOrg(
+      {
+        var o = Org()
+        o.code = "k"
+        o.name = "County"
+        o.kind = .county
+        return o
+      }(), parent: nil, managingSchool: nil)
+    _ = try await identity.insertOrg(school, parent: county, managingSchool: nil)
+    let rows = [
+      Self.teacher("e1", "Ann", "Ann One"), Self.teacher("e2", "ANN", "Ann Two"),
+      Self.teacher("e3", "bob", "Bob"), Self.teacher("e1", "ann", "Ann Renamed"),
+    ].enumerated().map { ($0.offset, $0.element) }
+    for staged in [false, true] {
+      let outcome =
+        staged
+        ? try await identity.importUsers(
+          try await identity.stageUserImport(rows, authorize: { _ in true }),
+          authorize: { _ in true })
+        : try await identity.importUsers(rows, authorize: { _ in true })
+      #expect(outcome.created == (staged ? 0 : 2))
+      #expect(outcome.updated == (staged ? 3 : 1))
       #expect(outcome.errors.map(\.index) == [1])
       #expect(outcome.errors.first?.field == "user.username")
       #expect(try await identity.user(externalID: "e1")?.displayName == "Ann Renamed")
       #expect(try await identity.user(username: "BOB")?.externalID == "e3")
-      let feed = try await identity.changes(after: 0, limit: 100, scopes: [.root]).changes
-      #expect(
-        feed.filter { $0.entity == "user" }.map(\.naturalKey) == ["e1", "e3", "e1"])
     }
+    let feed = try await identity.changes(after: 0, limit: 100, scopes: [.root]).changes
+    #expect(
+      feed.filter { $0.entity == "user" }.map(\.naturalKey) == ["e1", "e3", "e1", "e1", "e1"])
   }
 
   /// A staged batch (read and decided while the batch before it commits) whose reads went
@@ -310,5 +322,14 @@ struct SQLiteStagedImportTests {
     let identity = try SQLiteIdentityStore(store: storage)
     try await PostgresIdentityStoreTests.staleStagedImports(
       identity, meanwhile: identity, sampled: false)
+  }
+
+  @Test func aUserImportBatchReadsLikeRowByRow() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let storage = try Store(
+      directory: dir.path, name: "identity", migrations: IdentityMigrations.register)
+    try await PostgresIdentityStoreTests.batchReadsLikeRowByRow(
+      try SQLiteIdentityStore(store: storage))
   }
 }

@@ -215,8 +215,8 @@ struct UserImportPlan {
     var plan = UserImportPlan()
     plan.inserts.reserveCapacity(rows.count)
     plan.events.reserveCapacity(rows.count)
+    // Stored users as the rows leave them (the batch's new ones are in `plan.inserts`).
     var users = state.users
-    users.reserveCapacity(users.count + rows.count)
     // Lower-cased username → external id of its holder, as the rows leave them.
     var holders: [String: String] = [:]
     holders.reserveCapacity(users.count + rows.count)
@@ -252,7 +252,9 @@ struct UserImportPlan {
         continue
       }
       let username = row.username.lowercased()
-      if let existing = users[row.externalID] {
+      // A user this batch makes is looked up where the plan holds it, not copied again.
+      let position = inserted[row.externalID]
+      if let existing = position.map({ plan.inserts[$0] }) ?? users[row.externalID] {
         let path = existing.orgPath.isEmpty ? "/" : existing.orgPath
         let allowed: Bool
         if let known = allowedPaths[path] {
@@ -281,10 +283,10 @@ struct UserImportPlan {
           changed.updateTime = .init(date: now)
           holders[existing.username.lowercased()] = nil
           holders[username] = row.externalID
-          users[row.externalID] = changed
-          if let position = inserted[row.externalID] {
+          if let position {
             plan.inserts[position] = changed
           } else {
+            users[row.externalID] = changed
             plan.updates.append(Update(index: index, user: changed))
           }
           plan.events.append((index, changed))
@@ -304,7 +306,6 @@ struct UserImportPlan {
         user.createTime = .init(date: now)
         user.updateTime = .init(date: now)
         holders[username] = row.externalID
-        users[row.externalID] = user
         inserted[row.externalID] = plan.inserts.count
         plan.inserts.append(user)
         plan.events.append((index, user))
