@@ -131,8 +131,9 @@ struct UserImportState: Equatable {
 
 /// A batch of imported users read and decided ahead of its turn: an import stages each batch
 /// while the one before it commits (``IdentityStoring/stageUserImport(_:authorize:)``), so the
-/// reads and the plan leave the commit's path. The commit (under the import lock) checks that
-/// what the stage read still holds, and reads and decides again when it does not.
+/// reads and the plan leave the commit's path. The commit checks that what the stage read
+/// still holds (on PostgreSQL under the import lock, or, for a batch of new users only, by the
+/// users' unique indexes), and reads and decides again when it does not.
 struct StagedUserImport: Sendable {
   /// What the stage read, what it decided, and the encodings of the decision.
   struct Guess: Sendable {
