@@ -759,11 +759,11 @@ final class SQLiteIdentityStore: IdentityStore {
     return result
   }
 
+  var userWritesInFlight: Int { 1 }
+
   /// Reads the batch's orgs and users on a reader (a snapshot) and plans it, with its feed
   /// events, while the batch before it commits: the writer, which every write of the service
   /// queues for, then only checks and writes.
-  var userWritesInFlight: Int { 1 }
-
   func stageUserImport(
     _ rows: [(index: Int, row: User)], authorize: @escaping @Sendable (OrgPath) -> Bool
   ) async throws -> StagedUserImport {
