@@ -154,7 +154,8 @@ extension IdentitySettings {
   /// unoptimised BoringSSL was a sixth of the whole suite's work, and the tests of hashing under
   /// load set their own), the test admin password, hash slots for tests that log in several
   /// times at once on a small machine, and no per-account or per-address login limits (every
-  /// test client logs in from 127.0.0.1; the tests of those limits turn them on).
+  /// test client logs in from 127.0.0.1; the tests of those limits turn them on), and user
+  /// imports in batches of 2,000 rows, so the import tests cross batches with fewer rows.
   public static func forTests() -> IdentitySettings {
     var s = IdentitySettings()
     s.scrypt = ScryptParameters(logN: 4, r: 8, p: 1)
@@ -163,6 +164,7 @@ extension IdentitySettings {
     s.loginAttemptsPerAccount = 0
     s.loginAttemptsPerAddress = 0
     s.loginHashesPerAddress = 0
+    s.userImportBatchRows = 2000
     return s
   }
 }

@@ -48,6 +48,11 @@ public struct IdentitySettings: Sendable {
   public var http = IdentityHTTPSettings()
   /// Two-factor login (TOTP): who must use it, how long a login challenge lives.
   public var twoFactor = TwoFactorSettings()
+  /// Rows of a user import written in one transaction. A batch costs the database a fixed
+  /// part (its reads of the orgs and users it names, the statements, the commit) whatever its
+  /// size: on PostgreSQL 4,000 rows a batch imported about 15% faster than 2,000. Tests set it
+  /// lower, to cross batch boundaries with fewer rows.
+  public var userImportBatchRows: Int = 4000
 
   public init() {}
 }

@@ -532,7 +532,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
     // without a guess, and so waits for that one's commit: a user's later row must win.
     var previousKeys = Set<String>()
     let summary = try await BulkImport.runOverlapped(
-      rows, batchSize: 2000, inFlight: store.userWritesInFlight,
+      rows, batchSize: settings.userImportBatchRows, inFlight: store.userWritesInFlight,
       followsPrevious: { $0.guess == nil },
       prepare: { (user, index) -> PreparedRow<User> in
         let violations = OrgRules.validate(user)
