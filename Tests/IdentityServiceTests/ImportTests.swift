@@ -53,6 +53,24 @@ struct ImportTests {
     return (events, seq)
   }
 
+  /// What two imports run at once over shared rows must leave: every row accepted by one of
+  /// them, `users` users made between them and `confirmed` rows counted as updates, each user
+  /// once in a listing by `username` prefix and once on the feed by external id `key` prefix.
+  static func expectEachUserOnce(
+    _ identity: IdentityClient, token: String,
+    _ a: Smartschool_Common_V1_ImportSummary, _ b: Smartschool_Common_V1_ImportSummary,
+    users: Int, confirmed: Int, username: String, key: String
+  ) async throws {
+    #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
+    #expect(a.created + b.created == Int64(users))
+    #expect(a.updated + b.updated == Int64(confirmed))
+    #expect(try await listed(identity, token: token, prefix: username).count == users)
+    let keys = try await userEvents(identity, token: token).events.map(\.key)
+      .filter { $0.hasPrefix(key) }
+    #expect(keys.count == users)
+    #expect(Set(keys).count == users)
+  }
+
   /// Every user of `prefix`'s external ids, by listing (username order).
   static func listed(_ identity: IdentityClient, token: String, prefix: String) async throws
     -> [User]
@@ -177,15 +195,8 @@ struct ImportTests {
       async let first = Self.importUsers(identity, token: admin, Array(rows[0..<3000]))
       async let second = Self.importUsers(identity, token: admin, Array(rows[1500..<4500]))
       let (a, b) = try await (first, second)
-      #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
-      #expect(a.created + b.created == 4500)
-      #expect(a.updated + b.updated == 1500)
-      let users = try await Self.listed(identity, token: admin, prefix: "conc")
-      #expect(users.count == 4500)
-      let feed = try await Self.userEvents(identity, token: admin)
-      let keys = feed.events.map(\.key).filter { $0.hasPrefix("C") }
-      #expect(keys.count == 4500)
-      #expect(Set(keys).count == 4500)
+      try await Self.expectEachUserOnce(
+        identity, token: admin, a, b, users: 4500, confirmed: 1500, username: "conc", key: "C")
     }
   }
 

@@ -83,14 +83,8 @@ struct ReplicaTests {
       async let first = ImportTests.importUsers(r[1], token: admin, Array(rows[0..<2500]))
       async let second = ImportTests.importUsers(r[2], token: admin, Array(rows[1500..<4000]))
       let (a, b) = try await (first, second)
-      #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
-      #expect(a.created + b.created == 4000)
-      #expect(a.updated + b.updated == 1000)
-      #expect(try await ImportTests.listed(r[0], token: admin, prefix: "rep").count == 4000)
-      let keys = try await ImportTests.userEvents(r[0], token: admin).events.map(\.key)
-        .filter { $0.hasPrefix("R") }
-      #expect(keys.count == 4000)
-      #expect(Set(keys).count == 4000)
+      try await ImportTests.expectEachUserOnce(
+        r[0], token: admin, a, b, users: 4000, confirmed: 1000, username: "rep", key: "R")
     }
   }
 
@@ -107,14 +101,8 @@ struct ReplicaTests {
       async let first = ImportTests.importUsers(r[1], token: admin, rows)
       async let second = ImportTests.importUsers(r[2], token: admin, rows.reversed())
       let (a, b) = try await (first, second)
-      #expect(a.errors.isEmpty && b.errors.isEmpty, "\(a.errors.prefix(3)) \(b.errors.prefix(3))")
-      #expect(a.created + b.created == 3000)
-      #expect(a.updated + b.updated == 3000)
-      #expect(try await ImportTests.listed(r[0], token: admin, prefix: "opp").count == 3000)
-      let keys = try await ImportTests.userEvents(r[0], token: admin).events.map(\.key)
-        .filter { $0.hasPrefix("O") }
-      #expect(keys.count == 3000)
-      #expect(Set(keys).count == 3000)
+      try await ImportTests.expectEachUserOnce(
+        r[0], token: admin, a, b, users: 3000, confirmed: 3000, username: "opp", key: "O")
     }
   }
 
