@@ -58,6 +58,109 @@ struct SearchTextTests {
     #expect(found("华师大版") == ["华师大版"])
     #expect(found("北师数学 人民教育") == [])
   }
+
+  /// Foundation's NFKC, lower-casing and the fold: what `normalize` gives for any text.
+  static func normalizedByFoundation(_ text: String) -> [Unicode.Scalar] {
+    text.precomposedStringWithCompatibilityMapping.lowercased().unicodeScalars.map(SearchText.fold)
+  }
+
+  /// The fast path agrees with Foundation's normaliser on every scalar it takes and on text
+  /// mixing them, and leaves every other text to Foundation.
+  @Test func commonTextNormalisesAsFoundationDoes() {
+    let ranges: [ClosedRange<UInt32>] = [
+      0...0x7F, 0x3000...0x3002, 0x3008...0x3011, 0x4E00...0x9FFF, 0xFF01...0xFF5E,
+    ]
+    var taken = 0
+    for range in ranges {
+      for value in range {
+        let text = String(Unicode.Scalar(value)!)
+        #expect(SearchText.normalizeCommon(text) == Self.normalizedByFoundation(text))
+        taken += 1
+      }
+    }
+    #expect(taken == 128 + 3 + 10 + 20_992 + 94)
+    for text in [
+      "ＰＰＴ　Ｕｎｉｔ１：勾股定理《数学》【人教版】，練習。", "Unit 3 Hello，问候語！ABC xyz 123",
+      "二次函數的圖像\n本资源为八年级数学\t", "",
+    ] {
+      #expect(SearchText.normalizeCommon(text) != nil)
+      #expect(SearchText.normalize(text) == Self.normalizedByFoundation(text))
+    }
+    // Outside the ranges: decomposed accents, Roman numerals, half-width katakana, compatibility
+    // ideographs, extension B, a circled digit.
+    for text in ["cafe\u{301}", "第Ⅻ章", "ｶﾀｶﾅ", "\u{F900}", "𠀀𠀁", "①", "caf\u{E9}"] {
+      #expect(SearchText.normalizeCommon(text) == nil)
+      #expect(SearchText.normalize(text) == Self.normalizedByFoundation(text))
+    }
+  }
+
+  /// Reverse maximum matching over the packed dictionary keys segments as it did over the
+  /// words' strings, on runs built from dictionary words, their pieces and rare characters.
+  @Test func segmentsAsOverTheWordsStrings() {
+    func reference(_ run: [Unicode.Scalar]) -> [Int] {
+      var segment = Array(repeating: 0, count: run.count)
+      var end = run.count
+      var number = 0
+      while end > 0 {
+        var length = 1
+        for l in stride(from: min(SearchText.maxDictionaryWordLength, end), through: 2, by: -1) {
+          if SearchText.dictionary.contains(String(String.UnicodeScalarView(run[(end - l)..<end])))
+          {
+            length = l
+            break
+          }
+        }
+        for i in (end - length)..<end { segment[i] = number }
+        number += 1
+        end -= length
+      }
+      return segment
+    }
+    let words = SearchText.dictionary.sorted()
+    #expect(SearchText.dictionaryKeys.count > 1_000)
+    var rng = SystemRandomNumberGenerator()
+    let extras = Array("的了𠀀𠀁圆园明分数据部".unicodeScalars)
+    var segmented = 0
+    for _ in 0..<3_000 {
+      var run: [Unicode.Scalar] = []
+      for _ in 0..<Int.random(in: 1...6, using: &rng) {
+        if Bool.random(using: &rng) {
+          run += Array(words.randomElement(using: &rng)!.unicodeScalars)
+        } else {
+          run.append(extras.randomElement(using: &rng)!)
+        }
+      }
+      let expected = reference(run)
+      #expect(SearchText.segments(run) == expected)
+      if Set(expected).count < run.count { segmented += 1 }
+    }
+    #expect(segmented > 1_000)
+  }
+
+  /// A document's postings are in the order `<` gives their tokens, and their positions are
+  /// written as numbers joined by commas, tabs and newlines (negative ones too).
+  @Test func analysedPostingsSortAndEncodeAsStrings() {
+    var resource = Resource()
+    resource.title = "人教版八年级数学上册《勾股定理》PPT课件 Unit 10"
+    resource.keywords = ["勾股定理", "數學", "ｐｐｔ", "部分数据"]
+    let sentence = "本资源为八年级数学勾股定理的课件，配合人教版教材使用。"
+    resource.description_p = String(repeating: sentence, count: 40)
+    let analysed = AnalysedResource(resource: resource, editionName: "人民教育出版社")
+    #expect(analysed.postings.count > 50)
+    #expect(analysed.postings.map(\.key) == analysed.document.postings.keys.sorted())
+    let written = analysed.postings.map { token, posting in
+      ([token] + posting.positions.map { $0.map(String.init).joined(separator: ",") })
+        .joined(separator: "\t")
+    }.joined(separator: "\n")
+    #expect(analysed.positions == written)
+    #expect(written.contains(",-"))
+    #expect(written.contains(",\(sentence.unicodeScalars.count * 38),"))
+    for value in [0, 7, -1, 1_048_575, Int.max, Int.min] {
+      var bytes: [UInt8] = []
+      SearchIndex.appendDecimal(value, to: &bytes)
+      #expect(String(decoding: bytes, as: UTF8.self) == String(value))
+    }
+  }
 }
 
 @Suite("Search query parsing")

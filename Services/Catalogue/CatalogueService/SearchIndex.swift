@@ -148,13 +148,37 @@ enum SearchIndex {
   /// `token TAB title TAB keywords TAB description` (``encode(_:)``; tokens hold no tab or line
   /// break, since they are made of letters and digits, or are facet tokens).
   static func encodePositions(_ postings: [(key: String, value: Posting)]) -> String {
-    var text = ""
-    for (token, posting) in postings {
-      if !text.isEmpty { text += "\n" }
-      text += token
-      for field in 0..<fieldCount { text += "\t" + encode(posting.positions[field]) }
+    // Written as bytes: appending a string per number took a tenth of a create's analysis.
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(postings.count * 24)
+    for (n, (token, posting)) in postings.enumerated() {
+      if n > 0 { bytes.append(UInt8(ascii: "\n")) }
+      bytes.append(contentsOf: token.utf8)
+      for field in 0..<fieldCount {
+        bytes.append(UInt8(ascii: "\t"))
+        for (k, position) in posting.positions[field].enumerated() {
+          if k > 0 { bytes.append(UInt8(ascii: ",")) }
+          appendDecimal(position, to: &bytes)
+        }
+      }
     }
-    return text
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// Appends `value` in decimal, as `String(value)` writes it.
+  static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+    if value < 0 { bytes.append(UInt8(ascii: "-")) }
+    var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+    var magnitude = value.magnitude
+    withUnsafeMutableBytes(of: &digits) { buffer in
+      var start = buffer.count
+      repeat {
+        start -= 1
+        buffer[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+        magnitude /= 10
+      } while magnitude > 0
+      bytes.append(contentsOf: buffer[start...])
+    }
   }
 
   /// The tokens of ``encodePositions(_:)``'s text.

@@ -356,7 +356,11 @@ struct AnalysedResource: Sendable {
     document = SearchIndex.document(
       title: resource.title, keywords: resource.keywords, description: resource.description_p,
       editionName: editionName)
-    postings = document.postings.sorted(by: { $0.key < $1.key })
+    // Byte order is the stores' order of text keys, and the same as `<` on these normalised
+    // (NFC) tokens, without `<`'s Unicode comparison (a seventh of the analysis).
+    postings = document.postings.sorted {
+      $0.key.utf8.lexicographicallyPrecedes($1.key.utf8)
+    }
     positions = SearchIndex.encodePositions(postings)
   }
 }

@@ -46,17 +46,80 @@ enum SearchText {
     return map
   }()
 
+  /// ``traditional`` for the Basic Multilingual Plane as a table (0: unchanged): a lookup per
+  /// character of every indexed field, where hashing a scalar cost more than the rest.
+  static let traditionalTable: [UInt32] = {
+    var table = [UInt32](repeating: 0, count: 0x10000)
+    for (from, to) in traditional where from.value < 0x10000 { table[Int(from.value)] = to.value }
+    return table
+  }()
+
+  /// A scalar folded to simplified.
+  @inline(__always) static func fold(_ scalar: Unicode.Scalar) -> Unicode.Scalar {
+    guard scalar.value < 0x10000 else { return traditional[scalar] ?? scalar }
+    let to = traditionalTable[Int(scalar.value)]
+    return to == 0 ? scalar : Unicode.Scalar(to) ?? scalar
+  }
+
   static let dictionary: Set<String> = Set(
     dictionaryWords.split(separator: " ").map(String.init))
 
-  /// NFKC, lower-cased, traditional folded to simplified.
-  static func normalize(_ text: String) -> [Unicode.Scalar] {
-    text.precomposedStringWithCompatibilityMapping.lowercased().unicodeScalars.map {
-      traditional[$0] ?? $0
+  /// Dictionary words of 2 to ``maxDictionaryWordLength`` characters (the lengths the
+  /// segmentation tries) by their scalars: hashing a string normalises it first, which made the
+  /// lookups a tenth of a create's analysis.
+  static let dictionaryKeys: Set<WordKey> = Set(
+    dictionary.lazy.map { Array($0.precomposedStringWithCanonicalMapping.unicodeScalars) }
+      .filter { (2...maxDictionaryWordLength).contains($0.count) }
+      .map { WordKey($0[...]) })
+
+  /// Up to four scalars packed in two integers (21 bits each, and the count).
+  struct WordKey: Hashable, Sendable {
+    var low: UInt64 = 0
+    var high: UInt64 = 0
+
+    init(_ scalars: ArraySlice<Unicode.Scalar>) {
+      precondition(scalars.count <= 4)
+      for (i, scalar) in scalars.enumerated() {
+        if i < 3 {
+          low |= UInt64(scalar.value) << (21 * i)
+        } else {
+          high = UInt64(scalar.value)
+        }
+      }
+      high |= UInt64(scalars.count) << 21
     }
   }
 
-  /// The string of a few scalars (a bigram, a dictionary word tried), made from their UTF-8
+  /// NFKC, lower-cased, traditional folded to simplified.
+  static func normalize(_ text: String) -> [Unicode.Scalar] {
+    if let common = normalizeCommon(text) { return common }
+    return text.precomposedStringWithCompatibilityMapping.lowercased().unicodeScalars.map(fold)
+  }
+
+  /// ``normalize(_:)`` of text made only of scalars whose NFKC form is known without
+  /// Foundation's normaliser (most of what a Chinese platform indexes): ASCII, the CJK
+  /// Unified Ideographs block (no decompositions), the CJK punctuation NFKC keeps (、。 and
+  /// the brackets 〈〉《》「」『』【】), the ideographic space (NFKC: a space) and the full-width
+  /// forms of ASCII (NFKC: that ASCII). None of these composes with a neighbour, so each maps on
+  /// its own; nil when the text holds any other scalar.
+  static func normalizeCommon(_ text: String) -> [Unicode.Scalar]? {
+    var result: [Unicode.Scalar] = []
+    result.reserveCapacity(text.utf8.count)
+    for scalar in text.unicodeScalars {
+      var value = scalar.value
+      switch value {
+      case 0...0x7F, 0x3001...0x3002, 0x3008...0x3011, 0x4E00...0x9FFF: break
+      case 0x3000: value = 0x20
+      case 0xFF01...0xFF5E: value -= 0xFEE0
+      default: return nil
+      }
+      if (0x41...0x5A).contains(value) { value += 0x20 }
+      result.append(fold(Unicode.Scalar(value) ?? scalar))
+    }
+    return result
+  }
+
+  /// The string of a few scalars (a bigram), made from their UTF-8
   /// in a stack buffer: up to 15 bytes it is a small string, with no array or heap storage
   /// (the analysis makes several per character of every indexed field).
   static func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
@@ -124,8 +187,7 @@ enum SearchText {
     while end > 0 {
       var length = 1
       for l in stride(from: min(maxDictionaryWordLength, end), through: 2, by: -1) {
-        let word = string(run[(end - l)..<end])
-        if dictionary.contains(word) {
+        if dictionaryKeys.contains(WordKey(run[(end - l)..<end])) {
           length = l
           break
         }
