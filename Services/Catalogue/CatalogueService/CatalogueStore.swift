@@ -735,7 +735,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
     // Concurrent creates share a transaction (the store's group commit).
     return try await store.write { db in
       let now = Date().timeIntervalSince1970
-      try db.execute(
+      // Cached: compiling this insert (a table with eleven indexes) was a ninth of the writer's
+      // time a create.
+      try db.cachedStatement(
         sql: """
           INSERT INTO resources
             (id, external_id, title, description, keywords, type, stage, grade, subject,
@@ -743,7 +745,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
              author_name, owner_org_id, owner_org_code, owner_path, reach_path, sharing_scope,
              licence, status, created_at, updated_at)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
-          """,
+          """
+      ).execute(
         arguments: StatementArguments(
           [
             r.id, r.externalID.isEmpty ? nil : r.externalID, r.title, r.description_p,
