@@ -80,6 +80,22 @@ struct SearchIndexWriteTests {
     return index
   }
 
+  /// The foreign keys `search_postings` carries.
+  static func postingsForeignKeys(_ store: any CatalogueStore) async throws -> Int {
+    if let sqlite = store as? SQLiteCatalogueStore {
+      return try await sqlite.store.read { db in
+        try Row.fetchAll(db, sql: "PRAGMA foreign_key_list(search_postings)").count
+      }
+    }
+    let postgres = try #require(store as? PostgresCatalogueStore)
+    let sql = """
+      SELECT count(*)::int FROM pg_constraint
+      WHERE conrelid = 'search_postings'::regclass AND contype = 'f'
+      """
+    let row = try #require(try await postgres.store.query(PostgresQuery(unsafeSQL: sql)).first)
+    return try row[0].decode(Int.self)
+  }
+
   /// The index recomputed from the live resources.
   static func recomputed(_ live: [(seq: Int64, resource: Resource)]) -> Index {
     var index = Index()
@@ -301,6 +317,9 @@ struct SearchIndexWriteTests {
     let index = try await Self.stored(store)
     #expect(index == Self.recomputed(live))
     #expect(index.documents.allSatisfy { $0.contains("\t") })
+    // catalogue.9 (SQLite, a copy of the table) and catalogue.8 (PostgreSQL) took the
+    // postings' foreign key away, keeping every posting (above).
+    #expect(try await Self.postingsForeignKeys(store) == 0)
     // Proximity reads the converted positions: a phrase query ranks as on the same resources
     // written by today's code, relevance for relevance.
     let freshDirectory = try TemporaryDirectory()

@@ -285,5 +285,26 @@ enum CatalogueMigrations {
           CREATE TABLE search_recent_documents (resource_seq INTEGER PRIMARY KEY);
           """)
     }
+    migrator.registerMigration("catalogue.9.postings-unchecked") { db in
+      // Postings are the index's own rows, written and removed with their resource by the
+      // store (and resources are never deleted, only marked): the foreign key made every
+      // posting a merge moves look its resource up, a quarter of the merge. The table is
+      // copied without it in key order (about half a second a million postings).
+      try db.execute(
+        sql: """
+          CREATE TABLE search_postings_unchecked (
+            token TEXT NOT NULL,
+            resource_seq INTEGER NOT NULL,
+            counts INTEGER NOT NULL,
+            lengths INTEGER NOT NULL,
+            PRIMARY KEY (token, resource_seq)
+          ) WITHOUT ROWID;
+          INSERT INTO search_postings_unchecked (token, resource_seq, counts, lengths)
+          SELECT token, resource_seq, counts, lengths FROM search_postings
+          ORDER BY token, resource_seq;
+          DROP TABLE search_postings;
+          ALTER TABLE search_postings_unchecked RENAME TO search_postings;
+          """)
+    }
   }
 }
