@@ -119,9 +119,9 @@ enum SearchText {
     return result
   }
 
-  /// The string of a few scalars (a bigram), made from their UTF-8
-  /// in a stack buffer: up to 15 bytes it is a small string, with no array or heap storage
-  /// (the analysis makes several per character of every indexed field).
+  /// The string of a few scalars (a bigram), made from their UTF-8 in a stack buffer: up to
+  /// 15 bytes it is a small string, with no array or heap storage (the analysis makes several
+  /// per character of every indexed field).
   static func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
     var buffer: (UInt64, UInt64) = (0, 0)
     return withUnsafeMutableBytes(of: &buffer) { bytes in
