@@ -426,7 +426,7 @@ func fieldViolations(_ body: () async throws -> Void) async -> [String] {
 
 /// The catalogue store of this run (SQLite under `directory`, or a PostgreSQL database named
 /// after it), opened directly for store-level tests; `recentLimit` is SQLite's (documents whose
-/// postings wait in `search_recent`).
+/// postings are read from their text until a merge writes them).
 func openCatalogueStore(
   _ directory: TemporaryDirectory, recentLimit: Int = SQLiteCatalogueStore.defaultRecentLimit
 ) async throws -> any CatalogueStore {

@@ -21,7 +21,13 @@ struct SearchIndexTests {
     try await store.store.read { db in
       (
         try Int.fetchOne(db, sql: "SELECT count(*) FROM search_postings")!
-          + Int.fetchOne(db, sql: "SELECT count(*) FROM search_recent")!,
+          + String.fetchAll(
+            db,
+            sql: """
+              SELECT s.positions FROM search_recent_documents d
+              JOIN search_documents s ON s.resource_seq = d.resource_seq
+              """
+          ).reduce(0) { $0 + SearchIndex.decodeCounts($1).count },
         try Int.fetchOne(db, sql: "SELECT count(*) FROM search_documents")!,
         try Int.fetchOne(db, sql: SearchIndex.statsTotals)!
       )

@@ -154,10 +154,11 @@ struct SearchPageTests {
   }
 }
 
-/// On SQLite a document's postings wait in `search_recent` until a write moves every waiting
-/// document into `search_postings`: wherever a document's postings are, every query answers
-/// the same. The corpus is written into three stores whose writes merge always (every posting
-/// in the main table), every ninth document (both tables), or never (every posting waiting).
+/// On SQLite a document's postings are read from its positions text (it is listed in
+/// `search_recent_documents`) until a write moves every listed document's into
+/// `search_postings`: wherever a document's postings are, every query answers the same. The
+/// corpus is written into three stores whose writes merge always (every posting in the main
+/// table), every ninth document (some in each place), or never (every document listed).
 @Suite("Search on SQLite, postings waiting or merged")
 struct SearchRecentPostingsTests {
   @Test func everyQueryAnswersTheSameWhereverThePostingsAre() async throws {
@@ -173,7 +174,7 @@ struct SearchRecentPostingsTests {
       stores.append(store)
       waiting.append(
         try await store.store.read { db in
-          try Int.fetchOne(db, sql: "SELECT count(DISTINCT resource_seq) FROM search_recent")!
+          try Int.fetchOne(db, sql: "SELECT count(*) FROM search_recent_documents")!
         })
     }
     #expect(

@@ -161,6 +161,60 @@ struct SearchTextTests {
       #expect(String(decoding: bytes, as: UTF8.self) == String(value))
     }
   }
+
+  /// A document's positions text gives back its postings: every token's counts (what SQLite's
+  /// merge writes, and its search reads for a recent document) and the positions of the tokens
+  /// asked for, matched whole (a token's prefix, or a longer token, is another token).
+  @Test func positionsTextDecodesToItsPostings() {
+    var rng = SystemRandomNumberGenerator()
+    let alphabet = Array("ab勾股定理数学𠀀~:é1")
+    for round in 0..<300 {
+      var document: [String: SearchIndex.Posting] = [:]
+      for _ in 0..<Int.random(in: 0...12, using: &rng) {
+        let token = String((0..<Int.random(in: 1...4, using: &rng)).map { _ in
+          alphabet.randomElement(using: &rng)!
+        })
+        var posting = SearchIndex.Posting()
+        for field in 0..<SearchIndex.fieldCount where Bool.random(using: &rng) {
+          // Now and then more occurrences than a count keeps (1023).
+          let many = round % 50 == 0 && field == 2 ? 1_100 : Int.random(in: 1...5, using: &rng)
+          posting.positions[field] = (0..<many).map { _ in
+            [0, -1, 7, -8, 123_456, Int.max, Int.min + 1].randomElement(using: &rng)!
+          }
+        }
+        document[token] = posting
+      }
+      let postings = document.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+      let text = SearchIndex.encodePositions(postings)
+      let decoded = SearchIndex.decodeCounts(text)
+      #expect(decoded.map(\.token) == postings.map(\.key), "\(text)")
+      #expect(decoded.map(\.counts) == postings.map { SearchIndex.counts($0.value) }, "\(text)")
+      var wanted: [String: Int] = ["ab": 100, "b": 101, "~:": 102, "勾股定理数学": 103]
+      for (i, token) in document.keys.enumerated() where i % 2 == 0 { wanted[token] = i }
+      var expected: [Int: SearchIndex.Posting] = [:]
+      for (token, index) in wanted { expected[index] = document[token] }
+      #expect(SearchIndex.decodePositions(text, wanted: wanted) == expected, "\(text)")
+    }
+    #expect(SearchIndex.decodeCounts("").isEmpty)
+  }
+
+  /// Tokens sort by their bytes, as the stores keep them: short and long ones, one the prefix
+  /// of another within and past the 16 bytes kept as integers, four-byte scalars.
+  @Test func tokenOrderIsByteOrder() {
+    var rng = SystemRandomNumberGenerator()
+    let pieces = ["a", "z", "0", "~edition:", "人民教育出版社", "勾股", "𠀀", "é", "abcdefghijklmnop"]
+    let tokens = (0..<2_000).map { _ in
+      (0..<Int.random(in: 1...5, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }
+        .joined()
+    }
+    let bytes = tokens.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    #expect(tokens.map(SearchIndex.TokenOrder.init).sorted().map(\.token) == bytes)
+    #expect(tokens.sorted() == bytes)
+    for _ in 0..<2_000 {
+      let (a, b) = (tokens.randomElement(using: &rng)!, tokens.randomElement(using: &rng)!)
+      #expect((SearchIndex.TokenOrder(a) == SearchIndex.TokenOrder(b)) == (a == b))
+    }
+  }
 }
 
 @Suite("Search query parsing")

@@ -136,7 +136,7 @@ protocol CatalogueStore: Sendable {
 final class SQLiteCatalogueStore: CatalogueStore {
   let store: Store
   var storage: any ServiceStorage { store }
-  /// Documents the search index keeps in `search_recent` before moving them into
+  /// Documents whose postings the search index reads from their text before moving them into
   /// `search_postings` (see SearchIndexStore.swift).
   let recentLimit: Int
 
@@ -172,6 +172,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
     r.content_time, r.views, r.downloads, r.favourites, r.rating_count, r.rating_sum,
     r.popularity, r.created_at, r.updated_at, r.published_at
     """
+
+  /// ``columns`` unqualified, for a `RETURNING` clause (which names no table).
+  static let returningColumns = columns.replacingOccurrences(of: "r.", with: "")
 
   static func decode(_ row: Row) -> StoredResource {
     var r = Resource()
@@ -736,8 +739,8 @@ final class SQLiteCatalogueStore: CatalogueStore {
     return try await store.write { db in
       let now = Date().timeIntervalSince1970
       // Cached: compiling this insert (a table with eleven indexes) was a ninth of the writer's
-      // time a create.
-      try db.cachedStatement(
+      // time a create. The row comes back from the insert itself, not read again.
+      let stored = try db.cachedStatement(
         sql: """
           INSERT INTO resources
             (id, external_id, title, description, keywords, type, stage, grade, subject,
@@ -745,8 +748,9 @@ final class SQLiteCatalogueStore: CatalogueStore {
              author_name, owner_org_id, owner_org_code, owner_path, reach_path, sharing_scope,
              licence, status, created_at, updated_at)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+          RETURNING \(Self.returningColumns)
           """
-      ).execute(
+      ).decodeFirst(
         arguments: StatementArguments(
           [
             r.id, r.externalID.isEmpty ? nil : r.externalID, r.title, r.description_p,
@@ -756,11 +760,10 @@ final class SQLiteCatalogueStore: CatalogueStore {
             r.knowledgePointCodes.joined(separator: "\n"), r.authorID, r.authorName, r.ownerOrgID,
             r.ownerOrgCode, r.ownerOrgPath, reach.description, r.sharingScope.rawValue, r.licence,
             now, now,
-          ] as [(any DatabaseValueConvertible)?]))
-      let seq = db.lastInsertedRowID
+          ] as [(any DatabaseValueConvertible)?]), Self.decode)!
+      let seq = stored.seq
       try Self.indexResource(db, seq: seq, analysed, fresh: true, recentLimit: self.recentLimit)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes, fresh: true)
-      let stored = try Self.fetch(db, seq: seq)!
       try Self.recordChange(db, stored, op: .upsert)
       return stored
     }

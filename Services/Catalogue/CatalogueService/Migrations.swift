@@ -306,5 +306,11 @@ enum CatalogueMigrations {
           ALTER TABLE search_postings_unchecked RENAME TO search_postings;
           """)
     }
+    migrator.registerMigration("catalogue.10.recent-from-positions") { db in
+      // A recent document's postings are read from its positions text until the merge writes
+      // them (SearchIndexStore.swift), not kept as a hundred rows of their own a create. The
+      // listed documents keep their texts, so the table goes and nothing is lost.
+      try db.execute(sql: "DROP TABLE search_recent")
+    }
   }
 }

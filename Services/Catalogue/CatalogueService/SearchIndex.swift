@@ -6,9 +6,9 @@ import SmartSchoolModel
 ///   in token order, holding only what scoring every match needs (``counts(_:)``: per field the
 ///   occurrences inside a dictionary word and those straddling two, and whether the title
 ///   starts with the token; ``packLengths(_:)``: the document's field lengths). A search reads
-///   these for all its matches, with no text to parse. SQLite keeps the latest documents'
-///   postings in `search_recent` (the same columns, in document order) until a write merges
-///   them here (SearchIndexStore.swift).
+///   these for all its matches, with no text to parse. SQLite writes the latest documents'
+///   postings here only once a write merges them, reading them from their positions text
+///   until then (`search_recent_documents` lists them; SearchIndexStore.swift).
 /// - `search_documents (resource_seq, title_len, keywords_len, description_len, positions)`:
 ///   field lengths in tokens (bigrams and words; the characters of longer runs do not count)
 ///   and every token's positions as one text (``encodePositions(_:)``: per token, each field's
@@ -85,6 +85,39 @@ enum SearchIndex {
     }
     for edition in named { doc.postings[editionToken(edition)] = Posting() }
     return doc
+  }
+
+  /// A token's place in byte (UTF-8) order, the order both stores keep text keys in and, for
+  /// these NFC tokens, the same as `<` without its Unicode comparison: the first 16 bytes as
+  /// two big-endian integers (tokens hold no NUL, so a shorter token's zero padding sorts
+  /// first), the rest compared only between tokens that share those.
+  struct TokenOrder: Comparable {
+    let token: String
+    let high: UInt64
+    let low: UInt64
+
+    init(_ token: String) {
+      self.token = token
+      var key: (UInt64, UInt64) = (0, 0)
+      withUnsafeMutableBytes(of: &key) { buffer in
+        for (i, byte) in token.utf8.prefix(16).enumerated() { buffer[i] = byte }
+      }
+      high = UInt64(bigEndian: key.0)
+      low = UInt64(bigEndian: key.1)
+    }
+
+    static func < (a: Self, b: Self) -> Bool {
+      if a.high != b.high { return a.high < b.high }
+      if a.low != b.low { return a.low < b.low }
+      let (m, n) = (a.token.utf8.count, b.token.utf8.count)
+      return m > 16 && n > 16 ? a.token.utf8.lexicographicallyPrecedes(b.token.utf8) : m < n
+    }
+
+    static func == (a: Self, b: Self) -> Bool {
+      let n = a.token.utf8.count
+      return a.high == b.high && a.low == b.low && n == b.token.utf8.count
+        && (n <= 16 || a.token.utf8.elementsEqual(b.token.utf8))
+    }
   }
 
   /// The offset of an encoded position.
@@ -194,14 +227,88 @@ enum SearchIndex {
   /// The postings in ``encodePositions(_:)``'s text of the tokens `wanted` names (token →
   /// index), by index.
   static func decodePositions(_ text: String, wanted: [String: Int]) -> [Int: Posting] {
+    // Bytes compared with each wanted token, a line at a time: SQLite's search reads every
+    // recent document's text this way, where a String per line took milliseconds a search.
+    let keys = wanted.map { (bytes: Array($0.key.utf8), index: $0.value) }
     var found: [Int: Posting] = [:]
-    for line in text.split(separator: "\n") {
-      let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
-      guard fields.count == 1 + fieldCount, let index = wanted[String(fields[0])] else {
-        continue
+    var text = text
+    text.withUTF8 { bytes in
+      var line = 0
+      while line < bytes.count {
+        var end = line
+        while end < bytes.count, bytes[end] != newline { end += 1 }
+        var tab = line
+        while tab < end, bytes[tab] != tabulator { tab += 1 }
+        let token = UnsafeBufferPointer(rebasing: bytes[line..<tab])
+        if let key = keys.first(where: { $0.bytes.elementsEqual(token) }) {
+          var posting = Posting()
+          var field = -1
+          var i = tab
+          while i < end, field + 1 < fieldCount {
+            i += 1  // the tab before the field
+            field += 1
+            while i < end, bytes[i] != tabulator {
+              posting.positions[field].append(number(bytes, &i))
+              if i < end, bytes[i] == comma { i += 1 }
+            }
+          }
+          found[key.index] = posting
+        }
+        line = end + 1
       }
-      found[index] = Posting(positions: fields.dropFirst().map { decode($0) })
     }
     return found
+  }
+
+  /// Every posting in ``encodePositions(_:)``'s text as its token and ``counts(_:)``, in the
+  /// text's (token) order: what SQLite's merge moves into `search_postings`, since a recent
+  /// document's text is the only copy of its postings.
+  static func decodeCounts(_ text: String) -> [(token: String, counts: Int64)] {
+    var postings: [(token: String, counts: Int64)] = []
+    var text = text
+    text.withUTF8 { bytes in
+      var i = 0
+      while i < bytes.count {
+        let start = i
+        while i < bytes.count, bytes[i] != tabulator, bytes[i] != newline { i += 1 }
+        let token = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+        var packed: Int64 = 0
+        var field = -1
+        while i < bytes.count, bytes[i] == tabulator, field + 1 < fieldCount {
+          i += 1
+          field += 1
+          var aligned = 0
+          var loose = 0
+          while i < bytes.count, bytes[i] != tabulator, bytes[i] != newline {
+            let position = number(bytes, &i)
+            if position >= 0 { aligned += 1 } else { loose += 1 }
+            if field == 0, offset(position) == 0 { packed |= titleStartBit }
+            if i < bytes.count, bytes[i] == comma { i += 1 }
+          }
+          packed |= Int64(min(aligned, countLimit)) << (20 * field)
+          packed |= Int64(min(loose, countLimit)) << (20 * field + 10)
+        }
+        while i < bytes.count, bytes[i] != newline { i += 1 }
+        i += 1
+        postings.append((token, packed))
+      }
+    }
+    return postings
+  }
+
+  private static let newline = UInt8(ascii: "\n")
+  private static let tabulator = UInt8(ascii: "\t")
+  private static let comma = UInt8(ascii: ",")
+
+  /// The decimal number (``appendDecimal(_:to:)``'s) at `i`, which moves past it.
+  private static func number(_ bytes: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> Int {
+    let negative = i < bytes.count && bytes[i] == UInt8(ascii: "-")
+    if negative { i += 1 }
+    var value = 0
+    while i < bytes.count, bytes[i] &- UInt8(ascii: "0") < 10 {
+      value = value &* 10 &+ Int(bytes[i] &- UInt8(ascii: "0"))
+      i += 1
+    }
+    return negative ? 0 &- value : value
   }
 }

@@ -6,19 +6,21 @@ import ServiceRuntime
 // scores are computed in Swift (``Ranking/Scorer``) from the rows, whatever order they come
 // in, so both stores rank the same rows identically.
 //
-// A resource's rows go in as multi-row INSERTs (one statement per 100 rows), analysed before
-// its write transaction (``SearchIndex/document``, by ``analyse``) so that the single writer
-// does not tokenize. A write puts them in `search_recent`, keyed by document: in token order a
-// create's hundred-odd postings dirty a page each all over `search_postings`, and every commit
-// writes each dirty page whole to the WAL (a megabyte a create, measured); in document order
-// they fill a page or two. Once `recentLimit` documents are there, the write that adds the
-// last moves them all into `search_postings` in token order (``mergeRecent``), where
-// neighbouring postings of the many documents share pages. A document's postings are in one
-// table or the other, never both; a search reads both, the recent one by key: for each
-// document `search_recent_documents` lists, each of the query's tokens (a scan of the table
-// took 2.6 ms at 128 documents, the lookups 0.2). A search reads the packed counts of every
-// posting of its tokens joined with the visible resources (no text), then positions only for
-// the candidates ``Ranking/TopResults`` asks for.
+// A resource is analysed before its write transaction (``SearchIndex/document``, by
+// ``analyse``) so that the single writer does not tokenize. A write stores its document row
+// (`search_documents`: lengths and every token's positions, one text) and lists it in
+// `search_recent_documents`; its postings are not written yet. In token order a create's
+// hundred-odd postings would dirty a page each all over `search_postings`, and every commit
+// writes each dirty page whole to the WAL (a megabyte a create, measured); kept as rows of
+// their own in document order (a table `search_recent`, until this release) they were still a
+// hundred rows more a create, and the merge sorted them again. The document's text holds them
+// all: once `recentLimit` documents are listed, the write that lists the last decodes their
+// texts and moves every posting into `search_postings` in token order (``mergeRecent``), where
+// neighbouring postings of the many documents share pages (multi-row INSERTs, 100 rows a
+// statement). A search reads the packed counts of every posting of its tokens joined with the
+// visible resources (no text), decodes the listed documents' texts for the same tokens
+// (``recentMatches``), then reads positions only for the candidates ``Ranking/TopResults``
+// asks for.
 
 extension SQLiteCatalogueStore {
   /// The index rows of a document, many a statement.
@@ -26,34 +28,54 @@ extension SQLiteCatalogueStore {
     "INSERT INTO search_postings (token, resource_seq, counts, lengths)", columns: 4,
     rowsPerStatement: 100)
 
-  /// The index rows of a recently written document, many a statement.
-  static let insertRecent = MultiRowStatement(
-    "INSERT INTO search_recent (resource_seq, token, counts, lengths)", columns: 4,
-    rowsPerStatement: 100)
-
-  /// Documents whose postings stay in `search_recent` until a write moves them all into
+  /// Documents whose postings are read from their text until a write moves them all into
   /// `search_postings` (the store's default; see the comment at the top of this file).
   static let defaultRecentLimit = 256
 
-  /// The postings a search reads of `count` tokens (columns token, resource_seq, counts,
-  /// lengths): both tables' rows, each with the `IN` list of its own; the arguments are the
-  /// tokens twice.
-  static func postings(of count: Int) -> String {
+  /// Whether a recent document's text (`s.positions`) has the token of the argument: a line of
+  /// the text starts with it and a tab (SQL on `search_documents s`).
+  static let positionsHaveToken =
+    "instr(char(10) || s.positions, char(10) || ? || char(9)) > 0"
+
+  /// The documents `search_recent_documents` lists: sequence, the three field lengths and the
+  /// positions text.
+  static let recentDocuments = """
+    SELECT s.resource_seq, s.title_len, s.keywords_len, s.description_len, s.positions
+    FROM search_recent_documents d CROSS JOIN search_documents s ON s.resource_seq = d.resource_seq
     """
-    (SELECT token, resource_seq, counts, lengths FROM search_postings
-      WHERE token IN (\(placeholders(count)))
-    UNION ALL
-    \(recentPostings(of: count)))
-    """
+
+  /// A recent document some of a search's tokens matched (``recentMatches``).
+  struct RecentMatch {
+    var sequence: Int64
+    /// Per token, ``SearchIndex/counts(_:)`` of its posting, −1 when absent.
+    var counts: [Int64]
+    var lengths: Int64
+    /// How many of the other tokens asked for (editions) the document has.
+    var others: Int
   }
 
-  /// The rows of `search_recent` of `count` tokens, looked up by key for each recent document.
-  static func recentPostings(of count: Int) -> String {
-    """
-    SELECT e.token, e.resource_seq, e.counts, e.lengths
-    FROM search_recent_documents d CROSS JOIN search_recent e ON e.resource_seq = d.resource_seq
-    WHERE e.token IN (\(placeholders(count)))
-    """
+  /// The documents `search_recent_documents` lists that have one of `tokens`, their counts
+  /// decoded from their texts; `others` are counted, not matched.
+  static func recentMatches(_ db: Database, tokens: [String], others: [String] = []) throws
+    -> [RecentMatch]
+  {
+    var wanted: [String: Int] = [:]
+    for (i, token) in (tokens + others).enumerated() where wanted[token] == nil {
+      wanted[token] = i
+    }
+    var matches: [RecentMatch] = []
+    let rows = try Row.fetchCursor(db.cachedStatement(sql: recentDocuments))
+    while let row = try rows.next() {
+      let found = SearchIndex.decodePositions(row[4], wanted: wanted)
+      guard found.keys.contains(where: { $0 < tokens.count }) else { continue }
+      matches.append(
+        RecentMatch(
+          sequence: row[0],
+          counts: tokens.indices.map { i in found[i].map(SearchIndex.counts) ?? -1 },
+          lengths: SearchIndex.packLengths([row[1], row[2], row[3]]),
+          others: found.keys.count { $0 >= tokens.count }))
+    }
+    return matches
   }
 
   /// The name of an edition node, as the index reads it.
@@ -73,9 +95,10 @@ extension SQLiteCatalogueStore {
   }
 
   /// Writes a resource's index rows (replacing any; `fresh`: a resource inserted in this
-  /// transaction, which has none), in the caller's write transaction: into `search_recent`,
-  /// merged once it holds `recentLimit` documents, or straight into `search_postings` when
-  /// `recentLimit` is nil (the migrations' rebuild, which writes every document at once).
+  /// transaction, which has none), in the caller's write transaction: its document row, listed
+  /// in `search_recent_documents` (its postings written by the merge once `recentLimit`
+  /// documents are listed), or with its postings in `search_postings` when `recentLimit` is
+  /// nil (the migrations' rebuild, which writes every document at once).
   static func indexResource(
     _ db: Database, seq: Int64, _ analysed: AnalysedResource, fresh: Bool = false,
     recentLimit: Int?
@@ -101,12 +124,6 @@ extension SQLiteCatalogueStore {
       ])
     let lengths = SearchIndex.packLengths(doc.lengths)
     if let recentLimit {
-      try insertRecent.run(db, count: postings.count) { i, row in
-        row.bind(seq)
-        row.bind(postings[i].key)
-        row.bind(SearchIndex.counts(postings[i].value))
-        row.bind(lengths)
-      }
       try db.cachedStatement(sql: "INSERT INTO search_recent_documents (resource_seq) VALUES (?)")
         .execute(arguments: [seq])
       let waiting = try Int.fetchOne(
@@ -143,10 +160,7 @@ extension SQLiteCatalogueStore {
     else { return nil }
     try db.cachedStatement(sql: "DELETE FROM search_recent_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
-    if db.changesCount > 0 {
-      try db.cachedStatement(sql: "DELETE FROM search_recent WHERE resource_seq = ?")
-        .execute(arguments: [seq])
-    } else {
+    if db.changesCount == 0 {
       // Merged: the document's tokens name its postings (by their key).
       let delete = try db.cachedStatement(
         sql: "DELETE FROM search_postings WHERE token = ? AND resource_seq = ?")
@@ -159,16 +173,27 @@ extension SQLiteCatalogueStore {
     return [row["title_len"], row["keywords_len"], row["description_len"]]
   }
 
-  /// Moves every posting of `search_recent` into `search_postings`, in token order.
+  /// Writes the postings of every document `search_recent_documents` lists into
+  /// `search_postings`, in token order, and empties the list.
   static func mergeRecent(_ db: Database) throws {
-    try db.execute(
-      sql: """
-        INSERT INTO search_postings (token, resource_seq, counts, lengths)
-        SELECT token, resource_seq, counts, lengths FROM search_recent
-        ORDER BY token, resource_seq;
-        DELETE FROM search_recent;
-        DELETE FROM search_recent_documents;
-        """)
+    var postings: [(order: SearchIndex.TokenOrder, seq: Int64, counts: Int64, lengths: Int64)] =
+      []
+    let rows = try Row.fetchCursor(db.cachedStatement(sql: recentDocuments))
+    while let row = try rows.next() {
+      let seq: Int64 = row[0]
+      let lengths = SearchIndex.packLengths([row[1], row[2], row[3]])
+      for p in SearchIndex.decodeCounts(row[4]) {
+        postings.append((SearchIndex.TokenOrder(p.token), seq, p.counts, lengths))
+      }
+    }
+    postings.sort { $0.order == $1.order ? $0.seq < $1.seq : $0.order < $1.order }
+    try insertPostings.run(db, count: postings.count) { i, row in
+      row.bind(postings[i].order.token)
+      row.bind(postings[i].seq)
+      row.bind(postings[i].counts)
+      row.bind(postings[i].lengths)
+    }
+    try db.cachedStatement(sql: "DELETE FROM search_recent_documents").execute()
   }
 
   static func updateStats(_ db: Database, documents: Int, lengths: [Int]) throws {
@@ -222,18 +247,20 @@ extension SQLiteCatalogueStore {
       // Looked up per candidate (the other conditions usually leave few): a list of every
       // resource of an edition would be built for each query.
       let tokens = f.editions.sorted().map(SearchIndex.editionToken)
+      let any = tokens.map { _ in positionsHaveToken }.joined(separator: " OR ")
       c.add(
         """
         (EXISTS (SELECT 1 FROM search_postings e
           WHERE e.token IN (\(placeholders(tokens.count))) AND e.resource_seq = r.seq)
-        OR EXISTS (SELECT 1 FROM search_recent e
-          WHERE e.resource_seq = r.seq AND e.token IN (\(placeholders(tokens.count)))))
+        OR EXISTS (SELECT 1 FROM search_recent_documents d CROSS JOIN search_documents s
+          ON s.resource_seq = d.resource_seq WHERE d.resource_seq = r.seq AND (\(any))))
         """, tokens + tokens)
     }
   }
 
-  /// The collection statistics and the document frequencies of `tokens`.
-  static func searchStatistics(_ db: Database, tokens: [String]) throws
+  /// The collection statistics and the document frequencies of `tokens` (distinct), those of
+  /// the recent documents counted from `recent` (``recentMatches`` of the same tokens).
+  static func searchStatistics(_ db: Database, tokens: [String], recent: [RecentMatch]) throws
     -> (SearchIndex.Stats, [String: Int])
   {
     var stats = SearchIndex.Stats()
@@ -249,12 +276,14 @@ extension SQLiteCatalogueStore {
       sql: """
         SELECT token, count(*) AS n FROM search_postings
         WHERE token IN (\(placeholders(tokens.count))) GROUP BY token
-        UNION ALL
-        SELECT token, count(*) AS n FROM (\(recentPostings(of: tokens.count))) GROUP BY token
-        """, arguments: StatementArguments(tokens + tokens))
+        """, arguments: StatementArguments(tokens))
     {
-      // Counted per table: a count over both tables' rows would gather and sort them all.
       frequencies[row[0], default: 0] += row[1] as Int
+    }
+    for match in recent {
+      for (i, counts) in match.counts.enumerated() where counts >= 0 {
+        frequencies[tokens[i], default: 0] += 1
+      }
     }
     return (stats, frequencies)
   }
@@ -263,18 +292,17 @@ extension SQLiteCatalogueStore {
   static func searchText(
     _ db: Database, query: SearchQuery, conditions c: Conditions, offset: Int, limit: Int
   ) throws -> SearchPage {
-    let (stats, frequencies) = try searchStatistics(db, tokens: query.tokens)
-    let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
-    let tokens = scorer.tokens
+    let tokens = query.tokens
     let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
+    let recent = try recentMatches(db, tokens: tokens, others: editions)
+    let (stats, frequencies) = try searchStatistics(db, tokens: tokens, recent: recent)
+    let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
     let editionColumn =
       editions.isEmpty
       ? "0"
       : """
-      ((SELECT count(*) FROM search_postings e
+      (SELECT count(*) FROM search_postings e
         WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count))))
-      + (SELECT count(*) FROM search_recent e
-        WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count)))))
       """
     // The token's index in `tokens` rather than its text.
     let tokenIndex =
@@ -286,11 +314,10 @@ extension SQLiteCatalogueStore {
       sql: """
         SELECT p.resource_seq, \(tokenIndex), p.counts, p.lengths, r.stage, r.grade, r.subject,
           r.type, r.popularity, \(editionColumn)
-        FROM \(postings(of: tokens.count)) p CROSS JOIN resources r
-        WHERE r.seq = p.resource_seq AND \(c.sql)
+        FROM search_postings p CROSS JOIN resources r
+        WHERE p.token IN (\(placeholders(tokens.count))) AND r.seq = p.resource_seq AND \(c.sql)
         """,
-      arguments: StatementArguments(
-        tokens + editions + editions + tokens + tokens + c.arguments))
+      arguments: StatementArguments(tokens + editions + tokens + c.arguments))
     while let row = try rows.next() {
       let seq: Int64 = row[0]
       let token: Int = row[1]
@@ -305,6 +332,24 @@ extension SQLiteCatalogueStore {
       candidate.counts[token] = row[2]
       bySeq[seq] = candidates.count
       candidates.append(candidate)
+    }
+    if !recent.isEmpty {
+      // The recent matches the conditions keep (never in search_postings as well).
+      let matches = Dictionary(recent.map { ($0.sequence, $0) }, uniquingKeysWith: { a, _ in a })
+      for row in try Row.fetchAll(
+        db,
+        sql: """
+          SELECT r.seq, r.stage, r.grade, r.subject, r.type, r.popularity FROM resources r
+          WHERE r.seq IN (\(placeholders(matches.count))) AND \(c.sql)
+          """, arguments: StatementArguments(Array(matches.keys) + c.arguments))
+      {
+        let match = matches[row[0]]!
+        candidates.append(
+          Ranking.SearchCandidate(
+            sequence: match.sequence, counts: match.counts, lengths: match.lengths,
+            stage: row[1], grade: row[2], subject: row[3], type: row[4],
+            hasEdition: match.others > 0, popularity: row[5]))
+      }
     }
 
     var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
@@ -358,9 +403,8 @@ struct AnalysedResource: Sendable {
       editionName: editionName)
     // Byte order is the stores' order of text keys, and the same as `<` on these normalised
     // (NFC) tokens, without `<`'s Unicode comparison (a seventh of the analysis).
-    postings = document.postings.sorted {
-      $0.key.utf8.lexicographicallyPrecedes($1.key.utf8)
-    }
+    postings = document.postings.map { (SearchIndex.TokenOrder($0.key), $0) }
+      .sorted { $0.0 < $1.0 }.map(\.1)
     positions = SearchIndex.encodePositions(postings)
   }
 }
