@@ -143,12 +143,16 @@ enum SearchIndex {
     for field in 0..<fieldCount {
       let positions = posting.positions[field]
       let aligned = positions.count { $0 >= 0 }
-      let loose = positions.count - aligned
-      packed |= Int64(min(aligned, countLimit)) << (20 * field)
-      packed |= Int64(min(loose, countLimit)) << (20 * field + 10)
+      packed |= packCounts(field, aligned: aligned, loose: positions.count - aligned)
     }
     if posting.positions[0].contains(where: { offset($0) == 0 }) { packed |= titleStartBit }
     return packed
+  }
+
+  /// One field's bits of ``counts(_:)``: its occurrences inside one word and straddling two.
+  @inline(__always) static func packCounts(_ field: Int, aligned: Int, loose: Int) -> Int64 {
+    Int64(min(aligned, countLimit)) << (20 * field)
+      | Int64(min(loose, countLimit)) << (20 * field + 10)
   }
 
   /// Occurrences in `field` inside one word, from ``counts(_:)``.
@@ -262,7 +266,8 @@ enum SearchIndex {
 
   /// Every posting in ``encodePositions(_:)``'s text as its token and ``counts(_:)``, in the
   /// text's (token) order: what SQLite's merge moves into `search_postings`, since a recent
-  /// document's text is the only copy of its postings.
+  /// document's text is the only copy of its postings. Counted as the text is read, with no
+  /// ``Posting`` built (the merge decodes some 27,000 at a time).
   static func decodeCounts(_ text: String) -> [(token: String, counts: Int64)] {
     var postings: [(token: String, counts: Int64)] = []
     var text = text
@@ -285,8 +290,7 @@ enum SearchIndex {
             if field == 0, offset(position) == 0 { packed |= titleStartBit }
             if i < bytes.count, bytes[i] == comma { i += 1 }
           }
-          packed |= Int64(min(aligned, countLimit)) << (20 * field)
-          packed |= Int64(min(loose, countLimit)) << (20 * field + 10)
+          packed |= packCounts(field, aligned: aligned, loose: loose)
         }
         while i < bytes.count, bytes[i] != newline { i += 1 }
         i += 1

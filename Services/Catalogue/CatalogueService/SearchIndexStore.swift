@@ -335,7 +335,7 @@ extension SQLiteCatalogueStore {
     }
     if !recent.isEmpty {
       // The recent matches the conditions keep (never in search_postings as well).
-      let matches = Dictionary(recent.map { ($0.sequence, $0) }, uniquingKeysWith: { a, _ in a })
+      let matches = Dictionary(uniqueKeysWithValues: recent.map { ($0.sequence, $0) })
       for row in try Row.fetchAll(
         db,
         sql: """
