@@ -178,33 +178,48 @@ public final class Store: ServiceStorage {
           }
         })
       if writes.enqueue(job) {
-        Task { await self.drainWrites() }
+        pool.asyncWriteWithoutTransaction { db in self.drainWrites(db) }
       }
     }
   }
 
-  /// Runs the queued writes, a group per transaction, until the queue is empty. Exactly one
-  /// drain runs at a time (the write that found the queue idle starts it).
-  private func drainWrites() async {
+  /// Runs the queued writes on the writer connection `db`, a group per transaction, until the
+  /// queue is empty. Exactly one drain runs at a time (the write that found the queue idle
+  /// starts it). The loop stays on the writer's thread from one group to the next: going back
+  /// to the task pool between groups left the writer idle until a busy pool ran the drain
+  /// again, and BEGIN and COMMIT are cached statements (GRDB's transaction compiles both each
+  /// time).
+  private func drainWrites(_ db: Database) {
     while let jobs = writes.next() {
       do {
-        let errors = try await pool.write { db -> [(any Error)?] in
-          var errors: [(any Error)?] = []
-          errors.reserveCapacity(jobs.count)
-          for job in jobs {
-            let error = job.run(db, jobs.count == 1)
-            // A full disk or an I/O error can make SQLite roll the whole transaction back:
-            // the writes before this one are gone too, and the rest must not run outside it.
-            if let error, !db.isInsideTransaction { throw error }
-            errors.append(error)
-          }
-          if jobs.count == 1, let error = errors[0] { throw error }
-          return errors
-        }
+        let errors = try Self.runGroup(jobs, db)
         for (job, error) in zip(jobs, errors) { job.finish(error) }
       } catch {
         for job in jobs { job.finish(error) }
       }
+    }
+  }
+
+  /// Runs `jobs` in one transaction; returns each job's error (nil: committed). Throws, having
+  /// rolled everything back, when the transaction fails or its only job does.
+  private static func runGroup(_ jobs: [GroupedWrite], _ db: Database) throws -> [(any Error)?] {
+    try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+    do {
+      var errors: [(any Error)?] = []
+      errors.reserveCapacity(jobs.count)
+      for job in jobs {
+        let error = job.run(db, jobs.count == 1)
+        // A full disk or an I/O error can make SQLite roll the whole transaction back: the
+        // writes before this one are gone too, and the rest must not run outside it.
+        if let error, !db.isInsideTransaction { throw error }
+        errors.append(error)
+      }
+      if jobs.count == 1, let error = errors[0] { throw error }
+      try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+      return errors
+    } catch {
+      if db.isInsideTransaction { try? db.cachedStatement(sql: "ROLLBACK TRANSACTION").execute() }
+      throw error
     }
   }
 

@@ -114,6 +114,69 @@ struct StorageTests {
     #expect(transactions >= 2 && transactions <= 8, "\(transactions) transactions")
   }
 
+  /// A store out of room (a page limit standing in for a full disk) refuses the writes that
+  /// do not fit with RESOURCE_EXHAUSTED, alone or grouped with others: a caller told its write
+  /// committed finds its row, a caller refused finds none, and the store writes again once
+  /// there is room.
+  @Test func aFullStoreRefusesWhatDoesNotFitAndLosesNothingElse() async throws {
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    let store = try storeWithThings(1, in: dir)
+    let pages = try await store.write { db in try Int.fetchOne(db, sql: "PRAGMA page_count")! }
+    try await store.write { db in try db.execute(sql: "PRAGMA max_page_count = \(pages + 8)") }
+    // About fifty pages: never fits.
+    let big = String(repeating: "x", count: 200_000)
+    await #expect(throws: ServiceError.self) {
+      try await store.write { db in
+        try db.execute(sql: "INSERT INTO things VALUES ('alone', ?)", arguments: [big])
+      }
+    }
+    // A held writer makes the rest queue into groups.
+    let holding = Task { try await store.write { _ in _ = usleep(300_000) } }
+    try await Task.sleep(for: .milliseconds(50))
+    let outcomes = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+      for writer in 0..<40 {
+        group.addTask {
+          do {
+            try await store.write { db in
+              try db.execute(
+                sql: "INSERT INTO things VALUES (?, ?)",
+                arguments: ["w\(writer)", writer % 4 == 0 ? big + "\(writer)" : "m\(writer)"])
+            }
+            return (writer, "ok")
+          } catch let error as ServiceError {
+            return (writer, error.code == .resourceExhausted ? "full" : "\(error)")
+          }
+        }
+      }
+      var outcomes: [Int: String] = [:]
+      for try await (writer, outcome) in group { outcomes[writer] = outcome }
+      return outcomes
+    }
+    try await holding.value
+    let stored = try await Set(
+      store.read { db in
+        try String.fetchAll(db, sql: "SELECT id FROM things WHERE id LIKE 'w%' OR id = 'alone'")
+      })
+    #expect(!stored.contains("alone"))
+    for writer in 0..<40 {
+      let outcome = outcomes[writer] ?? "none"
+      #expect(outcome == "full" || (outcome == "ok" && writer % 4 != 0), "writer \(writer)")
+      #expect(stored.contains("w\(writer)") == (outcome == "ok"), "writer \(writer): \(outcome)")
+    }
+    // SQLite rolls a transaction that ran out of room back whole: a group with a write that
+    // does not fit fails together, and nothing of it stays. A small write still fits.
+    try await store.write { db in try db.execute(sql: "INSERT INTO things VALUES ('small', 's')") }
+    try await store.write { db in try db.execute(sql: "PRAGMA max_page_count = 1073741823") }
+    try await store.write { db in
+      try db.execute(sql: "INSERT INTO things VALUES ('after', ?)", arguments: [big])
+    }
+    #expect(
+      try await store.read { db in
+        try Int.fetchOne(db, sql: "SELECT count(*) FROM things WHERE id IN ('after', 'small')")
+      } == 2)
+  }
+
   /// The write-ahead log is copied into the database file beside the writes, never by a
   /// commit (whose wait for the copy and its two `fsync`s every queued write would share),
   /// while readers keep seeing every committed row.

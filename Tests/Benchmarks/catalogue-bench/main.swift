@@ -136,6 +136,14 @@ struct BenchError: Error, CustomStringConvertible {
 
 func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+/// CPU seconds this process (server and callers) has used, user and system.
+func processCPUSeconds() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+    + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
 func percentile(_ sorted: [Double], _ p: Double) -> Double {
   guard !sorted.isEmpty else { return 0 }
   let index = min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))
@@ -597,14 +605,18 @@ func run(on store: BenchStore) async throws -> Figures {
       // Measured: creates, then uploads, then reviews of the first `measured` resources with
       // 8 concurrent callers, one author per school.
       let measured = min(resourceCount, 10_000)
+      let createCPU0 = processCPUSeconds()
       let (createSeconds, ids) = try await spread(0..<measured, callers: workers, create)
       let createRate = Double(measured) / createSeconds
+      let createCPU = (processCPUSeconds() - createCPU0) / Double(measured)
       // Baseline: the same concurrency of GetResource.
       let getCount = 20_000
+      let getCPU0 = processCPUSeconds()
       let (getSeconds, _) = try await spread(0..<getCount, callers: workers) { _ in
         _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
       }
       let getRate = Double(getCount) / getSeconds
+      let getCPU = (processCPUSeconds() - getCPU0) / Double(getCount)
       figures.createRate = createRate
       figures.getRate = getRate
       line(
@@ -613,6 +625,14 @@ func run(on store: BenchStore) async throws -> Figures {
             "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
             + "ratio %.2f   (%.1f s for the first %d)   target ratio >= 0.5",
           createRate, getRate, createRate / getRate, createSeconds, measured))
+      // Rates swing with the machine's other load; CPU per call (this process: server and
+      // callers) is steadier for comparing builds.
+      line(
+        String(
+          format:
+            "  CPU per call (process)                    create %.3f ms   GetResource %.3f ms   "
+            + "ratio %.2f",
+          createCPU * 1e3, getCPU * 1e3, getCPU / createCPU))
       let (uploadSeconds, _) = try await spread(ids.indices, callers: workers) {
         try await upload(ids[$0].id, ids[$0].school)
       }
