@@ -603,20 +603,40 @@ func run(on store: BenchStore) async throws -> Figures {
       line("seeded store copied from \(seed) (\(resourceCount) resources; rates not measured)")
     } else {
       // Measured: creates, then uploads, then reviews of the first `measured` resources with
-      // 8 concurrent callers, one author per school.
+      // 8 concurrent callers, one author per school. The creates alternate with their
+      // baseline, GetResource at the same concurrency, in five rounds: the machine's other
+      // load swings from one minute to the next here, and so weighs on both alike.
       let measured = min(resourceCount, 10_000)
-      let createCPU0 = processCPUSeconds()
-      let (createSeconds, ids) = try await spread(0..<measured, callers: workers, create)
-      let createRate = Double(measured) / createSeconds
-      let createCPU = (processCPUSeconds() - createCPU0) / Double(measured)
-      // Baseline: the same concurrency of GetResource.
+      let rounds = 5
       let getCount = 20_000
-      let getCPU0 = processCPUSeconds()
-      let (getSeconds, _) = try await spread(0..<getCount, callers: workers) { _ in
-        _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
+      var createSeconds = 0.0
+      var getSeconds = 0.0
+      var createCPU = 0.0
+      var getCPU = 0.0
+      var created: [(id: String, school: String)] = []
+      var roundRatios: [String] = []
+      for round in 0..<rounds {
+        let range = (measured * round / rounds)..<(measured * (round + 1) / rounds)
+        let cpu0 = processCPUSeconds()
+        let (seconds, made) = try await spread(range, callers: workers, create)
+        let cpu1 = processCPUSeconds()
+        let gets = getCount / rounds
+        let (getPart, _) = try await spread(0..<gets, callers: workers) { _ in
+          _ = try await client.getResource(.with { $0.id = probe.id }, metadata: probeAuth)
+        }
+        createCPU += cpu1 - cpu0
+        getCPU += processCPUSeconds() - cpu1
+        createSeconds += seconds
+        getSeconds += getPart
+        created += made
+        roundRatios.append(
+          String(format: "%.2f", (Double(range.count) / seconds) / (Double(gets) / getPart)))
       }
+      let ids = created
+      let createRate = Double(measured) / createSeconds
       let getRate = Double(getCount) / getSeconds
-      let getCPU = (processCPUSeconds() - getCPU0) / Double(getCount)
+      createCPU /= Double(measured)
+      getCPU /= Double(getCount)
       figures.createRate = createRate
       figures.getRate = getRate
       line(
@@ -624,7 +644,9 @@ func run(on store: BenchStore) async throws -> Figures {
           format:
             "create rate (8 callers)                     %8.0f /s   GetResource %8.0f /s   "
             + "ratio %.2f   (%.1f s for the first %d)   target ratio >= 0.5",
-          createRate, getRate, createRate / getRate, createSeconds, measured))
+          createRate, getRate, createRate / getRate, createSeconds, measured)
+          + "\n  ratio per round                           "
+          + roundRatios.joined(separator: "  "))
       // Rates swing with the machine's other load; CPU per call (this process: server and
       // callers) is steadier for comparing builds.
       line(
