@@ -20,7 +20,7 @@ struct SearchIndexTests {
   func postings(_ store: SQLiteCatalogueStore) async throws -> (Int, Int, Int) {
     try await store.store.read { db in
       (
-        try Int.fetchOne(db, sql: "SELECT count(*) FROM search_postings")!
+        try SQLiteCatalogueStore.mergedPostings(db).count
           + String.fetchAll(
             db,
             sql: """
@@ -130,5 +130,63 @@ struct SearchIndexTests {
     let doc = SearchIndex.document(
       title: "呼吸作用", keywords: [], description: "课堂演示", editionName: nil)
     #expect(after.0 == doc.postings.count)
+  }
+
+  /// Merged postings are kept in segments merged by level (SearchSegments.swift): after
+  /// hundreds of small merges among edits and deletes of merged documents, the index equals a
+  /// recomputation, every merged document is in exactly one segment, every blob is in
+  /// sequence order, no level keeps a full fanout, and searches answer as on a store that
+  /// never merged.
+  @Test func segmentsMergeByLevelAndLoseNothing() async throws {
+    let dirs = [try TemporaryDirectory(), try TemporaryDirectory()]
+    defer { for dir in dirs { dir.remove() } }
+    let store = try SQLiteCatalogueStore(directory: dirs[0].path, recentLimit: 2)
+    let unmerged = try SQLiteCatalogueStore(directory: dirs[1].path, recentLimit: 1_000_000)
+    let school = SearchIndexWriteTests.school
+    var live: [Int64: Resource] = [:]
+    var rng = SeededGenerator(seed: 27)
+    for i in 0..<240 {
+      let r = SearchIndexWriteTests.resource(i)
+      let seq = try await store.insertResource(r, reach: school, topChapter: nil).seq
+      #expect(try await unmerged.insertResource(r, reach: school, topChapter: nil).seq == seq)
+      live[seq] = r
+      if i % 5 == 4 {
+        // An edit or a delete of a document merged earlier, in whatever segment it is.
+        let target = live.keys.sorted()[Int.random(in: 0..<live.count / 2, using: &rng)]
+        if Bool.random(using: &rng) {
+          let edited = SearchIndexWriteTests.resource(i + 1000 + Int(target))
+          for s in [store, unmerged] {
+            _ = try await s.updateResource(seq: target, edited, reach: school, topChapter: nil)
+          }
+          live[target] = edited
+        } else {
+          for s in [store, unmerged] { try await s.deleteResource(seq: target) }
+          live[target] = nil
+        }
+      }
+    }
+    let index = try await SearchIndexWriteTests.stored(store)
+    #expect(index == SearchIndexWriteTests.recomputed(live.map { ($0.key, $0.value) }))
+    let (levels, owners, sorted) = try await store.store.read { db in
+      let levels = try Row.fetchAll(
+        db, sql: "SELECT level, count(*) FROM search_segment_levels GROUP BY level"
+      ).map { ($0[0] as Int, $0[1] as Int) }
+      var owners: [Int64: Set<Int64>] = [:]
+      var sorted = true
+      for row in try Row.fetchAll(db, sql: "SELECT segment, postings FROM search_segments") {
+        let seqs = SQLiteCatalogueStore.entries(row[1]).map(\.seq)
+        sorted = sorted && zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 }
+        for seq in seqs { owners[seq, default: []].insert(row[0]) }
+      }
+      return (levels, owners, sorted)
+    }
+    #expect(sorted)
+    #expect(levels.contains { $0.0 >= 2 }, "\(levels)")
+    #expect(levels.allSatisfy { $0.1 < SQLiteCatalogueStore.segmentFanout }, "\(levels)")
+    #expect(owners.values.allSatisfy { $0.count == 1 })
+    for text in SearchCorpus.queries.map(\.query) + ["函数", "光合作用 教案", "八年级 数学"] {
+      let merged = try await SearchStoresTests.answer(store, text)
+      #expect(merged == (try await SearchStoresTests.answer(unmerged, text)), "'\(text)'")
+    }
   }
 }

@@ -32,9 +32,9 @@ struct SearchIndexWriteTests {
     var stats: [Int] = []
   }
 
-  /// The index as stored (on SQLite, the rows of search_postings and the postings of the
-  /// recent documents' texts: a document's are in one or the other, so a posting in both would
-  /// show as one here and fail the size check).
+  /// The index as stored (on SQLite, the rows of search_postings, the entries of the segments
+  /// and the postings of the recent documents' texts: a document's are in one place, so a
+  /// posting in two would show as one here and fail the size check).
   static func stored(_ store: any CatalogueStore) async throws -> Index {
     let postings = "SELECT token, resource_seq, counts, lengths FROM search_postings"
     let recent = """
@@ -51,9 +51,8 @@ struct SearchIndexWriteTests {
       return try await sqlite.store.read { db in
         var index = Index()
         var rows = 0
-        for row in try Row.fetchAll(db, sql: postings) {
-          index.postings.insert(
-            "\(row[0] as String) \(row[1] as Int64) \(row[2] as Int64) \(row[3] as Int64)")
+        for p in try SQLiteCatalogueStore.mergedPostings(db) {
+          index.postings.insert("\(p.token) \(p.seq) \(p.counts) \(p.lengths)")
           rows += 1
         }
         for row in try Row.fetchAll(db, sql: recent) {
@@ -223,12 +222,12 @@ struct SearchIndexWriteTests {
     #expect(index == Self.recomputed(live.map { ($0.key, $0.value) }))
     #expect(index.stats[0] == live.count && index.postings.count > 10 * live.count)
     if let sqlite = store as? SQLiteCatalogueStore {
-      // Merges ran (the main table holds most documents), and the recent documents listed
+      // Merges ran (the segments hold most documents), and the recent documents listed
       // (whose count decides the next merge, and whose texts a search reads) are exactly those
-      // without rows in search_postings.
+      // without merged postings.
       let (merged, listed) = try await sqlite.store.read { db in
         (
-          try Int64.fetchAll(db, sql: "SELECT DISTINCT resource_seq FROM search_postings"),
+          Array(Set(try SQLiteCatalogueStore.mergedPostings(db).map(\.seq))),
           try Int64.fetchAll(db, sql: "SELECT resource_seq FROM search_recent_documents")
         )
       }

@@ -155,10 +155,10 @@ struct SearchPageTests {
 }
 
 /// On SQLite a document's postings are read from its positions text (it is listed in
-/// `search_recent_documents`) until a write moves every listed document's into
-/// `search_postings`: wherever a document's postings are, every query answers the same. The
-/// corpus is written into three stores whose writes merge always (every posting in the main
-/// table), every ninth document (some in each place), or never (every document listed).
+/// `search_recent_documents`) until a write moves every listed document's into a segment:
+/// wherever a document's postings are, every query answers the same. The corpus is written
+/// into three stores whose writes merge always (every posting in segments, merged by level),
+/// every ninth document (some in each place), or never (every document listed).
 @Suite("Search on SQLite, postings waiting or merged")
 struct SearchRecentPostingsTests {
   @Test func everyQueryAnswersTheSameWhereverThePostingsAre() async throws {

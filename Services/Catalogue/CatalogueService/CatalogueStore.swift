@@ -137,7 +137,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
   let store: Store
   var storage: any ServiceStorage { store }
   /// Documents whose postings the search index reads from their text before moving them into
-  /// `search_postings` (see SearchIndexStore.swift).
+  /// a segment (see SearchIndexStore.swift).
   let recentLimit: Int
 
   init(store: Store, recentLimit: Int = SQLiteCatalogueStore.defaultRecentLimit) {

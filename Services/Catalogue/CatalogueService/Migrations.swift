@@ -312,5 +312,23 @@ enum CatalogueMigrations {
       // listed documents keep their texts, so the table goes and nothing is lost.
       try db.execute(sql: "DROP TABLE search_recent")
     }
+    migrator.registerMigration("catalogue.11.search-segments") { db in
+      // Merged text postings are kept as segments, a blob of postings per token and merge
+      // (SearchSegments.swift); facet postings stay rows of search_postings.
+      try db.execute(
+        sql: """
+          CREATE TABLE search_segments (
+            segment INTEGER NOT NULL,
+            token TEXT NOT NULL,
+            postings BLOB NOT NULL,
+            PRIMARY KEY (segment, token)
+          ) WITHOUT ROWID;
+          CREATE TABLE search_segment_levels (
+            segment INTEGER PRIMARY KEY,
+            level INTEGER NOT NULL
+          );
+          """)
+      try SQLiteCatalogueStore.segmentPostings(db)
+    }
   }
 }

@@ -6,9 +6,10 @@ import SmartSchoolModel
 ///   in token order, holding only what scoring every match needs (``counts(_:)``: per field the
 ///   occurrences inside a dictionary word and those straddling two, and whether the title
 ///   starts with the token; ``packLengths(_:)``: the document's field lengths). A search reads
-///   these for all its matches, with no text to parse. SQLite writes the latest documents'
-///   postings here only once a write merges them, reading them from their positions text
-///   until then (`search_recent_documents` lists them; SearchIndexStore.swift).
+///   these for all its matches, with no text to parse. SQLite keeps only facet postings here:
+///   its text postings are segments of blobs (`search_segments`, SearchSegments.swift), written
+///   once a write merges the latest documents, read from their positions text until then
+///   (`search_recent_documents` lists them; SearchIndexStore.swift).
 /// - `search_documents (resource_seq, title_len, keywords_len, description_len, positions)`:
 ///   field lengths in tokens (bigrams and words; the characters of longer runs do not count)
 ///   and every token's positions as one text (``encodePositions(_:)``: per token, each field's
@@ -61,6 +62,11 @@ enum SearchIndex {
 
   /// The facet token of an edition (never produced from text: text tokens have no "~").
   static func editionToken(_ name: String) -> String { "~edition:" + name }
+
+  /// Whether `token` is a facet token (``editionToken(_:)``'s) rather than one of text.
+  @inline(__always) static func isFacetToken(_ token: String) -> Bool {
+    token.utf8.first == UInt8(ascii: "~")
+  }
 
   /// Analyses a resource's fields. `editionName` is the name of its edition node, if any.
   static func document(

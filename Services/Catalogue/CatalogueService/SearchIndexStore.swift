@@ -10,17 +10,14 @@ import ServiceRuntime
 // ``analyse``) so that the single writer does not tokenize. A write stores its document row
 // (`search_documents`: lengths and every token's positions, one text) and lists it in
 // `search_recent_documents`; its postings are not written yet. In token order a create's
-// hundred-odd postings would dirty a page each all over `search_postings`, and every commit
-// writes each dirty page whole to the WAL (a megabyte a create, measured); kept as rows of
-// their own in document order (a table `search_recent`, until this release) they were still a
-// hundred rows more a create, and the merge sorted them again. The document's text holds them
-// all: once `recentLimit` documents are listed, the write that lists the last decodes their
-// texts and moves every posting into `search_postings` in token order (``mergeRecent``), where
-// neighbouring postings of the many documents share pages (multi-row INSERTs, 100 rows a
-// statement). A search reads the packed counts of every posting of its tokens joined with the
-// visible resources (no text), decodes the listed documents' texts for the same tokens
-// (``recentMatches``), then reads positions only for the candidates ``Ranking/TopResults``
-// asks for.
+// hundred-odd postings would dirty a page each all over an index of a row per posting, and
+// every commit writes each dirty page whole to the WAL (a megabyte a create, measured). The
+// document's text holds them all: once `recentLimit` documents are listed, the write that
+// lists the last decodes their texts and writes their text postings as a new segment, a blob
+// per token (``mergeRecent``, SearchSegments.swift), and their facet postings as rows of
+// `search_postings`. A search decodes the blobs of its tokens in every segment and the listed
+// documents' texts (``recentMatches``), looks the matches up in `resources` within the
+// conditions, then reads positions only for the candidates ``Ranking/TopResults`` asks for.
 
 extension SQLiteCatalogueStore {
   /// The index rows of a document, many a statement.
@@ -42,6 +39,7 @@ extension SQLiteCatalogueStore {
   static let recentDocuments = """
     SELECT s.resource_seq, s.title_len, s.keywords_len, s.description_len, s.positions
     FROM search_recent_documents d CROSS JOIN search_documents s ON s.resource_seq = d.resource_seq
+    ORDER BY d.resource_seq
     """
 
   /// A recent document some of a search's tokens matched (``recentMatches``).
@@ -161,38 +159,54 @@ extension SQLiteCatalogueStore {
     try db.cachedStatement(sql: "DELETE FROM search_recent_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
     if db.changesCount == 0 {
-      // Merged: the document's tokens name its postings (by their key).
+      // Merged: the document's tokens name its postings (facet tokens' by their key).
       let delete = try db.cachedStatement(
         sql: "DELETE FROM search_postings WHERE token = ? AND resource_seq = ?")
+      var text: [String] = []
       for token in SearchIndex.positionTokens(row["positions"]) {
-        try delete.execute(arguments: [token, seq])
+        if SearchIndex.isFacetToken(token) {
+          try delete.execute(arguments: [token, seq])
+        } else {
+          text.append(token)
+        }
       }
+      try removeFromSegments(db, seq: seq, tokens: text)
     }
     try db.cachedStatement(sql: "DELETE FROM search_documents WHERE resource_seq = ?")
       .execute(arguments: [seq])
     return [row["title_len"], row["keywords_len"], row["description_len"]]
   }
 
-  /// Writes the postings of every document `search_recent_documents` lists into
-  /// `search_postings`, in token order, and empties the list.
+  /// Moves the postings of every document `search_recent_documents` lists into a new segment
+  /// (SearchSegments.swift), their facet postings into `search_postings` in token order, and
+  /// empties the list.
   static func mergeRecent(_ db: Database) throws {
-    var postings: [(order: SearchIndex.TokenOrder, seq: Int64, counts: Int64, lengths: Int64)] =
+    var facets: [(order: SearchIndex.TokenOrder, seq: Int64, counts: Int64, lengths: Int64)] =
       []
+    var segment: [String: [UInt8]] = [:]
     let rows = try Row.fetchCursor(db.cachedStatement(sql: recentDocuments))
     while let row = try rows.next() {
       let seq: Int64 = row[0]
       let lengths = SearchIndex.packLengths([row[1], row[2], row[3]])
       for p in SearchIndex.decodeCounts(row[4]) {
-        postings.append((SearchIndex.TokenOrder(p.token), seq, p.counts, lengths))
+        if SearchIndex.isFacetToken(p.token) {
+          facets.append((SearchIndex.TokenOrder(p.token), seq, p.counts, lengths))
+        } else {
+          // In sequence order: the documents come in that order.
+          append(
+            SegmentEntry(seq: seq, counts: p.counts, lengths: lengths),
+            to: &segment[p.token, default: []])
+        }
       }
     }
-    postings.sort { $0.order == $1.order ? $0.seq < $1.seq : $0.order < $1.order }
-    try insertPostings.run(db, count: postings.count) { i, row in
-      row.bind(postings[i].order.token)
-      row.bind(postings[i].seq)
-      row.bind(postings[i].counts)
-      row.bind(postings[i].lengths)
+    facets.sort { $0.order == $1.order ? $0.seq < $1.seq : $0.order < $1.order }
+    try insertPostings.run(db, count: facets.count) { i, row in
+      row.bind(facets[i].order.token)
+      row.bind(facets[i].seq)
+      row.bind(facets[i].counts)
+      row.bind(facets[i].lengths)
     }
+    try addSegment(db, segment, level: 0)
     try db.cachedStatement(sql: "DELETE FROM search_recent_documents").execute()
   }
 
@@ -258,11 +272,12 @@ extension SQLiteCatalogueStore {
     }
   }
 
-  /// The collection statistics and the document frequencies of `tokens` (distinct), those of
-  /// the recent documents counted from `recent` (``recentMatches`` of the same tokens).
-  static func searchStatistics(_ db: Database, tokens: [String], recent: [RecentMatch]) throws
-    -> (SearchIndex.Stats, [String: Int])
-  {
+  /// The collection statistics and the document frequencies of `tokens` (distinct): the
+  /// segments' counted by ``segmentMatches``, the recent documents' from `recent`
+  /// (``recentMatches`` of the same tokens).
+  static func searchStatistics(
+    _ db: Database, tokens: [String], merged: [String: Int], recent: [RecentMatch]
+  ) throws -> (SearchIndex.Stats, [String: Int]) {
     var stats = SearchIndex.Stats()
     if let row = try Row.fetchOne(
       db.cachedStatement(sql: SearchIndex.statsTotals))
@@ -270,16 +285,7 @@ extension SQLiteCatalogueStore {
       stats.documents = row[0]
       stats.lengths = [row[1], row[2], row[3]]
     }
-    var frequencies: [String: Int] = [:]
-    for row in try Row.fetchAll(
-      db,
-      sql: """
-        SELECT token, count(*) AS n FROM search_postings
-        WHERE token IN (\(placeholders(tokens.count))) GROUP BY token
-        """, arguments: StatementArguments(tokens))
-    {
-      frequencies[row[0], default: 0] += row[1] as Int
-    }
+    var frequencies = merged
     for match in recent {
       for (i, counts) in match.counts.enumerated() where counts >= 0 {
         frequencies[tokens[i], default: 0] += 1
@@ -288,6 +294,9 @@ extension SQLiteCatalogueStore {
     return (stats, frequencies)
   }
 
+  /// Matches looked up in `resources` a statement at a time.
+  static let matchesPerStatement = 2_000
+
   /// One page of results for a query with words, within conditions `c` on `resources r`.
   static func searchText(
     _ db: Database, query: SearchQuery, conditions c: Conditions, offset: Int, limit: Int
@@ -295,61 +304,50 @@ extension SQLiteCatalogueStore {
     let tokens = query.tokens
     let editions = query.boosts.editions.sorted().map(SearchIndex.editionToken)
     let recent = try recentMatches(db, tokens: tokens, others: editions)
-    let (stats, frequencies) = try searchStatistics(db, tokens: tokens, recent: recent)
+    let merged = try segmentMatches(db, tokens: tokens)
+    let (stats, frequencies) = try searchStatistics(
+      db, tokens: tokens, merged: merged.frequencies, recent: recent)
     let scorer = Ranking.Scorer(query: query, stats: stats, frequencies: frequencies)
+    // A merged document's facet postings are rows of search_postings; a recent one's are
+    // counted from its text (`others`), and it has none there.
     let editionColumn =
       editions.isEmpty
       ? "0"
       : """
       (SELECT count(*) FROM search_postings e
-        WHERE e.resource_seq = p.resource_seq AND e.token IN (\(placeholders(editions.count))))
+        WHERE e.resource_seq = r.seq AND e.token IN (\(placeholders(editions.count))))
       """
-    // The token's index in `tokens` rather than its text.
-    let tokenIndex =
-      "CASE p.token " + tokens.indices.map { "WHEN ? THEN \($0) " }.joined() + "END"
+    var matches: [(sequence: Int64, counts: [Int64], lengths: Int64, others: Int)] =
+      merged.matches.map { ($0.sequence, $0.counts, $0.lengths, 0) }
+    matches += recent.map { ($0.sequence, $0.counts, $0.lengths, $0.others) }
     var candidates: [Ranking.SearchCandidate] = []
-    var bySeq: [Int64: Int] = [:]
-    let rows = try Row.fetchCursor(
-      db,
-      sql: """
-        SELECT p.resource_seq, \(tokenIndex), p.counts, p.lengths, r.stage, r.grade, r.subject,
-          r.type, r.popularity, \(editionColumn)
-        FROM search_postings p CROSS JOIN resources r
-        WHERE p.token IN (\(placeholders(tokens.count))) AND r.seq = p.resource_seq AND \(c.sql)
-        """,
-      arguments: StatementArguments(tokens + editions + tokens + c.arguments))
-    while let row = try rows.next() {
-      let seq: Int64 = row[0]
-      let token: Int = row[1]
-      if let i = bySeq[seq] {
-        candidates[i].counts[token] = row[2]
-        continue
-      }
-      var candidate = Ranking.SearchCandidate(
-        sequence: seq, counts: Array(repeating: -1, count: tokens.count), lengths: row[3],
-        stage: row[4], grade: row[5], subject: row[6], type: row[7],
-        hasEdition: (row[9] as Int) > 0, popularity: row[8])
-      candidate.counts[token] = row[2]
-      bySeq[seq] = candidates.count
-      candidates.append(candidate)
-    }
-    if !recent.isEmpty {
-      // The recent matches the conditions keep (never in search_postings as well).
-      let matches = Dictionary(uniqueKeysWithValues: recent.map { ($0.sequence, $0) })
-      for row in try Row.fetchAll(
+    var start = 0
+    while start < matches.count {
+      // The matches the conditions keep, each looked up by its sequence.
+      let batch = matches[start..<min(start + matchesPerStatement, matches.count)]
+      let position = Dictionary(
+        uniqueKeysWithValues: batch.indices.map { (matches[$0].sequence, $0) })
+      // The list drives the join (CROSS JOIN keeps it outer): the planner would otherwise
+      // walk an index of the conditions' columns over every visible resource.
+      let values = Array(repeating: "(?)", count: batch.count).joined(separator: ", ")
+      let rows = try Row.fetchCursor(
         db,
         sql: """
-          SELECT r.seq, r.stage, r.grade, r.subject, r.type, r.popularity FROM resources r
-          WHERE r.seq IN (\(placeholders(matches.count))) AND \(c.sql)
-          """, arguments: StatementArguments(Array(matches.keys) + c.arguments))
-      {
-        let match = matches[row[0]]!
+          WITH m(seq) AS (VALUES \(values))
+          SELECT r.seq, r.stage, r.grade, r.subject, r.type, r.popularity, \(editionColumn)
+          FROM m CROSS JOIN resources r ON r.seq = m.seq WHERE \(c.sql)
+          """,
+        arguments: StatementArguments(
+          batch.map { $0.sequence } as [any DatabaseValueConvertible] + editions + c.arguments))
+      while let row = try rows.next() {
+        let match = matches[position[row[0]]!]
         candidates.append(
           Ranking.SearchCandidate(
             sequence: match.sequence, counts: match.counts, lengths: match.lengths,
             stage: row[1], grade: row[2], subject: row[3], type: row[4],
-            hasEdition: match.others > 0, popularity: row[5]))
+            hasEdition: match.others > 0 || (row[6] as Int) > 0, popularity: row[5]))
       }
+      start += batch.count
     }
 
     var top = Ranking.TopResults(candidates, scorer: scorer, need: offset + limit)
