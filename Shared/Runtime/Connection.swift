@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import SmartSchoolModel
 import Synchronization
 
 /// One replica of a peer service: a host name or IP address and a port.
@@ -133,7 +134,7 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
       PeerAddressError(text: text, reason: reason)
     }
     let entries = text.split(separator: ",", omittingEmptySubsequences: false)
-      .map { $0.trimmingCharacters(in: .whitespaces) }
+      .map { $0.trimmingSpaces() }
     if entries.allSatisfy(\.isEmpty) {
       throw refuse("no address (expected HOST:PORT[,HOST:PORT…])")
     }

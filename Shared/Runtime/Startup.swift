@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SmartSchoolModel
 
 /// The root command of a service executable: `@main struct … : ServiceCommand`.
 ///
@@ -76,7 +77,7 @@ public enum ServiceStartup {
     default: text = command.message(for: error)
     }
     let parts = text.split(whereSeparator: \.isNewline)
-      .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      .map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
     return parts.isEmpty ? String(describing: error) : parts.joined(separator: " ")
   }
 

@@ -177,13 +177,13 @@ public struct CSVTable {
     }
     var columns: [String: Int] = [:]
     for (index, raw) in header.fields.enumerated() {
-      let name = raw.trimmingCharacters(in: .whitespaces)
+      let name = raw.trimmingSpaces()
       if columns[name] != nil {
         throw CSVError(line: header.line, message: "column \(name) appears twice")
       }
       columns[name] = index
     }
-    let extra = header.fields.map { $0.trimmingCharacters(in: .whitespaces) }
+    let extra = header.fields.map { $0.trimmingSpaces() }
       .filter { !expected.contains($0) && !optional.contains($0) }
     if !extra.isEmpty {
       throw CSVError(
@@ -242,7 +242,7 @@ public struct CSVRow: Sendable {
   /// The trimmed text of a column ("" when empty).
   public func text(_ name: String) -> String {
     guard let index = columns[name], index < fields.count else { return "" }
-    return fields[index].trimmingCharacters(in: .whitespaces)
+    return fields[index].trimmingSpaces()
   }
 
   /// Non-empty text.
@@ -310,14 +310,14 @@ public struct CSVRow: Sendable {
 
   /// A semicolon-separated list (empty items dropped).
   public func list(_ name: String) -> [String] {
-    text(name).split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+    text(name).split(separator: ";").map { $0.trimmingSpaces() }
       .filter { !$0.isEmpty }
   }
 }
 
 /// Parses true/false/1/0/是/否 (case-insensitive); `nil` for anything else.
 public func parseBool(_ text: String) -> Bool? {
-  switch text.trimmingCharacters(in: .whitespaces).lowercased() {
+  switch text.trimmingSpaces().lowercased() {
   case "true", "1", "是": true
   case "false", "0", "否": false
   default: nil

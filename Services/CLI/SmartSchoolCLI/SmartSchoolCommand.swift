@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GRPCCore
 import SmartSchoolClient
+import SmartSchoolModel
 
 /// The root of the `smartschool` command tree.
 public struct SmartSchoolCommand: AsyncParsableCommand {
@@ -272,7 +273,7 @@ extension LoginCommand {
       guard isatty(STDIN_FILENO) != 0 else { return nil }
       writeErr("two-factor code: ")
     }
-    return readLine(strippingNewline: true)?.trimmingCharacters(in: .whitespaces)
+    return readLine(strippingNewline: true)?.trimmingSpaces()
   }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SmartSchoolModel
 
 /// A titled table whose columns carry a Chinese label with the English one beside it.
 public struct ReportTable: Sendable {
@@ -28,7 +29,7 @@ public struct ReportTable: Sendable {
     func line(_ cells: [String]) -> String {
       cells.enumerated().map { i, cell in
         cell + String(repeating: " ", count: max(0, widths[i] - displayWidth(cell)))
-      }.joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
+      }.joined(separator: "  ").trimmingSpaces() + "\n"
     }
     var out = "== \(title) ==\n" + line(headers)
     out += line(widths.map { String(repeating: "-", count: $0) })

@@ -387,7 +387,7 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     let stored = try await store.transition(
       seq: r.seq, reach: r.reach, action: request.action, from: r.resource.status, to: to,
       actorID: p.userID, actorName: p.username,
-      comment: request.comment.trimmingCharacters(in: .whitespaces))
+      comment: request.comment.trimmingSpaces())
     return stored.resource
   }
 
@@ -618,9 +618,9 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
       summary.received += 1
       switch message.row {
       case .node(var node):
-        node.code = node.code.trimmingCharacters(in: .whitespaces)
-        node.parentCode = node.parentCode.trimmingCharacters(in: .whitespaces)
-        node.name = node.name.trimmingCharacters(in: .whitespaces)
+        node.code = node.code.trimmingSpaces()
+        node.parentCode = node.parentCode.trimmingSpaces()
+        node.name = node.name.trimmingSpaces()
         let violations = ResourceRules.violations(node)
         if let first = violations.first {
           reject(
@@ -631,8 +631,8 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
           batch.append((index, .node(node)))
         }
       case .knowledgePoint(var kp):
-        kp.code = kp.code.trimmingCharacters(in: .whitespaces)
-        kp.name = kp.name.trimmingCharacters(in: .whitespaces)
+        kp.code = kp.code.trimmingSpaces()
+        kp.name = kp.name.trimmingSpaces()
         let violations = ResourceRules.violations(kp)
         if let first = violations.first {
           reject(index, kp.code, first.field, violations.map(\.description).joined(separator: "; "))
@@ -816,7 +816,7 @@ struct CatalogueAPI: Smartschool_Catalogue_V1_CatalogueService.SimpleServiceProt
     let p = try Principal.require()
     let limit = try PageSize.resolve(request.pageSize)
     var codes: [String] = []
-    for code in request.knowledgePointCodes.map({ $0.trimmingCharacters(in: .whitespaces) })
+    for code in request.knowledgePointCodes.map({ $0.trimmingSpaces() })
     where !codes.contains(code) {
       codes.append(code)
     }

@@ -43,19 +43,19 @@ enum ResourceRules {
   /// default licence and sharing scope).
   static func normalize(_ r: Resource) -> Resource {
     var r = r
-    r.title = r.title.trimmingCharacters(in: .whitespacesAndNewlines)
-    r.externalID = r.externalID.trimmingCharacters(in: .whitespaces)
-    r.licence = r.licence.trimmingCharacters(in: .whitespaces)
+    r.title = r.title.trimmingWhitespace()
+    r.externalID = r.externalID.trimmingSpaces()
+    r.licence = r.licence.trimmingSpaces()
     if r.licence.isEmpty { r.licence = defaultLicence }
     if r.sharingScope == .unspecified { r.sharingScope = .school }
     var seen: Set<String> = []
-    r.keywords = r.keywords.map { $0.trimmingCharacters(in: .whitespaces) }
+    r.keywords = r.keywords.map { $0.trimmingSpaces() }
       .filter { !$0.isEmpty && seen.insert($0).inserted }
     var seenCodes: Set<String> = []
-    r.knowledgePointCodes = r.knowledgePointCodes.map { $0.trimmingCharacters(in: .whitespaces) }
+    r.knowledgePointCodes = r.knowledgePointCodes.map { $0.trimmingSpaces() }
       .filter { seenCodes.insert($0).inserted }
-    r.editionCode = r.editionCode.trimmingCharacters(in: .whitespaces)
-    r.chapterCode = r.chapterCode.trimmingCharacters(in: .whitespaces)
+    r.editionCode = r.editionCode.trimmingSpaces()
+    r.chapterCode = r.chapterCode.trimmingSpaces()
     return r
   }
 

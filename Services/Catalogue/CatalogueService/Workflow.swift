@@ -36,7 +36,7 @@ enum Workflow {
     case .unpublish: (from, to) = (.published, .draft)
     default: throw .invalid("action", "must be a known review action")
     }
-    if action == .reject && comment.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+    if action == .reject && comment.trimmingWhitespace().isEmpty {
       throw .invalid("comment", "a rejection needs a comment")
     }
     guard status == from else {

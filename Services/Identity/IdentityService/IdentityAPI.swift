@@ -322,7 +322,7 @@ struct IdentityAPI: Smartschool_Identity_V1_IdentityService.SimpleServiceProtoco
       request, batchSize: 500,
       prepare: { (message, index) -> PreparedRow<Org> in
         var row = message.org
-        row.code = row.code.trimmingCharacters(in: .whitespaces)
+        row.code = row.code.trimmingSpaces()
         let violations = OrgRules.validate(row)
         if let first = violations.first {
           return .reject(.row(

@@ -1,5 +1,6 @@
 import Foundation
 import ServiceRuntime
+import SmartSchoolModel
 import Synchronization
 
 #if canImport(Glibc)
@@ -18,7 +19,7 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
 
   /// Parses `address` or `address/prefix`; nil when it is neither.
   public init?(_ text: String) {
-    let parts = text.trimmingCharacters(in: .whitespaces).split(
+    let parts = text.trimmingSpaces().split(
       separator: "/", omittingEmptySubsequences: false)
     guard parts.count <= 2, let bytes = IPRange.parse(String(parts[0])) else { return nil }
     let bits = bytes.count * 8
@@ -101,7 +102,7 @@ enum ClientAddress {
     func isTrusted(_ address: String) -> Bool { trusted.contains { $0.contains(address) } }
     guard !trusted.isEmpty, isTrusted(immediate) else { return immediate }
     let hops = forwardedFor.joined(separator: ",").split(separator: ",").suffix(32)
-      .map { $0.trimmingCharacters(in: .whitespaces) }
+      .map { $0.trimmingSpaces() }
     for hop in hops.reversed() where !isTrusted(hop) {
       // A hop that is not an address (garbage, or an obfuscated name) ends the chain there.
       return IPRange.parse(hop) != nil ? hop : immediate

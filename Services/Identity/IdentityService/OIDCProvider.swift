@@ -507,7 +507,7 @@ struct OIDCProvider: Sendable {
   private func userinfo(_ request: Request) async throws -> Response {
     guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ")
     else { return bearerError(nil) }
-    let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+    let token = String(header.dropFirst(7)).trimmingSpaces()
     // A client's access token (identity's own, Ed25519) granted openid, while its grant stands.
     guard let principal = try? await api.verifier.verify(token), principal.clientID != nil,
       let scope = principal.scope, scope.split(separator: " ").contains("openid"),

@@ -71,7 +71,7 @@ extension OIDCProvider {
     let basic = request.headers[.authorization].flatMap { header -> (String, String)? in
       guard header.lowercased().hasPrefix("basic "),
         let data = Data(
-          base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+          base64Encoded: String(header.dropFirst(6)).trimmingSpaces()),
         let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":"),
         let id = FormFields.decode(text[..<colon]),
         let password = FormFields.decode(text[text.index(after: colon)...])

@@ -34,7 +34,7 @@ public struct TOTPPolicy: Sendable, Equatable, CustomStringConvertible {
       "class": .class,
     ]
     for item in text.split(separator: ",") {
-      let entry = item.trimmingCharacters(in: .whitespaces)
+      let entry = item.trimmingSpaces()
       if entry.isEmpty { continue }
       let parts = entry.split(separator: "@", omittingEmptySubsequences: false).map(String.init)
       guard parts.count <= 2, let role = Role(rawValue: parts[0]) else {

@@ -118,7 +118,7 @@ extension IdentityAPI {
                   orgPath: user.orgPath, detail: "account locked; second factor not checked")
       throw ServiceError.unauthenticated(Self.badLogin)
     }
-    let typed = code.trimmingCharacters(in: .whitespaces)
+    let typed = code.trimmingSpaces()
     var proof: SecondFactorProof? = nil
     var recoveryCodes: [String] = []
     let state = try await store.totp(userID: user.id)
@@ -224,7 +224,7 @@ extension IdentityAPI {
     request: Smartschool_Identity_V1_ConfirmTotpEnrolmentRequest, context: ServerContext
   ) async throws -> Smartschool_Identity_V1_ConfirmTotpEnrolmentResponse {
     let user = try await totpUser()
-    let code = request.code.trimmingCharacters(in: .whitespaces)
+    let code = request.code.trimmingSpaces()
     guard TOTP.isCodeShaped(code) else {
       throw ServiceError.invalid("code", "must be the app's 6-digit code")
     }
@@ -257,7 +257,7 @@ extension IdentityAPI {
     async throws -> Smartschool_Identity_V1_DisableTotpResponse
   {
     let user = try await totpUser()
-    let code = request.code.trimmingCharacters(in: .whitespaces)
+    let code = request.code.trimmingSpaces()
     var v = Validator()
     v.check(!code.isEmpty && code.count <= 32, "code", "must be 1-32 characters")
     try v.throwIfInvalid()

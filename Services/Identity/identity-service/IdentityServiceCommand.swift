@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import IdentityService
 import ServiceRuntime
+import SmartSchoolModel
 
 /// identity-service: unified authentication (统一身份认证) for the SmartSchool suite.
 @main
@@ -200,7 +201,7 @@ struct IdentityServiceCommand: ServiceCommand {
       guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
         throw ValidationError("--admin-password-file: cannot read \(file)")
       }
-      settings.adminPassword = text.trimmingCharacters(in: .whitespacesAndNewlines)
+      settings.adminPassword = text.trimmingWhitespace()
     } else {
       settings.adminPassword = ProcessInfo.processInfo.environment["SMARTSCHOOL_ADMIN_PASSWORD"]
     }

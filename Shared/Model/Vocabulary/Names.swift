@@ -13,7 +13,7 @@ extension NamedVocabulary {
   /// Parses a Chinese name or a lower-case English name (case-insensitive, surrounding spaces
   /// ignored); `nil` when the text names no value.
   public static func parse(_ text: String) -> Self? {
-    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let trimmed = text.trimmingSpaces()
     let lower = trimmed.lowercased()
     return allCases.first { $0.chineseName == trimmed || $0.englishName == lower }
   }
