@@ -147,7 +147,25 @@ struct SearchTextTests {
     resource.description_p = String(repeating: sentence, count: 40)
     let analysed = AnalysedResource(resource: resource, editionName: "人民教育出版社")
     #expect(analysed.postings.count > 50)
-    #expect(analysed.postings.map(\.key) == analysed.document.postings.keys.sorted())
+    // The analysis equals the plain one: each occurrence's position appended to its token's
+    // posting as found, field by field, and the edition tokens with none.
+    var expected: [String: SearchIndex.Posting] = [:]
+    var lengths = [0, 0, 0]
+    let keywords = resource.keywords.joined(separator: "\n")
+    for (field, text) in [resource.title, keywords, resource.description_p].enumerated() {
+      for o in SearchText.occurrences(text) {
+        if !o.isCharacter { lengths[field] += 1 }
+        expected[o.token, default: .init()].positions[field].append(
+          o.aligned ? o.position : -(o.position + 1))
+      }
+    }
+    let editions = SearchVocabulary.editions(
+      in: SearchText.normalized(resource.title + "\n" + keywords)
+    ).union(SearchVocabulary.editions(in: SearchText.normalized("人民教育出版社")))
+    for edition in editions { expected[SearchIndex.editionToken(edition)] = .init() }
+    #expect(!editions.isEmpty && analysed.lengths == lengths)
+    #expect(Dictionary(uniqueKeysWithValues: analysed.postings) == expected)
+    #expect(analysed.postings.map(\.key) == expected.keys.sorted())
     let written = analysed.postings.map { token, posting in
       ([token] + posting.positions.map { $0.map(String.init).joined(separator: ",") })
         .joined(separator: "\t")

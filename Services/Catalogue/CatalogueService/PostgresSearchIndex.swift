@@ -40,21 +40,20 @@ extension PostgresCatalogueStore {
     if name != analysed.editionName {
       analysed = AnalysedResource(resource: r, editionName: name)
     }
-    let doc = analysed.document
     let old = fresh ? nil : try await removePostings(tx, seq: seq)
     let postings = analysed.postings
     let tokens = postings.map(\.key)
     let counts = postings.map { SearchIndex.counts($0.value) }
-    let lengths = SearchIndex.packLengths(doc.lengths)
+    let lengths = SearchIndex.packLengths(analysed.lengths)
     let positions = analysed.positions
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
-    let moved = zip(doc.lengths, before).map { $0 - $1 }
+    let moved = zip(analysed.lengths, before).map { $0 - $1 }
     try await tx.execute(
       """
       WITH document AS (
         INSERT INTO search_documents
           (resource_seq, title_len, keywords_len, description_len, positions)
-        VALUES (\(seq), \(doc.lengths[0]), \(doc.lengths[1]), \(doc.lengths[2]), \(positions))),
+        VALUES (\(seq), \(analysed.lengths[0]), \(analysed.lengths[1]), \(analysed.lengths[2]), \(positions))),
       stats AS (
         \(unescaped: statsUpdate(documents: old == nil ? 1 : 0, lengths: moved)))
       INSERT INTO search_postings (token, resource_seq, counts, lengths)

@@ -72,16 +72,35 @@ enum SearchIndex {
   static func document(
     title: String, keywords: [String], description: String, editionName: String?
   ) -> Document {
-    var doc = Document()
+    let a = analysis(
+      title: title, keywords: keywords, description: description, editionName: editionName)
+    return Document(lengths: a.lengths, postings: Dictionary(uniqueKeysWithValues: a.postings))
+  }
+
+  /// ``document(title:keywords:description:editionName:)``'s lengths and postings, the
+  /// postings in byte order (``TokenOrder``), as the stores write them.
+  static func analysis(
+    title: String, keywords: [String], description: String, editionName: String?
+  ) -> (lengths: [Int], postings: [(key: String, value: Posting)]) {
+    var lengths = Array(repeating: 0, count: fieldCount)
+    var postings: [(key: String, value: Posting)] = []
     let fields = [title, keywords.joined(separator: "\n"), description]
     let occurrences = fields.map(SearchText.occurrences)
-    // Sized once: growing the table rehashed every token string (a tenth of the analysis).
-    doc.postings.reserveCapacity(occurrences.reduce(8) { $0 + $1.count })
+    // Sized once: growing the table rehashed every token (a tenth of the analysis).
+    var index: [TokenKey: Int] = [:]
+    index.reserveCapacity(occurrences.reduce(8) { $0 + $1.count })
     for (field, found) in occurrences.enumerated() {
       for o in found {
-        if !o.isCharacter { doc.lengths[field] += 1 }
-        doc.postings[o.token, default: Posting()].positions[field].append(
-          o.aligned ? o.position : -(o.position + 1))
+        if !o.isCharacter { lengths[field] += 1 }
+        let position = o.aligned ? o.position : -(o.position + 1)
+        if let i = index[TokenKey(o.token)] {
+          postings[i].value.positions[field].append(position)
+        } else {
+          index[TokenKey(o.token)] = postings.count
+          var posting = Posting()
+          posting.positions[field].append(position)
+          postings.append((o.token, posting))
+        }
       }
     }
     var named = SearchVocabulary.editions(
@@ -89,8 +108,36 @@ enum SearchIndex {
     if let editionName {
       named.formUnion(SearchVocabulary.editions(in: SearchText.normalized(editionName)))
     }
-    for edition in named { doc.postings[editionToken(edition)] = Posting() }
-    return doc
+    for edition in named {
+      let token = editionToken(edition)
+      if let i = index[TokenKey(token)] {
+        postings[i].value = Posting()
+      } else {
+        index[TokenKey(token)] = postings.count
+        postings.append((token, Posting()))
+      }
+    }
+    // Byte order is the stores' order of text keys, and the same as `<` on these normalised
+    // (NFC) tokens, without `<`'s Unicode comparison (a seventh of the analysis).
+    return (
+      lengths,
+      postings.map { (TokenOrder($0.key), $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+    )
+  }
+
+  /// A token as a dictionary key, hashed and compared by its UTF-8 bytes: tokens are NFC
+  /// already, and a `String` key is normalised again by every hash (a third of the analysis).
+  struct TokenKey: Hashable {
+    let token: String
+
+    init(_ token: String) { self.token = token }
+
+    func hash(into hasher: inout Hasher) {
+      var token = token
+      token.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    static func == (a: Self, b: Self) -> Bool { a.token.utf8.elementsEqual(b.token.utf8) }
   }
 
   /// A token's place in byte (UTF-8) order, the order both stores keep text keys in and, for

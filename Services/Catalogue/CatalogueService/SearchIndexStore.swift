@@ -107,7 +107,6 @@ extension SQLiteCatalogueStore {
     if name != analysed.editionName {
       analysed = AnalysedResource(resource: r, editionName: name)
     }
-    let doc = analysed.document
     let old = fresh ? nil : try removePostings(db, seq: seq)
     let postings = analysed.postings
     try db.cachedStatement(
@@ -118,9 +117,9 @@ extension SQLiteCatalogueStore {
         """
     ).execute(
       arguments: [
-        seq, doc.lengths[0], doc.lengths[1], doc.lengths[2], analysed.positions,
+        seq, analysed.lengths[0], analysed.lengths[1], analysed.lengths[2], analysed.positions,
       ])
-    let lengths = SearchIndex.packLengths(doc.lengths)
+    let lengths = SearchIndex.packLengths(analysed.lengths)
     if let recentLimit {
       try db.cachedStatement(sql: "INSERT INTO search_recent_documents (resource_seq) VALUES (?)")
         .execute(arguments: [seq])
@@ -137,7 +136,7 @@ extension SQLiteCatalogueStore {
     }
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
     try updateStats(
-      db, documents: old == nil ? 1 : 0, lengths: zip(doc.lengths, before).map { $0 - $1 })
+      db, documents: old == nil ? 1 : 0, lengths: zip(analysed.lengths, before).map { $0 - $1 })
   }
 
   /// Removes a resource's index rows, if any.
@@ -385,7 +384,8 @@ extension SQLiteCatalogueStore {
 struct AnalysedResource: Sendable {
   var resource: Resource
   var editionName: String?
-  var document: SearchIndex.Document
+  /// The document's field lengths.
+  var lengths: [Int]
   /// The document's postings in token order, and their positions as stored
   /// (``SearchIndex/encodePositions(_:)``): made with the analysis, so that the single writer
   /// does not sort and encode them.
@@ -396,13 +396,9 @@ struct AnalysedResource: Sendable {
   init(resource: Resource, editionName: String?) {
     self.resource = resource
     self.editionName = editionName
-    document = SearchIndex.document(
+    (lengths, postings) = SearchIndex.analysis(
       title: resource.title, keywords: resource.keywords, description: resource.description_p,
       editionName: editionName)
-    // Byte order is the stores' order of text keys, and the same as `<` on these normalised
-    // (NFC) tokens, without `<`'s Unicode comparison (a seventh of the analysis).
-    postings = document.postings.map { (SearchIndex.TokenOrder($0.key), $0) }
-      .sorted { $0.0 < $1.0 }.map(\.1)
     positions = SearchIndex.encodePositions(postings)
   }
 }
