@@ -173,9 +173,6 @@ final class SQLiteCatalogueStore: CatalogueStore {
     r.popularity, r.created_at, r.updated_at, r.published_at
     """
 
-  /// ``columns`` unqualified, for a `RETURNING` clause (which names no table).
-  static let returningColumns = columns.replacingOccurrences(of: "r.", with: "")
-
   static func decode(_ row: Row) -> StoredResource {
     var r = Resource()
     r.id = row["id"]
@@ -731,42 +728,73 @@ final class SQLiteCatalogueStore: CatalogueStore {
     }
   }
 
+  /// The columns a create writes, in the order of ``insertValues(_:reach:topChapter:at:)``.
+  static let insertColumns = [
+    "id", "external_id", "title", "description", "keywords", "type", "stage", "grade", "subject",
+    "edition_code", "chapter_code", "top_chapter_code", "knowledge_points", "author_id",
+    "author_name", "owner_org_id", "owner_org_code", "owner_path", "reach_path",
+    "sharing_scope", "licence", "status", "created_at", "updated_at",
+  ]
+
+  /// The values a create writes (``insertColumns``): a draft created at `now`.
+  static func insertValues(_ r: Resource, reach: OrgPath, topChapter: String?, at now: Double)
+    -> [(any DatabaseValueConvertible)?]
+  {
+    [
+      r.id, r.externalID.isEmpty ? nil : r.externalID, r.title, r.description_p,
+      r.keywords.joined(separator: "\n"), r.type.rawValue, r.stage.rawValue, Int(r.grade),
+      r.subject.rawValue, r.editionCode.isEmpty ? nil : r.editionCode,
+      r.chapterCode.isEmpty ? nil : r.chapterCode, topChapter,
+      r.knowledgePointCodes.joined(separator: "\n"), r.authorID, r.authorName, r.ownerOrgID,
+      r.ownerOrgCode, r.ownerOrgPath, reach.description, r.sharingScope.rawValue, r.licence,
+      Smartschool_Catalogue_V1_ResourceStatus.draft.rawValue, now, now,
+    ]
+  }
+
+  /// The resource a create of `values` (``insertValues(_:reach:topChapter:at:)``) stores, as
+  /// ``decode(_:)`` reads it back: the inserted row with the schema's defaults for the rest.
+  static func created(_ values: [(any DatabaseValueConvertible)?], seq: Int64) -> StoredResource {
+    var row: [String: (any DatabaseValueConvertible)?] = [
+      "seq": seq, "review_comment": "", "content_size": nil, "content_mime": nil,
+      "content_sha256": nil, "content_name": nil, "content_time": nil, "views": 0,
+      "downloads": 0, "favourites": 0, "rating_count": 0, "rating_sum": 0, "popularity": 0.0,
+      "published_at": nil, "deleted_at": nil,
+    ]
+    for (column, value) in zip(insertColumns, values) { row[column] = value }
+    return decode(Row(row))
+  }
+
+  static let insertSQL = """
+    INSERT INTO resources (\(insertColumns.joined(separator: ", ")))
+    VALUES (\(placeholders(insertColumns.count)))
+    """
+
   func insertResource(_ r: Resource, reach: OrgPath, topChapter: String?) async throws
     -> StoredResource
   {
     let analysed = try await analyse(r)
+    let now = Date().timeIntervalSince1970
+    let values = Self.insertValues(r, reach: reach, topChapter: topChapter, at: now)
+    // The stored resource and its change event are made before the write (its sequence aside,
+    // which only the write knows): the single writer inserts rows and nothing else.
+    let created = Self.created(values, seq: 0)
+    let arguments = StatementArguments(values)
+    let event = try ChangeEvent(
+      entity: "resource", id: r.id, naturalKey: Self.naturalKey(r),
+      op: .upsert, orgPath: r.ownerOrgPath,
+      payload: created.resource)
     // Concurrent creates share a transaction (the store's group commit).
-    return try await store.write { db in
-      let now = Date().timeIntervalSince1970
+    let seq = try await store.write { db in
       // Cached: compiling this insert (a table with eleven indexes) was a ninth of the writer's
-      // time a create. The row comes back from the insert itself, not read again.
-      let stored = try db.cachedStatement(
-        sql: """
-          INSERT INTO resources
-            (id, external_id, title, description, keywords, type, stage, grade, subject,
-             edition_code, chapter_code, top_chapter_code, knowledge_points, author_id,
-             author_name, owner_org_id, owner_org_code, owner_path, reach_path, sharing_scope,
-             licence, status, created_at, updated_at)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
-          RETURNING \(Self.returningColumns)
-          """
-      ).decodeFirst(
-        arguments: StatementArguments(
-          [
-            r.id, r.externalID.isEmpty ? nil : r.externalID, r.title, r.description_p,
-            r.keywords.joined(separator: "\n"), r.type.rawValue, r.stage.rawValue, Int(r.grade),
-            r.subject.rawValue, r.editionCode.isEmpty ? nil : r.editionCode,
-            r.chapterCode.isEmpty ? nil : r.chapterCode, topChapter,
-            r.knowledgePointCodes.joined(separator: "\n"), r.authorID, r.authorName, r.ownerOrgID,
-            r.ownerOrgCode, r.ownerOrgPath, reach.description, r.sharingScope.rawValue, r.licence,
-            now, now,
-          ] as [(any DatabaseValueConvertible)?]), Self.decode)!
-      let seq = stored.seq
+      // time a create.
+      try db.cachedStatement(sql: Self.insertSQL).execute(arguments: arguments)
+      let seq = db.lastInsertedRowID
       try Self.indexResource(db, seq: seq, analysed, fresh: true, recentLimit: self.recentLimit)
       try Self.writeKnowledgePoints(db, seq: seq, r.knowledgePointCodes, fresh: true)
-      try Self.recordChange(db, stored, op: .upsert)
-      return stored
+      try ChangeFeed.record(db, events: [event])
+      return seq
     }
+    return StoredResource(seq: seq, resource: created.resource, reach: created.reach)
   }
 
   func resource(id: String) async throws -> StoredResource? {

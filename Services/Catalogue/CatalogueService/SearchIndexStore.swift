@@ -182,7 +182,7 @@ extension SQLiteCatalogueStore {
   static func mergeRecent(_ db: Database) throws {
     var facets: [(order: SearchIndex.TokenOrder, seq: Int64, counts: Int64, lengths: Int64)] =
       []
-    var segment: [String: [UInt8]] = [:]
+    var segment: [SearchIndex.TokenKey: [UInt8]] = [:]
     let rows = try Row.fetchCursor(db.cachedStatement(sql: recentDocuments))
     while let row = try rows.next() {
       let seq: Int64 = row[0]
@@ -194,7 +194,7 @@ extension SQLiteCatalogueStore {
           // In sequence order: the documents come in that order.
           append(
             SegmentEntry(seq: seq, counts: p.counts, lengths: lengths),
-            to: &segment[p.token, default: []])
+            to: &segment[SearchIndex.TokenKey(p.token), default: []])
         }
       }
     }

@@ -89,17 +89,20 @@ extension SQLiteCatalogueStore {
 
   /// Stores `postings` (per token, a blob's bytes in sequence order) as a new segment of
   /// `level`, then merges every level that reached ``segmentFanout`` segments.
-  static func addSegment(_ db: Database, _ postings: [String: [UInt8]], level: Int) throws {
+  static func addSegment(
+    _ db: Database, _ postings: [SearchIndex.TokenKey: [UInt8]], level: Int
+  ) throws {
     if postings.isEmpty { return }
     let id =
       (try Int64.fetchOne(
         db.cachedStatement(sql: "SELECT max(segment) FROM search_segment_levels")) ?? 0) + 1
     // In byte order: the rows fill the new segment's pages in key order.
-    let tokens = postings.keys.map(SearchIndex.TokenOrder.init).sorted().map(\.token)
-    try insertSegmentRows.run(db, count: tokens.count) { i, row in
+    let rows = postings.map { (SearchIndex.TokenOrder($0.key.token), $0.value) }
+      .sorted { $0.0 < $1.0 }
+    try insertSegmentRows.run(db, count: rows.count) { i, row in
       row.bind(id)
-      row.bind(tokens[i])
-      row.bind(Data(postings[tokens[i]]!))
+      row.bind(rows[i].0.token)
+      row.bind(Data(rows[i].1))
     }
     try db.cachedStatement(
       sql: "INSERT INTO search_segment_levels (segment, level) VALUES (?, ?)"
@@ -113,13 +116,15 @@ extension SQLiteCatalogueStore {
 
   /// Replaces segments `ids` with one of `level` holding all their postings.
   static func mergeSegments(_ db: Database, _ ids: [Int64], level: Int) throws {
-    var pieces: [String: [Data]] = [:]
+    var pieces: [SearchIndex.TokenKey: [Data]] = [:]
     let list = placeholders(ids.count)
     let rows = try Row.fetchCursor(
       db, sql: "SELECT token, postings FROM search_segments WHERE segment IN (\(list))",
       arguments: StatementArguments(ids))
-    while let row = try rows.next() { pieces[row[0], default: []].append(row[1]) }
-    var merged: [String: [UInt8]] = [:]
+    while let row = try rows.next() {
+      pieces[SearchIndex.TokenKey(row[0]), default: []].append(row[1])
+    }
+    var merged: [SearchIndex.TokenKey: [UInt8]] = [:]
     merged.reserveCapacity(pieces.count)
     for (token, blobs) in pieces {
       var bytes: [UInt8] = []
@@ -248,7 +253,7 @@ extension SQLiteCatalogueStore {
   /// Moves every text posting of `search_postings` into one segment (the migration that
   /// makes segments; facet postings stay).
   static func segmentPostings(_ db: Database) throws {
-    var postings: [String: [UInt8]] = [:]
+    var postings: [SearchIndex.TokenKey: [UInt8]] = [:]
     let rows = try Row.fetchCursor(
       db,
       sql: """
@@ -258,7 +263,7 @@ extension SQLiteCatalogueStore {
     while let row = try rows.next() {
       append(
         SegmentEntry(seq: row[1], counts: row[2], lengths: row[3]),
-        to: &postings[row[0], default: []])
+        to: &postings[SearchIndex.TokenKey(row[0]), default: []])
     }
     try db.execute(sql: "DELETE FROM search_postings WHERE substr(token, 1, 1) <> '~'")
     // Its level: that of a segment merged from as many documents' worth of merges.
