@@ -47,13 +47,14 @@ extension PostgresCatalogueStore {
     let lengths = SearchIndex.packLengths(analysed.lengths)
     let positions = analysed.positions
     let before = old ?? Array(repeating: 0, count: SearchIndex.fieldCount)
-    let moved = zip(analysed.lengths, before).map { $0 - $1 }
+    let fields = analysed.lengths
+    let moved = zip(fields, before).map { $0 - $1 }
     try await tx.execute(
       """
       WITH document AS (
         INSERT INTO search_documents
           (resource_seq, title_len, keywords_len, description_len, positions)
-        VALUES (\(seq), \(analysed.lengths[0]), \(analysed.lengths[1]), \(analysed.lengths[2]), \(positions))),
+        VALUES (\(seq), \(fields[0]), \(fields[1]), \(fields[2]), \(positions))),
       stats AS (
         \(unescaped: statsUpdate(documents: old == nil ? 1 : 0, lengths: moved)))
       INSERT INTO search_postings (token, resource_seq, counts, lengths)
