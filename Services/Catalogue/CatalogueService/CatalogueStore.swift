@@ -707,9 +707,16 @@ final class SQLiteCatalogueStore: CatalogueStore {
   static func recordChange(_ db: Database, _ s: StoredResource, op: Smartschool_Common_V1_ChangeOp)
     throws
   {
-    try ChangeFeed.record(
-      db, entity: "resource", id: s.resource.id, naturalKey: naturalKey(s.resource), op: op,
-      orgPath: s.resource.ownerOrgPath, payload: op == .upsert ? s.resource : nil)
+    try ChangeFeed.record(db, events: [changeEvent(s.resource, op: op)])
+  }
+
+  /// A resource's change event (its payload encoded here: a create makes it before its write).
+  static func changeEvent(_ r: Resource, op: Smartschool_Common_V1_ChangeOp) throws
+    -> ChangeEvent
+  {
+    try ChangeEvent(
+      entity: "resource", id: r.id, naturalKey: naturalKey(r), op: op, orgPath: r.ownerOrgPath,
+      payload: op == .upsert ? r : nil)
   }
 
   /// Replaces a resource's knowledge points (`fresh`: a resource inserted in this
@@ -779,10 +786,7 @@ final class SQLiteCatalogueStore: CatalogueStore {
     // which only the write knows): the single writer inserts rows and nothing else.
     let created = Self.created(values, seq: 0)
     let arguments = StatementArguments(values)
-    let event = try ChangeEvent(
-      entity: "resource", id: r.id, naturalKey: Self.naturalKey(r),
-      op: .upsert, orgPath: r.ownerOrgPath,
-      payload: created.resource)
+    let event = try Self.changeEvent(created.resource, op: .upsert)
     // Concurrent creates share a transaction (the store's group commit).
     let seq = try await store.write { db in
       // Cached: compiling this insert (a table with eleven indexes) was a ninth of the writer's
